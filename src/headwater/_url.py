@@ -1,0 +1,36 @@
+"""Backend URLs: ``sqlite:///path``, ``redis://host:port/db``, ``kafka://host:port`` ..."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from headwater.errors import ConfigurationError
+
+__all__ = ["scheme_of", "sqlite_path"]
+
+
+def scheme_of(url: str) -> str:
+    """The lower-cased scheme of a backend URL, e.g. ``sqlite`` or ``postgresql``."""
+    scheme = urlsplit(url).scheme.lower()
+    if not scheme:
+        raise ConfigurationError(f"{url!r} is not a backend URL (expected scheme://...)")
+    return scheme.split("+", 1)[0]
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a ``sqlite:///relative`` or ``sqlite:////absolute`` URL.
+
+    ``sqlite:///:memory:`` gives an in-memory database (one connection only).
+    """
+    if scheme_of(url) != "sqlite":
+        raise ConfigurationError(f"{url!r} is not a sqlite:/// URL")
+    rest = url.split("://", 1)[1]
+    if not rest.startswith("/"):
+        raise ConfigurationError(f"{url!r}: use sqlite:///relative/path or sqlite:////abs/path")
+    path = rest[1:].split("?", 1)[0]
+    if not path:
+        raise ConfigurationError(f"{url!r} names no file")
+    if path != ":memory:":
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return path

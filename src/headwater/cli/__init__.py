@@ -1,0 +1,29 @@
+"""The ``headwater`` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from headwater.cli import contracts, demo
+from headwater.errors import HeadwaterError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="headwater",
+    help="One contract, one bus, fresh features and provable erasure for interaction signals.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(contracts.app, name="contracts")
+demo.register(app)
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning headwater errors into a message and exit code 1."""
+    try:
+        app()
+    except HeadwaterError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None

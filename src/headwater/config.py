@@ -1,0 +1,42 @@
+"""Where headwater keeps its data: backend URLs, from the environment or arguments.
+
+Every URL defaults to an embedded backend under ``HEADWATER_HOME`` (``./.headwater``),
+so one machine needs no server at all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+__all__ = ["Settings"]
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Backend URLs and the data directory of one headwater deployment."""
+
+    home: Path
+    control_url: str
+    bus_url: str
+    online_url: str
+    archive_url: str
+
+    @classmethod
+    def from_env(cls, home: str | Path | None = None) -> Settings:
+        """Settings from ``HEADWATER_*`` variables, embedded defaults under ``home``."""
+        root = Path(home or _env("HEADWATER_HOME", ".headwater")).expanduser()
+        base = f"sqlite:///{root}"  # absolute roots give sqlite:////abs, as SQLAlchemy does
+        return cls(
+            home=root,
+            control_url=_env("HEADWATER_CONTROL_URL", f"{base}/control.db"),
+            bus_url=_env("HEADWATER_BUS_URL", f"{base}/bus.db"),
+            online_url=_env("HEADWATER_ONLINE_URL", f"{base}/online.db"),
+            archive_url=_env("HEADWATER_ARCHIVE_URL", str(root / "archive")),
+        )

@@ -1,0 +1,217 @@
+"""Event type definitions: the values that make up the contract.
+
+An event type is a value (a name with a definition), never a class of its own:
+every signal keeps the one canonical shape and only its ``payload`` schema
+differs by type.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import msgspec
+
+from headwater.errors import ContractDefinitionError
+
+__all__ = [
+    "FIELD_TYPES",
+    "LIST_ITEM_TYPES",
+    "RegisteredEventType",
+    "EventTypeDefinition",
+    "FieldSpec",
+    "definition_from_mapping",
+    "parse_duration",
+]
+
+FieldType = Literal["string", "int", "float", "bool", "enum", "list", "timestamp"]
+FIELD_TYPES: tuple[str, ...] = ("string", "int", "float", "bool", "enum", "list", "timestamp")
+LIST_ITEM_TYPES: tuple[str, ...] = ("string", "int", "float", "bool", "enum", "timestamp")
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class FieldSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One payload field: its type, whether it is required, and its bounds.
+
+    ``minimum``/``maximum`` bound numbers, ``min_length``/``max_length`` bound
+    strings, ``max_items`` bounds lists, ``values`` lists an enum's members and
+    ``items`` names a list's element type (``values`` then applies to enum items).
+    """
+
+    type: FieldType
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    max_items: int | None = None
+    values: tuple[str, ...] | None = None
+    items: str | None = None
+    description: str = ""
+
+    def element_type(self) -> str:
+        """The type a list's elements have, or the field's own type."""
+        return self.items if self.type == "list" and self.items else self.type
+
+
+class EventTypeDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One event type: owner, surfaces, item rule, payload schema and freshness budget."""
+
+    name: str
+    owner: str
+    surfaces: tuple[str, ...]
+    has_item: bool
+    payload: dict[str, FieldSpec]
+    freshness_budget_s: float = 300.0
+    description: str = ""
+
+    def content(self) -> EventTypeDefinition:
+        """The same definition with fields in a canonical order, for comparison."""
+        return msgspec.structs.replace(
+            self,
+            surfaces=tuple(sorted(set(self.surfaces))),
+            payload={k: self.payload[k] for k in sorted(self.payload)},
+        )
+
+    def fingerprint(self) -> bytes:
+        """Canonical bytes of the definition; equal definitions give equal bytes."""
+        return msgspec.json.encode(self.content(), order="sorted")
+
+
+def parse_duration(value: object, where: str) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"1h"``, ``"250ms"`` or ``"7d"``."""
+    if isinstance(value, bool):
+        raise ContractDefinitionError(f"{where}: a duration cannot be a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ContractDefinitionError(
+            f"{where}: {value!r} is not a duration (use e.g. 30s, 5m, 1h)"
+        )
+    if seconds <= 0:
+        raise ContractDefinitionError(f"{where}: a duration must be positive")
+    return seconds
+
+
+def _field_from_mapping(name: str, raw: Any, where: str) -> FieldSpec:
+    if isinstance(raw, str):
+        raw = {"type": raw}
+    if not isinstance(raw, dict):
+        raise ContractDefinitionError(f"{where}: field {name!r} must be a mapping or a type name")
+    data = dict(raw)
+    # Files may say min/max; the value object names them minimum/maximum.
+    for short, full in (("min", "minimum"), ("max", "maximum")):
+        if short in data:
+            data[full] = data.pop(short)
+    if "values" in data and isinstance(data["values"], list):
+        data["values"] = tuple(str(v) for v in data["values"])
+    try:
+        spec = msgspec.convert(data, FieldSpec)
+    except msgspec.ValidationError as exc:
+        raise ContractDefinitionError(f"{where}: field {name!r}: {exc}") from None
+    _check_field(name, spec, where)
+    return spec
+
+
+def _check_field(name: str, spec: FieldSpec, where: str) -> None:
+    problems: list[str] = []
+    if not _NAME.match(name):
+        problems.append("names are lower_snake_case, at most 64 characters")
+    numeric = spec.element_type() in ("int", "float")
+    if (spec.minimum is not None or spec.maximum is not None) and not numeric:
+        problems.append("minimum/maximum apply to int and float fields only")
+    has_length = spec.min_length is not None or spec.max_length is not None
+    if has_length and spec.element_type() != "string":
+        problems.append("min_length/max_length apply to string fields only")
+    if spec.max_items is not None and spec.type != "list":
+        problems.append("max_items applies to list fields only")
+    if spec.type == "list":
+        if spec.items not in LIST_ITEM_TYPES:
+            problems.append(f"a list names its element type in items: one of {LIST_ITEM_TYPES}")
+    elif spec.items is not None:
+        problems.append("items applies to list fields only")
+    if spec.element_type() == "enum":
+        if not spec.values:
+            problems.append("an enum lists its values")
+        elif len(set(spec.values)) != len(spec.values):
+            problems.append("enum values repeat")
+    elif spec.values is not None:
+        problems.append("values apply to enum fields only")
+    if spec.minimum is not None and spec.maximum is not None and spec.minimum > spec.maximum:
+        problems.append("minimum is above maximum")
+    lo, hi = spec.min_length, spec.max_length
+    if (lo is not None and lo < 0) or (hi is not None and hi < 0):
+        problems.append("lengths cannot be negative")
+    if lo is not None and hi is not None and lo > hi:
+        problems.append("min_length is above max_length")
+    if spec.max_items is not None and spec.max_items < 0:
+        problems.append("max_items cannot be negative")
+    if spec.element_type() == "int":
+        for bound in (spec.minimum, spec.maximum):
+            if bound is not None and (bound != int(bound) or not INT64_MIN <= bound <= INT64_MAX):
+                problems.append("int bounds are whole numbers within 64 bits")
+    if problems:
+        raise ContractDefinitionError(f"{where}: field {name!r}: " + "; ".join(problems))
+
+
+def definition_from_mapping(name: str, raw: Any, owner: str, where: str) -> EventTypeDefinition:
+    """Build a definition from the mapping a YAML or TOML file holds for one event type."""
+    if not isinstance(raw, dict):
+        raise ContractDefinitionError(f"{where}: event type {name!r} must be a mapping")
+    if not _NAME.match(name):
+        raise ContractDefinitionError(
+            f"{where}: event type name {name!r} must be lower_snake_case, at most 64 characters"
+        )
+    known = {"surfaces", "item", "payload", "freshness_budget", "description", "owner"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ContractDefinitionError(
+            f"{where}: event type {name!r} has unknown keys {unknown}; known: {sorted(known)}"
+        )
+    surfaces = raw.get("surfaces")
+    if not isinstance(surfaces, list) or not surfaces or not all(
+        isinstance(s, str) and _NAME.match(s) for s in surfaces
+    ):
+        raise ContractDefinitionError(
+            f"{where}: event type {name!r} needs surfaces: a non-empty list of lower_snake_case names"
+        )
+    has_item = raw.get("item", True)
+    if not isinstance(has_item, bool):
+        raise ContractDefinitionError(f"{where}: event type {name!r}: item is true or false")
+    payload_raw = raw.get("payload") or {}
+    if not isinstance(payload_raw, dict):
+        raise ContractDefinitionError(f"{where}: event type {name!r}: payload must be a mapping")
+    payload = {
+        str(k): _field_from_mapping(str(k), v, f"{where}: {name}") for k, v in payload_raw.items()
+    }
+    budget = parse_duration(raw.get("freshness_budget", "5m"), f"{where}: {name}.freshness_budget")
+    description = raw.get("description", "")
+    return EventTypeDefinition(
+        name=name,
+        owner=str(raw.get("owner", owner)),
+        surfaces=tuple(surfaces),
+        has_item=has_item,
+        payload=payload,
+        freshness_budget_s=budget,
+        description=str(description),
+    ).content()
+
+
+class RegisteredEventType(msgspec.Struct, frozen=True):
+    """A definition as registered: its version number and when it was registered."""
+
+    definition: EventTypeDefinition
+    version: int
+    registered_at: str = ""
+
+    @property
+    def name(self) -> str:
+        """The event type's name."""
+        return self.definition.name

@@ -1,0 +1,121 @@
+"""The contract registry: every version of every event type, kept in the control plane."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import msgspec
+
+from headwater.contract.compat import Violation, check_evolution
+from headwater.contract.definition import EventTypeDefinition, RegisteredEventType
+from headwater.control.base import ControlDatabase, Row
+from headwater.errors import IncompatibleChangeError
+
+__all__ = ["ChangePlan", "ContractRegistry"]
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS hw_contract_versions (
+        name TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        definition TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        registered_at TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    )""",
+)
+
+_DEF = msgspec.json.Decoder(EventTypeDefinition)
+_SELECT_ALL = (
+    "SELECT name, version, definition, registered_at FROM hw_contract_versions "
+    "ORDER BY name, version"
+)
+
+
+def _group(rows: list[Row]) -> dict[str, list[RegisteredEventType]]:
+    found: dict[str, list[RegisteredEventType]] = {}
+    for name, version, text, at in rows:
+        found.setdefault(name, []).append(
+            RegisteredEventType(_DEF.decode(text), int(version), str(at)))
+    return found
+
+
+class ChangePlan(msgspec.Struct, frozen=True):
+    """What registering a proposed set would do, and what it would refuse."""
+
+    added: tuple[str, ...]
+    changed: tuple[tuple[str, int], ...]  # (type, new version)
+    unchanged: tuple[str, ...]
+    violations: tuple[Violation, ...]
+
+    @property
+    def compatible(self) -> bool:
+        """True when nothing is refused."""
+        return not self.violations
+
+
+class ContractRegistry:
+    """Registers event type definitions under the evolution rules and serves them."""
+
+    def __init__(self, db: ControlDatabase) -> None:
+        self._db = db
+        db.ensure_schema(SCHEMA)
+
+    def history(self) -> dict[str, list[RegisteredEventType]]:
+        """Every registered version of every type, oldest first."""
+        return _group(self._db.execute(_SELECT_ALL))
+
+    def current(self) -> list[RegisteredEventType]:
+        """The latest version of each registered type."""
+        return [versions[-1] for versions in self.history().values()]
+
+    def revision(self) -> int:
+        """A number that grows whenever a version is registered (for cache refresh)."""
+        rows = self._db.execute("SELECT COUNT(*) FROM hw_contract_versions")
+        return int(rows[0][0])
+
+    def plan(self, proposed: Mapping[str, EventTypeDefinition], *,
+             partial: bool = False) -> ChangePlan:
+        """Compare a proposed set with the registered one, without changing anything.
+
+        ``partial`` treats types missing from ``proposed`` as untouched rather than removed
+        (for registering one team's file, or one type through the API).
+        """
+        return self._plan(self.history(), proposed, partial=partial)
+
+    @staticmethod
+    def _plan(history: Mapping[str, list[RegisteredEventType]],
+              proposed: Mapping[str, EventTypeDefinition], *, partial: bool) -> ChangePlan:
+        pairs = {n: [(r.version, r.definition) for r in v] for n, v in history.items()}
+        violations = check_evolution(pairs, proposed, allow_removal=partial)
+        added, changed, unchanged = [], [], []
+        for name, definition in sorted(proposed.items()):
+            versions = history.get(name)
+            if not versions:
+                added.append(name)
+            elif versions[-1].definition.fingerprint() == definition.fingerprint():
+                unchanged.append(name)
+            else:
+                changed.append((name, versions[-1].version + 1))
+        return ChangePlan(tuple(added), tuple(changed), tuple(unchanged), tuple(violations))
+
+    def apply(self, proposed: Mapping[str, EventTypeDefinition], *,
+              partial: bool = False) -> ChangePlan:
+        """Register the proposed set, all or nothing; refuse it with every violation listed."""
+        with self._db.transaction() as tx:
+            history = _group(tx.execute(_SELECT_ALL))
+            plan = self._plan(history, proposed, partial=partial)
+            if plan.violations:
+                raise IncompatibleChangeError(plan.violations)
+            now = datetime.now(UTC).isoformat()
+            news = [(n, 1) for n in plan.added] + list(plan.changed)
+            for name, version in news:
+                definition = proposed[name]
+                tx.execute(
+                    "INSERT INTO hw_contract_versions "
+                    "(name, version, definition, fingerprint, registered_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (name, version, msgspec.json.encode(definition).decode(),
+                     definition.fingerprint().decode(), now),
+                )
+        return plan

@@ -1,0 +1,88 @@
+"""The canonical signal: the one shape every producer publishes and every consumer reads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+__all__ = ["ENVELOPE_FIELDS", "SIGNAL_FIELDS", "Signal", "decode_signal", "decode_signals",
+           "encode_signal",
+           "make_signal", "utcnow"]
+
+#: Fields a producer sets.
+SIGNAL_FIELDS: tuple[str, ...] = (
+    "event_id", "event_type", "user_id", "item_id", "surface", "timestamp", "payload",
+)
+#: Fields headwater sets on acceptance; a producer that sends one is rejected.
+ENVELOPE_FIELDS: tuple[str, ...] = ("producer", "received_at", "schema_version")
+
+
+class Signal(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One user interaction signal, as consumers read it from the bus.
+
+    ``timestamp`` and ``received_at`` are timezone-aware UTC. ``item_id`` is None
+    only for event types that declare no item. ``producer``, ``received_at`` and
+    ``schema_version`` form the envelope headwater sets when it accepts the signal.
+    """
+
+    event_id: str
+    event_type: str
+    user_id: str
+    surface: str
+    timestamp: datetime
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    item_id: str | None = None
+    producer: str = ""
+    received_at: datetime | None = None
+    schema_version: int = 0
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(Signal)
+_LIST_DECODER = msgspec.msgpack.Decoder(list[Signal])
+
+
+def encode_signal(signal: Any) -> bytes:
+    """Bytes of a signal as the bus carries it (MessagePack, field names as keys)."""
+    return _ENCODER.encode(signal)
+
+
+def decode_signal(data: bytes) -> Signal:
+    """A signal from the bytes the bus carries."""
+    return _DECODER.decode(data)
+
+
+def decode_signals(data: bytes) -> list[Signal]:
+    """Signals from an encoded list (used for compact batch records)."""
+    return _LIST_DECODER.decode(data)
+
+
+def make_signal(
+    *,
+    event_id: str,
+    event_type: str,
+    user_id: str,
+    surface: str,
+    timestamp: datetime,
+    item_id: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> Signal:
+    """A signal built in Python, its timestamp converted to UTC (naive times are refused)."""
+    if timestamp.tzinfo is None:
+        raise ValueError("timestamp must be timezone-aware (RFC 3339 with an offset)")
+    return Signal(
+        event_id=event_id,
+        event_type=event_type,
+        user_id=user_id,
+        surface=surface,
+        timestamp=timestamp.astimezone(UTC),
+        payload=payload or {},
+        item_id=item_id,
+    )
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)

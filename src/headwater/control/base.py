@@ -1,0 +1,47 @@
+"""The control-plane port: a small SQL database for contracts, producer keys and the erasure ledger.
+
+Repositories (``ContractRegistry``, ``ProducerKeys``, ``ErasureLedger``) write
+portable SQL with ``?`` placeholders against this protocol; each backend
+translates placeholders and driver errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+__all__ = ["ControlDatabase", "ControlTransaction", "Row"]
+
+Row = tuple[Any, ...]
+
+
+class ControlDatabase(Protocol):
+    """What a control-plane backend offers its repositories."""
+
+    url: str
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run one statement in its own transaction; rows it returns, if any."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[ControlTransaction]:
+        """A transaction: every statement in it commits together or not at all."""
+        ...
+
+    def ensure_schema(self, statements: Sequence[str]) -> None:
+        """Create tables and indexes if they do not exist (idempotent DDL)."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+class ControlTransaction(Protocol):
+    """Statements run inside one transaction."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run one statement; rows it returns, if any."""
+        ...
+

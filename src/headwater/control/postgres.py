@@ -1,0 +1,86 @@
+"""The scale-out control plane: PostgreSQL through psycopg 3."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from headwater.control.base import Row
+from headwater.errors import (
+    BackendUnavailableError,
+    ControlPlaneError,
+    MissingDependencyError,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["PostgresControlDatabase"]
+
+# Advisory lock id that serialises schema creation across processes.
+_SCHEMA_LOCK = 0x68656164
+
+
+def _pg(sql: str) -> str:
+    # Repositories write ? placeholders; psycopg wants %s (and a literal % doubled).
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _Tx:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        import psycopg
+
+        try:
+            cur = self._conn.execute(_pg(sql), tuple(params))  # type: ignore[arg-type]
+            return list(cur.fetchall()) if cur.description is not None else []
+        except psycopg.Error as exc:
+            raise ControlPlaneError(f"control plane (postgresql): {exc}") from exc
+
+
+class PostgresControlDatabase:
+    """Control-plane tables in PostgreSQL, selected by a ``postgresql://`` URL."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise MissingDependencyError("postgresql", "psycopg", "postgres") from None
+        self.url = url
+        self._lock = threading.RLock()
+        try:
+            self._conn: psycopg.Connection[Any] = psycopg.connect(url, autocommit=True,
+                                                                   connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise BackendUnavailableError(f"cannot reach PostgreSQL at {url}: {exc}") from exc
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self.transaction() as tx:
+            return tx.execute(sql, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Tx]:
+        import psycopg
+
+        with self._lock:
+            try:
+                with self._conn.transaction():
+                    yield _Tx(self._conn)
+            except psycopg.OperationalError as exc:
+                raise BackendUnavailableError(f"PostgreSQL: {exc}") from exc
+            except psycopg.Error as exc:
+                raise ControlPlaneError(f"control plane (postgresql): {exc}") from exc
+
+    def ensure_schema(self, statements: Sequence[str]) -> None:
+        with self.transaction() as tx:
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+            for statement in statements:
+                tx.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,75 @@
+"""The embedded control plane: one SQLite file, WAL mode, safe across threads and processes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from headwater._url import sqlite_path
+from headwater.control.base import Row
+from headwater.errors import ControlPlaneError
+
+__all__ = ["SqliteControlDatabase"]
+
+
+class _Tx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise ControlPlaneError(f"control plane (sqlite): {exc}") from exc
+
+
+class SqliteControlDatabase:
+    """Control-plane tables in a SQLite file (the embedded default)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._path = sqlite_path(url)
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(self._path, timeout=30.0, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as exc:
+            raise ControlPlaneError(f"cannot open control plane {url}: {exc}") from exc
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self.transaction() as tx:
+            return tx.execute(sql, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Tx]:
+        with self._lock:
+            try:
+                # IMMEDIATE takes the write lock up front, so two processes cannot
+                # both read a version number and then both insert it.
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise ControlPlaneError(f"control plane (sqlite): {exc}") from exc
+            try:
+                yield _Tx(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise ControlPlaneError(f"control plane (sqlite): commit failed: {exc}") from exc
+
+    def ensure_schema(self, statements: Sequence[str]) -> None:
+        with self.transaction() as tx:
+            for statement in statements:
+                tx.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,1 @@
+"""Realistic simulated traffic from six product teams, for the demo, tests and benchmarks."""

@@ -1,0 +1,182 @@
+"""The one exception tree of headwater.
+
+Callers catch these, never a driver's own exception: every adapter translates
+``sqlite3``, ``psycopg``, ``redis``, ``confluent_kafka`` and ``nats`` errors at its
+boundary.
+
+::
+
+    HeadwaterError
+    ├── ConfigurationError            bad URL, unknown scheme, bad setting
+    │   └── MissingDependencyError    an optional driver is not installed (names the extra)
+    ├── ContractError
+    │   ├── ContractDefinitionError   a definition file or document is malformed
+    │   ├── IncompatibleChangeError   an evolution rule refused a change (carries every violation)
+    │   └── UnknownEventTypeError     no definition registered under that name
+    ├── BatchError                    a whole publish batch is refused (no event of it is published)
+    │   ├── MalformedBatchError       the body is not a JSON array or NDJSON of events
+    │   └── BatchTooLargeError        more than the allowed events or bytes
+    ├── BackendError                  a store, bus or control plane failed
+    │   ├── BackendUnavailableError   the server cannot be reached; the operation can be retried
+    │   ├── BusError
+    │   ├── OnlineStoreError
+    │   ├── ArchiveError
+    │   └── ControlPlaneError
+    ├── AccessError
+    │   ├── AuthenticationError       missing or unknown producer key
+    │   ├── PermissionDeniedError     event type or surface outside the key's scope
+    │   └── RateLimitedError          over the producer's rate limit (carries retry_after)
+    ├── ConsumerError
+    │   └── MissingDeletionHandlerError  a consumer that stores user data has no erasure handler
+    └── ErasureError
+        └── UnknownErasureRequestError
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from headwater.contract.compat import Violation
+
+__all__ = [
+    "AccessError",
+    "ArchiveError",
+    "AuthenticationError",
+    "BackendError",
+    "BackendUnavailableError",
+    "BatchError",
+    "BatchTooLargeError",
+    "BusError",
+    "ConfigurationError",
+    "ConsumerError",
+    "ContractDefinitionError",
+    "ContractError",
+    "ControlPlaneError",
+    "ErasureError",
+    "HeadwaterError",
+    "IncompatibleChangeError",
+    "MalformedBatchError",
+    "MissingDeletionHandlerError",
+    "MissingDependencyError",
+    "OnlineStoreError",
+    "PermissionDeniedError",
+    "RateLimitedError",
+    "UnknownErasureRequestError",
+    "UnknownEventTypeError",
+]
+
+
+class HeadwaterError(Exception):
+    """Base of every error headwater raises on purpose."""
+
+
+class ConfigurationError(HeadwaterError):
+    """A URL, setting or argument cannot be used."""
+
+
+class MissingDependencyError(ConfigurationError):
+    """An optional backend's driver is not installed."""
+
+    def __init__(self, backend: str, module: str, extra: str) -> None:
+        super().__init__(
+            f"the {backend} backend needs the '{module}' package: "
+            f"pip install 'headwater[{extra}]'"
+        )
+        self.backend = backend
+        self.module = module
+        self.extra = extra
+
+
+class ContractError(HeadwaterError):
+    """A contract definition or registration problem."""
+
+
+class ContractDefinitionError(ContractError):
+    """A definition file or document does not describe a valid event type."""
+
+
+class IncompatibleChangeError(ContractError):
+    """A proposed definition breaks an evolution rule; every violation is listed."""
+
+    def __init__(self, violations: Sequence[Violation]) -> None:
+        lines = "\n".join(f"  - {v.describe()}" for v in violations)
+        super().__init__(f"{len(violations)} incompatible change(s) refused:\n{lines}")
+        self.violations = list(violations)
+
+
+class UnknownEventTypeError(ContractError):
+    """No definition is registered under the event type's name."""
+
+
+class BatchError(HeadwaterError):
+    """A whole batch is refused before validation of its events; nothing is published."""
+
+
+class MalformedBatchError(BatchError):
+    """The body is not a JSON array of events nor NDJSON."""
+
+
+class BatchTooLargeError(BatchError):
+    """The batch holds more events or bytes than allowed."""
+
+
+class BackendError(HeadwaterError):
+    """A store, the bus or the control plane failed."""
+
+
+class BackendUnavailableError(BackendError):
+    """A server cannot be reached; the operation did not happen and can be retried."""
+
+
+class BusError(BackendError):
+    """The bus failed to publish, read or commit."""
+
+
+class OnlineStoreError(BackendError):
+    """The online feature store failed."""
+
+
+class ArchiveError(BackendError):
+    """The offline archive failed."""
+
+
+class ControlPlaneError(BackendError):
+    """The control-plane database failed."""
+
+
+class AccessError(HeadwaterError):
+    """A producer may not publish this."""
+
+
+class AuthenticationError(AccessError):
+    """The producer key is missing, unknown or revoked."""
+
+
+class PermissionDeniedError(AccessError):
+    """The event type or surface is outside the key's scope."""
+
+
+class RateLimitedError(AccessError):
+    """The producer is over its rate limit."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConsumerError(HeadwaterError):
+    """A consumer cannot run."""
+
+
+class MissingDeletionHandlerError(ConsumerError):
+    """A consumer that stores user data registered no erasure handler."""
+
+
+class ErasureError(HeadwaterError):
+    """An erasure request cannot be created, applied or reported."""
+
+
+class UnknownErasureRequestError(ErasureError):
+    """No erasure request exists with that id."""
