@@ -10,7 +10,6 @@ import msgspec
 import pytest
 
 from headwater.contract.definition import RegisteredEventType
-
 from headwater.contract.validator import Limits, SignalValidator
 from headwater.errors import BatchTooLargeError, MalformedBatchError
 
@@ -56,8 +55,7 @@ MUTATIONS: list[tuple[str, dict[str, Any], str, str]] = [
     ("bool for int", {"payload": {"dwell_ms": True}}, "payload.dwell_ms", "wrong_type"),
     ("negative", {"payload": {"dwell_ms": -1}}, "payload.dwell_ms", "out_of_bounds"),
     ("enum", {"payload": {"page": "moon"}}, "payload.page", "invalid_enum_value"),
-    ("string too long", {"payload": {"referrer": "x" * 513}}, "payload.referrer",
-     "out_of_bounds"),
+    ("string too long", {"payload": {"referrer": "x" * 513}}, "payload.referrer", "out_of_bounds"),
     ("empty id", {"user_id": ""}, "user_id", "out_of_bounds"),
     ("long id", {"event_id": "e" * 129}, "event_id", "out_of_bounds"),
     ("id type", {"user_id": 42}, "user_id", "wrong_type"),
@@ -72,10 +70,15 @@ MUTATIONS: list[tuple[str, dict[str, Any], str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("label", "change", "field", "rule"), MUTATIONS,
-                         ids=[m[0] for m in MUTATIONS])
+@pytest.mark.parametrize(
+    ("label", "change", "field", "rule"), MUTATIONS, ids=[m[0] for m in MUTATIONS]
+)
 def test_each_mutation_is_rejected_with_its_reason(
-    validator: SignalValidator, now: datetime, label: str, change: dict[str, Any], field: str,
+    validator: SignalValidator,
+    now: datetime,
+    label: str,
+    change: dict[str, Any],
+    field: str,
     rule: str,
 ) -> None:
     good = view(now, event_id="good")
@@ -88,14 +91,19 @@ def test_each_mutation_is_rejected_with_its_reason(
     assert (rej.field, rej.rule) == (field, rule), rej
 
 
-@pytest.mark.parametrize(("missing", "rule"), [
-    ("event_id", "missing_required_field"), ("event_type", "missing_required_field"),
-    ("user_id", "missing_required_field"), ("surface", "missing_required_field"),
-    ("timestamp", "missing_required_field"), ("payload", "missing_required_field"),
-    ("item_id", "item_required"),
-])
-def test_missing_fields(validator: SignalValidator, now: datetime, missing: str,
-                        rule: str) -> None:
+@pytest.mark.parametrize(
+    ("missing", "rule"),
+    [
+        ("event_id", "missing_required_field"),
+        ("event_type", "missing_required_field"),
+        ("user_id", "missing_required_field"),
+        ("surface", "missing_required_field"),
+        ("timestamp", "missing_required_field"),
+        ("payload", "missing_required_field"),
+        ("item_id", "item_required"),
+    ],
+)
+def test_missing_fields(validator: SignalValidator, now: datetime, missing: str, rule: str) -> None:
     event = view(now)
     del event[missing]
     (rej,) = validator.validate_events([event]).rejections
@@ -109,12 +117,16 @@ def test_required_payload_field(validator: SignalValidator, now: datetime) -> No
 
 
 def test_rating_bounds(validator: SignalValidator, now: datetime) -> None:
-    events = [view(now, event_id=f"r{r}", event_type="rating", surface="reviews",
-                   payload={"rating": r}) for r in range(0, 7)]
+    events = [
+        view(now, event_id=f"r{r}", event_type="rating", surface="reviews", payload={"rating": r})
+        for r in range(7)
+    ]
     result = validator.validate_events(events)
     assert [e.event_id for e in result.accepted] == ["r1", "r2", "r3", "r4", "r5"]
     assert {r.event_id: r.rule for r in result.rejections} == {
-        "r0": "out_of_bounds", "r6": "out_of_bounds"}
+        "r0": "out_of_bounds",
+        "r6": "out_of_bounds",
+    }
 
 
 def test_list_fields(validator: SignalValidator, now: datetime) -> None:
@@ -125,8 +137,10 @@ def test_list_fields(validator: SignalValidator, now: datetime) -> None:
     result = validator.validate_events([ok, bad_item, too_many])
     assert [e.event_id for e in result.accepted] == ["ok"]
     rules = {r.event_id: (r.field, r.rule) for r in result.rejections}
-    assert rules == {"x": ("payload.tags[1]", "invalid_enum_value"),
-                     "y": ("payload.tags", "out_of_bounds")}
+    assert rules == {
+        "x": ("payload.tags[1]", "invalid_enum_value"),
+        "y": ("payload.tags", "out_of_bounds"),
+    }
 
 
 def test_itemless_type(validator: SignalValidator, now: datetime) -> None:
@@ -149,7 +163,9 @@ def test_time_horizon(validator: SignalValidator, now: datetime) -> None:
     result = validator.validate_events([old, edge, future, soon], now=now)
     assert [e.event_id for e in result.accepted] == ["edge", "soon"]
     assert {r.event_id: r.rule for r in result.rejections} == {
-        "old": "timestamp_too_old", "future": "timestamp_in_future"}
+        "old": "timestamp_too_old",
+        "future": "timestamp_in_future",
+    }
 
 
 def test_configurable_horizon(default_registered: Any, now: datetime) -> None:
@@ -162,8 +178,11 @@ def test_all_problems_are_listed(validator: SignalValidator, now: datetime) -> N
     bad = view(now, user_id="", surface="tv", payload={"dwell_ms": -5, "x": 1})
     (rej,) = validator.validate_events([bad]).rejections
     assert {(v.field, v.rule) for v in rej.violations} == {
-        ("user_id", "out_of_bounds"), ("surface", "surface_not_allowed"),
-        ("payload.x", "undeclared_payload_field"), ("payload.dwell_ms", "out_of_bounds")}
+        ("user_id", "out_of_bounds"),
+        ("surface", "surface_not_allowed"),
+        ("payload.x", "undeclared_payload_field"),
+        ("payload.dwell_ms", "out_of_bounds"),
+    }
 
 
 def test_event_size_limit(validator: SignalValidator, now: datetime) -> None:
@@ -198,10 +217,14 @@ def test_non_object_elements(validator: SignalValidator, now: datetime) -> None:
     assert [r.rule for r in result.rejections] == ["not_an_object"] * 4
 
 
-def test_ndjson_malformed_line_loses_nothing_else(validator: SignalValidator,
-                                                 now: datetime) -> None:
-    lines = [json.dumps(view(now, event_id="a")), '{"event_id": "b", oops',
-             json.dumps(view(now, event_id="c"))]
+def test_ndjson_malformed_line_loses_nothing_else(
+    validator: SignalValidator, now: datetime
+) -> None:
+    lines = [
+        json.dumps(view(now, event_id="a")),
+        '{"event_id": "b", oops',
+        json.dumps(view(now, event_id="c")),
+    ]
     result = validator.validate_ndjson("\n".join(lines).encode())
     assert [e.event_id for e in result.accepted] == ["a", "c"]
     (rej,) = result.rejections
@@ -224,8 +247,9 @@ def test_huge_numbers_and_nesting(validator: SignalValidator, now: datetime) -> 
 
 
 def test_outcomes_in_batch_order(validator: SignalValidator, now: datetime) -> None:
-    result = validator.validate_events([view(now, event_id="a"), view(now, surface="x"),
-                                        view(now, event_id="c")])
+    result = validator.validate_events(
+        [view(now, event_id="a"), view(now, surface="x"), view(now, event_id="c")]
+    )
     kinds = [type(o).__name__ for _, o in result.outcomes()]
     assert kinds == ["view_signal", "Rejection", "view_signal"]
 

@@ -81,8 +81,7 @@ class MissingDependencyError(ConfigurationError):
 
     def __init__(self, backend: str, module: str, extra: str) -> None:
         super().__init__(
-            f"the {backend} backend needs the '{module}' package: "
-            f"pip install 'headwater[{extra}]'"
+            f"the {backend} backend needs the '{module}' package: pip install 'headwater[{extra}]'"
         )
         self.backend = backend
         self.module = module

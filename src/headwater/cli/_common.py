@@ -14,13 +14,19 @@ __all__ = ["ControlUrl", "HomeOption", "open_registry", "settings"]
 
 HomeOption = Annotated[
     str | None,
-    typer.Option("--home", envvar="HEADWATER_HOME",
-                 help="Data directory of the embedded backends (default ./.headwater)."),
+    typer.Option(
+        "--home",
+        envvar="HEADWATER_HOME",
+        help="Data directory of the embedded backends (default ./.headwater).",
+    ),
 ]
 ControlUrl = Annotated[
     str | None,
-    typer.Option("--control", envvar="HEADWATER_CONTROL_URL",
-                 help="Control-plane URL: sqlite:///path or postgresql://..."),
+    typer.Option(
+        "--control",
+        envvar="HEADWATER_CONTROL_URL",
+        help="Control-plane URL: sqlite:///path or postgresql://...",
+    ),
 ]
 
 

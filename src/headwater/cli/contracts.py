@@ -38,14 +38,16 @@ def _print_plan(plan: ChangePlan) -> None:
         typer.echo(f"  ! {v.describe()}")
 
 
-
 @app.command()
-def check(path: PathArg = None, home: HomeOption = None, control: ControlUrl = None,
-          partial: PartialOpt = False) -> None:
+def check(
+    path: PathArg = None,
+    home: HomeOption = None,
+    control: ControlUrl = None,
+    partial: PartialOpt = False,
+) -> None:
     """Compare proposed definitions with the registered ones; exit 1 if any change is refused."""
     registry = open_registry(home, control)
-    plan = registry.plan(load_definitions(path) if path else default_definitions(),
-                         partial=partial)
+    plan = registry.plan(load_definitions(path) if path else default_definitions(), partial=partial)
     _print_plan(plan)
     if plan.violations:
         typer.echo(f"refused: {len(plan.violations)} incompatible change(s)")
@@ -54,30 +56,48 @@ def check(path: PathArg = None, home: HomeOption = None, control: ControlUrl = N
 
 
 @app.command()
-def apply(path: PathArg = None, home: HomeOption = None, control: ControlUrl = None,
-          partial: PartialOpt = False) -> None:
+def apply(
+    path: PathArg = None,
+    home: HomeOption = None,
+    control: ControlUrl = None,
+    partial: PartialOpt = False,
+) -> None:
     """Register proposed definitions (all or nothing)."""
     registry = open_registry(home, control)
-    plan = registry.apply(load_definitions(path) if path else default_definitions(),
-                          partial=partial)
+    plan = registry.apply(
+        load_definitions(path) if path else default_definitions(), partial=partial
+    )
     _print_plan(plan)
     typer.echo("registered")
 
 
 @app.command("list")
-def list_(home: HomeOption = None, control: ControlUrl = None,
-          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_(
+    home: HomeOption = None,
+    control: ControlUrl = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """List registered event types with their versions."""
     history = open_registry(home, control).history()
     if as_json:
-        doc = {n: [{"version": r.version, "registered_at": r.registered_at,
-                    "definition": msgspec.to_builtins(r.definition)} for r in v]
-               for n, v in history.items()}
+        doc = {
+            n: [
+                {
+                    "version": r.version,
+                    "registered_at": r.registered_at,
+                    "definition": msgspec.to_builtins(r.definition),
+                }
+                for r in v
+            ]
+            for n, v in history.items()
+        }
         typer.echo(json.dumps(doc, indent=2))
         return
     for name, versions in history.items():
         latest = versions[-1]
         d = latest.definition
-        typer.echo(f"{name:<14} v{latest.version:<3} owner={d.owner:<9} "
-                   f"item={'yes' if d.has_item else 'no ':<3} budget={d.freshness_budget_s:g}s "
-                   f"surfaces={','.join(d.surfaces)} fields={len(d.payload)}")
+        typer.echo(
+            f"{name:<14} v{latest.version:<3} owner={d.owner:<9} "
+            f"item={'yes' if d.has_item else 'no ':<3} budget={d.freshness_budget_s:g}s "
+            f"surfaces={','.join(d.surfaces)} fields={len(d.payload)}"
+        )

@@ -54,8 +54,10 @@ def demo(
     typer.echo("rejections by reason (one example each):")
     for rule, count in reasons.most_common():
         team, rej = example[rule]
-        typer.echo(f"  {rule:<26}{count:>5}  e.g. {team} event #{rej.index} "
-                   f"({rej.event_id or 'no event_id'}): {rej.field or '<event>'}: {rej.message}")
+        typer.echo(
+            f"  {rule:<26}{count:>5}  e.g. {team} event #{rej.index} "
+            f"({rej.event_id or 'no event_id'}): {rej.field or '<event>'}: {rej.message}"
+        )
     if reasons:
         team, rej = example[reasons.most_common(1)[0][0]]
         typer.echo("\none rejection as a producer receives it:")

@@ -29,8 +29,13 @@ IdStr = Annotated[str, Meta(min_length=1, max_length=ID_MAX_LENGTH)]
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 
 
-class TypedSignal(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True,
-                  tag_field="event_type"):
+class TypedSignal(
+    msgspec.Struct,
+    kw_only=True,
+    omit_defaults=True,
+    forbid_unknown_fields=True,
+    tag_field="event_type",
+):
     """Base of the generated per-type structs; mutable so acceptance can set the envelope."""
 
     schema_version_of_type: ClassVar[int] = 0
@@ -117,15 +122,11 @@ class CompiledContract:
     """Decoders for the registered event types."""
 
     def __init__(self, registered: Iterable[RegisteredEventType]) -> None:
-        self.types: dict[str, type[TypedSignal]] = {
-            r.name: _signal_struct(r) for r in registered
-        }
+        self.types: dict[str, type[TypedSignal]] = {r.name: _signal_struct(r) for r in registered}
         members = tuple(self.types.values())
         if members:
             union: Any = Union[members]  # noqa: UP007 - a runtime union of generated classes
-            self.batch_decoder: msgspec.json.Decoder[Any] | None = msgspec.json.Decoder(
-                list[union]
-            )
+            self.batch_decoder: msgspec.json.Decoder[Any] | None = msgspec.json.Decoder(list[union])
             self.event_decoder: msgspec.json.Decoder[Any] | None = msgspec.json.Decoder(union)
         else:
             self.batch_decoder = None

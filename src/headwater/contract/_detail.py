@@ -32,11 +32,17 @@ class TimeWindow(msgspec.Struct, frozen=True):
 def check_time(ts: datetime, window: TimeWindow, path: str = "timestamp") -> Problem | None:
     """The horizon problem of an aware timestamp, if any."""
     if ts < window.oldest:
-        return (path, "timestamp_too_old",
-                f"{ts.isoformat()} is older than the accepted horizon ({window.oldest.isoformat()})")
+        return (
+            path,
+            "timestamp_too_old",
+            f"{ts.isoformat()} is older than the accepted horizon ({window.oldest.isoformat()})",
+        )
     if ts > window.newest:
-        return (path, "timestamp_in_future",
-                f"{ts.isoformat()} is later than {window.newest.isoformat()}")
+        return (
+            path,
+            "timestamp_in_future",
+            f"{ts.isoformat()} is later than {window.newest.isoformat()}",
+        )
     return None
 
 
@@ -50,14 +56,24 @@ def _parse_timestamp(value: Any, path: str) -> tuple[datetime | None, Problem | 
     try:
         msgspec.convert(value, AwareDatetime)
     except msgspec.ValidationError:
-        return None, (path, "timestamp_without_offset",
-                      f"{value!r} has no UTC offset (add Z or +hh:mm)")
+        return None, (
+            path,
+            "timestamp_without_offset",
+            f"{value!r} has no UTC offset (add Z or +hh:mm)",
+        )
     return parsed, None
 
 
 def _json_type(value: Any) -> str:
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-             dict: "object", type(None): "null"}
+    names = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -69,8 +85,9 @@ def _check_id(event: Mapping[str, Any], name: str, out: list[Problem]) -> None:
     if not isinstance(value, str):
         out.append((name, "wrong_type", f"expected a string, got {_json_type(value)}"))
     elif not 1 <= len(value) <= ID_MAX_LENGTH:
-        out.append((name, "out_of_bounds",
-                    f"must be 1 to {ID_MAX_LENGTH} characters, got {len(value)}"))
+        out.append(
+            (name, "out_of_bounds", f"must be 1 to {ID_MAX_LENGTH} characters, got {len(value)}")
+        )
 
 
 def _check_number(value: Any, spec: FieldSpec, kind: str, path: str) -> Problem | None:
@@ -103,8 +120,11 @@ def _check_scalar(value: Any, spec: FieldSpec, kind: str, path: str) -> Problem 
         problem = (path, "wrong_type", f"expected a string, got {_json_type(value)}")
     elif kind == "enum":
         if value not in (spec.values or ()):
-            problem = (path, "invalid_enum_value",
-                       f"{value!r} is not one of {list(spec.values or ())}")
+            problem = (
+                path,
+                "invalid_enum_value",
+                f"{value!r} is not one of {list(spec.values or ())}",
+            )
     elif spec.min_length is not None and len(value) < spec.min_length:
         problem = (path, "out_of_bounds", f"shorter than {spec.min_length} characters")
     elif spec.max_length is not None and len(value) > spec.max_length:
@@ -131,8 +151,9 @@ def _check_field(value: Any, spec: FieldSpec, path: str, out: list[Problem]) -> 
             out.append(p)
 
 
-def _check_payload(event: Mapping[str, Any], definition: EventTypeDefinition,
-                   out: list[Problem]) -> None:
+def _check_payload(
+    event: Mapping[str, Any], definition: EventTypeDefinition, out: list[Problem]
+) -> None:
     if "payload" not in event:
         out.append(("payload", "missing_required_field", "payload is required (use {} if empty)"))
         return
@@ -142,8 +163,13 @@ def _check_payload(event: Mapping[str, Any], definition: EventTypeDefinition,
         return
     for key in payload:
         if key not in definition.payload:
-            out.append((f"payload.{key}", "undeclared_payload_field",
-                        f"{definition.name} declares no payload field {key!r}"))
+            out.append(
+                (
+                    f"payload.{key}",
+                    "undeclared_payload_field",
+                    f"{definition.name} declares no payload field {key!r}",
+                )
+            )
     for name, spec in definition.payload.items():
         if name in payload:
             _check_field(payload[name], spec, f"payload.{name}", out)
@@ -151,21 +177,33 @@ def _check_payload(event: Mapping[str, Any], definition: EventTypeDefinition,
             out.append((f"payload.{name}", "missing_required_field", f"{name} is required"))
 
 
-def _check_item(event: Mapping[str, Any], definition: EventTypeDefinition,
-                out: list[Problem]) -> None:
+def _check_item(
+    event: Mapping[str, Any], definition: EventTypeDefinition, out: list[Problem]
+) -> None:
     if definition.has_item:
         if event.get("item_id") is None:
-            out.append(("item_id", "item_required",
-                        f"{definition.name} carries an item: item_id is required"))
+            out.append(
+                (
+                    "item_id",
+                    "item_required",
+                    f"{definition.name} carries an item: item_id is required",
+                )
+            )
         else:
             _check_id(event, "item_id", out)
     elif event.get("item_id") is not None:
-        out.append(("item_id", "item_not_allowed",
-                    f"{definition.name} declares no item: item_id must be absent or null"))
+        out.append(
+            (
+                "item_id",
+                "item_not_allowed",
+                f"{definition.name} declares no item: item_id must be absent or null",
+            )
+        )
 
 
-def check_event(event: Any, definitions: Mapping[str, EventTypeDefinition],
-                window: TimeWindow) -> list[Problem]:
+def check_event(
+    event: Any, definitions: Mapping[str, EventTypeDefinition], window: TimeWindow
+) -> list[Problem]:
     """Every problem of one decoded event, in field order."""
     if not isinstance(event, dict):
         return [("", "not_an_object", f"expected a JSON object, got {_json_type(event)}")]
@@ -178,8 +216,13 @@ def check_event(event: Any, definitions: Mapping[str, EventTypeDefinition],
     elif not isinstance(etype, str):
         out.append(("event_type", "wrong_type", f"expected a string, got {_json_type(etype)}"))
     elif (definition := definitions.get(etype)) is None:
-        out.append(("event_type", "unknown_event_type",
-                    f"no contract registered for {etype!r}; known: {sorted(definitions)}"))
+        out.append(
+            (
+                "event_type",
+                "unknown_event_type",
+                f"no contract registered for {etype!r}; known: {sorted(definitions)}",
+            )
+        )
     _check_id(event, "user_id", out)
     if definition is not None:
         _check_item(event, definition, out)
@@ -189,9 +232,14 @@ def check_event(event: Any, definitions: Mapping[str, EventTypeDefinition],
     elif not isinstance(surface, str):
         out.append(("surface", "wrong_type", f"expected a string, got {_json_type(surface)}"))
     elif definition is not None and surface not in definition.surfaces:
-        out.append(("surface", "surface_not_allowed",
-                    f"{surface!r} is not allowed for {definition.name}; "
-                    f"allowed: {list(definition.surfaces)}"))
+        out.append(
+            (
+                "surface",
+                "surface_not_allowed",
+                f"{surface!r} is not allowed for {definition.name}; "
+                f"allowed: {list(definition.surfaces)}",
+            )
+        )
     if "timestamp" not in event:
         out.append(("timestamp", "missing_required_field", "timestamp is required"))
     else:

@@ -43,15 +43,15 @@ class Violation(msgspec.Struct, frozen=True):
     def describe(self) -> str:
         """One line for people: type.field, rule, versions, detail."""
         where = self.event_type + (f".{self.field}" if self.field else "")
-        return (
-            f"{where}: {self.rule} (v{self.from_version} -> v{self.to_version}): {self.message}"
-        )
+        return f"{where}: {self.rule} (v{self.from_version} -> v{self.to_version}): {self.message}"
 
 
 def _tightened(old: FieldSpec, new: FieldSpec) -> list[str]:
     reasons: list[str] = []
-    lower_bounds = (("minimum", old.minimum, new.minimum), ("min_length", old.min_length,
-                                                            new.min_length))
+    lower_bounds = (
+        ("minimum", old.minimum, new.minimum),
+        ("min_length", old.min_length, new.min_length),
+    )
     for name, was, now in lower_bounds:
         if now is not None and (was is None or now > was):
             reasons.append(f"{name} {was if was is not None else 'unset'} -> {now}")
@@ -70,7 +70,7 @@ def _label(spec: FieldSpec) -> str:
     return f"list[{spec.items}]" if spec.type == "list" else spec.type
 
 
-def _compare_field(name: str, old: FieldSpec, new: FieldSpec) -> list[tuple[str, str]]:
+def _compare_field(old: FieldSpec, new: FieldSpec) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if old.type != new.type or old.element_type() != new.element_type():
         found.append(("type_changed", f"{_label(old)} -> {_label(new)}"))
@@ -101,7 +101,7 @@ def compare_definitions(
         if nspec is None:
             found.append((fname, "field_removed", f"{ospec.type} field removed"))
             continue
-        found.extend((fname, rule, msg) for rule, msg in _compare_field(fname, ospec, nspec))
+        found.extend((fname, rule, msg) for rule, msg in _compare_field(ospec, nspec))
     for fname, nspec in new.payload.items():
         if fname not in old.payload and nspec.required:
             found.append((fname, "required_field_added", f"new {nspec.type} field is required"))
@@ -141,8 +141,14 @@ def check_evolution(
         if new is None:
             if not allow_removal:
                 violations.append(
-                    Violation(name, None, "event_type_removed", latest_version,
-                              latest_version + 1, RULES["event_type_removed"])
+                    Violation(
+                        name,
+                        None,
+                        "event_type_removed",
+                        latest_version,
+                        latest_version + 1,
+                        RULES["event_type_removed"],
+                    )
                 )
             continue
         if new.fingerprint() == pairs[-1][1].fingerprint():

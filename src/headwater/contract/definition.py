@@ -17,9 +17,9 @@ from headwater.errors import ContractDefinitionError
 __all__ = [
     "FIELD_TYPES",
     "LIST_ITEM_TYPES",
-    "RegisteredEventType",
     "EventTypeDefinition",
     "FieldSpec",
+    "RegisteredEventType",
     "definition_from_mapping",
     "parse_duration",
 ]
@@ -120,43 +120,48 @@ def _field_from_mapping(name: str, raw: Any, where: str) -> FieldSpec:
     return spec
 
 
-def _check_field(name: str, spec: FieldSpec, where: str) -> None:
+def _misplaced_options(spec: FieldSpec) -> list[str]:
     problems: list[str] = []
-    if not _NAME.match(name):
-        problems.append("names are lower_snake_case, at most 64 characters")
-    numeric = spec.element_type() in ("int", "float")
-    if (spec.minimum is not None or spec.maximum is not None) and not numeric:
+    kind = spec.element_type()
+    if (spec.minimum is not None or spec.maximum is not None) and kind not in ("int", "float"):
         problems.append("minimum/maximum apply to int and float fields only")
-    has_length = spec.min_length is not None or spec.max_length is not None
-    if has_length and spec.element_type() != "string":
+    if (spec.min_length is not None or spec.max_length is not None) and kind != "string":
         problems.append("min_length/max_length apply to string fields only")
     if spec.max_items is not None and spec.type != "list":
         problems.append("max_items applies to list fields only")
-    if spec.type == "list":
-        if spec.items not in LIST_ITEM_TYPES:
-            problems.append(f"a list names its element type in items: one of {LIST_ITEM_TYPES}")
-    elif spec.items is not None:
+    if spec.type == "list" and spec.items not in LIST_ITEM_TYPES:
+        problems.append(f"a list names its element type in items: one of {LIST_ITEM_TYPES}")
+    if spec.type != "list" and spec.items is not None:
         problems.append("items applies to list fields only")
-    if spec.element_type() == "enum":
-        if not spec.values:
-            problems.append("an enum lists its values")
-        elif len(set(spec.values)) != len(spec.values):
-            problems.append("enum values repeat")
-    elif spec.values is not None:
+    if kind == "enum" and not spec.values:
+        problems.append("an enum lists its values")
+    if kind == "enum" and spec.values and len(set(spec.values)) != len(spec.values):
+        problems.append("enum values repeat")
+    if kind != "enum" and spec.values is not None:
         problems.append("values apply to enum fields only")
+    return problems
+
+
+def _bad_bounds(spec: FieldSpec) -> list[str]:
+    problems: list[str] = []
     if spec.minimum is not None and spec.maximum is not None and spec.minimum > spec.maximum:
         problems.append("minimum is above maximum")
     lo, hi = spec.min_length, spec.max_length
-    if (lo is not None and lo < 0) or (hi is not None and hi < 0):
-        problems.append("lengths cannot be negative")
+    if any(n is not None and n < 0 for n in (lo, hi, spec.max_items)):
+        problems.append("lengths and max_items cannot be negative")
     if lo is not None and hi is not None and lo > hi:
         problems.append("min_length is above max_length")
-    if spec.max_items is not None and spec.max_items < 0:
-        problems.append("max_items cannot be negative")
-    if spec.element_type() == "int":
-        for bound in (spec.minimum, spec.maximum):
-            if bound is not None and (bound != int(bound) or not INT64_MIN <= bound <= INT64_MAX):
-                problems.append("int bounds are whole numbers within 64 bits")
+    if spec.element_type() == "int" and any(
+        b is not None and (b != int(b) or not INT64_MIN <= b <= INT64_MAX)
+        for b in (spec.minimum, spec.maximum)
+    ):
+        problems.append("int bounds are whole numbers within 64 bits")
+    return problems
+
+
+def _check_field(name: str, spec: FieldSpec, where: str) -> None:
+    problems = [] if _NAME.match(name) else ["names are lower_snake_case, at most 64 characters"]
+    problems += _misplaced_options(spec) + _bad_bounds(spec)
     if problems:
         raise ContractDefinitionError(f"{where}: field {name!r}: " + "; ".join(problems))
 
@@ -176,11 +181,14 @@ def definition_from_mapping(name: str, raw: Any, owner: str, where: str) -> Even
             f"{where}: event type {name!r} has unknown keys {unknown}; known: {sorted(known)}"
         )
     surfaces = raw.get("surfaces")
-    if not isinstance(surfaces, list) or not surfaces or not all(
-        isinstance(s, str) and _NAME.match(s) for s in surfaces
+    if (
+        not isinstance(surfaces, list)
+        or not surfaces
+        or not all(isinstance(s, str) and _NAME.match(s) for s in surfaces)
     ):
         raise ContractDefinitionError(
-            f"{where}: event type {name!r} needs surfaces: a non-empty list of lower_snake_case names"
+            f"{where}: event type {name!r} needs surfaces: "
+            "a non-empty list of lower_snake_case names"
         )
     has_item = raw.get("item", True)
     if not isinstance(has_item, bool):

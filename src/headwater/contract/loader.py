@@ -72,14 +72,18 @@ def load_definitions(path: str | Path) -> dict[str, EventTypeDefinition]:
         ).items():
             if name in found:
                 raise ContractDefinitionError(
-                    f"{file}: event type {name!r} is already defined in {origin[name]}")
+                    f"{file}: event type {name!r} is already defined in {origin[name]}"
+                )
             found[name] = definition
             origin[name] = file
     return found
 
 
 def default_definitions() -> dict[str, EventTypeDefinition]:
-    """The contracts headwater ships for six teams (web, ios, android, search, checkout, reviews)."""
+    """The contracts headwater ships for six teams.
+
+    The teams are web, ios, android, search, checkout and reviews.
+    """
     found: dict[str, EventTypeDefinition] = {}
     folder = resources.files("headwater.contract") / "defaults"
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):

@@ -23,6 +23,12 @@ SCHEMA = (
         registered_at TEXT NOT NULL,
         PRIMARY KEY (name, version)
     )""",
+    # One row whose update serialises concurrent registrations on every backend.
+    (
+        "CREATE TABLE IF NOT EXISTS hw_contract_lock "
+        "(id INTEGER PRIMARY KEY, revision BIGINT NOT NULL)"
+    ),
+    "INSERT INTO hw_contract_lock (id, revision) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
 )
 
 _DEF = msgspec.json.Decoder(EventTypeDefinition)
@@ -36,7 +42,8 @@ def _group(rows: list[Row]) -> dict[str, list[RegisteredEventType]]:
     found: dict[str, list[RegisteredEventType]] = {}
     for name, version, text, at in rows:
         found.setdefault(name, []).append(
-            RegisteredEventType(_DEF.decode(text), int(version), str(at)))
+            RegisteredEventType(_DEF.decode(text), int(version), str(at))
+        )
     return found
 
 
@@ -74,8 +81,9 @@ class ContractRegistry:
         rows = self._db.execute("SELECT COUNT(*) FROM hw_contract_versions")
         return int(rows[0][0])
 
-    def plan(self, proposed: Mapping[str, EventTypeDefinition], *,
-             partial: bool = False) -> ChangePlan:
+    def plan(
+        self, proposed: Mapping[str, EventTypeDefinition], *, partial: bool = False
+    ) -> ChangePlan:
         """Compare a proposed set with the registered one, without changing anything.
 
         ``partial`` treats types missing from ``proposed`` as untouched rather than removed
@@ -84,8 +92,12 @@ class ContractRegistry:
         return self._plan(self.history(), proposed, partial=partial)
 
     @staticmethod
-    def _plan(history: Mapping[str, list[RegisteredEventType]],
-              proposed: Mapping[str, EventTypeDefinition], *, partial: bool) -> ChangePlan:
+    def _plan(
+        history: Mapping[str, list[RegisteredEventType]],
+        proposed: Mapping[str, EventTypeDefinition],
+        *,
+        partial: bool,
+    ) -> ChangePlan:
         pairs = {n: [(r.version, r.definition) for r in v] for n, v in history.items()}
         violations = check_evolution(pairs, proposed, allow_removal=partial)
         added, changed, unchanged = [], [], []
@@ -99,10 +111,12 @@ class ContractRegistry:
                 changed.append((name, versions[-1].version + 1))
         return ChangePlan(tuple(added), tuple(changed), tuple(unchanged), tuple(violations))
 
-    def apply(self, proposed: Mapping[str, EventTypeDefinition], *,
-              partial: bool = False) -> ChangePlan:
+    def apply(
+        self, proposed: Mapping[str, EventTypeDefinition], *, partial: bool = False
+    ) -> ChangePlan:
         """Register the proposed set, all or nothing; refuse it with every violation listed."""
         with self._db.transaction() as tx:
+            tx.execute("UPDATE hw_contract_lock SET revision = revision + 1 WHERE id = 1")
             history = _group(tx.execute(_SELECT_ALL))
             plan = self._plan(history, proposed, partial=partial)
             if plan.violations:
@@ -115,7 +129,12 @@ class ContractRegistry:
                     "INSERT INTO hw_contract_versions "
                     "(name, version, definition, fingerprint, registered_at) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (name, version, msgspec.json.encode(definition).decode(),
-                     definition.fingerprint().decode(), now),
+                    (
+                        name,
+                        version,
+                        msgspec.json.encode(definition).decode(),
+                        definition.fingerprint().decode(),
+                        now,
+                    ),
                 )
         return plan

@@ -7,13 +7,26 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["ENVELOPE_FIELDS", "SIGNAL_FIELDS", "Signal", "decode_signal", "decode_signals",
-           "encode_signal",
-           "make_signal", "utcnow"]
+__all__ = [
+    "ENVELOPE_FIELDS",
+    "SIGNAL_FIELDS",
+    "Signal",
+    "decode_signal",
+    "decode_signals",
+    "encode_signal",
+    "make_signal",
+    "utcnow",
+]
 
 #: Fields a producer sets.
 SIGNAL_FIELDS: tuple[str, ...] = (
-    "event_id", "event_type", "user_id", "item_id", "surface", "timestamp", "payload",
+    "event_id",
+    "event_type",
+    "user_id",
+    "item_id",
+    "surface",
+    "timestamp",
+    "payload",
 )
 #: Fields headwater sets on acceptance; a producer that sends one is rejected.
 ENVELOPE_FIELDS: tuple[str, ...] = ("producer", "received_at", "schema_version")

@@ -68,8 +68,13 @@ class BatchResult:
 
     __slots__ = ("_accepted_index", "accepted", "rejections", "total")
 
-    def __init__(self, total: int, accepted: list[TypedSignal],
-                 accepted_index: list[int] | None, rejections: list[Rejection]) -> None:
+    def __init__(
+        self,
+        total: int,
+        accepted: list[TypedSignal],
+        accepted_index: list[int] | None,
+        rejections: list[Rejection],
+    ) -> None:
         self.total = total
         self.accepted = accepted
         self._accepted_index = accepted_index
@@ -94,7 +99,8 @@ class BatchResult:
     def outcomes(self) -> Iterator[tuple[int, TypedSignal | Rejection]]:
         """Each event's result in batch order: the accepted event or its rejection."""
         merged: list[tuple[int, TypedSignal | Rejection]] = list(
-            zip(self.accepted_indices, self.accepted, strict=True))
+            zip(self.accepted_indices, self.accepted, strict=True)
+        )
         merged.extend((r.index, r) for r in self.rejections)
         merged.sort(key=lambda pair: pair[0])
         return iter(merged)
@@ -103,7 +109,8 @@ class BatchResult:
 def _split_body(body: bytes, limits: Limits, *, ndjson: bool) -> list[bytes]:
     if len(body) > limits.max_batch_bytes:
         raise BatchTooLargeError(
-            f"batch is {len(body)} bytes; at most {limits.max_batch_bytes} bytes per batch")
+            f"batch is {len(body)} bytes; at most {limits.max_batch_bytes} bytes per batch"
+        )
     if ndjson:
         raws = [line for line in body.splitlines() if line.strip()]
     else:
@@ -113,19 +120,22 @@ def _split_body(body: bytes, limits: Limits, *, ndjson: bool) -> list[bytes]:
             raise MalformedBatchError(f"body is not a JSON array of events: {exc}") from None
     if len(raws) > limits.max_batch_events:
         raise BatchTooLargeError(
-            f"batch has {len(raws)} events; at most {limits.max_batch_events} per batch")
+            f"batch has {len(raws)} events; at most {limits.max_batch_events} per batch"
+        )
     return raws
 
 
 class SignalValidator:
     """Checks events against the registered event types and the canonical shape."""
 
-    def __init__(self, registered: Iterable[RegisteredEventType],
-                 limits: Limits | None = None) -> None:
+    def __init__(
+        self, registered: Iterable[RegisteredEventType], limits: Limits | None = None
+    ) -> None:
         registered = list(registered)
         self.limits = limits or Limits()
         self.definitions: dict[str, EventTypeDefinition] = {
-            r.name: r.definition for r in registered}
+            r.name: r.definition for r in registered
+        }
         self.versions: dict[str, int] = {r.name: r.version for r in registered}
         self._compiled = CompiledContract(registered)
 
@@ -133,8 +143,9 @@ class SignalValidator:
         """Validate a JSON array of events (one publish batch)."""
         now = now or datetime.now(UTC)
         if len(body) > self.limits.max_batch_bytes:
-            raise BatchTooLargeError(f"batch is {len(body)} bytes; at most "
-                                     f"{self.limits.max_batch_bytes} bytes per batch")
+            raise BatchTooLargeError(
+                f"batch is {len(body)} bytes; at most {self.limits.max_batch_bytes} bytes per batch"
+            )
         fast = self._fast_path(body, now)
         if fast is not None:
             return fast
@@ -144,8 +155,7 @@ class SignalValidator:
         """Validate newline-delimited JSON; a malformed line rejects only that event."""
         return self._each(_split_body(body, self.limits, ndjson=True), now or datetime.now(UTC))
 
-    def validate_events(self, events: Iterable[Any], *,
-                        now: datetime | None = None) -> BatchResult:
+    def validate_events(self, events: Iterable[Any], *, now: datetime | None = None) -> BatchResult:
         """Validate events given as Python mappings (datetimes are sent as RFC 3339)."""
         return self.validate_json(msgspec.json.encode(list(events)), now=now)
 
@@ -160,7 +170,8 @@ class SignalValidator:
         limits = self.limits
         if len(events) > limits.max_batch_events:
             raise BatchTooLargeError(
-                f"batch has {len(events)} events; at most {limits.max_batch_events} per batch")
+                f"batch has {len(events)} events; at most {limits.max_batch_events} per batch"
+            )
         if len(body) > limits.max_event_bytes and any(
             len(r) > limits.max_event_bytes for r in _RAW_LIST.decode(body)
         ):
@@ -172,8 +183,11 @@ class SignalValidator:
             ts = event.timestamp
             if not oldest <= ts <= newest:
                 return None
-            if event.producer is not unset or event.received_at is not unset or (
-                    event.schema_version is not unset):
+            if (
+                event.producer is not unset
+                or event.received_at is not unset
+                or (event.schema_version is not unset)
+            ):
                 return None
             if ts.tzinfo is not UTC:
                 event.timestamp = ts.astimezone(UTC)
@@ -202,8 +216,11 @@ class SignalValidator:
     @staticmethod
     def _envelope_ok(event: TypedSignal, window: TimeWindow) -> bool:
         unset = msgspec.UNSET
-        if event.producer is not unset or event.received_at is not unset or (
-                event.schema_version is not unset):
+        if (
+            event.producer is not unset
+            or event.received_at is not unset
+            or (event.schema_version is not unset)
+        ):
             return False
         if check_time(event.timestamp, window) is not None:
             return False
@@ -214,8 +231,13 @@ class SignalValidator:
     def _reject(self, index: int, raw: bytes, window: TimeWindow) -> Rejection:
         problems: list[Problem] = []
         if len(raw) > self.limits.max_event_bytes:
-            problems.append(("", "event_too_large", f"event is {len(raw)} bytes; at most "
-                                                    f"{self.limits.max_event_bytes}"))
+            problems.append(
+                (
+                    "",
+                    "event_too_large",
+                    f"event is {len(raw)} bytes; at most {self.limits.max_event_bytes}",
+                )
+            )
         try:
             decoded = _ANY.decode(raw)
         except msgspec.DecodeError as exc:

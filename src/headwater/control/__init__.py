@@ -8,8 +8,12 @@ from headwater._url import scheme_of
 from headwater.control.base import ControlDatabase, ControlTransaction
 from headwater.errors import ConfigurationError
 
-__all__ = ["SUPPORTED_CONTROL_PLANES", "ControlDatabase", "ControlTransaction",
-           "open_control_database"]
+__all__ = [
+    "SUPPORTED_CONTROL_PLANES",
+    "ControlDatabase",
+    "ControlTransaction",
+    "open_control_database",
+]
 
 
 def _sqlite(url: str) -> ControlDatabase:
@@ -39,5 +43,6 @@ def open_control_database(url: str) -> ControlDatabase:
     if factory is None:
         raise ConfigurationError(
             f"no control-plane backend for {scheme}://; supported: "
-            f"{sorted(SUPPORTED_CONTROL_PLANES)}")
+            f"{sorted(SUPPORTED_CONTROL_PLANES)}"
+        )
     return factory(url)

@@ -7,7 +7,7 @@ translates placeholders and driver errors.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -44,4 +44,3 @@ class ControlTransaction(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run one statement; rows it returns, if any."""
         ...
-

@@ -53,8 +53,9 @@ class PostgresControlDatabase:
         self.url = url
         self._lock = threading.RLock()
         try:
-            self._conn: psycopg.Connection[Any] = psycopg.connect(url, autocommit=True,
-                                                                   connect_timeout=10)
+            self._conn: psycopg.Connection[Any] = psycopg.connect(
+                url, autocommit=True, connect_timeout=10
+            )
         except psycopg.OperationalError as exc:
             raise BackendUnavailableError(f"cannot reach PostgreSQL at {url}: {exc}") from exc
 

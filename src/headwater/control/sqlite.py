@@ -34,8 +34,9 @@ class SqliteControlDatabase:
         self._path = sqlite_path(url)
         self._lock = threading.RLock()
         try:
-            self._conn = sqlite3.connect(self._path, timeout=30.0, isolation_level=None,
-                                         check_same_thread=False)
+            self._conn = sqlite3.connect(
+                self._path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=30000")

@@ -16,19 +16,70 @@ from typing import Any
 
 __all__ = ["CATEGORIES", "TEAMS", "Traffic", "item_brand", "item_category"]
 
-CATEGORIES = ("shoes", "jackets", "books", "kitchen", "toys", "garden", "audio", "beauty",
-              "sports", "games", "tools", "jewelry")
-BRANDS = ("acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka",
-          "tyrell", "cyberdyne", "soylent", "gringotts")
+CATEGORIES = (
+    "shoes",
+    "jackets",
+    "books",
+    "kitchen",
+    "toys",
+    "garden",
+    "audio",
+    "beauty",
+    "sports",
+    "games",
+    "tools",
+    "jewelry",
+)
+BRANDS = (
+    "acme",
+    "globex",
+    "initech",
+    "umbrella",
+    "hooli",
+    "stark",
+    "wayne",
+    "wonka",
+    "tyrell",
+    "cyberdyne",
+    "soylent",
+    "gringotts",
+)
 
 #: team -> (surface, weighted event types it emits)
 TEAMS: dict[str, tuple[str, tuple[tuple[str, int], ...]]] = {
-    "web": ("web", (("view", 60), ("click", 25), ("save", 5), ("add_to_cart", 6),
-                    ("purchase", 2), ("dismiss", 2))),
-    "ios": ("ios", (("view", 55), ("click", 25), ("save", 8), ("add_to_cart", 7),
-                    ("purchase", 3), ("dismiss", 2))),
-    "android": ("android", (("view", 55), ("click", 25), ("save", 8), ("add_to_cart", 7),
-                            ("purchase", 3), ("dismiss", 2))),
+    "web": (
+        "web",
+        (
+            ("view", 60),
+            ("click", 25),
+            ("save", 5),
+            ("add_to_cart", 6),
+            ("purchase", 2),
+            ("dismiss", 2),
+        ),
+    ),
+    "ios": (
+        "ios",
+        (
+            ("view", 55),
+            ("click", 25),
+            ("save", 8),
+            ("add_to_cart", 7),
+            ("purchase", 3),
+            ("dismiss", 2),
+        ),
+    ),
+    "android": (
+        "android",
+        (
+            ("view", 55),
+            ("click", 25),
+            ("save", 8),
+            ("add_to_cart", 7),
+            ("purchase", 3),
+            ("dismiss", 2),
+        ),
+    ),
     "search": ("search", (("search", 60), ("click", 30), ("view", 10))),
     "checkout": ("checkout", (("add_to_cart", 70), ("purchase", 30))),
     "reviews": ("reviews", (("rating", 100),)),
@@ -55,7 +106,7 @@ def hash_text(text: str) -> int:
 
 class _Zipf:
     def __init__(self, n: int, s: float, rng: random.Random) -> None:
-        weights = [1.0 / (k ** s) for k in range(1, n + 1)]
+        weights = [1.0 / (k**s) for k in range(1, n + 1)]
         self._cum = list(itertools.accumulate(weights))
         self._total = self._cum[-1]
         self._rng = rng
@@ -67,12 +118,75 @@ class _Zipf:
         return self._ids[bisect.bisect_left(self._cum, self._rng.random() * self._total)]
 
 
+def _catalog(item: str) -> dict[str, Any]:
+    return {"category": item_category(item), "brand": item_brand(item)}
+
+
+def _view(r: random.Random, item: str) -> dict[str, Any]:
+    page = r.choice(["home", "category", "product", "search_results"])
+    return {
+        "dwell_ms": r.randint(200, 90_000),
+        "position": r.randint(0, 40),
+        "page": page,
+        **_catalog(item),
+    }
+
+
+def _click(r: random.Random, item: str) -> dict[str, Any]:
+    slot = r.choice(["home_top", "pdp_similar", "cart_upsell"])
+    return {"position": r.randint(0, 40), "slot": slot, **_catalog(item)}
+
+
+def _cart(r: random.Random, item: str) -> dict[str, Any]:
+    return {
+        "quantity": r.randint(1, 3),
+        "price": round(r.uniform(3, 300), 2),
+        "currency": "USD",
+        **_catalog(item),
+    }
+
+
+def _purchase(r: random.Random, item: str) -> dict[str, Any]:
+    return {"order_id": f"o{r.getrandbits(40):x}", **_cart(r, item)}
+
+
+def _rating(r: random.Random, _item: str) -> dict[str, Any]:
+    stars = r.choices([1, 2, 3, 4, 5], [5, 5, 15, 35, 40])[0]
+    return {"rating": stars, "verified_purchase": r.random() < 0.7}
+
+
+def _search(r: random.Random, _item: str) -> dict[str, Any]:
+    query = r.choice(
+        ["running shoes", "rain jacket", "cookbook", "lego", "headphones", "garden hose"]
+    )
+    return {"query": query, "results": r.randint(0, 500)}
+
+
+_PAYLOADS: dict[str, Callable[[random.Random, str], dict[str, Any]]] = {
+    "view": _view,
+    "click": _click,
+    "save": lambda r, _i: {"action": "add" if r.random() < 0.9 else "remove", "list_id": "default"},
+    "dismiss": lambda r, _i: {"reason": r.choice(["not_interested", "already_own", "other"])},
+    "add_to_cart": _cart,
+    "purchase": _purchase,
+    "rating": _rating,
+    "search": _search,
+}
+
+
 class Traffic:
     """A reproducible stream of simulated signals."""
 
-    def __init__(self, *, users: int = 10_000, items: int = 5_000, seed: int = 7,
-                 invalid_rate: float = 0.0, now: Callable[[], datetime] | None = None,
-                 max_age: timedelta = timedelta(hours=6)) -> None:
+    def __init__(
+        self,
+        *,
+        users: int = 10_000,
+        items: int = 5_000,
+        seed: int = 7,
+        invalid_rate: float = 0.0,
+        now: Callable[[], datetime] | None = None,
+        max_age: timedelta = timedelta(hours=6),
+    ) -> None:
         self.rng = random.Random(seed)
         self.users = _Zipf(users, 1.1, self.rng)
         self.items = _Zipf(items, 1.2, self.rng)
@@ -82,7 +196,8 @@ class Traffic:
         self._seq = itertools.count()
         self._run = f"{self.rng.getrandbits(32):08x}"
         self._team_cycle = itertools.cycle(
-            [t for t in TEAMS for _ in range(3 if t in ("web", "ios", "android") else 1)])
+            [t for t in TEAMS for _ in range(3 if t in ("web", "ios", "android") else 1)]
+        )
 
     def user(self) -> str:
         """A user id drawn with skew."""
@@ -92,8 +207,14 @@ class Traffic:
         """An item id drawn with skew."""
         return f"i{self.items.draw():06d}"
 
-    def event(self, team: str | None = None, *, user_id: str | None = None,
-              event_type: str | None = None, age: timedelta | None = None) -> dict[str, Any]:
+    def event(
+        self,
+        team: str | None = None,
+        *,
+        user_id: str | None = None,
+        event_type: str | None = None,
+        age: timedelta | None = None,
+    ) -> dict[str, Any]:
         """One valid event as a producer would send it (timestamp as RFC 3339)."""
         team = team or next(self._team_cycle)
         surface, mix = TEAMS[team]
@@ -116,35 +237,8 @@ class Traffic:
         return event
 
     def _payload(self, event_type: str, item: str) -> dict[str, Any]:
-        r = self.rng
-        cat, brand = item_category(item), item_brand(item)
-        if event_type == "view":
-            return {"dwell_ms": r.randint(200, 90_000), "position": r.randint(0, 40),
-                    "page": r.choice(["home", "category", "product", "search_results"]),
-                    "category": cat, "brand": brand}
-        if event_type == "click":
-            return {"position": r.randint(0, 40), "slot": r.choice(["home_top", "pdp_similar",
-                                                                     "cart_upsell"]),
-                    "category": cat, "brand": brand}
-        if event_type == "save":
-            return {"action": "add" if r.random() < 0.9 else "remove", "list_id": "default"}
-        if event_type == "dismiss":
-            return {"reason": r.choice(["not_interested", "already_own", "other"])}
-        if event_type == "add_to_cart":
-            return {"quantity": r.randint(1, 3), "price": round(r.uniform(3, 300), 2),
-                    "currency": "USD", "category": cat, "brand": brand}
-        if event_type == "purchase":
-            return {"order_id": f"o{r.getrandbits(40):x}", "quantity": r.randint(1, 3),
-                    "price": round(r.uniform(3, 300), 2), "currency": "USD",
-                    "category": cat, "brand": brand}
-        if event_type == "rating":
-            return {"rating": r.choices([1, 2, 3, 4, 5], [5, 5, 15, 35, 40])[0],
-                    "verified_purchase": r.random() < 0.7}
-        if event_type == "search":
-            return {"query": r.choice(["running shoes", "rain jacket", "cookbook", "lego",
-                                       "headphones", "garden hose"]),
-                    "results": r.randint(0, 500)}
-        return {}
+        build = _PAYLOADS.get(event_type)
+        return build(self.rng, item) if build else {}
 
     def breaking(self, event: dict[str, Any]) -> dict[str, Any]:
         """The event broken in one of the ways producers break events."""

@@ -1,0 +1,86 @@
+"""The headwater CLI: contracts check/apply/list and the demo report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from headwater.cli import app
+
+runner = CliRunner()
+
+RATING_V2 = """
+team: reviews
+event_types:
+  rating:
+    surfaces: [web, ios, android, reviews, email]
+    item: true
+    freshness_budget: 10m
+    payload:
+      rating: {type: int, required: true, min: 1, max: 5}
+      text: {type: string, max_length: 2000}
+      verified_purchase: {type: bool}
+      tags:
+        type: list
+        items: enum
+        values: [quality, price, delivery, fit, service]
+        max_items: 5
+      helpful_votes: {type: int, min: 0}
+"""
+
+RATING_BROKEN = """
+team: reviews
+event_types:
+  rating:
+    surfaces: [web, reviews]
+    item: true
+    payload:
+      rating: {type: float, required: true, min: 1, max: 5}
+      verified_purchase: {type: bool, required: true}
+"""
+
+
+def test_contracts_apply_check_list(tmp_path: Path) -> None:
+    home = str(tmp_path / "hw")
+    result = runner.invoke(app, ["contracts", "apply", "--home", home])
+    assert result.exit_code == 0, result.output
+    assert "+ rating (new, v1)" in result.output
+
+    proposal = tmp_path / "reviews.yaml"
+    proposal.write_text(RATING_V2)
+    check = runner.invoke(app, ["contracts", "check", str(proposal), "--home", home, "--partial"])
+    assert check.exit_code == 0, check.output
+    assert "~ rating (new version v2)" in check.output
+
+    applied = runner.invoke(app, ["contracts", "apply", str(proposal), "--home", home, "--partial"])
+    assert applied.exit_code == 0, applied.output
+    listed = runner.invoke(app, ["contracts", "list", "--home", home, "--json"])
+    doc = json.loads(listed.output)
+    assert [v["version"] for v in doc["rating"]] == [1, 2]
+
+    proposal.write_text(RATING_BROKEN)
+    refused = runner.invoke(app, ["contracts", "check", str(proposal), "--home", home, "--partial"])
+    assert refused.exit_code == 1
+    for rule in ("type_changed", "made_required", "field_removed", "surface_removed"):
+        assert rule in refused.output
+    assert "(v2 -> v3)" in refused.output
+    assert "(v1 -> v3)" in refused.output
+
+
+def test_bad_definition_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "x.yaml"
+    bad.write_text("team: x\nevent_types:\n  Bad-Name: {surfaces: [web]}\n")
+    result = runner.invoke(app, ["contracts", "check", str(bad), "--home", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "lower_snake_case" in str(result.exception) + result.output
+
+
+def test_demo_prints_report(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--home", str(tmp_path), "--events", "300"])
+    assert result.exit_code == 0, result.output
+    for team in ("web", "ios", "android", "search", "checkout", "reviews"):
+        assert team in result.output
+    assert "rejections by reason" in result.output
+    assert "unknown_event_type" in result.output or "surface_not_allowed" in result.output
