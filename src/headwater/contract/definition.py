@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from headwater._duration import parse_duration as _parse_duration
 from headwater.errors import ContractDefinitionError
 
 __all__ = [
@@ -31,8 +32,6 @@ LIST_ITEM_TYPES: tuple[str, ...] = ("string", "int", "float", "bool", "enum", "t
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 class FieldSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -85,19 +84,7 @@ class EventTypeDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
 
 def parse_duration(value: object, where: str) -> float:
     """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"1h"``, ``"250ms"`` or ``"7d"``."""
-    if isinstance(value, bool):
-        raise ContractDefinitionError(f"{where}: a duration cannot be a boolean")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ContractDefinitionError(
-            f"{where}: {value!r} is not a duration (use e.g. 30s, 5m, 1h)"
-        )
-    if seconds <= 0:
-        raise ContractDefinitionError(f"{where}: a duration must be positive")
-    return seconds
+    return _parse_duration(value, where, ContractDefinitionError)
 
 
 def _field_from_mapping(name: str, raw: Any, where: str) -> FieldSpec:

@@ -1,0 +1,159 @@
+"""The bus port: one partitioned log of canonical signals and erasure events.
+
+Records are keyed by ``user_id``; a key always maps to the same partition, so all of
+one user's records (and a later erasure event) stay in order. ``publish`` returns
+only once the records are durable. Consumers read in named groups; the partitions
+are split across a group's members, and each member resumes from the group's
+committed position.
+
+Positions are per partition: ``offset`` is the record's position, and a commit
+stores the *next* offset to read (as Kafka does).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import msgspec
+
+__all__ = [
+    "KIND_ERASURE",
+    "KIND_SIGNAL",
+    "Bus",
+    "BusConsumer",
+    "ErasureCapability",
+    "Message",
+    "PartitionLag",
+    "Record",
+    "committed_positions",
+    "partition_for",
+]
+
+KIND_SIGNAL = "signal"
+KIND_ERASURE = "erasure"
+
+
+class Message(msgspec.Struct, frozen=True):
+    """A record to publish: routing key (the user id), kind and encoded value."""
+
+    key: str
+    value: bytes
+    kind: str = KIND_SIGNAL
+
+
+class Record(msgspec.Struct, frozen=True, array_like=True):
+    """A record as read from the bus (encoded as an array where a backend stores records)."""
+
+    partition: int
+    offset: int
+    key: str
+    kind: str
+    value: bytes
+    timestamp_ms: int  # when the bus appended it (milliseconds since the epoch)
+
+
+class PartitionLag(msgspec.Struct, frozen=True):
+    """How far a group is behind on one partition."""
+
+    group: str
+    partition: int
+    committed: int  # next offset the group will read
+    end: int  # offset the next published record will get
+    lag_events: int
+    lag_seconds: float  # age of the oldest record the group has not committed (0 when caught up)
+
+
+class ErasureCapability(msgspec.Struct, frozen=True):
+    """What a bus backend can do about one user's records, stated honestly.
+
+    ``method`` is ``"purge"`` when records can be deleted on request, otherwise
+    ``"retention"`` (they age out) or ``"compaction"``. ``retention_seconds`` bounds
+    how long a record can outlive an erasure when it cannot be purged.
+    """
+
+    can_purge: bool
+    method: str
+    retention_seconds: float | None
+    detail: str
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition of a key for backends that place records themselves (CRC-32)."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+class BusConsumer(Protocol):
+    """One member of a consumer group."""
+
+    group: str
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        """Up to ``max_records`` records from assigned partitions, in offset order per partition.
+
+        Waits up to ``timeout`` seconds when nothing is available. After a restart or a
+        rebalance, reading resumes from the group's committed position, so records read
+        but not committed are delivered again.
+        """
+        ...
+
+    def commit(self, positions: Mapping[int, int]) -> None:
+        """Durably store the group's next offset per partition (``partition -> offset``)."""
+        ...
+
+    def assignment(self) -> set[int]:
+        """The partitions this member currently reads."""
+        ...
+
+    def close(self) -> None:
+        """Leave the group; its partitions go to the remaining members."""
+        ...
+
+
+class Bus(Protocol):
+    """A partitioned, durable log of records, selected by URL."""
+
+    url: str
+    partitions: int
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        """Append messages; returns only once every one is durable.
+
+        Raises ``BackendUnavailableError`` when the bus cannot be reached; a failed call
+        may have appended some messages, and a retry can append them again (consumers
+        are idempotent by event id).
+        """
+        ...
+
+    def consumer(self, group: str, *, member: str | None = None) -> BusConsumer:
+        """Join ``group`` as a new member (``member`` names it in logs and lag reports)."""
+        ...
+
+    def lag(self, group: str) -> list[PartitionLag]:
+        """The group's lag on every partition."""
+        ...
+
+    def erasure_capability(self) -> ErasureCapability:
+        """What this backend can do to erase one key's records."""
+        ...
+
+    def purge_key(self, key: str) -> int:
+        """Delete every record of ``key``; the number deleted.
+
+        Raises ``BusError`` on backends whose ``erasure_capability().can_purge`` is False.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def committed_positions(records: Sequence[Record]) -> dict[int, int]:
+    """The commit that covers ``records``: one past the highest offset per partition."""
+    positions: dict[int, int] = {}
+    for r in records:
+        if r.offset >= positions.get(r.partition, -1):
+            positions[r.partition] = r.offset + 1
+    return positions

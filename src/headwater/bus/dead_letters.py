@@ -1,0 +1,129 @@
+"""The dead-letter store: records a consumer could not apply, with the error, for replay.
+
+Entries live in the control-plane database (SQLite or PostgreSQL). They hold user
+data, so they take part in erasure like any other store.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import msgspec
+
+from headwater.bus.base import Record
+from headwater.control.base import ControlDatabase
+
+__all__ = ["DeadLetter", "DeadLetterStore"]
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS hw_dead_letters (
+        grp TEXT NOT NULL,
+        partition INTEGER NOT NULL,
+        record_offset BIGINT NOT NULL,
+        record_key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        published_ms BIGINT NOT NULL,
+        error TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        failed_at TEXT NOT NULL,
+        replayed_at TEXT,
+        PRIMARY KEY (grp, partition, record_offset)
+    )""",
+    "CREATE INDEX IF NOT EXISTS hw_dead_letters_key ON hw_dead_letters (record_key)",
+)
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """One record a consumer group gave up on."""
+
+    group: str
+    record: Record
+    error: str
+    attempts: int
+    failed_at: str
+    replayed_at: str | None
+
+    @property
+    def id(self) -> str:
+        """``group:partition:offset``, the handle the CLI uses."""
+        return f"{self.group}:{self.record.partition}:{self.record.offset}"
+
+
+_COLUMNS = ("grp, partition, record_offset, record_key, kind, value, published_ms, error, "
+            "attempts, failed_at, replayed_at")
+
+
+def _row_to_letter(row: tuple[object, ...]) -> DeadLetter:
+    grp, part, offset, key, kind, value, ts, error, attempts, failed_at, replayed = row
+    record = Record(int(str(part)), int(str(offset)), str(key), str(kind),
+                    base64.b64decode(str(value)), int(str(ts)))
+    return DeadLetter(str(grp), record, str(error), int(str(attempts)), str(failed_at),
+                      None if replayed is None else str(replayed))
+
+
+class DeadLetterStore:
+    """Dead letters of every consumer group."""
+
+    def __init__(self, db: ControlDatabase) -> None:
+        self._db = db
+        db.ensure_schema(SCHEMA)
+
+    def put(self, group: str, record: Record, error: str, attempts: int) -> None:
+        """Keep a failed record (idempotent: the same record twice is stored once)."""
+        self._db.execute(
+            f"INSERT INTO hw_dead_letters ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL) "
+            "ON CONFLICT (grp, partition, record_offset) DO UPDATE SET "
+            "error = excluded.error, attempts = excluded.attempts, failed_at = excluded.failed_at, "
+            "replayed_at = NULL",
+            (group, record.partition, record.offset, record.key, record.kind,
+             base64.b64encode(record.value).decode(), record.timestamp_ms, error[:4000], attempts,
+             datetime.now(UTC).isoformat()))
+
+    def list(self, group: str | None = None, *, include_replayed: bool = False,
+             limit: int = 1000) -> list[DeadLetter]:
+        """Dead letters, oldest first."""
+        where, params = [], []
+        if group is not None:
+            where.append("grp = ?")
+            params.append(group)
+        if not include_replayed:
+            where.append("replayed_at IS NULL")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM hw_dead_letters {clause} "
+            "ORDER BY failed_at, grp, partition, record_offset LIMIT ?", (*params, limit))
+        return [_row_to_letter(r) for r in rows]
+
+    def count(self, group: str | None = None) -> int:
+        """Dead letters not yet replayed."""
+        if group is None:
+            rows = self._db.execute(
+                "SELECT COUNT(*) FROM hw_dead_letters WHERE replayed_at IS NULL")
+        else:
+            rows = self._db.execute(
+                "SELECT COUNT(*) FROM hw_dead_letters WHERE replayed_at IS NULL AND grp = ?",
+                (group,))
+        return int(rows[0][0])
+
+    def mark_replayed(self, letter: DeadLetter) -> None:
+        """Record that a dead letter was sent back to the bus."""
+        self._db.execute(
+            "UPDATE hw_dead_letters SET replayed_at = ? "
+            "WHERE grp = ? AND partition = ? AND record_offset = ?",
+            (datetime.now(UTC).isoformat(), letter.group, letter.record.partition,
+             letter.record.offset))
+
+    def erase_key(self, key: str) -> int:
+        """Delete every dead letter of a key (a user id); the number deleted."""
+        with self._db.transaction() as tx:
+            (n,) = tx.execute("SELECT COUNT(*) FROM hw_dead_letters WHERE record_key = ?",
+                              (key,))[0]
+            tx.execute("DELETE FROM hw_dead_letters WHERE record_key = ?", (key,))
+        return int(n)
+
+    def count_key(self, key: str) -> int:
+        """Dead letters of a key still stored (an independent check for erasure evidence)."""
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM hw_dead_letters WHERE record_key = ?", (key,))[0][0])

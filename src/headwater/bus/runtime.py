@@ -1,0 +1,246 @@
+"""The consumer runtime: the one place that moves a consumer's position on the bus.
+
+One unit of progress: poll a batch, hand it to the handler, wait until the handler's
+store write is durable, then commit the position. A crash anywhere before the commit
+replays the batch, and handlers are idempotent by event id, so nothing is lost and
+nothing counts twice.
+
+A record whose handler fails ``max_attempts`` times goes to the dead-letter store and
+the consumer moves on. A backend that is unavailable is not the record's fault: the
+runtime backs off and retries without dead-lettering and without committing.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar, runtime_checkable
+
+import msgspec
+
+from headwater.bus.base import KIND_ERASURE, Bus, BusConsumer, Record, committed_positions
+from headwater.bus.dead_letters import DeadLetterStore
+from headwater.erasure.events import Confirmation, ErasureEvent, decode_erasure
+from headwater.errors import BackendUnavailableError, MissingDeletionHandlerError
+
+__all__ = ["ConsumerRuntime", "RecordHandler", "RuntimeStats"]
+
+log = logging.getLogger("headwater.runtime")
+_T = TypeVar("_T")
+
+
+@runtime_checkable
+class RecordHandler(Protocol):
+    """What a consumer implements: apply signals durably, and erase a user.
+
+    ``handle`` must be idempotent by event id and return only once its writes are
+    durable. ``erase`` removes one user from the consumer's store, verifies it with
+    its own scan, and returns the confirmation.
+    """
+
+    name: str
+
+    def handle(self, records: Sequence[Record]) -> None:
+        """Apply signal records to the store, durably and idempotently."""
+        ...
+
+    def erase(self, event: ErasureEvent) -> Confirmation:
+        """Erase the event's user from the store and prove it."""
+        ...
+
+
+class RuntimeStats(msgspec.Struct):
+    """Counters a runtime keeps for the API and metrics."""
+
+    records: int = 0
+    batches: int = 0
+    dead_lettered: int = 0
+    erasures: int = 0
+    retries: int = 0
+    unavailable_waits: int = 0
+    last_commit_at: float = 0.0
+
+
+class _Stopping(Exception):
+    """Stop was requested while waiting for a backend; leave without committing."""
+
+
+class ConsumerRuntime:
+    """Runs one handler as a member of a consumer group."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        group: str,
+        handler: RecordHandler,
+        *,
+        dead_letters: DeadLetterStore | None = None,
+        max_attempts: int = 3,
+        batch_size: int = 500,
+        poll_timeout: float = 0.5,
+        member: str | None = None,
+        backoff: tuple[float, float] = (0.05, 5.0),
+        on_confirmation: Callable[[Confirmation], None] | None = None,
+    ) -> None:
+        if not callable(getattr(handler, "erase", None)):
+            raise MissingDeletionHandlerError(
+                f"consumer {getattr(handler, 'name', handler)!r} stores user data but has no "
+                "erase() handler: every consumer must take part in erasure")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.bus = bus
+        self.group = group
+        self.handler = handler
+        self.dead_letters = dead_letters
+        self.max_attempts = max_attempts
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self.backoff = backoff
+        self.on_confirmation = on_confirmation
+        self.stats = RuntimeStats()
+        self.stop_event = threading.Event()
+        self._consumer: BusConsumer = bus.consumer(group, member=member)
+
+    def step(self) -> int:
+        """One unit of progress; the number of records it covered (0 when idle)."""
+        records = self._consumer.poll(self.batch_size, self.poll_timeout)
+        if not records:
+            return 0
+        self._process(records)
+        # Only now, with every record applied or dead-lettered durably, does the position move.
+        self._consumer.commit(committed_positions(records))
+        self.stats.records += len(records)
+        self.stats.batches += 1
+        self.stats.last_commit_at = time.time()
+        return len(records)
+
+    def run(self, *, install_signal_handlers: bool = True, idle_exit: bool = False) -> None:
+        """Process until stopped (SIGTERM/SIGINT or ``stop()``): the batch in hand finishes
+        and commits first. ``idle_exit`` returns once a poll finds nothing (for batch jobs)."""
+        previous = self._install_signals() if install_signal_handlers else {}
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    n = self.step()
+                except _Stopping:
+                    break
+                if n == 0 and idle_exit:
+                    break
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self.close()
+
+    def stop(self) -> None:
+        """Ask ``run`` to finish its batch, commit and return."""
+        self.stop_event.set()
+
+    def close(self) -> None:
+        """Leave the consumer group."""
+        self._consumer.close()
+
+    def assignment(self) -> set[int]:
+        """The partitions this member reads now."""
+        return self._consumer.assignment()
+
+    def _install_signals(self) -> dict[int, signal.Handlers | Callable[..., object] | int | None]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous: dict[int, signal.Handlers | Callable[..., object] | int | None] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, lambda *_: self.stop_event.set())
+        return previous
+
+    # -- processing ------------------------------------------------------------
+
+    def _process(self, records: list[Record]) -> None:
+        segment: list[Record] = []
+        for record in records:
+            if record.kind == KIND_ERASURE:
+                # Signals before the erasure are applied first: order within a key holds.
+                if segment:
+                    self._apply(segment)
+                    segment = []
+                self._erase(record)
+            else:
+                segment.append(record)
+        if segment:
+            self._apply(segment)
+
+    def _apply(self, segment: list[Record]) -> None:
+        try:
+            self._call(lambda: self.handler.handle(segment))
+        except _Stopping:
+            raise
+        except Exception:  # noqa: BLE001 - any handler error: find the record that causes it
+            for record in segment:
+                self._apply_one(record)
+
+    def _apply_one(self, record: Record) -> None:
+        error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                self._call(lambda: self.handler.handle([record]))
+            except _Stopping:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the record goes to the dead letters
+                error = f"{type(exc).__name__}: {exc}"
+                self.stats.retries += 1
+                if attempt < self.max_attempts:
+                    time.sleep(min(self.backoff[1], self.backoff[0] * 2 ** (attempt - 1)))
+                continue
+            return
+        self._dead_letter(record, error)
+
+    def _erase(self, record: Record) -> None:
+        try:
+            event = decode_erasure(record.value)
+        except msgspec.DecodeError as exc:
+            self._dead_letter(record, f"undecodable erasure event: {exc}")
+            return
+        if not event.addressed_to(self.handler.name):
+            return
+        error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                confirmation = self._call(lambda: self.handler.erase(event))
+            except _Stopping:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported, dead-lettered, retried by the orchestrator
+                error = f"{type(exc).__name__}: {exc}"
+                self.stats.retries += 1
+                if attempt < self.max_attempts:
+                    time.sleep(min(self.backoff[1], self.backoff[0] * 2 ** (attempt - 1)))
+                continue
+            self.stats.erasures += 1
+            if self.on_confirmation is not None:
+                self.on_confirmation(confirmation)
+            return
+        log.error("erasure %s failed in %s: %s", event.request_id, self.handler.name, error)
+        self._dead_letter(record, error)
+
+    def _call(self, fn: Callable[[], _T]) -> _T:
+        delay = self.backoff[0]
+        while True:
+            try:
+                return fn()
+            except BackendUnavailableError as exc:
+                # The store is down, not the record bad: wait, never dead-letter, never commit.
+                self.stats.unavailable_waits += 1
+                log.warning("%s: backend unavailable, retrying in %.2fs: %s",
+                            self.handler.name, delay, exc)
+                if self.stop_event.wait(delay):
+                    raise _Stopping from exc
+                delay = min(self.backoff[1], delay * 2)
+
+    def _dead_letter(self, record: Record, error: str) -> None:
+        self.stats.dead_lettered += 1
+        log.error("%s: record %s:%s dead-lettered after %d attempts: %s", self.group,
+                  record.partition, record.offset, self.max_attempts, error)
+        if self.dead_letters is not None:
+            self._call(lambda: self.dead_letters.put(  # type: ignore[union-attr]
+                self.group, record, error, self.max_attempts))

@@ -1,0 +1,358 @@
+"""The embedded bus: a partitioned log in one SQLite file (WAL, fsync before ack).
+
+Each publish appends one row per touched partition holding that partition's records
+as one MessagePack array (a record batch, as Kafka stores them), so consumers decode
+a whole batch in one C call. Several processes may publish and consume the same file;
+``BEGIN IMMEDIATE`` serialises writers, WAL lets readers proceed.
+
+Group membership lives in the file too: members heartbeat, and each takes the
+partitions ``p`` with ``p % members == rank`` among the live members, sorted by id.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+
+from headwater._duration import parse_duration
+from headwater._url import sqlite_path
+from headwater.bus._options import BusOptions
+from headwater.bus.base import (
+    ErasureCapability,
+    Message,
+    PartitionLag,
+    Record,
+    partition_for,
+)
+from headwater.errors import BusError, ConfigurationError
+
+__all__ = ["SqliteBus", "SqliteConsumer"]
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS hw_bus_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS hw_bus_log (
+        partition INTEGER NOT NULL,
+        first_offset INTEGER NOT NULL,
+        last_offset INTEGER NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        records BLOB NOT NULL,
+        PRIMARY KEY (partition, first_offset)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS hw_bus_log_ts ON hw_bus_log (ts_ms)",
+    """CREATE TABLE IF NOT EXISTS hw_bus_ends (
+        partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS hw_bus_commits (
+        grp TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+        PRIMARY KEY (grp, partition))""",
+    """CREATE TABLE IF NOT EXISTS hw_bus_members (
+        grp TEXT NOT NULL, member TEXT NOT NULL, heartbeat_ms INTEGER NOT NULL,
+        PRIMARY KEY (grp, member))""",
+)
+
+_ENCODE = msgspec.msgpack.Encoder().encode
+_DECODE = msgspec.msgpack.Decoder(list[Record]).decode
+
+#: A member not seen for this long has left; its partitions move to the others
+#: (``?session_timeout=10s`` in the URL).
+SESSION_TIMEOUT_S = 10.0
+#: How often a member heartbeats and re-reads the group's membership (``?heartbeat=0.5s``).
+HEARTBEAT_S = 0.5
+#: How often publishers drop records older than the retention.
+RETENTION_SWEEP_S = 60.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Db:
+    """One connection with the pragmas the log needs, shared under a lock."""
+
+    def __init__(self, path: str) -> None:
+        self.lock = threading.RLock()
+        try:
+            self.conn = sqlite3.connect(path, timeout=60.0, isolation_level=None,
+                                        check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is fsynced before publish returns (durable acknowledgement).
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA busy_timeout=60000")
+            self.conn.execute("PRAGMA cache_size=-65536")
+        except sqlite3.Error as exc:
+            raise BusError(f"cannot open the SQLite bus at {path}: {exc}") from exc
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise BusError(f"SQLite bus: {exc}") from exc
+            try:
+                yield self.conn
+            except sqlite3.Error as exc:
+                self.conn.execute("ROLLBACK")
+                raise BusError(f"SQLite bus: {exc}") from exc
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise BusError(f"SQLite bus: commit failed: {exc}") from exc
+
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        with self.lock:
+            try:
+                return self.conn.execute(sql, tuple(params)).fetchall()
+            except sqlite3.Error as exc:
+                raise BusError(f"SQLite bus: {exc}") from exc
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+class SqliteBus:
+    """The embedded default bus, selected by ``sqlite:///path/bus.db``."""
+
+    def __init__(self, url: str, *, partitions: int | None = None,
+                 retention_s: float | None = None) -> None:
+        self.url = url
+        self.options = BusOptions.from_url(url, partitions=partitions, retention_s=retention_s)
+        self._path = sqlite_path(url)
+        if self._path == ":memory:":
+            raise ConfigurationError("the SQLite bus needs a file (other processes read it)")
+        self._db = _Db(self._path)
+        self._last_sweep = time.monotonic()
+        extra = self.options.extra
+        self.session_timeout_s = parse_duration(extra.get("session_timeout", SESSION_TIMEOUT_S),
+                                                f"{url} session_timeout")
+        self.heartbeat_s = parse_duration(extra.get("heartbeat", HEARTBEAT_S), f"{url} heartbeat")
+        with self._db.write() as conn:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            row = conn.execute(
+                "SELECT value FROM hw_bus_meta WHERE name = 'partitions'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO hw_bus_meta VALUES ('partitions', ?)",
+                             (str(self.options.partitions),))
+                conn.executemany("INSERT INTO hw_bus_ends VALUES (?, 0)",
+                                 [(p,) for p in range(self.options.partitions)])
+                stored = self.options.partitions
+            else:
+                stored = int(str(row[0]))
+        if partitions is not None and partitions != stored:
+            raise ConfigurationError(
+                f"{url} was created with {stored} partitions; it cannot be read as {partitions}")
+        # The file's partition count wins: keys must keep mapping to the same partition.
+        self.partitions = stored
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        n = self.partitions
+        grouped: dict[int, list[Message]] = {}
+        for m in messages:
+            grouped.setdefault(partition_for(m.key, n), []).append(m)
+        ts = _now_ms()
+        with self._db.write() as conn:
+            rows = []
+            ends = []
+            for part, group in grouped.items():
+                (start,) = conn.execute(
+                    "SELECT next_offset FROM hw_bus_ends WHERE partition = ?", (part,)
+                ).fetchone()
+                records = [Record(part, start + i, m.key, m.kind, m.value, ts)
+                           for i, m in enumerate(group)]
+                end = start + len(group)
+                rows.append((part, start, end - 1, ts, _ENCODE(records)))
+                ends.append((end, part))
+            conn.executemany("INSERT INTO hw_bus_log VALUES (?, ?, ?, ?, ?)", rows)
+            conn.executemany("UPDATE hw_bus_ends SET next_offset = ? WHERE partition = ?", ends)
+        if time.monotonic() - self._last_sweep > RETENTION_SWEEP_S:
+            self.enforce_retention()
+
+    def enforce_retention(self) -> int:
+        """Drop record batches older than the retention; the number of batches dropped."""
+        self._last_sweep = time.monotonic()
+        cutoff = _now_ms() - int(self.options.retention_s * 1000)
+        with self._db.write() as conn:
+            return conn.execute("DELETE FROM hw_bus_log WHERE ts_ms < ?", (cutoff,)).rowcount
+
+    def consumer(self, group: str, *, member: str | None = None) -> SqliteConsumer:
+        return SqliteConsumer(self, group, member or f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+    def lag(self, group: str) -> list[PartitionLag]:
+        ends = dict(self._db.read("SELECT partition, next_offset FROM hw_bus_ends"))
+        commits = dict(self._db.read(
+            "SELECT partition, next_offset FROM hw_bus_commits WHERE grp = ?", (group,)))
+        now = _now_ms()
+        out = []
+        for part in range(self.partitions):
+            end = int(ends.get(part, 0))
+            committed = int(commits.get(part, 0))
+            seconds = 0.0
+            if committed < end:
+                row = self._db.read(
+                    "SELECT ts_ms FROM hw_bus_log WHERE partition = ? AND last_offset >= ? "
+                    "ORDER BY first_offset LIMIT 1", (part, committed))
+                if row:
+                    seconds = max(0.0, (now - int(row[0][0])) / 1000)
+            out.append(PartitionLag(group, part, committed, end, max(0, end - committed),
+                                    seconds))
+        return out
+
+    def erasure_capability(self) -> ErasureCapability:
+        return ErasureCapability(
+            can_purge=True, method="purge", retention_seconds=self.options.retention_s,
+            detail="records of the key are deleted from the log file and the file is "
+                   "checkpointed, so no page holds them")
+
+    def purge_key(self, key: str) -> int:
+        part = partition_for(key, self.partitions)
+        removed = 0
+        with self._db.write() as conn:
+            rows = conn.execute(
+                "SELECT first_offset, records FROM hw_bus_log WHERE partition = ?", (part,)
+            ).fetchall()
+            for first, blob in rows:
+                records = _DECODE(blob)
+                kept = [r for r in records if r.key != key]
+                if len(kept) == len(records):
+                    continue
+                removed += len(records) - len(kept)
+                # Offsets of the kept records do not change: positions stay valid.
+                conn.execute(
+                    "UPDATE hw_bus_log SET records = ? WHERE partition = ? AND first_offset = ?",
+                    (_ENCODE(kept), part, first))
+        if removed:
+            self._scrub()
+        return removed
+
+    def count_key(self, key: str) -> int:
+        """Records of ``key`` still in the log (an independent scan, for erasure evidence)."""
+        part = partition_for(key, self.partitions)
+        rows = self._db.read("SELECT records FROM hw_bus_log WHERE partition = ?", (part,))
+        return sum(1 for (blob,) in rows for r in _DECODE(blob) if r.key == key)
+
+    def _scrub(self) -> None:
+        # Old page images of the rewritten rows may linger in the WAL and in free pages:
+        # checkpoint the WAL into the main file, then overwrite freed pages.
+        with self._db.lock:
+            try:
+                self._db.conn.execute("PRAGMA secure_delete=ON")
+                self._db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise BusError(f"SQLite bus: checkpoint after purge failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class SqliteConsumer:
+    """One member of a consumer group on the SQLite bus."""
+
+    def __init__(self, bus: SqliteBus, group: str, member: str) -> None:
+        self.group = group
+        self.member = member
+        self._bus = bus
+        self._db = _Db(bus._path)  # own connection: consumers run in their own threads
+        self._assigned: list[int] = []
+        self._position: dict[int, int] = {}
+        self._next_heartbeat = 0.0
+        self._cursor = 0
+        self._closed = False
+        self._heartbeat(force=True)
+
+    def _heartbeat(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_heartbeat:
+            return
+        self._next_heartbeat = now + self._bus.heartbeat_s
+        now_ms = _now_ms()
+        with self._db.write() as conn:
+            conn.execute("INSERT INTO hw_bus_members VALUES (?, ?, ?) ON CONFLICT (grp, member) "
+                         "DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms",
+                         (self.group, self.member, now_ms))
+            conn.execute("DELETE FROM hw_bus_members WHERE grp = ? AND heartbeat_ms < ?",
+                         (self.group, now_ms - int(self._bus.session_timeout_s * 1000)))
+            members = [m for (m,) in conn.execute(
+                "SELECT member FROM hw_bus_members WHERE grp = ? ORDER BY member",
+                (self.group,))]
+            rank = members.index(self.member)
+            mine = [p for p in range(self._bus.partitions) if p % len(members) == rank]
+            if mine != self._assigned:
+                commits = dict(conn.execute(
+                    "SELECT partition, next_offset FROM hw_bus_commits WHERE grp = ?",
+                    (self.group,)).fetchall())
+                # Newly gained partitions (and kept ones) restart from the committed position,
+                # so nothing a previous owner read but did not commit is skipped.
+                self._position = {p: int(commits.get(p, 0)) for p in mine}
+                self._assigned = mine
+
+    def assignment(self) -> set[int]:
+        self._heartbeat()
+        return set(self._assigned)
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._heartbeat()
+            out: list[Record] = []
+            parts = self._assigned
+            # Rotate the starting partition so no partition starves the others.
+            for i in range(len(parts)):
+                part = parts[(self._cursor + i) % len(parts)]
+                want = max_records - len(out)
+                if want <= 0:
+                    break
+                got = self._bus_read(part, self._position[part], want)
+                if got:
+                    self._position[part] = got[-1].offset + 1
+                    out.extend(got)
+            self._cursor += 1
+            if out or time.monotonic() >= deadline:
+                return out
+            time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
+
+    def _bus_read(self, part: int, offset: int, want: int) -> list[Record]:
+        rows = self._db.read(
+            "SELECT records FROM hw_bus_log WHERE partition = ? AND last_offset >= ? "
+            "ORDER BY first_offset LIMIT ?", (part, offset, max(1, want // 16 + 1)))
+        out: list[Record] = []
+        for (blob,) in rows:
+            records = _DECODE(blob)
+            if records and records[0].offset < offset:
+                records = [r for r in records if r.offset >= offset]
+            out.extend(records)
+            if len(out) >= want:
+                break
+        return out[:want]
+
+    def commit(self, positions: Mapping[int, int]) -> None:
+        if not positions:
+            return
+        with self._db.write() as conn:
+            # MAX: a member that lost a partition mid-batch can never move the group back.
+            conn.executemany(
+                "INSERT INTO hw_bus_commits VALUES (?, ?, ?) ON CONFLICT (grp, partition) "
+                "DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
+                [(self.group, p, o) for p, o in positions.items()])
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._db.write() as conn:
+            conn.execute("DELETE FROM hw_bus_members WHERE grp = ? AND member = ?",
+                         (self.group, self.member))
+        self._db.close()

@@ -1,0 +1,1 @@
+"""Erasure: deletion requests as events on the bus, confirmations, the ledger and the audit."""

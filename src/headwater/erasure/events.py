@@ -1,0 +1,64 @@
+"""What travels for an erasure: the request event on the bus, and each store's confirmation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+__all__ = ["Confirmation", "ErasureEvent", "decode_erasure", "encode_erasure"]
+
+
+class ErasureEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """Erase ``user_id`` from every store: published on the bus keyed by the user id.
+
+    ``requested_at`` orders it after the user's earlier signals: a signal whose
+    timestamp is not after it, arriving late or replayed, is dropped.
+    ``participants`` names who must confirm (empty: every participant); a retry to
+    one overdue participant names only that one.
+    """
+
+    request_id: str
+    user_id: str
+    requested_at: datetime
+    attempt: int = 1
+    participants: tuple[str, ...] = ()
+
+    def addressed_to(self, participant: str) -> bool:
+        """True when this event asks ``participant`` to act."""
+        return not self.participants or participant in self.participants
+
+
+class Confirmation(msgspec.Struct, frozen=True, kw_only=True):
+    """A participant's proof that it erased a user from its store.
+
+    ``rows_removed`` counts what the erasure deleted; ``rows_remaining`` is what the
+    participant's own verification scan found afterwards (0 for a confirmation).
+    ``evidence`` carries store-specific facts (keys scanned, versions, vacuum times).
+    """
+
+    request_id: str
+    participant: str
+    store: str
+    method: str
+    rows_removed: int
+    rows_remaining: int
+    verified_at: datetime
+    evidence: dict[str, Any] = {}
+    ok: bool = True
+    error: str = ""
+
+
+_ENC = msgspec.msgpack.Encoder()
+_DEC = msgspec.msgpack.Decoder(ErasureEvent)
+
+
+def encode_erasure(event: ErasureEvent) -> bytes:
+    """Bytes of an erasure event as the bus carries it."""
+    return _ENC.encode(event)
+
+
+def decode_erasure(data: bytes) -> ErasureEvent:
+    """An erasure event from bus bytes."""
+    return _DEC.decode(data)
