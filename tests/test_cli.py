@@ -84,3 +84,31 @@ def test_demo_prints_report(tmp_path: Path) -> None:
         assert team in result.output
     assert "rejections by reason" in result.output
     assert "unknown_event_type" in result.output or "surface_not_allowed" in result.output
+
+
+def test_dlq_list_and_replay(tmp_path: Path) -> None:
+    from headwater.bus import Record, open_bus
+    from headwater.bus.dead_letters import DeadLetterStore
+    from headwater.control import open_control_database
+
+    home = str(tmp_path)
+    db = open_control_database(f"sqlite:///{tmp_path / 'control.db'}")
+    store = DeadLetterStore(db)
+    store.put("features", Record(0, 5, "u1", "signal", b"payload", 1), "ValueError: bad", 3)
+    listed = runner.invoke(app, ["dlq", "list", "--home", home])
+    assert "features:0:5" in listed.output
+    assert "ValueError: bad" in listed.output
+    replayed = runner.invoke(app, ["dlq", "replay", "features:0:5", "--home", home])
+    assert replayed.exit_code == 0, replayed.output
+    assert store.count() == 0
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
+    consumer = bus.consumer("check")
+    records = consumer.poll(10, 1.0)
+    consumer.close()
+    bus.close()
+    db.close()
+    assert [(r.key, r.value) for r in records] == [("u1", b"payload")]
+    lag = runner.invoke(app, ["bus", "lag", "check", "--home", home])
+    assert "total lag: 1 events" in lag.output
+    missing = runner.invoke(app, ["dlq", "replay", "features:9:9", "--home", home])
+    assert missing.exit_code == 1

@@ -325,9 +325,10 @@ class SqliteConsumer:
             time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
 
     def _bus_read(self, part: int, offset: int, want: int) -> list[Record]:
+        # Only the batches that hold offsets [offset, offset + want): no decoding to discard.
         rows = self._db.read(
             "SELECT records FROM hw_bus_log WHERE partition = ? AND last_offset >= ? "
-            "ORDER BY first_offset LIMIT ?", (part, offset, max(1, want // 16 + 1)))
+            "AND first_offset < ? ORDER BY first_offset", (part, offset, offset + want))
         out: list[Record] = []
         for (blob,) in rows:
             records = _DECODE(blob)

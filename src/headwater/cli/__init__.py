@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from headwater.cli import contracts, demo
+from headwater.cli import bus, contracts, demo
 from headwater.errors import HeadwaterError
 
 __all__ = ["app", "main"]
@@ -17,6 +17,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(contracts.app, name="contracts")
+app.add_typer(bus.bus_app, name="bus")
+app.add_typer(bus.dlq_app, name="dlq")
 demo.register(app)
 
 

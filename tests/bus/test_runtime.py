@@ -1,0 +1,156 @@
+"""The consumer runtime on every bus backend: commit after apply, dead letters, erasure order."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from headwater.bus import Bus, Message, Record, open_bus
+from headwater.bus.dead_letters import DeadLetterStore
+from headwater.bus.runtime import ConsumerRuntime
+from headwater.control import open_control_database
+from headwater.erasure.events import ErasureEvent, encode_erasure
+from headwater.errors import BackendUnavailableError, MissingDeletionHandlerError
+from tests.bus._counting import CountingHandler
+
+
+@pytest.fixture
+def bus(bus_url: str) -> Iterator[Bus]:
+    b = open_bus(bus_url)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def dead_letters(tmp_path: Path) -> Iterator[DeadLetterStore]:
+    db = open_control_database(f"sqlite:///{tmp_path / 'control.db'}")
+    yield DeadLetterStore(db)
+    db.close()
+
+
+def events(n: int, users: int = 10, start: int = 0) -> list[Message]:
+    return [Message(f"u{i % users}", f"e{i}".encode()) for i in range(start, start + n)]
+
+
+def run_until_idle(runtime: ConsumerRuntime, expect: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    done = 0
+    while done < expect and time.monotonic() < deadline:
+        done += runtime.step()
+
+
+def test_commits_after_apply_and_resumes(bus: Bus, tmp_path: Path) -> None:
+    handler = CountingHandler(str(tmp_path / "store.db"))
+    bus.publish(events(300))
+    runtime = ConsumerRuntime(bus, "g", handler, batch_size=100)
+    run_until_idle(runtime, 300)
+    runtime.close()
+    assert sum(handler.counts().values()) == 300
+    assert sum(p.lag_events for p in bus.lag("g")) == 0
+    bus.publish(events(50, start=300))
+    again = ConsumerRuntime(bus, "g", handler, batch_size=100)
+    run_until_idle(again, 50)
+    again.close()
+    assert sum(handler.counts().values()) == 350
+    handler.close()
+
+
+def test_poison_record_goes_to_dead_letters(bus: Bus, tmp_path: Path,
+                                            dead_letters: DeadLetterStore) -> None:
+    handler = CountingHandler(str(tmp_path / "store.db"), poison=b"e7")
+    bus.publish(events(20))
+    runtime = ConsumerRuntime(bus, "g", handler, dead_letters=dead_letters, max_attempts=3,
+                              backoff=(0.001, 0.01))
+    run_until_idle(runtime, 20)
+    runtime.close()
+    assert runtime.stats.dead_lettered == 1
+    assert handler.seen() == {f"e{i}" for i in range(20)} - {"e7"}
+    # The poison record was tried alone exactly max_attempts times.
+    alone = [c for c in handler.calls if c == ("handle", [b"e7"])]
+    assert len(alone) == 3
+    (letter,) = dead_letters.list("g")
+    assert letter.record.value == b"e7"
+    assert "cannot apply" in letter.error
+    assert letter.attempts == 3
+    assert sum(p.lag_events for p in bus.lag("g")) == 0, "the consumer moved past it"
+
+    # Fixed handler: replay the dead letter through the bus.
+    handler.poison = None
+    bus.publish([Message(letter.record.key, letter.record.value, letter.record.kind)])
+    dead_letters.mark_replayed(letter)
+    again = ConsumerRuntime(bus, "g", handler, dead_letters=dead_letters)
+    run_until_idle(again, 1)
+    again.close()
+    assert "e7" in handler.seen()
+    assert dead_letters.count("g") == 0
+    handler.close()
+
+
+class FlakyStore(CountingHandler):
+    def __init__(self, path: str, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+
+    def handle(self, records: Sequence[Record]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise BackendUnavailableError("store restarting")
+        super().handle(records)
+
+
+def test_unavailable_store_is_waited_for_not_dead_lettered(
+        bus: Bus, tmp_path: Path, dead_letters: DeadLetterStore) -> None:
+    handler = FlakyStore(str(tmp_path / "store.db"), failures=4)
+    bus.publish(events(30))
+    runtime = ConsumerRuntime(bus, "g", handler, dead_letters=dead_letters,
+                              backoff=(0.001, 0.01))
+    run_until_idle(runtime, 30)
+    runtime.close()
+    assert dead_letters.count() == 0
+    assert len(handler.seen()) == 30
+    assert runtime.stats.unavailable_waits == 4
+    handler.close()
+
+
+def test_stop_while_store_is_down_commits_nothing(bus: Bus, tmp_path: Path) -> None:
+    handler = FlakyStore(str(tmp_path / "store.db"), failures=10**9)
+    bus.publish(events(10))
+    runtime = ConsumerRuntime(bus, "g", handler, backoff=(0.01, 0.05))
+    worker = threading.Thread(target=runtime.run, kwargs={"install_signal_handlers": False})
+    worker.start()
+    time.sleep(1.0)
+    runtime.stop()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert sum(p.lag_events for p in bus.lag("g")) == 10
+
+
+def test_consumer_without_deletion_handler_refuses_to_start(bus: Bus) -> None:
+    class NoErase:
+        name = "no-erase"
+
+        def handle(self, records: Sequence[Record]) -> None:
+            pass
+
+    with pytest.raises(MissingDeletionHandlerError, match="erase"):
+        ConsumerRuntime(bus, "g", NoErase())  # type: ignore[arg-type]
+
+
+def test_erasure_is_applied_in_order_with_signals(bus: Bus, tmp_path: Path) -> None:
+    handler = CountingHandler(str(tmp_path / "store.db"))
+    confirmations = []
+    erasure = ErasureEvent(request_id="r1", user_id="u1", requested_at=datetime.now(UTC))
+    bus.publish([Message("u1", b"a"), Message("u1", b"b"),
+                 Message("u1", encode_erasure(erasure), kind="erasure"), Message("u1", b"c")])
+    runtime = ConsumerRuntime(bus, "g", handler, on_confirmation=confirmations.append)
+    run_until_idle(runtime, 4)
+    runtime.close()
+    assert handler.calls == [("handle", [b"a", b"b"]), ("erase", [b"u1"]), ("handle", [b"c"])]
+    assert handler.counts() == {"u1": 1}
+    assert [c.request_id for c in confirmations] == ["r1"]
+    handler.close()
