@@ -11,6 +11,8 @@ from pathlib import Path
 
 import msgspec
 
+from headwater._duration import parse_duration
+
 __all__ = ["Settings"]
 
 
@@ -27,6 +29,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bus_url: str
     online_url: str
     archive_url: str
+    dedupe_url: str
+    dedupe_window_s: float = 86_400.0
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:
@@ -39,4 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             bus_url=_env("HEADWATER_BUS_URL", f"{base}/bus.db"),
             online_url=_env("HEADWATER_ONLINE_URL", f"{base}/online.db"),
             archive_url=_env("HEADWATER_ARCHIVE_URL", str(root / "archive")),
+            dedupe_url=_env("HEADWATER_DEDUPE_URL", f"{base}/dedupe.db"),
+            dedupe_window_s=parse_duration(_env("HEADWATER_DEDUPE_WINDOW", "24h"),
+                                           "HEADWATER_DEDUPE_WINDOW"),
         )

@@ -26,6 +26,7 @@ boundary.
     │   ├── AuthenticationError       missing or unknown producer key
     │   ├── PermissionDeniedError     event type or surface outside the key's scope
     │   └── RateLimitedError          over the producer's rate limit (carries retry_after)
+    ├── PublishFailedError            the client gave up after its retries (the batch may be resent)
     ├── ConsumerError
     │   └── MissingDeletionHandlerError  a consumer that stores user data has no erasure handler
     └── ErasureError
@@ -62,6 +63,7 @@ __all__ = [
     "MissingDependencyError",
     "OnlineStoreError",
     "PermissionDeniedError",
+    "PublishFailedError",
     "RateLimitedError",
     "UnknownErasureRequestError",
     "UnknownEventTypeError",
@@ -163,6 +165,10 @@ class RateLimitedError(AccessError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class PublishFailedError(HeadwaterError):
+    """The producer client gave up after its retries; resending the batch is safe."""
 
 
 class ConsumerError(HeadwaterError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from headwater.cli import bus, contracts, demo
+from headwater.cli import bus, contracts, demo, producers, serve
 from headwater.errors import HeadwaterError
 
 __all__ = ["app", "main"]
@@ -19,6 +19,8 @@ app = typer.Typer(
 app.add_typer(contracts.app, name="contracts")
 app.add_typer(bus.bus_app, name="bus")
 app.add_typer(bus.dlq_app, name="dlq")
+app.add_typer(producers.app, name="producers")
+serve.register(app)
 demo.register(app)
 
 

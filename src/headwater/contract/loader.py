@@ -25,7 +25,12 @@ import yaml
 from headwater.contract.definition import EventTypeDefinition, definition_from_mapping
 from headwater.errors import ContractDefinitionError
 
-__all__ = ["default_definitions", "load_definitions", "parse_document"]
+__all__ = [
+    "default_definitions",
+    "definitions_from_document",
+    "load_definitions",
+    "parse_document",
+]
 
 _SUFFIXES = (".yaml", ".yml", ".toml")
 
@@ -36,6 +41,11 @@ def parse_document(text: str, where: str, *, toml: bool = False) -> dict[str, Ev
         data: Any = tomllib.loads(text) if toml else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         raise ContractDefinitionError(f"{where}: cannot parse: {exc}") from None
+    return definitions_from_document(data, where)
+
+
+def definitions_from_document(data: Any, where: str) -> dict[str, EventTypeDefinition]:
+    """Definitions from a parsed document: ``{"team": ..., "event_types": {...}}``."""
     if not isinstance(data, dict):
         raise ContractDefinitionError(f"{where}: expected a mapping with team and event_types")
     unknown = sorted(set(data) - {"team", "event_types"})

@@ -1,0 +1,1 @@
+"""Producer access: API keys scoped to event types and surfaces, and rate limits."""

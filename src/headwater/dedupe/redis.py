@@ -1,0 +1,83 @@
+"""The scale-out idempotency window: Redis keys with a TTL, shared by every gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from headwater.errors import BackendError, BackendUnavailableError, MissingDependencyError
+
+__all__ = ["RedisIdempotencyWindow"]
+
+
+class RedisIdempotencyWindow:
+    """``hw:dd:<event id>`` -> user id with a TTL; ``hw:ddu:<user>`` lists a user's ids."""
+
+    def __init__(self, url: str, *, window_s: float) -> None:
+        try:
+            import redis
+        except ImportError:
+            raise MissingDependencyError("redis", "redis", "redis") from None
+        self.url = url
+        self.window_s = window_s
+        query = parse_qs(urlsplit(url).query)
+        self._prefix = query.get("prefix", ["hw"])[-1]
+        self._ttl_ms = int(window_s * 1000)
+        self._redis: Any = redis.Redis.from_url(url.split("?", 1)[0], socket_timeout=10)
+        self._errors = (redis.RedisError,)
+        self._down = (redis.ConnectionError, redis.TimeoutError)
+
+    def _call(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except self._down as exc:
+            raise BackendUnavailableError(f"Redis at {self.url}: {exc}") from exc
+        except self._errors as exc:
+            raise BackendError(f"Redis idempotency window: {exc}") from exc
+
+    def seen(self, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        keys = [f"{self._prefix}:dd:{e}" for e in event_ids]
+        values = self._call(lambda: self._redis.mget(keys))
+        return {e for e, v in zip(event_ids, values, strict=True) if v is not None}
+
+    def remember(self, entries: Sequence[tuple[str, str]]) -> None:
+        def write() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for event_id, user_id in entries:
+                pipe.set(f"{self._prefix}:dd:{event_id}", user_id, px=self._ttl_ms)
+                user_key = f"{self._prefix}:ddu:{user_id}"
+                pipe.sadd(user_key, event_id)
+                pipe.pexpire(user_key, self._ttl_ms)
+            pipe.execute()
+
+        self._call(write)
+
+    def erase_user(self, user_id: str) -> int:
+        user_key = f"{self._prefix}:ddu:{user_id}"
+
+        def erase() -> int:
+            ids = [i.decode() for i in self._redis.smembers(user_key)]
+            pipe = self._redis.pipeline(transaction=True)
+            for event_id in ids:
+                pipe.delete(f"{self._prefix}:dd:{event_id}")
+            pipe.delete(user_key)
+            results = pipe.execute()
+            return int(sum(results[:-1]))
+
+        return int(self._call(erase))
+
+    def count_user(self, user_id: str) -> int:
+        user_key = f"{self._prefix}:ddu:{user_id}"
+
+        def count() -> int:
+            ids = [i.decode() for i in self._redis.smembers(user_key)]
+            found = self._redis.exists(*[f"{self._prefix}:dd:{i}" for i in ids]) if ids else 0
+            return int(found) + (1 if ids else 0)
+
+        return int(self._call(count))
+
+    def close(self) -> None:
+        self._redis.close()

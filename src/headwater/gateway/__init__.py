@@ -1,0 +1,1 @@
+"""The HTTP gateway: producers publish here; the API reads features and erasure audits here."""

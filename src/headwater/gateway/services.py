@@ -1,0 +1,57 @@
+"""The backends one gateway process holds open, built from Settings."""
+
+from __future__ import annotations
+
+import msgspec
+
+from headwater.access.keys import ProducerKeys
+from headwater.access.ratelimit import RateLimiter
+from headwater.bus import Bus, open_bus
+from headwater.bus.dead_letters import DeadLetterStore
+from headwater.config import Settings
+from headwater.contract.registry import ContractRegistry
+from headwater.contract.validator import Limits
+from headwater.control import ControlDatabase, open_control_database
+from headwater.dedupe import IdempotencyWindow, open_idempotency_window
+from headwater.ingest.ingestor import Ingestor
+
+__all__ = ["GatewayServices"]
+
+
+class GatewayServices:
+    """Control plane, bus, idempotency window and the ingestor over them."""
+
+    def __init__(self, settings: Settings, *, limits: Limits | None = None) -> None:
+        self.settings = settings
+        self.control: ControlDatabase = open_control_database(settings.control_url)
+        self.registry = ContractRegistry(self.control)
+        self.keys = ProducerKeys(self.control)
+        self.dead_letters = DeadLetterStore(self.control)
+        self.bus: Bus = open_bus(settings.bus_url)
+        self.window: IdempotencyWindow = open_idempotency_window(
+            settings.dedupe_url, window_s=settings.dedupe_window_s)
+        self.limiter = RateLimiter()
+        self.ingestor = Ingestor(self.registry, self.bus, self.window, limits=limits)
+
+    def describe(self) -> dict[str, object]:
+        """Where each backend is (for /v1/health)."""
+        return {
+            "control": _redact(self.settings.control_url),
+            "bus": _redact(self.settings.bus_url),
+            "dedupe": _redact(self.settings.dedupe_url),
+            "limits": msgspec.to_builtins(self.ingestor.limits),
+        }
+
+    def close(self) -> None:
+        """Close every backend."""
+        self.window.close()
+        self.bus.close()
+        self.control.close()
+
+
+def _redact(url: str) -> str:
+    # Never echo credentials embedded in a URL.
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

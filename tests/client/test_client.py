@@ -1,0 +1,136 @@
+"""The producer SDK: batching, retries on 429/503/network errors, no retry on rejections."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import msgspec
+import pytest
+
+from headwater.client import (
+    AsyncHeadwaterClient,
+    HeadwaterClient,
+    RejectedEvent,
+    RetryPolicy,
+    new_event_id,
+)
+from headwater.errors import AuthenticationError, PermissionDeniedError, PublishFailedError
+from headwater.gateway.app import create_app
+from headwater.gateway.services import GatewayServices
+from tests._live import serve
+
+FAST = RetryPolicy(max_retries=3, base_s=0.001, cap_s=0.01)
+
+
+@pytest.fixture
+def live(services: GatewayServices) -> Iterator[str]:
+    with serve(create_app(services)) as url:
+        yield url
+
+
+def ok_body(n: int) -> bytes:
+    return msgspec.json.encode({"accepted": n, "duplicates": 0, "rejected": 0,
+                                "results": [{"index": i, "status": "accepted"}
+                                            for i in range(n)]})
+
+
+def test_event_ids_are_unique_and_time_ordered() -> None:
+    ids = [new_event_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert all(len(i) == 26 for i in ids)
+
+
+def test_end_to_end_with_rejections_reported(live: str, services: GatewayServices) -> None:
+    secret, _ = services.keys.create("web")
+    seen: list[RejectedEvent] = []
+    with HeadwaterClient(live, secret, batch_size=100, on_rejection=seen.append) as client:
+        for i in range(250):
+            client.track("view", f"u{i % 10}", "web", item_id=f"i{i}",
+                         payload={"dwell_ms": i})
+        client.track("view", "u1", "tv", item_id="i1")
+        report = client.flush()
+    assert report.accepted == 50
+    assert client.totals.accepted == 250
+    assert len(seen) == 1
+    assert (seen[0].field, seen[0].rule) == ("surface", "surface_not_allowed")
+    assert seen[0].event["surface"] == "tv"
+
+
+def test_async_end_to_end(live: str, services: GatewayServices) -> None:
+    secret, _ = services.keys.create("ios")
+
+    async def main() -> int:
+        async with AsyncHeadwaterClient(live, secret) as client:
+            for i in range(30):
+                await client.track("save", f"u{i}", "ios", item_id="i9",
+                                   payload={"action": "add"})
+            report = await client.flush()
+            return report.accepted
+
+    assert asyncio.run(main()) == 30
+
+
+def test_retries_429_and_503_then_succeeds() -> None:
+    answers = iter([httpx.Response(429, headers={"Retry-After": "0"}, json={"message": "slow"}),
+                    httpx.Response(503, json={"message": "down"}),
+                    httpx.Response(200, content=ok_body(1))])
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return next(answers)
+
+    client = HeadwaterClient("http://gw", "k", retry=FAST, transport=httpx.MockTransport(handler))
+    report = client.publish([{"event_id": "e1"}])
+    client.close()
+    assert (report.accepted, report.retries, len(calls)) == (1, 2, 3)
+    assert calls[0].content == calls[2].content, "the whole batch is resent"
+
+
+def test_network_errors_are_retried_then_give_up() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    client = HeadwaterClient("http://gw", "k", retry=FAST, transport=httpx.MockTransport(handler))
+    with pytest.raises(PublishFailedError, match="gave up after 4 attempts"):
+        client.publish([{"event_id": "e1"}])
+    client.close()
+
+
+@pytest.mark.parametrize(("status", "error"), [(401, AuthenticationError),
+                                               (403, PermissionDeniedError)])
+def test_client_errors_are_not_retried(status: int, error: type[Exception]) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(status, json={"message": "no"})
+
+    client = HeadwaterClient("http://gw", "k", retry=FAST, transport=httpx.MockTransport(handler))
+    with pytest.raises(error):
+        client.publish([{"event_id": "e1"}])
+    client.close()
+    assert len(calls) == 1
+
+
+def test_batches_respect_count_and_bytes() -> None:
+    sizes = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        n = len(msgspec.json.decode(request.content))
+        sizes.append((n, len(request.content)))
+        return httpx.Response(200, content=ok_body(n))
+
+    client = HeadwaterClient("http://gw", "k", batch_size=500, max_batch_bytes=20_000,
+                             transport=httpx.MockTransport(handler))
+    events = [{"event_id": f"e{i}", "pad": "x" * 100,
+               "timestamp": datetime.now(UTC).isoformat()} for i in range(1200)]
+    report = client.publish(events)
+    client.close()
+    assert report.accepted == 1200
+    assert all(size <= 20_000 for _, size in sizes)
+    assert sum(n for n, _ in sizes) == 1200
