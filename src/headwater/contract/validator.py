@@ -116,7 +116,7 @@ def _split_body(body: bytes, limits: Limits, *, ndjson: bool) -> list[bytes]:
     else:
         try:
             raws = [bytes(r) for r in _RAW_LIST.decode(body)]
-        except (msgspec.DecodeError, RecursionError) as exc:
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
             raise MalformedBatchError(f"body is not a JSON array of events: {exc}") from None
     if len(raws) > limits.max_batch_events:
         raise BatchTooLargeError(
@@ -165,7 +165,7 @@ class SignalValidator:
             return None
         try:
             events: list[TypedSignal] = decoder.decode(body)
-        except (msgspec.DecodeError, RecursionError):
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             return None
         limits = self.limits
         if len(events) > limits.max_batch_events:
@@ -204,7 +204,7 @@ class SignalValidator:
             if len(raw) <= self.limits.max_event_bytes and decoder is not None:
                 try:
                     event = decoder.decode(raw)
-                except (msgspec.DecodeError, RecursionError):
+                except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
                     event = None
             if event is not None and self._envelope_ok(event, window):
                 accepted.append(event)
@@ -240,7 +240,7 @@ class SignalValidator:
             )
         try:
             decoded = _ANY.decode(raw)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             problems.append(("", "malformed_json", f"not valid JSON: {exc}"))
             decoded = None
         except RecursionError:
@@ -268,6 +268,6 @@ class SignalValidator:
             return "no event types are registered"
         try:
             decoder.decode(raw)
-        except (msgspec.DecodeError, RecursionError) as exc:
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
             return str(exc)
         return "rejected by the contract"

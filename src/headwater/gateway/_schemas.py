@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CONTRACT_DOCUMENT_SCHEMA", "PUBLISH_BODY_SCHEMA", "PUBLISH_RESPONSES"]
+__all__ = ["CONTRACT_DOCUMENT_SCHEMA", "PUBLISH_BODY_SCHEMA", "PUBLISH_RESPONSES", "errors"]
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 128}
 
@@ -73,6 +73,29 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_ERROR_TEXT = {
+    400: "Malformed body",
+    401: "Missing, unknown or revoked API key",
+    403: "Not allowed for this key",
+    404: "Not found",
+    409: "Incompatible change; every violation listed",
+    413: "Body too large",
+    422: "Invalid definition or parameters",
+    429: "Over the rate limit; see Retry-After",
+    503: "A backend is unavailable; retry",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route can give."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        # 422 also covers FastAPI's own parameter errors, whose body differs from ours.
+        schema = {"type": "object"} if code == 422 else _ERROR
+        out[code] = _json(schema, _ERROR_TEXT[code])
+    return out
+
+
 PUBLISH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: _json(_OUTCOME, "Every event accepted (or already accepted: duplicate)"),
     207: _json(_OUTCOME, "Some events rejected; the others were published"),
@@ -82,6 +105,7 @@ PUBLISH_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _json(_ERROR, "More than 500 events or 1 MB"),
     429: _json(_ERROR, "Over the producer's rate limit; see Retry-After"),
     503: _json(_ERROR, "Bus unavailable; nothing accepted, retry the whole batch"),
+    422: _json({"type": "object"}, "Invalid parameters"),
 }
 
 CONTRACT_DOCUMENT_SCHEMA: dict[str, Any] = {
@@ -93,6 +117,5 @@ CONTRACT_DOCUMENT_SCHEMA: dict[str, Any] = {
             "properties": {"team": {"type": "string"},
                            "event_types": {"type": "object"}},
         }},
-        "application/yaml": {"schema": {"type": "string"}},
     },
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import zlib
@@ -29,6 +30,7 @@ from headwater.gateway._schemas import (
     CONTRACT_DOCUMENT_SCHEMA,
     PUBLISH_BODY_SCHEMA,
     PUBLISH_RESPONSES,
+    errors,
 )
 from headwater.gateway.services import GatewayServices
 
@@ -108,7 +110,12 @@ async def publish(request: Request, authorization: AuthHeader = None,
     ndjson = "ndjson" in request.headers.get("content-type", "")
     events = _count_hint(body, ndjson=ndjson)
     svc.limiter.take(key.key_id, events, key.rate_limit_eps, key.burst)
-    outcome = await run_in_threadpool(svc.ingestor.ingest, body, key, ndjson=ndjson)
+    # Validation and encoding are CPU work: done inline, they cost less than a thread hop.
+    # Only the durable write is waited for, without holding a thread.
+    batch = svc.ingestor.prepare(body, key, ndjson=ndjson)
+    if batch.messages:
+        await asyncio.wrap_future(svc.ingestor.publisher.submit(batch.messages))
+    outcome = svc.ingestor.finish(batch)
     return json_response(outcome, outcome.status_code)
 
 
@@ -125,7 +132,8 @@ def _definition_doc(item: Any) -> dict[str, Any]:
             **msgspec.to_builtins(d)}
 
 
-@router.get("/v1/contracts", summary="List event types and their versions")
+@router.get("/v1/contracts", summary="List event types and their versions",
+            responses=errors(503))
 async def list_contracts(request: Request) -> Response:
     """Every registered event type with its latest definition and version numbers."""
     history = await run_in_threadpool(services(request).registry.history)
@@ -134,7 +142,8 @@ async def list_contracts(request: Request) -> Response:
         for versions in history.values()]})
 
 
-@router.get("/v1/contracts/{name}", summary="One event type's version history")
+@router.get("/v1/contracts/{name}", summary="One event type's version history",
+            responses=errors(404, 503))
 async def contract_history(request: Request, name: str) -> Response:
     """Every version of one event type, oldest first."""
     history = await run_in_threadpool(services(request).registry.history)
@@ -167,7 +176,8 @@ def _plan_doc(plan: ChangePlan) -> dict[str, Any]:
 
 
 @router.post("/v1/contracts/check", summary="Check proposed definitions without registering",
-             openapi_extra={"requestBody": CONTRACT_DOCUMENT_SCHEMA})
+             openapi_extra={"requestBody": CONTRACT_DOCUMENT_SCHEMA},
+             responses=errors(401, 413, 422, 503))
 async def check_contracts(request: Request, authorization: AuthHeader = None,
                           x_api_key: KeyHeader = None) -> Response:
     """What registering this team's document would do; every violation is listed."""
@@ -179,7 +189,8 @@ async def check_contracts(request: Request, authorization: AuthHeader = None,
 
 @router.post("/v1/contracts", summary="Register new definitions or versions",
              openapi_extra={"requestBody": CONTRACT_DOCUMENT_SCHEMA},
-             responses={409: {"description": "Incompatible change; every violation listed"}})
+             responses={201: {"description": "New types or versions registered"},
+                        **errors(401, 403, 409, 413, 422, 503)})
 async def register_contracts(request: Request, authorization: AuthHeader = None,
                              x_api_key: KeyHeader = None) -> Response:
     """Register a team's definitions (all or nothing); only the owning team may."""
@@ -191,4 +202,5 @@ async def register_contracts(request: Request, authorization: AuthHeader = None,
             f"key of team {key.team!r} may only register its own event types; "
             f"document team {team!r}, types owned by others: {foreign}")
     plan = await run_in_threadpool(services(request).registry.apply, definitions, partial=True)
+    await run_in_threadpool(services(request).ingestor.refresh)
     return json_response(_plan_doc(plan), 201 if plan.added or plan.changed else 200)

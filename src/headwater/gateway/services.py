@@ -44,6 +44,7 @@ class GatewayServices:
 
     def close(self) -> None:
         """Close every backend."""
+        self.ingestor.close()
         self.window.close()
         self.bus.close()
         self.control.close()

@@ -19,14 +19,15 @@ import msgspec
 
 from headwater.access.keys import ProducerKey
 from headwater.bus.base import Bus, Message
+from headwater.bus.group_commit import GroupCommitPublisher
 from headwater.contract._compiled import TypedSignal
 from headwater.contract.registry import ContractRegistry
 from headwater.contract.signal import encode_signal
-from headwater.contract.validator import BatchResult, Limits, SignalValidator
+from headwater.contract.validator import BatchResult, Limits, Rejection, SignalValidator
 from headwater.dedupe.base import IdempotencyWindow
 from headwater.errors import PermissionDeniedError
 
-__all__ = ["EventResult", "IngestOutcome", "Ingestor"]
+__all__ = ["EventResult", "IngestOutcome", "Ingestor", "PreparedBatch"]
 
 
 class EventResult(msgspec.Struct, omit_defaults=True):
@@ -57,6 +58,21 @@ class IngestOutcome(msgspec.Struct):
         return 207 if self.rejected else 200
 
 
+class PreparedBatch:
+    """A validated, encoded batch waiting for its durable write."""
+
+    __slots__ = ("duplicate_index", "fresh", "messages", "producer", "received_at", "result")
+
+    def __init__(self, result: BatchResult, fresh: list[TypedSignal], duplicate_index: set[int],
+                 messages: list[Message], producer: str, received_at: datetime) -> None:
+        self.result = result
+        self.fresh = fresh
+        self.duplicate_index = duplicate_index
+        self.messages = messages
+        self.producer = producer
+        self.received_at = received_at
+
+
 class Ingestor:
     """Turns producer batches into durable, deduplicated signals on the bus."""
 
@@ -66,14 +82,20 @@ class Ingestor:
                  ) -> None:
         self.registry = registry
         self.bus = bus
+        self.publisher = GroupCommitPublisher(bus)
         self.window = window
         self.limits = limits or Limits()
         self.refresh_s = refresh_s
         self.on_published = on_published
         self._lock = threading.Lock()
-        self._revision = -1
-        self._checked = 0.0
-        self._validator = SignalValidator([], self.limits)
+        self._revision = registry.revision()
+        self._validator = SignalValidator(registry.current(), self.limits)
+        self._checked = time.monotonic()
+
+    def refresh(self) -> None:
+        """Pick up newly registered versions now rather than within ``refresh_s``."""
+        self._checked = -self.refresh_s
+        self.validator()
 
     def validator(self) -> SignalValidator:
         """The validator for the current contract (rebuilt when a version is registered)."""
@@ -81,15 +103,24 @@ class Ingestor:
         if now - self._checked < self.refresh_s:
             return self._validator
         with self._lock:
-            self._checked = now
+            # Other threads keep using the current validator until the new one is built.
             revision = self.registry.revision()
             if revision != self._revision:
                 self._validator = SignalValidator(self.registry.current(), self.limits)
                 self._revision = revision
+            self._checked = time.monotonic()
         return self._validator
 
     def ingest(self, body: bytes, key: ProducerKey, *, ndjson: bool = False) -> IngestOutcome:
-        """Validate, check scope, deduplicate and publish one batch."""
+        """Validate, check scope, deduplicate and publish one batch (blocking)."""
+        batch = self.prepare(body, key, ndjson=ndjson)
+        if batch.messages:
+            self.publisher.publish(batch.messages)
+        return self.finish(batch)
+
+    def prepare(self, body: bytes, key: ProducerKey, *, ndjson: bool = False) -> PreparedBatch:
+        """Everything before the durable write: validate, check scope, drop re-sent events,
+        stamp the envelope and encode. Raises before anything is published."""
         received_at = datetime.now(UTC)
         validator = self.validator()
         if ndjson:
@@ -98,16 +129,26 @@ class Ingestor:
             result = validator.validate_json(body, now=received_at)
         _check_scope(result, key)
         fresh, duplicate_index = self._deduplicate(result)
-        if fresh:
-            for event in fresh:
-                event.producer = key.team
-                event.received_at = received_at
-                event.schema_version = type(event).schema_version_of_type
-            self.bus.publish([Message(e.user_id, encode_signal(e)) for e in fresh])
-            self.window.remember([(e.event_id, e.user_id) for e in fresh])
+        team = key.team
+        messages = []
+        for event in fresh:
+            event.producer = team
+            event.received_at = received_at
+            event.schema_version = type(event).schema_version_of_type
+            messages.append(Message(event.user_id, encode_signal(event)))
+        return PreparedBatch(result, fresh, duplicate_index, messages, team, received_at)
+
+    def finish(self, batch: PreparedBatch) -> IngestOutcome:
+        """After the durable write: remember the ids and build the answer."""
+        if batch.fresh:
+            self.window.remember([(e.event_id, e.user_id) for e in batch.fresh])
             if self.on_published is not None:
-                self.on_published(fresh, received_at)
-        return _outcome(result, duplicate_index, key.team, received_at)
+                self.on_published(batch.fresh, batch.received_at)
+        return _outcome(batch.result, batch.duplicate_index, batch.producer, batch.received_at)
+
+    def close(self) -> None:
+        """Finish queued publishes."""
+        self.publisher.close()
 
     def _deduplicate(self, result: BatchResult) -> tuple[list[TypedSignal], set[int]]:
         accepted = result.accepted
@@ -150,19 +191,26 @@ def _check_scope(result: BatchResult, key: ProducerKey) -> None:
 
 def _outcome(result: BatchResult, duplicate_index: set[int], producer: str,
              received_at: datetime) -> IngestOutcome:
-    results: list[EventResult] = []
-    for index, item in result.outcomes():
-        if isinstance(item, TypedSignal):
-            status: Literal["accepted", "duplicate"] = (
-                "duplicate" if index in duplicate_index else "accepted")
-            results.append(EventResult(index=index, status=status, event_id=item.event_id))
-        else:
-            results.append(EventResult(
-                index=index, status="rejected", event_id=item.event_id, field=item.field,
-                rule=item.rule, message=item.message,
-                violations=[{"field": v.field, "rule": v.rule, "message": v.message}
-                            for v in item.violations]))
+    results: list[EventResult]
+    if not result.rejections and not duplicate_index:
+        # The common case, built without merging and sorting.
+        results = [EventResult(index=i, status="accepted", event_id=e.event_id)
+                   for i, e in enumerate(result.accepted)]
+    else:
+        results = [_result(index, item, duplicate_index) for index, item in result.outcomes()]
     return IngestOutcome(
         accepted=len(result.accepted) - len(duplicate_index), duplicates=len(duplicate_index),
         rejected=len(result.rejections), producer=producer, received_at=received_at,
         results=results)
+
+
+def _result(index: int, item: TypedSignal | Rejection, duplicate_index: set[int]) -> EventResult:
+    if isinstance(item, TypedSignal):
+        status: Literal["accepted", "duplicate"] = (
+            "duplicate" if index in duplicate_index else "accepted")
+        return EventResult(index=index, status=status, event_id=item.event_id)
+    return EventResult(
+        index=index, status="rejected", event_id=item.event_id, field=item.field,
+        rule=item.rule, message=item.message,
+        violations=[{"field": v.field, "rule": v.rule, "message": v.message}
+                    for v in item.violations])
