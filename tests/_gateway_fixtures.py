@@ -18,7 +18,7 @@ from headwater.gateway.services import GatewayServices
 def services(tmp_path: Path) -> Iterator[GatewayServices]:
     svc = GatewayServices(Settings.from_env(tmp_path / "hw"))
     svc.registry.apply(default_definitions())
-    svc.ingestor.refresh()
+    svc.refresh_contracts()
     yield svc
     svc.close()
 

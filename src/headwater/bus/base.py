@@ -126,6 +126,10 @@ class Bus(Protocol):
         """
         ...
 
+    def partition_of(self, key: str) -> int:
+        """The partition a key's records go to (readers use it to find a user's as_of)."""
+        ...
+
     def consumer(self, group: str, *, member: str | None = None) -> BusConsumer:
         """Join ``group`` as a new member (``member`` names it in logs and lag reports)."""
         ...

@@ -202,6 +202,10 @@ class NatsBus:
         ]
         await self._publisher.publish(items, self.timeout_s)
 
+    def partition_of(self, key: str) -> int:
+        """The partition of a key (CRC-32, as publish places it)."""
+        return partition_for(key, self.partitions)
+
     def consumer(self, group: str, *, member: str | None = None) -> NatsConsumer:
         return NatsConsumer(self, group, member or f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
 

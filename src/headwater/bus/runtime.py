@@ -84,6 +84,7 @@ class ConsumerRuntime:
         member: str | None = None,
         backoff: tuple[float, float] = (0.05, 5.0),
         on_confirmation: Callable[[Confirmation], None] | None = None,
+        closers: Sequence[Callable[[], None]] = (),
     ) -> None:
         if not callable(getattr(handler, "erase", None)):
             raise MissingDeletionHandlerError(
@@ -101,6 +102,7 @@ class ConsumerRuntime:
         self.backoff = backoff
         self.on_confirmation = on_confirmation
         self.stats = RuntimeStats()
+        self._closers = list(closers)
         self.stop_event = threading.Event()
         self._consumer: BusConsumer = bus.consumer(group, member=member)
 
@@ -108,6 +110,10 @@ class ConsumerRuntime:
         """One unit of progress; the number of records it covered (0 when idle)."""
         records = self._consumer.poll(self.batch_size, self.poll_timeout)
         if not records:
+            idle = getattr(self.handler, "on_idle", None)
+            if idle is not None:
+                # Caught up: let the handler record that its partitions are current.
+                self._call(lambda: idle(self._consumer.assignment()))
             return 0
         self._process(records)
         # Only now, with every record applied or dead-lettered durably, does the position move.
@@ -139,8 +145,10 @@ class ConsumerRuntime:
         self.stop_event.set()
 
     def close(self) -> None:
-        """Leave the consumer group."""
+        """Leave the consumer group and release what the runtime was given to close."""
         self._consumer.close()
+        while self._closers:
+            self._closers.pop()()
 
     def assignment(self) -> set[int]:
         """The partitions this member reads now."""

@@ -188,6 +188,9 @@ class SqliteBus:
         with self._db.write() as conn:
             return conn.execute("DELETE FROM hw_bus_log WHERE ts_ms < ?", (cutoff,)).rowcount
 
+    def partition_of(self, key: str) -> int:
+        return partition_for(key, self.partitions)
+
     def consumer(self, group: str, *, member: str | None = None) -> SqliteConsumer:
         return SqliteConsumer(self, group, member or f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
 

@@ -1,69 +1,127 @@
-"""``headwater demo``: six teams publish a realistic mix; see what the contract does with it."""
+"""``headwater demo`` and ``headwater up``: the embedded stack, with or without traffic."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
 import typer
 
-from headwater.cli._common import ControlUrl, HomeOption, open_registry
-from headwater.contract.loader import default_definitions
-from headwater.contract.validator import Rejection, SignalValidator
-from headwater.demo.traffic import TEAMS, Traffic
+from headwater.cli._common import HomeOption, settings
+from headwater.config import Settings
 
 __all__ = ["register"]
 
 
+def _percentile_from_histogram(q: float) -> float | None:
+    from headwater.metrics import FRESHNESS_SECONDS
+
+    buckets: dict[float, float] = {}
+    for metric in FRESHNESS_SECONDS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_bucket"):
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+    if not buckets or max(buckets.values()) == 0:
+        return None
+    total = buckets[float("inf")]
+    for le in sorted(buckets):
+        if buckets[le] >= q * total:
+            return le
+    return None
+
+
 def demo(
-    home: HomeOption = None,
-    control: ControlUrl = None,
-    events: Annotated[int, typer.Option(help="Events per team.")] = 500,
-    invalid_rate: Annotated[float, typer.Option(help="Share of broken events.")] = 0.04,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated traffic.")] = 7,
+    home: Annotated[str, typer.Option(help="Data directory for the demo (wiped first).")]
+    = ".headwater/demo",
+    seconds: Annotated[float, typer.Option(help="How long the teams publish.")] = 12.0,
+    rate: Annotated[float, typer.Option(help="Target events per second, all teams.")] = 4000.0,
+    invalid_rate: Annotated[float, typer.Option(help="Share of broken events.")] = 0.03,
+    port: Annotated[int, typer.Option(help="Port of the embedded API.")] = 8089,
 ) -> None:
-    """Validate a sample of signals from six teams and print the accepted/rejected report."""
-    registry = open_registry(home, control)
-    plan = registry.apply(default_definitions(), partial=True)
-    if plan.added:
-        typer.echo(f"registered the default contracts: {', '.join(plan.added)}")
-    validator = SignalValidator(registry.current())
-    traffic = Traffic(seed=seed, invalid_rate=invalid_rate)
-    per_team: dict[str, Counter[str]] = defaultdict(Counter)
-    reasons: Counter[str] = Counter()
-    example: dict[str, tuple[str, Rejection]] = {}
-    for team in TEAMS:
-        remaining = events
-        while remaining > 0:
-            size = min(remaining, validator.limits.max_batch_events)
-            remaining -= size
-            result = validator.validate_events(traffic.batch(size, team))
-            per_team[team]["accepted"] += len(result.accepted)
-            per_team[team]["rejected"] += len(result.rejections)
-            for rej in result.rejections:
-                reasons[rej.rule] += 1
-                example.setdefault(rej.rule, (team, rej))
-    typer.echo(f"\n{'team':<10}{'accepted':>10}{'rejected':>10}")
-    for team, counts in per_team.items():
-        typer.echo(f"{team:<10}{counts['accepted']:>10}{counts['rejected']:>10}")
-    total_ok = sum(c["accepted"] for c in per_team.values())
-    total_bad = sum(c["rejected"] for c in per_team.values())
-    typer.echo(f"{'total':<10}{total_ok:>10}{total_bad:>10}\n")
-    typer.echo("rejections by reason (one example each):")
-    for rule, count in reasons.most_common():
-        team, rej = example[rule]
-        typer.echo(
-            f"  {rule:<26}{count:>5}  e.g. {team} event #{rej.index} "
-            f"({rej.event_id or 'no event_id'}): {rej.field or '<event>'}: {rej.message}"
-        )
-    if reasons:
-        team, rej = example[reasons.most_common(1)[0][0]]
-        typer.echo("\none rejection as a producer receives it:")
-        typer.echo(json.dumps(msgspec.to_builtins(rej), indent=2))
+    """Start the embedded stack, let six teams publish, then show a user's fresh features."""
+    from headwater.demo.live import JOURNEY_USER, TeamTraffic, publish_journey
+    from headwater.stack import EmbeddedStack
+
+    root = Path(home)
+    if root.exists():
+        shutil.rmtree(root)
+    stack = EmbeddedStack(Settings.from_env(root), port=port)
+    typer.echo(f"headwater embedded stack on {stack.url} (SQLite bus, SQLite online store)")
+    stack.start()
+    teams = TeamTraffic(stack.services, stack.url, rate=rate, invalid_rate=invalid_rate)
+    try:
+        teams.start()
+        typer.echo(f"six teams publishing ~{rate:g} events/s for {seconds:g}s "
+                   f"({invalid_rate:.0%} broken on purpose)\n")
+        typer.echo(f"{'t':>4} {'accepted':>9} {'rejected':>9} {'lag':>6} "
+                   f"{'fresh p50':>10} {'fresh p99':>10}")
+        started = time.monotonic()
+        journey_at = seconds / 2
+        journey_done = False
+        while (elapsed := time.monotonic() - started) < seconds:
+            time.sleep(1.0)
+            p = teams.progress
+            lag = sum(x.lag_events for x in stack.services.bus.lag("features"))
+            p50, p99 = _percentile_from_histogram(0.5), _percentile_from_histogram(0.99)
+            fmt = lambda v: f"<{v:g}s" if v is not None else "-"  # noqa: E731
+            typer.echo(f"{elapsed:>3.0f}s {p.accepted:>9} {p.rejected:>9} {lag:>6} "
+                       f"{fmt(p50):>10} {fmt(p99):>10}")
+            if not journey_done and elapsed >= journey_at:
+                publish_journey(stack.url, teams.key("web"))
+                journey_done = True
+        teams.stop()
+        time.sleep(0.5)
+        answer = stack.services.features.read(JOURNEY_USER)
+        typer.echo(f"\nfeatures of {JOURNEY_USER} (GET {stack.url}/v1/users/{JOURNEY_USER}"
+                   "/features):")
+        typer.echo(json.dumps(msgspec.to_builtins(answer), indent=2))
+        typer.echo(f"\nas_of {answer.as_of}, age {answer.age_s}s: "
+                   f"{'STALE ' + ','.join(answer.stale_features) if answer.stale else 'fresh'}"
+                   " (within every feature's freshness budget)" * (not answer.stale))
+        p = teams.progress
+        typer.echo(f"\npublished: {p.accepted} accepted, {p.rejected} rejected, "
+                   f"{p.duplicates} duplicates")
+        typer.echo("rejections by reason (one example each):")
+        for rule, count in sorted(p.reasons.items(), key=lambda kv: -kv[1]):
+            ex = p.examples[rule]
+            typer.echo(f"  {rule:<26}{count:>6}  e.g. {ex['team']}: {ex['field'] or '<event>'}:"
+                       f" {ex['message'][:90]}")
+    finally:
+        teams.stop()
+        stack.stop()
+
+
+def up(
+    home: HomeOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the API.")] = 8080,
+) -> None:
+    """Run the whole embedded stack in one process until Ctrl-C or SIGTERM."""
+    from headwater.stack import EmbeddedStack
+
+    stack = EmbeddedStack(settings(home), host=host, port=port)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    stack.start()
+    typer.echo(f"headwater up on {stack.url}  (data in {stack.settings.home})\n"
+               f"  create a producer key: headwater producers create <team>\n"
+               f"  publish:  POST {stack.url}/v1/signals\n"
+               f"  read:     GET  {stack.url}/v1/users/<user_id>/features\n"
+               f"  API docs: {stack.url}/docs")
+    stopping.wait()
+    typer.echo("stopping: consumers finish their batch and commit ...")
+    stack.stop()
 
 
 def register(app: typer.Typer) -> None:
-    """Add the demo command to the CLI."""
+    """Add demo and up to the CLI."""
     app.command()(demo)
+    app.command()(up)

@@ -186,6 +186,7 @@ class Traffic:
         invalid_rate: float = 0.0,
         now: Callable[[], datetime] | None = None,
         max_age: timedelta = timedelta(hours=6),
+        late_share: float = 0.03,
     ) -> None:
         self.rng = random.Random(seed)
         self.users = _Zipf(users, 1.1, self.rng)
@@ -193,6 +194,7 @@ class Traffic:
         self.invalid_rate = invalid_rate
         self.now = now or (lambda: datetime.now(UTC))
         self.max_age = max_age
+        self.late_share = late_share
         self._seq = itertools.count()
         self._run = f"{self.rng.getrandbits(32):08x}"
         self._team_cycle = itertools.cycle(
@@ -221,7 +223,12 @@ class Traffic:
         if event_type is None:
             event_type = self.rng.choices([t for t, _ in mix], [w for _, w in mix])[0]
         if age is None:
-            age = timedelta(seconds=self.rng.random() * self.max_age.total_seconds())
+            # Most signals arrive within seconds of happening; a few (offline mobile
+            # clients, retries) arrive late, up to max_age.
+            if self.rng.random() < self.late_share:
+                age = timedelta(seconds=self.rng.random() * self.max_age.total_seconds())
+            else:
+                age = timedelta(seconds=self.rng.expovariate(1 / 1.5))
         item = self.item()
         event: dict[str, Any] = {
             "event_id": f"{team}-{self._run}-{next(self._seq)}",

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CONTRACT_DOCUMENT_SCHEMA", "PUBLISH_BODY_SCHEMA", "PUBLISH_RESPONSES", "errors"]
+__all__ = [
+    "CONTRACT_DOCUMENT_SCHEMA",
+    "FEATURES_RESPONSE",
+    "PUBLISH_BODY_SCHEMA",
+    "PUBLISH_RESPONSES",
+    "errors",
+]
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 128}
 
@@ -119,3 +125,19 @@ CONTRACT_DOCUMENT_SCHEMA: dict[str, Any] = {
         }},
     },
 }
+
+
+FEATURES_RESPONSE: dict[str, Any] = _json({
+    "type": "object",
+    "required": ["user_id", "features", "as_of", "age_s", "stale", "stale_features"],
+    "properties": {
+        "user_id": {"type": "string"},
+        "found": {"type": "boolean"},
+        "features": {"type": "object"},
+        "as_of": {"type": ["string", "null"], "format": "date-time"},
+        "age_s": {"type": ["number", "null"]},
+        "stale": {"type": "boolean"},
+        "stale_features": {"type": "array", "items": {"type": "string"}},
+        "budgets_s": {"type": "object"},
+    },
+}, "Features with as_of, age and staleness")

@@ -12,6 +12,7 @@ from headwater import __version__
 from headwater.config import Settings
 from headwater.gateway._errors import install_error_handlers, json_response
 from headwater.gateway.ingest_routes import router as ingest_router
+from headwater.gateway.read_routes import router as read_router
 from headwater.gateway.services import GatewayServices
 
 __all__ = ["create_app"]
@@ -41,6 +42,7 @@ def create_app(services: GatewayServices | None = None, *,
     app.state.key_cache = {}
     install_error_handlers(app)
     app.include_router(ingest_router)
+    app.include_router(read_router)
 
     @app.get("/v1/health", summary="Liveness and where the backends are")
     async def health(request: Request) -> Response:

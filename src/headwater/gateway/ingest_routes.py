@@ -202,5 +202,5 @@ async def register_contracts(request: Request, authorization: AuthHeader = None,
             f"key of team {key.team!r} may only register its own event types; "
             f"document team {team!r}, types owned by others: {foreign}")
     plan = await run_in_threadpool(services(request).registry.apply, definitions, partial=True)
-    await run_in_threadpool(services(request).ingestor.refresh)
+    await run_in_threadpool(services(request).refresh_contracts)
     return json_response(_plan_doc(plan), 201 if plan.added or plan.changed else 200)

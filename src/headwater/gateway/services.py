@@ -13,9 +13,13 @@ from headwater.contract.registry import ContractRegistry
 from headwater.contract.validator import Limits
 from headwater.control import ControlDatabase, open_control_database
 from headwater.dedupe import IdempotencyWindow, open_idempotency_window
+from headwater.features.engine import FeatureEngine
+from headwater.features.reader import FeatureReader
+from headwater.features.spec import DEFAULT_FEATURES
 from headwater.ingest.ingestor import Ingestor
+from headwater.online import OnlineStore, open_online_store
 
-__all__ = ["GatewayServices"]
+__all__ = ["GatewayServices", "feature_engine"]
 
 
 class GatewayServices:
@@ -32,6 +36,15 @@ class GatewayServices:
             settings.dedupe_url, window_s=settings.dedupe_window_s)
         self.limiter = RateLimiter()
         self.ingestor = Ingestor(self.registry, self.bus, self.window, limits=limits)
+        self.online: OnlineStore = open_online_store(settings.online_url)
+        self.features = FeatureReader(self.online, feature_engine(self.registry),
+                                      partition_of=self.bus.partition_of)
+
+    def refresh_contracts(self) -> None:
+        """Use newly registered contracts now: validation and freshness budgets."""
+        self.ingestor.refresh()
+        self.features.engine.budgets_s = {
+            r.name: r.definition.freshness_budget_s for r in self.registry.current()}
 
     def describe(self) -> dict[str, object]:
         """Where each backend is (for /v1/health)."""
@@ -39,15 +52,23 @@ class GatewayServices:
             "control": _redact(self.settings.control_url),
             "bus": _redact(self.settings.bus_url),
             "dedupe": _redact(self.settings.dedupe_url),
+            "online": _redact(self.settings.online_url),
             "limits": msgspec.to_builtins(self.ingestor.limits),
         }
 
     def close(self) -> None:
         """Close every backend."""
         self.ingestor.close()
+        self.online.close()
         self.window.close()
         self.bus.close()
         self.control.close()
+
+
+def feature_engine(registry: ContractRegistry) -> FeatureEngine:
+    """The declared features, with each event type's freshness budget from its contract."""
+    budgets = {r.name: r.definition.freshness_budget_s for r in registry.current()}
+    return FeatureEngine(DEFAULT_FEATURES, budgets_s=budgets)
 
 
 def _redact(url: str) -> str:

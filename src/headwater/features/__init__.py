@@ -1,0 +1,1 @@
+"""Streaming features: declared once, updated per batch from the bus, read with freshness."""

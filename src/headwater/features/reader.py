@@ -1,0 +1,58 @@
+"""Read a user's features at request time, stamped with as_of and age, stale when late."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from headwater.features.consumer import USER_NAMESPACE
+from headwater.features.engine import FeatureEngine, UserFeatures
+from headwater.online.base import OnlineStore, Position
+
+__all__ = ["FeatureReader"]
+
+
+class FeatureReader:
+    """Turns stored rows into feature answers.
+
+    ``as_of`` is the time up to which the consumer has processed the user's partition:
+    when the consumer lags or stops, as_of stops moving, the age grows past the event
+    types' budgets and the answer says stale.
+    """
+
+    def __init__(self, store: OnlineStore, engine: FeatureEngine, *,
+                 partition_of: Callable[[str], int], group: str = "features",
+                 positions_ttl_s: float = 0.05) -> None:
+        self.store = store
+        self.engine = engine
+        self.partition_of = partition_of
+        self.group = group
+        self.positions_ttl_s = positions_ttl_s
+        self._positions: dict[int, Position] = {}
+        self._positions_at = 0.0
+
+    def _current_positions(self) -> dict[int, Position]:
+        # Positions change a few times a second: a short cache keeps reads to one query.
+        now = time.monotonic()
+        if now - self._positions_at > self.positions_ttl_s:
+            self._positions = self.store.positions(self.group)
+            self._positions_at = now
+        return self._positions
+
+    def read(self, user_id: str, select: Sequence[str] | None = None) -> UserFeatures:
+        """One user's features."""
+        return self.read_many([user_id], select)[0]
+
+    def read_many(self, user_ids: Sequence[str],
+                  select: Sequence[str] | None = None) -> list[UserFeatures]:
+        """Several users' features, in the order asked."""
+        rows = self.store.get(USER_NAMESPACE, list(dict.fromkeys(user_ids)))
+        positions = self._current_positions()
+        now_ms = int(time.time() * 1000)
+        out = []
+        for user in user_ids:
+            pos = positions.get(self.partition_of(user))
+            state = self.engine.decode(rows.get(user))
+            out.append(self.engine.read(user, state, now_ms=now_ms,
+                                        as_of_ms=pos.as_of_ms if pos else None, select=select))
+        return out

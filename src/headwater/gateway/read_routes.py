@@ -1,0 +1,64 @@
+"""Feature reads: ``GET /v1/users/{user_id}/features`` and the batch read."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from headwater.errors import BatchTooLargeError, MalformedBatchError
+from headwater.gateway._errors import json_response
+from headwater.gateway._schemas import FEATURES_RESPONSE, errors
+from headwater.gateway.services import GatewayServices
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+MAX_BATCH_USERS = 1000
+
+
+class BatchRead(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of a batch read."""
+
+    user_ids: list[str]
+    features: list[str] | None = None
+
+
+def _select(features: str | None) -> list[str] | None:
+    return [f for f in features.split(",") if f] if features else None
+
+
+@router.get("/v1/users/{user_id}/features", summary="One user's features with freshness",
+            responses={200: FEATURES_RESPONSE, **errors(503)})
+async def user_features(
+    request: Request, user_id: str,
+    features: Annotated[str | None, Query(description="Comma-separated names; all if absent")]
+    = None,
+) -> Response:
+    """The user's streaming features, each answer stamped with ``as_of`` and age.
+
+    When the consumer lags past a feature's freshness budget the answer says
+    ``stale: true`` and lists the stale features: it is never passed off as fresh.
+    """
+    svc: GatewayServices = request.app.state.services
+    answer = await run_in_threadpool(svc.features.read, user_id, _select(features))
+    return json_response(answer)
+
+
+@router.post("/v1/features/batch", summary="Features of many users in one call",
+             responses=errors(400, 413, 503))
+async def batch_features(request: Request) -> Response:
+    """``{"user_ids": [...], "features": [...]}`` -> ``{"users": [...]}`` in the same order."""
+    try:
+        body = msgspec.json.decode(await request.body(), type=BatchRead)
+    except msgspec.DecodeError as exc:
+        raise MalformedBatchError(f"expected {{'user_ids': [...]}}: {exc}") from None
+    if len(body.user_ids) > MAX_BATCH_USERS:
+        raise BatchTooLargeError(f"at most {MAX_BATCH_USERS} users per batch read")
+    svc: GatewayServices = request.app.state.services
+    answers = await run_in_threadpool(svc.features.read_many, body.user_ids, body.features)
+    return json_response({"users": answers})

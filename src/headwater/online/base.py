@@ -1,0 +1,67 @@
+"""The online store port: rows the API reads at request time, and the consumer's positions.
+
+Rows are opaque bytes under ``(namespace, key)``: the streaming consumer keeps each
+user's feature state under ``user``; the nightly batch keeps its results under its
+own namespaces. A consumer writes rows and its bus positions in one atomic, durable
+write, so a replay after a crash skips exactly what was already applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import msgspec
+
+__all__ = ["OnlineStore", "Position"]
+
+
+class Position(msgspec.Struct, frozen=True, array_like=True):
+    """Where a consumer group stands on one partition, as recorded with its rows.
+
+    ``next_offset`` is the first offset not applied; ``as_of_ms`` the time up to which
+    the partition is processed (the append time of the last applied record, or the
+    time the consumer last found the partition caught up).
+    """
+
+    next_offset: int
+    as_of_ms: int
+
+
+class OnlineStore(Protocol):
+    """Key-value rows with atomic row-and-position writes."""
+
+    url: str
+
+    def get(self, namespace: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """The stored rows among ``keys`` (absent keys are left out)."""
+        ...
+
+    def put(self, namespace: str, rows: Mapping[str, bytes], *, group: str = "",
+            positions: Mapping[int, Position] | None = None) -> None:
+        """Write rows and (optionally) a group's positions together, durably."""
+        ...
+
+    def positions(self, group: str) -> dict[int, Position]:
+        """A group's recorded positions per partition."""
+        ...
+
+    def delete(self, namespace: str, keys: Sequence[str]) -> int:
+        """Delete rows; the number that existed."""
+        ...
+
+    def count(self, namespace: str, keys: Sequence[str]) -> int:
+        """How many of ``keys`` have a row (an independent check for erasure evidence)."""
+        ...
+
+    def keys(self, namespace: str) -> list[str]:
+        """Every key of a namespace (for audits and recomputes; not a hot path)."""
+        ...
+
+    def clear(self, namespace: str) -> int:
+        """Delete every row of a namespace; the number deleted."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,104 @@
+"""The scale-out online store: Redis (a Redis Cluster works the same, keys hash by user)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from headwater.errors import (
+    BackendUnavailableError,
+    MissingDependencyError,
+    OnlineStoreError,
+)
+from headwater.online.base import Position
+
+__all__ = ["RedisOnlineStore"]
+
+_T = TypeVar("_T")
+
+
+class RedisOnlineStore:
+    """Rows as ``<prefix>:<namespace>:<key>`` strings; positions in one hash per group.
+
+    Rows and positions go in one MULTI/EXEC transaction, so a reader or a restarted
+    consumer never sees rows without the positions that produced them.
+    """
+
+    def __init__(self, url: str) -> None:
+        try:
+            import redis
+        except ImportError:
+            raise MissingDependencyError("redis", "redis", "redis") from None
+        self.url = url
+        query = parse_qs(urlsplit(url).query)
+        self.prefix = query.get("prefix", ["hw"])[-1]
+        self._redis: Any = redis.Redis.from_url(url.split("?", 1)[0], socket_timeout=30)
+        self._down = (redis.ConnectionError, redis.TimeoutError)
+        self._errors = (redis.RedisError,)
+
+    def _call(self, fn: Callable[[], _T]) -> _T:
+        try:
+            return fn()
+        except self._down as exc:
+            raise BackendUnavailableError(f"Redis at {self.url}: {exc}") from exc
+        except self._errors as exc:
+            raise OnlineStoreError(f"Redis online store: {exc}") from exc
+
+    def _key(self, namespace: str, key: str) -> str:
+        return f"{self.prefix}:{namespace}:{key}"
+
+    def get(self, namespace: str, keys: Sequence[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        values = self._call(lambda: self._redis.mget([self._key(namespace, k) for k in keys]))
+        return {k: v for k, v in zip(keys, values, strict=True) if v is not None}
+
+    def put(self, namespace: str, rows: Mapping[str, bytes], *, group: str = "",
+            positions: Mapping[int, Position] | None = None) -> None:
+        def write() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            if rows:
+                pipe.mset({self._key(namespace, k): v for k, v in rows.items()})
+            if positions:
+                pipe.hset(f"{self.prefix}:positions:{group}", mapping={
+                    str(p): f"{pos.next_offset}:{pos.as_of_ms}" for p, pos in positions.items()})
+            pipe.execute()
+
+        self._call(write)
+
+    def positions(self, group: str) -> dict[int, Position]:
+        raw = self._call(lambda: self._redis.hgetall(f"{self.prefix}:positions:{group}"))
+        out = {}
+        for p, value in raw.items():
+            offset, as_of = value.decode().split(":")
+            out[int(p)] = Position(int(offset), int(as_of))
+        return out
+
+    def delete(self, namespace: str, keys: Sequence[str]) -> int:
+        if not keys:
+            return 0
+        return int(self._call(lambda: self._redis.delete(*[self._key(namespace, k)
+                                                           for k in keys])))
+
+    def count(self, namespace: str, keys: Sequence[str]) -> int:
+        if not keys:
+            return 0
+        return int(self._call(lambda: self._redis.exists(*[self._key(namespace, k)
+                                                           for k in keys])))
+
+    def keys(self, namespace: str) -> list[str]:
+        head = len(self.prefix) + len(namespace) + 2
+        found = self._call(lambda: list(self._redis.scan_iter(
+            match=f"{self.prefix}:{namespace}:*", count=1000)))
+        return [k.decode()[head:] for k in found]
+
+    def clear(self, namespace: str) -> int:
+        keys = self.keys(namespace)
+        removed = 0
+        for start in range(0, len(keys), 1000):
+            removed += self.delete(namespace, keys[start:start + 1000])
+        return removed
+
+    def close(self) -> None:
+        self._redis.close()

@@ -1,0 +1,124 @@
+"""The embedded online store: one SQLite file, WAL, readers never block the writer."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from headwater._url import sqlite_path
+from headwater.errors import OnlineStoreError
+from headwater.online.base import Position
+
+__all__ = ["SqliteOnlineStore"]
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS hw_rows (
+        ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ns, key)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS hw_positions (
+        grp TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+        as_of_ms INTEGER NOT NULL, PRIMARY KEY (grp, partition))""",
+)
+_CHUNK = 900  # below SQLite's bound on parameters per statement
+
+
+class SqliteOnlineStore:
+    """Rows and positions in ``sqlite:///path/online.db``."""
+
+    def __init__(self, url: str, *, cache_mb: int = 256) -> None:
+        self.url = url
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(sqlite_path(url), timeout=60.0, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=60000")
+            # Random-key upserts into a large table need the pages in memory.
+            self._conn.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
+            for statement in _SCHEMA:
+                self._conn.execute(statement)
+        except sqlite3.Error as exc:
+            raise OnlineStoreError(f"cannot open online store {url}: {exc}") from exc
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise OnlineStoreError(f"online store: {exc}") from exc
+
+    def get(self, namespace: str, keys: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        with self._lock:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start:start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                found.update(self._query(
+                    f"SELECT key, value FROM hw_rows WHERE ns = ? AND key IN ({marks})",
+                    (namespace, *chunk)))
+        return found
+
+    def put(self, namespace: str, rows: Mapping[str, bytes], *, group: str = "",
+            positions: Mapping[int, Position] | None = None) -> None:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.executemany(
+                    "INSERT INTO hw_rows VALUES (?, ?, ?) ON CONFLICT (ns, key) "
+                    "DO UPDATE SET value = excluded.value",
+                    [(namespace, k, v) for k, v in rows.items()])
+                if positions:
+                    self._conn.executemany(
+                        "INSERT INTO hw_positions VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (grp, partition) DO UPDATE SET "
+                        "next_offset = excluded.next_offset, as_of_ms = excluded.as_of_ms",
+                        [(group, p, pos.next_offset, pos.as_of_ms)
+                         for p, pos in positions.items()])
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise OnlineStoreError(f"online store write failed: {exc}") from exc
+
+    def positions(self, group: str) -> dict[int, Position]:
+        with self._lock:
+            rows = self._query("SELECT partition, next_offset, as_of_ms FROM hw_positions "
+                               "WHERE grp = ?", (group,))
+        return {int(p): Position(int(o), int(t)) for p, o, t in rows}
+
+    def delete(self, namespace: str, keys: Sequence[str]) -> int:
+        removed = 0
+        with self._lock:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start:start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                try:
+                    cur = self._conn.execute(
+                        f"DELETE FROM hw_rows WHERE ns = ? AND key IN ({marks})",
+                        (namespace, *chunk))
+                except sqlite3.Error as exc:
+                    raise OnlineStoreError(f"online store delete failed: {exc}") from exc
+                removed += cur.rowcount
+        return removed
+
+    def count(self, namespace: str, keys: Sequence[str]) -> int:
+        return len(self.get(namespace, keys))
+
+    def keys(self, namespace: str) -> list[str]:
+        with self._lock:
+            return [k for (k,) in self._query("SELECT key FROM hw_rows WHERE ns = ?",
+                                              (namespace,))]
+
+    def clear(self, namespace: str) -> int:
+        with self._lock:
+            try:
+                return self._conn.execute("DELETE FROM hw_rows WHERE ns = ?",
+                                          (namespace,)).rowcount
+            except sqlite3.Error as exc:
+                raise OnlineStoreError(f"online store: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
