@@ -77,13 +77,19 @@ def test_bad_definition_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "lower_snake_case" in str(result.exception) + result.output
 
 
-def test_demo_prints_report(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "--home", str(tmp_path), "--events", "300"])
+def test_demo_runs_the_stack_and_prints_fresh_features(tmp_path: Path) -> None:
+    from tests._live import free_port
+
+    result = runner.invoke(app, ["demo", "--home", str(tmp_path / "demo"), "--seconds", "3",
+                                 "--rate", "1500", "--port", str(free_port())])
     assert result.exit_code == 0, result.output
     for team in ("web", "ios", "android", "search", "checkout", "reviews"):
-        assert team in result.output
+        assert f"team-{team}" not in result.output  # threads finished quietly
+    assert "features of demo-user-42" in result.output
+    assert '"recently_viewed"' in result.output
+    assert "i000303" in result.output
     assert "rejections by reason" in result.output
-    assert "unknown_event_type" in result.output or "surface_not_allowed" in result.output
+    assert "fresh (within every feature's freshness budget)" in result.output
 
 
 def test_dlq_list_and_replay(tmp_path: Path) -> None:

@@ -182,7 +182,10 @@ def updater_for(spec: FeatureSpec) -> Updater:
 
 
 def _label(seconds: float) -> str:
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+    # 1h, 24h, 7d: days only from two days up, as people name these windows.
+    if seconds >= 2 * 86_400 and seconds % 86_400 == 0:
+        return f"{int(seconds // 86_400)}d"
+    for unit, size in (("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
