@@ -58,6 +58,15 @@ class FieldSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_de
         return self.items if self.type == "list" and self.items else self.type
 
 
+def _float_bounds(spec: FieldSpec) -> FieldSpec:
+    # Python callers may write minimum=1 (an int is a float to mypy); stored and
+    # decoded definitions say 1.0, and both must give the same fingerprint.
+    lo, hi = spec.minimum, spec.maximum
+    return msgspec.structs.replace(
+        spec, minimum=None if lo is None else float(lo), maximum=None if hi is None else float(hi)
+    )
+
+
 class EventTypeDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One event type: owner, surfaces, item rule, payload schema and freshness budget."""
 
@@ -70,11 +79,12 @@ class EventTypeDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     description: str = ""
 
     def content(self) -> EventTypeDefinition:
-        """The same definition with fields in a canonical order, for comparison."""
+        """The same definition in a canonical order, numbers as floats, for comparison."""
         return msgspec.structs.replace(
             self,
             surfaces=tuple(sorted(set(self.surfaces))),
-            payload={k: self.payload[k] for k in sorted(self.payload)},
+            payload={k: _float_bounds(self.payload[k]) for k in sorted(self.payload)},
+            freshness_budget_s=float(self.freshness_budget_s),
         )
 
     def fingerprint(self) -> bytes:
