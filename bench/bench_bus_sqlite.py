@@ -19,14 +19,13 @@ from pathlib import Path
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, pin_one_core  # noqa: E402
-
-from headwater.bus import Message, Record, committed_positions, open_bus  # noqa: E402
-from headwater.contract.signal import encode_signal  # noqa: E402
-from headwater.contract.validator import SignalValidator  # noqa: E402
-from headwater.contract.definition import RegisteredEventType  # noqa: E402
-from headwater.contract.loader import default_definitions  # noqa: E402
-from headwater.demo.traffic import Traffic  # noqa: E402
+from _common import emit, pin_one_core
+from headwater.bus import Message, Record, committed_positions, open_bus
+from headwater.contract.definition import RegisteredEventType
+from headwater.contract.loader import default_definitions
+from headwater.contract.signal import encode_signal
+from headwater.contract.validator import SignalValidator
+from headwater.demo.traffic import Traffic
 
 
 def realistic_messages(n: int) -> list[Message]:
@@ -47,8 +46,10 @@ def naive_log(path: Path, batches: list[list[Message]]) -> float:
     start = time.perf_counter()
     for batch in batches:
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO log (key, kind, value) VALUES (?, ?, ?)",
-                         [(m.key, m.kind, m.value) for m in batch])
+        conn.executemany(
+            "INSERT INTO log (key, kind, value) VALUES (?, ?, ?)",
+            [(m.key, m.kind, m.value) for m in batch],
+        )
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     conn.close()
@@ -62,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     pin_one_core()
     msgs = realistic_messages(args.events)
-    batches = [msgs[i:i + 500] for i in range(0, len(msgs), 500)]
+    batches = [msgs[i : i + 500] for i in range(0, len(msgs), 500)]
     with tempfile.TemporaryDirectory() as tmp:
         bus = open_bus(f"sqlite:///{tmp}/bus.db", partitions=args.partitions)
         start = time.perf_counter()
@@ -84,26 +85,31 @@ def main() -> None:
         bus.close()
         naive_eps = naive_log(Path(tmp) / "naive.db", batches)
 
-    blobs = [msgspec.msgpack.encode([Record(0, i, m.key, m.kind, m.value, 0)
-                                     for i, m in enumerate(b)]) for b in batches]
+    blobs = [
+        msgspec.msgpack.encode([Record(0, i, m.key, m.kind, m.value, 0) for i, m in enumerate(b)])
+        for b in batches
+    ]
     decode = msgspec.msgpack.Decoder(list[Record]).decode
     start = time.perf_counter()
     decoded = sum(len(decode(b)) for b in blobs)
     memory_decode_eps = decoded / (time.perf_counter() - start)
-    emit("bus_sqlite", {
-        "events": len(msgs),
-        "value_bytes_avg": round(sum(len(m.value) for m in msgs) / len(msgs), 1),
-        "partitions": args.partitions,
-        "publish_eps": round(publish_eps),
-        "publish_target_eps": 300_000,
-        "naive_row_per_event_log_eps": round(naive_eps),
-        "publish_vs_naive": round(publish_eps / naive_eps, 2),
-        "consume_eps": round(consume_eps),
-        "consume_target_eps": 1_000_000,
-        "in_memory_decode_eps": round(memory_decode_eps),
-        "consume_vs_in_memory_decode": round(consume_eps / memory_decode_eps, 2),
-        "consumed": got,
-    })
+    emit(
+        "bus_sqlite",
+        {
+            "events": len(msgs),
+            "value_bytes_avg": round(sum(len(m.value) for m in msgs) / len(msgs), 1),
+            "partitions": args.partitions,
+            "publish_eps": round(publish_eps),
+            "publish_target_eps": 300_000,
+            "naive_row_per_event_log_eps": round(naive_eps),
+            "publish_vs_naive": round(publish_eps / naive_eps, 2),
+            "consume_eps": round(consume_eps),
+            "consume_target_eps": 1_000_000,
+            "in_memory_decode_eps": round(memory_decode_eps),
+            "consume_vs_in_memory_decode": round(consume_eps / memory_decode_eps, 2),
+            "consumed": got,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -27,14 +27,13 @@ import httpx
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit  # noqa: E402
-
-from headwater.access.keys import ProducerKeys  # noqa: E402
-from headwater.config import Settings  # noqa: E402
-from headwater.contract.loader import default_definitions  # noqa: E402
-from headwater.contract.registry import ContractRegistry  # noqa: E402
-from headwater.control import open_control_database  # noqa: E402
-from headwater.demo.traffic import Traffic  # noqa: E402
+from _common import emit
+from headwater.access.keys import ProducerKeys
+from headwater.config import Settings
+from headwater.contract.loader import default_definitions
+from headwater.contract.registry import ContractRegistry
+from headwater.control import open_control_database
+from headwater.demo.traffic import Traffic
 
 ECHO_APP = textwrap.dedent("""
     async def app(scope, receive, send):
@@ -51,15 +50,17 @@ ECHO_APP = textwrap.dedent("""
 
 
 def start(args: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(["taskset", "-c", "0", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
-            return proc
         except httpx.HTTPError:
             time.sleep(0.1)
+        else:
+            return proc
     proc.kill()
     raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "server did not start")
 
@@ -139,12 +140,28 @@ def main() -> None:
 
         echo_file = Path(tmp) / "echo_app.py"
         echo_file.write_text(ECHO_APP)
-        echo = start([py, "-m", "uvicorn", "--app-dir", tmp, "echo_app:app", "--port", "8711",
-                      "--log-level", "warning", "--no-access-log"], 8711, env)
+        echo = start(
+            [
+                py,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                tmp,
+                "echo_app:app",
+                "--port",
+                "8711",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            8711,
+            env,
+        )
         flood_bodies = bodies_for(args.batches, seed=1)
         try:
-            el, _ = asyncio.run(flood("http://127.0.0.1:8711/v1/signals", key, flood_bodies,
-                                      args.concurrency))
+            el, _ = asyncio.run(
+                flood("http://127.0.0.1:8711/v1/signals", key, flood_bodies, args.concurrency)
+            )
             echo_eps = args.batches * 500 / el
         finally:
             echo.terminate()
@@ -161,21 +178,24 @@ def main() -> None:
         finally:
             gw.terminate()
             gw.wait()
-    emit("gateway", {
-        "batch_events": 500,
-        "batch_bytes_avg": round(statistics.mean(len(b) for b in flood_bodies)),
-        "concurrency": args.concurrency,
-        "gateway_accepted_eps": round(gateway_eps),
-        "target_eps": 100_000,
-        "echo_baseline_eps": round(echo_eps),
-        "gateway_vs_echo": round(gateway_eps / echo_eps, 3),
-        "half_load_batches_per_s": round(rate, 1),
-        "half_load_requests": len(latencies),
-        "latency_ms_p50": round(pct(latencies, 0.50), 2),
-        "latency_ms_p99": round(pct(latencies, 0.99), 2),
-        "latency_ms_max": round(max(latencies), 2),
-        "p99_target_ms": 25,
-    })
+    emit(
+        "gateway",
+        {
+            "batch_events": 500,
+            "batch_bytes_avg": round(statistics.mean(len(b) for b in flood_bodies)),
+            "concurrency": args.concurrency,
+            "gateway_accepted_eps": round(gateway_eps),
+            "target_eps": 100_000,
+            "echo_baseline_eps": round(echo_eps),
+            "gateway_vs_echo": round(gateway_eps / echo_eps, 3),
+            "half_load_batches_per_s": round(rate, 1),
+            "half_load_requests": len(latencies),
+            "latency_ms_p50": round(pct(latencies, 0.50), 2),
+            "latency_ms_p99": round(pct(latencies, 0.99), 2),
+            "latency_ms_max": round(max(latencies), 2),
+            "p99_target_ms": 25,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -80,8 +80,20 @@ def test_bad_definition_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_demo_runs_the_stack_and_prints_fresh_features(tmp_path: Path) -> None:
     from tests._live import free_port
 
-    result = runner.invoke(app, ["demo", "--home", str(tmp_path / "demo"), "--seconds", "3",
-                                 "--rate", "1500", "--port", str(free_port())])
+    result = runner.invoke(
+        app,
+        [
+            "demo",
+            "--home",
+            str(tmp_path / "demo"),
+            "--seconds",
+            "3",
+            "--rate",
+            "1500",
+            "--port",
+            str(free_port()),
+        ],
+    )
     assert result.exit_code == 0, result.output
     for team in ("web", "ios", "android", "search", "checkout", "reviews"):
         assert f"team-{team}" not in result.output  # threads finished quietly

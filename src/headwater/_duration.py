@@ -1,4 +1,4 @@
-"""Durations as people write them in files, URLs and flags: ``90``, ``"90s"``, ``"5m"``, ``"7d"``."""
+"""Durations as people write them in files, URLs and flags: ``90``, ``"90s"``, ``"7d"``."""
 
 from __future__ import annotations
 

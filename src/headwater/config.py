@@ -44,6 +44,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             online_url=_env("HEADWATER_ONLINE_URL", f"{base}/online.db"),
             archive_url=_env("HEADWATER_ARCHIVE_URL", str(root / "archive")),
             dedupe_url=_env("HEADWATER_DEDUPE_URL", f"{base}/dedupe.db"),
-            dedupe_window_s=parse_duration(_env("HEADWATER_DEDUPE_WINDOW", "24h"),
-                                           "HEADWATER_DEDUPE_WINDOW"),
+            dedupe_window_s=parse_duration(
+                _env("HEADWATER_DEDUPE_WINDOW", "24h"), "HEADWATER_DEDUPE_WINDOW"
+            ),
         )

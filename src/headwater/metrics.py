@@ -23,43 +23,70 @@ __all__ = [
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 EVENTS_ACCEPTED = Counter(
-    "headwater_events_accepted_total", "Events accepted by the contract and published",
-    ["producer", "event_type"], registry=REGISTRY)
+    "headwater_events_accepted_total",
+    "Events accepted by the contract and published",
+    ["producer", "event_type"],
+    registry=REGISTRY,
+)
 EVENTS_REJECTED = Counter(
-    "headwater_events_rejected_total", "Events the contract rejected",
-    ["producer", "event_type", "reason"], registry=REGISTRY)
+    "headwater_events_rejected_total",
+    "Events the contract rejected",
+    ["producer", "event_type", "reason"],
+    registry=REGISTRY,
+)
 PUBLISH_SECONDS = Histogram(
-    "headwater_publish_seconds", "Time to validate and durably publish one batch",
+    "headwater_publish_seconds",
+    "Time to validate and durably publish one batch",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-    registry=REGISTRY)
+    registry=REGISTRY,
+)
 FRESHNESS_SECONDS = Histogram(
     "headwater_freshness_seconds",
     "From publish accepted to the feature being readable, per event type",
     ["event_type"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
-    registry=REGISTRY)
+    registry=REGISTRY,
+)
 FEATURE_LATE_EVENTS = Counter(
     "headwater_feature_late_events_total",
     "Events later than the lateness bound (kept out of windowed features)",
-    ["event_type"], registry=REGISTRY)
+    ["event_type"],
+    registry=REGISTRY,
+)
 CONSUMER_LAG_EVENTS = Gauge(
-    "headwater_consumer_lag_events", "Events a consumer group has not committed",
-    ["group", "partition"], registry=REGISTRY)
+    "headwater_consumer_lag_events",
+    "Events a consumer group has not committed",
+    ["group", "partition"],
+    registry=REGISTRY,
+)
 CONSUMER_LAG_SECONDS = Gauge(
-    "headwater_consumer_lag_seconds", "Age of the oldest event a group has not committed",
-    ["group", "partition"], registry=REGISTRY)
-DLQ_SIZE = Gauge("headwater_dead_letters", "Dead letters not yet replayed", ["group"],
-                 registry=REGISTRY)
+    "headwater_consumer_lag_seconds",
+    "Age of the oldest event a group has not committed",
+    ["group", "partition"],
+    registry=REGISTRY,
+)
+DLQ_SIZE = Gauge(
+    "headwater_dead_letters", "Dead letters not yet replayed", ["group"], registry=REGISTRY
+)
 ERASURE_REQUESTS = Gauge(
-    "headwater_erasure_requests", "Erasure requests by state", ["state"], registry=REGISTRY)
+    "headwater_erasure_requests", "Erasure requests by state", ["state"], registry=REGISTRY
+)
 ERASURE_CONFIRM_SECONDS = Histogram(
-    "headwater_erasure_confirm_seconds", "From erasure request to a participant's confirmation",
-    ["participant"], buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86_400),
-    registry=REGISTRY)
+    "headwater_erasure_confirm_seconds",
+    "From erasure request to a participant's confirmation",
+    ["participant"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86_400),
+    registry=REGISTRY,
+)
 RESURRECTIONS_BLOCKED = Counter(
     "headwater_erased_user_events_dropped_total",
     "Events of an erased user from before the erasure, dropped by a consumer",
-    ["participant"], registry=REGISTRY)
+    ["participant"],
+    registry=REGISTRY,
+)
 BATCH_RUN_SECONDS = Histogram(
-    "headwater_batch_run_seconds", "Nightly batch run durations",
-    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600), registry=REGISTRY)
+    "headwater_batch_run_seconds",
+    "Nightly batch run durations",
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
+    registry=REGISTRY,
+)

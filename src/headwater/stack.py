@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 import uvicorn
 
@@ -30,8 +29,9 @@ __all__ = ["EmbeddedStack", "feature_runtime"]
 log = logging.getLogger("headwater.stack")
 
 
-def feature_runtime(settings: Settings, services: GatewayServices | None = None,
-                    *, batch_size: int = 5000) -> ConsumerRuntime:
+def feature_runtime(
+    settings: Settings, services: GatewayServices | None = None, *, batch_size: int = 5000
+) -> ConsumerRuntime:
     """The streaming feature consumer as a runtime over its own connections."""
     control = services.control if services else open_control_database(settings.control_url)
     registry = services.registry if services else ContractRegistry(control)
@@ -39,15 +39,28 @@ def feature_runtime(settings: Settings, services: GatewayServices | None = None,
     bus = open_bus(settings.bus_url)
     consumer = FeatureConsumer(store, feature_engine(registry))
     closers = [bus.close, store.close] + ([] if services else [control.close])
-    return ConsumerRuntime(bus, consumer.group, consumer, dead_letters=DeadLetterStore(control),
-                           batch_size=batch_size, poll_timeout=0.05, closers=closers)
+    return ConsumerRuntime(
+        bus,
+        consumer.group,
+        consumer,
+        dead_letters=DeadLetterStore(control),
+        batch_size=batch_size,
+        poll_timeout=0.05,
+        closers=closers,
+    )
 
 
 class EmbeddedStack:
     """Everything in one process, started and stopped together."""
 
-    def __init__(self, settings: Settings, *, host: str = "127.0.0.1", port: int = 8080,
-                 register_defaults: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        register_defaults: bool = True,
+    ) -> None:
         self.settings = settings
         self.host = host
         self.port = port
@@ -72,16 +85,21 @@ class EmbeddedStack:
         """The consumers' handlers (each an erasure participant)."""
         return [r.handler for r in self.runtimes]
 
-    def start(self, *, extra: Callable[[object], None] | None = None) -> None:
+    def start(self) -> None:
         """Start the consumers and the API in background threads; returns when serving."""
         for runtime in self.runtimes:
-            t = threading.Thread(target=runtime.run, kwargs={"install_signal_handlers": False},
-                                 name=f"consumer-{runtime.handler.name}", daemon=True)
+            t = threading.Thread(
+                target=runtime.run,
+                kwargs={"install_signal_handlers": False},
+                name=f"consumer-{runtime.handler.name}",
+                daemon=True,
+            )
             t.start()
             self._threads.append(t)
         app = create_app(self.services)
-        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning",
-                                access_log=False)
+        config = uvicorn.Config(
+            app, host=self.host, port=self.port, log_level="warning", access_log=False
+        )
         self._server = uvicorn.Server(config)
         server_thread = threading.Thread(target=self._server.run, name="api", daemon=True)
         server_thread.start()

@@ -70,13 +70,15 @@ def test_every_record_arrives_in_order_per_key(bus: Bus) -> None:
 
 
 def test_kinds_are_kept(bus: Bus) -> None:
-    bus.publish([Message("u1", b"s1"), Message("u1", b"e1", kind="erasure"),
-                 Message("u1", b"s2")])
+    bus.publish([Message("u1", b"s1"), Message("u1", b"e1", kind="erasure"), Message("u1", b"s2")])
     consumer = bus.consumer("g")
     got = drain(consumer, 3)
     consumer.close()
-    assert [(r.kind, r.value) for r in got] == [("signal", b"s1"), ("erasure", b"e1"),
-                                                ("signal", b"s2")]
+    assert [(r.kind, r.value) for r in got] == [
+        ("signal", b"s1"),
+        ("erasure", b"e1"),
+        ("signal", b"s2"),
+    ]
 
 
 def test_resume_from_committed_position_after_restart(bus_url: str) -> None:

@@ -27,17 +27,22 @@ def _spawn(bus_url: str, store: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:
         return subprocess.Popen(
             [sys.executable, "-m", "tests.bus.crash_worker", bus_url, str(store)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sink)
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
 
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_loses_nothing_and_double_counts_nothing(
-        bus_url: str, tmp_path: Path) -> None:
+    bus_url: str, tmp_path: Path
+) -> None:
     rng = random.Random(20261125)
     bus = open_bus(bus_url)
     sent = [Message(f"user-{rng.randrange(USERS)}", f"ev-{i}".encode()) for i in range(EVENTS)]
     for start in range(0, EVENTS, 500):
-        bus.publish(sent[start:start + 500])
+        bus.publish(sent[start : start + 500])
     bus.close()
     store = tmp_path / "store.db"
     log = tmp_path / "worker.log"

@@ -60,12 +60,14 @@ def test_commits_after_apply_and_resumes(bus: Bus, tmp_path: Path) -> None:
     handler.close()
 
 
-def test_poison_record_goes_to_dead_letters(bus: Bus, tmp_path: Path,
-                                            dead_letters: DeadLetterStore) -> None:
+def test_poison_record_goes_to_dead_letters(
+    bus: Bus, tmp_path: Path, dead_letters: DeadLetterStore
+) -> None:
     handler = CountingHandler(str(tmp_path / "store.db"), poison=b"e7")
     bus.publish(events(20))
-    runtime = ConsumerRuntime(bus, "g", handler, dead_letters=dead_letters, max_attempts=3,
-                              backoff=(0.001, 0.01))
+    runtime = ConsumerRuntime(
+        bus, "g", handler, dead_letters=dead_letters, max_attempts=3, backoff=(0.001, 0.01)
+    )
     run_until_idle(runtime, 20)
     runtime.close()
     assert runtime.stats.dead_lettered == 1
@@ -104,11 +106,11 @@ class FlakyStore(CountingHandler):
 
 
 def test_unavailable_store_is_waited_for_not_dead_lettered(
-        bus: Bus, tmp_path: Path, dead_letters: DeadLetterStore) -> None:
+    bus: Bus, tmp_path: Path, dead_letters: DeadLetterStore
+) -> None:
     handler = FlakyStore(str(tmp_path / "store.db"), failures=4)
     bus.publish(events(30))
-    runtime = ConsumerRuntime(bus, "g", handler, dead_letters=dead_letters,
-                              backoff=(0.001, 0.01))
+    runtime = ConsumerRuntime(bus, "g", handler, dead_letters=dead_letters, backoff=(0.001, 0.01))
     run_until_idle(runtime, 30)
     runtime.close()
     assert dead_letters.count() == 0
@@ -145,8 +147,14 @@ def test_erasure_is_applied_in_order_with_signals(bus: Bus, tmp_path: Path) -> N
     handler = CountingHandler(str(tmp_path / "store.db"))
     confirmations = []
     erasure = ErasureEvent(request_id="r1", user_id="u1", requested_at=datetime.now(UTC))
-    bus.publish([Message("u1", b"a"), Message("u1", b"b"),
-                 Message("u1", encode_erasure(erasure), kind="erasure"), Message("u1", b"c")])
+    bus.publish(
+        [
+            Message("u1", b"a"),
+            Message("u1", b"b"),
+            Message("u1", encode_erasure(erasure), kind="erasure"),
+            Message("u1", b"c"),
+        ]
+    )
     runtime = ConsumerRuntime(bus, "g", handler, on_confirmation=confirmations.append)
     run_until_idle(runtime, 4)
     runtime.close()

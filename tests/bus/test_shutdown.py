@@ -42,8 +42,13 @@ def test_sigterm_finishes_the_batch_commits_and_exits(tmp_path: Path) -> None:
     bus.publish([Message(f"u{i % 7}", f"e{i}".encode()) for i in range(20_000)])
     store = tmp_path / "store.db"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, url, str(store)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER, url, str(store)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"ready"
     time.sleep(1.0)

@@ -32,9 +32,14 @@ def live(services: GatewayServices) -> Iterator[str]:
 
 
 def ok_body(n: int) -> bytes:
-    return msgspec.json.encode({"accepted": n, "duplicates": 0, "rejected": 0,
-                                "results": [{"index": i, "status": "accepted"}
-                                            for i in range(n)]})
+    return msgspec.json.encode(
+        {
+            "accepted": n,
+            "duplicates": 0,
+            "rejected": 0,
+            "results": [{"index": i, "status": "accepted"} for i in range(n)],
+        }
+    )
 
 
 def test_event_ids_are_unique_and_time_ordered() -> None:
@@ -49,8 +54,7 @@ def test_end_to_end_with_rejections_reported(live: str, services: GatewayService
     seen: list[RejectedEvent] = []
     with HeadwaterClient(live, secret, batch_size=100, on_rejection=seen.append) as client:
         for i in range(250):
-            client.track("view", f"u{i % 10}", "web", item_id=f"i{i}",
-                         payload={"dwell_ms": i})
+            client.track("view", f"u{i % 10}", "web", item_id=f"i{i}", payload={"dwell_ms": i})
         client.track("view", "u1", "tv", item_id="i1")
         report = client.flush()
     assert report.accepted == 50
@@ -66,8 +70,7 @@ def test_async_end_to_end(live: str, services: GatewayServices) -> None:
     async def main() -> int:
         async with AsyncHeadwaterClient(live, secret) as client:
             for i in range(30):
-                await client.track("save", f"u{i}", "ios", item_id="i9",
-                                   payload={"action": "add"})
+                await client.track("save", f"u{i}", "ios", item_id="i9", payload={"action": "add"})
             report = await client.flush()
             return report.accepted
 
@@ -75,9 +78,13 @@ def test_async_end_to_end(live: str, services: GatewayServices) -> None:
 
 
 def test_retries_429_and_503_then_succeeds() -> None:
-    answers = iter([httpx.Response(429, headers={"Retry-After": "0"}, json={"message": "slow"}),
-                    httpx.Response(503, json={"message": "down"}),
-                    httpx.Response(200, content=ok_body(1))])
+    answers = iter(
+        [
+            httpx.Response(429, headers={"Retry-After": "0"}, json={"message": "slow"}),
+            httpx.Response(503, json={"message": "down"}),
+            httpx.Response(200, content=ok_body(1)),
+        ]
+    )
     calls = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -101,8 +108,9 @@ def test_network_errors_are_retried_then_give_up() -> None:
     client.close()
 
 
-@pytest.mark.parametrize(("status", "error"), [(401, AuthenticationError),
-                                               (403, PermissionDeniedError)])
+@pytest.mark.parametrize(
+    ("status", "error"), [(401, AuthenticationError), (403, PermissionDeniedError)]
+)
 def test_client_errors_are_not_retried(status: int, error: type[Exception]) -> None:
     calls = []
 
@@ -125,10 +133,17 @@ def test_batches_respect_count_and_bytes() -> None:
         sizes.append((n, len(request.content)))
         return httpx.Response(200, content=ok_body(n))
 
-    client = HeadwaterClient("http://gw", "k", batch_size=500, max_batch_bytes=20_000,
-                             transport=httpx.MockTransport(handler))
-    events = [{"event_id": f"e{i}", "pad": "x" * 100,
-               "timestamp": datetime.now(UTC).isoformat()} for i in range(1200)]
+    client = HeadwaterClient(
+        "http://gw",
+        "k",
+        batch_size=500,
+        max_batch_bytes=20_000,
+        transport=httpx.MockTransport(handler),
+    )
+    events = [
+        {"event_id": f"e{i}", "pad": "x" * 100, "timestamp": datetime.now(UTC).isoformat()}
+        for i in range(1200)
+    ]
     report = client.publish(events)
     client.close()
     assert report.accepted == 1200

@@ -31,8 +31,11 @@ def expected(signals: list[Signal], now: int, lateness_ms: int) -> dict[str, dic
 
 def _features(events: list[Signal], now: int, lateness_ms: int) -> dict[str, Any]:
     counts: dict[str, int] = defaultdict(int)
-    windows: dict[str, dict[str, int]] = {"1h": defaultdict(int), "24h": defaultdict(int),
-                                          "7d": defaultdict(int)}
+    windows: dict[str, dict[str, int]] = {
+        "1h": defaultdict(int),
+        "24h": defaultdict(int),
+        "7d": defaultdict(int),
+    }
     recent: dict[str, dict[str, int]] = defaultdict(dict)
     surfaces: dict[str, int] = {}
     ratings: list[int] = []
@@ -50,8 +53,11 @@ def _features(events: list[Signal], now: int, lateness_ms: int) -> dict[str, Any
                 if now // HOUR - hours < ts // HOUR <= now // HOUR:
                     windows[label][s.event_type] += 1
             surfaces[s.surface] = max(surfaces.get(s.surface, 0), ts)
-        kind = {"view": "recently_viewed", "click": "recently_clicked",
-                "save": "recently_saved"}.get(s.event_type)
+        kind = {
+            "view": "recently_viewed",
+            "click": "recently_clicked",
+            "save": "recently_saved",
+        }.get(s.event_type)
         if kind and s.item_id is not None:
             recent[kind][s.item_id] = max(recent[kind].get(s.item_id, 0), ts)
         if s.event_type == "rating":
@@ -63,8 +69,10 @@ def _features(events: list[Signal], now: int, lateness_ms: int) -> dict[str, Any
         "window_counts": {k: dict(v) for k, v in windows.items()},
         "last_event_at_ms": newest,
         "active_surfaces_24h": sorted(k for k, t in surfaces.items() if t > now - 86_400_000),
-        "rating": {"count": len(ratings),
-                   "mean": round(sum(ratings) / len(ratings), 6) if ratings else None},
+        "rating": {
+            "count": len(ratings),
+            "mean": round(sum(ratings) / len(ratings), 6) if ratings else None,
+        },
         "last_purchase_item": last_purchase.item_id if last_purchase else None,
     }
     for kind in ("recently_viewed", "recently_clicked", "recently_saved"):
@@ -85,6 +93,8 @@ def actual(features: dict[str, Any]) -> dict[str, Any]:
         "active_surfaces_24h": features["active_surfaces_24h"],
         "rating": features["rating"],
         "last_purchase_item": (features["last_purchase"] or {}).get("item_id"),
-        **{k: [x["item_id"] for x in features[k]]
-           for k in ("recently_viewed", "recently_clicked", "recently_saved")},
+        **{
+            k: [x["item_id"] for x in features[k]]
+            for k in ("recently_viewed", "recently_clicked", "recently_saved")
+        },
     }

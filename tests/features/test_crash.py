@@ -34,18 +34,33 @@ def test_killed_feature_consumer_counts_every_event_once(tmp_path: Path) -> None
     sent: list[Signal] = []
     for i in range(60_000):
         etype = rng.choice(["view", "view", "click", "save"])
-        sent.append(Signal(event_id=f"e{i}", event_type=etype,
-                           user_id=f"u{int(rng.paretovariate(1.2)) % 3000}", surface="web",
-                           timestamp=now - timedelta(milliseconds=60_000 - i),
-                           payload={"action": "add"} if etype == "save" else {},
-                           item_id=f"i{rng.randrange(500)}", received_at=now))
+        sent.append(
+            Signal(
+                event_id=f"e{i}",
+                event_type=etype,
+                user_id=f"u{int(rng.paretovariate(1.2)) % 3000}",
+                surface="web",
+                timestamp=now - timedelta(milliseconds=60_000 - i),
+                payload={"action": "add"} if etype == "save" else {},
+                item_id=f"i{rng.randrange(500)}",
+                received_at=now,
+            )
+        )
     for start in range(0, len(sent), 500):
-        chunk = sent[start:start + 500]
+        chunk = sent[start : start + 500]
         bus.publish([Message(s.user_id, encode_signal(s)) for s in chunk])
     bus.close()
     env = dict(os.environ, HEADWATER_HOME=str(home))
-    cmd = [sys.executable, "-m", "headwater", "consume", "features", "--until-idle",
-           "--batch-size", "700"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "headwater",
+        "consume",
+        "features",
+        "--until-idle",
+        "--batch-size",
+        "700",
+    ]
     kills = 0
     with (tmp_path / "consumer.log").open("ab") as log:
         for _ in range(5):
@@ -56,8 +71,9 @@ def test_killed_feature_consumer_counts_every_event_once(tmp_path: Path) -> None
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
-        final = subprocess.run(cmd, env=env, cwd=ROOT, stdout=log, stderr=log, timeout=600,
-                               check=False)
+        final = subprocess.run(
+            cmd, env=env, cwd=ROOT, stdout=log, stderr=log, timeout=600, check=False
+        )
     assert final.returncode == 0, (tmp_path / "consumer.log").read_text()[-2000:]
     assert kills >= 1, "the consumer finished before it could be killed"
 

@@ -24,12 +24,13 @@ from tests.conftest import server_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def settings(request: pytest.FixtureRequest, tmp_path: Path,
-             monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+def settings(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
     if request.param == "redis":
         prefix = f"t{uuid.uuid4().hex[:10]}"
         monkeypatch.setenv("HEADWATER_ONLINE_URL", f"{server_url('redis')}?prefix={prefix}")
-    yield Settings.from_env(tmp_path / "hw")
+    return Settings.from_env(tmp_path / "hw")
 
 
 @pytest.fixture
@@ -52,22 +53,32 @@ def drain(runtime: ConsumerRuntime) -> None:
 
 
 def event(i: int, etype: str, user: str, **over: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"event_id": f"{user}-{i}", "event_type": etype, "user_id": user,
-                            "item_id": f"item-{i}", "surface": "web",
-                            "timestamp": (datetime.now(UTC) - timedelta(seconds=30 - i))
-                            .isoformat(), "payload": {}}
+    base: dict[str, Any] = {
+        "event_id": f"{user}-{i}",
+        "event_type": etype,
+        "user_id": user,
+        "item_id": f"item-{i}",
+        "surface": "web",
+        "timestamp": (datetime.now(UTC) - timedelta(seconds=30 - i)).isoformat(),
+        "payload": {},
+    }
     base.update(over)
     return base
 
 
 def test_publish_then_read_fresh_features(
-        stack: tuple[GatewayServices, TestClient, ConsumerRuntime]) -> None:
+    stack: tuple[GatewayServices, TestClient, ConsumerRuntime],
+) -> None:
     services, client, runtime = stack
     key, _ = services.keys.create("web")
-    batch = [event(1, "view", "alice"), event(2, "view", "alice"), event(3, "click", "alice"),
-             event(4, "view", "alice", item_id="item-1"),
-             event(5, "rating", "alice", surface="reviews", payload={"rating": 4}),
-             event(6, "view", "bob")]
+    batch = [
+        event(1, "view", "alice"),
+        event(2, "view", "alice"),
+        event(3, "click", "alice"),
+        event(4, "view", "alice", item_id="item-1"),
+        event(5, "rating", "alice", surface="reviews", payload={"rating": 4}),
+        event(6, "view", "bob"),
+    ]
     published_at = time.time()
     assert client.post("/v1/signals", json=batch, headers=auth(key)).status_code == 200
     drain(runtime)
@@ -93,7 +104,8 @@ def test_publish_then_read_fresh_features(
 
 
 def test_answer_turns_stale_when_the_consumer_stops(
-        stack: tuple[GatewayServices, TestClient, ConsumerRuntime]) -> None:
+    stack: tuple[GatewayServices, TestClient, ConsumerRuntime],
+) -> None:
     services, client, runtime = stack
     key, _ = services.keys.create("web")
     client.post("/v1/signals", json=[event(1, "view", "carol")], headers=auth(key))

@@ -12,16 +12,30 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
 
 
-def sig(i: int, etype: str = "view", *, item: str | None = "i1", ago: float = 0,
-        surface: str = "web", payload: dict[str, Any] | None = None,
-        event_id: str | None = None) -> Signal:
-    return Signal(event_id=event_id or f"e{i}", event_type=etype, user_id="u",
-                  surface=surface, timestamp=NOW - timedelta(seconds=ago),
-                  payload=payload or {}, item_id=item)
+def sig(
+    i: int,
+    etype: str = "view",
+    *,
+    item: str | None = "i1",
+    ago: float = 0,
+    surface: str = "web",
+    payload: dict[str, Any] | None = None,
+    event_id: str | None = None,
+) -> Signal:
+    return Signal(
+        event_id=event_id or f"e{i}",
+        event_type=etype,
+        user_id="u",
+        surface=surface,
+        timestamp=NOW - timedelta(seconds=ago),
+        payload=payload or {},
+        item_id=item,
+    )
 
 
-def run(*signals: Signal, lateness_ms: int = 3_600_000,
-        budgets: dict[str, float] | None = None) -> dict[str, Any]:
+def run(
+    *signals: Signal, lateness_ms: int = 3_600_000, budgets: dict[str, float] | None = None
+) -> dict[str, Any]:
     engine = FeatureEngine(lateness_ms=lateness_ms, budgets_s=budgets)
     state = engine.decode(engine.encode({}))
     engine.apply(state, signals)
@@ -30,8 +44,14 @@ def run(*signals: Signal, lateness_ms: int = 3_600_000,
 
 
 def test_counts_and_windows() -> None:
-    f = run(sig(1, ago=30), sig(2, ago=2 * 3600), sig(3, ago=3 * 86400),
-            sig(4, "click", ago=10), sig(5, ago=9 * 86400), lateness_ms=30 * 86_400_000)
+    f = run(
+        sig(1, ago=30),
+        sig(2, ago=2 * 3600),
+        sig(3, ago=3 * 86400),
+        sig(4, "click", ago=10),
+        sig(5, ago=9 * 86400),
+        lateness_ms=30 * 86_400_000,
+    )
     assert f["counts"] == {"view": 4, "click": 1}
     assert f["window_counts"]["1h"] == {"view": 1, "click": 1}
     assert f["window_counts"]["24h"] == {"view": 2, "click": 1}
@@ -59,21 +79,34 @@ def test_recently_viewed_is_distinct_newest_first_and_bounded() -> None:
 
 
 def test_saved_items_can_be_removed() -> None:
-    f = run(sig(1, "save", item="a", ago=30, payload={"action": "add"}),
-            sig(2, "save", item="b", ago=20, payload={"action": "add"}),
-            sig(3, "save", item="a", ago=10, payload={"action": "remove"}))
+    f = run(
+        sig(1, "save", item="a", ago=30, payload={"action": "add"}),
+        sig(2, "save", item="b", ago=20, payload={"action": "add"}),
+        sig(3, "save", item="a", ago=10, payload={"action": "remove"}),
+    )
     assert [x["item_id"] for x in f["recently_saved"]] == ["b"]
 
 
 def test_last_purchase_rating_last_time_surfaces() -> None:
-    f = run(sig(1, "purchase", ago=300, payload={"order_id": "o1", "price": 5.0,
-                                                  "currency": "USD", "quantity": 1}),
-            sig(2, "purchase", item="i2", ago=100, surface="ios",
-                payload={"order_id": "o2", "price": 7.5, "currency": "EUR", "quantity": 2}),
-            sig(3, "rating", ago=50, payload={"rating": 4}),
-            sig(4, "rating", ago=40, payload={"rating": 5}),
-            sig(5, "search", item=None, ago=2 * 86400, surface="search",
-                payload={"query": "x"}))
+    f = run(
+        sig(
+            1,
+            "purchase",
+            ago=300,
+            payload={"order_id": "o1", "price": 5.0, "currency": "USD", "quantity": 1},
+        ),
+        sig(
+            2,
+            "purchase",
+            item="i2",
+            ago=100,
+            surface="ios",
+            payload={"order_id": "o2", "price": 7.5, "currency": "EUR", "quantity": 2},
+        ),
+        sig(3, "rating", ago=50, payload={"rating": 4}),
+        sig(4, "rating", ago=40, payload={"rating": 5}),
+        sig(5, "search", item=None, ago=2 * 86400, surface="search", payload={"query": "x"}),
+    )
     assert f["last_purchase"]["item_id"] == "i2"
     assert f["last_purchase"]["order_id"] == "o2"
     assert f["last_purchase"]["price"] == 7.5

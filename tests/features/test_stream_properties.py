@@ -3,6 +3,7 @@ what the features say: they always equal the features computed from the publishe
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import tempfile
@@ -26,7 +27,9 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
 USERS = ("ann", "bob", "cyd", "dee")
 PAYLOADS: dict[str, Any] = {
-    "view": st.just({}), "click": st.just({}), "save": st.just({"action": "add"}),
+    "view": st.just({}),
+    "click": st.just({}),
+    "save": st.just({"action": "add"}),
     "rating": st.integers(1, 5).map(lambda r: {"rating": r}),
     "purchase": st.just({"order_id": "o", "price": 1.0, "currency": "USD", "quantity": 1}),
     "search": st.just({"query": "q"}),
@@ -38,8 +41,14 @@ def events(draw: st.DrawFn) -> tuple[str, str, str | None, int, dict[str, Any], 
     etype = draw(st.sampled_from(sorted(PAYLOADS)))
     item = None if etype == "search" else draw(st.sampled_from(["i1", "i2", "i3", "i4"]))
     ago_s = draw(st.one_of(st.integers(0, 120), st.integers(0, 3 * 86400)))
-    return (draw(st.sampled_from(USERS)), etype, item, ago_s, draw(PAYLOADS[etype]),
-            draw(st.sampled_from(["web", "ios", "android"])))
+    return (
+        draw(st.sampled_from(USERS)),
+        etype,
+        item,
+        ago_s,
+        draw(PAYLOADS[etype]),
+        draw(st.sampled_from(["web", "ios", "android"])),
+    )
 
 
 class FeatureStream(RuleBasedStateMachine):
@@ -57,8 +66,9 @@ class FeatureStream(RuleBasedStateMachine):
         if self.runtime is None:
             engine = FeatureEngine(lateness_ms=self.lateness_ms)
             handler = FeatureConsumer(self.store, engine, record_freshness=False)
-            self.runtime = ConsumerRuntime(self.bus, "features", handler, poll_timeout=0.01,
-                                           batch_size=7)
+            self.runtime = ConsumerRuntime(
+                self.bus, "features", handler, poll_timeout=0.01, batch_size=7
+            )
         return self.runtime
 
     @initialize(lateness_ms=st.sampled_from([60_000, 3_600_000, 10 * 86_400_000]))
@@ -71,9 +81,18 @@ class FeatureStream(RuleBasedStateMachine):
         for user, etype, item, ago_s, payload, surface in batch:
             n = next(self.seq)
             ts = NOW - timedelta(seconds=ago_s, milliseconds=n % 1000)  # distinct times
-            signals.append(Signal(event_id=f"e{n}", event_type=etype, user_id=user,
-                                  surface=surface, timestamp=ts, payload=payload, item_id=item,
-                                  received_at=NOW))
+            signals.append(
+                Signal(
+                    event_id=f"e{n}",
+                    event_type=etype,
+                    user_id=user,
+                    surface=surface,
+                    timestamp=ts,
+                    payload=payload,
+                    item_id=item,
+                    received_at=NOW,
+                )
+            )
         self.bus.publish([Message(s.user_id, encode_signal(s)) for s in signals])
         self.published.extend(signals)
 
@@ -97,10 +116,8 @@ class FeatureStream(RuleBasedStateMachine):
             raise SystemExit("killed")
 
         runtime._consumer.commit = crash  # type: ignore[method-assign]
-        try:
+        with contextlib.suppress(SystemExit):
             runtime.step()
-        except SystemExit:
-            pass
         runtime._consumer.close()
         self.runtime = None
 
@@ -136,6 +153,9 @@ class FeatureStream(RuleBasedStateMachine):
 
 
 FeatureStream.TestCase.settings = settings(
-    max_examples=25, stateful_step_count=12, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow])
+    max_examples=25,
+    stateful_step_count=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 TestFeatureStream = FeatureStream.TestCase

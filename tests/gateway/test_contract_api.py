@@ -11,19 +11,25 @@ from tests._gateway_fixtures import auth
 
 REVIEWS_V2 = {
     "team": "reviews",
-    "event_types": {"rating": {
-        "surfaces": ["web", "ios", "android", "reviews", "email"],
-        "item": True,
-        "freshness_budget": "10m",
-        "payload": {
-            "rating": {"type": "int", "required": True, "min": 1, "max": 5},
-            "text": {"type": "string", "max_length": 2000},
-            "verified_purchase": {"type": "bool"},
-            "tags": {"type": "list", "items": "enum", "max_items": 5,
-                     "values": ["quality", "price", "delivery", "fit", "service"]},
-            "helpful": {"type": "int", "min": 0},
-        },
-    }},
+    "event_types": {
+        "rating": {
+            "surfaces": ["web", "ios", "android", "reviews", "email"],
+            "item": True,
+            "freshness_budget": "10m",
+            "payload": {
+                "rating": {"type": "int", "required": True, "min": 1, "max": 5},
+                "text": {"type": "string", "max_length": 2000},
+                "verified_purchase": {"type": "bool"},
+                "tags": {
+                    "type": "list",
+                    "items": "enum",
+                    "max_items": 5,
+                    "values": ["quality", "price", "delivery", "fit", "service"],
+                },
+                "helpful": {"type": "int", "min": 0},
+            },
+        }
+    },
 }
 
 
@@ -36,8 +42,9 @@ def test_list_and_history(client: TestClient) -> None:
     assert client.get("/v1/contracts/nope").status_code == 404
 
 
-def test_check_then_register_then_publish_new_field(client: TestClient,
-                                                    services: GatewayServices) -> None:
+def test_check_then_register_then_publish_new_field(
+    client: TestClient, services: GatewayServices
+) -> None:
     key, _ = services.keys.create("reviews", event_types=("rating",), surfaces=("reviews",))
     check = client.post("/v1/contracts/check", json=REVIEWS_V2, headers=auth(key))
     assert check.status_code == 200
@@ -45,26 +52,47 @@ def test_check_then_register_then_publish_new_field(client: TestClient,
     registered = client.post("/v1/contracts", json=REVIEWS_V2, headers=auth(key))
     assert registered.status_code == 201, registered.text
     assert client.get("/v1/contracts/rating").json()["versions"][-1]["version"] == 2
-    event = {"event_id": "r-1", "event_type": "rating", "user_id": "u1", "item_id": "i1",
-             "surface": "reviews", "timestamp": datetime.now(UTC).isoformat(),
-             "payload": {"rating": 4, "helpful": 3}}
+    event = {
+        "event_id": "r-1",
+        "event_type": "rating",
+        "user_id": "u1",
+        "item_id": "i1",
+        "surface": "reviews",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "payload": {"rating": 4, "helpful": 3},
+    }
     published = client.post("/v1/signals", json=[event], headers=auth(key))
     assert published.status_code == 200, published.text
 
 
-def test_incompatible_change_is_refused_with_every_violation(client: TestClient,
-                                                             services: GatewayServices) -> None:
+def test_incompatible_change_is_refused_with_every_violation(
+    client: TestClient, services: GatewayServices
+) -> None:
     key, _ = services.keys.create("reviews")
-    broken = {"team": "reviews", "event_types": {"rating": {
-        "surfaces": ["reviews"], "item": True,
-        "payload": {"rating": {"type": "float", "required": True},
-                    "mood": {"type": "string", "required": True}}}}}
+    broken = {
+        "team": "reviews",
+        "event_types": {
+            "rating": {
+                "surfaces": ["reviews"],
+                "item": True,
+                "payload": {
+                    "rating": {"type": "float", "required": True},
+                    "mood": {"type": "string", "required": True},
+                },
+            }
+        },
+    }
     check = client.post("/v1/contracts/check", json=broken, headers=auth(key)).json()
     assert check["compatible"] is False
     rules = {(v["field"], v["rule"]) for v in check["violations"]}
-    assert rules == {(None, "surface_removed"), ("rating", "type_changed"),
-                     ("text", "field_removed"), ("verified_purchase", "field_removed"),
-                     ("tags", "field_removed"), ("mood", "required_field_added")}
+    assert rules == {
+        (None, "surface_removed"),
+        ("rating", "type_changed"),
+        ("text", "field_removed"),
+        ("verified_purchase", "field_removed"),
+        ("tags", "field_removed"),
+        ("mood", "required_field_added"),
+    }
     refused = client.post("/v1/contracts", json=broken, headers=auth(key))
     assert refused.status_code == 409
     assert len(refused.json()["violations"]) == 6

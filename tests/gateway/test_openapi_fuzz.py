@@ -9,10 +9,10 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 import schemathesis
-from schemathesis.checks import positive_data_acceptance
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import positive_data_acceptance
 
 from headwater.gateway.app import create_app
 from headwater.gateway.services import GatewayServices
@@ -45,8 +45,9 @@ def test_api_conforms_to_its_schema(app: FastAPI, api_key: str) -> None:
 
 def _fuzz(operation: Any, api_key: str) -> None:
     @given(case=operation.as_strategy())
-    @settings(max_examples=30, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     def check(case: Any) -> None:
         case.headers = {**(case.headers or {}), **auth(api_key)}
         # Contract documents are checked beyond what JSON Schema can say (evolution rules,
@@ -59,25 +60,39 @@ def _fuzz(operation: Any, api_key: str) -> None:
 # -- hostile bodies ----------------------------------------------------------
 
 _json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(10**40), max_value=10**40),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40))
-_json = st.recursive(_json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
-    max_leaves=20)
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**40), max_value=10**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+)
+_json = st.recursive(
+    _json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 
 def _hostile() -> st.SearchStrategy[bytes]:
     deep = st.integers(min_value=1, max_value=20_000).map(lambda n: b"[" * n + b"]" * n)
     huge_numbers = st.integers(min_value=300, max_value=5000).map(
-        lambda n: b'[{"event_id": "a", "payload": {"dwell_ms": 1' + b"0" * n + b"}}]")
+        lambda n: b'[{"event_id": "a", "payload": {"dwell_ms": 1' + b"0" * n + b"}}]"
+    )
     duplicate_keys = st.just(
-        b'[{"event_id": "a", "event_id": "b", "event_type": "view", "event_type": 5}]')
+        b'[{"event_id": "a", "event_id": "b", "event_type": "view", "event_type": 5}]'
+    )
     invalid_utf8 = st.binary(min_size=1, max_size=200).map(lambda b: b'["' + b + b'\xff"]')
     return st.one_of(
         st.binary(max_size=400),
         _json.map(lambda v: json.dumps(v).encode()),
         st.lists(_json, max_size=5).map(lambda v: json.dumps(v).encode()),
-        deep, huge_numbers, duplicate_keys, invalid_utf8)
+        deep,
+        huge_numbers,
+        duplicate_keys,
+        invalid_utf8,
+    )
 
 
 @pytest.fixture
@@ -87,13 +102,18 @@ def http(app: FastAPI) -> Iterator[TestClient]:
 
 
 @given(body=_hostile(), ndjson=st.booleans())
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-def test_hostile_bodies_get_a_clear_answer_never_a_crash(http: TestClient, api_key: str,
-                                                         body: bytes, ndjson: bool) -> None:
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_hostile_bodies_get_a_clear_answer_never_a_crash(
+    http: TestClient, api_key: str, body: bytes, ndjson: bool
+) -> None:
     content_type = "application/x-ndjson" if ndjson else "application/json"
-    r = http.post("/v1/signals", content=body,
-                  headers={**auth(api_key), "Content-Type": content_type})
+    r = http.post(
+        "/v1/signals", content=body, headers={**auth(api_key), "Content-Type": content_type}
+    )
     assert r.status_code in (200, 207, 400, 413), (r.status_code, r.text[:300])
     doc = r.json()
     if r.status_code in (200, 207):

@@ -18,9 +18,13 @@ from tests._gateway_fixtures import auth
 
 def event(i: int, **over: Any) -> dict[str, Any]:
     e: dict[str, Any] = {
-        "event_id": f"ev-{i}", "event_type": "view", "user_id": f"u{i % 3}",
-        "item_id": f"i{i}", "surface": "web",
-        "timestamp": datetime.now(UTC).isoformat(), "payload": {"dwell_ms": 10 * i},
+        "event_id": f"ev-{i}",
+        "event_type": "view",
+        "user_id": f"u{i % 3}",
+        "item_id": f"i{i}",
+        "surface": "web",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "payload": {"dwell_ms": 10 * i},
     }
     e.update(over)
     return e
@@ -38,7 +42,8 @@ def published(services: GatewayServices) -> list[Any]:
 
 
 def test_all_accepted_is_200_and_published_with_envelope(
-        client: TestClient, services: GatewayServices, web_key: str) -> None:
+    client: TestClient, services: GatewayServices, web_key: str
+) -> None:
     r = client.post("/v1/signals", json=[event(i) for i in range(5)], headers=auth(web_key))
     assert r.status_code == 200, r.text
     body = r.json()
@@ -50,41 +55,51 @@ def test_all_accepted_is_200_and_published_with_envelope(
     assert all(s.schema_version == 1 and s.received_at is not None for s in signals)
 
 
-def test_partial_is_207_with_each_rejection(client: TestClient, services: GatewayServices,
-                                            web_key: str) -> None:
+def test_partial_is_207_with_each_rejection(
+    client: TestClient, services: GatewayServices, web_key: str
+) -> None:
     batch = [event(0), event(1, surface="tv"), event(2, payload={"dwell_ms": "x"}), event(3)]
     r = client.post("/v1/signals", json=batch, headers=auth(web_key))
     assert r.status_code == 207
     results = r.json()["results"]
     assert [x["status"] for x in results] == ["accepted", "rejected", "rejected", "accepted"]
     assert (results[1]["event_id"], results[1]["field"], results[1]["rule"]) == (
-        "ev-1", "surface", "surface_not_allowed")
+        "ev-1",
+        "surface",
+        "surface_not_allowed",
+    )
     assert (results[2]["field"], results[2]["rule"]) == ("payload.dwell_ms", "wrong_type")
     assert sorted(s.event_id for s in published(services)) == ["ev-0", "ev-3"]
 
 
 def test_resent_events_are_accepted_without_second_publish(
-        client: TestClient, services: GatewayServices, web_key: str) -> None:
+    client: TestClient, services: GatewayServices, web_key: str
+) -> None:
     batch = [event(i) for i in range(3)]
     assert client.post("/v1/signals", json=batch, headers=auth(web_key)).status_code == 200
     again = client.post("/v1/signals", json=[*batch, event(9), event(9)], headers=auth(web_key))
     assert again.status_code == 200
     body = again.json()
     assert (body["accepted"], body["duplicates"]) == (1, 4)
-    assert [x["status"] for x in body["results"]] == ["duplicate"] * 3 + ["accepted",
-                                                                         "duplicate"]
+    assert [x["status"] for x in body["results"]] == ["duplicate"] * 3 + ["accepted", "duplicate"]
     ids = [s.event_id for s in published(services)]
     assert sorted(ids) == ["ev-0", "ev-1", "ev-2", "ev-9"]
 
 
 def test_gzip_and_ndjson(client: TestClient, services: GatewayServices, web_key: str) -> None:
     body = gzip.compress(json.dumps([event(1), event(2)]).encode())
-    r = client.post("/v1/signals", content=body, headers={
-        **auth(web_key), "Content-Encoding": "gzip", "Content-Type": "application/json"})
+    r = client.post(
+        "/v1/signals",
+        content=body,
+        headers={**auth(web_key), "Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
     assert r.status_code == 200, r.text
     lines = "\n".join([json.dumps(event(3)), "{broken", json.dumps(event(4))])
-    r = client.post("/v1/signals", content=lines, headers={
-        **auth(web_key), "Content-Type": "application/x-ndjson"})
+    r = client.post(
+        "/v1/signals",
+        content=lines,
+        headers={**auth(web_key), "Content-Type": "application/x-ndjson"},
+    )
     assert r.status_code == 207
     assert [x["status"] for x in r.json()["results"]] == ["accepted", "rejected", "accepted"]
     assert r.json()["results"][1]["rule"] == "malformed_json"
@@ -105,14 +120,20 @@ def test_auth_errors(client: TestClient, services: GatewayServices, web_key: str
     assert [s.event_id for s in published(services)] == ["ev-0"]
 
 
-def test_scope_is_enforced_for_the_whole_batch(client: TestClient,
-                                               services: GatewayServices) -> None:
+def test_scope_is_enforced_for_the_whole_batch(
+    client: TestClient, services: GatewayServices
+) -> None:
     secret, _ = services.keys.create("reviews", event_types=("rating",), surfaces=("reviews",))
     rating = event(0, event_type="rating", surface="reviews", payload={"rating": 5})
     assert client.post("/v1/signals", json=[rating], headers=auth(secret)).status_code == 200
-    r = client.post("/v1/signals", json=[event(1, event_id="r2", event_type="rating",
-                                               surface="reviews", payload={"rating": 4}),
-                                         event(2)], headers=auth(secret))
+    r = client.post(
+        "/v1/signals",
+        json=[
+            event(1, event_id="r2", event_type="rating", surface="reviews", payload={"rating": 4}),
+            event(2),
+        ],
+        headers=auth(secret),
+    )
     assert r.status_code == 403
     assert "event_type 'view' not allowed" in r.json()["message"]
     wrong_surface = event(3, event_type="rating", surface="web", payload={"rating": 1})
@@ -127,28 +148,35 @@ def test_size_limits_and_malformed(client: TestClient, web_key: str) -> None:
     r = client.post("/v1/signals", content=b"x" * (1024 * 1024 + 1), headers=auth(web_key))
     assert r.status_code == 413
     bomb = gzip.compress(b"[" + b" " * (8 * 1024 * 1024) + b"]")
-    r = client.post("/v1/signals", content=bomb, headers={**auth(web_key),
-                                                          "Content-Encoding": "gzip"})
+    r = client.post(
+        "/v1/signals", content=bomb, headers={**auth(web_key), "Content-Encoding": "gzip"}
+    )
     assert r.status_code == 413
     for bad in (b"{not json", b'{"event_id": 1}', b"", b"\xff\xfe"):
         r = client.post("/v1/signals", content=bad, headers=auth(web_key))
         assert r.status_code == 400, (bad, r.text)
-    r = client.post("/v1/signals", content=b"abc", headers={**auth(web_key),
-                                                           "Content-Encoding": "gzip"})
+    r = client.post(
+        "/v1/signals", content=b"abc", headers={**auth(web_key), "Content-Encoding": "gzip"}
+    )
     assert r.status_code == 400
 
 
 def test_rate_limit_429_with_retry_after(client: TestClient, services: GatewayServices) -> None:
     secret, _ = services.keys.create("email", rate_limit_eps=5, burst=10)
-    assert client.post("/v1/signals", json=[event(i) for i in range(10)],
-                       headers=auth(secret)).status_code == 200
+    assert (
+        client.post(
+            "/v1/signals", json=[event(i) for i in range(10)], headers=auth(secret)
+        ).status_code
+        == 200
+    )
     r = client.post("/v1/signals", json=[event(i) for i in range(10, 15)], headers=auth(secret))
     assert r.status_code == 429
     assert int(r.headers["Retry-After"]) >= 1
 
 
 def test_bus_unavailable_is_503_and_nothing_published(
-        client: TestClient, services: GatewayServices, web_key: str) -> None:
+    client: TestClient, services: GatewayServices, web_key: str
+) -> None:
     real = services.bus.publish
 
     def down(_messages: Any) -> None:

@@ -42,8 +42,12 @@ def test_put_and_get(store: OnlineStore) -> None:
 
 
 def test_rows_and_positions_are_written_together(store: OnlineStore) -> None:
-    store.put("user", {"u1": b"x"}, group="features",
-              positions={0: Position(10, 1000), 3: Position(7, 2000)})
+    store.put(
+        "user",
+        {"u1": b"x"},
+        group="features",
+        positions={0: Position(10, 1000), 3: Position(7, 2000)},
+    )
     assert store.positions("features") == {0: Position(10, 1000), 3: Position(7, 2000)}
     store.put("user", {}, group="features", positions={0: Position(12, 3000)})
     assert store.positions("features")[0] == Position(12, 3000)

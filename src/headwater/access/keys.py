@@ -68,14 +68,22 @@ def _digest(key: str) -> str:
 def _row(row: tuple[object, ...]) -> ProducerKey:
     key_id, team, _hash, types, surfaces, rate, burst, desc, created, revoked = row
     return ProducerKey(
-        key_id=str(key_id), team=str(team), event_types=tuple(json.loads(str(types))),
-        surfaces=tuple(json.loads(str(surfaces))), rate_limit_eps=float(str(rate)),
-        burst=float(str(burst)), description=str(desc), created_at=str(created),
-        revoked_at=None if revoked is None else str(revoked))
+        key_id=str(key_id),
+        team=str(team),
+        event_types=tuple(json.loads(str(types))),
+        surfaces=tuple(json.loads(str(surfaces))),
+        rate_limit_eps=float(str(rate)),
+        burst=float(str(burst)),
+        description=str(desc),
+        created_at=str(created),
+        revoked_at=None if revoked is None else str(revoked),
+    )
 
 
-_COLUMNS = ("key_id, team, key_hash, event_types, surfaces, rate_limit_eps, burst, description, "
-            "created_at, revoked_at")
+_COLUMNS = (
+    "key_id, team, key_hash, event_types, surfaces, rate_limit_eps, burst, description, "
+    "created_at, revoked_at"
+)
 
 
 class ProducerKeys:
@@ -85,9 +93,16 @@ class ProducerKeys:
         self._db = db
         db.ensure_schema(SCHEMA)
 
-    def create(self, team: str, *, event_types: tuple[str, ...] = ("*",),
-               surfaces: tuple[str, ...] = ("*",), rate_limit_eps: float = 200_000.0,
-               burst: float | None = None, description: str = "") -> tuple[str, ProducerKey]:
+    def create(
+        self,
+        team: str,
+        *,
+        event_types: tuple[str, ...] = ("*",),
+        surfaces: tuple[str, ...] = ("*",),
+        rate_limit_eps: float = 200_000.0,
+        burst: float | None = None,
+        description: str = "",
+    ) -> tuple[str, ProducerKey]:
         """A new key for ``team``: the secret (shown once) and its stored record."""
         if not team or not team.replace("-", "").replace("_", "").isalnum():
             raise ConfigurationError(f"team {team!r}: use letters, digits, - and _")
@@ -98,19 +113,36 @@ class ProducerKeys:
         key_id = secrets.token_hex(4)
         secret = f"{_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
         record = ProducerKey(
-            key_id=key_id, team=team, event_types=tuple(event_types), surfaces=tuple(surfaces),
-            rate_limit_eps=rate_limit_eps, burst=burst if burst is not None else rate_limit_eps,
-            description=description, created_at=datetime.now(UTC).isoformat())
+            key_id=key_id,
+            team=team,
+            event_types=tuple(event_types),
+            surfaces=tuple(surfaces),
+            rate_limit_eps=rate_limit_eps,
+            burst=burst if burst is not None else rate_limit_eps,
+            description=description,
+            created_at=datetime.now(UTC).isoformat(),
+        )
         self._db.execute(
             f"INSERT INTO hw_producer_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-            (key_id, team, _digest(secret), json.dumps(list(record.event_types)),
-             json.dumps(list(record.surfaces)), record.rate_limit_eps, record.burst,
-             description, record.created_at))
+            (
+                key_id,
+                team,
+                _digest(secret),
+                json.dumps(list(record.event_types)),
+                json.dumps(list(record.surfaces)),
+                record.rate_limit_eps,
+                record.burst,
+                description,
+                record.created_at,
+            ),
+        )
         return secret, record
 
     def list(self, *, include_revoked: bool = False) -> list[ProducerKey]:
         """Every key (secrets are never stored, so never listed)."""
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM hw_producer_keys ORDER BY team, created_at")
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM hw_producer_keys ORDER BY team, created_at"
+        )
         keys = [_row(r) for r in rows]
         return keys if include_revoked else [k for k in keys if k.revoked_at is None]
 
@@ -118,10 +150,14 @@ class ProducerKeys:
         """Revoke a key; publishes with it fail from then on."""
         now = datetime.now(UTC).isoformat()
         with self._db.transaction() as tx:
-            tx.execute("UPDATE hw_producer_keys SET revoked_at = ? "
-                       "WHERE key_id = ? AND revoked_at IS NULL", (now, key_id))
-            rows = tx.execute(f"SELECT {_COLUMNS} FROM hw_producer_keys WHERE key_id = ?",
-                              (key_id,))
+            tx.execute(
+                "UPDATE hw_producer_keys SET revoked_at = ? "
+                "WHERE key_id = ? AND revoked_at IS NULL",
+                (now, key_id),
+            )
+            rows = tx.execute(
+                f"SELECT {_COLUMNS} FROM hw_producer_keys WHERE key_id = ?", (key_id,)
+            )
         if not rows:
             raise ConfigurationError(f"no producer key {key_id!r}")
         return _row(rows[0])
@@ -133,8 +169,9 @@ class ProducerKeys:
         parts = secret.split("_", 2)
         if len(parts) != 3 or parts[0] != _PREFIX:
             raise AuthenticationError("malformed API key")
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM hw_producer_keys WHERE key_id = ?",
-                                (parts[1],))
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM hw_producer_keys WHERE key_id = ?", (parts[1],)
+        )
         # Compare digests in constant time so timing reveals nothing about stored keys.
         if not rows or not hmac.compare_digest(str(rows[0][2]), _digest(secret)):
             raise AuthenticationError("unknown API key")

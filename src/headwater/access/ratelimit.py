@@ -48,5 +48,6 @@ class RateLimiter:
                 return
             wait = (min(events, bucket.burst) - bucket.tokens) / bucket.rate
         raise RateLimitedError(
-            f"over the rate limit of {rate:g} events/s (burst {burst:g}); "
-            f"retry in {wait:.2f}s", retry_after=wait)
+            f"over the rate limit of {rate:g} events/s (burst {burst:g}); retry in {wait:.2f}s",
+            retry_after=wait,
+        )

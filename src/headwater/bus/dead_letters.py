@@ -51,16 +51,30 @@ class DeadLetter(msgspec.Struct, frozen=True):
         return f"{self.group}:{self.record.partition}:{self.record.offset}"
 
 
-_COLUMNS = ("grp, partition, record_offset, record_key, kind, value, published_ms, error, "
-            "attempts, failed_at, replayed_at")
+_COLUMNS = (
+    "grp, partition, record_offset, record_key, kind, value, published_ms, error, "
+    "attempts, failed_at, replayed_at"
+)
 
 
 def _row_to_letter(row: tuple[object, ...]) -> DeadLetter:
     grp, part, offset, key, kind, value, ts, error, attempts, failed_at, replayed = row
-    record = Record(int(str(part)), int(str(offset)), str(key), str(kind),
-                    base64.b64decode(str(value)), int(str(ts)))
-    return DeadLetter(str(grp), record, str(error), int(str(attempts)), str(failed_at),
-                      None if replayed is None else str(replayed))
+    record = Record(
+        int(str(part)),
+        int(str(offset)),
+        str(key),
+        str(kind),
+        base64.b64decode(str(value)),
+        int(str(ts)),
+    )
+    return DeadLetter(
+        str(grp),
+        record,
+        str(error),
+        int(str(attempts)),
+        str(failed_at),
+        None if replayed is None else str(replayed),
+    )
 
 
 class DeadLetterStore:
@@ -77,12 +91,23 @@ class DeadLetterStore:
             "ON CONFLICT (grp, partition, record_offset) DO UPDATE SET "
             "error = excluded.error, attempts = excluded.attempts, failed_at = excluded.failed_at, "
             "replayed_at = NULL",
-            (group, record.partition, record.offset, record.key, record.kind,
-             base64.b64encode(record.value).decode(), record.timestamp_ms, error[:4000], attempts,
-             datetime.now(UTC).isoformat()))
+            (
+                group,
+                record.partition,
+                record.offset,
+                record.key,
+                record.kind,
+                base64.b64encode(record.value).decode(),
+                record.timestamp_ms,
+                error[:4000],
+                attempts,
+                datetime.now(UTC).isoformat(),
+            ),
+        )
 
-    def list(self, group: str | None = None, *, include_replayed: bool = False,
-             limit: int = 1000) -> list[DeadLetter]:
+    def list(
+        self, group: str | None = None, *, include_replayed: bool = False, limit: int = 1000
+    ) -> list[DeadLetter]:
         """Dead letters, oldest first."""
         where, params = [], []
         if group is not None:
@@ -93,18 +118,22 @@ class DeadLetterStore:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM hw_dead_letters {clause} "
-            "ORDER BY failed_at, grp, partition, record_offset LIMIT ?", (*params, limit))
+            "ORDER BY failed_at, grp, partition, record_offset LIMIT ?",
+            (*params, limit),
+        )
         return [_row_to_letter(r) for r in rows]
 
     def count(self, group: str | None = None) -> int:
         """Dead letters not yet replayed."""
         if group is None:
             rows = self._db.execute(
-                "SELECT COUNT(*) FROM hw_dead_letters WHERE replayed_at IS NULL")
+                "SELECT COUNT(*) FROM hw_dead_letters WHERE replayed_at IS NULL"
+            )
         else:
             rows = self._db.execute(
                 "SELECT COUNT(*) FROM hw_dead_letters WHERE replayed_at IS NULL AND grp = ?",
-                (group,))
+                (group,),
+            )
         return int(rows[0][0])
 
     def mark_replayed(self, letter: DeadLetter) -> None:
@@ -112,18 +141,27 @@ class DeadLetterStore:
         self._db.execute(
             "UPDATE hw_dead_letters SET replayed_at = ? "
             "WHERE grp = ? AND partition = ? AND record_offset = ?",
-            (datetime.now(UTC).isoformat(), letter.group, letter.record.partition,
-             letter.record.offset))
+            (
+                datetime.now(UTC).isoformat(),
+                letter.group,
+                letter.record.partition,
+                letter.record.offset,
+            ),
+        )
 
     def erase_key(self, key: str) -> int:
         """Delete every dead letter of a key (a user id); the number deleted."""
         with self._db.transaction() as tx:
-            (n,) = tx.execute("SELECT COUNT(*) FROM hw_dead_letters WHERE record_key = ?",
-                              (key,))[0]
+            (n,) = tx.execute("SELECT COUNT(*) FROM hw_dead_letters WHERE record_key = ?", (key,))[
+                0
+            ]
             tx.execute("DELETE FROM hw_dead_letters WHERE record_key = ?", (key,))
         return int(n)
 
     def count_key(self, key: str) -> int:
         """Dead letters of a key still stored (an independent check for erasure evidence)."""
-        return int(self._db.execute(
-            "SELECT COUNT(*) FROM hw_dead_letters WHERE record_key = ?", (key,))[0][0])
+        return int(
+            self._db.execute("SELECT COUNT(*) FROM hw_dead_letters WHERE record_key = ?", (key,))[
+                0
+            ][0]
+        )

@@ -26,9 +26,11 @@ class GroupCommitPublisher:
         self.bus = bus
         self.max_messages = max_messages
         self._queue: queue.SimpleQueue[tuple[Sequence[Message], Future[None]] | None] = (
-            queue.SimpleQueue())
-        self._thread = threading.Thread(target=self._run, name="headwater-group-commit",
-                                        daemon=True)
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(
+            target=self._run, name="headwater-group-commit", daemon=True
+        )
         self._closed = False
         self._thread.start()
 

@@ -64,7 +64,7 @@ class RuntimeStats(msgspec.Struct):
     last_commit_at: float = 0.0
 
 
-class _Stopping(Exception):
+class _StoppingError(Exception):
     """Stop was requested while waiting for a backend; leave without committing."""
 
 
@@ -89,7 +89,8 @@ class ConsumerRuntime:
         if not callable(getattr(handler, "erase", None)):
             raise MissingDeletionHandlerError(
                 f"consumer {getattr(handler, 'name', handler)!r} stores user data but has no "
-                "erase() handler: every consumer must take part in erasure")
+                "erase() handler: every consumer must take part in erasure"
+            )
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.bus = bus
@@ -131,7 +132,7 @@ class ConsumerRuntime:
             while not self.stop_event.is_set():
                 try:
                     n = self.step()
-                except _Stopping:
+                except _StoppingError:
                     break
                 if n == 0 and idle_exit:
                     break
@@ -182,7 +183,7 @@ class ConsumerRuntime:
     def _apply(self, segment: list[Record]) -> None:
         try:
             self._call(lambda: self.handler.handle(segment))
-        except _Stopping:
+        except _StoppingError:
             raise
         except Exception:  # noqa: BLE001 - any handler error: find the record that causes it
             for record in segment:
@@ -193,7 +194,7 @@ class ConsumerRuntime:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 self._call(lambda: self.handler.handle([record]))
-            except _Stopping:
+            except _StoppingError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the record goes to the dead letters
                 error = f"{type(exc).__name__}: {exc}"
@@ -216,7 +217,7 @@ class ConsumerRuntime:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 confirmation = self._call(lambda: self.handler.erase(event))
-            except _Stopping:
+            except _StoppingError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reported, dead-lettered, retried by the orchestrator
                 error = f"{type(exc).__name__}: {exc}"
@@ -239,16 +240,26 @@ class ConsumerRuntime:
             except BackendUnavailableError as exc:
                 # The store is down, not the record bad: wait, never dead-letter, never commit.
                 self.stats.unavailable_waits += 1
-                log.warning("%s: backend unavailable, retrying in %.2fs: %s",
-                            self.handler.name, delay, exc)
+                log.warning(
+                    "%s: backend unavailable, retrying in %.2fs: %s", self.handler.name, delay, exc
+                )
                 if self.stop_event.wait(delay):
-                    raise _Stopping from exc
+                    raise _StoppingError from exc
                 delay = min(self.backoff[1], delay * 2)
 
     def _dead_letter(self, record: Record, error: str) -> None:
         self.stats.dead_lettered += 1
-        log.error("%s: record %s:%s dead-lettered after %d attempts: %s", self.group,
-                  record.partition, record.offset, self.max_attempts, error)
+        log.error(
+            "%s: record %s:%s dead-lettered after %d attempts: %s",
+            self.group,
+            record.partition,
+            record.offset,
+            self.max_attempts,
+            error,
+        )
         if self.dead_letters is not None:
-            self._call(lambda: self.dead_letters.put(  # type: ignore[union-attr]
-                self.group, record, error, self.max_attempts))
+            self._call(
+                lambda: self.dead_letters.put(  # type: ignore[union-attr]
+                    self.group, record, error, self.max_attempts
+                )
+            )

@@ -79,8 +79,9 @@ class _Db:
     def __init__(self, path: str) -> None:
         self.lock = threading.RLock()
         try:
-            self.conn = sqlite3.connect(path, timeout=60.0, isolation_level=None,
-                                        check_same_thread=False)
+            self.conn = sqlite3.connect(
+                path, timeout=60.0, isolation_level=None, check_same_thread=False
+            )
             self.conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is fsynced before publish returns (durable acknowledgement).
             self.conn.execute("PRAGMA synchronous=FULL")
@@ -124,8 +125,9 @@ class _Db:
 class SqliteBus:
     """The embedded default bus, selected by ``sqlite:///path/bus.db``."""
 
-    def __init__(self, url: str, *, partitions: int | None = None,
-                 retention_s: float | None = None) -> None:
+    def __init__(
+        self, url: str, *, partitions: int | None = None, retention_s: float | None = None
+    ) -> None:
         self.url = url
         self.options = BusOptions.from_url(url, partitions=partitions, retention_s=retention_s)
         self._path = sqlite_path(url)
@@ -134,25 +136,30 @@ class SqliteBus:
         self._db = _Db(self._path)
         self._last_sweep = time.monotonic()
         extra = self.options.extra
-        self.session_timeout_s = parse_duration(extra.get("session_timeout", SESSION_TIMEOUT_S),
-                                                f"{url} session_timeout")
+        self.session_timeout_s = parse_duration(
+            extra.get("session_timeout", SESSION_TIMEOUT_S), f"{url} session_timeout"
+        )
         self.heartbeat_s = parse_duration(extra.get("heartbeat", HEARTBEAT_S), f"{url} heartbeat")
         with self._db.write() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
-            row = conn.execute(
-                "SELECT value FROM hw_bus_meta WHERE name = 'partitions'").fetchone()
+            row = conn.execute("SELECT value FROM hw_bus_meta WHERE name = 'partitions'").fetchone()
             if row is None:
-                conn.execute("INSERT INTO hw_bus_meta VALUES ('partitions', ?)",
-                             (str(self.options.partitions),))
-                conn.executemany("INSERT INTO hw_bus_ends VALUES (?, 0)",
-                                 [(p,) for p in range(self.options.partitions)])
+                conn.execute(
+                    "INSERT INTO hw_bus_meta VALUES ('partitions', ?)",
+                    (str(self.options.partitions),),
+                )
+                conn.executemany(
+                    "INSERT INTO hw_bus_ends VALUES (?, 0)",
+                    [(p,) for p in range(self.options.partitions)],
+                )
                 stored = self.options.partitions
             else:
                 stored = int(str(row[0]))
         if partitions is not None and partitions != stored:
             raise ConfigurationError(
-                f"{url} was created with {stored} partitions; it cannot be read as {partitions}")
+                f"{url} was created with {stored} partitions; it cannot be read as {partitions}"
+            )
         # The file's partition count wins: keys must keep mapping to the same partition.
         self.partitions = stored
 
@@ -171,8 +178,9 @@ class SqliteBus:
                 (start,) = conn.execute(
                     "SELECT next_offset FROM hw_bus_ends WHERE partition = ?", (part,)
                 ).fetchone()
-                records = [Record(part, start + i, m.key, m.kind, m.value, ts)
-                           for i, m in enumerate(group)]
+                records = [
+                    Record(part, start + i, m.key, m.kind, m.value, ts) for i, m in enumerate(group)
+                ]
                 end = start + len(group)
                 rows.append((part, start, end - 1, ts, _ENCODE(records)))
                 ends.append((end, part))
@@ -196,8 +204,11 @@ class SqliteBus:
 
     def lag(self, group: str) -> list[PartitionLag]:
         ends = dict(self._db.read("SELECT partition, next_offset FROM hw_bus_ends"))
-        commits = dict(self._db.read(
-            "SELECT partition, next_offset FROM hw_bus_commits WHERE grp = ?", (group,)))
+        commits = dict(
+            self._db.read(
+                "SELECT partition, next_offset FROM hw_bus_commits WHERE grp = ?", (group,)
+            )
+        )
         now = _now_ms()
         out = []
         for part in range(self.partitions):
@@ -207,18 +218,22 @@ class SqliteBus:
             if committed < end:
                 row = self._db.read(
                     "SELECT ts_ms FROM hw_bus_log WHERE partition = ? AND last_offset >= ? "
-                    "ORDER BY first_offset LIMIT 1", (part, committed))
+                    "ORDER BY first_offset LIMIT 1",
+                    (part, committed),
+                )
                 if row:
                     seconds = max(0.0, (now - int(row[0][0])) / 1000)
-            out.append(PartitionLag(group, part, committed, end, max(0, end - committed),
-                                    seconds))
+            out.append(PartitionLag(group, part, committed, end, max(0, end - committed), seconds))
         return out
 
     def erasure_capability(self) -> ErasureCapability:
         return ErasureCapability(
-            can_purge=True, method="purge", retention_seconds=self.options.retention_s,
+            can_purge=True,
+            method="purge",
+            retention_seconds=self.options.retention_s,
             detail="records of the key are deleted from the log file and the file is "
-                   "checkpointed, so no page holds them")
+            "checkpointed, so no page holds them",
+        )
 
     def purge_key(self, key: str) -> int:
         part = partition_for(key, self.partitions)
@@ -236,7 +251,8 @@ class SqliteBus:
                 # Offsets of the kept records do not change: positions stay valid.
                 conn.execute(
                     "UPDATE hw_bus_log SET records = ? WHERE partition = ? AND first_offset = ?",
-                    (_ENCODE(kept), part, first))
+                    (_ENCODE(kept), part, first),
+                )
         if removed:
             self._scrub()
         return removed
@@ -283,20 +299,30 @@ class SqliteConsumer:
         self._next_heartbeat = now + self._bus.heartbeat_s
         now_ms = _now_ms()
         with self._db.write() as conn:
-            conn.execute("INSERT INTO hw_bus_members VALUES (?, ?, ?) ON CONFLICT (grp, member) "
-                         "DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms",
-                         (self.group, self.member, now_ms))
-            conn.execute("DELETE FROM hw_bus_members WHERE grp = ? AND heartbeat_ms < ?",
-                         (self.group, now_ms - int(self._bus.session_timeout_s * 1000)))
-            members = [m for (m,) in conn.execute(
-                "SELECT member FROM hw_bus_members WHERE grp = ? ORDER BY member",
-                (self.group,))]
+            conn.execute(
+                "INSERT INTO hw_bus_members VALUES (?, ?, ?) ON CONFLICT (grp, member) "
+                "DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms",
+                (self.group, self.member, now_ms),
+            )
+            conn.execute(
+                "DELETE FROM hw_bus_members WHERE grp = ? AND heartbeat_ms < ?",
+                (self.group, now_ms - int(self._bus.session_timeout_s * 1000)),
+            )
+            members = [
+                m
+                for (m,) in conn.execute(
+                    "SELECT member FROM hw_bus_members WHERE grp = ? ORDER BY member", (self.group,)
+                )
+            ]
             rank = members.index(self.member)
             mine = [p for p in range(self._bus.partitions) if p % len(members) == rank]
             if mine != self._assigned:
-                commits = dict(conn.execute(
-                    "SELECT partition, next_offset FROM hw_bus_commits WHERE grp = ?",
-                    (self.group,)).fetchall())
+                commits = dict(
+                    conn.execute(
+                        "SELECT partition, next_offset FROM hw_bus_commits WHERE grp = ?",
+                        (self.group,),
+                    ).fetchall()
+                )
                 # Newly gained partitions (and kept ones) restart from the committed position,
                 # so nothing a previous owner read but did not commit is skipped.
                 self._position = {p: int(commits.get(p, 0)) for p in mine}
@@ -331,7 +357,9 @@ class SqliteConsumer:
         # Only the batches that hold offsets [offset, offset + want): no decoding to discard.
         rows = self._db.read(
             "SELECT records FROM hw_bus_log WHERE partition = ? AND last_offset >= ? "
-            "AND first_offset < ? ORDER BY first_offset", (part, offset, offset + want))
+            "AND first_offset < ? ORDER BY first_offset",
+            (part, offset, offset + want),
+        )
         out: list[Record] = []
         for (blob,) in rows:
             records = _DECODE(blob)
@@ -350,13 +378,15 @@ class SqliteConsumer:
             conn.executemany(
                 "INSERT INTO hw_bus_commits VALUES (?, ?, ?) ON CONFLICT (grp, partition) "
                 "DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
-                [(self.group, p, o) for p, o in positions.items()])
+                [(self.group, p, o) for p, o in positions.items()],
+            )
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         with self._db.write() as conn:
-            conn.execute("DELETE FROM hw_bus_members WHERE grp = ? AND member = ?",
-                         (self.group, self.member))
+            conn.execute(
+                "DELETE FROM hw_bus_members WHERE grp = ? AND member = ?", (self.group, self.member)
+            )
         self._db.close()

@@ -12,13 +12,17 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Run one consumer of the bus on its own.", no_args_is_help=True)
 
-IdleExit = Annotated[bool, typer.Option("--until-idle",
-                                        help="Exit once caught up (for jobs and tests).")]
+IdleExit = Annotated[
+    bool, typer.Option("--until-idle", help="Exit once caught up (for jobs and tests).")
+]
 
 
 @app.command()
-def features(home: HomeOption = None, until_idle: IdleExit = False,
-             batch_size: Annotated[int, typer.Option(help="Records per batch.")] = 5000) -> None:
+def features(
+    home: HomeOption = None,
+    until_idle: IdleExit = False,
+    batch_size: Annotated[int, typer.Option(help="Records per batch.")] = 5000,
+) -> None:
     """The streaming feature consumer: keeps user feature rows in the online store."""
     from headwater.stack import feature_runtime
 

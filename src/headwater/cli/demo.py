@@ -37,9 +37,15 @@ def _percentile_from_histogram(q: float) -> float | None:
     return None
 
 
+def _bound(value: float | None) -> str:
+    # Histogram buckets give an upper bound, shown as such.
+    return f"<{value:g}s" if value is not None else "-"
+
+
 def demo(
-    home: Annotated[str, typer.Option(help="Data directory for the demo (wiped first).")]
-    = ".headwater/demo",
+    home: Annotated[
+        str, typer.Option(help="Data directory for the demo (wiped first).")
+    ] = ".headwater/demo",
     seconds: Annotated[float, typer.Option(help="How long the teams publish.")] = 12.0,
     rate: Annotated[float, typer.Option(help="Target events per second, all teams.")] = 4000.0,
     invalid_rate: Annotated[float, typer.Option(help="Share of broken events.")] = 0.03,
@@ -58,10 +64,14 @@ def demo(
     teams = TeamTraffic(stack.services, stack.url, rate=rate, invalid_rate=invalid_rate)
     try:
         teams.start()
-        typer.echo(f"six teams publishing ~{rate:g} events/s for {seconds:g}s "
-                   f"({invalid_rate:.0%} broken on purpose)\n")
-        typer.echo(f"{'t':>4} {'accepted':>9} {'rejected':>9} {'lag':>6} "
-                   f"{'fresh p50':>10} {'fresh p99':>10}")
+        typer.echo(
+            f"six teams publishing ~{rate:g} events/s for {seconds:g}s "
+            f"({invalid_rate:.0%} broken on purpose)\n"
+        )
+        typer.echo(
+            f"{'t':>4} {'accepted':>9} {'rejected':>9} {'lag':>6} "
+            f"{'fresh p50':>10} {'fresh p99':>10}"
+        )
         started = time.monotonic()
         journey_at = seconds / 2
         journey_done = False
@@ -70,29 +80,36 @@ def demo(
             p = teams.progress
             lag = sum(x.lag_events for x in stack.services.bus.lag("features"))
             p50, p99 = _percentile_from_histogram(0.5), _percentile_from_histogram(0.99)
-            fmt = lambda v: f"<{v:g}s" if v is not None else "-"  # noqa: E731
-            typer.echo(f"{elapsed:>3.0f}s {p.accepted:>9} {p.rejected:>9} {lag:>6} "
-                       f"{fmt(p50):>10} {fmt(p99):>10}")
+            typer.echo(
+                f"{elapsed:>3.0f}s {p.accepted:>9} {p.rejected:>9} {lag:>6} "
+                f"{_bound(p50):>10} {_bound(p99):>10}"
+            )
             if not journey_done and elapsed >= journey_at:
                 publish_journey(stack.url, teams.key("web"))
                 journey_done = True
         teams.stop()
         time.sleep(0.5)
         answer = stack.services.features.read(JOURNEY_USER)
-        typer.echo(f"\nfeatures of {JOURNEY_USER} (GET {stack.url}/v1/users/{JOURNEY_USER}"
-                   "/features):")
+        typer.echo(
+            f"\nfeatures of {JOURNEY_USER} (GET {stack.url}/v1/users/{JOURNEY_USER}/features):"
+        )
         typer.echo(json.dumps(msgspec.to_builtins(answer), indent=2))
-        typer.echo(f"\nas_of {answer.as_of}, age {answer.age_s}s: "
-                   f"{'STALE ' + ','.join(answer.stale_features) if answer.stale else 'fresh'}"
-                   " (within every feature's freshness budget)" * (not answer.stale))
+        typer.echo(
+            f"\nas_of {answer.as_of}, age {answer.age_s}s: "
+            f"{'STALE ' + ','.join(answer.stale_features) if answer.stale else 'fresh'}"
+            " (within every feature's freshness budget)" * (not answer.stale)
+        )
         p = teams.progress
-        typer.echo(f"\npublished: {p.accepted} accepted, {p.rejected} rejected, "
-                   f"{p.duplicates} duplicates")
+        typer.echo(
+            f"\npublished: {p.accepted} accepted, {p.rejected} rejected, {p.duplicates} duplicates"
+        )
         typer.echo("rejections by reason (one example each):")
         for rule, count in sorted(p.reasons.items(), key=lambda kv: -kv[1]):
             ex = p.examples[rule]
-            typer.echo(f"  {rule:<26}{count:>6}  e.g. {ex['team']}: {ex['field'] or '<event>'}:"
-                       f" {ex['message'][:90]}")
+            typer.echo(
+                f"  {rule:<26}{count:>6}  e.g. {ex['team']}: {ex['field'] or '<event>'}:"
+                f" {ex['message'][:90]}"
+            )
     finally:
         teams.stop()
         stack.stop()
@@ -111,11 +128,13 @@ def up(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     stack.start()
-    typer.echo(f"headwater up on {stack.url}  (data in {stack.settings.home})\n"
-               f"  create a producer key: headwater producers create <team>\n"
-               f"  publish:  POST {stack.url}/v1/signals\n"
-               f"  read:     GET  {stack.url}/v1/users/<user_id>/features\n"
-               f"  API docs: {stack.url}/docs")
+    typer.echo(
+        f"headwater up on {stack.url}  (data in {stack.settings.home})\n"
+        f"  create a producer key: headwater producers create <team>\n"
+        f"  publish:  POST {stack.url}/v1/signals\n"
+        f"  read:     GET  {stack.url}/v1/users/<user_id>/features\n"
+        f"  API docs: {stack.url}/docs"
+    )
     stopping.wait()
     typer.echo("stopping: consumers finish their batch and commit ...")
     stack.stop()

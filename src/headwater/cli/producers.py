@@ -38,18 +38,28 @@ def create(
 ) -> None:
     """Create a key for TEAM; the key is printed once and never stored."""
     secret, key = _keys(home, control).create(
-        team, event_types=_split(event_types), surfaces=_split(surfaces), rate_limit_eps=rate,
-        burst=burst, description=description)
-    typer.echo(f"key id:  {key.key_id}\nteam:    {key.team}\n"
-               f"scope:   types={','.join(key.event_types)} surfaces={','.join(key.surfaces)}\n"
-               f"limit:   {key.rate_limit_eps:g} events/s (burst {key.burst:g})\n"
-               f"API key: {secret}\n(store it now: only its hash is kept)")
+        team,
+        event_types=_split(event_types),
+        surfaces=_split(surfaces),
+        rate_limit_eps=rate,
+        burst=burst,
+        description=description,
+    )
+    typer.echo(
+        f"key id:  {key.key_id}\nteam:    {key.team}\n"
+        f"scope:   types={','.join(key.event_types)} surfaces={','.join(key.surfaces)}\n"
+        f"limit:   {key.rate_limit_eps:g} events/s (burst {key.burst:g})\n"
+        f"API key: {secret}\n(store it now: only its hash is kept)"
+    )
 
 
 @app.command("list")
-def list_(home: HomeOption = None, control: ControlUrl = None,
-          revoked: Annotated[bool, typer.Option("--revoked", help="Include revoked.")] = False,
-          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_(
+    home: HomeOption = None,
+    control: ControlUrl = None,
+    revoked: Annotated[bool, typer.Option("--revoked", help="Include revoked.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Keys with their team, scope and limit."""
     keys = _keys(home, control).list(include_revoked=revoked)
     if as_json:
@@ -57,8 +67,10 @@ def list_(home: HomeOption = None, control: ControlUrl = None,
         return
     for k in keys:
         state = f" REVOKED {k.revoked_at}" if k.revoked_at else ""
-        typer.echo(f"{k.key_id}  {k.team:<10} types={','.join(k.event_types)} "
-                   f"surfaces={','.join(k.surfaces)} rate={k.rate_limit_eps:g}/s{state}")
+        typer.echo(
+            f"{k.key_id}  {k.team:<10} types={','.join(k.event_types)} "
+            f"surfaces={','.join(k.surfaces)} rate={k.rate_limit_eps:g}/s{state}"
+        )
 
 
 @app.command()

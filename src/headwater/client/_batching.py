@@ -33,10 +33,8 @@ def new_event_id(prefix: str = "") -> str:
     coordination (monotonic within one process and millisecond)."""
     with _id_lock:
         ms = int(time.time() * 1000)
-        if ms == _last[0]:
-            rand = _last[1] + 1
-        else:
-            rand = int.from_bytes(os.urandom(10), "big")
+        # Within one millisecond, count up from the last value: ids stay ordered.
+        rand = _last[1] + 1 if ms == _last[0] else int.from_bytes(os.urandom(10), "big")
         _last[0], _last[1] = ms, rand
     value = (ms << 80) | (rand & ((1 << 80) - 1))
     chars = []
@@ -89,7 +87,9 @@ class RetryPolicy(msgspec.Struct, frozen=True):
 
 RETRYABLE = frozenset({429, 502, 503, 504})
 _FATAL: dict[int, type[HeadwaterError]] = {
-    400: MalformedBatchError, 401: AuthenticationError, 403: PermissionDeniedError,
+    400: MalformedBatchError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
     413: BatchTooLargeError,
 }
 
@@ -108,16 +108,26 @@ def report_from(body: bytes, events: Sequence[dict[str, Any]]) -> PublishReport:
     """A report from a 200/207 answer, rejections paired with the events sent."""
     doc = msgspec.json.decode(body)
     rejected = [
-        RejectedEvent(event_id=r.get("event_id"), field=r.get("field", ""), rule=r["rule"],
-                      message=r.get("message", ""), event=dict(events[r["index"]]))
-        for r in doc["results"] if r["status"] == "rejected"
+        RejectedEvent(
+            event_id=r.get("event_id"),
+            field=r.get("field", ""),
+            rule=r["rule"],
+            message=r.get("message", ""),
+            event=dict(events[r["index"]]),
+        )
+        for r in doc["results"]
+        if r["status"] == "rejected"
     ]
-    return PublishReport(accepted=doc["accepted"], duplicates=doc["duplicates"],
-                         rejected=rejected, batches=1)
+    return PublishReport(
+        accepted=doc["accepted"], duplicates=doc["duplicates"], rejected=rejected, batches=1
+    )
 
 
-def batches(events: Sequence[dict[str, Any]], max_events: int, max_bytes: int,
-            ) -> Iterator[tuple[list[dict[str, Any]], bytes]]:
+def batches(
+    events: Sequence[dict[str, Any]],
+    max_events: int,
+    max_bytes: int,
+) -> Iterator[tuple[list[dict[str, Any]], bytes]]:
     """Events split into bodies of at most ``max_events`` events and ``max_bytes`` bytes."""
     current: list[dict[str, Any]] = []
     encoded: list[bytes] = []
@@ -134,9 +144,16 @@ def batches(events: Sequence[dict[str, Any]], max_events: int, max_bytes: int,
         yield current, b"[" + b",".join(encoded) + b"]"
 
 
-def build_event(*, event_type: str, user_id: str, surface: str, item_id: str | None = None,
-                payload: dict[str, Any] | None = None, timestamp: datetime | None = None,
-                event_id: str | None = None) -> dict[str, Any]:
+def build_event(
+    *,
+    event_type: str,
+    user_id: str,
+    surface: str,
+    item_id: str | None = None,
+    payload: dict[str, Any] | None = None,
+    timestamp: datetime | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
     """One event in the canonical shape, with a fresh event id and the current time."""
     ts = timestamp or datetime.now(UTC)
     if ts.tzinfo is None:
@@ -154,9 +171,16 @@ def build_event(*, event_type: str, user_id: str, surface: str, item_id: str | N
     return event
 
 
-def decide(status: int | None, body: bytes, retry_after: str | None,
-           events: Sequence[dict[str, Any]], attempt: int, policy: RetryPolicy,
-           error: str = "") -> PublishReport | float:
+def decide(
+    status: int | None,
+    body: bytes,
+    retry_after: str | None,
+    events: Sequence[dict[str, Any]],
+    *,
+    attempt: int,
+    policy: RetryPolicy,
+    error: str = "",
+) -> PublishReport | float:
     """After one attempt: the report when done, or the seconds to wait before retrying.
 
     ``status`` is None when the request failed in transit. Raises the matching error
@@ -169,7 +193,8 @@ def decide(status: int | None, body: bytes, retry_after: str | None,
     if attempt > policy.max_retries:
         what = f"HTTP {status}" if status is not None else error or "network error"
         raise PublishFailedError(
-            f"gave up after {attempt} attempts ({what}); the batch can be resent safely")
+            f"gave up after {attempt} attempts ({what}); the batch can be resent safely"
+        )
     hint = None
     if retry_after:
         try:

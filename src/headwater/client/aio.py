@@ -25,11 +25,18 @@ __all__ = ["AsyncHeadwaterClient"]
 class AsyncHeadwaterClient:
     """The asyncio twin of HeadwaterClient (same batching, retries and reports)."""
 
-    def __init__(self, url: str, api_key: str, *, batch_size: int = 500,
-                 max_batch_bytes: int = 1024 * 1024, retry: RetryPolicy | None = None,
-                 timeout: float = 30.0,
-                 on_rejection: Callable[[RejectedEvent], None] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        batch_size: int = 500,
+        max_batch_bytes: int = 1024 * 1024,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        on_rejection: Callable[[RejectedEvent], None] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.batch_size = batch_size
         self.max_batch_bytes = max_batch_bytes
         self.retry = retry or RetryPolicy()
@@ -37,16 +44,32 @@ class AsyncHeadwaterClient:
         self._buffer: list[dict[str, Any]] = []
         #: Everything sent by this client so far, automatic flushes included.
         self.totals = PublishReport()
-        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=timeout,
-                                       transport=transport,
-                                       headers={"Authorization": f"Bearer {api_key}"})
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"),
+            timeout=timeout,
+            transport=transport,
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
 
-    async def track(self, event_type: str, user_id: str, surface: str, *,
-                    item_id: str | None = None, payload: dict[str, Any] | None = None,
-                    **fields: Any) -> str:
+    async def track(
+        self,
+        event_type: str,
+        user_id: str,
+        surface: str,
+        *,
+        item_id: str | None = None,
+        payload: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> str:
         """Buffer one event (sent when the batch is full); its event id."""
-        event = build_event(event_type=event_type, user_id=user_id, surface=surface,
-                            item_id=item_id, payload=payload, **fields)
+        event = build_event(
+            event_type=event_type,
+            user_id=user_id,
+            surface=surface,
+            item_id=item_id,
+            payload=payload,
+            **fields,
+        )
         self._buffer.append(event)
         if len(self._buffer) >= self.batch_size:
             await self.flush()
@@ -73,13 +96,22 @@ class AsyncHeadwaterClient:
             status: int | None = None
             content, retry_after, error = b"", None, ""
             try:
-                response = await self._http.post("/v1/signals", content=body,
-                                                 headers={"Content-Type": "application/json"})
+                response = await self._http.post(
+                    "/v1/signals", content=body, headers={"Content-Type": "application/json"}
+                )
                 status, content = response.status_code, response.content
                 retry_after = response.headers.get("Retry-After")
             except httpx.TransportError as exc:
                 error = f"{type(exc).__name__}: {exc}"
-            outcome = decide(status, content, retry_after, events, attempt, self.retry, error)
+            outcome = decide(
+                status,
+                content,
+                retry_after,
+                events,
+                attempt=attempt,
+                policy=self.retry,
+                error=error,
+            )
             if isinstance(outcome, PublishReport):
                 outcome.retries = attempt - 1
                 return outcome
@@ -97,6 +129,10 @@ class AsyncHeadwaterClient:
     async def __aenter__(self) -> AsyncHeadwaterClient:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.aclose()

@@ -31,11 +31,18 @@ class HeadwaterClient:
     the returned PublishReport).
     """
 
-    def __init__(self, url: str, api_key: str, *, batch_size: int = 500,
-                 max_batch_bytes: int = 1024 * 1024, retry: RetryPolicy | None = None,
-                 timeout: float = 30.0,
-                 on_rejection: Callable[[RejectedEvent], None] | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        batch_size: int = 500,
+        max_batch_bytes: int = 1024 * 1024,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        on_rejection: Callable[[RejectedEvent], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.batch_size = batch_size
         self.max_batch_bytes = max_batch_bytes
         self.retry = retry or RetryPolicy()
@@ -43,15 +50,32 @@ class HeadwaterClient:
         self._buffer: list[dict[str, Any]] = []
         #: Everything sent by this client so far, automatic flushes included.
         self.totals = PublishReport()
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport,
-                                  headers={"Authorization": f"Bearer {api_key}"})
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"),
+            timeout=timeout,
+            transport=transport,
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
 
-    def track(self, event_type: str, user_id: str, surface: str, *,
-              item_id: str | None = None, payload: dict[str, Any] | None = None,
-              **fields: Any) -> str:
+    def track(
+        self,
+        event_type: str,
+        user_id: str,
+        surface: str,
+        *,
+        item_id: str | None = None,
+        payload: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> str:
         """Buffer one event (sent when the batch is full); its event id."""
-        event = build_event(event_type=event_type, user_id=user_id, surface=surface,
-                            item_id=item_id, payload=payload, **fields)
+        event = build_event(
+            event_type=event_type,
+            user_id=user_id,
+            surface=surface,
+            item_id=item_id,
+            payload=payload,
+            **fields,
+        )
         self._buffer.append(event)
         if len(self._buffer) >= self.batch_size:
             self.flush()
@@ -78,13 +102,22 @@ class HeadwaterClient:
             status: int | None = None
             content, retry_after, error = b"", None, ""
             try:
-                response = self._http.post("/v1/signals", content=body,
-                                           headers={"Content-Type": "application/json"})
+                response = self._http.post(
+                    "/v1/signals", content=body, headers={"Content-Type": "application/json"}
+                )
                 status, content = response.status_code, response.content
                 retry_after = response.headers.get("Retry-After")
             except httpx.TransportError as exc:
                 error = f"{type(exc).__name__}: {exc}"
-            outcome = decide(status, content, retry_after, events, attempt, self.retry, error)
+            outcome = decide(
+                status,
+                content,
+                retry_after,
+                events,
+                attempt=attempt,
+                policy=self.retry,
+                error=error,
+            )
             if isinstance(outcome, PublishReport):
                 outcome.retries = attempt - 1
                 return outcome
@@ -102,6 +135,10 @@ class HeadwaterClient:
     def __enter__(self) -> HeadwaterClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

@@ -52,26 +52,37 @@ class TypedSignal(
     schema_version: int | UnsetType = UNSET
 
 
+def _string(spec: FieldSpec) -> Any:
+    if spec.min_length is None and spec.max_length is None:
+        return str
+    return Annotated[str, Meta(min_length=spec.min_length, max_length=spec.max_length)]
+
+
+def _int(spec: FieldSpec) -> Any:
+    # Every int is bounded to 64 bits: stores downstream hold nothing wider.
+    lo = INT64_MIN if spec.minimum is None else int(spec.minimum)
+    hi = INT64_MAX if spec.maximum is None else int(spec.maximum)
+    return Annotated[int, Meta(ge=lo, le=hi)]
+
+
+def _float(spec: FieldSpec) -> Any:
+    if spec.minimum is None and spec.maximum is None:
+        return float
+    return Annotated[float, Meta(ge=spec.minimum, le=spec.maximum)]
+
+
+_SCALARS: dict[str, Any] = {
+    "string": _string,
+    "int": _int,
+    "float": _float,
+    "bool": lambda _spec: bool,
+    "enum": lambda spec: Literal[tuple(spec.values or ())],
+    "timestamp": lambda _spec: AwareDatetime,
+}
+
+
 def _scalar_type(spec: FieldSpec, kind: str) -> Any:
-    if kind == "string":
-        if spec.min_length is None and spec.max_length is None:
-            return str
-        return Annotated[str, Meta(min_length=spec.min_length, max_length=spec.max_length)]
-    if kind == "int":
-        lo = INT64_MIN if spec.minimum is None else int(spec.minimum)
-        hi = INT64_MAX if spec.maximum is None else int(spec.maximum)
-        return Annotated[int, Meta(ge=lo, le=hi)]
-    if kind == "float":
-        if spec.minimum is None and spec.maximum is None:
-            return float
-        return Annotated[float, Meta(ge=spec.minimum, le=spec.maximum)]
-    if kind == "bool":
-        return bool
-    if kind == "enum":
-        return Literal[tuple(spec.values or ())]
-    if kind == "timestamp":
-        return AwareDatetime
-    raise AssertionError(f"unhandled field type {kind}")
+    return _SCALARS[kind](spec)
 
 
 def _field_type(spec: FieldSpec) -> Any:

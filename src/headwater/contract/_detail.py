@@ -167,15 +167,15 @@ def _check_payload(
     if not isinstance(payload, dict):
         out.append(("payload", "wrong_type", f"expected an object, got {_json_type(payload)}"))
         return
-    for key in payload:
-        if key not in definition.payload:
-            out.append(
-                (
-                    f"payload.{key}",
-                    "undeclared_payload_field",
-                    f"{definition.name} declares no payload field {key!r}",
-                )
-            )
+    out.extend(
+        (
+            f"payload.{key}",
+            "undeclared_payload_field",
+            f"{definition.name} declares no payload field {key!r}",
+        )
+        for key in payload
+        if key not in definition.payload
+    )
     for name, spec in definition.payload.items():
         if name in payload:
             _check_field(payload[name], spec, f"payload.{name}", out)
@@ -207,21 +207,18 @@ def _check_item(
         )
 
 
-def check_event(
-    event: Any, definitions: Mapping[str, EventTypeDefinition], window: TimeWindow
-) -> list[Problem]:
-    """Every problem of one decoded event, in field order."""
-    if not isinstance(event, dict):
-        return [("", "not_an_object", f"expected a JSON object, got {_json_type(event)}")]
-    out: list[Problem] = []
-    _check_id(event, "event_id", out)
-    definition: EventTypeDefinition | None = None
+def _event_type(
+    event: dict[str, Any], definitions: Mapping[str, EventTypeDefinition], out: list[Problem]
+) -> EventTypeDefinition | None:
     etype = event.get("event_type")
     if "event_type" not in event:
         out.append(("event_type", "missing_required_field", "event_type is required"))
-    elif not isinstance(etype, str):
+        return None
+    if not isinstance(etype, str):
         out.append(("event_type", "wrong_type", f"expected a string, got {_json_type(etype)}"))
-    elif (definition := definitions.get(etype)) is None:
+        return None
+    definition = definitions.get(etype)
+    if definition is None:
         out.append(
             (
                 "event_type",
@@ -229,9 +226,12 @@ def check_event(
                 f"no contract registered for {etype!r}; known: {sorted(definitions)}",
             )
         )
-    _check_id(event, "user_id", out)
-    if definition is not None:
-        _check_item(event, definition, out)
+    return definition
+
+
+def _surface(
+    event: dict[str, Any], definition: EventTypeDefinition | None, out: list[Problem]
+) -> None:
     surface = event.get("surface")
     if "surface" not in event:
         out.append(("surface", "missing_required_field", "surface is required"))
@@ -242,23 +242,48 @@ def check_event(
             (
                 "surface",
                 "surface_not_allowed",
-                f"{surface!r} is not allowed for {definition.name}; "
-                f"allowed: {list(definition.surfaces)}",
+                (
+                    f"{surface!r} is not allowed for {definition.name}; "
+                    f"allowed: {list(definition.surfaces)}"
+                ),
             )
         )
+
+
+def _timestamp(event: dict[str, Any], window: TimeWindow, out: list[Problem]) -> None:
     if "timestamp" not in event:
         out.append(("timestamp", "missing_required_field", "timestamp is required"))
-    else:
-        ts, problem = _parse_timestamp(event["timestamp"], "timestamp")
-        if problem is None and ts is not None:
-            problem = check_time(ts, window)
-        if problem is not None:
-            out.append(problem)
-    if definition is not None:
-        _check_payload(event, definition, out)
+        return
+    ts, problem = _parse_timestamp(event["timestamp"], "timestamp")
+    if problem is None and ts is not None:
+        problem = check_time(ts, window)
+    if problem is not None:
+        out.append(problem)
+
+
+def _extra_keys(event: dict[str, Any], out: list[Problem]) -> None:
     for key in event:
         if key in ENVELOPE_FIELDS:
             out.append((key, "envelope_field_set", f"{key} is set by headwater, not the producer"))
         elif key not in SIGNAL_FIELDS:
             out.append((key, "unknown_field", f"{key!r} is not a field of the canonical signal"))
+
+
+def check_event(
+    event: Any, definitions: Mapping[str, EventTypeDefinition], window: TimeWindow
+) -> list[Problem]:
+    """Every problem of one decoded event, in field order."""
+    if not isinstance(event, dict):
+        return [("", "not_an_object", f"expected a JSON object, got {_json_type(event)}")]
+    out: list[Problem] = []
+    _check_id(event, "event_id", out)
+    definition = _event_type(event, definitions, out)
+    _check_id(event, "user_id", out)
+    if definition is not None:
+        _check_item(event, definition, out)
+    _surface(event, definition, out)
+    _timestamp(event, window, out)
+    if definition is not None:
+        _check_payload(event, definition, out)
+    _extra_keys(event, out)
     return out

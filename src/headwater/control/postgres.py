@@ -36,7 +36,7 @@ class _Tx:
         import psycopg
 
         try:
-            cur = self._conn.execute(_pg(sql), tuple(params))  # type: ignore[arg-type]
+            cur = self._conn.execute(_pg(sql), tuple(params))
             return list(cur.fetchall()) if cur.description is not None else []
         except psycopg.Error as exc:
             raise ControlPlaneError(f"control plane (postgresql): {exc}") from exc

@@ -1,4 +1,4 @@
-"""The idempotency window: event ids accepted recently, so a re-sent event is not published twice."""
+"""The idempotency window: recently accepted event ids, so a re-sent event is published once."""
 
 from __future__ import annotations
 
@@ -36,5 +36,6 @@ def open_idempotency_window(url: str, *, window_s: float = 86_400.0) -> Idempote
     factory = SUPPORTED_WINDOWS.get(scheme_of(url))
     if factory is None:
         raise ConfigurationError(
-            f"no idempotency-window backend for {url}; supported: {sorted(SUPPORTED_WINDOWS)}")
+            f"no idempotency-window backend for {url}; supported: {sorted(SUPPORTED_WINDOWS)}"
+        )
     return factory(url, window_s)

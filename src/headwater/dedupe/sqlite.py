@@ -24,8 +24,9 @@ class SqliteIdempotencyWindow:
         self._lock = threading.Lock()
         self._last_sweep = 0.0
         try:
-            self._conn = sqlite3.connect(sqlite_path(url), timeout=30.0, isolation_level=None,
-                                         check_same_thread=False)
+            self._conn = sqlite3.connect(
+                sqlite_path(url), timeout=30.0, isolation_level=None, check_same_thread=False
+            )
             self._conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL is enough: a window lost in a power cut only lets a retry through, and
             # every consumer is idempotent by event id anyway.
@@ -33,7 +34,8 @@ class SqliteIdempotencyWindow:
             self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS hw_dedupe (event_id TEXT PRIMARY KEY, "
-                "user_id TEXT NOT NULL, accepted_ms INTEGER NOT NULL) WITHOUT ROWID")
+                "user_id TEXT NOT NULL, accepted_ms INTEGER NOT NULL) WITHOUT ROWID"
+            )
             # No index on user_id: it would double the cost of every insert, and only an
             # erasure (rare, minutes of budget) needs to find a user's entries.
         except sqlite3.Error as exc:
@@ -52,11 +54,16 @@ class SqliteIdempotencyWindow:
         found: set[str] = set()
         with self._lock:
             for start in range(0, len(event_ids), 900):
-                chunk = event_ids[start:start + 900]
+                chunk = event_ids[start : start + 900]
                 marks = ",".join("?" * len(chunk))
-                found.update(str(r[0]) for r in self._run(
-                    f"SELECT event_id FROM hw_dedupe WHERE event_id IN ({marks}) "
-                    "AND accepted_ms >= ?", (*chunk, cutoff)))
+                found.update(
+                    str(r[0])
+                    for r in self._run(
+                        f"SELECT event_id FROM hw_dedupe WHERE event_id IN ({marks}) "
+                        "AND accepted_ms >= ?",
+                        (*chunk, cutoff),
+                    )
+                )
         return found
 
     def remember(self, entries: Sequence[tuple[str, str]]) -> None:
@@ -67,15 +74,18 @@ class SqliteIdempotencyWindow:
                 self._conn.executemany(
                     "INSERT INTO hw_dedupe VALUES (?, ?, ?) ON CONFLICT (event_id) "
                     "DO UPDATE SET accepted_ms = excluded.accepted_ms",
-                    [(e, u, now) for e, u in entries])
+                    [(e, u, now) for e, u in entries],
+                )
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
                 raise BackendError(f"idempotency window: {exc}") from exc
             if time.monotonic() - self._last_sweep > _SWEEP_S:
                 self._last_sweep = time.monotonic()
-                self._run("DELETE FROM hw_dedupe WHERE accepted_ms < ?",
-                          (now - int(self.window_s * 1000),))
+                self._run(
+                    "DELETE FROM hw_dedupe WHERE accepted_ms < ?",
+                    (now - int(self.window_s * 1000),),
+                )
 
     def erase_user(self, user_id: str) -> int:
         with self._lock:
@@ -84,8 +94,9 @@ class SqliteIdempotencyWindow:
 
     def count_user(self, user_id: str) -> int:
         with self._lock:
-            return int(str(self._run("SELECT COUNT(*) FROM hw_dedupe WHERE user_id = ?",
-                                     (user_id,))[0][0]))
+            return int(
+                str(self._run("SELECT COUNT(*) FROM hw_dedupe WHERE user_id = ?", (user_id,))[0][0])
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -38,8 +38,16 @@ class DemoProgress(msgspec.Struct):
 class TeamTraffic:
     """Six teams publishing at a target total rate until stopped."""
 
-    def __init__(self, services: GatewayServices, url: str, *, rate: float = 4000.0,
-                 invalid_rate: float = 0.03, seed: int = 7, batch: int = 200) -> None:
+    def __init__(
+        self,
+        services: GatewayServices,
+        url: str,
+        *,
+        rate: float = 4000.0,
+        invalid_rate: float = 0.03,
+        seed: int = 7,
+        batch: int = 200,
+    ) -> None:
         self.url = url
         self.rate = rate
         self.batch = batch
@@ -50,8 +58,11 @@ class TeamTraffic:
         self._keys: dict[str, str] = {}
         for team, (surface, mix) in TEAMS.items():
             secret, _ = services.keys.create(
-                team, event_types=tuple(t for t, _ in mix), surfaces=(surface,),
-                description="demo producer")
+                team,
+                event_types=tuple(t for t, _ in mix),
+                surfaces=(surface,),
+                description="demo producer",
+            )
             self._keys[team] = secret
         self._seed = seed
         self._invalid_rate = invalid_rate
@@ -59,14 +70,21 @@ class TeamTraffic:
     def _record(self, rejected: RejectedEvent, team: str) -> None:
         with self._lock:
             self.progress.reasons[rejected.rule] = self.progress.reasons.get(rejected.rule, 0) + 1
-            self.progress.examples.setdefault(rejected.rule, {
-                "team": team, "event_id": str(rejected.event_id), "field": rejected.field,
-                "message": rejected.message})
+            self.progress.examples.setdefault(
+                rejected.rule,
+                {
+                    "team": team,
+                    "event_id": str(rejected.event_id),
+                    "field": rejected.field,
+                    "message": rejected.message,
+                },
+            )
 
     def _run(self, team: str, share: float, seed: int) -> None:
         traffic = Traffic(seed=seed, invalid_rate=self._invalid_rate)
-        client = HeadwaterClient(self.url, self._keys[team],
-                                 on_rejection=lambda r: self._record(r, team))
+        client = HeadwaterClient(
+            self.url, self._keys[team], on_rejection=lambda r: self._record(r, team)
+        )
         interval = self.batch / max(1.0, self.rate * share)
         next_at = time.monotonic()
         try:
@@ -86,9 +104,12 @@ class TeamTraffic:
         weights = Counter({t: 3 if t in ("web", "ios", "android") else 1 for t in TEAMS})
         total = sum(weights.values())
         for i, team in enumerate(TEAMS):
-            t = threading.Thread(target=self._run, args=(team, weights[team] / total,
-                                                         self._seed + i),
-                                 name=f"team-{team}", daemon=True)
+            t = threading.Thread(
+                target=self._run,
+                args=(team, weights[team] / total, self._seed + i),
+                name=f"team-{team}",
+                daemon=True,
+            )
             t.start()
             self._threads.append(t)
 
@@ -103,16 +124,22 @@ class TeamTraffic:
         return self._keys[team]
 
 
-def publish_journey(url: str, key: str, *, user_id: str = JOURNEY_USER,
-                    on_step: Callable[[str], None] | None = None) -> list[str]:
+def publish_journey(
+    url: str, key: str, *, user_id: str = JOURNEY_USER, on_step: Callable[[str], None] | None = None
+) -> list[str]:
     """A short web journey of one user: views, a click, another view. Its event ids."""
-    steps = [("view", "i000101"), ("view", "i000202"), ("click", "i000202"),
-             ("view", "i000303")]
+    steps = [("view", "i000101"), ("view", "i000202"), ("click", "i000202"), ("view", "i000303")]
     ids = []
     with HeadwaterClient(url, key) as client:
         for etype, item in steps:
-            event = build_event(event_type=etype, user_id=user_id, surface="web", item_id=item,
-                                timestamp=datetime.now(UTC), payload={"position": 1})
+            event = build_event(
+                event_type=etype,
+                user_id=user_id,
+                surface="web",
+                item_id=item,
+                timestamp=datetime.now(UTC),
+                payload={"position": 1},
+            )
             report = client.publish([event])
             if report.rejected:
                 raise RuntimeError(f"journey event rejected: {report.rejected[0].message}")

@@ -30,9 +30,15 @@ class FeatureConsumer:
 
     name = "online-features"
 
-    def __init__(self, store: OnlineStore, engine: FeatureEngine | None = None, *,
-                 group: str = "features", idle_interval_s: float = 0.2,
-                 record_freshness: bool = True) -> None:
+    def __init__(
+        self,
+        store: OnlineStore,
+        engine: FeatureEngine | None = None,
+        *,
+        group: str = "features",
+        idle_interval_s: float = 0.2,
+        record_freshness: bool = True,
+    ) -> None:
         self.store = store
         self.engine = engine or FeatureEngine()
         self.group = group
@@ -97,7 +103,8 @@ class FeatureConsumer:
             for sig in signals:
                 if sig.received_at is not None:
                     per_type.setdefault(sig.event_type, []).append(
-                        now - sig.received_at.timestamp())
+                        now - sig.received_at.timestamp()
+                    )
         for etype, ages in per_type.items():
             hist = FRESHNESS_SECONDS.labels(etype)
             for age in ages:
@@ -111,8 +118,9 @@ class FeatureConsumer:
         self._last_idle = now
         stored = self.store.positions(self.group)
         as_of = int(time.time() * 1000)
-        marks = {p: Position(stored[p].next_offset if p in stored else 0, as_of)
-                 for p in partitions}
+        marks = {
+            p: Position(stored[p].next_offset if p in stored else 0, as_of) for p in partitions
+        }
         self.store.put(USER_NAMESPACE, {}, group=self.group, positions=marks)
 
     def erase(self, event: ErasureEvent) -> Confirmation:
@@ -120,7 +128,13 @@ class FeatureConsumer:
         removed = self.store.delete(USER_NAMESPACE, [event.user_id])
         remaining = self.store.count(USER_NAMESPACE, [event.user_id])
         return Confirmation(
-            request_id=event.request_id, participant=self.name, store=self.store.url,
-            method="delete row", rows_removed=removed, rows_remaining=remaining,
-            verified_at=datetime.now(UTC), ok=remaining == 0,
-            evidence={"namespace": USER_NAMESPACE, "scan": "key lookup after delete"})
+            request_id=event.request_id,
+            participant=self.name,
+            store=self.store.url,
+            method="delete row",
+            rows_removed=removed,
+            rows_remaining=remaining,
+            verified_at=datetime.now(UTC),
+            ok=remaining == 0,
+            evidence={"namespace": USER_NAMESPACE, "scan": "key lookup after delete"},
+        )

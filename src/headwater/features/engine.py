@@ -38,15 +38,18 @@ class UserFeatures(msgspec.Struct):
 class FeatureEngine:
     """Declared features compiled into per-event-type update lists."""
 
-    def __init__(self, specs: Sequence[FeatureSpec] = DEFAULT_FEATURES, *,
-                 lateness_ms: int = 3_600_000, budgets_s: Mapping[str, float] | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        specs: Sequence[FeatureSpec] = DEFAULT_FEATURES,
+        *,
+        lateness_ms: int = 3_600_000,
+        budgets_s: Mapping[str, float] | None = None,
+    ) -> None:
         self.specs = tuple(specs)
         self.lateness_ms = lateness_ms
         self.budgets_s = dict(budgets_s or {})
         self._updaters: dict[str, list[Updater]] = {}
-        self._any: list[tuple[FeatureSpec, Updater]] = [
-            (s, updater_for(s)) for s in self.specs]
+        self._any: list[tuple[FeatureSpec, Updater]] = [(s, updater_for(s)) for s in self.specs]
         self._readers: dict[str, Reader] = {s.name: reader_for(s) for s in self.specs}
         self.late_events = 0
         self.duplicates = 0
@@ -54,8 +57,7 @@ class FeatureEngine:
     def _for_type(self, event_type: str) -> list[Updater]:
         found = self._updaters.get(event_type)
         if found is None:
-            found = self._updaters[event_type] = [
-                u for s, u in self._any if s.feeds_on(event_type)]
+            found = self._updaters[event_type] = [u for s, u in self._any if s.feeds_on(event_type)]
         return found
 
     def apply(self, state: dict[str, Any], signals: Iterable[Signal]) -> int:
@@ -111,20 +113,32 @@ class FeatureEngine:
             relevant = [self.budgets_s[t] for t in spec.event_types if t in self.budgets_s]
         return min(relevant) if relevant else 300.0
 
-    def read(self, user_id: str, state: dict[str, Any] | None, *, now_ms: int,
-             as_of_ms: int | None, select: Sequence[str] | None = None) -> UserFeatures:
+    def read(
+        self,
+        user_id: str,
+        state: dict[str, Any] | None,
+        *,
+        now_ms: int,
+        as_of_ms: int | None,
+        select: Sequence[str] | None = None,
+    ) -> UserFeatures:
         """The user's features at ``now_ms``, stamped with as_of, age and staleness.
 
         A feature whose age (``now - as_of``) exceeds its budget is listed in
         ``stale_features`` and the answer is ``stale``: it is never presented as fresh.
         """
         specs = [s for s in self.specs if select is None or s.name in select]
-        values = {s.name: self._readers[s.name]((state or {}).get(s.name), now_ms)
-                  for s in specs}
+        values = {s.name: self._readers[s.name]((state or {}).get(s.name), now_ms) for s in specs}
         budgets = {s.name: self.budget_of(s) for s in specs}
         age = None if as_of_ms is None else max(0.0, (now_ms - as_of_ms) / 1000)
         stale = [n for n, b in budgets.items() if age is None or age > b]
         return UserFeatures(
-            user_id=user_id, features=values, as_of=iso(as_of_ms) if as_of_ms else None,
-            age_s=None if age is None else round(age, 3), stale=bool(stale),
-            stale_features=stale, budgets_s=budgets, found=bool(state))
+            user_id=user_id,
+            features=values,
+            as_of=iso(as_of_ms) if as_of_ms else None,
+            age_s=None if age is None else round(age, 3),
+            stale=bool(stale),
+            stale_features=stale,
+            budgets_s=budgets,
+            found=bool(state),
+        )

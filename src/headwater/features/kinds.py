@@ -54,9 +54,10 @@ def _window_count(spec: FeatureSpec) -> Updater:
         per_type = state.get(name)
         if per_type is None:
             per_type = state[name] = {}
-        buckets = per_type.get(sig.event_type)
+        buckets: list[dict[int, int]] | None = per_type.get(sig.event_type)
         if buckets is None:
-            buckets = per_type[sig.event_type] = [{}, {}]
+            buckets = [{}, {}]
+            per_type[sig.event_type] = buckets
         minutes, hours = buckets
         minute = ts // MINUTE_MS
         hour = ts // HOUR_MS
@@ -170,8 +171,12 @@ def _active_surfaces(spec: FeatureSpec) -> Updater:
 
 
 _UPDATERS: dict[str, Callable[[FeatureSpec], Updater]] = {
-    "count": _count, "window_count": _window_count, "recent_items": _recent_items,
-    "last_event": _last_event, "mean": _mean, "last_time": _last_time,
+    "count": _count,
+    "window_count": _window_count,
+    "recent_items": _recent_items,
+    "last_event": _last_event,
+    "mean": _mean,
+    "last_time": _last_time,
     "active_surfaces": _active_surfaces,
 }
 

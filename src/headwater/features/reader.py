@@ -20,9 +20,15 @@ class FeatureReader:
     types' budgets and the answer says stale.
     """
 
-    def __init__(self, store: OnlineStore, engine: FeatureEngine, *,
-                 partition_of: Callable[[str], int], group: str = "features",
-                 positions_ttl_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        store: OnlineStore,
+        engine: FeatureEngine,
+        *,
+        partition_of: Callable[[str], int],
+        group: str = "features",
+        positions_ttl_s: float = 0.05,
+    ) -> None:
         self.store = store
         self.engine = engine
         self.partition_of = partition_of
@@ -43,8 +49,9 @@ class FeatureReader:
         """One user's features."""
         return self.read_many([user_id], select)[0]
 
-    def read_many(self, user_ids: Sequence[str],
-                  select: Sequence[str] | None = None) -> list[UserFeatures]:
+    def read_many(
+        self, user_ids: Sequence[str], select: Sequence[str] | None = None
+    ) -> list[UserFeatures]:
         """Several users' features, in the order asked."""
         rows = self.store.get(USER_NAMESPACE, list(dict.fromkeys(user_ids)))
         positions = self._current_positions()
@@ -53,6 +60,13 @@ class FeatureReader:
         for user in user_ids:
             pos = positions.get(self.partition_of(user))
             state = self.engine.decode(rows.get(user))
-            out.append(self.engine.read(user, state, now_ms=now_ms,
-                                        as_of_ms=pos.as_of_ms if pos else None, select=select))
+            out.append(
+                self.engine.read(
+                    user,
+                    state,
+                    now_ms=now_ms,
+                    as_of_ms=pos.as_of_ms if pos else None,
+                    select=select,
+                )
+            )
         return out

@@ -18,10 +18,18 @@ from headwater.errors import ConfigurationError
 
 __all__ = ["DEFAULT_FEATURES", "KINDS", "FeatureSpec", "load_features"]
 
-Kind = Literal["count", "window_count", "recent_items", "last_event", "mean", "last_time",
-               "active_surfaces"]
-KINDS: tuple[str, ...] = ("count", "window_count", "recent_items", "last_event", "mean",
-                          "last_time", "active_surfaces")
+Kind = Literal[
+    "count", "window_count", "recent_items", "last_event", "mean", "last_time", "active_surfaces"
+]
+KINDS: tuple[str, ...] = (
+    "count",
+    "window_count",
+    "recent_items",
+    "last_event",
+    "mean",
+    "last_time",
+    "active_surfaces",
+)
 
 
 class FeatureSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -51,18 +59,40 @@ class FeatureSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 DEFAULT_FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec(name="counts", kind="count", description="All-time events per type"),
-    FeatureSpec(name="window_counts", kind="window_count",
-                windows_s=(3600.0, 86_400.0, 604_800.0),
-                description="Events per type over the last 1 h, 24 h and 7 d"),
-    FeatureSpec(name="recently_viewed", kind="recent_items", event_types=("view",), size=20,
-                description="Last 20 distinct items viewed, most recent first"),
+    FeatureSpec(
+        name="window_counts",
+        kind="window_count",
+        windows_s=(3600.0, 86_400.0, 604_800.0),
+        description="Events per type over the last 1 h, 24 h and 7 d",
+    ),
+    FeatureSpec(
+        name="recently_viewed",
+        kind="recent_items",
+        event_types=("view",),
+        size=20,
+        description="Last 20 distinct items viewed, most recent first",
+    ),
     FeatureSpec(name="recently_clicked", kind="recent_items", event_types=("click",), size=20),
-    FeatureSpec(name="recently_saved", kind="recent_items", event_types=("save",), size=20,
-                remove_when={"action": "remove"}),
-    FeatureSpec(name="last_purchase", kind="last_event", event_types=("purchase",),
-                fields=("order_id", "price", "currency", "quantity")),
-    FeatureSpec(name="rating", kind="mean", event_types=("rating",), field="rating",
-                description="Mean and count of the user's ratings"),
+    FeatureSpec(
+        name="recently_saved",
+        kind="recent_items",
+        event_types=("save",),
+        size=20,
+        remove_when={"action": "remove"},
+    ),
+    FeatureSpec(
+        name="last_purchase",
+        kind="last_event",
+        event_types=("purchase",),
+        fields=("order_id", "price", "currency", "quantity"),
+    ),
+    FeatureSpec(
+        name="rating",
+        kind="mean",
+        event_types=("rating",),
+        field="rating",
+        description="Mean and count of the user's ratings",
+    ),
     FeatureSpec(name="last_event_at", kind="last_time"),
     FeatureSpec(name="active_surfaces_24h", kind="active_surfaces", window_s=86_400.0),
 )

@@ -40,19 +40,21 @@ _STATUS: list[tuple[type[HeadwaterError], int, str]] = [
 _ENC = msgspec.json.Encoder()
 
 
-def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None,
-                  ) -> Response:
+def json_response(
+    body: object,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """A JSON response encoded with msgspec."""
-    return Response(_ENC.encode(body), status_code=status, media_type="application/json",
-                    headers=headers)
+    return Response(
+        _ENC.encode(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def _respond(exc: HeadwaterError) -> Response:
-    for cls, status, code in _STATUS:
-        if isinstance(exc, cls):
-            break
-    else:
-        status, code = 500, "internal"
+    status, code = next(
+        ((s, c) for cls, s, c in _STATUS if isinstance(exc, cls)), (500, "internal")
+    )
     body: dict[str, object] = {"error": code, "message": str(exc)}
     headers: dict[str, str] = {}
     if isinstance(exc, IncompatibleChangeError):

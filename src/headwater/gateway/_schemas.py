@@ -18,14 +18,22 @@ SIGNAL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["event_id", "event_type", "user_id", "surface", "timestamp", "payload"],
     "properties": {
-        "event_id": {**_ID, "description": "Producer-assigned, globally unique; the idempotency key"},
+        "event_id": {
+            **_ID,
+            "description": "Producer-assigned, globally unique; the idempotency key",
+        },
         "event_type": {"type": "string", "description": "A registered event type, e.g. view"},
         "user_id": _ID,
-        "item_id": {"anyOf": [_ID, {"type": "null"}],
-                    "description": "Required for types that carry an item, absent otherwise"},
+        "item_id": {
+            "anyOf": [_ID, {"type": "null"}],
+            "description": "Required for types that carry an item, absent otherwise",
+        },
         "surface": {"type": "string", "description": "Where it happened, e.g. web or ios"},
-        "timestamp": {"type": "string", "format": "date-time",
-                      "description": "RFC 3339 with an offset; at most 7 days old"},
+        "timestamp": {
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 with an offset; at most 7 days old",
+        },
         "payload": {"type": "object", "description": "Fields declared by the event type"},
     },
     "additionalProperties": False,
@@ -34,10 +42,10 @@ SIGNAL_SCHEMA: dict[str, Any] = {
 PUBLISH_BODY_SCHEMA: dict[str, Any] = {
     "required": True,
     "content": {
-        "application/json": {"schema": {"type": "array", "items": SIGNAL_SCHEMA,
-                                        "maxItems": 500}},
-        "application/x-ndjson": {"schema": {"type": "string",
-                                            "description": "one JSON event per line"}},
+        "application/json": {"schema": {"type": "array", "items": SIGNAL_SCHEMA, "maxItems": 500}},
+        "application/x-ndjson": {
+            "schema": {"type": "string", "description": "one JSON event per line"}
+        },
     },
 }
 
@@ -117,27 +125,31 @@ PUBLISH_RESPONSES: dict[int | str, dict[str, Any]] = {
 CONTRACT_DOCUMENT_SCHEMA: dict[str, Any] = {
     "required": True,
     "content": {
-        "application/json": {"schema": {
-            "type": "object",
-            "required": ["team", "event_types"],
-            "properties": {"team": {"type": "string"},
-                           "event_types": {"type": "object"}},
-        }},
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["team", "event_types"],
+                "properties": {"team": {"type": "string"}, "event_types": {"type": "object"}},
+            }
+        },
     },
 }
 
 
-FEATURES_RESPONSE: dict[str, Any] = _json({
-    "type": "object",
-    "required": ["user_id", "features", "as_of", "age_s", "stale", "stale_features"],
-    "properties": {
-        "user_id": {"type": "string"},
-        "found": {"type": "boolean"},
-        "features": {"type": "object"},
-        "as_of": {"type": ["string", "null"], "format": "date-time"},
-        "age_s": {"type": ["number", "null"]},
-        "stale": {"type": "boolean"},
-        "stale_features": {"type": "array", "items": {"type": "string"}},
-        "budgets_s": {"type": "object"},
+FEATURES_RESPONSE: dict[str, Any] = _json(
+    {
+        "type": "object",
+        "required": ["user_id", "features", "as_of", "age_s", "stale", "stale_features"],
+        "properties": {
+            "user_id": {"type": "string"},
+            "found": {"type": "boolean"},
+            "features": {"type": "object"},
+            "as_of": {"type": ["string", "null"], "format": "date-time"},
+            "age_s": {"type": ["number", "null"]},
+            "stale": {"type": "boolean"},
+            "stale_features": {"type": "array", "items": {"type": "string"}},
+            "budgets_s": {"type": "object"},
+        },
     },
-}, "Features with as_of, age and staleness")
+    "Features with as_of, age and staleness",
+)

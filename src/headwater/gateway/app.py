@@ -18,9 +18,12 @@ from headwater.gateway.services import GatewayServices
 __all__ = ["create_app"]
 
 
-def create_app(services: GatewayServices | None = None, *,
-               settings: Settings | None = None,
-               extra: Callable[[FastAPI], None] | None = None) -> FastAPI:
+def create_app(
+    services: GatewayServices | None = None,
+    *,
+    settings: Settings | None = None,
+    extra: Callable[[FastAPI], None] | None = None,
+) -> FastAPI:
     """The gateway app over ``services`` (opened from ``settings`` when not given).
 
     When the app opens its services itself it also closes them on shutdown.
@@ -35,9 +38,13 @@ def create_app(services: GatewayServices | None = None, *,
         if owned:
             app.state.services.close()
 
-    app = FastAPI(title="headwater", version=__version__, lifespan=lifespan,
-                  description="Publish interaction signals through one contract; read fresh "
-                              "features; erase users with proof.")
+    app = FastAPI(
+        title="headwater",
+        version=__version__,
+        lifespan=lifespan,
+        description="Publish interaction signals through one contract; read fresh "
+        "features; erase users with proof.",
+    )
     app.state.services = services
     app.state.key_cache = {}
     install_error_handlers(app)

@@ -47,8 +47,11 @@ def services(request: Request) -> GatewayServices:
     return svc
 
 
-def authenticate(request: Request, authorization: str | None, api_key: str | None,
-                 ) -> ProducerKey:
+def authenticate(
+    request: Request,
+    authorization: str | None,
+    api_key: str | None,
+) -> ProducerKey:
     """The producer key of a request, cached a few seconds (revocation applies within 5 s)."""
     secret = api_key
     if authorization and authorization.lower().startswith("bearer "):
@@ -91,8 +94,9 @@ KeyHeader = Annotated[str | None, Header(alias="X-API-Key", description="Produce
     openapi_extra={"requestBody": PUBLISH_BODY_SCHEMA},
     responses=PUBLISH_RESPONSES,
 )
-async def publish(request: Request, authorization: AuthHeader = None,
-                  x_api_key: KeyHeader = None) -> Response:
+async def publish(
+    request: Request, authorization: AuthHeader = None, x_api_key: KeyHeader = None
+) -> Response:
     """Validate each event against its contract; publish the accepted ones durably.
 
     The body is a JSON array of events (``application/json``) or one event per line
@@ -128,29 +132,32 @@ def _count_hint(body: bytes, *, ndjson: bool) -> int:
 
 def _definition_doc(item: Any) -> dict[str, Any]:
     d: EventTypeDefinition = item.definition
-    return {"version": item.version, "registered_at": item.registered_at,
-            **msgspec.to_builtins(d)}
+    return {"version": item.version, "registered_at": item.registered_at, **msgspec.to_builtins(d)}
 
 
-@router.get("/v1/contracts", summary="List event types and their versions",
-            responses=errors(503))
+@router.get("/v1/contracts", summary="List event types and their versions", responses=errors(503))
 async def list_contracts(request: Request) -> Response:
     """Every registered event type with its latest definition and version numbers."""
     history = await run_in_threadpool(services(request).registry.history)
-    return json_response({"event_types": [
-        {**_definition_doc(versions[-1]), "versions": [v.version for v in versions]}
-        for versions in history.values()]})
+    return json_response(
+        {
+            "event_types": [
+                {**_definition_doc(versions[-1]), "versions": [v.version for v in versions]}
+                for versions in history.values()
+            ]
+        }
+    )
 
 
-@router.get("/v1/contracts/{name}", summary="One event type's version history",
-            responses=errors(404, 503))
+@router.get(
+    "/v1/contracts/{name}", summary="One event type's version history", responses=errors(404, 503)
+)
 async def contract_history(request: Request, name: str) -> Response:
     """Every version of one event type, oldest first."""
     history = await run_in_threadpool(services(request).registry.history)
     if name not in history:
         raise UnknownEventTypeError(f"no event type {name!r} is registered")
-    return json_response({"name": name,
-                          "versions": [_definition_doc(v) for v in history[name]]})
+    return json_response({"name": name, "versions": [_definition_doc(v) for v in history[name]]})
 
 
 async def _parse_contract_body(request: Request) -> tuple[str, dict[str, EventTypeDefinition]]:
@@ -169,17 +176,24 @@ async def _parse_contract_body(request: Request) -> tuple[str, dict[str, EventTy
 
 
 def _plan_doc(plan: ChangePlan) -> dict[str, Any]:
-    return {"compatible": plan.compatible, "added": list(plan.added),
-            "changed": [{"name": n, "version": v} for n, v in plan.changed],
-            "unchanged": list(plan.unchanged),
-            "violations": msgspec.to_builtins(plan.violations)}
+    return {
+        "compatible": plan.compatible,
+        "added": list(plan.added),
+        "changed": [{"name": n, "version": v} for n, v in plan.changed],
+        "unchanged": list(plan.unchanged),
+        "violations": msgspec.to_builtins(plan.violations),
+    }
 
 
-@router.post("/v1/contracts/check", summary="Check proposed definitions without registering",
-             openapi_extra={"requestBody": CONTRACT_DOCUMENT_SCHEMA},
-             responses=errors(401, 413, 422, 503))
-async def check_contracts(request: Request, authorization: AuthHeader = None,
-                          x_api_key: KeyHeader = None) -> Response:
+@router.post(
+    "/v1/contracts/check",
+    summary="Check proposed definitions without registering",
+    openapi_extra={"requestBody": CONTRACT_DOCUMENT_SCHEMA},
+    responses=errors(401, 413, 422, 503),
+)
+async def check_contracts(
+    request: Request, authorization: AuthHeader = None, x_api_key: KeyHeader = None
+) -> Response:
     """What registering this team's document would do; every violation is listed."""
     await run_in_threadpool(authenticate, request, authorization, x_api_key)
     _team, definitions = await _parse_contract_body(request)
@@ -187,12 +201,18 @@ async def check_contracts(request: Request, authorization: AuthHeader = None,
     return json_response(_plan_doc(plan))
 
 
-@router.post("/v1/contracts", summary="Register new definitions or versions",
-             openapi_extra={"requestBody": CONTRACT_DOCUMENT_SCHEMA},
-             responses={201: {"description": "New types or versions registered"},
-                        **errors(401, 403, 409, 413, 422, 503)})
-async def register_contracts(request: Request, authorization: AuthHeader = None,
-                             x_api_key: KeyHeader = None) -> Response:
+@router.post(
+    "/v1/contracts",
+    summary="Register new definitions or versions",
+    openapi_extra={"requestBody": CONTRACT_DOCUMENT_SCHEMA},
+    responses={
+        201: {"description": "New types or versions registered"},
+        **errors(401, 403, 409, 413, 422, 503),
+    },
+)
+async def register_contracts(
+    request: Request, authorization: AuthHeader = None, x_api_key: KeyHeader = None
+) -> Response:
     """Register a team's definitions (all or nothing); only the owning team may."""
     key = await run_in_threadpool(authenticate, request, authorization, x_api_key)
     team, definitions = await _parse_contract_body(request)
@@ -200,7 +220,8 @@ async def register_contracts(request: Request, authorization: AuthHeader = None,
     if team != key.team or foreign:
         raise PermissionDeniedError(
             f"key of team {key.team!r} may only register its own event types; "
-            f"document team {team!r}, types owned by others: {foreign}")
+            f"document team {team!r}, types owned by others: {foreign}"
+        )
     plan = await run_in_threadpool(services(request).registry.apply, definitions, partial=True)
     await run_in_threadpool(services(request).refresh_contracts)
     return json_response(_plan_doc(plan), 201 if plan.added or plan.changed else 200)

@@ -32,12 +32,17 @@ def _select(features: str | None) -> list[str] | None:
     return [f for f in features.split(",") if f] if features else None
 
 
-@router.get("/v1/users/{user_id}/features", summary="One user's features with freshness",
-            responses={200: FEATURES_RESPONSE, **errors(503)})
+@router.get(
+    "/v1/users/{user_id}/features",
+    summary="One user's features with freshness",
+    responses={200: FEATURES_RESPONSE, **errors(503)},
+)
 async def user_features(
-    request: Request, user_id: str,
-    features: Annotated[str | None, Query(description="Comma-separated names; all if absent")]
-    = None,
+    request: Request,
+    user_id: str,
+    features: Annotated[
+        str | None, Query(description="Comma-separated names; all if absent")
+    ] = None,
 ) -> Response:
     """The user's streaming features, each answer stamped with ``as_of`` and age.
 
@@ -49,8 +54,11 @@ async def user_features(
     return json_response(answer)
 
 
-@router.post("/v1/features/batch", summary="Features of many users in one call",
-             responses=errors(400, 413, 503))
+@router.post(
+    "/v1/features/batch",
+    summary="Features of many users in one call",
+    responses=errors(400, 413, 503),
+)
 async def batch_features(request: Request) -> Response:
     """``{"user_ids": [...], "features": [...]}`` -> ``{"users": [...]}`` in the same order."""
     try:

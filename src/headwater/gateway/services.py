@@ -33,18 +33,21 @@ class GatewayServices:
         self.dead_letters = DeadLetterStore(self.control)
         self.bus: Bus = open_bus(settings.bus_url)
         self.window: IdempotencyWindow = open_idempotency_window(
-            settings.dedupe_url, window_s=settings.dedupe_window_s)
+            settings.dedupe_url, window_s=settings.dedupe_window_s
+        )
         self.limiter = RateLimiter()
         self.ingestor = Ingestor(self.registry, self.bus, self.window, limits=limits)
         self.online: OnlineStore = open_online_store(settings.online_url)
-        self.features = FeatureReader(self.online, feature_engine(self.registry),
-                                      partition_of=self.bus.partition_of)
+        self.features = FeatureReader(
+            self.online, feature_engine(self.registry), partition_of=self.bus.partition_of
+        )
 
     def refresh_contracts(self) -> None:
         """Use newly registered contracts now: validation and freshness budgets."""
         self.ingestor.refresh()
         self.features.engine.budgets_s = {
-            r.name: r.definition.freshness_budget_s for r in self.registry.current()}
+            r.name: r.definition.freshness_budget_s for r in self.registry.current()
+        }
 
     def describe(self) -> dict[str, object]:
         """Where each backend is (for /v1/health)."""

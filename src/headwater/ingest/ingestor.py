@@ -63,8 +63,16 @@ class PreparedBatch:
 
     __slots__ = ("duplicate_index", "fresh", "messages", "producer", "received_at", "result")
 
-    def __init__(self, result: BatchResult, fresh: list[TypedSignal], duplicate_index: set[int],
-                 messages: list[Message], producer: str, received_at: datetime) -> None:
+    def __init__(
+        self,
+        result: BatchResult,
+        fresh: list[TypedSignal],
+        duplicate_index: set[int],
+        messages: list[Message],
+        *,
+        producer: str,
+        received_at: datetime,
+    ) -> None:
         self.result = result
         self.fresh = fresh
         self.duplicate_index = duplicate_index
@@ -76,10 +84,16 @@ class PreparedBatch:
 class Ingestor:
     """Turns producer batches into durable, deduplicated signals on the bus."""
 
-    def __init__(self, registry: ContractRegistry, bus: Bus, window: IdempotencyWindow, *,
-                 limits: Limits | None = None, refresh_s: float = 1.0,
-                 on_published: Callable[[list[TypedSignal], datetime], None] | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        registry: ContractRegistry,
+        bus: Bus,
+        window: IdempotencyWindow,
+        *,
+        limits: Limits | None = None,
+        refresh_s: float = 1.0,
+        on_published: Callable[[list[TypedSignal], datetime], None] | None = None,
+    ) -> None:
         self.registry = registry
         self.bus = bus
         self.publisher = GroupCommitPublisher(bus)
@@ -136,7 +150,9 @@ class Ingestor:
             event.received_at = received_at
             event.schema_version = type(event).schema_version_of_type
             messages.append(Message(event.user_id, encode_signal(event)))
-        return PreparedBatch(result, fresh, duplicate_index, messages, team, received_at)
+        return PreparedBatch(
+            result, fresh, duplicate_index, messages, producer=team, received_at=received_at
+        )
 
     def finish(self, batch: PreparedBatch) -> IngestOutcome:
         """After the durable write: remember the ids and build the answer."""
@@ -180,37 +196,52 @@ def _check_scope(result: BatchResult, key: ProducerKey) -> None:
         if not key.allows_type(etype):
             refused.append(f"#{index} ({event.event_id}): event_type {etype!r} not allowed")
         elif not key.allows_surface(str(event.surface)):  # type: ignore[attr-defined]
-            refused.append(f"#{index} ({event.event_id}): surface "
-                           f"{event.surface!r} not allowed")  # type: ignore[attr-defined]
+            refused.append(f"#{index} ({event.event_id}): surface {event.surface!r} not allowed")  # type: ignore[attr-defined]
     if refused:
         raise PermissionDeniedError(
             f"key {key.key_id} of team {key.team} may publish event types "
             f"{list(key.event_types)} on surfaces {list(key.surfaces)}; refused: "
-            + "; ".join(refused[:20]) + (" ..." if len(refused) > 20 else ""))
+            + "; ".join(refused[:20])
+            + (" ..." if len(refused) > 20 else "")
+        )
 
 
-def _outcome(result: BatchResult, duplicate_index: set[int], producer: str,
-             received_at: datetime) -> IngestOutcome:
+def _outcome(
+    result: BatchResult, duplicate_index: set[int], producer: str, received_at: datetime
+) -> IngestOutcome:
     results: list[EventResult]
     if not result.rejections and not duplicate_index:
         # The common case, built without merging and sorting.
-        results = [EventResult(index=i, status="accepted", event_id=e.event_id)
-                   for i, e in enumerate(result.accepted)]
+        results = [
+            EventResult(index=i, status="accepted", event_id=e.event_id)
+            for i, e in enumerate(result.accepted)
+        ]
     else:
         results = [_result(index, item, duplicate_index) for index, item in result.outcomes()]
     return IngestOutcome(
-        accepted=len(result.accepted) - len(duplicate_index), duplicates=len(duplicate_index),
-        rejected=len(result.rejections), producer=producer, received_at=received_at,
-        results=results)
+        accepted=len(result.accepted) - len(duplicate_index),
+        duplicates=len(duplicate_index),
+        rejected=len(result.rejections),
+        producer=producer,
+        received_at=received_at,
+        results=results,
+    )
 
 
 def _result(index: int, item: TypedSignal | Rejection, duplicate_index: set[int]) -> EventResult:
     if isinstance(item, TypedSignal):
         status: Literal["accepted", "duplicate"] = (
-            "duplicate" if index in duplicate_index else "accepted")
+            "duplicate" if index in duplicate_index else "accepted"
+        )
         return EventResult(index=index, status=status, event_id=item.event_id)
     return EventResult(
-        index=index, status="rejected", event_id=item.event_id, field=item.field,
-        rule=item.rule, message=item.message,
-        violations=[{"field": v.field, "rule": v.rule, "message": v.message}
-                    for v in item.violations])
+        index=index,
+        status="rejected",
+        event_id=item.event_id,
+        field=item.field,
+        rule=item.rule,
+        message=item.message,
+        violations=[
+            {"field": v.field, "rule": v.rule, "message": v.message} for v in item.violations
+        ],
+    )

@@ -25,7 +25,9 @@ def _redis(url: str) -> OnlineStore:
 
 #: URL scheme -> backend factory.
 SUPPORTED_ONLINE_STORES: dict[str, Callable[[str], OnlineStore]] = {
-    "sqlite": _sqlite, "redis": _redis, "rediss": _redis,
+    "sqlite": _sqlite,
+    "redis": _redis,
+    "rediss": _redis,
 }
 
 
@@ -34,5 +36,6 @@ def open_online_store(url: str) -> OnlineStore:
     factory = SUPPORTED_ONLINE_STORES.get(scheme_of(url))
     if factory is None:
         raise ConfigurationError(
-            f"no online store for {url}; supported: {sorted(SUPPORTED_ONLINE_STORES)}")
+            f"no online store for {url}; supported: {sorted(SUPPORTED_ONLINE_STORES)}"
+        )
     return factory(url)

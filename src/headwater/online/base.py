@@ -37,8 +37,14 @@ class OnlineStore(Protocol):
         """The stored rows among ``keys`` (absent keys are left out)."""
         ...
 
-    def put(self, namespace: str, rows: Mapping[str, bytes], *, group: str = "",
-            positions: Mapping[int, Position] | None = None) -> None:
+    def put(
+        self,
+        namespace: str,
+        rows: Mapping[str, bytes],
+        *,
+        group: str = "",
+        positions: Mapping[int, Position] | None = None,
+    ) -> None:
         """Write rows and (optionally) a group's positions together, durably."""
         ...
 

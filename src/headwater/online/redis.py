@@ -54,15 +54,25 @@ class RedisOnlineStore:
         values = self._call(lambda: self._redis.mget([self._key(namespace, k) for k in keys]))
         return {k: v for k, v in zip(keys, values, strict=True) if v is not None}
 
-    def put(self, namespace: str, rows: Mapping[str, bytes], *, group: str = "",
-            positions: Mapping[int, Position] | None = None) -> None:
+    def put(
+        self,
+        namespace: str,
+        rows: Mapping[str, bytes],
+        *,
+        group: str = "",
+        positions: Mapping[int, Position] | None = None,
+    ) -> None:
         def write() -> None:
             pipe = self._redis.pipeline(transaction=True)
             if rows:
                 pipe.mset({self._key(namespace, k): v for k, v in rows.items()})
             if positions:
-                pipe.hset(f"{self.prefix}:positions:{group}", mapping={
-                    str(p): f"{pos.next_offset}:{pos.as_of_ms}" for p, pos in positions.items()})
+                pipe.hset(
+                    f"{self.prefix}:positions:{group}",
+                    mapping={
+                        str(p): f"{pos.next_offset}:{pos.as_of_ms}" for p, pos in positions.items()
+                    },
+                )
             pipe.execute()
 
         self._call(write)
@@ -78,26 +88,25 @@ class RedisOnlineStore:
     def delete(self, namespace: str, keys: Sequence[str]) -> int:
         if not keys:
             return 0
-        return int(self._call(lambda: self._redis.delete(*[self._key(namespace, k)
-                                                           for k in keys])))
+        return int(self._call(lambda: self._redis.delete(*[self._key(namespace, k) for k in keys])))
 
     def count(self, namespace: str, keys: Sequence[str]) -> int:
         if not keys:
             return 0
-        return int(self._call(lambda: self._redis.exists(*[self._key(namespace, k)
-                                                           for k in keys])))
+        return int(self._call(lambda: self._redis.exists(*[self._key(namespace, k) for k in keys])))
 
     def keys(self, namespace: str) -> list[str]:
         head = len(self.prefix) + len(namespace) + 2
-        found = self._call(lambda: list(self._redis.scan_iter(
-            match=f"{self.prefix}:{namespace}:*", count=1000)))
+        found = self._call(
+            lambda: list(self._redis.scan_iter(match=f"{self.prefix}:{namespace}:*", count=1000))
+        )
         return [k.decode()[head:] for k in found]
 
     def clear(self, namespace: str) -> int:
         keys = self.keys(namespace)
         removed = 0
         for start in range(0, len(keys), 1000):
-            removed += self.delete(namespace, keys[start:start + 1000])
+            removed += self.delete(namespace, keys[start : start + 1000])
         return removed
 
     def close(self) -> None:

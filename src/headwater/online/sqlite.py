@@ -31,8 +31,9 @@ class SqliteOnlineStore:
         self.url = url
         self._lock = threading.RLock()
         try:
-            self._conn = sqlite3.connect(sqlite_path(url), timeout=60.0, isolation_level=None,
-                                         check_same_thread=False)
+            self._conn = sqlite3.connect(
+                sqlite_path(url), timeout=60.0, isolation_level=None, check_same_thread=False
+            )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=60000")
@@ -53,29 +54,39 @@ class SqliteOnlineStore:
         found: dict[str, bytes] = {}
         with self._lock:
             for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start:start + _CHUNK]
+                chunk = keys[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                found.update(self._query(
-                    f"SELECT key, value FROM hw_rows WHERE ns = ? AND key IN ({marks})",
-                    (namespace, *chunk)))
+                found.update(
+                    self._query(
+                        f"SELECT key, value FROM hw_rows WHERE ns = ? AND key IN ({marks})",
+                        (namespace, *chunk),
+                    )
+                )
         return found
 
-    def put(self, namespace: str, rows: Mapping[str, bytes], *, group: str = "",
-            positions: Mapping[int, Position] | None = None) -> None:
+    def put(
+        self,
+        namespace: str,
+        rows: Mapping[str, bytes],
+        *,
+        group: str = "",
+        positions: Mapping[int, Position] | None = None,
+    ) -> None:
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.executemany(
                     "INSERT INTO hw_rows VALUES (?, ?, ?) ON CONFLICT (ns, key) "
                     "DO UPDATE SET value = excluded.value",
-                    [(namespace, k, v) for k, v in rows.items()])
+                    [(namespace, k, v) for k, v in rows.items()],
+                )
                 if positions:
                     self._conn.executemany(
                         "INSERT INTO hw_positions VALUES (?, ?, ?, ?) "
                         "ON CONFLICT (grp, partition) DO UPDATE SET "
                         "next_offset = excluded.next_offset, as_of_ms = excluded.as_of_ms",
-                        [(group, p, pos.next_offset, pos.as_of_ms)
-                         for p, pos in positions.items()])
+                        [(group, p, pos.next_offset, pos.as_of_ms) for p, pos in positions.items()],
+                    )
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._conn.in_transaction:
@@ -84,20 +95,22 @@ class SqliteOnlineStore:
 
     def positions(self, group: str) -> dict[int, Position]:
         with self._lock:
-            rows = self._query("SELECT partition, next_offset, as_of_ms FROM hw_positions "
-                               "WHERE grp = ?", (group,))
+            rows = self._query(
+                "SELECT partition, next_offset, as_of_ms FROM hw_positions WHERE grp = ?", (group,)
+            )
         return {int(p): Position(int(o), int(t)) for p, o, t in rows}
 
     def delete(self, namespace: str, keys: Sequence[str]) -> int:
         removed = 0
         with self._lock:
             for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start:start + _CHUNK]
+                chunk = keys[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
                 try:
                     cur = self._conn.execute(
                         f"DELETE FROM hw_rows WHERE ns = ? AND key IN ({marks})",
-                        (namespace, *chunk))
+                        (namespace, *chunk),
+                    )
                 except sqlite3.Error as exc:
                     raise OnlineStoreError(f"online store delete failed: {exc}") from exc
                 removed += cur.rowcount
@@ -108,14 +121,12 @@ class SqliteOnlineStore:
 
     def keys(self, namespace: str) -> list[str]:
         with self._lock:
-            return [k for (k,) in self._query("SELECT key FROM hw_rows WHERE ns = ?",
-                                              (namespace,))]
+            return [k for (k,) in self._query("SELECT key FROM hw_rows WHERE ns = ?", (namespace,))]
 
     def clear(self, namespace: str) -> int:
         with self._lock:
             try:
-                return self._conn.execute("DELETE FROM hw_rows WHERE ns = ?",
-                                          (namespace,)).rowcount
+                return self._conn.execute("DELETE FROM hw_rows WHERE ns = ?", (namespace,)).rowcount
             except sqlite3.Error as exc:
                 raise OnlineStoreError(f"online store: {exc}") from exc
 
