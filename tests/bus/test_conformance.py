@@ -59,6 +59,7 @@ def test_every_record_arrives_in_order_per_key(bus: Bus) -> None:
     for key, values in by_key.items():
         assert values == [m.value for m in sent if m.key == key], key
         assert len(partition_of[key]) == 1, f"{key} spread over partitions"
+        assert bus.partition_of(key) in partition_of[key], "partition_of agrees with placement"
     assert bus.partitions == PARTITIONS
     # Offsets increase within each partition.
     per_part: dict[int, list[int]] = defaultdict(list)

@@ -59,8 +59,7 @@ def _nats(url: str, **kw: object) -> Bus:
 SUPPORTED_BUSES: dict[str, BusFactory] = {"sqlite": _sqlite, "kafka": _kafka, "nats": _nats}
 
 
-def open_bus(url: str, *, partitions: int | None = None,
-             retention_s: float | None = None) -> Bus:
+def open_bus(url: str, *, partitions: int | None = None, retention_s: float | None = None) -> Bus:
     """Open the bus a URL names: ``sqlite:///bus.db``, ``kafka://host:9092``, ``nats://host:4222``.
 
     ``partitions`` and ``retention_s`` override ``?partitions=`` and ``?retention=`` in the URL.
@@ -69,5 +68,6 @@ def open_bus(url: str, *, partitions: int | None = None,
     factory = SUPPORTED_BUSES.get(scheme)
     if factory is None:
         raise ConfigurationError(
-            f"no bus backend for {scheme}://; supported: {sorted(SUPPORTED_BUSES)}")
+            f"no bus backend for {scheme}://; supported: {sorted(SUPPORTED_BUSES)}"
+        )
     return factory(url, partitions=partitions, retention_s=retention_s)

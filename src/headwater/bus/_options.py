@@ -25,8 +25,9 @@ class BusOptions(msgspec.Struct, frozen=True, kw_only=True):
     extra: dict[str, str] = {}
 
     @classmethod
-    def from_url(cls, url: str, *, partitions: int | None = None,
-                 retention_s: float | None = None) -> BusOptions:
+    def from_url(
+        cls, url: str, *, partitions: int | None = None, retention_s: float | None = None
+    ) -> BusOptions:
         """Options from a URL's query, overridden by explicit arguments."""
         query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
         try:
@@ -38,6 +39,9 @@ class BusOptions(msgspec.Struct, frozen=True, kw_only=True):
         parts = partitions if partitions is not None else parts
         if parts < 1:
             raise ConfigurationError(f"{url}: partitions must be at least 1")
-        return cls(partitions=parts,
-                   retention_s=retention_s if retention_s is not None else retention,
-                   topic=topic, extra=query)
+        return cls(
+            partitions=parts,
+            retention_s=retention_s if retention_s is not None else retention,
+            topic=topic,
+            extra=query,
+        )

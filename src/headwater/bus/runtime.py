@@ -134,12 +134,17 @@ class ConsumerRuntime:
                     n = self.step()
                 except _StoppingError:
                     break
-                if n == 0 and idle_exit:
+                # Idle means caught up, not merely an empty poll: a new member of a
+                # Kafka group reads nothing until the group has assigned it partitions.
+                if n == 0 and idle_exit and self._caught_up():
                     break
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.close()
+
+    def _caught_up(self) -> bool:
+        return sum(p.lag_events for p in self.bus.lag(self.group)) == 0
 
     def stop(self) -> None:
         """Ask ``run`` to finish its batch, commit and return."""
