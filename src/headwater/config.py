@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 
 from headwater._duration import parse_duration
+from headwater.errors import ConfigurationError
 
 __all__ = ["Settings"]
 
@@ -19,6 +20,14 @@ __all__ = ["Settings"]
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
     return value or default
+
+
+def _policy(value: str) -> str:
+    if value not in ("accept", "reject"):
+        raise ConfigurationError(
+            f"HEADWATER_ERASED_USER_POLICY must be accept or reject, not {value!r}"
+        )
+    return value
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -31,6 +40,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     archive_url: str
     dedupe_url: str
     dedupe_window_s: float = 86_400.0
+    erasure_deadline_s: float = 30 * 86_400.0
+    erasure_webhook: str | None = None
+    erased_user_policy: str = "accept"
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:
@@ -47,4 +59,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             dedupe_window_s=parse_duration(
                 _env("HEADWATER_DEDUPE_WINDOW", "24h"), "HEADWATER_DEDUPE_WINDOW"
             ),
+            erasure_deadline_s=parse_duration(
+                _env("HEADWATER_ERASURE_DEADLINE", "30d"), "HEADWATER_ERASURE_DEADLINE"
+            ),
+            erasure_webhook=_env("HEADWATER_ERASURE_WEBHOOK", "") or None,
+            erased_user_policy=_policy(_env("HEADWATER_ERASED_USER_POLICY", "accept")),
         )

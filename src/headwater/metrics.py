@@ -9,6 +9,7 @@ __all__ = [
     "CONSUMER_LAG_EVENTS",
     "CONSUMER_LAG_SECONDS",
     "DLQ_SIZE",
+    "ERASURE_ALERTS",
     "ERASURE_CONFIRM_SECONDS",
     "ERASURE_REQUESTS",
     "EVENTS_ACCEPTED",
@@ -76,6 +77,12 @@ ERASURE_CONFIRM_SECONDS = Histogram(
     "From erasure request to a participant's confirmation",
     ["participant"],
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86_400),
+    registry=REGISTRY,
+)
+ERASURE_ALERTS = Counter(
+    "headwater_erasure_alerts_total",
+    "Alerts raised for overdue or failed erasure participants",
+    ["participant"],
     registry=REGISTRY,
 )
 RESURRECTIONS_BLOCKED = Counter(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 
 import uvicorn
 
@@ -19,14 +20,48 @@ from headwater.config import Settings
 from headwater.contract.loader import default_definitions
 from headwater.contract.registry import ContractRegistry
 from headwater.control import open_control_database
+from headwater.dedupe import open_idempotency_window
+from headwater.erasure.ledger import ErasureLedger
+from headwater.erasure.platform import PlatformErasure
+from headwater.erasure.subject import SubjectHasher, load_erasure_key
+from headwater.erasure.tombstones import TombstoneFilter
 from headwater.features.consumer import FeatureConsumer
 from headwater.gateway.app import create_app
 from headwater.gateway.services import GatewayServices, feature_engine
 from headwater.online import open_online_store
 
-__all__ = ["EmbeddedStack", "feature_runtime"]
+__all__ = ["EmbeddedStack", "consumer_runtime", "feature_runtime", "platform_runtime"]
 
 log = logging.getLogger("headwater.stack")
+
+
+def consumer_runtime(
+    settings: Settings,
+    handler: RecordHandler,
+    group: str,
+    *,
+    services: GatewayServices | None = None,
+    batch_size: int = 5000,
+    closers: Sequence[Callable[[], None]] = (),
+) -> ConsumerRuntime:
+    """A runtime for any consumer: its own bus connection, the dead letters, the erasure
+    ledger it registers with, and the tombstones that keep erased users out."""
+    control = services.control if services else open_control_database(settings.control_url)
+    ledger = services.ledger if services else ErasureLedger(control)
+    hasher = services.hasher if services else SubjectHasher(load_erasure_key(settings.home))
+    bus = open_bus(settings.bus_url)
+    owned = [*closers, bus.close] + ([] if services else [control.close])
+    return ConsumerRuntime(
+        bus,
+        group,
+        handler,
+        dead_letters=DeadLetterStore(control),
+        batch_size=batch_size,
+        poll_timeout=0.05,
+        closers=owned,
+        ledger=ledger,
+        tombstones=TombstoneFilter(ledger, hasher),
+    )
 
 
 def feature_runtime(
@@ -36,17 +71,29 @@ def feature_runtime(
     control = services.control if services else open_control_database(settings.control_url)
     registry = services.registry if services else ContractRegistry(control)
     store = open_online_store(settings.online_url)
-    bus = open_bus(settings.bus_url)
     consumer = FeatureConsumer(store, feature_engine(registry))
-    closers = [bus.close, store.close] + ([] if services else [control.close])
-    return ConsumerRuntime(
-        bus,
-        consumer.group,
+    closers = [store.close] + ([] if services else [control.close])
+    return consumer_runtime(
+        settings,
         consumer,
-        dead_letters=DeadLetterStore(control),
+        consumer.group,
+        services=services,
         batch_size=batch_size,
-        poll_timeout=0.05,
         closers=closers,
+    )
+
+
+def platform_runtime(
+    settings: Settings, services: GatewayServices | None = None
+) -> ConsumerRuntime:
+    """Erasure of the platform's own stores: bus log, dead letters, idempotency window."""
+    control = services.control if services else open_control_database(settings.control_url)
+    bus = open_bus(settings.bus_url)
+    window = open_idempotency_window(settings.dedupe_url, window_s=settings.dedupe_window_s)
+    handler = PlatformErasure(bus, DeadLetterStore(control), window)
+    closers = [window.close, bus.close] + ([] if services else [control.close])
+    return consumer_runtime(
+        settings, handler, "platform-erasure", services=services, batch_size=20_000, closers=closers
     )
 
 
@@ -60,6 +107,7 @@ class EmbeddedStack:
         host: str = "127.0.0.1",
         port: int = 8080,
         register_defaults: bool = True,
+        orchestrator_interval_s: float = 0.5,
     ) -> None:
         self.settings = settings
         self.host = host
@@ -68,7 +116,12 @@ class EmbeddedStack:
         if register_defaults and not self.services.registry.current():
             self.services.registry.apply(default_definitions())
             self.services.refresh_contracts()
-        self.runtimes: list[ConsumerRuntime] = [feature_runtime(settings, self.services)]
+        self.runtimes: list[ConsumerRuntime] = [
+            feature_runtime(settings, self.services),
+            platform_runtime(settings, self.services),
+        ]
+        self.orchestrator_interval_s = orchestrator_interval_s
+        self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: uvicorn.Server | None = None
 
@@ -96,6 +149,15 @@ class EmbeddedStack:
             )
             t.start()
             self._threads.append(t)
+        orchestrator = threading.Thread(
+            target=self.services.orchestrator.run,
+            args=(self._stop,),
+            kwargs={"interval_s": self.orchestrator_interval_s},
+            name="erasure-orchestrator",
+            daemon=True,
+        )
+        orchestrator.start()
+        self._threads.append(orchestrator)
         app = create_app(self.services)
         config = uvicorn.Config(
             app, host=self.host, port=self.port, log_level="warning", access_log=False
@@ -115,6 +177,7 @@ class EmbeddedStack:
         """Stop the API, let each consumer finish its batch and commit, close everything."""
         if self._server is not None:
             self._server.should_exit = True
+        self._stop.set()
         for runtime in self.runtimes:
             runtime.stop()
         for t in self._threads:

@@ -210,12 +210,18 @@ class SubjectReader:
 
 
 async def scan_subject(
-    js: Any, layout: StreamLayout, partition: int, *, key: str, batch: int = 1000
+    js: Any,
+    layout: StreamLayout,
+    partition: int,
+    *,
+    key: str,
+    batch: int = 1000,
+    with_values: bool = False,
 ) -> list[Record]:
-    """The records of ``key`` now in one partition subject, without values (headers only)."""
+    """The records of ``key`` now in one partition subject (values only if asked for)."""
     woke = asyncio.Event()
     reader = SubjectReader(
-        js, layout, partition, capacity=batch, on_data=woke.set, headers_only=True
+        js, layout, partition, capacity=batch, on_data=woke.set, headers_only=not with_values
     )
     seen = 0
     out: list[Record] = []

@@ -13,7 +13,7 @@ stores the *next* offset to read (as Kafka does).
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
@@ -142,8 +142,8 @@ class Bus(Protocol):
         """What this backend can do to erase one key's records."""
         ...
 
-    def purge_key(self, key: str) -> int:
-        """Delete every record of ``key``; the number deleted.
+    def purge_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
+        """Delete the records of ``key`` (those ``where`` selects, if given); the number deleted.
 
         Raises ``BusError`` on backends whose ``erasure_capability().can_purge`` is False.
         """

@@ -17,14 +17,14 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 from headwater.bus._kafka_admin import KafkaSettings, ensure_topic, is_unavailable, raise_translated
 from headwater.bus._kafka_consumer import KIND_HEADER, KafkaConsumer, now_ms
 from headwater.bus._murmur2 import kafka_partition
-from headwater.bus.base import ErasureCapability, Message, PartitionLag
+from headwater.bus.base import ErasureCapability, Message, PartitionLag, Record
 from headwater.errors import (
     BackendUnavailableError,
     BusError,
@@ -245,7 +245,7 @@ class KafkaBus:
             f"tombstone per key would remove them at compaction instead.",
         )
 
-    def purge_key(self, key: str) -> int:
+    def purge_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:  # noqa: ARG002
         """Always raises: see ``erasure_capability``."""
         raise BusError(
             f"Kafka cannot purge key {key!r} from topic {self.topic!r}: "

@@ -28,7 +28,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -39,7 +39,7 @@ from headwater.bus._nats_group import OffsetStore
 from headwater.bus._nats_publish import AckedPublisher
 from headwater.bus._nats_reader import HEADER_KEY, HEADER_KIND, scan_subject
 from headwater.bus._options import BusOptions
-from headwater.bus.base import ErasureCapability, Message, PartitionLag, partition_for
+from headwater.bus.base import ErasureCapability, Message, PartitionLag, Record, partition_for
 from headwater.errors import ConfigurationError
 
 __all__ = ["NatsBus", "NatsConsumer", "delete_bus"]
@@ -267,18 +267,19 @@ class NatsBus:
             "replication (raft) log last until the log is compacted",
         )
 
-    def purge_key(self, key: str) -> int:
+    def purge_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
         return self._session.run(
-            self._purge_key(key), "purging a key", timeout=max(30.0, 10 * self.timeout_s)
+            self._purge_key(key, where), "purging a key", timeout=max(30.0, 10 * self.timeout_s)
         )
 
-    async def _purge_key(self, key: str) -> int:
+    async def _purge_key(self, key: str, where: Callable[[Record], bool] | None) -> int:
         import nats.js.errors
 
         js = self._session.js
         part = partition_for(key, self.partitions)
-        # Headers only: the scan reads the whole partition but needs keys, not values.
-        matching = [r.offset for r in await scan_subject(js, self.layout, part, key=key)]
+        # Headers only unless a predicate must see values: keys are in the headers.
+        found = await scan_subject(js, self.layout, part, key=key, with_values=where is not None)
+        matching = [r.offset for r in found if where is None or where(r)]
 
         async def erase(seq: int) -> int:
             try:
@@ -298,16 +299,20 @@ class NatsBus:
             deleted += sum(await asyncio.gather(*(erase(s) for s in matching[start : start + 256])))
         return deleted
 
-    def count_key(self, key: str) -> int:
+    def count_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
         """Records of ``key`` still in the stream (an independent scan, for erasure evidence)."""
         records = self._session.run(
             scan_subject(
-                self._session.js, self.layout, partition_for(key, self.partitions), key=key
+                self._session.js,
+                self.layout,
+                partition_for(key, self.partitions),
+                key=key,
+                with_values=where is not None,
             ),
             "counting a key",
             timeout=max(30.0, 10 * self.timeout_s),
         )
-        return len(records)
+        return sum(1 for r in records if where is None or where(r))
 
     def close(self) -> None:
         self._session.close()

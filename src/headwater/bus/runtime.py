@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Protocol, TypeVar, runtime_checkable
 
 import msgspec
@@ -24,9 +25,12 @@ import msgspec
 from headwater.bus.base import KIND_ERASURE, Bus, BusConsumer, Record, committed_positions
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.erasure.events import Confirmation, ErasureEvent, decode_erasure
+from headwater.erasure.ledger import ErasureLedger, Participant
+from headwater.erasure.tombstones import TombstoneFilter
 from headwater.errors import BackendUnavailableError, MissingDeletionHandlerError
+from headwater.metrics import RESURRECTIONS_BLOCKED
 
-__all__ = ["ConsumerRuntime", "RecordHandler", "RuntimeStats"]
+__all__ = ["ConsumerRuntime", "RecordHandler", "RuntimeStats", "participants_of"]
 
 log = logging.getLogger("headwater.runtime")
 _T = TypeVar("_T")
@@ -47,9 +51,20 @@ class RecordHandler(Protocol):
         """Apply signal records to the store, durably and idempotently."""
         ...
 
-    def erase(self, event: ErasureEvent) -> Confirmation:
-        """Erase the event's user from the store and prove it."""
+    def erase(self, event: ErasureEvent) -> Confirmation | list[Confirmation]:
+        """Erase the event's user from the store and prove it (one confirmation per store)."""
         ...
+
+
+def participants_of(handler: RecordHandler) -> list[Participant]:
+    """The stores a handler answers for (``participants()`` if it declares several)."""
+    declared = getattr(handler, "participants", None)
+    if callable(declared):
+        found: list[Participant] = declared()
+        return found
+    store = getattr(getattr(handler, "store", None), "url", handler.name)
+    within = float(getattr(handler, "confirm_within_s", 300.0))
+    return [Participant(handler.name, str(store), within)]
 
 
 class RuntimeStats(msgspec.Struct):
@@ -57,6 +72,7 @@ class RuntimeStats(msgspec.Struct):
 
     records: int = 0
     batches: int = 0
+    erased_user_events_dropped: int = 0
     dead_lettered: int = 0
     erasures: int = 0
     retries: int = 0
@@ -85,6 +101,8 @@ class ConsumerRuntime:
         backoff: tuple[float, float] = (0.05, 5.0),
         on_confirmation: Callable[[Confirmation], None] | None = None,
         closers: Sequence[Callable[[], None]] = (),
+        ledger: ErasureLedger | None = None,
+        tombstones: TombstoneFilter | None = None,
     ) -> None:
         if not callable(getattr(handler, "erase", None)):
             raise MissingDeletionHandlerError(
@@ -104,6 +122,15 @@ class ConsumerRuntime:
         self.on_confirmation = on_confirmation
         self.stats = RuntimeStats()
         self._closers = list(closers)
+        self.tombstones = tombstones
+        self.participants = participants_of(handler)
+        self._names = {p.name for p in self.participants}
+        if ledger is not None:
+            # Registering is what makes every new erasure request wait for this store.
+            for participant in self.participants:
+                ledger.register_participant(participant)
+            if on_confirmation is None:
+                self.on_confirmation = lambda c: self._record(ledger, c)
         self.stop_event = threading.Event()
         self._consumer: BusConsumer = bus.consumer(group, member=member)
 
@@ -143,6 +170,9 @@ class ConsumerRuntime:
                 signal.signal(signum, handler)
             self.close()
 
+    def _record(self, ledger: ErasureLedger, confirmation: Confirmation) -> None:
+        self._call(lambda: ledger.confirm(confirmation))
+
     def _caught_up(self) -> bool:
         return sum(p.lag_events for p in self.bus.lag(self.group)) == 0
 
@@ -172,6 +202,9 @@ class ConsumerRuntime:
     # -- processing ------------------------------------------------------------
 
     def _process(self, records: list[Record]) -> None:
+        tombstones = self.tombstones
+        if tombstones is not None:
+            tombstones.refresh()
         segment: list[Record] = []
         for record in records:
             if record.kind == KIND_ERASURE:
@@ -180,6 +213,11 @@ class ConsumerRuntime:
                     self._apply(segment)
                     segment = []
                 self._erase(record)
+            elif tombstones is not None and tombstones.drops(record):
+                # An erased user's event from before the erasure, late or replayed: never
+                # let it bring the data back.
+                self.stats.erased_user_events_dropped += 1
+                RESURRECTIONS_BLOCKED.labels(self.handler.name).inc()
             else:
                 segment.append(record)
         if segment:
@@ -216,12 +254,14 @@ class ConsumerRuntime:
         except msgspec.DecodeError as exc:
             self._dead_letter(record, f"undecodable erasure event: {exc}")
             return
-        if not event.addressed_to(self.handler.name):
+        if self.tombstones is not None:
+            self.tombstones.add(event.user_id, int(event.requested_at.timestamp() * 1000))
+        if not any(event.addressed_to(name) for name in self._names):
             return
         error = ""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                confirmation = self._call(lambda: self.handler.erase(event))
+                result = self._call(lambda: self.handler.erase(event))
             except _StoppingError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reported, dead-lettered, retried by the orchestrator
@@ -231,10 +271,29 @@ class ConsumerRuntime:
                     time.sleep(min(self.backoff[1], self.backoff[0] * 2 ** (attempt - 1)))
                 continue
             self.stats.erasures += 1
-            if self.on_confirmation is not None:
-                self.on_confirmation(confirmation)
+            for confirmation in result if isinstance(result, list) else [result]:
+                if self.on_confirmation is not None:
+                    self.on_confirmation(confirmation)
             return
         log.error("erasure %s failed in %s: %s", event.request_id, self.handler.name, error)
+        if self.on_confirmation is not None:
+            # The ledger shows the failure and its cause; the orchestrator sends it again.
+            now = datetime.now(UTC)
+            for p in self.participants:
+                if event.addressed_to(p.name):
+                    self.on_confirmation(
+                        Confirmation(
+                            request_id=event.request_id,
+                            participant=p.name,
+                            store=p.store,
+                            method="failed",
+                            rows_removed=0,
+                            rows_remaining=None,
+                            verified_at=now,
+                            ok=False,
+                            error=error[:2000],
+                        )
+                    )
         self._dead_letter(record, error)
 
     def _call(self, fn: Callable[[], _T]) -> _T:

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -235,7 +235,7 @@ class SqliteBus:
             "checkpointed, so no page holds them",
         )
 
-    def purge_key(self, key: str) -> int:
+    def purge_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
         part = partition_for(key, self.partitions)
         removed = 0
         with self._db.write() as conn:
@@ -244,7 +244,7 @@ class SqliteBus:
             ).fetchall()
             for first, blob in rows:
                 records = _DECODE(blob)
-                kept = [r for r in records if r.key != key]
+                kept = [r for r in records if r.key != key or (where is not None and not where(r))]
                 if len(kept) == len(records):
                     continue
                 removed += len(records) - len(kept)
@@ -257,11 +257,16 @@ class SqliteBus:
             self._scrub()
         return removed
 
-    def count_key(self, key: str) -> int:
+    def count_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
         """Records of ``key`` still in the log (an independent scan, for erasure evidence)."""
         part = partition_for(key, self.partitions)
         rows = self._db.read("SELECT records FROM hw_bus_log WHERE partition = ?", (part,))
-        return sum(1 for (blob,) in rows for r in _DECODE(blob) if r.key == key)
+        return sum(
+            1
+            for (blob,) in rows
+            for r in _DECODE(blob)
+            if r.key == key and (where is None or where(r))
+        )
 
     def _scrub(self) -> None:
         # Old page images of the rewritten rows may linger in the WAL and in free pages:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from headwater.cli import bus, consume, contracts, demo, producers, serve
+from headwater.cli import bus, consume, contracts, deletions, demo, producers, serve
 from headwater.errors import HeadwaterError
 
 __all__ = ["app", "main"]
@@ -22,6 +22,7 @@ app.add_typer(bus.dlq_app, name="dlq")
 app.add_typer(producers.app, name="producers")
 app.add_typer(consume.app, name="consume")
 serve.register(app)
+deletions.register(app)
 demo.register(app)
 
 

@@ -30,3 +30,12 @@ def features(
     if until_idle:
         runtime.poll_timeout = 1.0
     runtime.run(idle_exit=until_idle)
+
+
+@app.command("platform-erasure")
+def platform_erasure(home: HomeOption = None, until_idle: IdleExit = False) -> None:
+    """Erasure of the bus log, the dead letters and the idempotency window."""
+    from headwater.stack import platform_runtime
+
+    runtime = platform_runtime(settings(home))
+    runtime.run(idle_exit=until_idle)

@@ -24,5 +24,6 @@ REASONS: dict[str, str] = {
     "timestamp_in_future": "the timestamp is too far in the future",
     "out_of_bounds": "a value is outside its declared bounds (length, range, size)",
     "invalid_enum_value": "a value is not one of the enum's declared values",
+    "user_erased": "the user was erased; the deployment's policy refuses this event",
     "invalid": "the event does not conform (detail in the message)",
 }

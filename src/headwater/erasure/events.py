@@ -34,7 +34,10 @@ class Confirmation(msgspec.Struct, frozen=True, kw_only=True):
     """A participant's proof that it erased a user from its store.
 
     ``rows_removed`` counts what the erasure deleted; ``rows_remaining`` is what the
-    participant's own verification scan found afterwards (0 for a confirmation).
+    participant's own verification scan found afterwards (0 for a confirmation; None
+    where the store cannot be scanned, e.g. a Kafka log that only ages out, whose
+    evidence then says by when the data is gone). ``ok`` is False when the erasure or
+    its verification failed; the orchestrator then retries.
     ``evidence`` carries store-specific facts (keys scanned, versions, vacuum times).
     """
 
@@ -43,7 +46,7 @@ class Confirmation(msgspec.Struct, frozen=True, kw_only=True):
     store: str
     method: str
     rows_removed: int
-    rows_remaining: int
+    rows_remaining: int | None  # None: the store cannot be scanned (see evidence)
     verified_at: datetime
     evidence: dict[str, Any] = {}
     ok: bool = True

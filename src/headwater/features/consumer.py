@@ -124,9 +124,20 @@ class FeatureConsumer:
         self.store.put(USER_NAMESPACE, {}, group=self.group, positions=marks)
 
     def erase(self, event: ErasureEvent) -> Confirmation:
-        """Delete the user's feature row and verify that no row remains."""
-        removed = self.store.delete(USER_NAMESPACE, [event.user_id])
-        remaining = self.store.count(USER_NAMESPACE, [event.user_id])
+        """Delete the user's feature row and verify that none of it predates the erasure.
+
+        A row that holds only activity after the erasure (the user came back, and the
+        ingestion policy accepts it) is kept: a re-sent erasure must not delete it.
+        """
+        erased_at = int(event.requested_at.timestamp() * 1000)
+        row = self.store.get(USER_NAMESPACE, [event.user_id]).get(event.user_id)
+        earliest = self.engine.earliest(self.engine.decode(row)) if row else None
+        removed = 0
+        if row is not None and (earliest is None or earliest <= erased_at):
+            removed = self.store.delete(USER_NAMESPACE, [event.user_id])
+        after = self.store.get(USER_NAMESPACE, [event.user_id]).get(event.user_id)
+        after_first = self.engine.earliest(self.engine.decode(after)) if after else None
+        remaining = 0 if after is None or (after_first or 0) > erased_at else 1
         return Confirmation(
             request_id=event.request_id,
             participant=self.name,
@@ -136,5 +147,9 @@ class FeatureConsumer:
             rows_remaining=remaining,
             verified_at=datetime.now(UTC),
             ok=remaining == 0,
-            evidence={"namespace": USER_NAMESPACE, "scan": "key lookup after delete"},
+            evidence={
+                "namespace": USER_NAMESPACE,
+                "scan": "row lookup after delete; a remaining row must start after the erasure",
+                "row_after": "absent" if after is None else "only post-erasure activity",
+            },
         )

@@ -16,6 +16,7 @@ __all__ = ["FeatureEngine", "UserFeatures"]
 _IDS = "_ids"  # recent event ids of the user: a re-delivered event is not applied twice
 _WATERMARK = "_t"  # latest event time seen for the user (ms): the base of lateness
 _LATE = "_late"  # events beyond the lateness bound (kept out of bucketed features)
+_FIRST = "_first"  # earliest event time in the row (ms): proves a row postdates an erasure
 RECENT_IDS = 32
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -66,6 +67,7 @@ class FeatureEngine:
         if ids is None:
             ids = state[_IDS] = []
         watermark: int = state.get(_WATERMARK, 0)
+        first: int = state.get(_FIRST, 0)
         bound = self.lateness_ms
         updaters = self._updaters
         applied = late_count = 0
@@ -78,6 +80,8 @@ class FeatureEngine:
                 self.duplicates += 1
                 continue
             ids.append(eid)
+            if ts < first or not first:
+                first = ts
             late = ts < watermark - bound
             if late:
                 late_count += 1
@@ -90,10 +94,17 @@ class FeatureEngine:
         if len(ids) > RECENT_IDS:
             del ids[: len(ids) - RECENT_IDS]
         state[_WATERMARK] = watermark
+        state[_FIRST] = first
         if late_count:
             state[_LATE] = state.get(_LATE, 0) + late_count
             self.late_events += late_count
         return applied
+
+    @staticmethod
+    def earliest(state: dict[str, Any]) -> int | None:
+        """Time (ms) of the earliest event the row holds, if it holds any."""
+        first = state.get(_FIRST)
+        return int(first) if first else None
 
     @staticmethod
     def encode(state: dict[str, Any]) -> bytes:

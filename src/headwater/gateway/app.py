@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from headwater import __version__
 from headwater.config import Settings
 from headwater.gateway._errors import install_error_handlers, json_response
+from headwater.gateway.deletion_routes import router as deletion_router
 from headwater.gateway.ingest_routes import router as ingest_router
 from headwater.gateway.read_routes import router as read_router
 from headwater.gateway.services import GatewayServices
@@ -50,6 +51,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(read_router)
+    app.include_router(deletion_router)
 
     @app.get("/v1/health", summary="Liveness and where the backends are")
     async def health(request: Request) -> Response:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Literal
+
 import msgspec
 
 from headwater.access.keys import ProducerKeys
@@ -13,9 +16,14 @@ from headwater.contract.registry import ContractRegistry
 from headwater.contract.validator import Limits
 from headwater.control import ControlDatabase, open_control_database
 from headwater.dedupe import IdempotencyWindow, open_idempotency_window
+from headwater.erasure.ledger import ErasureLedger
+from headwater.erasure.orchestrator import ErasureOrchestrator
+from headwater.erasure.subject import SubjectHasher, load_erasure_key
+from headwater.erasure.tombstones import TombstoneFilter
 from headwater.features.engine import FeatureEngine
 from headwater.features.reader import FeatureReader
 from headwater.features.spec import DEFAULT_FEATURES
+from headwater.ingest.erased import ErasedUsers
 from headwater.ingest.ingestor import Ingestor
 from headwater.online import OnlineStore, open_online_store
 
@@ -36,7 +44,27 @@ class GatewayServices:
             settings.dedupe_url, window_s=settings.dedupe_window_s
         )
         self.limiter = RateLimiter()
-        self.ingestor = Ingestor(self.registry, self.bus, self.window, limits=limits)
+        self.ledger = ErasureLedger(self.control)
+        self.hasher = SubjectHasher(load_erasure_key(settings.home))
+        self.tombstones = TombstoneFilter(self.ledger, self.hasher)
+        policy: Literal["accept", "reject"] = (
+            "reject" if settings.erased_user_policy == "reject" else "accept"
+        )
+        self.ingestor = Ingestor(
+            self.registry,
+            self.bus,
+            self.window,
+            limits=limits,
+            erased=ErasedUsers(self.tombstones, policy),
+        )
+        self.orchestrator = ErasureOrchestrator(
+            self.ledger,
+            self.bus,
+            self.hasher,
+            deadline=timedelta(seconds=settings.erasure_deadline_s),
+            webhook_url=settings.erasure_webhook,
+            tombstones=self.tombstones,
+        )
         self.online: OnlineStore = open_online_store(settings.online_url)
         self.features = FeatureReader(
             self.online, feature_engine(self.registry), partition_of=self.bus.partition_of

@@ -26,6 +26,7 @@ from headwater.contract.signal import encode_signal
 from headwater.contract.validator import BatchResult, Limits, Rejection, SignalValidator
 from headwater.dedupe.base import IdempotencyWindow
 from headwater.errors import PermissionDeniedError
+from headwater.ingest.erased import ErasedUsers
 
 __all__ = ["EventResult", "IngestOutcome", "Ingestor", "PreparedBatch"]
 
@@ -93,6 +94,7 @@ class Ingestor:
         limits: Limits | None = None,
         refresh_s: float = 1.0,
         on_published: Callable[[list[TypedSignal], datetime], None] | None = None,
+        erased: ErasedUsers | None = None,
     ) -> None:
         self.registry = registry
         self.bus = bus
@@ -101,6 +103,7 @@ class Ingestor:
         self.limits = limits or Limits()
         self.refresh_s = refresh_s
         self.on_published = on_published
+        self.erased = erased
         self._lock = threading.Lock()
         self._revision = registry.revision()
         self._validator = SignalValidator(registry.current(), self.limits)
@@ -142,6 +145,8 @@ class Ingestor:
         else:
             result = validator.validate_json(body, now=received_at)
         _check_scope(result, key)
+        if self.erased is not None:
+            result = self.erased.screen(result)
         fresh, duplicate_index = self._deduplicate(result)
         team = key.team
         messages = []

@@ -1,0 +1,159 @@
+"""``headwater delete``, ``headwater deletions`` and ``headwater orchestrate``."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from headwater.bus import open_bus
+from headwater.cli._common import HomeOption, settings
+from headwater.control import open_control_database
+from headwater.erasure.ledger import ErasureLedger
+from headwater.erasure.orchestrator import ErasureOrchestrator
+from headwater.erasure.subject import SubjectHasher, load_erasure_key
+
+__all__ = ["app", "register"]
+
+app = typer.Typer(help="Erasure requests and their audit.", no_args_is_help=True)
+
+
+@contextmanager
+def _orchestrator(home: str | None) -> Iterator[ErasureOrchestrator]:
+    s = settings(home)
+    control = open_control_database(s.control_url)
+    bus = open_bus(s.bus_url)
+    try:
+        yield ErasureOrchestrator(
+            ErasureLedger(control),
+            bus,
+            SubjectHasher(load_erasure_key(s.home)),
+            deadline=timedelta(seconds=s.erasure_deadline_s),
+            webhook_url=s.erasure_webhook,
+        )
+    finally:
+        bus.close()
+        control.close()
+
+
+def _print_audit(audit: dict[str, Any]) -> None:
+    remaining = audit["time_remaining_s"]
+    typer.echo(
+        f"request  {audit['request_id']}  ({audit['status']})\n"
+        f"subject  {audit['subject_hash'][:16]}... (keyed hash)\n"
+        f"received {audit['received_at']}\n"
+        f"deadline {audit['deadline']}"
+        + (f"  ({remaining / 86400:.1f} days left)" if remaining is not None else "")
+        + ("  PAST DEADLINE" if audit["past_deadline"] else "")
+    )
+    if audit["completed_at"]:
+        typer.echo(f"completed {audit['completed_at']}")
+    typer.echo(
+        f"\n{'store':<20}{'status':<11}{'tries':>5}  {'confirmed_at':<33}{'method':<16}"
+        f"{'removed':>8}  evidence"
+    )
+    for s in audit["stores"]:
+        evidence = s["evidence"] or {}
+        note = (
+            evidence.get("gone_by")
+            or evidence.get("physically_removed_by")
+            or evidence.get("scan")
+            or s["error"]
+            or ""
+        )
+        typer.echo(
+            f"{s['participant']:<20}{s['status']:<11}{s['attempts']:>5}  "
+            f"{s['confirmed_at'] or '-':<33}{s['method'] or '-':<16}"
+            f"{s['rows_removed'] if s['rows_removed'] is not None else '-':>8}  {note}"
+        )
+    typer.echo(f"\n{audit['confirmed']} confirmed, {audit['outstanding']} outstanding")
+
+
+def delete(
+    user_id: str,
+    home: HomeOption = None,
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit).")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Erase USER_ID from every store headwater fed; prints the request to follow."""
+    with _orchestrator(home) as orch:
+        record = orch.request(user_id, reason=reason)
+        audit = orch.audit(record.request_id)
+    if as_json:
+        typer.echo(json.dumps(audit, indent=2))
+        return
+    _print_audit(audit)
+    typer.echo(f"\nfollow it: headwater deletions show {record.request_id}")
+
+
+@app.command()
+def show(
+    request_id: str,
+    home: HomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """One request: status, deadline, and one row per store."""
+    with _orchestrator(home) as orch:
+        audit = orch.audit(request_id)
+    if as_json:
+        typer.echo(json.dumps(audit, indent=2))
+    else:
+        _print_audit(audit)
+
+
+@app.command("list")
+def list_(
+    home: HomeOption = None,
+    status: Annotated[str, typer.Option(help="open, completed or all.")] = "open",
+) -> None:
+    """Requests with their confirmed and outstanding stores."""
+    with _orchestrator(home) as orch:
+        ids = orch.ledger.request_ids(status=None if status == "all" else status)
+        for rid in ids:
+            a = orch.audit(rid)
+            late = [s["participant"] for s in a["stores"] if s["status"] in ("overdue", "failed")]
+            typer.echo(
+                f"{rid}  {a['status']:<10} {a['confirmed']}/{len(a['stores'])} confirmed"
+                + (f"  overdue: {','.join(late)}" if late else "")
+            )
+        typer.echo(f"{len(ids)} request(s)")
+
+
+@app.command()
+def export(
+    request_id: str,
+    out: Annotated[Path, typer.Option(help="File to write.")],
+    home: HomeOption = None,
+) -> None:
+    """Write a request's audit as JSON, for a regulator."""
+    with _orchestrator(home) as orch:
+        audit = orch.audit(request_id)
+    out.write_text(json.dumps(audit, indent=2) + "\n", encoding="utf-8")
+    typer.echo(f"wrote {out}")
+
+
+def orchestrate(
+    home: HomeOption = None,
+    interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 1.0,
+) -> None:
+    """Run the erasure orchestrator: close, chase and alert until SIGTERM."""
+    import signal
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with _orchestrator(home) as orch:
+        orch.run(stop, interval_s=interval)
+
+
+def register(root: typer.Typer) -> None:
+    """Add delete, deletions and orchestrate to the CLI."""
+    root.command()(delete)
+    root.command()(orchestrate)
+    root.add_typer(app, name="deletions")

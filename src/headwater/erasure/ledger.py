@@ -1,0 +1,351 @@
+"""The erasure ledger: requests, participants, per-participant tasks, tombstones.
+
+Kept in the control plane (SQLite or PostgreSQL). The raw user id is kept only while
+a request is open (retries need it) and wiped when every participant has confirmed;
+from then on the audit names the user by its keyed hash only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from headwater.control.base import ControlDatabase, ControlTransaction
+from headwater.erasure.events import Confirmation
+from headwater.errors import UnknownErasureRequestError
+
+__all__ = ["ErasureLedger", "Participant", "RequestRecord", "TaskRecord"]
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS hw_erasure_requests (
+        request_id TEXT PRIMARY KEY,
+        subject_hash TEXT NOT NULL,
+        user_id TEXT,
+        reason TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        deadline TEXT NOT NULL,
+        status TEXT NOT NULL,
+        completed_at TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS hw_erasure_requests_status ON hw_erasure_requests (status)",
+    """CREATE TABLE IF NOT EXISTS hw_erasure_participants (
+        name TEXT PRIMARY KEY,
+        store TEXT NOT NULL,
+        confirm_within_s DOUBLE PRECISION NOT NULL,
+        registered_at TEXT NOT NULL,
+        active INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS hw_erasure_tasks (
+        request_id TEXT NOT NULL,
+        participant TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        due_at TEXT NOT NULL,
+        next_retry_at TEXT,
+        confirmed_at TEXT,
+        store TEXT,
+        method TEXT,
+        rows_removed BIGINT,
+        rows_remaining BIGINT,
+        evidence TEXT,
+        error TEXT,
+        alerted_at TEXT,
+        PRIMARY KEY (request_id, participant)
+    )""",
+    """CREATE TABLE IF NOT EXISTS hw_tombstones (
+        subject_hash TEXT PRIMARY KEY,
+        erased_at_ms BIGINT NOT NULL,
+        request_id TEXT NOT NULL
+    )""",
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class Participant(msgspec.Struct, frozen=True):
+    """A store erasure must reach, and how soon it must confirm."""
+
+    name: str
+    store: str
+    confirm_within_s: float
+
+
+class TaskRecord(msgspec.Struct):
+    """One participant's part of one request."""
+
+    participant: str
+    status: str  # pending | confirmed | failed | overdue
+    attempts: int
+    due_at: str
+    next_retry_at: str | None
+    confirmed_at: str | None
+    store: str | None
+    method: str | None
+    rows_removed: int | None
+    rows_remaining: int | None
+    evidence: dict[str, Any] | None
+    error: str | None
+    alerted_at: str | None
+
+
+class RequestRecord(msgspec.Struct):
+    """One erasure request and its tasks."""
+
+    request_id: str
+    subject_hash: str
+    user_id: str | None
+    reason: str
+    received_at: str
+    deadline: str
+    status: str  # open | completed
+    completed_at: str | None
+    tasks: list[TaskRecord]
+
+
+_TASK_COLUMNS = (
+    "participant, status, attempts, due_at, next_retry_at, confirmed_at, store, "
+    "method, rows_removed, rows_remaining, evidence, error, alerted_at"
+)
+
+
+def _task(row: Sequence[Any]) -> TaskRecord:
+    (
+        participant,
+        status,
+        attempts,
+        due,
+        retry,
+        confirmed,
+        store,
+        method,
+        removed,
+        remaining,
+        evidence,
+        error,
+        alerted,
+    ) = row
+    return TaskRecord(
+        participant=participant,
+        status=status,
+        attempts=int(attempts),
+        due_at=due,
+        next_retry_at=retry,
+        confirmed_at=confirmed,
+        store=store,
+        method=method,
+        rows_removed=None if removed is None else int(removed),
+        rows_remaining=None if remaining is None else int(remaining),
+        evidence=json.loads(evidence) if evidence else None,
+        error=error,
+        alerted_at=alerted,
+    )
+
+
+class ErasureLedger:
+    """Durable state of every erasure request."""
+
+    def __init__(self, db: ControlDatabase) -> None:
+        self._db = db
+        db.ensure_schema(SCHEMA)
+
+    # -- participants -------------------------------------------------------------------
+
+    def register_participant(self, participant: Participant) -> None:
+        """Declare a store that erasure must reach (idempotent; updates its deadline)."""
+        self._db.execute(
+            "INSERT INTO hw_erasure_participants VALUES (?, ?, ?, ?, 1) "
+            "ON CONFLICT (name) DO UPDATE SET store = excluded.store, "
+            "confirm_within_s = excluded.confirm_within_s, active = 1",
+            (participant.name, participant.store, participant.confirm_within_s, _now()),
+        )
+
+    def retire_participant(self, name: str) -> None:
+        """A store no longer fed: new requests stop waiting for it."""
+        self._db.execute("UPDATE hw_erasure_participants SET active = 0 WHERE name = ?", (name,))
+
+    def participants(self) -> list[Participant]:
+        """Active participants."""
+        rows = self._db.execute(
+            "SELECT name, store, confirm_within_s FROM "
+            "hw_erasure_participants WHERE active = 1 ORDER BY name"
+        )
+        return [Participant(str(n), str(s), float(c)) for n, s, c in rows]
+
+    # -- requests -----------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        request_id: str,
+        subject_hash: str,
+        user_id: str,
+        reason: str,
+        received_at: datetime,
+        deadline: datetime,
+        participants: Sequence[Participant],
+    ) -> None:
+        """A new open request with one pending task per participant, and the tombstone."""
+        with self._db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO hw_erasure_requests VALUES (?, ?, ?, ?, ?, ?, 'open', NULL)",
+                (
+                    request_id,
+                    subject_hash,
+                    user_id,
+                    reason,
+                    received_at.isoformat(),
+                    deadline.isoformat(),
+                ),
+            )
+            for p in participants:
+                due = datetime.fromtimestamp(received_at.timestamp() + p.confirm_within_s, UTC)
+                tx.execute(
+                    "INSERT INTO hw_erasure_tasks (request_id, participant, status, attempts, "
+                    "due_at) VALUES (?, ?, 'pending', 1, ?)",
+                    (request_id, p.name, due.isoformat()),
+                )
+            ms = int(received_at.timestamp() * 1000)
+            tx.execute(
+                "INSERT INTO hw_tombstones VALUES (?, ?, ?) ON CONFLICT (subject_hash) "
+                "DO UPDATE SET erased_at_ms = excluded.erased_at_ms, "
+                "request_id = excluded.request_id",
+                (subject_hash, ms, request_id),
+            )
+
+    def confirm(self, c: Confirmation) -> bool:
+        """Record a participant's confirmation (or failure); False if the task is unknown."""
+        status = "confirmed" if c.ok and not c.rows_remaining else "failed"
+        with self._db.transaction() as tx:
+            rows = tx.execute(
+                "SELECT status FROM hw_erasure_tasks WHERE request_id = ? AND participant = ?",
+                (c.request_id, c.participant),
+            )
+            if not rows:
+                return False
+            if rows[0][0] == "confirmed" and status != "confirmed":
+                return True  # a late failed retry never undoes a confirmation
+            tx.execute(
+                "UPDATE hw_erasure_tasks SET status = ?, confirmed_at = ?, store = ?, "
+                "method = ?, rows_removed = ?, rows_remaining = ?, evidence = ?, error = ? "
+                "WHERE request_id = ? AND participant = ?",
+                (
+                    status,
+                    c.verified_at.isoformat() if status == "confirmed" else None,
+                    c.store,
+                    c.method,
+                    c.rows_removed,
+                    c.rows_remaining,
+                    json.dumps(c.evidence, default=str),
+                    c.error or None,
+                    c.request_id,
+                    c.participant,
+                ),
+            )
+        return True
+
+    def get(self, request_id: str) -> RequestRecord:
+        """One request with its tasks."""
+        rows = self._db.execute(
+            "SELECT request_id, subject_hash, user_id, reason, received_at, deadline, status, "
+            "completed_at FROM hw_erasure_requests WHERE request_id = ?",
+            (request_id,),
+        )
+        if not rows:
+            raise UnknownErasureRequestError(f"no erasure request {request_id!r}")
+        tasks = [
+            _task(r)
+            for r in self._db.execute(
+                f"SELECT {_TASK_COLUMNS} FROM hw_erasure_tasks WHERE request_id = ? "
+                "ORDER BY participant",
+                (request_id,),
+            )
+        ]
+        rid, subject, user, reason, received, deadline, status, completed = rows[0]
+        return RequestRecord(
+            rid, subject, user, reason, received, deadline, status, completed, tasks
+        )
+
+    def request_ids(self, *, status: str | None = None, limit: int = 1000) -> list[str]:
+        """Request ids, newest first, optionally of one status."""
+        if status is None:
+            rows = self._db.execute(
+                "SELECT request_id FROM hw_erasure_requests ORDER BY received_at DESC LIMIT ?",
+                (limit,),
+            )
+        else:
+            rows = self._db.execute(
+                "SELECT request_id FROM hw_erasure_requests WHERE "
+                "status = ? ORDER BY received_at DESC LIMIT ?",
+                (status, limit),
+            )
+        return [str(r[0]) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Requests per status, and open requests with an overdue task."""
+        out = {
+            str(s): int(n)
+            for s, n in self._db.execute(
+                "SELECT status, COUNT(*) FROM hw_erasure_requests GROUP BY status"
+            )
+        }
+        overdue = self._db.execute(
+            "SELECT COUNT(DISTINCT request_id) FROM hw_erasure_tasks WHERE status = 'overdue'"
+        )
+        out["overdue"] = int(overdue[0][0])
+        return out
+
+    def mark(self, request_id: str, participant: str, **fields: Any) -> None:
+        """Update a task's bookkeeping (status, attempts, next_retry_at, alerted_at, error)."""
+        allowed = {"status", "attempts", "next_retry_at", "alerted_at", "error"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"can only set {sorted(allowed)}")
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        self._db.execute(
+            f"UPDATE hw_erasure_tasks SET {assignments} WHERE request_id = ? AND participant = ?",
+            (*fields.values(), request_id, participant),
+        )
+
+    def complete(self, request_id: str) -> None:
+        """Close a request whose every task is confirmed; the raw user id is wiped."""
+        with self._db.transaction() as tx:
+            _complete(tx, request_id)
+
+    def forget_subject_id(self, request_id: str) -> None:
+        """Drop the raw user id of a request (kept hashed)."""
+        self._db.execute(
+            "UPDATE hw_erasure_requests SET user_id = NULL WHERE request_id = ?", (request_id,)
+        )
+
+    def tombstones(self) -> dict[str, int]:
+        """subject hash -> erasure time (ms) of every erased user."""
+        return {
+            str(h): int(t)
+            for h, t in self._db.execute("SELECT subject_hash, erased_at_ms FROM hw_tombstones")
+        }
+
+    def tombstone_revision(self) -> tuple[int, int]:
+        """Changes when a tombstone is added (count and newest time)."""
+        n, newest = self._db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(erased_at_ms), 0) FROM hw_tombstones"
+        )[0]
+        return int(n), int(newest)
+
+
+def _complete(tx: ControlTransaction, request_id: str) -> None:
+    pending = tx.execute(
+        "SELECT COUNT(*) FROM hw_erasure_tasks WHERE request_id = ? AND status != 'confirmed'",
+        (request_id,),
+    )
+    if int(pending[0][0]):
+        raise ValueError(f"request {request_id} still has unconfirmed participants")
+    tx.execute(
+        "UPDATE hw_erasure_requests SET status = 'completed', completed_at = ?, "
+        "user_id = NULL WHERE request_id = ? AND status = 'open'",
+        (_now(), request_id),
+    )

@@ -1,0 +1,160 @@
+"""The platform's own stores as erasure participants: the bus log, the dead letters and
+the idempotency window.
+
+They are not fed by a consumer of their own, so one handler in its own consumer group
+takes the erasure events from the bus and erases the user from each, confirming once
+per store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from headwater.bus.base import KIND_SIGNAL, Bus, Record
+from headwater.bus.dead_letters import DeadLetterStore
+from headwater.contract.signal import decode_signal
+from headwater.dedupe.base import IdempotencyWindow
+from headwater.erasure.events import Confirmation, ErasureEvent
+from headwater.erasure.ledger import Participant
+
+__all__ = ["BUS_LOG", "DEAD_LETTERS", "IDEMPOTENCY_WINDOW", "PlatformErasure"]
+
+BUS_LOG = "bus-log"
+DEAD_LETTERS = "dead-letters"
+IDEMPOTENCY_WINDOW = "idempotency-window"
+
+
+def _before(erased_at: datetime) -> object:
+    limit = erased_at.timestamp()
+
+    def predicate(record: Record) -> bool:
+        # Signals from before the erasure go; the erasure event itself stays until the
+        # request completes (lagging consumers still need it), new activity stays.
+        return record.kind == KIND_SIGNAL and (
+            decode_signal(record.value).timestamp.timestamp() <= limit
+        )
+
+    return predicate
+
+
+class PlatformErasure:
+    """Erases users from the bus log, the dead-letter store and the idempotency window."""
+
+    name = "platform-erasure"
+
+    def __init__(
+        self,
+        bus: Bus,
+        dead_letters: DeadLetterStore,
+        window: IdempotencyWindow,
+        *,
+        confirm_within_s: float = 300.0,
+    ) -> None:
+        self.bus = bus
+        self.dead_letters = dead_letters
+        self.window = window
+        self.confirm_within_s = confirm_within_s
+
+    def participants(self) -> list[Participant]:
+        """The three stores this handler answers for."""
+        return [
+            Participant(BUS_LOG, self.bus.url, self.confirm_within_s),
+            Participant(DEAD_LETTERS, "control plane: hw_dead_letters", self.confirm_within_s),
+            Participant(IDEMPOTENCY_WINDOW, self.window.url, self.confirm_within_s),
+        ]
+
+    def handle(self, records: Sequence[Record]) -> None:
+        """Signals need nothing here: these stores are written by other components."""
+
+    def erase(self, event: ErasureEvent) -> list[Confirmation]:
+        """Erase the user from each addressed store and verify with a scan of each."""
+        out = []
+        if event.addressed_to(BUS_LOG):
+            out.append(self._bus_log(event))
+        if event.addressed_to(DEAD_LETTERS):
+            removed = self.dead_letters.erase_key(event.user_id)
+            out.append(
+                self._confirm(
+                    event,
+                    DEAD_LETTERS,
+                    "control plane: hw_dead_letters",
+                    method="delete",
+                    removed=removed,
+                    remaining=self.dead_letters.count_key(event.user_id),
+                    evidence={"scan": "count of dead letters with the user's key"},
+                )
+            )
+        if event.addressed_to(IDEMPOTENCY_WINDOW):
+            removed = self.window.erase_user(event.user_id)
+            out.append(
+                self._confirm(
+                    event,
+                    IDEMPOTENCY_WINDOW,
+                    self.window.url,
+                    method="delete",
+                    removed=removed,
+                    remaining=self.window.count_user(event.user_id),
+                    evidence={"scan": "count of the user's accepted event ids"},
+                )
+            )
+        return out
+
+    def _bus_log(self, event: ErasureEvent) -> Confirmation:
+        cap = self.bus.erasure_capability()
+        if cap.can_purge:
+            where = _before(event.requested_at)
+            removed = self.bus.purge_key(event.user_id, where)  # type: ignore[arg-type]
+            count = getattr(self.bus, "count_key", None)
+            remaining = count(event.user_id, where) if count else None
+            return self._confirm(
+                event,
+                BUS_LOG,
+                self.bus.url,
+                method=cap.method,
+                removed=removed,
+                remaining=remaining,
+                evidence={
+                    "detail": cap.detail,
+                    "scan": "the user's records dated before the erasure",
+                },
+            )
+        gone_by = datetime.now(UTC) + timedelta(seconds=cap.retention_seconds or 0)
+        return self._confirm(
+            event,
+            BUS_LOG,
+            self.bus.url,
+            method=cap.method,
+            removed=0,
+            remaining=None,
+            evidence={
+                "detail": cap.detail,
+                "gone_by": gone_by.isoformat(),
+                "retention_seconds": cap.retention_seconds,
+                "note": "records remain in the log until gone_by; every "
+                "consumer drops them (tombstone) if replayed",
+            },
+        )
+
+    @staticmethod
+    def _confirm(
+        event: ErasureEvent,
+        participant: str,
+        store: str,
+        *,
+        method: str,
+        removed: int,
+        remaining: int | None,
+        evidence: dict[str, object],
+    ) -> Confirmation:
+        return Confirmation(
+            request_id=event.request_id,
+            participant=participant,
+            store=store,
+            method=method,
+            rows_removed=removed,
+            rows_remaining=remaining,
+            verified_at=datetime.now(UTC),
+            evidence=evidence,
+            ok=remaining is None or remaining == 0,
+        )

@@ -1,0 +1,64 @@
+"""Tombstones: erased users, so late or replayed events from before an erasure are dropped.
+
+Every consumer runtime holds one filter. It learns of an erasure from the erasure
+event in its own stream (a user's later records come after it, in the same partition)
+and from the ledger, which it reloads periodically and at start (after a restart, or
+for records replayed from the dead-letter store).
+"""
+
+from __future__ import annotations
+
+import time
+
+from headwater.bus.base import Record
+from headwater.contract.signal import decode_signal
+from headwater.erasure.ledger import ErasureLedger
+from headwater.erasure.subject import SubjectHasher
+
+__all__ = ["TombstoneFilter"]
+
+
+class TombstoneFilter:
+    """Decides whether a signal record belongs to an erased user and predates the erasure."""
+
+    def __init__(
+        self, ledger: ErasureLedger | None, hasher: SubjectHasher, *, refresh_s: float = 2.0
+    ) -> None:
+        self.ledger = ledger
+        self.hasher = hasher
+        self.refresh_s = refresh_s
+        self._erased: dict[str, int] = {}
+        self._loaded_at = 0.0
+        self.dropped = 0
+        self.refresh()
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Reload tombstones from the ledger (at most every ``refresh_s`` unless forced)."""
+        now = time.monotonic()
+        if self.ledger is None or (not force and now - self._loaded_at < self.refresh_s):
+            return
+        self._loaded_at = now
+        self._erased.update(self.ledger.tombstones())
+
+    @property
+    def erased_at(self) -> dict[str, int]:
+        """subject hash -> erasure time (ms) of the erased users known so far."""
+        return self._erased
+
+    def add(self, user_id: str, erased_at_ms: int) -> None:
+        """Record an erasure seen in the stream."""
+        subject = self.hasher(user_id)
+        self._erased[subject] = max(erased_at_ms, self._erased.get(subject, 0))
+
+    def drops(self, record: Record) -> bool:
+        """True for a signal of an erased user timestamped at or before its erasure."""
+        if not self._erased:
+            return False  # the common case costs one truth test
+        erased_at = self._erased.get(self.hasher(record.key))
+        if erased_at is None:
+            return False
+        ts = int(decode_signal(record.value).timestamp.timestamp() * 1000)
+        if ts <= erased_at:
+            self.dropped += 1
+            return True
+        return False

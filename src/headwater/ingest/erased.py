@@ -1,0 +1,69 @@
+"""What the gateway does with events of erased users: the documented policy.
+
+``accept`` (the default): an erased user may come back; events timestamped after the
+erasure are accepted as new activity. Events from before the erasure are rejected
+(rule ``user_erased``): they would be dropped by every consumer anyway, and the
+producer learns why.
+
+``reject``: every event of an erased user is rejected, whatever its time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from headwater.contract._compiled import TypedSignal
+from headwater.contract.validator import BatchResult, Rejection, Violation
+from headwater.erasure.tombstones import TombstoneFilter
+
+__all__ = ["POLICIES", "ErasedUsers"]
+
+POLICIES = ("accept", "reject")
+
+
+class ErasedUsers:
+    """Screens accepted events against the tombstones."""
+
+    def __init__(
+        self, tombstones: TombstoneFilter, policy: Literal["accept", "reject"] = "accept"
+    ) -> None:
+        self.tombstones = tombstones
+        self.policy = policy
+
+    def screen(self, result: BatchResult) -> BatchResult:
+        """The result with erased users' refused events moved to the rejections."""
+        self.tombstones.refresh()
+        erased = self.tombstones.erased_at
+        if not erased:
+            return result
+        hasher = self.tombstones.hasher
+        kept: list[TypedSignal] = []
+        kept_index: list[int] = []
+        rejections = list(result.rejections)
+        for index, event in zip(result.accepted_indices, result.accepted, strict=True):
+            at = erased.get(hasher(event.user_id))
+            refused = at is not None and (
+                self.policy == "reject" or event.timestamp.timestamp() * 1000 <= at
+            )
+            if not refused:
+                kept.append(event)
+                kept_index.append(index)
+                continue
+            message = (
+                "the user was erased; this deployment rejects their events"
+                if self.policy == "reject"
+                else "the user was erased after this event happened; it cannot be accepted"
+            )
+            violation = Violation(field="user_id", rule="user_erased", message=message)
+            rejections.append(
+                Rejection(
+                    index=index,
+                    event_id=event.event_id,
+                    field="user_id",
+                    rule="user_erased",
+                    message=message,
+                    violations=(violation,),
+                )
+            )
+        rejections.sort(key=lambda r: r.index)
+        return BatchResult(result.total, kept, kept_index, rejections)
