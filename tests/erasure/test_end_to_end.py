@@ -20,18 +20,21 @@ from tests._live import free_port
 from tests.conftest import server_url
 
 
-@pytest.fixture(params=["embedded", pytest.param("servers", marks=[pytest.mark.redis,
-                                                                   pytest.mark.postgres])])
-def stack(request: pytest.FixtureRequest, tmp_path: Path,
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedStack]:
+@pytest.fixture(
+    params=["embedded", pytest.param("servers", marks=[pytest.mark.redis, pytest.mark.postgres])]
+)
+def stack(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[EmbeddedStack]:
     if request.param == "servers":
         prefix = f"t{uuid.uuid4().hex[:10]}"
         redis = server_url("redis")
         monkeypatch.setenv("HEADWATER_ONLINE_URL", f"{redis}?prefix={prefix}")
         monkeypatch.setenv("HEADWATER_DEDUPE_URL", f"{redis}?prefix={prefix}")
         monkeypatch.setenv("HEADWATER_CONTROL_URL", request.getfixturevalue("postgres_url"))
-    s = EmbeddedStack(Settings.from_env(tmp_path / "hw"), port=free_port(),
-                      orchestrator_interval_s=0.1)
+    s = EmbeddedStack(
+        Settings.from_env(tmp_path / "hw"), port=free_port(), orchestrator_interval_s=0.1
+    )
     s.start()
     yield s
     s.stop()
@@ -39,10 +42,18 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path,
 
 def events(user: str, n: int, start: int = 0) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
-    return [{"event_id": f"{user}-{i}", "event_type": "view", "user_id": user,
-             "item_id": f"item-{i % 7}", "surface": "web",
-             "timestamp": (now - timedelta(seconds=60 - i)).isoformat(),
-             "payload": {"dwell_ms": 100 + i}} for i in range(start, start + n)]
+    return [
+        {
+            "event_id": f"{user}-{i}",
+            "event_type": "view",
+            "user_id": user,
+            "item_id": f"item-{i % 7}",
+            "surface": "web",
+            "timestamp": (now - timedelta(seconds=60 - i)).isoformat(),
+            "payload": {"dwell_ms": 100 + i},
+        }
+        for i in range(start, start + n)
+    ]
 
 
 def wait_for(check: Any, timeout: float = 20.0) -> Any:
@@ -63,8 +74,12 @@ def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
     with httpx.Client(base_url=stack.url, headers=headers) as http:
         for user in ("alice", "bob", "carol"):
             assert http.post("/v1/signals", json=events(user, 12)).status_code == 200
-        wait_for(lambda: all(http.get(f"/v1/users/{u}/features").json()["found"]
-                             for u in ("alice", "bob", "carol")))
+        wait_for(
+            lambda: all(
+                http.get(f"/v1/users/{u}/features").json()["found"]
+                for u in ("alice", "bob", "carol")
+            )
+        )
         before_bob = http.get("/v1/users/bob/features").json()["features"]["counts"]
         # A dead letter of alice's too: the DLQ is a store erasure must reach.
         svc.dead_letters.put("features", Record(0, 999, "alice", "signal", b"x", 1), "boom", 3)
@@ -74,11 +89,13 @@ def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
         request_id = created.json()["request_id"]
         assert created.json()["status"] == "open"
         participants = {s["participant"] for s in created.json()["stores"]}
-        assert participants == {"online-features", "bus-log", "dead-letters",
-                                "idempotency-window"}
+        assert participants == {"online-features", "bus-log", "dead-letters", "idempotency-window"}
 
-        audit = wait_for(lambda: (a := http.get(f"/v1/deletions/{request_id}").json())
-                         ["status"] == "completed" and a)
+        audit = wait_for(
+            lambda: (
+                (a := http.get(f"/v1/deletions/{request_id}").json())["status"] == "completed" and a
+            )
+        )
         assert audit["outstanding"] == 0
         assert audit["time_remaining_s"] is None
         by_store = {s["participant"]: s for s in audit["stores"]}
@@ -105,8 +122,9 @@ def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
         # Late and replayed events from before the erasure never bring alice back.
         late = events("alice", 3, start=100)
         for e in late:
-            e["timestamp"] = (datetime.fromisoformat(audit["received_at"])
-                              - timedelta(seconds=5)).isoformat()
+            e["timestamp"] = (
+                datetime.fromisoformat(audit["received_at"]) - timedelta(seconds=5)
+            ).isoformat()
         r = http.post("/v1/signals", json=late)
         assert r.status_code == 207
         assert {x["rule"] for x in r.json()["results"]} == {"user_erased"}

@@ -206,6 +206,7 @@ class ConsumerRuntime:
         if tombstones is not None:
             tombstones.refresh()
         segment: list[Record] = []
+        dropped: list[Record] = []
         for record in records:
             if record.kind == KIND_ERASURE:
                 # Signals before the erasure are applied first: order within a key holds.
@@ -218,10 +219,15 @@ class ConsumerRuntime:
                 # let it bring the data back.
                 self.stats.erased_user_events_dropped += 1
                 RESURRECTIONS_BLOCKED.labels(self.handler.name).inc()
+                dropped.append(record)
             else:
                 segment.append(record)
         if segment:
             self._apply(segment)
+        purge = getattr(self.handler, "purge_dropped", None)
+        if dropped and purge is not None:
+            # The store that holds the records themselves (the bus log) removes them too.
+            self._call(lambda: purge(dropped))
 
     def _apply(self, segment: list[Record]) -> None:
         try:

@@ -67,6 +67,17 @@ class PlatformErasure:
     def handle(self, records: Sequence[Record]) -> None:
         """Signals need nothing here: these stores are written by other components."""
 
+    def purge_dropped(self, records: Sequence[Record]) -> None:
+        """Remove erased users' late or replayed records that reached the log after the
+        erasure was applied (where the bus can delete single records)."""
+        if not self.bus.erasure_capability().can_purge:
+            return  # they age out with the retention; every consumer drops them meanwhile
+        by_key: dict[str, set[tuple[int, int]]] = {}
+        for r in records:
+            by_key.setdefault(r.key, set()).add((r.partition, r.offset))
+        for key, positions in by_key.items():
+            self.bus.purge_key(key, lambda r, p=positions: (r.partition, r.offset) in p)
+
     def erase(self, event: ErasureEvent) -> list[Confirmation]:
         """Erase the user from each addressed store and verify with a scan of each."""
         out = []

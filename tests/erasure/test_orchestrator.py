@@ -1,0 +1,198 @@
+"""A participant that fails or is stopped: the request stays open, retries happen, the
+alert fires (log, metric, webhook), and it completes once the participant is back."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from headwater.bus import Message, Record, open_bus
+from headwater.bus.runtime import ConsumerRuntime
+from headwater.contract.signal import Signal, encode_signal
+from headwater.control import open_control_database
+from headwater.erasure.events import Confirmation, ErasureEvent
+from headwater.erasure.ledger import ErasureLedger
+from headwater.erasure.orchestrator import ErasureOrchestrator
+from headwater.erasure.subject import SubjectHasher
+from headwater.errors import ConfigurationError, UnknownErasureRequestError
+from headwater.metrics import ERASURE_ALERTS
+
+
+class Store:
+    """A participant whose store can be switched off."""
+
+    name = "flaky-store"
+    confirm_within_s = 1.0
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+        self.down = False
+        self.attempts = 0
+
+    def handle(self, records: Sequence[Record]) -> None:
+        for r in records:
+            self.rows[r.key] = self.rows.get(r.key, 0) + 1
+
+    def erase(self, event: ErasureEvent) -> Confirmation:
+        self.attempts += 1
+        if self.down:
+            raise RuntimeError("store offline")
+        removed = 1 if self.rows.pop(event.user_id, None) is not None else 0
+        return Confirmation(
+            request_id=event.request_id,
+            participant=self.name,
+            store="memory",
+            method="delete",
+            rows_removed=removed,
+            rows_remaining=int(event.user_id in self.rows),
+            verified_at=datetime.now(UTC),
+        )
+
+
+class Steady(Store):
+    name = "steady-store"
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, object]]]]:
+    received: list[dict[str, object]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(msgspec.json.decode(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_overdue_participant_is_retried_alerted_and_completes_when_back(
+    tmp_path: Path, control_url: str, webhook: tuple[str, list[dict[str, object]]]
+) -> None:
+    url, received = webhook
+    db = open_control_database(control_url)
+    ledger = ErasureLedger(db)
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
+    flaky, steady = Store(), Steady()
+    runtimes = [
+        ConsumerRuntime(
+            bus, h.name, h, ledger=ledger, max_attempts=1, backoff=(0.001, 0.01), poll_timeout=0.01
+        )
+        for h in (flaky, steady)
+    ]
+    orch = ErasureOrchestrator(
+        ledger, bus, SubjectHasher(b"k" * 32), retry_base=timedelta(seconds=0.2), webhook_url=url
+    )
+    now = datetime.now(UTC)
+    bus.publish(
+        [
+            Message(
+                "u1",
+                encode_signal(
+                    Signal(
+                        event_id="e",
+                        event_type="view",
+                        user_id="u1",
+                        surface="web",
+                        timestamp=now,
+                        item_id="i",
+                    )
+                ),
+            )
+        ]
+    )
+    flaky.down = True
+    alerts_before = ERASURE_ALERTS.labels("flaky-store")._value.get()
+    request = orch.request("u1")
+    for r in runtimes:
+        while r.step():
+            pass
+    audit = orch.audit(request.request_id)
+    by = {s["participant"]: s for s in audit["stores"]}
+    assert by["steady-store"]["status"] == "confirmed"
+    assert by["flaky-store"]["status"] == "failed"
+    assert "store offline" in by["flaky-store"]["error"]
+
+    # Past the participant's deadline: overdue, alert, resend addressed to it alone.
+    later = now + timedelta(seconds=2)
+    orch.tick(later)
+    audit = orch.audit(request.request_id, later)
+    flaky_row = next(s for s in audit["stores"] if s["participant"] == "flaky-store")
+    assert audit["status"] == "open"
+    assert flaky_row["status"] == "overdue"
+    assert flaky_row["attempts"] == 2
+    assert len(received) == 1
+    assert received[0]["participant"] == "flaky-store"
+    assert ERASURE_ALERTS.labels("flaky-store")._value.get() == alerts_before + 1
+    steady_attempts = steady.attempts
+    for r in runtimes:
+        while r.step():
+            pass
+    assert steady.attempts == steady_attempts, "the resend is addressed to the overdue store only"
+    assert flaky.attempts == 2
+
+    # Still down: backoff, then another attempt and another alert.
+    orch.tick(later + timedelta(seconds=0.05))
+    assert len(received) == 1, "no resend before the backoff has passed"
+    orch.tick(later + timedelta(seconds=1))
+    assert len(received) == 2
+    # The store comes back: the next attempt confirms and the request completes.
+    flaky.down = False
+    for r in runtimes:
+        while r.step():
+            pass
+    result = orch.tick(later + timedelta(seconds=2))
+    assert result["completed"] == 1
+    done = orch.audit(request.request_id)
+    assert done["status"] == "completed"
+    assert all(s["status"] == "confirmed" for s in done["stores"])
+    assert next(s for s in done["stores"] if s["participant"] == "flaky-store")["attempts"] == 3
+    assert ledger.get(request.request_id).user_id is None
+    for r in runtimes:
+        r.close()
+    bus.close()
+    db.close()
+
+
+def test_no_participants_is_a_clear_error(tmp_path: Path) -> None:
+    db = open_control_database(f"sqlite:///{tmp_path / 'c.db'}")
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
+    orch = ErasureOrchestrator(ErasureLedger(db), bus, SubjectHasher(b"k" * 32))
+    with pytest.raises(ConfigurationError, match="no erasure participants"):
+        orch.request("u1")
+    with pytest.raises(UnknownErasureRequestError):
+        orch.audit("er_nope")
+    bus.close()
+    db.close()
+
+
+def test_regulatory_deadline_and_time_remaining(tmp_path: Path) -> None:
+    db = open_control_database(f"sqlite:///{tmp_path / 'c.db'}")
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
+    ledger = ErasureLedger(db)
+    runtime = ConsumerRuntime(bus, "s", Steady(), ledger=ledger)
+    orch = ErasureOrchestrator(ledger, bus, SubjectHasher(b"k" * 32), deadline=timedelta(days=30))
+    request = orch.request("u9", reason="user asked")
+    received = datetime.fromisoformat(request.received_at)
+    audit = orch.audit(request.request_id, received + timedelta(days=29))
+    assert 86_000 < audit["time_remaining_s"] <= 86_400
+    assert audit["past_deadline"] is False
+    assert orch.audit(request.request_id, received + timedelta(days=31))["past_deadline"]
+    runtime.close()
+    bus.close()
+    db.close()
