@@ -8,7 +8,7 @@ per store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from headwater.bus.base import KIND_SIGNAL, Bus, Record
@@ -25,7 +25,7 @@ DEAD_LETTERS = "dead-letters"
 IDEMPOTENCY_WINDOW = "idempotency-window"
 
 
-def _before(erased_at: datetime) -> object:
+def _before(erased_at: datetime) -> Callable[[Record], bool]:
     limit = erased_at.timestamp()
 
     def predicate(record: Record) -> bool:
@@ -36,6 +36,10 @@ def _before(erased_at: datetime) -> object:
         )
 
     return predicate
+
+
+def _at(positions: set[tuple[int, int]]) -> Callable[[Record], bool]:
+    return lambda r: (r.partition, r.offset) in positions
 
 
 class PlatformErasure:
@@ -76,7 +80,7 @@ class PlatformErasure:
         for r in records:
             by_key.setdefault(r.key, set()).add((r.partition, r.offset))
         for key, positions in by_key.items():
-            self.bus.purge_key(key, lambda r, p=positions: (r.partition, r.offset) in p)
+            self.bus.purge_key(key, _at(positions))
 
     def erase(self, event: ErasureEvent) -> list[Confirmation]:
         """Erase the user from each addressed store and verify with a scan of each."""
@@ -115,7 +119,7 @@ class PlatformErasure:
         cap = self.bus.erasure_capability()
         if cap.can_purge:
             where = _before(event.requested_at)
-            removed = self.bus.purge_key(event.user_id, where)  # type: ignore[arg-type]
+            removed = self.bus.purge_key(event.user_id, where)
             count = getattr(self.bus, "count_key", None)
             remaining = count(event.user_id, where) if count else None
             return self._confirm(
