@@ -130,3 +130,34 @@ def test_dlq_list_and_replay(tmp_path: Path) -> None:
     assert "total lag: 1 events" in lag.output
     missing = runner.invoke(app, ["dlq", "replay", "features:9:9", "--home", home])
     assert missing.exit_code == 1
+
+
+def test_delete_show_list_export(tmp_path: Path) -> None:
+    from headwater.config import Settings
+    from headwater.stack import platform_runtime
+
+    home = str(tmp_path / "hw")
+    # A running participant registers itself; the platform one is enough here.
+    runtime = platform_runtime(Settings.from_env(home))
+    created = runner.invoke(app, ["delete", "u-77", "--home", home, "--reason", "asked"])
+    assert created.exit_code == 0, created.output
+    request_id = created.output.split("follow it: headwater deletions show ")[1].strip()
+    assert "bus-log" in created.output
+    assert "outstanding" in created.output
+    while runtime.step():
+        pass
+    runtime.close()
+    shown = runner.invoke(app, ["deletions", "show", request_id, "--home", home, "--json"])
+    stores = {s["participant"]: s["status"] for s in json.loads(shown.output)["stores"]}
+    assert stores == {"bus-log": "confirmed", "dead-letters": "confirmed",
+                      "idempotency-window": "confirmed"}
+    listed = runner.invoke(app, ["deletions", "list", "--home", home])
+    assert request_id in listed.output
+    assert "3/3 confirmed" in listed.output
+    out = tmp_path / "audit.json"
+    exported = runner.invoke(app, ["deletions", "export", request_id, "--home", home,
+                                   "--out", str(out)])
+    assert exported.exit_code == 0
+    assert json.loads(out.read_text())["request_id"] == request_id
+    assert "u-77" not in runner.invoke(app, ["deletions", "show", request_id, "--home",
+                                             home]).output
