@@ -43,6 +43,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     erasure_deadline_s: float = 30 * 86_400.0
     erasure_webhook: str | None = None
     erased_user_policy: str = "accept"
+    lag_groups: tuple[str, ...] = ("features", "platform-erasure")
+    alert_webhook: str | None = None
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:
@@ -64,4 +66,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ),
             erasure_webhook=_env("HEADWATER_ERASURE_WEBHOOK", "") or None,
             erased_user_policy=_policy(_env("HEADWATER_ERASED_USER_POLICY", "accept")),
+            lag_groups=tuple(
+                g.strip()
+                for g in _env("HEADWATER_LAG_GROUPS", "features,platform-erasure").split(",")
+                if g.strip()
+            ),
+            alert_webhook=_env("HEADWATER_ALERT_WEBHOOK", "") or None,
         )

@@ -6,12 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
     "BATCH_RUN_SECONDS",
-    "CONSUMER_LAG_EVENTS",
-    "CONSUMER_LAG_SECONDS",
-    "DLQ_SIZE",
     "ERASURE_ALERTS",
     "ERASURE_CONFIRM_SECONDS",
-    "ERASURE_REQUESTS",
     "EVENTS_ACCEPTED",
     "EVENTS_REJECTED",
     "FEATURE_LATE_EVENTS",
@@ -19,6 +15,7 @@ __all__ = [
     "PUBLISH_SECONDS",
     "REGISTRY",
     "RESURRECTIONS_BLOCKED",
+    "SLO_BREACH",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -54,24 +51,6 @@ FEATURE_LATE_EVENTS = Counter(
     ["event_type"],
     registry=REGISTRY,
 )
-CONSUMER_LAG_EVENTS = Gauge(
-    "headwater_consumer_lag_events",
-    "Events a consumer group has not committed",
-    ["group", "partition"],
-    registry=REGISTRY,
-)
-CONSUMER_LAG_SECONDS = Gauge(
-    "headwater_consumer_lag_seconds",
-    "Age of the oldest event a group has not committed",
-    ["group", "partition"],
-    registry=REGISTRY,
-)
-DLQ_SIZE = Gauge(
-    "headwater_dead_letters", "Dead letters not yet replayed", ["group"], registry=REGISTRY
-)
-ERASURE_REQUESTS = Gauge(
-    "headwater_erasure_requests", "Erasure requests by state", ["state"], registry=REGISTRY
-)
 ERASURE_CONFIRM_SECONDS = Histogram(
     "headwater_erasure_confirm_seconds",
     "From erasure request to a participant's confirmation",
@@ -95,5 +74,11 @@ BATCH_RUN_SECONDS = Histogram(
     "headwater_batch_run_seconds",
     "Nightly batch run durations",
     buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
+    registry=REGISTRY,
+)
+SLO_BREACH = Gauge(
+    "headwater_slo_breach",
+    "1 while a producer team's event type is out of its freshness objective",
+    ["producer", "event_type"],
     registry=REGISTRY,
 )

@@ -29,8 +29,15 @@ from headwater.features.consumer import FeatureConsumer
 from headwater.gateway.app import create_app
 from headwater.gateway.services import GatewayServices, feature_engine
 from headwater.online import open_online_store
+from headwater.slo import SloMonitor
 
-__all__ = ["EmbeddedStack", "consumer_runtime", "feature_runtime", "platform_runtime"]
+__all__ = [
+    "EmbeddedStack",
+    "consumer_runtime",
+    "feature_runtime",
+    "platform_runtime",
+    "slo_monitor",
+]
 
 log = logging.getLogger("headwater.stack")
 
@@ -97,6 +104,23 @@ def platform_runtime(
     )
 
 
+def slo_monitor(services: GatewayServices) -> SloMonitor:
+    """The freshness SLO watch: breaches of an event type's budget raise an alert."""
+
+    def as_of_age() -> float | None:
+        positions = services.online.positions(services.features.group)
+        if not positions:
+            return None
+        return max(0.0, time.time() - min(p.as_of_ms for p in positions.values()) / 1000)
+
+    return SloMonitor(
+        services.online,
+        lambda: services.features.engine.budgets_s,
+        webhook_url=services.settings.alert_webhook,
+        as_of_age=as_of_age,
+    )
+
+
 class EmbeddedStack:
     """Everything in one process, started and stopped together."""
 
@@ -108,6 +132,7 @@ class EmbeddedStack:
         port: int = 8080,
         register_defaults: bool = True,
         orchestrator_interval_s: float = 0.5,
+        slo_interval_s: float = 15.0,
     ) -> None:
         self.settings = settings
         self.host = host
@@ -121,6 +146,8 @@ class EmbeddedStack:
             platform_runtime(settings, self.services),
         ]
         self.orchestrator_interval_s = orchestrator_interval_s
+        self.slo_interval_s = slo_interval_s
+        self.slo_monitor = slo_monitor(self.services)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: uvicorn.Server | None = None
@@ -158,6 +185,15 @@ class EmbeddedStack:
         )
         orchestrator.start()
         self._threads.append(orchestrator)
+        monitor = threading.Thread(
+            target=self.slo_monitor.run,
+            args=(self._stop,),
+            kwargs={"interval_s": self.slo_interval_s},
+            name="slo-monitor",
+            daemon=True,
+        )
+        monitor.start()
+        self._threads.append(monitor)
         app = create_app(self.services)
         config = uvicorn.Config(
             app, host=self.host, port=self.port, log_level="warning", access_log=False

@@ -50,6 +50,7 @@ class TypedSignal(
     producer: str | UnsetType = UNSET
     received_at: datetime | UnsetType = UNSET
     schema_version: int | UnsetType = UNSET
+    request_id: str | UnsetType = UNSET
 
 
 def _string(spec: FieldSpec) -> Any:

@@ -29,15 +29,17 @@ SIGNAL_FIELDS: tuple[str, ...] = (
     "payload",
 )
 #: Fields headwater sets on acceptance; a producer that sends one is rejected.
-ENVELOPE_FIELDS: tuple[str, ...] = ("producer", "received_at", "schema_version")
+ENVELOPE_FIELDS: tuple[str, ...] = ("producer", "received_at", "schema_version", "request_id")
 
 
 class Signal(msgspec.Struct, frozen=True, omit_defaults=True):
     """One user interaction signal, as consumers read it from the bus.
 
     ``timestamp`` and ``received_at`` are timezone-aware UTC. ``item_id`` is None
-    only for event types that declare no item. ``producer``, ``received_at`` and
-    ``schema_version`` form the envelope headwater sets when it accepts the signal.
+    only for event types that declare no item. ``producer``, ``received_at``,
+    ``schema_version`` and ``request_id`` (the publish request that carried it, which
+    connects the gateway's and the consumers' logs) form the envelope headwater sets
+    when it accepts the signal.
     """
 
     event_id: str
@@ -50,6 +52,7 @@ class Signal(msgspec.Struct, frozen=True, omit_defaults=True):
     producer: str = ""
     received_at: datetime | None = None
     schema_version: int = 0
+    request_id: str = ""
 
 
 _ENCODER = msgspec.msgpack.Encoder()

@@ -61,6 +61,8 @@ class Rejection(msgspec.Struct, frozen=True):
     rule: str
     message: str
     violations: tuple[Violation, ...]
+    event_type: str | None = None
+    raw: bytes = b""  # the event as sent (for examples on the dashboard; never logged)
 
 
 class BatchResult:
@@ -186,7 +188,8 @@ class SignalValidator:
             if (
                 event.producer is not unset
                 or event.received_at is not unset
-                or (event.schema_version is not unset)
+                or event.schema_version is not unset
+                or event.request_id is not unset
             ):
                 return None
             if ts.tzinfo is not UTC:
@@ -217,6 +220,7 @@ class SignalValidator:
                 and event.producer is unset
                 and event.received_at is unset
                 and event.schema_version is unset
+                and event.request_id is unset
             ):
                 if ts.tzinfo is not UTC:
                     event.timestamp = ts.astimezone(UTC)
@@ -258,6 +262,12 @@ class SignalValidator:
             rule=first.rule,
             message=first.message,
             violations=violations,
+            event_type=etype
+            if isinstance(
+                etype := (decoded.get("event_type") if isinstance(decoded, dict) else None), str
+            )
+            else None,
+            raw=raw[:2048],
         )
 
     def _decoder_message(self, raw: bytes) -> str:

@@ -24,7 +24,7 @@ from headwater.erasure.ledger import ErasureLedger, RequestRecord
 from headwater.erasure.subject import SubjectHasher
 from headwater.erasure.tombstones import TombstoneFilter
 from headwater.errors import ConfigurationError, ErasureError
-from headwater.metrics import ERASURE_ALERTS, ERASURE_CONFIRM_SECONDS, ERASURE_REQUESTS
+from headwater.metrics import ERASURE_ALERTS, ERASURE_CONFIRM_SECONDS
 
 __all__ = ["Alert", "ErasureOrchestrator"]
 
@@ -117,8 +117,6 @@ class ErasureOrchestrator:
                 continue
             resent += self._chase(record, now)
         counts = self.ledger.counts()
-        for state in ("open", "completed", "overdue"):
-            ERASURE_REQUESTS.labels(state).set(counts.get(state, 0))
         return {"completed": done, "resent": resent, **counts}
 
     def _observe_confirmations(self, record: RequestRecord) -> None:

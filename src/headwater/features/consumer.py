@@ -19,6 +19,7 @@ from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.features.engine import FeatureEngine
 from headwater.metrics import FEATURE_LATE_EVENTS, FRESHNESS_SECONDS
 from headwater.online.base import OnlineStore, Position
+from headwater.slo import SLO_NAMESPACE, SloRecorder
 
 __all__ = ["USER_NAMESPACE", "FeatureConsumer"]
 
@@ -46,6 +47,10 @@ class FeatureConsumer:
         self.record_freshness = record_freshness
         self.applied = 0
         self.skipped_replays = 0
+        self.slo: SloRecorder | None = (
+            SloRecorder(lambda: self.engine.budgets_s) if record_freshness else None
+        )
+        self._slo_flushed = 0.0
         self._last_idle = 0.0
 
     def handle(self, records: Sequence[Record]) -> None:
@@ -94,21 +99,33 @@ class FeatureConsumer:
         if self.record_freshness:
             self._observe(by_user)
 
-    @staticmethod
-    def _observe(by_user: dict[str, list[Signal]]) -> None:
+    def _observe(self, by_user: dict[str, list[Signal]]) -> None:
         # Readable now: the write above committed. Publish accepted at received_at.
         now = time.time()
         per_type: dict[str, list[float]] = {}
+        slo = self.slo
         for signals in by_user.values():
             for sig in signals:
                 if sig.received_at is not None:
-                    per_type.setdefault(sig.event_type, []).append(
-                        now - sig.received_at.timestamp()
-                    )
+                    age = max(0.0, now - sig.received_at.timestamp())
+                    per_type.setdefault(sig.event_type, []).append(age)
+                    if slo is not None:
+                        slo.observe(sig.producer, sig.event_type, age, now)
         for etype, ages in per_type.items():
             hist = FRESHNESS_SECONDS.labels(etype)
             for age in ages:
-                hist.observe(max(0.0, age))
+                hist.observe(age)
+        self._flush_slo()
+
+    def _flush_slo(self, *, force: bool = False) -> None:
+        # Once a second is plenty for minute-grained SLO counts.
+        if self.slo is None or (not force and time.monotonic() - self._slo_flushed < 1.0):
+            return
+        self._slo_flushed = time.monotonic()
+        rows = self.slo.rows()
+        if rows:
+            self.store.put(SLO_NAMESPACE, rows)
+        self.slo.prune(self.store)
 
     def on_idle(self, partitions: set[int]) -> None:
         """Caught up on ``partitions``: everything appended until now is applied."""
@@ -116,6 +133,7 @@ class FeatureConsumer:
         if not partitions or now - self._last_idle < self.idle_interval_s:
             return
         self._last_idle = now
+        self._flush_slo(force=True)
         stored = self.store.positions(self.group)
         as_of = int(time.time() * 1000)
         marks = {

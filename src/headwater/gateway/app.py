@@ -13,8 +13,10 @@ from headwater.config import Settings
 from headwater.gateway._errors import install_error_handlers, json_response
 from headwater.gateway.deletion_routes import router as deletion_router
 from headwater.gateway.ingest_routes import router as ingest_router
+from headwater.gateway.observe_routes import router as observe_router
 from headwater.gateway.read_routes import router as read_router
 from headwater.gateway.services import GatewayServices
+from headwater.gateway.telemetry import BACKENDS, install_request_ids
 
 __all__ = ["create_app"]
 
@@ -35,9 +37,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.services is None:
             app.state.services = GatewayServices(settings or Settings.from_env())
+        svc: GatewayServices = app.state.services
+        BACKENDS.sources.append(svc)
         yield
+        BACKENDS.sources.remove(svc)
         if owned:
-            app.state.services.close()
+            svc.close()
 
     app = FastAPI(
         title="headwater",
@@ -52,6 +57,8 @@ def create_app(
     app.include_router(ingest_router)
     app.include_router(read_router)
     app.include_router(deletion_router)
+    app.include_router(observe_router)
+    install_request_ids(app)
 
     @app.get("/v1/health", summary="Liveness and where the backends are")
     async def health(request: Request) -> Response:

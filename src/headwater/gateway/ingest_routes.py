@@ -33,6 +33,8 @@ from headwater.gateway._schemas import (
     errors,
 )
 from headwater.gateway.services import GatewayServices
+from headwater.logs import REQUEST_ID
+from headwater.metrics import PUBLISH_SECONDS
 
 __all__ = ["router"]
 
@@ -116,10 +118,12 @@ async def publish(
     svc.limiter.take(key.key_id, events, key.rate_limit_eps, key.burst)
     # Validation and encoding are CPU work: done inline, they cost less than a thread hop.
     # Only the durable write is waited for, without holding a thread.
-    batch = svc.ingestor.prepare(body, key, ndjson=ndjson)
+    started = time.perf_counter()
+    batch = svc.ingestor.prepare(body, key, ndjson=ndjson, request_id=REQUEST_ID.get() or "")
     if batch.messages:
         await asyncio.wrap_future(svc.ingestor.publisher.submit(batch.messages))
     outcome = svc.ingestor.finish(batch)
+    PUBLISH_SECONDS.observe(time.perf_counter() - started)
     return json_response(outcome, outcome.status_code)
 
 

@@ -63,6 +63,7 @@ class ErasedUsers:
                     rule="user_erased",
                     message=message,
                     violations=(violation,),
+                    event_type=str(type(event).__struct_config__.tag),
                 )
             )
         rejections.sort(key=lambda r: r.index)

@@ -9,8 +9,10 @@ safe to retry on every bus (consumers are idempotent by event id).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
@@ -27,8 +29,12 @@ from headwater.contract.validator import BatchResult, Limits, Rejection, SignalV
 from headwater.dedupe.base import IdempotencyWindow
 from headwater.errors import PermissionDeniedError
 from headwater.ingest.erased import ErasedUsers
+from headwater.ingest.stats import IngestStats
+from headwater.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 
 __all__ = ["EventResult", "IngestOutcome", "Ingestor", "PreparedBatch"]
+
+log = logging.getLogger("headwater.ingest")
 
 
 class EventResult(msgspec.Struct, omit_defaults=True):
@@ -62,7 +68,15 @@ class IngestOutcome(msgspec.Struct):
 class PreparedBatch:
     """A validated, encoded batch waiting for its durable write."""
 
-    __slots__ = ("duplicate_index", "fresh", "messages", "producer", "received_at", "result")
+    __slots__ = (
+        "duplicate_index",
+        "fresh",
+        "messages",
+        "producer",
+        "received_at",
+        "request_id",
+        "result",
+    )
 
     def __init__(
         self,
@@ -73,6 +87,7 @@ class PreparedBatch:
         *,
         producer: str,
         received_at: datetime,
+        request_id: str = "",
     ) -> None:
         self.result = result
         self.fresh = fresh
@@ -80,6 +95,7 @@ class PreparedBatch:
         self.messages = messages
         self.producer = producer
         self.received_at = received_at
+        self.request_id = request_id
 
 
 class Ingestor:
@@ -104,6 +120,7 @@ class Ingestor:
         self.refresh_s = refresh_s
         self.on_published = on_published
         self.erased = erased
+        self.stats = IngestStats()
         self._lock = threading.Lock()
         self._revision = registry.revision()
         self._validator = SignalValidator(registry.current(), self.limits)
@@ -128,14 +145,18 @@ class Ingestor:
             self._checked = time.monotonic()
         return self._validator
 
-    def ingest(self, body: bytes, key: ProducerKey, *, ndjson: bool = False) -> IngestOutcome:
+    def ingest(
+        self, body: bytes, key: ProducerKey, *, ndjson: bool = False, request_id: str = ""
+    ) -> IngestOutcome:
         """Validate, check scope, deduplicate and publish one batch (blocking)."""
-        batch = self.prepare(body, key, ndjson=ndjson)
+        batch = self.prepare(body, key, ndjson=ndjson, request_id=request_id)
         if batch.messages:
             self.publisher.publish(batch.messages)
         return self.finish(batch)
 
-    def prepare(self, body: bytes, key: ProducerKey, *, ndjson: bool = False) -> PreparedBatch:
+    def prepare(
+        self, body: bytes, key: ProducerKey, *, ndjson: bool = False, request_id: str = ""
+    ) -> PreparedBatch:
         """Everything before the durable write: validate, check scope, drop re-sent events,
         stamp the envelope and encode. Raises before anything is published."""
         received_at = datetime.now(UTC)
@@ -154,9 +175,17 @@ class Ingestor:
             event.producer = team
             event.received_at = received_at
             event.schema_version = type(event).schema_version_of_type
+            if request_id:
+                event.request_id = request_id
             messages.append(Message(event.user_id, encode_signal(event)))
         return PreparedBatch(
-            result, fresh, duplicate_index, messages, producer=team, received_at=received_at
+            result,
+            fresh,
+            duplicate_index,
+            messages,
+            producer=team,
+            received_at=received_at,
+            request_id=request_id,
         )
 
     def finish(self, batch: PreparedBatch) -> IngestOutcome:
@@ -165,7 +194,33 @@ class Ingestor:
             self.window.remember([(e.event_id, e.user_id) for e in batch.fresh])
             if self.on_published is not None:
                 self.on_published(batch.fresh, batch.received_at)
+        self._account(batch)
         return _outcome(batch.result, batch.duplicate_index, batch.producer, batch.received_at)
+
+    def _account(self, batch: PreparedBatch) -> None:
+        producer = batch.producer
+        per_type = Counter(_type_name(e) for e in batch.fresh)
+        for etype, n in per_type.items():
+            EVENTS_ACCEPTED.labels(producer, etype).inc(n)
+        rejections = batch.result.rejections
+        for (etype, rule), n in Counter(
+            (r.event_type or "unknown", r.rule) for r in rejections
+        ).items():
+            EVENTS_REJECTED.labels(producer, etype, rule).inc(n)
+        self.stats.record(producer, len(batch.fresh), rejections)
+        log.info(
+            "publish",
+            extra={
+                "producer": producer,
+                "accepted": len(batch.fresh),
+                "duplicates": len(batch.duplicate_index),
+                "rejected": len(rejections),
+                "event_types": dict(per_type),
+                "first_event_id": batch.fresh[0].event_id if batch.fresh else None,
+                "last_event_id": batch.fresh[-1].event_id if batch.fresh else None,
+                "rejection_rules": dict(Counter(r.rule for r in rejections)),
+            },
+        )
 
     def close(self) -> None:
         """Finish queued publishes."""

@@ -1,0 +1,94 @@
+"""Recent ingestion per producer team, for the dashboard: rates, top rejection reasons,
+and an example rejected event of each team.
+
+Kept in the memory of each gateway process (a minute-bucketed window); Prometheus
+aggregates the counters across gateways, this serves the live view.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from typing import Any
+
+import msgspec
+
+from headwater.contract.validator import Rejection
+
+__all__ = ["IngestStats"]
+
+_WINDOW_S = 300
+
+
+class _Team:
+    __slots__ = ("buckets", "example", "reasons")
+
+    def __init__(self) -> None:
+        # (second, accepted, rejected) newest last; a few hundred entries at most.
+        self.buckets: deque[list[int]] = deque()
+        self.reasons: Counter[str] = Counter()
+        self.example: dict[str, Any] | None = None
+
+
+class IngestStats:
+    """Per-team counts over the last five minutes."""
+
+    def __init__(self) -> None:
+        self._teams: dict[str, _Team] = {}
+        self._lock = threading.Lock()
+
+    def record(self, team: str, accepted: int, rejections: list[Rejection]) -> None:
+        """Count one batch."""
+        now = int(time.time())
+        with self._lock:
+            t = self._teams.get(team)
+            if t is None:
+                t = self._teams[team] = _Team()
+            if t.buckets and t.buckets[-1][0] == now:
+                t.buckets[-1][1] += accepted
+                t.buckets[-1][2] += len(rejections)
+            else:
+                t.buckets.append([now, accepted, len(rejections)])
+            while t.buckets and t.buckets[0][0] < now - _WINDOW_S:
+                t.buckets.popleft()
+            for r in rejections:
+                t.reasons[r.rule] += 1
+            if rejections:
+                r = rejections[-1]
+                try:
+                    event: Any = msgspec.json.decode(r.raw) if r.raw else None
+                except msgspec.DecodeError:
+                    event = r.raw.decode(errors="replace")
+                t.example = {
+                    "event": event,
+                    "event_id": r.event_id,
+                    "field": r.field,
+                    "rule": r.rule,
+                    "message": r.message,
+                    "at": now,
+                }
+
+    def snapshot(self, window_s: int = 60) -> list[dict[str, Any]]:
+        """Per team: events/s accepted and rejected over ``window_s``, top reasons, example."""
+        now = int(time.time())
+        out = []
+        with self._lock:
+            for team, t in sorted(self._teams.items()):
+                recent = [b for b in t.buckets if b[0] > now - window_s]
+                accepted = sum(b[1] for b in recent)
+                rejected = sum(b[2] for b in recent)
+                total = accepted + rejected
+                out.append(
+                    {
+                        "team": team,
+                        "accepted_per_s": round(accepted / window_s, 1),
+                        "rejected_per_s": round(rejected / window_s, 1),
+                        "rejection_rate": round(rejected / total, 4) if total else 0.0,
+                        "accepted_total_5m": sum(b[1] for b in t.buckets),
+                        "rejected_total_5m": sum(b[2] for b in t.buckets),
+                        "top_reasons": t.reasons.most_common(5),
+                        "example_rejection": t.example,
+                    }
+                )
+        return out
