@@ -6,6 +6,7 @@ import typer
 
 from headwater.cli import bus, consume, contracts, deletions, demo, producers, serve
 from headwater.errors import HeadwaterError
+from headwater.logs import configure_logging
 
 __all__ = ["app", "main"]
 
@@ -28,6 +29,7 @@ demo.register(app)
 
 def main() -> None:
     """Entry point: run the CLI, turning headwater errors into a message and exit code 1."""
+    configure_logging()
     try:
         app()
     except HeadwaterError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
 import threading
@@ -55,6 +56,8 @@ def demo(
     from headwater.demo.live import JOURNEY_USER, TeamTraffic, publish_journey
     from headwater.stack import EmbeddedStack
 
+    # The demo prints its own report; only warnings from the stack itself go to stderr.
+    logging.getLogger().setLevel(logging.WARNING)
     root = Path(home)
     if root.exists():
         shutil.rmtree(root)

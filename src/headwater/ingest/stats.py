@@ -82,8 +82,8 @@ class IngestStats:
                 out.append(
                     {
                         "team": team,
-                        "accepted_per_s": round(accepted / window_s, 1),
-                        "rejected_per_s": round(rejected / window_s, 1),
+                        "accepted_per_s": round(accepted / window_s, 3),
+                        "rejected_per_s": round(rejected / window_s, 3),
                         "rejection_rate": round(rejected / total, 4) if total else 0.0,
                         "accepted_total_5m": sum(b[1] for b in t.buckets),
                         "rejected_total_5m": sum(b[2] for b in t.buckets),

@@ -1,0 +1,171 @@
+"""Metrics, request ids in JSON logs, ingestion stats and freshness SLOs with alerts."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from headwater.bus.runtime import ConsumerRuntime
+from headwater.gateway.services import GatewayServices
+from headwater.logs import JsonFormatter
+from headwater.slo import SloMonitor, SloRecorder, slo_report
+from headwater.stack import feature_runtime
+from tests._gateway_fixtures import auth
+
+
+def event(i: int, **over: Any) -> dict[str, Any]:
+    e: dict[str, Any] = {
+        "event_id": f"o-{i}",
+        "event_type": "view",
+        "user_id": f"u{i % 4}",
+        "item_id": "i1",
+        "surface": "web",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "payload": {},
+    }
+    e.update(over)
+    return e
+
+
+def drain(runtime: ConsumerRuntime) -> None:
+    while runtime.step():
+        pass
+    runtime.step()
+
+
+def test_metrics_count_accepted_and_rejected_by_producer_type_reason(
+    client: TestClient, services: GatewayServices, web_key: str
+) -> None:
+    before = client.get("/metrics").text
+    batch = [event(1), event(2), event(3, surface="tv"), event(4, event_type="nope")]
+    assert client.post("/v1/signals", json=batch, headers=auth(web_key)).status_code == 207
+    text = client.get("/metrics").text
+
+    def value(line_start: str, body: str) -> float:
+        for line in body.splitlines():
+            if line.startswith(line_start):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    accepted = 'headwater_events_accepted_total{event_type="view",producer="web"}'
+    assert value(accepted, text) - value(accepted, before) == 2
+    surface = (
+        'headwater_events_rejected_total{event_type="view",producer="web",'
+        'reason="surface_not_allowed"}'
+    )
+    assert value(surface, text) - value(surface, before) == 1
+    unknown = (
+        'headwater_events_rejected_total{event_type="nope",producer="web",'
+        'reason="unknown_event_type"}'
+    )
+    assert value(unknown, text) - value(unknown, before) == 1
+    assert "headwater_publish_seconds_bucket" in text
+    assert 'headwater_consumer_lag_events{group="features",partition="0"}' in text
+    assert 'headwater_dead_letters{group="features"}' in text
+
+
+def test_request_id_flows_from_publish_to_the_signal_and_the_logs(
+    client: TestClient, services: GatewayServices, web_key: str
+) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("headwater")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        r = client.post(
+            "/v1/signals",
+            json=[event(10)],
+            headers={**auth(web_key), "X-Request-ID": "trace-abc-1"},
+        )
+    finally:
+        logger.removeHandler(handler)
+    assert r.headers["X-Request-ID"] == "trace-abc-1"
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    publish = next(x for x in lines if x["msg"] == "publish")
+    assert publish["request_id"] == "trace-abc-1"
+    assert publish["producer"] == "web"
+    assert publish["first_event_id"] == "o-10"
+    # The request id rides in the signal's envelope, so consumers can log it too.
+    consumer = services.bus.consumer("peek")
+    records = consumer.poll(10, 1.0)
+    consumer.close()
+    from headwater.contract.signal import decode_signal
+
+    assert decode_signal(records[-1].value).request_id == "trace-abc-1"
+    unsafe = client.post(
+        "/v1/signals", json=[event(11)], headers={**auth(web_key), "X-Request-ID": "bad id\n"}
+    )
+    assert unsafe.headers["X-Request-ID"].startswith("req_")
+
+
+def test_ingestion_stats_have_rates_reasons_and_an_example(
+    client: TestClient, web_key: str
+) -> None:
+    client.post(
+        "/v1/signals", json=[event(20), event(21, payload={"dwell_ms": "x"})], headers=auth(web_key)
+    )
+    teams = client.get("/v1/stats/ingestion?window=60").json()["teams"]
+    web = next(t for t in teams if t["team"] == "web")
+    assert web["accepted_per_s"] > 0
+    assert web["rejected_per_s"] > 0
+    assert web["top_reasons"][0][0] == "wrong_type"
+    example = web["example_rejection"]
+    assert example["field"] == "payload.dwell_ms"
+    assert example["event"]["event_id"] == "o-21"
+
+
+def test_slo_report_and_breach_alert(
+    client: TestClient, services: GatewayServices, web_key: str
+) -> None:
+    runtime = feature_runtime(services.settings, services, batch_size=100)
+    client.post("/v1/signals", json=[event(i) for i in range(30, 60)], headers=auth(web_key))
+    drain(runtime)
+    handler = runtime.handler
+    handler._flush_slo(force=True)  # type: ignore[attr-defined]
+    slos = client.get("/v1/slo?window=600").json()["slos"]
+    view = next(s for s in slos if s["event_type"] == "view" and s["producer"] == "web")
+    assert view["events"] == 30
+    assert view["compliance"] == 1.0
+    assert view["breached"] is False
+    assert view["budget_s"] == 60.0
+
+    # 95 of 100 events within budget: compliance 95% < 99%, the error budget burns 5x.
+    recorder = SloRecorder(lambda: {"click": 1.0})
+    now = time.time()
+    for i in range(100):
+        recorder.observe("ios", "click", 0.5 if i < 95 else 2.0, now)
+    services.online.put("slo", recorder.rows())
+    report = slo_report(services.online, {"click": 1.0}, window_s=600)
+    click = next(r for r in report if r["event_type"] == "click")
+    assert (click["events"], click["within_budget"], click["breached"]) == (100, 95, True)
+    assert click["burn_rate"] == 5.0
+    assert click["max_freshness_s"] == 2.0
+    alerts: list[dict[str, Any]] = []
+    monitor = SloMonitor(
+        services.online, lambda: {"click": 1.0, "view": 60.0}, window_s=600, min_events=10
+    )
+    monitor._alert = alerts.append  # type: ignore[method-assign]
+    monitor.evaluate()
+    assert [(a["producer"], a["event_type"]) for a in alerts] == [("ios", "click")]
+    monitor.evaluate()
+    assert len(alerts) == 1, "one alert per breach, not one per evaluation"
+    # A consumer that stops: as_of ages past the budget and the SLO is breached too.
+    lagging = SloMonitor(
+        services.online,
+        lambda: services.features.engine.budgets_s,
+        window_s=600,
+        as_of_age=lambda: 3600.0,
+    )
+    lagging_alerts: list[dict[str, Any]] = []
+    lagging._alert = lagging_alerts.append  # type: ignore[method-assign]
+    lagging.evaluate()
+    assert any(a["event_type"] == "view" for a in lagging_alerts)
+    runtime.close()
