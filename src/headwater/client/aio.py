@@ -10,19 +10,13 @@ from typing import Any
 
 import httpx
 
-from headwater.client._batching import (
-    PublishReport,
-    RejectedEvent,
-    RetryPolicy,
-    batches,
-    build_event,
-    decide,
-)
+from headwater.client._batching import PublishReport, RejectedEvent, RetryPolicy
+from headwater.client._core import Answer, ClientCore
 
 __all__ = ["AsyncHeadwaterClient"]
 
 
-class AsyncHeadwaterClient:
+class AsyncHeadwaterClient(ClientCore):
     """The asyncio twin of HeadwaterClient (same batching, retries and reports)."""
 
     def __init__(
@@ -37,13 +31,12 @@ class AsyncHeadwaterClient:
         on_rejection: Callable[[RejectedEvent], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.batch_size = batch_size
-        self.max_batch_bytes = max_batch_bytes
-        self.retry = retry or RetryPolicy()
-        self.on_rejection = on_rejection
-        self._buffer: list[dict[str, Any]] = []
-        #: Everything sent by this client so far, automatic flushes included.
-        self.totals = PublishReport()
+        super().__init__(
+            batch_size=batch_size,
+            max_batch_bytes=max_batch_bytes,
+            retry=retry,
+            on_rejection=on_rejection,
+        )
         self._http = httpx.AsyncClient(
             base_url=url.rstrip("/"),
             timeout=timeout,
@@ -62,58 +55,36 @@ class AsyncHeadwaterClient:
         **fields: Any,
     ) -> str:
         """Buffer one event (sent when the batch is full); its event id."""
-        event = build_event(
-            event_type=event_type,
-            user_id=user_id,
-            surface=surface,
-            item_id=item_id,
-            payload=payload,
-            **fields,
+        event_id, full = self._buffered(
+            event_type, user_id, surface, item_id=item_id, payload=payload, fields=fields
         )
-        self._buffer.append(event)
-        if len(self._buffer) >= self.batch_size:
+        if full:
             await self.flush()
-        return str(event["event_id"])
+        return event_id
 
     async def flush(self) -> PublishReport:
         """Send every buffered event."""
-        pending, self._buffer = self._buffer, []
-        return await self.publish(pending)
+        return await self.publish(self._take_buffer())
 
     async def publish(self, events: Sequence[dict[str, Any]]) -> PublishReport:
         """Send events now, in as many batches as the limits need."""
         report = PublishReport()
-        for chunk, body in batches(events, self.batch_size, self.max_batch_bytes):
+        for chunk, body in self._batches(events):
             report.merge(await self._send(chunk, body))
-        self.totals.merge(report)
-        if self.on_rejection is not None:
-            for rejected in report.rejected:
-                self.on_rejection(rejected)
-        return report
+        return self._report(report)
 
     async def _send(self, events: list[dict[str, Any]], body: bytes) -> PublishReport:
         for attempt in itertools.count(1):
-            status: int | None = None
-            content, retry_after, error = b"", None, ""
+            answer: Answer
             try:
-                response = await self._http.post(
+                r = await self._http.post(
                     "/v1/signals", content=body, headers={"Content-Type": "application/json"}
                 )
-                status, content = response.status_code, response.content
-                retry_after = response.headers.get("Retry-After")
+                answer = (r.status_code, r.content, r.headers.get("Retry-After"), "")
             except httpx.TransportError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            outcome = decide(
-                status,
-                content,
-                retry_after,
-                events,
-                attempt=attempt,
-                policy=self.retry,
-                error=error,
-            )
+                answer = (None, b"", None, f"{type(exc).__name__}: {exc}")
+            outcome = self._decide(answer, events, attempt)
             if isinstance(outcome, PublishReport):
-                outcome.retries = attempt - 1
                 return outcome
             await asyncio.sleep(outcome)
         raise AssertionError("unreachable")
