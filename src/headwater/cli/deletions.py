@@ -142,14 +142,23 @@ def orchestrate(
     home: HomeOption = None,
     interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 1.0,
 ) -> None:
-    """Run the erasure orchestrator: close, chase and alert until SIGTERM."""
+    """Run the erasure orchestrator (close, chase, alert) and the freshness SLO watch."""
     import signal
+
+    from headwater.gateway.services import GatewayServices
+    from headwater.stack import slo_monitor
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    with _orchestrator(home) as orch:
-        orch.run(stop, interval_s=interval)
+    services = GatewayServices(settings(home))
+    monitor = threading.Thread(target=slo_monitor(services).run, args=(stop,), daemon=True)
+    monitor.start()
+    try:
+        services.orchestrator.run(stop, interval_s=interval)
+    finally:
+        monitor.join(30)
+        services.close()
 
 
 def register(root: typer.Typer) -> None:
