@@ -9,6 +9,7 @@ positions, and each row remembers its recent event ids, so nothing is counted tw
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from headwater.slo import SLO_NAMESPACE, SloRecorder
 __all__ = ["USER_NAMESPACE", "FeatureConsumer"]
 
 USER_NAMESPACE = "user"
+log = logging.getLogger("headwater.features")
 
 
 class FeatureConsumer:
@@ -104,8 +106,10 @@ class FeatureConsumer:
         now = time.time()
         per_type: dict[str, list[float]] = {}
         slo = self.slo
+        requests: set[str] = set()
         for signals in by_user.values():
             for sig in signals:
+                requests.add(sig.request_id)
                 if sig.received_at is not None:
                     age = max(0.0, now - sig.received_at.timestamp())
                     per_type.setdefault(sig.event_type, []).append(age)
@@ -115,6 +119,11 @@ class FeatureConsumer:
             hist = FRESHNESS_SECONDS.labels(etype)
             for age in ages:
                 hist.observe(age)
+        requests.discard("")
+        log.info("applied", extra={
+            "consumer": self.name, "users": len(by_user),
+            "events": {t: len(a) for t, a in per_type.items()},
+            "request_ids": sorted(requests)[:50], "request_count": len(requests)})
         self._flush_slo()
 
     def _flush_slo(self, *, force: bool = False) -> None:
