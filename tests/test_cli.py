@@ -149,15 +149,20 @@ def test_delete_show_list_export(tmp_path: Path) -> None:
     runtime.close()
     shown = runner.invoke(app, ["deletions", "show", request_id, "--home", home, "--json"])
     stores = {s["participant"]: s["status"] for s in json.loads(shown.output)["stores"]}
-    assert stores == {"bus-log": "confirmed", "dead-letters": "confirmed",
-                      "idempotency-window": "confirmed"}
+    assert stores == {
+        "bus-log": "confirmed",
+        "dead-letters": "confirmed",
+        "idempotency-window": "confirmed",
+    }
     listed = runner.invoke(app, ["deletions", "list", "--home", home])
     assert request_id in listed.output
     assert "3/3 confirmed" in listed.output
     out = tmp_path / "audit.json"
-    exported = runner.invoke(app, ["deletions", "export", request_id, "--home", home,
-                                   "--out", str(out)])
+    exported = runner.invoke(
+        app, ["deletions", "export", request_id, "--home", home, "--out", str(out)]
+    )
     assert exported.exit_code == 0
     assert json.loads(out.read_text())["request_id"] == request_id
-    assert "u-77" not in runner.invoke(app, ["deletions", "show", request_id, "--home",
-                                             home]).output
+    assert (
+        "u-77" not in runner.invoke(app, ["deletions", "show", request_id, "--home", home]).output
+    )

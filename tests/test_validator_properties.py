@@ -543,6 +543,7 @@ def m_envelope_field_set(draw: Draw, case: Case, contract: Contract) -> Mutant:
         "producer": st.text(max_size=8),
         "schema_version": st.integers(0, 9),
         "received_at": timestamps(WINDOW.oldest, WINDOW.newest),
+        "request_id": st.text(max_size=12),
     }[key]
     value = draw(plausible | json_values)
     return Mutant(msgspec.json.encode(_set(case.event, key, value)), key, "envelope_field_set")

@@ -29,7 +29,8 @@ boundary.
     ├── PublishFailedError            the client gave up after its retries (the batch may be resent)
     ├── ConsumerError
     │   └── MissingDeletionHandlerError  a consumer that stores user data has no erasure handler
-    └── ErasureError
+    └── ErasureError                  an erasure request cannot be created or reported
+        ├── NoErasureParticipantsError no store has registered: consumers are not running
         └── UnknownErasureRequestError
 """
 
@@ -61,6 +62,7 @@ __all__ = [
     "MalformedBatchError",
     "MissingDeletionHandlerError",
     "MissingDependencyError",
+    "NoErasureParticipantsError",
     "OnlineStoreError",
     "PermissionDeniedError",
     "PublishFailedError",
@@ -181,6 +183,10 @@ class MissingDeletionHandlerError(ConsumerError):
 
 class ErasureError(HeadwaterError):
     """An erasure request cannot be created, applied or reported."""
+
+
+class NoErasureParticipantsError(ErasureError):
+    """No store has registered as a participant yet: start the consumers first."""
 
 
 class UnknownErasureRequestError(ErasureError):

@@ -17,8 +17,9 @@ from headwater.stack import EmbeddedStack
 from tests._live import free_port
 from tests.conftest import IN_CI
 
-CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
-                 if os.path.exists(p)), None)
+CHROMIUM = next(
+    (p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if os.path.exists(p)), None
+)
 
 
 @pytest.fixture
@@ -31,25 +32,36 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         yield b
         b.close()
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
-    s = EmbeddedStack(Settings.from_env(tmp_path / "hw"), port=free_port(),
-                      orchestrator_interval_s=0.2)
+    s = EmbeddedStack(
+        Settings.from_env(tmp_path / "hw"), port=free_port(), orchestrator_interval_s=0.2
+    )
     s.start()
     yield s
     s.stop()
 
 
 @pytest.mark.browser
-def test_dashboard_is_live_and_shows_deletions(browser: Any, stack: EmbeddedStack,
-                                               tmp_path: Path) -> None:
+def test_dashboard_is_live_and_shows_deletions(
+    browser: Any, stack: EmbeddedStack, tmp_path: Path
+) -> None:
     teams = TeamTraffic(stack.services, stack.url, rate=800, invalid_rate=0.05)
     teams.start()
     try:
@@ -57,27 +69,35 @@ def test_dashboard_is_live_and_shows_deletions(browser: Any, stack: EmbeddedStac
         page.goto(f"{stack.url}/dashboard")
         page.wait_for_function(
             "Number(document.getElementById('accepted-total').textContent.replace(/,/g,'')) > 0",
-            timeout=20_000)
+            timeout=20_000,
+        )
         first = int(page.inner_text("#accepted-total").replace(",", ""))
         page.wait_for_function(
             f"Number(document.getElementById('accepted-total').textContent.replace(/,/g,''))"
-            f" > {first}", timeout=20_000)
+            f" > {first}",
+            timeout=20_000,
+        )
         assert page.locator("#ingestion tbody tr[data-team='web']").count() == 1
         page.wait_for_selector("#freshness tbody tr", timeout=30_000)
         page.wait_for_selector("#lag tbody tr[data-group='features']")
-        page.wait_for_function("document.getElementById('example').textContent.includes('rule')",
-                               timeout=20_000)
+        page.wait_for_function(
+            "document.getElementById('example').textContent.includes('rule')", timeout=20_000
+        )
 
         key = teams.key("web")
-        created = httpx.post(f"{stack.url}/v1/deletions", json={"user_id": "u0000001"},
-                             headers={"Authorization": f"Bearer {key}"})
+        created = httpx.post(
+            f"{stack.url}/v1/deletions",
+            json={"user_id": "u0000001"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
         assert created.status_code == 202
         request_id = created.json()["request_id"]
         row = f"#deletions tr.request[data-request='{request_id}']"
         page.wait_for_selector(row, timeout=20_000)
         page.wait_for_function(
             f"document.querySelector(\"{row} .request-status\").textContent === 'completed'",
-            timeout=30_000)
+            timeout=30_000,
+        )
         statuses = page.locator("#deletions tr.store-row .store-status").all_inner_texts()
         assert statuses
         assert set(statuses) == {"confirmed"}

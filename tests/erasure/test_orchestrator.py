@@ -20,7 +20,7 @@ from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.orchestrator import ErasureOrchestrator
 from headwater.erasure.subject import SubjectHasher
-from headwater.errors import ConfigurationError, UnknownErasureRequestError
+from headwater.errors import NoErasureParticipantsError, UnknownErasureRequestError
 from headwater.metrics import ERASURE_ALERTS
 
 
@@ -173,7 +173,7 @@ def test_no_participants_is_a_clear_error(tmp_path: Path) -> None:
     db = open_control_database(f"sqlite:///{tmp_path / 'c.db'}")
     bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
     orch = ErasureOrchestrator(ErasureLedger(db), bus, SubjectHasher(b"k" * 32))
-    with pytest.raises(ConfigurationError, match="no erasure participants"):
+    with pytest.raises(NoErasureParticipantsError, match="no erasure participants"):
         orch.request("u1")
     with pytest.raises(UnknownErasureRequestError):
         orch.audit("er_nope")

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
+from headwater.erasure.ledger import Participant
 from headwater.gateway.app import create_app
 from headwater.gateway.services import GatewayServices
 from tests._gateway_fixtures import auth
@@ -21,6 +22,8 @@ from tests._gateway_fixtures import auth
 
 @pytest.fixture
 def app(services: GatewayServices) -> FastAPI:
+    # A running deployment has its consumers registered as erasure participants.
+    services.ledger.register_participant(Participant("online-features", "test", 60.0))
     return create_app(services)
 
 

@@ -1,4 +1,5 @@
-"""Producer SDK: build signals, batch them, retry what may be retried, report rejections."""
+"""Python clients: the producer SDK (batching, retries, rejection reports) and the
+feature read client."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ from headwater.client._batching import (
     new_event_id,
 )
 from headwater.client.aio import AsyncHeadwaterClient
+from headwater.client.reader import AsyncFeatureClient, FeatureClient, UserFeatures
 from headwater.client.sync import HeadwaterClient
 
 __all__ = [
+    "AsyncFeatureClient",
     "AsyncHeadwaterClient",
+    "FeatureClient",
     "HeadwaterClient",
     "PublishReport",
     "RejectedEvent",
     "RetryPolicy",
+    "UserFeatures",
     "build_event",
     "new_event_id",
 ]

@@ -23,7 +23,7 @@ from headwater.erasure.events import ErasureEvent, decode_erasure, encode_erasur
 from headwater.erasure.ledger import ErasureLedger, RequestRecord
 from headwater.erasure.subject import SubjectHasher
 from headwater.erasure.tombstones import TombstoneFilter
-from headwater.errors import ConfigurationError, ErasureError
+from headwater.errors import ErasureError, NoErasureParticipantsError
 from headwater.metrics import ERASURE_ALERTS, ERASURE_CONFIRM_SECONDS
 
 __all__ = ["Alert", "ErasureOrchestrator"]
@@ -80,7 +80,7 @@ class ErasureOrchestrator:
             raise ErasureError("user_id must be 1 to 128 characters")
         participants = self.ledger.participants()
         if not participants:
-            raise ConfigurationError(
+            raise NoErasureParticipantsError(
                 "no erasure participants are registered: start the consumers first"
             )
         now = datetime.now(UTC)

@@ -13,9 +13,11 @@ from headwater.errors import (
     BackendUnavailableError,
     BatchTooLargeError,
     ContractDefinitionError,
+    ErasureError,
     HeadwaterError,
     IncompatibleChangeError,
     MalformedBatchError,
+    NoErasureParticipantsError,
     PermissionDeniedError,
     RateLimitedError,
     UnknownErasureRequestError,
@@ -35,6 +37,8 @@ _STATUS: list[tuple[type[HeadwaterError], int, str]] = [
     (ContractDefinitionError, 422, "invalid_definition"),
     (UnknownEventTypeError, 404, "not_found"),
     (UnknownErasureRequestError, 404, "not_found"),
+    (NoErasureParticipantsError, 503, "unavailable"),
+    (ErasureError, 400, "invalid_request"),
 ]
 
 _ENC = msgspec.json.Encoder()

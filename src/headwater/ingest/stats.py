@@ -58,7 +58,7 @@ class IngestStats:
                 r = rejections[-1]
                 try:
                     event: Any = msgspec.json.decode(r.raw) if r.raw else None
-                except msgspec.DecodeError:
+                except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                     event = r.raw.decode(errors="replace")
                 t.example = {
                     "event": event,

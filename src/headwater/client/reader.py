@@ -1,0 +1,123 @@
+"""Read features over HTTP: what a recommendation service calls at request time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+import msgspec
+
+from headwater.errors import BackendUnavailableError, HeadwaterError
+
+__all__ = ["AsyncFeatureClient", "FeatureClient", "UserFeatures"]
+
+
+class UserFeatures(msgspec.Struct):
+    """One user's features with their freshness, as the API answers them."""
+
+    user_id: str
+    features: dict[str, Any]
+    as_of: str | None
+    age_s: float | None
+    stale: bool
+    stale_features: list[str]
+    budgets_s: dict[str, float] = {}
+    found: bool = True
+
+
+class _Batch(msgspec.Struct):
+    users: list[UserFeatures]
+
+
+_one = msgspec.json.Decoder(UserFeatures)
+_many = msgspec.json.Decoder(_Batch)
+
+
+def _check(response: httpx.Response) -> bytes:
+    if response.status_code >= 500:
+        raise BackendUnavailableError(f"features API: HTTP {response.status_code}")
+    if response.status_code != 200:
+        raise HeadwaterError(f"features API: HTTP {response.status_code}: {response.text[:300]}")
+    return response.content
+
+
+def _params(features: Sequence[str] | None) -> dict[str, str]:
+    return {"features": ",".join(features)} if features else {}
+
+
+class FeatureClient:
+    """``GET /v1/users/{id}/features`` and the batch read, typed."""
+
+    def __init__(
+        self, url: str, *, timeout: float = 2.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
+
+    def get(self, user_id: str, features: Sequence[str] | None = None) -> UserFeatures:
+        """One user's features (``features`` selects some; all by default)."""
+        r = self._http.get(f"/v1/users/{user_id}/features", params=_params(features))
+        return _one.decode(_check(r))
+
+    def get_many(
+        self, user_ids: Sequence[str], features: Sequence[str] | None = None
+    ) -> list[UserFeatures]:
+        """Several users' features in one call, in the order asked."""
+        body = {"user_ids": list(user_ids), "features": list(features) if features else None}
+        r = self._http.post("/v1/features/batch", json=body)
+        return _many.decode(_check(r)).users
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._http.close()
+
+    def __enter__(self) -> FeatureClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncFeatureClient:
+    """The asyncio twin of FeatureClient."""
+
+    def __init__(
+        self, url: str, *, timeout: float = 2.0, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"), timeout=timeout, transport=transport
+        )
+
+    async def get(self, user_id: str, features: Sequence[str] | None = None) -> UserFeatures:
+        """One user's features."""
+        r = await self._http.get(f"/v1/users/{user_id}/features", params=_params(features))
+        return _one.decode(_check(r))
+
+    async def get_many(
+        self, user_ids: Sequence[str], features: Sequence[str] | None = None
+    ) -> list[UserFeatures]:
+        """Several users' features in one call."""
+        body = {"user_ids": list(user_ids), "features": list(features) if features else None}
+        r = await self._http.post("/v1/features/batch", json=body)
+        return _many.decode(_check(r)).users
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncFeatureClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
