@@ -108,8 +108,9 @@ def test_request_id_flows_from_publish_to_the_signal_and_the_logs(
     finally:
         logger.removeHandler(handler)
         runtime.close()
-    applied = [json.loads(x) for x in stream.getvalue().splitlines()
-               if json.loads(x)["msg"] == "applied"]
+    applied = [
+        json.loads(x) for x in stream.getvalue().splitlines() if json.loads(x)["msg"] == "applied"
+    ]
     assert any("trace-abc-1" in line["request_ids"] for line in applied)
     unsafe = client.post(
         "/v1/signals", json=[event(11)], headers={**auth(web_key), "X-Request-ID": "bad id\n"}

@@ -120,10 +120,16 @@ class FeatureConsumer:
             for age in ages:
                 hist.observe(age)
         requests.discard("")
-        log.info("applied", extra={
-            "consumer": self.name, "users": len(by_user),
-            "events": {t: len(a) for t, a in per_type.items()},
-            "request_ids": sorted(requests)[:50], "request_count": len(requests)})
+        log.info(
+            "applied",
+            extra={
+                "consumer": self.name,
+                "users": len(by_user),
+                "events": {t: len(a) for t, a in per_type.items()},
+                "request_ids": sorted(requests)[:50],
+                "request_count": len(requests),
+            },
+        )
         self._flush_slo()
 
     def _flush_slo(self, *, force: bool = False) -> None:
