@@ -43,7 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     erasure_deadline_s: float = 30 * 86_400.0
     erasure_webhook: str | None = None
     erased_user_policy: str = "accept"
-    lag_groups: tuple[str, ...] = ("features", "platform-erasure")
+    lag_groups: tuple[str, ...] = ("features", "platform-erasure", "archive", "batch-erasure")
     alert_webhook: str | None = None
 
     @classmethod
@@ -68,7 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             erased_user_policy=_policy(_env("HEADWATER_ERASED_USER_POLICY", "accept")),
             lag_groups=tuple(
                 g.strip()
-                for g in _env("HEADWATER_LAG_GROUPS", "features,platform-erasure").split(",")
+                for g in _env(
+                    "HEADWATER_LAG_GROUPS", "features,platform-erasure,archive,batch-erasure"
+                ).split(",")
                 if g.strip()
             ),
             alert_webhook=_env("HEADWATER_ALERT_WEBHOOK", "") or None,

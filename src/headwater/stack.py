@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 import uvicorn
 
+from headwater.archive import archive_runtime
+from headwater.batch import batch_erasure_runtime, batch_scheduler
 from headwater.bus import open_bus
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.bus.runtime import ConsumerRuntime, RecordHandler
@@ -144,7 +146,10 @@ class EmbeddedStack:
         self.runtimes: list[ConsumerRuntime] = [
             feature_runtime(settings, self.services),
             platform_runtime(settings, self.services),
+            archive_runtime(settings, self.services),
+            batch_erasure_runtime(settings, self.services),
         ]
+        self.batch_scheduler = batch_scheduler(settings)
         self.orchestrator_interval_s = orchestrator_interval_s
         self.slo_interval_s = slo_interval_s
         self.slo_monitor = slo_monitor(self.services)
@@ -176,6 +181,7 @@ class EmbeddedStack:
             )
             t.start()
             self._threads.append(t)
+        self.batch_scheduler.start()
         orchestrator = threading.Thread(
             target=self.services.orchestrator.run,
             args=(self._stop,),
@@ -214,6 +220,7 @@ class EmbeddedStack:
         if self._server is not None:
             self._server.should_exit = True
         self._stop.set()
+        self.batch_scheduler.stop(60)
         for runtime in self.runtimes:
             runtime.stop()
         for t in self._threads:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from headwater.archive.table import ArchiveTable
 from headwater.bus import Record
 from headwater.config import Settings
 from headwater.stack import EmbeddedStack
@@ -81,6 +82,8 @@ def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
             )
         )
         before_bob = http.get("/v1/users/bob/features").json()["features"]["counts"]
+        archive = ArchiveTable(stack.settings.archive_url)
+        wait_for(lambda: sum(archive.user_rows_by_day("alice").values()) == 12)
         # A dead letter of alice's too: the DLQ is a store erasure must reach.
         svc.dead_letters.put("features", Record(0, 999, "alice", "signal", b"x", 1), "boom", 3)
 
@@ -89,7 +92,14 @@ def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
         request_id = created.json()["request_id"]
         assert created.json()["status"] == "open"
         participants = {s["participant"] for s in created.json()["stores"]}
-        assert participants == {"online-features", "bus-log", "dead-letters", "idempotency-window"}
+        assert participants == {
+            "online-features",
+            "bus-log",
+            "dead-letters",
+            "idempotency-window",
+            "archive",
+            "batch-derived",
+        }
 
         audit = wait_for(
             lambda: (
@@ -113,8 +123,12 @@ def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
         assert svc.dead_letters.count_key("alice") == 0
         assert svc.window.count_user("alice") == 0
         assert svc.ledger.get(request_id).user_id is None
+        assert archive.user_rows_by_day("alice") == {}
+        assert by_store["archive"]["rows_removed"] == 12
+        assert by_store["batch-derived"]["status"] == "confirmed"
         # The others are untouched.
         assert bus.count_key("bob") == 12  # type: ignore[attr-defined]
+        assert sum(archive.user_rows_by_day("bob").values()) == 12
         assert svc.window.count_user("bob") > 0
         assert http.get("/v1/users/bob/features").json()["features"]["counts"] == before_bob
         assert http.get("/v1/users/carol/features").json()["found"]

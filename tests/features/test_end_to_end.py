@@ -125,3 +125,31 @@ def test_bad_batch_read(stack: tuple[GatewayServices, TestClient, ConsumerRuntim
     assert client.post("/v1/features/batch", content=b"{").status_code == 400
     ids = [f"u{i}" for i in range(1001)]
     assert client.post("/v1/features/batch", json={"user_ids": ids}).status_code == 413
+
+
+def test_python_read_clients(stack: tuple[GatewayServices, TestClient, ConsumerRuntime]) -> None:
+    import asyncio
+
+    from headwater.client import AsyncFeatureClient, FeatureClient
+    from tests._live import serve
+
+    services, client, runtime = stack
+    key, _ = services.keys.create("web")
+    client.post(
+        "/v1/signals", json=[event(1, "view", "dana"), event(2, "click", "dana")], headers=auth(key)
+    )
+    drain(runtime)
+    with serve(client.app) as url:  # type: ignore[arg-type]
+        with FeatureClient(url) as reader:
+            dana = reader.get("dana", ["counts"])
+            assert dana.features == {"counts": {"view": 1, "click": 1}}
+            assert dana.stale is False
+            assert dana.as_of is not None
+            both = reader.get_many(["dana", "nobody"])
+            assert [u.found for u in both] == [True, False]
+
+        async def read() -> bool:
+            async with AsyncFeatureClient(url) as areader:
+                return (await areader.get("dana")).found
+
+        assert asyncio.run(read())

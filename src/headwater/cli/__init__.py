@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from headwater.cli import archive as archive_cli
+from headwater.cli import batch as batch_cli
 from headwater.cli import bus, consume, contracts, deletions, demo, producers, serve
 from headwater.errors import HeadwaterError
 from headwater.logs import configure_logging
@@ -22,6 +24,9 @@ app.add_typer(bus.bus_app, name="bus")
 app.add_typer(bus.dlq_app, name="dlq")
 app.add_typer(producers.app, name="producers")
 app.add_typer(consume.app, name="consume")
+app.add_typer(batch_cli.app, name="batch")
+app.add_typer(archive_cli.app, name="archive")
+consume.app.command("archive")(archive_cli.archive)
 serve.register(app)
 deletions.register(app)
 demo.register(app)

@@ -15,6 +15,7 @@ from headwater.gateway.deletion_routes import router as deletion_router
 from headwater.gateway.ingest_routes import router as ingest_router
 from headwater.gateway.observe_routes import router as observe_router
 from headwater.gateway.read_routes import router as read_router
+from headwater.gateway.reco_routes import router as reco_router
 from headwater.gateway.services import GatewayServices
 from headwater.gateway.telemetry import BACKENDS, install_request_ids
 
@@ -56,6 +57,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(read_router)
+    app.include_router(reco_router)
     app.include_router(deletion_router)
     app.include_router(observe_router)
     install_request_ids(app)

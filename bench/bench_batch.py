@@ -1,0 +1,274 @@
+"""The nightly batch over a generated history: wall time and peak memory.
+
+Generates ``--events`` signals (default 10 million) straight into a Delta table in the
+archive's schema with pyarrow (Zipf-skewed users and items, ~60 days, the traffic
+mix of the demo teams), then runs the batch in a fresh process and reports:
+
+- the first nightly run (every day computed, outputs written to a SQLite online store),
+- a second run (nothing changed: only the outputs' refresh),
+- a one-day backfill,
+- an erasure: the archive's DELETE of one active user, then the batch participant's
+  recompute of that user's days and of the item tables (``--no-erasure`` skips it).
+
+Peak memory is the batch process's own peak RSS (``resource.getrusage``), not the
+generator's.
+
+    .venv/bin/python bench/bench_batch.py [--events 10000000] [--days 60] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, peak_rss_mb
+from headwater.archive import ARCHIVE_SCHEMA, ArchiveTable
+from headwater.demo.traffic import BRANDS, CATEGORIES
+
+# The demo teams' event mix, as 100 slots; surfaces weighted like the demo's team cycle.
+_TYPES = (
+    ["view"] * 55
+    + ["click"] * 25
+    + ["save"] * 5
+    + ["add_to_cart"] * 7
+    + ["purchase"] * 3
+    + ["dismiss"] * 2
+    + ["search"] * 2
+    + ["rating"]
+)
+_SURFACES = ["web"] * 3 + ["ios"] * 3 + ["android"] * 3 + ["search", "checkout", "reviews"]
+
+
+def _zipf_ranks(u: pa.Array, n: int, s: float) -> pa.Array:
+    """Ranks in [0, n) with a power-law skew: the inverse of the continuous Zipf CDF."""
+    if abs(s - 1.0) < 1e-9:
+        x = pc.power(float(n + 1), u)
+    else:
+        a = 1.0 - s
+        x = pc.power(pc.add(1.0, pc.multiply(u, (n + 1) ** a - 1.0)), 1.0 / a)
+    ranks = pc.subtract(pc.cast(pc.floor(x), pa.int64()), 1)
+    return pc.min_element_wise(pc.max_element_wise(ranks, 0), n - 1)
+
+
+def _ids(prefix: str, ranks: pa.Array, n: int, width: int) -> pa.Array:
+    # Scatter ranks over ids so popular ids are not the smallest numbers.
+    scattered = pc.subtract(
+        pc.multiply(ranks, 2_654_435_761),
+        pc.multiply(pc.divide(pc.multiply(ranks, 2_654_435_761), n), n),
+    )
+    text = pc.utf8_lpad(pc.cast(scattered, pa.string()), width=width, padding="0")
+    return pc.binary_join_element_wise(prefix, text, "")
+
+
+def _mod(values: pa.Array, k: int) -> pa.Array:
+    return pc.subtract(values, pc.multiply(pc.divide(values, k), k))
+
+
+def generate_day(day: date, n: int, seq: int, users: int, items: int, seed: int) -> pa.Table:
+    """``n`` signals on ``day`` in the archive's schema."""
+    r = [pc.random(n, initializer=seed * 7919 + k) for k in range(7)]
+    user_rank = _zipf_ranks(r[0], users, 1.0)
+    item_rank = _zipf_ranks(r[1], items, 1.1)
+    etype = pa.array(_TYPES).take(pc.cast(pc.floor(pc.multiply(r[2], len(_TYPES))), pa.int64()))
+    surface = pa.array(_SURFACES).take(
+        pc.cast(pc.floor(pc.multiply(r[3], len(_SURFACES))), pa.int64())
+    )
+    start_us = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1_000_000)
+    ts_int = pc.add(start_us, pc.cast(pc.floor(pc.multiply(r[4], 86_400_000_000 - 1)), pa.int64()))
+    ts = pc.cast(ts_int, pa.timestamp("us", tz="UTC"))
+    received = pc.cast(pc.add(ts_int, 1_500_000), pa.timestamp("us", tz="UTC"))
+    is_search = pc.equal(etype, "search")
+    item = pc.if_else(is_search, pa.scalar(None, pa.string()), _ids("i", item_rank, items, 6))
+    category = pa.array(CATEGORIES).take(_mod(item_rank, len(CATEGORIES)))
+    brand = pa.array(BRANDS).take(_mod(pc.divide(item_rank, 7), len(BRANDS)))
+    catalog = pc.is_in(etype, pa.array(["view", "click", "add_to_cart", "purchase"]))
+    category = pc.if_else(catalog, category, pa.scalar(None, pa.string()))
+    brand = pc.if_else(catalog, brand, pa.scalar(None, pa.string()))
+    priced = pc.is_in(etype, pa.array(["add_to_cart", "purchase"]))
+    price = pc.if_else(
+        priced, pc.round(pc.add(3.0, pc.multiply(r[5], 297.0)), 2), pa.scalar(None, pa.float64())
+    )
+    quantity = pc.if_else(
+        priced,
+        pc.cast(pc.add(1, pc.floor(pc.multiply(r[6], 3))), pa.int32()),
+        pa.scalar(None, pa.int32()),
+    )
+    rating = pc.if_else(
+        pc.equal(etype, "rating"),
+        pc.add(1.0, pc.floor(pc.multiply(r[5], 5))),
+        pa.scalar(None, pa.float64()),
+    )
+    payload = pc.if_else(
+        catalog,
+        pc.binary_join_element_wise('{"category":"', category, '","brand":"', brand, '"}', ""),
+        pa.scalar(None, pa.string()),
+    )
+    event_id = pc.binary_join_element_wise(
+        "b", pc.cast(pa.array(range(seq, seq + n), pa.int64()), pa.string()), ""
+    )
+    columns: dict[str, Any] = {
+        "event_id": event_id,
+        "event_type": etype,
+        "user_id": _ids("u", user_rank, users, 7),
+        "item_id": item,
+        "surface": surface,
+        "timestamp": ts,
+        "received_at": received,
+        "producer": surface,
+        "schema_version": pa.array([1] * n, pa.int32()),
+        "payload": payload,
+        "category": category,
+        "brand": brand,
+        "price": price,
+        "quantity": quantity,
+        "rating": rating,
+        "date": pa.array([day.isoformat()] * n, pa.string()),
+    }
+    return pa.Table.from_arrays(
+        [pc.cast(columns[f.name], f.type) for f in ARCHIVE_SCHEMA], schema=ARCHIVE_SCHEMA
+    )
+
+
+def generate(root: Path, events: int, days: int, users: int, items: int) -> dict[str, Any]:
+    """Write the history: one large file per day, a Delta commit per ten days."""
+    table = ArchiveTable(str(root / "archive"))
+    last = datetime.now(UTC).date() - timedelta(days=1)
+    first = last - timedelta(days=days - 1)
+    per_day = events // days
+    began = time.perf_counter()
+    pending: list[pa.Table] = []
+    for i in range(days):
+        n = per_day + (events - per_day * days if i == days - 1 else 0)
+        pending.append(generate_day(first + timedelta(days=i), n, i * per_day, users, items, i))
+        if len(pending) == 10 or i == days - 1:
+            table.append(pa.concat_tables(pending))
+            pending = []
+    return {
+        "events": events,
+        "days": days,
+        "users": users,
+        "items": items,
+        "first_day": first.isoformat(),
+        "last_day": last.isoformat(),
+        "generate_seconds": round(time.perf_counter() - began, 1),
+        "archive_files": sum(len(d.files) for d in table.days().values()),
+        "archive_mb": round(
+            sum(p.stat().st_size for p in (root / "archive").rglob("*.parquet")) / 2**20, 1
+        ),
+    }
+
+
+def run_batch(root: Path, erasure: bool) -> dict[str, Any]:
+    """In the batch process: nightly, again, backfill, erasure; timings and peak RSS."""
+    from headwater.archive import ArchiveConsumer, ErasureLedger
+    from headwater.batch import BatchErasureParticipant, BatchRunner, BatchSettings
+    from headwater.erasure.events import ErasureEvent
+    from headwater.online import open_online_store
+
+    archive_url = str(root / "archive")
+    table = ArchiveTable(archive_url)
+    store = open_online_store(f"sqlite:///{root / 'online.db'}")
+    runner = BatchRunner(table, store, BatchSettings(batch_dir=root / "batch"))
+    out: dict[str, Any] = {}
+    lines: list[str] = []
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        print(line, file=sys.stderr, flush=True)
+
+    began = time.perf_counter()
+    first = runner.run(progress=progress)
+    out["nightly_first"] = {
+        "seconds": round(time.perf_counter() - began, 2),
+        "days": len(first.days_computed),
+        "events": first.events,
+        "outputs": {k: v for k, v in first.outputs.items() if k != "as_of"},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    began = time.perf_counter()
+    second = runner.run(progress=progress)
+    out["nightly_unchanged"] = {
+        "seconds": round(time.perf_counter() - began, 2),
+        "days": len(second.days_computed),
+    }
+    one_day = date.fromisoformat(first.days_computed[len(first.days_computed) // 2])
+    began = time.perf_counter()
+    runner.run(start=one_day, end=one_day, progress=progress)
+    out["backfill_one_day"] = {"seconds": round(time.perf_counter() - began, 2)}
+    if erasure:
+        with runner.connect() as con:  # an active user, but not the heaviest one
+            user = con.execute(
+                f"SELECT user_id FROM {runner.derived.relation('user_item_day')} "
+                "GROUP BY user_id ORDER BY count(*) DESC LIMIT 1 OFFSET 100"
+            ).fetchall()[0][0]
+        archive = ArchiveConsumer(
+            table, ErasureLedger(archive_url), retention_hours=168, vacuum_interval_s=None
+        )
+        event = ErasureEvent(request_id="bench", user_id=user, requested_at=datetime.now(UTC))
+        began = time.perf_counter()
+        conf = archive.erase(event)
+        archive_s = time.perf_counter() - began
+        began = time.perf_counter()
+        derived = BatchErasureParticipant(runner, archive.ledger).erase(event)
+        out["erasure"] = {
+            "user_rows": conf.rows_removed,
+            "partitions": len(conf.evidence["partitions"]),
+            "archive_delete_seconds": round(archive_s, 2),
+            "batch_recompute_seconds": round(time.perf_counter() - began, 2),
+            "batch_partitions_recomputed": len(derived.evidence["partitions_recomputed"]),
+        }
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    out["progress"] = lines
+    runner.close()
+    store.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--items", type=int, default=200_000)
+    parser.add_argument("--dir", type=Path, default=None, help="Keep the data here.")
+    parser.add_argument("--no-erasure", action="store_true")
+    parser.add_argument("--batch-only", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.batch_only is not None:
+        print(json.dumps(run_batch(args.batch_only, not args.no_erasure)))
+        return
+    root = args.dir or Path(tempfile.mkdtemp(prefix="hw-bench-batch-"))
+    if (root / "archive").exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        history = generate(root, args.events, args.days, args.users, args.items)
+        print(
+            f"generated {args.events:,} events in {history['generate_seconds']}s",
+            file=sys.stderr,
+            flush=True,
+        )
+        cmd = [sys.executable, __file__, "--batch-only", str(root)]
+        if args.no_erasure:
+            cmd.append("--no-erasure")
+        done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+        emit("batch", {"history": history, "batch": json.loads(done.stdout)})
+    finally:
+        if args.dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Large batches for the archive: a bus view whose polls gather records by size or time.
+
+A Delta commit per small poll would make many small files and a long log. The
+handler may not hold records back across ``handle`` calls (the runtime commits the
+bus position when ``handle`` returns), so the gathering happens before: one poll of
+this view keeps reading until it holds ``max_records`` or ``max_wait_s`` has passed
+since its first record, and the runtime then hands the whole batch to one Delta
+commit. Positions still move only after that commit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+from headwater.bus.base import (
+    KIND_ERASURE,
+    Bus,
+    BusConsumer,
+    Record,
+)
+
+__all__ = ["BufferedBus"]
+
+
+class _BufferedConsumer:
+    def __init__(self, inner: BusConsumer, owner: BufferedBus) -> None:
+        self._inner = inner
+        self._owner = owner
+        self.group = inner.group
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        limit = max(max_records, self._owner.max_records)
+        records = self._inner.poll(limit, timeout)
+        if not records:
+            return records
+        deadline = time.monotonic() + self._owner.max_wait_s
+        stop = self._owner.stop_event
+        # An erasure goes out at once: it should not wait for a batch to fill.
+        while (
+            len(records) < limit
+            and not any(r.kind == KIND_ERASURE for r in records)
+            and not (stop is not None and stop.is_set())
+        ):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            more = self._inner.poll(limit - len(records), min(left, 0.5))
+            records.extend(more)
+        return records
+
+    def commit(self, positions: Mapping[int, int]) -> None:
+        self._inner.commit(positions)
+
+    def assignment(self) -> set[int]:
+        return self._inner.assignment()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class BufferedBus:
+    """Wraps a bus; its consumers gather up to ``max_records`` or ``max_wait_s`` per poll.
+
+    Every other attribute (publish, lag, purge ...) is the wrapped bus's own, so the
+    wrapper follows the ``Bus`` port as it grows.
+    """
+
+    def __init__(
+        self,
+        inner: Bus,
+        *,
+        max_records: int = 50_000,
+        max_wait_s: float = 5.0,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.partitions = inner.partitions
+        self.max_records = max_records
+        self.max_wait_s = max_wait_s
+        self.stop_event = stop_event
+
+    def consumer(self, group: str, *, member: str | None = None) -> BusConsumer:
+        """A gathering member of ``group``."""
+        return _BufferedConsumer(self.inner.consumer(group, member=member), self)
+
+    def as_bus(self) -> Bus:
+        """This wrapper typed as the port it stands in for."""
+        return cast("Bus", self)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

@@ -1,0 +1,132 @@
+"""The archive's erasure ledger: which day partitions each erasure touched, and vacuums.
+
+A small Delta table beside the signals (``<archive_url>/erasures``), so it lives
+wherever the archive lives, local disk or object storage. It is append-only: an
+erasure retried after a crash appends again, and readers take the union. It never
+stores a user id, only request ids, so it may outlive the erased data.
+
+The batch's erasure participant waits for an erasure's entry here before it
+recomputes what it derived from those partitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+
+from headwater.archive.table import ArchiveTable, quote_sql
+
+__all__ = ["ErasureEntry", "ErasureLedger"]
+
+_TS = pa.timestamp("us", tz="UTC")
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),  # "erasure" or "vacuum"
+        pa.field("request_id", pa.string()),
+        pa.field("partitions", pa.list_(pa.string())),
+        pa.field("table_version", pa.int64()),
+        pa.field("rows_removed", pa.int64()),
+        pa.field("at", _TS, nullable=False),
+        pa.field("retention_hours", pa.float64()),
+        pa.field("files_removed", pa.int64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ErasureEntry:
+    """An erasure as the archive recorded it (merged over retries)."""
+
+    request_id: str
+    partitions: list[str]
+    table_version: int
+    rows_removed: int
+    erased_at: datetime
+
+
+class ErasureLedger:
+    """Erasures and vacuums of one archive."""
+
+    def __init__(self, url: str, *, storage_options: Mapping[str, str] | None = None) -> None:
+        self.table = ArchiveTable(
+            url,
+            storage_options=storage_options,
+            name="erasures",
+            schema=LEDGER_SCHEMA,
+            partition_by=(),
+            configuration={},
+        )
+
+    def record_erasure(
+        self,
+        request_id: str,
+        partitions: Sequence[str],
+        *,
+        table_version: int,
+        rows_removed: int,
+        at: datetime,
+    ) -> None:
+        """Append one erasure's partitions, durably."""
+        self._append(
+            {
+                "kind": "erasure",
+                "request_id": request_id,
+                "partitions": sorted(set(partitions)),
+                "table_version": table_version,
+                "rows_removed": rows_removed,
+                "at": at,
+            }
+        )
+
+    def record_vacuum(self, at: datetime, retention_hours: float, files_removed: int) -> None:
+        """Append one vacuum: every file tombstoned before ``at - retention`` is gone."""
+        self._append(
+            {
+                "kind": "vacuum",
+                "at": at,
+                "retention_hours": retention_hours,
+                "files_removed": files_removed,
+            }
+        )
+
+    def _append(self, row: dict[str, object]) -> None:
+        data = pa.Table.from_pylist([row], schema=LEDGER_SCHEMA)
+        self.table.append(data)
+
+    def erasure(self, request_id: str) -> ErasureEntry | None:
+        """The recorded erasure (partitions merged over retries), or None if not recorded."""
+        rows = self.table.query(
+            "SELECT partitions, table_version, rows_removed, at FROM erasures "
+            f"WHERE kind = 'erasure' AND request_id = {quote_sql(request_id)}"
+        ).to_pylist()
+        if not rows:
+            return None
+        partitions = sorted({p for r in rows for p in (r["partitions"] or [])})
+        return ErasureEntry(
+            request_id=request_id,
+            partitions=partitions,
+            table_version=max(int(r["table_version"]) for r in rows),
+            rows_removed=sum(int(r["rows_removed"]) for r in rows),
+            erased_at=min(_utc(r["at"]) for r in rows),
+        )
+
+    def physically_removed_at(self, erased_at: datetime) -> datetime | None:
+        """When a vacuum first removed files deleted at ``erased_at``; None if none has yet."""
+        rows = self.table.query(
+            "SELECT at, retention_hours FROM erasures WHERE kind = 'vacuum'"
+        ).to_pylist()
+        times = sorted(
+            _utc(r["at"])
+            for r in rows
+            if _utc(r["at"]) - timedelta(hours=float(r["retention_hours"])) >= erased_at
+        )
+        return times[0] if times else None
+
+
+def _utc(value: object) -> datetime:
+    assert isinstance(value, datetime)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,330 @@
+"""The archive's Delta table: append with bus positions, scan, delete a user, vacuum.
+
+The table lives at ``<archive_url>/signals``: a local directory by default, or object
+storage by URL (``s3://bucket/prefix``, ``az://...``, ``gs://...``) with credentials in
+``storage_options`` or the usual environment variables that deltalake reads.
+
+Every deltalake error is translated here: a commit that lost a race can be retried
+(``BackendUnavailableError``); anything else is an ``ArchiveError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow as pa
+
+from headwater.archive.schema import ARCHIVE_SCHEMA, PARTITION_COLUMN, TABLE_CONFIGURATION
+from headwater.errors import ArchiveError, BackendUnavailableError, MissingDependencyError
+
+__all__ = ["ArchiveTable", "DayFiles", "VacuumReport", "is_remote", "quote_sql"]
+
+_T = TypeVar("_T")
+
+
+def is_remote(url: str) -> bool:
+    """True for object-storage URLs (anything with a scheme other than ``file``)."""
+    return "://" in url and not url.startswith("file://")
+
+
+def quote_sql(value: str) -> str:
+    """A SQL string literal (single quotes doubled): the predicates deltalake takes are text."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class DayFiles:
+    """The data files of one day partition, and a fingerprint that changes with them."""
+
+    day: str
+    files: tuple[str, ...]
+    rows: int
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the file names: any append, delete or compaction changes it."""
+        return hashlib.sha256("\n".join(sorted(self.files)).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class VacuumReport:
+    """What one vacuum removed for good, and when."""
+
+    vacuumed_at: datetime
+    retention_hours: float
+    removed_files: list[str]
+    log_cleaned: bool
+
+
+class ArchiveTable:
+    """One Delta table of signals, created on first use."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        storage_options: Mapping[str, str] | None = None,
+        name: str = "signals",
+        schema: pa.Schema = ARCHIVE_SCHEMA,
+        partition_by: Sequence[str] = (PARTITION_COLUMN,),
+        configuration: Mapping[str, str | None] | None = None,
+    ) -> None:
+        try:
+            import deltalake
+        except ImportError:
+            raise MissingDependencyError("archive", "deltalake", "archive") from None
+        self._dl = deltalake
+        self.root = url.rstrip("/")
+        self.name = name
+        self.uri = f"{self.root}/{name}"
+        self.storage_options = dict(storage_options or {})
+        self.schema = schema
+        self.partition_by = list(partition_by)
+        self.configuration = dict(TABLE_CONFIGURATION if configuration is None else configuration)
+        self._table: Any = None
+
+    # -- boundary --------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+        errors = self._dl.exceptions
+        try:
+            return fn()
+        except errors.CommitFailedError as exc:
+            # Another writer committed first: nothing of ours was committed; retry.
+            raise BackendUnavailableError(f"archive {self.uri}: {what}: {exc}") from exc
+        except OSError as exc:
+            raise BackendUnavailableError(f"archive {self.uri}: {what}: {exc}") from exc
+        except (
+            errors.DeltaError,
+            errors.DeltaProtocolError,
+            errors.SchemaMismatchError,
+            errors.TableNotFoundError,
+            ValueError,
+            pa.ArrowException,
+        ) as exc:
+            raise ArchiveError(f"archive {self.uri}: {what}: {exc}") from exc
+
+    @property
+    def remote(self) -> bool:
+        """True when the table is on object storage."""
+        return is_remote(self.uri)
+
+    def table(self) -> Any:
+        """The ``DeltaTable`` at its latest version (created empty when missing)."""
+        if self._table is None:
+            self._table = self._call("open", self._open)
+        else:
+            self._call("refresh", self._table.update_incremental)
+        return self._table
+
+    def _open(self) -> Any:
+        dl = self._dl
+        if not self.remote:
+            Path(self.uri).mkdir(parents=True, exist_ok=True)
+        if dl.DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options or None):
+            return dl.DeltaTable(self.uri, storage_options=self.storage_options or None)
+        try:
+            return dl.DeltaTable.create(
+                self.uri,
+                schema=self.schema,
+                partition_by=self.partition_by or None,
+                mode="ignore",
+                configuration=self.configuration,
+                storage_options=self.storage_options or None,
+            )
+        except dl.exceptions.DeltaError:
+            # Another process created it in the meantime: open theirs.
+            return dl.DeltaTable(self.uri, storage_options=self.storage_options or None)
+
+    # -- writes ----------------------------------------------------------------
+
+    def transaction_versions(self, app_ids: Sequence[str]) -> dict[str, int | None]:
+        """The version last recorded per ``app_id`` in the table's own commits (Delta txn)."""
+        table = self.table()
+
+        def read() -> dict[str, int | None]:
+            found = {a: table.transaction_version(a) for a in app_ids}
+            return {a: None if v is None else int(v) for a, v in found.items()}
+
+        return self._call("read txn", read)
+
+    def append(
+        self,
+        data: pa.Table,
+        *,
+        transactions: Mapping[str, int] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> int:
+        """Append rows and record ``app_id -> version`` in the same atomic commit.
+
+        Returns the table version the commit created.
+        """
+        dl = self._dl
+        props = dl.CommitProperties(
+            custom_metadata=dict(metadata or {}) or None,
+            app_transactions=[dl.Transaction(a, v) for a, v in (transactions or {}).items()]
+            or None,
+        )
+        table = self.table()
+
+        def write() -> None:
+            dl.write_deltalake(
+                table,
+                data,
+                mode="append",
+                partition_by=self.partition_by or None,
+                storage_options=self.storage_options or None,
+                commit_properties=props,
+                writer_properties=dl.WriterProperties(compression="ZSTD"),
+            )
+
+        self._call("append", write)
+        return self.version()
+
+    def version(self) -> int:
+        """The current table version."""
+        return int(self.table().version())
+
+    # -- reads -----------------------------------------------------------------
+
+    def days(self) -> dict[str, DayFiles]:
+        """Every day partition with its data files (absolute URIs) and row count."""
+        table = self.table()
+        actions = pa.table(self._call("list files", lambda: table.get_add_actions(flatten=True)))
+        paths = actions.column("path").to_pylist()
+        dates = actions.column(f"partition.{PARTITION_COLUMN}").to_pylist()
+        rows = actions.column("num_records").to_pylist()
+        found: dict[str, tuple[list[str], int]] = {}
+        for path, day, n in zip(paths, dates, rows, strict=True):
+            files, count = found.get(day, ([], 0))
+            files.append(self._absolute(path))
+            found[day] = (files, count + int(n or 0))
+        return {d: DayFiles(d, tuple(sorted(f)), n) for d, (f, n) in sorted(found.items())}
+
+    def _absolute(self, path: str) -> str:
+        if "://" in path or path.startswith("/"):
+            return path
+        return f"{self.uri}/{path}"
+
+    def read(
+        self,
+        columns: Sequence[str] | None = None,
+        *,
+        days: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Rows of the current version as Arrow (optionally some days and columns).
+
+        Works on every storage deltalake supports; local scans can also go through DuckDB
+        ``read_parquet`` on the files of :meth:`days`.
+        """
+        table = self.table()
+        if days is not None and not days:
+            return self.schema.empty_table().select(list(columns or self.schema.names))
+        filters = [(PARTITION_COLUMN, "in", list(days))] if days is not None else None
+        return self._call(
+            "read",
+            lambda: table.to_pyarrow_table(
+                filters=filters, columns=list(columns) if columns else None
+            ),
+        )
+
+    def query(self, sql: str) -> pa.Table:
+        """A DataFusion SQL query over the current version (the table goes by its name)."""
+        table = self.table()
+
+        def run() -> pa.Table:
+            reader = self._dl.QueryBuilder().register(self.name, table).execute(sql)
+            return pa.table(reader.read_all())
+
+        return self._call("query", run)
+
+    def user_rows_by_day(self, user_id: str) -> dict[str, int]:
+        """How many rows of ``user_id`` each day partition holds in the current version."""
+        result = self.query(
+            f"SELECT {PARTITION_COLUMN} AS day, count(*) AS n FROM signals "
+            f"WHERE user_id = {quote_sql(user_id)} GROUP BY {PARTITION_COLUMN}"
+        )
+        return {
+            str(d): int(n)
+            for d, n in zip(
+                result.column("day").to_pylist(), result.column("n").to_pylist(), strict=True
+            )
+        }
+
+    # -- erasure ---------------------------------------------------------------
+
+    def delete_user(
+        self,
+        user_id: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> tuple[int, int]:
+        """Delete every row of ``user_id`` (a Delta DELETE); ``(rows deleted, new version)``."""
+        dl = self._dl
+        table = self.table()
+        props = dl.CommitProperties(custom_metadata=dict(metadata or {}) or None)
+        metrics = self._call(
+            "delete",
+            lambda: table.delete(f"user_id = {quote_sql(user_id)}", commit_properties=props),
+        )
+        return int(metrics.get("num_deleted_rows", 0)), self.version()
+
+    def vacuum(self, retention_hours: float) -> VacuumReport:
+        """Remove files unreferenced for longer than the retention, then expired log entries.
+
+        The log holds the DELETE's predicate (which names the user) and the removed files'
+        entries: a checkpoint followed by log cleanup drops commits older than the
+        retention, so after both the user's id is nowhere in the table's directory.
+        """
+        table = self.table()
+        hours = max(0, int(retention_hours))
+        removed = self._call(
+            "vacuum",
+            lambda: table.vacuum(
+                retention_hours=hours, dry_run=False, enforce_retention_duration=False
+            ),
+        )
+        self._set_log_retention(hours)
+        self._call("checkpoint", table.create_checkpoint)
+        self._call("log cleanup", table.cleanup_metadata)
+        return VacuumReport(
+            vacuumed_at=datetime.now(UTC),
+            retention_hours=retention_hours,
+            removed_files=[str(f) for f in removed],
+            log_cleaned=True,
+        )
+
+    def _set_log_retention(self, hours: int) -> None:
+        # Log cleanup follows the table property, so it follows the configured retention.
+        wanted = f"interval {hours * 3600} seconds"
+        table = self.table()
+        config = table.metadata().configuration
+        if config.get("delta.logRetentionDuration") != wanted:
+            self._call(
+                "set log retention",
+                lambda: table.alter.set_table_properties(
+                    {"delta.logRetentionDuration": wanted}, raise_if_not_exists=False
+                ),
+            )
+
+    def compact(self, days: Sequence[str]) -> int:
+        """Rewrite the small files of some days into large ones; files removed."""
+        if not days:
+            return 0
+        table = self.table()
+        metrics = self._call(
+            "compact",
+            lambda: table.optimize.compact(
+                partition_filters=[(PARTITION_COLUMN, "in", list(days))]
+            ),
+        )
+        return int(metrics.get("numFilesRemoved", 0))
+
+    def close(self) -> None:
+        """Drop the cached table handle."""
+        self._table = None

@@ -1,0 +1,54 @@
+"""The nightly batch: heavy features from the archive with DuckDB, into the online store.
+
+Per-user affinities over 30 and 90 days and aggregates too costly for the stream
+(``user_batch``), item co-visitation (``item_covis``) and popularity per surface and
+day (``item_pop``). Incremental by day partition, idempotent, with backfill; an
+erasure participant (``batch-derived``) recomputes what a user contributed to.
+
+The engine modules (DuckDB, deltalake, pyarrow: the ``archive`` extra) load on first
+use, so readers of the namespaces, such as the gateway, do not need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from headwater.batch.namespaces import ITEM_COVIS, ITEM_POP, USER_BATCH
+from headwater.batch.settings import EVENT_WEIGHTS, BatchSettings
+
+__all__ = [
+    "EVENT_WEIGHTS",
+    "ITEM_COVIS",
+    "ITEM_POP",
+    "USER_BATCH",
+    "BatchErasureParticipant",
+    "BatchRunner",
+    "BatchScheduler",
+    "BatchSettings",
+    "RunReport",
+    "batch_erasure_runtime",
+    "batch_scheduler",
+    "close_runner",
+    "next_run",
+    "open_batch_runner",
+]
+
+_LAZY = {
+    "BatchErasureParticipant": "headwater.batch.erasure",
+    "BatchRunner": "headwater.batch.runner",
+    "RunReport": "headwater.batch.runner",
+    "BatchScheduler": "headwater.batch.scheduler",
+    "next_run": "headwater.batch.scheduler",
+    "batch_erasure_runtime": "headwater.batch.runtime",
+    "batch_scheduler": "headwater.batch.runtime",
+    "close_runner": "headwater.batch.runtime",
+    "open_batch_runner": "headwater.batch.runtime",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'headwater.batch' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,354 @@
+"""The nightly batch: DuckDB over the archive, incremental by day partition.
+
+A run (1) lists the archive's day partitions with their files, (2) recomputes the
+day aggregates of the days whose files changed since they were computed (new days,
+late events, erasures, compactions), in chunks, (3) drops days past the lookback
+window, and (4) recomputes the outputs of the window from the day aggregates. A
+backfill names a date range and recomputes exactly those days.
+
+Runs are serialised by a lock file in the batch directory, so a scheduled run, a
+``headwater batch run`` and an erasure recompute never interleave.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from headwater.archive.schema import ARCHIVE_SCHEMA
+from headwater.archive.table import ArchiveTable, DayFiles, quote_sql
+from headwater.batch.derived import DerivedStore
+from headwater.batch.outputs import refresh_outputs, window_start
+from headwater.batch.settings import BatchSettings
+from headwater.batch.sql import events_sql, item_pair_day_sql, item_pop_day_sql, user_item_day_sql
+from headwater.batch.state import BatchState, ComputedDay
+from headwater.errors import ArchiveError, MissingDependencyError
+from headwater.metrics import BATCH_RUN_SECONDS
+from headwater.online.base import OnlineStore
+
+__all__ = ["AS_OF_KEY", "BatchRunner", "Progress", "RunReport"]
+
+log = logging.getLogger("headwater.batch")
+
+Progress = Callable[[str], None]
+AS_OF_KEY = "as_of_day"  # meta key: the last day of the current outputs' window
+
+_READ_COLUMNS = [
+    c
+    for c in ARCHIVE_SCHEMA.names
+    if c
+    in (
+        "event_id",
+        "event_type",
+        "user_id",
+        "item_id",
+        "surface",
+        "timestamp",
+        "category",
+        "brand",
+        "price",
+        "quantity",
+        "date",
+    )
+]
+
+
+class RunReport(msgspec.Struct, kw_only=True):
+    """What one run did."""
+
+    run_id: int
+    kind: str
+    archive_version: int
+    as_of: str | None
+    days_computed: list[str]
+    days_current: int
+    days_dropped: list[str]
+    events: int
+    outputs: dict[str, Any]
+    seconds: float
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+class BatchRunner:
+    """Computes the batch features of one archive into one online store."""
+
+    def __init__(self, archive: ArchiveTable, store: OnlineStore, cfg: BatchSettings) -> None:
+        self.archive = archive
+        self.store = store
+        self.cfg = cfg
+        cfg.batch_dir.mkdir(parents=True, exist_ok=True)
+        self.state = BatchState(cfg.batch_dir / "state.db")
+        self.derived = DerivedStore(cfg.batch_dir / "derived")
+        self._rlock = threading.RLock()
+        self._depth = 0
+        self._lock_file: Any = None
+        self.owns_store = False  # set by open_batch_runner when it opened the store
+
+    # -- locking ---------------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the batch lock (re-entrant in a thread; a lock file across processes)."""
+        with self._rlock:
+            if self._depth == 0:
+                self._lock_file = (self.cfg.batch_dir / ".lock").open("a+")
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+                    self._lock_file.close()
+                    self._lock_file = None
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        """A DuckDB connection configured for the batch (UTC, memory bound, spill dir)."""
+        try:
+            import duckdb
+        except ImportError:
+            raise MissingDependencyError("batch", "duckdb", "archive") from None
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(f"SET memory_limit = {quote_sql(self.cfg.memory_limit)}")
+            con.execute(f"SET temp_directory = {quote_sql(str(self.cfg.batch_dir / 'duckdb.tmp'))}")
+            con.execute("SET preserve_insertion_order = false")
+            if self.cfg.threads:
+                con.execute(f"SET threads = {int(self.cfg.threads)}")
+            yield con
+        except duckdb.Error as exc:
+            raise ArchiveError(f"batch query failed: {exc}") from exc
+        finally:
+            con.close()
+
+    # -- runs ------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        start: date | None = None,
+        end: date | None = None,
+        until: date | None = None,
+        progress: Progress | None = None,
+    ) -> RunReport:
+        """A nightly run (``start``/``end`` unset) or a backfill of ``[start, end]``.
+
+        The nightly run computes every changed day up to ``until`` (default: yesterday,
+        UTC) within the lookback window, and moves the outputs' window end to ``until``.
+        A backfill recomputes the named days only and keeps the window end.
+        """
+        backfill = start is not None or end is not None
+        say = progress or (lambda _line: None)
+        began = time.perf_counter()
+        with self.locked(), self.connect() as con:
+            run_id = self.state.start_run("backfill" if backfill else "nightly")
+            try:
+                report = self._run(
+                    con, run_id, start=start, end=end, until=until, backfill=backfill, say=say
+                )
+            except Exception as exc:
+                self.state.finish_run(
+                    run_id,
+                    status="failed",
+                    days=[],
+                    as_of=None,
+                    archive_version=None,
+                    detail={"error": str(exc)},
+                )
+                raise
+        report.seconds = round(time.perf_counter() - began, 3)
+        BATCH_RUN_SECONDS.observe(report.seconds)
+        say(
+            f"done in {report.seconds:.1f}s: {len(report.days_computed)} day(s) computed, "
+            f"outputs as of {report.as_of}"
+        )
+        return report
+
+    def _run(
+        self,
+        con: Any,
+        run_id: int,
+        *,
+        start: date | None,
+        end: date | None,
+        until: date | None,
+        backfill: bool,
+        say: Progress,
+    ) -> RunReport:
+        self.derived.clean_staging()
+        version = self.archive.version()
+        files = self.archive.days()
+        computed = self.state.days()
+        last = (until or _today() - timedelta(days=1)).isoformat()
+        first = window_start(last, self.cfg.lookback_days)
+        dropped: list[str] = []
+        if backfill:
+            lo = (start or date.fromisoformat(min(files, default=last))).isoformat()
+            hi = (end or date.fromisoformat(last)).isoformat()
+            known = set(files) | set(computed)
+            todo = sorted(d for d in known if lo <= d <= hi)
+            as_of_day = self.state.get_meta(AS_OF_KEY) or hi
+            current = 0
+        else:
+            in_window = {d for d in files if first <= d <= last}
+            todo = sorted(
+                d
+                for d in in_window
+                if d not in computed or computed[d].fingerprint != files[d].fingerprint
+            )
+            # Days computed earlier whose archive files are all gone (every row deleted).
+            todo += sorted(d for d in computed if first <= d <= last and d not in files)
+            current = len(in_window) - len([d for d in todo if d in in_window])
+            dropped = sorted(
+                {d for d in computed if d < first} | {d for d in self.derived.days() if d < first}
+            )
+            as_of_day = last
+        say(
+            f"archive version {version}: {len(todo)} day(s) to compute, {current} current, "
+            f"{len(dropped)} past the {self.cfg.lookback_days}-day window"
+        )
+        events = self.compute_days(con, todo, files, version, say)
+        if dropped:
+            self.state.forget(dropped)
+            self.derived.drop(dropped)
+        say(f"outputs for the window ending {as_of_day}:")
+        outputs = refresh_outputs(
+            con, self.derived, self.store, self.cfg, as_of_day=as_of_day, progress=say
+        )
+        self.state.set_meta(AS_OF_KEY, as_of_day)
+        self.state.finish_run(
+            run_id,
+            status="ok",
+            days=todo,
+            as_of=outputs["as_of"],
+            archive_version=version,
+            detail={"events": events, "dropped": dropped},
+        )
+        return RunReport(
+            run_id=run_id,
+            kind="backfill" if backfill else "nightly",
+            archive_version=version,
+            as_of=outputs["as_of"],
+            days_computed=todo,
+            days_current=current,
+            days_dropped=dropped,
+            events=events,
+            outputs=outputs,
+            seconds=0.0,
+        )
+
+    # -- day aggregates ----------------------------------------------------------
+
+    def compute_days(
+        self, con: Any, days: Sequence[str], files: dict[str, DayFiles], version: int, say: Progress
+    ) -> int:
+        """Recompute the day aggregates of ``days`` from the archive, chunk by chunk."""
+        total = 0
+        step = max(1, self.cfg.days_per_chunk)
+        for i in range(0, len(days), step):
+            chunk = list(days[i : i + step])
+            began = time.perf_counter()
+            n = self._compute_chunk(con, chunk, files, version)
+            total += n
+            say(
+                f"  days {chunk[0]}..{chunk[-1]} ({i + len(chunk)}/{len(days)}): "
+                f"{n:,} events in {time.perf_counter() - began:.1f}s"
+            )
+        return total
+
+    def source(self, con: Any, days: Sequence[str], files: dict[str, DayFiles]) -> str:
+        """A DuckDB relation over the archive rows of ``days``.
+
+        Local tables are read in place with ``read_parquet`` (the files of the current
+        version only); object storage goes through deltalake into Arrow, because
+        DuckDB's own object-store support is an extension that may not be installable.
+        """
+        paths = [f for d in days if d in files for f in files[d].files]
+        if paths and not self.archive.remote:
+            listed = ", ".join(quote_sql(p) for p in paths)
+            return (
+                f"read_parquet([{listed}], hive_partitioning = true, "
+                f"hive_types = {{'date': VARCHAR}}, union_by_name = true)"
+            )
+        data = self.archive.read(_READ_COLUMNS, days=[d for d in days if d in files])
+        name = f"archive_rows_{id(data)}"
+        con.register(name, data)
+        return name
+
+    def _compute_chunk(
+        self, con: Any, days: list[str], files: dict[str, DayFiles], version: int
+    ) -> int:
+        events = events_sql(self.source(con, days, files), dedupe=self.cfg.dedupe_event_ids)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE ev AS {events}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE uid AS {user_item_day_sql('ev')}")
+        staged = self.derived.staging()
+        outputs = {
+            "user_item_day": "SELECT * FROM uid",
+            "item_pair_day": item_pair_day_sql("uid", self.cfg),
+            "item_pop_day": item_pop_day_sql("ev"),
+        }
+        for table, sql in outputs.items():
+            target = quote_sql(str(staged / table))
+            con.execute(
+                f"COPY ({sql}) TO {target} (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd)"
+            )
+        count = con.execute("SELECT count(*) FROM ev").fetchall()
+        n = int(count[0][0]) if count else 0
+        con.execute("DROP TABLE ev")
+        con.execute("DROP TABLE uid")
+        # Forget first: a crash between the two steps leaves the days to recompute.
+        self.state.forget(days)
+        self.derived.install(staged, days)
+        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        self.state.record(
+            [
+                ComputedDay(
+                    d,
+                    files[d].fingerprint if d in files else "empty",
+                    version,
+                    files[d].rows if d in files else 0,
+                    stamp,
+                )
+                for d in days
+            ]
+        )
+        return n
+
+    # -- status ----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Computed days, days waiting, the outputs' window end and the last runs."""
+        files = self.archive.days()
+        computed = self.state.days()
+        stale = sorted(
+            d for d in files if d in computed and computed[d].fingerprint != files[d].fingerprint
+        )
+        return {
+            "as_of_day": self.state.get_meta(AS_OF_KEY),
+            "archive_version": self.archive.version(),
+            "archive_days": len(files),
+            "computed_days": len(computed),
+            "first_day": min(computed, default=None),
+            "last_day": max(computed, default=None),
+            "changed_since_computed": stale,
+            "not_computed": sorted(d for d in files if d not in computed),
+            "runs": [msgspec.to_builtins(r) for r in self.state.runs(5)],
+        }
+
+    def close(self) -> None:
+        """Release the state file."""
+        self.state.close()

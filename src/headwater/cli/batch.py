@@ -1,0 +1,88 @@
+"""``headwater batch``: run the nightly batch (or a backfill) and see what it computed."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Annotated
+
+import typer
+
+from headwater.cli._common import HomeOption, settings
+
+__all__ = ["app"]
+
+app = typer.Typer(help="The nightly batch over the archive.", no_args_is_help=True)
+
+
+def _day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{option}: expected YYYY-MM-DD, got {value!r}") from None
+
+
+@app.command()
+def run(
+    home: HomeOption = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Backfill: first day (YYYY-MM-DD).")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Backfill: last day (YYYY-MM-DD).")] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Nightly: last day to compute (default yesterday, UTC).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Compute changed days and refresh outputs; with --from/--to recompute only those days."""
+    import msgspec
+
+    from headwater.batch.runtime import close_runner, open_batch_runner
+
+    start, end = _day(from_, "--from"), _day(to, "--to")
+    if start and end and start > end:
+        raise typer.BadParameter("--from is after --to")
+    runner = open_batch_runner(settings(home))
+    try:
+        report = runner.run(
+            start=start,
+            end=end,
+            until=_day(until, "--until"),
+            progress=None if as_json else typer.echo,
+        )
+    finally:
+        close_runner(runner)
+    if as_json:
+        typer.echo(json.dumps(msgspec.to_builtins(report), indent=2))
+
+
+@app.command()
+def status(
+    home: HomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The outputs' window end, computed and waiting days, and the last runs."""
+    from headwater.batch.runtime import close_runner, open_batch_runner
+
+    runner = open_batch_runner(settings(home))
+    try:
+        doc = runner.status()
+    finally:
+        close_runner(runner)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    typer.echo(f"outputs as of day: {doc['as_of_day'] or 'never computed'}")
+    typer.echo(
+        f"archive version {doc['archive_version']}, {doc['archive_days']} day(s); "
+        f"computed {doc['computed_days']} ({doc['first_day']} .. {doc['last_day']})"
+    )
+    typer.echo(f"changed since computed: {', '.join(doc['changed_since_computed']) or 'none'}")
+    typer.echo(f"not computed yet: {', '.join(doc['not_computed']) or 'none'}")
+    for r in doc["runs"]:
+        typer.echo(
+            f"  run {r['id']:>4} {r['kind']:<8} {r['status']:<7} {r['started_at']} "
+            f"{len(r['days'])} day(s) as_of={r['as_of']}"
+        )

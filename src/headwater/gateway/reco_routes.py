@@ -1,0 +1,57 @@
+"""Recommendations: ``GET /v1/users/{user_id}/recommendations``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from headwater.gateway._errors import json_response
+from headwater.gateway._schemas import errors
+from headwater.gateway.services import GatewayServices
+from headwater.recommend.recommender import Recommender
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+MAX_K = 100
+
+
+def _recommender(request: Request) -> Recommender:
+    # Built on first use from the gateway's services and kept on the app.
+    found = getattr(request.app.state, "recommender", None)
+    if isinstance(found, Recommender):
+        return found
+    svc: GatewayServices = request.app.state.services
+    recommender = Recommender(svc.features.read, svc.online)
+    request.app.state.recommender = recommender
+    return recommender
+
+
+@router.get(
+    "/v1/users/{user_id}/recommendations",
+    summary="Items for a user, with reasons and the freshness of every feature used",
+    responses=errors(503),
+)
+async def recommendations(
+    request: Request,
+    user_id: str,
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items")] = 20,
+    surface: Annotated[
+        str, Query(min_length=1, max_length=64, description="Where they will be shown")
+    ] = "web",
+) -> Response:
+    """Candidates from the user's recent views and clicks (streaming features) expanded
+    through item co-visitation (batch), then the surface's popular items when history is
+    thin; items already purchased are excluded.
+
+    Each item carries its score and reason; ``features_used`` gives the ``as_of`` of every
+    feature read. When the streaming features are past their freshness budget the answer
+    says ``stale: true``, does not use the recent activity, and names its ``fallback``.
+    """
+    recommender = _recommender(request)
+    # A few sub-millisecond key-value reads (~0.2 ms in all): answering inline avoids a
+    # thread handoff that costs more than the work and dominated the tail at 500 req/s.
+    return json_response(recommender.recommend(user_id, k=k, surface=surface))

@@ -1,0 +1,157 @@
+"""Erasure from the archive: Delta DELETE, verifying scan, ledger, vacuum, honest times."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
+from headwater.bus import Message, open_bus
+from headwater.bus.runtime import ConsumerRuntime
+from headwater.contract.signal import encode_signal
+from headwater.erasure.events import Confirmation, ErasureEvent, encode_erasure
+from tests.archive._history import history, records
+
+VICTIM = "u001"
+
+
+def _erasure(request_id: str = "req-1", user: str = VICTIM) -> ErasureEvent:
+    return ErasureEvent(request_id=request_id, user_id=user, requested_at=datetime.now(UTC))
+
+
+def _files_naming(root: str, text: str) -> list[str]:
+    hits = []
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            if text.encode() in path.read_bytes():
+                hits.append(str(path))
+    return hits
+
+
+def test_erase_deletes_verifies_records_partitions(archive_url: str) -> None:
+    consumer = ArchiveConsumer(
+        ArchiveTable(archive_url),
+        ErasureLedger(archive_url),
+        retention_hours=168,
+        vacuum_interval_s=None,
+    )
+    sent = history(600, days=6)
+    consumer.handle(records(sent))
+    mine = [s for s in sent if s.user_id == VICTIM]
+    assert mine, "the history must hold the victim"
+    conf = consumer.erase(_erasure())
+    assert conf.ok
+    assert conf.method == "delta delete"
+    assert conf.rows_removed == len(mine)
+    assert conf.rows_remaining == 0
+    days = sorted({s.timestamp.date().isoformat() for s in mine})
+    assert conf.evidence["partitions"] == days
+    deleted_in = conf.evidence["table_version"]
+    commits = {h["version"]: h for h in DeltaTable(consumer.table.uri).history()}
+    assert commits[deleted_in]["operation"] == "DELETE"
+    assert commits[deleted_in]["headwater.erasure.request_id"] == "req-1"
+    # Independent check: a fresh reader of the current version finds none of the user's rows.
+    current = DeltaTable(consumer.table.uri).to_pyarrow_table(columns=["user_id"])
+    assert VICTIM not in set(current.column("user_id").to_pylist())
+    assert current.num_rows == len(sent) - len(mine)
+    entry = consumer.ledger.erasure("req-1")
+    assert entry is not None
+    assert entry.partitions == days
+    assert entry.rows_removed == len(mine)
+    assert conf.evidence["physically_removed_by"] is None
+    assert "no vacuum is scheduled" in conf.evidence["physical_removal"]
+
+
+def test_retention_zero_vacuums_at_once_and_leaves_no_trace(
+    consumer: ArchiveConsumer, archive_url: str
+) -> None:
+    consumer.handle(records(history(400, days=4)))
+    before = DeltaTable(consumer.table.uri).version()
+    conf = consumer.erase(_erasure())
+    assert conf.evidence["vacuumed_at"] is not None
+    assert conf.evidence["physically_removed_by"] == conf.evidence["vacuumed_at"]
+    assert conf.evidence["files_removed"] > 0
+    # The old version is gone for good: time travel to it fails.
+    with pytest.raises(Exception, match=r"(?i)not found|no such file|failed|error"):
+        DeltaTable(consumer.table.uri, version=before).to_pyarrow_table()
+    # Neither data files nor the Delta log (the DELETE predicate) name the user any more.
+    assert _files_naming(consumer.table.uri, VICTIM) == []
+    assert _files_naming(archive_url, VICTIM) == []
+    erased_at = consumer.ledger.erasure("req-1").erased_at  # type: ignore[union-attr]
+    assert consumer.ledger.physically_removed_at(erased_at) is not None
+
+
+def test_with_retention_the_confirmation_says_when_files_will_go(archive_url: str) -> None:
+    c = ArchiveConsumer(
+        ArchiveTable(archive_url),
+        ErasureLedger(archive_url),
+        retention_hours=168,
+        vacuum_interval_s=3600,
+    )
+    c.handle(records(history(300, days=3)))
+    before = c.table.version()
+    conf = c.erase(_erasure())
+    ev = conf.evidence
+    assert ev["vacuumed_at"] is None
+    removed_by = datetime.fromisoformat(ev["physically_removed_by"].replace("Z", "+00:00"))
+    expected = conf.verified_at + timedelta(hours=168, seconds=3600)
+    assert abs((removed_by - expected).total_seconds()) < 5
+    assert "old files stay" in ev["physical_removal"]
+    # Honest: until then the previous version is still readable (time travel).
+    old = DeltaTable(c.table.uri, version=before).to_pyarrow_table(columns=["user_id"])
+    assert VICTIM in set(old.column("user_id").to_pylist())
+    erased_at = c.ledger.erasure("req-1").erased_at  # type: ignore[union-attr]
+    assert c.ledger.physically_removed_at(erased_at) is None
+    # A vacuum with the 7-day retention removes nothing yet; an explicit zero does.
+    assert c.vacuum().removed_files == []
+    assert c.ledger.physically_removed_at(erased_at) is None
+    report = c.vacuum(retention_hours=0)
+    assert report.removed_files
+    assert c.ledger.physically_removed_at(erased_at) == report.vacuumed_at
+    assert _files_naming(c.table.uri, VICTIM) == []
+
+
+def test_erase_again_is_harmless_and_keeps_partitions(consumer: ArchiveConsumer) -> None:
+    consumer.handle(records(history(300, days=3)))
+    first = consumer.erase(_erasure())
+    second = consumer.erase(_erasure())  # the orchestrator retried
+    assert second.ok
+    assert second.rows_removed == 0
+    assert second.rows_remaining == 0
+    entry = consumer.ledger.erasure("req-1")
+    assert entry is not None
+    assert entry.partitions == first.evidence["partitions"]
+    unknown = consumer.erase(_erasure("req-2", "nobody"))
+    assert unknown.ok
+    assert unknown.rows_removed == 0
+    assert unknown.evidence["partitions"] == []
+
+
+def test_erasure_on_the_bus_after_signals_erases_them(tmp_path: Path, archive_url: str) -> None:
+    bus_url = f"sqlite:///{tmp_path / 'bus.db'}"
+    bus = open_bus(bus_url)
+    sent = history(300, days=3)
+    bus.publish([Message(s.user_id, encode_signal(s)) for s in sent])
+    bus.publish([Message(VICTIM, encode_erasure(_erasure()), "erasure")])
+    confirmations: list[Confirmation] = []
+    c = ArchiveConsumer(
+        ArchiveTable(archive_url),
+        ErasureLedger(archive_url),
+        retention_hours=0,
+        vacuum_interval_s=None,
+    )
+    rt = ConsumerRuntime(
+        open_bus(bus_url), "archive", c, batch_size=1000, on_confirmation=confirmations.append
+    )
+    rt.run(install_signal_handlers=False, idle_exit=True)
+    assert [x.participant for x in confirmations] == ["archive"]
+    assert confirmations[0].rows_removed == sum(s.user_id == VICTIM for s in sent)
+    users = set(c.table.read(["user_id"]).column("user_id").to_pylist())
+    assert VICTIM not in users
+    assert len(users) > 5
+    bus.close()

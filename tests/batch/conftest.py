@@ -1,0 +1,63 @@
+"""Batch fixtures: an archive with history, an online store (SQLite or Redis), a runner."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
+from headwater.batch import ITEM_COVIS, ITEM_POP, USER_BATCH, BatchRunner, BatchSettings
+from headwater.online import OnlineStore, open_online_store
+from tests.conftest import server_url
+
+UNTIL = date(2026, 3, 12)
+
+
+def small_settings(batch_dir: Path) -> BatchSettings:
+    return BatchSettings(
+        batch_dir=batch_dir,
+        covis_min_support=1,
+        days_per_chunk=3,
+        memory_limit="1GB",
+        threads=2,
+        covis_items_per_user_day=1000,
+    )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'online.db'}"
+        return
+    url = f"{server_url('redis')}?prefix=t{uuid.uuid4().hex[:10]}"
+    yield url
+    store = open_online_store(url)
+    for ns in (USER_BATCH, ITEM_COVIS, ITEM_POP):
+        store.clear(ns)
+    store.close()
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[OnlineStore]:
+    s = open_online_store(store_url)
+    yield s
+    s.close()
+
+
+def make_archive(root: Path) -> ArchiveConsumer:
+    url = str(root)
+    return ArchiveConsumer(
+        ArchiveTable(url), ErasureLedger(url), retention_hours=0, vacuum_interval_s=None
+    )
+
+
+def make_runner(archive: ArchiveTable, store: OnlineStore, batch_dir: Path) -> BatchRunner:
+    return BatchRunner(archive, store, small_settings(batch_dir))
+
+
+def snapshot(store: OnlineStore, namespace: str) -> dict[str, bytes]:
+    return store.get(namespace, sorted(store.keys(namespace)))
