@@ -19,7 +19,7 @@ from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.orchestrator import ErasureOrchestrator
 from headwater.erasure.subject import SubjectHasher, load_erasure_key
 
-__all__ = ["app", "register"]
+__all__ = ["app", "print_audit", "register"]
 
 app = typer.Typer(help="Erasure requests and their audit.", no_args_is_help=True)
 
@@ -42,7 +42,24 @@ def _orchestrator(home: str | None) -> Iterator[ErasureOrchestrator]:
         control.close()
 
 
-def _print_audit(audit: dict[str, Any]) -> None:
+def _evidence_note(evidence: dict[str, Any], error: str | None) -> str:
+    # The most telling fact of each store's evidence, in words; --json has all of it.
+    if error:
+        return f"error: {error}"
+    if evidence.get("gone_by"):
+        return f"cannot delete records; retention removes them by {evidence['gone_by']}"
+    if evidence.get("physically_removed_by"):
+        return f"old files physically removed by {evidence['physically_removed_by']}"
+    if evidence.get("vacuumed_at"):
+        return f"old files vacuumed at {evidence['vacuumed_at']}"
+    if evidence.get("partitions_recomputed") is not None:
+        days = evidence["partitions_recomputed"]
+        return f"recomputed days: {', '.join(days) if days else 'none'}"
+    return str(evidence.get("scan", ""))
+
+
+def print_audit(audit: dict[str, Any]) -> None:
+    """The audit as a table: the request, then one row per store."""
     remaining = audit["time_remaining_s"]
     typer.echo(
         f"request  {audit['request_id']}  ({audit['status']})\n"
@@ -59,14 +76,7 @@ def _print_audit(audit: dict[str, Any]) -> None:
         f"{'removed':>8}  evidence"
     )
     for s in audit["stores"]:
-        evidence = s["evidence"] or {}
-        note = (
-            evidence.get("gone_by")
-            or evidence.get("physically_removed_by")
-            or evidence.get("scan")
-            or s["error"]
-            or ""
-        )
+        note = _evidence_note(s["evidence"] or {}, s["error"])
         typer.echo(
             f"{s['participant']:<20}{s['status']:<11}{s['attempts']:>5}  "
             f"{s['confirmed_at'] or '-':<33}{s['method'] or '-':<16}"
@@ -88,7 +98,7 @@ def delete(
     if as_json:
         typer.echo(json.dumps(audit, indent=2))
         return
-    _print_audit(audit)
+    print_audit(audit)
     typer.echo(f"\nfollow it: headwater deletions show {record.request_id}")
 
 
@@ -104,7 +114,7 @@ def show(
     if as_json:
         typer.echo(json.dumps(audit, indent=2))
     else:
-        _print_audit(audit)
+        print_audit(audit)
 
 
 @app.command("list")

@@ -8,14 +8,19 @@ import shutil
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import httpx
 import msgspec
 import typer
 
 from headwater.cli._common import HomeOption, settings
 from headwater.config import Settings
+
+if TYPE_CHECKING:
+    from headwater.stack import EmbeddedStack
 
 __all__ = ["register"]
 
@@ -43,6 +48,41 @@ def _bound(value: float | None) -> str:
     return f"<{value:g}s" if value is not None else "-"
 
 
+def _offline_and_erasure(stack: EmbeddedStack, user: str) -> None:
+    """The nightly batch (run now), recommendations, then the user's erasure and its audit."""
+    from headwater.batch.runtime import close_runner, open_batch_runner
+    from headwater.cli.deletions import print_audit
+
+    typer.echo("\nnightly batch over the Delta archive (run now for the demo):")
+    time.sleep(1.0)  # the archive consumer flushes within its flush interval
+    runner = open_batch_runner(stack.settings)
+    try:
+        runner.run(until=datetime.now(UTC).date(), progress=lambda line: typer.echo(f"  {line}"))
+    finally:
+        close_runner(runner)
+    reco = httpx.get(
+        f"{stack.url}/v1/users/{user}/recommendations",
+        params={"k": 5, "surface": "web"},
+        timeout=10,
+    ).json()
+    typer.echo(f"\nrecommendations for {user} (GET /v1/users/{user}/recommendations?k=5):")
+    for item in reco.get("items", []):
+        typer.echo(f"  {item['item_id']:<10} {item['score']:>8.3f}  {item['reason']}")
+    if reco.get("stale"):
+        typer.echo(f"  (streaming features stale: {reco.get('note', '')})")
+
+    typer.echo(f"\nerasing {user} from every store (POST /v1/deletions) ...")
+    record = stack.services.orchestrator.request(user, reason="demo")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if stack.services.ledger.get(record.request_id).status == "completed":
+            break
+        time.sleep(0.25)
+    print_audit(stack.services.orchestrator.audit(record.request_id))
+    gone = stack.services.features.read(user)
+    typer.echo(f"features of {user} after the erasure: found={gone.found}")
+
+
 def demo(
     home: Annotated[
         str, typer.Option(help="Data directory for the demo (wiped first).")
@@ -56,8 +96,8 @@ def demo(
     from headwater.demo.live import JOURNEY_USER, TeamTraffic, publish_journey
     from headwater.stack import EmbeddedStack
 
-    # The demo prints its own report; only warnings from the stack itself go to stderr.
-    logging.getLogger().setLevel(logging.WARNING)
+    # The demo prints its own report; only errors of the stack itself go to stderr.
+    logging.getLogger().setLevel(logging.ERROR)
     root = Path(home)
     if root.exists():
         shutil.rmtree(root)
@@ -113,6 +153,7 @@ def demo(
                 f"  {rule:<26}{count:>6}  e.g. {ex['team']}: {ex['field'] or '<event>'}:"
                 f" {ex['message'][:90]}"
             )
+        _offline_and_erasure(stack, JOURNEY_USER)
     finally:
         teams.stop()
         stack.stop()
