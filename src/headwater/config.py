@@ -43,6 +43,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     erasure_deadline_s: float = 30 * 86_400.0
     erasure_webhook: str | None = None
     erased_user_policy: str = "accept"
+    features_file: str | None = None
+    feature_lateness_s: float = 3600.0
     lag_groups: tuple[str, ...] = ("features", "platform-erasure", "archive", "batch-erasure")
     alert_webhook: str | None = None
 
@@ -74,4 +76,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 if g.strip()
             ),
             alert_webhook=_env("HEADWATER_ALERT_WEBHOOK", "") or None,
+            features_file=_env("HEADWATER_FEATURES_FILE", "") or None,
+            feature_lateness_s=parse_duration(
+                _env("HEADWATER_FEATURE_LATENESS", "1h"), "HEADWATER_FEATURE_LATENESS"
+            ),
         )

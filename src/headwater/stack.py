@@ -80,7 +80,7 @@ def feature_runtime(
     control = services.control if services else open_control_database(settings.control_url)
     registry = services.registry if services else ContractRegistry(control)
     store = open_online_store(settings.online_url)
-    consumer = FeatureConsumer(store, feature_engine(registry))
+    consumer = FeatureConsumer(store, feature_engine(registry, settings))
     closers = [store.close] + ([] if services else [control.close])
     return consumer_runtime(
         settings,

@@ -22,7 +22,7 @@ from headwater.erasure.subject import SubjectHasher, load_erasure_key
 from headwater.erasure.tombstones import TombstoneFilter
 from headwater.features.engine import FeatureEngine
 from headwater.features.reader import FeatureReader
-from headwater.features.spec import DEFAULT_FEATURES
+from headwater.features.spec import DEFAULT_FEATURES, load_features
 from headwater.ingest.erased import ErasedUsers
 from headwater.ingest.ingestor import Ingestor
 from headwater.online import OnlineStore, open_online_store
@@ -67,7 +67,7 @@ class GatewayServices:
         )
         self.online: OnlineStore = open_online_store(settings.online_url)
         self.features = FeatureReader(
-            self.online, feature_engine(self.registry), partition_of=self.bus.partition_of
+            self.online, feature_engine(self.registry, settings), partition_of=self.bus.partition_of
         )
 
     def refresh_contracts(self) -> None:
@@ -96,10 +96,16 @@ class GatewayServices:
         self.control.close()
 
 
-def feature_engine(registry: ContractRegistry) -> FeatureEngine:
-    """The declared features, with each event type's freshness budget from its contract."""
+def feature_engine(registry: ContractRegistry, settings: Settings | None = None) -> FeatureEngine:
+    """The declared features (``HEADWATER_FEATURES_FILE`` or the built-in set), with each
+    event type's freshness budget from its contract and the configured lateness bound."""
     budgets = {r.name: r.definition.freshness_budget_s for r in registry.current()}
-    return FeatureEngine(DEFAULT_FEATURES, budgets_s=budgets)
+    if settings is None:
+        return FeatureEngine(DEFAULT_FEATURES, budgets_s=budgets)
+    specs = load_features(settings.features_file) if settings.features_file else DEFAULT_FEATURES
+    return FeatureEngine(
+        specs, budgets_s=budgets, lateness_ms=int(settings.feature_lateness_s * 1000)
+    )
 
 
 def _redact(url: str) -> str:
