@@ -50,8 +50,10 @@ ECHO_APP = textwrap.dedent("""
 
 
 def start(args: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # The server's log goes to a file: a pipe nobody reads would fill up and stall it.
+    log = tempfile.NamedTemporaryFile(prefix="headwater-bench-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
-        ["taskset", "-c", "0", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        ["taskset", "-c", "0", *args], env=env, stdout=subprocess.DEVNULL, stderr=log
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -62,7 +64,7 @@ def start(args: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[b
         else:
             return proc
     proc.kill()
-    raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "server did not start")
+    raise RuntimeError(Path(log.name).read_text()[-2000:] or "server did not start")
 
 
 async def flood(url: str, key: str, bodies: list[bytes], concurrency: int) -> tuple[float, int]:
@@ -135,7 +137,7 @@ def main() -> None:
         ContractRegistry(db).apply(default_definitions())
         key, _ = ProducerKeys(db).create("bench", rate_limit_eps=10_000_000)
         db.close()
-        env = dict(os.environ, HEADWATER_HOME=str(home))
+        env = dict(os.environ, HEADWATER_HOME=str(home), HEADWATER_LOG_LEVEL="WARNING")
         py = sys.executable
 
         echo_file = Path(tmp) / "echo_app.py"
