@@ -40,15 +40,17 @@ class SloRecorder:
         self._minutes: dict[tuple[int, str, str], list[float]] = {}
         self._last_prune = time.monotonic()
 
-    def observe(self, producer: str, event_type: str, seconds: float, now: float) -> None:
-        """One event became readable ``seconds`` after it was accepted."""
+    def observe(
+        self, producer: str, event_type: str, seconds: float, now: float, count: int = 1
+    ) -> None:
+        """``count`` events became readable ``seconds`` after they were accepted."""
         key = (int(now // 60), producer, event_type)
         acc = self._minutes.get(key)
         if acc is None:
             acc = self._minutes[key] = [0.0, 0.0, 0.0]  # total, within budget, max seconds
-        acc[0] += 1
+        acc[0] += count
         if seconds <= self.budgets().get(event_type, 300.0):
-            acc[1] += 1
+            acc[1] += count
         acc[2] = max(acc[2], seconds)
 
     def rows(self) -> dict[str, bytes]:

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
 
 from headwater._duration import parse_duration
 from headwater._url import sqlite_path
 from headwater.bus._options import BusOptions
+from headwater.bus._sqlite_conn import LogConnection
 from headwater.bus.base import (
     ErasureCapability,
     Message,
@@ -67,59 +65,12 @@ SESSION_TIMEOUT_S = 10.0
 HEARTBEAT_S = 0.5
 #: How often publishers drop records older than the retention.
 RETENTION_SWEEP_S = 60.0
+#: Page cache of a consumer's connection (KB).
+CONSUMER_CACHE_KB = 4096
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class _Db:
-    """One connection with the pragmas the log needs, shared under a lock."""
-
-    def __init__(self, path: str) -> None:
-        self.lock = threading.RLock()
-        try:
-            self.conn = sqlite3.connect(
-                path, timeout=60.0, isolation_level=None, check_same_thread=False
-            )
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is fsynced before publish returns (durable acknowledgement).
-            self.conn.execute("PRAGMA synchronous=FULL")
-            self.conn.execute("PRAGMA busy_timeout=60000")
-            self.conn.execute("PRAGMA cache_size=-65536")
-        except sqlite3.Error as exc:
-            raise BusError(f"cannot open the SQLite bus at {path}: {exc}") from exc
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise BusError(f"SQLite bus: {exc}") from exc
-            try:
-                yield self.conn
-            except sqlite3.Error as exc:
-                self.conn.execute("ROLLBACK")
-                raise BusError(f"SQLite bus: {exc}") from exc
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            try:
-                self.conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise BusError(f"SQLite bus: commit failed: {exc}") from exc
-
-    def read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
-        with self.lock:
-            try:
-                return self.conn.execute(sql, tuple(params)).fetchall()
-            except sqlite3.Error as exc:
-                raise BusError(f"SQLite bus: {exc}") from exc
-
-    def close(self) -> None:
-        with self.lock:
-            self.conn.close()
 
 
 class SqliteBus:
@@ -133,7 +84,7 @@ class SqliteBus:
         self._path = sqlite_path(url)
         if self._path == ":memory:":
             raise ConfigurationError("the SQLite bus needs a file (other processes read it)")
-        self._db = _Db(self._path)
+        self._db = LogConnection(self._path)
         self._last_sweep = time.monotonic()
         extra = self.options.extra
         self.session_timeout_s = parse_duration(
@@ -236,14 +187,56 @@ class SqliteBus:
         )
 
     def purge_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
+        return self._purge(key, where, since_ms=None)
+
+    def purge_recent(
+        self, key: str, since_ms: int, where: Callable[[Record], bool] | None = None
+    ) -> int:
+        """``purge_key`` over the batches appended at or after ``since_ms`` only: a range
+        of the log instead of the whole partition, for records known to be recent."""
+        return self._purge(key, where, since_ms=since_ms)
+
+    def _purge(self, key: str, where: Callable[[Record], bool] | None, since_ms: int | None) -> int:
         part = partition_for(key, self.partitions)
+        needle = key.encode()
+        start = 0
+        if since_ms is not None:
+            (found,) = self._db.read(
+                "SELECT MIN(first_offset) FROM hw_bus_log INDEXED BY hw_bus_log_ts "
+                "WHERE ts_ms >= ? AND partition = ?",
+                (since_ms, part),
+            )[0]
+            if found is None:
+                return 0
+            start = int(found)
+        # Batches holding a record of the key hold its bytes (MessagePack stores strings
+        # verbatim): SQLite finds those without the write lock and without handing every
+        # batch of the partition to Python. Publishing goes on meanwhile.
+        scanned = self._db.read(
+            "SELECT first_offset FROM hw_bus_log WHERE partition = ? AND first_offset >= ? "
+            "AND instr(records, ?) > 0",
+            (part, start, needle),
+        )
+        (last,) = self._db.read(
+            "SELECT COALESCE(MAX(first_offset), -1) FROM hw_bus_log WHERE partition = ?", (part,)
+        )[0]
         removed = 0
         with self._db.write() as conn:
-            rows = conn.execute(
-                "SELECT first_offset, records FROM hw_bus_log WHERE partition = ?", (part,)
+            # Batches appended since the scan are looked at too: the same batches as a
+            # scan under the lock (a batch without the key never gains it).
+            newer = conn.execute(
+                "SELECT first_offset FROM hw_bus_log WHERE partition = ? AND first_offset > ? "
+                "AND instr(records, ?) > 0",
+                (part, last, needle),
             ).fetchall()
-            for first, blob in rows:
-                records = _DECODE(blob)
+            for (first,) in [*scanned, *newer]:
+                row = conn.execute(
+                    "SELECT records FROM hw_bus_log WHERE partition = ? AND first_offset = ?",
+                    (part, first),
+                ).fetchone()
+                if row is None:
+                    continue  # dropped by the retention meanwhile
+                records = _DECODE(row[0])
                 kept = [r for r in records if r.key != key or (where is not None and not where(r))]
                 if len(kept) == len(records):
                     continue
@@ -260,7 +253,10 @@ class SqliteBus:
     def count_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
         """Records of ``key`` still in the log (an independent scan, for erasure evidence)."""
         part = partition_for(key, self.partitions)
-        rows = self._db.read("SELECT records FROM hw_bus_log WHERE partition = ?", (part,))
+        rows = self._db.read(
+            "SELECT records FROM hw_bus_log WHERE partition = ? AND instr(records, ?) > 0",
+            (part, key.encode()),
+        )
         return sum(
             1
             for (blob,) in rows
@@ -289,7 +285,14 @@ class SqliteConsumer:
         self.group = group
         self.member = member
         self._bus = bus
-        self._db = _Db(bus._path)  # own connection: consumers run in their own threads
+        # Own connection: consumers run in their own threads. A small page cache: a
+        # consumer reads each record batch once, and a large cache only grows its RSS.
+        # NORMAL: commits and heartbeats are not fsynced one by one (the next fsync of
+        # the log, by any publisher, makes them durable). A commit lost in a power cut
+        # only replays records, which every handler applies idempotently; a process
+        # crash loses nothing. Each fsync held the bus's write lock, which publishes
+        # (durable, FULL) then waited for.
+        self._db = LogConnection(bus._path, cache_kb=CONSUMER_CACHE_KB, synchronous="NORMAL")
         self._assigned: list[int] = []
         self._position: dict[int, int] = {}
         self._next_heartbeat = 0.0
@@ -343,37 +346,53 @@ class SqliteConsumer:
             self._heartbeat()
             out: list[Record] = []
             parts = self._assigned
+            # One query says which partitions have anything new: an idle member no
+            # longer queries the log of every partition every 5 ms.
+            ends = dict(self._db.read("SELECT partition, next_offset FROM hw_bus_ends"))
             # Rotate the starting partition so no partition starves the others.
             for i in range(len(parts)):
                 part = parts[(self._cursor + i) % len(parts)]
                 want = max_records - len(out)
                 if want <= 0:
                     break
-                got = self._bus_read(part, self._position[part], want)
-                if got:
-                    self._position[part] = got[-1].offset + 1
-                    out.extend(got)
+                if ends.get(part, self._position[part] + 1) <= self._position[part]:
+                    continue
+                got, self._position[part] = self._bus_read(part, self._position[part], want)
+                out.extend(got)
             self._cursor += 1
             if out or time.monotonic() >= deadline:
                 return out
             time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
 
-    def _bus_read(self, part: int, offset: int, want: int) -> list[Record]:
+    def _bus_read(self, part: int, offset: int, want: int) -> tuple[list[Record], int]:
+        """Up to ``want`` records from ``offset`` on, and the offset to read next."""
         # Only the batches that hold offsets [offset, offset + want): no decoding to discard.
+        # Batches of a partition never overlap, so none before the last one starting at or
+        # below ``offset`` can hold it: the key range starts there, not at the log's head
+        # (last_offset is not indexed; scanning from the head made polls grow with the log).
         rows = self._db.read(
-            "SELECT records FROM hw_bus_log WHERE partition = ? AND last_offset >= ? "
-            "AND first_offset < ? ORDER BY first_offset",
+            "SELECT last_offset, records FROM hw_bus_log WHERE partition = ?1 AND "
+            "first_offset >= COALESCE((SELECT MAX(first_offset) FROM hw_bus_log WHERE "
+            "partition = ?1 AND first_offset <= ?2), 0) AND last_offset >= ?2 AND "
+            "first_offset < ?3 ORDER BY first_offset",
             (part, offset, offset + want),
         )
         out: list[Record] = []
-        for (blob,) in rows:
+        following = offset
+        for last, blob in rows:
             records = _DECODE(blob)
             if records and records[0].offset < offset:
                 records = [r for r in records if r.offset >= offset]
             out.extend(records)
+            # Past the whole batch, even one a purge emptied: reading resumes after it.
+            following = int(last) + 1
             if len(out) >= want:
                 break
-        return out[:want]
+        if len(out) > want:
+            out = out[:want]
+        if len(out) == want:
+            following = out[-1].offset + 1
+        return out, following
 
     def commit(self, positions: Mapping[int, int]) -> None:
         if not positions:

@@ -20,7 +20,7 @@ import msgspec
 from headwater.bus.base import KIND_ERASURE, Bus, Message, Record
 from headwater.client._batching import new_event_id
 from headwater.erasure.events import ErasureEvent, decode_erasure, encode_erasure
-from headwater.erasure.ledger import ErasureLedger, RequestRecord
+from headwater.erasure.ledger import ErasureLedger, RequestRecord, TaskRecord
 from headwater.erasure.subject import SubjectHasher
 from headwater.erasure.tombstones import TombstoneFilter
 from headwater.errors import ErasureError, NoErasureParticipantsError
@@ -108,14 +108,16 @@ class ErasureOrchestrator:
         """One pass over open requests: close, mark overdue, alert, resend."""
         now = now or datetime.now(UTC)
         done = resent = 0
-        for request_id in self.ledger.request_ids(status="open", limit=10_000):
-            record = self.ledger.get(request_id)
+        # Every open request in two queries (a burst leaves thousands open at once).
+        for record in self.ledger.open_requests(limit=10_000):
             self._observe_confirmations(record)
             if all(t.status == "confirmed" for t in record.tasks):
                 self._complete(record)
                 done += 1
                 continue
-            resent += self._chase(record, now)
+            if any(self._overdue(t, now) for t in record.tasks):
+                # Chasing writes task states: decide on a fresh read, as one by one.
+                resent += self._chase(self.ledger.get(record.request_id), now)
         counts = self.ledger.counts()
         return {"completed": done, "resent": resent, **counts}
 
@@ -128,13 +130,16 @@ class ErasureOrchestrator:
                 took = (datetime.fromisoformat(t.confirmed_at) - received).total_seconds()
                 ERASURE_CONFIRM_SECONDS.labels(t.participant).observe(max(0.0, took))
 
+    @staticmethod
+    def _overdue(task: TaskRecord, now: datetime) -> bool:
+        return task.status != "confirmed" and (
+            now >= datetime.fromisoformat(task.due_at) or task.status == "failed"
+        )
+
     def _chase(self, record: RequestRecord, now: datetime) -> int:
         resent = 0
         for task in record.tasks:
-            if task.status == "confirmed":
-                continue
-            overdue = now >= datetime.fromisoformat(task.due_at) or task.status == "failed"
-            if not overdue:
+            if not self._overdue(task, now):
                 continue
             retry_at = datetime.fromisoformat(task.next_retry_at) if task.next_retry_at else now
             if now < retry_at:
@@ -217,7 +222,13 @@ class ErasureOrchestrator:
             def ours(r: Record) -> bool:
                 return r.kind == KIND_ERASURE and decode_erasure(r.value).request_id == request_id
 
-            self.bus.purge_key(user_id, ours)
+            # They were appended after the request arrived: where the bus can, look at
+            # that recent stretch of the log only (a few seconds of slack for the clock),
+            # and at all of it only if nothing was found there.
+            recent = getattr(self.bus, "purge_recent", None)
+            since_ms = int(datetime.fromisoformat(record.received_at).timestamp() * 1000) - 5_000
+            if recent is None or not recent(user_id, since_ms, ours):
+                self.bus.purge_key(user_id, ours)
         log.info("erasure %s completed", record.request_id)
 
     def run(self, stop: threading.Event, *, interval_s: float = 1.0) -> None:

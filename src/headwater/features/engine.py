@@ -7,8 +7,15 @@ from typing import Any
 
 import msgspec
 
-from headwater.contract.signal import Signal
-from headwater.features.kinds import Reader, Updater, iso, reader_for, updater_for
+from headwater.features.kinds import (
+    SKIPS_LATE,
+    Reader,
+    SignalView,
+    Updater,
+    iso,
+    reader_for,
+    updater_for,
+)
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 
 __all__ = ["FeatureEngine", "UserFeatures"]
@@ -18,6 +25,7 @@ _WATERMARK = "_t"  # latest event time seen for the user (ms): the base of laten
 _LATE = "_late"  # events beyond the lateness bound (kept out of bucketed features)
 _FIRST = "_first"  # earliest event time in the row (ms): proves a row postdates an erasure
 RECENT_IDS = 32
+_SCAN_IDS = 48  # above this many recent ids, duplicates are looked up in a set
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(dict[str, Any]).decode
@@ -37,7 +45,7 @@ class UserFeatures(msgspec.Struct):
 
 
 class FeatureEngine:
-    """Declared features compiled into per-event-type update lists."""
+    """Declared features compiled into one update plan, applied a user's batch at a time."""
 
     def __init__(
         self,
@@ -49,56 +57,99 @@ class FeatureEngine:
         self.specs = tuple(specs)
         self.lateness_ms = lateness_ms
         self.budgets_s = dict(budgets_s or {})
-        self._updaters: dict[str, list[Updater]] = {}
-        self._any: list[tuple[FeatureSpec, Updater]] = [(s, updater_for(s)) for s in self.specs]
+        # (update, the types feeding it or None for every type, whether it skips late events)
+        self._plan: list[tuple[Updater, frozenset[str] | None, bool]] = [
+            (
+                updater_for(s),
+                None if "*" in s.event_types else frozenset(s.event_types),
+                s.kind in SKIPS_LATE,
+            )
+            for s in self.specs
+        ]
         self._readers: dict[str, Reader] = {s.name: reader_for(s) for s in self.specs}
+        self._budget_cache: tuple[tuple[tuple[str, float], ...], dict[str, float]] | None = None
         self.late_events = 0
         self.duplicates = 0
 
-    def _for_type(self, event_type: str) -> list[Updater]:
-        found = self._updaters.get(event_type)
-        if found is None:
-            found = self._updaters[event_type] = [u for s, u in self._any if s.feeds_on(event_type)]
-        return found
-
-    def apply(self, state: dict[str, Any], signals: Iterable[Signal]) -> int:
+    def apply(self, state: dict[str, Any], signals: Iterable[SignalView]) -> int:
         """Apply one user's signals (in bus order) to its state; the number applied."""
-        ids: list[str] | None = state.get(_IDS)
-        if ids is None:
-            ids = state[_IDS] = []
+        ids: list[str] = state.setdefault(_IDS, [])
         watermark: int = state.get(_WATERMARK, 0)
         first: int = state.get(_FIRST, 0)
         bound = self.lateness_ms
-        updaters = self._updaters
-        applied = late_count = 0
+        seen: set[str] | None = None
+        sigs: list[SignalView] = []
+        tss: list[int] = []
+        late_at: list[int] = []
+        types: dict[str, list[int]] = {}
         for sig in signals:
             eid = sig.event_id
             ts = int(sig.timestamp.timestamp() * 1000)
             # A re-sent event carries its original time, which is never after the
             # watermark: only such events need the (costlier) look at recent ids.
-            if ts <= watermark and eid in ids:
-                self.duplicates += 1
-                continue
+            if ts <= watermark:
+                if seen is None and len(ids) > _SCAN_IDS:
+                    seen = set(ids)  # a busy user's batch: no quadratic list scans
+                if eid in (ids if seen is None else seen):
+                    self.duplicates += 1
+                    continue
             ids.append(eid)
-            if ts < first or not first:
-                first = ts
-            late = ts < watermark - bound
-            if late:
-                late_count += 1
+            if seen is not None:
+                seen.add(eid)
+            first = ts if ts < first or not first else first
+            if ts < watermark - bound:
+                late_at.append(len(sigs))
             elif ts > watermark:
                 watermark = ts
-            etype = sig.event_type
-            for update in updaters.get(etype) or self._for_type(etype):
-                update(state, sig, ts, late)
-            applied += 1
+            at = types.get(sig.event_type)
+            if at is None:
+                types[sig.event_type] = [len(sigs)]
+            else:
+                at.append(len(sigs))
+            sigs.append(sig)
+            tss.append(ts)
+        if sigs:
+            self._run_plan(state, sigs, tss, late_at, types)
         if len(ids) > RECENT_IDS:
             del ids[: len(ids) - RECENT_IDS]
         state[_WATERMARK] = watermark
         state[_FIRST] = first
-        if late_count:
-            state[_LATE] = state.get(_LATE, 0) + late_count
-            self.late_events += late_count
-        return applied
+        if late_at:
+            self._count_late(state, len(late_at))
+        return len(sigs)
+
+    def _count_late(self, state: dict[str, Any], late: int) -> None:
+        state[_LATE] = state.get(_LATE, 0) + late
+        self.late_events += late
+
+    def _run_plan(
+        self,
+        state: dict[str, Any],
+        sigs: list[SignalView],
+        tss: list[int],
+        late_at: list[int],
+        types: dict[str, list[int]],
+    ) -> None:
+        # Features are independent of one another: applying each to all of the user's
+        # events in bus order leaves the state that event-by-event application leaves.
+        only = next(iter(types)) if len(types) == 1 else None
+        on_time: tuple[list[SignalView], list[int]] | None = None
+        for update, feeds, skips_late in self._plan:
+            if feeds is None or only in feeds:
+                if skips_late and late_at:
+                    if on_time is None:
+                        on_time = _without(sigs, tss, range(len(sigs)), set(late_at))
+                    if on_time[0]:  # all late: the feature is not touched at all
+                        update(state, *on_time)
+                else:
+                    update(state, sigs, tss)
+            elif only is None:
+                picked = sorted(i for t in feeds if t in types for i in types[t])
+                if picked:
+                    late = set(late_at) if skips_late and late_at else set()
+                    some = _without(sigs, tss, picked, late)
+                    if some[0]:
+                        update(state, *some)
 
     @staticmethod
     def earliest(state: dict[str, Any]) -> int | None:
@@ -115,6 +166,15 @@ class FeatureEngine:
     def decode(data: bytes | None) -> dict[str, Any]:
         """A state from its stored form (empty for a new user)."""
         return _decode(data) if data else {}
+
+    def _budgets(self) -> dict[str, float]:
+        # Every feature's budget, recomputed only when the budgets changed (they may be
+        # replaced or edited in place: compared by value, one tuple per read).
+        key = tuple(self.budgets_s.items())
+        cached = self._budget_cache
+        if cached is None or cached[0] != key:
+            cached = self._budget_cache = (key, {s.name: self.budget_of(s) for s in self.specs})
+        return cached[1]
 
     def budget_of(self, spec: FeatureSpec) -> float:
         """A feature's freshness budget: the strictest budget of the types feeding it."""
@@ -140,7 +200,8 @@ class FeatureEngine:
         """
         specs = [s for s in self.specs if select is None or s.name in select]
         values = {s.name: self._readers[s.name]((state or {}).get(s.name), now_ms) for s in specs}
-        budgets = {s.name: self.budget_of(s) for s in specs}
+        known = self._budgets()
+        budgets = {s.name: known[s.name] for s in specs}
         age = None if as_of_ms is None else max(0.0, (now_ms - as_of_ms) / 1000)
         stale = [n for n, b in budgets.items() if age is None or age > b]
         return UserFeatures(
@@ -153,3 +214,11 @@ class FeatureEngine:
             budgets_s=budgets,
             found=bool(state),
         )
+
+
+def _without(
+    sigs: list[SignalView], tss: list[int], picked: Iterable[int], late: set[int]
+) -> tuple[list[SignalView], list[int]]:
+    """The picked events (positions in bus order) except the late ones."""
+    keep = [i for i in picked if i not in late]
+    return [sigs[i] for i in keep], [tss[i] for i in keep]

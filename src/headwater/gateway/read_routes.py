@@ -50,7 +50,13 @@ async def user_features(
     ``stale: true`` and lists the stale features: it is never passed off as fresh.
     """
     svc: GatewayServices = request.app.state.services
-    answer = await run_in_threadpool(svc.features.read, user_id, _select(features))
+    select = _select(features)
+    if svc.features.store.local:
+        # A one-row read of a local file costs tens of microseconds: less than the hop
+        # to a worker thread, whose wake-ups doubled the p99 at 1,000 reads/s.
+        answer = svc.features.read(user_id, select)
+    else:
+        answer = await run_in_threadpool(svc.features.read, user_id, select)
     return json_response(answer)
 
 

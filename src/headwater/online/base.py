@@ -32,6 +32,9 @@ class OnlineStore(Protocol):
     """Key-value rows with atomic row-and-position writes."""
 
     url: str
+    #: True when a read is local work without a network round trip (an embedded file):
+    #: a caller on an event loop may do a one-row read inline instead of in a thread.
+    local: bool
 
     def get(self, namespace: str, keys: Sequence[str]) -> dict[str, bytes]:
         """The stored rows among ``keys`` (absent keys are left out)."""

@@ -25,6 +25,8 @@ class RedisOnlineStore:
     consumer never sees rows without the positions that produced them.
     """
 
+    local = False
+
     def __init__(self, url: str) -> None:
         try:
             import redis

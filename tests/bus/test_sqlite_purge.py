@@ -1,0 +1,35 @@
+"""The SQLite bus's purges: found by a byte search, the write lock held only to rewrite."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from headwater.bus import Message
+from headwater.bus.sqlite import SqliteBus
+
+
+def test_purge_recent_looks_only_at_batches_since_a_time(tmp_path: Path) -> None:
+    bus = SqliteBus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
+    bus.publish([Message("ann", b"old"), Message("bob", b"b1")])
+    time.sleep(0.02)
+    since = int(time.time() * 1000)
+    time.sleep(0.02)
+    bus.publish([Message("ann", b"new"), Message("bob", b"b2")])
+    assert bus.purge_recent("ann", since) == 1
+    assert bus.count_key("ann") == 1  # the older record is outside the range
+    assert bus.purge_recent("ann", int(time.time() * 1000) + 60_000) == 0
+    assert bus.purge_key("ann") == 1
+    assert bus.count_key("ann") == 0
+    assert bus.count_key("bob") == 2
+    bus.close()
+
+
+def test_a_key_inside_another_key_or_a_value_is_not_purged(tmp_path: Path) -> None:
+    # The byte search only picks candidate batches: records are still matched by key.
+    bus = SqliteBus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=1")
+    bus.publish([Message("u1", b"x"), Message("u12", b"u1 in a value"), Message("u1", b"y")])
+    assert bus.purge_key("u1", lambda r: r.value == b"x") == 1
+    assert bus.count_key("u1") == 1
+    assert bus.count_key("u12") == 1
+    bus.close()

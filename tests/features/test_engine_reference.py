@@ -1,0 +1,168 @@
+"""Property test: the batched engine leaves exactly the state the per-event engine left.
+
+Random batches of a few users (busy ones too, so bucket pruning and the set-based
+duplicate look-up run), re-sent events, events far behind the watermark, saves that
+remove, and feature lists beyond the defaults (several types, typed bucketed kinds).
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import hypothesis.strategies as st
+from hypothesis import HealthCheck, given, settings
+
+from headwater.contract.signal import Signal, encode_signal
+from headwater.features.consumer import decode_stream_signal
+from headwater.features.engine import FeatureEngine
+from headwater.features.kinds import iso
+from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
+from tests.features._reference import ReferenceEngine
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+TYPES = ("view", "click", "save", "rating", "purchase", "search")
+EXTRA = (
+    FeatureSpec(name="typed_windows", kind="window_count", event_types=("view", "click")),
+    FeatureSpec(name="shop_surfaces", kind="active_surfaces", event_types=("purchase", "save")),
+    FeatureSpec(name="views_and_saves", kind="recent_items", event_types=("view", "save"), size=3),
+    FeatureSpec(name="taps", kind="count", event_types=("click",)),
+    FeatureSpec(name="last_any", kind="last_event", fields=("rating", "query")),
+    FeatureSpec(name="mean_price", kind="mean", event_types=("purchase",), field="price"),
+    FeatureSpec(name="last_view_at", kind="last_time", event_types=("view",)),
+)
+
+
+def _payload(etype: str, n: int) -> dict[str, Any]:
+    if etype == "save":
+        return {"action": "remove" if n % 4 == 0 else "add"}
+    if etype == "rating":
+        return {"rating": n % 5 + 1}
+    if etype == "purchase":
+        return {"order_id": f"o{n}", "price": n * 0.5, "currency": "USD", "quantity": 1}
+    if etype == "search":
+        return {"query": "q"}
+    return {}
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[list[Signal]]:
+    n = draw(st.integers(1, 400))
+    users = draw(st.sampled_from([("a",), ("a", "b"), ("a", "b", "c", "d")]))
+    spread_s = draw(st.sampled_from([30, 600, 3 * 3600, 4 * 86400, 30 * 86400]))
+    sent: list[Signal] = []
+    for i in range(n):
+        if sent and draw(st.integers(0, 9)) == 0:
+            sent.append(sent[draw(st.integers(0, len(sent) - 1))])  # re-sent
+            continue
+        etype = draw(st.sampled_from(TYPES))
+        ago = draw(st.integers(0, spread_s)) + draw(st.integers(0, 999)) / 1000
+        sent.append(
+            Signal(
+                event_id=f"e{i}",
+                event_type=etype,
+                user_id=draw(st.sampled_from(users)),
+                surface=draw(st.sampled_from(["web", "ios", "android"])),
+                timestamp=NOW - timedelta(seconds=ago),
+                payload=_payload(etype, i),
+                item_id=None if etype == "search" else f"i{draw(st.integers(0, 30))}",
+            )
+        )
+    cuts = sorted(draw(st.lists(st.integers(0, len(sent)), max_size=6)))
+    bounds = [0, *cuts, len(sent)]
+    return [sent[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    batches=streams(),
+    lateness_ms=st.sampled_from([60_000, 3_600_000, 10 * 86_400_000]),
+    extra=st.booleans(),
+    as_consumed=st.booleans(),
+)
+def test_batched_engine_equals_per_event_engine(
+    batches: list[list[Signal]], lateness_ms: int, extra: bool, as_consumed: bool
+) -> None:
+    """``as_consumed``: the engine gets what the consumer decodes (payload still encoded)."""
+    specs = DEFAULT_FEATURES + EXTRA if extra else DEFAULT_FEATURES
+    engine = FeatureEngine(specs, lateness_ms=lateness_ms)
+    reference = ReferenceEngine(specs, lateness_ms=lateness_ms)
+    rows: dict[str, bytes] = {}
+    ref_rows: dict[str, bytes] = {}
+    for batch in batches:
+        by_user: dict[str, list[Signal]] = {}
+        for s in batch:
+            by_user.setdefault(s.user_id, []).append(s)
+        for user, signals in by_user.items():
+            state = engine.decode(rows.get(user))
+            ref_state = engine.decode(ref_rows.get(user))
+            given = [decode_stream_signal(encode_signal(s)) for s in signals]
+            applied = engine.apply(state, given if as_consumed else signals)
+            assert applied == reference.apply(ref_state, signals)
+            assert state == ref_state
+            rows[user] = engine.encode(state)
+            ref_rows[user] = engine.encode(ref_state)
+    assert engine.duplicates == reference.duplicates
+    assert engine.late_events == reference.late_events
+    assert {u: engine.decode(r) for u, r in rows.items()} == {
+        u: engine.decode(r) for u, r in ref_rows.items()
+    }
+
+
+def test_a_busy_user_prunes_buckets_like_the_per_event_engine() -> None:
+    # Thousands of one user's events over days in one batch: both bucket maps prune.
+    signals = [
+        Signal(
+            event_id=f"e{i}",
+            event_type="view",
+            user_id="a",
+            surface="web",
+            timestamp=NOW - timedelta(seconds=(5000 - i) * 97),
+            item_id=f"i{i % 50}",
+        )
+        for i in range(5000)
+    ]
+    signals += signals[::7]  # re-sent within the same batch
+    engine = FeatureEngine(lateness_ms=86_400_000)
+    reference = ReferenceEngine(lateness_ms=86_400_000)
+    state: dict[str, Any] = {}
+    ref_state: dict[str, Any] = {}
+    assert engine.apply(state, signals) == reference.apply(ref_state, signals) == 5000
+    assert state == ref_state
+    assert engine.duplicates == reference.duplicates > 0
+
+
+def test_a_batch_of_only_late_events_leaves_bucketed_features_untouched() -> None:
+    def view(i: int, ago_s: float) -> Signal:
+        return Signal(
+            event_id=f"e{i}",
+            event_type="view",
+            user_id="a",
+            surface="ios",
+            timestamp=NOW - timedelta(seconds=ago_s),
+            item_id=f"i{i}",
+        )
+
+    engine = FeatureEngine(lateness_ms=60_000)
+    reference = ReferenceEngine(lateness_ms=60_000)
+    state: dict[str, Any] = {"_t": int(NOW.timestamp() * 1000)}  # a watermark, no features yet
+    ref_state = dict(state)
+    late = [view(1, 3600), view(2, 7200)]
+    assert engine.apply(state, late) == reference.apply(ref_state, late) == 2
+    assert state == ref_state
+    assert "window_counts" not in state
+    assert "active_surfaces_24h" not in state
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    ms=st.one_of(
+        st.integers(-(2**32) * 1000, 2**32 * 1000),  # the fast path's range
+        st.integers(1_600_000_000_000, 1_900_000_000_000),  # recent times
+        st.integers(-62_135_596_800_000, 253_402_300_799_999),  # all of datetime's range
+    )
+)
+def test_iso_prints_what_datetime_prints(ms: int) -> None:
+    expected = datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    assert iso(ms) == expected
