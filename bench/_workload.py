@@ -1,0 +1,245 @@
+"""Workloads and load tools shared by the feature, freshness, read and erasure benchmarks.
+
+Signals are made the way the gateway makes them (validated against the shipped
+contracts, envelope stamped, MessagePack encoded); servers run as subprocesses pinned
+to core 0 while the load generator runs on core 1; latencies are taken open loop,
+from the time a request was due, so a slow server cannot hide its queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from headwater.access.keys import ProducerKeys
+from headwater.bus import Message
+from headwater.config import Settings
+from headwater.contract.definition import RegisteredEventType
+from headwater.contract.loader import default_definitions
+from headwater.contract.registry import ContractRegistry
+from headwater.contract.signal import encode_signal
+from headwater.contract.validator import SignalValidator
+from headwater.control import open_control_database
+from headwater.demo.traffic import Traffic
+
+SERVER_CORE = 0
+CLIENT_CORE = 1
+
+
+def signal_messages(
+    n: int, *, users: int = 100_000, items: int = 50_000, seed: int = 7, cover: bool = False
+) -> list[Message]:
+    """``n`` realistic signals as the gateway puts them on the bus (Zipf users and items).
+
+    ``cover`` adds one event for each declared user the Zipf draw left out, spread
+    evenly through the stream, so that every user has a row afterwards.
+    """
+    validator = SignalValidator(RegisteredEventType(d, 1) for d in default_definitions().values())
+    traffic = Traffic(users=users, items=items, seed=seed)
+
+    def accepted(events: list[dict[str, Any]]) -> list[Message]:
+        now = datetime.now(UTC)
+        out = []
+        for event in validator.validate_events(events, now=now).accepted:
+            event.producer = "bench"
+            event.received_at = now
+            event.schema_version = 1
+            out.append(Message(event.user_id, encode_signal(event)))
+        return out
+
+    msgs: list[Message] = []
+    while len(msgs) < n:
+        msgs.extend(accepted(traffic.batch(500)))
+    msgs = msgs[:n]
+    if not cover:
+        return msgs
+    seen = {m.key for m in msgs}
+    missing = [f"u{k:07d}" for k in range(users) if f"u{k:07d}" not in seen]
+    extra: list[Message] = []
+    for first in range(0, len(missing), 500):
+        extra.extend(accepted([traffic.event(user_id=u) for u in missing[first : first + 500]]))
+    if not extra:
+        return msgs
+    every = len(msgs) / len(extra)
+    mixed: list[Message] = []
+    next_at = 0.0
+    for i, m in enumerate(msgs):
+        while extra and i >= next_at:
+            mixed.append(extra.pop())
+            next_at += every
+        mixed.append(m)
+    return mixed + extra
+
+
+def pin(core: int) -> None:
+    """Run this process on one core."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The q-quantile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary_ms(values: Sequence[float], digits: int = 3) -> dict[str, float]:
+    """p50, p99 and max of latencies given in milliseconds."""
+    return {
+        "p50": round(pct(values, 0.50), digits),
+        "p99": round(pct(values, 0.99), digits),
+        "max": round(max(values), digits),
+    }
+
+
+def prepare_home(home: Path) -> str:
+    """A data directory with the shipped contracts and a producer key; the key."""
+    settings = Settings.from_env(home)
+    db = open_control_database(settings.control_url)
+    ContractRegistry(db).apply(default_definitions())
+    key, _ = ProducerKeys(db).create("bench", rate_limit_eps=10_000_000)
+    db.close()
+    return key
+
+
+def server_env(home: Path) -> dict[str, str]:
+    """This environment without HEADWATER_* settings, the data under ``home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    env["HEADWATER_HOME"] = str(home)
+    return env
+
+
+def start_server(
+    args: Sequence[str], port: int, env: dict[str, str], *, timeout_s: float = 60
+) -> subprocess.Popen[bytes]:
+    """A headwater process pinned to the server core, once it answers /v1/health.
+
+    Its log goes to ``server.log`` beside the data (never to a pipe nobody reads: a
+    full pipe would block the server mid-run).
+    """
+    log = Path(env["HEADWATER_HOME"]).parent / "server.log"
+    with log.open("ab") as sink:
+        proc = subprocess.Popen(
+            ["taskset", "-c", str(SERVER_CORE), sys.executable, "-m", "headwater", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+        else:
+            return proc
+    proc.kill()
+    raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then wait (consumers finish their batch and commit)."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class RawHttp:
+    """A minimal HTTP/1.1 keep-alive connection: pre-built requests, Content-Length replies.
+
+    An httpx request costs the load generator more CPU than a feature read costs the
+    server; this costs a few tens of microseconds, so the client is not the bottleneck.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> RawHttp:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        """Send one pre-built request; its status and body."""
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        body = await self.reader.readexactly(length) if length else b""
+        return status, body
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def get_request(path: str) -> bytes:
+    """A pre-built keep-alive GET."""
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+
+async def open_loop(
+    port: int,
+    requests: Sequence[bytes],
+    rate_rps: float,
+    *,
+    connections: int = 32,
+    check: Callable[[int, bytes], None] | None = None,
+) -> tuple[list[float], list[float]]:
+    """Send ``requests`` at a fixed rate over a pool of connections.
+
+    Returns the latencies and how late each request left (ms). Each latency runs from
+    when the request was due, not when a connection was free: a server that falls
+    behind shows its queueing delay (no coordinated omission); the lateness shows
+    whether the load generator itself kept up.
+    """
+    pool: asyncio.Queue[RawHttp] = asyncio.Queue()
+    conns = [await RawHttp.open(port) for _ in range(connections)]
+    for c in conns:
+        pool.put_nowait(c)
+    latencies: list[float] = []
+    lateness: list[float] = []
+
+    async def one(due: float, raw: bytes) -> None:
+        conn = await pool.get()
+        lateness.append((time.perf_counter() - due) * 1000)
+        try:
+            status, body = await conn.request(raw)
+        finally:
+            pool.put_nowait(conn)
+        latencies.append((time.perf_counter() - due) * 1000)
+        if check is not None:
+            check(status, body)
+
+    tasks = []
+    gc.disable()  # a collection in the load generator would show as server latency
+    start = time.perf_counter() + 0.05
+    for i, raw in enumerate(requests):
+        due = start + i / rate_rps
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due, raw)))
+    await asyncio.gather(*tasks)
+    gc.enable()
+    for c in conns:
+        c.close()
+    return latencies, lateness

@@ -1,0 +1,285 @@
+"""Streaming feature consumer throughput (issue 6), on one core.
+
+A workload of realistic signals (Zipf users and items, the shipped contracts, the
+gateway's envelope) is published to a SQLite bus first, untimed. Then the production
+consumer (``ConsumerRuntime`` + ``FeatureConsumer``, built by ``stack.consumer_runtime``
+as ``stack.feature_runtime`` builds it: dead letters, erasure ledger, tombstones)
+reads it back from the bus, decodes it and applies every declared feature:
+
+- into the SQLite online store, for each batch size tried (the best is reported);
+- into Redis (``redis://127.0.0.1:6379/15``, a private key prefix, removed after);
+- baseline, same run: a plain in-memory loop that decodes the same events with
+  ``decode_signal`` and applies the same ``FeatureEngine`` per user per batch to
+  dicts, no bus and no store.
+
+Then the SQLite consumer runs once more per batch size in a child process over the same
+bus, and its peak RSS is reported (``VmHWM`` of the child). The workload covers every
+declared user (one extra event for each user the Zipf draw left out), so the store ends
+with one row per user.
+
+    .venv/bin/python bench/bench_features.py [--events 1000000] [--batch-sizes 5000,20000,50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, peak_rss_mb, pin_one_core
+from _workload import signal_messages
+from headwater.bus import open_bus
+from headwater.config import Settings
+from headwater.contract.loader import default_definitions
+from headwater.contract.registry import ContractRegistry
+from headwater.contract.signal import Signal, decode_signal
+from headwater.control import open_control_database
+from headwater.features.consumer import FeatureConsumer
+from headwater.gateway.services import feature_engine
+from headwater.online import open_online_store
+from headwater.stack import consumer_runtime
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def settings_for(home: Path, bus_url: str, online_url: str) -> Settings:
+    base = Settings.from_env(home)
+    return Settings(
+        home=home,
+        control_url=base.control_url,
+        bus_url=bus_url,
+        online_url=online_url,
+        archive_url=base.archive_url,
+        dedupe_url=base.dedupe_url,
+    )
+
+
+def run_consumer(settings: Settings, group: str, batch_size: int, events: int) -> float:
+    """The production consumer from the start of the bus to its end; events/s."""
+    control = open_control_database(settings.control_url)
+    store = open_online_store(settings.online_url)
+    consumer = FeatureConsumer(store, feature_engine(ContractRegistry(control)), group=group)
+    runtime = consumer_runtime(
+        settings, consumer, group, batch_size=batch_size, closers=[store.close, control.close]
+    )
+    try:
+        start = time.perf_counter()
+        while runtime.stats.records < events:
+            runtime.step()
+        elapsed = time.perf_counter() - start
+    finally:
+        runtime.close()
+    if consumer.applied + consumer.engine.duplicates != events:
+        raise RuntimeError(f"applied {consumer.applied} of {events}")
+    return events / elapsed
+
+
+def plain_loop(values: list[bytes], settings: Settings, batch_size: int) -> float:
+    """Decode and apply the same features to in-memory dicts: the no-store ceiling."""
+    control = open_control_database(settings.control_url)
+    engine = feature_engine(ContractRegistry(control))
+    control.close()
+    states: dict[str, dict[str, Any]] = {}
+    start = time.perf_counter()
+    for first in range(0, len(values), batch_size):
+        gc.disable()  # as the consumer does during a batch
+        try:
+            by_user: dict[str, list[Signal]] = {}
+            for value in values[first : first + batch_size]:
+                sig = decode_signal(value)
+                bucket = by_user.get(sig.user_id)
+                if bucket is None:
+                    by_user[sig.user_id] = [sig]
+                else:
+                    bucket.append(sig)
+            for user, signals in by_user.items():
+                state = states.get(user)
+                if state is None:
+                    state = states[user] = {}
+                engine.apply(state, signals)
+        finally:
+            gc.enable()
+    return len(values) / (time.perf_counter() - start)
+
+
+def decode_only(values: list[bytes]) -> float:
+    start = time.perf_counter()
+    for value in values:
+        decode_signal(value)
+    return len(values) / (time.perf_counter() - start)
+
+
+def clear_redis(prefix: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    removed = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            removed += int(client.delete(*batch))
+            batch = []
+    if batch:
+        removed += int(client.delete(*batch))
+    client.close()
+    return removed
+
+
+def high_water_mb() -> float:
+    """Peak RSS of this process image (VmHWM).
+
+    Not ``ru_maxrss``: Linux carries the parent's peak across fork and exec into it, and
+    the parent holds the whole workload in memory.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return peak_rss_mb()
+
+
+def child(args: argparse.Namespace) -> None:
+    """The SQLite consumer alone in this process: its rate and peak RSS."""
+    pin_one_core()
+    settings = settings_for(Path(args.home), args.bus_url, args.online_url)
+    eps = run_consumer(settings, f"features-rss-{args.batch_size}", args.batch_size, args.events)
+    store = open_online_store(settings.online_url)
+    rows = len(store.keys("user"))
+    store.close()
+    print(json.dumps({"eps": round(eps), "peak_rss_mb": round(high_water_mb(), 1), "rows": rows}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument("--batch-sizes", default="5000,20000,50000")
+    parser.add_argument("--repeat", type=int, default=2, help="rounds; the best is reported")
+    parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--home", help=argparse.SUPPRESS)
+    parser.add_argument("--bus-url", help=argparse.SUPPRESS)
+    parser.add_argument("--online-url", help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    pin_one_core()
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
+    msgs = signal_messages(args.events, users=args.users, items=args.items, cover=True)
+    values = [m.value for m in msgs]
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "hw"
+        bus_url = f"sqlite:///{tmp}/bus.db"
+        base = settings_for(home, bus_url, f"sqlite:///{tmp}/unused.db")
+        control = open_control_database(base.control_url)
+        ContractRegistry(control).apply(default_definitions())
+        control.close()
+        bus = open_bus(bus_url)
+        for first in range(0, len(msgs), 5000):
+            bus.publish(msgs[first : first + 5000])
+        bus.close()
+        users = len({m.key for m in msgs})
+        del msgs
+
+        sqlite_eps: dict[int, float] = {}
+        plain_eps: dict[int, float] = {}
+        redis_eps = 0.0
+        run = 0
+        for _round in range(args.repeat):
+            for size in sizes:
+                run += 1
+                url = f"sqlite:///{tmp}/online-{run}.db"
+                eps = run_consumer(settings_for(home, bus_url, url), f"f{run}", size, len(values))
+                sqlite_eps[size] = max(sqlite_eps.get(size, 0.0), eps)
+                Path(f"{tmp}/online-{run}.db").unlink()
+                plain_eps[size] = max(plain_eps.get(size, 0.0), plain_loop(values, base, size))
+        best = max(sizes, key=lambda s: sqlite_eps[s] / plain_eps[s])
+        best_abs = max(sizes, key=lambda s: sqlite_eps[s])
+        if not args.no_redis:
+            for _round in range(args.repeat):
+                prefix = f"hwbench-{uuid.uuid4().hex[:8]}"
+                url = f"{REDIS_URL}?prefix={prefix}"
+                try:
+                    eps = run_consumer(
+                        settings_for(home, bus_url, url), prefix, best_abs, len(values)
+                    )
+                    redis_eps = max(redis_eps, eps)
+                finally:
+                    clear_redis(prefix)
+        decode_eps = max(decode_only(values) for _ in range(2))
+
+        rss: dict[int, dict[str, Any]] = {}
+        for size in sizes:
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--home",
+                    str(home),
+                    "--bus-url",
+                    bus_url,
+                    "--online-url",
+                    f"sqlite:///{tmp}/online-rss-{size}.db",
+                    "--batch-size",
+                    str(size),
+                    "--events",
+                    str(len(values)),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            rss[size] = json.loads(out.stdout)
+        online_mb = Path(f"{tmp}/online-rss-{sizes[0]}.db").stat().st_size / 2**20
+
+    plain_best = plain_eps[best_abs]
+    emit(
+        "features",
+        {
+            "events": len(values),
+            "users_in_workload": users,
+            "users_declared": args.users,
+            "items_declared": args.items,
+            "batch_sizes_tried": {
+                str(s): {
+                    "sqlite_eps": round(sqlite_eps[s]),
+                    "plain_eps": round(plain_eps[s]),
+                    "ratio": round(sqlite_eps[s] / plain_eps[s], 3),
+                }
+                for s in sizes
+            },
+            "batch_size": best_abs,
+            "sqlite_eps": round(sqlite_eps[best_abs]),
+            "sqlite_target_eps": 500_000,
+            "redis_eps": round(redis_eps) if redis_eps else None,
+            "redis_target_eps": 300_000,
+            "plain_in_memory_eps": round(plain_best),
+            "sqlite_vs_plain": round(sqlite_eps[best_abs] / plain_best, 3),
+            "sqlite_vs_plain_target": 0.6,
+            "redis_vs_plain": round(redis_eps / plain_best, 3) if redis_eps else None,
+            "best_ratio_batch_size": best,
+            "decode_only_eps": round(decode_eps),
+            "consumer_child_eps": rss[best_abs]["eps"],
+            "consumer_peak_rss_mb": rss[best_abs]["peak_rss_mb"],
+            "consumer_peak_rss_mb_by_batch_size": {str(s): rss[s]["peak_rss_mb"] for s in sizes},
+            "consumer_user_rows": rss[best_abs]["rows"],
+            "online_db_mb": round(online_mb, 1),
+            "rss_target_mb": 200,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

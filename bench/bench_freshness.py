@@ -1,0 +1,250 @@
+"""End-to-end freshness on the embedded stack: publish accepted -> readable through the API.
+
+``headwater up`` (gateway, SQLite bus, feature consumer, erasure participants and
+orchestrator in one process, its default settings) runs pinned to core 0. This process,
+on core 1, sends realistic batches of 500 signals (pre-encoded JSON, as in
+bench_gateway.py) open loop at a fixed rate, 20,000 events/s by default. Each batch
+carries one probe: a view by a user id seen nowhere else. A poller asks the batch read
+API (``POST /v1/features/batch``, only the ``counts`` feature) for every probe not yet
+visible, every ``--poll-ms``; a probe's freshness runs from the moment its publish was
+accepted (the 200 arrived) to the first answer that shows it. That is what a user
+sees, within the poll interval. The lower bound runs to when that read was sent: the
+difference is the read's own round trip, reported too.
+
+Baseline, same run: the publish latency itself (request sent -> 200), which bounds
+what the consumer can be blamed for. If the server exposes ``/metrics``, its
+``headwater_freshness_seconds`` histogram is read at the end (bucket estimates).
+
+    .venv/bin/python bench/bench_freshness.py [--rate 20000] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit
+from _workload import (
+    CLIENT_CORE,
+    pin,
+    prepare_home,
+    server_env,
+    start_server,
+    stop_server,
+    summary_ms,
+)
+from headwater.demo.traffic import Traffic
+
+BATCH = 500
+
+
+def bodies(n: int, run: str, seed: int) -> list[tuple[str, bytes]]:
+    """``n`` JSON batches of 499 realistic events and one probe; (probe user, body)."""
+    traffic = Traffic(users=100_000, items=50_000, seed=seed)
+    out = []
+    for i in range(n):
+        events = traffic.batch(BATCH - 1)
+        probe = f"probe-{run}-{i}"
+        probe_event = traffic.event("web", user_id=probe, event_type="view", age=timedelta(0))
+        events.insert(i % BATCH, probe_event)
+        out.append((probe, msgspec.json.encode(events)))
+    return out
+
+
+class Probes:
+    """Probes published and not yet seen, and the freshness of those seen."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, tuple[float, float]] = {}  # user -> (sent, accepted)
+        # (sent, accepted -> answer that showed it, accepted -> that read was sent)
+        self.fresh_ms: list[tuple[float, float, float]] = []
+        self.read_ms: list[float] = []  # round trip of each poll
+
+
+async def publisher(
+    client: httpx.AsyncClient,
+    url: str,
+    key: str,
+    batches: list[tuple[str, bytes]],
+    rate_rps: float,
+    probes: Probes,
+    publish_ms: list[float],
+    lateness_ms: list[float],
+) -> tuple[int, float]:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    accepted = 0
+
+    async def one(due: float, probe: str, body: bytes) -> None:
+        nonlocal accepted
+        sent = time.perf_counter()
+        lateness_ms.append((sent - due) * 1000)
+        r = await client.post(url, content=body, headers=headers)
+        done = time.perf_counter()
+        if r.status_code not in (200, 207):
+            raise RuntimeError(f"{r.status_code}: {r.text[:300]}")
+        accepted += int(msgspec.json.decode(r.content)["accepted"])
+        publish_ms.append((done - sent) * 1000)
+        probes.pending[probe] = (sent, done)
+
+    tasks = []
+    start = time.perf_counter() + 0.05
+    for i, (probe, body) in enumerate(batches):
+        due = start + i / rate_rps
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due, probe, body)))
+    await asyncio.gather(*tasks)
+    return accepted, time.perf_counter() - start
+
+
+async def poller(
+    client: httpx.AsyncClient, base: str, probes: Probes, every_s: float, stop: asyncio.Event
+) -> int:
+    polls = 0
+    while True:
+        waiting = list(probes.pending)
+        if not waiting and stop.is_set():
+            return polls
+        if waiting:
+            asked = time.perf_counter()
+            r = await client.post(
+                f"{base}/v1/features/batch",
+                content=msgspec.json.encode({"user_ids": waiting, "features": ["counts"]}),
+                headers={"Content-Type": "application/json"},
+            )
+            seen_at = time.perf_counter()
+            polls += 1
+            probes.read_ms.append((seen_at - asked) * 1000)
+            for answer in msgspec.json.decode(r.content)["users"]:
+                if answer["found"] and answer["features"]["counts"].get("view"):
+                    sent, accepted = probes.pending.pop(answer["user_id"])
+                    probes.fresh_ms.append(
+                        (sent, (seen_at - accepted) * 1000, (asked - accepted) * 1000)
+                    )
+            # Sleep what is left of the interval (a slow answer delays the next poll).
+            await asyncio.sleep(max(0.0, every_s - (time.perf_counter() - asked)))
+        else:
+            await asyncio.sleep(every_s)
+
+
+def histogram_quantiles(text: str, qs: tuple[float, ...]) -> dict[str, Any]:
+    """Quantile estimates (upper bucket bounds) of headwater_freshness_seconds, all types."""
+    buckets: dict[float, float] = {}
+    pattern = re.compile(r'^headwater_freshness_seconds_bucket\{.*le="([^"]+)".*\}\s+(\S+)$')
+    for line in text.splitlines():
+        m = pattern.match(line)
+        if m:
+            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+            buckets[le] = buckets.get(le, 0.0) + float(m.group(2))
+    if not buckets:
+        return {}
+    total = buckets[float("inf")]
+    out: dict[str, Any] = {"events": int(total)}
+    for q in qs:
+        bound = next((le for le, n in sorted(buckets.items()) if n >= q * total), float("inf"))
+        out[f"p{round(q * 100)}_le_s"] = bound
+    return out
+
+
+async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]:
+    base = f"http://127.0.0.1:{port}"
+    n = int(args.seconds * args.rate / BATCH)
+    batches = bodies(n, uuid.uuid4().hex[:6], seed=args.seed)
+    probes = Probes()
+    publish_ms: list[float] = []
+    lateness_ms: list[float] = []
+    stop = asyncio.Event()
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with (
+        httpx.AsyncClient(timeout=60, limits=limits) as pub_client,
+        httpx.AsyncClient(timeout=60) as poll_client,
+    ):
+        poll_task = asyncio.create_task(
+            poller(poll_client, base, probes, args.poll_ms / 1000, stop)
+        )
+        accepted, elapsed = await publisher(
+            pub_client,
+            f"{base}/v1/signals",
+            key,
+            batches,
+            args.rate / BATCH,
+            probes,
+            publish_ms,
+            lateness_ms,
+        )
+        stop.set()
+        try:
+            polls = await asyncio.wait_for(poll_task, timeout=60)
+        except TimeoutError:
+            polls = -1
+        metrics = await pub_client.get(f"{base}/metrics")
+    warm = min(s for s, _, _ in probes.fresh_ms) + args.warmup if probes.fresh_ms else 0.0
+    steady = [f for s, f, _ in probes.fresh_ms if s >= warm]
+    lower = [max(0.0, f) for s, _, f in probes.fresh_ms if s >= warm]
+    return {
+        "batches": n,
+        "accepted_events": accepted,
+        "achieved_eps": round(accepted / elapsed),
+        "probes": len(probes.fresh_ms),
+        "probes_never_seen": len(probes.pending),
+        "probes_after_warmup": len(steady),
+        "freshness_ms": summary_ms(steady, 1),
+        "freshness_lower_bound_ms": summary_ms(lower, 1),
+        "read_round_trip_ms": summary_ms(probes.read_ms, 1),
+        "publish_latency_ms": summary_ms(publish_ms, 1),
+        "client_send_lateness_ms": summary_ms(lateness_ms, 1),
+        "polls": polls,
+        "server_histogram": histogram_quantiles(metrics.text, (0.5, 0.99))
+        if metrics.status_code == 200
+        else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=20_000, help="events/s")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of probes left out")
+    parser.add_argument("--poll-ms", type=float, default=10.0)
+    parser.add_argument("--port", type=int, default=8731)
+    parser.add_argument("--seed", type=int, default=3)
+    args = parser.parse_args()
+    pin(CLIENT_CORE)
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "hw"
+        key = prepare_home(home)
+        env = server_env(home)
+        server = start_server(["up", "--home", str(home), "--port", str(args.port)], args.port, env)
+        try:
+            figures = asyncio.run(drive(args, args.port, key))
+        finally:
+            stop_server(server)
+    f, p = figures["freshness_ms"], figures["publish_latency_ms"]
+    emit(
+        "freshness",
+        {
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "target_rate_eps": args.rate,
+            "poll_interval_ms": args.poll_ms,
+            **figures,
+            "freshness_p99_target_ms": 500,
+            "freshness_p99_vs_publish_p99": round(f["p99"] / p["p99"], 2) if p["p99"] else None,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Feature read latency: in process, and over HTTP at a fixed request rate.
+
+Setup (untimed): realistic signals (Zipf users and items) go through the production
+feature consumer into the SQLite online store of a fresh data directory. Reads then
+ask for users in proportion to their activity (busy users, with the largest rows,
+are read most), as a recommender would.
+
+- In process, one core: ``FeatureReader.read`` (row get, decode, every feature read,
+  as_of, age, staleness). Baseline, same run: the raw ``store.get`` of the same row.
+- HTTP: ``headwater serve`` on that directory, pinned to core 0; this process on core 1
+  sends ``GET /v1/users/{id}/features`` open loop at ``--rate`` requests/s over
+  keep-alive connections (a minimal client: its own cost stays far below the
+  server's). Baseline, same run, same rate: ``GET /v1/health``, measured before and
+  after the feature reads.
+
+    .venv/bin/python bench/bench_reads.py [--events 300000] [--rate 1000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit
+from _workload import (
+    CLIENT_CORE,
+    get_request,
+    open_loop,
+    pin,
+    prepare_home,
+    server_env,
+    signal_messages,
+    start_server,
+    stop_server,
+    summary_ms,
+)
+from headwater.bus import open_bus
+from headwater.config import Settings
+from headwater.contract.registry import ContractRegistry
+from headwater.control import open_control_database
+from headwater.features.consumer import FeatureConsumer
+from headwater.features.reader import FeatureReader
+from headwater.gateway.services import feature_engine
+from headwater.online import open_online_store
+from headwater.stack import consumer_runtime
+
+
+def populate(settings: Settings, events: int) -> list[str]:
+    """Publish and consume ``events`` signals; the user of every event, in order."""
+    msgs = signal_messages(events)
+    bus = open_bus(settings.bus_url)
+    for first in range(0, len(msgs), 5000):
+        bus.publish(msgs[first : first + 5000])
+    bus.close()
+    control = open_control_database(settings.control_url)
+    store = open_online_store(settings.online_url)
+    consumer = FeatureConsumer(store, feature_engine(ContractRegistry(control)))
+    runtime = consumer_runtime(
+        settings,
+        consumer,
+        consumer.group,
+        batch_size=20_000,
+        closers=[store.close, control.close],
+    )
+    try:
+        while runtime.stats.records < len(msgs):
+            runtime.step()
+        runtime.step()  # idle: positions get a fresh as_of
+    finally:
+        runtime.close()
+    return [m.key for m in msgs]
+
+
+def in_process(settings: Settings, users: list[str]) -> dict[str, Any]:
+    control = open_control_database(settings.control_url)
+    store = open_online_store(settings.online_url)
+    bus = open_bus(settings.bus_url)
+    reader = FeatureReader(
+        store, feature_engine(ContractRegistry(control)), partition_of=bus.partition_of
+    )
+    for user in users[:2000]:  # warm the page cache and the positions
+        reader.read(user)
+    read_ms: list[float] = []
+    get_ms: list[float] = []
+    found = 0
+    clock = time.perf_counter_ns
+    for user in users:
+        t0 = clock()
+        store.get("user", [user])
+        t1 = clock()
+        answer = reader.read(user)
+        t2 = clock()
+        get_ms.append((t1 - t0) / 1e6)
+        read_ms.append((t2 - t1) / 1e6)
+        found += answer.found
+    store.close()
+    bus.close()
+    control.close()
+    return {
+        "reads": len(users),
+        "found": found,
+        "read_ms": summary_ms(read_ms, 4),
+        "raw_get_ms": summary_ms(get_ms, 4),
+        "read_p99_vs_get_p99": round(summary_ms(read_ms)["p99"] / summary_ms(get_ms)["p99"], 2),
+        "read_p99_target_ms": 0.1,
+    }
+
+
+def over_http(
+    home: Path, users: list[str], rate: float, seconds: float, port: int
+) -> dict[str, Any]:
+    n = int(rate * seconds)
+    features = [get_request(f"/v1/users/{quote(u)}/features") for u in users[:n]]
+    health = [get_request("/v1/health")] * n
+    errors: list[int] = []
+
+    def check(status: int, _body: bytes) -> None:
+        if status != 200:
+            errors.append(status)
+
+    server = start_server(
+        ["serve", "--home", str(home), "--port", str(port)], port, server_env(home)
+    )
+    try:
+        warm = [get_request(f"/v1/users/{quote(u)}/features") for u in users[-500:]]
+        asyncio.run(open_loop(port, warm, rate, check=check))
+        h1, h1_late = asyncio.run(open_loop(port, health, rate, check=check))
+        f, f_late = asyncio.run(open_loop(port, features, rate, check=check))
+        h2, h2_late = asyncio.run(open_loop(port, health, rate, check=check))
+    finally:
+        stop_server(server)
+    return {
+        "rate_rps": rate,
+        "requests_per_phase": n,
+        "non_200": len(errors),
+        "features_ms": summary_ms(f, 3),
+        "health_before_ms": summary_ms(h1, 3),
+        "health_after_ms": summary_ms(h2, 3),
+        "features_p99_vs_health_p99": round(
+            summary_ms(f)["p99"] / max(summary_ms(h1)["p99"], summary_ms(h2)["p99"]), 2
+        ),
+        "client_send_lateness_p99_ms": round(
+            max(summary_ms(x)["p99"] for x in (f_late, h1_late, h2_late)), 3
+        ),
+        "features_p99_target_ms": 3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--reads", type=int, default=50_000, help="in-process reads")
+    parser.add_argument("--rate", type=float, default=1000.0, help="HTTP requests/s")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per HTTP phase")
+    parser.add_argument("--port", type=int, default=8732)
+    args = parser.parse_args()
+    pin(CLIENT_CORE)
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "hw"
+        prepare_home(home)
+        settings = Settings.from_env(home)
+        activity = populate(settings, args.events)
+        rng = random.Random(5)
+        # Readers ask in proportion to activity: sample the users of random events.
+        users = [rng.choice(activity) for _ in range(max(args.reads, int(args.rate * 12)))]
+        local = in_process(settings, users[: args.reads])
+        remote = over_http(home, users, args.rate, args.seconds, args.port)
+    emit(
+        "reads",
+        {
+            "events": args.events,
+            "users_with_rows": len(set(activity)),
+            "in_process": local,
+            "http": remote,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
