@@ -155,3 +155,30 @@ def test_erasure_on_the_bus_after_signals_erases_them(tmp_path: Path, archive_ur
     assert VICTIM not in users
     assert len(users) > 5
     bus.close()
+
+
+def test_a_run_of_erasures_is_one_delete_with_a_confirmation_each(archive_url: str) -> None:
+    consumer = ArchiveConsumer(
+        ArchiveTable(archive_url),
+        ErasureLedger(archive_url),
+        retention_hours=168,
+        vacuum_interval_s=None,
+    )
+    sent = history(600, days=6)
+    consumer.handle(records(sent))
+    users = sorted({s.user_id for s in sent})[:3]
+    events = [_erasure(f"req-{u}", u) for u in users] + [_erasure("req-again", users[0])]
+    version = consumer.table.version()
+    confs = consumer.erase_many(events)
+    assert [c.request_id for c in confs] == [e.request_id for e in events]
+    for user, conf in zip(users, confs, strict=False):
+        mine = [s for s in sent if s.user_id == user]
+        assert conf.ok
+        assert conf.rows_removed == len(mine)
+        assert conf.evidence["partitions"] == sorted({s.timestamp.date().isoformat() for s in mine})
+    assert confs[-1].rows_removed == 0  # the second request for a user: already gone
+    assert consumer.table.version() == version + 1  # one DELETE commit for the run
+    current = DeltaTable(consumer.table.uri).to_pyarrow_table(columns=["user_id"])
+    left = set(current.column("user_id").to_pylist())
+    assert not left & set(users)
+    assert current.num_rows == len([s for s in sent if s.user_id not in users])

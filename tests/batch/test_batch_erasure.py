@@ -116,3 +116,35 @@ def test_erasure_before_any_batch_run_confirms(tmp_path: Path, store: OnlineStor
     assert conf.evidence["partitions_recomputed"] == []
     runner.run(until=UNTIL)
     assert store.count(USER_BATCH, [VICTIM]) == 0
+
+
+def test_a_run_of_erasures_recomputes_once_and_equals_an_archive_without_them(
+    tmp_path: Path, store: OnlineStore
+) -> None:
+    sent = history(1500, days=12) + _victim_history()
+    others = sorted({s.user_id for s in sent} - {VICTIM})[:2]
+    archive = make_archive(tmp_path / "a" / "archive")
+    archive.handle(records(sent))
+    runner = make_runner(archive.table, store, tmp_path / "a" / "batch")
+    runner.run(until=UNTIL)
+    events = [
+        ErasureEvent(request_id=f"req-{u}", user_id=u, requested_at=datetime.now(UTC))
+        for u in [VICTIM, *others]
+    ]
+    archive.erase_many(events)
+    confs = BatchErasureParticipant(runner, archive.ledger).erase_many(events)
+    assert [c.request_id for c in confs] == [e.request_id for e in events]
+    assert all(c.ok and c.rows_remaining == 0 for c in confs)
+    victim_days = sorted({s.timestamp.date().isoformat() for s in _victim_history()})
+    assert confs[0].evidence["partitions_recomputed"] == victim_days
+    assert confs[0].rows_removed == 4 * 3 + 1
+
+    clean = make_archive(tmp_path / "b" / "archive")
+    kept = sent
+    for user in [VICTIM, *others]:
+        kept = without_user(kept, user)
+    clean.handle(records(kept))
+    clean_store = open_online_store(f"sqlite:///{tmp_path / 'b' / 'online.db'}")
+    make_runner(clean.table, clean_store, tmp_path / "b" / "batch").run(until=UNTIL)
+    assert _decoded(store) == _decoded(clean_store)
+    clean_store.close()

@@ -14,7 +14,7 @@ from headwater.bus import Bus, Message, Record, open_bus
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.bus.runtime import ConsumerRuntime
 from headwater.control import open_control_database
-from headwater.erasure.events import ErasureEvent, encode_erasure
+from headwater.erasure.events import Confirmation, ErasureEvent, encode_erasure
 from headwater.errors import BackendUnavailableError, MissingDeletionHandlerError
 from tests.bus._counting import CountingHandler
 
@@ -161,4 +161,66 @@ def test_erasure_is_applied_in_order_with_signals(bus: Bus, tmp_path: Path) -> N
     assert handler.calls == [("handle", [b"a", b"b"]), ("erase", [b"u1"]), ("handle", [b"c"])]
     assert handler.counts() == {"u1": 1}
     assert [c.request_id for c in confirmations] == ["r1"]
+    handler.close()
+
+
+class ManyEraser(CountingHandler):
+    """Takes a run of erasures at once; fails the run when told to."""
+
+    fail_runs = False
+
+    def erase_many(self, events: Sequence[ErasureEvent]) -> list[Confirmation]:
+        self.calls.append(("erase_many", [e.user_id.encode() for e in events]))
+        if self.fail_runs:
+            raise ValueError("the run fails")
+        return [self.erase(e) for e in events]
+
+
+def _erasures(*users: str) -> list[Message]:
+    return [
+        Message(
+            u,
+            encode_erasure(
+                ErasureEvent(request_id=f"r-{u}", user_id=u, requested_at=datetime.now(UTC))
+            ),
+            kind="erasure",
+        )
+        for u in users
+    ]
+
+
+@pytest.mark.parametrize("fail_runs", [False, True])
+def test_a_run_of_erasures_goes_to_erase_many_in_order_with_signals(
+    tmp_path: Path, fail_runs: bool
+) -> None:
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=1")  # one order for all keys
+    handler = ManyEraser(str(tmp_path / "store.db"))
+    handler.fail_runs = fail_runs
+    confirmations: list[Confirmation] = []
+    bus.publish(
+        [
+            Message("u1", b"a"),
+            Message("u3", b"c"),
+            *_erasures("u1", "u2", "u3"),
+            Message("u2", b"b"),
+            *_erasures("u4"),
+        ]
+    )
+    runtime = ConsumerRuntime(bus, "g", handler, on_confirmation=confirmations.append)
+    run_until_idle(runtime, 7)
+    runtime.close()
+    bus.close()
+    run = ("erase_many", [b"u1", b"u2", b"u3"])
+    each = [("erase", [b"u1"]), ("erase", [b"u2"]), ("erase", [b"u3"])]
+    # A failed run is erased again one event at a time; a successful one erases inside.
+    assert handler.calls == [
+        ("handle", [b"a", b"c"]),
+        run,
+        *each,
+        ("handle", [b"b"]),
+        ("erase", [b"u4"]),  # a run of one: the plain erase
+    ]
+    assert [c.request_id for c in confirmations] == ["r-u1", "r-u2", "r-u3", "r-u4"]
+    assert handler.counts() == {"u2": 1}  # u2's signal came after its erasure
+    assert runtime.stats.erasures == 4
     handler.close()

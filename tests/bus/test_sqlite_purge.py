@@ -33,3 +33,23 @@ def test_a_key_inside_another_key_or_a_value_is_not_purged(tmp_path: Path) -> No
     assert bus.count_key("u1") == 1
     assert bus.count_key("u12") == 1
     bus.close()
+
+
+def test_purge_keys_removes_many_keys_in_one_pass_with_counts_per_key(tmp_path: Path) -> None:
+    # More keys than one scan looks for at once, several keys in each batch: each
+    # record is counted once, for its own key, and only where its predicate says so.
+    bus = SqliteBus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
+    keys = [f"user-{i}" for i in range(250)]
+    for round_ in range(3):
+        bus.publish([Message(k, f"{k}/{round_}".encode()) for k in keys])
+    bus.publish([Message("kept", b"x")])
+    wheres = dict.fromkeys(keys[:200])
+    wheres["user-0"] = lambda r: r.value.endswith(b"/0")  # only the first record
+    assert bus.count_keys(wheres) == {k: 1 if k == "user-0" else 3 for k in wheres}
+    removed = bus.purge_keys(wheres)
+    assert removed == {k: 1 if k == "user-0" else 3 for k in wheres}
+    assert bus.count_keys(dict.fromkeys(keys)) == {
+        k: 2 if k == "user-0" else 0 if k in wheres else 3 for k in keys
+    }
+    assert bus.count_key("kept") == 1
+    bus.close()

@@ -131,40 +131,55 @@ class ArchiveConsumer:
 
     def erase(self, event: ErasureEvent) -> Confirmation:
         """Delete the user's rows, verify with a scan, record the partitions, report times."""
-        user = event.user_id
-        before = self.table.user_rows_by_day(user)
+        return self.erase_many([event])[0]
+
+    def erase_many(self, events: Sequence[ErasureEvent]) -> list[Confirmation]:
+        """Erase a run of requests with one DELETE and one verifying scan.
+
+        Each request gets its own confirmation naming its user's partitions and rows.
+        """
+        users = list(dict.fromkeys(e.user_id for e in events))
+        before = self.table.users_rows_by_day(users)
         removed = 0
-        if before:
-            removed, version = self.table.delete_user(
-                user, metadata={"headwater.erasure.request_id": event.request_id}
+        if any(before.values()):
+            ids = ",".join(e.request_id for e in events)
+            removed, version = self.table.delete_users(
+                users, metadata={"headwater.erasure.request_id": ids}
             )
         else:
             version = self.table.version()
-        remaining = sum(self.table.user_rows_by_day(user).values())
-        if remaining:
+        after = self.table.users_rows_by_day(users)
+        left = {u: sum(days.values()) for u, days in after.items() if days}
+        if left:
             raise ArchiveError(
-                f"erasure {event.request_id}: {remaining} row(s) of the user "
-                f"remain in archive version {self.table.version()}"
+                f"erasure of {len(users)} user(s): {sum(left.values())} row(s) of "
+                f"{len(left)} user(s) remain in archive version {self.table.version()}"
             )
         erased_at = datetime.now(UTC)
         vacuum = self.vacuum() if self.vacuum_on_erase and removed else None
-        self.ledger.record_erasure(
-            event.request_id,
-            list(before),
-            table_version=version,
-            rows_removed=removed,
-            at=erased_at,
-        )
-        return Confirmation(
-            request_id=event.request_id,
-            participant=self.name,
-            store=self.table.uri,
-            method="delta delete",
-            rows_removed=removed,
-            rows_remaining=remaining,
-            verified_at=datetime.now(UTC),
-            evidence=self._evidence(sorted(before), version, erased_at, vacuum),
-        )
+        out = []
+        counted: set[str] = set()
+        for event in events:
+            days = before[event.user_id]
+            # Two requests for one user in a run: the first one removed the rows.
+            rows = sum(days.values()) if event.user_id not in counted else 0
+            counted.add(event.user_id)
+            self.ledger.record_erasure(
+                event.request_id, list(days), table_version=version, rows_removed=rows, at=erased_at
+            )
+            out.append(
+                Confirmation(
+                    request_id=event.request_id,
+                    participant=self.name,
+                    store=self.table.uri,
+                    method="delta delete",
+                    rows_removed=rows,
+                    rows_remaining=0,
+                    verified_at=datetime.now(UTC),
+                    evidence=self._evidence(sorted(days), version, erased_at, vacuum),
+                )
+            )
+        return out
 
     def _evidence(
         self, partitions: list[str], version: int, erased_at: datetime, vacuum: VacuumReport | None

@@ -11,7 +11,7 @@ Every deltalake error is translated here: a commit that lost a race can be retri
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -245,16 +245,25 @@ class ArchiveTable:
 
     def user_rows_by_day(self, user_id: str) -> dict[str, int]:
         """How many rows of ``user_id`` each day partition holds in the current version."""
+        return self.users_rows_by_day([user_id])[user_id]
+
+    def users_rows_by_day(self, user_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``user_rows_by_day`` for many users in one scan: user -> day -> rows."""
+        found: dict[str, dict[str, int]] = {u: {} for u in user_ids}
+        if not found:
+            return found
         result = self.query(
-            f"SELECT {PARTITION_COLUMN} AS day, count(*) AS n FROM signals "
-            f"WHERE user_id = {quote_sql(user_id)} GROUP BY {PARTITION_COLUMN}"
+            f"SELECT user_id, {PARTITION_COLUMN} AS day, count(*) AS n FROM signals "
+            f"WHERE user_id IN ({_in_list(found)}) GROUP BY user_id, {PARTITION_COLUMN}"
         )
-        return {
-            str(d): int(n)
-            for d, n in zip(
-                result.column("day").to_pylist(), result.column("n").to_pylist(), strict=True
-            )
-        }
+        for user, day, n in zip(
+            result.column("user_id").to_pylist(),
+            result.column("day").to_pylist(),
+            result.column("n").to_pylist(),
+            strict=True,
+        ):
+            found[str(user)][str(day)] = int(n)
+        return found
 
     # -- erasure ---------------------------------------------------------------
 
@@ -265,13 +274,21 @@ class ArchiveTable:
         metadata: Mapping[str, str] | None = None,
     ) -> tuple[int, int]:
         """Delete every row of ``user_id`` (a Delta DELETE); ``(rows deleted, new version)``."""
+        return self.delete_users([user_id], metadata=metadata)
+
+    def delete_users(
+        self,
+        user_ids: Sequence[str],
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> tuple[int, int]:
+        """Delete every row of these users in one Delta DELETE (one commit, one rewrite of
+        each file touched); ``(rows deleted, new version)``."""
         dl = self._dl
         table = self.table()
         props = dl.CommitProperties(custom_metadata=dict(metadata or {}) or None)
-        metrics = self._call(
-            "delete",
-            lambda: table.delete(f"user_id = {quote_sql(user_id)}", commit_properties=props),
-        )
+        predicate = f"user_id IN ({_in_list(dict.fromkeys(user_ids))})"
+        metrics = self._call("delete", lambda: table.delete(predicate, commit_properties=props))
         return int(metrics.get("num_deleted_rows", 0)), self.version()
 
     def vacuum(self, retention_hours: float) -> VacuumReport:
@@ -328,3 +345,7 @@ class ArchiveTable:
     def close(self) -> None:
         """Drop the cached table handle."""
         self._table = None
+
+
+def _in_list(values: Iterable[str]) -> str:
+    return ", ".join(quote_sql(v) for v in values)

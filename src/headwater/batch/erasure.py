@@ -52,31 +52,43 @@ class BatchErasureParticipant:
 
     def erase(self, event: ErasureEvent) -> Confirmation:
         """Recompute the user's partitions and derived tables, then prove the user is gone."""
-        entry = self.ledger.erasure(event.request_id)
-        if entry is None:
-            # The runtime backs off and retries: the archive confirms first, then we follow.
-            raise BackendUnavailableError(
-                f"archive has not yet confirmed erasure {event.request_id}; batch waits"
-            )
+        return self.erase_many([event])[0]
+
+    def erase_many(self, events: Sequence[ErasureEvent]) -> list[Confirmation]:
+        """Erase a run of requests with one recompute of the days any of them touched.
+
+        Each request gets its own confirmation: its user's rows and partitions, and the
+        verification, which covers every user of the run.
+        """
+        entries = {}
+        for event in events:
+            entry = self.ledger.erasure(event.request_id)
+            if entry is None:
+                # The runtime backs off and retries: the archive confirms first, then we follow.
+                raise BackendUnavailableError(
+                    f"archive has not yet confirmed erasure {event.request_id}; batch waits"
+                )
+            entries[event.request_id] = entry
         runner = self.runner
-        if runner.archive.version() < entry.table_version:
+        needed = max(entry.table_version for entry in entries.values())
+        if runner.archive.version() < needed:
             raise BackendUnavailableError(
-                f"archive version {entry.table_version} of erasure {event.request_id} "
-                "is not visible yet"
+                f"archive version {needed} of erasure {events[0].request_id} is not visible yet"
             )
         began = time.perf_counter()
-        user = event.user_id
+        users = list(dict.fromkeys(e.user_id for e in events))
         with runner.locked(), runner.connect() as con:
             files = runner.archive.days()
             version = runner.archive.version()
             computed = runner.state.days()
-            own = self._days_with_user(con, user)
-            # Days the archive saw the user in, plus days whose aggregates still hold the
+            # Days the archive saw the users in, plus days whose aggregates still hold a
             # user (a crash between the archive's DELETE and its ledger entry).
-            days = sorted(d for d in set(entry.partitions) | set(own) if d in computed)
-            before = self._derived_rows(con, user)
+            own = self._days_with_users(con, users)
+            wanted = {d for entry in entries.values() for d in entry.partitions}
+            days = sorted(d for d in wanted.union(*own.values()) if d in computed)
+            before = self._derived_rows(con, users)
             runner.compute_days(con, days, files, version, lambda _line: None)
-            online_removed = runner.store.delete(USER_BATCH, [user])
+            online_removed = {u: runner.store.delete(USER_BATCH, [u]) for u in users}
             as_of_day = runner.state.get_meta(AS_OF_KEY)
             outputs: dict[str, Any] = {}
             if as_of_day is not None:
@@ -89,74 +101,98 @@ class BatchErasureParticipant:
                     users=False,
                     items=True,
                 )
-            remaining_files = self._derived_rows(con, user)
-            remaining_online = runner.store.count(USER_BATCH, [user])
-            mismatches = self._mismatches(con, user, days, files)
-        remaining = remaining_files + remaining_online
+            remaining_files = self._derived_rows(con, users)
+            remaining_online = {u: runner.store.count(USER_BATCH, [u]) for u in users}
+            mismatches = self._mismatches(con, users, days, files)
+        remaining = sum(remaining_files.values()) + sum(remaining_online.values())
         if remaining or any(mismatches.values()):
+            ids = ", ".join(e.request_id for e in events[:5])
             raise ErasureError(
-                f"erasure {event.request_id}: {remaining} derived row(s) of the user remain, "
-                f"mismatching rows after recompute: {mismatches}"
+                f"erasure {ids}{' ...' if len(events) > 5 else ''}: {remaining} derived row(s) "
+                f"of the users remain, mismatching rows after recompute: {mismatches}"
             )
-        return Confirmation(
-            request_id=event.request_id,
-            participant=self.name,
-            store=str(runner.cfg.batch_dir),
-            method="recompute",
-            rows_removed=before + online_removed,
-            rows_remaining=remaining,
-            verified_at=datetime.now(UTC),
-            evidence={
-                "partitions_recomputed": days,
-                "archive_partitions": entry.partitions,
-                "archive_version": version,
-                "derived_tables": ["user_item_day", "item_pair_day", "item_pop_day"],
-                "online_recomputed": [k for k in outputs if k != "as_of"],
-                "online_deleted": {USER_BATCH: online_removed},
-                "outputs_as_of": outputs.get("as_of"),
-                "verification": {
-                    "user_rows_in_derived_files": remaining_files,
-                    "user_rows_in_online_store": remaining_online,
-                    "rows_differing_from_recompute_without_user": mismatches,
-                },
-                "seconds": round(time.perf_counter() - began, 3),
-            },
-        )
+        seconds = round(time.perf_counter() - began, 3)
+        out = []
+        counted: set[str] = set()
+        for event in events:
+            user = event.user_id
+            first = user not in counted  # a second request for a user in the run removed 0
+            counted.add(user)
+            entry = entries[event.request_id]
+            out.append(
+                Confirmation(
+                    request_id=event.request_id,
+                    participant=self.name,
+                    store=str(runner.cfg.batch_dir),
+                    method="recompute",
+                    rows_removed=before[user] + online_removed[user] if first else 0,
+                    rows_remaining=remaining_files[user] + remaining_online[user],
+                    verified_at=datetime.now(UTC),
+                    evidence={
+                        "partitions_recomputed": sorted(
+                            d for d in set(entry.partitions) | set(own[user]) if d in computed
+                        ),
+                        "archive_partitions": entry.partitions,
+                        "archive_version": version,
+                        "derived_tables": ["user_item_day", "item_pair_day", "item_pop_day"],
+                        "online_recomputed": [k for k in outputs if k != "as_of"],
+                        "online_deleted": {USER_BATCH: online_removed[user] if first else 0},
+                        "outputs_as_of": outputs.get("as_of"),
+                        "verification": {
+                            "user_rows_in_derived_files": remaining_files[user],
+                            "user_rows_in_online_store": remaining_online[user],
+                            "rows_differing_from_recompute_without_user": mismatches,
+                        },
+                        "recomputed_with": len(users) - 1,
+                        "seconds": seconds,
+                    },
+                )
+            )
+        return out
 
-    def _days_with_user(self, con: Any, user: str) -> list[str]:
+    def _days_with_users(self, con: Any, users: list[str]) -> dict[str, list[str]]:
         relation = self.runner.derived.relation("user_item_day")
         rows = con.execute(
-            f"SELECT DISTINCT date FROM {relation} WHERE user_id = $user", {"user": user}
+            f"SELECT DISTINCT user_id, date FROM {relation} WHERE list_contains($users, user_id)",
+            {"users": users},
         ).fetchall()
-        return sorted(str(r[0]) for r in rows)
+        found: dict[str, list[str]] = {u: [] for u in users}
+        for user, day in rows:
+            found[str(user)].append(str(day))
+        return {u: sorted(days) for u, days in found.items()}
 
-    def _derived_rows(self, con: Any, user: str) -> int:
+    def _derived_rows(self, con: Any, users: list[str]) -> dict[str, int]:
         relation = self.runner.derived.relation("user_item_day")
-        row = con.execute(
-            f"SELECT count(*) FROM {relation} WHERE user_id = $user", {"user": user}
+        rows = con.execute(
+            f"SELECT user_id, count(*) FROM {relation} WHERE list_contains($users, user_id) "
+            "GROUP BY user_id",
+            {"users": users},
         ).fetchall()
-        return int(row[0][0]) if row else 0
+        found = dict.fromkeys(users, 0)
+        for user, n in rows:
+            found[str(user)] = int(n)
+        return found
 
     def _mismatches(
-        self, con: Any, user: str, days: list[str], files: dict[str, Any]
+        self, con: Any, users: list[str], days: list[str], files: dict[str, Any]
     ) -> dict[str, int]:
         """Rows that differ (either way) between stored day tables and a recompute from
         the archive that leaves the user out (chunk by chunk, like the batch itself)."""
         out = dict.fromkeys(_COMPARED, 0)
         step = max(1, self.runner.cfg.days_per_chunk)
         for i in range(0, len(days), step):
-            for table, n in self._chunk_mismatches(con, user, days[i : i + step], files).items():
+            for table, n in self._chunk_mismatches(con, users, days[i : i + step], files).items():
                 out[table] += n
         return out
 
     def _chunk_mismatches(
-        self, con: Any, user: str, days: list[str], files: dict[str, Any]
+        self, con: Any, users: list[str], days: list[str], files: dict[str, Any]
     ) -> dict[str, int]:
         runner = self.runner
         events = events_sql(
             runner.source(con, days, files), dedupe=runner.cfg.dedupe_event_ids, exclude_user=True
         )
-        con.execute(f"CREATE OR REPLACE TEMP TABLE check_ev AS {events}", {"user": user})
+        con.execute(f"CREATE OR REPLACE TEMP TABLE check_ev AS {events}", {"users": users})
         con.execute(f"CREATE OR REPLACE TEMP TABLE check_uid AS {user_item_day_sql('check_ev')}")
         fresh = {
             "item_pair_day": item_pair_day_sql("check_uid", runner.cfg),

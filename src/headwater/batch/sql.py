@@ -79,12 +79,12 @@ def events_sql(source: str, *, dedupe: bool, exclude_user: bool = False) -> str:
     """The weighted item events of ``source`` (a relation with the archive's columns).
 
     ``dedupe`` keeps one row per event id (a re-published event is archived again under
-    a new bus offset). ``exclude_user`` adds a ``user_id <> $user`` filter.
+    a new bus offset). ``exclude_user`` leaves out the users of the list ``$users``.
     """
     types = ", ".join(f"'{t}'" for t in EVENT_WEIGHTS)
     where = f"item_id IS NOT NULL AND event_type IN ({types})"
     if exclude_user:
-        where += " AND user_id <> $user"
+        where += " AND NOT list_contains($users, user_id)"
     dedupe_clause = (
         ("QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY timestamp, surface) = 1")
         if dedupe

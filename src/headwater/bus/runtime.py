@@ -42,7 +42,10 @@ class RecordHandler(Protocol):
 
     ``handle`` must be idempotent by event id and return only once its writes are
     durable. ``erase`` removes one user from the consumer's store, verifies it with
-    its own scan, and returns the confirmation.
+    its own scan, and returns the confirmation. A handler may also offer
+    ``erase_many(events) -> list[Confirmation]``: the runtime then hands it each run of
+    consecutive erasure events at once (a burst of requests costs one pass over the
+    store) and falls back to ``erase`` one by one if the run fails.
     """
 
     name: str
@@ -206,6 +209,7 @@ class ConsumerRuntime:
         if tombstones is not None:
             tombstones.refresh()
         segment: list[Record] = []
+        erasures: list[Record] = []
         dropped: list[Record] = []
         for record in records:
             if record.kind == KIND_ERASURE:
@@ -213,8 +217,13 @@ class ConsumerRuntime:
                 if segment:
                     self._apply(segment)
                     segment = []
-                self._erase(record)
-            elif tombstones is not None and tombstones.drops(record):
+                erasures.append(record)
+                continue
+            if erasures:
+                # A run of erasures in a row is applied together, before what follows it.
+                self._erase_run(erasures)
+                erasures = []
+            if tombstones is not None and tombstones.drops(record):
                 # An erased user's event from before the erasure, late or replayed: never
                 # let it bring the data back.
                 self.stats.erased_user_events_dropped += 1
@@ -224,6 +233,8 @@ class ConsumerRuntime:
                 segment.append(record)
         if segment:
             self._apply(segment)
+        if erasures:
+            self._erase_run(erasures)
         purge = getattr(self.handler, "purge_dropped", None)
         if dropped and purge is not None:
             # The store that holds the records themselves (the bus log) removes them too.
@@ -254,16 +265,44 @@ class ConsumerRuntime:
             return
         self._dead_letter(record, error)
 
-    def _erase(self, record: Record) -> None:
-        try:
-            event = decode_erasure(record.value)
-        except msgspec.DecodeError as exc:
-            self._dead_letter(record, f"undecodable erasure event: {exc}")
-            return
-        if self.tombstones is not None:
-            self.tombstones.add(event.user_id, int(event.requested_at.timestamp() * 1000))
-        if not any(event.addressed_to(name) for name in self._names):
-            return
+    def _erase_run(self, records: list[Record]) -> None:
+        """Erasure events in a row: tombstones first, then one call for the run where the
+        handler takes many (``erase_many``), else one call per event."""
+        run: list[tuple[Record, ErasureEvent]] = []
+        for record in records:
+            try:
+                event = decode_erasure(record.value)
+            except msgspec.DecodeError as exc:
+                self._dead_letter(record, f"undecodable erasure event: {exc}")
+                continue
+            if self.tombstones is not None:
+                self.tombstones.add(event.user_id, int(event.requested_at.timestamp() * 1000))
+            if any(event.addressed_to(name) for name in self._names):
+                run.append((record, event))
+        many = getattr(self.handler, "erase_many", None)
+        if many is not None and len(run) > 1:
+            events = [event for _, event in run]
+            try:
+                result = self._call(lambda: many(events))
+            except _StoppingError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - each event on its own finds the bad one
+                log.warning(
+                    "%s: erasing %d users together failed (%s), one by one",
+                    self.handler.name,
+                    len(run),
+                    exc,
+                )
+            else:
+                self.stats.erasures += len(run)
+                if self.on_confirmation is not None:
+                    for confirmation in result:
+                        self.on_confirmation(confirmation)
+                return
+        for record, event in run:
+            self._erase(record, event)
+
+    def _erase(self, record: Record, event: ErasureEvent) -> None:
         error = ""
         for attempt in range(1, self.max_attempts + 1):
             try:

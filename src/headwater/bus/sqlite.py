@@ -65,6 +65,8 @@ SESSION_TIMEOUT_S = 10.0
 HEARTBEAT_S = 0.5
 #: How often publishers drop records older than the retention.
 RETENTION_SWEEP_S = 60.0
+#: Keys looked for in one scan of a partition (each is one ``instr`` per batch).
+_NEEDLES = 100
 #: Page cache of a consumer's connection (KB).
 CONSUMER_CACHE_KB = 4096
 
@@ -187,18 +189,45 @@ class SqliteBus:
         )
 
     def purge_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
-        return self._purge(key, where, since_ms=None)
+        return self._purge({key: where}, since_ms=None)[key]
+
+    def purge_keys(self, wheres: Mapping[str, Callable[[Record], bool] | None]) -> dict[str, int]:
+        """``purge_key`` for many keys at once: one scan of each partition, one checkpoint.
+
+        A burst of erasures is applied as one pass over the log, not one pass per user.
+        Returns the records removed per key.
+        """
+        return self._purge(wheres, since_ms=None)
 
     def purge_recent(
         self, key: str, since_ms: int, where: Callable[[Record], bool] | None = None
     ) -> int:
         """``purge_key`` over the batches appended at or after ``since_ms`` only: a range
         of the log instead of the whole partition, for records known to be recent."""
-        return self._purge(key, where, since_ms=since_ms)
+        return self._purge({key: where}, since_ms=since_ms)[key]
 
-    def _purge(self, key: str, where: Callable[[Record], bool] | None, since_ms: int | None) -> int:
-        part = partition_for(key, self.partitions)
-        needle = key.encode()
+    def _purge(
+        self, wheres: Mapping[str, Callable[[Record], bool] | None], since_ms: int | None
+    ) -> dict[str, int]:
+        removed = dict.fromkeys(wheres, 0)
+        by_part: dict[int, list[str]] = {}
+        for key in wheres:
+            by_part.setdefault(partition_for(key, self.partitions), []).append(key)
+        for part, keys in sorted(by_part.items()):
+            for first in range(0, len(keys), _NEEDLES):
+                chunk = keys[first : first + _NEEDLES]
+                self._purge_part(part, {k: wheres[k] for k in chunk}, since_ms, removed)
+        if any(removed.values()):
+            self._scrub()
+        return removed
+
+    def _purge_part(
+        self,
+        part: int,
+        wheres: Mapping[str, Callable[[Record], bool] | None],
+        since_ms: int | None,
+        removed: dict[str, int],
+    ) -> None:
         start = 0
         if since_ms is not None:
             (found,) = self._db.read(
@@ -207,27 +236,28 @@ class SqliteBus:
                 (since_ms, part),
             )[0]
             if found is None:
-                return 0
+                return
             start = int(found)
-        # Batches holding a record of the key hold its bytes (MessagePack stores strings
+        # Batches holding a record of a key hold its bytes (MessagePack stores strings
         # verbatim): SQLite finds those without the write lock and without handing every
         # batch of the partition to Python. Publishing goes on meanwhile.
+        needles = [k.encode() for k in wheres]
+        match = " OR ".join(["instr(records, ?) > 0"] * len(needles))
         scanned = self._db.read(
             "SELECT first_offset FROM hw_bus_log WHERE partition = ? AND first_offset >= ? "
-            "AND instr(records, ?) > 0",
-            (part, start, needle),
+            f"AND ({match})",
+            (part, start, *needles),
         )
         (last,) = self._db.read(
             "SELECT COALESCE(MAX(first_offset), -1) FROM hw_bus_log WHERE partition = ?", (part,)
         )[0]
-        removed = 0
         with self._db.write() as conn:
             # Batches appended since the scan are looked at too: the same batches as a
             # scan under the lock (a batch without the key never gains it).
             newer = conn.execute(
                 "SELECT first_offset FROM hw_bus_log WHERE partition = ? AND first_offset > ? "
-                "AND instr(records, ?) > 0",
-                (part, last, needle),
+                f"AND ({match})",
+                (part, last, *needles),
             ).fetchall()
             for (first,) in [*scanned, *newer]:
                 row = conn.execute(
@@ -237,32 +267,48 @@ class SqliteBus:
                 if row is None:
                     continue  # dropped by the retention meanwhile
                 records = _DECODE(row[0])
-                kept = [r for r in records if r.key != key or (where is not None and not where(r))]
+                kept = []
+                for r in records:
+                    if r.key in wheres:
+                        where = wheres[r.key]
+                        if where is None or where(r):
+                            removed[r.key] += 1
+                            continue
+                    kept.append(r)
                 if len(kept) == len(records):
                     continue
-                removed += len(records) - len(kept)
                 # Offsets of the kept records do not change: positions stay valid.
                 conn.execute(
                     "UPDATE hw_bus_log SET records = ? WHERE partition = ? AND first_offset = ?",
                     (_ENCODE(kept), part, first),
                 )
-        if removed:
-            self._scrub()
-        return removed
 
     def count_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
         """Records of ``key`` still in the log (an independent scan, for erasure evidence)."""
-        part = partition_for(key, self.partitions)
-        rows = self._db.read(
-            "SELECT records FROM hw_bus_log WHERE partition = ? AND instr(records, ?) > 0",
-            (part, key.encode()),
-        )
-        return sum(
-            1
-            for (blob,) in rows
-            for r in _DECODE(blob)
-            if r.key == key and (where is None or where(r))
-        )
+        return self.count_keys({key: where})[key]
+
+    def count_keys(self, wheres: Mapping[str, Callable[[Record], bool] | None]) -> dict[str, int]:
+        """``count_key`` for many keys: one scan of each partition."""
+        counts = dict.fromkeys(wheres, 0)
+        by_part: dict[int, list[str]] = {}
+        for key in wheres:
+            by_part.setdefault(partition_for(key, self.partitions), []).append(key)
+        for part, keys in sorted(by_part.items()):
+            for first in range(0, len(keys), _NEEDLES):
+                chunk = set(keys[first : first + _NEEDLES])
+                needles = [k.encode() for k in chunk]
+                match = " OR ".join(["instr(records, ?) > 0"] * len(needles))
+                rows = self._db.read(
+                    f"SELECT records FROM hw_bus_log WHERE partition = ? AND ({match})",
+                    (part, *needles),
+                )
+                for (blob,) in rows:
+                    for r in _DECODE(blob):
+                        if r.key in chunk:
+                            where = wheres[r.key]
+                            if where is None or where(r):
+                                counts[r.key] += 1
+        return counts
 
     def _scrub(self) -> None:
         # Old page images of the rewritten rows may linger in the WAL and in free pages:

@@ -34,6 +34,14 @@ class IdempotencyWindow(Protocol):
         """Entries of a user still held (an independent check for erasure evidence)."""
         ...
 
+    def erase_users(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """``erase_user`` for many users at once (a burst of erasures); removed per user."""
+        ...
+
+    def count_users(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """``count_user`` for many users at once."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...

@@ -79,5 +79,12 @@ class RedisIdempotencyWindow:
 
         return int(self._call(count))
 
+    def erase_users(self, user_ids: Sequence[str]) -> dict[str, int]:
+        # Each user's entries are found through its own set: no scan to share.
+        return {user: self.erase_user(user) for user in dict.fromkeys(user_ids)}
+
+    def count_users(self, user_ids: Sequence[str]) -> dict[str, int]:
+        return {user: self.count_user(user) for user in dict.fromkeys(user_ids)}
+
     def close(self) -> None:
         self._redis.close()

@@ -13,6 +13,7 @@ from headwater.errors import BackendError
 __all__ = ["SqliteIdempotencyWindow"]
 
 _SWEEP_S = 30.0
+_CHUNK = 500  # users per statement, below SQLite's bound on parameters
 
 
 class SqliteIdempotencyWindow:
@@ -88,15 +89,48 @@ class SqliteIdempotencyWindow:
                 )
 
     def erase_user(self, user_id: str) -> int:
-        with self._lock:
-            cur = self._conn.execute("DELETE FROM hw_dedupe WHERE user_id = ?", (user_id,))
-            return cur.rowcount
+        return self.erase_users([user_id])[user_id]
 
     def count_user(self, user_id: str) -> int:
+        return self.count_users([user_id])[user_id]
+
+    def erase_users(self, user_ids: Sequence[str]) -> dict[str, int]:
+        # One scan of the table per chunk of users (user_id is not indexed, see above).
+        found = dict.fromkeys(user_ids, 0)
+        unique = list(found)
         with self._lock:
-            return int(
-                str(self._run("SELECT COUNT(*) FROM hw_dedupe WHERE user_id = ?", (user_id,))[0][0])
-            )
+            for first in range(0, len(unique), _CHUNK):
+                chunk = unique[first : first + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    rows = self._conn.execute(
+                        f"DELETE FROM hw_dedupe WHERE user_id IN ({marks}) RETURNING user_id",
+                        chunk,
+                    ).fetchall()
+                    self._conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise BackendError(f"idempotency window: {exc}") from exc
+                for (user,) in rows:
+                    found[str(user)] += 1
+        return found
+
+    def count_users(self, user_ids: Sequence[str]) -> dict[str, int]:
+        found = dict.fromkeys(user_ids, 0)
+        unique = list(found)
+        with self._lock:
+            for first in range(0, len(unique), _CHUNK):
+                chunk = unique[first : first + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for user, n in self._run(
+                    f"SELECT user_id, COUNT(*) FROM hw_dedupe WHERE user_id IN ({marks}) "
+                    "GROUP BY user_id",
+                    chunk,
+                ):
+                    found[str(user)] = int(str(n))
+        return found
 
     def close(self) -> None:
         with self._lock:

@@ -84,72 +84,109 @@ class PlatformErasure:
 
     def erase(self, event: ErasureEvent) -> list[Confirmation]:
         """Erase the user from each addressed store and verify with a scan of each."""
-        out = []
-        if event.addressed_to(BUS_LOG):
-            out.append(self._bus_log(event))
-        if event.addressed_to(DEAD_LETTERS):
-            removed = self.dead_letters.erase_key(event.user_id)
-            out.append(
-                self._confirm(
-                    event,
-                    DEAD_LETTERS,
-                    "control plane: hw_dead_letters",
-                    method="delete",
-                    removed=removed,
-                    remaining=self.dead_letters.count_key(event.user_id),
-                    evidence={"scan": "count of dead letters with the user's key"},
+        return self.erase_many([event])
+
+    def erase_many(self, events: Sequence[ErasureEvent]) -> list[Confirmation]:
+        """Erase a run of requests together: one pass over each store, not one per user.
+
+        Each request still gets its own confirmation per store, with its own counts.
+        """
+        out = self._bus_log([e for e in events if e.addressed_to(BUS_LOG)])
+        for event in events:
+            if event.addressed_to(DEAD_LETTERS):
+                removed = self.dead_letters.erase_key(event.user_id)
+                out.append(
+                    self._confirm(
+                        event,
+                        DEAD_LETTERS,
+                        "control plane: hw_dead_letters",
+                        method="delete",
+                        removed=removed,
+                        remaining=self.dead_letters.count_key(event.user_id),
+                        evidence={"scan": "count of dead letters with the user's key"},
+                    )
                 )
-            )
-        if event.addressed_to(IDEMPOTENCY_WINDOW):
-            removed = self.window.erase_user(event.user_id)
-            out.append(
-                self._confirm(
-                    event,
-                    IDEMPOTENCY_WINDOW,
-                    self.window.url,
-                    method="delete",
-                    removed=removed,
-                    remaining=self.window.count_user(event.user_id),
-                    evidence={"scan": "count of the user's accepted event ids"},
+        window = [e for e in events if e.addressed_to(IDEMPOTENCY_WINDOW)]
+        if window:
+            users = [e.user_id for e in window]
+            removed_by_user = self.window.erase_users(users)
+            remaining_by_user = self.window.count_users(users)
+            seen: set[str] = set()
+            for event in window:
+                # Two requests for one user in a run: the first removed the entries.
+                first = event.user_id not in seen
+                seen.add(event.user_id)
+                out.append(
+                    self._confirm(
+                        event,
+                        IDEMPOTENCY_WINDOW,
+                        self.window.url,
+                        method="delete",
+                        removed=removed_by_user[event.user_id] if first else 0,
+                        remaining=remaining_by_user[event.user_id],
+                        evidence={"scan": "count of the user's accepted event ids"},
+                    )
                 )
-            )
         return out
 
-    def _bus_log(self, event: ErasureEvent) -> Confirmation:
+    def _bus_log(self, events: Sequence[ErasureEvent]) -> list[Confirmation]:
+        if not events:
+            return []
         cap = self.bus.erasure_capability()
         if cap.can_purge:
-            where = _before(event.requested_at)
-            removed = self.bus.purge_key(event.user_id, where)
-            count = getattr(self.bus, "count_key", None)
-            remaining = count(event.user_id, where) if count else None
-            return self._confirm(
+            # The latest request of a user decides what goes (signals dated before it).
+            latest: dict[str, ErasureEvent] = {}
+            for event in events:
+                known = latest.get(event.user_id)
+                if known is None or event.requested_at > known.requested_at:
+                    latest[event.user_id] = event
+            wheres = {user: _before(e.requested_at) for user, e in latest.items()}
+            many = getattr(self.bus, "purge_keys", None)
+            if many is not None:
+                removed = many(wheres)
+            else:
+                removed = {user: self.bus.purge_key(user, w) for user, w in wheres.items()}
+            count_many = getattr(self.bus, "count_keys", None)
+            count_one = getattr(self.bus, "count_key", None)
+            remaining: dict[str, int] | None = None
+            if count_many is not None:
+                remaining = count_many(wheres)
+            elif count_one is not None:
+                remaining = {user: count_one(user, w) for user, w in wheres.items()}
+            return [
+                self._confirm(
+                    event,
+                    BUS_LOG,
+                    self.bus.url,
+                    method=cap.method,
+                    removed=removed[event.user_id] if latest[event.user_id] is event else 0,
+                    remaining=None if remaining is None else remaining[event.user_id],
+                    evidence={
+                        "detail": cap.detail,
+                        "scan": "the user's records dated before the erasure",
+                    },
+                )
+                for event in events
+            ]
+        gone_by = datetime.now(UTC) + timedelta(seconds=cap.retention_seconds or 0)
+        return [
+            self._confirm(
                 event,
                 BUS_LOG,
                 self.bus.url,
                 method=cap.method,
-                removed=removed,
-                remaining=remaining,
+                removed=0,
+                remaining=None,
                 evidence={
                     "detail": cap.detail,
-                    "scan": "the user's records dated before the erasure",
+                    "gone_by": gone_by.isoformat(),
+                    "retention_seconds": cap.retention_seconds,
+                    "note": "records remain in the log until gone_by; every "
+                    "consumer drops them (tombstone) if replayed",
                 },
             )
-        gone_by = datetime.now(UTC) + timedelta(seconds=cap.retention_seconds or 0)
-        return self._confirm(
-            event,
-            BUS_LOG,
-            self.bus.url,
-            method=cap.method,
-            removed=0,
-            remaining=None,
-            evidence={
-                "detail": cap.detail,
-                "gone_by": gone_by.isoformat(),
-                "retention_seconds": cap.retention_seconds,
-                "note": "records remain in the log until gone_by; every "
-                "consumer drops them (tombstone) if replayed",
-            },
-        )
+            for event in events
+        ]
 
     @staticmethod
     def _confirm(
