@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
 from _workload import (
     CLIENT_CORE,
+    SERVER_CORES,
     pin,
     prepare_home,
     server_env,
@@ -272,6 +273,7 @@ def main() -> None:
             figures = asyncio.run(drive(args, args.port, key))
         finally:
             stop_server(server)
+    figures["server_cores"] = SERVER_CORES
     emit("erasure", figures)
 
 

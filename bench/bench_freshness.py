@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
 from _workload import (
     CLIENT_CORE,
+    SERVER_CORES,
     pin,
     prepare_home,
     server_env,
@@ -237,6 +238,7 @@ def main() -> None:
         "freshness",
         {
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "server_cores": SERVER_CORES,
             "target_rate_eps": args.rate,
             "poll_interval_ms": args.poll_ms,
             **figures,

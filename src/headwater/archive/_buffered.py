@@ -25,6 +25,10 @@ from headwater.bus.base import (
 __all__ = ["BufferedBus"]
 
 
+def _has_erasure(records: list[Record]) -> bool:
+    return any(r.kind == KIND_ERASURE for r in records)
+
+
 class _BufferedConsumer:
     def __init__(self, inner: BusConsumer, owner: BufferedBus) -> None:
         self._inner = inner
@@ -38,17 +42,16 @@ class _BufferedConsumer:
             return records
         deadline = time.monotonic() + self._owner.max_wait_s
         stop = self._owner.stop_event
-        # An erasure goes out at once: it should not wait for a batch to fill.
-        while (
-            len(records) < limit
-            and not any(r.kind == KIND_ERASURE for r in records)
-            and not (stop is not None and stop.is_set())
-        ):
+        # An erasure goes out at once: it should not wait for a batch to fill. Only the
+        # records of each poll are looked at (the gathered ones were looked at before).
+        erasure = _has_erasure(records)
+        while len(records) < limit and not erasure and not (stop is not None and stop.is_set()):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             more = self._inner.poll(limit - len(records), min(left, 0.5))
             records.extend(more)
+            erasure = _has_erasure(more)
         return records
 
     def commit(self, positions: Mapping[int, int]) -> None:

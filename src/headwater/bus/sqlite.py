@@ -15,7 +15,8 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 
 import msgspec
 
@@ -65,8 +66,10 @@ SESSION_TIMEOUT_S = 10.0
 HEARTBEAT_S = 0.5
 #: How often publishers drop records older than the retention.
 RETENTION_SWEEP_S = 60.0
-#: Keys looked for in one scan of a partition (each is one ``instr`` per batch).
-_NEEDLES = 100
+#: Up to this many keys, batches are found by a byte search per key; above, by decoding.
+_FEW_KEYS = 4
+#: Batches read at a time by scans that decode them.
+_PAGE = 256
 #: Page cache of a consumer's connection (KB).
 CONSUMER_CACHE_KB = 4096
 
@@ -214,9 +217,7 @@ class SqliteBus:
         for key in wheres:
             by_part.setdefault(partition_for(key, self.partitions), []).append(key)
         for part, keys in sorted(by_part.items()):
-            for first in range(0, len(keys), _NEEDLES):
-                chunk = keys[first : first + _NEEDLES]
-                self._purge_part(part, {k: wheres[k] for k in chunk}, since_ms, removed)
+            self._purge_part(part, {k: wheres[k] for k in keys}, since_ms, removed)
         if any(removed.values()):
             self._scrub()
         return removed
@@ -238,28 +239,21 @@ class SqliteBus:
             if found is None:
                 return
             start = int(found)
-        # Batches holding a record of a key hold its bytes (MessagePack stores strings
-        # verbatim): SQLite finds those without the write lock and without handing every
-        # batch of the partition to Python. Publishing goes on meanwhile.
-        needles = [k.encode() for k in wheres]
-        match = " OR ".join(["instr(records, ?) > 0"] * len(needles))
-        scanned = self._db.read(
-            "SELECT first_offset FROM hw_bus_log WHERE partition = ? AND first_offset >= ? "
-            f"AND ({match})",
-            (part, start, *needles),
-        )
+        # Found without the write lock: publishing goes on meanwhile.
+        scanned = self._batches_with(self._db.read, part, wheres, start)
         (last,) = self._db.read(
             "SELECT COALESCE(MAX(first_offset), -1) FROM hw_bus_log WHERE partition = ?", (part,)
         )[0]
         with self._db.write() as conn:
             # Batches appended since the scan are looked at too: the same batches as a
             # scan under the lock (a batch without the key never gains it).
-            newer = conn.execute(
-                "SELECT first_offset FROM hw_bus_log WHERE partition = ? AND first_offset > ? "
-                f"AND ({match})",
-                (part, last, *needles),
-            ).fetchall()
-            for (first,) in [*scanned, *newer]:
+            newer = self._batches_with(
+                lambda sql, params: conn.execute(sql, tuple(params)).fetchall(),
+                part,
+                wheres,
+                int(last) + 1,
+            )
+            for first in [*scanned, *newer]:
                 row = conn.execute(
                     "SELECT records FROM hw_bus_log WHERE partition = ? AND first_offset = ?",
                     (part, first),
@@ -294,21 +288,57 @@ class SqliteBus:
         for key in wheres:
             by_part.setdefault(partition_for(key, self.partitions), []).append(key)
         for part, keys in sorted(by_part.items()):
-            for first in range(0, len(keys), _NEEDLES):
-                chunk = set(keys[first : first + _NEEDLES])
-                needles = [k.encode() for k in chunk]
-                match = " OR ".join(["instr(records, ?) > 0"] * len(needles))
+            found = self._batches_with(self._db.read, part, set(keys), 0)
+            for first in range(0, len(found), _PAGE):
+                page = found[first : first + _PAGE]
+                marks = ",".join("?" * len(page))
                 rows = self._db.read(
-                    f"SELECT records FROM hw_bus_log WHERE partition = ? AND ({match})",
-                    (part, *needles),
+                    "SELECT records FROM hw_bus_log WHERE partition = ? AND "
+                    f"first_offset IN ({marks})",
+                    (part, *page),
                 )
                 for (blob,) in rows:
                     for r in _DECODE(blob):
-                        if r.key in chunk:
+                        if r.key in counts:
                             where = wheres[r.key]
                             if where is None or where(r):
                                 counts[r.key] += 1
         return counts
+
+    @staticmethod
+    def _batches_with(
+        read: Callable[[str, Sequence[object]], list[Any]],
+        part: int,
+        keys: Collection[str],
+        start: int,
+    ) -> list[int]:
+        """First offsets of the partition's batches from ``start`` on holding any key."""
+        if len(keys) <= _FEW_KEYS:
+            # A batch holding a record of a key holds its bytes (MessagePack stores
+            # strings verbatim): SQLite finds those without handing every batch to Python.
+            needles = [k.encode() for k in keys]
+            match = " OR ".join(["instr(records, ?) > 0"] * len(needles))
+            rows = read(
+                "SELECT first_offset FROM hw_bus_log WHERE partition = ? AND first_offset >= ? "
+                f"AND ({match})",
+                (part, start, *needles),
+            )
+            return [int(r[0]) for r in rows]
+        # Many keys (a burst of erasures): one pass that decodes each batch costs less
+        # than one byte search of the whole partition per key. Paged: bounded memory.
+        out: list[int] = []
+        while True:
+            page = read(
+                "SELECT first_offset, records FROM hw_bus_log WHERE partition = ? AND "
+                "first_offset >= ? ORDER BY first_offset LIMIT ?",
+                (part, start, _PAGE),
+            )
+            for first, blob in page:
+                if any(r.key in keys for r in _DECODE(blob)):
+                    out.append(int(first))
+            if len(page) < _PAGE:
+                return out
+            start = int(page[-1][0]) + 1
 
     def _scrub(self) -> None:
         # Old page images of the rewritten rows may linger in the WAL and in free pages:
