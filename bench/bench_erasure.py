@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +44,7 @@ from _workload import (
     pin,
     prepare_home,
     server_env,
+    start_process,
     start_server,
     stop_server,
     summary_ms,
@@ -50,6 +52,14 @@ from _workload import (
 from headwater.demo.traffic import Traffic
 
 BATCH = 500
+#: The components of ``headwater up``, each as its own process (``--processes``).
+CONSUMERS = (
+    ["consume", "features"],
+    ["consume", "platform-erasure"],
+    ["consume", "archive"],
+    ["consume", "batch-erasure"],
+    ["orchestrate", "--interval", "0.5"],
+)
 
 
 class Load:
@@ -261,19 +271,32 @@ def main() -> None:
     parser.add_argument("--pool-seconds", type=float, default=20.0, help="batches generated")
     parser.add_argument("--port", type=int, default=8733)
     parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument(
+        "--processes",
+        action="store_true",
+        help="each component its own process (serve, consume ..., orchestrate), not `up`",
+    )
     args = parser.parse_args()
     pin(CLIENT_CORE)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "hw"
         key = prepare_home(home)
-        server = start_server(
-            ["up", "--home", str(home), "--port", str(args.port)], args.port, server_env(home)
-        )
+        env = server_env(home)
+        helpers: list[subprocess.Popen[bytes]] = []
+        if args.processes:
+            # The participants register their stores when they start: before the gateway.
+            helpers.extend(start_process(command, env) for command in CONSUMERS)
+            time.sleep(3.0)
+            server = start_server(["serve", "--port", str(args.port)], args.port, env)
+        else:
+            server = start_server(["up", "--port", str(args.port)], args.port, env)
         try:
             figures = asyncio.run(drive(args, args.port, key))
         finally:
-            stop_server(server)
+            for proc in [server, *helpers]:
+                stop_server(proc)
     figures["server_cores"] = SERVER_CORES
+    figures["deployment"] = "processes" if args.processes else "headwater up"
     emit("erasure", figures)
 
 

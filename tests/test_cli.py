@@ -166,3 +166,26 @@ def test_delete_show_list_export(tmp_path: Path) -> None:
     assert (
         "u-77" not in runner.invoke(app, ["deletions", "show", request_id, "--home", home]).output
     )
+
+
+def test_each_erasure_participant_runs_on_its_own(tmp_path: Path) -> None:
+    # A deployment of separate processes needs every participant as a command: each
+    # registers its stores with the erasure ledger when it starts.
+    from headwater.config import Settings
+    from headwater.control import open_control_database
+    from headwater.erasure.ledger import ErasureLedger
+
+    home = tmp_path / "hw"
+    for command in ("features", "platform-erasure", "batch-erasure"):
+        result = runner.invoke(app, ["consume", command, "--home", str(home), "--until-idle"])
+        assert result.exit_code == 0, result.output
+    db = open_control_database(Settings.from_env(home).control_url)
+    names = {p.name for p in ErasureLedger(db).participants()}
+    db.close()
+    assert {
+        "online-features",
+        "bus-log",
+        "dead-letters",
+        "idempotency-window",
+        "batch-derived",
+    } <= names

@@ -39,3 +39,12 @@ def platform_erasure(home: HomeOption = None, until_idle: IdleExit = False) -> N
 
     runtime = platform_runtime(settings(home))
     runtime.run(idle_exit=until_idle)
+
+
+@app.command("batch-erasure")
+def batch_erasure(home: HomeOption = None, until_idle: IdleExit = False) -> None:
+    """The batch-derived erasure participant: recomputes what the batch derived from a user."""
+    from headwater.batch import batch_erasure_runtime
+
+    runtime = batch_erasure_runtime(settings(home))
+    runtime.run(idle_exit=until_idle)
