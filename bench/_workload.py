@@ -122,18 +122,6 @@ def server_env(home: Path) -> dict[str, str]:
     return env
 
 
-def start_process(args: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A headwater process on the server cores, its log beside the data."""
-    log = Path(env["HEADWATER_HOME"]).parent / "server.log"
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            ["taskset", "-c", SERVER_CORES, sys.executable, "-m", "headwater", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
-
-
 def start_server(
     args: Sequence[str], port: int, env: dict[str, str], *, timeout_s: float = 60
 ) -> subprocess.Popen[bytes]:

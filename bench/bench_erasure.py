@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,6 @@ from _workload import (
     pin,
     prepare_home,
     server_env,
-    start_process,
     start_server,
     stop_server,
     summary_ms,
@@ -52,14 +50,6 @@ from _workload import (
 from headwater.demo.traffic import Traffic
 
 BATCH = 500
-#: The components of ``headwater up``, each as its own process (``--processes``).
-CONSUMERS = (
-    ["consume", "features"],
-    ["consume", "platform-erasure"],
-    ["consume", "archive"],
-    ["consume", "batch-erasure"],
-    ["orchestrate", "--interval", "0.5"],
-)
 
 
 class Load:
@@ -274,29 +264,23 @@ def main() -> None:
     parser.add_argument(
         "--processes",
         action="store_true",
-        help="each component its own process (serve, consume ..., orchestrate), not `up`",
+        help="headwater up --processes: one process per component",
     )
     args = parser.parse_args()
     pin(CLIENT_CORE)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "hw"
         key = prepare_home(home)
-        env = server_env(home)
-        helpers: list[subprocess.Popen[bytes]] = []
+        command = ["up", "--port", str(args.port)]
         if args.processes:
-            # The participants register their stores when they start: before the gateway.
-            helpers.extend(start_process(command, env) for command in CONSUMERS)
-            time.sleep(3.0)
-            server = start_server(["serve", "--port", str(args.port)], args.port, env)
-        else:
-            server = start_server(["up", "--port", str(args.port)], args.port, env)
+            command.append("--processes")
+        server = start_server(command, args.port, server_env(home))
         try:
             figures = asyncio.run(drive(args, args.port, key))
         finally:
-            for proc in [server, *helpers]:
-                stop_server(proc)
+            stop_server(server)
     figures["server_cores"] = SERVER_CORES
-    figures["deployment"] = "processes" if args.processes else "headwater up"
+    figures["deployment"] = "headwater up --processes" if args.processes else "headwater up"
     emit("erasure", figures)
 
 

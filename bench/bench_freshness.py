@@ -222,13 +222,19 @@ def main() -> None:
     parser.add_argument("--poll-ms", type=float, default=10.0)
     parser.add_argument("--port", type=int, default=8731)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--processes", action="store_true", help="headwater up --processes: one per component"
+    )
     args = parser.parse_args()
     pin(CLIENT_CORE)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "hw"
         key = prepare_home(home)
         env = server_env(home)
-        server = start_server(["up", "--home", str(home), "--port", str(args.port)], args.port, env)
+        command = ["up", "--home", str(home), "--port", str(args.port)]
+        if args.processes:
+            command.append("--processes")
+        server = start_server(command, args.port, env)
         try:
             figures = asyncio.run(drive(args, args.port, key))
         finally:
@@ -239,6 +245,7 @@ def main() -> None:
         {
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "server_cores": SERVER_CORES,
+            "deployment": "headwater up --processes" if args.processes else "headwater up",
             "target_rate_eps": args.rate,
             "poll_interval_ms": args.poll_ms,
             **figures,

@@ -163,14 +163,25 @@ def up(
     home: HomeOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the API.")] = 8080,
+    processes: Annotated[
+        bool,
+        typer.Option(
+            "--processes",
+            help="One process per component (gateway, each consumer, orchestrator) on the "
+            "same data: uses every core. Default: one process, every component a thread.",
+        ),
+    ] = False,
 ) -> None:
-    """Run the whole embedded stack in one process until Ctrl-C or SIGTERM."""
-    from headwater.stack import EmbeddedStack
-
-    stack = EmbeddedStack(settings(home), host=host, port=port)
+    """Run the whole embedded stack until Ctrl-C or SIGTERM."""
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
+    if processes:
+        _up_processes(settings(home), host, port, stopping)
+        return
+    from headwater.stack import EmbeddedStack
+
+    stack = EmbeddedStack(settings(home), host=host, port=port)
     stack.start()
     typer.echo(
         f"headwater up on {stack.url}  (data in {stack.settings.home})\n"
@@ -182,6 +193,22 @@ def up(
     stopping.wait()
     typer.echo("stopping: consumers finish their batch and commit ...")
     stack.stop()
+
+
+def _up_processes(cfg: Settings, host: str, port: int, stopping: threading.Event) -> None:
+    from headwater.supervisor import Supervisor
+
+    supervisor = Supervisor(cfg, host=host, port=port)
+    try:
+        supervisor.start()
+        typer.echo(
+            f"headwater up on {supervisor.url}  (data in {cfg.home}; one process per "
+            f"component: {', '.join(supervisor.children)})"
+        )
+        supervisor.watch(stopping)
+        typer.echo("stopping: each process finishes its batch and commits ...")
+    finally:
+        supervisor.stop()
 
 
 def register(app: typer.Typer) -> None:

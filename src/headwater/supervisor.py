@@ -1,0 +1,192 @@
+"""``headwater up --processes``: the embedded stack as one process per component.
+
+``headwater up`` runs every component as a thread of one interpreter, which shares one
+interpreter lock: at tens of thousands of events per second the gateway, the feature
+consumer, the archive and the erasure participants wait on each other. Here each
+component is its own process on the same data directory (the SQLite bus, stores and
+control plane are built for several processes): the consumers, the orchestrator and
+then the gateway, in that order, so every erasure participant has registered its
+stores before the first request arrives. This process keeps them running (a component
+that exits is started again, with a growing pause) and runs the nightly batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from headwater.batch import batch_scheduler
+from headwater.config import Settings
+from headwater.errors import HeadwaterError
+
+__all__ = ["COMPONENTS", "Supervisor"]
+
+log = logging.getLogger("headwater.supervisor")
+
+#: Every component but the gateway: name -> command line after ``headwater``.
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "features": ("consume", "features"),
+    "platform-erasure": ("consume", "platform-erasure"),
+    "archive": ("consume", "archive"),
+    "batch-erasure": ("consume", "batch-erasure"),
+    "orchestrator": ("orchestrate", "--interval", "0.5"),
+}
+#: Longest wait for a starting gateway to answer, and for a stopping process to exit.
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class _Child:
+    name: str
+    args: tuple[str, ...]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    pause_s: float = field(default=0.5)
+
+
+class Supervisor:
+    """Starts, watches and stops the processes of the embedded stack."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        max_pause_s: float = 30.0,
+        run_batch: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.url = f"http://{host}:{port}"
+        self.max_pause_s = max_pause_s
+        self._env = {**os.environ, "HEADWATER_HOME": str(settings.home)}
+        self._children = [_Child(name, args) for name, args in COMPONENTS.items()]
+        self._children.append(_Child("gateway", ("serve", "--host", host, "--port", str(port))))
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.batch_scheduler = batch_scheduler(settings) if run_batch else None
+
+    @property
+    def children(self) -> dict[str, subprocess.Popen[bytes] | None]:
+        """Each component's current process."""
+        return {c.name: c.proc for c in self._children}
+
+    def start(self) -> None:
+        """Consumers and orchestrator first, then the gateway once they registered."""
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        for child in self._children[:-1]:
+            self._spawn(child)
+        self._wait_for_participants()
+        gateway = self._children[-1]
+        self._spawn(gateway)
+        self._wait_for_gateway(gateway)
+        if self.batch_scheduler is not None:
+            self.batch_scheduler.start()
+
+    def _spawn(self, child: _Child) -> None:
+        child.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
+            [sys.executable, "-m", "headwater", *child.args], env=self._env
+        )
+        log.info("started %s (pid %d)", child.name, child.proc.pid)
+
+    def _wait_for_participants(self) -> None:
+        # Each consumer registers its stores with the erasure ledger when it starts.
+        from headwater.control import open_control_database
+        from headwater.erasure.ledger import ErasureLedger
+
+        expected = {"online-features", "bus-log", "archive", "batch-derived"}
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._raise_if_exited()
+            db = open_control_database(self.settings.control_url)
+            try:
+                names = {p.name for p in ErasureLedger(db).participants()}
+            finally:
+                db.close()
+            if expected <= names:
+                return
+            time.sleep(0.2)
+        raise HeadwaterError(f"consumers did not register within {START_TIMEOUT_S:g}s")
+
+    def _wait_for_gateway(self, gateway: _Child) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._raise_if_exited()
+            try:
+                httpx.get(f"{self.url}/v1/health", timeout=1.0)
+            except httpx.HTTPError:
+                time.sleep(0.1)
+            else:
+                return
+        raise HeadwaterError(f"{gateway.name} did not answer within {START_TIMEOUT_S:g}s")
+
+    def _raise_if_exited(self) -> None:
+        for child in self._children:
+            if child.proc is not None and child.proc.poll() is not None:
+                raise HeadwaterError(
+                    f"{child.name} exited with {child.proc.returncode} while starting"
+                )
+
+    def watch(self, stop: threading.Event, *, interval_s: float = 0.5) -> None:
+        """Start again any component that exited, until ``stop`` is set."""
+        while not stop.wait(interval_s):
+            self.check()
+
+    def check(self) -> list[str]:
+        """One look at every component; the names of those started again."""
+        restarted = []
+        now = time.monotonic()
+        with self._lock:
+            if self._stopping:
+                return []
+            for child in self._children:
+                if child.proc is None or child.proc.poll() is None:
+                    continue
+                if child.next_start == 0.0:
+                    child.next_start = now + child.pause_s
+                    log.error(
+                        "%s exited with %s; starting it again in %.1fs",
+                        child.name,
+                        child.proc.returncode,
+                        child.pause_s,
+                    )
+                if now >= child.next_start:
+                    self._spawn(child)
+                    child.restarts += 1
+                    child.next_start = 0.0
+                    child.pause_s = min(self.max_pause_s, child.pause_s * 2)
+                    restarted.append(child.name)
+        return restarted
+
+    def stop(self) -> None:
+        """SIGTERM: the gateway first, then the rest; each finishes its batch and commits."""
+        with self._lock:
+            self._stopping = True
+        if self.batch_scheduler is not None:
+            self.batch_scheduler.stop(60)
+        _terminate([c.proc for c in self._children[-1:] if c.proc is not None])
+        _terminate([c.proc for c in self._children[:-1] if c.proc is not None])
+
+
+def _terminate(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d did not stop within %gs: killed", proc.pid, STOP_TIMEOUT_S)
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,146 @@
+"""``headwater up --processes``: one process per component on the embedded files.
+
+Publish, read, erase through the gateway process; a consumer process killed with
+SIGKILL is started again and nothing is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from headwater.access.keys import ProducerKeys
+from headwater.config import Settings
+from headwater.contract.loader import default_definitions
+from headwater.contract.registry import ContractRegistry
+from headwater.control import open_control_database
+from headwater.supervisor import Supervisor
+from tests._live import free_port
+from tests.erasure.test_end_to_end import events, wait_for
+
+
+def _prepare(home: Path) -> str:
+    db = open_control_database(Settings.from_env(home).control_url)
+    ContractRegistry(db).apply(default_definitions())
+    key, _ = ProducerKeys(db).create("web")
+    db.close()
+    return key
+
+
+def test_each_component_in_its_own_process(tmp_path: Path) -> None:
+    home = tmp_path / "hw"
+    key = _prepare(home)
+    sup = Supervisor(Settings.from_env(home), port=free_port(), run_batch=False)
+    sup.start()
+    try:
+        assert set(sup.children) == {
+            "features",
+            "platform-erasure",
+            "archive",
+            "batch-erasure",
+            "orchestrator",
+            "gateway",
+        }
+        with httpx.Client(base_url=sup.url, headers={"Authorization": f"Bearer {key}"}) as http:
+            assert http.post("/v1/signals", json=events("ann", 10)).status_code == 200
+            assert http.post("/v1/signals", json=events("bob", 10)).status_code == 200
+
+            def views(user: str) -> int:
+                body = http.get(f"/v1/users/{user}/features").json()
+                return int(body["features"]["counts"].get("view", 0)) if body["found"] else 0
+
+            wait_for(lambda: views("ann") == 10 and views("bob") == 10)
+
+            # The feature consumer dies; the supervisor starts it again, it resumes.
+            features = sup.children["features"]
+            assert features is not None
+            os.kill(features.pid, signal.SIGKILL)
+            features.wait()
+            assert http.post("/v1/signals", json=events("bob", 5, start=10)).status_code == 200
+            wait_for(lambda: "features" in sup.check(), timeout=10)
+            assert sup.children["features"] is not features
+            wait_for(lambda: views("bob") == 15)
+            assert views("ann") == 10  # nothing counted twice after the restart
+
+            created = http.post("/v1/deletions", json={"user_id": "ann"})
+            assert created.status_code == 202, created.text
+            request_id = created.json()["request_id"]
+            audit = wait_for(
+                lambda: (
+                    (a := http.get(f"/v1/deletions/{request_id}").json())["status"] == "completed"
+                    and a
+                ),
+                timeout=60,
+            )
+            assert {s["participant"] for s in audit["stores"]} == {
+                "online-features",
+                "bus-log",
+                "dead-letters",
+                "idempotency-window",
+                "archive",
+                "batch-derived",
+            }
+            assert not http.get("/v1/users/ann/features").json()["found"]
+            assert views("bob") == 15
+    finally:
+        sup.stop()
+    assert all(p is not None and p.poll() is not None for p in sup.children.values())
+
+
+def test_up_processes_stops_every_process_on_sigterm(tmp_path: Path) -> None:
+    home = tmp_path / "hw"
+    _prepare(home)
+    port = free_port()
+    env = {**os.environ, "HEADWATER_HOME": str(home), "HEADWATER_BATCH_SCHEDULE": "off"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headwater", "up", "--processes", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "one process per component" in line, line
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/health").status_code == 200
+        children = _children_of(proc.pid)
+        assert len(children) == 6
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in children)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
