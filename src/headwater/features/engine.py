@@ -7,15 +7,8 @@ from typing import Any
 
 import msgspec
 
-from headwater.features.kinds import (
-    SKIPS_LATE,
-    Reader,
-    SignalView,
-    Updater,
-    iso,
-    reader_for,
-    updater_for,
-)
+from headwater.features.fused import compile_features
+from headwater.features.kinds import Reader, SignalView, iso, reader_for
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 
 __all__ = ["FeatureEngine", "UserFeatures"]
@@ -57,15 +50,8 @@ class FeatureEngine:
         self.specs = tuple(specs)
         self.lateness_ms = lateness_ms
         self.budgets_s = dict(budgets_s or {})
-        # (update, the types feeding it or None for every type, whether it skips late events)
-        self._plan: list[tuple[Updater, frozenset[str] | None, bool]] = [
-            (
-                updater_for(s),
-                None if "*" in s.event_types else frozenset(s.event_types),
-                s.kind in SKIPS_LATE,
-            )
-            for s in self.specs
-        ]
+        # Every feature's update in one compiled pass over a user's events.
+        self._apply = compile_features(self.specs)
         self._readers: dict[str, Reader] = {s.name: reader_for(s) for s in self.specs}
         self._budget_cache: tuple[tuple[tuple[str, float], ...], dict[str, float]] | None = None
         self.late_events = 0
@@ -81,7 +67,6 @@ class FeatureEngine:
         sigs: list[SignalView] = []
         tss: list[int] = []
         late_at: list[int] = []
-        types: dict[str, list[int]] = {}
         for sig in signals:
             eid = sig.event_id
             ts = int(sig.timestamp.timestamp() * 1000)
@@ -96,20 +81,16 @@ class FeatureEngine:
             ids.append(eid)
             if seen is not None:
                 seen.add(eid)
-            first = ts if ts < first or not first else first
+            if ts < first or not first:
+                first = ts
             if ts < watermark - bound:
                 late_at.append(len(sigs))
             elif ts > watermark:
                 watermark = ts
-            at = types.get(sig.event_type)
-            if at is None:
-                types[sig.event_type] = [len(sigs)]
-            else:
-                at.append(len(sigs))
             sigs.append(sig)
             tss.append(ts)
         if sigs:
-            self._run_plan(state, sigs, tss, late_at, types)
+            self._apply(state, sigs, tss, _flags(len(sigs), late_at) if late_at else None)
         if len(ids) > RECENT_IDS:
             del ids[: len(ids) - RECENT_IDS]
         state[_WATERMARK] = watermark
@@ -121,35 +102,6 @@ class FeatureEngine:
     def _count_late(self, state: dict[str, Any], late: int) -> None:
         state[_LATE] = state.get(_LATE, 0) + late
         self.late_events += late
-
-    def _run_plan(
-        self,
-        state: dict[str, Any],
-        sigs: list[SignalView],
-        tss: list[int],
-        late_at: list[int],
-        types: dict[str, list[int]],
-    ) -> None:
-        # Features are independent of one another: applying each to all of the user's
-        # events in bus order leaves the state that event-by-event application leaves.
-        only = next(iter(types)) if len(types) == 1 else None
-        on_time: tuple[list[SignalView], list[int]] | None = None
-        for update, feeds, skips_late in self._plan:
-            if feeds is None or only in feeds:
-                if skips_late and late_at:
-                    if on_time is None:
-                        on_time = _without(sigs, tss, range(len(sigs)), set(late_at))
-                    if on_time[0]:  # all late: the feature is not touched at all
-                        update(state, *on_time)
-                else:
-                    update(state, sigs, tss)
-            elif only is None:
-                picked = sorted(i for t in feeds if t in types for i in types[t])
-                if picked:
-                    late = set(late_at) if skips_late and late_at else set()
-                    some = _without(sigs, tss, picked, late)
-                    if some[0]:
-                        update(state, *some)
 
     @staticmethod
     def earliest(state: dict[str, Any]) -> int | None:
@@ -216,9 +168,9 @@ class FeatureEngine:
         )
 
 
-def _without(
-    sigs: list[SignalView], tss: list[int], picked: Iterable[int], late: set[int]
-) -> tuple[list[SignalView], list[int]]:
-    """The picked events (positions in bus order) except the late ones."""
-    keep = [i for i in picked if i not in late]
-    return [sigs[i] for i in keep], [tss[i] for i in keep]
+def _flags(n: int, positions: list[int]) -> list[bool]:
+    """Per event, whether its position is among ``positions``."""
+    flags = [False] * n
+    for i in positions:
+        flags[i] = True
+    return flags

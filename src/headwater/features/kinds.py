@@ -1,11 +1,10 @@
-"""How each feature kind updates a user's state and reads it back.
+"""What each feature kind keeps in a user's state, and how it reads it back.
 
 State values are plain lists, dicts and numbers so that a row encodes to MessagePack
-in one C call. An update takes one user's new events of the feature's types, in bus
-order, with their times in milliseconds: one call per user and feature per batch,
-not one per event, so the state's containers are looked up once. Bucketed,
-time-relative kinds (``SKIPS_LATE``) are given only the events within the lateness
-bound (late ones are counted instead); all-time kinds take every event.
+in one C call. The updates themselves are compiled from the declared features into
+one pass over a user's events (``headwater.features.fused``); bucketed, time-relative
+kinds (``SKIPS_LATE``) leave out events beyond the lateness bound (they are counted
+instead), all-time kinds take every event.
 """
 
 from __future__ import annotations
@@ -23,10 +22,9 @@ __all__ = [
     "SKIPS_LATE",
     "Reader",
     "SignalView",
-    "Updater",
     "payload_of",
+    "prune_buckets",
     "reader_for",
-    "updater_for",
 ]
 
 
@@ -57,8 +55,6 @@ def payload_of(sig: SignalView) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else _decode_payload(payload)
 
 
-#: ``update(state, signals, times_ms)``: one user's events for one feature, in bus order.
-Updater = Callable[[dict[str, Any], list[SignalView], list[int]], None]
 Reader = Callable[[Any, int], Any]
 
 MINUTE_MS = 60_000
@@ -105,175 +101,13 @@ def iso(ms: int) -> str:
     return head + _SECONDS[second] + _MILLIS[milli]
 
 
-def _count(spec: FeatureSpec) -> Updater:
-    name = spec.name
-
-    def update(state: dict[str, Any], sigs: list[SignalView], _tss: list[int]) -> None:
-        counts = state.get(name)
-        if counts is None:
-            counts = state[name] = {}
-        for sig in sigs:
-            etype = sig.event_type
-            counts[etype] = counts.get(etype, 0) + 1
-
-    return update
-
-
-def _prune(buckets: dict[int, int], kept: int) -> None:
+def prune_buckets(buckets: dict[int, int], kept: int) -> None:
+    """Drop the buckets more than ``kept`` before the newest."""
     # Called only when a bucket map holds twice its span, so the cost of a prune is
     # spread over at least a span's worth of events.
     newest = max(buckets)
     for key in [k for k in buckets if k <= newest - kept]:
         del buckets[key]
-
-
-def _window_count(spec: FeatureSpec) -> Updater:
-    name = spec.name
-    most_minutes, most_hours = 2 * MINUTES_KEPT, 2 * HOURS_KEPT
-
-    def update(state: dict[str, Any], sigs: list[SignalView], tss: list[int]) -> None:
-        per_type = state.get(name)
-        if per_type is None:
-            per_type = state[name] = {}
-        last_type = None
-        minutes: dict[int, int] = {}
-        hours: dict[int, int] = {}
-        for sig, ts in zip(sigs, tss, strict=True):
-            etype = sig.event_type
-            if etype != last_type:
-                buckets: list[dict[int, int]] | None = per_type.get(etype)
-                if buckets is None:
-                    minutes, hours = per_type[etype] = [{}, {}]
-                else:
-                    minutes, hours = buckets
-                last_type = etype
-            minute = ts // MINUTE_MS
-            hour = ts // HOUR_MS
-            minutes[minute] = minutes.get(minute, 0) + 1
-            hours[hour] = hours.get(hour, 0) + 1
-            if len(minutes) > most_minutes:
-                _prune(minutes, MINUTES_KEPT)
-            if len(hours) > most_hours:
-                _prune(hours, HOURS_KEPT)
-
-    return update
-
-
-def _recent_items(spec: FeatureSpec) -> Updater:
-    name, size = spec.name, spec.size
-    remove = tuple(spec.remove_when.items())
-
-    def update(state: dict[str, Any], sigs: list[SignalView], tss: list[int]) -> None:
-        pair = state.get(name)
-        for sig, ts in zip(sigs, tss, strict=True):
-            item = sig.item_id
-            if item is None:
-                continue
-            if pair is None:
-                pair = state[name] = [[], []]
-            items, times = pair  # parallel lists, newest first: membership is a C-level scan
-            if item in items:
-                i = items.index(item)
-                if times[i] > ts:
-                    continue  # a newer event for this item is already here
-                del items[i]
-                del times[i]
-            if remove and all(payload_of(sig).get(k) == v for k, v in remove):
-                continue
-            if not times or ts >= times[0]:
-                items.insert(0, item)
-                times.insert(0, ts)
-            else:
-                pos = 1
-                while pos < len(times) and times[pos] > ts:
-                    pos += 1
-                if pos >= size:
-                    continue
-                items.insert(pos, item)
-                times.insert(pos, ts)
-            if len(items) > size:
-                items.pop()
-                times.pop()
-
-    return update
-
-
-def _last_event(spec: FeatureSpec) -> Updater:
-    name, fields = spec.name, spec.fields
-
-    def update(state: dict[str, Any], sigs: list[SignalView], tss: list[int]) -> None:
-        current = state.get(name)
-        for sig, ts in zip(sigs, tss, strict=True):
-            if current is not None and current[0] > ts:
-                continue
-            payload = payload_of(sig)
-            current = state[name] = [
-                ts,
-                sig.item_id,
-                {f: payload[f] for f in fields if f in payload},
-            ]
-
-    return update
-
-
-def _mean(spec: FeatureSpec) -> Updater:
-    name, field = spec.name, spec.field
-
-    def update(state: dict[str, Any], sigs: list[SignalView], _tss: list[int]) -> None:
-        acc = state.get(name)
-        for sig in sigs:
-            value = payload_of(sig).get(field)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            if acc is None:
-                acc = state[name] = [value, 1]
-            else:
-                acc[0] += value
-                acc[1] += 1
-
-    return update
-
-
-def _last_time(spec: FeatureSpec) -> Updater:
-    name = spec.name
-
-    def update(state: dict[str, Any], _sigs: list[SignalView], tss: list[int]) -> None:
-        newest = max(tss)
-        if newest > state.get(name, 0):
-            state[name] = newest
-
-    return update
-
-
-def _active_surfaces(spec: FeatureSpec) -> Updater:
-    name = spec.name
-
-    def update(state: dict[str, Any], sigs: list[SignalView], tss: list[int]) -> None:
-        surfaces = state.get(name)
-        if surfaces is None:
-            surfaces = state[name] = {}
-        for sig, ts in zip(sigs, tss, strict=True):
-            surface = sig.surface
-            if ts > surfaces.get(surface, 0):
-                surfaces[surface] = ts
-
-    return update
-
-
-_UPDATERS: dict[str, Callable[[FeatureSpec], Updater]] = {
-    "count": _count,
-    "window_count": _window_count,
-    "recent_items": _recent_items,
-    "last_event": _last_event,
-    "mean": _mean,
-    "last_time": _last_time,
-    "active_surfaces": _active_surfaces,
-}
-
-
-def updater_for(spec: FeatureSpec) -> Updater:
-    """The update function of a feature."""
-    return _UPDATERS[spec.kind](spec)
 
 
 def _label(seconds: float) -> str:
