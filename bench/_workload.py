@@ -125,15 +125,23 @@ def server_env(home: Path) -> dict[str, str]:
 def start_server(
     args: Sequence[str], port: int, env: dict[str, str], *, timeout_s: float = 60
 ) -> subprocess.Popen[bytes]:
-    """A headwater process pinned to the server cores, once it answers /v1/health.
-
-    Its log goes to ``server.log`` beside the data (never to a pipe nobody reads: a
-    full pipe would block the server mid-run).
-    """
+    """A headwater process on the server cores, once it answers /v1/health; its log goes
+    to ``server.log`` beside the data."""
     log = Path(env["HEADWATER_HOME"]).parent / "server.log"
+    return launch([sys.executable, "-m", "headwater", *args], port, env, log, timeout_s=timeout_s)
+
+
+def launch(
+    argv: Sequence[str], port: int, env: dict[str, str], log: Path, *, timeout_s: float = 60
+) -> subprocess.Popen[bytes]:
+    """Any server pinned to the server cores, once it answers /v1/health on ``port``.
+
+    Its stderr goes to ``log`` (never to a pipe nobody reads: a full pipe would block
+    the server mid-run).
+    """
     with log.open("ab") as sink:
         proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORES, sys.executable, "-m", "headwater", *args],
+            ["taskset", "-c", SERVER_CORES, *argv],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=sink,

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -28,6 +27,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
+from _workload import launch
 from headwater.access.keys import ProducerKeys
 from headwater.config import Settings
 from headwater.contract.loader import default_definitions
@@ -47,24 +47,6 @@ ECHO_APP = textwrap.dedent("""
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": b'{"accepted": 500}'})
 """)
-
-
-def start(args: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    # The server's log goes to a file: a pipe nobody reads would fill up and stall it.
-    log = tempfile.NamedTemporaryFile(prefix="headwater-bench-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(
-        ["taskset", "-c", "0", *args], env=env, stdout=subprocess.DEVNULL, stderr=log
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
-        except httpx.HTTPError:
-            time.sleep(0.1)
-        else:
-            return proc
-    proc.kill()
-    raise RuntimeError(Path(log.name).read_text()[-2000:] or "server did not start")
 
 
 async def flood(url: str, key: str, bodies: list[bytes], concurrency: int) -> tuple[float, int]:
@@ -142,7 +124,7 @@ def main() -> None:
 
         echo_file = Path(tmp) / "echo_app.py"
         echo_file.write_text(ECHO_APP)
-        echo = start(
+        echo = launch(
             [
                 py,
                 "-m",
@@ -158,6 +140,7 @@ def main() -> None:
             ],
             8711,
             env,
+            Path(tmp) / "echo.log",
         )
         flood_bodies = bodies_for(args.batches, seed=1)
         try:
@@ -169,7 +152,9 @@ def main() -> None:
             echo.terminate()
             echo.wait()
 
-        gw = start([py, "-m", "headwater.cli", "serve", "--port", "8712"], 8712, env)
+        gw = launch(
+            [py, "-m", "headwater.cli", "serve", "--port", "8712"], 8712, env, Path(tmp) / "gw.log"
+        )
         try:
             url = "http://127.0.0.1:8712/v1/signals"
             el, accepted = asyncio.run(flood(url, key, flood_bodies, args.concurrency))

@@ -106,16 +106,16 @@ class Supervisor:
 
         expected = {"online-features", "bus-log", "archive", "batch-derived"}
         deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            self._raise_if_exited()
-            db = open_control_database(self.settings.control_url)
-            try:
-                names = {p.name for p in ErasureLedger(db).participants()}
-            finally:
-                db.close()
-            if expected <= names:
-                return
-            time.sleep(0.2)
+        db = open_control_database(self.settings.control_url)
+        try:
+            ledger = ErasureLedger(db)
+            while time.monotonic() < deadline:
+                self._raise_if_exited()
+                if expected <= {p.name for p in ledger.participants()}:
+                    return
+                time.sleep(0.2)
+        finally:
+            db.close()
         raise HeadwaterError(f"consumers did not register within {START_TIMEOUT_S:g}s")
 
     def _wait_for_gateway(self, gateway: _Child) -> None:

@@ -33,13 +33,18 @@ def _files_naming(root: str, text: str) -> list[str]:
     return hits
 
 
-def test_erase_deletes_verifies_records_partitions(archive_url: str) -> None:
-    consumer = ArchiveConsumer(
+def _keeping_files(archive_url: str) -> ArchiveConsumer:
+    """A consumer with a week's retention and no scheduled vacuum: old files stay."""
+    return ArchiveConsumer(
         ArchiveTable(archive_url),
         ErasureLedger(archive_url),
         retention_hours=168,
         vacuum_interval_s=None,
     )
+
+
+def test_erase_deletes_verifies_records_partitions(archive_url: str) -> None:
+    consumer = _keeping_files(archive_url)
     sent = history(600, days=6)
     consumer.handle(records(sent))
     mine = [s for s in sent if s.user_id == VICTIM]
@@ -158,12 +163,7 @@ def test_erasure_on_the_bus_after_signals_erases_them(tmp_path: Path, archive_ur
 
 
 def test_a_run_of_erasures_is_one_delete_with_a_confirmation_each(archive_url: str) -> None:
-    consumer = ArchiveConsumer(
-        ArchiveTable(archive_url),
-        ErasureLedger(archive_url),
-        retention_hours=168,
-        vacuum_interval_s=None,
-    )
+    consumer = _keeping_files(archive_url)
     sent = history(600, days=6)
     consumer.handle(records(sent))
     users = sorted({s.user_id for s in sent})[:3]

@@ -88,7 +88,9 @@ class BatchErasureParticipant:
             days = sorted(d for d in wanted.union(*own.values()) if d in computed)
             before = self._derived_rows(con, users)
             runner.compute_days(con, days, files, version, lambda _line: None)
-            online_removed = {u: runner.store.delete(USER_BATCH, [u]) for u in users}
+            held = runner.store.get(USER_BATCH, users)  # one row per user at most
+            runner.store.delete(USER_BATCH, users)
+            online_removed = {u: int(u in held) for u in users}
             as_of_day = runner.state.get_meta(AS_OF_KEY)
             outputs: dict[str, Any] = {}
             if as_of_day is not None:
@@ -102,7 +104,8 @@ class BatchErasureParticipant:
                     items=True,
                 )
             remaining_files = self._derived_rows(con, users)
-            remaining_online = {u: runner.store.count(USER_BATCH, [u]) for u in users}
+            left = runner.store.get(USER_BATCH, users)
+            remaining_online = {u: int(u in left) for u in users}
             mismatches = self._mismatches(con, users, days, files)
         remaining = sum(remaining_files.values()) + sum(remaining_online.values())
         if remaining or any(mismatches.values()):

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -240,14 +240,14 @@ class SqliteBus:
                 return
             start = int(found)
         # Found without the write lock: publishing goes on meanwhile.
-        scanned = self._batches_with(self._db.read, part, wheres, start)
+        scanned = _batches_with(self._db.read, part, wheres, start)
         (last,) = self._db.read(
             "SELECT COALESCE(MAX(first_offset), -1) FROM hw_bus_log WHERE partition = ?", (part,)
         )[0]
         with self._db.write() as conn:
             # Batches appended since the scan are looked at too: the same batches as a
             # scan under the lock (a batch without the key never gains it).
-            newer = self._batches_with(
+            newer = _batches_with(
                 lambda sql, params: conn.execute(sql, tuple(params)).fetchall(),
                 part,
                 wheres,
@@ -288,57 +288,13 @@ class SqliteBus:
         for key in wheres:
             by_part.setdefault(partition_for(key, self.partitions), []).append(key)
         for part, keys in sorted(by_part.items()):
-            found = self._batches_with(self._db.read, part, set(keys), 0)
-            for first in range(0, len(found), _PAGE):
-                page = found[first : first + _PAGE]
-                marks = ",".join("?" * len(page))
-                rows = self._db.read(
-                    "SELECT records FROM hw_bus_log WHERE partition = ? AND "
-                    f"first_offset IN ({marks})",
-                    (part, *page),
-                )
-                for (blob,) in rows:
-                    for r in _DECODE(blob):
-                        if r.key in counts:
-                            where = wheres[r.key]
-                            if where is None or where(r):
-                                counts[r.key] += 1
+            for _first, records in _candidates(self._db.read, part, set(keys), 0):
+                for r in records:
+                    if r.key in counts:
+                        where = wheres[r.key]
+                        if where is None or where(r):
+                            counts[r.key] += 1
         return counts
-
-    @staticmethod
-    def _batches_with(
-        read: Callable[[str, Sequence[object]], list[Any]],
-        part: int,
-        keys: Collection[str],
-        start: int,
-    ) -> list[int]:
-        """First offsets of the partition's batches from ``start`` on holding any key."""
-        if len(keys) <= _FEW_KEYS:
-            # A batch holding a record of a key holds its bytes (MessagePack stores
-            # strings verbatim): SQLite finds those without handing every batch to Python.
-            needles = [k.encode() for k in keys]
-            match = " OR ".join(["instr(records, ?) > 0"] * len(needles))
-            rows = read(
-                "SELECT first_offset FROM hw_bus_log WHERE partition = ? AND first_offset >= ? "
-                f"AND ({match})",
-                (part, start, *needles),
-            )
-            return [int(r[0]) for r in rows]
-        # Many keys (a burst of erasures): one pass that decodes each batch costs less
-        # than one byte search of the whole partition per key. Paged: bounded memory.
-        out: list[int] = []
-        while True:
-            page = read(
-                "SELECT first_offset, records FROM hw_bus_log WHERE partition = ? AND "
-                "first_offset >= ? ORDER BY first_offset LIMIT ?",
-                (part, start, _PAGE),
-            )
-            for first, blob in page:
-                if any(r.key in keys for r in _DECODE(blob)):
-                    out.append(int(first))
-            if len(page) < _PAGE:
-                return out
-            start = int(page[-1][0]) + 1
 
     def _scrub(self) -> None:
         # Old page images of the rewritten rows may linger in the WAL and in free pages:
@@ -352,6 +308,50 @@ class SqliteBus:
 
     def close(self) -> None:
         self._db.close()
+
+
+_Read = Callable[[str, Sequence[object]], list[Any]]
+
+
+def _candidates(
+    read: _Read, part: int, keys: Collection[str], start: int
+) -> Iterator[tuple[int, list[Record]]]:
+    """The partition's batches from ``start`` on that may hold a record of a key, decoded,
+    with their first offsets (a batch may also hold other keys' records)."""
+    if len(keys) <= _FEW_KEYS:
+        # A batch holding a record of a key holds its bytes (MessagePack stores strings
+        # verbatim): SQLite finds those without handing every batch to Python.
+        needles = [k.encode() for k in keys]
+        match = " OR ".join(["instr(records, ?) > 0"] * len(needles))
+        for first, blob in read(
+            "SELECT first_offset, records FROM hw_bus_log WHERE partition = ? AND "
+            f"first_offset >= ? AND ({match})",
+            (part, start, *needles),
+        ):
+            yield int(first), _DECODE(blob)
+        return
+    # Many keys (a burst of erasures): one pass that decodes each batch costs less than
+    # one byte search of the whole partition per key. Paged: bounded memory.
+    while True:
+        page = read(
+            "SELECT first_offset, records FROM hw_bus_log WHERE partition = ? AND "
+            "first_offset >= ? ORDER BY first_offset LIMIT ?",
+            (part, start, _PAGE),
+        )
+        for first, blob in page:
+            yield int(first), _DECODE(blob)
+        if len(page) < _PAGE:
+            return
+        start = int(page[-1][0]) + 1
+
+
+def _batches_with(read: _Read, part: int, keys: Collection[str], start: int) -> list[int]:
+    """First offsets of the partition's batches from ``start`` on holding any key."""
+    return [
+        first
+        for first, records in _candidates(read, part, keys, start)
+        if any(r.key in keys for r in records)
+    ]
 
 
 class SqliteConsumer:

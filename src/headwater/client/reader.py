@@ -4,27 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
 
 import httpx
 import msgspec
 
 from headwater.errors import BackendUnavailableError, HeadwaterError
+from headwater.features.engine import UserFeatures
 
 __all__ = ["AsyncFeatureClient", "FeatureClient", "UserFeatures"]
-
-
-class UserFeatures(msgspec.Struct):
-    """One user's features with their freshness, as the API answers them."""
-
-    user_id: str
-    features: dict[str, Any]
-    as_of: str | None
-    age_s: float | None
-    stale: bool
-    stale_features: list[str]
-    budgets_s: dict[str, float] = {}
-    found: bool = True
 
 
 class _Batch(msgspec.Struct):

@@ -95,41 +95,26 @@ class SqliteIdempotencyWindow:
         return self.count_users([user_id])[user_id]
 
     def erase_users(self, user_ids: Sequence[str]) -> dict[str, int]:
-        # One scan of the table per chunk of users (user_id is not indexed, see above).
-        found = dict.fromkeys(user_ids, 0)
-        unique = list(found)
-        with self._lock:
-            for first in range(0, len(unique), _CHUNK):
-                chunk = unique[first : first + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                try:
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    rows = self._conn.execute(
-                        f"DELETE FROM hw_dedupe WHERE user_id IN ({marks}) RETURNING user_id",
-                        chunk,
-                    ).fetchall()
-                    self._conn.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise BackendError(f"idempotency window: {exc}") from exc
-                for (user,) in rows:
-                    found[str(user)] += 1
-        return found
+        return self._per_user(
+            "DELETE FROM hw_dedupe WHERE user_id IN ({}) RETURNING user_id, 1", user_ids
+        )
 
     def count_users(self, user_ids: Sequence[str]) -> dict[str, int]:
+        return self._per_user(
+            "SELECT user_id, COUNT(*) FROM hw_dedupe WHERE user_id IN ({}) GROUP BY user_id",
+            user_ids,
+        )
+
+    def _per_user(self, sql: str, user_ids: Sequence[str]) -> dict[str, int]:
+        """Sum the ``(user_id, n)`` rows of ``sql`` per user, one statement (one scan of
+        the table: user_id is not indexed, see above) per chunk of users."""
         found = dict.fromkeys(user_ids, 0)
         unique = list(found)
         with self._lock:
             for first in range(0, len(unique), _CHUNK):
                 chunk = unique[first : first + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for user, n in self._run(
-                    f"SELECT user_id, COUNT(*) FROM hw_dedupe WHERE user_id IN ({marks}) "
-                    "GROUP BY user_id",
-                    chunk,
-                ):
-                    found[str(user)] = int(str(n))
+                for user, n in self._run(sql.format(",".join("?" * len(chunk))), chunk):
+                    found[str(user)] += int(str(n))
         return found
 
     def close(self) -> None:

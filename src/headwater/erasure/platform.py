@@ -133,60 +133,62 @@ class PlatformErasure:
         if not events:
             return []
         cap = self.bus.erasure_capability()
+        removed: dict[str, int] = {}
+        remaining: dict[str, int] | None = None
+        # The latest request of a user decides what goes (signals dated before it).
+        latest: dict[str, ErasureEvent] = {}
         if cap.can_purge:
-            # The latest request of a user decides what goes (signals dated before it).
-            latest: dict[str, ErasureEvent] = {}
             for event in events:
                 known = latest.get(event.user_id)
                 if known is None or event.requested_at > known.requested_at:
                     latest[event.user_id] = event
             wheres = {user: _before(e.requested_at) for user, e in latest.items()}
-            many = getattr(self.bus, "purge_keys", None)
-            if many is not None:
-                removed = many(wheres)
-            else:
-                removed = {user: self.bus.purge_key(user, w) for user, w in wheres.items()}
-            count_many = getattr(self.bus, "count_keys", None)
-            count_one = getattr(self.bus, "count_key", None)
-            remaining: dict[str, int] | None = None
-            if count_many is not None:
-                remaining = count_many(wheres)
-            elif count_one is not None:
-                remaining = {user: count_one(user, w) for user, w in wheres.items()}
-            return [
-                self._confirm(
-                    event,
-                    BUS_LOG,
-                    self.bus.url,
-                    method=cap.method,
-                    removed=removed[event.user_id] if latest[event.user_id] is event else 0,
-                    remaining=None if remaining is None else remaining[event.user_id],
-                    evidence={
-                        "detail": cap.detail,
-                        "scan": "the user's records dated before the erasure",
-                    },
-                )
-                for event in events
-            ]
-        gone_by = datetime.now(UTC) + timedelta(seconds=cap.retention_seconds or 0)
+            removed, remaining = self._purge_bus(wheres)
+            evidence: dict[str, object] = {
+                "detail": cap.detail,
+                "scan": "the user's records dated before the erasure",
+            }
+        else:
+            gone_by = datetime.now(UTC) + timedelta(seconds=cap.retention_seconds or 0)
+            evidence = {
+                "detail": cap.detail,
+                "gone_by": gone_by.isoformat(),
+                "retention_seconds": cap.retention_seconds,
+                "note": "records remain in the log until gone_by; every "
+                "consumer drops them (tombstone) if replayed",
+            }
         return [
             self._confirm(
                 event,
                 BUS_LOG,
                 self.bus.url,
                 method=cap.method,
-                removed=0,
-                remaining=None,
-                evidence={
-                    "detail": cap.detail,
-                    "gone_by": gone_by.isoformat(),
-                    "retention_seconds": cap.retention_seconds,
-                    "note": "records remain in the log until gone_by; every "
-                    "consumer drops them (tombstone) if replayed",
-                },
+                removed=removed.get(event.user_id, 0) if latest.get(event.user_id) is event else 0,
+                remaining=None if remaining is None else remaining[event.user_id],
+                evidence=evidence,
             )
             for event in events
         ]
+
+    def _purge_bus(
+        self, wheres: dict[str, Callable[[Record], bool]]
+    ) -> tuple[dict[str, int], dict[str, int] | None]:
+        """Purge the users' records, then count what is left (None: the bus cannot count).
+
+        Buses that take many keys at once (the SQLite log) scan each partition once.
+        """
+        many = getattr(self.bus, "purge_keys", None)
+        if many is not None:
+            removed: dict[str, int] = many(wheres)
+        else:
+            removed = {user: self.bus.purge_key(user, w) for user, w in wheres.items()}
+        count_many = getattr(self.bus, "count_keys", None)
+        if count_many is not None:
+            return removed, count_many(wheres)
+        count_one = getattr(self.bus, "count_key", None)
+        if count_one is not None:
+            return removed, {user: count_one(user, w) for user, w in wheres.items()}
+        return removed, None
 
     @staticmethod
     def _confirm(

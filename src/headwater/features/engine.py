@@ -25,7 +25,8 @@ _decode = msgspec.msgpack.Decoder(dict[str, Any]).decode
 
 
 class UserFeatures(msgspec.Struct):
-    """One user's features as the API answers them."""
+    """One user's features with their freshness, as the API answers them (and as the
+    read client decodes them)."""
 
     user_id: str
     features: dict[str, Any]
@@ -33,7 +34,7 @@ class UserFeatures(msgspec.Struct):
     age_s: float | None
     stale: bool
     stale_features: list[str]
-    budgets_s: dict[str, float]
+    budgets_s: dict[str, float] = {}
     found: bool = True
 
 

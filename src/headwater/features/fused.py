@@ -17,6 +17,7 @@ as constants, never spliced into the source.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any
 
 from headwater.features.kinds import (
@@ -227,8 +228,6 @@ def compile_features(specs: Sequence[FeatureSpec]) -> Fused:
             *[f"    {line}" for line in after],
         ]
     )
-    from itertools import repeat
-
     constants["repeat"] = repeat
     namespace: dict[str, Any] = {}
     exec(compile(source, "<headwater features>", "exec"), constants, namespace)  # noqa: S102 - built from the templates above only
