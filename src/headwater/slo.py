@@ -22,13 +22,15 @@ import msgspec
 from headwater.metrics import SLO_BREACH
 from headwater.online.base import OnlineStore
 
-__all__ = ["SLO_NAMESPACE", "SloMonitor", "SloRecorder", "slo_report"]
+__all__ = ["DEFAULT_BUDGET_S", "SLO_NAMESPACE", "SloMonitor", "SloRecorder", "slo_report"]
 
 SLO_NAMESPACE = "slo"
 log = logging.getLogger("headwater.slo")
 _enc = msgspec.msgpack.Encoder().encode
 _dec = msgspec.msgpack.Decoder(list[float]).decode
 _KEEP_MINUTES = 24 * 60 + 5
+#: The freshness budget of an event type whose contract declares none.
+DEFAULT_BUDGET_S = 300.0
 
 
 class SloRecorder:
@@ -44,14 +46,23 @@ class SloRecorder:
         self, producer: str, event_type: str, seconds: float, now: float, count: int = 1
     ) -> None:
         """``count`` events became readable ``seconds`` after they were accepted."""
+        within = count if seconds <= self.budgets().get(event_type, DEFAULT_BUDGET_S) else 0
+        self.observe_counts(
+            producer, event_type, now=now, total=count, within=within, oldest=seconds
+        )
+
+    def observe_counts(
+        self, producer: str, event_type: str, *, now: float, total: int, within: int, oldest: float
+    ) -> None:
+        """``total`` events became readable, ``within`` of them inside the budget, the
+        oldest ``oldest`` seconds after it was accepted."""
         key = (int(now // 60), producer, event_type)
         acc = self._minutes.get(key)
         if acc is None:
-            acc = self._minutes[key] = [0.0, 0.0, 0.0]  # total, within budget, max seconds
-        acc[0] += count
-        if seconds <= self.budgets().get(event_type, 300.0):
-            acc[1] += count
-        acc[2] = max(acc[2], seconds)
+            acc = self._minutes[key] = [0.0, 0.0, 0.0]
+        acc[0] += total
+        acc[1] += within
+        acc[2] = max(acc[2], oldest)
 
     def rows(self) -> dict[str, bytes]:
         """The counts of the current and previous minutes, as rows to store."""
@@ -103,7 +114,7 @@ def slo_report(
             {
                 "producer": producer,
                 "event_type": etype,
-                "budget_s": budgets.get(etype, 300.0),
+                "budget_s": budgets.get(etype, DEFAULT_BUDGET_S),
                 "objective": objective,
                 "window_s": window_s,
                 "events": int(total),

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -25,7 +27,7 @@ from headwater.features.engine import FeatureEngine
 from headwater.features.kinds import SignalView
 from headwater.metrics import FEATURE_LATE_EVENTS, FRESHNESS_SECONDS
 from headwater.online.base import OnlineStore, Position
-from headwater.slo import SLO_NAMESPACE, SloRecorder
+from headwater.slo import DEFAULT_BUDGET_S, SLO_NAMESPACE, SloRecorder
 
 __all__ = ["USER_NAMESPACE", "FeatureConsumer"]
 
@@ -68,8 +70,9 @@ def _stream_decoder() -> Callable[[bytes], StreamSignal]:
 
 
 decode_stream_signal = _stream_decoder()
-#: (event type, producer, received_at as epoch seconds, request id) -> events
-_Groups = dict[tuple[str, str, float | None, str], int]
+#: A run of events from one publish request: producer, receive time, request id, and
+#: the run's events per type.
+_Run = tuple[str, datetime | None, str, dict[str, int]]
 
 
 class FeatureConsumer:
@@ -116,10 +119,14 @@ class FeatureConsumer:
         by_user: dict[str, list[StreamSignal]] = {}
         last: dict[int, Record] = {}  # the last applied record of each partition
         # Freshness: the events of one publish request share its receive time, producer
-        # and id. They are counted per group here, while each event is fresh in the CPU
-        # cache, and each group's age is observed once after the write, with its count.
-        # (Keyed by the receive time's float: hashing an aware datetime costs more.)
-        groups: _Groups | None = {} if self.record_freshness else None
+        # and id, and lie next to each other on the bus. Each run of them is counted per
+        # event type here, while each event is fresh in the CPU cache (comparing the
+        # receive time with the run's costs far less than converting or hashing it), and
+        # each run's age is observed once after the write, with its counts.
+        runs: list[_Run] | None = [] if self.record_freshness else None
+        types: dict[str, int] = {}
+        at: datetime | None = None
+        producer = request = ""
         skipped = 0
         for r in records:
             pos = stored.get(r.partition)
@@ -133,15 +140,13 @@ class FeatureConsumer:
             else:
                 bucket.append(sig)
             last[r.partition] = r
-            if groups is not None:
-                at = sig.received_at
-                key = (
-                    sig.event_type,
-                    sig.producer,
-                    None if at is None else at.timestamp(),
-                    sig.request_id,
-                )
-                groups[key] = groups.get(key, 0) + 1
+            if runs is not None:
+                if sig.received_at != at or sig.request_id != request or sig.producer != producer:
+                    at, request, producer = sig.received_at, sig.request_id, sig.producer
+                    types = {}
+                    runs.append((producer, at, request, types))
+                etype = sig.event_type
+                types[etype] = types.get(etype, 0) + 1
         self.skipped_replays += skipped
         if not last:
             return
@@ -150,30 +155,40 @@ class FeatureConsumer:
         late_before = engine.late_events
         rows = self.store.get(USER_NAMESPACE, list(by_user))
         out: dict[str, bytes] = {}
+        decode, apply, encode = engine.decode, engine.apply, engine.encode
+        applied = 0
         for user, signals in by_user.items():
-            state = engine.decode(rows.get(user))
-            self.applied += engine.apply(state, signals)
-            out[user] = engine.encode(state)
+            state = decode(rows.get(user))
+            applied += apply(state, signals)
+            out[user] = encode(state)
+        self.applied += applied
         self.store.put(USER_NAMESPACE, out, group=self.group, positions=moved)
         if engine.late_events != late_before:
             FEATURE_LATE_EVENTS.labels("any").inc(engine.late_events - late_before)
-        if groups is not None:
-            self._observe(groups, len(by_user))
+        if runs is not None:
+            self._observe(runs, len(by_user))
 
-    def _observe(self, groups: _Groups, users: int) -> None:
+    def _observe(self, runs: list[_Run], users: int) -> None:
         # Readable now: the write above committed. Publish accepted at received_at.
         now = time.time()
-        per_type: dict[str, int] = {}
-        slo = self.slo
-        for (etype, producer, received_at, _request), n in groups.items():
+        # Runs of one request split by other traffic are merged first: one age each.
+        merged: dict[tuple[str, float], dict[str, int]] = {}
+        requests: set[str] = set()
+        for producer, received_at, request, types in runs:
+            requests.add(request)
             if received_at is None:
                 continue
-            age = max(0.0, now - received_at)
-            per_type[etype] = per_type.get(etype, 0) + n
-            _observe_many(FRESHNESS_SECONDS.labels(etype), age, n)
-            if slo is not None:
-                slo.observe(producer, etype, age, now, n)
-        requests = {key[3] for key in groups}
+            key = (producer, received_at.timestamp())
+            into = merged.get(key)
+            if into is None:
+                merged[key] = dict(types)
+            else:
+                for etype, n in types.items():
+                    into[etype] = into.get(etype, 0) + n
+        ages = _BatchAges(self.slo.budgets() if self.slo is not None else {})
+        for (producer, received_at_s), types in merged.items():
+            ages.add(producer, max(0.0, now - received_at_s), types)
+        per_type = ages.record(self.slo, now)
         requests.discard("")
         log.info(
             "applied",
@@ -243,17 +258,67 @@ class FeatureConsumer:
         )
 
 
-def _observe_many(hist: Histogram, value: float, count: int) -> None:
-    """``count`` observations of one value: what ``count`` calls of ``observe`` record."""
+class _BatchAges:
+    """The ages of one batch's events, gathered as the freshness histogram and the SLO
+    counts keep them and recorded once: per type, events and age sums per histogram
+    bucket; per (producer, type), events, events within the budget, oldest age."""
+
+    def __init__(self, budgets: Mapping[str, float]) -> None:
+        self.budgets = budgets
+        self.bounds = _bucket_bounds()
+        self.counts: dict[str, list[int]] = {}
+        self.sums: dict[str, list[float]] = {}
+        self.slo: dict[tuple[str, str], list[float]] = {}
+
+    def add(self, producer: str, age: float, types: Mapping[str, int]) -> None:
+        """Events of ``producer`` (per type), all readable ``age`` seconds after acceptance."""
+        bucket = bisect_left(self.bounds, age)
+        for etype, n in types.items():
+            counts = self.counts.get(etype)
+            if counts is None:
+                counts = self.counts[etype] = [0] * len(self.bounds)
+                self.sums[etype] = [0.0] * len(self.bounds)
+            counts[bucket] += n
+            self.sums[etype][bucket] += age * n
+            acc = self.slo.get((producer, etype))
+            if acc is None:
+                acc = self.slo[producer, etype] = [0, 0, 0.0]
+            acc[0] += n
+            if age <= self.budgets.get(etype, DEFAULT_BUDGET_S):
+                acc[1] += n
+            acc[2] = max(acc[2], age)
+
+    def record(self, slo: SloRecorder | None, now: float) -> dict[str, int]:
+        """Into the histogram and ``slo``; the events per type."""
+        for etype, counts in self.counts.items():
+            _observe_counts(FRESHNESS_SECONDS.labels(etype), counts, self.sums[etype])
+        if slo is not None:
+            for (producer, etype), (total, within, oldest) in self.slo.items():
+                slo.observe_counts(
+                    producer, etype, now=now, total=int(total), within=int(within), oldest=oldest
+                )
+        return {etype: sum(counts) for etype, counts in self.counts.items()}
+
+
+def _bucket_bounds() -> list[float]:
+    """The freshness histogram's bucket upper bounds (the last is +Inf)."""
+    bounds = getattr(FRESHNESS_SECONDS, "_upper_bounds", None)
+    return list(bounds) if bounds else [math.inf]
+
+
+def _observe_counts(hist: Histogram, counts: list[int], sums: list[float]) -> None:
+    """Observations given per bucket (``counts[i]`` values summing to ``sums[i]`` fell in
+    bucket ``i``): what as many calls of ``observe`` record, in one pass."""
     buckets = getattr(hist, "_buckets", None)
-    bounds = getattr(hist, "_upper_bounds", None)
-    total = getattr(hist, "_sum", None)
-    if count == 1 or buckets is None or bounds is None or total is None:
-        for _ in range(count):
-            hist.observe(value)  # the public path, if prometheus_client's internals change
+    value_sum = getattr(hist, "_sum", None)
+    if buckets is None or value_sum is None or len(buckets) != len(counts):
+        # The public path, if prometheus_client's internals change: each bucket's
+        # values observed at their mean, which lies in the bucket (same counts, same sum).
+        for n, total in zip(counts, sums, strict=True):
+            for _ in range(n):
+                hist.observe(total / n)
         return
-    total.inc(value * count)
-    for i, bound in enumerate(bounds):
-        if value <= bound:
-            buckets[i].inc(count)
-            break
+    value_sum.inc(sum(sums))
+    for i, n in enumerate(counts):
+        if n:
+            buckets[i].inc(n)

@@ -7,18 +7,11 @@ from typing import Any
 
 import msgspec
 
-from headwater.features.fused import compile_features
+from headwater.features.fused import FIRST, compile_features
 from headwater.features.kinds import Reader, SignalView, iso, reader_for
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 
 __all__ = ["FeatureEngine", "UserFeatures"]
-
-_IDS = "_ids"  # recent event ids of the user: a re-delivered event is not applied twice
-_WATERMARK = "_t"  # latest event time seen for the user (ms): the base of lateness
-_LATE = "_late"  # events beyond the lateness bound (kept out of bucketed features)
-_FIRST = "_first"  # earliest event time in the row (ms): proves a row postdates an erasure
-RECENT_IDS = 32
-_SCAN_IDS = 48  # above this many recent ids, duplicates are looked up in a set
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(dict[str, Any]).decode
@@ -59,55 +52,22 @@ class FeatureEngine:
         self.duplicates = 0
 
     def apply(self, state: dict[str, Any], signals: Iterable[SignalView]) -> int:
-        """Apply one user's signals (in bus order) to its state; the number applied."""
-        ids: list[str] = state.setdefault(_IDS, [])
-        watermark: int = state.get(_WATERMARK, 0)
-        first: int = state.get(_FIRST, 0)
-        bound = self.lateness_ms
-        seen: set[str] | None = None
-        sigs: list[SignalView] = []
-        tss: list[int] = []
-        late_at: list[int] = []
-        for sig in signals:
-            eid = sig.event_id
-            ts = int(sig.timestamp.timestamp() * 1000)
-            # A re-sent event carries its original time, which is never after the
-            # watermark: only such events need the (costlier) look at recent ids.
-            if ts <= watermark:
-                if seen is None and len(ids) > _SCAN_IDS:
-                    seen = set(ids)  # a busy user's batch: no quadratic list scans
-                if eid in (ids if seen is None else seen):
-                    self.duplicates += 1
-                    continue
-            ids.append(eid)
-            if seen is not None:
-                seen.add(eid)
-            if ts < first or not first:
-                first = ts
-            if ts < watermark - bound:
-                late_at.append(len(sigs))
-            elif ts > watermark:
-                watermark = ts
-            sigs.append(sig)
-            tss.append(ts)
-        if sigs:
-            self._apply(state, sigs, tss, _flags(len(sigs), late_at) if late_at else None)
-        if len(ids) > RECENT_IDS:
-            del ids[: len(ids) - RECENT_IDS]
-        state[_WATERMARK] = watermark
-        state[_FIRST] = first
-        if late_at:
-            self._count_late(state, len(late_at))
-        return len(sigs)
+        """Apply one user's signals (in bus order) to its state; the number applied.
 
-    def _count_late(self, state: dict[str, Any], late: int) -> None:
-        state[_LATE] = state.get(_LATE, 0) + late
-        self.late_events += late
+        An event already applied (its id among the user's recent ids) is skipped; one
+        beyond the lateness bound feeds the all-time features only, and is counted.
+        """
+        applied, duplicates, late = self._apply(state, signals, self.lateness_ms)
+        if duplicates:
+            self.duplicates += duplicates
+        if late:
+            self.late_events += late
+        return applied
 
     @staticmethod
     def earliest(state: dict[str, Any]) -> int | None:
         """Time (ms) of the earliest event the row holds, if it holds any."""
-        first = state.get(_FIRST)
+        first = state.get(FIRST)
         return int(first) if first else None
 
     @staticmethod
@@ -167,11 +127,3 @@ class FeatureEngine:
             budgets_s=budgets,
             found=bool(state),
         )
-
-
-def _flags(n: int, positions: list[int]) -> list[bool]:
-    """Per event, whether its position is among ``positions``."""
-    flags = [False] * n
-    for i in positions:
-        flags[i] = True
-    return flags

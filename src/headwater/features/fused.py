@@ -16,8 +16,7 @@ as constants, never spliced into the source.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from itertools import repeat
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from headwater.features.kinds import (
@@ -32,11 +31,62 @@ from headwater.features.kinds import (
 )
 from headwater.features.spec import FeatureSpec
 
-__all__ = ["Fused", "compile_features"]
+__all__ = ["FIRST", "IDS", "LATE", "RECENT_IDS", "WATERMARK", "Fused", "compile_features"]
 
-#: ``apply(state, sigs, tss, lates)``: one user's new events in bus order, their times
-#: in ms, and per event whether it is beyond the lateness bound (or None: none is).
-Fused = Callable[[dict[str, Any], list[SignalView], list[int], list[bool] | None], None]
+IDS = "_ids"  # recent event ids of the user: a re-delivered event is not applied twice
+WATERMARK = "_t"  # latest event time seen for the user (ms): the base of lateness
+LATE = "_late"  # events beyond the lateness bound (kept out of bucketed features)
+FIRST = "_first"  # earliest event time in the row (ms): proves a row postdates an erasure
+RECENT_IDS = 32
+_SCAN_IDS = 48  # above this many recent ids, duplicates are looked up in a set
+
+#: ``apply(state, signals, lateness_ms) -> (applied, duplicates, late)``: one user's
+#: signals in bus order applied to its state, skipping re-delivered event ids.
+Fused = Callable[[dict[str, Any], Iterable[SignalView], int], tuple[int, int, int]]
+
+#: Per event, before any feature: the idempotency check against the user's recent ids
+#: (only for an event not after the watermark: a re-sent event carries its original
+#: time), the earliest time, and the watermark that bounds lateness.
+_PREAMBLE = """\
+ids = state.get(IDS)
+if ids is None:
+    ids = state[IDS] = []
+watermark = state.get(WATERMARK, 0)
+first = state.get(FIRST, 0)
+seen = None
+applied = duplicates = lates = 0
+"""
+_EACH = """\
+eid = sig.event_id
+ts = int(sig.timestamp.timestamp() * 1000)
+if ts <= watermark:
+    if seen is None and len(ids) > SCAN_IDS:
+        seen = set(ids)
+    if eid in (ids if seen is None else seen):
+        duplicates += 1
+        continue
+ids.append(eid)
+if seen is not None:
+    seen.add(eid)
+if ts < first or not first:
+    first = ts
+late = ts < watermark - bound
+if late:
+    lates += 1
+elif ts > watermark:
+    watermark = ts
+applied += 1
+etype = sig.event_type
+"""
+_FINISH = """\
+if len(ids) > RECENT_IDS:
+    del ids[: len(ids) - RECENT_IDS]
+state[WATERMARK] = watermark
+state[FIRST] = first
+if lates:
+    state[LATE] = state.get(LATE, 0) + lates
+return applied, duplicates, lates
+"""
 
 
 def _count(k: int) -> tuple[list[str], list[str], list[str]]:
@@ -186,6 +236,12 @@ _SIMPLE: dict[str, Callable[[int], tuple[list[str], list[str], list[str]]]] = {
 def compile_features(specs: Sequence[FeatureSpec]) -> Fused:
     """One function applying every feature of ``specs`` in a single pass over events."""
     constants: dict[str, Any] = {
+        "IDS": IDS,
+        "WATERMARK": WATERMARK,
+        "FIRST": FIRST,
+        "LATE": LATE,
+        "RECENT_IDS": RECENT_IDS,
+        "SCAN_IDS": _SCAN_IDS,
         "payload_of": payload_of,
         "prune": prune_buckets,
         "MINUTE_MS": MINUTE_MS,
@@ -220,15 +276,13 @@ def compile_features(specs: Sequence[FeatureSpec]) -> Fused:
             body += lines
     source = "\n".join(
         [
-            "def apply(state, sigs, tss, lates):",
-            *[f"    {line}" for line in setup],
-            "    for sig, ts, late in zip(sigs, tss, lates or repeat(False)):",
-            "        etype = sig.event_type",
-            *[f"        {line}" for line in body],
-            *[f"    {line}" for line in after],
+            "def apply(state, signals, bound):",
+            *[f"    {line}" for line in _PREAMBLE.splitlines() + setup],
+            "    for sig in signals:",
+            *[f"        {line}" for line in _EACH.splitlines() + body],
+            *[f"    {line}" for line in after + _FINISH.splitlines()],
         ]
     )
-    constants["repeat"] = repeat
     namespace: dict[str, Any] = {}
     exec(compile(source, "<headwater features>", "exec"), constants, namespace)  # noqa: S102 - built from the templates above only
     fused: Fused = namespace["apply"]

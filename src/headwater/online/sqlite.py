@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from headwater._url import sqlite_path
@@ -38,7 +39,11 @@ class SqliteOnlineStore:
                 sqlite_path(url), timeout=60.0, isolation_level=None, check_same_thread=False
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            # Feature rows are derived from the bus and committed atomically with the
+            # group's positions: a power loss that drops the last commits rolls rows and
+            # positions back together, and the consumer re-applies those records. So a
+            # row write need not wait for an fsync; deletes (erasure) do (``_durable``).
+            self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA busy_timeout=60000")
             # Random-key upserts into a large table need the pages in memory.
             self._conn.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
@@ -108,20 +113,34 @@ class SqliteOnlineStore:
             )
         return {int(p): Position(int(o), int(t)) for p, o, t in rows}
 
-    def delete(self, namespace: str, keys: Sequence[str]) -> int:
-        removed = 0
+    @contextmanager
+    def _synced(self) -> Iterator[None]:
+        # Commits inside fsync the WAL (with every earlier commit in it): a removal is
+        # on disk before the erasure that asked for it is confirmed.
         with self._lock:
-            for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                try:
-                    cur = self._conn.execute(
-                        f"DELETE FROM hw_rows WHERE ns = ? AND key IN ({marks})",
-                        (namespace, *chunk),
-                    )
-                except sqlite3.Error as exc:
-                    raise OnlineStoreError(f"online store delete failed: {exc}") from exc
-                removed += cur.rowcount
+            self._conn.execute("PRAGMA synchronous=FULL")
+            try:
+                yield
+            finally:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+
+    def delete(self, namespace: str, keys: Sequence[str]) -> int:
+        with self._synced():
+            return self._delete(namespace, keys)
+
+    def _delete(self, namespace: str, keys: Sequence[str]) -> int:
+        removed = 0
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            try:
+                cur = self._conn.execute(
+                    f"DELETE FROM hw_rows WHERE ns = ? AND key IN ({marks})",
+                    (namespace, *chunk),
+                )
+            except sqlite3.Error as exc:
+                raise OnlineStoreError(f"online store delete failed: {exc}") from exc
+            removed += cur.rowcount
         return removed
 
     def count(self, namespace: str, keys: Sequence[str]) -> int:
@@ -132,7 +151,7 @@ class SqliteOnlineStore:
             return [k for (k,) in self._query("SELECT key FROM hw_rows WHERE ns = ?", (namespace,))]
 
     def clear(self, namespace: str) -> int:
-        with self._lock:
+        with self._synced():
             try:
                 return self._conn.execute("DELETE FROM hw_rows WHERE ns = ?", (namespace,)).rowcount
             except sqlite3.Error as exc:
