@@ -23,9 +23,8 @@ _SCHEMA = (
         as_of_ms INTEGER NOT NULL, PRIMARY KEY (grp, partition))""",
 )
 _CHUNK = 900  # below SQLite's bound on parameters per statement
-PAGE_SIZE = 16_384
-#: About 40 MB of WAL between checkpoints.
-WAL_CHECKPOINT_PAGES = 40 * 2**20 // PAGE_SIZE
+#: About 40 MB of WAL between checkpoints (4 KiB pages, SQLite's default).
+WAL_CHECKPOINT_PAGES = 10_000
 
 
 class SqliteOnlineStore:
@@ -40,10 +39,6 @@ class SqliteOnlineStore:
             self._conn = sqlite3.connect(
                 sqlite_path(url), timeout=60.0, isolation_level=None, check_same_thread=False
             )
-            # A new store gets 16 KiB pages: each batch rewrites rows spread over the whole
-            # table, and larger pages hold rows of a few hundred bytes with less overhead
-            # per row written (an existing store keeps its page size).
-            self._conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             self._conn.execute("PRAGMA journal_mode=WAL")
             # Feature rows are derived from the bus and committed atomically with the
             # group's positions: a power loss that drops the last commits rolls rows and
