@@ -19,18 +19,17 @@ from typing import Any
 import httpx
 import msgspec
 
+from headwater.contract.definition import DEFAULT_FRESHNESS_BUDGET_S
 from headwater.metrics import SLO_BREACH
 from headwater.online.base import OnlineStore
 
-__all__ = ["DEFAULT_BUDGET_S", "SLO_NAMESPACE", "SloMonitor", "SloRecorder", "slo_report"]
+__all__ = ["SLO_NAMESPACE", "SloMonitor", "SloRecorder", "slo_report"]
 
 SLO_NAMESPACE = "slo"
 log = logging.getLogger("headwater.slo")
 _enc = msgspec.msgpack.Encoder().encode
 _dec = msgspec.msgpack.Decoder(list[float]).decode
 _KEEP_MINUTES = 24 * 60 + 5
-#: The freshness budget of an event type whose contract declares none.
-DEFAULT_BUDGET_S = 300.0
 
 
 class SloRecorder:
@@ -46,7 +45,9 @@ class SloRecorder:
         self, producer: str, event_type: str, seconds: float, now: float, count: int = 1
     ) -> None:
         """``count`` events became readable ``seconds`` after they were accepted."""
-        within = count if seconds <= self.budgets().get(event_type, DEFAULT_BUDGET_S) else 0
+        within = (
+            count if seconds <= self.budgets().get(event_type, DEFAULT_FRESHNESS_BUDGET_S) else 0
+        )
         self.observe_counts(
             producer, event_type, now=now, total=count, within=within, oldest=seconds
         )
@@ -114,7 +115,7 @@ def slo_report(
             {
                 "producer": producer,
                 "event_type": etype,
-                "budget_s": budgets.get(etype, DEFAULT_BUDGET_S),
+                "budget_s": budgets.get(etype, DEFAULT_FRESHNESS_BUDGET_S),
                 "objective": objective,
                 "window_s": window_s,
                 "events": int(total),

@@ -16,6 +16,7 @@ from headwater._duration import parse_duration as _parse_duration
 from headwater.errors import ContractDefinitionError
 
 __all__ = [
+    "DEFAULT_FRESHNESS_BUDGET_S",
     "FIELD_TYPES",
     "LIST_ITEM_TYPES",
     "EventTypeDefinition",
@@ -31,6 +32,8 @@ LIST_ITEM_TYPES: tuple[str, ...] = ("string", "int", "float", "bool", "enum", "t
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+#: The freshness budget of an event type whose contract sets none (seconds).
+DEFAULT_FRESHNESS_BUDGET_S = 300.0
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
@@ -75,7 +78,7 @@ class EventTypeDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     surfaces: tuple[str, ...]
     has_item: bool
     payload: dict[str, FieldSpec]
-    freshness_budget_s: float = 300.0
+    freshness_budget_s: float = DEFAULT_FRESHNESS_BUDGET_S
     description: str = ""
 
     def content(self) -> EventTypeDefinition:

@@ -21,13 +21,14 @@ import msgspec
 from prometheus_client import Histogram
 
 from headwater.bus.base import Record
+from headwater.contract.definition import DEFAULT_FRESHNESS_BUDGET_S
 from headwater.contract.signal import Signal
 from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.features.engine import FeatureEngine
 from headwater.features.kinds import SignalView
 from headwater.metrics import FEATURE_LATE_EVENTS, FRESHNESS_SECONDS
 from headwater.online.base import OnlineStore, Position
-from headwater.slo import DEFAULT_BUDGET_S, SLO_NAMESPACE, SloRecorder
+from headwater.slo import SLO_NAMESPACE, SloRecorder
 
 __all__ = ["USER_NAMESPACE", "FeatureConsumer"]
 
@@ -171,23 +172,12 @@ class FeatureConsumer:
     def _observe(self, runs: list[_Run], users: int) -> None:
         # Readable now: the write above committed. Publish accepted at received_at.
         now = time.time()
-        # Runs of one request split by other traffic are merged first: one age each.
-        merged: dict[tuple[str, float], dict[str, int]] = {}
+        ages = _BatchAges(self.slo.budgets() if self.slo is not None else {})
         requests: set[str] = set()
         for producer, received_at, request, types in runs:
             requests.add(request)
-            if received_at is None:
-                continue
-            key = (producer, received_at.timestamp())
-            into = merged.get(key)
-            if into is None:
-                merged[key] = dict(types)
-            else:
-                for etype, n in types.items():
-                    into[etype] = into.get(etype, 0) + n
-        ages = _BatchAges(self.slo.budgets() if self.slo is not None else {})
-        for (producer, received_at_s), types in merged.items():
-            ages.add(producer, max(0.0, now - received_at_s), types)
+            if received_at is not None:
+                ages.add(producer, max(0.0, now - received_at.timestamp()), types)
         per_type = ages.record(self.slo, now)
         requests.discard("")
         log.info(
@@ -265,7 +255,7 @@ class _BatchAges:
 
     def __init__(self, budgets: Mapping[str, float]) -> None:
         self.budgets = budgets
-        self.bounds = _bucket_bounds()
+        self.bounds = _BOUNDS
         self.counts: dict[str, list[int]] = {}
         self.sums: dict[str, list[float]] = {}
         self.slo: dict[tuple[str, str], list[float]] = {}
@@ -284,7 +274,7 @@ class _BatchAges:
             if acc is None:
                 acc = self.slo[producer, etype] = [0, 0, 0.0]
             acc[0] += n
-            if age <= self.budgets.get(etype, DEFAULT_BUDGET_S):
+            if age <= self.budgets.get(etype, DEFAULT_FRESHNESS_BUDGET_S):
                 acc[1] += n
             acc[2] = max(acc[2], age)
 
@@ -304,6 +294,9 @@ def _bucket_bounds() -> list[float]:
     """The freshness histogram's bucket upper bounds (the last is +Inf)."""
     bounds = getattr(FRESHNESS_SECONDS, "_upper_bounds", None)
     return list(bounds) if bounds else [math.inf]
+
+
+_BOUNDS = _bucket_bounds()
 
 
 def _observe_counts(hist: Histogram, counts: list[int], sums: list[float]) -> None:

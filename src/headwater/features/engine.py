@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from headwater.contract.definition import DEFAULT_FRESHNESS_BUDGET_S
 from headwater.features.fused import FIRST, compile_features
 from headwater.features.kinds import Reader, SignalView, iso, reader_for
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
@@ -95,7 +96,7 @@ class FeatureEngine:
             relevant = list(self.budgets_s.values())
         else:
             relevant = [self.budgets_s[t] for t in spec.event_types if t in self.budgets_s]
-        return min(relevant) if relevant else 300.0
+        return min(relevant) if relevant else DEFAULT_FRESHNESS_BUDGET_S
 
     def read(
         self,
