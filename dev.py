@@ -5,7 +5,8 @@
     python3 dev.py test     # create .venv, install, run every check (ruff, mypy, pytest)
     python3 dev.py run ...  # any headwater command inside the project's environment
 
-The environment is reinstalled only when pyproject.toml changes.
+The environment is reinstalled only when pyproject.toml, setup.py or the compiled
+feature pass (src/headwater/features/_native.pyx) changes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".headwater-installed"
+#: What the installation is built from: a change to any of them reinstalls.
+BUILD_INPUTS = ("pyproject.toml", "setup.py", "src/headwater/features/_native.pyx")
 
 
 def _python() -> str:
@@ -29,7 +32,7 @@ def _python() -> str:
 
 def ensure_environment() -> None:
     """Create .venv and install headwater with every extra, when needed."""
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256(b"".join((ROOT / p).read_bytes() for p in BUILD_INPUTS)).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest and (BIN / "headwater").exists():
         return
     if not (BIN / "python").exists():
@@ -53,8 +56,8 @@ def run(args: list[str]) -> int:
 def check(pytest_args: list[str]) -> int:
     """Every check, in order; the first failure stops the run with its exit code."""
     steps = [
-        ["ruff", "check", "src", "tests", "bench", "dev.py"],
-        ["ruff", "format", "--check", "src", "tests", "bench", "dev.py"],
+        ["ruff", "check", "src", "tests", "bench", "dev.py", "setup.py"],
+        ["ruff", "format", "--check", "src", "tests", "bench", "dev.py", "setup.py"],
         ["mypy"],
         [_python(), "-m", "pytest", *pytest_args],
     ]

@@ -1,4 +1,5 @@
-"""Property test: the batched engine leaves exactly the state the per-event engine left.
+"""Property test: the batched engine leaves exactly the state the per-event engine left,
+with the compiled pass (``_native.pyx``) and with the generated Python pass.
 
 Random batches of a few users (busy ones too, so bucket pruning and the set-based
 duplicate look-up run), re-sent events, events far behind the watermark, saves that
@@ -8,15 +9,18 @@ remove, and feature lists beyond the defaults (several types, typed bucketed kin
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+import os
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from headwater.contract.signal import Signal, encode_signal
 from headwater.features.consumer import decode_stream_signal
 from headwater.features.engine import FeatureEngine
+from headwater.features.fused import NATIVE
 from headwater.features.kinds import iso
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from tests.features._reference import ReferenceEngine
@@ -80,13 +84,14 @@ def streams(draw: st.DrawFn) -> list[list[Signal]]:
     lateness_ms=st.sampled_from([60_000, 3_600_000, 10 * 86_400_000]),
     extra=st.booleans(),
     as_consumed=st.booleans(),
+    native=st.sampled_from([True, False] if NATIVE else [False]),
 )
 def test_batched_engine_equals_per_event_engine(
-    batches: list[list[Signal]], lateness_ms: int, extra: bool, as_consumed: bool
+    batches: list[list[Signal]], lateness_ms: int, extra: bool, as_consumed: bool, native: bool
 ) -> None:
     """``as_consumed``: the engine gets what the consumer decodes (payload still encoded)."""
     specs = DEFAULT_FEATURES + EXTRA if extra else DEFAULT_FEATURES
-    engine = FeatureEngine(specs, lateness_ms=lateness_ms)
+    engine = FeatureEngine(specs, lateness_ms=lateness_ms, native=native)
     reference = ReferenceEngine(specs, lateness_ms=lateness_ms)
     rows: dict[str, bytes] = {}
     ref_rows: dict[str, bytes] = {}
@@ -110,7 +115,18 @@ def test_batched_engine_equals_per_event_engine(
     }
 
 
-def test_a_busy_user_prunes_buckets_like_the_per_event_engine() -> None:
+PASSES = [pytest.param(True, id="native"), pytest.param(False, id="python")]
+
+
+def test_the_compiled_pass_is_built() -> None:
+    # Installing headwater compiles it; CI must not fall back to the Python pass unseen.
+    if not NATIVE and os.environ.get("CI") != "true":
+        pytest.skip("headwater.features._native is not built here")
+    assert NATIVE
+
+
+@pytest.mark.parametrize("native", PASSES)
+def test_a_busy_user_prunes_buckets_like_the_per_event_engine(native: bool) -> None:
     # Thousands of one user's events over days in one batch: both bucket maps prune.
     signals = [
         Signal(
@@ -124,7 +140,7 @@ def test_a_busy_user_prunes_buckets_like_the_per_event_engine() -> None:
         for i in range(5000)
     ]
     signals += signals[::7]  # re-sent within the same batch
-    engine = FeatureEngine(lateness_ms=86_400_000)
+    engine = _engine(native, lateness_ms=86_400_000)
     reference = ReferenceEngine(lateness_ms=86_400_000)
     state: dict[str, Any] = {}
     ref_state: dict[str, Any] = {}
@@ -133,7 +149,8 @@ def test_a_busy_user_prunes_buckets_like_the_per_event_engine() -> None:
     assert engine.duplicates == reference.duplicates > 0
 
 
-def test_a_batch_of_only_late_events_leaves_bucketed_features_untouched() -> None:
+@pytest.mark.parametrize("native", PASSES)
+def test_a_batch_of_only_late_events_leaves_bucketed_features_untouched(native: bool) -> None:
     def view(i: int, ago_s: float) -> Signal:
         return Signal(
             event_id=f"e{i}",
@@ -144,7 +161,7 @@ def test_a_batch_of_only_late_events_leaves_bucketed_features_untouched() -> Non
             item_id=f"i{i}",
         )
 
-    engine = FeatureEngine(lateness_ms=60_000)
+    engine = _engine(native, lateness_ms=60_000)
     reference = ReferenceEngine(lateness_ms=60_000)
     state: dict[str, Any] = {"_t": int(NOW.timestamp() * 1000)}  # a watermark, no features yet
     ref_state = dict(state)
@@ -166,3 +183,37 @@ def test_a_batch_of_only_late_events_leaves_bucketed_features_untouched() -> Non
 def test_iso_prints_what_datetime_prints(ms: int) -> None:
     expected = datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
     assert iso(ms) == expected
+
+
+def _engine(native: bool, *, lateness_ms: int) -> FeatureEngine:
+    if native and not NATIVE:
+        pytest.skip("headwater.features._native is not built here")
+    return FeatureEngine(lateness_ms=lateness_ms, native=native)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    when=st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=-7)), timezone(timedelta(0), "another UTC")]
+        ),
+    )
+    | st.datetimes(
+        min_value=datetime(1900, 1, 1),
+        max_value=datetime(2200, 1, 1),
+        timezones=st.just(UTC),
+    ),
+    native=st.sampled_from([True, False] if NATIVE else [False]),
+)
+def test_event_time_in_ms_is_what_timestamp_gives(when: datetime, native: bool) -> None:
+    # The compiled pass computes UTC times from the date's fields; both passes must
+    # agree with int(timestamp() * 1000) to the millisecond, over datetime's range.
+    engine = FeatureEngine(native=native)
+    state: dict[str, Any] = {}
+    sig = Signal(
+        event_id="e", event_type="search", user_id="a", surface="web", timestamp=when, payload={}
+    )
+    engine.apply(state, [sig])
+    assert state["_first"] == int(when.timestamp() * 1000)

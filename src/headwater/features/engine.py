@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from headwater.contract.definition import DEFAULT_FRESHNESS_BUDGET_S
-from headwater.features.fused import FIRST, compile_features
+from headwater.features.fused import FIRST, compile_pass
 from headwater.features.kinds import Reader, SignalView, iso, reader_for
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 
@@ -41,12 +41,14 @@ class FeatureEngine:
         *,
         lateness_ms: int = 3_600_000,
         budgets_s: Mapping[str, float] | None = None,
+        native: bool | None = None,
     ) -> None:
         self.specs = tuple(specs)
         self.lateness_ms = lateness_ms
         self.budgets_s = dict(budgets_s or {})
-        # Every feature's update in one compiled pass over a user's events.
-        self._apply = compile_features(self.specs)
+        # Every feature's update in one pass over a user's events: compiled to C when
+        # built (``native=None``), else generated Python; both leave the same state.
+        self._apply = compile_pass(self.specs, native=native)
         self._readers: dict[str, Reader] = {s.name: reader_for(s) for s in self.specs}
         self._budget_cache: tuple[tuple[tuple[str, float], ...], dict[str, float]] | None = None
         self.late_events = 0

@@ -16,6 +16,7 @@ as constants, never spliced into the source.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -31,7 +32,27 @@ from headwater.features.kinds import (
 )
 from headwater.features.spec import FeatureSpec
 
-__all__ = ["FIRST", "IDS", "LATE", "RECENT_IDS", "WATERMARK", "Fused", "compile_features"]
+__all__ = [
+    "FIRST",
+    "IDS",
+    "LATE",
+    "NATIVE",
+    "RECENT_IDS",
+    "WATERMARK",
+    "Fused",
+    "compile_features",
+    "compile_native",
+    "compile_pass",
+]
+
+log = logging.getLogger("headwater.features")
+
+try:
+    from headwater.features import _native
+except ImportError:  # installed where no C compiler was found
+    _native = None  # type: ignore[assignment]
+#: True when the compiled pass (``_native.pyx``) is built and importable.
+NATIVE = _native is not None
 
 IDS = "_ids"  # recent event ids of the user: a re-delivered event is not applied twice
 WATERMARK = "_t"  # latest event time seen for the user (ms): the base of lateness
@@ -287,3 +308,52 @@ def compile_features(specs: Sequence[FeatureSpec]) -> Fused:
     exec(compile(source, "<headwater features>", "exec"), constants, namespace)  # noqa: S102 - built from the templates above only
     fused: Fused = namespace["apply"]
     return fused
+
+
+def compile_native(specs: Sequence[FeatureSpec]) -> Fused:
+    """The same pass as ``compile_features``, compiled to C (``_native.pyx``)."""
+    if _native is None:
+        raise RuntimeError("headwater.features._native is not built (reinstall headwater)")
+    return _native.CompiledFeatures(
+        [
+            (
+                _native.KIND_CODES[s.kind],
+                s.name,
+                None if "*" in s.event_types else frozenset(s.event_types),
+                s.kind in SKIPS_LATE,
+                s.size,
+                s.field,
+                s.fields,
+                tuple(s.remove_when),
+                tuple(s.remove_when.values()),
+            )
+            for s in specs
+        ],
+        payload_of=payload_of,
+        prune=prune_buckets,
+        ids_key=IDS,
+        watermark_key=WATERMARK,
+        first_key=FIRST,
+        late_key=LATE,
+        recent_ids=RECENT_IDS,
+        scan_ids=_SCAN_IDS,
+        minute_ms=MINUTE_MS,
+        hour_ms=HOUR_MS,
+        minutes_kept=MINUTES_KEPT,
+        hours_kept=HOURS_KEPT,
+    )
+
+
+_warned = False
+
+
+def compile_pass(specs: Sequence[FeatureSpec], *, native: bool | None = None) -> Fused:
+    """The features' pass: compiled to C when built (``native=None``), else generated
+    Python; ``native=True`` or ``False`` asks for one of them."""
+    global _warned  # noqa: PLW0603 - one warning per process
+    if native is None:
+        native = NATIVE
+        if not native and not _warned:
+            _warned = True
+            log.warning("the compiled feature pass is not built; using the Python pass")
+    return compile_native(specs) if native else compile_features(specs)

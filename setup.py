@@ -1,0 +1,14 @@
+"""The one compiled module of headwater; everything else is declared in pyproject.toml.
+
+``headwater.features._native`` is the feature pass compiled to C with Cython. Without
+it (no C compiler where headwater is installed) the engine runs the generated Python
+pass, which computes the same states more slowly.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension("headwater.features._native", ["src/headwater/features/_native.pyx"]),
+    ],
+)

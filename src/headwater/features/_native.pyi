@@ -1,0 +1,40 @@
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from headwater.features.kinds import SignalView
+
+KIND_CODES: dict[str, int]
+
+class CompiledFeatures:
+    def __init__(
+        self,
+        features: Sequence[
+            tuple[
+                int,
+                str,
+                frozenset[str] | None,
+                bool,
+                int,
+                str,
+                tuple[str, ...],
+                tuple[str, ...],
+                tuple[str, ...],
+            ]
+        ],
+        *,
+        payload_of: Callable[[SignalView], dict[str, Any]],
+        prune: Callable[[dict[int, int], int], None],
+        ids_key: str,
+        watermark_key: str,
+        first_key: str,
+        late_key: str,
+        recent_ids: int,
+        scan_ids: int,
+        minute_ms: int,
+        hour_ms: int,
+        minutes_kept: int,
+        hours_kept: int,
+    ) -> None: ...
+    def __call__(
+        self, state: dict[str, Any], signals: Iterable[SignalView], bound: int, /
+    ) -> tuple[int, int, int]: ...
