@@ -10,11 +10,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import uvicorn
-
-from headwater.archive import archive_runtime
-from headwater.batch import batch_erasure_runtime, batch_scheduler
 from headwater.bus import open_bus
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.bus.runtime import ConsumerRuntime, RecordHandler
@@ -27,11 +24,13 @@ from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.platform import PlatformErasure
 from headwater.erasure.subject import SubjectHasher, load_erasure_key
 from headwater.erasure.tombstones import TombstoneFilter
-from headwater.features.consumer import FeatureConsumer
-from headwater.gateway.app import create_app
+from headwater.features.consumer import BATCH_SIZE, FeatureConsumer
 from headwater.gateway.services import GatewayServices, feature_engine
 from headwater.online import open_online_store
 from headwater.slo import SloMonitor
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = [
     "EmbeddedStack",
@@ -74,9 +73,10 @@ def consumer_runtime(
 
 
 def feature_runtime(
-    settings: Settings, services: GatewayServices | None = None, *, batch_size: int = 5000
+    settings: Settings, services: GatewayServices | None = None, *, batch_size: int | None = None
 ) -> ConsumerRuntime:
-    """The streaming feature consumer as a runtime over its own connections."""
+    """The streaming feature consumer as a runtime over its own connections (batches of
+    ``batch_size`` records at most, ``features.consumer.BATCH_SIZE`` by default)."""
     control = services.control if services else open_control_database(settings.control_url)
     registry = services.registry if services else ContractRegistry(control)
     store = open_online_store(settings.online_url)
@@ -87,7 +87,7 @@ def feature_runtime(
         consumer,
         consumer.group,
         services=services,
-        batch_size=batch_size,
+        batch_size=batch_size or BATCH_SIZE,
         closers=closers,
     )
 
@@ -124,7 +124,12 @@ def slo_monitor(services: GatewayServices) -> SloMonitor:
 
 
 class EmbeddedStack:
-    """Everything in one process, started and stopped together."""
+    """Everything in one process, started and stopped together.
+
+    The API server, the archive and the batch are imported here, not with the module:
+    a consumer process (``consume features``, ``up --processes``) builds its runtime
+    from this module and would otherwise carry them (about 60 MB).
+    """
 
     def __init__(
         self,
@@ -136,6 +141,9 @@ class EmbeddedStack:
         orchestrator_interval_s: float = 0.5,
         slo_interval_s: float = 15.0,
     ) -> None:
+        from headwater.archive import archive_runtime
+        from headwater.batch import batch_erasure_runtime, batch_scheduler
+
         self.settings = settings
         self.host = host
         self.port = port
@@ -200,6 +208,10 @@ class EmbeddedStack:
         )
         monitor.start()
         self._threads.append(monitor)
+        import uvicorn
+
+        from headwater.gateway.app import create_app
+
         app = create_app(self.services)
         config = uvicorn.Config(
             app, host=self.host, port=self.port, log_level="warning", access_log=False

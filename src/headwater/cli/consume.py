@@ -21,7 +21,9 @@ IdleExit = Annotated[
 def features(
     home: HomeOption = None,
     until_idle: IdleExit = False,
-    batch_size: Annotated[int, typer.Option(help="Records per batch.")] = 5000,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Records per batch at most (default 50000).")
+    ] = None,
 ) -> None:
     """The streaming feature consumer: keeps user feature rows in the online store."""
     from headwater.stack import feature_runtime
