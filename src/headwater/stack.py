@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from headwater.bus import open_bus
 from headwater.bus.dead_letters import DeadLetterStore
-from headwater.bus.runtime import ConsumerRuntime, RecordHandler
+from headwater.bus.runtime import ERASURE_LINGER_S, ConsumerRuntime, RecordHandler
 from headwater.config import Settings
 from headwater.contract.loader import default_definitions
 from headwater.contract.registry import ContractRegistry
@@ -101,9 +101,11 @@ def platform_runtime(
     window = open_idempotency_window(settings.dedupe_url, window_s=settings.dedupe_window_s)
     handler = PlatformErasure(bus, DeadLetterStore(control), window)
     closers = [window.close, bus.close] + ([] if services else [control.close])
-    return consumer_runtime(
+    runtime = consumer_runtime(
         settings, handler, "platform-erasure", services=services, batch_size=20_000, closers=closers
     )
+    runtime.linger_s = ERASURE_LINGER_S
+    return runtime
 
 
 def slo_monitor(services: GatewayServices) -> SloMonitor:

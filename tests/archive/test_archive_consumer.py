@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pyarrow as pa
 
 from headwater.archive import ARCHIVE_SCHEMA, ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.archive._buffered import BufferedBus
-from headwater.bus import Message, open_bus
+from headwater.bus import Message, Record, open_bus
 from headwater.bus.runtime import ConsumerRuntime
 from headwater.contract.signal import encode_signal
 from tests.archive._history import START, history, records, signal
@@ -121,3 +124,43 @@ def test_table_reopens_and_reads_by_day(consumer: ArchiveConsumer, archive_url: 
     assert set(part.column("date").to_pylist()) == {one_day}
     assert again.read(["event_id"], days=[]).num_rows == 0
     assert isinstance(part, pa.Table)
+
+
+def test_gathering_reads_a_trickling_bus_every_gather_interval(tmp_path: Path) -> None:
+    # A record every 10 ms for about a second: the gathering poll reads the bus a few
+    # times (each read at least gather_interval_s after the last), not once per record.
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
+    buffered = BufferedBus(bus, max_records=10_000, max_wait_s=1.0, gather_interval_s=0.2)
+    consumer = buffered.consumer("g")
+    inner_reads: list[float] = []
+    inner = consumer._inner  # type: ignore[attr-defined]
+    poll = inner.poll
+
+    def counted(max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        inner_reads.append(time.monotonic())
+        return poll(max_records, timeout)
+
+    inner.poll = counted
+    stop = threading.Event()
+    sent = history(300, days=1)
+
+    def trickle() -> None:
+        for s in sent:
+            if stop.is_set():
+                return
+            bus.publish([Message(s.user_id, encode_signal(s))])
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    try:
+        got = consumer.poll(10_000, 2.0)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(got) >= 50
+    gaps = [b - a for a, b in itertools.pairwise(inner_reads)]
+    assert 3 <= len(inner_reads) <= 8
+    assert min(gaps) >= 0.19
+    consumer.close()
+    bus.close()

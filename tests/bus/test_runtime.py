@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -223,4 +224,41 @@ def test_a_run_of_erasures_goes_to_erase_many_in_order_with_signals(
     assert [c.request_id for c in confirmations] == ["r-u1", "r-u2", "r-u3", "r-u4"]
     assert handler.counts() == {"u2": 1}  # u2's signal came after its erasure
     assert runtime.stats.erasures == 4
+    handler.close()
+
+
+def test_linger_spaces_small_batches_and_a_stop_does_not_wait_for_it(tmp_path: Path) -> None:
+    # Records trickle in (one every 10 ms): with linger_s the runtime reads them in a few
+    # larger batches, at least linger_s apart, and still applies every one of them.
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
+    handler = CountingHandler(str(tmp_path / "store.db"))
+    seen_at: list[float] = []
+    handle = handler.handle
+
+    def timed(records: Sequence[Record]) -> None:
+        seen_at.append(time.monotonic())
+        handle(records)
+
+    handler.handle = timed  # type: ignore[method-assign]
+    runtime = ConsumerRuntime(bus, "g", handler, batch_size=1000, poll_timeout=0.05, linger_s=0.3)
+    thread = threading.Thread(target=runtime.run, kwargs={"install_signal_handlers": False})
+    thread.start()
+    for i in range(100):
+        bus.publish(events(1, start=i))
+        time.sleep(0.01)
+    deadline = time.monotonic() + 10
+    while sum(handler.counts().values()) < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runtime.linger_s = 30.0  # the next wait is long: stop must cut it short
+    time.sleep(0.4)
+    stopped = time.monotonic()
+    runtime.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert time.monotonic() - stopped < 2.0
+    assert sum(handler.counts().values()) == 100
+    gaps = [b - a for a, b in itertools.pairwise(seen_at)]
+    assert gaps
+    assert min(gaps) >= 0.29
+    assert len(seen_at) <= 10  # about 1.5 s of trickle in batches at least 0.3 s apart
     handler.close()

@@ -45,11 +45,21 @@ class _BufferedConsumer:
         # An erasure goes out at once: it should not wait for a batch to fill. Only the
         # records of each poll are looked at (the gathered ones were looked at before).
         erasure = _has_erasure(records)
+        more = records
         while len(records) < limit and not erasure and not (stop is not None and stop.is_set()):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            more = self._inner.poll(limit - len(records), min(left, 0.5))
+            if len(more) < limit - len(records):
+                # The bus held less than asked: let records arrive rather than read them
+                # a few at a time (each read is a query and a decode on the shared core).
+                pause = min(left, self._owner.gather_interval_s)
+                if stop is not None:
+                    stop.wait(pause)
+                else:
+                    time.sleep(pause)
+                left = deadline - time.monotonic()
+            more = self._inner.poll(limit - len(records), max(0.0, min(left, 0.5)))
             records.extend(more)
             erasure = _has_erasure(more)
         return records
@@ -65,7 +75,8 @@ class _BufferedConsumer:
 
 
 class BufferedBus:
-    """Wraps a bus; its consumers gather up to ``max_records`` or ``max_wait_s`` per poll.
+    """Wraps a bus; its consumers gather up to ``max_records`` or ``max_wait_s`` per poll,
+    reading the bus at most every ``gather_interval_s`` while it has less than that.
 
     Every other attribute (publish, lag, purge ...) is the wrapped bus's own, so the
     wrapper follows the ``Bus`` port as it grows.
@@ -77,9 +88,11 @@ class BufferedBus:
         *,
         max_records: int = 50_000,
         max_wait_s: float = 5.0,
+        gather_interval_s: float = 0.2,
         stop_event: threading.Event | None = None,
     ) -> None:
         self.inner = inner
+        self.gather_interval_s = gather_interval_s
         self.url = inner.url
         self.partitions = inner.partitions
         self.max_records = max_records

@@ -15,7 +15,7 @@ from headwater.batch.scheduler import BatchScheduler
 from headwater.batch.settings import BatchSettings
 from headwater.bus import open_bus
 from headwater.bus.dead_letters import DeadLetterStore
-from headwater.bus.runtime import ConsumerRuntime
+from headwater.bus.runtime import ERASURE_LINGER_S, ConsumerRuntime
 from headwater.config import Settings
 from headwater.control import open_control_database
 from headwater.online import OnlineStore, open_online_store
@@ -95,8 +95,9 @@ def batch_erasure_runtime(
         participant.group,
         participant,
         dead_letters=DeadLetterStore(control),
-        batch_size=5000,
+        batch_size=20_000,
         poll_timeout=0.5,
+        linger_s=ERASURE_LINGER_S,
         backoff=(0.2, 10.0),
         closers=closers,
         **erasure_wiring(settings, control, services),

@@ -30,7 +30,13 @@ from headwater.erasure.tombstones import TombstoneFilter
 from headwater.errors import BackendUnavailableError, MissingDeletionHandlerError
 from headwater.metrics import RESURRECTIONS_BLOCKED
 
-__all__ = ["ConsumerRuntime", "RecordHandler", "RuntimeStats", "participants_of"]
+__all__ = [
+    "ERASURE_LINGER_S",
+    "ConsumerRuntime",
+    "RecordHandler",
+    "RuntimeStats",
+    "participants_of",
+]
 
 log = logging.getLogger("headwater.runtime")
 _T = TypeVar("_T")
@@ -87,6 +93,10 @@ class _StoppingError(Exception):
     """Stop was requested while waiting for a backend; leave without committing."""
 
 
+#: How often, at most, an erasure participant that skips every signal polls (seconds).
+ERASURE_LINGER_S = 0.25
+
+
 class ConsumerRuntime:
     """Runs one handler as a member of a consumer group."""
 
@@ -100,6 +110,7 @@ class ConsumerRuntime:
         max_attempts: int = 3,
         batch_size: int = 500,
         poll_timeout: float = 0.5,
+        linger_s: float = 0.0,
         member: str | None = None,
         backoff: tuple[float, float] = (0.05, 5.0),
         on_confirmation: Callable[[Confirmation], None] | None = None,
@@ -121,6 +132,10 @@ class ConsumerRuntime:
         self.max_attempts = max_attempts
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
+        # After a batch smaller than batch_size, ``run`` polls again only once linger_s
+        # has passed since the last poll began: a consumer off the freshness path (an
+        # erasure participant) reads fewer, larger batches and leaves the core to others.
+        self.linger_s = linger_s
         self.backoff = backoff
         self.on_confirmation = on_confirmation
         self.stats = RuntimeStats()
@@ -160,6 +175,7 @@ class ConsumerRuntime:
         previous = self._install_signals() if install_signal_handlers else {}
         try:
             while not self.stop_event.is_set():
+                began = time.monotonic()
                 try:
                     n = self.step()
                 except _StoppingError:
@@ -168,6 +184,8 @@ class ConsumerRuntime:
                 # Kafka group reads nothing until the group has assigned it partitions.
                 if n == 0 and idle_exit and self._caught_up():
                     break
+                if self.linger_s and n < self.batch_size:
+                    self.stop_event.wait(self.linger_s - (time.monotonic() - began))
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
