@@ -21,11 +21,12 @@ from headwater.contract.signal import Signal, encode_signal
 from headwater.features.consumer import decode_stream_signal
 from headwater.features.engine import FeatureEngine
 from headwater.features.fused import NATIVE
-from headwater.features.kinds import iso
+from headwater.features.kinds import _iso_python, _read_window_python, iso, reader_for
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from tests.features._reference import ReferenceEngine
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+RECENT = FeatureSpec(name="recent", kind="recent_items")
 TYPES = ("view", "click", "save", "rating", "purchase", "search")
 EXTRA = (
     FeatureSpec(name="typed_windows", kind="window_count", event_types=("view", "click")),
@@ -181,8 +182,11 @@ def test_a_batch_of_only_late_events_leaves_bucketed_features_untouched(native: 
     )
 )
 def test_iso_prints_what_datetime_prints(ms: int) -> None:
+    # ``iso`` is the compiled form where it is built; the Python form is checked too.
     expected = datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
     assert iso(ms) == expected
+    assert _iso_python(ms) == expected
+    assert reader_for(RECENT)([[f"i{ms}"], [ms]], 0) == [{"item_id": f"i{ms}", "at": expected}]
 
 
 def _engine(native: bool, *, lateness_ms: int) -> FeatureEngine:
@@ -217,3 +221,39 @@ def test_event_time_in_ms_is_what_timestamp_gives(when: datetime, native: bool) 
     )
     engine.apply(state, [sig])
     assert state["_first"] == int(when.timestamp() * 1000)
+
+
+@st.composite
+def window_states(draw: st.DrawFn) -> tuple[dict[str, Any], int]:
+    now = draw(st.integers(0, 2_000_000_000_000))
+    state: dict[str, Any] = {}
+    for etype in draw(st.lists(st.sampled_from(TYPES), max_size=4, unique=True)):
+        minutes = {
+            now // 60_000 - draw(st.integers(-3, 130)): draw(st.integers(1, 9))
+            for _ in range(draw(st.integers(0, 12)))
+        }
+        hours = {
+            now // 3_600_000 - draw(st.integers(-3, 200)): draw(st.integers(1, 9))
+            for _ in range(draw(st.integers(0, 12)))
+        }
+        state[etype] = [minutes, hours]
+    return state, now
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    state_now=window_states(),
+    windows=st.lists(
+        st.sampled_from([60.0, 900.5, 3600.0, 3600.0004, 7200.0, 86_400.0, 604_800.0]),
+        min_size=1,
+        max_size=5,
+    ),
+)
+def test_window_reads_are_the_same_compiled_and_in_python(
+    state_now: tuple[dict[str, Any], int], windows: list[float]
+) -> None:
+    state, now = state_now
+    spec = FeatureSpec(name="w", kind="window_count", windows_s=tuple(windows))
+    expected = _read_window_python(spec)(state, now)
+    assert reader_for(spec)(state, now) == expected
+    assert reader_for(spec)(None, now) == _read_window_python(spec)(None, now)

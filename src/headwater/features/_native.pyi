@@ -38,3 +38,22 @@ class CompiledFeatures:
     def __call__(
         self, state: dict[str, Any], signals: Iterable[SignalView], bound: int, /
     ) -> tuple[int, int, int]: ...
+
+ISO_FAST_MS: int
+
+def use_slow_iso(slow_iso: Callable[[int], str], /) -> None: ...
+def iso_ms(ms: int, /) -> str: ...
+def read_recent(value: Any, /) -> list[dict[str, Any]]: ...
+
+MAX_WINDOWS: int
+
+def read_windows(
+    value: Any,
+    now: int,
+    labels: tuple[str, ...],
+    spans_ms: tuple[int, ...],
+    minute_windows: tuple[bool, ...],
+    minute_ms: int,
+    hour_ms: int,
+    /,
+) -> dict[str, dict[str, int]]: ...

@@ -339,3 +339,144 @@ cdef inline int _put_in(list pair, object item, long long ts, Py_ssize_t size) e
         items.pop()
         times.pop()
     return 0
+
+
+# ---- Reading: the text of event times -------------------------------------------------
+
+#: Up to 2**32 s from the epoch (years 1834 to 2106) every time prints with a 4-digit
+#: year; ``kinds.iso`` sends other times to datetime.
+cdef long long _FAST_MS = (1LL << 32) * 1000
+ISO_FAST_MS = _FAST_MS
+
+cdef char _DIGITS[200]
+for _i in range(100):
+    _DIGITS[2 * _i] = 48 + _i // 10
+    _DIGITS[2 * _i + 1] = 48 + _i % 10
+
+
+cdef inline void _two(char *at, long long value) noexcept:
+    at[0] = _DIGITS[2 * value]
+    at[1] = _DIGITS[2 * value + 1]
+
+
+cdef str _iso(long long ms):
+    # What datetime.fromtimestamp(ms / 1000, UTC).isoformat() prints, "+00:00" as "Z"
+    # (no fraction when the millisecond is 0, else six digits), in integer arithmetic.
+    cdef char buf[32]
+    cdef long long secs = ms // 1000
+    cdef long long milli = ms - secs * 1000
+    cdef long long days = secs // 86400
+    cdef long long sod = secs - days * 86400
+    cdef long long z = days + 719468
+    cdef long long era = z // 146097
+    cdef long long doe = z - era * 146097
+    cdef long long yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    cdef long long year = yoe + era * 400
+    cdef long long doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    cdef long long mp = (5 * doy + 2) // 153
+    cdef long long day = doy - (153 * mp + 2) // 5 + 1
+    cdef long long month = mp + 3 if mp < 10 else mp - 9
+    cdef Py_ssize_t n
+    if month <= 2:
+        year += 1
+    _two(buf, year // 100)
+    _two(buf + 2, year % 100)
+    buf[4] = 45  # -
+    _two(buf + 5, month)
+    buf[7] = 45
+    _two(buf + 8, day)
+    buf[10] = 84  # T
+    _two(buf + 11, sod // 3600)
+    buf[13] = 58  # :
+    _two(buf + 14, sod // 60 % 60)
+    buf[16] = 58
+    _two(buf + 17, sod % 60)
+    if milli:
+        buf[19] = 46  # .
+        buf[20] = 48 + milli // 100
+        _two(buf + 21, milli % 100)
+        buf[23] = 48
+        buf[24] = 48
+        buf[25] = 48
+        buf[26] = 90  # Z
+        n = 27
+    else:
+        buf[19] = 90
+        n = 20
+    return buf[:n].decode("ascii")
+
+
+cdef object _slow_iso = None
+
+
+def use_slow_iso(slow_iso):
+    """How times outside ``ISO_FAST_MS`` are printed (``kinds`` gives datetime's way)."""
+    global _slow_iso
+    _slow_iso = slow_iso
+
+
+def iso_ms(long long ms):
+    """RFC 3339 UTC text of epoch milliseconds."""
+    return _iso(ms) if -_FAST_MS < ms < _FAST_MS else _slow_iso(ms)
+
+
+def read_recent(value):
+    """A recent_items state as the API answers it: [{"item_id", "at"}, ...]."""
+    if not value:
+        return []
+    cdef list items = value[0]
+    cdef list times = value[1]
+    cdef Py_ssize_t i, n = len(items)
+    cdef list out = []
+    cdef long long t
+    if len(times) != n:
+        raise ValueError("recent items and their times differ in length")
+    for i in range(n):
+        t = times[i]
+        out.append(
+            {"item_id": items[i], "at": _iso(t) if -_FAST_MS < t < _FAST_MS else _slow_iso(t)}
+        )
+    return out
+
+
+MAX_WINDOWS = 64
+
+
+def read_windows(value, long long now, tuple labels, tuple spans_ms, tuple minute_windows,
+                 long long minute_ms, long long hour_ms):
+    """A window_count state as the API answers it: per window label, events per type in
+    the window ending at ``now``. A window up to an hour long counts minute buckets, a
+    longer one hour buckets; a bucket ``k`` is in when ``lo < k <= hi``."""
+    cdef Py_ssize_t w, n = len(labels)
+    cdef long long lo[64]
+    cdef long long hi[64]
+    cdef long long sums[64]
+    cdef bint by_minute[64]
+    cdef long long unit, key, count
+    cdef dict out = {}
+    cdef dict buckets
+    if n > MAX_WINDOWS or len(spans_ms) != n or len(minute_windows) != n:
+        raise ValueError("read_windows takes up to 64 windows, each a span and a unit")
+    for w in range(n):
+        by_minute[w] = minute_windows[w]
+        unit = minute_ms if by_minute[w] else hour_ms
+        lo[w] = (now - <long long>spans_ms[w]) // unit
+        hi[w] = now // unit
+        out[labels[w]] = {}
+    if not value:
+        return out
+    for etype, pair in (<dict?>value).items():
+        for w in range(n):
+            sums[w] = 0
+        for minutes_or_hours in range(2):
+            buckets = pair[minutes_or_hours]
+            for k, c in buckets.items():
+                key = k
+                count = c
+                for w in range(n):
+                    if by_minute[w] == (minutes_or_hours == 0) and lo[w] < key <= hi[w]:
+                        sums[w] += count
+        for w in range(n):
+            if sums[w]:
+                out[labels[w]][etype] = sums[w]
+    return out

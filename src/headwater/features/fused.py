@@ -25,6 +25,7 @@ from headwater.features.kinds import (
     HOURS_KEPT,
     MINUTE_MS,
     MINUTES_KEPT,
+    NATIVE,
     SKIPS_LATE,
     SignalView,
     payload_of,
@@ -46,13 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("headwater.features")
-
-try:
-    from headwater.features import _native
-except ImportError:  # installed where no C compiler was found
-    _native = None  # type: ignore[assignment]
-#: True when the compiled pass (``_native.pyx``) is built and importable.
-NATIVE = _native is not None
 
 IDS = "_ids"  # recent event ids of the user: a re-delivered event is not applied twice
 WATERMARK = "_t"  # latest event time seen for the user (ms): the base of lateness
@@ -312,8 +306,10 @@ def compile_features(specs: Sequence[FeatureSpec]) -> Fused:
 
 def compile_native(specs: Sequence[FeatureSpec]) -> Fused:
     """The same pass as ``compile_features``, compiled to C (``_native.pyx``)."""
-    if _native is None:
+    if not NATIVE:
         raise RuntimeError("headwater.features._native is not built (reinstall headwater)")
+    from headwater.features import _native
+
     return _native.CompiledFeatures(
         [
             (

@@ -18,7 +18,15 @@ import msgspec
 
 from headwater.features.spec import FeatureSpec
 
+try:
+    from headwater.features import _native
+except ImportError:  # installed where no C compiler was found: the Python forms below
+    _native = None  # type: ignore[assignment]
+#: True when the compiled forms (``_native.pyx``) are built and importable.
+NATIVE = _native is not None
+
 __all__ = [
+    "NATIVE",
     "SKIPS_LATE",
     "Reader",
     "SignalView",
@@ -79,12 +87,9 @@ _MILLIS = ["Z"] + [f".{m:03d}000Z" for m in range(1, 1000)]  # isoformat omits z
 _ISO_FAST_MS = 2**32 * 1000
 
 
-def iso(ms: int) -> str:
-    """RFC 3339 UTC text of epoch milliseconds.
-
-    Reads print up to sixty of these per user: the date and time up to the minute come
-    from a small cache, seconds and milliseconds are formatted directly.
-    """
+def _iso_python(ms: int) -> str:
+    # Reads print up to sixty of these per user: the date and time up to the minute come
+    # from a small cache, seconds and milliseconds are formatted directly.
     if not -_ISO_FAST_MS < ms < _ISO_FAST_MS:
         return _iso_slow(ms)
     minute, rest = divmod(ms, MINUTE_MS)
@@ -99,6 +104,14 @@ def iso(ms: int) -> str:
         _MINUTE_HEADS[minute] = head
     second, milli = divmod(rest, 1000)
     return head + _SECONDS[second] + _MILLIS[milli]
+
+
+#: RFC 3339 UTC text of epoch milliseconds, compiled when ``_native`` is built (both
+#: print what datetime prints: a property test checks them against it).
+iso: Callable[[int], str] = _iso_python
+if NATIVE:
+    _native.use_slow_iso(_iso_slow)
+    iso = _native.iso_ms
 
 
 def prune_buckets(buckets: dict[int, int], kept: int) -> None:
@@ -121,6 +134,16 @@ def _label(seconds: float) -> str:
 
 
 def _read_window(spec: FeatureSpec) -> Reader:
+    if not NATIVE or len(spec.windows_s) > _native.MAX_WINDOWS:
+        return _read_window_python(spec)
+    labels = tuple(_label(w) for w in spec.windows_s)
+    spans = tuple(int(w * 1000) for w in spec.windows_s)
+    by_minute = tuple(w <= 3600 for w in spec.windows_s)
+    read = _native.read_windows
+    return lambda value, now: read(value, now, labels, spans, by_minute, MINUTE_MS, HOUR_MS)
+
+
+def _read_window_python(spec: FeatureSpec) -> Reader:
     windows = [(_label(w), w) for w in spec.windows_s]
 
     def read(value: Any, now: int) -> Any:
@@ -155,6 +178,9 @@ def _read_window(spec: FeatureSpec) -> Reader:
 
 
 def _read_recent(_spec: FeatureSpec) -> Reader:
+    if NATIVE:
+        return lambda value, _now: _native.read_recent(value)
+
     def read(value: Any, _now: int) -> Any:
         if not value:
             return []
