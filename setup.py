@@ -9,6 +9,9 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("headwater.features._native", ["src/headwater/features/_native.pyx"]),
+        # optional: where no C compiler is found, headwater installs without it.
+        Extension(
+            "headwater.features._native", ["src/headwater/features/_native.pyx"], optional=True
+        ),
     ],
 )
