@@ -168,7 +168,10 @@ cdef class CompiledFeatures:
         cdef list fed = self._by_type.get(etype)
         cdef _Feature f
         if fed is None:
-            fed = [f for f in self._features if f.types is None or etype in f.types]
+            fed = []
+            for f in self._features:
+                if f.types is None or etype in f.types:
+                    fed.append(f)
             if len(self._by_type) < 10_000:  # event types are few; never grow unbounded
                 self._by_type[etype] = fed
         return fed
@@ -179,7 +182,6 @@ cdef class CompiledFeatures:
         cdef long long first = state.get(self._first_key, 0)
         cdef object seen = None
         cdef Py_ssize_t applied = 0, duplicates = 0, lates = 0
-        cdef Py_ssize_t n = len(self._features)
         cdef list values = [state.get(f.name) for f in self._features]
         cdef list times_were = [state.get(f.name, 0) for f in self._features]
         cdef list times = list(times_were)
