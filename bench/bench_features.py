@@ -18,7 +18,11 @@ reads it back from the bus, decodes it and applies every declared feature:
   cost on top of the feature logic).
 
 Then the SQLite consumer runs once more per batch size in a child process over the same
-bus, and its peak RSS is reported (``VmHWM`` of the child). The workload covers every
+bus, and its peak RSS is reported (``VmHWM`` of the child). Last, the ceiling the store
+sets (``sqlite_row_write_ceiling_eps``): the finished rows written back with
+``SqliteOnlineStore.put``, one transaction per batch of the best batch size, each
+holding the rows of that batch's users, and nothing else; events/s if the consumer
+cost nothing but its row writes. The workload covers every
 declared user (one extra event for each user the Zipf draw left out), so the store ends
 with one row per user.
 
@@ -174,6 +178,22 @@ def decode_only(values: list[bytes]) -> float:
     return len(values) / (time.perf_counter() - start)
 
 
+def row_write_ceiling(url: str, users: list[str], batch_size: int) -> float:
+    """Events/s if a consumer did nothing but write each batch's rows (see module doc)."""
+    store = open_online_store(url)
+    try:
+        rows = store.get("user", list(dict.fromkeys(users)))
+        spent = 0.0
+        for first in range(0, len(users), batch_size):
+            batch = {u: rows[u] for u in dict.fromkeys(users[first : first + batch_size])}
+            start = time.perf_counter()
+            store.put("user", batch)
+            spent += time.perf_counter() - start
+    finally:
+        store.close()
+    return len(users) / spent
+
+
 def clear_redis(prefix: str) -> int:
     import redis
 
@@ -246,7 +266,8 @@ def main() -> None:
         for first in range(0, len(msgs), 5000):
             bus.publish(msgs[first : first + 5000])
         bus.close()
-        users = len({m.key for m in msgs})
+        keys = [m.key for m in msgs]
+        users = len(set(keys))
         del msgs
 
         # The machine's speed drifts over minutes: every store run is paired with a
@@ -309,6 +330,10 @@ def main() -> None:
             )
             rss[size] = json.loads(out.stdout)
         online_mb = Path(f"{tmp}/online-rss-{sizes[0]}.db").stat().st_size / 2**20
+        ceiling = max(
+            row_write_ceiling(f"sqlite:///{tmp}/online-rss-{best_abs}.db", keys, best_abs)
+            for _ in range(2)
+        )
 
     plain_best = plain_eps[best_abs]
     emit(
@@ -351,6 +376,8 @@ def main() -> None:
             "consumer_user_rows": rss[best_abs]["rows"],
             "online_db_mb": round(online_mb, 1),
             "rss_target_mb": 200,
+            "sqlite_row_write_ceiling_eps": round(ceiling),
+            "sqlite_vs_row_write_ceiling": round(sqlite_eps[best_abs] / ceiling, 3),
         },
     )
 
