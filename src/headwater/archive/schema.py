@@ -61,6 +61,7 @@ TABLE_CONFIGURATION: dict[str, str | None] = {
 
 _json = msgspec.json.Encoder()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_US = 86_400 * 1_000_000
 
 
 def _micros(moment: datetime) -> int:
@@ -87,24 +88,46 @@ def _integer(value: Any) -> int | None:
 def signals_to_arrow(signals: Iterable[Signal]) -> pa.Table:
     """Signals as an Arrow table in the archive's schema (``date`` from the UTC event time)."""
     cols: dict[str, list[Any]] = {f.name: [] for f in ARCHIVE_SCHEMA}
+    # One bound append per column, and the event date looked up per UTC day: this runs
+    # for every accepted signal, on the core the gateway and the feature consumer share.
+    event_id, event_type, user_id, item_id, surface = (
+        cols[c].append for c in ("event_id", "event_type", "user_id", "item_id", "surface")
+    )
+    timestamp, received_at, producer, schema_version, payload = (
+        cols[c].append
+        for c in ("timestamp", "received_at", "producer", "schema_version", "payload")
+    )
+    category, brand, price, quantity, rating, date = (
+        cols[c].append
+        for c in ("category", "brand", "price", "quantity", "rating", PARTITION_COLUMN)
+    )
+    dates: dict[int, str] = {}
     for s in signals:
         p = s.payload
         ts = _micros(s.timestamp)
-        cols["event_id"].append(s.event_id)
-        cols["event_type"].append(s.event_type)
-        cols["user_id"].append(s.user_id)
-        cols["item_id"].append(s.item_id)
-        cols["surface"].append(s.surface)
-        cols["timestamp"].append(ts)
-        cols["received_at"].append(None if s.received_at is None else _micros(s.received_at))
-        cols["producer"].append(s.producer)
-        cols["schema_version"].append(s.schema_version)
-        cols["payload"].append(_json.encode(p).decode() if p else None)
-        cols["category"].append(_text(p.get("category")))
-        cols["brand"].append(_text(p.get("brand")))
-        cols["price"].append(_number(p.get("price")))
-        cols["quantity"].append(_integer(p.get("quantity")))
-        cols["rating"].append(_number(p.get("rating")))
-        cols[PARTITION_COLUMN].append(s.timestamp.astimezone(UTC).date().isoformat())
+        event_id(s.event_id)
+        event_type(s.event_type)
+        user_id(s.user_id)
+        item_id(s.item_id)
+        surface(s.surface)
+        timestamp(ts)
+        received_at(None if s.received_at is None else _micros(s.received_at))
+        producer(s.producer)
+        schema_version(s.schema_version)
+        if p:
+            payload(_json.encode(p).decode())
+            category(_text(p.get("category")))
+            brand(_text(p.get("brand")))
+            price(_number(p.get("price")))
+            quantity(_integer(p.get("quantity")))
+            rating(_number(p.get("rating")))
+        else:
+            for empty in (payload, category, brand, price, quantity, rating):
+                empty(None)
+        day = ts // _DAY_US
+        text = dates.get(day)
+        if text is None:
+            text = dates[day] = s.timestamp.astimezone(UTC).date().isoformat()
+        date(text)
     arrays = [pa.array(cols[f.name], type=f.type) for f in ARCHIVE_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=ARCHIVE_SCHEMA)
