@@ -24,7 +24,7 @@ from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.platform import PlatformErasure
 from headwater.erasure.subject import SubjectHasher, load_erasure_key
 from headwater.erasure.tombstones import TombstoneFilter
-from headwater.features.consumer import BATCH_SIZE, FeatureConsumer
+from headwater.features.consumer import BATCH_SIZE, LINGER_S, FeatureConsumer
 from headwater.gateway.services import GatewayServices, feature_engine
 from headwater.online import open_online_store
 from headwater.slo import SloMonitor
@@ -82,7 +82,7 @@ def feature_runtime(
     store = open_online_store(settings.online_url)
     consumer = FeatureConsumer(store, feature_engine(registry, settings))
     closers = [store.close] + ([] if services else [control.close])
-    return consumer_runtime(
+    runtime = consumer_runtime(
         settings,
         consumer,
         consumer.group,
@@ -90,6 +90,8 @@ def feature_runtime(
         batch_size=batch_size or BATCH_SIZE,
         closers=closers,
     )
+    runtime.linger_s = LINGER_S
+    return runtime
 
 
 def platform_runtime(
