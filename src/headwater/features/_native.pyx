@@ -7,6 +7,10 @@ plain per-event engine): the idempotency check against the user's recent ids, th
 watermark and the lateness bound, then every feature that the event's type feeds.
 State stays plain lists, dicts and ints, so rows keep one stored form whichever pass
 wrote them. Integer division of event times floors, as Python's does.
+
+The read side's hot spots are here too: event times printed as RFC 3339 text, and the
+recent-items and window-count answers (``kinds`` keeps their Python forms as the
+fallback, and property tests hold the two to each other and to ``datetime``).
 """
 
 from cpython.datetime cimport (

@@ -12,6 +12,11 @@ against a plain per-event engine).
 The generated code only ever names the feature (as a string constant) and the kind's
 parameters, all taken from validated ``FeatureSpec`` values and passed to the function
 as constants, never spliced into the source.
+
+``compile_native`` builds the same pass compiled to C (``_native.pyx``), and
+``compile_pass`` takes it where it is built: this generated function is the fallback
+where no C compiler was found at install, and the second implementation the property
+tests hold the compiled one to.
 """
 
 from __future__ import annotations
