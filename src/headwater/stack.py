@@ -50,6 +50,7 @@ def consumer_runtime(
     *,
     services: GatewayServices | None = None,
     batch_size: int = 5000,
+    linger_s: float = 0.0,
     closers: Sequence[Callable[[], None]] = (),
 ) -> ConsumerRuntime:
     """A runtime for any consumer: its own bus connection, the dead letters, the erasure
@@ -65,6 +66,7 @@ def consumer_runtime(
         handler,
         dead_letters=DeadLetterStore(control),
         batch_size=batch_size,
+        linger_s=linger_s,
         poll_timeout=0.05,
         closers=owned,
         ledger=ledger,
@@ -82,16 +84,15 @@ def feature_runtime(
     store = open_online_store(settings.online_url)
     consumer = FeatureConsumer(store, feature_engine(registry, settings))
     closers = [store.close] + ([] if services else [control.close])
-    runtime = consumer_runtime(
+    return consumer_runtime(
         settings,
         consumer,
         consumer.group,
         services=services,
         batch_size=batch_size or BATCH_SIZE,
+        linger_s=LINGER_S,
         closers=closers,
     )
-    runtime.linger_s = LINGER_S
-    return runtime
 
 
 def platform_runtime(
@@ -103,11 +104,15 @@ def platform_runtime(
     window = open_idempotency_window(settings.dedupe_url, window_s=settings.dedupe_window_s)
     handler = PlatformErasure(bus, DeadLetterStore(control), window)
     closers = [window.close, bus.close] + ([] if services else [control.close])
-    runtime = consumer_runtime(
-        settings, handler, "platform-erasure", services=services, batch_size=20_000, closers=closers
+    return consumer_runtime(
+        settings,
+        handler,
+        "platform-erasure",
+        services=services,
+        batch_size=20_000,
+        linger_s=ERASURE_LINGER_S,
+        closers=closers,
     )
-    runtime.linger_s = ERASURE_LINGER_S
-    return runtime
 
 
 def slo_monitor(services: GatewayServices) -> SloMonitor:

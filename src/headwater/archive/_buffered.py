@@ -45,20 +45,18 @@ class _BufferedConsumer:
         # An erasure goes out at once: it should not wait for a batch to fill. Only the
         # records of each poll are looked at (the gathered ones were looked at before).
         erasure = _has_erasure(records)
-        more = records
         while len(records) < limit and not erasure and not (stop is not None and stop.is_set()):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            if len(more) < limit - len(records):
-                # The bus held less than asked: let records arrive rather than read them
-                # a few at a time (each read is a query and a decode on the shared core).
-                pause = min(left, self._owner.gather_interval_s)
-                if stop is not None:
-                    stop.wait(pause)
-                else:
-                    time.sleep(pause)
-                left = deadline - time.monotonic()
+            # Every read so far held less than asked: let records arrive rather than read
+            # them a few at a time (each read is a query and a decode on the shared core).
+            pause = min(left, self._owner.gather_interval_s)
+            if stop is not None:
+                stop.wait(pause)
+            else:
+                time.sleep(pause)
+            left = deadline - time.monotonic()
             more = self._inner.poll(limit - len(records), max(0.0, min(left, 0.5)))
             records.extend(more)
             erasure = _has_erasure(more)

@@ -60,7 +60,7 @@ cdef inline long long _days_from_civil(long long y, long long m, long long d):
     cdef long long era, yoe, doy, doe
     if m <= 2:
         y -= 1
-    era = (y if y >= 0 else y - 399) // 400
+    era = y // 400  # floors, as Python's // does (cdivision is off)
     yoe = y - era * 400
     doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
@@ -187,8 +187,6 @@ cdef class CompiledFeatures:
         cdef object seen = None
         cdef Py_ssize_t applied = 0, duplicates = 0, lates = 0
         cdef list values = [state.get(f.name) for f in self._features]
-        cdef list times_were = [state.get(f.name, 0) for f in self._features]
-        cdef list times = list(times_were)
         cdef long long ts
         cdef bint late
         cdef object eid, etype, payload, v
@@ -267,8 +265,9 @@ cdef class CompiledFeatures:
                             (<list?>v)[0] += x
                             (<list>v)[1] += 1
                 elif f.kind == K_LAST_TIME:
-                    if ts > times[f.slot]:
-                        times[f.slot] = ts
+                    v = values[f.slot]
+                    if ts > (0 if v is None else v):
+                        values[f.slot] = ts
                 elif f.kind == K_SURFACES:
                     v = values[f.slot]
                     if v is None:
@@ -277,8 +276,9 @@ cdef class CompiledFeatures:
                     if ts > (<dict?>v).get(surface, 0):
                         (<dict?>v)[surface] = ts
         for f in self._features:
-            if f.kind == K_LAST_TIME and times[f.slot] > times_were[f.slot]:
-                state[f.name] = times[f.slot]
+            # Written once per call, not per event (an unchanged time is written back).
+            if f.kind == K_LAST_TIME and values[f.slot] is not None:
+                state[f.name] = values[f.slot]
         if len(ids) > self._recent_ids:
             del ids[: len(ids) - self._recent_ids]
         state[self._watermark_key] = watermark
@@ -350,9 +350,8 @@ cdef inline int _put_in(list pair, object item, long long ts, Py_ssize_t size) e
 # ---- Reading: the text of event times -------------------------------------------------
 
 #: Up to 2**32 s from the epoch (years 1834 to 2106) every time prints with a 4-digit
-#: year; ``kinds.iso`` sends other times to datetime.
+#: year; other times go to datetime (``use_slow_iso``).
 cdef long long _FAST_MS = (1LL << 32) * 1000
-ISO_FAST_MS = _FAST_MS
 
 cdef char _DIGITS[200]
 for _i in range(100):
