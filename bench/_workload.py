@@ -26,11 +26,11 @@ from headwater.bus import Message
 from headwater.config import Settings
 from headwater.contract.definition import RegisteredEventType
 from headwater.contract.loader import default_definitions
-from headwater.contract.registry import ContractRegistry
 from headwater.contract.signal import encode_signal
 from headwater.contract.validator import SignalValidator
 from headwater.control import open_control_database
 from headwater.demo.traffic import Traffic
+from headwater.registry.contracts import ContractRegistry
 
 SERVER_CORE = 0
 #: The cores ``taskset`` gives a server: one by default; ``BENCH_SERVER_CORES=0,1`` lets

@@ -2,8 +2,8 @@
 
 A workload of realistic signals (Zipf users and items, the shipped contracts, the
 gateway's envelope) is published to a SQLite bus first, untimed. Then the production
-consumer (``ConsumerRuntime`` + ``FeatureConsumer``, built by ``stack.consumer_runtime``
-as ``stack.feature_runtime`` builds it: dead letters, erasure ledger, tombstones)
+consumer (``ConsumerRuntime`` + ``FeatureConsumer``, built by ``Application.runtime``
+as the consumer registry builds it: dead letters, erasure ledger, tombstones)
 reads it back from the bus, decodes it and applies every declared feature:
 
 - into the SQLite online store, for each batch size tried (the best is reported);
@@ -44,18 +44,18 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from _common import emit, peak_rss_mb, pin_one_core
 from _workload import signal_messages
+from headwater.application import Application
 from headwater.bus import open_bus
 from headwater.config import Settings
 from headwater.contract.loader import default_definitions
-from headwater.contract.registry import ContractRegistry
 from headwater.contract.signal import Signal, decode_signal
 from headwater.control import open_control_database
 from headwater.features.consumer import FeatureConsumer
-from headwater.gateway.services import feature_engine
 from headwater.online import open_online_store
-from headwater.stack import consumer_runtime
+from headwater.registry.contracts import ContractRegistry
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -74,12 +74,9 @@ def settings_for(home: Path, bus_url: str, online_url: str) -> Settings:
 
 def run_consumer(settings: Settings, group: str, batch_size: int, events: int) -> float:
     """The production consumer from the start of the bus to its end; events/s."""
-    control = open_control_database(settings.control_url)
-    store = open_online_store(settings.online_url)
-    consumer = FeatureConsumer(store, feature_engine(ContractRegistry(control)), group=group)
-    runtime = consumer_runtime(
-        settings, consumer, group, batch_size=batch_size, closers=[store.close, control.close]
-    )
+    app = Application(settings)
+    consumer = FeatureConsumer(app.open_online_store(), app.new_feature_engine(), group=group)
+    runtime = app.runtime(consumer, group, batch_size=batch_size)
     try:
         start = time.perf_counter()
         while runtime.stats.records < events:
@@ -87,6 +84,7 @@ def run_consumer(settings: Settings, group: str, batch_size: int, events: int) -
         elapsed = time.perf_counter() - start
     finally:
         runtime.close()
+        app.close()
     if consumer.applied + consumer.engine.duplicates != events:
         raise RuntimeError(f"applied {consumer.applied} of {events}")
     return events / elapsed
@@ -94,9 +92,8 @@ def run_consumer(settings: Settings, group: str, batch_size: int, events: int) -
 
 def plain_loop(values: list[bytes], settings: Settings, batch_size: int) -> float:
     """Decode and apply the same features to in-memory dicts: the no-store ceiling."""
-    control = open_control_database(settings.control_url)
-    engine = feature_engine(ContractRegistry(control))
-    control.close()
+    with Application(settings) as app:
+        engine = app.new_feature_engine()
     states: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
     for first in range(0, len(values), batch_size):

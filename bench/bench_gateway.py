@@ -31,9 +31,9 @@ from _workload import launch
 from headwater.access.keys import ProducerKeys
 from headwater.config import Settings
 from headwater.contract.loader import default_definitions
-from headwater.contract.registry import ContractRegistry
 from headwater.control import open_control_database
 from headwater.demo.traffic import Traffic
+from headwater.registry.contracts import ContractRegistry
 
 ECHO_APP = textwrap.dedent("""
     async def app(scope, receive, send):

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from _common import emit
 from _workload import (
     CLIENT_CORE,
@@ -42,15 +43,9 @@ from _workload import (
     stop_server,
     summary_ms,
 )
+from headwater.application import Application
 from headwater.bus import open_bus
 from headwater.config import Settings
-from headwater.contract.registry import ContractRegistry
-from headwater.control import open_control_database
-from headwater.features.consumer import FeatureConsumer
-from headwater.features.reader import FeatureReader
-from headwater.gateway.services import feature_engine
-from headwater.online import open_online_store
-from headwater.stack import consumer_runtime
 
 
 def populate(settings: Settings, events: int) -> list[str]:
@@ -60,32 +55,22 @@ def populate(settings: Settings, events: int) -> list[str]:
     for first in range(0, len(msgs), 5000):
         bus.publish(msgs[first : first + 5000])
     bus.close()
-    control = open_control_database(settings.control_url)
-    store = open_online_store(settings.online_url)
-    consumer = FeatureConsumer(store, feature_engine(ContractRegistry(control)))
-    runtime = consumer_runtime(
-        settings,
-        consumer,
-        consumer.group,
-        batch_size=20_000,
-        closers=[store.close, control.close],
-    )
+    app = Application(settings)
+    runtime = app.consumer("features", batch_size=20_000)
     try:
         while runtime.stats.records < len(msgs):
             runtime.step()
         runtime.step()  # idle: positions get a fresh as_of
     finally:
         runtime.close()
+        app.close()
     return [m.key for m in msgs]
 
 
 def in_process(settings: Settings, users: list[str]) -> dict[str, Any]:
-    control = open_control_database(settings.control_url)
-    store = open_online_store(settings.online_url)
-    bus = open_bus(settings.bus_url)
-    reader = FeatureReader(
-        store, feature_engine(ContractRegistry(control)), partition_of=bus.partition_of
-    )
+    app = Application(settings)
+    store = app.online
+    reader = app.features
     for user in users[:2000]:  # warm the page cache and the positions
         reader.read(user)
     read_ms: list[float] = []
@@ -101,9 +86,7 @@ def in_process(settings: Settings, users: list[str]) -> dict[str, Any]:
         get_ms.append((t1 - t0) / 1e6)
         read_ms.append((t2 - t1) / 1e6)
         found += answer.found
-    store.close()
-    bus.close()
-    control.close()
+    app.close()
     return {
         "reads": len(users),
         "found": found,

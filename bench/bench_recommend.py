@@ -44,13 +44,11 @@ SERVER = textwrap.dedent("""
     from headwater.config import Settings
     from headwater.gateway.app import create_app
     from headwater.gateway.reco_routes import router
-    from headwater.gateway.services import GatewayServices
-    from headwater.stack import feature_runtime
+    from headwater.application import Application
 
     settings = Settings.from_env(sys.argv[1])
-    services = GatewayServices(settings)
-    services.refresh_contracts()
-    runtime = feature_runtime(settings, services)
+    hw = Application(settings)
+    runtime = hw.consumer("features")
     threading.Thread(target=runtime.run, kwargs={"install_signal_handlers": False},
                      daemon=True).start()
 
@@ -59,7 +57,7 @@ SERVER = textwrap.dedent("""
         if "/v1/users/{user_id}/recommendations" not in paths:
             app.include_router(router)
 
-    app = create_app(services, extra=add_router)
+    app = create_app(hw, extra=add_router)
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
                 access_log=False)
 """)
@@ -69,19 +67,16 @@ def prepare(home: Path, events: int, users: int, items: int, active: int) -> lis
     """History -> archive -> batch; recent activity -> bus -> features. Active users."""
     import pyarrow as pa
 
+    from headwater.application import Application
     from headwater.archive import ArchiveTable
     from headwater.batch import BatchRunner, BatchSettings
     from headwater.bus import Message
     from headwater.config import Settings
-    from headwater.contract.loader import default_definitions
     from headwater.contract.signal import Signal, encode_signal
-    from headwater.gateway.services import GatewayServices
-    from headwater.stack import feature_runtime
 
     settings = Settings.from_env(home)
-    services = GatewayServices(settings)
-    services.registry.apply(default_definitions())
-    services.refresh_contracts()
+    hw = Application(settings)
+    hw.register_shipped_contracts()
     table = ArchiveTable(settings.archive_url)
     last = datetime.now(UTC).date() - timedelta(days=1)
     days = 14
@@ -95,12 +90,12 @@ def prepare(home: Path, events: int, users: int, items: int, active: int) -> lis
             ]
         )
     )
-    runner = BatchRunner(table, services.online, BatchSettings(batch_dir=home / "batch"))
+    runner = BatchRunner(table, hw.online, BatchSettings(batch_dir=home / "batch"))
     runner.run()
     runner.close()
     # Recent activity of the active users: items drawn from the batch's popular items.
     rng = random.Random(5)
-    popular = services.online.keys("item_covis")[:5000]
+    popular = hw.online.keys("item_covis")[:5000]
     now = datetime.now(UTC)
     chosen = [f"u{rng.randrange(users):07d}" for _ in range(active)]
     signals = [
@@ -118,12 +113,12 @@ def prepare(home: Path, events: int, users: int, items: int, active: int) -> lis
     ]
     for start in range(0, len(signals), 500):
         chunk = signals[start : start + 500]
-        services.bus.publish([Message(s.user_id, encode_signal(s)) for s in chunk])
-    runtime = feature_runtime(settings, services)
+        hw.bus.publish([Message(s.user_id, encode_signal(s)) for s in chunk])
+    runtime = hw.consumer("features")
     while runtime.step():
         pass
     runtime.close()
-    services.close()
+    hw.close()
     return chosen
 
 

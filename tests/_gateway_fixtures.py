@@ -8,30 +8,28 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from headwater.application import Application
 from headwater.config import Settings
-from headwater.contract.loader import default_definitions
 from headwater.gateway.app import create_app
-from headwater.gateway.services import GatewayServices
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[GatewayServices]:
-    svc = GatewayServices(Settings.from_env(tmp_path / "hw"))
-    svc.registry.apply(default_definitions())
-    svc.refresh_contracts()
-    yield svc
-    svc.close()
+def hw(tmp_path: Path) -> Iterator[Application]:
+    app = Application(Settings.from_env(tmp_path / "hw"))
+    app.register_shipped_contracts()
+    yield app
+    app.close()
 
 
 @pytest.fixture
-def client(services: GatewayServices) -> Iterator[TestClient]:
-    with TestClient(create_app(services)) as c:
+def client(hw: Application) -> Iterator[TestClient]:
+    with TestClient(create_app(hw)) as c:
         yield c
 
 
 @pytest.fixture
-def web_key(services: GatewayServices) -> str:
-    secret, _ = services.keys.create("web")
+def web_key(hw: Application) -> str:
+    secret, _ = hw.keys.create("web")
     return secret
 
 

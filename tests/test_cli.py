@@ -133,12 +133,14 @@ def test_dlq_list_and_replay(tmp_path: Path) -> None:
 
 
 def test_delete_show_list_export(tmp_path: Path) -> None:
+    from headwater.application import Application
     from headwater.config import Settings
-    from headwater.stack import platform_runtime
 
     home = str(tmp_path / "hw")
-    # A running participant registers itself; the platform one is enough here.
-    runtime = platform_runtime(Settings.from_env(home))
+    # A running participant registers itself; only the platform one runs here, so the
+    # other consumers' stores stay outstanding.
+    hw = Application(Settings.from_env(home))
+    runtime = hw.consumer("platform-erasure")
     created = runner.invoke(app, ["delete", "u-77", "--home", home, "--reason", "asked"])
     assert created.exit_code == 0, created.output
     request_id = created.output.split("follow it: headwater deletions show ")[1].strip()
@@ -147,16 +149,20 @@ def test_delete_show_list_export(tmp_path: Path) -> None:
     while runtime.step():
         pass
     runtime.close()
+    hw.close()
     shown = runner.invoke(app, ["deletions", "show", request_id, "--home", home, "--json"])
     stores = {s["participant"]: s["status"] for s in json.loads(shown.output)["stores"]}
     assert stores == {
         "bus-log": "confirmed",
         "dead-letters": "confirmed",
         "idempotency-window": "confirmed",
+        "online-features": "pending",
+        "archive": "pending",
+        "batch-derived": "pending",
     }
     listed = runner.invoke(app, ["deletions", "list", "--home", home])
     assert request_id in listed.output
-    assert "3/3 confirmed" in listed.output
+    assert "3/6 confirmed" in listed.output
     out = tmp_path / "audit.json"
     exported = runner.invoke(
         app, ["deletions", "export", request_id, "--home", home, "--out", str(out)]

@@ -32,9 +32,9 @@ from headwater.contract.definition import (
     EventTypeDefinition,
     FieldSpec,
 )
-from headwater.contract.registry import ContractRegistry
 from headwater.control import open_control_database
 from headwater.errors import IncompatibleChangeError
+from headwater.registry.contracts import ContractRegistry
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 History = dict[str, list[tuple[int, EventTypeDefinition]]]

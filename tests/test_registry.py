@@ -10,9 +10,9 @@ import pytest
 
 from headwater.contract.definition import EventTypeDefinition, FieldSpec
 from headwater.contract.loader import default_definitions
-from headwater.contract.registry import ContractRegistry
 from headwater.control import ControlDatabase, open_control_database
 from headwater.errors import ConfigurationError, IncompatibleChangeError
+from headwater.registry.contracts import ContractRegistry
 
 _OPEN: list[ControlDatabase] = []
 

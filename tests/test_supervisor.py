@@ -18,8 +18,8 @@ import httpx
 from headwater.access.keys import ProducerKeys
 from headwater.config import Settings
 from headwater.contract.loader import default_definitions
-from headwater.contract.registry import ContractRegistry
 from headwater.control import open_control_database
+from headwater.registry.contracts import ContractRegistry
 from headwater.supervisor import Supervisor
 from tests._live import free_port
 from tests.erasure.test_end_to_end import events, wait_for
@@ -94,8 +94,12 @@ def test_each_component_in_its_own_process(tmp_path: Path) -> None:
 
 
 def test_up_processes_stops_every_process_on_sigterm(tmp_path: Path) -> None:
+    # A fresh home: a key, no contracts. `up --processes` registers the shipped ones, as
+    # `up` does, so the first publish is accepted.
     home = tmp_path / "hw"
-    _prepare(home)
+    db = open_control_database(Settings.from_env(home).control_url)
+    key, _ = ProducerKeys(db).create("web")
+    db.close()
     port = free_port()
     env = {**os.environ, "HEADWATER_HOME": str(home), "HEADWATER_BATCH_SCHEDULE": "off"}
     proc = subprocess.Popen(
@@ -109,6 +113,12 @@ def test_up_processes_stops_every_process_on_sigterm(tmp_path: Path) -> None:
         line = proc.stdout.readline()
         assert "one process per component" in line, line
         assert httpx.get(f"http://127.0.0.1:{port}/v1/health").status_code == 200
+        published = httpx.post(
+            f"http://127.0.0.1:{port}/v1/signals",
+            json=events("ann", 3),
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert published.status_code == 200, published.text
         children = _children_of(proc.pid)
         assert len(children) == 6
         proc.send_signal(signal.SIGTERM)

@@ -45,7 +45,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     erased_user_policy: str = "accept"
     features_file: str | None = None
     feature_lateness_s: float = 3600.0
-    lag_groups: tuple[str, ...] = ("features", "platform-erasure", "archive", "batch-erasure")
+    #: Consumer groups whose lag is reported; empty: every consumer of the registry.
+    lag_groups: tuple[str, ...] = ()
     alert_webhook: str | None = None
 
     @classmethod
@@ -69,11 +70,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             erasure_webhook=_env("HEADWATER_ERASURE_WEBHOOK", "") or None,
             erased_user_policy=_policy(_env("HEADWATER_ERASED_USER_POLICY", "accept")),
             lag_groups=tuple(
-                g.strip()
-                for g in _env(
-                    "HEADWATER_LAG_GROUPS", "features,platform-erasure,archive,batch-erasure"
-                ).split(",")
-                if g.strip()
+                g.strip() for g in _env("HEADWATER_LAG_GROUPS", "").split(",") if g.strip()
             ),
             alert_webhook=_env("HEADWATER_ALERT_WEBHOOK", "") or None,
             features_file=_env("HEADWATER_FEATURES_FILE", "") or None,

@@ -37,10 +37,7 @@ boundary.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from headwater.contract.compat import Violation
+from typing import Protocol
 
 __all__ = [
     "AccessError",
@@ -98,6 +95,15 @@ class ContractError(HeadwaterError):
 
 class ContractDefinitionError(ContractError):
     """A definition file or document does not describe a valid event type."""
+
+
+class Violation(Protocol):
+    """What an evolution rule reports (``contract.compat.Violation``); kept structural so
+    that this module imports nothing of headwater."""
+
+    def describe(self) -> str:
+        """One line naming the type, field, rule and the two versions."""
+        ...
 
 
 class IncompatibleChangeError(ContractError):

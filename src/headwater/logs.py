@@ -12,10 +12,11 @@ import contextvars
 import logging
 import os
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+
+from headwater._time import format_ms
 
 __all__ = ["REQUEST_ID", "JsonFormatter", "configure_logging"]
 
@@ -33,7 +34,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "ts": format_ms(int(record.created * 1000)),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from headwater.batch import batch_scheduler
+from headwater.application import CONSUMERS, Application, expected_participants
 from headwater.config import Settings
 from headwater.errors import HeadwaterError
 
@@ -31,12 +31,10 @@ __all__ = ["COMPONENTS", "Supervisor"]
 
 log = logging.getLogger("headwater.supervisor")
 
-#: Every component but the gateway: name -> command line after ``headwater``.
+#: Every component but the gateway: name -> command line after ``headwater``. The
+#: consumers come from the registry, in its order.
 COMPONENTS: dict[str, tuple[str, ...]] = {
-    "features": ("consume", "features"),
-    "platform-erasure": ("consume", "platform-erasure"),
-    "archive": ("consume", "archive"),
-    "batch-erasure": ("consume", "batch-erasure"),
+    **{spec.name: spec.command for spec in CONSUMERS},
     "orchestrator": ("orchestrate", "--interval", "0.5"),
 }
 #: Longest wait for a starting gateway to answer, and for a stopping process to exit.
@@ -74,7 +72,9 @@ class Supervisor:
         self._children.append(_Child("gateway", ("serve", "--host", host, "--port", str(port))))
         self._lock = threading.Lock()
         self._stopping = False
-        self.batch_scheduler = batch_scheduler(settings) if run_batch else None
+        # This process's own connections: the contracts, the ledger and the nightly batch.
+        self.app = Application(settings)
+        self.batch_scheduler = self.app.batch_scheduler() if run_batch else None
 
     @property
     def children(self) -> dict[str, subprocess.Popen[bytes] | None]:
@@ -82,8 +82,12 @@ class Supervisor:
         return {c.name: c.proc for c in self._children}
 
     def start(self) -> None:
-        """Consumers and orchestrator first, then the gateway once they registered."""
+        """Consumers and orchestrator first, then the gateway once they registered.
+
+        A control plane without contracts gets the shipped ones first, as ``up`` does.
+        """
         self.settings.home.mkdir(parents=True, exist_ok=True)
+        self.app.register_shipped_contracts()
         for child in self._children[:-1]:
             self._spawn(child)
         self._wait_for_participants()
@@ -101,21 +105,13 @@ class Supervisor:
 
     def _wait_for_participants(self) -> None:
         # Each consumer registers its stores with the erasure ledger when it starts.
-        from headwater.control import open_control_database
-        from headwater.erasure.ledger import ErasureLedger
-
-        expected = {"online-features", "bus-log", "archive", "batch-derived"}
+        expected = set(expected_participants())
         deadline = time.monotonic() + START_TIMEOUT_S
-        db = open_control_database(self.settings.control_url)
-        try:
-            ledger = ErasureLedger(db)
-            while time.monotonic() < deadline:
-                self._raise_if_exited()
-                if expected <= {p.name for p in ledger.participants()}:
-                    return
-                time.sleep(0.2)
-        finally:
-            db.close()
+        while time.monotonic() < deadline:
+            self._raise_if_exited()
+            if expected <= {p.name for p in self.app.ledger.participants()}:
+                return
+            time.sleep(0.2)
         raise HeadwaterError(f"consumers did not register within {START_TIMEOUT_S:g}s")
 
     def _wait_for_gateway(self, gateway: _Child) -> None:
@@ -176,6 +172,7 @@ class Supervisor:
             self.batch_scheduler.stop(60)
         _terminate([c.proc for c in self._children[-1:] if c.proc is not None])
         _terminate([c.proc for c in self._children[:-1] if c.proc is not None])
+        self.app.close()
 
 
 def _terminate(procs: Sequence[subprocess.Popen[bytes]]) -> None:

@@ -14,8 +14,8 @@ import pyarrow as pa
 from headwater.archive import ARCHIVE_SCHEMA, ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.archive._buffered import BufferedBus
 from headwater.bus import Message, Record, open_bus
-from headwater.bus.runtime import ConsumerRuntime
 from headwater.contract.signal import encode_signal
+from headwater.runtime import ConsumerRuntime
 from tests.archive._history import START, history, records, signal
 
 
@@ -108,7 +108,7 @@ def test_buffered_bus_gathers_polls_into_large_commits(tmp_path: Path, archive_u
         ArchiveTable(archive_url), ErasureLedger(archive_url), vacuum_interval_s=None
     )
     buffered = BufferedBus(open_bus(bus_url), max_records=600, max_wait_s=0.3)
-    rt = ConsumerRuntime(buffered.as_bus(), "archive", c, batch_size=600, poll_timeout=0.2)
+    rt = ConsumerRuntime(buffered, "archive", c, batch_size=600, poll_timeout=0.2)
     rt.run(install_signal_handlers=False, idle_exit=True)
     assert c.written == 1000
     assert c.commits == 2  # 600 + 400, not twenty commits of 50

@@ -11,9 +11,9 @@ from deltalake import DeltaTable
 
 from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.bus import Message, open_bus
-from headwater.bus.runtime import ConsumerRuntime
 from headwater.contract.signal import encode_signal
 from headwater.erasure.events import Confirmation, ErasureEvent, encode_erasure
+from headwater.runtime import ConsumerRuntime
 from tests.archive._history import history, records
 
 VICTIM = "u001"
@@ -49,7 +49,7 @@ def test_erase_deletes_verifies_records_partitions(archive_url: str) -> None:
     consumer.handle(records(sent))
     mine = [s for s in sent if s.user_id == VICTIM]
     assert mine, "the history must hold the victim"
-    conf = consumer.erase(_erasure())
+    (conf,) = consumer.erase(_erasure())
     assert conf.ok
     assert conf.method == "delta delete"
     assert conf.rows_removed == len(mine)
@@ -77,7 +77,7 @@ def test_retention_zero_vacuums_at_once_and_leaves_no_trace(
 ) -> None:
     consumer.handle(records(history(400, days=4)))
     before = DeltaTable(consumer.table.uri).version()
-    conf = consumer.erase(_erasure())
+    (conf,) = consumer.erase(_erasure())
     assert conf.evidence["vacuumed_at"] is not None
     assert conf.evidence["physically_removed_by"] == conf.evidence["vacuumed_at"]
     assert conf.evidence["files_removed"] > 0
@@ -100,7 +100,7 @@ def test_with_retention_the_confirmation_says_when_files_will_go(archive_url: st
     )
     c.handle(records(history(300, days=3)))
     before = c.table.version()
-    conf = c.erase(_erasure())
+    (conf,) = c.erase(_erasure())
     ev = conf.evidence
     assert ev["vacuumed_at"] is None
     removed_by = datetime.fromisoformat(ev["physically_removed_by"].replace("Z", "+00:00"))
@@ -123,15 +123,15 @@ def test_with_retention_the_confirmation_says_when_files_will_go(archive_url: st
 
 def test_erase_again_is_harmless_and_keeps_partitions(consumer: ArchiveConsumer) -> None:
     consumer.handle(records(history(300, days=3)))
-    first = consumer.erase(_erasure())
-    second = consumer.erase(_erasure())  # the orchestrator retried
+    (first,) = consumer.erase(_erasure())
+    (second,) = consumer.erase(_erasure())  # the orchestrator retried
     assert second.ok
     assert second.rows_removed == 0
     assert second.rows_remaining == 0
     entry = consumer.ledger.erasure("req-1")
     assert entry is not None
     assert entry.partitions == first.evidence["partitions"]
-    unknown = consumer.erase(_erasure("req-2", "nobody"))
+    (unknown,) = consumer.erase(_erasure("req-2", "nobody"))
     assert unknown.ok
     assert unknown.rows_removed == 0
     assert unknown.evidence["partitions"] == []

@@ -95,11 +95,11 @@ def test_archive_batch_and_erasure_on_s3(
     assert store.count(USER_BATCH, ["u001"]) == 1
 
     event = ErasureEvent(request_id="s3-req", user_id="u001", requested_at=datetime.now(UTC))
-    conf = archive.erase(event)
+    (conf,) = archive.erase(event)
     assert conf.ok
     assert conf.rows_removed > 0
     assert conf.evidence["files_removed"] > 0
-    derived = BatchErasureParticipant(runner, archive.ledger).erase(event)
+    (derived,) = BatchErasureParticipant(runner, archive.ledger).erase(event)
     assert derived.ok
     assert derived.evidence["partitions_recomputed"] == conf.evidence["partitions"]
     assert store.count(USER_BATCH, ["u001"]) == 0

@@ -60,7 +60,7 @@ def test_erased_users_influence_is_gone_from_every_batch_output(
     with pytest.raises(BackendUnavailableError, match="archive has not yet confirmed"):
         participant.erase(_event())
     archive.erase(_event())
-    conf = participant.erase(_event())
+    (conf,) = participant.erase(_event())
 
     victim_days = sorted({s.timestamp.date().isoformat() for s in _victim_history()})
     assert conf.ok
@@ -100,7 +100,7 @@ def test_erasure_of_a_user_without_derived_rows_confirms(
     runner = make_runner(archive.table, store, tmp_path / "batch")
     runner.run(until=UNTIL)
     archive.erase(_event("req-none"))
-    conf = BatchErasureParticipant(runner, archive.ledger).erase(_event("req-none"))
+    (conf,) = BatchErasureParticipant(runner, archive.ledger).erase(_event("req-none"))
     assert conf.ok
     assert conf.rows_removed == 0
     assert conf.evidence["partitions_recomputed"] == []
@@ -111,7 +111,7 @@ def test_erasure_before_any_batch_run_confirms(tmp_path: Path, store: OnlineStor
     archive.handle(records(history(200, days=3) + _victim_history()))
     runner = make_runner(archive.table, store, tmp_path / "batch")
     archive.erase(_event())
-    conf = BatchErasureParticipant(runner, archive.ledger).erase(_event())
+    (conf,) = BatchErasureParticipant(runner, archive.ledger).erase(_event())
     assert conf.ok
     assert conf.evidence["partitions_recomputed"] == []
     runner.run(until=UNTIL)

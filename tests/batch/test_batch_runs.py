@@ -29,7 +29,7 @@ def _setup(tmp_path: Path, store: OnlineStore, n: int = 1500):
 def test_outputs_match_a_plain_python_computation(tmp_path: Path, store: OnlineStore) -> None:
     _archive, runner, sent = _setup(tmp_path, store)
     report = runner.run(until=UNTIL)
-    assert report.as_of == "2026-03-13T00:00:00Z"
+    assert report.as_of == "2026-03-13T00:00:00.000Z"
     events = [s for s in sent if s.item_id and s.event_type in WEIGHTED]
     # Popularity of one surface and day.
     day = START + timedelta(days=2)
@@ -119,7 +119,7 @@ def test_backfill_recomputes_only_the_given_days(tmp_path: Path, store: OnlineSt
     after = runner.state.days()
     changed = sorted(d for d in after if after[d].computed_at != stamps[d])
     assert changed == report.days_computed
-    assert report.as_of == "2026-03-13T00:00:00Z", "a backfill keeps the window end"
+    assert report.as_of == "2026-03-13T00:00:00.000Z", "a backfill keeps the window end"
     assert any("days 2026-03-04..2026-03-06 (3/3)" in line for line in lines), lines
     assert runner.state.runs(1)[0].kind == "backfill"
 

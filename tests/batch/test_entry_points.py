@@ -11,16 +11,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from headwater.archive import archive_runtime, open_archive
-from headwater.archive.settings import ArchiveSettings
-from headwater.batch import USER_BATCH, batch_erasure_runtime, close_runner, open_batch_runner
-from headwater.bus import Message, open_bus
+from headwater.application import Application
+from headwater.batch import USER_BATCH
+from headwater.bus import Message
 from headwater.cli import archive as archive_cli
 from headwater.cli import batch as batch_cli
 from headwater.config import Settings
 from headwater.contract.signal import encode_signal
 from headwater.erasure.events import Confirmation, ErasureEvent, encode_erasure
-from headwater.online import open_online_store
 from tests.archive._history import history, records
 
 cli = CliRunner()
@@ -43,14 +41,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_batch_cli_runs_backfills_and_reports(home: Path) -> None:
-    consumer = open_archive(ArchiveSettings.from_env(Settings.from_env(home)))
-    consumer.handle(records(history(800, days=6)))
+    with Application(Settings.from_env(home)) as app:
+        app.open_archive_consumer().handle(records(history(800, days=6)))
     out = cli.invoke(batch_cli.app, ["run", "--home", str(home), "--until", "2026-03-06"])
     assert out.exit_code == 0, out.output
     assert "6 day(s) to compute" in out.output
     assert "days 2026-03-01..2026-03-06 (6/6)" in out.output
     assert "user_batch:" in out.output
-    assert "outputs as of 2026-03-07T00:00:00Z" in out.output
+    assert "outputs as of 2026-03-07T00:00:00.000Z" in out.output
     out = cli.invoke(
         batch_cli.app,
         ["run", "--home", str(home), "--from", "2026-03-02", "--to", "2026-03-03", "--json"],
@@ -72,10 +70,12 @@ def test_batch_cli_runs_backfills_and_reports(home: Path) -> None:
 
 
 def test_archive_cli_vacuum_and_erasure_status(home: Path) -> None:
-    consumer = open_archive(ArchiveSettings.from_env(Settings.from_env(home)))
-    consumer.vacuum_on_erase = False
-    consumer.handle(records(history(300, days=3)))
-    consumer.erase(ErasureEvent(request_id="r-cli", user_id="u001", requested_at=datetime.now(UTC)))
+    with Application(Settings.from_env(home)) as app:
+        consumer = app.open_archive_consumer()
+        consumer.vacuum_on_erase = False
+        consumer.handle(records(history(300, days=3)))
+        event = ErasureEvent(request_id="r-cli", user_id="u001", requested_at=datetime.now(UTC))
+        consumer.erase(event)
     out = cli.invoke(archive_cli.app, ["erasure", "r-cli", "--home", str(home), "--json"])
     doc = json.loads(out.output)
     assert doc["physically_removed_at"] is None
@@ -91,21 +91,20 @@ def test_archive_cli_vacuum_and_erasure_status(home: Path) -> None:
 
 def test_runtimes_archive_then_batch_participant_confirm(home: Path) -> None:
     settings = Settings.from_env(home)
-    bus = open_bus(settings.bus_url)
+    app = Application(settings)
+    bus = app.bus
     sent = history(600, days=4)
     bus.publish([Message(s.user_id, encode_signal(s)) for s in sent])
-    archive = archive_runtime(settings)
+    archive = app.consumer("archive")
     archive.run(install_signal_handlers=False, idle_exit=True)
-    runner = open_batch_runner(settings)
-    runner.run(until=max(s.timestamp.date() for s in sent))
-    close_runner(runner)
-    store = open_online_store(settings.online_url)
+    app.open_batch_runner().run(until=max(s.timestamp.date() for s in sent))
+    store = app.online
     assert store.count(USER_BATCH, ["u001"]) == 1
     event = ErasureEvent(request_id="r-bus", user_id="u001", requested_at=datetime.now(UTC))
     bus.publish([Message("u001", encode_erasure(event), "erasure")])
 
     confirmations: list[Confirmation] = []
-    participant = batch_erasure_runtime(settings)
+    participant = app.consumer("batch-erasure")
     participant.on_confirmation = confirmations.append
     participant.backoff = (0.05, 0.1)
     thread = threading.Thread(
@@ -117,7 +116,7 @@ def test_runtimes_archive_then_batch_participant_confirm(home: Path) -> None:
         time.sleep(0.02)
     assert participant.stats.unavailable_waits > 0, "it waits for the archive first"
     assert confirmations == []
-    archive = archive_runtime(settings)
+    archive = app.consumer("archive")
     archive.on_confirmation = confirmations.append
     archive.run(install_signal_handlers=False, idle_exit=True)
     while len(confirmations) < 2 and time.monotonic() < deadline:
@@ -130,5 +129,4 @@ def test_runtimes_archive_then_batch_participant_confirm(home: Path) -> None:
         == confirmations[0].evidence["partitions"]
     )
     assert store.count(USER_BATCH, ["u001"]) == 0
-    store.close()
-    bus.close()
+    app.close()

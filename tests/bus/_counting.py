@@ -13,10 +13,15 @@ from datetime import UTC, datetime
 
 from headwater.bus import Record
 from headwater.erasure.events import Confirmation, ErasureEvent
+from headwater.erasure.ledger import Participant
+from headwater.runtime import Consumer
 
 
-class CountingHandler:
+class CountingHandler(Consumer):
     name = "counting"
+
+    def participants(self) -> list[Participant]:
+        return [Participant(self.name, "sqlite-counts", 300.0)]
 
     def __init__(self, path: str, *, poison: bytes | None = None) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -41,10 +46,10 @@ class CountingHandler:
                 )
         self.conn.execute("COMMIT")
 
-    def erase(self, event: ErasureEvent) -> Confirmation:
+    def erase(self, event: ErasureEvent) -> list[Confirmation]:
         self.calls.append(("erase", [event.user_id.encode()]))
         cur = self.conn.execute("DELETE FROM counts WHERE key = ?", (event.user_id,))
-        return Confirmation(
+        confirmation = Confirmation(
             request_id=event.request_id,
             participant=self.name,
             store="sqlite-counts",
@@ -53,6 +58,7 @@ class CountingHandler:
             rows_remaining=0,
             verified_at=datetime.now(UTC),
         )
+        return [confirmation]
 
     def counts(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT key, n FROM counts").fetchall())

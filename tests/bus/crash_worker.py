@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from headwater.bus import open_bus
-from headwater.bus.runtime import ConsumerRuntime
+from headwater.runtime import ConsumerRuntime
 from tests.bus._counting import CountingHandler
 
 

@@ -13,10 +13,10 @@ import pytest
 
 from headwater.bus import Bus, Message, Record, open_bus
 from headwater.bus.dead_letters import DeadLetterStore
-from headwater.bus.runtime import ConsumerRuntime
 from headwater.control import open_control_database
 from headwater.erasure.events import Confirmation, ErasureEvent, encode_erasure
 from headwater.errors import BackendUnavailableError, MissingDeletionHandlerError
+from headwater.runtime import ConsumerRuntime
 from tests.bus._counting import CountingHandler
 
 
@@ -174,7 +174,7 @@ class ManyEraser(CountingHandler):
         self.calls.append(("erase_many", [e.user_id.encode() for e in events]))
         if self.fail_runs:
             raise ValueError("the run fails")
-        return [self.erase(e) for e in events]
+        return [c for e in events for c in self.erase(e)]
 
 
 def _erasures(*users: str) -> list[Message]:

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = """
 import sys, time
 from headwater.bus import open_bus
-from headwater.bus.runtime import ConsumerRuntime
+from headwater.runtime import ConsumerRuntime
 from tests.bus._counting import CountingHandler
 
 class Slow(CountingHandler):

@@ -1,5 +1,5 @@
 """The producer SDK against a real gateway."""
 
-from tests._gateway_fixtures import services
+from tests._gateway_fixtures import hw
 
-__all__ = ["services"]
+__all__ = ["hw"]

@@ -10,6 +10,7 @@ import httpx
 import msgspec
 import pytest
 
+from headwater.application import Application
 from headwater.client import (
     AsyncHeadwaterClient,
     HeadwaterClient,
@@ -19,15 +20,14 @@ from headwater.client import (
 )
 from headwater.errors import AuthenticationError, PermissionDeniedError, PublishFailedError
 from headwater.gateway.app import create_app
-from headwater.gateway.services import GatewayServices
 from tests._live import serve
 
 FAST = RetryPolicy(max_retries=3, base_s=0.001, cap_s=0.01)
 
 
 @pytest.fixture
-def live(services: GatewayServices) -> Iterator[str]:
-    with serve(create_app(services)) as url:
+def live(hw: Application) -> Iterator[str]:
+    with serve(create_app(hw)) as url:
         yield url
 
 
@@ -49,8 +49,8 @@ def test_event_ids_are_unique_and_time_ordered() -> None:
     assert all(len(i) == 26 for i in ids)
 
 
-def test_end_to_end_with_rejections_reported(live: str, services: GatewayServices) -> None:
-    secret, _ = services.keys.create("web")
+def test_end_to_end_with_rejections_reported(live: str, hw: Application) -> None:
+    secret, _ = hw.keys.create("web")
     seen: list[RejectedEvent] = []
     with HeadwaterClient(live, secret, batch_size=100, on_rejection=seen.append) as client:
         for i in range(250):
@@ -64,8 +64,8 @@ def test_end_to_end_with_rejections_reported(live: str, services: GatewayService
     assert seen[0].event["surface"] == "tv"
 
 
-def test_async_end_to_end(live: str, services: GatewayServices) -> None:
-    secret, _ = services.keys.create("ios")
+def test_async_end_to_end(live: str, hw: Application) -> None:
+    secret, _ = hw.keys.create("ios")
 
     async def main() -> int:
         async with AsyncHeadwaterClient(live, secret) as client:

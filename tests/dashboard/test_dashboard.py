@@ -62,7 +62,7 @@ def stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
 def test_dashboard_is_live_and_shows_deletions(
     browser: Any, stack: EmbeddedStack, tmp_path: Path
 ) -> None:
-    teams = TeamTraffic(stack.services, stack.url, rate=800, invalid_rate=0.05)
+    teams = TeamTraffic(stack.app.keys, stack.url, rate=800, invalid_rate=0.05)
     teams.start()
     try:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

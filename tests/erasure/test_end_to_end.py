@@ -69,7 +69,7 @@ def wait_for(check: Any, timeout: float = 20.0) -> Any:
 
 
 def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
-    svc = stack.services
+    svc = stack.app
     key, _ = svc.keys.create("web")
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=stack.url, headers=headers) as http:
@@ -121,7 +121,7 @@ def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
         assert bus.count_key("alice") == 0  # type: ignore[attr-defined]
         assert svc.online.count("user", ["alice"]) == 0
         assert svc.dead_letters.count_key("alice") == 0
-        assert svc.window.count_user("alice") == 0
+        assert svc.dedupe.count_user("alice") == 0
         assert svc.ledger.get(request_id).user_id is None
         assert archive.user_rows_by_day("alice") == {}
         assert by_store["archive"]["rows_removed"] == 12
@@ -129,7 +129,7 @@ def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
         # The others are untouched.
         assert bus.count_key("bob") == 12  # type: ignore[attr-defined]
         assert sum(archive.user_rows_by_day("bob").values()) == 12
-        assert svc.window.count_user("bob") > 0
+        assert svc.dedupe.count_user("bob") > 0
         assert http.get("/v1/users/bob/features").json()["features"]["counts"] == before_bob
         assert http.get("/v1/users/carol/features").json()["found"]
 

@@ -13,18 +13,18 @@ import msgspec
 import pytest
 
 from headwater.bus import Message, Record, open_bus
-from headwater.bus.runtime import ConsumerRuntime
 from headwater.contract.signal import Signal, encode_signal
 from headwater.control import open_control_database
 from headwater.erasure.events import Confirmation, ErasureEvent
-from headwater.erasure.ledger import ErasureLedger
+from headwater.erasure.ledger import ErasureLedger, Participant
 from headwater.erasure.orchestrator import ErasureOrchestrator
 from headwater.erasure.subject import SubjectHasher
 from headwater.errors import NoErasureParticipantsError, UnknownErasureRequestError
 from headwater.metrics import ERASURE_ALERTS
+from headwater.runtime import Consumer, ConsumerRuntime
 
 
-class Store:
+class Store(Consumer):
     """A participant whose store can be switched off."""
 
     name = "flaky-store"
@@ -35,16 +35,19 @@ class Store:
         self.down = False
         self.attempts = 0
 
+    def participants(self) -> list[Participant]:
+        return [Participant(self.name, "memory", self.confirm_within_s)]
+
     def handle(self, records: Sequence[Record]) -> None:
         for r in records:
             self.rows[r.key] = self.rows.get(r.key, 0) + 1
 
-    def erase(self, event: ErasureEvent) -> Confirmation:
+    def erase(self, event: ErasureEvent) -> list[Confirmation]:
         self.attempts += 1
         if self.down:
             raise RuntimeError("store offline")
         removed = 1 if self.rows.pop(event.user_id, None) is not None else 0
-        return Confirmation(
+        confirmation = Confirmation(
             request_id=event.request_id,
             participant=self.name,
             store="memory",
@@ -53,6 +56,7 @@ class Store:
             rows_remaining=int(event.user_id in self.rows),
             verified_at=datetime.now(UTC),
         )
+        return [confirmation]
 
 
 class Steady(Store):

@@ -6,12 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from headwater.application import Application
 from headwater.config import Settings
-from headwater.contract.loader import default_definitions
-from headwater.contract.registry import ContractRegistry
-from headwater.control import open_control_database
 from headwater.errors import ConfigurationError
-from headwater.gateway.services import feature_engine
 
 
 def test_features_file_and_lateness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,12 +20,9 @@ def test_features_file_and_lateness(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     )
     monkeypatch.setenv("HEADWATER_FEATURES_FILE", str(spec))
     monkeypatch.setenv("HEADWATER_FEATURE_LATENESS", "15m")
-    settings = Settings.from_env(tmp_path / "hw")
-    db = open_control_database(settings.control_url)
-    registry = ContractRegistry(db)
-    registry.apply(default_definitions())
-    engine = feature_engine(registry, settings)
-    db.close()
+    with Application(Settings.from_env(tmp_path / "hw")) as app:
+        app.register_shipped_contracts()
+        engine = app.new_feature_engine()
     assert [s.name for s in engine.specs] == ["views", "searches"]
     assert engine.specs[1].windows_s == (600.0, 3600.0)
     assert engine.lateness_ms == 15 * 60_000

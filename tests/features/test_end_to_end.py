@@ -13,12 +13,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from headwater.bus.runtime import ConsumerRuntime
+from headwater.application import Application
 from headwater.config import Settings
-from headwater.contract.loader import default_definitions
 from headwater.gateway.app import create_app
-from headwater.gateway.services import GatewayServices
-from headwater.stack import feature_runtime
+from headwater.runtime import ConsumerRuntime
 from tests._gateway_fixtures import auth
 from tests.conftest import server_url
 
@@ -34,16 +32,15 @@ def settings(
 
 
 @pytest.fixture
-def stack(settings: Settings) -> Iterator[tuple[GatewayServices, TestClient, ConsumerRuntime]]:
-    services = GatewayServices(settings)
-    services.registry.apply(default_definitions())
-    services.refresh_contracts()
-    runtime = feature_runtime(settings, services, batch_size=500)
-    with TestClient(create_app(services)) as client:
-        yield services, client, runtime
+def stack(settings: Settings) -> Iterator[tuple[Application, TestClient, ConsumerRuntime]]:
+    hw = Application(settings)
+    hw.register_shipped_contracts()
+    runtime = hw.consumer("features", batch_size=500)
+    with TestClient(create_app(hw)) as client:
+        yield hw, client, runtime
     runtime.close()
-    services.online.clear("user")
-    services.close()
+    hw.online.clear("user")
+    hw.close()
 
 
 def drain(runtime: ConsumerRuntime) -> None:
@@ -67,10 +64,10 @@ def event(i: int, etype: str, user: str, **over: Any) -> dict[str, Any]:
 
 
 def test_publish_then_read_fresh_features(
-    stack: tuple[GatewayServices, TestClient, ConsumerRuntime],
+    stack: tuple[Application, TestClient, ConsumerRuntime],
 ) -> None:
-    services, client, runtime = stack
-    key, _ = services.keys.create("web")
+    hw, client, runtime = stack
+    key, _ = hw.keys.create("web")
     batch = [
         event(1, "view", "alice"),
         event(2, "view", "alice"),
@@ -104,15 +101,15 @@ def test_publish_then_read_fresh_features(
 
 
 def test_answer_turns_stale_when_the_consumer_stops(
-    stack: tuple[GatewayServices, TestClient, ConsumerRuntime],
+    stack: tuple[Application, TestClient, ConsumerRuntime],
 ) -> None:
-    services, client, runtime = stack
-    key, _ = services.keys.create("web")
+    hw, client, runtime = stack
+    key, _ = hw.keys.create("web")
     client.post("/v1/signals", json=[event(1, "view", "carol")], headers=auth(key))
     drain(runtime)
     assert client.get("/v1/users/carol/features").json()["stale"] is False
     # The consumer stops; time passes beyond the view budget (simulated by tightening it).
-    services.features.engine.budgets_s["view"] = 0.2
+    hw.features.engine.budgets_s["view"] = 0.2
     time.sleep(0.4)
     answer = client.get("/v1/users/carol/features").json()
     assert answer["stale"] is True
@@ -120,21 +117,21 @@ def test_answer_turns_stale_when_the_consumer_stops(
     assert answer["age_s"] >= 0.2
 
 
-def test_bad_batch_read(stack: tuple[GatewayServices, TestClient, ConsumerRuntime]) -> None:
+def test_bad_batch_read(stack: tuple[Application, TestClient, ConsumerRuntime]) -> None:
     _, client, _ = stack
     assert client.post("/v1/features/batch", content=b"{").status_code == 400
     ids = [f"u{i}" for i in range(1001)]
     assert client.post("/v1/features/batch", json={"user_ids": ids}).status_code == 413
 
 
-def test_python_read_clients(stack: tuple[GatewayServices, TestClient, ConsumerRuntime]) -> None:
+def test_python_read_clients(stack: tuple[Application, TestClient, ConsumerRuntime]) -> None:
     import asyncio
 
     from headwater.client import AsyncFeatureClient, FeatureClient
     from tests._live import serve
 
-    services, client, runtime = stack
-    key, _ = services.keys.create("web")
+    hw, client, runtime = stack
+    key, _ = hw.keys.create("web")
     client.post(
         "/v1/signals", json=[event(1, "view", "dana"), event(2, "click", "dana")], headers=auth(key)
     )

@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from headwater.bus import Message, open_bus
-from headwater.bus.runtime import ConsumerRuntime
 from headwater.contract.signal import Signal, encode_signal
 from headwater.features.consumer import FeatureConsumer
 from headwater.features.engine import FeatureEngine
 from headwater.features.reader import FeatureReader
 from headwater.online import open_online_store
+from headwater.runtime import ConsumerRuntime
 from tests.features._oracle import actual, expected
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

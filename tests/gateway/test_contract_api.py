@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
 
-from headwater.gateway.services import GatewayServices
+from headwater.application import Application
 from tests._gateway_fixtures import auth
 
 REVIEWS_V2 = {
@@ -42,10 +42,8 @@ def test_list_and_history(client: TestClient) -> None:
     assert client.get("/v1/contracts/nope").status_code == 404
 
 
-def test_check_then_register_then_publish_new_field(
-    client: TestClient, services: GatewayServices
-) -> None:
-    key, _ = services.keys.create("reviews", event_types=("rating",), surfaces=("reviews",))
+def test_check_then_register_then_publish_new_field(client: TestClient, hw: Application) -> None:
+    key, _ = hw.keys.create("reviews", event_types=("rating",), surfaces=("reviews",))
     check = client.post("/v1/contracts/check", json=REVIEWS_V2, headers=auth(key))
     assert check.status_code == 200
     assert check.json()["changed"] == [{"name": "rating", "version": 2}]
@@ -66,9 +64,9 @@ def test_check_then_register_then_publish_new_field(
 
 
 def test_incompatible_change_is_refused_with_every_violation(
-    client: TestClient, services: GatewayServices
+    client: TestClient, hw: Application
 ) -> None:
-    key, _ = services.keys.create("reviews")
+    key, _ = hw.keys.create("reviews")
     broken = {
         "team": "reviews",
         "event_types": {
@@ -98,15 +96,15 @@ def test_incompatible_change_is_refused_with_every_violation(
     assert len(refused.json()["violations"]) == 6
 
 
-def test_only_the_owner_registers(client: TestClient, services: GatewayServices) -> None:
-    key, _ = services.keys.create("web")
+def test_only_the_owner_registers(client: TestClient, hw: Application) -> None:
+    key, _ = hw.keys.create("web")
     r = client.post("/v1/contracts", json=REVIEWS_V2, headers=auth(key))
     assert r.status_code == 403
     assert client.post("/v1/contracts/check", json=REVIEWS_V2).status_code == 401
 
 
-def test_bad_document_is_422(client: TestClient, services: GatewayServices) -> None:
-    key, _ = services.keys.create("reviews")
+def test_bad_document_is_422(client: TestClient, hw: Application) -> None:
+    key, _ = hw.keys.create("reviews")
     bad = {"team": "reviews", "event_types": {"rating": {"surfaces": "web"}}}
     r = client.post("/v1/contracts/check", json=bad, headers=auth(key))
     assert r.status_code == 422

@@ -14,22 +14,22 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
+from headwater.application import Application
 from headwater.erasure.ledger import Participant
 from headwater.gateway.app import create_app
-from headwater.gateway.services import GatewayServices
 from tests._gateway_fixtures import auth
 
 
 @pytest.fixture
-def app(services: GatewayServices) -> FastAPI:
+def app(hw: Application) -> FastAPI:
     # A running deployment has its consumers registered as erasure participants.
-    services.ledger.register_participant(Participant("online-features", "test", 60.0))
-    return create_app(services)
+    hw.ledger.register_participant(Participant("online-features", "test", 60.0))
+    return create_app(hw)
 
 
 @pytest.fixture
-def api_key(services: GatewayServices) -> str:
-    secret, _ = services.keys.create("web")
+def api_key(hw: Application) -> str:
+    secret, _ = hw.keys.create("web")
     return secret
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from headwater.application import Application
 from headwater.bus import open_bus
 from headwater.contract.signal import decode_signal
 from headwater.errors import BackendUnavailableError
-from headwater.gateway.services import GatewayServices
 from tests._gateway_fixtures import auth
 
 
@@ -30,8 +30,8 @@ def event(i: int, **over: Any) -> dict[str, Any]:
     return e
 
 
-def published(services: GatewayServices) -> list[Any]:
-    bus = open_bus(services.settings.bus_url)
+def published(hw: Application) -> list[Any]:
+    bus = open_bus(hw.settings.bus_url)
     consumer = bus.consumer(f"check-{id(bus)}")
     out = []
     while records := consumer.poll(1000, 0.2):
@@ -42,21 +42,21 @@ def published(services: GatewayServices) -> list[Any]:
 
 
 def test_all_accepted_is_200_and_published_with_envelope(
-    client: TestClient, services: GatewayServices, web_key: str
+    client: TestClient, hw: Application, web_key: str
 ) -> None:
     r = client.post("/v1/signals", json=[event(i) for i in range(5)], headers=auth(web_key))
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["accepted"], body["rejected"], body["duplicates"]) == (5, 0, 0)
     assert [x["status"] for x in body["results"]] == ["accepted"] * 5
-    signals = published(services)
+    signals = published(hw)
     assert sorted(s.event_id for s in signals) == [f"ev-{i}" for i in range(5)]
     assert {s.producer for s in signals} == {"web"}
     assert all(s.schema_version == 1 and s.received_at is not None for s in signals)
 
 
 def test_partial_is_207_with_each_rejection(
-    client: TestClient, services: GatewayServices, web_key: str
+    client: TestClient, hw: Application, web_key: str
 ) -> None:
     batch = [event(0), event(1, surface="tv"), event(2, payload={"dwell_ms": "x"}), event(3)]
     r = client.post("/v1/signals", json=batch, headers=auth(web_key))
@@ -69,11 +69,11 @@ def test_partial_is_207_with_each_rejection(
         "surface_not_allowed",
     )
     assert (results[2]["field"], results[2]["rule"]) == ("payload.dwell_ms", "wrong_type")
-    assert sorted(s.event_id for s in published(services)) == ["ev-0", "ev-3"]
+    assert sorted(s.event_id for s in published(hw)) == ["ev-0", "ev-3"]
 
 
 def test_resent_events_are_accepted_without_second_publish(
-    client: TestClient, services: GatewayServices, web_key: str
+    client: TestClient, hw: Application, web_key: str
 ) -> None:
     batch = [event(i) for i in range(3)]
     assert client.post("/v1/signals", json=batch, headers=auth(web_key)).status_code == 200
@@ -82,11 +82,11 @@ def test_resent_events_are_accepted_without_second_publish(
     body = again.json()
     assert (body["accepted"], body["duplicates"]) == (1, 4)
     assert [x["status"] for x in body["results"]] == ["duplicate"] * 3 + ["accepted", "duplicate"]
-    ids = [s.event_id for s in published(services)]
+    ids = [s.event_id for s in published(hw)]
     assert sorted(ids) == ["ev-0", "ev-1", "ev-2", "ev-9"]
 
 
-def test_gzip_and_ndjson(client: TestClient, services: GatewayServices, web_key: str) -> None:
+def test_gzip_and_ndjson(client: TestClient, hw: Application, web_key: str) -> None:
     body = gzip.compress(json.dumps([event(1), event(2)]).encode())
     r = client.post(
         "/v1/signals",
@@ -103,10 +103,10 @@ def test_gzip_and_ndjson(client: TestClient, services: GatewayServices, web_key:
     assert r.status_code == 207
     assert [x["status"] for x in r.json()["results"]] == ["accepted", "rejected", "accepted"]
     assert r.json()["results"][1]["rule"] == "malformed_json"
-    assert len(published(services)) == 4
+    assert len(published(hw)) == 4
 
 
-def test_auth_errors(client: TestClient, services: GatewayServices, web_key: str) -> None:
+def test_auth_errors(client: TestClient, hw: Application, web_key: str) -> None:
     assert client.post("/v1/signals", json=[event(0)]).status_code == 401
     r = client.post("/v1/signals", json=[event(0)], headers=auth("hwk_nope_nope"))
     assert r.status_code == 401
@@ -114,16 +114,14 @@ def test_auth_errors(client: TestClient, services: GatewayServices, web_key: str
     ok = client.post("/v1/signals", json=[event(0)], headers={"X-API-Key": web_key})
     assert ok.status_code == 200
     key_id = web_key.split("_")[1]
-    services.keys.revoke(key_id)
+    hw.keys.revoke(key_id)
     client.app.state.key_cache.clear()  # type: ignore[attr-defined]
     assert client.post("/v1/signals", json=[event(1)], headers=auth(web_key)).status_code == 401
-    assert [s.event_id for s in published(services)] == ["ev-0"]
+    assert [s.event_id for s in published(hw)] == ["ev-0"]
 
 
-def test_scope_is_enforced_for_the_whole_batch(
-    client: TestClient, services: GatewayServices
-) -> None:
-    secret, _ = services.keys.create("reviews", event_types=("rating",), surfaces=("reviews",))
+def test_scope_is_enforced_for_the_whole_batch(client: TestClient, hw: Application) -> None:
+    secret, _ = hw.keys.create("reviews", event_types=("rating",), surfaces=("reviews",))
     rating = event(0, event_type="rating", surface="reviews", payload={"rating": 5})
     assert client.post("/v1/signals", json=[rating], headers=auth(secret)).status_code == 200
     r = client.post(
@@ -139,7 +137,7 @@ def test_scope_is_enforced_for_the_whole_batch(
     wrong_surface = event(3, event_type="rating", surface="web", payload={"rating": 1})
     r = client.post("/v1/signals", json=[wrong_surface], headers=auth(secret))
     assert r.status_code == 403
-    assert [s.event_id for s in published(services)] == ["ev-0"]
+    assert [s.event_id for s in published(hw)] == ["ev-0"]
 
 
 def test_size_limits_and_malformed(client: TestClient, web_key: str) -> None:
@@ -161,8 +159,8 @@ def test_size_limits_and_malformed(client: TestClient, web_key: str) -> None:
     assert r.status_code == 400
 
 
-def test_rate_limit_429_with_retry_after(client: TestClient, services: GatewayServices) -> None:
-    secret, _ = services.keys.create("email", rate_limit_eps=5, burst=10)
+def test_rate_limit_429_with_retry_after(client: TestClient, hw: Application) -> None:
+    secret, _ = hw.keys.create("email", rate_limit_eps=5, burst=10)
     assert (
         client.post(
             "/v1/signals", json=[event(i) for i in range(10)], headers=auth(secret)
@@ -175,19 +173,19 @@ def test_rate_limit_429_with_retry_after(client: TestClient, services: GatewaySe
 
 
 def test_bus_unavailable_is_503_and_nothing_published(
-    client: TestClient, services: GatewayServices, web_key: str
+    client: TestClient, hw: Application, web_key: str
 ) -> None:
-    real = services.bus.publish
+    real = hw.bus.publish
 
     def down(_messages: Any) -> None:
         raise BackendUnavailableError("bus is down")
 
-    services.bus.publish = down  # type: ignore[method-assign]
+    hw.bus.publish = down  # type: ignore[method-assign]
     r = client.post("/v1/signals", json=[event(1)], headers=auth(web_key))
-    services.bus.publish = real  # type: ignore[method-assign]
+    hw.bus.publish = real  # type: ignore[method-assign]
     assert r.status_code == 503
     assert r.headers["Retry-After"] == "1"
-    assert published(services) == []
+    assert published(hw) == []
     # The producer retries the whole batch: it is accepted, not treated as a duplicate.
     r = client.post("/v1/signals", json=[event(1)], headers=auth(web_key))
     assert r.json()["accepted"] == 1

@@ -11,11 +11,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from headwater.bus.runtime import ConsumerRuntime
-from headwater.gateway.services import GatewayServices
+from headwater.application import Application
 from headwater.logs import JsonFormatter
+from headwater.runtime import ConsumerRuntime
 from headwater.slo import SloMonitor, SloRecorder, slo_report
-from headwater.stack import feature_runtime
 from tests._gateway_fixtures import auth
 
 
@@ -40,7 +39,7 @@ def drain(runtime: ConsumerRuntime) -> None:
 
 
 def test_metrics_count_accepted_and_rejected_by_producer_type_reason(
-    client: TestClient, services: GatewayServices, web_key: str
+    client: TestClient, hw: Application, web_key: str
 ) -> None:
     before = client.get("/metrics").text
     batch = [event(1), event(2), event(3, surface="tv"), event(4, event_type="nope")]
@@ -71,7 +70,7 @@ def test_metrics_count_accepted_and_rejected_by_producer_type_reason(
 
 
 def test_request_id_flows_from_publish_to_the_signal_and_the_logs(
-    client: TestClient, services: GatewayServices, web_key: str
+    client: TestClient, hw: Application, web_key: str
 ) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -94,14 +93,14 @@ def test_request_id_flows_from_publish_to_the_signal_and_the_logs(
     assert publish["producer"] == "web"
     assert publish["first_event_id"] == "o-10"
     # The request id rides in the signal's envelope, so consumers can log it too.
-    consumer = services.bus.consumer("peek")
+    consumer = hw.bus.consumer("peek")
     records = consumer.poll(10, 1.0)
     consumer.close()
     from headwater.contract.signal import decode_signal
 
     assert decode_signal(records[-1].value).request_id == "trace-abc-1"
     # The feature consumer's line for the batch names the same request.
-    runtime = feature_runtime(services.settings, services)
+    runtime = hw.consumer("features")
     logger.addHandler(handler)
     try:
         drain(runtime)
@@ -134,10 +133,8 @@ def test_ingestion_stats_have_rates_reasons_and_an_example(
     assert example["event"]["event_id"] == "o-21"
 
 
-def test_slo_report_and_breach_alert(
-    client: TestClient, services: GatewayServices, web_key: str
-) -> None:
-    runtime = feature_runtime(services.settings, services, batch_size=100)
+def test_slo_report_and_breach_alert(client: TestClient, hw: Application, web_key: str) -> None:
+    runtime = hw.consumer("features", batch_size=100)
     client.post("/v1/signals", json=[event(i) for i in range(30, 60)], headers=auth(web_key))
     drain(runtime)
     handler = runtime.handler
@@ -154,15 +151,15 @@ def test_slo_report_and_breach_alert(
     now = time.time()
     for i in range(100):
         recorder.observe("ios", "click", 0.5 if i < 95 else 2.0, now)
-    services.online.put("slo", recorder.rows())
-    report = slo_report(services.online, {"click": 1.0}, window_s=600)
+    hw.online.put("slo", recorder.rows())
+    report = slo_report(hw.online, {"click": 1.0}, window_s=600)
     click = next(r for r in report if r["event_type"] == "click")
     assert (click["events"], click["within_budget"], click["breached"]) == (100, 95, True)
     assert click["burn_rate"] == 5.0
     assert click["max_freshness_s"] == 2.0
     alerts: list[dict[str, Any]] = []
     monitor = SloMonitor(
-        services.online, lambda: {"click": 1.0, "view": 60.0}, window_s=600, min_events=10
+        hw.online, lambda: {"click": 1.0, "view": 60.0}, window_s=600, min_events=10
     )
     monitor._alert = alerts.append  # type: ignore[method-assign]
     monitor.evaluate()
@@ -171,8 +168,8 @@ def test_slo_report_and_breach_alert(
     assert len(alerts) == 1, "one alert per breach, not one per evaluation"
     # A consumer that stops: as_of ages past the budget and the SLO is breached too.
     lagging = SloMonitor(
-        services.online,
-        lambda: services.features.engine.budgets_s,
+        hw.online,
+        lambda: hw.features.engine.budgets_s,
         window_s=600,
         as_of_age=lambda: 3600.0,
     )

@@ -13,18 +13,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from headwater.archive import open_archive
-from headwater.archive.settings import ArchiveSettings
-from headwater.batch import ITEM_COVIS, ITEM_POP, USER_BATCH, BatchSettings, open_batch_runner
+from headwater.application import Application
+from headwater.batch import ITEM_COVIS, ITEM_POP, USER_BATCH, BatchSettings
 from headwater.bus import Message
 from headwater.config import Settings
-from headwater.contract.loader import default_definitions
 from headwater.contract.signal import Signal, encode_signal
 from headwater.gateway.app import create_app
 from headwater.gateway.reco_routes import router as reco_router
-from headwater.gateway.services import GatewayServices
 from headwater.online import Position
-from headwater.stack import feature_runtime
 from tests.archive._history import records, signal
 from tests.conftest import server_url
 
@@ -62,27 +58,23 @@ def settings(
 
 
 @pytest.fixture
-def world(settings: Settings) -> Iterator[tuple[GatewayServices, TestClient]]:
-    services = GatewayServices(settings)
-    services.registry.apply(default_definitions())
-    services.refresh_contracts()
-    open_archive(ArchiveSettings.from_env(settings)).handle(records(_history()))
-    runner = open_batch_runner(
-        settings,
-        services.online,
-        batch=BatchSettings(batch_dir=settings.home / "batch", covis_min_support=1),
+def world(settings: Settings) -> Iterator[tuple[Application, TestClient]]:
+    hw = Application(settings)
+    hw.register_shipped_contracts()
+    hw.open_archive_consumer().handle(records(_history()))
+    runner = hw.open_batch_runner(
+        hw.online, batch=BatchSettings(batch_dir=settings.home / "batch", covis_min_support=1)
     )
     runner.run(until=DAY)
-    runner.close()
-    app = create_app(services, extra=lambda a: a.include_router(reco_router))
+    app = create_app(hw, extra=lambda a: a.include_router(reco_router))
     with TestClient(app) as client:
-        yield services, client
+        yield hw, client
     for ns in ("user", USER_BATCH, ITEM_COVIS, ITEM_POP):
-        services.online.clear(ns)
-    services.close()
+        hw.online.clear(ns)
+    hw.close()
 
 
-def _stream(services: GatewayServices, *events: tuple[str, str, str]) -> None:
+def _stream(hw: Application, *events: tuple[str, str, str]) -> None:
     now = datetime.now(UTC)
     sigs = [
         Signal(
@@ -99,8 +91,8 @@ def _stream(services: GatewayServices, *events: tuple[str, str, str]) -> None:
         )
         for i, (etype, user, item) in enumerate(events)
     ]
-    services.bus.publish([Message(s.user_id, encode_signal(s)) for s in sigs])
-    runtime = feature_runtime(services.settings, services, batch_size=500)
+    hw.bus.publish([Message(s.user_id, encode_signal(s)) for s in sigs])
+    runtime = hw.consumer("features", batch_size=500)
     while runtime.step():
         pass
     runtime.step()  # idle: the partitions are current, as_of is now
@@ -115,10 +107,10 @@ def _get(client: TestClient, user: str, **params: Any) -> dict[str, Any]:
 
 
 def test_fresh_recent_views_expand_through_covisitation(
-    world: tuple[GatewayServices, TestClient],
+    world: tuple[Application, TestClient],
 ) -> None:
-    services, client = world
-    _stream(services, ("view", "alice", "i1"))
+    hw, client = world
+    _stream(hw, ("view", "alice", "i1"))
     body = _get(client, "alice", k=5, surface="web")
     assert body["stale"] is False
     assert body["fallback"] is None
@@ -136,8 +128,8 @@ def test_fresh_recent_views_expand_through_covisitation(
     assert used["recently_viewed"]["used"] is True
     assert used["recently_viewed"]["as_of"]
     assert used["recently_viewed"]["source"] == "streaming"
-    assert used["item_covis"]["as_of"] == "2026-03-11T00:00:00Z"
-    assert used["user_batch"]["as_of"] == "2026-03-11T00:00:00Z"
+    assert used["item_covis"]["as_of"] == "2026-03-11T00:00:00.000Z"
+    assert used["user_batch"]["as_of"] == "2026-03-11T00:00:00.000Z"
     # History is thin (few co-visited items): popularity fills the rest, marked as such.
     assert {x["source"] for x in body["items"][1:]} <= {"covisitation", "popularity"}
     assert body["items"][-1]["source"] == "popularity"
@@ -146,9 +138,9 @@ def test_fresh_recent_views_expand_through_covisitation(
     assert items == ["i3", "i4", "i9", "i8"], "every web item but the seed and the purchase"
 
 
-def test_streamed_purchase_is_excluded(world: tuple[GatewayServices, TestClient]) -> None:
-    services, client = world
-    _stream(services, ("view", "bob", "i1"), ("purchase", "bob", "i3"))
+def test_streamed_purchase_is_excluded(world: tuple[Application, TestClient]) -> None:
+    hw, client = world
+    _stream(hw, ("view", "bob", "i1"), ("purchase", "bob", "i3"))
     body = _get(client, "bob", k=10)
     items = [x["item_id"] for x in body["items"]]
     assert "i3" not in items
@@ -157,14 +149,14 @@ def test_streamed_purchase_is_excluded(world: tuple[GatewayServices, TestClient]
 
 
 def test_stale_streaming_features_are_not_served_as_fresh(
-    world: tuple[GatewayServices, TestClient],
+    world: tuple[Application, TestClient],
 ) -> None:
-    services, client = world
-    _stream(services, ("view", "alice", "i1"))
+    hw, client = world
+    _stream(hw, ("view", "alice", "i1"))
     # The feature consumer stops: positions stay at an old as_of, past every budget.
     old = int((time.time() - 3600) * 1000)
-    current = services.online.positions("features")
-    services.online.put(
+    current = hw.online.positions("features")
+    hw.online.put(
         "user",
         {},
         group="features",
@@ -188,7 +180,7 @@ def test_stale_streaming_features_are_not_served_as_fresh(
     assert "i2" not in [x["item_id"] for x in body["items"]]
 
 
-def test_new_user_gets_popularity(world: tuple[GatewayServices, TestClient]) -> None:
+def test_new_user_gets_popularity(world: tuple[Application, TestClient]) -> None:
     _services, client = world
     body = _get(client, "stranger", k=3, surface="web")
     assert body["fallback"] == "popularity"
@@ -200,7 +192,7 @@ def test_new_user_gets_popularity(world: tuple[GatewayServices, TestClient]) -> 
     assert other["items"][0]["reason"].startswith("popular everywhere")
 
 
-def test_bad_k_is_refused(world: tuple[GatewayServices, TestClient]) -> None:
+def test_bad_k_is_refused(world: tuple[Application, TestClient]) -> None:
     _services, client = world
     assert client.get("/v1/users/alice/recommendations", params={"k": 0}).status_code == 422
     assert client.get("/v1/users/alice/recommendations", params={"k": 1000}).status_code == 422

@@ -12,10 +12,10 @@ import hashlib
 import hmac
 import json
 import secrets
-from datetime import UTC, datetime
 
 import msgspec
 
+from headwater._time import now_text
 from headwater.control.base import ControlDatabase
 from headwater.errors import AuthenticationError, ConfigurationError
 
@@ -120,7 +120,7 @@ class ProducerKeys:
             rate_limit_eps=rate_limit_eps,
             burst=burst if burst is not None else rate_limit_eps,
             description=description,
-            created_at=datetime.now(UTC).isoformat(),
+            created_at=now_text(),
         )
         self._db.execute(
             f"INSERT INTO hw_producer_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
@@ -148,7 +148,7 @@ class ProducerKeys:
 
     def revoke(self, key_id: str) -> ProducerKey:
         """Revoke a key; publishes with it fail from then on."""
-        now = datetime.now(UTC).isoformat()
+        now = now_text()
         with self._db.transaction() as tx:
             tx.execute(
                 "UPDATE hw_producer_keys SET revoked_at = ? "

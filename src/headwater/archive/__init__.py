@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from headwater.archive.consumer import ArchiveConsumer
 from headwater.archive.ledger import ErasureEntry, ErasureLedger
-from headwater.archive.runtime import archive_runtime, open_archive
 from headwater.archive.schema import ARCHIVE_SCHEMA, signals_to_arrow
 from headwater.archive.settings import ArchiveSettings
 from headwater.archive.table import ArchiveTable, DayFiles, VacuumReport
@@ -23,7 +22,5 @@ __all__ = [
     "ErasureEntry",
     "ErasureLedger",
     "VacuumReport",
-    "archive_runtime",
-    "open_archive",
     "signals_to_arrow",
 ]

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Callable, Mapping, Sequence
 
 from headwater.bus.base import (
     KIND_ERASURE,
     Bus,
     BusConsumer,
+    ErasureCapability,
+    Message,
+    PartitionLag,
     Record,
 )
 
@@ -72,12 +74,11 @@ class _BufferedConsumer:
         self._inner.close()
 
 
-class BufferedBus:
+class BufferedBus(Bus):
     """Wraps a bus; its consumers gather up to ``max_records`` or ``max_wait_s`` per poll,
     reading the bus at most every ``gather_interval_s`` while it has less than that.
 
-    Every other attribute (publish, lag, purge ...) is the wrapped bus's own, so the
-    wrapper follows the ``Bus`` port as it grows.
+    Everything else is the wrapped bus's own, delegated method by method.
     """
 
     def __init__(
@@ -101,9 +102,33 @@ class BufferedBus:
         """A gathering member of ``group``."""
         return _BufferedConsumer(self.inner.consumer(group, member=member), self)
 
-    def as_bus(self) -> Bus:
-        """This wrapper typed as the port it stands in for."""
-        return cast("Bus", self)
+    def publish(self, messages: Sequence[Message]) -> None:
+        self.inner.publish(messages)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    def partition_of(self, key: str) -> int:
+        return self.inner.partition_of(key)
+
+    def lag(self, group: str) -> list[PartitionLag]:
+        return self.inner.lag(group)
+
+    def erasure_capability(self) -> ErasureCapability:
+        return self.inner.erasure_capability()
+
+    def purge_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
+        return self.inner.purge_key(key, where)
+
+    def purge_keys(self, wheres: Mapping[str, Callable[[Record], bool] | None]) -> dict[str, int]:
+        return self.inner.purge_keys(wheres)
+
+    def count_keys(
+        self, wheres: Mapping[str, Callable[[Record], bool] | None]
+    ) -> dict[str, int] | None:
+        return self.inner.count_keys(wheres)
+
+    def purge_recent(
+        self, key: str, since_ms: int, where: Callable[[Record], bool] | None = None
+    ) -> int | None:
+        return self.inner.purge_recent(key, since_ms, where)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -14,13 +14,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from headwater._time import format_time
 from headwater.archive.ledger import ErasureLedger
 from headwater.archive.schema import signals_to_arrow
 from headwater.archive.table import ArchiveTable, VacuumReport
 from headwater.bus.base import KIND_SIGNAL, Record
 from headwater.contract.signal import Signal, decode_signal
 from headwater.erasure.events import Confirmation, ErasureEvent
+from headwater.erasure.ledger import Participant
+from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
 from headwater.errors import ArchiveError
+from headwater.runtime.consumer import Consumer
 
 __all__ = ["ArchiveConsumer"]
 
@@ -29,11 +33,11 @@ log = logging.getLogger("headwater.archive")
 _COMPACT_FILES = 8  # a day with more data files than this is compacted at maintenance
 
 
-class ArchiveConsumer:
+class ArchiveConsumer(Consumer):
     """Writes signals to the archive table; erases users from it with proof."""
 
     name = "archive"
-    confirm_within_s = 300.0  # how long the orchestrator waits before it chases and alerts
+    confirm_within_s = DEFAULT_CONFIRM_WITHIN_S
 
     def __init__(
         self,
@@ -129,9 +133,13 @@ class ArchiveConsumer:
 
     # -- erasure ---------------------------------------------------------------
 
-    def erase(self, event: ErasureEvent) -> Confirmation:
+    def participants(self) -> list[Participant]:
+        """The Delta table."""
+        return [Participant(self.name, self.table.uri, self.confirm_within_s)]
+
+    def erase(self, event: ErasureEvent) -> list[Confirmation]:
         """Delete the user's rows, verify with a scan, record the partitions, report times."""
-        return self.erase_many([event])[0]
+        return self.erase_many([event])
 
     def erase_many(self, events: Sequence[ErasureEvent]) -> list[Confirmation]:
         """Erase a run of requests with one DELETE and one verifying scan.
@@ -194,8 +202,8 @@ class ArchiveConsumer:
             "physically_removed_by": None,
         }
         if vacuum is not None:
-            evidence["vacuumed_at"] = _iso(vacuum.vacuumed_at)
-            evidence["physically_removed_by"] = _iso(vacuum.vacuumed_at)
+            evidence["vacuumed_at"] = format_time(vacuum.vacuumed_at)
+            evidence["physically_removed_by"] = format_time(vacuum.vacuumed_at)
             evidence["files_removed"] = len(vacuum.removed_files)
             evidence["physical_removal"] = (
                 "old files and log entries removed by a vacuum right after the DELETE"
@@ -203,9 +211,10 @@ class ArchiveConsumer:
         elif self.vacuum_interval_s is not None:
             # Deleted files stay readable (time travel) until a vacuum after the retention.
             by = erased_at + retention + timedelta(seconds=self.vacuum_interval_s)
-            evidence["physically_removed_by"] = _iso(by)
+            evidence["physically_removed_by"] = format_time(by)
+            after = format_time(erased_at + retention)
             evidence["physical_removal"] = (
-                f"old files stay until the first vacuum after {_iso(erased_at + retention)}; "
+                f"old files stay until the first vacuum after {after}; "
                 f"the consumer vacuums every {self.vacuum_interval_s:g}s while it runs"
             )
         else:
@@ -214,7 +223,3 @@ class ArchiveConsumer:
                 "runs after the retention: no vacuum is scheduled"
             )
         return evidence
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

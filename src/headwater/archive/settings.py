@@ -46,7 +46,6 @@ class ArchiveSettings(msgspec.Struct, frozen=True, kw_only=True):
     vacuum_interval_s: float | None = 3600.0
     flush_rows: int = 50_000
     flush_seconds: float = 5.0
-    group: str = "archive"
 
     @classmethod
     def from_env(cls, settings: Settings) -> ArchiveSettings:

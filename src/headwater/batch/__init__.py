@@ -27,11 +27,7 @@ __all__ = [
     "BatchScheduler",
     "BatchSettings",
     "RunReport",
-    "batch_erasure_runtime",
-    "batch_scheduler",
-    "close_runner",
     "next_run",
-    "open_batch_runner",
 ]
 
 _LAZY = {
@@ -40,10 +36,6 @@ _LAZY = {
     "RunReport": "headwater.batch.runner",
     "BatchScheduler": "headwater.batch.scheduler",
     "next_run": "headwater.batch.scheduler",
-    "batch_erasure_runtime": "headwater.batch.runtime",
-    "batch_scheduler": "headwater.batch.runtime",
-    "close_runner": "headwater.batch.runtime",
-    "open_batch_runner": "headwater.batch.runtime",
 }
 
 

@@ -21,7 +21,9 @@ from headwater.batch.runner import AS_OF_KEY, BatchRunner
 from headwater.batch.sql import events_sql, item_pair_day_sql, item_pop_day_sql, user_item_day_sql
 from headwater.bus.base import Record
 from headwater.erasure.events import Confirmation, ErasureEvent
+from headwater.erasure.ledger import Participant
 from headwater.errors import BackendUnavailableError, ErasureError
+from headwater.runtime.consumer import Consumer
 
 __all__ = ["BatchErasureParticipant"]
 
@@ -32,7 +34,7 @@ _COMPARED = {
 }
 
 
-class BatchErasureParticipant:
+class BatchErasureParticipant(Consumer):
     """Confirms erasure for the batch's derived data (its own consumer group)."""
 
     name = "batch-derived"
@@ -50,9 +52,13 @@ class BatchErasureParticipant:
         """Signals are the archive's business: this participant only acts on erasures."""
         del records
 
-    def erase(self, event: ErasureEvent) -> Confirmation:
+    def participants(self) -> list[Participant]:
+        """What the batch derived: its day tables, outputs and the online store's rows."""
+        return [Participant(self.name, str(self.runner.cfg.batch_dir), self.confirm_within_s)]
+
+    def erase(self, event: ErasureEvent) -> list[Confirmation]:
         """Recompute the user's partitions and derived tables, then prove the user is gone."""
-        return self.erase_many([event])[0]
+        return self.erase_many([event])
 
     def erase_many(self, events: Sequence[ErasureEvent]) -> list[Confirmation]:
         """Erase a run of requests with one recompute of the days any of them touched.

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from headwater._time import now_text
 from headwater.archive.schema import ARCHIVE_SCHEMA
 from headwater.archive.table import ArchiveTable, DayFiles, quote_sql
 from headwater.batch.derived import DerivedStore
@@ -93,7 +94,6 @@ class BatchRunner:
         self._rlock = threading.RLock()
         self._depth = 0
         self._lock_file: Any = None
-        self.owns_store = False  # set by open_batch_runner when it opened the store
 
     # -- locking ---------------------------------------------------------------
 
@@ -313,7 +313,7 @@ class BatchRunner:
         # Forget first: a crash between the two steps leaves the days to recompute.
         self.state.forget(days)
         self.derived.install(staged, days)
-        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        stamp = now_text()
         self.state.record(
             [
                 ComputedDay(

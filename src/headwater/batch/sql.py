@@ -64,7 +64,7 @@ def _day(value: str) -> str:
 
 def _stamp(value: str) -> str:
     # An as_of stamp as as_of_text makes it: validated before it reaches the SQL.
-    if not value.endswith("T00:00:00Z"):
+    if value[10:] != "T00:00:00.000Z":
         raise ValueError(f"not an as_of stamp: {value!r}")
     _day(value[:10])
     return value
@@ -292,4 +292,4 @@ def item_pop_sql(pop: str, *, as_of: str, recent_start: str, cfg: BatchSettings)
 
 def as_of_text(end_day: str) -> str:
     """The as_of of outputs whose window ends with ``end_day``: the end of that day (UTC)."""
-    return f"{date.fromisoformat(end_day) + timedelta(days=1)}T00:00:00Z"
+    return f"{date.fromisoformat(end_day) + timedelta(days=1)}T00:00:00.000Z"

@@ -11,12 +11,12 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from headwater._time import now_text
 from headwater.errors import ArchiveError
 
 __all__ = ["BatchState", "ComputedDay", "RunRecord"]
@@ -58,7 +58,7 @@ class RunRecord(msgspec.Struct, frozen=True):
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return now_text()
 
 
 class BatchState:

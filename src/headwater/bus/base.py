@@ -149,6 +149,29 @@ class Bus(Protocol):
         """
         ...
 
+    # The three below have a default here; backends that can do better override them
+    # (a backend class subclasses ``Bus`` explicitly to inherit the defaults).
+
+    def purge_keys(self, wheres: Mapping[str, Callable[[Record], bool] | None]) -> dict[str, int]:
+        """``purge_key`` for many keys (a burst of erasures); records removed per key."""
+        return {key: self.purge_key(key, where) for key, where in wheres.items()}
+
+    def count_keys(
+        self, wheres: Mapping[str, Callable[[Record], bool] | None]
+    ) -> dict[str, int] | None:
+        """Records of each key (those ``where`` selects) still in the log, by a scan that
+        does not trust the purge: erasure evidence. None where the bus cannot count."""
+        del wheres
+        return None
+
+    def purge_recent(
+        self, key: str, since_ms: int, where: Callable[[Record], bool] | None = None
+    ) -> int | None:
+        """``purge_key`` over what was appended since ``since_ms`` only; None where the
+        bus cannot look at a recent stretch alone (the caller purges the whole key)."""
+        del key, since_ms, where
+        return None
+
     def close(self) -> None:
         """Release connections."""
         ...

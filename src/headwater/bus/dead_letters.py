@@ -7,10 +7,10 @@ data, so they take part in erasure like any other store.
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
 
 import msgspec
 
+from headwater._time import now_text
 from headwater.bus.base import Record
 from headwater.control.base import ControlDatabase
 
@@ -101,7 +101,7 @@ class DeadLetterStore:
                 record.timestamp_ms,
                 error[:4000],
                 attempts,
-                datetime.now(UTC).isoformat(),
+                now_text(),
             ),
         )
 
@@ -142,7 +142,7 @@ class DeadLetterStore:
             "UPDATE hw_dead_letters SET replayed_at = ? "
             "WHERE grp = ? AND partition = ? AND record_offset = ?",
             (
-                datetime.now(UTC).isoformat(),
+                now_text(),
                 letter.group,
                 letter.record.partition,
                 letter.record.offset,

@@ -24,7 +24,7 @@ from typing import Any
 from headwater.bus._kafka_admin import KafkaSettings, ensure_topic, is_unavailable, raise_translated
 from headwater.bus._kafka_consumer import KIND_HEADER, KafkaConsumer, now_ms
 from headwater.bus._murmur2 import kafka_partition
-from headwater.bus.base import ErasureCapability, Message, PartitionLag, Record
+from headwater.bus.base import Bus, ErasureCapability, Message, PartitionLag, Record
 from headwater.errors import (
     BackendUnavailableError,
     BusError,
@@ -42,7 +42,7 @@ __all__ = ["KafkaBus", "KafkaConsumer", "MockCluster"]
 log = logging.getLogger("headwater.bus.kafka")
 
 
-class KafkaBus:
+class KafkaBus(Bus):
     """The bus on a Kafka cluster, selected by ``kafka://host:9092``."""
 
     def __init__(

@@ -28,7 +28,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -39,7 +39,14 @@ from headwater.bus._nats_group import OffsetStore
 from headwater.bus._nats_publish import AckedPublisher
 from headwater.bus._nats_reader import HEADER_KEY, HEADER_KIND, scan_subject
 from headwater.bus._options import BusOptions
-from headwater.bus.base import ErasureCapability, Message, PartitionLag, Record, partition_for
+from headwater.bus.base import (
+    Bus,
+    ErasureCapability,
+    Message,
+    PartitionLag,
+    Record,
+    partition_for,
+)
 from headwater.errors import ConfigurationError
 
 __all__ = ["NatsBus", "NatsConsumer", "delete_bus"]
@@ -54,7 +61,7 @@ _PARTITIONS_IN_DESCRIPTION = re.compile(r"\bpartitions=(\d+)\b")
 _STREAM_NAME_IN_USE = 10058
 
 
-class NatsBus:
+class NatsBus(Bus):
     """The bus on NATS JetStream."""
 
     def __init__(
@@ -313,6 +320,10 @@ class NatsBus:
             timeout=max(30.0, 10 * self.timeout_s),
         )
         return sum(1 for r in records if where is None or where(r))
+
+    def count_keys(self, wheres: Mapping[str, Callable[[Record], bool] | None]) -> dict[str, int]:
+        """``count_key`` for each key (one subject scan per key)."""
+        return {key: self.count_key(key, where) for key, where in wheres.items()}
 
     def close(self) -> None:
         self._session.close()

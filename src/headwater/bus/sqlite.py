@@ -25,6 +25,7 @@ from headwater._url import sqlite_path
 from headwater.bus._options import BusOptions
 from headwater.bus._sqlite_conn import LogConnection
 from headwater.bus.base import (
+    Bus,
     ErasureCapability,
     Message,
     PartitionLag,
@@ -78,7 +79,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class SqliteBus:
+class SqliteBus(Bus):
     """The embedded default bus, selected by ``sqlite:///path/bus.db``."""
 
     def __init__(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from headwater._extras import extra_for
 from headwater.cli import archive as archive_cli
 from headwater.cli import batch as batch_cli
 from headwater.cli import bus, consume, contracts, deletions, demo, producers, serve
@@ -26,7 +27,6 @@ app.add_typer(producers.app, name="producers")
 app.add_typer(consume.app, name="consume")
 app.add_typer(batch_cli.app, name="batch")
 app.add_typer(archive_cli.app, name="archive")
-consume.app.command("archive")(archive_cli.archive)
 serve.register(app)
 deletions.register(app)
 demo.register(app)
@@ -39,4 +39,11 @@ def main() -> None:
         app()
     except HeadwaterError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    except ModuleNotFoundError as exc:
+        # An optional package that is not installed: name the extra that brings it.
+        missing = extra_for(exc)
+        if missing is None:
+            raise
+        typer.echo(f"error: {missing}", err=True)
         raise SystemExit(1) from None

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import msgspec
 import typer
 
 from headwater.config import Settings
-from headwater.contract.registry import ContractRegistry
-from headwater.control import open_control_database
 
-__all__ = ["ControlUrl", "HomeOption", "open_registry", "settings"]
+if TYPE_CHECKING:
+    from headwater.application import Application
+
+__all__ = ["ControlUrl", "HomeOption", "application", "settings"]
 
 HomeOption = Annotated[
     str | None,
@@ -35,7 +37,16 @@ def settings(home: str | None) -> Settings:
     return Settings.from_env(home)
 
 
-def open_registry(home: str | None, control: str | None) -> ContractRegistry:
-    """The contract registry at the chosen control plane."""
-    url = control or settings(home).control_url
-    return ContractRegistry(open_control_database(url))
+def application(
+    home: str | None, *, control: str | None = None, bus: str | None = None
+) -> Application:
+    """The application of the chosen home, with the control plane or bus a command's
+    ``--control`` or ``--bus`` names instead of the settings' (close it when done)."""
+    from headwater.application import Application
+
+    cfg = settings(home)
+    if control:
+        cfg = msgspec.structs.replace(cfg, control_url=control)
+    if bus:
+        cfg = msgspec.structs.replace(cfg, bus_url=bus)
+    return Application(cfg)

@@ -1,4 +1,4 @@
-"""``headwater consume archive`` and ``headwater archive``: the Delta archive and its upkeep."""
+"""``headwater archive``: the Delta archive's upkeep (its consumer is ``consume archive``)."""
 
 from __future__ import annotations
 
@@ -7,44 +7,12 @@ from typing import Annotated
 
 import typer
 
+from headwater._time import format_time
 from headwater.cli._common import HomeOption, settings
 
-__all__ = ["app", "archive"]
+__all__ = ["app"]
 
 app = typer.Typer(help="Inspect and maintain the Delta Lake archive.", no_args_is_help=True)
-
-
-def archive(
-    home: HomeOption = None,
-    until_idle: Annotated[
-        bool, typer.Option("--until-idle", help="Exit once caught up (for jobs and tests).")
-    ] = False,
-    flush_rows: Annotated[
-        int | None, typer.Option(help="Rows per Delta commit (default 50000).")
-    ] = None,
-    flush_seconds: Annotated[
-        float | None, typer.Option(help="Longest wait to fill a commit (default 5s).")
-    ] = None,
-) -> None:
-    """The archive consumer: every accepted signal into the Delta table, by event date."""
-    import msgspec
-
-    from headwater.archive.runtime import archive_runtime
-    from headwater.archive.settings import ArchiveSettings
-
-    cfg = settings(home)
-    archive_cfg = ArchiveSettings.from_env(cfg)
-    changes: dict[str, object] = {}
-    if flush_rows is not None:
-        changes["flush_rows"] = max(1, flush_rows)
-    if flush_seconds is not None:
-        changes["flush_seconds"] = max(0.0, flush_seconds)
-    if changes:
-        archive_cfg = msgspec.structs.replace(archive_cfg, **changes)
-    runtime = archive_runtime(cfg, archive=archive_cfg)
-    if until_idle:
-        runtime.poll_timeout = 1.0
-    runtime.run(idle_exit=until_idle)
 
 
 @app.command()
@@ -57,10 +25,8 @@ def vacuum(
 ) -> None:
     """Remove for good the files deleted (erasures, compactions) longer than the retention ago."""
     from headwater._duration import parse_duration
-    from headwater.archive.runtime import open_archive
-    from headwater.archive.settings import ArchiveSettings
+    from headwater.application import Application
 
-    consumer = open_archive(ArchiveSettings.from_env(settings(home)))
     hours = None
     if retention is not None:
         hours = (
@@ -68,9 +34,10 @@ def vacuum(
             if retention.strip() in ("0", "0s", "0h")
             else (parse_duration(retention, "--retention") / 3600)
         )
-    report = consumer.vacuum(hours)
+    with Application(settings(home)) as app_:
+        report = app_.open_archive_consumer().vacuum(hours)
     typer.echo(
-        f"vacuumed at {report.vacuumed_at.isoformat()} with retention "
+        f"vacuumed at {format_time(report.vacuumed_at)} with retention "
         f"{report.retention_hours:g}h: {len(report.removed_files)} file(s) removed, "
         f"expired log entries cleaned"
     )
@@ -85,10 +52,11 @@ def erasure(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """What the archive recorded for an erasure, and whether the old files are gone yet."""
+    from headwater.application import Application
     from headwater.archive.ledger import ErasureLedger
-    from headwater.archive.settings import ArchiveSettings
 
-    cfg = ArchiveSettings.from_env(settings(home))
+    with Application(settings(home)) as app_:
+        cfg = app_.archive_settings
     ledger = ErasureLedger(cfg.url, storage_options=cfg.storage_options)
     entry = ledger.erasure(request_id)
     if entry is None:
@@ -100,8 +68,8 @@ def erasure(
         "partitions": entry.partitions,
         "table_version": entry.table_version,
         "rows_removed": entry.rows_removed,
-        "erased_at": entry.erased_at.isoformat(),
-        "physically_removed_at": removed.isoformat() if removed else None,
+        "erased_at": format_time(entry.erased_at),
+        "physically_removed_at": format_time(removed) if removed else None,
     }
     if as_json:
         typer.echo(json.dumps(doc, indent=2))

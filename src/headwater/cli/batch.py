@@ -39,21 +39,18 @@ def run(
     """Compute changed days and refresh outputs; with --from/--to recompute only those days."""
     import msgspec
 
-    from headwater.batch.runtime import close_runner, open_batch_runner
+    from headwater.application import Application
 
     start, end = _day(from_, "--from"), _day(to, "--to")
     if start and end and start > end:
         raise typer.BadParameter("--from is after --to")
-    runner = open_batch_runner(settings(home))
-    try:
-        report = runner.run(
+    with Application(settings(home)) as app_:
+        report = app_.open_batch_runner().run(
             start=start,
             end=end,
             until=_day(until, "--until"),
             progress=None if as_json else typer.echo,
         )
-    finally:
-        close_runner(runner)
     if as_json:
         typer.echo(json.dumps(msgspec.to_builtins(report), indent=2))
 
@@ -64,13 +61,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The outputs' window end, computed and waiting days, and the last runs."""
-    from headwater.batch.runtime import close_runner, open_batch_runner
+    from headwater.application import Application
 
-    runner = open_batch_runner(settings(home))
-    try:
-        doc = runner.status()
-    finally:
-        close_runner(runner)
+    with Application(settings(home)) as app_:
+        doc = app_.open_batch_runner().status()
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return

@@ -8,10 +8,8 @@ from typing import Annotated
 import msgspec
 import typer
 
-from headwater.bus import Message, open_bus
-from headwater.bus.dead_letters import DeadLetterStore
-from headwater.cli._common import ControlUrl, HomeOption, settings
-from headwater.control import open_control_database
+from headwater.bus import Message
+from headwater.cli._common import ControlUrl, HomeOption, application
 
 __all__ = ["bus_app", "dlq_app"]
 
@@ -31,34 +29,33 @@ GroupOpt = Annotated[str | None, typer.Option("--group", help="Only this consume
 
 @bus_app.command()
 def lag(
-    group: str,
+    group: Annotated[
+        str | None, typer.Argument(help="A consumer group (default: every consumer's).")
+    ] = None,
     home: HomeOption = None,
     bus: BusUrl = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """A consumer group's lag per partition, in events and seconds."""
-    handle = open_bus(bus or settings(home).bus_url)
-    try:
-        rows = handle.lag(group)
-    finally:
-        handle.close()
+    """Consumer groups' lag per partition, in events and seconds."""
+    with application(home, bus=bus) as app_:
+        groups = (group,) if group else app_.lag_groups
+        by_group = {g: app_.bus.lag(g) for g in groups}
     if as_json:
-        typer.echo(json.dumps(msgspec.to_builtins(rows), indent=2))
+        doc = by_group[group] if group else by_group
+        typer.echo(json.dumps(msgspec.to_builtins(doc), indent=2))
         return
-    typer.echo(f"{'partition':>9} {'committed':>10} {'end':>10} {'lag':>8} {'lag_s':>8}")
-    for p in rows:
+    for name, rows in by_group.items():
+        typer.echo(f"group {name}")
+        typer.echo(f"{'partition':>9} {'committed':>10} {'end':>10} {'lag':>8} {'lag_s':>8}")
+        for p in rows:
+            typer.echo(
+                f"{p.partition:>9} {p.committed:>10} {p.end:>10} {p.lag_events:>8} "
+                f"{p.lag_seconds:>8.2f}"
+            )
         typer.echo(
-            f"{p.partition:>9} {p.committed:>10} {p.end:>10} {p.lag_events:>8} "
-            f"{p.lag_seconds:>8.2f}"
+            f"total lag: {sum(p.lag_events for p in rows)} events, "
+            f"oldest {max((p.lag_seconds for p in rows), default=0):.2f}s"
         )
-    typer.echo(
-        f"total lag: {sum(p.lag_events for p in rows)} events, "
-        f"oldest {max((p.lag_seconds for p in rows), default=0):.2f}s"
-    )
-
-
-def _store(home: str | None, control: str | None) -> DeadLetterStore:
-    return DeadLetterStore(open_control_database(control or settings(home).control_url))
 
 
 @dlq_app.command("list")
@@ -70,7 +67,8 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Dead letters with their error."""
-    letters = _store(home, control).list(group, include_replayed=replayed)
+    with application(home, control=control) as app_:
+        letters = app_.dead_letters.list(group, include_replayed=replayed)
     if as_json:
         doc = [
             {
@@ -108,18 +106,15 @@ def replay(
     """Send dead letters back to the bus; consumers apply them again (idempotently)."""
     if not ids and not all_:
         raise typer.BadParameter("name dead letters by id, or pass --all")
-    store = _store(home, control)
-    letters = [d for d in store.list(group) if all_ or d.id in set(ids or [])]
-    missing = set(ids or []) - {d.id for d in letters}
-    if missing:
-        typer.echo(f"not found (or already replayed): {', '.join(sorted(missing))}", err=True)
-    handle = open_bus(bus or settings(home).bus_url)
-    try:
+    with application(home, control=control, bus=bus) as app_:
+        store = app_.dead_letters
+        letters = [d for d in store.list(group) if all_ or d.id in set(ids or [])]
+        missing = set(ids or []) - {d.id for d in letters}
+        if missing:
+            typer.echo(f"not found (or already replayed): {', '.join(sorted(missing))}", err=True)
         for d in letters:
-            handle.publish([Message(d.record.key, d.record.value, d.record.kind)])
+            app_.bus.publish([Message(d.record.key, d.record.value, d.record.kind)])
             store.mark_replayed(d)
             typer.echo(f"replayed {d.id}")
-    finally:
-        handle.close()
     if missing:
         raise typer.Exit(1)

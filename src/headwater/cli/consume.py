@@ -1,4 +1,7 @@
-"""``headwater consume <consumer>``: run one consumer on its own (scale it per partition)."""
+"""``headwater consume <consumer>``: run one consumer on its own (scale it per partition).
+
+One command per consumer of the registry (``application.consumers.CONSUMERS``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from headwater.application.consumers import CONSUMERS, ConsumerSpec
 from headwater.cli._common import HomeOption, settings
 
 __all__ = ["app"]
@@ -15,38 +19,29 @@ app = typer.Typer(help="Run one consumer of the bus on its own.", no_args_is_hel
 IdleExit = Annotated[
     bool, typer.Option("--until-idle", help="Exit once caught up (for jobs and tests).")
 ]
+BatchSize = Annotated[
+    int | None, typer.Option(help="Records per batch at most (default: the consumer's own).")
+]
 
 
-@app.command()
-def features(
-    home: HomeOption = None,
-    until_idle: IdleExit = False,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Records per batch at most (default 50000).")
-    ] = None,
-) -> None:
-    """The streaming feature consumer: keeps user feature rows in the online store."""
-    from headwater.stack import feature_runtime
+def _command(spec: ConsumerSpec) -> None:
+    def run(
+        home: HomeOption = None, until_idle: IdleExit = False, batch_size: BatchSize = None
+    ) -> None:
+        from headwater.application import Application
 
-    runtime = feature_runtime(settings(home), batch_size=batch_size)
-    if until_idle:
-        runtime.poll_timeout = 1.0
-    runtime.run(idle_exit=until_idle)
+        app_ = Application(settings(home))
+        runtime = spec.build(app_, batch_size)
+        if until_idle:
+            runtime.poll_timeout = 1.0
+        try:
+            runtime.run(idle_exit=until_idle)
+        finally:
+            app_.close()
 
-
-@app.command("platform-erasure")
-def platform_erasure(home: HomeOption = None, until_idle: IdleExit = False) -> None:
-    """Erasure of the bus log, the dead letters and the idempotency window."""
-    from headwater.stack import platform_runtime
-
-    runtime = platform_runtime(settings(home))
-    runtime.run(idle_exit=until_idle)
+    run.__doc__ = spec.summary
+    app.command(spec.name)(run)
 
 
-@app.command("batch-erasure")
-def batch_erasure(home: HomeOption = None, until_idle: IdleExit = False) -> None:
-    """The batch-derived erasure participant: recomputes what the batch derived from a user."""
-    from headwater.batch import batch_erasure_runtime
-
-    runtime = batch_erasure_runtime(settings(home))
-    runtime.run(idle_exit=until_idle)
+for _spec in CONSUMERS:
+    _command(_spec)

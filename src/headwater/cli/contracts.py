@@ -9,9 +9,9 @@ from typing import Annotated
 import msgspec
 import typer
 
-from headwater.cli._common import ControlUrl, HomeOption, open_registry
+from headwater.cli._common import ControlUrl, HomeOption, application
 from headwater.contract.loader import default_definitions, load_definitions
-from headwater.contract.registry import ChangePlan
+from headwater.registry.contracts import ChangePlan
 
 __all__ = ["app"]
 
@@ -46,8 +46,9 @@ def check(
     partial: PartialOpt = False,
 ) -> None:
     """Compare proposed definitions with the registered ones; exit 1 if any change is refused."""
-    registry = open_registry(home, control)
-    plan = registry.plan(load_definitions(path) if path else default_definitions(), partial=partial)
+    definitions = load_definitions(path) if path else default_definitions()
+    with application(home, control=control) as app_:
+        plan = app_.registry.plan(definitions, partial=partial)
     _print_plan(plan)
     if plan.violations:
         typer.echo(f"refused: {len(plan.violations)} incompatible change(s)")
@@ -63,10 +64,9 @@ def apply(
     partial: PartialOpt = False,
 ) -> None:
     """Register proposed definitions (all or nothing)."""
-    registry = open_registry(home, control)
-    plan = registry.apply(
-        load_definitions(path) if path else default_definitions(), partial=partial
-    )
+    definitions = load_definitions(path) if path else default_definitions()
+    with application(home, control=control) as app_:
+        plan = app_.registry.apply(definitions, partial=partial)
     _print_plan(plan)
     typer.echo("registered")
 
@@ -78,7 +78,8 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List registered event types with their versions."""
-    history = open_registry(home, control).history()
+    with application(home, control=control) as app_:
+        history = app_.registry.history()
     if as_json:
         doc = {
             n: [

@@ -6,18 +6,13 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from headwater.bus import open_bus
-from headwater.cli._common import HomeOption, settings
-from headwater.control import open_control_database
-from headwater.erasure.ledger import ErasureLedger
+from headwater.cli._common import HomeOption, application
 from headwater.erasure.orchestrator import ErasureOrchestrator
-from headwater.erasure.subject import SubjectHasher, load_erasure_key
 
 __all__ = ["app", "print_audit", "register"]
 
@@ -26,20 +21,8 @@ app = typer.Typer(help="Erasure requests and their audit.", no_args_is_help=True
 
 @contextmanager
 def _orchestrator(home: str | None) -> Iterator[ErasureOrchestrator]:
-    s = settings(home)
-    control = open_control_database(s.control_url)
-    bus = open_bus(s.bus_url)
-    try:
-        yield ErasureOrchestrator(
-            ErasureLedger(control),
-            bus,
-            SubjectHasher(load_erasure_key(s.home)),
-            deadline=timedelta(seconds=s.erasure_deadline_s),
-            webhook_url=s.erasure_webhook,
-        )
-    finally:
-        bus.close()
-        control.close()
+    with application(home) as app_:
+        yield app_.orchestrator
 
 
 def _evidence_note(evidence: dict[str, Any], error: str | None) -> str:
@@ -155,20 +138,17 @@ def orchestrate(
     """Run the erasure orchestrator (close, chase, alert) and the freshness SLO watch."""
     import signal
 
-    from headwater.gateway.services import GatewayServices
-    from headwater.stack import slo_monitor
-
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    services = GatewayServices(settings(home))
-    monitor = threading.Thread(target=slo_monitor(services).run, args=(stop,), daemon=True)
+    app_ = application(home)
+    monitor = threading.Thread(target=app_.slo_monitor().run, args=(stop,), daemon=True)
     monitor.start()
     try:
-        services.orchestrator.run(stop, interval_s=interval)
+        app_.orchestrator.run(stop, interval_s=interval)
     finally:
         monitor.join(30)
-        services.close()
+        app_.close()
 
 
 def register(root: typer.Typer) -> None:

@@ -50,16 +50,12 @@ def _bound(value: float | None) -> str:
 
 def _offline_and_erasure(stack: EmbeddedStack, user: str) -> None:
     """The nightly batch (run now), recommendations, then the user's erasure and its audit."""
-    from headwater.batch.runtime import close_runner, open_batch_runner
     from headwater.cli.deletions import print_audit
 
     typer.echo("\nnightly batch over the Delta archive (run now for the demo):")
     time.sleep(1.0)  # the archive consumer flushes within its flush interval
-    runner = open_batch_runner(stack.settings)
-    try:
-        runner.run(until=datetime.now(UTC).date(), progress=lambda line: typer.echo(f"  {line}"))
-    finally:
-        close_runner(runner)
+    runner = stack.app.open_batch_runner()
+    runner.run(until=datetime.now(UTC).date(), progress=lambda line: typer.echo(f"  {line}"))
     reco = httpx.get(
         f"{stack.url}/v1/users/{user}/recommendations",
         params={"k": 5, "surface": "web"},
@@ -72,14 +68,14 @@ def _offline_and_erasure(stack: EmbeddedStack, user: str) -> None:
         typer.echo(f"  (streaming features stale: {reco.get('note', '')})")
 
     typer.echo(f"\nerasing {user} from every store (POST /v1/deletions) ...")
-    record = stack.services.orchestrator.request(user, reason="demo")
+    record = stack.app.orchestrator.request(user, reason="demo")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if stack.services.ledger.get(record.request_id).status == "completed":
+        if stack.app.ledger.get(record.request_id).status == "completed":
             break
         time.sleep(0.25)
-    print_audit(stack.services.orchestrator.audit(record.request_id))
-    gone = stack.services.features.read(user)
+    print_audit(stack.app.orchestrator.audit(record.request_id))
+    gone = stack.app.features.read(user)
     typer.echo(f"features of {user} after the erasure: found={gone.found}")
 
 
@@ -104,7 +100,7 @@ def demo(
     stack = EmbeddedStack(Settings.from_env(root), port=port)
     typer.echo(f"headwater embedded stack on {stack.url} (SQLite bus, SQLite online store)")
     stack.start()
-    teams = TeamTraffic(stack.services, stack.url, rate=rate, invalid_rate=invalid_rate)
+    teams = TeamTraffic(stack.app.keys, stack.url, rate=rate, invalid_rate=invalid_rate)
     try:
         teams.start()
         typer.echo(
@@ -121,7 +117,7 @@ def demo(
         while (elapsed := time.monotonic() - started) < seconds:
             time.sleep(1.0)
             p = teams.progress
-            lag = sum(x.lag_events for x in stack.services.bus.lag("features"))
+            lag = sum(x.lag_events for x in stack.app.bus.lag("features"))
             p50, p99 = _percentile_from_histogram(0.5), _percentile_from_histogram(0.99)
             typer.echo(
                 f"{elapsed:>3.0f}s {p.accepted:>9} {p.rejected:>9} {lag:>6} "
@@ -132,7 +128,7 @@ def demo(
                 journey_done = True
         teams.stop()
         time.sleep(0.5)
-        answer = stack.services.features.read(JOURNEY_USER)
+        answer = stack.app.features.read(JOURNEY_USER)
         typer.echo(
             f"\nfeatures of {JOURNEY_USER} (GET {stack.url}/v1/users/{JOURNEY_USER}/features):"
         )

@@ -8,17 +8,11 @@ from typing import Annotated
 import msgspec
 import typer
 
-from headwater.access.keys import ProducerKeys
-from headwater.cli._common import ControlUrl, HomeOption, settings
-from headwater.control import open_control_database
+from headwater.cli._common import ControlUrl, HomeOption, application
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Create, list and revoke producer API keys.", no_args_is_help=True)
-
-
-def _keys(home: str | None, control: str | None) -> ProducerKeys:
-    return ProducerKeys(open_control_database(control or settings(home).control_url))
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -37,14 +31,15 @@ def create(
     description: Annotated[str, typer.Option()] = "",
 ) -> None:
     """Create a key for TEAM; the key is printed once and never stored."""
-    secret, key = _keys(home, control).create(
-        team,
-        event_types=_split(event_types),
-        surfaces=_split(surfaces),
-        rate_limit_eps=rate,
-        burst=burst,
-        description=description,
-    )
+    with application(home, control=control) as app_:
+        secret, key = app_.keys.create(
+            team,
+            event_types=_split(event_types),
+            surfaces=_split(surfaces),
+            rate_limit_eps=rate,
+            burst=burst,
+            description=description,
+        )
     typer.echo(
         f"key id:  {key.key_id}\nteam:    {key.team}\n"
         f"scope:   types={','.join(key.event_types)} surfaces={','.join(key.surfaces)}\n"
@@ -61,7 +56,8 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Keys with their team, scope and limit."""
-    keys = _keys(home, control).list(include_revoked=revoked)
+    with application(home, control=control) as app_:
+        keys = app_.keys.list(include_revoked=revoked)
     if as_json:
         typer.echo(json.dumps(msgspec.to_builtins(keys), indent=2))
         return
@@ -76,5 +72,6 @@ def list_(
 @app.command()
 def revoke(key_id: str, home: HomeOption = None, control: ControlUrl = None) -> None:
     """Revoke a key (gateways stop accepting it within 5 seconds)."""
-    key = _keys(home, control).revoke(key_id)
+    with application(home, control=control) as app_:
+        key = app_.keys.revoke(key_id)
     typer.echo(f"revoked {key.key_id} of team {key.team} at {key.revoked_at}")

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import random
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from headwater._time import format_time
 from headwater.errors import (
     AuthenticationError,
     BatchTooLargeError,
@@ -20,28 +18,9 @@ from headwater.errors import (
     PermissionDeniedError,
     PublishFailedError,
 )
+from headwater.wire import new_event_id
 
 __all__ = ["PublishReport", "RejectedEvent", "RetryPolicy", "new_event_id"]
-
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_id_lock = threading.Lock()
-_last: list[int] = [0, 0]
-
-
-def new_event_id(prefix: str = "") -> str:
-    """A ULID: 48-bit milliseconds then 80 random bits, sortable by time, unique without
-    coordination (monotonic within one process and millisecond)."""
-    with _id_lock:
-        ms = int(time.time() * 1000)
-        # Within one millisecond, count up from the last value: ids stay ordered.
-        rand = _last[1] + 1 if ms == _last[0] else int.from_bytes(os.urandom(10), "big")
-        _last[0], _last[1] = ms, rand
-    value = (ms << 80) | (rand & ((1 << 80) - 1))
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return prefix + "".join(reversed(chars))
 
 
 class RejectedEvent(msgspec.Struct, frozen=True):
@@ -163,7 +142,7 @@ def build_event(
         "event_type": event_type,
         "user_id": user_id,
         "surface": surface,
-        "timestamp": ts.isoformat(),
+        "timestamp": format_time(ts),
         "payload": payload or {},
     }
     if item_id is not None:

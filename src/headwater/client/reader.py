@@ -9,7 +9,7 @@ import httpx
 import msgspec
 
 from headwater.errors import BackendUnavailableError, HeadwaterError
-from headwater.features.engine import UserFeatures
+from headwater.wire import UserFeatures
 
 __all__ = ["AsyncFeatureClient", "FeatureClient", "UserFeatures"]
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from headwater._time import format_time
 from headwater.contract._compiled import ID_MAX_LENGTH, AwareDatetime
 from headwater.contract.definition import INT64_MAX, INT64_MIN, EventTypeDefinition, FieldSpec
 from headwater.contract.signal import ENVELOPE_FIELDS, SIGNAL_FIELDS
@@ -35,13 +36,13 @@ def check_time(ts: datetime, window: TimeWindow, path: str = "timestamp") -> Pro
         return (
             path,
             "timestamp_too_old",
-            f"{ts.isoformat()} is older than the accepted horizon ({window.oldest.isoformat()})",
+            f"{format_time(ts)} is older than the accepted horizon ({format_time(window.oldest)})",
         )
     if ts > window.newest:
         return (
             path,
             "timestamp_in_future",
-            f"{ts.isoformat()} is later than {window.newest.isoformat()}",
+            f"{format_time(ts)} is later than {format_time(window.newest)}",
         )
     return None
 

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from headwater.access.keys import ProducerKeys
 from headwater.client import HeadwaterClient, RejectedEvent
 from headwater.client._batching import build_event
 from headwater.demo.traffic import TEAMS, Traffic
-from headwater.gateway.services import GatewayServices
 
 __all__ = ["DemoProgress", "TeamTraffic", "publish_journey"]
 
@@ -40,7 +40,7 @@ class TeamTraffic:
 
     def __init__(
         self,
-        services: GatewayServices,
+        keys: ProducerKeys,
         url: str,
         *,
         rate: float = 4000.0,
@@ -57,7 +57,7 @@ class TeamTraffic:
         self._threads: list[threading.Thread] = []
         self._keys: dict[str, str] = {}
         for team, (surface, mix) in TEAMS.items():
-            secret, _ = services.keys.create(
+            secret, _ = keys.create(
                 team,
                 event_types=tuple(t for t, _ in mix),
                 surfaces=(surface,),

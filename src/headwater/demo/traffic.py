@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from headwater._time import format_time
+
 __all__ = ["CATEGORIES", "TEAMS", "Traffic", "item_brand", "item_category"]
 
 CATEGORIES = (
@@ -236,7 +238,7 @@ class Traffic:
             "user_id": user_id or self.user(),
             "item_id": item,
             "surface": surface,
-            "timestamp": (self.now() - age).isoformat().replace("+00:00", "Z"),
+            "timestamp": format_time(self.now() - age),
             "payload": self._payload(event_type, item),
         }
         if event_type == "search":

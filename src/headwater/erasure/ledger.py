@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from headwater._time import format_time, now_text
 from headwater.control.base import ControlDatabase, ControlTransaction
 from headwater.erasure.events import Confirmation
 from headwater.errors import UnknownErasureRequestError
@@ -65,7 +66,7 @@ SCHEMA = (
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat()
+    return now_text()
 
 
 class Participant(msgspec.Struct, frozen=True):
@@ -199,8 +200,8 @@ class ErasureLedger:
                     subject_hash,
                     user_id,
                     reason,
-                    received_at.isoformat(),
-                    deadline.isoformat(),
+                    format_time(received_at),
+                    format_time(deadline),
                 ),
             )
             for p in participants:
@@ -208,7 +209,7 @@ class ErasureLedger:
                 tx.execute(
                     "INSERT INTO hw_erasure_tasks (request_id, participant, status, attempts, "
                     "due_at) VALUES (?, ?, 'pending', 1, ?)",
-                    (request_id, p.name, due.isoformat()),
+                    (request_id, p.name, format_time(due)),
                 )
             ms = int(received_at.timestamp() * 1000)
             tx.execute(
@@ -236,7 +237,7 @@ class ErasureLedger:
                 "WHERE request_id = ? AND participant = ?",
                 (
                     status,
-                    c.verified_at.isoformat() if status == "confirmed" else None,
+                    format_time(c.verified_at) if status == "confirmed" else None,
                     c.store,
                     c.method,
                     c.rows_removed,

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import msgspec
 
+from headwater._time import format_time
 from headwater.bus.base import KIND_ERASURE, Bus, Message, Record
-from headwater.client._batching import new_event_id
 from headwater.erasure.events import ErasureEvent, decode_erasure, encode_erasure
-from headwater.erasure.ledger import ErasureLedger, RequestRecord, TaskRecord
+from headwater.erasure.ledger import ErasureLedger, Participant, RequestRecord, TaskRecord
+from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
 from headwater.erasure.subject import SubjectHasher
 from headwater.erasure.tombstones import TombstoneFilter
 from headwater.errors import ErasureError, NoErasureParticipantsError
 from headwater.metrics import ERASURE_ALERTS, ERASURE_CONFIRM_SECONDS
+from headwater.wire import new_event_id
 
 __all__ = ["Alert", "ErasureOrchestrator"]
 
@@ -59,8 +61,13 @@ class ErasureOrchestrator:
         webhook_url: str | None = None,
         on_alert: Callable[[Alert], None] | None = None,
         tombstones: TombstoneFilter | None = None,
+        expected: Sequence[str] = (),
     ) -> None:
         self.ledger = ledger
+        # The stores every request waits for even before their consumer first started
+        # (the consumer registry's list): a store that has not registered yet is not
+        # silently left out of a request.
+        self.expected = tuple(expected)
         self.bus = bus
         self.hasher = hasher
         self.deadline = deadline
@@ -79,6 +86,12 @@ class ErasureOrchestrator:
         if not user_id or len(user_id) > 128:
             raise ErasureError("user_id must be 1 to 128 characters")
         participants = self.ledger.participants()
+        registered = {p.name for p in participants}
+        participants += [
+            Participant(name, "not registered yet", DEFAULT_CONFIRM_WITHIN_S)
+            for name in self.expected
+            if name not in registered
+        ]
         if not participants:
             raise NoErasureParticipantsError(
                 "no erasure participants are registered: start the consumers first"
@@ -151,8 +164,8 @@ class ErasureOrchestrator:
                 task.participant,
                 status="overdue",
                 attempts=attempts,
-                next_retry_at=(now + backoff).isoformat(),
-                alerted_at=now.isoformat(),
+                next_retry_at=format_time(now + backoff),
+                alerted_at=format_time(now),
             )
             self._alert(
                 record,
@@ -225,9 +238,8 @@ class ErasureOrchestrator:
             # They were appended after the request arrived: where the bus can, look at
             # that recent stretch of the log only (a few seconds of slack for the clock),
             # and at all of it only if nothing was found there.
-            recent = getattr(self.bus, "purge_recent", None)
             since_ms = int(datetime.fromisoformat(record.received_at).timestamp() * 1000) - 5_000
-            if recent is None or not recent(user_id, since_ms, ours):
+            if not self.bus.purge_recent(user_id, since_ms, ours):
                 self.bus.purge_key(user_id, ours)
         log.info("erasure %s completed", record.request_id)
 

@@ -24,10 +24,13 @@ from headwater.bus.base import Record
 from headwater.contract.definition import DEFAULT_FRESHNESS_BUDGET_S
 from headwater.contract.signal import Signal
 from headwater.erasure.events import Confirmation, ErasureEvent
+from headwater.erasure.ledger import Participant
+from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
 from headwater.features.engine import FeatureEngine
 from headwater.features.kinds import SignalView
 from headwater.metrics import FEATURE_LATE_EVENTS, FRESHNESS_SECONDS
 from headwater.online.base import OnlineStore, Position
+from headwater.runtime.consumer import Consumer
 from headwater.slo import SLO_NAMESPACE, SloRecorder
 
 __all__ = ["BATCH_SIZE", "LINGER_S", "USER_NAMESPACE", "FeatureConsumer"]
@@ -87,7 +90,7 @@ decode_stream_signal = _stream_decoder()
 _Run = tuple[str, datetime | None, str, dict[str, int]]
 
 
-class FeatureConsumer:
+class FeatureConsumer(Consumer):
     """Keeps each user's streaming features in the online store."""
 
     name = "online-features"
@@ -100,8 +103,10 @@ class FeatureConsumer:
         group: str = "features",
         idle_interval_s: float = 0.2,
         record_freshness: bool = True,
+        confirm_within_s: float = DEFAULT_CONFIRM_WITHIN_S,
     ) -> None:
         self.store = store
+        self.confirm_within_s = confirm_within_s
         self.engine = engine or FeatureEngine()
         self.group = group
         self.idle_interval_s = idle_interval_s
@@ -113,6 +118,10 @@ class FeatureConsumer:
         )
         self._slo_flushed = 0.0
         self._last_idle = 0.0
+
+    def participants(self) -> list[Participant]:
+        """The online store's user rows."""
+        return [Participant(self.name, self.store.url, self.confirm_within_s)]
 
     def handle(self, records: Sequence[Record]) -> None:
         """Apply signal records (idempotently) and write rows with positions."""
@@ -227,7 +236,7 @@ class FeatureConsumer:
         }
         self.store.put(USER_NAMESPACE, {}, group=self.group, positions=marks)
 
-    def erase(self, event: ErasureEvent) -> Confirmation:
+    def erase(self, event: ErasureEvent) -> list[Confirmation]:
         """Delete the user's feature row and verify that none of it predates the erasure.
 
         A row that holds only activity after the erasure (the user came back, and the
@@ -242,7 +251,7 @@ class FeatureConsumer:
         after = self.store.get(USER_NAMESPACE, [event.user_id]).get(event.user_id)
         after_first = self.engine.earliest(self.engine.decode(after)) if after else None
         remaining = 0 if after is None or (after_first or 0) > erased_at else 1
-        return Confirmation(
+        confirmation = Confirmation(
             request_id=event.request_id,
             participant=self.name,
             store=self.store.url,
@@ -257,6 +266,7 @@ class FeatureConsumer:
                 "row_after": "absent" if after is None else "only post-erasure activity",
             },
         )
+        return [confirmation]
 
 
 class _BatchAges:

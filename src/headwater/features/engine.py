@@ -11,25 +11,12 @@ from headwater.contract.definition import DEFAULT_FRESHNESS_BUDGET_S
 from headwater.features.fused import FIRST, compile_pass
 from headwater.features.kinds import Reader, SignalView, iso, reader_for
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
+from headwater.wire import UserFeatures
 
-__all__ = ["FeatureEngine", "UserFeatures"]
+__all__ = ["FeatureEngine"]
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(dict[str, Any]).decode
-
-
-class UserFeatures(msgspec.Struct):
-    """One user's features with their freshness, as the API answers them (and as the
-    read client decodes them)."""
-
-    user_id: str
-    features: dict[str, Any]
-    as_of: str | None
-    age_s: float | None
-    stale: bool
-    stale_features: list[str]
-    budgets_s: dict[str, float] = {}
-    found: bool = True
 
 
 class FeatureEngine:

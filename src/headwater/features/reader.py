@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from headwater.features.consumer import USER_NAMESPACE
-from headwater.features.engine import FeatureEngine, UserFeatures
+from headwater.features.engine import FeatureEngine
 from headwater.online.base import OnlineStore, Position
+from headwater.wire import UserFeatures
 
 __all__ = ["FeatureReader"]
 

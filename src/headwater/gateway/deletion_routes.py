@@ -10,10 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from headwater.errors import ErasureError, MalformedBatchError
+from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
 from headwater.gateway._schemas import errors
 from headwater.gateway.ingest_routes import AuthHeader, KeyHeader, authenticate
-from headwater.gateway.services import GatewayServices
 
 __all__ = ["router"]
 
@@ -25,11 +25,6 @@ class DeletionBody(msgspec.Struct, forbid_unknown_fields=True):
 
     user_id: str
     reason: str = ""
-
-
-def _services(request: Request) -> GatewayServices:
-    svc: GatewayServices = request.app.state.services
-    return svc
 
 
 @router.post(
@@ -70,7 +65,7 @@ async def create_deletion(
         raise MalformedBatchError(f"expected {{'user_id': ...}}: {exc}") from None
     if not 1 <= len(body.user_id) <= 128:
         raise MalformedBatchError("user_id must be 1 to 128 characters")
-    svc = _services(request)
+    svc = application(request)
     record = await run_in_threadpool(svc.orchestrator.request, body.user_id, reason=body.reason)
     audit = await run_in_threadpool(svc.orchestrator.audit, record.request_id)
     return json_response(audit, 202)
@@ -84,7 +79,7 @@ async def create_deletion(
 async def deletion_audit(request: Request, request_id: str) -> Response:
     """Status, deadline, time remaining, and one row per store: confirmed (when, how,
     evidence) or outstanding. Never a single pass/fail."""
-    svc = _services(request)
+    svc = application(request)
     return json_response(await run_in_threadpool(svc.orchestrator.audit, request_id))
 
 
@@ -100,7 +95,7 @@ async def list_deletions(
 ) -> Response:
     """Requests with their per-store summary; ``overdue`` lists open requests with an
     overdue or failed store."""
-    svc = _services(request)
+    svc = application(request)
 
     def collect() -> list[dict[str, object]]:
         wanted = None if status in ("all", "overdue") else status

@@ -17,7 +17,6 @@ from fastapi.responses import Response
 from headwater.access.keys import ProducerKey
 from headwater.contract.definition import EventTypeDefinition
 from headwater.contract.loader import definitions_from_document
-from headwater.contract.registry import ChangePlan
 from headwater.errors import (
     BatchTooLargeError,
     ContractDefinitionError,
@@ -25,6 +24,7 @@ from headwater.errors import (
     PermissionDeniedError,
     UnknownEventTypeError,
 )
+from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
 from headwater.gateway._schemas import (
     CONTRACT_DOCUMENT_SCHEMA,
@@ -32,21 +32,15 @@ from headwater.gateway._schemas import (
     PUBLISH_RESPONSES,
     errors,
 )
-from headwater.gateway.services import GatewayServices
 from headwater.logs import REQUEST_ID
 from headwater.metrics import PUBLISH_SECONDS
+from headwater.registry.contracts import ChangePlan
 
 __all__ = ["router"]
 
 router = APIRouter()
 
 _KEY_CACHE_S = 5.0
-
-
-def services(request: Request) -> GatewayServices:
-    """The gateway's backends."""
-    svc: GatewayServices = request.app.state.services
-    return svc
 
 
 def authenticate(
@@ -58,7 +52,7 @@ def authenticate(
     secret = api_key
     if authorization and authorization.lower().startswith("bearer "):
         secret = authorization[7:].strip()
-    svc = services(request)
+    svc = application(request)
     digest = hashlib.sha256((secret or "").encode()).hexdigest()
     cache: dict[str, tuple[float, ProducerKey]] = request.app.state.key_cache
     hit = cache.get(digest)
@@ -106,7 +100,7 @@ async def publish(
     accepted, 207 when some were rejected (each rejection names index, event_id,
     field, rule and message). Nothing is published on 400, 401, 403, 413, 429 or 503.
     """
-    svc = services(request)
+    svc = application(request)
     key = await run_in_threadpool(authenticate, request, authorization, x_api_key)
     limit = svc.ingestor.limits.max_batch_bytes
     raw = await request.body()
@@ -142,7 +136,7 @@ def _definition_doc(item: Any) -> dict[str, Any]:
 @router.get("/v1/contracts", summary="List event types and their versions", responses=errors(503))
 async def list_contracts(request: Request) -> Response:
     """Every registered event type with its latest definition and version numbers."""
-    history = await run_in_threadpool(services(request).registry.history)
+    history = await run_in_threadpool(application(request).registry.history)
     return json_response(
         {
             "event_types": [
@@ -158,7 +152,7 @@ async def list_contracts(request: Request) -> Response:
 )
 async def contract_history(request: Request, name: str) -> Response:
     """Every version of one event type, oldest first."""
-    history = await run_in_threadpool(services(request).registry.history)
+    history = await run_in_threadpool(application(request).registry.history)
     if name not in history:
         raise UnknownEventTypeError(f"no event type {name!r} is registered")
     return json_response({"name": name, "versions": [_definition_doc(v) for v in history[name]]})
@@ -201,7 +195,7 @@ async def check_contracts(
     """What registering this team's document would do; every violation is listed."""
     await run_in_threadpool(authenticate, request, authorization, x_api_key)
     _team, definitions = await _parse_contract_body(request)
-    plan = await run_in_threadpool(services(request).registry.plan, definitions, partial=True)
+    plan = await run_in_threadpool(application(request).registry.plan, definitions, partial=True)
     return json_response(_plan_doc(plan))
 
 
@@ -226,6 +220,6 @@ async def register_contracts(
             f"key of team {key.team!r} may only register its own event types; "
             f"document team {team!r}, types owned by others: {foreign}"
         )
-    plan = await run_in_threadpool(services(request).registry.apply, definitions, partial=True)
-    await run_in_threadpool(services(request).refresh_contracts)
+    plan = await run_in_threadpool(application(request).registry.apply, definitions, partial=True)
+    await run_in_threadpool(application(request).refresh_contracts)
     return json_response(_plan_doc(plan), 201 if plan.added or plan.changed else 200)

@@ -11,20 +11,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from headwater.application import Application
+from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
 from headwater.gateway._schemas import errors
-from headwater.gateway.services import GatewayServices
 from headwater.metrics import REGISTRY
 from headwater.slo import slo_report
 
 __all__ = ["router"]
 
 router = APIRouter()
-
-
-def _services(request: Request) -> GatewayServices:
-    svc: GatewayServices = request.app.state.services
-    return svc
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
@@ -46,7 +42,7 @@ async def slo(
 ) -> Response:
     """Per (producer, event type): events, the share readable within the type's budget,
     the burn rate of the error budget, and whether the objective is breached."""
-    svc = _services(request)
+    svc = application(request)
     budgets = svc.features.engine.budgets_s
     rows = await run_in_threadpool(
         slo_report, svc.online, budgets, window_s=window, objective=objective
@@ -66,13 +62,13 @@ async def ingestion(request: Request, window: Annotated[int, Query(ge=5, le=300)
     """Accepted and rejected events per second per team over the window, top rejection
     reasons and an example rejected event (this gateway process)."""
     return json_response(
-        {"window_s": window, "teams": _services(request).ingestor.stats.snapshot(window)}
+        {"window_s": window, "teams": application(request).ingestor.stats.snapshot(window)}
     )
 
 
-def _consumers(svc: GatewayServices) -> dict[str, Any]:
+def _consumers(svc: Application) -> dict[str, Any]:
     groups = []
-    for group in svc.settings.lag_groups:
+    for group in svc.lag_groups:
         parts = svc.bus.lag(group)
         groups.append(
             {
@@ -105,7 +101,7 @@ def _consumers(svc: GatewayServices) -> dict[str, Any]:
     return {
         "groups": groups,
         "features_as_of": as_of,
-        "dead_letters": {g: svc.dead_letters.count(g) for g in svc.settings.lag_groups},
+        "dead_letters": {g: svc.dead_letters.count(g) for g in svc.lag_groups},
         "dead_letters_total": svc.dead_letters.count(),
         "recent_dead_letters": [
             {
@@ -128,7 +124,7 @@ def _consumers(svc: GatewayServices) -> dict[str, Any]:
 async def consumers(request: Request) -> Response:
     """Lag per group and partition (events and seconds), the streaming features' as_of
     per partition, and the dead-letter store."""
-    return json_response(await run_in_threadpool(_consumers, _services(request)))
+    return json_response(await run_in_threadpool(_consumers, application(request)))
 
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)

@@ -10,9 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from headwater.errors import BatchTooLargeError, MalformedBatchError
+from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
 from headwater.gateway._schemas import FEATURES_RESPONSE, errors
-from headwater.gateway.services import GatewayServices
 
 __all__ = ["router"]
 
@@ -49,7 +49,7 @@ async def user_features(
     When the consumer lags past a feature's freshness budget the answer says
     ``stale: true`` and lists the stale features: it is never passed off as fresh.
     """
-    svc: GatewayServices = request.app.state.services
+    svc = application(request)
     select = _select(features)
     if svc.features.store.local:
         # A one-row read of a local file costs tens of microseconds: less than the hop
@@ -73,6 +73,6 @@ async def batch_features(request: Request) -> Response:
         raise MalformedBatchError(f"expected {{'user_ids': [...]}}: {exc}") from None
     if len(body.user_ids) > MAX_BATCH_USERS:
         raise BatchTooLargeError(f"at most {MAX_BATCH_USERS} users per batch read")
-    svc: GatewayServices = request.app.state.services
+    svc = application(request)
     answers = await run_in_threadpool(svc.features.read_many, body.user_ids, body.features)
     return json_response({"users": answers})

@@ -7,27 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
 from headwater.gateway._schemas import errors
-from headwater.gateway.services import GatewayServices
-from headwater.recommend.recommender import Recommender
 
 __all__ = ["router"]
 
 router = APIRouter()
 
 MAX_K = 100
-
-
-def _recommender(request: Request) -> Recommender:
-    # Built on first use from the gateway's services and kept on the app.
-    found = getattr(request.app.state, "recommender", None)
-    if isinstance(found, Recommender):
-        return found
-    svc: GatewayServices = request.app.state.services
-    recommender = Recommender(svc.features.read, svc.online)
-    request.app.state.recommender = recommender
-    return recommender
 
 
 @router.get(
@@ -51,7 +39,7 @@ async def recommendations(
     feature read. When the streaming features are past their freshness budget the answer
     says ``stale: true``, does not use the recent activity, and names its ``fallback``.
     """
-    recommender = _recommender(request)
+    recommender = application(request).recommender
     # A few sub-millisecond key-value reads (~0.2 ms in all): answering inline avoids a
     # thread handoff that costs more than the work and dominated the tail at 500 req/s.
     return json_response(recommender.recommend(user_id, k=k, surface=surface))

@@ -11,10 +11,10 @@ from fastapi.responses import Response
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from headwater.client._batching import new_event_id
-from headwater.gateway.services import GatewayServices
+from headwater.application import Application
 from headwater.logs import REQUEST_ID
 from headwater.metrics import REGISTRY
+from headwater.wire import new_event_id
 
 __all__ = ["BACKENDS", "BackendCollector", "install_request_ids"]
 
@@ -48,7 +48,7 @@ class BackendCollector(Collector):
     """
 
     def __init__(self) -> None:
-        self.sources: list[GatewayServices] = []
+        self.sources: list[Application] = []
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         lag_events = GaugeMetricFamily(
@@ -69,7 +69,7 @@ class BackendCollector(Collector):
         )
         for services in self.sources[:1]:  # one app per process in practice
             try:
-                for group in services.settings.lag_groups:
+                for group in services.lag_groups:
                     for p in services.bus.lag(group):
                         lag_events.add_metric([group, str(p.partition)], p.lag_events)
                         lag_seconds.add_metric([group, str(p.partition)], p.lag_seconds)

@@ -23,7 +23,6 @@ from headwater.access.keys import ProducerKey
 from headwater.bus.base import Bus, Message
 from headwater.bus.group_commit import GroupCommitPublisher
 from headwater.contract._compiled import TypedSignal
-from headwater.contract.registry import ContractRegistry
 from headwater.contract.signal import encode_signal
 from headwater.contract.validator import BatchResult, Limits, Rejection, SignalValidator
 from headwater.dedupe.base import IdempotencyWindow
@@ -31,6 +30,7 @@ from headwater.errors import PermissionDeniedError
 from headwater.ingest.erased import ErasedUsers
 from headwater.ingest.stats import IngestStats
 from headwater.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
+from headwater.registry.contracts import ContractRegistry
 
 __all__ = ["EventResult", "IngestOutcome", "Ingestor", "PreparedBatch"]
 

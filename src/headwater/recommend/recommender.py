@@ -18,13 +18,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import msgspec
 
+from headwater._time import now_text
 from headwater.batch.namespaces import ITEM_COVIS, ITEM_POP, USER_BATCH
-from headwater.features.engine import UserFeatures
 from headwater.online.base import OnlineStore
 from headwater.recommend.model import (
     CovisRow,
@@ -34,6 +33,7 @@ from headwater.recommend.model import (
     RecommendedItem,
     UserBatchRow,
 )
+from headwater.wire import UserFeatures
 
 __all__ = ["STREAM_FEATURES", "Recommender"]
 
@@ -177,7 +177,7 @@ class Recommender:
             features_used=used,
             excluded_purchased=len(excluded),
             notes=notes,
-            generated_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            generated_at=now_text(),
         )
 
     @staticmethod

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
 import msgspec
 
+from headwater._time import now_text
 from headwater.contract.compat import Violation, check_evolution
 from headwater.contract.definition import EventTypeDefinition, RegisteredEventType
 from headwater.control.base import ControlDatabase, Row
@@ -121,7 +121,7 @@ class ContractRegistry:
             plan = self._plan(history, proposed, partial=partial)
             if plan.violations:
                 raise IncompatibleChangeError(plan.violations)
-            now = datetime.now(UTC).isoformat()
+            now = now_text()
             news = [(n, 1) for n in plan.added] + list(plan.changed)
             for name, version in news:
                 definition = proposed[name]

@@ -18,62 +18,23 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TypeVar
 
 import msgspec
 
 from headwater.bus.base import KIND_ERASURE, Bus, BusConsumer, Record, committed_positions
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.erasure.events import Confirmation, ErasureEvent, decode_erasure
-from headwater.erasure.ledger import ErasureLedger, Participant
+from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.tombstones import TombstoneFilter
 from headwater.errors import BackendUnavailableError, MissingDeletionHandlerError
 from headwater.metrics import RESURRECTIONS_BLOCKED
+from headwater.runtime.consumer import Consumer
 
-__all__ = [
-    "ERASURE_LINGER_S",
-    "ConsumerRuntime",
-    "RecordHandler",
-    "RuntimeStats",
-    "participants_of",
-]
+__all__ = ["ERASURE_LINGER_S", "ConsumerRuntime", "RuntimeStats"]
 
 log = logging.getLogger("headwater.runtime")
 _T = TypeVar("_T")
-
-
-@runtime_checkable
-class RecordHandler(Protocol):
-    """What a consumer implements: apply signals durably, and erase a user.
-
-    ``handle`` must be idempotent by event id and return only once its writes are
-    durable. ``erase`` removes one user from the consumer's store, verifies it with
-    its own scan, and returns the confirmation. A handler may also offer
-    ``erase_many(events) -> list[Confirmation]``: the runtime then hands it each run of
-    consecutive erasure events at once (a burst of requests costs one pass over the
-    store) and falls back to ``erase`` one by one if the run fails.
-    """
-
-    name: str
-
-    def handle(self, records: Sequence[Record]) -> None:
-        """Apply signal records to the store, durably and idempotently."""
-        ...
-
-    def erase(self, event: ErasureEvent) -> Confirmation | list[Confirmation]:
-        """Erase the event's user from the store and prove it (one confirmation per store)."""
-        ...
-
-
-def participants_of(handler: RecordHandler) -> list[Participant]:
-    """The stores a handler answers for (``participants()`` if it declares several)."""
-    declared = getattr(handler, "participants", None)
-    if callable(declared):
-        found: list[Participant] = declared()
-        return found
-    store = getattr(getattr(handler, "store", None), "url", handler.name)
-    within = float(getattr(handler, "confirm_within_s", 300.0))
-    return [Participant(handler.name, str(store), within)]
 
 
 class RuntimeStats(msgspec.Struct):
@@ -104,7 +65,7 @@ class ConsumerRuntime:
         self,
         bus: Bus,
         group: str,
-        handler: RecordHandler,
+        handler: Consumer,
         *,
         dead_letters: DeadLetterStore | None = None,
         max_attempts: int = 3,
@@ -118,10 +79,10 @@ class ConsumerRuntime:
         ledger: ErasureLedger | None = None,
         tombstones: TombstoneFilter | None = None,
     ) -> None:
-        if not callable(getattr(handler, "erase", None)):
+        if not isinstance(handler, Consumer):
             raise MissingDeletionHandlerError(
-                f"consumer {getattr(handler, 'name', handler)!r} stores user data but has no "
-                "erase() handler: every consumer must take part in erasure"
+                f"consumer {handler!r} is not a headwater Consumer: every consumer stores "
+                "user data and must take part in erasure (implement Consumer.erase)"
             )
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -141,7 +102,7 @@ class ConsumerRuntime:
         self.stats = RuntimeStats()
         self._closers = list(closers)
         self.tombstones = tombstones
-        self.participants = participants_of(handler)
+        self.participants = handler.participants()
         self._names = {p.name for p in self.participants}
         if ledger is not None:
             # Registering is what makes every new erasure request wait for this store.
@@ -156,10 +117,8 @@ class ConsumerRuntime:
         """One unit of progress; the number of records it covered (0 when idle)."""
         records = self._consumer.poll(self.batch_size, self.poll_timeout)
         if not records:
-            idle = getattr(self.handler, "on_idle", None)
-            if idle is not None:
-                # Caught up: let the handler record that its partitions are current.
-                self._call(lambda: idle(self._consumer.assignment()))
+            # Caught up: let the handler record that its partitions are current.
+            self._call(lambda: self.handler.on_idle(self._consumer.assignment()))
             return 0
         self._process(records)
         # Only now, with every record applied or dead-lettered durably, does the position move.
@@ -253,10 +212,9 @@ class ConsumerRuntime:
             self._apply(segment)
         if erasures:
             self._erase_run(erasures)
-        purge = getattr(self.handler, "purge_dropped", None)
-        if dropped and purge is not None:
+        if dropped:
             # The store that holds the records themselves (the bus log) removes them too.
-            self._call(lambda: purge(dropped))
+            self._call(lambda: self.handler.purge_dropped(dropped))
 
     def _apply(self, segment: list[Record]) -> None:
         try:
@@ -284,8 +242,8 @@ class ConsumerRuntime:
         self._dead_letter(record, error)
 
     def _erase_run(self, records: list[Record]) -> None:
-        """Erasure events in a row: tombstones first, then one call for the run where the
-        handler takes many (``erase_many``), else one call per event."""
+        """Erasure events in a row: tombstones first, then one ``erase_many`` call for the
+        run (one ``erase`` per event if the run fails, to find the one at fault)."""
         run: list[tuple[Record, ErasureEvent]] = []
         for record in records:
             try:
@@ -297,11 +255,10 @@ class ConsumerRuntime:
                 self.tombstones.add(event.user_id, int(event.requested_at.timestamp() * 1000))
             if any(event.addressed_to(name) for name in self._names):
                 run.append((record, event))
-        many = getattr(self.handler, "erase_many", None)
-        if many is not None and len(run) > 1:
+        if len(run) > 1:
             events = [event for _, event in run]
             try:
-                result = self._call(lambda: many(events))
+                result = self._call(lambda: self.handler.erase_many(events))
             except _StoppingError:
                 raise
             except Exception as exc:  # noqa: BLE001 - each event on its own finds the bad one
@@ -334,7 +291,7 @@ class ConsumerRuntime:
                     time.sleep(min(self.backoff[1], self.backoff[0] * 2 ** (attempt - 1)))
                 continue
             self.stats.erasures += 1
-            for confirmation in result if isinstance(result, list) else [result]:
+            for confirmation in result:
                 if self.on_confirmation is not None:
                     self.on_confirmation(confirmation)
             return

@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from headwater._time import format_time
 from headwater.bus.base import KIND_SIGNAL, Bus, Record
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.contract.signal import decode_signal
 from headwater.dedupe.base import IdempotencyWindow
 from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.erasure.ledger import Participant
+from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
+from headwater.runtime.consumer import Consumer
 
 __all__ = ["BUS_LOG", "DEAD_LETTERS", "IDEMPOTENCY_WINDOW", "PlatformErasure"]
 
@@ -42,7 +45,7 @@ def _at(positions: set[tuple[int, int]]) -> Callable[[Record], bool]:
     return lambda r: (r.partition, r.offset) in positions
 
 
-class PlatformErasure:
+class PlatformErasure(Consumer):
     """Erases users from the bus log, the dead-letter store and the idempotency window."""
 
     name = "platform-erasure"
@@ -53,7 +56,7 @@ class PlatformErasure:
         dead_letters: DeadLetterStore,
         window: IdempotencyWindow,
         *,
-        confirm_within_s: float = 300.0,
+        confirm_within_s: float = DEFAULT_CONFIRM_WITHIN_S,
     ) -> None:
         self.bus = bus
         self.dead_letters = dead_letters
@@ -152,7 +155,7 @@ class PlatformErasure:
             gone_by = datetime.now(UTC) + timedelta(seconds=cap.retention_seconds or 0)
             evidence = {
                 "detail": cap.detail,
-                "gone_by": gone_by.isoformat(),
+                "gone_by": format_time(gone_by),
                 "retention_seconds": cap.retention_seconds,
                 "note": "records remain in the log until gone_by; every "
                 "consumer drops them (tombstone) if replayed",
@@ -177,18 +180,8 @@ class PlatformErasure:
 
         Buses that take many keys at once (the SQLite log) scan each partition once.
         """
-        many = getattr(self.bus, "purge_keys", None)
-        if many is not None:
-            removed: dict[str, int] = many(wheres)
-        else:
-            removed = {user: self.bus.purge_key(user, w) for user, w in wheres.items()}
-        count_many = getattr(self.bus, "count_keys", None)
-        if count_many is not None:
-            return removed, count_many(wheres)
-        count_one = getattr(self.bus, "count_key", None)
-        if count_one is not None:
-            return removed, {user: count_one(user, w) for user, w in wheres.items()}
-        return removed, None
+        removed = self.bus.purge_keys(wheres)
+        return removed, self.bus.count_keys(wheres)
 
     @staticmethod
     def _confirm(

@@ -1,0 +1,432 @@
+"""The composition root: every component of a deployment, built from ``Settings``.
+
+``Application`` opens each connection on first use and closes them all, in the reverse
+of the order they were opened, in ``close``. The gateway, every consumer, the
+orchestrator, the batch, ``up`` and ``up --processes`` get their dependencies here and
+nowhere else; domain packages receive what they need as arguments.
+
+Shared connections (``control``, ``bus``, ``online``, ...) serve the gateway and the
+orchestrator. A consumer gets connections of its own (``open_bus``,
+``open_online_store``, ...): on the embedded stack each consumer runs on its own thread
+and the SQLite backends keep one connection per thread of work. Both kinds are owned
+here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+from headwater._extras import needs_extra
+from headwater.access.keys import ProducerKeys
+from headwater.access.ratelimit import RateLimiter
+from headwater.bus import Bus, open_bus
+from headwater.bus.dead_letters import DeadLetterStore
+from headwater.config import Settings
+from headwater.contract.loader import default_definitions
+from headwater.contract.validator import Limits
+from headwater.control import ControlDatabase, open_control_database
+from headwater.dedupe import IdempotencyWindow, open_idempotency_window
+from headwater.erasure.ledger import ErasureLedger
+from headwater.erasure.orchestrator import ErasureOrchestrator
+from headwater.erasure.subject import SubjectHasher, load_erasure_key
+from headwater.erasure.tombstones import TombstoneFilter
+from headwater.features.engine import FeatureEngine
+from headwater.features.reader import FeatureReader
+from headwater.features.spec import DEFAULT_FEATURES, load_features
+from headwater.ingest.erased import ErasedUsers
+from headwater.ingest.ingestor import Ingestor
+from headwater.online import OnlineStore, open_online_store
+from headwater.recommend.recommender import Recommender
+from headwater.registry.contracts import ContractRegistry
+from headwater.runtime.consumer import Consumer
+from headwater.runtime.loop import ConsumerRuntime
+from headwater.slo import SloMonitor
+
+if TYPE_CHECKING:
+    from headwater.archive.consumer import ArchiveConsumer
+    from headwater.archive.settings import ArchiveSettings
+    from headwater.archive.table import ArchiveTable
+    from headwater.batch.runner import BatchRunner
+    from headwater.batch.scheduler import BatchScheduler
+    from headwater.batch.settings import BatchSettings
+
+__all__ = ["Application"]
+
+log = logging.getLogger("headwater.application")
+_T = TypeVar("_T")
+
+
+class Application:
+    """Every connection and component of one deployment, opened on first use."""
+
+    def __init__(self, settings: Settings, *, limits: Limits | None = None) -> None:
+        self.settings = settings
+        self.limits = limits
+        self._shared: dict[str, Any] = {}
+        self._closers: list[tuple[str, Callable[[], None]]] = []
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # -- ownership -------------------------------------------------------------
+
+    def _once(self, name: str, build: Callable[[], _T]) -> _T:
+        with self._lock:
+            if name not in self._shared:
+                if self._closed:
+                    raise RuntimeError(f"the application is closed: cannot open {name}")
+                self._shared[name] = build()
+            return cast("_T", self._shared[name])
+
+    def own(self, name: str, closer: Callable[[], None]) -> None:
+        """Close ``closer`` with the application (after whatever was opened later)."""
+        with self._lock:
+            self._closers.append((name, closer))
+
+    def close(self) -> None:
+        """Close everything opened, the most recent first; a failure is logged, and the
+        rest are closed all the same."""
+        with self._lock:
+            self._closed = True
+            closers, self._closers = self._closers, []
+            self._shared.clear()
+        for name, closer in reversed(closers):
+            try:
+                closer()
+            except Exception:  # one failed close must not leave the others open
+                log.exception("closing %s failed", name)
+
+    def __enter__(self) -> Application:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- connections of their own, for one component -----------------------------
+
+    def open_control(self) -> ControlDatabase:
+        """A control-plane connection of its own."""
+        db = open_control_database(self.settings.control_url)
+        self.own("control", db.close)
+        return db
+
+    def open_bus(self) -> Bus:
+        """A bus connection of its own (each consumer reads through one)."""
+        bus = open_bus(self.settings.bus_url)
+        self.own("bus", bus.close)
+        return bus
+
+    def open_online_store(self) -> OnlineStore:
+        """An online-store connection of its own (the feature consumer writes through one)."""
+        store = open_online_store(self.settings.online_url)
+        self.own("online store", store.close)
+        return store
+
+    def open_idempotency_window(self) -> IdempotencyWindow:
+        """An idempotency-window connection of its own."""
+        window = open_idempotency_window(
+            self.settings.dedupe_url, window_s=self.settings.dedupe_window_s
+        )
+        self.own("idempotency window", window.close)
+        return window
+
+    def open_archive_table(self) -> ArchiveTable:
+        """The Delta archive table (the ``archive`` extra)."""
+        with needs_extra():
+            from headwater.archive.table import ArchiveTable
+
+        cfg = self.archive_settings
+        table = ArchiveTable(cfg.url, storage_options=cfg.storage_options)
+        self.own("archive table", table.close)
+        return table
+
+    def open_archive_consumer(self, group: str = "archive") -> ArchiveConsumer:
+        """The archive consumer (of ``group``) over a table of its own and the archive's
+        erasure ledger."""
+        with needs_extra():
+            from headwater.archive.consumer import ArchiveConsumer
+            from headwater.archive.ledger import ErasureLedger as ArchiveLedger
+
+        cfg = self.archive_settings
+        return ArchiveConsumer(
+            self.open_archive_table(),
+            ArchiveLedger(cfg.url, storage_options=cfg.storage_options),
+            group=group,
+            retention_hours=cfg.retention_hours,
+            vacuum_interval_s=cfg.vacuum_interval_s,
+        )
+
+    def open_batch_runner(
+        self, store: OnlineStore | None = None, *, batch: BatchSettings | None = None
+    ) -> BatchRunner:
+        """A batch runner over the archive, writing into ``store`` (a connection of its
+        own when not given), with ``batch`` instead of the deployment's batch settings."""
+        with needs_extra():
+            from headwater.batch.runner import BatchRunner
+
+        runner = BatchRunner(
+            self.open_archive_table(),
+            store or self.open_online_store(),
+            batch or self.batch_settings,
+        )
+        self.own("batch runner", runner.close)
+        return runner
+
+    def batch_scheduler(self) -> BatchScheduler:
+        """The nightly batch of ``headwater up`` (``HEADWATER_BATCH_SCHEDULE``)."""
+        from headwater.batch.scheduler import BatchScheduler
+
+        runner = self.open_batch_runner()
+
+        def job() -> None:
+            runner.run(progress=lambda line: log.info("batch: %s", line))
+
+        return BatchScheduler(job, self.batch_settings.schedule)
+
+    # -- shared components -----------------------------------------------------
+
+    @property
+    def control(self) -> ControlDatabase:
+        """The control plane: contracts, keys, the erasure ledger, dead letters."""
+        return self._once("control", self.open_control)
+
+    @property
+    def bus(self) -> Bus:
+        """The bus connection the gateway publishes through."""
+        return self._once("bus", self.open_bus)
+
+    @property
+    def online(self) -> OnlineStore:
+        """The online-store connection the read API reads through."""
+        return self._once("online", self.open_online_store)
+
+    @property
+    def dedupe(self) -> IdempotencyWindow:
+        """The idempotency window the gateway checks event ids against."""
+        return self._once("dedupe", self.open_idempotency_window)
+
+    @property
+    def registry(self) -> ContractRegistry:
+        """Every registered version of every event type."""
+        return self._once("registry", lambda: ContractRegistry(self.control))
+
+    @property
+    def keys(self) -> ProducerKeys:
+        """The API keys (stored hashed)."""
+        return self._once("keys", lambda: ProducerKeys(self.control))
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """Per-key rate limits of this process."""
+        return self._once("limiter", RateLimiter)
+
+    @property
+    def dead_letters(self) -> DeadLetterStore:
+        """Records a consumer could not apply."""
+        return self._once("dead letters", lambda: DeadLetterStore(self.control))
+
+    @property
+    def ledger(self) -> ErasureLedger:
+        """Erasure requests, participants and their confirmations."""
+        return self._once("ledger", lambda: ErasureLedger(self.control))
+
+    @property
+    def hasher(self) -> SubjectHasher:
+        """The keyed hash that names an erased user in the audit."""
+        return self._once("hasher", lambda: SubjectHasher(load_erasure_key(self.settings.home)))
+
+    @property
+    def tombstones(self) -> TombstoneFilter:
+        """Erased users, for the gateway's ``user_erased`` check."""
+        return self._once("tombstones", self.new_tombstones)
+
+    def new_tombstones(self) -> TombstoneFilter:
+        """A tombstone filter of its own (each consumer keeps one)."""
+        return TombstoneFilter(self.ledger, self.hasher)
+
+    @property
+    def ingestor(self) -> Ingestor:
+        """Validation, de-duplication and publishing of producer batches."""
+
+        def build() -> Ingestor:
+            policy: Literal["accept", "reject"] = (
+                "reject" if self.settings.erased_user_policy == "reject" else "accept"
+            )
+            ingestor = Ingestor(
+                self.registry,
+                self.bus,
+                self.dedupe,
+                limits=self.limits,
+                erased=ErasedUsers(self.tombstones, policy),
+            )
+            self.own("ingestor", ingestor.close)
+            return ingestor
+
+        return self._once("ingestor", build)
+
+    @property
+    def orchestrator(self) -> ErasureOrchestrator:
+        """Erasure requests: created, chased, completed, audited."""
+        from headwater.application.consumers import expected_participants
+
+        return self._once(
+            "orchestrator",
+            lambda: ErasureOrchestrator(
+                self.ledger,
+                self.bus,
+                self.hasher,
+                deadline=timedelta(seconds=self.settings.erasure_deadline_s),
+                webhook_url=self.settings.erasure_webhook,
+                tombstones=self.tombstones,
+                expected=expected_participants(),
+            ),
+        )
+
+    def new_feature_engine(self) -> FeatureEngine:
+        """The declared features (``HEADWATER_FEATURES_FILE`` or the built-in set), with
+        each event type's freshness budget from its contract and the lateness bound."""
+        settings = self.settings
+        specs = (
+            load_features(settings.features_file) if settings.features_file else DEFAULT_FEATURES
+        )
+        return FeatureEngine(
+            specs,
+            budgets_s=self._budgets(),
+            lateness_ms=int(settings.feature_lateness_s * 1000),
+        )
+
+    def _budgets(self) -> dict[str, float]:
+        return {r.name: r.definition.freshness_budget_s for r in self.registry.current()}
+
+    @property
+    def features(self) -> FeatureReader:
+        """Feature reads at request time, stamped with freshness."""
+        return self._once(
+            "features",
+            lambda: FeatureReader(
+                self.online, self.new_feature_engine(), partition_of=self.bus.partition_of
+            ),
+        )
+
+    @property
+    def recommender(self) -> Recommender:
+        """Recommendations from the streaming and the batch features."""
+        return self._once("recommender", lambda: Recommender(self.features.read, self.online))
+
+    @property
+    def archive_settings(self) -> ArchiveSettings:
+        """How the archive writes, erases and vacuums (``HEADWATER_ARCHIVE_*``)."""
+        from headwater.archive.settings import ArchiveSettings
+
+        return self._once("archive settings", lambda: ArchiveSettings.from_env(self.settings))
+
+    @property
+    def batch_settings(self) -> BatchSettings:
+        """What the nightly batch computes and where it keeps its work."""
+        from headwater.batch.settings import BatchSettings
+
+        return self._once("batch settings", lambda: BatchSettings.from_env(self.settings))
+
+    @property
+    def lag_groups(self) -> tuple[str, ...]:
+        """The consumer groups whose lag is reported: ``HEADWATER_LAG_GROUPS``, else every
+        consumer of the registry."""
+        from headwater.application.consumers import CONSUMERS
+
+        return self.settings.lag_groups or tuple(spec.group for spec in CONSUMERS)
+
+    # -- consumers -------------------------------------------------------------
+
+    def consumer(self, name: str, *, batch_size: int | None = None) -> ConsumerRuntime:
+        """The runtime of the registry's consumer ``name``, over connections of its own."""
+        from headwater.application.consumers import consumer_named
+
+        return consumer_named(name).build(self, batch_size)
+
+    def runtime(
+        self,
+        handler: Consumer,
+        group: str,
+        *,
+        bus: Bus | None = None,
+        batch_size: int = 5000,
+        poll_timeout: float = 0.05,
+        linger_s: float = 0.0,
+        backoff: tuple[float, float] = (0.05, 5.0),
+    ) -> ConsumerRuntime:
+        """A runtime for ``handler``: its own bus connection (``bus`` if given), the dead
+        letters, the ledger it registers its stores with, and tombstones of its own."""
+        return ConsumerRuntime(
+            bus or self.open_bus(),
+            group,
+            handler,
+            dead_letters=self.dead_letters,
+            batch_size=batch_size,
+            poll_timeout=poll_timeout,
+            linger_s=linger_s,
+            backoff=backoff,
+            ledger=self.ledger,
+            tombstones=self.new_tombstones(),
+        )
+
+    # -- contracts -------------------------------------------------------------
+
+    def register_shipped_contracts(self) -> bool:
+        """Register the shipped teams' contracts on a control plane that has none yet
+        (what ``up`` and ``up --processes`` do on a fresh home); True if it did."""
+        if self.registry.current():
+            return False
+        self.registry.apply(default_definitions())
+        self.refresh_contracts()
+        log.info("registered the shipped contracts on a new control plane")
+        return True
+
+    def refresh_contracts(self) -> None:
+        """Use newly registered contracts now: validation and freshness budgets."""
+        with self._lock:
+            ingestor = self._shared.get("ingestor")
+            features = self._shared.get("features")
+        if ingestor is not None:
+            ingestor.refresh()
+        if features is not None:
+            features.engine.budgets_s = self._budgets()
+
+    # -- operations ------------------------------------------------------------
+
+    def slo_monitor(self) -> SloMonitor:
+        """The freshness SLO watch: breaches of an event type's budget raise an alert."""
+        reader = self.features
+
+        def as_of_age() -> float | None:
+            positions = reader.store.positions(reader.group)
+            if not positions:
+                return None
+            return max(0.0, time.time() - min(p.as_of_ms for p in positions.values()) / 1000)
+
+        return SloMonitor(
+            reader.store,
+            lambda: reader.engine.budgets_s,
+            webhook_url=self.settings.alert_webhook,
+            as_of_age=as_of_age,
+        )
+
+    def describe(self) -> dict[str, object]:
+        """Where each backend is (credentials redacted)."""
+        return {
+            "control": _redact(self.settings.control_url),
+            "bus": _redact(self.settings.bus_url),
+            "dedupe": _redact(self.settings.dedupe_url),
+            "online": _redact(self.settings.online_url),
+        }
+
+
+def _redact(url: str) -> str:
+    # Never echo credentials embedded in a URL.
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

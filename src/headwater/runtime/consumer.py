@@ -1,0 +1,28 @@
+"""What a consumer of the bus implements: apply records durably, and take part in erasure."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from headwater.bus.base import Record
+from headwater.erasure.participant import ErasureParticipant
+
+__all__ = ["Consumer"]
+
+
+class Consumer(ErasureParticipant):
+    """A consumer that the runtime drives: ``handle`` signal records, erase users.
+
+    Being an ``ErasureParticipant`` is not optional: a consumer stores what it reads, so
+    it must be able to erase it (a class without ``erase`` cannot be instantiated).
+    """
+
+    @abc.abstractmethod
+    def handle(self, records: Sequence[Record]) -> None:
+        """Apply signal records to the store; idempotent by event id, and returns only
+        once the writes are durable (the runtime commits the bus position after it)."""
+
+    def on_idle(self, partitions: set[int]) -> None:
+        """Caught up on ``partitions``: everything appended until now has been applied."""
+        del partitions
