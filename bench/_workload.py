@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from headwater.access.keys import ProducerKeys
+from headwater.access.keys import ApiKeys
 from headwater.bus import Message
 from headwater.config import Settings
 from headwater.contract.definition import RegisteredEventType
@@ -110,7 +110,7 @@ def prepare_home(home: Path) -> str:
     settings = Settings.from_env(home)
     db = open_control_database(settings.control_url)
     ContractRegistry(db).apply(default_definitions())
-    key, _ = ProducerKeys(db).create("bench", rate_limit_eps=10_000_000)
+    key, _ = ApiKeys(db).create("bench", event_types=("*",), rate_limit_eps=10_000_000)
     db.close()
     return key
 

@@ -28,7 +28,7 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
 from _workload import launch
-from headwater.access.keys import ProducerKeys
+from headwater.access.keys import ApiKeys
 from headwater.config import Settings
 from headwater.contract.loader import default_definitions
 from headwater.control import open_control_database
@@ -117,7 +117,7 @@ def main() -> None:
         settings = Settings.from_env(home)
         db = open_control_database(settings.control_url)
         ContractRegistry(db).apply(default_definitions())
-        key, _ = ProducerKeys(db).create("bench", rate_limit_eps=10_000_000)
+        key, _ = ApiKeys(db).create("bench", event_types=("*",), rate_limit_eps=10_000_000)
         db.close()
         env = dict(os.environ, HEADWATER_HOME=str(home), HEADWATER_LOG_LEVEL="WARNING")
         py = sys.executable

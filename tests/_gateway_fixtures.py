@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -30,6 +31,18 @@ def client(hw: Application) -> Iterator[TestClient]:
 @pytest.fixture
 def web_key(hw: Application) -> str:
     secret, _ = hw.keys.create("web")
+    return secret
+
+
+@pytest.fixture
+def admin_key(hw: Application) -> str:
+    secret, _ = hw.keys.create("admins", roles=("admin",))
+    return secret
+
+
+def make_key(hw: Application, team: str, *roles: str, **scope: Any) -> str:
+    """A key of ``team`` with ``roles`` (and producer scope options)."""
+    secret, _ = hw.keys.create(team, roles=roles, **scope)
     return secret
 
 

@@ -141,7 +141,9 @@ def test_delete_show_list_export(tmp_path: Path) -> None:
     # other consumers' stores stay outstanding.
     hw = Application(Settings.from_env(home))
     runtime = hw.consumer("platform-erasure")
-    created = runner.invoke(app, ["delete", "u-77", "--home", home, "--reason", "asked"])
+    created = runner.invoke(
+        app, ["delete", "u-77", "--home", home, "--basis", "gdpr-art17", "--reference", "T-77"]
+    )
     assert created.exit_code == 0, created.output
     request_id = created.output.split("follow it: headwater deletions show ")[1].strip()
     assert "bus-log" in created.output

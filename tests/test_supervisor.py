@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from headwater.access.keys import ProducerKeys
+from headwater.access.keys import ApiKeys
 from headwater.config import Settings
 from headwater.contract.loader import default_definitions
 from headwater.control import open_control_database
@@ -28,7 +28,7 @@ from tests.erasure.test_end_to_end import events, wait_for
 def _prepare(home: Path) -> str:
     db = open_control_database(Settings.from_env(home).control_url)
     ContractRegistry(db).apply(default_definitions())
-    key, _ = ProducerKeys(db).create("web")
+    key, _ = ApiKeys(db).create("web", roles=("producer", "reader", "privacy"))
     db.close()
     return key
 
@@ -68,7 +68,9 @@ def test_each_component_in_its_own_process(tmp_path: Path) -> None:
             wait_for(lambda: views("bob") == 15)
             assert views("ann") == 10  # nothing counted twice after the restart
 
-            created = http.post("/v1/deletions", json={"user_id": "ann"})
+            created = http.post(
+                "/v1/deletions", json={"user_id": "ann", "legal_basis": "account-closed"}
+            )
             assert created.status_code == 202, created.text
             request_id = created.json()["request_id"]
             audit = wait_for(
@@ -98,7 +100,7 @@ def test_up_processes_stops_every_process_on_sigterm(tmp_path: Path) -> None:
     # `up` does, so the first publish is accepted.
     home = tmp_path / "hw"
     db = open_control_database(Settings.from_env(home).control_url)
-    key, _ = ProducerKeys(db).create("web")
+    key, _ = ApiKeys(db).create("web", roles=("producer", "reader", "privacy"))
     db.close()
     port = free_port()
     env = {**os.environ, "HEADWATER_HOME": str(home), "HEADWATER_BATCH_SCHEDULE": "off"}

@@ -15,7 +15,8 @@ boundary.
     │   └── UnknownEventTypeError     no definition registered under that name
     ├── BatchError                    a whole publish batch is refused (no event of it is published)
     │   ├── MalformedBatchError       the body is not a JSON array or NDJSON of events
-    │   └── BatchTooLargeError        more than the allowed events or bytes
+    │   ├── BatchTooLargeError        more than the allowed events or bytes
+    │   └── RequestTimeoutError       the body did not arrive within the time allowed
     ├── BackendError                  a store, bus or control plane failed
     │   ├── BackendUnavailableError   the server cannot be reached; the operation can be retried
     │   ├── BusError
@@ -64,6 +65,7 @@ __all__ = [
     "PermissionDeniedError",
     "PublishFailedError",
     "RateLimitedError",
+    "RequestTimeoutError",
     "UnknownErasureRequestError",
     "UnknownEventTypeError",
 ]
@@ -129,6 +131,10 @@ class MalformedBatchError(BatchError):
 
 class BatchTooLargeError(BatchError):
     """The batch holds more events or bytes than allowed."""
+
+
+class RequestTimeoutError(BatchError):
+    """The request body did not arrive within the time allowed."""
 
 
 class BackendError(HeadwaterError):

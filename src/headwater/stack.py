@@ -42,8 +42,11 @@ class EmbeddedStack:
         self.host = host
         self.port = port
         self.app = Application(settings)
+        #: The first admin key's secret when this start created it (shown once), else None.
+        self.admin_key: str | None = None
         if register_defaults:
             self.app.register_shipped_contracts()
+            self.admin_key = self.app.ensure_admin_key()
         self.runtimes: list[ConsumerRuntime] = [spec.build(self.app) for spec in CONSUMERS]
         self.batch_scheduler = self.app.batch_scheduler()
         self.orchestrator_interval_s = orchestrator_interval_s

@@ -74,6 +74,8 @@ class Supervisor:
         self._stopping = False
         # This process's own connections: the contracts, the ledger and the nightly batch.
         self.app = Application(settings)
+        #: The first admin key's secret when this start created it (shown once), else None.
+        self.admin_key: str | None = None
         self.batch_scheduler = self.app.batch_scheduler() if run_batch else None
 
     @property
@@ -88,6 +90,7 @@ class Supervisor:
         """
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.app.register_shipped_contracts()
+        self.admin_key = self.app.ensure_admin_key()
         for child in self._children[:-1]:
             self._spawn(child)
         self._wait_for_participants()

@@ -4,6 +4,7 @@ deletion appears and its stores turn confirmed."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from headwater.config import Settings
 from headwater.demo.live import TeamTraffic
+from headwater.gateway.security import KEY_CACHE_S
 from headwater.stack import EmbeddedStack
 from tests._live import free_port
 from tests.conftest import IN_CI
@@ -64,9 +66,33 @@ def test_dashboard_is_live_and_shows_deletions(
 ) -> None:
     teams = TeamTraffic(stack.app.keys, stack.url, rate=800, invalid_rate=0.05)
     teams.start()
+    operator, _ = stack.app.keys.create("sre", roles=("operator", "reader"))
+    producer = teams.key("web")
+    privacy, _ = stack.app.keys.create("privacy-office", roles=("privacy",))
     try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
         page.goto(f"{stack.url}/dashboard")
+        # Without a session the page shows the login and nothing else.
+        page.wait_for_selector("#login-section:not([hidden])", timeout=10_000)
+        assert page.locator("#data").is_hidden()
+        assert page.inner_text("#accepted-total") == "0"
+        # A producer key is not enough: the dashboard needs the operator role.
+        page.fill("#login-key", producer)
+        page.click("#login button")
+        page.wait_for_function(
+            "document.getElementById('login-error').textContent.includes('operator')",
+            timeout=10_000,
+        )
+        assert page.locator("#data").is_hidden()
+        page.fill("#login-key", operator)
+        page.click("#login button")
+        page.wait_for_selector("#data:not([hidden])", timeout=10_000)
+        (cookie,) = context.cookies()
+        assert cookie["name"] == "hw_session"
+        assert cookie["httpOnly"] is True
+        assert cookie["sameSite"] == "Strict"
+        assert operator not in cookie["value"]
         page.wait_for_function(
             "Number(document.getElementById('accepted-total').textContent.replace(/,/g,'')) > 0",
             timeout=20_000,
@@ -84,11 +110,10 @@ def test_dashboard_is_live_and_shows_deletions(
             "document.getElementById('example').textContent.includes('rule')", timeout=20_000
         )
 
-        key = teams.key("web")
         created = httpx.post(
             f"{stack.url}/v1/deletions",
-            json={"user_id": "u0000001"},
-            headers={"Authorization": f"Bearer {key}"},
+            json={"user_id": "u0000001", "legal_basis": "gdpr-art17"},
+            headers={"Authorization": f"Bearer {privacy}"},
         )
         assert created.status_code == 202
         request_id = created.json()["request_id"]
@@ -109,5 +134,18 @@ def test_dashboard_is_live_and_shows_deletions(
         # HEADWATER_SCREENSHOT=docs/dashboard.png refreshes the picture in the docs.
         target = os.environ.get("HEADWATER_SCREENSHOT") or str(tmp_path / "dashboard.png")
         page.screenshot(path=target, full_page=True)
+        # The example rejected event shows the shape, never the values.
+        example = page.inner_text("#example")
+        assert "<string," in example
+        assert "u00" not in example
+        # Logging out ends the session: the page asks again, the cookie stops working.
+        page.click("#logout")
+        page.wait_for_selector("#login-section:not([hidden])", timeout=10_000)
+        time.sleep(KEY_CACHE_S + 0.1)  # a gateway trusts a session lookup that long
+        stale = httpx.get(
+            f"{stack.url}/v1/stats/consumers", cookies={"hw_session": cookie["value"]}
+        )
+        assert stale.status_code == 401
+        context.close()
     finally:
         teams.stop()

@@ -70,7 +70,7 @@ def wait_for(check: Any, timeout: float = 20.0) -> Any:
 
 def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
     svc = stack.app
-    key, _ = svc.keys.create("web")
+    key, _ = svc.keys.create("web", roles=("producer", "reader", "privacy"))
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=stack.url, headers=headers) as http:
         for user in ("alice", "bob", "carol"):
@@ -87,8 +87,12 @@ def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
         # A dead letter of alice's too: the DLQ is a store erasure must reach.
         svc.dead_letters.put("features", Record(0, 999, "alice", "signal", b"x", 1), "boom", 3)
 
-        created = http.post("/v1/deletions", json={"user_id": "alice", "reason": "GDPR art. 17"})
+        asked = {"user_id": "alice", "legal_basis": "gdpr-art17", "reference": "CASE-17"}
+        created = http.post("/v1/deletions", json=asked)
         assert created.status_code == 202, created.text
+        assert created.json()["legal_basis"] == "gdpr-art17"
+        assert created.json()["reference"] == "CASE-17"
+        assert created.json()["requested_by"].startswith("team:web (key ")
         request_id = created.json()["request_id"]
         assert created.json()["status"] == "open"
         participants = {s["participant"] for s in created.json()["stores"]}

@@ -122,7 +122,7 @@ def test_overdue_participant_is_retried_alerted_and_completes_when_back(
     )
     flaky.down = True
     alerts_before = ERASURE_ALERTS.labels("flaky-store")._value.get()
-    request = orch.request("u1")
+    request = orch.request("u1", legal_basis="gdpr-art17", requested_by="test")
     for r in runtimes:
         while r.step():
             pass
@@ -178,7 +178,7 @@ def test_no_participants_is_a_clear_error(tmp_path: Path) -> None:
     bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
     orch = ErasureOrchestrator(ErasureLedger(db), bus, SubjectHasher(b"k" * 32))
     with pytest.raises(NoErasureParticipantsError, match="no erasure participants"):
-        orch.request("u1")
+        orch.request("u1", legal_basis="gdpr-art17", requested_by="test")
     with pytest.raises(UnknownErasureRequestError):
         orch.audit("er_nope")
     bus.close()
@@ -191,7 +191,7 @@ def test_regulatory_deadline_and_time_remaining(tmp_path: Path) -> None:
     ledger = ErasureLedger(db)
     runtime = ConsumerRuntime(bus, "s", Steady(), ledger=ledger)
     orch = ErasureOrchestrator(ledger, bus, SubjectHasher(b"k" * 32), deadline=timedelta(days=30))
-    request = orch.request("u9", reason="user asked")
+    request = orch.request("u9", legal_basis="consent-withdrawn", requested_by="test")
     received = datetime.fromisoformat(request.received_at)
     audit = orch.audit(request.request_id, received + timedelta(days=29))
     assert 86_000 < audit["time_remaining_s"] <= 86_400

@@ -76,7 +76,9 @@ class ErasureInterleavings(RuleBasedStateMachine):
     @rule(user=st.sampled_from(USERS))
     def erase(self, user: str) -> None:
         if user not in self.erased_at:
-            record = self.svc.orchestrator.request(user)
+            record = self.svc.orchestrator.request(
+                user, legal_basis="gdpr-art17", requested_by="test"
+            )
             self.erased_at[user] = datetime.fromisoformat(record.received_at)
             self.requests[user] = record.request_id
 

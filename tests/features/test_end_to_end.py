@@ -36,7 +36,8 @@ def stack(settings: Settings) -> Iterator[tuple[Application, TestClient, Consume
     hw = Application(settings)
     hw.register_shipped_contracts()
     runtime = hw.consumer("features", batch_size=500)
-    with TestClient(create_app(hw)) as client:
+    reader, _ = hw.keys.create("recommendations", roles=("reader",), kind="service")
+    with TestClient(create_app(hw), headers=auth(reader)) as client:
         yield hw, client, runtime
     runtime.close()
     hw.online.clear("user")
@@ -67,7 +68,8 @@ def test_publish_then_read_fresh_features(
     stack: tuple[Application, TestClient, ConsumerRuntime],
 ) -> None:
     hw, client, runtime = stack
-    key, _ = hw.keys.create("web")
+    # Views of the web team and a rating of the reviews team: a key for every type.
+    key, _ = hw.keys.create("web", roles=("producer", "reader"), event_types=("*",))
     batch = [
         event(1, "view", "alice"),
         event(2, "view", "alice"),
@@ -104,7 +106,7 @@ def test_answer_turns_stale_when_the_consumer_stops(
     stack: tuple[Application, TestClient, ConsumerRuntime],
 ) -> None:
     hw, client, runtime = stack
-    key, _ = hw.keys.create("web")
+    key, _ = hw.keys.create("web", roles=("producer", "reader"))
     client.post("/v1/signals", json=[event(1, "view", "carol")], headers=auth(key))
     drain(runtime)
     assert client.get("/v1/users/carol/features").json()["stale"] is False
@@ -120,6 +122,10 @@ def test_answer_turns_stale_when_the_consumer_stops(
 def test_bad_batch_read(stack: tuple[Application, TestClient, ConsumerRuntime]) -> None:
     _, client, _ = stack
     assert client.post("/v1/features/batch", content=b"{").status_code == 400
+    assert (
+        client.post("/v1/features/batch", content=b"{", headers={"Authorization": ""}).status_code
+        == 401
+    )
     ids = [f"u{i}" for i in range(1001)]
     assert client.post("/v1/features/batch", json={"user_ids": ids}).status_code == 413
 
@@ -128,16 +134,25 @@ def test_python_read_clients(stack: tuple[Application, TestClient, ConsumerRunti
     import asyncio
 
     from headwater.client import AsyncFeatureClient, FeatureClient
+    from headwater.errors import AuthenticationError, PermissionDeniedError
     from tests._live import serve
 
     hw, client, runtime = stack
-    key, _ = hw.keys.create("web")
+    key, _ = hw.keys.create("web", roles=("producer", "reader"))
     client.post(
         "/v1/signals", json=[event(1, "view", "dana"), event(2, "click", "dana")], headers=auth(key)
     )
     drain(runtime)
     with serve(client.app) as url:  # type: ignore[arg-type]
-        with FeatureClient(url) as reader:
+        with FeatureClient(url, "hwk_0_wrong") as nobody, pytest.raises(AuthenticationError):
+            nobody.get("dana")
+        producer, _ = hw.keys.create("web")
+        with (
+            FeatureClient(url, producer) as not_a_reader,
+            pytest.raises(PermissionDeniedError, match="reader"),
+        ):
+            not_a_reader.get("dana")
+        with FeatureClient(url, key) as reader:
             dana = reader.get("dana", ["counts"])
             assert dana.features == {"counts": {"view": 1, "click": 1}}
             assert dana.stale is False
@@ -146,7 +161,7 @@ def test_python_read_clients(stack: tuple[Application, TestClient, ConsumerRunti
             assert [u.found for u in both] == [True, False]
 
         async def read() -> bool:
-            async with AsyncFeatureClient(url) as areader:
+            async with AsyncFeatureClient(url, key) as areader:
                 return (await areader.get("dana")).found
 
         assert asyncio.run(read())

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi.testclient import TestClient
 
 from headwater.application import Application
-from tests._gateway_fixtures import auth
+from tests._gateway_fixtures import auth, make_key
 
 REVIEWS_V2 = {
     "team": "reviews",
@@ -33,23 +33,27 @@ REVIEWS_V2 = {
 }
 
 
-def test_list_and_history(client: TestClient) -> None:
-    listed = client.get("/v1/contracts").json()["event_types"]
+def test_list_and_history(client: TestClient, web_key: str) -> None:
+    assert client.get("/v1/contracts").status_code == 401
+    listed = client.get("/v1/contracts", headers=auth(web_key)).json()["event_types"]
     assert {t["name"] for t in listed} >= {"view", "rating", "purchase", "search"}
     rating = next(t for t in listed if t["name"] == "rating")
     assert rating["versions"] == [1]
     assert rating["payload"]["rating"]["maximum"] == 5
-    assert client.get("/v1/contracts/nope").status_code == 404
+    assert client.get("/v1/contracts/nope", headers=auth(web_key)).status_code == 404
 
 
 def test_check_then_register_then_publish_new_field(client: TestClient, hw: Application) -> None:
-    key, _ = hw.keys.create("reviews", event_types=("rating",), surfaces=("reviews",))
+    key = make_key(
+        hw, "reviews", "contracts", "producer", event_types=("rating",), surfaces=("reviews",)
+    )
     check = client.post("/v1/contracts/check", json=REVIEWS_V2, headers=auth(key))
     assert check.status_code == 200
     assert check.json()["changed"] == [{"name": "rating", "version": 2}]
     registered = client.post("/v1/contracts", json=REVIEWS_V2, headers=auth(key))
     assert registered.status_code == 201, registered.text
-    assert client.get("/v1/contracts/rating").json()["versions"][-1]["version"] == 2
+    history = client.get("/v1/contracts/rating", headers=auth(key)).json()
+    assert history["versions"][-1]["version"] == 2
     event = {
         "event_id": "r-1",
         "event_type": "rating",
@@ -66,7 +70,7 @@ def test_check_then_register_then_publish_new_field(client: TestClient, hw: Appl
 def test_incompatible_change_is_refused_with_every_violation(
     client: TestClient, hw: Application
 ) -> None:
-    key, _ = hw.keys.create("reviews")
+    key = make_key(hw, "reviews", "contracts")
     broken = {
         "team": "reviews",
         "event_types": {
@@ -97,14 +101,55 @@ def test_incompatible_change_is_refused_with_every_violation(
 
 
 def test_only_the_owner_registers(client: TestClient, hw: Application) -> None:
-    key, _ = hw.keys.create("web")
-    r = client.post("/v1/contracts", json=REVIEWS_V2, headers=auth(key))
+    web = make_key(hw, "web", "contracts")
+    r = client.post("/v1/contracts", json=REVIEWS_V2, headers=auth(web))
     assert r.status_code == 403
+    assert "web" in r.json()["message"]
+    # The web team may not take the type by naming the reviews team's document either.
+    stolen = {**REVIEWS_V2, "team": "web"}
+    r = client.post("/v1/contracts", json=stolen, headers=auth(web))
+    assert r.status_code == 403
+    assert "owned by team 'reviews'" in r.json()["message"]
+    history = client.get("/v1/contracts/rating", headers=auth(web)).json()
+    assert [v["owner"] for v in history["versions"]] == ["reviews"]
     assert client.post("/v1/contracts/check", json=REVIEWS_V2).status_code == 401
+    # A producer key may check (a team's CI) but not register.
+    producer = make_key(hw, "reviews", "producer")
+    assert (
+        client.post("/v1/contracts/check", json=REVIEWS_V2, headers=auth(producer)).status_code
+        == 200
+    )
+    r = client.post("/v1/contracts", json=REVIEWS_V2, headers=auth(producer))
+    assert r.status_code == 403
+    assert "contracts" in r.json()["message"]
+
+
+def test_a_new_type_belongs_to_its_team_and_only_admin_moves_it(
+    client: TestClient, hw: Application, admin_key: str
+) -> None:
+    search = make_key(hw, "search", "contracts")
+    doc = {
+        "team": "search",
+        "event_types": {"autocomplete": {"surfaces": ["web"], "item": False, "payload": {}}},
+    }
+    assert client.post("/v1/contracts", json=doc, headers=auth(search)).status_code == 201
+    moved = {"owner": "web"}
+    r = client.put("/v1/contracts/autocomplete/owner", json=moved, headers=auth(search))
+    assert r.status_code == 403
+    assert "admin" in r.json()["message"]
+    r = client.put("/v1/contracts/autocomplete/owner", json=moved, headers=auth(admin_key))
+    assert r.status_code == 200, r.text
+    owners = [
+        v["owner"]
+        for v in client.get("/v1/contracts/autocomplete", headers=auth(search)).json()["versions"]
+    ]
+    assert owners == ["search", "web"]
+    # Now the search team may no longer evolve it.
+    assert client.post("/v1/contracts", json=doc, headers=auth(search)).status_code == 403
 
 
 def test_bad_document_is_422(client: TestClient, hw: Application) -> None:
-    key, _ = hw.keys.create("reviews")
+    key = make_key(hw, "reviews", "contracts")
     bad = {"team": "reviews", "event_types": {"rating": {"surfaces": "web"}}}
     r = client.post("/v1/contracts/check", json=bad, headers=auth(key))
     assert r.status_code == 422

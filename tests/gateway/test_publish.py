@@ -160,7 +160,7 @@ def test_size_limits_and_malformed(client: TestClient, web_key: str) -> None:
 
 
 def test_rate_limit_429_with_retry_after(client: TestClient, hw: Application) -> None:
-    secret, _ = hw.keys.create("email", rate_limit_eps=5, burst=10)
+    secret, _ = hw.keys.create("email", event_types=("view",), rate_limit_eps=5, burst=10)
     assert (
         client.post(
             "/v1/signals", json=[event(i) for i in range(10)], headers=auth(secret)

@@ -1,5 +1,5 @@
 """Observability tests on a gateway over the embedded backends."""
 
-from tests._gateway_fixtures import auth, client, hw, web_key
+from tests._gateway_fixtures import admin_key, auth, client, hw, web_key
 
-__all__ = ["auth", "client", "hw", "web_key"]
+__all__ = ["admin_key", "auth", "client", "hw", "web_key"]

@@ -15,7 +15,7 @@ from headwater.application import Application
 from headwater.logs import JsonFormatter
 from headwater.runtime import ConsumerRuntime
 from headwater.slo import SloMonitor, SloRecorder, slo_report
-from tests._gateway_fixtures import auth
+from tests._gateway_fixtures import auth, make_key
 
 
 def event(i: int, **over: Any) -> dict[str, Any]:
@@ -41,10 +41,13 @@ def drain(runtime: ConsumerRuntime) -> None:
 def test_metrics_count_accepted_and_rejected_by_producer_type_reason(
     client: TestClient, hw: Application, web_key: str
 ) -> None:
-    before = client.get("/metrics").text
+    operator = make_key(hw, "sre", "operator")
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=auth(web_key)).status_code == 403
+    before = client.get("/metrics", headers=auth(operator)).text
     batch = [event(1), event(2), event(3, surface="tv"), event(4, event_type="nope")]
     assert client.post("/v1/signals", json=batch, headers=auth(web_key)).status_code == 207
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=auth(operator)).text
 
     def value(line_start: str, body: str) -> float:
         for line in body.splitlines():
@@ -118,19 +121,27 @@ def test_request_id_flows_from_publish_to_the_signal_and_the_logs(
 
 
 def test_ingestion_stats_have_rates_reasons_and_an_example(
-    client: TestClient, web_key: str
+    client: TestClient, hw: Application, web_key: str
 ) -> None:
     client.post(
         "/v1/signals", json=[event(20), event(21, payload={"dwell_ms": "x"})], headers=auth(web_key)
     )
-    teams = client.get("/v1/stats/ingestion?window=60").json()["teams"]
+    assert client.get("/v1/stats/ingestion", headers=auth(web_key)).status_code == 403
+    operator = make_key(hw, "sre", "operator")
+    teams = client.get("/v1/stats/ingestion?window=60", headers=auth(operator)).json()["teams"]
     web = next(t for t in teams if t["team"] == "web")
     assert web["accepted_per_s"] > 0
     assert web["rejected_per_s"] > 0
     assert web["top_reasons"][0][0] == "wrong_type"
     example = web["example_rejection"]
     assert example["field"] == "payload.dwell_ms"
-    assert example["event"]["event_id"] == "o-21"
+    assert web["top_fields"][0] == {"field": "payload.dwell_ms", "rule": "wrong_type", "count": 1}
+    # The example keeps the event's shape, never its values: nothing personal is kept.
+    assert example["event"]["event_id"] == "<string, 4 chars>"
+    assert example["event"]["user_id"].startswith("<string,")
+    assert example["event"]["event_type"] == "view"
+    assert example["event"]["payload"] == {"dwell_ms": "<string, 1 chars>"}
+    assert "message" not in example
 
 
 def test_slo_report_and_breach_alert(client: TestClient, hw: Application, web_key: str) -> None:
@@ -139,7 +150,8 @@ def test_slo_report_and_breach_alert(client: TestClient, hw: Application, web_ke
     drain(runtime)
     handler = runtime.handler
     handler._flush_slo(force=True)  # type: ignore[attr-defined]
-    slos = client.get("/v1/slo?window=600").json()["slos"]
+    operator = make_key(hw, "sre", "operator")
+    slos = client.get("/v1/slo?window=600", headers=auth(operator)).json()["slos"]
     view = next(s for s in slos if s["event_type"] == "view" and s["producer"] == "web")
     assert view["events"] == 30
     assert view["compliance"] == 1.0

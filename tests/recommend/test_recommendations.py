@@ -19,7 +19,6 @@ from headwater.bus import Message
 from headwater.config import Settings
 from headwater.contract.signal import Signal, encode_signal
 from headwater.gateway.app import create_app
-from headwater.gateway.reco_routes import router as reco_router
 from headwater.online import Position
 from tests.archive._history import records, signal
 from tests.conftest import server_url
@@ -66,8 +65,9 @@ def world(settings: Settings) -> Iterator[tuple[Application, TestClient]]:
         hw.online, batch=BatchSettings(batch_dir=settings.home / "batch", covis_min_support=1)
     )
     runner.run(until=DAY)
-    app = create_app(hw, extra=lambda a: a.include_router(reco_router))
-    with TestClient(app) as client:
+    app = create_app(hw)
+    reader, _ = hw.keys.create("recommendations", roles=("reader",), kind="service")
+    with TestClient(app, headers={"Authorization": f"Bearer {reader}"}) as client:
         yield hw, client
     for ns in ("user", USER_BATCH, ITEM_COVIS, ITEM_POP):
         hw.online.clear(ns)

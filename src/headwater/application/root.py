@@ -22,8 +22,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from headwater._extras import needs_extra
-from headwater.access.keys import ProducerKeys
+from headwater.access.keys import ApiKeys
 from headwater.access.ratelimit import RateLimiter
+from headwater.access.roles import Role
+from headwater.access.sessions import Sessions
 from headwater.bus import Bus, open_bus
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.config import Settings
@@ -215,9 +217,14 @@ class Application:
         return self._once("registry", lambda: ContractRegistry(self.control))
 
     @property
-    def keys(self) -> ProducerKeys:
+    def keys(self) -> ApiKeys:
         """The API keys (stored hashed)."""
-        return self._once("keys", lambda: ProducerKeys(self.control))
+        return self._once("keys", lambda: ApiKeys(self.control))
+
+    @property
+    def sessions(self) -> Sessions:
+        """Dashboard sessions (a cookie standing for an operator's key)."""
+        return self._once("sessions", lambda: Sessions(self.control, self.keys))
 
     @property
     def limiter(self) -> RateLimiter:
@@ -385,6 +392,21 @@ class Application:
         log.info("registered the shipped contracts on a new control plane")
         return True
 
+    def ensure_admin_key(self) -> str | None:
+        """On a control plane where no key carries ``admin``, create one and return its
+        secret (to be shown once, as ``up`` does on a new home); else None."""
+        if self.keys.any_admin():
+            return None
+        secret, _ = self.keys.create(
+            "admin",
+            roles=(Role.ADMIN,),
+            kind="service",
+            description="created by headwater up on a new control plane",
+            created_by="headwater up",
+        )
+        log.info("created the first admin key")
+        return secret
+
     def refresh_contracts(self) -> None:
         """Use newly registered contracts now: validation and freshness budgets."""
         with self._lock:
@@ -413,6 +435,26 @@ class Application:
             webhook_url=self.settings.alert_webhook,
             as_of_age=as_of_age,
         )
+
+    def readiness(self) -> dict[str, object]:
+        """Each backend asked now: whether it answered, how fast, or its error."""
+        checks: dict[str, Callable[[], object]] = {
+            "control": lambda: self.control.execute("SELECT 1"),
+            "bus": lambda: self.bus.lag(self.lag_groups[0]),
+            "online": lambda: self.online.positions("features"),
+            "dedupe": lambda: self.dedupe.seen(["readiness-probe"]),
+        }
+        backends: dict[str, dict[str, object]] = {}
+        for name, check in checks.items():
+            started = time.perf_counter()
+            try:
+                check()
+            except Exception as exc:  # noqa: BLE001 - any failure makes the process unready
+                backends[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+            else:
+                backends[name] = {"ok": True, "ms": round((time.perf_counter() - started) * 1e3, 2)}
+        ready = all(b["ok"] for b in backends.values())
+        return {"ready": ready, "backends": backends, "where": self.describe()}
 
     def describe(self) -> dict[str, object]:
         """Where each backend is (credentials redacted)."""

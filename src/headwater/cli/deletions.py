@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from headwater.cli._common import HomeOption, application
+from headwater.erasure.legal import LEGAL_BASES
 from headwater.erasure.orchestrator import ErasureOrchestrator
 
 __all__ = ["app", "print_audit", "register"]
@@ -47,6 +49,9 @@ def print_audit(audit: dict[str, Any]) -> None:
     typer.echo(
         f"request  {audit['request_id']}  ({audit['status']})\n"
         f"subject  {audit['subject_hash'][:16]}... (keyed hash)\n"
+        f"basis    {audit['legal_basis']}"
+        + (f" (ref {audit['reference']})" if audit["reference"] else "")
+        + f", asked by {audit['requested_by'] or '-'}\n"
         f"received {audit['received_at']}\n"
         f"deadline {audit['deadline']}"
         + (f"  ({remaining / 86400:.1f} days left)" if remaining is not None else "")
@@ -70,13 +75,23 @@ def print_audit(audit: dict[str, Any]) -> None:
 
 def delete(
     user_id: str,
+    basis: Annotated[
+        str, typer.Option("--basis", help=f"The legal basis: {', '.join(LEGAL_BASES)}.")
+    ],
     home: HomeOption = None,
-    reason: Annotated[str, typer.Option(help="Why (kept in the audit).")] = "",
+    reference: Annotated[
+        str | None, typer.Option(help="A ticket or case id (kept in the audit; no free text).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Erase USER_ID from every store headwater fed; prints the request to follow."""
     with _orchestrator(home) as orch:
-        record = orch.request(user_id, reason=reason)
+        record = orch.request(
+            user_id,
+            legal_basis=basis,
+            reference=reference,
+            requested_by=f"cli:{getpass.getuser()}",
+        )
         audit = orch.audit(record.request_id)
     if as_json:
         typer.echo(json.dumps(audit, indent=2))

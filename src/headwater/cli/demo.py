@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import httpx
-import msgspec
 import typer
 
 from headwater.cli._common import HomeOption, settings
@@ -48,8 +47,9 @@ def _bound(value: float | None) -> str:
     return f"<{value:g}s" if value is not None else "-"
 
 
-def _offline_and_erasure(stack: EmbeddedStack, user: str) -> None:
-    """The nightly batch (run now), recommendations, then the user's erasure and its audit."""
+def _offline_and_erasure(stack: EmbeddedStack, user: str, keys: dict[str, str]) -> None:
+    """The nightly batch (run now), recommendations, then the user's erasure and its audit,
+    each over HTTP with the key of the role it needs."""
     from headwater.cli.deletions import print_audit
 
     typer.echo("\nnightly batch over the Delta archive (run now for the demo):")
@@ -59,6 +59,7 @@ def _offline_and_erasure(stack: EmbeddedStack, user: str) -> None:
     reco = httpx.get(
         f"{stack.url}/v1/users/{user}/recommendations",
         params={"k": 5, "surface": "web"},
+        headers=_bearer(keys["reader"]),
         timeout=10,
     ).json()
     typer.echo(f"\nrecommendations for {user} (GET /v1/users/{user}/recommendations?k=5):")
@@ -67,16 +68,47 @@ def _offline_and_erasure(stack: EmbeddedStack, user: str) -> None:
     if reco.get("stale"):
         typer.echo(f"  (streaming features stale: {reco.get('note', '')})")
 
-    typer.echo(f"\nerasing {user} from every store (POST /v1/deletions) ...")
-    record = stack.app.orchestrator.request(user, reason="demo")
+    typer.echo(f"\nerasing {user} from every store (POST /v1/deletions, privacy key) ...")
+    privacy = _bearer(keys["privacy"])
+    created = httpx.post(
+        f"{stack.url}/v1/deletions",
+        json={"user_id": user, "legal_basis": "gdpr-art17", "reference": "DEMO-1"},
+        headers=privacy,
+        timeout=10,
+    )
+    created.raise_for_status()
+    request_id = created.json()["request_id"]
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if stack.app.ledger.get(record.request_id).status == "completed":
-            break
+    audit = created.json()
+    while time.monotonic() < deadline and audit["status"] != "completed":
         time.sleep(0.25)
-    print_audit(stack.app.orchestrator.audit(record.request_id))
-    gone = stack.app.features.read(user)
-    typer.echo(f"features of {user} after the erasure: found={gone.found}")
+        audit = httpx.get(
+            f"{stack.url}/v1/deletions/{request_id}", headers=privacy, timeout=10
+        ).json()
+    print_audit(audit)
+    gone = httpx.get(
+        f"{stack.url}/v1/users/{user}/features", headers=_bearer(keys["reader"]), timeout=10
+    ).json()
+    typer.echo(f"features of {user} after the erasure (reader key): found={gone['found']}")
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _role_keys(stack: EmbeddedStack) -> dict[str, str]:
+    """One key per role the demo plays, beside the six teams' producer keys."""
+    made = {
+        "reader": stack.app.keys.create("recommendations", roles=("reader",), kind="service"),
+        "privacy": stack.app.keys.create("privacy-office", roles=("privacy",)),
+        "operator": stack.app.keys.create("sre", roles=("operator",)),
+    }
+    typer.echo(
+        "keys, one per role: a producer key for each of the six teams (the types it owns),\n"
+        "  reader (the recommendation service), privacy (erasure requests and audits),\n"
+        f"  operator (log in to {stack.url}/dashboard with: {made['operator'][0]})"
+    )
+    return {role: secret for role, (secret, _) in made.items()}
 
 
 def demo(
@@ -100,6 +132,7 @@ def demo(
     stack = EmbeddedStack(Settings.from_env(root), port=port)
     typer.echo(f"headwater embedded stack on {stack.url} (SQLite bus, SQLite online store)")
     stack.start()
+    keys = _role_keys(stack)
     teams = TeamTraffic(stack.app.keys, stack.url, rate=rate, invalid_rate=invalid_rate)
     try:
         teams.start()
@@ -128,15 +161,20 @@ def demo(
                 journey_done = True
         teams.stop()
         time.sleep(0.5)
-        answer = stack.app.features.read(JOURNEY_USER)
+        answer = httpx.get(
+            f"{stack.url}/v1/users/{JOURNEY_USER}/features",
+            headers=_bearer(keys["reader"]),
+            timeout=10,
+        ).json()
         typer.echo(
-            f"\nfeatures of {JOURNEY_USER} (GET {stack.url}/v1/users/{JOURNEY_USER}/features):"
+            f"\nfeatures of {JOURNEY_USER} (GET {stack.url}/v1/users/{JOURNEY_USER}/features, "
+            "reader key):"
         )
-        typer.echo(json.dumps(msgspec.to_builtins(answer), indent=2))
+        typer.echo(json.dumps(answer, indent=2))
         typer.echo(
-            f"\nas_of {answer.as_of}, age {answer.age_s}s: "
-            f"{'STALE ' + ','.join(answer.stale_features) if answer.stale else 'fresh'}"
-            " (within every feature's freshness budget)" * (not answer.stale)
+            f"\nas_of {answer['as_of']}, age {answer['age_s']}s: "
+            f"{'STALE ' + ','.join(answer['stale_features']) if answer['stale'] else 'fresh'}"
+            " (within every feature's freshness budget)" * (not answer["stale"])
         )
         p = teams.progress
         typer.echo(
@@ -149,7 +187,7 @@ def demo(
                 f"  {rule:<26}{count:>6}  e.g. {ex['team']}: {ex['field'] or '<event>'}:"
                 f" {ex['message'][:90]}"
             )
-        _offline_and_erasure(stack, JOURNEY_USER)
+        _offline_and_erasure(stack, JOURNEY_USER, keys)
     finally:
         teams.stop()
         stack.stop()
@@ -179,9 +217,11 @@ def up(
 
     stack = EmbeddedStack(settings(home), host=host, port=port)
     stack.start()
+    _show_admin_key(stack.admin_key)
     typer.echo(
         f"headwater up on {stack.url}  (data in {stack.settings.home})\n"
-        f"  create a producer key: headwater producers create <team>\n"
+        f"  create keys:  headwater keys create <team> --role producer  (or reader, privacy,\n"
+        f"                contracts, operator, admin)\n"
         f"  publish:  POST {stack.url}/v1/signals\n"
         f"  read:     GET  {stack.url}/v1/users/<user_id>/features\n"
         f"  API docs: {stack.url}/docs"
@@ -189,6 +229,15 @@ def up(
     stopping.wait()
     typer.echo("stopping: consumers finish their batch and commit ...")
     stack.stop()
+
+
+def _show_admin_key(secret: str | None) -> None:
+    if secret:
+        typer.echo(
+            "a new control plane: an admin key was created (shown this once; keep it safe)\n"
+            f"  admin key: {secret}\n"
+            "  use it to create the other keys: headwater keys create, or POST /v1/admin/keys"
+        )
 
 
 def _up_processes(cfg: Settings, host: str, port: int, stopping: threading.Event) -> None:
@@ -201,6 +250,7 @@ def _up_processes(cfg: Settings, host: str, port: int, stopping: threading.Event
             f"headwater up on {supervisor.url}  (data in {cfg.home}; one process per "
             f"component: {', '.join(supervisor.children)})"
         )
+        _show_admin_key(supervisor.admin_key)
         supervisor.watch(stopping)
         typer.echo("stopping: each process finishes its batch and commits ...")
     finally:

@@ -8,7 +8,12 @@ from types import TracebackType
 import httpx
 import msgspec
 
-from headwater.errors import BackendUnavailableError, HeadwaterError
+from headwater.errors import (
+    AuthenticationError,
+    BackendUnavailableError,
+    HeadwaterError,
+    PermissionDeniedError,
+)
 from headwater.wire import UserFeatures
 
 __all__ = ["AsyncFeatureClient", "FeatureClient", "UserFeatures"]
@@ -22,12 +27,28 @@ _one = msgspec.json.Decoder(UserFeatures)
 _many = msgspec.json.Decoder(_Batch)
 
 
+def _auth(api_key: str) -> dict[str, str]:
+    # A key with the reader role (the recommendation service's).
+    return {"Authorization": f"Bearer {api_key}"}
+
+
 def _check(response: httpx.Response) -> bytes:
     if response.status_code >= 500:
         raise BackendUnavailableError(f"features API: HTTP {response.status_code}")
+    if response.status_code == 401:
+        raise AuthenticationError(f"features API: {_message(response)}")
+    if response.status_code == 403:
+        raise PermissionDeniedError(f"features API: {_message(response)}")
     if response.status_code != 200:
         raise HeadwaterError(f"features API: HTTP {response.status_code}: {response.text[:300]}")
     return response.content
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message", response.text[:300]))
+    except ValueError:
+        return response.text[:300]
 
 
 def _params(features: Sequence[str] | None) -> dict[str, str]:
@@ -38,9 +59,19 @@ class FeatureClient:
     """``GET /v1/users/{id}/features`` and the batch read, typed."""
 
     def __init__(
-        self, url: str, *, timeout: float = 2.0, transport: httpx.BaseTransport | None = None
+        self,
+        url: str,
+        api_key: str,
+        *,
+        timeout: float = 2.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"),
+            timeout=timeout,
+            transport=transport,
+            headers=_auth(api_key),
+        )
 
     def get(self, user_id: str, features: Sequence[str] | None = None) -> UserFeatures:
         """One user's features (``features`` selects some; all by default)."""
@@ -75,10 +106,18 @@ class AsyncFeatureClient:
     """The asyncio twin of FeatureClient."""
 
     def __init__(
-        self, url: str, *, timeout: float = 2.0, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        url: str,
+        api_key: str,
+        *,
+        timeout: float = 2.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
-            base_url=url.rstrip("/"), timeout=timeout, transport=transport
+            base_url=url.rstrip("/"),
+            timeout=timeout,
+            transport=transport,
+            headers=_auth(api_key),
         )
 
     async def get(self, user_id: str, features: Sequence[str] | None = None) -> UserFeatures:

@@ -29,16 +29,47 @@ __all__ = [
     "default_definitions",
     "definitions_from_document",
     "load_definitions",
+    "load_yaml",
     "parse_document",
 ]
 
 _SUFFIXES = (".yaml", ".yml", ".toml")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML without aliases (a few bytes of anchors can expand to gigabytes) and without
+    a key given twice in one mapping (which one counts would be a guess)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.constructor.ConstructorError(
+                None, None, "aliases (*name) are not allowed in a contract", None
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool | None):
+                continue  # SafeLoader's own check refuses what cannot be a key
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """A YAML (or JSON) document, refusing aliases and duplicate keys."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_document(text: str, where: str, *, toml: bool = False) -> dict[str, EventTypeDefinition]:
     """Definitions from the text of one team's file."""
     try:
-        data: Any = tomllib.loads(text) if toml else yaml.safe_load(text)
+        data: Any = tomllib.loads(text) if toml else load_yaml(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         raise ContractDefinitionError(f"{where}: cannot parse: {exc}") from None
     return definitions_from_document(data, where)

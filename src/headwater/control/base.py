@@ -1,13 +1,13 @@
 """The control-plane port: a small SQL database for contracts, producer keys and the erasure ledger.
 
-Repositories (``ContractRegistry``, ``ProducerKeys``, ``ErasureLedger``) write
+Repositories (``ContractRegistry``, ``ApiKeys``, ``ErasureLedger``) write
 portable SQL with ``?`` placeholders against this protocol; each backend
 translates placeholders and driver errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -31,6 +31,11 @@ class ControlDatabase(Protocol):
 
     def ensure_schema(self, statements: Sequence[str]) -> None:
         """Create tables and indexes if they do not exist (idempotent DDL)."""
+        ...
+
+    def ensure_columns(self, table: str, columns: Mapping[str, str]) -> None:
+        """Add the columns ``table`` lacks (name -> type and default), for tables created
+        by an earlier version; existing rows take the default."""
         ...
 
     def close(self) -> None:

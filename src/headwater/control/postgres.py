@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +81,12 @@ class PostgresControlDatabase:
             tx.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
             for statement in statements:
                 tx.execute(statement)
+
+    def ensure_columns(self, table: str, columns: Mapping[str, str]) -> None:
+        with self.transaction() as tx:
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+            for name, ddl in columns.items():
+                tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ddl}")
 
     def close(self) -> None:
         with self._lock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -70,6 +70,13 @@ class SqliteControlDatabase:
         with self.transaction() as tx:
             for statement in statements:
                 tx.execute(statement)
+
+    def ensure_columns(self, table: str, columns: Mapping[str, str]) -> None:
+        with self.transaction() as tx:
+            have = {str(row[1]) for row in tx.execute(f"PRAGMA table_info({table})")}
+            for name, ddl in columns.items():
+                if name not in have:
+                    tx.execute(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
 
     def close(self) -> None:
         with self._lock:

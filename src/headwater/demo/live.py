@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from headwater.access.keys import ProducerKeys
+from headwater.access.keys import ApiKeys
 from headwater.client import HeadwaterClient, RejectedEvent
 from headwater.client._batching import build_event
 from headwater.demo.traffic import TEAMS, Traffic
@@ -40,7 +40,7 @@ class TeamTraffic:
 
     def __init__(
         self,
-        keys: ProducerKeys,
+        keys: ApiKeys,
         url: str,
         *,
         rate: float = 4000.0,

@@ -26,7 +26,7 @@ SCHEMA = (
         request_id TEXT PRIMARY KEY,
         subject_hash TEXT NOT NULL,
         user_id TEXT,
-        reason TEXT NOT NULL,
+        reason TEXT NOT NULL,  -- the legal basis
         received_at TEXT NOT NULL,
         deadline TEXT NOT NULL,
         status TEXT NOT NULL,
@@ -101,12 +101,42 @@ class RequestRecord(msgspec.Struct):
     request_id: str
     subject_hash: str
     user_id: str | None
-    reason: str
+    legal_basis: str
     received_at: str
     deadline: str
     status: str  # open | completed
     completed_at: str | None
     tasks: list[TaskRecord]
+    reference: str | None = None  # a ticket or case id
+    requested_by: str = ""  # the principal (team or service) whose key asked
+
+
+_REQUEST_COLUMNS = (
+    "request_id, subject_hash, user_id, reason, received_at, deadline, status, completed_at, "
+    "reference, requested_by"
+)
+#: Added after the first release.
+REQUEST_EXTRA_COLUMNS = {
+    "reference": "TEXT",
+    "requested_by": "TEXT NOT NULL DEFAULT ''",
+}
+
+
+def _request(row: Sequence[Any], tasks: list[TaskRecord]) -> RequestRecord:
+    rid, subject, user, basis, received, deadline, status, completed, ref, by = row
+    return RequestRecord(
+        str(rid),
+        str(subject),
+        user,
+        str(basis),
+        str(received),
+        str(deadline),
+        str(status),
+        completed,
+        tasks,
+        ref,
+        str(by),
+    )
 
 
 _TASK_COLUMNS = (
@@ -154,6 +184,7 @@ class ErasureLedger:
     def __init__(self, db: ControlDatabase) -> None:
         self._db = db
         db.ensure_schema(SCHEMA)
+        db.ensure_columns("hw_erasure_requests", REQUEST_EXTRA_COLUMNS)
 
     # -- participants -------------------------------------------------------------------
 
@@ -186,22 +217,27 @@ class ErasureLedger:
         request_id: str,
         subject_hash: str,
         user_id: str,
-        reason: str,
+        legal_basis: str,
         received_at: datetime,
         deadline: datetime,
         participants: Sequence[Participant],
+        reference: str | None = None,
+        requested_by: str = "",
     ) -> None:
         """A new open request with one pending task per participant, and the tombstone."""
         with self._db.transaction() as tx:
             tx.execute(
-                "INSERT INTO hw_erasure_requests VALUES (?, ?, ?, ?, ?, ?, 'open', NULL)",
+                f"INSERT INTO hw_erasure_requests ({_REQUEST_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'open', NULL, ?, ?)",
                 (
                     request_id,
                     subject_hash,
                     user_id,
-                    reason,
+                    legal_basis,
                     format_time(received_at),
                     format_time(deadline),
+                    reference,
+                    requested_by,
                 ),
             )
             for p in participants:
@@ -253,8 +289,7 @@ class ErasureLedger:
     def get(self, request_id: str) -> RequestRecord:
         """One request with its tasks."""
         rows = self._db.execute(
-            "SELECT request_id, subject_hash, user_id, reason, received_at, deadline, status, "
-            "completed_at FROM hw_erasure_requests WHERE request_id = ?",
+            f"SELECT {_REQUEST_COLUMNS} FROM hw_erasure_requests WHERE request_id = ?",
             (request_id,),
         )
         if not rows:
@@ -267,17 +302,13 @@ class ErasureLedger:
                 (request_id,),
             )
         ]
-        rid, subject, user, reason, received, deadline, status, completed = rows[0]
-        return RequestRecord(
-            rid, subject, user, reason, received, deadline, status, completed, tasks
-        )
+        return _request(rows[0], tasks)
 
     def open_requests(self, *, limit: int = 10_000) -> list[RequestRecord]:
         """Open requests with their tasks, newest first: two queries, not two per request."""
         with self._db.transaction() as tx:
             rows = tx.execute(
-                "SELECT request_id, subject_hash, user_id, reason, received_at, deadline, "
-                "status, completed_at FROM hw_erasure_requests WHERE status = 'open' "
+                f"SELECT {_REQUEST_COLUMNS} FROM hw_erasure_requests WHERE status = 'open' "
                 "ORDER BY received_at DESC LIMIT ?",
                 (limit,),
             )
@@ -289,20 +320,7 @@ class ErasureLedger:
         tasks: dict[str, list[TaskRecord]] = {}
         for row in task_rows:
             tasks.setdefault(str(row[0]), []).append(_task(row[1:]))
-        return [
-            RequestRecord(
-                rid,
-                subject,
-                user,
-                reason,
-                received,
-                deadline,
-                status,
-                completed,
-                tasks.get(str(rid), []),
-            )
-            for rid, subject, user, reason, received, deadline, status, completed in rows
-        ]
+        return [_request(row, tasks.get(str(row[0]), [])) for row in rows]
 
     def request_ids(self, *, status: str | None = None, limit: int = 1000) -> list[str]:
         """Request ids, newest first, optionally of one status."""

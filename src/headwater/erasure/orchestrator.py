@@ -21,6 +21,7 @@ from headwater._time import format_time
 from headwater.bus.base import KIND_ERASURE, Bus, Message, Record
 from headwater.erasure.events import ErasureEvent, decode_erasure, encode_erasure
 from headwater.erasure.ledger import ErasureLedger, Participant, RequestRecord, TaskRecord
+from headwater.erasure.legal import LEGAL_BASES, check_basis
 from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
 from headwater.erasure.subject import SubjectHasher
 from headwater.erasure.tombstones import TombstoneFilter
@@ -80,11 +81,22 @@ class ErasureOrchestrator:
         self._seen_confirmed: set[tuple[str, str]] = set()
 
     def request(
-        self, user_id: str, *, reason: str = "", deadline: timedelta | None = None
+        self,
+        user_id: str,
+        *,
+        legal_basis: str,
+        reference: str | None = None,
+        requested_by: str,
+        deadline: timedelta | None = None,
     ) -> RequestRecord:
-        """Open an erasure request and publish its event on the bus, keyed by the user."""
+        """Open an erasure request and publish its event on the bus, keyed by the user.
+
+        ``legal_basis`` is one of ``erasure.legal.LEGAL_BASES``; ``requested_by`` names
+        the principal that asked (kept in the audit).
+        """
         if not user_id or len(user_id) > 128:
             raise ErasureError("user_id must be 1 to 128 characters")
+        check_basis(legal_basis, reference)
         participants = self.ledger.participants()
         registered = {p.name for p in participants}
         participants += [
@@ -102,7 +114,9 @@ class ErasureOrchestrator:
             request_id=request_id,
             subject_hash=self.hasher(user_id),
             user_id=user_id,
-            reason=reason,
+            legal_basis=legal_basis,
+            reference=reference,
+            requested_by=requested_by,
             received_at=now,
             deadline=now + (deadline or self.deadline),
             participants=participants,
@@ -260,7 +274,10 @@ class ErasureOrchestrator:
             "request_id": record.request_id,
             "subject_hash": record.subject_hash,
             "status": record.status,
-            "reason": record.reason,
+            "legal_basis": record.legal_basis,
+            "legal_basis_text": LEGAL_BASES.get(record.legal_basis, "recorded before the list"),
+            "reference": record.reference,
+            "requested_by": record.requested_by,
             "received_at": record.received_at,
             "deadline": record.deadline,
             "time_remaining_s": None

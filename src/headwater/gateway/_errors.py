@@ -12,14 +12,17 @@ from headwater.errors import (
     AuthenticationError,
     BackendUnavailableError,
     BatchTooLargeError,
+    ConfigurationError,
     ContractDefinitionError,
     ErasureError,
     HeadwaterError,
     IncompatibleChangeError,
     MalformedBatchError,
+    MissingDependencyError,
     NoErasureParticipantsError,
     PermissionDeniedError,
     RateLimitedError,
+    RequestTimeoutError,
     UnknownErasureRequestError,
     UnknownEventTypeError,
 )
@@ -31,6 +34,7 @@ _STATUS: list[tuple[type[HeadwaterError], int, str]] = [
     (PermissionDeniedError, 403, "forbidden"),
     (RateLimitedError, 429, "rate_limited"),
     (BatchTooLargeError, 413, "too_large"),
+    (RequestTimeoutError, 408, "timeout"),
     (MalformedBatchError, 400, "malformed"),
     (BackendUnavailableError, 503, "unavailable"),
     (IncompatibleChangeError, 409, "incompatible_change"),
@@ -39,6 +43,9 @@ _STATUS: list[tuple[type[HeadwaterError], int, str]] = [
     (UnknownErasureRequestError, 404, "not_found"),
     (NoErasureParticipantsError, 503, "unavailable"),
     (ErasureError, 400, "invalid_request"),
+    (MissingDependencyError, 500, "internal"),
+    # Raised while serving only for arguments (a key's team, a role, an unknown key id).
+    (ConfigurationError, 400, "invalid_request"),
 ]
 
 _ENC = msgspec.json.Encoder()
@@ -70,6 +77,9 @@ def _respond(exc: HeadwaterError) -> Response:
         body["message"] = f"{exc} - nothing of this batch was accepted; retry it whole"
     if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, BatchTooLargeError | RequestTimeoutError):
+        # The rest of the body is not read: the connection cannot carry another request.
+        headers["Connection"] = "close"
     return json_response(body, status, headers)
 
 

@@ -1,24 +1,27 @@
-"""The ASGI application: ingestion, contracts, and (as later parts register) reads."""
+"""The ASGI application: every route of the gateway, each with its declared policy."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import msgspec
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
 
 from headwater import __version__
 from headwater.application import Application
 from headwater.config import Settings
-from headwater.gateway._deps import application
 from headwater.gateway._errors import install_error_handlers, json_response
+from headwater.gateway.admin_routes import router as admin_router
+from headwater.gateway.contract_routes import router as contract_router
+from headwater.gateway.dashboard_routes import router as dashboard_router
 from headwater.gateway.deletion_routes import router as deletion_router
-from headwater.gateway.ingest_routes import router as ingest_router
 from headwater.gateway.observe_routes import router as observe_router
+from headwater.gateway.publish_routes import router as publish_router
 from headwater.gateway.read_routes import router as read_router
 from headwater.gateway.reco_routes import router as reco_router
+from headwater.gateway.security import check_policies, requires
 from headwater.gateway.telemetry import BACKENDS, install_request_ids
 
 __all__ = ["create_app"]
@@ -32,7 +35,9 @@ def create_app(
 ) -> FastAPI:
     """The gateway app over ``application_`` (built from ``settings`` when not given).
 
-    When the app builds its application itself it also closes it on shutdown.
+    When the app builds its application itself it also closes it on shutdown. Every
+    route declares who may call it (``gateway.security``): an app with a route that
+    does not is refused here, ``extra`` routes included.
     """
     owned = application_ is None
 
@@ -52,26 +57,45 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Publish interaction signals through one contract; read fresh "
-        "features; erase users with proof.",
+        "features; erase users with proof. Every operation names the roles it needs "
+        "(its `security`); send an API key as `Authorization: Bearer <key>`.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.application = application_
     app.state.key_cache = {}
     install_error_handlers(app)
-    app.include_router(ingest_router)
-    app.include_router(read_router)
-    app.include_router(reco_router)
-    app.include_router(deletion_router)
-    app.include_router(observe_router)
+    for router in (
+        publish_router,
+        contract_router,
+        read_router,
+        reco_router,
+        deletion_router,
+        observe_router,
+        dashboard_router,
+        admin_router,
+    ):
+        app.include_router(router)
+    _documentation(app)
     install_request_ids(app)
-
-    @app.get("/v1/health", summary="Liveness and where the backends are")
-    async def health(request: Request) -> Response:
-        hw = application(request)
-        limits = msgspec.to_builtins(hw.ingestor.limits)
-        return json_response(
-            {"status": "ok", "version": __version__, **hw.describe(), "limits": limits}
-        )
-
     if extra is not None:
         extra(app)
+    check_policies(app)
     return app
+
+
+def _documentation(app: FastAPI) -> None:
+    @app.get("/openapi.json", summary="This API's OpenAPI document", dependencies=[requires()])
+    async def openapi() -> Response:
+        return json_response(app.openapi())
+
+    @app.get(
+        "/docs",
+        summary="This API's documentation",
+        response_class=HTMLResponse,
+        responses={200: {"content": {"text/html": {}}, "description": "Swagger UI"}},
+        dependencies=[requires()],
+    )
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="headwater API")

@@ -9,29 +9,37 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from headwater.access.keys import ApiKey
+from headwater.access.roles import Role
+from headwater.erasure.legal import LEGAL_BASES
 from headwater.errors import ErasureError, MalformedBatchError
 from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
 from headwater.gateway._schemas import errors
-from headwater.gateway.ingest_routes import AuthHeader, KeyHeader, authenticate
+from headwater.gateway.bodies import decode_json, read_body
+from headwater.gateway.security import requires
 
 __all__ = ["router"]
 
 router = APIRouter()
+
+#: An erasure request's body: a user id, a basis and a reference.
+DELETION_BODY_LIMIT = 4096
 
 
 class DeletionBody(msgspec.Struct, forbid_unknown_fields=True):
     """Body of an erasure request."""
 
     user_id: str
-    reason: str = ""
+    legal_basis: str
+    reference: str | None = None
 
 
 @router.post(
     "/v1/deletions",
     summary="Erase a user from every store",
     status_code=202,
-    responses=errors(400, 401, 503),
+    responses=errors(400, 401, 403, 408, 413, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -39,11 +47,17 @@ class DeletionBody(msgspec.Struct, forbid_unknown_fields=True):
                 "application/json": {
                     "schema": {
                         "type": "object",
-                        "required": ["user_id"],
+                        "required": ["user_id", "legal_basis"],
                         "properties": {
                             "user_id": {"type": "string", "minLength": 1, "maxLength": 128},
-                            "reason": {"type": "string"},
+                            "legal_basis": {"type": "string", "enum": list(LEGAL_BASES)},
+                            "reference": {
+                                "type": "string",
+                                "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$",
+                                "description": "A ticket or case id (no free text)",
+                            },
                         },
+                        "additionalProperties": False,
                     }
                 }
             },
@@ -51,22 +65,26 @@ class DeletionBody(msgspec.Struct, forbid_unknown_fields=True):
     },
 )
 async def create_deletion(
-    request: Request, authorization: AuthHeader = None, x_api_key: KeyHeader = None
+    request: Request, key: Annotated[ApiKey, requires(Role.PRIVACY)]
 ) -> Response:
     """Open an erasure request: an erasure event goes on the bus after the user's signals.
 
     Answers 202 with the request and its per-store tasks; follow it at
     ``GET /v1/deletions/{request_id}``.
     """
-    await run_in_threadpool(authenticate, request, authorization, x_api_key)
-    try:
-        body = msgspec.json.decode(await request.body(), type=DeletionBody)
-    except msgspec.DecodeError as exc:
-        raise MalformedBatchError(f"expected {{'user_id': ...}}: {exc}") from None
+    raw = await read_body(request, DELETION_BODY_LIMIT)
+    body = decode_json(raw, DeletionBody, "{'user_id': ..., 'legal_basis': ...}")
     if not 1 <= len(body.user_id) <= 128:
         raise MalformedBatchError("user_id must be 1 to 128 characters")
     svc = application(request)
-    record = await run_in_threadpool(svc.orchestrator.request, body.user_id, reason=body.reason)
+    record = await run_in_threadpool(
+        lambda: svc.orchestrator.request(
+            body.user_id,
+            legal_basis=body.legal_basis,
+            reference=body.reference,
+            requested_by=f"{key.kind}:{key.team} (key {key.key_id})",
+        )
+    )
     audit = await run_in_threadpool(svc.orchestrator.audit, record.request_id)
     return json_response(audit, 202)
 
@@ -74,7 +92,8 @@ async def create_deletion(
 @router.get(
     "/v1/deletions/{request_id}",
     summary="The audit of one erasure request",
-    responses=errors(404, 503),
+    responses=errors(401, 403, 404, 503),
+    dependencies=[requires(Role.PRIVACY)],
 )
 async def deletion_audit(request: Request, request_id: str) -> Response:
     """Status, deadline, time remaining, and one row per store: confirmed (when, how,
@@ -86,7 +105,8 @@ async def deletion_audit(request: Request, request_id: str) -> Response:
 @router.get(
     "/v1/deletions",
     summary="Erasure requests: open, overdue or completed",
-    responses=errors(400, 503),
+    responses=errors(400, 401, 403, 503),
+    dependencies=[requires(Role.PRIVACY, Role.OPERATOR)],
 )
 async def list_deletions(
     request: Request,

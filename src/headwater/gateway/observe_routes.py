@@ -1,20 +1,22 @@
-"""Operating headwater: ``/metrics``, ``/v1/slo``, live stats, and the dashboard."""
+"""Operating headwater (``operator``): ``/metrics``, ``/v1/slo``, live stats, readiness;
+and liveness for anyone."""
 
 from __future__ import annotations
 
 import time
-from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from headwater.access.roles import Role
 from headwater.application import Application
 from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
 from headwater.gateway._schemas import errors
+from headwater.gateway.security import public, requires
 from headwater.metrics import REGISTRY
 from headwater.slo import slo_report
 
@@ -23,7 +25,13 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (scrape with an operator key as the bearer token)",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+    dependencies=[requires(Role.OPERATOR)],
+)
 async def metrics() -> Response:
     """Every counter and histogram, plus lag, dead letters and erasures read at scrape."""
     body = await run_in_threadpool(generate_latest, REGISTRY)
@@ -33,7 +41,8 @@ async def metrics() -> Response:
 @router.get(
     "/v1/slo",
     summary="Freshness SLO compliance per producer team and event type",
-    responses=errors(503),
+    responses=errors(401, 403, 503),
+    dependencies=[requires(Role.OPERATOR)],
 )
 async def slo(
     request: Request,
@@ -57,10 +66,16 @@ async def slo(
     )
 
 
-@router.get("/v1/stats/ingestion", summary="Recent ingestion per producer team")
+@router.get(
+    "/v1/stats/ingestion",
+    summary="Recent ingestion per producer team",
+    responses=errors(401, 403),
+    dependencies=[requires(Role.OPERATOR)],
+)
 async def ingestion(request: Request, window: Annotated[int, Query(ge=5, le=300)] = 60) -> Response:
     """Accepted and rejected events per second per team over the window, top rejection
-    reasons and an example rejected event (this gateway process)."""
+    reasons and fields, and an example rejected event with its values masked (this
+    gateway process)."""
     return json_response(
         {"window_s": window, "teams": application(request).ingestor.stats.snapshot(window)}
     )
@@ -119,7 +134,8 @@ def _consumers(svc: Application) -> dict[str, Any]:
 @router.get(
     "/v1/stats/consumers",
     summary="Consumer lag, feature as_of, dead letters",
-    responses=errors(503),
+    responses=errors(401, 403, 503),
+    dependencies=[requires(Role.OPERATOR)],
 )
 async def consumers(request: Request) -> Response:
     """Lag per group and partition (events and seconds), the streaming features' as_of
@@ -127,8 +143,20 @@ async def consumers(request: Request) -> Response:
     return json_response(await run_in_threadpool(_consumers, application(request)))
 
 
-@router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
-async def dashboard() -> HTMLResponse:
-    """The operator's page: ingestion, freshness, lag, dead letters, deletions, users."""
-    page = resources.files("headwater.gateway") / "static" / "dashboard.html"
-    return HTMLResponse(page.read_text(encoding="utf-8"))
+@router.get("/v1/health", summary="Liveness: the process answers", dependencies=[public()])
+async def health() -> Response:
+    """Liveness only: nothing about the backends (see ``/v1/ready``, for operators)."""
+    return json_response({"status": "ok"})
+
+
+@router.get(
+    "/v1/ready",
+    summary="Readiness: every backend answers",
+    responses=errors(401, 403, 503),
+    dependencies=[requires(Role.OPERATOR)],
+)
+async def ready(request: Request) -> Response:
+    """Each backend checked now (control plane, bus, online store, idempotency window):
+    200 when all answer, 503 naming the one that does not."""
+    report = await run_in_threadpool(application(request).readiness)
+    return json_response(report, 200 if report["ready"] else 503)

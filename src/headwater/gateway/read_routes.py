@@ -9,16 +9,21 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from headwater.errors import BatchTooLargeError, MalformedBatchError
+from headwater.access.roles import Role
+from headwater.errors import BatchTooLargeError
 from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
 from headwater.gateway._schemas import FEATURES_RESPONSE, errors
+from headwater.gateway.bodies import decode_json, read_body
+from headwater.gateway.security import requires
 
 __all__ = ["router"]
 
 router = APIRouter()
 
 MAX_BATCH_USERS = 1000
+#: 1,000 ids of up to 128 characters, quoted, with room for the feature names.
+BATCH_BODY_LIMIT = 256 * 1024
 
 
 class BatchRead(msgspec.Struct, forbid_unknown_fields=True):
@@ -35,7 +40,8 @@ def _select(features: str | None) -> list[str] | None:
 @router.get(
     "/v1/users/{user_id}/features",
     summary="One user's features with freshness",
-    responses={200: FEATURES_RESPONSE, **errors(503)},
+    responses={200: FEATURES_RESPONSE, **errors(401, 403, 503)},
+    dependencies=[requires(Role.READER)],
 )
 async def user_features(
     request: Request,
@@ -63,14 +69,40 @@ async def user_features(
 @router.post(
     "/v1/features/batch",
     summary="Features of many users in one call",
-    responses=errors(400, 413, 503),
+    responses=errors(400, 401, 403, 408, 413, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["user_ids"],
+                        "properties": {
+                            "user_ids": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "maxItems": MAX_BATCH_USERS,
+                            },
+                            "features": {
+                                "anyOf": [
+                                    {"type": "array", "items": {"type": "string"}},
+                                    {"type": "null"},
+                                ]
+                            },
+                        },
+                        "additionalProperties": False,
+                    }
+                }
+            },
+        }
+    },
+    dependencies=[requires(Role.READER)],
 )
 async def batch_features(request: Request) -> Response:
     """``{"user_ids": [...], "features": [...]}`` -> ``{"users": [...]}`` in the same order."""
-    try:
-        body = msgspec.json.decode(await request.body(), type=BatchRead)
-    except msgspec.DecodeError as exc:
-        raise MalformedBatchError(f"expected {{'user_ids': [...]}}: {exc}") from None
+    raw = await read_body(request, BATCH_BODY_LIMIT)
+    body = decode_json(raw, BatchRead, "{'user_ids': [...]}")
     if len(body.user_ids) > MAX_BATCH_USERS:
         raise BatchTooLargeError(f"at most {MAX_BATCH_USERS} users per batch read")
     svc = application(request)

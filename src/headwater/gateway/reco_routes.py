@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from headwater.access.roles import Role
 from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
 from headwater.gateway._schemas import errors
+from headwater.gateway.security import requires
 
 __all__ = ["router"]
 
@@ -21,7 +23,8 @@ MAX_K = 100
 @router.get(
     "/v1/users/{user_id}/recommendations",
     summary="Items for a user, with reasons and the freshness of every feature used",
-    responses=errors(503),
+    responses=errors(401, 403, 503),
+    dependencies=[requires(Role.READER)],
 )
 async def recommendations(
     request: Request,

@@ -19,10 +19,12 @@ from typing import Literal
 
 import msgspec
 
-from headwater.access.keys import ProducerKey
+from headwater._time import format_time
+from headwater.access.keys import ALL, ApiKey
 from headwater.bus.base import Bus, Message
 from headwater.bus.group_commit import GroupCommitPublisher
 from headwater.contract._compiled import TypedSignal
+from headwater.contract.definition import RegisteredEventType
 from headwater.contract.signal import encode_signal
 from headwater.contract.validator import BatchResult, Limits, Rejection, SignalValidator
 from headwater.dedupe.base import IdempotencyWindow
@@ -56,7 +58,7 @@ class IngestOutcome(msgspec.Struct):
     duplicates: int
     rejected: int
     producer: str
-    received_at: datetime
+    received_at: str  # RFC 3339, fixed width
     results: list[EventResult]
 
     @property
@@ -123,7 +125,9 @@ class Ingestor:
         self.stats = IngestStats()
         self._lock = threading.Lock()
         self._revision = registry.revision()
-        self._validator = SignalValidator(registry.current(), self.limits)
+        current = registry.current()
+        self._validator = SignalValidator(current, self.limits)
+        self._owners = _owners(current)
         self._checked = time.monotonic()
 
     def refresh(self) -> None:
@@ -140,13 +144,15 @@ class Ingestor:
             # Other threads keep using the current validator until the new one is built.
             revision = self.registry.revision()
             if revision != self._revision:
-                self._validator = SignalValidator(self.registry.current(), self.limits)
+                current = self.registry.current()
+                self._validator = SignalValidator(current, self.limits)
+                self._owners = _owners(current)
                 self._revision = revision
             self._checked = time.monotonic()
         return self._validator
 
     def ingest(
-        self, body: bytes, key: ProducerKey, *, ndjson: bool = False, request_id: str = ""
+        self, body: bytes, key: ApiKey, *, ndjson: bool = False, request_id: str = ""
     ) -> IngestOutcome:
         """Validate, check scope, deduplicate and publish one batch (blocking)."""
         batch = self.prepare(body, key, ndjson=ndjson, request_id=request_id)
@@ -155,7 +161,7 @@ class Ingestor:
         return self.finish(batch)
 
     def prepare(
-        self, body: bytes, key: ProducerKey, *, ndjson: bool = False, request_id: str = ""
+        self, body: bytes, key: ApiKey, *, ndjson: bool = False, request_id: str = ""
     ) -> PreparedBatch:
         """Everything before the durable write: validate, check scope, drop re-sent events,
         stamp the envelope and encode. Raises before anything is published."""
@@ -165,7 +171,7 @@ class Ingestor:
             result = validator.validate_ndjson(body, now=received_at)
         else:
             result = validator.validate_json(body, now=received_at)
-        _check_scope(result, key)
+        _check_scope(result, key, self._owners)
         if self.erased is not None:
             result = self.erased.screen(result)
         fresh, duplicate_index = self._deduplicate(result)
@@ -247,20 +253,25 @@ def _type_name(event: TypedSignal) -> str:
     return str(type(event).__struct_config__.tag)
 
 
-def _check_scope(result: BatchResult, key: ProducerKey) -> None:
-    if "*" in key.event_types and "*" in key.surfaces:
+def _owners(current: list[RegisteredEventType]) -> dict[str, str]:
+    return {r.name: r.definition.owner for r in current}
+
+
+def _check_scope(result: BatchResult, key: ApiKey, owners: dict[str, str]) -> None:
+    if ALL in key.event_types and ALL in key.surfaces:
         return
+    # The types the key may publish, decided once per batch, not once per event.
+    allowed = {t for t in owners if key.allows_type(t, owners.get)}
     refused: list[str] = []
     for index, event in zip(result.accepted_indices, result.accepted, strict=True):
         etype = _type_name(event)
-        if not key.allows_type(etype):
+        if etype not in allowed:
             refused.append(f"#{index} ({event.event_id}): event_type {etype!r} not allowed")
         elif not key.allows_surface(str(event.surface)):  # type: ignore[attr-defined]
             refused.append(f"#{index} ({event.event_id}): surface {event.surface!r} not allowed")  # type: ignore[attr-defined]
     if refused:
         raise PermissionDeniedError(
-            f"key {key.key_id} of team {key.team} may publish event types "
-            f"{list(key.event_types)} on surfaces {list(key.surfaces)}; refused: "
+            f"key {key.key_id} of team {key.team} may publish {key.describe_scope()}; refused: "
             + "; ".join(refused[:20])
             + (" ..." if len(refused) > 20 else "")
         )
@@ -283,7 +294,7 @@ def _outcome(
         duplicates=len(duplicate_index),
         rejected=len(result.rejections),
         producer=producer,
-        received_at=received_at,
+        received_at=format_time(received_at),
         results=results,
     )
 

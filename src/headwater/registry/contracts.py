@@ -10,7 +10,7 @@ from headwater._time import now_text
 from headwater.contract.compat import Violation, check_evolution
 from headwater.contract.definition import EventTypeDefinition, RegisteredEventType
 from headwater.control.base import ControlDatabase, Row
-from headwater.errors import IncompatibleChangeError
+from headwater.errors import IncompatibleChangeError, PermissionDeniedError, UnknownEventTypeError
 
 __all__ = ["ChangePlan", "ContractRegistry"]
 
@@ -36,6 +36,29 @@ _SELECT_ALL = (
     "SELECT name, version, definition, registered_at FROM hw_contract_versions "
     "ORDER BY name, version"
 )
+
+
+def _check_ownership(
+    history: Mapping[str, list[RegisteredEventType]],
+    proposed: Mapping[str, EventTypeDefinition],
+    team: str,
+) -> None:
+    refused = []
+    for name, definition in sorted(proposed.items()):
+        versions = history.get(name)
+        owner = versions[-1].definition.owner if versions else None
+        if owner is not None and owner != team:
+            refused.append(f"{name!r} is owned by team {owner!r}")
+        elif definition.owner != team:
+            what = "a new type" if owner is None else "the type"
+            refused.append(
+                f"{what} {name!r} would be owned by {definition.owner!r}: a change of owner "
+                "needs the admin role"
+            )
+    if refused:
+        raise PermissionDeniedError(
+            f"team {team!r} may register only the event types it owns: " + "; ".join(refused)
+        )
 
 
 def _group(rows: list[Row]) -> dict[str, list[RegisteredEventType]]:
@@ -76,6 +99,20 @@ class ContractRegistry:
         """The latest version of each registered type."""
         return [versions[-1] for versions in self.history().values()]
 
+    def owner_of(self, name: str) -> str | None:
+        """The team owning an event type (None for an unknown type)."""
+        versions = self.history().get(name)
+        return versions[-1].definition.owner if versions else None
+
+    def transfer(self, name: str, owner: str) -> ChangePlan:
+        """Give an event type to another team: a new version whose only change is the
+        owner (an administrator's act)."""
+        versions = self.history().get(name)
+        if not versions:
+            raise UnknownEventTypeError(f"no event type {name!r} is registered")
+        moved = msgspec.structs.replace(versions[-1].definition, owner=owner)
+        return self.apply({name: moved}, partial=True)
+
     def revision(self) -> int:
         """A number that grows whenever a version is registered (for cache refresh)."""
         rows = self._db.execute("SELECT COUNT(*) FROM hw_contract_versions")
@@ -112,12 +149,23 @@ class ContractRegistry:
         return ChangePlan(tuple(added), tuple(changed), tuple(unchanged), tuple(violations))
 
     def apply(
-        self, proposed: Mapping[str, EventTypeDefinition], *, partial: bool = False
+        self,
+        proposed: Mapping[str, EventTypeDefinition],
+        *,
+        partial: bool = False,
+        as_team: str | None = None,
     ) -> ChangePlan:
-        """Register the proposed set, all or nothing; refuse it with every violation listed."""
+        """Register the proposed set, all or nothing; refuse it with every violation listed.
+
+        ``as_team`` registers on behalf of one team (a ``contracts`` key): it may evolve
+        only the types it owns and add types it will own; changing a type's owner needs
+        an administrator (``as_team=None``). Checked in the same transaction as the write.
+        """
         with self._db.transaction() as tx:
             tx.execute("UPDATE hw_contract_lock SET revision = revision + 1 WHERE id = 1")
             history = _group(tx.execute(_SELECT_ALL))
+            if as_team is not None:
+                _check_ownership(history, proposed, as_team)
             plan = self._plan(history, proposed, partial=partial)
             if plan.violations:
                 raise IncompatibleChangeError(plan.violations)
