@@ -21,9 +21,10 @@ def serve(
     import uvicorn
 
     from headwater.gateway.app import create_app
+    from headwater.gateway.server import server_config
 
     app = create_app(settings=settings(home))
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level)).run()
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,98 @@
+"""The HTTP server under the gateway: uvicorn, with the limits a public endpoint needs.
+
+uvicorn bounds a request's body by flow control but not the time its headers take, nor
+their size: a client that trickles a header line every few seconds holds a connection
+(and its memory) forever. Here a connection whose request line and headers do not
+arrive within ``HEADER_TIMEOUT_S`` is closed, and so is one whose headers pass
+``MAX_HEADER_BYTES``. Bodies are bounded in size and time where they are read
+(``gateway.bodies``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from headwater._duration import parse_duration
+
+__all__ = ["HEADER_TIMEOUT_S", "MAX_HEADER_BYTES", "server_config"]
+
+#: Longest a request line and its headers may take to arrive (``HEADWATER_HEADER_TIMEOUT``).
+HEADER_TIMEOUT_S = parse_duration(
+    os.environ.get("HEADWATER_HEADER_TIMEOUT", "").strip() or "10s", "HEADWATER_HEADER_TIMEOUT"
+)
+#: Most bytes of request line and headers one request may send.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def _guarded_protocol() -> type[Any] | None:
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools not installed: uvicorn's h11 server, as it comes
+        return None
+
+    class GuardedHttpProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol with a deadline and a size cap on headers."""
+
+        _header_timer: asyncio.TimerHandle | None = None
+        _header_bytes = 0
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            before_headers = self._header_timer is not None
+            super().data_received(data)
+            if before_headers and self._header_timer is not None:
+                # Still no end of headers after these bytes: count them.
+                self._header_bytes += len(data)
+                if self._header_bytes > MAX_HEADER_BYTES:
+                    self._close()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()  # each request on a kept-alive connection has its own deadline
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_bytes = 0
+            self._header_timer = self.loop.call_later(HEADER_TIMEOUT_S, self._close)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _close(self) -> None:
+            self._disarm()
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedHttpProtocol
+
+
+def server_config(app: Any, *, host: str, port: int, log_level: str = "warning") -> Any:
+    """The uvicorn configuration every headwater gateway runs with."""
+    import uvicorn
+
+    protocol = _guarded_protocol()
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        http=protocol if protocol is not None else "auto",
+        # Idle keep-alive connections close after 5 s (uvicorn's default, stated here).
+        timeout_keep_alive=5,
+    )
