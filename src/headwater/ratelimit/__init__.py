@@ -25,10 +25,18 @@ def _sqlite(url: str) -> RateLimiter:
     return SqliteRateLimiter(url)
 
 
+def _redis(url: str) -> RateLimiter:
+    from headwater.ratelimit.redis import RedisRateLimiter
+
+    return RedisRateLimiter(url)
+
+
 #: URL scheme -> backend factory.
 SUPPORTED_LIMITERS: dict[str, Callable[[str], RateLimiter]] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "redis": _redis,
+    "rediss": _redis,
 }
 
 
