@@ -31,12 +31,20 @@ def _redis(url: str) -> RateLimiter:
     return RedisRateLimiter(url)
 
 
+def _postgres(url: str) -> RateLimiter:
+    from headwater.ratelimit.postgres import PostgresRateLimiter
+
+    return PostgresRateLimiter(url)
+
+
 #: URL scheme -> backend factory.
 SUPPORTED_LIMITERS: dict[str, Callable[[str], RateLimiter]] = {
     "memory": _memory,
     "sqlite": _sqlite,
     "redis": _redis,
     "rediss": _redis,
+    "postgresql": _postgres,
+    "postgres": _postgres,
 }
 
 
