@@ -8,7 +8,7 @@ in Lua and SQL so that it runs on the server in one atomic step.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from headwater.errors import RateLimitedError
 
@@ -44,37 +44,53 @@ class RateLimiter(Protocol):
         ...
 
 
-class Bucket(NamedTuple):
-    """One key's bucket: the limits it was made with, its tokens and when they were counted."""
+class Bucket:
+    """One key's bucket: the limits it was made with, its tokens and when they were counted.
 
-    rate: float
-    burst: float
-    tokens: float
-    stamp: float
+    Mutable, and updated in place by :func:`take_from`: the in-memory limiter spends a
+    few microseconds per take, and a new object per take would double that.
+    """
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, tokens: float, stamp: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = tokens
+        self.stamp = stamp
+
+    def astuple(self) -> tuple[float, float, float, float]:
+        """``(rate, burst, tokens, stamp)``, the order a stored row keeps them in."""
+        return (self.rate, self.burst, self.tokens, self.stamp)
 
 
 def capacity(burst: float) -> float:
     """The tokens a full bucket holds: at least one, so every key can send one event."""
-    return max(burst, 1.0)
+    return burst if burst > 1.0 else 1.0
 
 
 def take_from(
     bucket: Bucket | None, events: int, rate: float, burst: float, now: float
 ) -> tuple[Bucket, float | None]:
-    """The bucket after trying to spend ``events`` at time ``now`` (seconds), and None when
-    they were spent or else the seconds to wait. The bucket is returned in both cases:
-    on a refusal it holds the refill, so storing it or not gives the same answers."""
+    """Try to spend ``events`` at time ``now`` (seconds): the bucket after (``bucket``
+    updated in place, or a new one), and None when they were spent or else the seconds
+    to wait. On a refusal the bucket holds the refill, so storing it or not gives the
+    same answers later."""
     cap = capacity(burst)
     if bucket is None or bucket.rate != rate or bucket.burst != burst:
-        tokens = cap
+        bucket = Bucket(rate, burst, cap, now)
     else:
+        elapsed = now - bucket.stamp
         # A clock that stepped back refills nothing rather than draining the bucket.
-        tokens = min(cap, bucket.tokens + max(0.0, now - bucket.stamp) * rate)
+        if elapsed > 0.0:
+            bucket.tokens = min(cap, bucket.tokens + elapsed * rate)
+        bucket.stamp = now
     # A batch larger than the bucket passes on a full bucket and leaves a debt.
-    need = min(float(events), cap)
-    if tokens >= need:
-        return Bucket(rate, burst, tokens - events, now), None
-    return Bucket(rate, burst, tokens, now), wait_for(need - tokens, rate)
+    need = events if events < cap else cap
+    if bucket.tokens >= need:
+        bucket.tokens -= events
+        return bucket, None
+    return bucket, wait_for(need - bucket.tokens, rate)
 
 
 def wait_for(missing: float, rate: float) -> float:

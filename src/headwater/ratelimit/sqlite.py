@@ -76,7 +76,7 @@ class SqliteRateLimiter:
                         burst,
                         time.time(),
                     )
-                    self._conn.execute(_WRITE, (key_id, *bucket))
+                    self._conn.execute(_WRITE, (key_id, *bucket.astuple()))
                     self._conn.execute("COMMIT")
                 except BaseException:
                     if self._conn.in_transaction:
