@@ -59,41 +59,41 @@ def test_a_refusal_says_how_long_until_the_tokens_exist(limiter: RateLimiter) ->
 
 def test_the_bucket_refills_at_the_rate(limiter: RateLimiter) -> None:
     key = _key()
-    limiter.take(key, 10, 100.0, 10)
-    _refused(limiter, key, 10, 100.0, 10)
-    time.sleep(0.12)  # 12 tokens' worth, capped at 10
-    limiter.take(key, 10, 100.0, 10)
+    limiter.take(key, 10, 40.0, 10)
+    _refused(limiter, key, 10, 40.0, 10)
+    time.sleep(0.3)  # 12 tokens' worth, capped at 10
+    limiter.take(key, 10, 40.0, 10)
 
 
 def test_the_refill_stops_at_the_burst(limiter: RateLimiter) -> None:
     key = _key()
-    limiter.take(key, 5, 100.0, 5)
-    time.sleep(0.2)  # 20 tokens' worth, but the bucket holds 5
-    limiter.take(key, 5, 100.0, 5)
-    wait = _refused(limiter, key, 5, 100.0, 5)
-    assert 0.01 < wait <= 0.05
+    limiter.take(key, 5, 50.0, 5)
+    time.sleep(0.25)  # 12.5 tokens' worth, but the bucket holds 5
+    limiter.take(key, 5, 50.0, 5)
+    wait = _refused(limiter, key, 5, 50.0, 5)
+    assert 0.0 < wait <= 0.1
 
 
 def test_a_request_larger_than_the_burst_passes_on_a_full_bucket_and_leaves_a_debt(
     limiter: RateLimiter,
 ) -> None:
     key = _key()
-    limiter.take(key, 25, 100.0, 10)
-    # 15 tokens owed, and one more to spend: 16 tokens at 100/s.
-    wait = _refused(limiter, key, 1, 100.0, 10)
-    assert 0.1 < wait <= 0.16
-    time.sleep(wait + 0.02)
-    limiter.take(key, 1, 100.0, 10)
+    limiter.take(key, 25, 50.0, 10)
+    # 15 tokens owed, and one more to spend: 16 tokens at 50/s.
+    wait = _refused(limiter, key, 1, 50.0, 10)
+    assert 0.2 < wait <= 0.32
+    time.sleep(wait + 0.03)
+    limiter.take(key, 1, 50.0, 10)
 
 
 def test_a_request_larger_than_the_burst_waits_for_a_full_bucket(limiter: RateLimiter) -> None:
     key = _key()
-    limiter.take(key, 4, 100.0, 10)
-    # Not refused forever: it needs a full bucket (10), not its own 25.
-    wait = _refused(limiter, key, 25, 100.0, 10)
-    assert 0.0 < wait <= 0.04
-    time.sleep(wait + 0.02)
-    limiter.take(key, 25, 100.0, 10)
+    limiter.take(key, 4, 20.0, 10)
+    # Not refused forever: it needs a full bucket (10), not its own 25: 4 tokens at 20/s.
+    wait = _refused(limiter, key, 25, 20.0, 10)
+    assert 0.0 < wait <= 0.2
+    time.sleep(wait + 0.03)
+    limiter.take(key, 25, 20.0, 10)
 
 
 def test_keys_have_separate_buckets(limiter: RateLimiter) -> None:
