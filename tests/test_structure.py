@@ -135,7 +135,7 @@ def test_ports_do_not_import_the_domains_above_them() -> None:
     # The bus, the stores and the control plane are below erasure, the runtime and the
     # consumers: they never reach up.
     above = {"erasure", "runtime", "features", "archive", "batch", "application", "ingest"}
-    for port in ("bus", "online", "dedupe", "control"):
+    for port in ("bus", "online", "dedupe", "control", "ratelimit"):
         assert not set(GRAPH[port]) & above, (port, GRAPH[port])
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from headwater.errors import ConfigurationError
 
-__all__ = ["scheme_of", "sqlite_path"]
+__all__ = ["redacted", "scheme_of", "sqlite_path"]
 
 
 def scheme_of(url: str) -> str:
@@ -34,3 +34,11 @@ def sqlite_path(url: str) -> str:
     if path != ":memory:":
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def redacted(url: str) -> str:
+    """``url`` with any credentials replaced by ``***``, for error messages and logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=f"***@{parts.netloc.rsplit('@', 1)[1]}"))
