@@ -30,6 +30,16 @@ def _policy(value: str) -> str:
     return value
 
 
+def _shared_limiter(base: str, control: str, dedupe: str) -> str:
+    # Whatever every gateway of the deployment already shares: Redis first (one round
+    # trip, no disk), then PostgreSQL, else a file beside the embedded stores.
+    if dedupe.startswith(("redis://", "rediss://")):
+        return dedupe
+    if control.startswith(("postgresql://", "postgres://")):
+        return control
+    return f"{base}/ratelimit.db"
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Backend URLs and the data directory of one headwater deployment."""
 
@@ -39,6 +49,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     online_url: str
     archive_url: str
     dedupe_url: str
+    #: Where the per-key rate-limit buckets live: shared by every gateway that uses it.
+    ratelimit_url: str = "memory://"
     dedupe_window_s: float = 86_400.0
     erasure_deadline_s: float = 30 * 86_400.0
     erasure_webhook: str | None = None
@@ -54,13 +66,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """Settings from ``HEADWATER_*`` variables, embedded defaults under ``home``."""
         root = Path(home or _env("HEADWATER_HOME", ".headwater")).expanduser()
         base = f"sqlite:///{root}"  # absolute roots give sqlite:////abs, as SQLAlchemy does
+        control = _env("HEADWATER_CONTROL_URL", f"{base}/control.db")
+        dedupe = _env("HEADWATER_DEDUPE_URL", f"{base}/dedupe.db")
         return cls(
             home=root,
-            control_url=_env("HEADWATER_CONTROL_URL", f"{base}/control.db"),
+            control_url=control,
             bus_url=_env("HEADWATER_BUS_URL", f"{base}/bus.db"),
             online_url=_env("HEADWATER_ONLINE_URL", f"{base}/online.db"),
             archive_url=_env("HEADWATER_ARCHIVE_URL", str(root / "archive")),
-            dedupe_url=_env("HEADWATER_DEDUPE_URL", f"{base}/dedupe.db"),
+            dedupe_url=dedupe,
+            ratelimit_url=_env("HEADWATER_RATELIMIT_URL", _shared_limiter(base, control, dedupe)),
             dedupe_window_s=parse_duration(
                 _env("HEADWATER_DEDUPE_WINDOW", "24h"), "HEADWATER_DEDUPE_WINDOW"
             ),

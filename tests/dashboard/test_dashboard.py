@@ -70,9 +70,12 @@ def test_dashboard_is_live_and_shows_deletions(
     producer = teams.key("web")
     privacy, _ = stack.app.keys.create("privacy-office", roles=("privacy",))
     try:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        # The page's CSP forbids eval, which Playwright's wait_for_function relies on.
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
         page = context.new_page()
-        page.goto(f"{stack.url}/dashboard")
+        loaded = page.goto(f"{stack.url}/dashboard")
+        assert loaded is not None
+        assert "frame-ancestors 'none'" in loaded.headers["content-security-policy"]
         # Without a session the page shows the login and nothing else.
         page.wait_for_selector("#login-section:not([hidden])", timeout=10_000)
         assert page.locator("#data").is_hidden()

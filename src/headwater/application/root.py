@@ -22,8 +22,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from headwater._extras import needs_extra
+from headwater._url import redacted
 from headwater.access.keys import ApiKeys
-from headwater.access.ratelimit import RateLimiter
 from headwater.access.roles import Role
 from headwater.access.sessions import Sessions
 from headwater.bus import Bus, open_bus
@@ -43,6 +43,7 @@ from headwater.features.spec import DEFAULT_FEATURES, load_features
 from headwater.ingest.erased import ErasedUsers
 from headwater.ingest.ingestor import Ingestor
 from headwater.online import OnlineStore, open_online_store
+from headwater.ratelimit import RateLimiter, open_rate_limiter
 from headwater.recommend.recommender import Recommender
 from headwater.registry.contracts import ContractRegistry
 from headwater.runtime.consumer import Consumer
@@ -228,8 +229,15 @@ class Application:
 
     @property
     def limiter(self) -> RateLimiter:
-        """Per-key rate limits of this process."""
-        return self._once("limiter", RateLimiter)
+        """Per-key rate limits, one budget per key for every gateway sharing the limiter
+        (``HEADWATER_RATELIMIT_URL``)."""
+
+        def build() -> RateLimiter:
+            limiter = open_rate_limiter(self.settings.ratelimit_url)
+            self.own("rate limiter", limiter.close)
+            return limiter
+
+        return self._once("limiter", build)
 
     @property
     def dead_letters(self) -> DeadLetterStore:
@@ -459,16 +467,8 @@ class Application:
     def describe(self) -> dict[str, object]:
         """Where each backend is (credentials redacted)."""
         return {
-            "control": _redact(self.settings.control_url),
-            "bus": _redact(self.settings.bus_url),
-            "dedupe": _redact(self.settings.dedupe_url),
-            "online": _redact(self.settings.online_url),
+            "control": redacted(self.settings.control_url),
+            "bus": redacted(self.settings.bus_url),
+            "dedupe": redacted(self.settings.dedupe_url),
+            "online": redacted(self.settings.online_url),
         }
-
-
-def _redact(url: str) -> str:
-    # Never echo credentials embedded in a URL.
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url

@@ -40,6 +40,9 @@ Surfaces = Annotated[str, typer.Option(help="Comma-separated surfaces, or * for 
 Rate = Annotated[float, typer.Option(help="Events per second.")]
 Burst = Annotated[float | None, typer.Option(help="Bucket size (default: rate).")]
 Description = Annotated[str, typer.Option()]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print the API key alone (for scripts).")
+]
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -82,6 +85,7 @@ def create_key(
     rate: Rate = 200_000.0,
     burst: Burst = None,
     description: Description = "",
+    quiet: Quiet = False,
 ) -> None:
     """Create a key for PRINCIPAL with the given roles; the key is printed once."""
     with application(home, control=control) as app_:
@@ -96,7 +100,10 @@ def create_key(
             description=description,
             created_by=f"cli:{getpass.getuser()}",
         )
-    show_new_key(secret, key)
+    if quiet:
+        typer.echo(secret)
+    else:
+        show_new_key(secret, key)
 
 
 @app.command("create")
@@ -110,6 +117,7 @@ def create_producer(
     rate: Rate = 200_000.0,
     burst: Burst = None,
     description: Description = "",
+    quiet: Quiet = False,
 ) -> None:
     """Create a producer key for TEAM (the types it owns by default); printed once."""
     create_key(
@@ -123,6 +131,7 @@ def create_producer(
         rate=rate,
         burst=burst,
         description=description,
+        quiet=quiet,
     )
 
 
