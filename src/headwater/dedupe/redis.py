@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from headwater.errors import BackendError, BackendUnavailableError, MissingDependencyError
+from headwater._redis import RedisConnection
 
 __all__ = ["RedisIdempotencyWindow"]
 
@@ -15,26 +13,13 @@ class RedisIdempotencyWindow:
     """``hw:dd:<event id>`` -> user id with a TTL; ``hw:ddu:<user>`` lists a user's ids."""
 
     def __init__(self, url: str, *, window_s: float) -> None:
-        try:
-            import redis
-        except ImportError:
-            raise MissingDependencyError("redis", "redis", "redis") from None
         self.url = url
         self.window_s = window_s
-        query = parse_qs(urlsplit(url).query)
-        self._prefix = query.get("prefix", ["hw"])[-1]
+        self._conn = RedisConnection(url, what="Redis idempotency window", socket_timeout=10)
+        self._prefix = self._conn.prefix
         self._ttl_ms = int(window_s * 1000)
-        self._redis: Any = redis.Redis.from_url(url.split("?", 1)[0], socket_timeout=10)
-        self._errors = (redis.RedisError,)
-        self._down = (redis.ConnectionError, redis.TimeoutError)
-
-    def _call(self, fn: Any) -> Any:
-        try:
-            return fn()
-        except self._down as exc:
-            raise BackendUnavailableError(f"Redis at {self.url}: {exc}") from exc
-        except self._errors as exc:
-            raise BackendError(f"Redis idempotency window: {exc}") from exc
+        self._redis = self._conn.client
+        self._call = self._conn.call
 
     def seen(self, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:
@@ -87,4 +72,4 @@ class RedisIdempotencyWindow:
         return {user: self.count_user(user) for user in dict.fromkeys(user_ids)}
 
     def close(self) -> None:
-        self._redis.close()
+        self._conn.close()

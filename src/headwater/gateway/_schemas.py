@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "PUBLISH_BODY_SCHEMA",
     "PUBLISH_RESPONSES",
     "errors",
+    "json_body",
 ]
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 128}
@@ -81,6 +83,18 @@ _ERROR = {
     "required": ["error", "message"],
     "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
 }
+
+
+def json_body(properties: dict[str, Any], required: Sequence[str]) -> dict[str, Any]:
+    """``openapi_extra`` of a route that reads a JSON object (routes read bodies raw,
+    within bounds, so the schema is stated here rather than derived from a parameter)."""
+    schema = {
+        "type": "object",
+        "required": list(required),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:

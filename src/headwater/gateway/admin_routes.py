@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Request
@@ -13,7 +13,7 @@ from headwater.access.keys import ALL, OWNED, ApiKey
 from headwater.access.roles import Role
 from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
-from headwater.gateway._schemas import errors
+from headwater.gateway._schemas import errors, json_body
 from headwater.gateway.bodies import decode_json, read_body
 from headwater.gateway.security import requires
 
@@ -35,28 +35,23 @@ class NewKey(msgspec.Struct, forbid_unknown_fields=True):
     description: str = ""
 
 
-_NEW_KEY_SCHEMA = {
-    "type": "object",
-    "required": ["principal", "roles"],
-    "properties": {
-        "principal": {
-            "type": "string",
-            "pattern": "^[A-Za-z0-9_-]{1,64}$",
-            "description": "The team or service it belongs to",
-        },
-        "roles": {
-            "type": "array",
-            "minItems": 1,
-            "items": {"type": "string", "enum": [r.value for r in Role]},
-        },
-        "kind": {"type": "string", "enum": ["team", "service"]},
-        "event_types": {"type": "array", "items": {"type": "string"}},
-        "surfaces": {"type": "array", "items": {"type": "string"}},
-        "rate_limit_eps": {"type": "number", "exclusiveMinimum": 0},
-        "burst": {"anyOf": [{"type": "number"}, {"type": "null"}]},
-        "description": {"type": "string", "maxLength": 500},
+_NEW_KEY_SCHEMA: dict[str, Any] = {
+    "principal": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]{1,64}$",
+        "description": "The team or service it belongs to",
     },
-    "additionalProperties": False,
+    "roles": {
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "string", "enum": [r.value for r in Role]},
+    },
+    "kind": {"type": "string", "enum": ["team", "service"]},
+    "event_types": {"type": "array", "items": {"type": "string"}},
+    "surfaces": {"type": "array", "items": {"type": "string"}},
+    "rate_limit_eps": {"type": "number", "exclusiveMinimum": 0},
+    "burst": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+    "description": {"type": "string", "maxLength": 500},
 }
 
 
@@ -65,12 +60,7 @@ _NEW_KEY_SCHEMA = {
     summary="Create an API key (the secret is in this answer only)",
     status_code=201,
     responses=errors(400, 401, 403, 413),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _NEW_KEY_SCHEMA}},
-        }
-    },
+    openapi_extra=json_body(_NEW_KEY_SCHEMA, ["principal", "roles"]),
 )
 async def create_key(request: Request, admin: Annotated[ApiKey, requires(Role.ADMIN)]) -> Response:
     """A new key with roles and scope; only its hash is stored."""

@@ -19,7 +19,7 @@ from headwater.contract.loader import definitions_from_document, load_yaml
 from headwater.errors import ContractDefinitionError, PermissionDeniedError, UnknownEventTypeError
 from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
-from headwater.gateway._schemas import CONTRACT_DOCUMENT_SCHEMA, errors
+from headwater.gateway._schemas import CONTRACT_DOCUMENT_SCHEMA, errors, json_body
 from headwater.gateway.bodies import decode_json, read_body
 from headwater.gateway.security import requires
 from headwater.registry.contracts import ChangePlan
@@ -146,21 +146,7 @@ class OwnerBody(msgspec.Struct, forbid_unknown_fields=True):
     "/v1/contracts/{name}/owner",
     summary="Give an event type to another team",
     responses=errors(400, 401, 403, 404, 503),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["owner"],
-                        "properties": {"owner": {"type": "string", "minLength": 1}},
-                        "additionalProperties": False,
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=json_body({"owner": {"type": "string", "minLength": 1}}, ["owner"]),
     dependencies=[requires(Role.ADMIN)],
 )
 async def transfer_contract(request: Request, name: str) -> Response:

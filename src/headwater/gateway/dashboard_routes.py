@@ -19,7 +19,7 @@ from headwater.access.roles import Role
 from headwater.errors import PermissionDeniedError
 from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
-from headwater.gateway._schemas import errors
+from headwater.gateway._schemas import errors, json_body
 from headwater.gateway.bodies import decode_json, read_body
 from headwater.gateway.security import SESSION_COOKIE, public
 
@@ -58,21 +58,7 @@ async def dashboard() -> HTMLResponse:
     "/dashboard/session",
     summary="Log in to the dashboard with an operator key",
     responses=errors(400, 401, 403),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["key"],
-                        "properties": {"key": {"type": "string"}},
-                        "additionalProperties": False,
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=json_body({"key": {"type": "string"}}, ["key"]),
     dependencies=[public()],
 )
 async def login(request: Request) -> Response:

@@ -15,7 +15,7 @@ from headwater.erasure.legal import LEGAL_BASES
 from headwater.errors import ErasureError, MalformedBatchError
 from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
-from headwater.gateway._schemas import errors
+from headwater.gateway._schemas import errors, json_body
 from headwater.gateway.bodies import decode_json, read_body
 from headwater.gateway.security import requires
 
@@ -40,29 +40,18 @@ class DeletionBody(msgspec.Struct, forbid_unknown_fields=True):
     summary="Erase a user from every store",
     status_code=202,
     responses=errors(400, 401, 403, 408, 413, 503),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["user_id", "legal_basis"],
-                        "properties": {
-                            "user_id": {"type": "string", "minLength": 1, "maxLength": 128},
-                            "legal_basis": {"type": "string", "enum": list(LEGAL_BASES)},
-                            "reference": {
-                                "type": "string",
-                                "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$",
-                                "description": "A ticket or case id (no free text)",
-                            },
-                        },
-                        "additionalProperties": False,
-                    }
-                }
+    openapi_extra=json_body(
+        {
+            "user_id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "legal_basis": {"type": "string", "enum": list(LEGAL_BASES)},
+            "reference": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$",
+                "description": "A ticket or case id (no free text)",
             },
-        }
-    },
+        },
+        ["user_id", "legal_basis"],
+    ),
 )
 async def create_deletion(
     request: Request, key: Annotated[ApiKey, requires(Role.PRIVACY)]

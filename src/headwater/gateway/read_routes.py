@@ -13,7 +13,7 @@ from headwater.access.roles import Role
 from headwater.errors import BatchTooLargeError
 from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
-from headwater.gateway._schemas import FEATURES_RESPONSE, errors
+from headwater.gateway._schemas import FEATURES_RESPONSE, errors, json_body
 from headwater.gateway.bodies import decode_json, read_body
 from headwater.gateway.security import requires
 
@@ -70,33 +70,15 @@ async def user_features(
     "/v1/features/batch",
     summary="Features of many users in one call",
     responses=errors(400, 401, 403, 408, 413, 503),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["user_ids"],
-                        "properties": {
-                            "user_ids": {
-                                "type": "array",
-                                "items": {"type": "string"},
-                                "maxItems": MAX_BATCH_USERS,
-                            },
-                            "features": {
-                                "anyOf": [
-                                    {"type": "array", "items": {"type": "string"}},
-                                    {"type": "null"},
-                                ]
-                            },
-                        },
-                        "additionalProperties": False,
-                    }
-                }
+    openapi_extra=json_body(
+        {
+            "user_ids": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_BATCH_USERS},
+            "features": {
+                "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]
             },
-        }
-    },
+        },
+        ["user_ids"],
+    ),
     dependencies=[requires(Role.READER)],
 )
 async def batch_features(request: Request) -> Response:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
-from headwater.errors import (
-    BackendUnavailableError,
-    MissingDependencyError,
-    OnlineStoreError,
-)
+from headwater._redis import RedisConnection
+from headwater.errors import OnlineStoreError
 from headwater.online.base import Position
 
 __all__ = ["RedisOnlineStore"]
@@ -28,24 +24,11 @@ class RedisOnlineStore:
     local = False
 
     def __init__(self, url: str) -> None:
-        try:
-            import redis
-        except ImportError:
-            raise MissingDependencyError("redis", "redis", "redis") from None
         self.url = url
-        query = parse_qs(urlsplit(url).query)
-        self.prefix = query.get("prefix", ["hw"])[-1]
-        self._redis: Any = redis.Redis.from_url(url.split("?", 1)[0], socket_timeout=30)
-        self._down = (redis.ConnectionError, redis.TimeoutError)
-        self._errors = (redis.RedisError,)
-
-    def _call(self, fn: Callable[[], _T]) -> _T:
-        try:
-            return fn()
-        except self._down as exc:
-            raise BackendUnavailableError(f"Redis at {self.url}: {exc}") from exc
-        except self._errors as exc:
-            raise OnlineStoreError(f"Redis online store: {exc}") from exc
+        self._conn = RedisConnection(url, what="Redis online store", error=OnlineStoreError)
+        self.prefix = self._conn.prefix
+        self._redis = self._conn.client
+        self._call = self._conn.call
 
     def _key(self, namespace: str, key: str) -> str:
         return f"{self.prefix}:{namespace}:{key}"
@@ -112,4 +95,4 @@ class RedisOnlineStore:
         return removed
 
     def close(self) -> None:
-        self._redis.close()
+        self._conn.close()

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 
-from headwater._url import redacted
-from headwater.errors import BackendError, BackendUnavailableError, MissingDependencyError
+from headwater._redis import RedisConnection
 from headwater.ratelimit.base import capacity, refused, wait_for
 
 __all__ = ["RedisRateLimiter"]
-
-_T = TypeVar("_T")
 
 # KEYS[1] the bucket; ARGV events, rate, burst. Returns {1 if spent, tokens left}.
 # Redis runs a script alone, so the read, the refill and the write are one atomic step;
@@ -53,43 +48,26 @@ class RedisRateLimiter:
     every gateway that uses the same server and prefix."""
 
     def __init__(self, url: str) -> None:
-        try:
-            import redis
-        except ImportError:
-            raise MissingDependencyError("redis", "redis", "redis") from None
         self.url = url
-        query = parse_qs(urlsplit(url).query)
-        self.prefix = query.get("prefix", ["hw"])[-1]
-        self._redis: Any = redis.Redis.from_url(
-            url.split("?", 1)[0], socket_timeout=10, socket_connect_timeout=5
-        )
-        self._noscript = redis.exceptions.NoScriptError
-        self._down = (redis.ConnectionError, redis.TimeoutError)
-        self._errors = (redis.RedisError,)
-
-    def _call(self, fn: Callable[[], _T]) -> _T:
-        try:
-            return fn()
-        except self._down as exc:
-            raise BackendUnavailableError(f"Redis at {redacted(self.url)}: {exc}") from exc
-        except self._errors as exc:
-            raise BackendError(f"Redis rate limiter at {redacted(self.url)}: {exc}") from exc
+        self._conn = RedisConnection(url, what="Redis rate limiter", socket_timeout=10)
+        self.prefix = self._conn.prefix
+        self._redis = self._conn.client
 
     def _run(self, key: str, events: int, rate: float, burst: float) -> Any:
         args = (1, key, events, repr(float(rate)), repr(float(burst)))
         try:
             return self._redis.evalsha(_SHA, *args)
-        except self._noscript:
+        except self._conn.no_script:
             # Not cached on this server yet (a restart, a failover): EVAL sends the text,
             # and caches it for the next EVALSHA.
             return self._redis.eval(_SCRIPT, *args)
 
     def take(self, key_id: str, events: int, rate: float, burst: float) -> None:
         key = f"{self.prefix}:rl:{key_id}"
-        spent, left = self._call(lambda: self._run(key, events, rate, burst))
+        spent, left = self._conn.call(lambda: self._run(key, events, rate, burst))
         if not spent:
             need = min(float(events), capacity(burst))
             raise refused(rate, burst, wait_for(need - float(left), rate))
 
     def close(self) -> None:
-        self._redis.close()
+        self._conn.close()
