@@ -23,7 +23,12 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".headwater-installed"
 #: What the installation is built from: a change to any of them reinstalls.
-BUILD_INPUTS = ("pyproject.toml", "setup.py", "src/headwater/features/_native.pyx")
+BUILD_INPUTS = (
+    "pyproject.toml",
+    "setup.py",
+    "src/headwater/features/_native.pyx",
+    "src/headwater/_jsonguard/_compiled.pyx",
+)
 
 
 def _python() -> str:

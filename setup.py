@@ -13,5 +13,10 @@ setup(
         Extension(
             "headwater.features._native", ["src/headwater/features/_native.pyx"], optional=True
         ),
+        Extension(
+            "headwater._jsonguard._compiled",
+            ["src/headwater/_jsonguard/_compiled.pyx"],
+            optional=True,
+        ),
     ],
 )
