@@ -224,3 +224,23 @@ def test_admin_manages_keys_over_the_api(client: TestClient, keys: dict[str, str
     revoked = client.delete(f"/v1/admin/keys/{key_id}", headers=auth(keys["admin"]))
     assert revoked.status_code == 200
     assert revoked.json()["key"]["revoked_at"]
+
+
+def test_a_key_given_twice_is_refused_on_every_json_route(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    body = b'{"user_id": "victim", "user_id": "attacker", "legal_basis": "gdpr-art17"}'
+    r = client.post(
+        "/v1/deletions",
+        content=body,
+        headers={**auth(keys["privacy"]), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert 'duplicate key "user_id"' in r.json()["message"]
+    r = client.post(
+        "/v1/features/batch",
+        content=b'{"user_ids": ["a"], "user_ids": ["b"]}',
+        headers=auth(keys["reader"]),
+    )
+    assert r.status_code == 400
+    assert "user_ids" in r.json()["message"]

@@ -17,6 +17,7 @@ import msgspec
 from fastapi import Request
 
 from headwater._duration import parse_duration
+from headwater._jsonguard import check_json
 from headwater.errors import BatchTooLargeError, MalformedBatchError, RequestTimeoutError
 
 __all__ = ["BODY_TIMEOUT_S", "decode_json", "inflate", "read_body"]
@@ -87,7 +88,9 @@ def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
 
 
 def decode_json(body: bytes, type_: type[_T], what: str) -> _T:
-    """A small JSON body as ``type_``; anything else is a 400 that says what was expected."""
+    """A small JSON body as ``type_``; anything else is a 400 that says what was expected
+    (a key given twice and deep nesting included)."""
+    check_json(body)
     try:
         return msgspec.json.decode(body, type=type_)
     except (msgspec.DecodeError, RecursionError) as exc:

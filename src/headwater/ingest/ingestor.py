@@ -19,6 +19,7 @@ from typing import Literal
 
 import msgspec
 
+from headwater._jsonguard import check_json, check_ndjson
 from headwater._time import format_time
 from headwater.access.keys import ALL, ApiKey
 from headwater.bus.base import Bus, Message
@@ -167,9 +168,13 @@ class Ingestor:
         stamp the envelope and encode. Raises before anything is published."""
         received_at = datetime.now(UTC)
         validator = self.validator()
+        # A key given twice in an object, or nesting past 64 levels, refuses the whole
+        # batch before any event is read: which of two values counts would be a guess.
         if ndjson:
+            check_ndjson(body, allow_malformed_lines=True)
             result = validator.validate_ndjson(body, now=received_at)
         else:
+            check_json(body)
             result = validator.validate_json(body, now=received_at)
         _check_scope(result, key, self._owners)
         if self.erased is not None:
