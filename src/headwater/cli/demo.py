@@ -104,7 +104,7 @@ def _role_keys(stack: EmbeddedStack) -> dict[str, str]:
         "operator": stack.app.keys.create("sre", roles=("operator",)),
     }
     typer.echo(
-        "keys, one per role: a producer key for each of the six teams (the types it owns),\n"
+        "keys, one per role: a producer key for each of the six teams (its event types),\n"
         "  reader (the recommendation service), privacy (erasure requests and audits),\n"
         f"  operator (log in to {stack.url}/dashboard with: {made['operator'][0]})"
     )
