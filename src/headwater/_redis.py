@@ -42,6 +42,7 @@ class RedisConnection:
             url.split("?", 1)[0], socket_timeout=socket_timeout, socket_connect_timeout=5
         )
         self.no_script: type[Exception] = redis.exceptions.NoScriptError
+        self.watch_error: type[Exception] = redis.exceptions.WatchError
         self._error = error
         self._down = (redis.ConnectionError, redis.TimeoutError)
         self._errors = (redis.RedisError,)

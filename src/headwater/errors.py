@@ -29,7 +29,8 @@ boundary.
     │   └── RateLimitedError          over the producer's rate limit (carries retry_after)
     ├── PublishFailedError            the client gave up after its retries (the batch may be resent)
     ├── ConsumerError
-    │   └── MissingDeletionHandlerError  a consumer that stores user data has no erasure handler
+    │   ├── MissingDeletionHandlerError  a consumer that stores user data has no erasure handler
+    │   └── FencedError               another member took the partition: this write was refused
     └── ErasureError                  an erasure request cannot be created or reported
         ├── NoErasureParticipantsError no store has registered: consumers are not running
         └── UnknownErasureRequestError
@@ -55,6 +56,7 @@ __all__ = [
     "ContractError",
     "ControlPlaneError",
     "ErasureError",
+    "FencedError",
     "HeadwaterError",
     "IncompatibleChangeError",
     "MalformedBatchError",
@@ -191,6 +193,15 @@ class ConsumerError(HeadwaterError):
 
 class MissingDeletionHandlerError(ConsumerError):
     """A consumer that stores user data registered no erasure handler."""
+
+
+class FencedError(ConsumerError):
+    """A consumer wrote for a partition it no longer owns: another member claimed it
+    (a newer generation), so the write was refused and nothing of it was stored."""
+
+    def __init__(self, message: str, partitions: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.partitions = tuple(partitions)
 
 
 class ErasureError(HeadwaterError):

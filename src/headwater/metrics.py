@@ -11,6 +11,7 @@ __all__ = [
     "EVENTS_ACCEPTED",
     "EVENTS_REJECTED",
     "FEATURE_LATE_EVENTS",
+    "FENCED_BATCHES",
     "FRESHNESS_SECONDS",
     "PUBLISH_SECONDS",
     "REGISTRY",
@@ -80,5 +81,11 @@ SLO_BREACH = Gauge(
     "headwater_slo_breach",
     "1 while a producer team's event type is out of its freshness objective",
     ["producer", "event_type"],
+    registry=REGISTRY,
+)
+FENCED_BATCHES = Counter(
+    "headwater_consumer_fenced_batches_total",
+    "Batches a consumer dropped because another member had claimed their partitions",
+    ["group"],
     registry=REGISTRY,
 )

@@ -10,11 +10,19 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
-from headwater.archive import ARCHIVE_SCHEMA, ArchiveConsumer, ArchiveTable, ErasureLedger
+from headwater.archive import (
+    ARCHIVE_SCHEMA,
+    ArchiveConsumer,
+    ArchiveTable,
+    ErasureLedger,
+    signals_to_arrow,
+)
 from headwater.archive._buffered import BufferedBus
 from headwater.bus import Message, Record, open_bus
 from headwater.contract.signal import encode_signal
+from headwater.errors import FencedError
 from headwater.runtime import ConsumerRuntime
 from tests.archive._history import START, history, records, signal
 
@@ -164,3 +172,28 @@ def test_gathering_reads_a_trickling_bus_every_gather_interval(tmp_path: Path) -
     assert min(gaps) >= 0.19
     consumer.close()
     bus.close()
+
+
+def test_an_owner_that_lost_the_partition_cannot_commit(tmp_path: Path) -> None:
+    # Two archive consumers on one table, as in a rebalance: the old owner read the
+    # recorded positions, the new one committed meanwhile. The old commit is refused
+    # whole (Delta's check on the partition's transaction id), so nothing is archived twice.
+    root = str(tmp_path / "archive")
+    old = ArchiveConsumer(ArchiveTable(root), ErasureLedger(root))
+    new = ArchiveConsumer(ArchiveTable(root), ErasureLedger(root))
+    batch = records(history(40, days=1))
+    snapshot = old.table.table()
+    old.table.transaction_versions([old.app_id(p) for p in {r.partition for r in batch}], snapshot)
+    new.handle(batch)
+    stale = old.table
+    with pytest.raises(FencedError):
+        stale.append(
+            signals_to_arrow(history(3, days=1)),
+            transactions={old.app_id(batch[0].partition): 999},
+            snapshot=snapshot,
+        )
+    assert new.table.read().num_rows == 40
+    # Read again on a fresh snapshot, the old owner finds the batch already archived.
+    old.handle(batch)
+    assert new.table.read().num_rows == 40
+    assert old.skipped_replays == 40

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from headwater.errors import FencedError
 from headwater.online import OnlineStore, Position, open_online_store
 from tests.conftest import server_url
 
@@ -79,3 +80,45 @@ def test_binary_values_round_trip(store: OnlineStore) -> None:
     blob = bytes(range(256)) * 40
     store.put("user", {"bin": blob})
     assert store.get("user", ["bin"])["bin"] == blob
+
+
+def test_a_claim_fences_off_the_previous_owner(store_url: str) -> None:
+    old, new = open_online_store(store_url), open_online_store(store_url)
+    try:
+        first = old.claim("features", [0, 1])
+        assert first == {0: 1, 1: 1}
+        old.put(
+            "user", {"u1": b"old"}, group="features", positions={0: Position(5, 1)}, fence=first
+        )
+        # Another member takes partition 1 (a rebalance): the old owner may still write
+        # partition 0 alone, but nothing that covers partition 1.
+        second = new.claim("features", [1])
+        assert second == {1: 2}
+        with pytest.raises(FencedError) as refused:
+            old.put(
+                "user",
+                {"u2": b"stale"},
+                group="features",
+                positions={1: Position(9, 2)},
+                fence=first,
+            )
+        assert refused.value.partitions == (1,)
+        assert old.get("user", ["u2"]) == {}, "nothing of a fenced write is stored"
+        assert 1 not in old.positions("features")
+        old.put(
+            "user",
+            {"u3": b"ok"},
+            group="features",
+            positions={0: Position(6, 3)},
+            fence={0: first[0]},
+        )
+        new.put(
+            "user", {"u2": b"new"}, group="features", positions={1: Position(9, 4)}, fence=second
+        )
+        assert new.get("user", ["u1", "u2", "u3"]) == {"u1": b"old", "u2": b"new", "u3": b"ok"}
+        assert new.positions("features") == {0: Position(6, 3), 1: Position(9, 4)}
+        # Another group keeps its own generations.
+        assert new.claim("archive", [1]) == {1: 1}
+    finally:
+        old.close()
+        new.close()

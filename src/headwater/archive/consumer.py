@@ -73,7 +73,10 @@ class ArchiveConsumer(Consumer):
         """Append the records not yet in the table, in one Delta commit with their positions."""
         signal_records = [r for r in records if r.kind == KIND_SIGNAL]
         partitions = sorted({r.partition for r in signal_records})
-        recorded = self.table.transaction_versions([self.app_id(p) for p in partitions])
+        # Versions read and commit made on one snapshot: a writer that recorded any of
+        # these partitions in between (a new owner) makes this commit fail (fenced).
+        snapshot = self.table.table()
+        recorded = self.table.transaction_versions([self.app_id(p) for p in partitions], snapshot)
         applied = {p: recorded[self.app_id(p)] or 0 for p in partitions}
         fresh: list[Record] = []
         for r in signal_records:
@@ -90,7 +93,12 @@ class ArchiveConsumer(Consumer):
             signals.setdefault(sig.event_id, sig)  # a resend within the batch counts once
             moved[self.app_id(r.partition)] = r.offset + 1
         data = signals_to_arrow(signals.values())
-        self.table.append(data, transactions=moved, metadata={"headwater.consumer": self.group})
+        self.table.append(
+            data,
+            transactions=moved,
+            metadata={"headwater.consumer": self.group},
+            snapshot=snapshot,
+        )
         self.written += data.num_rows
         self.commits += 1
         self._touched_days.update(data.column("date").unique().to_pylist())

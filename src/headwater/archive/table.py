@@ -20,7 +20,12 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from headwater.archive.schema import ARCHIVE_SCHEMA, PARTITION_COLUMN, TABLE_CONFIGURATION
-from headwater.errors import ArchiveError, BackendUnavailableError, MissingDependencyError
+from headwater.errors import (
+    ArchiveError,
+    BackendUnavailableError,
+    FencedError,
+    MissingDependencyError,
+)
 
 __all__ = ["ArchiveTable", "DayFiles", "VacuumReport", "is_remote", "quote_sql"]
 
@@ -95,6 +100,10 @@ class ArchiveTable:
         try:
             return fn()
         except errors.CommitFailedError as exc:
+            if "Concurrent transaction" in str(exc):
+                # Another writer recorded a position of the same bus partition since our
+                # snapshot: it holds the partition now, and this commit is refused whole.
+                raise FencedError(f"archive {self.uri}: {what}: {exc}") from exc
             # Another writer committed first: nothing of ours was committed; retry.
             raise BackendUnavailableError(f"archive {self.uri}: {what}: {exc}") from exc
         except OSError as exc:
@@ -143,9 +152,12 @@ class ArchiveTable:
 
     # -- writes ----------------------------------------------------------------
 
-    def transaction_versions(self, app_ids: Sequence[str]) -> dict[str, int | None]:
-        """The version last recorded per ``app_id`` in the table's own commits (Delta txn)."""
-        table = self.table()
+    def transaction_versions(
+        self, app_ids: Sequence[str], snapshot: Any = None
+    ) -> dict[str, int | None]:
+        """The version last recorded per ``app_id`` in the table's own commits (Delta txn),
+        as of ``snapshot`` (a ``table()`` taken before; the latest when not given)."""
+        table = snapshot if snapshot is not None else self.table()
 
         def read() -> dict[str, int | None]:
             found = {a: table.transaction_version(a) for a in app_ids}
@@ -159,10 +171,13 @@ class ArchiveTable:
         *,
         transactions: Mapping[str, int] | None = None,
         metadata: Mapping[str, str] | None = None,
+        snapshot: Any = None,
     ) -> int:
         """Append rows and record ``app_id -> version`` in the same atomic commit.
 
-        Returns the table version the commit created.
+        With ``snapshot`` (the ``table()`` the caller read the versions from), Delta's
+        conflict check refuses the commit if another writer recorded one of the same app
+        ids since: ``FencedError``, nothing written. Returns the table version created.
         """
         dl = self._dl
         props = dl.CommitProperties(
@@ -170,7 +185,7 @@ class ArchiveTable:
             app_transactions=[dl.Transaction(a, v) for a, v in (transactions or {}).items()]
             or None,
         )
-        table = self.table()
+        table = snapshot if snapshot is not None else self.table()
 
         def write() -> None:
             dl.write_deltalake(

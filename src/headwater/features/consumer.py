@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -118,10 +118,31 @@ class FeatureConsumer(Consumer):
         )
         self._slo_flushed = 0.0
         self._last_idle = 0.0
+        #: The generation claimed for each partition held (``on_assigned``).
+        self.fence: dict[int, int] = {}
 
     def participants(self) -> list[Participant]:
         """The online store's user rows."""
         return [Participant(self.name, self.store.url, self.confirm_within_s)]
+
+    def on_assigned(self, partitions: set[int]) -> dict[int, int]:
+        """Claim the partitions in the online store: a previous owner's row writes for
+        them are refused from now on."""
+        claimed = self.store.claim(self.group, sorted(partitions))
+        self.fence.update(claimed)
+        return claimed
+
+    def on_revoked(self, partitions: set[int]) -> None:
+        """No longer ours: stop writing for them."""
+        for p in partitions:
+            self.fence.pop(p, None)
+
+    def _fence_of(self, partitions: Iterable[int]) -> dict[int, int]:
+        missing = [p for p in partitions if p not in self.fence]
+        if missing:
+            # Read before the runtime saw the assignment (a direct handle() call): claim now.
+            self.fence.update(self.store.claim(self.group, missing))
+        return {p: self.fence[p] for p in partitions}
 
     def handle(self, records: Sequence[Record]) -> None:
         """Apply signal records (idempotently) and write rows with positions."""
@@ -183,7 +204,9 @@ class FeatureConsumer(Consumer):
             applied += apply(state, signals)
             out[user] = encode(state)
         self.applied += applied
-        self.store.put(USER_NAMESPACE, out, group=self.group, positions=moved)
+        self.store.put(
+            USER_NAMESPACE, out, group=self.group, positions=moved, fence=self._fence_of(moved)
+        )
         if engine.late_events != late_before:
             FEATURE_LATE_EVENTS.labels("any").inc(engine.late_events - late_before)
         if runs is not None:
@@ -234,7 +257,9 @@ class FeatureConsumer(Consumer):
         marks = {
             p: Position(stored[p].next_offset if p in stored else 0, as_of) for p in partitions
         }
-        self.store.put(USER_NAMESPACE, {}, group=self.group, positions=marks)
+        self.store.put(
+            USER_NAMESPACE, {}, group=self.group, positions=marks, fence=self._fence_of(marks)
+        )
 
     def erase(self, event: ErasureEvent) -> list[Confirmation]:
         """Delete the user's feature row and verify that none of it predates the erasure.

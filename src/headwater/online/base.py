@@ -47,8 +47,19 @@ class OnlineStore(Protocol):
         *,
         group: str = "",
         positions: Mapping[int, Position] | None = None,
+        fence: Mapping[int, int] | None = None,
     ) -> None:
-        """Write rows and (optionally) a group's positions together, durably."""
+        """Write rows and (optionally) a group's positions together, durably.
+
+        ``fence`` maps partitions to the generation the writer claimed for them: the
+        write happens only if each is still the group's current generation, checked
+        atomically with it, else nothing is written and ``FencedError`` is raised.
+        """
+        ...
+
+    def claim(self, group: str, partitions: Sequence[int]) -> dict[int, int]:
+        """Take ``partitions`` for a new member of ``group``: each gets a generation one
+        above the last, and writes fenced with an older one are refused from now on."""
         ...
 
     def positions(self, group: str) -> dict[int, Position]:

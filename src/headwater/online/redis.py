@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from headwater._redis import RedisConnection
-from headwater.errors import OnlineStoreError
+from headwater.errors import FencedError, OnlineStoreError
 from headwater.online.base import Position
 
 __all__ = ["RedisOnlineStore"]
@@ -29,6 +29,7 @@ class RedisOnlineStore:
         self.prefix = self._conn.prefix
         self._redis = self._conn.client
         self._call = self._conn.call
+        self._watch_error = self._conn.watch_error
 
     def _key(self, namespace: str, key: str) -> str:
         return f"{self.prefix}:{namespace}:{key}"
@@ -46,21 +47,62 @@ class RedisOnlineStore:
         *,
         group: str = "",
         positions: Mapping[int, Position] | None = None,
+        fence: Mapping[int, int] | None = None,
     ) -> None:
+        fences = f"{self.prefix}:fences:{group}"
+
         def write() -> None:
-            pipe = self._redis.pipeline(transaction=True)
-            if rows:
-                pipe.mset({self._key(namespace, k): v for k, v in rows.items()})
-            if positions:
-                pipe.hset(
-                    f"{self.prefix}:positions:{group}",
-                    mapping={
-                        str(p): f"{pos.next_offset}:{pos.as_of_ms}" for p, pos in positions.items()
-                    },
-                )
-            pipe.execute()
+            with self._redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        if fence:
+                            # WATCH: a claim between this check and EXEC aborts the write.
+                            pipe.watch(fences)
+                            held = [str(p) for p in fence]
+                            current = dict(zip(held, pipe.hmget(fences, held), strict=True))
+                            self._check_fence(group, fence, current)
+                            pipe.multi()
+                        if rows:
+                            pipe.mset({self._key(namespace, k): v for k, v in rows.items()})
+                        if positions:
+                            pipe.hset(
+                                f"{self.prefix}:positions:{group}",
+                                mapping={
+                                    str(p): f"{pos.next_offset}:{pos.as_of_ms}"
+                                    for p, pos in positions.items()
+                                },
+                            )
+                        pipe.execute()
+                    except self._watch_error:
+                        continue  # the fences changed: look at them again
+                    return
 
         self._call(write)
+
+    @staticmethod
+    def _check_fence(group: str, fence: Mapping[int, int], current: Mapping[str, Any]) -> None:
+        found = {p: int(current[str(p)] or 0) for p in fence}
+        stale = sorted(p for p, g in fence.items() if found[p] != g)
+        if stale:
+            raise FencedError(
+                f"group {group!r}: partitions {stale} were claimed by another member "
+                f"(generations {[found[p] for p in stale]}, this writer holds "
+                f"{[fence[p] for p in stale]})",
+                stale,
+            )
+
+    def claim(self, group: str, partitions: Sequence[int]) -> dict[int, int]:
+        if not partitions:
+            return {}
+        fences = f"{self.prefix}:fences:{group}"
+
+        def incr() -> list[int]:
+            pipe = self._redis.pipeline(transaction=True)
+            for p in partitions:
+                pipe.hincrby(fences, str(p), 1)
+            return [int(g) for g in pipe.execute()]
+
+        return dict(zip(partitions, self._call(incr), strict=True))
 
     def positions(self, group: str) -> dict[int, Position]:
         raw = self._call(lambda: self._redis.hgetall(f"{self.prefix}:positions:{group}"))

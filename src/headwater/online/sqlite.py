@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from headwater._url import sqlite_path
-from headwater.errors import OnlineStoreError
+from headwater.errors import FencedError, OnlineStoreError
 from headwater.online.base import Position
 
 __all__ = ["SqliteOnlineStore"]
@@ -21,6 +21,9 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS hw_positions (
         grp TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
         as_of_ms INTEGER NOT NULL, PRIMARY KEY (grp, partition))""",
+    """CREATE TABLE IF NOT EXISTS hw_fences (
+        grp TEXT NOT NULL, partition INTEGER NOT NULL, generation INTEGER NOT NULL,
+        PRIMARY KEY (grp, partition))""",
 )
 _CHUNK = 900  # below SQLite's bound on parameters per statement
 #: About 40 MB of WAL between checkpoints (4 KiB pages, SQLite's default).
@@ -85,10 +88,13 @@ class SqliteOnlineStore:
         *,
         group: str = "",
         positions: Mapping[int, Position] | None = None,
+        fence: Mapping[int, int] | None = None,
     ) -> None:
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
+                if fence:
+                    self._check_fence(group, fence)
                 # In key order: neighbouring keys share B-tree pages, each page is
                 # visited once (about 4% faster for a batch of 25,000 rows).
                 self._conn.executemany(
@@ -108,6 +114,48 @@ class SqliteOnlineStore:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise OnlineStoreError(f"online store write failed: {exc}") from exc
+            except FencedError:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def _check_fence(self, group: str, fence: Mapping[int, int]) -> None:
+        # Inside the write transaction: no claim can slip in between check and write.
+        current = dict(
+            self._conn.execute(
+                "SELECT partition, generation FROM hw_fences WHERE grp = ?", (group,)
+            ).fetchall()
+        )
+        stale = sorted(p for p, g in fence.items() if current.get(p, 0) != g)
+        if stale:
+            raise FencedError(
+                f"group {group!r}: partitions {stale} were claimed by another member "
+                f"(generations {[current.get(p, 0) for p in stale]}, this writer holds "
+                f"{[fence[p] for p in stale]})",
+                stale,
+            )
+
+    def claim(self, group: str, partitions: Sequence[int]) -> dict[int, int]:
+        if not partitions:
+            return {}
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                claimed = {
+                    p: int(
+                        self._conn.execute(
+                            "INSERT INTO hw_fences VALUES (?, ?, 1) ON CONFLICT (grp, partition) "
+                            "DO UPDATE SET generation = generation + 1 RETURNING generation",
+                            (group, p),
+                        ).fetchone()[0]
+                    )
+                    for p in partitions
+                }
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise OnlineStoreError(f"online store claim failed: {exc}") from exc
+        return claimed
 
     def positions(self, group: str) -> dict[int, Position]:
         with self._lock:

@@ -26,3 +26,14 @@ class Consumer(ErasureParticipant):
     def on_idle(self, partitions: set[int]) -> None:
         """Caught up on ``partitions``: everything appended until now has been applied."""
         del partitions
+
+    def on_assigned(self, partitions: set[int]) -> dict[int, int]:
+        """The bus gave this member ``partitions``: claim them where the consumer writes
+        and return each one's generation (a store without fencing returns none). From
+        the claim on, a previous owner's writes for them are refused."""
+        del partitions
+        return {}
+
+    def on_revoked(self, partitions: set[int]) -> None:
+        """This member no longer holds ``partitions``."""
+        del partitions

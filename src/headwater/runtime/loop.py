@@ -13,9 +13,12 @@ runtime backs off and retries without dead-lettering and without committing.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -27,9 +30,10 @@ from headwater.bus.dead_letters import DeadLetterStore
 from headwater.erasure.events import Confirmation, ErasureEvent, decode_erasure
 from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.tombstones import TombstoneFilter
-from headwater.errors import BackendUnavailableError, MissingDeletionHandlerError
-from headwater.metrics import RESURRECTIONS_BLOCKED
+from headwater.errors import BackendUnavailableError, FencedError, MissingDeletionHandlerError
+from headwater.metrics import FENCED_BATCHES, RESURRECTIONS_BLOCKED
 from headwater.runtime.consumer import Consumer
+from headwater.runtime.membership import Membership
 
 __all__ = ["ERASURE_LINGER_S", "ConsumerRuntime", "RuntimeStats"]
 
@@ -47,6 +51,7 @@ class RuntimeStats(msgspec.Struct):
     erasures: int = 0
     retries: int = 0
     unavailable_waits: int = 0
+    fenced_batches: int = 0
     last_commit_at: float = 0.0
 
 
@@ -111,16 +116,34 @@ class ConsumerRuntime:
             if on_confirmation is None:
                 self.on_confirmation = lambda c: self._record(ledger, c)
         self.stop_event = threading.Event()
-        self._consumer: BusConsumer = bus.consumer(group, member=member)
+        self.member = member or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.membership = Membership(group, self.member, handler)
+        self._joins = 0
+        self._consumer: BusConsumer = self._join()
+
+    def _join(self) -> BusConsumer:
+        # A member that rejoins takes a new name: no backend mistakes it for the old one.
+        self._joins += 1
+        name = self.member if self._joins == 1 else f"{self.member}-{self._joins}"
+        return self.bus.consumer(self.group, member=name)
 
     def step(self) -> int:
         """One unit of progress; the number of records it covered (0 when idle)."""
         records = self._consumer.poll(self.batch_size, self.poll_timeout)
+        assigned = self._consumer.assignment()
+        self._call(lambda: self.membership.sync(assigned))
         if not records:
             # Caught up: let the handler record that its partitions are current.
-            self._call(lambda: self.handler.on_idle(self._consumer.assignment()))
+            self._call(lambda: self.handler.on_idle(assigned))
             return 0
-        self._process(records)
+        # Records of a partition the bus moved away while they were read are left to its
+        # new owner, which reads them from the committed position.
+        records = [r for r in records if r.partition in assigned]
+        try:
+            self._process(records)
+        except FencedError as exc:
+            self._fenced(exc, len(records))
+            return 0
         # Only now, with every record applied or dead-lettered durably, does the position move.
         self._consumer.commit(committed_positions(records))
         self.stats.records += len(records)
@@ -132,6 +155,10 @@ class ConsumerRuntime:
         """Process until stopped (SIGTERM/SIGINT or ``stop()``): the batch in hand finishes
         and commits first. ``idle_exit`` returns once a poll finds nothing (for batch jobs)."""
         previous = self._install_signals() if install_signal_handlers else {}
+        log.info(
+            "consumer started",
+            extra={"consumer": self.handler.name, "group": self.group, "member": self.member},
+        )
         try:
             while not self.stop_event.is_set():
                 began = time.monotonic()
@@ -150,6 +177,27 @@ class ConsumerRuntime:
                 signal.signal(signum, handler)
             self.close()
 
+    def _fenced(self, exc: FencedError, records: int) -> None:
+        """Another member claimed partitions of this batch: drop it (nothing of it was
+        written), let go of every partition and rejoin the group, so that reading starts
+        again from the committed positions of whatever the bus assigns now."""
+        self.stats.fenced_batches += 1
+        FENCED_BATCHES.labels(self.group).inc()
+        log.warning(
+            "fenced",
+            extra={
+                "consumer": self.handler.name,
+                "group": self.group,
+                "member": self.member,
+                "partitions": list(exc.partitions),
+                "records_dropped": records,
+                "reason": str(exc),
+            },
+        )
+        self.membership.revoke(set(self.membership.held))
+        self._consumer.close()
+        self._consumer = self._join()
+
     def _record(self, ledger: ErasureLedger, confirmation: Confirmation) -> None:
         self._call(lambda: ledger.confirm(confirmation))
 
@@ -162,7 +210,19 @@ class ConsumerRuntime:
 
     def close(self) -> None:
         """Leave the consumer group and release what the runtime was given to close."""
+        if self.membership.held:
+            self.membership.revoke(set(self.membership.held))
         self._consumer.close()
+        log.info(
+            "consumer stopped",
+            extra={
+                "consumer": self.handler.name,
+                "group": self.group,
+                "member": self.member,
+                "records": self.stats.records,
+                "fenced_batches": self.stats.fenced_batches,
+            },
+        )
         while self._closers:
             self._closers.pop()()
 
@@ -219,7 +279,7 @@ class ConsumerRuntime:
     def _apply(self, segment: list[Record]) -> None:
         try:
             self._call(lambda: self.handler.handle(segment))
-        except _StoppingError:
+        except (_StoppingError, FencedError):
             raise
         except Exception:  # noqa: BLE001 - any handler error: find the record that causes it
             for record in segment:
@@ -230,7 +290,7 @@ class ConsumerRuntime:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 self._call(lambda: self.handler.handle([record]))
-            except _StoppingError:
+            except (_StoppingError, FencedError):
                 raise
             except Exception as exc:  # noqa: BLE001 - the record goes to the dead letters
                 error = f"{type(exc).__name__}: {exc}"
