@@ -41,3 +41,46 @@ def test_erase_users_removes_each_users_entries_and_no_one_elses(
     assert window.seen(["e0", "e1", "e2"]) == {"e2"}
     assert window.erase_user("u2") == 10
     assert window.count_user("u2") == 0
+
+
+def test_a_claim_is_mine_pending_for_others_and_done_once_confirmed(
+    window: IdempotencyWindow,
+) -> None:
+    entries = [(f"c{i}", f"u{i % 5}") for i in range(10)]
+    first = window.claim(entries, "gw-a")
+    assert first.mine == {e for e, _ in entries}
+    assert not first.done
+    assert not first.pending
+    # A hedged copy of the batch at another gateway: claimed by gw-a, not yet published.
+    second = window.claim(entries[:4], "gw-b")
+    assert not second.mine
+    assert set(second.pending) == {"c0", "c1", "c2", "c3"}
+    assert {p.token for p in second.pending.values()} == {"gw-a"}
+    assert window.seen(["c0"]) == set(), "a claim is not an acceptance"
+    # The same token claiming again keeps what it has.
+    assert window.claim(entries[:2], "gw-a").mine == {"c0", "c1"}
+    window.confirm("gw-a")
+    third = window.claim(entries[:4], "gw-b")
+    assert third.done == {"c0", "c1", "c2", "c3"}
+    assert window.seen(["c0", "c9", "other"]) == {"c0", "c9"}
+
+
+def test_a_failed_publish_releases_and_a_dead_claim_is_taken_over(
+    window: IdempotencyWindow,
+) -> None:
+    window.claim([("r1", "u1"), ("r2", "u1")], "gw-a")
+    window.release("gw-a", ["r1"])
+    retry = window.claim([("r1", "u1"), ("r2", "u1")], "gw-b")
+    assert retry.mine == {"r1"}
+    assert set(retry.pending) == {"r2"}
+    # gw-a died holding r2: its claim is taken over, once, and only while unconfirmed.
+    assert window.take_over({"gw-a": ["r2"]}, "gw-b") == {"r2"}
+    assert window.take_over({"gw-a": ["r2"]}, "gw-c") == set()
+    window.claim([("t1", "u2")], "gw-x")
+    window.confirm("gw-x")
+    assert window.take_over({"gw-x": ["t1"]}, "gw-y") == set(), "a confirmed claim stays"
+    window.confirm("gw-b")
+    assert window.seen(["r1", "r2", "t1"]) == {"r1", "r2", "t1"}
+    # Erasure reaches claimed ids like accepted ones.
+    assert window.erase_users(["u1", "u2"]) == {"u1": 2, "u2": 1}
+    assert window.count_users(["u1", "u2"]) == {"u1": 0, "u2": 0}

@@ -223,3 +223,31 @@ def test_records_after_purged_batches_still_arrive(bus: Bus) -> None:
         got = consumer.poll(1, 0.1)
     consumer.close()
     assert [r.value for r in got] == [b"kept"]
+
+
+def test_event_ids_can_be_looked_for_in_a_recent_stretch(bus: Bus) -> None:
+    # A gateway that finds another's claim left behind asks whether its batch got there.
+    from datetime import UTC, datetime
+
+    from headwater.contract.signal import Signal, encode_signal
+
+    def signal(event_id: str, user: str) -> Message:
+        now = datetime.now(UTC)
+        sig = Signal(
+            event_id=event_id,
+            event_type="view",
+            user_id=user,
+            surface="web",
+            timestamp=now,
+            item_id="i",
+        )
+        return Message(user, encode_signal(sig))
+
+    before = int(time.time() * 1000) - 1000
+    bus.publish([signal("a1", "ann"), signal("a2", "ann"), signal("b1", "bob")])
+    found = bus.find_event_ids({"ann": {"a1", "a3"}, "bob": {"b1"}, "cyd": {"c1"}}, before)
+    if found is None:
+        assert not bus.erasure_capability().can_purge, "a bus that can look says so"
+        return
+    assert found == {"a1", "b1"}
+    assert bus.find_event_ids({"ann": {"a1"}}, int(time.time() * 1000) + 60_000) == set()

@@ -13,7 +13,7 @@ stores the *next* offset to read (as Kafka does).
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
@@ -162,6 +162,16 @@ class Bus(Protocol):
         """Records of each key (those ``where`` selects) still in the log, by a scan that
         does not trust the purge: erasure evidence. None where the bus cannot count."""
         del wheres
+        return None
+
+    def find_event_ids(
+        self, ids_by_key: Mapping[str, Collection[str]], since_ms: int
+    ) -> set[str] | None:
+        """Which of these event ids (of signals keyed by each key) the log holds among
+        the records appended since ``since_ms``; None where the bus cannot look. Rare:
+        a gateway asks after another died between the bus's acknowledgement and
+        recording it."""
+        del ids_by_key, since_ms
         return None
 
     def purge_recent(

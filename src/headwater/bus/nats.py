@@ -28,7 +28,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -40,6 +40,7 @@ from headwater.bus._nats_publish import AckedPublisher
 from headwater.bus._nats_reader import HEADER_KEY, HEADER_KIND, scan_subject
 from headwater.bus._options import BusOptions
 from headwater.bus.base import (
+    KIND_SIGNAL,
     Bus,
     ErasureCapability,
     Message,
@@ -47,6 +48,7 @@ from headwater.bus.base import (
     Record,
     partition_for,
 )
+from headwater.contract.signal import event_id_of
 from headwater.errors import ConfigurationError
 
 __all__ = ["NatsBus", "NatsConsumer", "delete_bus"]
@@ -320,6 +322,29 @@ class NatsBus(Bus):
             timeout=max(30.0, 10 * self.timeout_s),
         )
         return sum(1 for r in records if where is None or where(r))
+
+    def find_event_ids(self, ids_by_key: Mapping[str, Collection[str]], since_ms: int) -> set[str]:
+        """The signals among ``ids_by_key`` appended since ``since_ms`` (each key's
+        records in its partition subject, scanned)."""
+        found: set[str] = set()
+        for key, wanted in ids_by_key.items():
+            records = self._session.run(
+                scan_subject(
+                    self._session.js,
+                    self.layout,
+                    partition_for(key, self.partitions),
+                    key=key,
+                    with_values=True,
+                ),
+                "looking for event ids",
+                timeout=max(30.0, 10 * self.timeout_s),
+            )
+            for r in records:
+                if r.kind == KIND_SIGNAL and r.timestamp_ms >= since_ms:
+                    event_id = event_id_of(r.value)
+                    if event_id in wanted:
+                        found.add(event_id)
+        return found
 
     def count_keys(self, wheres: Mapping[str, Callable[[Record], bool] | None]) -> dict[str, int]:
         """``count_key`` for each key (one subject scan per key)."""

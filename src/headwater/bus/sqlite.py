@@ -25,6 +25,7 @@ from headwater._url import sqlite_path
 from headwater.bus._options import BusOptions
 from headwater.bus._sqlite_conn import LogConnection
 from headwater.bus.base import (
+    KIND_SIGNAL,
     Bus,
     ErasureCapability,
     Message,
@@ -32,6 +33,7 @@ from headwater.bus.base import (
     Record,
     partition_for,
 )
+from headwater.contract.signal import event_id_of
 from headwater.errors import BusError, ConfigurationError
 
 __all__ = ["SqliteBus", "SqliteConsumer"]
@@ -59,6 +61,7 @@ _SCHEMA = (
 
 _ENCODE = msgspec.msgpack.Encoder().encode
 _DECODE = msgspec.msgpack.Decoder(list[Record]).decode
+
 
 #: A member not seen for this long has left; its partitions move to the others
 #: (``?session_timeout=10s`` in the URL).
@@ -277,6 +280,30 @@ class SqliteBus(Bus):
                     "UPDATE hw_bus_log SET records = ? WHERE partition = ? AND first_offset = ?",
                     (_ENCODE(kept), part, first),
                 )
+
+    def find_event_ids(self, ids_by_key: Mapping[str, Collection[str]], since_ms: int) -> set[str]:
+        """The signals among ``ids_by_key`` appended since ``since_ms`` (the batches of
+        that stretch of each key's partition, decoded)."""
+        found: set[str] = set()
+        by_part: dict[int, list[str]] = {}
+        for key in ids_by_key:
+            by_part.setdefault(partition_for(key, self.partitions), []).append(key)
+        for part, keys in sorted(by_part.items()):
+            (start,) = self._db.read(
+                "SELECT MIN(first_offset) FROM hw_bus_log INDEXED BY hw_bus_log_ts "
+                "WHERE ts_ms >= ? AND partition = ?",
+                (since_ms, part),
+            )[0]
+            if start is None:
+                continue
+            for _first, records in _candidates(self._db.read, part, set(keys), int(start)):
+                for r in records:
+                    wanted = ids_by_key.get(r.key)
+                    if wanted and r.kind == KIND_SIGNAL:
+                        event_id = event_id_of(r.value)
+                        if event_id in wanted:
+                            found.add(event_id)
+        return found
 
     def count_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
         """Records of ``key`` still in the log (an independent scan, for erasure evidence)."""

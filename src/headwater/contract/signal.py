@@ -14,6 +14,7 @@ __all__ = [
     "decode_signal",
     "decode_signals",
     "encode_signal",
+    "event_id_of",
     "make_signal",
     "utcnow",
 ]
@@ -57,6 +58,20 @@ class Signal(msgspec.Struct, frozen=True, omit_defaults=True):
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(Signal)
+
+
+class _EventId(msgspec.Struct):
+    event_id: str
+
+
+_EVENT_ID = msgspec.msgpack.Decoder(_EventId)
+
+
+def event_id_of(data: bytes) -> str:
+    """The event id of an encoded signal, without decoding the rest of it."""
+    return _EVENT_ID.decode(data).event_id
+
+
 _LIST_DECODER = msgspec.msgpack.Decoder(list[Signal])
 
 

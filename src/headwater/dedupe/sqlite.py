@@ -1,19 +1,28 @@
-"""The embedded idempotency window: a SQLite file with an expiry sweep."""
+"""The embedded idempotency window: a SQLite file with an expiry sweep.
+
+``hw_dedupe`` holds each id with its user, when it was claimed and the token of the
+send that claimed it; ``hw_dedupe_tokens`` the tokens confirmed (one row a batch, not
+one an id). An id is accepted when its token is confirmed (or NULL: rows written
+before claims existed).
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from headwater._url import sqlite_path
+from headwater.dedupe.base import Claim, Pending
 from headwater.errors import BackendError
 
 __all__ = ["SqliteIdempotencyWindow"]
 
 _SWEEP_S = 30.0
 _CHUNK = 500  # users per statement, below SQLite's bound on parameters
+_CLAIM_CHUNK = 900  # entries per claim statement: 4 parameters each
 
 
 class SqliteIdempotencyWindow:
@@ -36,6 +45,13 @@ class SqliteIdempotencyWindow:
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS hw_dedupe (event_id TEXT PRIMARY KEY, "
                 "user_id TEXT NOT NULL, accepted_ms INTEGER NOT NULL) WITHOUT ROWID"
+            )
+            columns = {r[1] for r in self._conn.execute("PRAGMA table_info(hw_dedupe)")}
+            if "token" not in columns:
+                self._conn.execute("ALTER TABLE hw_dedupe ADD COLUMN token TEXT")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS hw_dedupe_tokens (token TEXT PRIMARY KEY, "
+                "done_ms INTEGER NOT NULL) WITHOUT ROWID"
             )
             # No index on user_id: it would double the cost of every insert, and only an
             # erasure (rare, minutes of budget) needs to find a user's entries.
@@ -60,33 +76,125 @@ class SqliteIdempotencyWindow:
                 found.update(
                     str(r[0])
                     for r in self._run(
-                        f"SELECT event_id FROM hw_dedupe WHERE event_id IN ({marks}) "
-                        "AND accepted_ms >= ?",
+                        f"SELECT d.event_id FROM hw_dedupe d LEFT JOIN hw_dedupe_tokens t "
+                        f"ON t.token = d.token WHERE d.event_id IN ({marks}) "
+                        "AND d.accepted_ms >= ? AND (d.token IS NULL OR t.token IS NOT NULL)",
                         (*chunk, cutoff),
                     )
                 )
         return found
 
-    def remember(self, entries: Sequence[tuple[str, str]]) -> None:
+    def claim(self, entries: Sequence[tuple[str, str]], token: str) -> Claim:
+        out = Claim()
+        if not entries:
+            return out
         now = int(time.time() * 1000)
+        cutoff = now - int(self.window_s * 1000)
+        with self._lock, self._transaction():
+            for start in range(0, len(entries), _CLAIM_CHUNK):
+                chunk = entries[start : start + _CLAIM_CHUNK]
+                values = ",".join(["(?, ?, ?, ?)"] * len(chunk))
+                params: list[object] = []
+                for event_id, user_id in chunk:
+                    params += (event_id, user_id, now, token)
+                # Inserted, or an entry past the window taken again: both are ours.
+                mine = {
+                    str(r[0])
+                    for r in self._conn.execute(
+                        f"INSERT INTO hw_dedupe (event_id, user_id, accepted_ms, token) "
+                        f"VALUES {values} ON CONFLICT (event_id) DO UPDATE SET "
+                        "user_id = excluded.user_id, accepted_ms = excluded.accepted_ms, "
+                        "token = excluded.token WHERE hw_dedupe.accepted_ms < ? "
+                        "RETURNING event_id",
+                        (*params, cutoff),
+                    )
+                }
+                out.mine |= mine
+                others = [e for e, _ in chunk if e not in mine]
+                if not others:
+                    continue
+                marks = ",".join("?" * len(others))
+                for event_id, held_by, claimed_ms, confirmed in self._conn.execute(
+                    f"SELECT d.event_id, d.token, d.accepted_ms, "
+                    f"d.token IS NULL OR t.token IS NOT NULL FROM hw_dedupe d "
+                    f"LEFT JOIN hw_dedupe_tokens t ON t.token = d.token "
+                    f"WHERE d.event_id IN ({marks})",
+                    others,
+                ):
+                    if confirmed:
+                        out.done.add(str(event_id))
+                    elif held_by == token:
+                        out.mine.add(str(event_id))  # claimed twice in one batch
+                    else:
+                        out.pending[str(event_id)] = Pending(str(held_by), int(claimed_ms))
+        self._maybe_sweep(now)
+        return out
+
+    def confirm(self, token: str) -> None:
         with self._lock:
-            try:
-                self._conn.execute("BEGIN")
-                self._conn.executemany(
-                    "INSERT INTO hw_dedupe VALUES (?, ?, ?) ON CONFLICT (event_id) "
-                    "DO UPDATE SET accepted_ms = excluded.accepted_ms",
-                    [(e, u, now) for e, u in entries],
-                )
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._conn.execute("ROLLBACK")
-                raise BackendError(f"idempotency window: {exc}") from exc
-            if time.monotonic() - self._last_sweep > _SWEEP_S:
-                self._last_sweep = time.monotonic()
+            self._run(
+                "INSERT INTO hw_dedupe_tokens VALUES (?, ?) ON CONFLICT (token) DO NOTHING",
+                (token, int(time.time() * 1000)),
+            )
+
+    def release(self, token: str, event_ids: Sequence[str]) -> None:
+        with self._lock:
+            for start in range(0, len(event_ids), 900):
+                chunk = event_ids[start : start + 900]
+                marks = ",".join("?" * len(chunk))
                 self._run(
-                    "DELETE FROM hw_dedupe WHERE accepted_ms < ?",
-                    (now - int(self.window_s * 1000),),
+                    f"DELETE FROM hw_dedupe WHERE token = ? AND event_id IN ({marks})",
+                    (token, *chunk),
                 )
+
+    def take_over(self, claims: Mapping[str, Sequence[str]], token: str) -> set[str]:
+        now = int(time.time() * 1000)
+        moved: set[str] = set()
+        with self._lock, self._transaction():
+            for old, event_ids in claims.items():
+                for start in range(0, len(event_ids), 900):
+                    chunk = event_ids[start : start + 900]
+                    marks = ",".join("?" * len(chunk))
+                    # Only where the old token still holds the id and never confirmed.
+                    moved.update(
+                        str(r[0])
+                        for r in self._conn.execute(
+                            f"UPDATE hw_dedupe SET token = ?, accepted_ms = ? WHERE token = ? "
+                            f"AND event_id IN ({marks}) AND NOT EXISTS (SELECT 1 FROM "
+                            "hw_dedupe_tokens t WHERE t.token = ?) RETURNING event_id",
+                            (token, now, old, *chunk, old),
+                        )
+                    )
+        return moved
+
+    def remember(self, entries: Sequence[tuple[str, str]]) -> None:
+        token = f"r{time.time_ns()}-{id(entries)}"
+        self.claim(entries, token)
+        self.confirm(token)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            yield
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise BackendError(f"idempotency window: {exc}") from exc
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    def _maybe_sweep(self, now: int) -> None:
+        if time.monotonic() - self._last_sweep <= _SWEEP_S:
+            return
+        self._last_sweep = time.monotonic()
+        cutoff = now - int(self.window_s * 1000)
+        with self._lock:
+            self._run("DELETE FROM hw_dedupe WHERE accepted_ms < ?", (cutoff,))
+            self._run("DELETE FROM hw_dedupe_tokens WHERE done_ms < ?", (cutoff,))
 
     def erase_user(self, user_id: str) -> int:
         return self.erase_users([user_id])[user_id]

@@ -7,6 +7,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from headwater.access.keys import ApiKey
@@ -52,8 +53,15 @@ async def publish(request: Request, key: Annotated[ApiKey, requires(Role.PRODUCE
     # Only the durable write is waited for, without holding a thread.
     started = time.perf_counter()
     batch = hw.ingestor.prepare(body, key, ndjson=ndjson, request_id=REQUEST_ID.get() or "")
+    if batch.pending:
+        # Another send holds some of these ids (a hedged retry): wait for it, off the loop.
+        await run_in_threadpool(hw.ingestor.settle, batch)
     if batch.messages:
-        await asyncio.wrap_future(hw.ingestor.publisher.submit(batch.messages))
+        try:
+            await asyncio.wrap_future(hw.ingestor.publisher.submit(batch.messages))
+        except BaseException:
+            await run_in_threadpool(hw.ingestor.abandon, batch)
+            raise
     outcome = hw.ingestor.finish(batch)
     PUBLISH_SECONDS.observe(time.perf_counter() - started)
     return json_response(outcome, outcome.status_code)

@@ -28,12 +28,14 @@ from headwater.contract._compiled import TypedSignal
 from headwater.contract.definition import RegisteredEventType
 from headwater.contract.signal import encode_signal
 from headwater.contract.validator import BatchResult, Limits, Rejection, SignalValidator
-from headwater.dedupe.base import IdempotencyWindow
+from headwater.dedupe.base import IdempotencyWindow, Pending
 from headwater.errors import PermissionDeniedError
+from headwater.ingest.claims import LEASE_S, settle
 from headwater.ingest.erased import ErasedUsers
 from headwater.ingest.stats import IngestStats
 from headwater.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from headwater.registry.contracts import ContractRegistry
+from headwater.wire import new_event_id
 
 __all__ = ["EventResult", "IngestOutcome", "Ingestor", "PreparedBatch"]
 
@@ -75,10 +77,13 @@ class PreparedBatch:
         "duplicate_index",
         "fresh",
         "messages",
+        "pending",
         "producer",
         "received_at",
         "request_id",
         "result",
+        "token",
+        "waiting",
     )
 
     def __init__(
@@ -91,6 +96,7 @@ class PreparedBatch:
         producer: str,
         received_at: datetime,
         request_id: str = "",
+        token: str = "",
     ) -> None:
         self.result = result
         self.fresh = fresh
@@ -99,6 +105,11 @@ class PreparedBatch:
         self.producer = producer
         self.received_at = received_at
         self.request_id = request_id
+        #: The claim token of this send in the idempotency window.
+        self.token = token
+        #: Ids another send claimed and has not confirmed, and their events with index.
+        self.pending: dict[str, Pending] = {}
+        self.waiting: dict[str, tuple[int, TypedSignal]] = {}
 
 
 class Ingestor:
@@ -124,6 +135,8 @@ class Ingestor:
         self.on_published = on_published
         self.erased = erased
         self.stats = IngestStats()
+        #: How long another send's claim is trusted before it counts as abandoned.
+        self.lease_s = LEASE_S
         self._lock = threading.Lock()
         self._revision = registry.revision()
         current = registry.current()
@@ -157,8 +170,13 @@ class Ingestor:
     ) -> IngestOutcome:
         """Validate, check scope, deduplicate and publish one batch (blocking)."""
         batch = self.prepare(body, key, ndjson=ndjson, request_id=request_id)
+        self.settle(batch)
         if batch.messages:
-            self.publisher.publish(batch.messages)
+            try:
+                self.publisher.publish(batch.messages)
+            except BaseException:
+                self.abandon(batch)
+                raise
         return self.finish(batch)
 
     def prepare(
@@ -179,32 +197,84 @@ class Ingestor:
         _check_scope(result, key, self._owners)
         if self.erased is not None:
             result = self.erased.screen(result)
-        fresh, duplicate_index = self._deduplicate(result)
-        team = key.team
-        messages = []
-        for event in fresh:
-            event.producer = team
-            event.received_at = received_at
-            event.schema_version = type(event).schema_version_of_type
-            if request_id:
-                event.request_id = request_id
-            messages.append(Message(event.user_id, encode_signal(event)))
-        return PreparedBatch(
+        batch = PreparedBatch(
             result,
-            fresh,
-            duplicate_index,
-            messages,
-            producer=team,
+            [],
+            set(),
+            [],
+            producer=key.team,
             received_at=received_at,
             request_id=request_id,
+            token=new_event_id("c_"),
         )
+        self._claim(batch)
+        self._encode(batch, batch.fresh)
+        return batch
+
+    def _claim(self, batch: PreparedBatch) -> None:
+        """Claim the batch's new ids; a re-sent one is a duplicate, one another send
+        holds waits in ``batch.pending`` (``settle``)."""
+        result = batch.result
+        candidates: list[tuple[int, TypedSignal]] = []
+        in_batch: set[str] = set()
+        for index, event in zip(result.accepted_indices, result.accepted, strict=True):
+            if event.event_id in in_batch:
+                batch.duplicate_index.add(index)  # the same id twice in one batch
+            else:
+                in_batch.add(event.event_id)
+                candidates.append((index, event))
+        if not candidates:
+            return
+        claim = self.window.claim([(e.event_id, e.user_id) for _, e in candidates], batch.token)
+        for index, event in candidates:
+            if event.event_id in claim.mine:
+                batch.fresh.append(event)
+            elif event.event_id in claim.done:
+                batch.duplicate_index.add(index)
+            else:
+                batch.pending[event.event_id] = claim.pending[event.event_id]
+                batch.waiting[event.event_id] = (index, event)
+
+    def _encode(self, batch: PreparedBatch, events: list[TypedSignal]) -> None:
+        for event in events:
+            event.producer = batch.producer
+            event.received_at = batch.received_at
+            event.schema_version = type(event).schema_version_of_type
+            if batch.request_id:
+                event.request_id = batch.request_id
+            batch.messages.append(Message(event.user_id, encode_signal(event)))
+
+    def settle(self, batch: PreparedBatch) -> None:
+        """Resolve the ids another send holds (blocking, up to about a lease): each
+        becomes a duplicate, or this send's to publish. Called only when
+        ``batch.pending`` is not empty, off the event loop."""
+        if not batch.pending:
+            return
+        entries = [(e, batch.waiting[e][1].user_id) for e in batch.pending]
+        settled = settle(
+            self.window, self.bus, entries, batch.pending, batch.token, lease_s=self.lease_s
+        )
+        mine = []
+        for event_id, (index, event) in batch.waiting.items():
+            if event_id in settled.mine:
+                mine.append(event)
+            else:
+                batch.duplicate_index.add(index)
+        batch.fresh.extend(mine)
+        self._encode(batch, mine)
+        batch.pending = {}
+        batch.waiting = {}
+
+    def abandon(self, batch: PreparedBatch) -> None:
+        """The publish failed: let a retry claim the batch's ids at once."""
+        if batch.fresh:
+            self.window.release(batch.token, [e.event_id for e in batch.fresh])
 
     def finish(self, batch: PreparedBatch) -> IngestOutcome:
-        """After the durable write: remember the ids and build the answer."""
-        if batch.fresh:
-            self.window.remember([(e.event_id, e.user_id) for e in batch.fresh])
-            if self.on_published is not None:
-                self.on_published(batch.fresh, batch.received_at)
+        """After the durable write: confirm the claim and build the answer."""
+        self.window.confirm(batch.token)
+        if batch.fresh and self.on_published is not None:
+            self.on_published(batch.fresh, batch.received_at)
         self._account(batch)
         return _outcome(batch.result, batch.duplicate_index, batch.producer, batch.received_at)
 
@@ -236,22 +306,6 @@ class Ingestor:
     def close(self) -> None:
         """Finish queued publishes."""
         self.publisher.close()
-
-    def _deduplicate(self, result: BatchResult) -> tuple[list[TypedSignal], set[int]]:
-        accepted = result.accepted
-        if not accepted:
-            return [], set()
-        already = self.window.seen([e.event_id for e in accepted])
-        fresh: list[TypedSignal] = []
-        duplicate_index: set[int] = set()
-        in_batch: set[str] = set()
-        for index, event in zip(result.accepted_indices, accepted, strict=True):
-            if event.event_id in already or event.event_id in in_batch:
-                duplicate_index.add(index)
-            else:
-                in_batch.add(event.event_id)
-                fresh.append(event)
-        return fresh, duplicate_index
 
 
 def _type_name(event: TypedSignal) -> str:
