@@ -52,6 +52,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Where the per-key rate-limit buckets live: shared by every gateway that uses it.
     ratelimit_url: str = "memory://"
     dedupe_window_s: float = 86_400.0
+    #: How long a gateway's claim on event ids is trusted before another may take it over.
+    claim_lease_s: float = 30.0
     erasure_deadline_s: float = 30 * 86_400.0
     erasure_webhook: str | None = None
     erased_user_policy: str = "accept"
@@ -78,6 +80,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ratelimit_url=_env("HEADWATER_RATELIMIT_URL", _shared_limiter(base, control, dedupe)),
             dedupe_window_s=parse_duration(
                 _env("HEADWATER_DEDUPE_WINDOW", "24h"), "HEADWATER_DEDUPE_WINDOW"
+            ),
+            claim_lease_s=parse_duration(
+                _env("HEADWATER_CLAIM_LEASE", "30s"), "HEADWATER_CLAIM_LEASE"
             ),
             erasure_deadline_s=parse_duration(
                 _env("HEADWATER_ERASURE_DEADLINE", "30d"), "HEADWATER_ERASURE_DEADLINE"

@@ -278,6 +278,7 @@ class Application:
                 limits=self.limits,
                 erased=ErasedUsers(self.tombstones, policy),
             )
+            ingestor.lease_s = self.settings.claim_lease_s
             self.own("ingestor", ingestor.close)
             return ingestor
 
