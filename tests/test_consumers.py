@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,31 @@ def test_the_docs_table_of_consumers_is_the_registry() -> None:
         (name, group, tuple(re.findall(r"`([\w-]+)`", stores))) for name, group, stores in rows
     ]
     assert documented == [(s.name, s.group, s.participants) for s in CONSUMERS]
+
+
+def test_status_lists_every_instance_with_its_partitions_and_generations(home: Path) -> None:
+    with Application(Settings.from_env(home)) as app:
+        first, second = app.consumer("features"), app.consumer("features")
+        deadline = time.monotonic() + 20
+        while True:  # until the group's membership settled (heartbeats every 0.5 s)
+            first.step()
+            second.step()
+            a, b = set(first.membership.held), set(second.membership.held)
+            if a and b and a.isdisjoint(b) and len(a | b) == 8:
+                break
+            assert time.monotonic() < deadline, (a, b)
+        first._beat(force=True)
+        second._beat(force=True)
+        doc = app.status()
+        (features,) = [g for g in doc["groups"] if g["group"] == "features"]  # type: ignore[attr-defined]
+        members = {i["member"]: i for i in features["instances"]}
+        assert set(members) == {first.member, second.member}
+        held = [set(i["partitions"]) for i in members.values()]
+        assert held[0].isdisjoint(held[1]), "the group split the partitions"
+        assert all(g >= 1 for i in members.values() for g in i["partitions"].values())
+        shown = CliRunner().invoke(cli_app, ["status", "--home", str(home)])
+        assert shown.exit_code == 0, shown.output
+        assert first.member in shown.output
+        first.close()
+        assert first.member not in app.status()["groups"][0]["instances"]  # type: ignore[index]
+        second.close()

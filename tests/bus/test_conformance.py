@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from headwater.bus import Bus, BusConsumer, Message, Record, committed_positions, open_bus
-from headwater.errors import BusError
+from headwater.errors import BusError, ConfigurationError
 
 PARTITIONS = 4
 
@@ -251,3 +251,13 @@ def test_event_ids_can_be_looked_for_in_a_recent_stretch(bus: Bus) -> None:
         return
     assert found == {"a1", "b1"}
     assert bus.find_event_ids({"ann": {"a1"}}, int(time.time() * 1000) + 60_000) == set()
+
+
+def test_a_partition_count_that_differs_from_the_log_is_an_error(bus: Bus, bus_url: str) -> None:
+    assert "partitions=4" in bus_url
+    with pytest.raises(ConfigurationError, match="partitions"):
+        open_bus(bus_url.replace("partitions=4", "partitions=6"))
+    # Without ?partitions= the log's own count is used.
+    same = open_bus(bus_url.replace("partitions=4&", "").replace("?partitions=4", "?"))
+    assert same.partitions == bus.partitions
+    same.close()

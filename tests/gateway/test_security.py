@@ -40,6 +40,7 @@ EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/v1/stats/ingestion"): ("operator",),
     ("GET", "/v1/stats/consumers"): ("operator",),
     ("GET", "/v1/ready"): ("operator",),
+    ("GET", "/v1/status"): ("operator",),
     ("GET", "/v1/health"): PUBLIC,
     ("GET", "/dashboard"): PUBLIC,
     ("POST", "/dashboard/session"): PUBLIC,

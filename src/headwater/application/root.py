@@ -21,6 +21,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
+import msgspec
+
 from headwater._extras import needs_extra
 from headwater._url import redacted
 from headwater.access.keys import ApiKeys
@@ -37,6 +39,7 @@ from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.orchestrator import ErasureOrchestrator
 from headwater.erasure.subject import SubjectHasher, load_erasure_key
 from headwater.erasure.tombstones import TombstoneFilter
+from headwater.errors import BackendUnavailableError
 from headwater.features.engine import FeatureEngine
 from headwater.features.reader import FeatureReader
 from headwater.features.spec import DEFAULT_FEATURES, load_features
@@ -48,6 +51,7 @@ from headwater.recommend.recommender import Recommender
 from headwater.registry.contracts import ContractRegistry
 from headwater.runtime.consumer import Consumer
 from headwater.runtime.loop import ConsumerRuntime
+from headwater.runtime.presence import ConsumerPresence
 from headwater.slo import SloMonitor
 
 if TYPE_CHECKING:
@@ -347,6 +351,23 @@ class Application:
 
         return self._once("batch settings", lambda: BatchSettings.from_env(self.settings))
 
+    def status(self) -> dict[str, object]:
+        """Every consumer instance heard from (partitions, generations, last commit) and
+        each consumer group's lag: what ``headwater status`` and ``/v1/status`` show."""
+        instances = ConsumerPresence(self.control).instances()
+        groups = []
+        for group in self.lag_groups:
+            lag = self.bus.lag(group)
+            groups.append(
+                {
+                    "group": group,
+                    "lag_events": sum(p.lag_events for p in lag),
+                    "lag_seconds": max((p.lag_seconds for p in lag), default=0.0),
+                    "instances": [msgspec.to_builtins(i) for i in instances if i.group == group],
+                }
+            )
+        return {"groups": groups}
+
     @property
     def lag_groups(self) -> tuple[str, ...]:
         """The consumer groups whose lag is reported: ``HEADWATER_LAG_GROUPS``, else every
@@ -387,6 +408,7 @@ class Application:
             backoff=backoff,
             ledger=self.ledger,
             tombstones=self.new_tombstones(),
+            presence=ConsumerPresence(self.control),
         )
 
     # -- contracts -------------------------------------------------------------
@@ -464,6 +486,20 @@ class Application:
                 backends[name] = {"ok": True, "ms": round((time.perf_counter() - started) * 1e3, 2)}
         ready = all(b["ok"] for b in backends.values())
         return {"ready": ready, "backends": backends, "where": self.describe()}
+
+    def check_ready(self) -> None:
+        """Raise ``BackendUnavailableError`` naming the first backend that does not
+        answer now (a process checks this before it starts work: fail fast, one line)."""
+        report = self.readiness()
+        backends = report["backends"]
+        assert isinstance(backends, dict)
+        where = self.describe()
+        for name, state in backends.items():
+            if not state["ok"]:
+                raise BackendUnavailableError(
+                    f"the {name} backend at {where.get(name, '?')} does not answer: "
+                    f"{state['error']}"
+                )
 
     def describe(self) -> dict[str, object]:
         """Where each backend is (credentials redacted)."""

@@ -50,6 +50,8 @@ __all__ = [
 
 log = logging.getLogger("headwater.bus.kafka")
 
+#: Longest wait for the first answer of a cluster (seconds): the unreachable case.
+CONNECT_TIMEOUT_S = 5.0
 #: URL options this backend reads besides partitions, retention and topic.
 _OPTIONS = ("session_timeout", "heartbeat", "replication", "timeout")
 #: Settings the bus's guarantees rest on: a ``kafka.`` extra may not override them.
@@ -177,11 +179,13 @@ def raise_translated(exc: BaseException, what: str) -> NoReturn:
     raise BusError(f"Kafka: {what}: {detail}") from exc
 
 
-def _metadata(client: Any, topic: str | None, timeout: float) -> Any:
+def _metadata(
+    client: Any, topic: str | None, timeout: float, *, what: str = "cannot read cluster metadata"
+) -> Any:
     try:
         return client.list_topics(topic, timeout=timeout)
     except ck.KafkaException as exc:
-        raise_translated(exc, "cannot read cluster metadata")
+        raise_translated(exc, what)
 
 
 def ensure_topic(settings: KafkaSettings, producer: Any) -> TopicInfo:
@@ -193,7 +197,12 @@ def ensure_topic(settings: KafkaSettings, producer: Any) -> TopicInfo:
     opts = settings.options
     # All topics: asking for one topic by name would let the broker auto-create it
     # with its own defaults before CreateTopics could apply ours.
-    cluster = _metadata(producer, None, settings.timeout_s)
+    # The first contact is bounded more tightly: an unreachable cluster is reported in
+    # seconds, naming the address, rather than after the full request timeout.
+    first = min(settings.timeout_s, CONNECT_TIMEOUT_S)
+    cluster = _metadata(
+        producer, None, first, what=f"cannot reach {settings.bootstrap} within {first:g}s"
+    )
     topic = cluster.topics.get(opts.topic)
     exists = topic is not None and topic.error is None
     # The mock cluster reports a controller id that is none of its brokers.

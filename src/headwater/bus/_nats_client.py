@@ -144,6 +144,7 @@ class NatsSession:
 
     def __init__(self, servers: list[str], *, timeout: float, name: str) -> None:
         self._driver = _driver()
+        self.servers = servers
         self.timeout = timeout
         self._closed = False
         self._last_error = ""
@@ -208,7 +209,9 @@ class NatsSession:
             if future.done():  # the coroutine's own timeout (a request the server left unanswered)
                 raise translate(exc, doing) from exc
             future.cancel()
-            raise BackendUnavailableError(f"NATS did not answer in time while {doing}") from None
+            raise BackendUnavailableError(
+                f"NATS at {', '.join(self.servers)} did not answer in time while {doing}"
+            ) from None
         except concurrent.futures.CancelledError:
             raise BackendUnavailableError(f"NATS: {doing} was cancelled") from None
         except Exception as exc:

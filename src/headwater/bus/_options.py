@@ -23,6 +23,9 @@ class BusOptions(msgspec.Struct, frozen=True, kw_only=True):
     retention_s: float = DEFAULT_RETENTION_S
     topic: str = DEFAULT_TOPIC
     extra: dict[str, str] = {}
+    #: The partition count was asked for (in the URL or by the caller), not defaulted: an
+    #: existing log with another count is then an error, not silently used.
+    partitions_given: bool = False
 
     @classmethod
     def from_url(
@@ -30,6 +33,7 @@ class BusOptions(msgspec.Struct, frozen=True, kw_only=True):
     ) -> BusOptions:
         """Options from a URL's query, overridden by explicit arguments."""
         query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+        given = partitions is not None or "partitions" in query
         try:
             parts = int(query.pop("partitions", DEFAULT_PARTITIONS))
         except ValueError:
@@ -44,4 +48,5 @@ class BusOptions(msgspec.Struct, frozen=True, kw_only=True):
             retention_s=retention_s if retention_s is not None else retention,
             topic=topic,
             extra=query,
+            partitions_given=given,
         )

@@ -55,10 +55,11 @@ class KafkaBus(Bus):
         self._producer = self._new_producer()
         info = ensure_topic(self.settings, self._producer)
         if info.partitions != self.options.partitions:
-            if partitions is not None:
+            if self.options.partitions_given:
                 raise ConfigurationError(
                     f"Kafka topic {self.topic!r} has {info.partitions} partitions; "
-                    f"it cannot be used as {partitions}"
+                    f"it cannot be used as {self.options.partitions} (drop ?partitions= "
+                    "to use the topic's count)"
                 )
             log.warning(
                 "Kafka topic %r has %d partitions, not the %d requested: using %d",

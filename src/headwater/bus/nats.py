@@ -91,7 +91,9 @@ class NatsBus(Bus):
         self._session = NatsSession(self.servers, timeout=self.timeout_s, name="bus")
         try:
             self.partitions, self.retention_s = self._session.run(
-                self._ensure_stream(partitions),
+                self._ensure_stream(
+                    self.options.partitions if self.options.partitions_given else None
+                ),
                 f"opening stream {self.layout.stream}",
                 timeout=4 * self.timeout_s,
             )
@@ -145,7 +147,7 @@ class NatsBus(Bus):
         if explicit is not None and explicit != stored:
             raise ConfigurationError(
                 f"{layout.stream} was created with {stored} partitions; "
-                f"it cannot be read as {explicit}"
+                f"it cannot be read as {explicit} (drop ?partitions= to use the stream's count)"
             )
         retention = float(info.config.max_age or 0.0)
         if abs(retention - opts.retention_s) > 1.0:

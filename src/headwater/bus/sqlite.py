@@ -116,9 +116,10 @@ class SqliteBus(Bus):
                 stored = self.options.partitions
             else:
                 stored = int(str(row[0]))
-        if partitions is not None and partitions != stored:
+        if self.options.partitions_given and self.options.partitions != stored:
             raise ConfigurationError(
-                f"{url} was created with {stored} partitions; it cannot be read as {partitions}"
+                f"{url} was created with {stored} partitions; it cannot be read as "
+                f"{self.options.partitions} (drop ?partitions= to use the file's count)"
             )
         # The file's partition count wins: keys must keep mapping to the same partition.
         self.partitions = stored

@@ -7,7 +7,7 @@ import typer
 from headwater._extras import extra_for
 from headwater.cli import archive as archive_cli
 from headwater.cli import batch as batch_cli
-from headwater.cli import bus, consume, contracts, deletions, demo, producers, serve
+from headwater.cli import bus, consume, contracts, deletions, demo, producers, serve, status
 from headwater.errors import HeadwaterError
 from headwater.logs import configure_logging
 
@@ -29,6 +29,7 @@ app.add_typer(consume.app, name="consume")
 app.add_typer(batch_cli.app, name="batch")
 app.add_typer(archive_cli.app, name="archive")
 serve.register(app)
+status.register(app)
 deletions.register(app)
 demo.register(app)
 

@@ -31,6 +31,11 @@ def _command(spec: ConsumerSpec) -> None:
         from headwater.application import Application
 
         app_ = Application(settings(home))
+        try:
+            app_.check_ready()  # an unreachable backend: one line naming it, in seconds
+        except BaseException:
+            app_.close()
+            raise
         runtime = spec.build(app_, batch_size)
         if until_idle:
             runtime.poll_timeout = 1.0

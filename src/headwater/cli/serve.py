@@ -20,11 +20,21 @@ def serve(
     """Run the gateway: POST /v1/signals, contracts, health and OpenAPI at /docs."""
     import uvicorn
 
+    from headwater.application import Application
     from headwater.gateway.app import create_app
     from headwater.gateway.server import server_config
 
-    app = create_app(settings=settings(home))
-    uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level)).run()
+    hw = Application(settings(home))
+    try:
+        hw.check_ready()  # an unreachable backend: one line naming it, in seconds
+    except BaseException:
+        hw.close()
+        raise
+    app = create_app(hw)
+    try:
+        uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level)).run()
+    finally:
+        hw.close()
 
 
 def register(app: typer.Typer) -> None:

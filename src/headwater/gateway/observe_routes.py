@@ -150,6 +150,18 @@ async def health() -> Response:
 
 
 @router.get(
+    "/v1/status",
+    summary="Every consumer instance and every group's lag",
+    responses=errors(401, 403, 503),
+    dependencies=[requires(Role.OPERATOR)],
+)
+async def consumer_status(request: Request) -> Response:
+    """Per consumer group: lag, and each running instance (host, pid, partitions with
+    their generations, records applied, fenced batches, last commit)."""
+    return json_response(await run_in_threadpool(application(request).status))
+
+
+@router.get(
     "/v1/ready",
     summary="Readiness: every backend answers",
     responses=errors(401, 403, 503),

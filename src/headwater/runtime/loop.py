@@ -34,6 +34,7 @@ from headwater.errors import BackendUnavailableError, FencedError, MissingDeleti
 from headwater.metrics import FENCED_BATCHES, RESURRECTIONS_BLOCKED
 from headwater.runtime.consumer import Consumer
 from headwater.runtime.membership import Membership
+from headwater.runtime.presence import ConsumerPresence
 
 __all__ = ["ERASURE_LINGER_S", "ConsumerRuntime", "RuntimeStats"]
 
@@ -83,6 +84,7 @@ class ConsumerRuntime:
         closers: Sequence[Callable[[], None]] = (),
         ledger: ErasureLedger | None = None,
         tombstones: TombstoneFilter | None = None,
+        presence: ConsumerPresence | None = None,
     ) -> None:
         if not isinstance(handler, Consumer):
             raise MissingDeletionHandlerError(
@@ -116,6 +118,7 @@ class ConsumerRuntime:
             if on_confirmation is None:
                 self.on_confirmation = lambda c: self._record(ledger, c)
         self.stop_event = threading.Event()
+        self.presence = presence
         self.member = member or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.membership = Membership(group, self.member, handler)
         self._joins = 0
@@ -131,15 +134,16 @@ class ConsumerRuntime:
         """One unit of progress; the number of records it covered (0 when idle)."""
         records = self._consumer.poll(self.batch_size, self.poll_timeout)
         assigned = self._consumer.assignment()
-        self._call(lambda: self.membership.sync(assigned))
-        if not records:
-            # Caught up: let the handler record that its partitions are current.
-            self._call(lambda: self.handler.on_idle(assigned))
-            return 0
         # Records of a partition the bus moved away while they were read are left to its
         # new owner, which reads them from the committed position.
         records = [r for r in records if r.partition in assigned]
         try:
+            self._call(lambda: self.membership.sync(assigned))
+            self._beat()
+            if not records:
+                # Caught up: let the handler record that its partitions are current.
+                self._call(lambda: self.handler.on_idle(assigned))
+                return 0
             self._process(records)
         except FencedError as exc:
             self._fenced(exc, len(records))
@@ -177,6 +181,22 @@ class ConsumerRuntime:
                 signal.signal(signum, handler)
             self.close()
 
+    def _beat(self, *, force: bool = False) -> None:
+        presence = self.presence
+        if presence is not None:
+            self._call(
+                lambda: presence.beat(
+                    member=self.member,
+                    group=self.group,
+                    consumer=self.handler.name,
+                    partitions=self.membership.held,
+                    records=self.stats.records,
+                    fenced_batches=self.stats.fenced_batches,
+                    last_commit=self.stats.last_commit_at,
+                    force=force,
+                )
+            )
+
     def _fenced(self, exc: FencedError, records: int) -> None:
         """Another member claimed partitions of this batch: drop it (nothing of it was
         written), let go of every partition and rejoin the group, so that reading starts
@@ -213,6 +233,11 @@ class ConsumerRuntime:
         if self.membership.held:
             self.membership.revoke(set(self.membership.held))
         self._consumer.close()
+        if self.presence is not None:
+            try:
+                self.presence.leave(self.member)
+            except Exception:  # noqa: BLE001 - its row expires anyway; stopping goes on
+                log.warning("could not remove %s from the consumer list", self.member)
         log.info(
             "consumer stopped",
             extra={
