@@ -109,8 +109,8 @@ class Kind:
     def __init__(self, spec: FeatureSpec) -> None:
         self.name = spec.name
         self.types = None if "*" in spec.event_types else frozenset(spec.event_types)
-        self.skips_late = False
-        self.slot = 0
+        self.skips_late = False  # bucketed, time-relative kinds skip late events
+        self.slot = 0  # where the pass keeps this feature's value (set by the pass)
 
     def update(self, value: Any, ev: Event) -> Any:
         """The stored value after ``ev`` (``value`` is None when the row has none)."""
