@@ -16,7 +16,13 @@ except ImportError:  # only where the build requirements were bypassed: pure Pyt
 else:
     ext_modules = cythonize(
         [
-            Extension(f"headwater.features.{name}", [f"src/headwater/features/{name}.py"])
+            Extension(
+                f"headwater.features.{name}",
+                [f"src/headwater/features/{name}.py"],
+                # The C types: Cython finds them beside the module; listed so that a
+                # source distribution carries them too.
+                depends=[f"src/headwater/features/{name}.pxd"],
+            )
             for name in ("_kinds", "_pass")
         ],
         build_dir="build/cython",  # the generated C stays out of the source tree
