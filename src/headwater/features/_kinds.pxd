@@ -1,6 +1,8 @@
 # The C types of _kinds.py where Cython compiles it (pure-Python mode: the .py is the
 # one source of the code, this file only declares; the .py runs unchanged as Python).
 # _pass.pxd cimports Event and Kind from here: the pass calls each kind's update in C.
+# update and read are cpdef, so a kind not declared here still works compiled (through
+# a Python call); declared, its update is a C call.
 cimport cython
 
 cdef long long MINUTE_MS, HOUR_MS, MINUTES_KEPT, HOURS_KEPT, MOST_MINUTES, MOST_HOURS
@@ -33,13 +35,13 @@ cdef class Kind:
     cdef readonly bint skips_late
     cdef public Py_ssize_t slot
 
-    cdef object update(self, object value, Event ev)
+    cpdef object update(self, object value, Event ev)
     cpdef object read(self, object value, long long now)
 
 
 cdef class Count(Kind):
     @cython.locals(counts=dict)
-    cdef object update(self, object value, Event ev)
+    cpdef object update(self, object value, Event ev)
     cpdef object read(self, object value, long long _now)
 
 
@@ -48,7 +50,7 @@ cdef class WindowCount(Kind):
 
     @cython.locals(per_type=dict, pair=list, minutes=dict, hours=dict, ts=cython.longlong,
                    minute=cython.longlong, hour=cython.longlong)
-    cdef object update(self, object value, Event ev)
+    cpdef object update(self, object value, Event ev)
     @cython.locals(out=dict, w=Py_ssize_t, index=Py_ssize_t,
                    unit=cython.longlong, answer=dict, lo=cython.longlong, hi=cython.longlong,
                    n=cython.longlong, k=cython.longlong, c=cython.longlong)
@@ -61,7 +63,7 @@ cdef class RecentItems(Kind):
 
     @cython.locals(pair=list, items=list, times=list, ts=cython.longlong, j=Py_ssize_t,
                    count=Py_ssize_t, pos=Py_ssize_t)
-    cdef object update(self, object value, Event ev)
+    cpdef object update(self, object value, Event ev)
     @cython.locals(i=Py_ssize_t)
     cpdef bint removes(self, object payload) except -1
     @cython.locals(items=list, times=list, i=Py_ssize_t)
@@ -72,20 +74,20 @@ cdef class LastEvent(Kind):
     cdef readonly tuple fields
 
     @cython.locals(payload=dict)
-    cdef object update(self, object value, Event ev)
+    cpdef object update(self, object value, Event ev)
     cpdef object read(self, object value, long long _now)
 
 
 cdef class Mean(Kind):
     cdef readonly object field
 
-    cdef object update(self, object value, Event ev)
+    cpdef object update(self, object value, Event ev)
     cpdef object read(self, object value, long long _now)
 
 
 cdef class LastTime(Kind):
     @cython.locals(ts=cython.longlong)
-    cdef object update(self, object value, Event ev)
+    cpdef object update(self, object value, Event ev)
     cpdef object read(self, object value, long long _now)
 
 
@@ -93,5 +95,5 @@ cdef class ActiveSurfaces(Kind):
     cdef readonly long long window
 
     @cython.locals(surfaces=dict, ts=cython.longlong)
-    cdef object update(self, object value, Event ev)
+    cpdef object update(self, object value, Event ev)
     cpdef object read(self, object value, long long now)

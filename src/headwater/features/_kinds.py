@@ -4,9 +4,10 @@
 Each kind is one class: ``update(value, event)`` returns the feature's stored value
 after one event (``value`` is None while the row holds none) and ``read(value, now)``
 turns a stored value into the API's answer at ``now``. A new kind is a class here, a
-line in ``KINDS`` and a name in ``spec.Kind``. State values are plain lists, dicts and
-ints, so a row encodes to MessagePack in one C call and keeps one stored form
-whichever form of the engine wrote it.
+line in ``KINDS`` and a name in ``spec.Kind``; its C types in ``_kinds.pxd`` make it
+faster compiled, but it works without them. State values are plain lists, dicts and
+ints, so a row encodes to MessagePack in one C call and keeps one stored form whichever
+form of the engine wrote it.
 
 This module and ``_pass`` are both forms of the engine. Where a C compiler is found at
 install, setup.py compiles them with Cython in pure-Python mode: the ``.pxd`` files
