@@ -5,8 +5,9 @@
     python3 dev.py test     # create .venv, install, run every check (ruff, mypy, pytest)
     python3 dev.py run ...  # any headwater command inside the project's environment
 
-The environment is reinstalled only when pyproject.toml, setup.py or the compiled
-feature pass (src/headwater/features/_native.pyx) changes.
+The environment is reinstalled only when one of BUILD_INPUTS changes: pyproject.toml,
+setup.py, or the compiled feature kinds and pass (src/headwater/features/_kinds.py,
+_pass.py and their .pxd files).
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ STAMP = VENV / ".headwater-installed"
 BUILD_INPUTS = (
     "pyproject.toml",
     "setup.py",
-    "src/headwater/features/_native.pyx",
+    "src/headwater/features/_kinds.py",
+    "src/headwater/features/_kinds.pxd",
+    "src/headwater/features/_pass.py",
+    "src/headwater/features/_pass.pxd",
     "src/headwater/_jsonguard/_compiled.pyx",
 )
 

@@ -1,22 +1,39 @@
-"""The one compiled module of headwater; everything else is declared in pyproject.toml.
+"""The compiled modules of headwater; everything else is declared in pyproject.toml.
 
-``headwater.features._native`` is the feature pass compiled to C with Cython. Without
-it (no C compiler where headwater is installed) the engine runs the generated Python
-pass, which computes the same states more slowly.
+``headwater.features._kinds`` and ``_pass`` (the feature kinds and the pass that applies
+them) are Python modules that Cython compiles in pure-Python mode, C types from the
+``.pxd`` files beside them. Without a C compiler (or without Cython) headwater installs
+without them and runs the same modules as Python, which compute the same states more
+slowly.
 """
 
 from setuptools import Extension, setup
 
-setup(
-    ext_modules=[
-        # optional: where no C compiler is found, headwater installs without it.
-        Extension(
-            "headwater.features._native", ["src/headwater/features/_native.pyx"], optional=True
-        ),
-        Extension(
-            "headwater._jsonguard._compiled",
-            ["src/headwater/_jsonguard/_compiled.pyx"],
-            optional=True,
-        ),
-    ],
-)
+try:
+    from Cython.Build import cythonize
+except ImportError:  # only where the build requirements were bypassed: pure Python
+    ext_modules = []
+else:
+    ext_modules = cythonize(
+        [
+            Extension(
+                f"headwater.features.{name}",
+                [f"src/headwater/features/{name}.py"],
+                # The C types: Cython finds them beside the module; listed so that a
+                # source distribution carries them too.
+                depends=[f"src/headwater/features/{name}.pxd"],
+            )
+            for name in ("_kinds", "_pass")
+        ]
+        + [
+            # The JSON guard: duplicate keys and depth, one pass over a request's bytes.
+            Extension("headwater._jsonguard._compiled", ["src/headwater/_jsonguard/_compiled.pyx"])
+        ],
+        build_dir="build/cython",  # the generated C stays out of the source tree
+    )
+    for extension in ext_modules:
+        # Where no C compiler is found, headwater installs without it (cythonize does
+        # not carry this flag over from the extensions it is given).
+        extension.optional = True
+
+setup(ext_modules=ext_modules)

@@ -27,9 +27,8 @@ def _head(minute: int) -> str:
             moment = datetime.fromtimestamp(minute * 60, UTC)
         except (OverflowError, OSError) as exc:
             raise ValueError(f"{minute * _MINUTE_MS} ms is outside the printable years") from exc
-        head = moment.strftime("%Y-%m-%dT%H:%M:")
-        if len(head) != 17:
-            raise ValueError(f"{minute * _MINUTE_MS} ms is outside the years 0001..9999")
+        # isoformat, not strftime: glibc's %Y does not pad years before 1000.
+        head = moment.isoformat()[:17]
         if len(_MINUTE_HEADS) >= 100_000:
             _MINUTE_HEADS.clear()
         _MINUTE_HEADS[minute] = head
@@ -50,7 +49,7 @@ def format_time(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("a naive datetime has no defined moment; give it a timezone")
     utc = moment.astimezone(UTC)
-    return f"{utc.strftime('%Y-%m-%dT%H:%M:%S')}.{utc.microsecond // 1000:03d}Z"
+    return f"{utc.isoformat(timespec='milliseconds')[:23]}Z"
 
 
 def now_text() -> str:

@@ -1,11 +1,17 @@
-"""The feature engine as it was before batching: one update call per event and feature.
+"""The features computed the plain way, for tests only: the one reference the engine is
+held to, in both its forms (compiled and Python).
 
-A reference for tests only: the batched engine must leave exactly the same state.
+Updates run one call per event and feature (the feature engine as it was before it
+was batched and compiled); reads turn each stored value into the API's answer in the
+most direct way, times printed by ``datetime``. ``expected`` gives, from the list of
+published events, what a read of every user must answer.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from headwater.contract.signal import Signal
@@ -226,3 +232,84 @@ class ReferenceEngine:
             state["_late"] = state.get("_late", 0) + late_count
             self.late_events += late_count
         return applied
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def text(ms: int) -> str:
+    """Epoch milliseconds as the API prints a time: RFC 3339 UTC, always milliseconds."""
+    moment = EPOCH + timedelta(milliseconds=ms)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def label(seconds: float) -> str:
+    """A window's name in answers: whole days from two days up, else hours, minutes."""
+    if seconds >= 2 * 86_400 and seconds % 86_400 == 0:
+        return f"{int(seconds) // 86_400}d"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds) // 3600}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds) // 60}m"
+    return f"{seconds:g}s"
+
+
+def read(spec: FeatureSpec, value: Any, now: int) -> Any:
+    """One feature's stored value as the API answers it at ``now``."""
+    if spec.kind == "count":
+        return dict(value or {})
+    if spec.kind == "window_count":
+        out: dict[str, dict[str, int]] = {}
+        for w in spec.windows_s:
+            # Up to an hour: minute buckets; longer: hour buckets. Bucket k is in the
+            # window when (now - w) // unit < k <= now // unit.
+            index, unit = (0, MINUTE_MS) if w <= 3600 else (1, HOUR_MS)
+            lo, hi = (now - int(w * 1000)) // unit, now // unit
+            sums = {
+                etype: sum(n for k, n in buckets[index].items() if lo < k <= hi)
+                for etype, buckets in (value or {}).items()
+            }
+            out[label(w)] = {etype: n for etype, n in sums.items() if n}
+        return out
+    if spec.kind == "recent_items":
+        items, times = value or ([], [])
+        return [{"item_id": i, "at": text(t)} for i, t in zip(items, times, strict=True)]
+    if spec.kind == "last_event":
+        if value is None:
+            return None
+        ts, item, fields = value
+        return {"item_id": item, "at": text(ts), **fields}
+    if spec.kind == "mean":
+        if not value:
+            return {"mean": None, "count": 0}
+        return {"mean": round(value[0] / value[1], 6), "count": value[1]}
+    if spec.kind == "last_time":
+        return text(value) if value else None
+    assert spec.kind == "active_surfaces", spec.kind
+    cutoff = now - int(spec.window_s * 1000)
+    return sorted(s for s, t in (value or {}).items() if t > cutoff)
+
+
+def read_all(specs: Sequence[FeatureSpec], state: dict[str, Any], now: int) -> dict[str, Any]:
+    """Every feature of ``specs`` read from one user's state."""
+    return {s.name: read(s, state.get(s.name), now) for s in specs}
+
+
+def expected(
+    signals: Iterable[Signal],
+    now: int,
+    lateness_ms: int,
+    specs: Sequence[FeatureSpec] = DEFAULT_FEATURES,
+) -> dict[str, dict[str, Any]]:
+    """Per user: the features a read at ``now`` must return, from the events in bus order
+    (a re-sent event counts once, however the consumer batched or replayed them)."""
+    by_user: dict[str, list[Signal]] = defaultdict(list)
+    for s in signals:
+        by_user[s.user_id].append(s)
+    engine = ReferenceEngine(specs, lateness_ms=lateness_ms)
+    out = {}
+    for user, events in by_user.items():
+        state: dict[str, Any] = {}
+        engine.apply(state, events)
+        out[user] = read_all(specs, state, now)
+    return out

@@ -21,7 +21,7 @@ from headwater.features.engine import FeatureEngine
 from headwater.features.reader import FeatureReader
 from headwater.online import open_online_store
 from headwater.runtime import ConsumerRuntime
-from tests.features._oracle import actual, expected
+from tests.features._reference import expected
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -141,7 +141,7 @@ class FeatureStream(RuleBasedStateMachine):
                 state = handler.engine.decode(self.store.get("user", [user]).get(user))
                 got = handler.engine.read(user, state, now_ms=NOW_MS, as_of_ms=NOW_MS)
                 if user in want:
-                    assert actual(got.features) == want[user], user
+                    assert got.features == want[user], user
                 else:
                     assert not got.found
             assert reader.read_many(list(USERS))

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
 from headwater.contract.definition import DEFAULT_FRESHNESS_BUDGET_S
-from headwater.features.fused import FIRST, compile_pass
-from headwater.features.kinds import Reader, SignalView, iso, reader_for
+from headwater.features.kinds import (
+    FIRST,
+    Reader,
+    SignalView,
+    compile_pass,
+    implementation,
+    reader_for,
+)
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from headwater.wire import UserFeatures
 
@@ -33,10 +39,14 @@ class FeatureEngine:
         self.specs = tuple(specs)
         self.lateness_ms = lateness_ms
         self.budgets_s = dict(budgets_s or {})
-        # Every feature's update in one pass over a user's events: compiled to C when
-        # built (``native=None``), else generated Python; both leave the same state.
+        # Every feature's update in one pass over a user's events, and its read: compiled
+        # to C when built (``native=None``), else Python; both give the same answers.
         self._apply = compile_pass(self.specs, native=native)
-        self._readers: dict[str, Reader] = {s.name: reader_for(s) for s in self.specs}
+        self._readers: dict[str, Reader] = {
+            s.name: reader_for(s, native=native) for s in self.specs
+        }
+        # _time.format_ms's text, printed as the readers print it (compiled when built).
+        self._time_text: Callable[[int], str] = implementation(native)[0].time_text
         self._budget_cache: tuple[tuple[tuple[str, float], ...], dict[str, float]] | None = None
         self.late_events = 0
         self.duplicates = 0
@@ -110,7 +120,7 @@ class FeatureEngine:
         return UserFeatures(
             user_id=user_id,
             features=values,
-            as_of=iso(as_of_ms) if as_of_ms else None,
+            as_of=self._time_text(as_of_ms) if as_of_ms else None,
             age_s=None if age is None else round(age, 3),
             stale=bool(stale),
             stale_features=stale,

@@ -8,7 +8,7 @@ parameters. A new feature is a new definition in this list or in a YAML file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 import yaml
@@ -21,15 +21,8 @@ __all__ = ["DEFAULT_FEATURES", "KINDS", "FeatureSpec", "load_features"]
 Kind = Literal[
     "count", "window_count", "recent_items", "last_event", "mean", "last_time", "active_surfaces"
 ]
-KINDS: tuple[str, ...] = (
-    "count",
-    "window_count",
-    "recent_items",
-    "last_event",
-    "mean",
-    "last_time",
-    "active_surfaces",
-)
+#: Each is defined once, update and read, in ``_kinds.py``.
+KINDS: tuple[str, ...] = get_args(Kind)
 
 
 class FeatureSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

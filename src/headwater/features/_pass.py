@@ -1,0 +1,147 @@
+# cython: language_level=3, annotation_typing=False
+"""The feature pass: a user's events applied to its state, every declared kind at once.
+
+Per event, before any kind: the idempotency check against the user's recent ids (only
+for an event not after the watermark: a re-sent event carries its original time), the
+earliest time, and the watermark that bounds lateness; then every kind the event's
+type feeds, in declaration order (``_kinds``). Each kind touches only its own value,
+so applying them event by event leaves what applying them kind by kind leaves, and a
+user's batch costs one call however many kinds there are.
+
+Compiled with ``_kinds`` where a C compiler is found (C types in ``_pass.pxd``), run as
+written where not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from . import _kinds
+
+if TYPE_CHECKING:
+    from headwater.features.kinds import SignalView
+
+try:
+    import cython
+except ImportError:  # not compiled, and Cython is not installed where this runs
+    COMPILED = False
+else:
+    COMPILED = cython.compiled
+
+IDS = "_ids"  # recent event ids of the user: a re-delivered event is not applied twice
+WATERMARK = "_t"  # latest event time seen for the user (ms): the base of lateness
+LATE = "_late"  # events beyond the lateness bound (kept out of bucketed features)
+FIRST = "_first"  # earliest event time in the row (ms): proves a row postdates an erasure
+RECENT_IDS = 32
+SCAN_IDS = 48  # above this many recent ids, duplicates are looked up in a set
+EXACT_US = 1 << 53  # integers below this are exact as doubles
+
+
+def days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm)."""
+    if m <= 2:
+        y -= 1
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def event_ms(when: datetime) -> int:
+    """``int(when.timestamp() * 1000)``; compiled, without a Python call for UTC times."""
+    if COMPILED and type(when) is datetime:
+        dt = when
+        if dt.tzinfo is UTC:
+            us = (
+                days_from_civil(dt.year, dt.month, dt.day) * 86400
+                + dt.hour * 3600
+                + dt.minute * 60
+                + dt.second
+            ) * 1_000_000 + dt.microsecond
+            if -EXACT_US < us < EXACT_US:
+                # timestamp() divides the exact microseconds by 10**6 (correctly
+                # rounded, as this division of two exact doubles is), then * 1000
+                # and truncation toward zero, as int() does.
+                seconds = us / 1e6
+                return int(seconds * 1000.0)
+    return int(when.timestamp() * 1000)
+
+
+class FeaturePass:
+    """Declared features (kind objects, in declaration order) applied in one pass."""
+
+    def __init__(self, kinds: Sequence[_kinds.Kind]) -> None:
+        self.kinds = list(kinds)
+        for slot, kind in enumerate(self.kinds):
+            kind.slot = slot
+        self.by_type: dict[str, tuple[list[_kinds.Kind], list[_kinds.Kind]]] = {}
+
+    def fed_by(self, etype: str) -> tuple[list[_kinds.Kind], list[_kinds.Kind]]:
+        """The kinds an event type feeds, in declaration order: those an event on time
+        feeds, and those a late one feeds (the kinds that do not skip late events)."""
+        fed = self.by_type.get(etype)
+        if fed is None:
+            kinds = [k for k in self.kinds if k.types is None or etype in k.types]
+            fed = (kinds, [k for k in kinds if not k.skips_late])
+            if len(self.by_type) < 10_000:  # event types are few; never grow unbounded
+                self.by_type[etype] = fed
+        return fed
+
+    def apply(  # noqa: PLR0912 - one loop on the hot path, no helper call per event
+        self, state: dict[str, Any], signals: Iterable[SignalView], bound: int
+    ) -> tuple[int, int, int]:
+        """One user's signals in bus order applied to its state, skipping re-delivered
+        event ids; ``bound`` is the lateness bound (ms). ``(applied, duplicates, late)``."""
+        ids = state.get(IDS)
+        if ids is None:
+            ids = state[IDS] = []
+        watermark = state.get(WATERMARK, 0)
+        first = state.get(FIRST, 0)
+        seen = None
+        applied = duplicates = lates = 0
+        values = [state.get(k.name) for k in self.kinds]
+        ev = _kinds.Event()
+        by_type = self.by_type
+        for sig in signals:
+            eid = sig.event_id
+            ts = event_ms(sig.timestamp)
+            if ts <= watermark:
+                if seen is None and len(ids) > SCAN_IDS:
+                    seen = set(ids)
+                if eid in (ids if seen is None else seen):
+                    duplicates += 1
+                    continue
+            ids.append(eid)
+            if seen is not None:
+                seen.add(eid)
+            if ts < first or not first:
+                first = ts
+            late = ts < watermark - bound
+            if late:
+                lates += 1
+            elif ts > watermark:
+                watermark = ts
+            applied += 1
+            etype = sig.event_type
+            ev.sig = sig
+            ev.ts = ts
+            ev.etype = etype
+            ev.decoded = None
+            fed = by_type.get(etype)
+            if fed is None:
+                fed = self.fed_by(etype)
+            for kind in fed[1] if late else fed[0]:
+                value = values[kind.slot]
+                new = kind.update(value, ev)
+                if new is not value:  # most updates change a container in place
+                    values[kind.slot] = state[kind.name] = new
+        if len(ids) > RECENT_IDS:
+            del ids[: len(ids) - RECENT_IDS]
+        state[WATERMARK] = watermark
+        state[FIRST] = first
+        if lates:
+            state[LATE] = state.get(LATE, 0) + lates
+        return applied, duplicates, lates
