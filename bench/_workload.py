@@ -106,11 +106,17 @@ def summary_ms(values: Sequence[float], digits: int = 3) -> dict[str, float]:
 
 
 def prepare_home(home: Path) -> str:
-    """A data directory with the shipped contracts and a producer key; the key."""
+    """A data directory with the shipped contracts and a key for every role a benchmark
+    plays (publish every type, read, erase, operate); the key."""
     settings = Settings.from_env(home)
     db = open_control_database(settings.control_url)
     ContractRegistry(db).apply(default_definitions())
-    key, _ = ApiKeys(db).create("bench", event_types=("*",), rate_limit_eps=10_000_000)
+    key, _ = ApiKeys(db).create(
+        "bench",
+        roles=("producer", "reader", "privacy", "operator"),
+        event_types=("*",),
+        rate_limit_eps=10_000_000,
+    )
     db.close()
     return key
 
@@ -202,9 +208,10 @@ class RawHttp:
         self.writer.close()
 
 
-def get_request(path: str) -> bytes:
-    """A pre-built keep-alive GET."""
-    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+def get_request(path: str, key: str | None = None) -> bytes:
+    """A pre-built keep-alive GET (with ``key`` as its bearer token, if given)."""
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode()
 
 
 async def open_loop(

@@ -111,7 +111,7 @@ async def erase(
     t0 = time.perf_counter()
     r = await client.post(
         f"{base}/v1/deletions",
-        content=msgspec.json.encode({"user_id": user, "reason": "benchmark"}),
+        content=msgspec.json.encode({"user_id": user, "legal_basis": "gdpr-art17"}),
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
     accepted_ms.append((time.perf_counter() - t0) * 1000)
@@ -167,6 +167,7 @@ async def seed(client: httpx.AsyncClient, base: str, key: str, users: list[str])
 
 
 async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]:
+    auth = {"Authorization": f"Bearer {key}"}
     base = f"http://127.0.0.1:{port}"
     run = uuid.uuid4().hex[:6]
     steady_users = [f"er-{run}-s{i}" for i in range(int(args.steady / args.every))]
@@ -174,8 +175,8 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
     load = Load(args.pool_seconds, args.rate, args.seed)
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with (
-        httpx.AsyncClient(timeout=120, limits=limits) as load_client,
-        httpx.AsyncClient(timeout=120, limits=limits) as client,
+        httpx.AsyncClient(timeout=120, limits=limits, headers=auth) as load_client,
+        httpx.AsyncClient(timeout=120, limits=limits, headers=auth) as client,
     ):
         await seed(client, base, key, steady_users + burst_users)
         load_task = asyncio.create_task(load.run(load_client, f"{base}/v1/signals", key))

@@ -171,7 +171,7 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with (
         httpx.AsyncClient(timeout=60, limits=limits) as pub_client,
-        httpx.AsyncClient(timeout=60) as poll_client,
+        httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {key}"}) as poll_client,
     ):
         poll_task = asyncio.create_task(
             poller(poll_client, base, probes, args.poll_ms / 1000, stop)

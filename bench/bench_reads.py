@@ -98,10 +98,10 @@ def in_process(settings: Settings, users: list[str]) -> dict[str, Any]:
 
 
 def over_http(
-    home: Path, users: list[str], rate: float, seconds: float, port: int
+    home: Path, key: str, users: list[str], rate: float, seconds: float, port: int
 ) -> dict[str, Any]:
     n = int(rate * seconds)
-    features = [get_request(f"/v1/users/{quote(u)}/features") for u in users[:n]]
+    features = [get_request(f"/v1/users/{quote(u)}/features", key) for u in users[:n]]
     health = [get_request("/v1/health")] * n
     errors: list[int] = []
 
@@ -113,7 +113,7 @@ def over_http(
         ["serve", "--home", str(home), "--port", str(port)], port, server_env(home)
     )
     try:
-        warm = [get_request(f"/v1/users/{quote(u)}/features") for u in users[-500:]]
+        warm = [get_request(f"/v1/users/{quote(u)}/features", key) for u in users[-500:]]
         asyncio.run(open_loop(port, warm, rate, check=check))
         h1, h1_late = asyncio.run(open_loop(port, health, rate, check=check))
         f, f_late = asyncio.run(open_loop(port, features, rate, check=check))
@@ -148,14 +148,14 @@ def main() -> None:
     pin(CLIENT_CORE)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "hw"
-        prepare_home(home)
+        key = prepare_home(home)
         settings = Settings.from_env(home)
         activity = populate(settings, args.events)
         rng = random.Random(5)
         # Readers ask in proportion to activity: sample the users of random events.
         users = [rng.choice(activity) for _ in range(max(args.reads, int(args.rate * 12)))]
         local = in_process(settings, users[: args.reads])
-        remote = over_http(home, users, args.rate, args.seconds, args.port)
+        remote = over_http(home, key, users, args.rate, args.seconds, args.port)
     emit(
         "reads",
         {

@@ -122,10 +122,21 @@ def prepare(home: Path, events: int, users: int, items: int, active: int) -> lis
     return chosen
 
 
+def reader_key(home: Path) -> str:
+    """A key with the reader role (the recommendation service's)."""
+    from headwater.application import Application
+    from headwater.config import Settings
+
+    with Application(Settings.from_env(home)) as hw:
+        secret, _ = hw.keys.create("recommendations", roles=("reader",), kind="service")
+    return secret
+
+
 async def _request(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, key: str
 ) -> tuple[int, bytes]:
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    auth = f"Authorization: Bearer {key}\r\n"
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{auth}\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     length = 0
@@ -136,7 +147,7 @@ async def _request(
 
 
 async def load(
-    port: int, path_of: Any, count: int, rate: float, connections: int = 32
+    port: int, path_of: Any, count: int, rate: float, key: str, connections: int = 32
 ) -> tuple[list[float], list[dict[str, Any]]]:
     """``count`` requests at ``rate``/s, open loop, over keep-alive connections.
 
@@ -151,7 +162,7 @@ async def load(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while (job := await queue.get()) is not None:
             i, due = job
-            status, body = await _request(reader, writer, path_of(i))
+            status, body = await _request(reader, writer, path_of(i), key)
             latencies.append((time.perf_counter() - due) * 1000)
             if status != 200:
                 raise RuntimeError(f"{status}: {body[:200]!r}")
@@ -205,6 +216,7 @@ def main() -> None:
     try:
         began = time.perf_counter()
         active = prepare(home, args.events, args.users, args.items, args.active)
+        key = reader_key(home)
         setup_s = time.perf_counter() - began
         print(f"prepared in {setup_s:.1f}s", file=sys.stderr, flush=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
@@ -240,6 +252,7 @@ def main() -> None:
                 lambda i: f"/v1/users/{users[i]}/recommendations?k=20",
                 min(count, 500),
                 args.rate,
+                key,
             )
         )  # warm-up
         print("warmed up", file=sys.stderr, flush=True)
@@ -250,13 +263,14 @@ def main() -> None:
                 lambda i: f"/v1/users/{users[i]}/recommendations?k=20&surface=web",
                 count,
                 args.rate,
+                key,
             )
         )
         runs["recommendations"] = summary(reco)
-        health, _ = asyncio.run(load(port, lambda _i: "/v1/health", count, args.rate))
+        health, _ = asyncio.run(load(port, lambda _i: "/v1/health", count, args.rate, key))
         runs["baseline_health"] = summary(health)
         feats, _ = asyncio.run(
-            load(port, lambda i: f"/v1/users/{users[i]}/features", count, args.rate)
+            load(port, lambda i: f"/v1/users/{users[i]}/features", count, args.rate, key)
         )
         runs["features"] = summary(feats)
         emit(
