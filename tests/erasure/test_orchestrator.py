@@ -200,3 +200,47 @@ def test_regulatory_deadline_and_time_remaining(tmp_path: Path) -> None:
     runtime.close()
     bus.close()
     db.close()
+
+
+def test_every_attempt_is_kept_and_a_later_one_never_replaces_the_confirmation(
+    tmp_path: Path,
+) -> None:
+    db = open_control_database(f"sqlite:///{tmp_path / 'c.db'}")
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
+    ledger = ErasureLedger(db)
+    ledger.register_participant(Participant("store-a", "memory", 60.0))
+    orch = ErasureOrchestrator(ledger, bus, SubjectHasher(b"k" * 32))
+    request = orch.request("u5", legal_basis="gdpr-art17", requested_by="test")
+    rid = request.request_id
+
+    def attempt(ok: bool, removed: int, error: str = "") -> Confirmation:
+        return Confirmation(
+            request_id=rid,
+            participant="store-a",
+            store="memory",
+            method="delete",
+            rows_removed=removed,
+            rows_remaining=0 if ok else None,
+            verified_at=datetime.now(UTC),
+            ok=ok,
+            error=error,
+        )
+
+    ledger.confirm(attempt(False, 0, "store offline"))
+    ledger.confirm(attempt(True, 3))
+    ledger.confirm(attempt(True, 0))  # a retry that found nothing left
+    ledger.confirm(attempt(False, 0, "timeout"))  # a late failure
+
+    store = orch.audit(rid)["stores"][0]
+    assert store["status"] == "confirmed"
+    assert store["rows_removed"] == 3  # the confirmation that applied the erasure
+    assert store["error"] is None
+    assert [(a["attempt"], a["outcome"]) for a in store["history"]] == [
+        (1, "failed"),
+        (2, "applied"),
+        (3, "repeated"),
+        (4, "failed"),
+    ]
+    assert store["history"][0]["error"] == "store offline"
+    bus.close()
+    db.close()

@@ -16,6 +16,8 @@ import msgspec
 
 from headwater._time import format_time, now_text
 from headwater.control.base import ControlDatabase, ControlTransaction
+from headwater.erasure.attempts import SCHEMA as ATTEMPTS_SCHEMA
+from headwater.erasure.attempts import Attempt, attempts_of, record_attempt
 from headwater.erasure.events import Confirmation
 from headwater.errors import UnknownErasureRequestError
 
@@ -184,6 +186,7 @@ class ErasureLedger:
     def __init__(self, db: ControlDatabase) -> None:
         self._db = db
         db.ensure_schema(SCHEMA)
+        db.ensure_schema(ATTEMPTS_SCHEMA)
         db.ensure_columns("hw_erasure_requests", REQUEST_EXTRA_COLUMNS)
 
     # -- participants -------------------------------------------------------------------
@@ -256,7 +259,11 @@ class ErasureLedger:
             )
 
     def confirm(self, c: Confirmation) -> bool:
-        """Record a participant's confirmation (or failure); False if the task is unknown."""
+        """Record a participant's confirmation (or failure); False if the task is unknown.
+
+        Every call is an attempt in the store's history; the task keeps the confirmation
+        that applied the erasure, which no later attempt replaces.
+        """
         status = "confirmed" if c.ok and not c.rows_remaining else "failed"
         with self._db.transaction() as tx:
             rows = tx.execute(
@@ -265,11 +272,15 @@ class ErasureLedger:
             )
             if not rows:
                 return False
-            if rows[0][0] == "confirmed" and status != "confirmed":
-                return True  # a late failed retry never undoes a confirmation
+            if rows[0][0] == "confirmed":
+                # Already applied: a retry that found nothing, or failed, is history only.
+                record_attempt(tx, c, "repeated" if status == "confirmed" else "failed")
+                return True
+            record_attempt(tx, c, "applied" if status == "confirmed" else "failed")
             tx.execute(
                 "UPDATE hw_erasure_tasks SET status = ?, confirmed_at = ?, store = ?, "
-                "method = ?, rows_removed = ?, rows_remaining = ?, evidence = ?, error = ? "
+                "method = ?, rows_removed = ?, rows_remaining = ?, evidence = ?, error = ?, "
+                "next_retry_at = CASE WHEN ? = 'confirmed' THEN NULL ELSE next_retry_at END "
                 "WHERE request_id = ? AND participant = ?",
                 (
                     status,
@@ -280,11 +291,17 @@ class ErasureLedger:
                     c.rows_remaining,
                     json.dumps(c.evidence, default=str),
                     c.error or None,
+                    status,
                     c.request_id,
                     c.participant,
                 ),
             )
         return True
+
+    def attempts(self, request_id: str) -> dict[str, list[Attempt]]:
+        """Each store's attempts at a request, in order (the audit's history)."""
+        with self._db.transaction() as tx:
+            return attempts_of(tx, request_id)
 
     def get(self, request_id: str) -> RequestRecord:
         """One request with its tasks."""

@@ -268,6 +268,7 @@ class ErasureOrchestrator:
     def audit(self, request_id: str, now: datetime | None = None) -> dict[str, Any]:
         """The regulator's answer: the request and one row per store, never one pass/fail."""
         record = self.ledger.get(request_id)
+        attempts = self.ledger.attempts(request_id)
         now = now or datetime.now(UTC)
         deadline = datetime.fromisoformat(record.deadline)
         return {
@@ -287,5 +288,11 @@ class ErasureOrchestrator:
             "completed_at": record.completed_at,
             "confirmed": sum(t.status == "confirmed" for t in record.tasks),
             "outstanding": sum(t.status != "confirmed" for t in record.tasks),
-            "stores": [msgspec.to_builtins(t) for t in record.tasks],
+            "stores": [
+                {
+                    **msgspec.to_builtins(t),
+                    "history": msgspec.to_builtins(attempts.get(t.participant, [])),
+                }
+                for t in record.tasks
+            ],
         }
