@@ -182,13 +182,14 @@ def test_each_erasure_participant_runs_on_its_own(tmp_path: Path) -> None:
     from headwater.config import Settings
     from headwater.control import open_control_database
     from headwater.erasure.ledger import ErasureLedger
+    from headwater.erasure.subject import SubjectSealer
 
     home = tmp_path / "hw"
     for command in ("features", "platform-erasure", "batch-erasure"):
         result = runner.invoke(app, ["consume", command, "--home", str(home), "--until-idle"])
         assert result.exit_code == 0, result.output
     db = open_control_database(Settings.from_env(home).control_url)
-    names = {p.name for p in ErasureLedger(db).participants()}
+    names = {p.name for p in ErasureLedger(db, SubjectSealer(b"k" * 32)).participants()}
     db.close()
     assert {
         "online-features",

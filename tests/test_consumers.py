@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 from headwater.application import CONSUMERS, Application, expected_participants
 from headwater.cli import app as cli_app
 from headwater.config import Settings
-from headwater.erasure.ledger import ErasureLedger
 from headwater.runtime import Consumer
 from headwater.supervisor import COMPONENTS
 
@@ -72,7 +71,7 @@ def test_every_consumer_runs_as_its_own_process(home: Path) -> None:
         )
         assert done.returncode == 0, (spec.name, done.stderr[-2000:])
     with Application(Settings.from_env(home)) as app:
-        registered = {p.name for p in ErasureLedger(app.control).participants()}
+        registered = {p.name for p in app.ledger.participants()}
     assert registered == set(expected_participants())
 
 

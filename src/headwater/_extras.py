@@ -20,6 +20,7 @@ EXTRAS: dict[str, str] = {
     "uvicorn": "server",
     "uvloop": "server",
     "httptools": "server",
+    "cryptography": "server",
     "deltalake": "archive",
     "pyarrow": "archive",
     "duckdb": "archive",

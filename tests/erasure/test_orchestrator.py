@@ -18,7 +18,7 @@ from headwater.control import open_control_database
 from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.erasure.ledger import ErasureLedger, Participant
 from headwater.erasure.orchestrator import ErasureOrchestrator
-from headwater.erasure.subject import SubjectHasher
+from headwater.erasure.subject import SubjectHasher, SubjectSealer
 from headwater.errors import NoErasureParticipantsError, UnknownErasureRequestError
 from headwater.metrics import ERASURE_ALERTS
 from headwater.runtime import Consumer, ConsumerRuntime
@@ -90,7 +90,7 @@ def test_overdue_participant_is_retried_alerted_and_completes_when_back(
 ) -> None:
     url, received = webhook
     db = open_control_database(control_url)
-    ledger = ErasureLedger(db)
+    ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
     bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
     flaky, steady = Store(), Steady()
     runtimes = [
@@ -176,7 +176,9 @@ def test_overdue_participant_is_retried_alerted_and_completes_when_back(
 def test_no_participants_is_a_clear_error(tmp_path: Path) -> None:
     db = open_control_database(f"sqlite:///{tmp_path / 'c.db'}")
     bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
-    orch = ErasureOrchestrator(ErasureLedger(db), bus, SubjectHasher(b"k" * 32))
+    orch = ErasureOrchestrator(
+        ErasureLedger(db, SubjectSealer(b"k" * 32)), bus, SubjectHasher(b"k" * 32)
+    )
     with pytest.raises(NoErasureParticipantsError, match="no erasure participants"):
         orch.request("u1", legal_basis="gdpr-art17", requested_by="test")
     with pytest.raises(UnknownErasureRequestError):
@@ -188,7 +190,7 @@ def test_no_participants_is_a_clear_error(tmp_path: Path) -> None:
 def test_regulatory_deadline_and_time_remaining(tmp_path: Path) -> None:
     db = open_control_database(f"sqlite:///{tmp_path / 'c.db'}")
     bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
-    ledger = ErasureLedger(db)
+    ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
     runtime = ConsumerRuntime(bus, "s", Steady(), ledger=ledger)
     orch = ErasureOrchestrator(ledger, bus, SubjectHasher(b"k" * 32), deadline=timedelta(days=30))
     request = orch.request("u9", legal_basis="consent-withdrawn", requested_by="test")
@@ -207,7 +209,7 @@ def test_every_attempt_is_kept_and_a_later_one_never_replaces_the_confirmation(
 ) -> None:
     db = open_control_database(f"sqlite:///{tmp_path / 'c.db'}")
     bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
-    ledger = ErasureLedger(db)
+    ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
     ledger.register_participant(Participant("store-a", "memory", 60.0))
     orch = ErasureOrchestrator(ledger, bus, SubjectHasher(b"k" * 32))
     request = orch.request("u5", legal_basis="gdpr-art17", requested_by="test")

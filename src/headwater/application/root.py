@@ -37,7 +37,7 @@ from headwater.control import ControlDatabase, open_control_database
 from headwater.dedupe import IdempotencyWindow, open_idempotency_window
 from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.orchestrator import ErasureOrchestrator
-from headwater.erasure.subject import SubjectHasher, load_erasure_key
+from headwater.erasure.subject import SubjectHasher, SubjectSealer, load_erasure_key
 from headwater.erasure.tombstones import TombstoneFilter
 from headwater.errors import BackendUnavailableError
 from headwater.features.engine import FeatureEngine
@@ -251,7 +251,11 @@ class Application:
     @property
     def ledger(self) -> ErasureLedger:
         """Erasure requests, participants and their confirmations."""
-        return self._once("ledger", lambda: ErasureLedger(self.control))
+        return self._once("ledger", self._new_ledger)
+
+    def _new_ledger(self) -> ErasureLedger:
+        sealer = SubjectSealer(load_erasure_key(self.settings.home))
+        return ErasureLedger(self.control, sealer)
 
     @property
     def hasher(self) -> SubjectHasher:

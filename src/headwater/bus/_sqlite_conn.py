@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from headwater._sqlite import connect
 from headwater.errors import BusError
 
 __all__ = ["LogConnection"]
@@ -33,13 +34,8 @@ class LogConnection:
         self.lock = threading.RLock()
         self._writer = _writer_lock(path)
         try:
-            self.conn = sqlite3.connect(
-                path, timeout=60.0, isolation_level=None, check_same_thread=False
-            )
-            self.conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is fsynced before publish returns (durable acknowledgement).
-            self.conn.execute(f"PRAGMA synchronous={synchronous}")
-            self.conn.execute("PRAGMA busy_timeout=60000")
+            self.conn = connect(path, synchronous=synchronous)
             self.conn.execute(f"PRAGMA cache_size=-{cache_kb}")
         except sqlite3.Error as exc:
             raise BusError(f"cannot open the SQLite bus at {path}: {exc}") from exc

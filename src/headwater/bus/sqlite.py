@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from headwater._duration import parse_duration
+from headwater._sqlite import scrub
 from headwater._url import sqlite_path
 from headwater.bus._options import BusOptions
 from headwater.bus._sqlite_conn import LogConnection
@@ -326,12 +327,11 @@ class SqliteBus(Bus):
         return counts
 
     def _scrub(self) -> None:
-        # Old page images of the rewritten rows may linger in the WAL and in free pages:
-        # checkpoint the WAL into the main file, then overwrite freed pages.
+        # Freed pages are zeroed (secure_delete); old page images of the rewritten rows
+        # linger in the WAL until it is checkpointed and truncated.
         with self._db.lock:
             try:
-                self._db.conn.execute("PRAGMA secure_delete=ON")
-                self._db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                scrub(self._db.conn)
             except sqlite3.Error as exc:
                 raise BusError(f"SQLite bus: checkpoint after purge failed: {exc}") from exc
 

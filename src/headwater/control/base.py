@@ -38,6 +38,11 @@ class ControlDatabase(Protocol):
         by an earlier version; existing rows take the default."""
         ...
 
+    def scrub(self, tables: Sequence[str]) -> dict[str, object]:
+        """Make rows deleted from ``tables`` unrecoverable from the database's files (an
+        erasure calls this after its deletes); returns what was done, for the audit."""
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...

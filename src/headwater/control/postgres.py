@@ -88,6 +88,19 @@ class PostgresControlDatabase:
             for name, ddl in columns.items():
                 tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ddl}")
 
+    def scrub(self, tables: Sequence[str]) -> dict[str, object]:
+        """``VACUUM`` the tables: their dead row versions (what an UPDATE or DELETE left
+        behind) are removed from the heap and its indexes."""
+        import psycopg
+
+        with self._lock:
+            try:
+                for table in tables:
+                    self._conn.execute(f"VACUUM {table}")
+            except psycopg.Error as exc:
+                raise ControlPlaneError(f"control plane (postgresql): VACUUM: {exc}") from exc
+        return {"vacuumed": list(tables)}
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from headwater._sqlite import connect, scrub
 from headwater._url import sqlite_path
 from headwater.control.base import Row
 from headwater.errors import ControlPlaneError
@@ -34,12 +35,7 @@ class SqliteControlDatabase:
         self._path = sqlite_path(url)
         self._lock = threading.RLock()
         try:
-            self._conn = sqlite3.connect(
-                self._path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn = connect(self._path, synchronous="FULL", busy_ms=30_000)
         except sqlite3.Error as exc:
             raise ControlPlaneError(f"cannot open control plane {url}: {exc}") from exc
 
@@ -77,6 +73,21 @@ class SqliteControlDatabase:
             for name, ddl in columns.items():
                 if name not in have:
                     tx.execute(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
+
+    def scrub(self, tables: Sequence[str]) -> dict[str, object]:
+        """Deleted rows are zeroed in place (``secure_delete``); this empties the
+        write-ahead log that still holds their old page images."""
+        with self._lock:
+            try:
+                wal_bytes = scrub(self._conn)
+            except sqlite3.Error as exc:
+                raise ControlPlaneError(f"control plane (sqlite): {exc}") from exc
+        return {
+            "tables": list(tables),
+            "secure_delete": True,
+            "wal_truncated": True,
+            "wal_bytes_truncated": wal_bytes,
+        }
 
     def close(self) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
+from headwater._sqlite import connect
 from headwater._url import sqlite_path
 from headwater.dedupe.base import Claim, Pending
 from headwater.errors import BackendError
@@ -34,14 +35,9 @@ class SqliteIdempotencyWindow:
         self._lock = threading.Lock()
         self._last_sweep = 0.0
         try:
-            self._conn = sqlite3.connect(
-                sqlite_path(url), timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL is enough: a window lost in a power cut only lets a retry through, and
             # every consumer is idempotent by event id anyway.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn = connect(sqlite_path(url), synchronous="NORMAL", busy_ms=30_000)
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS hw_dedupe (event_id TEXT PRIMARY KEY, "
                 "user_id TEXT NOT NULL, accepted_ms INTEGER NOT NULL) WITHOUT ROWID"

@@ -1,8 +1,9 @@
 """The erasure ledger: requests, participants, per-participant tasks, tombstones.
 
 Kept in the control plane (SQLite or PostgreSQL). The raw user id is kept only while
-a request is open (retries need it) and wiped when every participant has confirmed;
-from then on the audit names the user by its keyed hash only.
+a request is open (retries and the verification need it), sealed (encrypted, see
+``SubjectSealer``) so no version of the row ever holds it in clear, and wiped when
+the request completes; from then on the audit names the user by its keyed hash only.
 """
 
 from __future__ import annotations
@@ -12,16 +13,28 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
-
 from headwater._time import format_time, now_text
 from headwater.control.base import ControlDatabase, ControlTransaction
 from headwater.erasure.attempts import SCHEMA as ATTEMPTS_SCHEMA
 from headwater.erasure.attempts import Attempt, attempts_of, record_attempt
 from headwater.erasure.events import Confirmation
+from headwater.erasure.records import (
+    REQUEST_COLUMNS,
+    REQUEST_EXTRA_COLUMNS,
+    TASK_COLUMNS,
+    Participant,
+    RequestRecord,
+    TaskRecord,
+    request_from_row,
+    task_from_row,
+)
+from headwater.erasure.subject import SubjectSealer
 from headwater.errors import UnknownErasureRequestError
 
 __all__ = ["ErasureLedger", "Participant", "RequestRecord", "TaskRecord"]
+
+#: The tables that hold a raw user id or a user's records while a request is open.
+SCRUBBED_TABLES = ("hw_erasure_requests",)
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS hw_erasure_requests (
@@ -71,120 +84,12 @@ def _now() -> str:
     return now_text()
 
 
-class Participant(msgspec.Struct, frozen=True):
-    """A store erasure must reach, and how soon it must confirm."""
-
-    name: str
-    store: str
-    confirm_within_s: float
-
-
-class TaskRecord(msgspec.Struct):
-    """One participant's part of one request."""
-
-    participant: str
-    status: str  # pending | confirmed | failed | overdue
-    attempts: int
-    due_at: str
-    next_retry_at: str | None
-    confirmed_at: str | None
-    store: str | None
-    method: str | None
-    rows_removed: int | None
-    rows_remaining: int | None
-    evidence: dict[str, Any] | None
-    error: str | None
-    alerted_at: str | None
-
-
-class RequestRecord(msgspec.Struct):
-    """One erasure request and its tasks."""
-
-    request_id: str
-    subject_hash: str
-    user_id: str | None
-    legal_basis: str
-    received_at: str
-    deadline: str
-    status: str  # open | completed
-    completed_at: str | None
-    tasks: list[TaskRecord]
-    reference: str | None = None  # a ticket or case id
-    requested_by: str = ""  # the principal (team or service) whose key asked
-
-
-_REQUEST_COLUMNS = (
-    "request_id, subject_hash, user_id, reason, received_at, deadline, status, completed_at, "
-    "reference, requested_by"
-)
-#: Added after the first release.
-REQUEST_EXTRA_COLUMNS = {
-    "reference": "TEXT",
-    "requested_by": "TEXT NOT NULL DEFAULT ''",
-}
-
-
-def _request(row: Sequence[Any], tasks: list[TaskRecord]) -> RequestRecord:
-    rid, subject, user, basis, received, deadline, status, completed, ref, by = row
-    return RequestRecord(
-        str(rid),
-        str(subject),
-        user,
-        str(basis),
-        str(received),
-        str(deadline),
-        str(status),
-        completed,
-        tasks,
-        ref,
-        str(by),
-    )
-
-
-_TASK_COLUMNS = (
-    "participant, status, attempts, due_at, next_retry_at, confirmed_at, store, "
-    "method, rows_removed, rows_remaining, evidence, error, alerted_at"
-)
-
-
-def _task(row: Sequence[Any]) -> TaskRecord:
-    (
-        participant,
-        status,
-        attempts,
-        due,
-        retry,
-        confirmed,
-        store,
-        method,
-        removed,
-        remaining,
-        evidence,
-        error,
-        alerted,
-    ) = row
-    return TaskRecord(
-        participant=participant,
-        status=status,
-        attempts=int(attempts),
-        due_at=due,
-        next_retry_at=retry,
-        confirmed_at=confirmed,
-        store=store,
-        method=method,
-        rows_removed=None if removed is None else int(removed),
-        rows_remaining=None if remaining is None else int(remaining),
-        evidence=json.loads(evidence) if evidence else None,
-        error=error,
-        alerted_at=alerted,
-    )
-
-
 class ErasureLedger:
     """Durable state of every erasure request."""
 
-    def __init__(self, db: ControlDatabase) -> None:
+    def __init__(self, db: ControlDatabase, sealer: SubjectSealer) -> None:
         self._db = db
+        self._sealer = sealer
         db.ensure_schema(SCHEMA)
         db.ensure_schema(ATTEMPTS_SCHEMA)
         db.ensure_columns("hw_erasure_requests", REQUEST_EXTRA_COLUMNS)
@@ -230,12 +135,13 @@ class ErasureLedger:
         """A new open request with one pending task per participant, and the tombstone."""
         with self._db.transaction() as tx:
             tx.execute(
-                f"INSERT INTO hw_erasure_requests ({_REQUEST_COLUMNS}) "
+                "INSERT INTO hw_erasure_requests (request_id, subject_hash, user_id, reason, "
+                "received_at, deadline, status, completed_at, reference, requested_by) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'open', NULL, ?, ?)",
                 (
                     request_id,
                     subject_hash,
-                    user_id,
+                    self._sealer.seal(user_id, request_id),
                     legal_basis,
                     format_time(received_at),
                     format_time(deadline),
@@ -244,7 +150,11 @@ class ErasureLedger:
                 ),
             )
             for p in participants:
-                due = datetime.fromtimestamp(received_at.timestamp() + p.confirm_within_s, UTC)
+                # A store is chased at its own pace, but never later than the deadline.
+                due = min(
+                    datetime.fromtimestamp(received_at.timestamp() + p.confirm_within_s, UTC),
+                    deadline,
+                )
                 tx.execute(
                     "INSERT INTO hw_erasure_tasks (request_id, participant, status, attempts, "
                     "due_at) VALUES (?, ?, 'pending', 1, ?)",
@@ -306,38 +216,43 @@ class ErasureLedger:
     def get(self, request_id: str) -> RequestRecord:
         """One request with its tasks."""
         rows = self._db.execute(
-            f"SELECT {_REQUEST_COLUMNS} FROM hw_erasure_requests WHERE request_id = ?",
+            f"SELECT {REQUEST_COLUMNS} FROM hw_erasure_requests WHERE request_id = ?",
             (request_id,),
         )
         if not rows:
             raise UnknownErasureRequestError(f"no erasure request {request_id!r}")
         tasks = [
-            _task(r)
+            task_from_row(r)
             for r in self._db.execute(
-                f"SELECT {_TASK_COLUMNS} FROM hw_erasure_tasks WHERE request_id = ? "
+                f"SELECT {TASK_COLUMNS} FROM hw_erasure_tasks WHERE request_id = ? "
                 "ORDER BY participant",
                 (request_id,),
             )
         ]
-        return _request(rows[0], tasks)
+        return self._request(rows[0], tasks)
+
+    def _request(self, row: Sequence[Any], tasks: list[TaskRecord]) -> RequestRecord:
+        stored = row[2]
+        user_id = None if stored is None else self._sealer.open(str(stored), str(row[0]))
+        return request_from_row(row, tasks, user_id)
 
     def open_requests(self, *, limit: int = 10_000) -> list[RequestRecord]:
         """Open requests with their tasks, newest first: two queries, not two per request."""
         with self._db.transaction() as tx:
             rows = tx.execute(
-                f"SELECT {_REQUEST_COLUMNS} FROM hw_erasure_requests WHERE status = 'open' "
+                f"SELECT {REQUEST_COLUMNS} FROM hw_erasure_requests WHERE status = 'open' "
                 "ORDER BY received_at DESC LIMIT ?",
                 (limit,),
             )
             task_rows = tx.execute(
-                f"SELECT request_id, {_TASK_COLUMNS} FROM hw_erasure_tasks WHERE request_id "
+                f"SELECT request_id, {TASK_COLUMNS} FROM hw_erasure_tasks WHERE request_id "
                 "IN (SELECT request_id FROM hw_erasure_requests WHERE status = 'open') "
                 "ORDER BY participant"
             )
         tasks: dict[str, list[TaskRecord]] = {}
         for row in task_rows:
-            tasks.setdefault(str(row[0]), []).append(_task(row[1:]))
-        return [_request(row, tasks.get(str(row[0]), [])) for row in rows]
+            tasks.setdefault(str(row[0]), []).append(task_from_row(row[1:]))
+        return [self._request(row, tasks.get(str(row[0]), [])) for row in rows]
 
     def request_ids(self, *, status: str | None = None, limit: int = 1000) -> list[str]:
         """Request ids, newest first, optionally of one status."""
@@ -379,16 +294,48 @@ class ErasureLedger:
             (*fields.values(), request_id, participant),
         )
 
+    def warned(self, request_id: str, fraction: float) -> None:
+        """Note that the warning at ``fraction`` of the time to the deadline went out."""
+        self._db.execute(
+            "UPDATE hw_erasure_requests SET warned_fraction = ? WHERE request_id = ?",
+            (fraction, request_id),
+        )
+
+    def deadline_alerted(self, request_id: str, at: datetime) -> None:
+        """Note that the alert for a passed deadline went out."""
+        self._db.execute(
+            "UPDATE hw_erasure_requests SET deadline_alerted_at = ? WHERE request_id = ?",
+            (format_time(at), request_id),
+        )
+
+    def refuse(self, c: Confirmation) -> None:
+        """A confirmed store whose verification found residue: back to failed (the
+        orchestrator sends the erasure again); the finding is an attempt of its own."""
+        with self._db.transaction() as tx:
+            record_attempt(tx, c, "refused")
+            tx.execute(
+                "UPDATE hw_erasure_tasks SET status = 'failed', confirmed_at = NULL, "
+                "error = ? WHERE request_id = ? AND participant = ?",
+                (c.error, c.request_id, c.participant),
+            )
+
+    def verified(self, request_id: str, findings: dict[str, Any], at: datetime) -> None:
+        """Keep the verification's findings and wipe the raw user id: from here on the
+        request needs nothing but its keyed hash."""
+        self._db.execute(
+            "UPDATE hw_erasure_requests SET verification = ?, verified_at = ?, user_id = NULL "
+            "WHERE request_id = ?",
+            (json.dumps(findings, default=str), format_time(at), request_id),
+        )
+
+    def scrub(self) -> dict[str, object]:
+        """Remove the wiped ids' old row versions from the control plane's files."""
+        return self._db.scrub(SCRUBBED_TABLES)
+
     def complete(self, request_id: str) -> None:
         """Close a request whose every task is confirmed; the raw user id is wiped."""
         with self._db.transaction() as tx:
             _complete(tx, request_id)
-
-    def forget_subject_id(self, request_id: str) -> None:
-        """Drop the raw user id of a request (kept hashed)."""
-        self._db.execute(
-            "UPDATE hw_erasure_requests SET user_id = NULL WHERE request_id = ?", (request_id,)
-        )
 
     def tombstones(self) -> dict[str, int]:
         """subject hash -> erasure time (ms) of every erased user."""

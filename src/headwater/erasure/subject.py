@@ -7,15 +7,17 @@ without the key, nobody can test candidate ids against the stored hashes.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
 import secrets
 from pathlib import Path
 
-from headwater.errors import ConfigurationError
+from headwater._extras import needs_extra
+from headwater.errors import ConfigurationError, ErasureError
 
-__all__ = ["SubjectHasher", "load_erasure_key"]
+__all__ = ["SubjectHasher", "SubjectSealer", "load_erasure_key"]
 
 
 def load_erasure_key(home: Path) -> bytes:
@@ -58,3 +60,47 @@ class SubjectHasher:
                 self._cache.clear()
             self._cache[user_id] = found
         return found
+
+
+_SEALED = "sealed:v1:"
+
+
+class SubjectSealer:
+    """The raw user id of an open request, encrypted for the control plane (AES-GCM).
+
+    The ledger needs the raw id until the request completes (retries and the verification
+    search for it), but the control plane's database keeps old row versions (PostgreSQL's
+    dead tuples, its WAL, backups) beyond any ``UPDATE``: what it stores is therefore this
+    ciphertext, bound to its request id, never the id in clear. The key is derived from
+    the erasure key; the ciphertext is wiped when the request completes.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        with needs_extra():
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        derived = hmac.new(key, b"headwater: sealed subject ids v1", hashlib.sha256).digest()
+        self._aead = AESGCM(derived)
+
+    def seal(self, user_id: str, request_id: str) -> str:
+        """The text the ledger stores for ``user_id`` of ``request_id``."""
+        nonce = os.urandom(12)
+        box = self._aead.encrypt(nonce, user_id.encode(), request_id.encode())
+        return _SEALED + base64.urlsafe_b64encode(nonce + box).decode()
+
+    def open(self, stored: str, request_id: str) -> str:
+        """The raw user id back from :meth:`seal`'s text.
+
+        A value stored before sealing existed (clear text) is returned as it is.
+        """
+        if not stored.startswith(_SEALED):
+            return stored
+        from cryptography.exceptions import InvalidTag
+
+        raw = base64.urlsafe_b64decode(stored[len(_SEALED) :])
+        try:
+            return self._aead.decrypt(raw[:12], raw[12:], request_id.encode()).decode()
+        except InvalidTag:
+            raise ErasureError(
+                f"request {request_id}: its subject id cannot be opened with this erasure "
+                "key (every process must share HEADWATER_ERASURE_KEY)"
+            ) from None

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from headwater._sqlite import connect
 from headwater._url import sqlite_path
 from headwater.errors import FencedError, OnlineStoreError
 from headwater.online.base import Position
@@ -39,16 +40,11 @@ class SqliteOnlineStore:
         self.url = url
         self._lock = threading.RLock()
         try:
-            self._conn = sqlite3.connect(
-                sqlite_path(url), timeout=60.0, isolation_level=None, check_same_thread=False
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
             # Feature rows are derived from the bus and committed atomically with the
             # group's positions: a power loss that drops the last commits rolls rows and
             # positions back together, and the consumer re-applies those records. So a
             # row write need not wait for an fsync; deletes (erasure) do (``_synced``).
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA busy_timeout=60000")
+            self._conn = connect(sqlite_path(url), synchronous="NORMAL")
             # Random-key upserts into a large table need the pages in memory.
             self._conn.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
             # A consumer batch rewrites rows on thousands of random pages. Checkpoint

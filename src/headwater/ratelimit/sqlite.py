@@ -6,6 +6,7 @@ import sqlite3
 import threading
 import time
 
+from headwater._sqlite import connect
 from headwater._url import redacted, sqlite_path
 from headwater.errors import BackendError, BackendUnavailableError
 from headwater.ratelimit.base import Bucket, refused, take_from
@@ -40,17 +41,9 @@ class SqliteRateLimiter:
         self.url = url
         self._lock = threading.Lock()
         try:
-            self._conn = sqlite3.connect(
-                sqlite_path(url),
-                timeout=_BUSY_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
             # Bucket state is not worth an fsync: a crash loses at most the last spends,
             # and buckets refill within seconds anyway.
-            self._conn.execute("PRAGMA synchronous=OFF")
-            self._conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+            self._conn = connect(sqlite_path(url), synchronous="OFF", busy_ms=_BUSY_MS)
             self._conn.execute(_SCHEMA)
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc

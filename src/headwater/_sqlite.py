@@ -1,0 +1,76 @@
+"""SQLite connections as every embedded store opens them, and the scrub after an erasure.
+
+Every file headwater keeps in SQLite may hold a user's data, so every connection sets
+``secure_delete`` itself (whatever the library was compiled with): a deleted row's bytes,
+and the free space of its page, are overwritten with zeros instead of staying on disk.
+The old page images still sit in the write-ahead log until a checkpoint copies the new
+ones back; :func:`scrub` checkpoints and truncates the log, so after an erasure neither
+file holds what was removed (``tests/erasure/test_bytes.py`` scans them).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+__all__ = ["ScrubIncompleteError", "connect", "database_file", "scrub"]
+
+#: How long :func:`scrub` waits for readers that still use the write-ahead log.
+SCRUB_WAIT_S = 30.0
+
+
+class ScrubIncompleteError(sqlite3.OperationalError):
+    """The write-ahead log could not be emptied: readers held it past the wait."""
+
+
+def connect(path: str, *, synchronous: str = "NORMAL", busy_ms: int = 60_000) -> sqlite3.Connection:
+    """A connection in autocommit mode with WAL, ``secure_delete`` and a busy timeout."""
+    conn = sqlite3.connect(
+        path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+        conn.execute("PRAGMA secure_delete=ON")
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
+def scrub(conn: sqlite3.Connection, *, wait_s: float = SCRUB_WAIT_S) -> int:
+    """Copy the write-ahead log into the main file and truncate it to zero bytes.
+
+    Returns the size in bytes the log had. Readers of other connections pin the log while
+    they read; the checkpoint is retried until they let go, and
+    :class:`ScrubIncompleteError` is raised if they hold it past ``wait_s``.
+    """
+    wal = f"{database_file(conn)}-wal"
+    size = os.path.getsize(wal) if os.path.exists(wal) else 0
+    (busy_ms,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    deadline = time.monotonic() + wait_s
+    try:
+        # The checkpoint itself waits on the busy handler: keep each attempt short.
+        conn.execute("PRAGMA busy_timeout=100")
+        while True:
+            (busy, _log, _done) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy == 0:
+                return size
+            if time.monotonic() >= deadline:
+                raise ScrubIncompleteError(
+                    f"the write-ahead log of {database_file(conn)} is still in use after "
+                    f"{wait_s:.0f}s; the erased rows' old page images remain in it"
+                )
+            time.sleep(0.05)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+
+
+def database_file(conn: sqlite3.Connection) -> str:
+    """The main file of ``conn`` (for messages)."""
+    for _seq, name, file in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return os.fspath(file) or ":memory:"
+    return "?"
