@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, peak_rss_mb
 from headwater.archive import ARCHIVE_SCHEMA, ArchiveTable
 from headwater.demo.traffic import BRANDS, CATEGORIES
+from headwater.erasure.subject import SubjectHasher
 
 # The demo teams' event mix, as 100 slots; surfaces weighted like the demo's team cycle.
 _TYPES = (
@@ -214,7 +215,11 @@ def run_batch(root: Path, erasure: bool) -> dict[str, Any]:
                 "GROUP BY user_id ORDER BY count(*) DESC LIMIT 1 OFFSET 100"
             ).fetchall()[0][0]
         archive = ArchiveConsumer(
-            table, ErasureLedger(archive_url), retention_hours=168, vacuum_interval_s=None
+            table,
+            ErasureLedger(archive_url),
+            SubjectHasher(b"bench-key" * 4),
+            retention_hours=168,
+            vacuum_interval_s=None,
         )
         event = ErasureEvent(request_id="bench", user_id=user, requested_at=datetime.now(UTC))
         began = time.perf_counter()

@@ -56,6 +56,31 @@ class RedisConnection:
         except self._errors as exc:
             raise self._error(f"{self.what} at {redacted(self.url)}: {exc}") from exc
 
+    def persistence(self) -> dict[str, object]:
+        """What the server keeps on disk of deleted keys, for an erasure's evidence.
+
+        A deleted key is gone from memory at once; an RDB snapshot or the append-only
+        file written before still holds it until the next snapshot or AOF rewrite. This
+        reports the server's settings (or that they cannot be read, as on managed
+        services that disable ``CONFIG``); rewriting them is the operator's.
+        """
+        try:
+            found = self.client.config_get("save")
+            found.update(self.client.config_get("appendonly"))
+        except self._errors as exc:
+            return {"server_persistence": f"unknown ({exc}); see docs/erasure.md"}
+        save = str(found.get("save", "")).strip()
+        aof = str(found.get("appendonly", "no")).strip()
+        if not save and aof == "no":
+            return {"server_persistence": "none: deleted keys exist in memory only"}
+        return {
+            "server_persistence": "rdb snapshots and/or append-only file",
+            "save": save,
+            "appendonly": aof,
+            "note": "copies written before the erasure remain until the next snapshot or AOF "
+            "rewrite (docs/erasure.md)",
+        }
+
     def close(self) -> None:
         """Release the connection pool."""
         self.client.close()

@@ -10,6 +10,7 @@ from typing import Any
 from headwater.bus.base import KIND_SIGNAL, Record, partition_for
 from headwater.contract.signal import Signal, encode_signal
 from headwater.demo.traffic import item_brand, item_category
+from headwater.erasure.subject import SubjectHasher
 
 START = date(2026, 3, 1)
 TYPES = (
@@ -25,6 +26,9 @@ TYPES = (
     "rating",
     "dismiss",
 )
+
+#: The keyed hash the tests' archive consumers write and erase by.
+SUBJECT = SubjectHasher(b"k" * 32)
 
 
 def signal(

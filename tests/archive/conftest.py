@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
+from tests.archive._history import SUBJECT
 
 
 @pytest.fixture
@@ -20,6 +21,7 @@ def consumer(archive_url: str) -> Iterator[ArchiveConsumer]:
     c = ArchiveConsumer(
         ArchiveTable(archive_url),
         ErasureLedger(archive_url),
+        SUBJECT,
         retention_hours=0,
         vacuum_interval_s=None,
     )

@@ -24,7 +24,7 @@ from headwater.bus import Message, Record, open_bus
 from headwater.contract.signal import encode_signal
 from headwater.errors import FencedError
 from headwater.runtime import ConsumerRuntime
-from tests.archive._history import START, history, records, signal
+from tests.archive._history import START, SUBJECT, history, records, signal
 
 
 def test_rows_land_in_day_partitions_with_extracted_columns(consumer: ArchiveConsumer) -> None:
@@ -89,7 +89,7 @@ def test_killed_runtime_resumes_without_duplicates(tmp_path: Path, archive_url: 
 
     def runtime() -> tuple[ConsumerRuntime, ArchiveConsumer]:
         c = ArchiveConsumer(
-            ArchiveTable(archive_url), ErasureLedger(archive_url), vacuum_interval_s=None
+            ArchiveTable(archive_url), ErasureLedger(archive_url), SUBJECT, vacuum_interval_s=None
         )
         return ConsumerRuntime(open_bus(bus_url), "archive", c, batch_size=200), c
 
@@ -113,7 +113,7 @@ def test_buffered_bus_gathers_polls_into_large_commits(tmp_path: Path, archive_u
         chunk = sent[start : start + 50]
         bus.publish([Message(s.user_id, encode_signal(s)) for s in chunk])
     c = ArchiveConsumer(
-        ArchiveTable(archive_url), ErasureLedger(archive_url), vacuum_interval_s=None
+        ArchiveTable(archive_url), ErasureLedger(archive_url), SUBJECT, vacuum_interval_s=None
     )
     buffered = BufferedBus(open_bus(bus_url), max_records=600, max_wait_s=0.3)
     rt = ConsumerRuntime(buffered, "archive", c, batch_size=600, poll_timeout=0.2)
@@ -179,8 +179,8 @@ def test_an_owner_that_lost_the_partition_cannot_commit(tmp_path: Path) -> None:
     # recorded positions, the new one committed meanwhile. The old commit is refused
     # whole (Delta's check on the partition's transaction id), so nothing is archived twice.
     root = str(tmp_path / "archive")
-    old = ArchiveConsumer(ArchiveTable(root), ErasureLedger(root))
-    new = ArchiveConsumer(ArchiveTable(root), ErasureLedger(root))
+    old = ArchiveConsumer(ArchiveTable(root), ErasureLedger(root), SUBJECT)
+    new = ArchiveConsumer(ArchiveTable(root), ErasureLedger(root), SUBJECT)
     batch = records(history(40, days=1))
     snapshot = old.table.table()
     old.table.transaction_versions([old.app_id(p) for p in {r.partition for r in batch}], snapshot)
@@ -188,7 +188,7 @@ def test_an_owner_that_lost_the_partition_cannot_commit(tmp_path: Path) -> None:
     stale = old.table
     with pytest.raises(FencedError):
         stale.append(
-            signals_to_arrow(history(3, days=1)),
+            signals_to_arrow(history(3, days=1), SUBJECT),
             transactions={old.app_id(batch[0].partition): 999},
             snapshot=snapshot,
         )

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 
-from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
+from headwater._time import format_time
+from headwater.archive import (
+    ARCHIVE_SCHEMA,
+    ArchiveConsumer,
+    ArchiveTable,
+    ErasureLedger,
+    signals_to_arrow,
+)
 from headwater.bus import Message, open_bus
 from headwater.contract.signal import encode_signal
 from headwater.erasure.events import Confirmation, ErasureEvent, encode_erasure
 from headwater.runtime import ConsumerRuntime
-from tests.archive._history import history, records
+from tests.archive._history import SUBJECT, history, records
 
 VICTIM = "u001"
 
@@ -38,6 +45,7 @@ def _keeping_files(archive_url: str) -> ArchiveConsumer:
     return ArchiveConsumer(
         ArchiveTable(archive_url),
         ErasureLedger(archive_url),
+        SUBJECT,
         retention_hours=168,
         vacuum_interval_s=None,
     )
@@ -68,57 +76,57 @@ def test_erase_deletes_verifies_records_partitions(archive_url: str) -> None:
     assert entry is not None
     assert entry.partitions == days
     assert entry.rows_removed == len(mine)
-    assert conf.evidence["physically_removed_by"] is None
-    assert "no vacuum is scheduled" in conf.evidence["physical_removal"]
-
-
-def test_retention_zero_vacuums_at_once_and_leaves_no_trace(
-    consumer: ArchiveConsumer, archive_url: str
-) -> None:
-    consumer.handle(records(history(400, days=4)))
-    before = DeltaTable(consumer.table.uri).version()
-    (conf,) = consumer.erase(_erasure())
-    assert conf.evidence["vacuumed_at"] is not None
-    assert conf.evidence["physically_removed_by"] == conf.evidence["vacuumed_at"]
+    # Even with a week's retention, the files that held the rows are gone at once, and
+    # no byte of the table's directory (data files, Delta log) names the user.
     assert conf.evidence["files_removed"] > 0
-    # The old version is gone for good: time travel to it fails.
-    with pytest.raises(Exception, match=r"(?i)not found|no such file|failed|error"):
-        DeltaTable(consumer.table.uri, version=before).to_pyarrow_table()
-    # Neither data files nor the Delta log (the DELETE predicate) name the user any more.
-    assert _files_naming(consumer.table.uri, VICTIM) == []
+    assert conf.evidence["predicate"].startswith("by subject")
     assert _files_naming(archive_url, VICTIM) == []
-    erased_at = consumer.ledger.erasure("req-1").erased_at  # type: ignore[union-attr]
-    assert consumer.ledger.physically_removed_at(erased_at) is not None
+    assert _files_naming(archive_url, SUBJECT(VICTIM)) != []  # the predicate's keyed hash
+    assert consumer.ledger.physically_removed_at(entry) == entry.erased_at
 
 
-def test_with_retention_the_confirmation_says_when_files_will_go(archive_url: str) -> None:
+def test_no_version_before_the_erasure_can_be_read_back(archive_url: str) -> None:
     c = ArchiveConsumer(
         ArchiveTable(archive_url),
         ErasureLedger(archive_url),
+        SUBJECT,
         retention_hours=168,
         vacuum_interval_s=3600,
     )
     c.handle(records(history(300, days=3)))
+    c.table.compact(sorted(c.table.days()))  # old, unreferenced files that hold the user
     before = c.table.version()
     (conf,) = c.erase(_erasure())
-    ev = conf.evidence
-    assert ev["vacuumed_at"] is None
-    removed_by = datetime.fromisoformat(ev["physically_removed_by"].replace("Z", "+00:00"))
-    expected = conf.verified_at + timedelta(hours=168, seconds=3600)
-    assert abs((removed_by - expected).total_seconds()) < 5
-    assert "old files stay" in ev["physical_removal"]
-    # Honest: until then the previous version is still readable (time travel).
-    old = DeltaTable(c.table.uri, version=before).to_pyarrow_table(columns=["user_id"])
-    assert VICTIM in set(old.column("user_id").to_pylist())
-    erased_at = c.ledger.erasure("req-1").erased_at  # type: ignore[union-attr]
-    assert c.ledger.physically_removed_at(erased_at) is None
-    # A vacuum with the 7-day retention removes nothing yet; an explicit zero does.
-    assert c.vacuum().removed_files == []
-    assert c.ledger.physically_removed_at(erased_at) is None
-    report = c.vacuum(retention_hours=0)
-    assert report.removed_files
-    assert c.ledger.physically_removed_at(erased_at) == report.vacuumed_at
-    assert _files_naming(c.table.uri, VICTIM) == []
+    entry = c.ledger.erasure("req-1")
+    assert entry is not None
+    assert conf.evidence["physically_removed_at"] == format_time(entry.erased_at)
+    # Time travel to before the erasure fails: its files are gone.
+    with pytest.raises(Exception, match=r"(?i)not found|no such file|failed|error"):
+        DeltaTable(c.table.uri, version=before).to_pyarrow_table(columns=["user_id"])
+    assert _files_naming(archive_url, VICTIM) == []
+    # Other users' rows are intact, and the retention's vacuum still runs for other files.
+    assert c.table.read(["user_id"]).num_rows == 300 - conf.rows_removed
+    c.vacuum(retention_hours=0)
+    assert c.table.read(["user_id"]).num_rows == 300 - conf.rows_removed
+
+
+def test_rows_written_before_the_subject_column_are_erased_without_naming_the_user(
+    archive_url: str,
+) -> None:
+    legacy = ARCHIVE_SCHEMA.remove(ARCHIVE_SCHEMA.get_field_index("subject"))
+    old = ArchiveTable(archive_url, schema=legacy)
+    rows = signals_to_arrow(history(300, days=3), SUBJECT).drop_columns(["subject"])
+    old.append(rows)
+    c = _keeping_files(archive_url)
+    (conf,) = c.erase(_erasure())
+    assert conf.rows_removed == sum(1 for u in rows.column("user_id").to_pylist() if u == VICTIM)
+    assert conf.evidence["days_rehashed"] == conf.evidence["partitions"]
+    assert _files_naming(archive_url, VICTIM) == []
+    left = c.table.read(["user_id", "subject"]).to_pylist()
+    assert len(left) == 300 - conf.rows_removed
+    rehashed = set(conf.evidence["days_rehashed"])
+    days = c.table.read(["date", "subject"]).to_pylist()
+    assert all(r["subject"] is not None for r in days if r["date"] in rehashed)
 
 
 def test_erase_again_is_harmless_and_keeps_partitions(consumer: ArchiveConsumer) -> None:
@@ -147,6 +155,7 @@ def test_erasure_on_the_bus_after_signals_erases_them(tmp_path: Path, archive_ur
     c = ArchiveConsumer(
         ArchiveTable(archive_url),
         ErasureLedger(archive_url),
+        SUBJECT,
         retention_hours=0,
         vacuum_interval_s=None,
     )

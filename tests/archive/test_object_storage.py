@@ -21,7 +21,7 @@ from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.batch import USER_BATCH, BatchErasureParticipant, BatchRunner
 from headwater.erasure.events import ErasureEvent
 from headwater.online import open_online_store
-from tests.archive._history import history, records
+from tests.archive._history import SUBJECT, history, records
 from tests.batch.conftest import UNTIL, small_settings
 
 pytest.importorskip("moto.server")
@@ -77,6 +77,7 @@ def test_archive_batch_and_erasure_on_s3(
     archive = ArchiveConsumer(
         ArchiveTable(url, storage_options=options),
         ErasureLedger(url, storage_options=options),
+        SUBJECT,
         retention_hours=0,
         vacuum_interval_s=None,
     )

@@ -12,6 +12,7 @@ import pytest
 from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.batch import ITEM_COVIS, ITEM_POP, USER_BATCH, BatchRunner, BatchSettings
 from headwater.online import OnlineStore, open_online_store
+from tests.archive._history import SUBJECT
 from tests.conftest import server_url
 
 UNTIL = date(2026, 3, 12)
@@ -51,7 +52,7 @@ def store(store_url: str) -> Iterator[OnlineStore]:
 def make_archive(root: Path) -> ArchiveConsumer:
     url = str(root)
     return ArchiveConsumer(
-        ArchiveTable(url), ErasureLedger(url), retention_hours=0, vacuum_interval_s=None
+        ArchiveTable(url), ErasureLedger(url), SUBJECT, retention_hours=0, vacuum_interval_s=None
     )
 
 

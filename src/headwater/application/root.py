@@ -162,6 +162,7 @@ class Application:
         return ArchiveConsumer(
             self.open_archive_table(),
             ArchiveLedger(cfg.url, storage_options=cfg.storage_options),
+            self.hasher,
             group=group,
             retention_hours=cfg.retention_hours,
             vacuum_interval_s=cfg.vacuum_interval_s,

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from headwater._time import format_time
 from headwater.archive.ledger import ErasureLedger
 from headwater.archive.schema import signals_to_arrow
-from headwater.archive.table import ArchiveTable, VacuumReport
+from headwater.archive.table import ArchiveTable, ErasedFiles, VacuumReport
 from headwater.bus.base import KIND_SIGNAL, Record
 from headwater.contract.signal import Signal, decode_signal
 from headwater.erasure.events import Confirmation, ErasureEvent
@@ -43,19 +43,18 @@ class ArchiveConsumer(Consumer):
         self,
         table: ArchiveTable,
         ledger: ErasureLedger,
+        subject: Callable[[str], str],
         *,
         group: str = "archive",
         retention_hours: float = 168.0,
         vacuum_interval_s: float | None = 3600.0,
-        vacuum_on_erase: bool | None = None,
     ) -> None:
         self.table = table
         self.ledger = ledger
+        self.subject = subject
         self.group = group
         self.retention_hours = retention_hours
         self.vacuum_interval_s = vacuum_interval_s
-        # With no retention there is no reason to keep deleted files until the next vacuum.
-        self.vacuum_on_erase = retention_hours == 0 if vacuum_on_erase is None else vacuum_on_erase
         self.written = 0
         self.skipped_replays = 0
         self.commits = 0
@@ -92,7 +91,7 @@ class ArchiveConsumer(Consumer):
             sig = decode_signal(r.value)
             signals.setdefault(sig.event_id, sig)  # a resend within the batch counts once
             moved[self.app_id(r.partition)] = r.offset + 1
-        data = signals_to_arrow(signals.values())
+        data = signals_to_arrow(signals.values(), self.subject)
         self.table.append(
             data,
             transactions=moved,
@@ -156,14 +155,13 @@ class ArchiveConsumer(Consumer):
         """
         users = list(dict.fromkeys(e.user_id for e in events))
         before = self.table.users_rows_by_day(users)
-        removed = 0
+        erased = None
         if any(before.values()):
             ids = ",".join(e.request_id for e in events)
-            removed, version = self.table.delete_users(
-                users, metadata={"headwater.erasure.request_id": ids}
+            erased = self.table.erase_users(
+                users, self.subject, metadata={"headwater.erasure.request_id": ids}
             )
-        else:
-            version = self.table.version()
+        version = erased.version if erased is not None else self.table.version()
         after = self.table.users_rows_by_day(users)
         left = {u: sum(days.values()) for u, days in after.items() if days}
         if left:
@@ -172,7 +170,6 @@ class ArchiveConsumer(Consumer):
                 f"{len(left)} user(s) remain in archive version {self.table.version()}"
             )
         erased_at = datetime.now(UTC)
-        vacuum = self.vacuum() if self.vacuum_on_erase and removed else None
         out = []
         counted: set[str] = set()
         for event in events:
@@ -181,7 +178,12 @@ class ArchiveConsumer(Consumer):
             rows = sum(days.values()) if event.user_id not in counted else 0
             counted.add(event.user_id)
             self.ledger.record_erasure(
-                event.request_id, list(days), table_version=version, rows_removed=rows, at=erased_at
+                event.request_id,
+                list(days),
+                table_version=version,
+                rows_removed=rows,
+                at=erased_at,
+                files_removed=0 if erased is None else len(erased.files_removed),
             )
             out.append(
                 Confirmation(
@@ -192,42 +194,24 @@ class ArchiveConsumer(Consumer):
                     rows_removed=rows,
                     rows_remaining=0,
                     verified_at=datetime.now(UTC),
-                    evidence=self._evidence(sorted(days), version, erased_at, vacuum),
+                    evidence=self._evidence(sorted(days), version, erased_at, erased),
                 )
             )
         return out
 
     def _evidence(
-        self, partitions: list[str], version: int, erased_at: datetime, vacuum: VacuumReport | None
+        self, partitions: list[str], version: int, erased_at: datetime, erased: ErasedFiles | None
     ) -> dict[str, Any]:
-        retention = timedelta(hours=self.retention_hours)
         evidence: dict[str, Any] = {
             "table_version": version,
             "partitions": partitions,
             "scan": "count of the user's rows in the current version after the DELETE",
-            "retention_hours": self.retention_hours,
-            "vacuumed_at": None,
-            "physically_removed_by": None,
+            "predicate": "by subject (the keyed hash): the log names no one",
+            "files_removed": 0 if erased is None else len(erased.files_removed),
+            "physically_removed_at": format_time(erased_at),
+            "physical_removal": "the files that held the user's rows were removed from "
+            "storage with the DELETE: no earlier version can be read back",
         }
-        if vacuum is not None:
-            evidence["vacuumed_at"] = format_time(vacuum.vacuumed_at)
-            evidence["physically_removed_by"] = format_time(vacuum.vacuumed_at)
-            evidence["files_removed"] = len(vacuum.removed_files)
-            evidence["physical_removal"] = (
-                "old files and log entries removed by a vacuum right after the DELETE"
-            )
-        elif self.vacuum_interval_s is not None:
-            # Deleted files stay readable (time travel) until a vacuum after the retention.
-            by = erased_at + retention + timedelta(seconds=self.vacuum_interval_s)
-            evidence["physically_removed_by"] = format_time(by)
-            after = format_time(erased_at + retention)
-            evidence["physical_removal"] = (
-                f"old files stay until the first vacuum after {after}; "
-                f"the consumer vacuums every {self.vacuum_interval_s:g}s while it runs"
-            )
-        else:
-            evidence["physical_removal"] = (
-                "old files stay until `headwater archive vacuum` "
-                "runs after the retention: no vacuum is scheduled"
-            )
+        if erased is not None and erased.days_rehashed:
+            evidence["days_rehashed"] = erased.days_rehashed
         return evidence

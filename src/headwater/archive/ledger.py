@@ -46,6 +46,9 @@ class ErasureEntry:
     table_version: int
     rows_removed: int
     erased_at: datetime
+    #: When the files that held the rows were removed from storage (with the DELETE);
+    #: None for erasures recorded before that, whose files went with a later vacuum.
+    files_removed_at: datetime | None = None
 
 
 class ErasureLedger:
@@ -69,8 +72,9 @@ class ErasureLedger:
         table_version: int,
         rows_removed: int,
         at: datetime,
+        files_removed: int,
     ) -> None:
-        """Append one erasure's partitions, durably."""
+        """Append one erasure's partitions and the files it removed, durably."""
         self._append(
             {
                 "kind": "erasure",
@@ -79,6 +83,7 @@ class ErasureLedger:
                 "table_version": table_version,
                 "rows_removed": rows_removed,
                 "at": at,
+                "files_removed": files_removed,
             }
         )
 
@@ -100,7 +105,7 @@ class ErasureLedger:
     def erasure(self, request_id: str) -> ErasureEntry | None:
         """The recorded erasure (partitions merged over retries), or None if not recorded."""
         rows = self.table.query(
-            "SELECT partitions, table_version, rows_removed, at FROM erasures "
+            "SELECT partitions, table_version, rows_removed, at, files_removed FROM erasures "
             f"WHERE kind = 'erasure' AND request_id = {quote_sql(request_id)}"
         ).to_pylist()
         if not rows:
@@ -112,10 +117,18 @@ class ErasureLedger:
             table_version=max(int(r["table_version"]) for r in rows),
             rows_removed=sum(int(r["rows_removed"]) for r in rows),
             erased_at=min(_utc(r["at"]) for r in rows),
+            files_removed_at=min(
+                (_utc(r["at"]) for r in rows if r["files_removed"] is not None), default=None
+            ),
         )
 
-    def physically_removed_at(self, erased_at: datetime) -> datetime | None:
-        """When a vacuum first removed files deleted at ``erased_at``; None if none has yet."""
+    def physically_removed_at(self, entry: ErasureEntry) -> datetime | None:
+        """When the files that held an erasure's rows left storage: with the DELETE, or
+        (erasures recorded before that) the first vacuum after the retention; None if
+        not yet."""
+        if entry.files_removed_at is not None:
+            return entry.files_removed_at
+        erased_at = entry.erased_at
         rows = self.table.query(
             "SELECT at, retention_hours FROM erasures WHERE kind = 'vacuum'"
         ).to_pylist()

@@ -7,7 +7,7 @@ extracted into nullable columns so a nightly scan reads only narrow columns.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,11 +20,13 @@ __all__ = [
     "ARCHIVE_SCHEMA",
     "PARTITION_COLUMN",
     "STATS_COLUMNS",
+    "SUBJECT_COLUMN",
     "TABLE_CONFIGURATION",
     "signals_to_arrow",
 ]
 
 PARTITION_COLUMN = "date"
+SUBJECT_COLUMN = "subject"
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -47,6 +49,10 @@ ARCHIVE_SCHEMA = pa.schema(
         pa.field("quantity", pa.int32()),
         pa.field("rating", pa.float64()),
         pa.field(PARTITION_COLUMN, pa.string(), nullable=False),
+        # The keyed hash of user_id (headwater.erasure.subject): an erasure deletes by it,
+        # so the DELETE's predicate in the Delta log names no one. Null only in rows
+        # written before the column existed; an erasure fills it for their days first.
+        pa.field(SUBJECT_COLUMN, pa.string()),
     ]
 )
 
@@ -85,8 +91,9 @@ def _integer(value: Any) -> int | None:
     return value
 
 
-def signals_to_arrow(signals: Iterable[Signal]) -> pa.Table:
-    """Signals as an Arrow table in the archive's schema (``date`` from the UTC event time)."""
+def signals_to_arrow(signals: Iterable[Signal], subject: Callable[[str], str]) -> pa.Table:
+    """Signals as an Arrow table in the archive's schema (``date`` from the UTC event time,
+    ``subject`` the keyed hash of the user id)."""
     cols: dict[str, list[Any]] = {f.name: [] for f in ARCHIVE_SCHEMA}
     # One bound append per column, and the event date looked up per UTC day: this runs
     # for every accepted signal, on the core the gateway and the feature consumer share.
@@ -97,9 +104,17 @@ def signals_to_arrow(signals: Iterable[Signal]) -> pa.Table:
         cols[c].append
         for c in ("timestamp", "received_at", "producer", "schema_version", "payload")
     )
-    category, brand, price, quantity, rating, date = (
+    category, brand, price, quantity, rating, date, subject_of = (
         cols[c].append
-        for c in ("category", "brand", "price", "quantity", "rating", PARTITION_COLUMN)
+        for c in (
+            "category",
+            "brand",
+            "price",
+            "quantity",
+            "rating",
+            PARTITION_COLUMN,
+            SUBJECT_COLUMN,
+        )
     )
     dates: dict[int, str] = {}
     for s in signals:
@@ -108,6 +123,7 @@ def signals_to_arrow(signals: Iterable[Signal]) -> pa.Table:
         event_id(s.event_id)
         event_type(s.event_type)
         user_id(s.user_id)
+        subject_of(subject(s.user_id))
         item_id(s.item_id)
         surface(s.surface)
         timestamp(ts)

@@ -14,12 +14,18 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from headwater.archive.schema import ARCHIVE_SCHEMA, PARTITION_COLUMN, TABLE_CONFIGURATION
+from headwater.archive.schema import (
+    ARCHIVE_SCHEMA,
+    PARTITION_COLUMN,
+    SUBJECT_COLUMN,
+    TABLE_CONFIGURATION,
+)
 from headwater.errors import (
     ArchiveError,
     BackendUnavailableError,
@@ -27,7 +33,14 @@ from headwater.errors import (
     MissingDependencyError,
 )
 
-__all__ = ["ArchiveTable", "DayFiles", "VacuumReport", "is_remote", "quote_sql"]
+__all__ = [
+    "ArchiveTable",
+    "DayFiles",
+    "ErasedFiles",
+    "VacuumReport",
+    "is_remote",
+    "quote_sql",
+]
 
 _T = TypeVar("_T")
 
@@ -64,6 +77,17 @@ class VacuumReport:
     retention_hours: float
     removed_files: list[str]
     log_cleaned: bool
+
+
+@dataclass(frozen=True)
+class ErasedFiles:
+    """What one erasure did to the table: rows deleted, the version that no longer holds
+    them, and the files that held them, removed from storage at once."""
+
+    rows_deleted: int
+    version: int
+    files_removed: list[str]
+    days_rehashed: list[str]
 
 
 class ArchiveTable:
@@ -136,7 +160,9 @@ class ArchiveTable:
         if not self.remote:
             Path(self.uri).mkdir(parents=True, exist_ok=True)
         if dl.DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options or None):
-            return dl.DeltaTable(self.uri, storage_options=self.storage_options or None)
+            return self._with_subject(
+                dl.DeltaTable(self.uri, storage_options=self.storage_options or None)
+            )
         try:
             return dl.DeltaTable.create(
                 self.uri,
@@ -149,6 +175,18 @@ class ArchiveTable:
         except dl.exceptions.DeltaError:
             # Another process created it in the meantime: open theirs.
             return dl.DeltaTable(self.uri, storage_options=self.storage_options or None)
+
+    def _with_subject(self, table: Any) -> Any:
+        """A table created before the ``subject`` column existed gets it (null in old rows)."""
+        if SUBJECT_COLUMN not in self.schema.names:
+            return table
+        if SUBJECT_COLUMN in {f.name for f in table.schema().fields}:
+            return table
+        table.alter.add_columns(
+            [self._dl.Field(SUBJECT_COLUMN, self._dl.schema.PrimitiveType("string"), nullable=True)]
+        )
+        table.update_incremental()
+        return table
 
     # -- writes ----------------------------------------------------------------
 
@@ -282,29 +320,119 @@ class ArchiveTable:
 
     # -- erasure ---------------------------------------------------------------
 
-    def delete_user(
-        self,
-        user_id: str,
-        *,
-        metadata: Mapping[str, str] | None = None,
-    ) -> tuple[int, int]:
-        """Delete every row of ``user_id`` (a Delta DELETE); ``(rows deleted, new version)``."""
-        return self.delete_users([user_id], metadata=metadata)
-
-    def delete_users(
+    def erase_users(
         self,
         user_ids: Sequence[str],
+        subject: Callable[[str], str],
         *,
         metadata: Mapping[str, str] | None = None,
-    ) -> tuple[int, int]:
-        """Delete every row of these users in one Delta DELETE (one commit, one rewrite of
-        each file touched); ``(rows deleted, new version)``."""
+    ) -> ErasedFiles:
+        """Delete every row of these users, and the files that held them, for good.
+
+        The DELETE goes by the keyed hash (``subject``), so the commit it leaves in the log
+        names no one; rows written before that column existed get it first, by a rewrite
+        of their days (whose predicate names only dates). The files that the rewrite and
+        the DELETE replaced, and any older unreferenced file of those days that still
+        holds one of the users' rows (left by an earlier compaction or DELETE), are then
+        removed from storage: no time-travel window keeps erased rows. Files written but
+        not yet committed by another writer are never touched: they are referenced by no
+        version, and a tombstoned user's rows are never written.
+        """
+        users = list(dict.fromkeys(user_ids))
+        subjects = [subject(u) for u in users]
+        before = self._referenced()
+        rehashed = self._rehash_days(users, subject)
         dl = self._dl
         table = self.table()
         props = dl.CommitProperties(custom_metadata=dict(metadata or {}) or None)
-        predicate = f"user_id IN ({_in_list(dict.fromkeys(user_ids))})"
+        predicate = f"{SUBJECT_COLUMN} IN ({_in_list(subjects)})"
         metrics = self._call("delete", lambda: table.delete(predicate, commit_properties=props))
-        return int(metrics.get("num_deleted_rows", 0)), self.version()
+        after = self._referenced()
+        days = {_day_of(p) for p in before - after} | set(rehashed)
+        stale = (before - after) | self._unreferenced_holding(days, after, users)
+        handler = self._storage()
+        for path in sorted(stale):
+            self._call("remove erased file", partial(handler.delete_file, path))
+        return ErasedFiles(
+            rows_deleted=int(metrics.get("num_deleted_rows", 0)),
+            version=self.version(),
+            files_removed=sorted(stale),
+            days_rehashed=rehashed,
+        )
+
+    def _referenced(self) -> set[str]:
+        table = self.table()
+        actions = pa.table(self._call("list files", lambda: table.get_add_actions(flatten=True)))
+        return {str(p) for p in actions.column("path").to_pylist()}
+
+    def _storage(self) -> Any:
+        from deltalake.fs import DeltaStorageHandler
+
+        return DeltaStorageHandler(self.uri, self.storage_options or None)
+
+    def _rehash_days(self, users: list[str], subject: Callable[[str], str]) -> list[str]:
+        """Fill ``subject`` in the days where these users have rows without it."""
+        found = self.query(
+            f"SELECT DISTINCT {PARTITION_COLUMN} AS day FROM {self.name} "
+            f"WHERE {SUBJECT_COLUMN} IS NULL AND user_id IN ({_in_list(users)})"
+        )
+        days = sorted(str(d) for d in found.column("day").to_pylist())
+        if not days:
+            return []
+        data = self.read(days=days)
+        hashes = pa.array(
+            [
+                s if s is not None else subject(str(u))
+                for u, s in zip(
+                    data.column("user_id").to_pylist(),
+                    data.column(SUBJECT_COLUMN).to_pylist(),
+                    strict=True,
+                )
+            ],
+            type=pa.string(),
+        )
+        data = data.set_column(data.schema.get_field_index(SUBJECT_COLUMN), SUBJECT_COLUMN, hashes)
+        dl = self._dl
+        table = self.table()
+
+        def write() -> None:
+            dl.write_deltalake(
+                table,
+                data,
+                mode="overwrite",
+                predicate=f"{PARTITION_COLUMN} IN ({_in_list(days)})",
+                partition_by=self.partition_by or None,
+                storage_options=self.storage_options or None,
+                writer_properties=dl.WriterProperties(compression="ZSTD"),
+            )
+
+        self._call("rehash", write)
+        return days
+
+    def _unreferenced_holding(
+        self, days: set[str], referenced: set[str], users: list[str]
+    ) -> set[str]:
+        """Files of ``days`` that no version references and that hold a row of ``users``."""
+        import pyarrow.compute as pc
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+
+        handler = self._storage()
+        fs = pafs.PyFileSystem(handler)
+        wanted = pa.array(users, type=pa.string())
+        found: set[str] = set()
+        for day in sorted(days):
+            selector = pafs.FileSelector(f"{PARTITION_COLUMN}={day}", allow_not_found=True)
+            infos = self._call("list day", partial(fs.get_file_info, selector))
+            for info in infos:
+                path = info.path.lstrip("/")
+                if not path.endswith(".parquet") or path in referenced:
+                    continue
+                read = partial(pq.read_table, path, columns=["user_id"], filesystem=fs)
+                ids = self._call("read old file", read)
+                if pc.any(pc.is_in(ids.column("user_id"), value_set=wanted)).as_py():
+                    found.add(path)
+        return found
 
     def vacuum(self, retention_hours: float) -> VacuumReport:
         """Remove files unreferenced for longer than the retention, then expired log entries.
@@ -360,6 +488,13 @@ class ArchiveTable:
     def close(self) -> None:
         """Drop the cached table handle."""
         self._table = None
+
+
+def _day_of(path: str) -> str:
+    for part in path.split("/"):
+        if part.startswith(f"{PARTITION_COLUMN}="):
+            return part.split("=", 1)[1]
+    return ""
 
 
 def _in_list(values: Iterable[str]) -> str:

@@ -113,6 +113,7 @@ class BatchErasureParticipant(Consumer):
             left = runner.store.get(USER_BATCH, users)
             remaining_online = {u: int(u in left) for u in users}
             mismatches = self._mismatches(con, users, days, files)
+        scrubbed = runner.store.scrub()  # the deleted rows' old page images
         remaining = sum(remaining_files.values()) + sum(remaining_online.values())
         if remaining or any(mismatches.values()):
             ids = ", ".join(e.request_id for e in events[:5])
@@ -147,6 +148,7 @@ class BatchErasureParticipant(Consumer):
                         "online_recomputed": [k for k in outputs if k != "as_of"],
                         "online_deleted": {USER_BATCH: online_removed[user] if first else 0},
                         "outputs_as_of": outputs.get("as_of"),
+                        "online_scrub": scrubbed,
                         "verification": {
                             "user_rows_in_derived_files": remaining_files[user],
                             "user_rows_in_online_store": remaining_online[user],

@@ -158,6 +158,10 @@ class DeadLetterStore:
             tx.execute("DELETE FROM hw_dead_letters WHERE record_key = ?", (key,))
         return int(n)
 
+    def scrub(self) -> dict[str, object]:
+        """After an erasure: the control plane's own copies of deleted dead letters."""
+        return self._db.scrub(("hw_dead_letters",))
+
     def count_key(self, key: str) -> int:
         """Dead letters of a key still stored (an independent check for erasure evidence)."""
         return int(

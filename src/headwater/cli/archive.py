@@ -62,7 +62,7 @@ def erasure(
     if entry is None:
         typer.echo(f"no erasure {request_id} recorded in the archive", err=True)
         raise typer.Exit(1)
-    removed = ledger.physically_removed_at(entry.erased_at)
+    removed = ledger.physically_removed_at(entry)
     doc = {
         "request_id": entry.request_id,
         "partitions": entry.partitions,

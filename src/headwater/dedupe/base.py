@@ -90,6 +90,10 @@ class IdempotencyWindow(Protocol):
         """``count_user`` for many users at once."""
         ...
 
+    def scrub(self) -> dict[str, object]:
+        """After an erasure: as :meth:`headwater.online.base.OnlineStore.scrub`."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...

@@ -198,5 +198,8 @@ class RedisIdempotencyWindow:
     def count_users(self, user_ids: Sequence[str]) -> dict[str, int]:
         return {user: self.count_user(user) for user in dict.fromkeys(user_ids)}
 
+    def scrub(self) -> dict[str, object]:
+        return self._conn.persistence()
+
     def close(self) -> None:
         self._conn.close()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from headwater._sqlite import connect
+from headwater._sqlite import connect, scrub
 from headwater._url import sqlite_path
 from headwater.dedupe.base import Claim, Pending
 from headwater.errors import BackendError
@@ -220,6 +220,14 @@ class SqliteIdempotencyWindow:
                 for user, n in self._run(sql.format(",".join("?" * len(chunk))), chunk):
                     found[str(user)] += int(str(n))
         return found
+
+    def scrub(self) -> dict[str, object]:
+        with self._lock:
+            try:
+                wal_bytes = scrub(self._conn)
+            except sqlite3.Error as exc:
+                raise BackendError(f"idempotency window: {exc}") from exc
+        return {"secure_delete": True, "wal_truncated": True, "wal_bytes_truncated": wal_bytes}
 
     def close(self) -> None:
         with self._lock:

@@ -262,11 +262,24 @@ class FeatureConsumer(Consumer):
         )
 
     def erase(self, event: ErasureEvent) -> list[Confirmation]:
-        """Delete the user's feature row and verify that none of it predates the erasure.
+        """Erase one user: :meth:`erase_many` of one."""
+        return self.erase_many([event])
+
+    def erase_many(self, events: Sequence[ErasureEvent]) -> list[Confirmation]:
+        """Delete each user's feature row, verify that none of it predates the erasure,
+        then scrub the store's files once for the run (write-ahead log, freed pages).
 
         A row that holds only activity after the erasure (the user came back, and the
         ingestion policy accepts it) is kept: a re-sent erasure must not delete it.
         """
+        found = [self._erase_row(event) for event in events]
+        scrubbed = self.store.scrub()
+        return [
+            msgspec.structs.replace(c, evidence={**(c.evidence or {}), "scrub": scrubbed})
+            for c in found
+        ]
+
+    def _erase_row(self, event: ErasureEvent) -> Confirmation:
         erased_at = int(event.requested_at.timestamp() * 1000)
         row = self.store.get(USER_NAMESPACE, [event.user_id]).get(event.user_id)
         earliest = self.engine.earliest(self.engine.decode(row)) if row else None
@@ -276,7 +289,7 @@ class FeatureConsumer(Consumer):
         after = self.store.get(USER_NAMESPACE, [event.user_id]).get(event.user_id)
         after_first = self.engine.earliest(self.engine.decode(after)) if after else None
         remaining = 0 if after is None or (after_first or 0) > erased_at else 1
-        confirmation = Confirmation(
+        return Confirmation(
             request_id=event.request_id,
             participant=self.name,
             store=self.store.url,
@@ -291,7 +304,6 @@ class FeatureConsumer(Consumer):
                 "row_after": "absent" if after is None else "only post-erasure activity",
             },
         )
-        return [confirmation]
 
 
 class _BatchAges:

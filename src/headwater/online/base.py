@@ -82,6 +82,12 @@ class OnlineStore(Protocol):
         """Delete every row of a namespace; the number deleted."""
         ...
 
+    def scrub(self) -> dict[str, object]:
+        """After an erasure: remove what a deleted row leaves behind in the store's own
+        files (old page images, logs); what was done, or what the server keeps, for the
+        audit's evidence."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...

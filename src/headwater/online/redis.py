@@ -136,5 +136,8 @@ class RedisOnlineStore:
             removed += self.delete(namespace, keys[start : start + 1000])
         return removed
 
+    def scrub(self) -> dict[str, object]:
+        return self._conn.persistence()
+
     def close(self) -> None:
         self._conn.close()

@@ -95,25 +95,30 @@ class PlatformErasure(Consumer):
         Each request still gets its own confirmation per store, with its own counts.
         """
         out = self._bus_log([e for e in events if e.addressed_to(BUS_LOG)])
-        for event in events:
-            if event.addressed_to(DEAD_LETTERS):
-                removed = self.dead_letters.erase_key(event.user_id)
-                out.append(
-                    self._confirm(
-                        event,
-                        DEAD_LETTERS,
-                        "control plane: hw_dead_letters",
-                        method="delete",
-                        removed=removed,
-                        remaining=self.dead_letters.count_key(event.user_id),
-                        evidence={"scan": "count of dead letters with the user's key"},
-                    )
+        letters = [e for e in events if e.addressed_to(DEAD_LETTERS)]
+        removed_letters = {e.request_id: self.dead_letters.erase_key(e.user_id) for e in letters}
+        scrubbed = self.dead_letters.scrub() if letters else {}
+        for event in letters:
+            out.append(
+                self._confirm(
+                    event,
+                    DEAD_LETTERS,
+                    "control plane: hw_dead_letters",
+                    method="delete",
+                    removed=removed_letters[event.request_id],
+                    remaining=self.dead_letters.count_key(event.user_id),
+                    evidence={
+                        "scan": "count of dead letters with the user's key",
+                        "scrub": scrubbed,
+                    },
                 )
+            )
         window = [e for e in events if e.addressed_to(IDEMPOTENCY_WINDOW)]
         if window:
             users = [e.user_id for e in window]
             removed_by_user = self.window.erase_users(users)
             remaining_by_user = self.window.count_users(users)
+            scrubbed = self.window.scrub()
             seen: set[str] = set()
             for event in window:
                 # Two requests for one user in a run: the first removed the entries.
@@ -127,7 +132,10 @@ class PlatformErasure(Consumer):
                         method="delete",
                         removed=removed_by_user[event.user_id] if first else 0,
                         remaining=remaining_by_user[event.user_id],
-                        evidence={"scan": "count of the user's accepted event ids"},
+                        evidence={
+                            "scan": "count of the user's accepted event ids",
+                            "scrub": scrubbed,
+                        },
                     )
                 )
         return out

@@ -1,0 +1,173 @@
+"""Gone means gone: after an erasure is ``completed``, no byte of any file under the data
+directory holds the user's id, items, order id, review text, search query or event ids.
+
+The user's values are random tokens that appear nowhere else, so any hit is a copy of
+that user's data: SQLite main files, write-ahead logs and shared memory, every Parquet
+file (raw and decoded), every Delta log entry, batch outputs, and the log lines the
+process wrote. The scan runs while the stack still runs and again after it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from headwater.archive.table import ArchiveTable
+from headwater.config import Settings
+from headwater.stack import EmbeddedStack
+from tests._live import free_port
+from tests.erasure.scan import files_scanned, scan
+
+
+class Subject:
+    """One user whose every value is a token seen nowhere else."""
+
+    def __init__(self) -> None:
+        self.user = f"usr{secrets.token_hex(8)}"
+        self.item = f"itm{secrets.token_hex(8)}"
+        self.order = f"ord{secrets.token_hex(8)}"
+        self.review = f"rvw{secrets.token_hex(8)}"
+        self.query = f"qry{secrets.token_hex(8)}"
+        self.event = f"evt{secrets.token_hex(8)}"
+
+    def needles(self) -> dict[str, str]:
+        return {
+            "user id": self.user,
+            "item ids": self.item,
+            "order id": self.order,
+            "review text": self.review,
+            "search query": self.query,
+            "event ids": self.event,
+        }
+
+    def signals(self, n: int, now: datetime) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for i in range(n):
+            base = {
+                "event_id": f"{self.event}-{i:05d}",
+                "user_id": self.user,
+                "surface": "web",
+                "timestamp": (now - timedelta(seconds=n - i)).isoformat(),
+            }
+            item = f"{self.item}-{i % 9}"
+            kind = i % 10
+            if kind < 6:
+                out.append(base | {"event_type": "view", "item_id": item, "payload": {}})
+            elif kind < 8:
+                out.append(
+                    base
+                    | {
+                        "event_type": "purchase",
+                        "item_id": item,
+                        "payload": {
+                            "order_id": f"{self.order}-{i}",
+                            "quantity": 1,
+                            "price": 9.5,
+                            "currency": "EUR",
+                        },
+                    }
+                )
+            elif kind == 8:
+                out.append(
+                    base
+                    | {
+                        "event_type": "rating",
+                        "item_id": item,
+                        "payload": {"rating": 2, "text": f"{self.review} the lid leaks"},
+                    }
+                )
+            else:
+                out.append(
+                    base
+                    | {
+                        "event_type": "search",
+                        "item_id": None,
+                        "payload": {"query": f"{self.query} blender", "results": 3},
+                    }
+                )
+        return out
+
+
+def others(n: int, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "event_id": f"other-{secrets.token_hex(6)}",
+            "event_type": "view",
+            "user_id": f"other-{i % 20}",
+            "item_id": f"shared-{i % 13}",
+            "surface": "web",
+            "timestamp": (now - timedelta(seconds=n - i)).isoformat(),
+            "payload": {},
+        }
+        for i in range(n)
+    ]
+
+
+def wait_for(check: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.1)
+    return value
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
+    s = EmbeddedStack(
+        Settings.from_env(tmp_path / "hw"), port=free_port(), orchestrator_interval_s=0.1
+    )
+    s.start()
+    yield s
+    s.stop()
+
+
+def test_a_completed_erasure_leaves_no_byte_of_the_user(
+    stack: EmbeddedStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    app = stack.app
+    key, _ = app.keys.create("auditor", roles=("producer", "reader", "privacy"), event_types=("*",))
+    subject = Subject()
+    now = datetime.now(UTC)
+    signals = subject.signals(3000, now) + others(1000, now)
+    # A rejected event of the user's too: the rejection examples are a copy of it.
+    broken = subject.signals(1, now)[0] | {"event_id": f"{subject.event}-bad", "surface": "tv"}
+    with httpx.Client(
+        base_url=stack.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as http:
+        for start in range(0, len(signals), 500):
+            r = http.post("/v1/signals", json=signals[start : start + 500])
+            assert r.status_code == 200, r.text
+        assert http.post("/v1/signals", json=[broken]).status_code == 207
+        wait_for(lambda: http.get(f"/v1/users/{subject.user}/features").json()["found"])
+        archive = ArchiveTable(stack.settings.archive_url)
+        wait_for(lambda: sum(archive.user_rows_by_day(subject.user).values()) == 3000)
+        app.open_batch_runner().run(until=now.date())
+        home = stack.settings.home
+        assert scan(home, [subject.user]), "the scan must see the user before the erasure"
+
+        created = http.post(
+            "/v1/deletions", json={"user_id": subject.user, "legal_basis": "gdpr-art17"}
+        )
+        assert created.status_code == 202, created.text
+        request_id = created.json()["request_id"]
+        wait_for(lambda: http.get(f"/v1/deletions/{request_id}").json()["status"] == "completed")
+        left = scan(home, subject.needles().values())
+        assert not left, f"after completed, still on disk: {left}"
+        # Every line headwater logged (the test's own HTTP client logs its URLs: not ours).
+        logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "httpx")
+        assert logged
+        assert not [n for n in subject.needles().values() if n in logged]
+    stack.stop()
+    left = scan(home, subject.needles().values())
+    assert not left, f"after the stack stopped, on disk: {left}"
+    assert len(files_scanned(home)) > 10
