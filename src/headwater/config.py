@@ -40,6 +40,16 @@ def _shared_limiter(base: str, control: str, dedupe: str) -> str:
     return f"{base}/ratelimit.db"
 
 
+def _fractions(raw: str, name: str) -> tuple[float, ...]:
+    try:
+        found = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ConfigurationError(f"{name} must be fractions like 0.5,0.8, not {raw!r}") from None
+    if any(not 0 < f < 1 for f in found):
+        raise ConfigurationError(f"{name}: each fraction must be between 0 and 1, not {raw!r}")
+    return tuple(sorted(found))
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Backend URLs and the data directory of one headwater deployment."""
 
@@ -56,6 +66,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     claim_lease_s: float = 30.0
     erasure_deadline_s: float = 30 * 86_400.0
     erasure_webhook: str | None = None
+    #: How long a store has to confirm before it is chased (None: each store's own).
+    erasure_chase_s: float | None = None
+    #: Fractions of the time to the deadline at which outstanding stores are warned about.
+    erasure_warn_at: tuple[float, ...] = (0.5, 0.8)
     erased_user_policy: str = "accept"
     features_file: str | None = None
     feature_lateness_s: float = 3600.0
@@ -70,6 +84,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         base = f"sqlite:///{root}"  # absolute roots give sqlite:////abs, as SQLAlchemy does
         control = _env("HEADWATER_CONTROL_URL", f"{base}/control.db")
         dedupe = _env("HEADWATER_DEDUPE_URL", f"{base}/dedupe.db")
+        chase = _env("HEADWATER_ERASURE_CHASE", "")
         return cls(
             home=root,
             control_url=control,
@@ -88,6 +103,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 _env("HEADWATER_ERASURE_DEADLINE", "30d"), "HEADWATER_ERASURE_DEADLINE"
             ),
             erasure_webhook=_env("HEADWATER_ERASURE_WEBHOOK", "") or None,
+            erasure_chase_s=parse_duration(chase, "HEADWATER_ERASURE_CHASE") if chase else None,
+            erasure_warn_at=_fractions(
+                _env("HEADWATER_ERASURE_WARN_AT", "0.5,0.8"), "HEADWATER_ERASURE_WARN_AT"
+            ),
             erased_user_policy=_policy(_env("HEADWATER_ERASED_USER_POLICY", "accept")),
             lag_groups=tuple(
                 g.strip() for g in _env("HEADWATER_LAG_GROUPS", "").split(",") if g.strip()

@@ -8,6 +8,7 @@ __all__ = [
     "BATCH_RUN_SECONDS",
     "ERASURE_ALERTS",
     "ERASURE_CONFIRM_SECONDS",
+    "ERASURE_DEADLINE_ALERTS",
     "EVENTS_ACCEPTED",
     "EVENTS_REJECTED",
     "FEATURE_LATE_EVENTS",
@@ -63,6 +64,13 @@ ERASURE_ALERTS = Counter(
     "headwater_erasure_alerts_total",
     "Alerts raised for overdue or failed erasure participants",
     ["participant"],
+    registry=REGISTRY,
+)
+ERASURE_DEADLINE_ALERTS = Counter(
+    "headwater_erasure_deadline_alerts_total",
+    "Erasure requests warned about (a fraction of the time to the deadline passed with "
+    "stores outstanding) or past their deadline",
+    ["kind"],
     registry=REGISTRY,
 )
 RESURRECTIONS_BLOCKED = Counter(

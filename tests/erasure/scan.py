@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -39,3 +40,97 @@ def scan(root: Path, needles: Iterable[str]) -> dict[str, list[str]]:
 def files_scanned(root: Path) -> list[str]:
     """Every file the scan reads (so a test can say what it covered)."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def scan_redis(client: Any, prefix: str, needles: Iterable[str]) -> dict[str, list[str]]:
+    """Every key of ``prefix`` and every value it holds (any type), for needles."""
+    wanted = [n.encode() for n in needles]
+    found: dict[str, list[str]] = {}
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        kind = client.type(key).decode()
+        parts: list[bytes] = [key]
+        if kind == "string":
+            parts.append(client.get(key) or b"")
+        elif kind == "hash":
+            parts += [b for kv in client.hgetall(key).items() for b in kv]
+        elif kind == "set":
+            parts += list(client.smembers(key))
+        elif kind == "zset":
+            parts += list(client.zrange(key, 0, -1))
+        elif kind == "list":
+            parts += list(client.lrange(key, 0, -1))
+        elif kind == "stream":
+            parts += [json.dumps(client.xrange(key), default=str).encode()]
+        data = b"\0".join(parts)
+        for needle in wanted:
+            if needle in data:
+                found.setdefault(needle.decode(), []).append(key.decode())
+    return found
+
+
+def scan_postgres(url: str, schema: str, needles: Iterable[str]) -> dict[str, list[str]]:
+    """Every page of every table, index and TOAST table of ``schema``, read raw with
+    ``pageinspect``: live tuples, dead tuples and free space alike."""
+    import psycopg
+
+    wanted = [n.encode() for n in needles]
+    found: dict[str, list[str]] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect SCHEMA public")
+        (where,) = conn.execute(
+            "SELECT extnamespace::regnamespace::text FROM pg_extension "
+            "WHERE extname = 'pageinspect'"
+        ).fetchone()
+        rels = conn.execute(
+            "SELECT c.oid::regclass::text, c.relkind FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'i') "
+            "UNION SELECT t.oid::regclass::text, t.relkind FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_class t ON t.oid = c.reltoastrelid WHERE n.nspname = %s",
+            (schema, schema),
+        ).fetchall()
+        for rel, _kind in rels:
+            (pages,) = conn.execute(
+                "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
+                (rel,),
+            ).fetchone()
+            for block in range(int(pages)):
+                (page,) = conn.execute(
+                    f"SELECT {where}.get_raw_page(%s::text, %s::int)", (rel, block)
+                ).fetchone()
+                for needle in wanted:
+                    if needle in bytes(page):
+                        found.setdefault(needle.decode(), []).append(f"{rel} page {block}")
+    return found
+
+
+def scan_nats_stream(url: str, stream: str, needles: Iterable[str]) -> dict[str, list[str]]:
+    """Every message still in a JetStream stream (subject, headers and data)."""
+    import asyncio
+
+    import nats
+    from nats.js.errors import NotFoundError
+
+    wanted = [n.encode() for n in needles]
+    found: dict[str, list[str]] = {}
+
+    async def run() -> None:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(stream)
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                try:
+                    msg = await js.get_msg(stream, seq)
+                except NotFoundError:
+                    continue  # deleted
+                data = (msg.subject or "").encode() + repr(msg.headers).encode() + (msg.data or b"")
+                for needle in wanted:
+                    if needle in data:
+                        found.setdefault(needle.decode(), []).append(f"{stream} seq {seq}")
+        finally:
+            await nc.close()
+
+    asyncio.run(run())
+    return found

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,8 @@ from headwater.archive.table import ArchiveTable
 from headwater.config import Settings
 from headwater.stack import EmbeddedStack
 from tests._live import free_port
-from tests.erasure.scan import files_scanned, scan
+from tests.conftest import server_url
+from tests.erasure.scan import files_scanned, scan, scan_nats_stream, scan_postgres, scan_redis
 
 
 class Subject:
@@ -120,20 +122,64 @@ def wait_for(check: Any, timeout: float = 60.0) -> Any:
     return value
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
+class Servers:
+    """Where the scale-out variant keeps the user's data besides the home directory."""
+
+    def __init__(self, redis: str, prefix: str, postgres: str, schema: str, nats: str) -> None:
+        self.redis, self.prefix = redis, prefix
+        self.postgres, self.schema = postgres, schema
+        self.nats, self.topic = nats, f"hwt.{prefix}"
+
+    def scan(self, needles: list[str]) -> dict[str, list[str]]:
+        import redis
+
+        client = redis.Redis.from_url(self.redis)
+        found = scan_redis(client, self.prefix, needles)
+        client.close()
+        stream = "HW_" + self.topic.replace(".", "_").upper()
+        for needle, where in scan_nats_stream(self.nats, stream, needles).items():
+            found.setdefault(needle, []).extend(where)
+        for needle, where in scan_postgres(self.postgres, self.schema, needles).items():
+            found.setdefault(needle, []).extend(where)
+        return found
+
+
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param("servers", marks=[pytest.mark.redis, pytest.mark.postgres, pytest.mark.nats]),
+    ]
+)
+def deployment(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[EmbeddedStack, Servers | None]]:
+    servers = None
+    if request.param == "servers":
+        prefix = f"t{uuid.uuid4().hex[:10]}"
+        postgres = request.getfixturevalue("postgres_url")
+        schema = postgres.rsplit("search_path%3D", 1)[1]
+        servers = Servers(
+            server_url("redis"), prefix, postgres, schema, request.getfixturevalue("nats_url")
+        )
+        monkeypatch.setenv("HEADWATER_ONLINE_URL", f"{servers.redis}?prefix={prefix}")
+        monkeypatch.setenv("HEADWATER_DEDUPE_URL", f"{servers.redis}?prefix={prefix}")
+        monkeypatch.setenv("HEADWATER_CONTROL_URL", postgres)
+        monkeypatch.setenv(
+            "HEADWATER_BUS_URL", f"{servers.nats}?topic={servers.topic}&partitions=2"
+        )
     s = EmbeddedStack(
         Settings.from_env(tmp_path / "hw"), port=free_port(), orchestrator_interval_s=0.1
     )
     s.start()
-    yield s
+    yield s, servers
     s.stop()
 
 
 def test_a_completed_erasure_leaves_no_byte_of_the_user(
-    stack: EmbeddedStack, caplog: pytest.LogCaptureFixture
+    deployment: tuple[EmbeddedStack, Servers | None], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
+    stack, servers = deployment
     app = stack.app
     key, _ = app.keys.create("auditor", roles=("producer", "reader", "privacy"), event_types=("*",))
     subject = Subject()
@@ -154,6 +200,9 @@ def test_a_completed_erasure_leaves_no_byte_of_the_user(
         app.open_batch_runner().run(until=now.date())
         home = stack.settings.home
         assert scan(home, [subject.user]), "the scan must see the user before the erasure"
+        if servers is not None:
+            seen = servers.scan(list(subject.needles().values()))
+            assert seen, "the server scan must see the user before the erasure"
 
         created = http.post(
             "/v1/deletions", json={"user_id": subject.user, "legal_basis": "gdpr-art17"}
@@ -161,8 +210,16 @@ def test_a_completed_erasure_leaves_no_byte_of_the_user(
         assert created.status_code == 202, created.text
         request_id = created.json()["request_id"]
         wait_for(lambda: http.get(f"/v1/deletions/{request_id}").json()["status"] == "completed")
+        audit = http.get(f"/v1/deletions/{request_id}").json()
+        assert audit["verified_at"] is not None
+        for store in audit["stores"]:
+            # Each store was checked again by a path of its own, and nothing was found.
+            assert store["verification"]["residue"] == 0, store
         left = scan(home, subject.needles().values())
         assert not left, f"after completed, still on disk: {left}"
+        if servers is not None:
+            left = servers.scan(list(subject.needles().values()))
+            assert not left, f"after completed, still on the servers: {left}"
         # Every line headwater logged (the test's own HTTP client logs its URLs: not ours).
         logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "httpx")
         assert logged

@@ -13,9 +13,10 @@ import msgspec
 import pytest
 
 from headwater.bus import Message, Record, open_bus
+from headwater.bus.base import KIND_ERASURE
 from headwater.contract.signal import Signal, encode_signal
 from headwater.control import open_control_database
-from headwater.erasure.events import Confirmation, ErasureEvent
+from headwater.erasure.events import Confirmation, ErasureEvent, encode_erasure
 from headwater.erasure.ledger import ErasureLedger, Participant
 from headwater.erasure.orchestrator import ErasureOrchestrator
 from headwater.erasure.subject import SubjectHasher, SubjectSealer
@@ -244,5 +245,127 @@ def test_every_attempt_is_kept_and_a_later_one_never_replaces_the_confirmation(
         (4, "failed"),
     ]
     assert store["history"][0]["error"] == "store offline"
+    bus.close()
+    db.close()
+
+
+def _drain(runtimes: Sequence[ConsumerRuntime]) -> None:
+    for r in runtimes:
+        while r.step():
+            pass
+
+
+def test_the_deadline_drives_warnings_an_alert_and_a_late_completion(
+    tmp_path: Path, control_url: str, webhook: tuple[str, list[dict[str, object]]]
+) -> None:
+    """A store that fails until after a 20 s deadline, chased every 5 s: warnings at 50%
+    and 80%, one alert when the deadline passes, ``overdue`` listed, the completion
+    flagged late by its delay, and the other store's applied evidence never replaced."""
+    url, received = webhook
+    db = open_control_database(control_url)
+    ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
+    flaky, steady = Store(), Steady()
+    runtimes = [
+        ConsumerRuntime(
+            bus, h.name, h, ledger=ledger, max_attempts=1, backoff=(0.001, 0.01), poll_timeout=0.01
+        )
+        for h in (flaky, steady)
+    ]
+    orch = ErasureOrchestrator(
+        ledger,
+        bus,
+        SubjectHasher(b"k" * 32),
+        deadline=timedelta(seconds=20),
+        chase_after=timedelta(seconds=5),
+        retry_base=timedelta(seconds=5),
+        webhook_url=url,
+    )
+    steady.rows["u1"] = 1
+    flaky.down = True
+    request = orch.request("u1", legal_basis="gdpr-art17", requested_by="test")
+    t0 = datetime.fromisoformat(ledger.get(request.request_id).received_at)
+    _drain(runtimes)
+    applied = next(
+        s for s in orch.audit(request.request_id)["stores"] if s["participant"] == "steady-store"
+    )
+    assert applied["status"] == "confirmed"
+    assert applied["rows_removed"] == 1
+
+    def statuses() -> list[str]:
+        return [str(a["status"]) for a in received]
+
+    orch.tick(t0 + timedelta(seconds=4))
+    # The failed store is chased at once, on its own clock, before any deadline warning.
+    assert statuses() == ["failed"]
+    _drain(runtimes)
+    orch.tick(t0 + timedelta(seconds=9.5))
+    assert statuses() == ["failed", "failed"], "chased again after the backoff"
+    _drain(runtimes)
+    orch.tick(t0 + timedelta(seconds=10.5))
+    assert statuses()[-1] == "warning"
+    assert "50%" in str(received[-1]["message"])
+    assert received[-1]["participant"] == "flaky-store"
+    orch.tick(t0 + timedelta(seconds=10.6))
+    assert statuses().count("warning") == 1, "each fraction warns once"
+    orch.tick(t0 + timedelta(seconds=16.5))
+    assert statuses().count("warning") == 2
+    before = orch.audit(request.request_id, t0 + timedelta(seconds=19))
+    assert before["past_deadline"] is False
+    assert before["deadline_warnings"] == [0.5, 0.8]
+
+    orch.tick(t0 + timedelta(seconds=20.5))
+    assert statuses().count("deadline_passed") == 1
+    orch.tick(t0 + timedelta(seconds=21))
+    assert statuses().count("deadline_passed") == 1, "the deadline alerts once"
+    late = orch.audit(request.request_id, t0 + timedelta(seconds=21))
+    assert late["past_deadline"] is True
+    assert late["deadline_alerted_at"] is not None
+    flaky_row = next(s for s in late["stores"] if s["participant"] == "flaky-store")
+    assert flaky_row["status"] in ("overdue", "failed")
+
+    # A redundant retry reaches the steady store: history only, its evidence stands.
+    bus.publish(
+        [
+            Message(
+                "u1",
+                encode_erasure(
+                    ErasureEvent(
+                        request_id=request.request_id,
+                        user_id="u1",
+                        requested_at=t0,
+                        attempt=9,
+                        participants=("steady-store",),
+                    )
+                ),
+                KIND_ERASURE,
+            )
+        ]
+    )
+    flaky.down = False
+    orch.tick(t0 + timedelta(seconds=31))  # the chase resends to the flaky store
+    _drain(runtimes)
+    done_at = t0 + timedelta(seconds=32)
+    assert orch.tick(done_at)["completed"] == 1
+    audit = orch.audit(request.request_id, done_at)
+    assert audit["status"] == "completed"
+    assert audit["completed_late"] is True
+    assert audit["late_by_s"] == pytest.approx(12.0, abs=0.01)
+    assert audit["past_deadline"] is True
+    assert all(s["next_retry_at"] is None for s in audit["stores"])
+
+    doc = orch.export(request.request_id, done_at)
+    assert doc["request"]["completed_late"] is True
+    assert doc["request"]["subject_hash"] == SubjectHasher(b"k" * 32)("u1")
+    assert "u1" not in msgspec.json.encode(doc).decode().replace(request.request_id, "")
+    steady_doc = next(s for s in doc["stores"] if s["store"] == "steady-store")
+    assert steady_doc["rows_removed"] == 1, "the applied attempt's evidence is kept"
+    assert [a["outcome"] for a in steady_doc["attempts"]] == ["applied", "repeated"]
+    flaky_doc = next(s for s in doc["stores"] if s["store"] == "flaky-store")
+    outcomes = [a["outcome"] for a in flaky_doc["attempts"]]
+    assert outcomes[-1] == "applied"
+    assert "failed" in outcomes
+    for r in runtimes:
+        r.close()
     bus.close()
     db.close()

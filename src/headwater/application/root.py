@@ -39,6 +39,7 @@ from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.orchestrator import ErasureOrchestrator
 from headwater.erasure.subject import SubjectHasher, SubjectSealer, load_erasure_key
 from headwater.erasure.tombstones import TombstoneFilter
+from headwater.erasure.verify import Verifier
 from headwater.errors import BackendUnavailableError
 from headwater.features.engine import FeatureEngine
 from headwater.features.reader import FeatureReader
@@ -308,8 +309,20 @@ class Application:
                 webhook_url=self.settings.erasure_webhook,
                 tombstones=self.tombstones,
                 expected=expected_participants(),
+                warn_at=self.settings.erasure_warn_at,
+                chase_after=None
+                if self.settings.erasure_chase_s is None
+                else timedelta(seconds=self.settings.erasure_chase_s),
+                verifier=self.verifier,
             ),
         )
+
+    @property
+    def verifier(self) -> Verifier:
+        """The independent check of every store before a request completes."""
+        from headwater.application.verification import build_verifier
+
+        return self._once("verifier", lambda: build_verifier(self))
 
     def new_feature_engine(self) -> FeatureEngine:
         """The declared features (``HEADWATER_FEATURES_FILE`` or the built-in set), with

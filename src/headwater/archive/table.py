@@ -430,7 +430,8 @@ class ArchiveTable:
                     continue
                 read = partial(pq.read_table, path, columns=["user_id"], filesystem=fs)
                 ids = self._call("read old file", read)
-                if pc.any(pc.is_in(ids.column("user_id"), value_set=wanted)).as_py():
+                column = ids.column("user_id").cast(pa.string())
+                if pc.any(pc.is_in(column, value_set=wanted)).as_py():
                     found.add(path)
         return found
 

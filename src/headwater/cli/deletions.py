@@ -31,12 +31,15 @@ def _evidence_note(evidence: dict[str, Any], error: str | None) -> str:
     # The most telling fact of each store's evidence, in words; --json has all of it.
     if error:
         return f"error: {error}"
-    if evidence.get("gone_by"):
-        return f"cannot delete records; retention removes them by {evidence['gone_by']}"
-    if evidence.get("physically_removed_by"):
-        return f"old files physically removed by {evidence['physically_removed_by']}"
-    if evidence.get("vacuumed_at"):
-        return f"old files vacuumed at {evidence['vacuumed_at']}"
+    notes = (
+        ("gone_by", "cannot delete records; retention removes them by {}"),
+        ("physically_removed_at", "files removed from storage at {}"),
+        ("physically_removed_by", "old files physically removed by {}"),
+        ("vacuumed_at", "old files vacuumed at {}"),
+    )
+    for key, text in notes:
+        if evidence.get(key):
+            return text.format(evidence[key])
     if evidence.get("partitions_recomputed") is not None:
         days = evidence["partitions_recomputed"]
         return f"recomputed days: {', '.join(days) if days else 'none'}"
@@ -58,7 +61,8 @@ def print_audit(audit: dict[str, Any]) -> None:
         + ("  PAST DEADLINE" if audit["past_deadline"] else "")
     )
     if audit["completed_at"]:
-        typer.echo(f"completed {audit['completed_at']}")
+        late = f"  LATE by {audit['late_by_s']:.0f}s" if audit.get("completed_late") else ""
+        typer.echo(f"completed {audit['completed_at']}{late}")
     typer.echo(
         f"\n{'store':<20}{'status':<11}{'tries':>5}  {'confirmed_at':<33}{'method':<16}"
         f"{'removed':>8}  evidence"
@@ -139,11 +143,37 @@ def export(
     out: Annotated[Path, typer.Option(help="File to write.")],
     home: HomeOption = None,
 ) -> None:
-    """Write a request's audit as JSON, for a regulator."""
+    """Write a request's erasure record as JSON, for a regulator: every store with its
+    method, evidence, verification and attempts, and what cannot be erased at once."""
     with _orchestrator(home) as orch:
-        audit = orch.audit(request_id)
-    out.write_text(json.dumps(audit, indent=2) + "\n", encoding="utf-8")
+        doc = orch.export(request_id)
+    out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     typer.echo(f"wrote {out}")
+
+
+@app.command()
+def verify(
+    request_id: str,
+    home: HomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check every store of a request again, independently of the stores' own scans."""
+    with _orchestrator(home) as orch:
+        found = orch.verify(request_id)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    if found.get("note"):
+        typer.echo(found["note"])
+    for name, finding in sorted((found["findings"] or {}).items()):
+        residue = finding["residue"]
+        state = "clean" if residue == 0 else "not checkable" if residue is None else "RESIDUE"
+        typer.echo(
+            f"{name:<20}{state:<14}{residue if residue is not None else '-':>6}  "
+            f"{finding['method']}"
+        )
+    if found.get("clean") is False:
+        raise typer.Exit(1)
 
 
 def orchestrate(

@@ -332,10 +332,10 @@ class ErasureLedger:
         """Remove the wiped ids' old row versions from the control plane's files."""
         return self._db.scrub(SCRUBBED_TABLES)
 
-    def complete(self, request_id: str) -> None:
+    def complete(self, request_id: str, at: datetime | None = None) -> None:
         """Close a request whose every task is confirmed; the raw user id is wiped."""
         with self._db.transaction() as tx:
-            _complete(tx, request_id)
+            _complete(tx, request_id, format_time(at) if at else _now())
 
     def tombstones(self) -> dict[str, int]:
         """subject hash -> erasure time (ms) of every erased user."""
@@ -352,7 +352,7 @@ class ErasureLedger:
         return int(n), int(newest)
 
 
-def _complete(tx: ControlTransaction, request_id: str) -> None:
+def _complete(tx: ControlTransaction, request_id: str, at: str) -> None:
     pending = tx.execute(
         "SELECT COUNT(*) FROM hw_erasure_tasks WHERE request_id = ? AND status != 'confirmed'",
         (request_id,),
@@ -362,5 +362,5 @@ def _complete(tx: ControlTransaction, request_id: str) -> None:
     tx.execute(
         "UPDATE hw_erasure_requests SET status = 'completed', completed_at = ?, "
         "user_id = NULL WHERE request_id = ? AND status = 'open'",
-        (_now(), request_id),
+        (at, request_id),
     )

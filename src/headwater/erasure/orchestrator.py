@@ -1,9 +1,19 @@
 """The erasure orchestrator: creates requests, chases overdue participants, closes requests.
 
-A request stays open until every participant has confirmed. A participant past its
-confirmation deadline (or whose erasure failed) is marked overdue, alerted on (log,
-metric and an optional webhook), and sent the erasure again, addressed to it alone,
-with exponential backoff.
+A request stays open until every participant has confirmed and the independent
+verification (``erasure.verify``) found nothing of the user in any store. Two clocks
+drive it:
+
+- the **chase interval** of each store (``HEADWATER_ERASURE_CHASE``, or the store's
+  own): a store that has not confirmed by then (or whose erasure failed) is marked
+  overdue, alerted on, and sent the erasure again, addressed to it alone, with
+  exponential backoff;
+- the **regulatory deadline** of the request (``HEADWATER_ERASURE_DEADLINE``): a warning
+  at each fraction of it in ``HEADWATER_ERASURE_WARN_AT`` (default 50% and 80%) while
+  stores are outstanding, and an alert when it passes, naming them.
+
+Alerts go to the log, the ``headwater_erasure_alerts_total`` and
+``headwater_erasure_deadline_alerts_total`` metrics and an optional webhook.
 """
 
 from __future__ import annotations
@@ -19,23 +29,30 @@ import msgspec
 
 from headwater._time import format_time
 from headwater.bus.base import KIND_ERASURE, Bus, Message, Record
-from headwater.erasure.events import ErasureEvent, decode_erasure, encode_erasure
+from headwater.erasure.events import Confirmation, ErasureEvent, decode_erasure, encode_erasure
 from headwater.erasure.ledger import ErasureLedger, Participant, RequestRecord, TaskRecord
 from headwater.erasure.legal import LEGAL_BASES, check_basis
 from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
 from headwater.erasure.subject import SubjectHasher
 from headwater.erasure.tombstones import TombstoneFilter
+from headwater.erasure.verify import Finding, Verifier
 from headwater.errors import ErasureError, NoErasureParticipantsError
-from headwater.metrics import ERASURE_ALERTS, ERASURE_CONFIRM_SECONDS
+from headwater.metrics import ERASURE_ALERTS, ERASURE_CONFIRM_SECONDS, ERASURE_DEADLINE_ALERTS
 from headwater.wire import new_event_id
 
-__all__ = ["Alert", "ErasureOrchestrator"]
+__all__ = ["DEFAULT_WARN_AT", "Alert", "ErasureOrchestrator"]
+
+#: The fractions of the time to the deadline at which outstanding stores are warned about.
+DEFAULT_WARN_AT = (0.5, 0.8)
 
 log = logging.getLogger("headwater.erasure")
 
 
 class Alert(msgspec.Struct, frozen=True):
-    """An overdue or failed participant, as sent to the webhook."""
+    """An overdue or failed participant, or a request nearing or past its deadline, as
+    sent to the webhook. ``status``: ``overdue``, ``failed``, ``warning`` (a fraction of
+    the time to the deadline has passed) or ``deadline_passed``; for the last two,
+    ``participant`` lists every store still outstanding, comma-separated."""
 
     request_id: str
     participant: str
@@ -63,6 +80,9 @@ class ErasureOrchestrator:
         on_alert: Callable[[Alert], None] | None = None,
         tombstones: TombstoneFilter | None = None,
         expected: Sequence[str] = (),
+        warn_at: Sequence[float] = DEFAULT_WARN_AT,
+        chase_after: timedelta | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.ledger = ledger
         # The stores every request waits for even before their consumer first started
@@ -77,6 +97,9 @@ class ErasureOrchestrator:
         self.webhook_url = webhook_url
         self.on_alert = on_alert
         self.tombstones = tombstones
+        self.warn_at = tuple(sorted(f for f in warn_at if 0 < f < 1))
+        self.chase_after = chase_after
+        self.verifier = verifier
         self.alerts: list[Alert] = []
         self._seen_confirmed: set[tuple[str, str]] = set()
 
@@ -104,6 +127,11 @@ class ErasureOrchestrator:
             for name in self.expected
             if name not in registered
         ]
+        if self.chase_after is not None:
+            within = self.chase_after.total_seconds()
+            participants = [
+                msgspec.structs.replace(p, confirm_within_s=within) for p in participants
+            ]
         if not participants:
             raise NoErasureParticipantsError(
                 "no erasure participants are registered: start the consumers first"
@@ -136,15 +164,21 @@ class ErasureOrchestrator:
         now = now or datetime.now(UTC)
         done = resent = 0
         # Every open request in two queries (a burst leaves thousands open at once).
-        for record in self.ledger.open_requests(limit=10_000):
+        for found in self.ledger.open_requests(limit=10_000):
+            record = found
             self._observe_confirmations(record)
             if all(t.status == "confirmed" for t in record.tasks):
-                self._complete(record)
-                done += 1
-                continue
+                if self._complete(record, now):
+                    done += 1
+                    continue
+                record = self.ledger.get(record.request_id)  # verification refused a store
+            self._watch_deadline(record, now)
             if any(self._overdue(t, now) for t in record.tasks):
                 # Chasing writes task states: decide on a fresh read, as one by one.
                 resent += self._chase(self.ledger.get(record.request_id), now)
+        if done:
+            # The completed requests' sealed ids, wiped: their old row versions go too.
+            self.ledger.scrub()
         counts = self.ledger.counts()
         return {"completed": done, "resent": resent, **counts}
 
@@ -172,7 +206,7 @@ class ErasureOrchestrator:
             if now < retry_at:
                 continue
             attempts = task.attempts + 1
-            backoff = min(self.retry_cap, self.retry_base * 2 ** (attempts - 2))
+            backoff = min(self.retry_cap, self.retry_base * 2 ** min(max(attempts - 2, 0), 30))
             self.ledger.mark(
                 record.request_id,
                 task.participant,
@@ -202,6 +236,61 @@ class ErasureOrchestrator:
             resent += 1
         return resent
 
+    def _watch_deadline(self, record: RequestRecord, now: datetime) -> None:
+        """Warn at each fraction of the time to the deadline; alert once when it passes."""
+        outstanding = [t for t in record.tasks if t.status != "confirmed"]
+        if not outstanding:
+            return
+        received = datetime.fromisoformat(record.received_at)
+        deadline = datetime.fromisoformat(record.deadline)
+        names = ",".join(t.participant for t in outstanding)
+        attempts = max(t.attempts for t in outstanding)
+        if now >= deadline:
+            if record.deadline_alerted_at is not None:
+                return
+            for t in outstanding:
+                if t.status == "pending":
+                    self.ledger.mark(record.request_id, t.participant, status="overdue")
+            late = (now - deadline).total_seconds()
+            self._send(
+                Alert(
+                    request_id=record.request_id,
+                    participant=names,
+                    status="deadline_passed",
+                    attempts=attempts,
+                    due_at=record.deadline,
+                    deadline=record.deadline,
+                    error=None,
+                    message=f"erasure {record.request_id}: deadline {record.deadline} passed "
+                    f"{late:.0f}s ago with {len(outstanding)} store(s) outstanding: {names}",
+                ),
+                kind="deadline_passed",
+            )
+            self.ledger.deadline_alerted(record.request_id, now)
+            return
+        span = (deadline - received).total_seconds()
+        elapsed = (now - received).total_seconds() / span if span > 0 else 1.0
+        due = [f for f in self.warn_at if record.warned_fraction < f <= elapsed]
+        if not due:
+            return
+        left = (deadline - now).total_seconds()
+        self._send(
+            Alert(
+                request_id=record.request_id,
+                participant=names,
+                status="warning",
+                attempts=attempts,
+                due_at=record.deadline,
+                deadline=record.deadline,
+                error=None,
+                message=f"erasure {record.request_id}: {max(due):.0%} of the time to the "
+                f"deadline {record.deadline} has passed ({left:.0f}s left) with "
+                f"{len(outstanding)} store(s) outstanding: {names}",
+            ),
+            kind="warning",
+        )
+        self.ledger.warned(record.request_id, max(due))
+
     def _alert(
         self,
         record: RequestRecord,
@@ -223,9 +312,14 @@ class ErasureOrchestrator:
             message=f"erasure {record.request_id}: {participant} has not confirmed "
             f"(due {due_at}); sending again, attempt {attempts}",
         )
-        self.alerts.append(alert)
         ERASURE_ALERTS.labels(participant).inc()
-        log.error(alert.message)
+        self._send(alert, kind=alert.status)
+
+    def _send(self, alert: Alert, *, kind: str) -> None:
+        self.alerts.append(alert)
+        if kind in ("warning", "deadline_passed"):
+            ERASURE_DEADLINE_ALERTS.labels(kind).inc()
+        (log.warning if kind == "warning" else log.error)(alert.message)
         if self.on_alert is not None:
             self.on_alert(alert)
         if self.webhook_url:
@@ -239,23 +333,71 @@ class ErasureOrchestrator:
             except httpx.HTTPError as exc:
                 log.warning("erasure alert webhook %s failed: %s", self.webhook_url, exc)
 
-    def _complete(self, record: RequestRecord) -> None:
+    def _complete(self, record: RequestRecord, now: datetime) -> bool:
+        """Verify every store, then close the request; False if a store had residue."""
         user_id = record.user_id
-        self.ledger.complete(record.request_id)
-        if user_id is not None and self.bus.erasure_capability().can_purge:
-            # The erasure events named the user too: gone once every store confirmed.
-            request_id = record.request_id
-
-            def ours(r: Record) -> bool:
-                return r.kind == KIND_ERASURE and decode_erasure(r.value).request_id == request_id
-
-            # They were appended after the request arrived: where the bus can, look at
-            # that recent stretch of the log only (a few seconds of slack for the clock),
-            # and at all of it only if nothing was found there.
-            since_ms = int(datetime.fromisoformat(record.received_at).timestamp() * 1000) - 5_000
-            if not self.bus.purge_recent(user_id, since_ms, ours):
-                self.bus.purge_key(user_id, ours)
+        if user_id is None:
+            raise ErasureError(f"request {record.request_id} lost its subject id while open")
+        findings: dict[str, Finding] = {}
+        if self.verifier is not None:
+            findings = self.verifier.verify(
+                user_id, record.subject_hash, [t.participant for t in record.tasks]
+            )
+            dirty = [f for f in findings.values() if f.residue]
+            if dirty:
+                self._refuse(record, dirty, now)
+                return False
+        if self.bus.erasure_capability().can_purge:
+            self._purge_erasure_events(record, user_id)
+        if self.verifier is not None:
+            self.ledger.verified(
+                record.request_id,
+                {name: msgspec.to_builtins(f) for name, f in findings.items()},
+                now,
+            )
+        self.ledger.complete(record.request_id, now)
         log.info("erasure %s completed", record.request_id)
+        return True
+
+    def _refuse(self, record: RequestRecord, dirty: list[Finding], now: datetime) -> None:
+        stores = {t.participant: t.store for t in record.tasks}
+        for finding in dirty:
+            log.error(
+                "erasure %s: %s confirmed, but verification found %s occurrence(s) of the "
+                "user (%s); sending it again",
+                record.request_id,
+                finding.participant,
+                finding.residue,
+                finding.method,
+            )
+            self.ledger.refuse(
+                Confirmation(
+                    request_id=record.request_id,
+                    participant=finding.participant,
+                    store=stores.get(finding.participant) or "",
+                    method="verification",
+                    rows_removed=0,
+                    rows_remaining=finding.residue,
+                    verified_at=now,
+                    ok=False,
+                    error=f"verification found {finding.residue} occurrence(s) of the user",
+                    evidence=msgspec.to_builtins(finding),
+                )
+            )
+
+    def _purge_erasure_events(self, record: RequestRecord, user_id: str) -> None:
+        # The erasure events named the user too: gone once every store confirmed.
+        request_id = record.request_id
+
+        def ours(r: Record) -> bool:
+            return r.kind == KIND_ERASURE and decode_erasure(r.value).request_id == request_id
+
+        # They were appended after the request arrived: where the bus can, look at
+        # that recent stretch of the log only (a few seconds of slack for the clock),
+        # and at all of it only if nothing was found there.
+        since_ms = int(datetime.fromisoformat(record.received_at).timestamp() * 1000) - 5_000
+        if not self.bus.purge_recent(user_id, since_ms, ours):
+            self.bus.purge_key(user_id, ours)
 
     def run(self, stop: threading.Event, *, interval_s: float = 1.0) -> None:
         """Tick until ``stop`` is set."""
@@ -271,6 +413,9 @@ class ErasureOrchestrator:
         attempts = self.ledger.attempts(request_id)
         now = now or datetime.now(UTC)
         deadline = datetime.fromisoformat(record.deadline)
+        finished = datetime.fromisoformat(record.completed_at) if record.completed_at else None
+        late_by = ((finished or now) - deadline).total_seconds()
+        verification = record.verification or {}
         return {
             "request_id": record.request_id,
             "subject_hash": record.subject_hash,
@@ -284,15 +429,119 @@ class ErasureOrchestrator:
             "time_remaining_s": None
             if record.status == "completed"
             else round((deadline - now).total_seconds(), 1),
-            "past_deadline": record.status != "completed" and now > deadline,
+            "past_deadline": late_by > 0,
             "completed_at": record.completed_at,
+            "completed_late": finished is not None and late_by > 0,
+            "late_by_s": round(late_by, 1) if late_by > 0 else None,
+            "deadline_warnings": [f for f in self.warn_at if f <= record.warned_fraction],
+            "deadline_alerted_at": record.deadline_alerted_at,
+            "verified_at": record.verified_at,
             "confirmed": sum(t.status == "confirmed" for t in record.tasks),
             "outstanding": sum(t.status != "confirmed" for t in record.tasks),
             "stores": [
                 {
                     **msgspec.to_builtins(t),
+                    "verification": verification.get(t.participant),
                     "history": msgspec.to_builtins(attempts.get(t.participant, [])),
                 }
                 for t in record.tasks
             ],
+        }
+
+    def verify(self, request_id: str) -> dict[str, Any]:
+        """Run the independent verification of an open request now (nothing changes in
+        the ledger); a completed request answers with the findings recorded before it
+        completed, its raw id having been wiped since."""
+        record = self.ledger.get(request_id)
+        if record.user_id is None:
+            return {
+                "request_id": request_id,
+                "status": record.status,
+                "verified_at": record.verified_at,
+                "findings": record.verification,
+                "note": "completed: the raw user id was wiped; these are the findings "
+                "recorded before completion",
+            }
+        if self.verifier is None:
+            raise ErasureError("no verifier is configured for this deployment")
+        findings = self.verifier.verify(
+            record.user_id, record.subject_hash, [t.participant for t in record.tasks]
+        )
+        return {
+            "request_id": request_id,
+            "status": record.status,
+            "verified_at": format_time(datetime.now(UTC)),
+            "findings": {name: msgspec.to_builtins(f) for name, f in findings.items()},
+            "clean": all(not f.residue for f in findings.values()),
+        }
+
+    def export(self, request_id: str, now: datetime | None = None) -> dict[str, Any]:
+        """One document per request for a regulator: the request, every store with its
+        method, the evidence of the attempt that applied the erasure, the independent
+        verification and every attempt, and what cannot be erased at once, with the
+        date it will be gone."""
+        audit = self.audit(request_id, now)
+        stores = []
+        pending: list[dict[str, Any]] = []
+        for s in audit["stores"]:
+            evidence = s["evidence"] or {}
+            stores.append(
+                {
+                    "store": s["participant"],
+                    "location": s["store"],
+                    "status": s["status"],
+                    "method": s["method"],
+                    "confirmed_at": s["confirmed_at"],
+                    "rows_removed": s["rows_removed"],
+                    "rows_remaining": s["rows_remaining"],
+                    "evidence": evidence,
+                    "verification": s["verification"],
+                    "attempts": s["history"],
+                }
+            )
+            if evidence.get("gone_by"):
+                pending.append(
+                    {
+                        "store": s["participant"],
+                        "what": "records in the log, unreadable to every consumer (tombstone)",
+                        "gone_by": evidence["gone_by"],
+                    }
+                )
+            scrub = evidence.get("scrub") or evidence.get("online_scrub") or {}
+            if isinstance(scrub, dict) and scrub.get("server_persistence", "").startswith("rdb"):
+                pending.append(
+                    {
+                        "store": s["participant"],
+                        "what": "Redis snapshots or append-only file written before the erasure",
+                        "gone_by": "the next snapshot or AOF rewrite (operator's schedule)",
+                    }
+                )
+        return {
+            "document": "headwater erasure record",
+            "format_version": 1,
+            "generated_at": format_time(now or datetime.now(UTC)),
+            "request": {
+                k: audit[k]
+                for k in (
+                    "request_id",
+                    "subject_hash",
+                    "legal_basis",
+                    "legal_basis_text",
+                    "reference",
+                    "requested_by",
+                    "received_at",
+                    "deadline",
+                    "status",
+                    "completed_at",
+                    "completed_late",
+                    "late_by_s",
+                    "deadline_warnings",
+                    "deadline_alerted_at",
+                    "verified_at",
+                )
+            },
+            "subject": "named by its keyed hash (HMAC-SHA-256); the raw id is not kept once "
+            "the request completes",
+            "stores": stores,
+            "not_erasable_at_once": pending,
         }
