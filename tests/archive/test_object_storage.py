@@ -19,6 +19,7 @@ import pytest
 
 from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.batch import USER_BATCH, BatchErasureParticipant, BatchRunner
+from headwater.control import open_control_database
 from headwater.erasure.events import ErasureEvent
 from headwater.online import open_online_store
 from tests.archive._history import history, records
@@ -89,7 +90,8 @@ def test_archive_batch_and_erasure_on_s3(
     assert all(f.startswith("s3://") for d in archive.table.days().values() for f in d.files)
 
     store = open_online_store(f"sqlite:///{tmp_path / 'online.db'}")
-    runner = BatchRunner(archive.table, store, small_settings(tmp_path / "batch"))
+    control = open_control_database(f"sqlite:///{tmp_path / 'control.db'}")
+    runner = BatchRunner(archive.table, store, small_settings(), control)
     report = runner.run(until=UNTIL)
     assert len(report.days_computed) == 6
     assert store.count(USER_BATCH, ["u001"]) == 1
