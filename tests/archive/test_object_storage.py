@@ -95,6 +95,10 @@ def test_archive_batch_and_erasure_on_s3(
     report = runner.run(until=UNTIL)
     assert len(report.days_computed) == 6
     assert store.count(USER_BATCH, ["u001"]) == 1
+    # The day aggregates are on the archive's object storage, not on this host.
+    assert runner.derived.remote
+    assert runner.derived.url == f"{url}/_batch"
+    assert len(runner.derived.days()) == 6
 
     event = ErasureEvent(request_id="s3-req", user_id="u001", requested_at=datetime.now(UTC))
     (conf,) = archive.erase(event)
@@ -104,6 +108,9 @@ def test_archive_batch_and_erasure_on_s3(
     (derived,) = BatchErasureParticipant(runner, archive.ledger).erase(event)
     assert derived.ok
     assert derived.evidence["partitions_recomputed"] == conf.evidence["partitions"]
+    removed = derived.evidence["files_removed"]
+    assert removed
+    assert not set(removed) & set(runner.derived.all_files()), "superseded files deleted"
     assert store.count(USER_BATCH, ["u001"]) == 0
     assert "u001" not in set(archive.table.read(["user_id"]).column("user_id").to_pylist())
     runner.close()
