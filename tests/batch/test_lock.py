@@ -115,3 +115,20 @@ def test_held_waits_for_the_holder_when_asked(
     with b.held("nightly run", wait_s=5, poll_s=0.05):
         assert b.holder() is not None
     thread.join()
+
+
+def test_a_wait_for_the_lock_ends_when_the_process_stops(
+    dbs: tuple[ControlDatabase, ControlDatabase],
+) -> None:
+    a = BatchLock(dbs[0], lease_s=5)
+    b = BatchLock(dbs[1], lease_s=5)
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    began = time.monotonic()
+    with (
+        a.held("nightly run"),
+        pytest.raises(BatchRunningError, match="already running"),
+        b.held("nightly run", wait_s=60, poll_s=0.05, stop=stop),
+    ):
+        pass
+    assert time.monotonic() - began < 5

@@ -193,10 +193,16 @@ class Application:
         runner = self.open_batch_runner()
 
         def job() -> None:
-            # Another host's run or an erasure recompute may hold the lock: wait for it.
-            runner.run(progress=lambda line: log.info("batch: %s", line), wait_s=3600.0)
+            # Another host's run or an erasure recompute may hold the lock: wait for it,
+            # up to an hour, unless the process is stopping.
+            runner.run(
+                progress=lambda line: log.info("batch: %s", line),
+                wait_s=3600.0,
+                stop=scheduler.stopping,
+            )
 
-        return BatchScheduler(job, self.batch_settings.schedule)
+        scheduler = BatchScheduler(job, self.batch_settings.schedule)
+        return scheduler
 
     # -- shared components -----------------------------------------------------
 

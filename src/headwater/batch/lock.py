@@ -161,17 +161,25 @@ class BatchLock:
         )
 
     @contextmanager
-    def held(self, purpose: str, *, wait_s: float = 0.0, poll_s: float = 1.0) -> Iterator[None]:
+    def held(
+        self,
+        purpose: str,
+        *,
+        wait_s: float = 0.0,
+        poll_s: float = 1.0,
+        stop: threading.Event | None = None,
+    ) -> Iterator[None]:
         """Hold the lock for the block, renewing the lease; ``BatchRunningError`` when
-        another process holds it for longer than ``wait_s``."""
+        another process holds it for longer than ``wait_s`` (or ``stop`` is set first)."""
         deadline = time.monotonic() + wait_s
+        stop = stop or threading.Event()
         while True:
             other = self.try_acquire(purpose)
             if other is None:
                 break
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or stop.is_set():
                 raise BatchRunningError(f"the batch is already running: {other.describe()}")
-            time.sleep(min(poll_s, max(0.01, deadline - time.monotonic())))
+            stop.wait(min(poll_s, max(0.01, deadline - time.monotonic())))
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew_loop, name="batch-lock", daemon=True)
         self._renewer.start()

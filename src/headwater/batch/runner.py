@@ -135,13 +135,19 @@ class BatchRunner:
     # -- locking ---------------------------------------------------------------
 
     @contextmanager
-    def locked(self, purpose: str = "batch run", *, wait_s: float = 0.0) -> Iterator[None]:
+    def locked(
+        self,
+        purpose: str = "batch run",
+        *,
+        wait_s: float = 0.0,
+        stop: threading.Event | None = None,
+    ) -> Iterator[None]:
         """Hold the batch lock: re-entrant in a thread, one holder across every process
         and host sharing the control plane; ``BatchRunningError`` names the holder when
-        it is still held after ``wait_s``."""
+        it is still held after ``wait_s`` (or when ``stop`` is set while waiting)."""
         with self._rlock:
             if self._depth == 0:
-                with self.lock.held(purpose, wait_s=wait_s):
+                with self.lock.held(purpose, wait_s=wait_s, stop=stop):
                     self._depth += 1
                     try:
                         self.retire_legacy()
@@ -216,19 +222,21 @@ class BatchRunner:
         until: date | None = None,
         progress: Progress | None = None,
         wait_s: float = 0.0,
+        stop: threading.Event | None = None,
     ) -> RunReport:
         """A nightly run (``start``/``end`` unset) or a backfill of ``[start, end]``.
 
         The nightly run computes every changed day up to ``until`` (default: yesterday,
         UTC) within the lookback window, and moves the outputs' window end to ``until``.
         A backfill recomputes the named days only and keeps the window end. When another
-        process holds the batch lock for longer than ``wait_s``: ``BatchRunningError``.
+        process holds the batch lock for longer than ``wait_s`` (or ``stop`` is set while
+        waiting for it): ``BatchRunningError``.
         """
         backfill = start is not None or end is not None
         kind = "backfill" if backfill else "nightly"
         say = progress or (lambda _line: None)
         began = time.perf_counter()
-        with self.locked(f"{kind} run", wait_s=wait_s), self.connect() as con:
+        with self.locked(f"{kind} run", wait_s=wait_s, stop=stop), self.connect() as con:
             run_id = self.state.start_run(kind, self.lock.host)
             try:
                 report = self._run(
