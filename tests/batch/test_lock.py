@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from headwater.batch.lock import BatchLock
+from headwater.batch.state import BatchState, ComputedDay
 from headwater.control import ControlDatabase, open_control_database
 from headwater.errors import BatchRunningError
 
@@ -132,3 +133,24 @@ def test_a_wait_for_the_lock_ends_when_the_process_stops(
     ):
         pass
     assert time.monotonic() - began < 5
+
+
+def test_state_is_shared_and_a_run_cut_short_is_marked_abandoned(
+    dbs: tuple[ControlDatabase, ControlDatabase],
+) -> None:
+    here, there = BatchState(dbs[0]), BatchState(dbs[1])
+    crashed = here.start_run("nightly", "host-a")
+    here.record([ComputedDay("2026-03-01", "f1", 3, 10, "2026-03-02T00:00:00.000Z")])
+    here.set_meta("as_of_day", "2026-03-01")
+    assert there.days()["2026-03-01"].fingerprint == "f1"
+    assert there.get_meta("as_of_day") == "2026-03-01"
+    run = there.start_run("nightly", "host-b")
+    there.finish_run(
+        run, status="ok", days=["2026-03-01"], as_of=None, archive_version=3, detail={}
+    )
+    latest, first = there.runs(2)
+    assert (latest.id, latest.status, latest.host) == (run, "ok", "host-b")
+    assert (first.id, first.status, first.host) == (crashed, "abandoned", "host-a")
+    assert first.finished_at is not None
+    there.forget(["2026-03-01"])
+    assert here.days() == {}

@@ -111,8 +111,14 @@ class BatchState:
         )
 
     def start_run(self, kind: str, host: str = "") -> int:
-        """Record a run's start; its id (runs start under the batch lock, one at a time)."""
+        """Record a run's start; its id (runs start under the batch lock, one at a time,
+        so a run still marked running was cut short: it is marked abandoned)."""
         with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE hw_batch_runs SET status = 'abandoned', finished_at = ? "
+                "WHERE status = 'running'",
+                (now_text(),),
+            )
             rows = tx.execute("SELECT max(id) FROM hw_batch_runs")
             run_id = int(rows[0][0] or 0) + 1 if rows else 1
             tx.execute(
