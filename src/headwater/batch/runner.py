@@ -15,7 +15,6 @@ archive, so nothing of the batch lives in a working directory.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import tempfile
@@ -34,6 +33,7 @@ from headwater.archive.schema import ARCHIVE_SCHEMA
 from headwater.archive.table import ArchiveTable, DayFiles, quote_sql
 from headwater.batch.derived import OUTPUTS_DIR, DerivedStore
 from headwater.batch.lock import BatchLock
+from headwater.batch.migration import retire_legacy_dir
 from headwater.batch.outputs import refresh_outputs, window_start
 from headwater.batch.settings import BatchSettings
 from headwater.batch.sql import (
@@ -94,11 +94,6 @@ class RunReport(msgspec.Struct, kw_only=True):
 
 def _today() -> date:
     return datetime.now(UTC).date()
-
-
-#: What an earlier version kept in its local batch directory (removed on migration).
-_LEGACY_FILES = ("state.db", "state.db-wal", "state.db-shm", ".lock")
-_LEGACY_DIRS = ("derived", "duckdb.tmp")
 
 
 class ChunkResult(msgspec.Struct, kw_only=True):
@@ -162,31 +157,9 @@ class BatchRunner:
                 self._depth -= 1
 
     def retire_legacy(self) -> list[str]:
-        """Remove what an earlier version kept in its local batch directory (its state
-        file and day aggregates hold user ids that erasure no longer reaches here)."""
-        root = self.cfg.legacy_dir
-        if root is None or not root.is_dir():
-            return []
-        removed = []
-        for name in _LEGACY_FILES:
-            if (root / name).exists():
-                (root / name).unlink()
-                removed.append(str(root / name))
-        for name in _LEGACY_DIRS:
-            if (root / name).exists():
-                shutil.rmtree(root / name)
-                removed.append(str(root / name))
-        with contextlib.suppress(OSError):  # something else is in it: not ours to remove
-            root.rmdir()
-        if removed:
-            log.warning(
-                "removed the local batch directory of an earlier version (%s): the batch's "
-                "state is now in the control plane and its outputs at %s; the next run "
-                "recomputes every day of its window",
-                ", ".join(removed),
-                self.derived.url,
-            )
-        return removed
+        """Remove what an earlier version kept in its local batch directory (its day
+        aggregates hold user ids that erasure no longer reaches there)."""
+        return retire_legacy_dir(self.cfg.legacy_dir, self.derived.url)
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
