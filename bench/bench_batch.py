@@ -175,13 +175,15 @@ def run_batch(root: Path, erasure: bool) -> dict[str, Any]:
     """In the batch process: nightly, again, backfill, erasure; timings and peak RSS."""
     from headwater.archive import ArchiveConsumer, ErasureLedger
     from headwater.batch import BatchErasureParticipant, BatchRunner, BatchSettings
+    from headwater.control import open_control_database
     from headwater.erasure.events import ErasureEvent
     from headwater.online import open_online_store
 
     archive_url = str(root / "archive")
     table = ArchiveTable(archive_url)
     store = open_online_store(f"sqlite:///{root / 'online.db'}")
-    runner = BatchRunner(table, store, BatchSettings(batch_dir=root / "batch"))
+    control = open_control_database(f"sqlite:///{root / 'control.db'}")
+    runner = BatchRunner(table, store, BatchSettings(), control)
     out: dict[str, Any] = {}
     lines: list[str] = []
 

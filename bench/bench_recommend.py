@@ -90,7 +90,7 @@ def prepare(home: Path, events: int, users: int, items: int, active: int) -> lis
             ]
         )
     )
-    runner = BatchRunner(table, hw.online, BatchSettings(batch_dir=home / "batch"))
+    runner = BatchRunner(table, hw.online, BatchSettings(), hw.control)
     runner.run()
     runner.close()
     # Recent activity of the active users: items drawn from the batch's popular items.

@@ -19,6 +19,7 @@ boundary.
     │   └── RequestTimeoutError       the body did not arrive within the time allowed
     ├── BackendError                  a store, bus or control plane failed
     │   ├── BackendUnavailableError   the server cannot be reached; the operation can be retried
+    │   │   └── BatchRunningError     another process holds the batch lock (names it, since when)
     │   ├── BusError
     │   ├── OnlineStoreError
     │   ├── ArchiveError
@@ -48,6 +49,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailableError",
     "BatchError",
+    "BatchRunningError",
     "BatchTooLargeError",
     "BusError",
     "ConfigurationError",
@@ -145,6 +147,11 @@ class BackendError(HeadwaterError):
 
 class BackendUnavailableError(BackendError):
     """A server cannot be reached; the operation did not happen and can be retried."""
+
+
+class BatchRunningError(BackendUnavailableError):
+    """The batch lock is held by another process (possibly on another host): the run did
+    not start; it can be retried once the holder finished or its lease expired."""
 
 
 class BusError(BackendError):

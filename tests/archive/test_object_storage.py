@@ -19,6 +19,7 @@ import pytest
 
 from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.batch import USER_BATCH, BatchErasureParticipant, BatchRunner
+from headwater.control import open_control_database
 from headwater.erasure.events import ErasureEvent
 from headwater.online import open_online_store
 from tests.archive._history import SUBJECT, history, records
@@ -90,10 +91,15 @@ def test_archive_batch_and_erasure_on_s3(
     assert all(f.startswith("s3://") for d in archive.table.days().values() for f in d.files)
 
     store = open_online_store(f"sqlite:///{tmp_path / 'online.db'}")
-    runner = BatchRunner(archive.table, store, small_settings(tmp_path / "batch"))
+    control = open_control_database(f"sqlite:///{tmp_path / 'control.db'}")
+    runner = BatchRunner(archive.table, store, small_settings(), control)
     report = runner.run(until=UNTIL)
     assert len(report.days_computed) == 6
     assert store.count(USER_BATCH, ["u001"]) == 1
+    # The day aggregates are on the archive's object storage, not on this host.
+    assert runner.derived.remote
+    assert runner.derived.url == f"{url}/_batch"
+    assert len(runner.derived.days()) == 6
 
     event = ErasureEvent(request_id="s3-req", user_id="u001", requested_at=datetime.now(UTC))
     (conf,) = archive.erase(event)
@@ -103,6 +109,9 @@ def test_archive_batch_and_erasure_on_s3(
     (derived,) = BatchErasureParticipant(runner, archive.ledger).erase(event)
     assert derived.ok
     assert derived.evidence["partitions_recomputed"] == conf.evidence["partitions"]
+    removed = derived.evidence["files_removed"]
+    assert removed
+    assert not set(removed) & set(runner.derived.all_files()), "superseded files deleted"
     assert store.count(USER_BATCH, ["u001"]) == 0
     assert "u001" not in set(archive.table.read(["user_id"]).column("user_id").to_pylist())
     runner.close()

@@ -11,6 +11,7 @@ import pytest
 
 from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.batch import ITEM_COVIS, ITEM_POP, USER_BATCH, BatchRunner, BatchSettings
+from headwater.control import open_control_database
 from headwater.online import OnlineStore, open_online_store
 from tests.archive._history import SUBJECT
 from tests.conftest import server_url
@@ -18,14 +19,14 @@ from tests.conftest import server_url
 UNTIL = date(2026, 3, 12)
 
 
-def small_settings(batch_dir: Path) -> BatchSettings:
+def small_settings(**changes: object) -> BatchSettings:
     return BatchSettings(
-        batch_dir=batch_dir,
         covis_min_support=1,
         days_per_chunk=3,
         memory_limit="1GB",
         threads=2,
         covis_items_per_user_day=1000,
+        **changes,  # type: ignore[arg-type]
     )
 
 
@@ -56,8 +57,15 @@ def make_archive(root: Path) -> ArchiveConsumer:
     )
 
 
-def make_runner(archive: ArchiveTable, store: OnlineStore, batch_dir: Path) -> BatchRunner:
-    return BatchRunner(archive, store, small_settings(batch_dir))
+def make_runner(
+    archive: ArchiveTable, store: OnlineStore, control: Path | str, **changes: object
+) -> BatchRunner:
+    """A runner over ``archive`` whose state is in the control plane ``control`` (a URL,
+    or a directory for a SQLite control plane of its own)."""
+    if isinstance(control, Path):
+        control.mkdir(parents=True, exist_ok=True)
+        control = f"sqlite:///{control / 'control.db'}"
+    return BatchRunner(archive, store, small_settings(**changes), open_control_database(control))
 
 
 def snapshot(store: OnlineStore, namespace: str) -> dict[str, bytes]:

@@ -61,9 +61,7 @@ def world(settings: Settings) -> Iterator[tuple[Application, TestClient]]:
     hw = Application(settings)
     hw.register_shipped_contracts()
     hw.open_archive_consumer().handle(records(_history()))
-    runner = hw.open_batch_runner(
-        hw.online, batch=BatchSettings(batch_dir=settings.home / "batch", covis_min_support=1)
-    )
+    runner = hw.open_batch_runner(hw.online, batch=BatchSettings(covis_min_support=1))
     runner.run(until=DAY)
     app = create_app(hw)
     reader, _ = hw.keys.create("recommendations", roles=("reader",), kind="service")

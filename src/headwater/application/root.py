@@ -177,10 +177,13 @@ class Application:
         with needs_extra():
             from headwater.batch.runner import BatchRunner
 
+        # State and lock in the control plane, outputs beside the archive: any host
+        # sharing those two runs the batch, its status and its erasure.
         runner = BatchRunner(
             self.open_archive_table(),
             store or self.open_online_store(),
             batch or self.batch_settings,
+            self.open_control(),
         )
         self.own("batch runner", runner.close)
         return runner
@@ -192,9 +195,16 @@ class Application:
         runner = self.open_batch_runner()
 
         def job() -> None:
-            runner.run(progress=lambda line: log.info("batch: %s", line))
+            # Another host's run or an erasure recompute may hold the lock: wait for it,
+            # up to an hour, unless the process is stopping.
+            runner.run(
+                progress=lambda line: log.info("batch: %s", line),
+                wait_s=3600.0,
+                stop=scheduler.stopping,
+            )
 
-        return BatchScheduler(job, self.batch_settings.schedule)
+        scheduler = BatchScheduler(job, self.batch_settings.schedule)
+        return scheduler
 
     # -- shared components -----------------------------------------------------
 

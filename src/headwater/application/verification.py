@@ -75,14 +75,18 @@ def build_verifier(app: Application) -> Verifier:
     """The checks of every store this deployment's erasures must reach."""
     settings = app.settings
     online = _store_check(app, settings.online_url)
+    from headwater.batch.derived import OUTPUTS_DIR  # the archive's extra (pyarrow)
+
+    cfg = app.archive_settings
+    root = cfg.url.rstrip("/")
     checks: dict[str, list[StoreCheck]] = {
         "online-features": [online],
-        "batch-derived": [online],
+        # The day aggregates beside the archive, and the rows written to the online store.
+        "batch-derived": [online, archive_scan(f"{root}/{OUTPUTS_DIR}", cfg.storage_options)],
         "bus-log": [_bus_check(app)],
         "dead-letters": [_dead_letter_check(app)],
     }
     if scheme_of(settings.dedupe_url) in ("sqlite", "redis"):
         checks["idempotency-window"] = [_store_check(app, settings.dedupe_url)]
-    cfg = app.archive_settings
-    checks["archive"] = [archive_scan(f"{cfg.url.rstrip('/')}/signals", cfg.storage_options)]
+    checks["archive"] = [archive_scan(f"{root}/signals", cfg.storage_options)]
     return Verifier(checks)

@@ -167,7 +167,9 @@ class ArchiveConsumer(Consumer):
         if left:
             raise ArchiveError(
                 f"erasure of {len(users)} user(s): {sum(left.values())} row(s) of "
-                f"{len(left)} user(s) remain in archive version {self.table.version()}"
+                f"{len(left)} user(s) remain in archive version {self.table.version()} "
+                "(rows written under another erasure key are not matched: every process "
+                "must share HEADWATER_ERASURE_KEY)"
             )
         erased_at = datetime.now(UTC)
         out = []

@@ -2,10 +2,12 @@
 
 It waits until the archive has recorded the erasure (the day partitions the user had
 rows in), recomputes those days' aggregates from the archive (which no longer holds
-the user), recomputes the item tables that aggregate over them (co-visitation and
-popularity), deletes the user's own batch row, and verifies: no derived file and no
-online row holds the user, and the recomputed days equal a fresh recompute from the
-archive with the user filtered out.
+the user) under the batch lock (shared by every host: any host may run it), deletes
+the superseded day files for good, recomputes the item tables that aggregate over them
+(co-visitation and popularity), deletes the user's own batch row, and verifies: no
+derived file and no online row holds the user, and the recomputed days equal a fresh
+recompute from the archive with the user filtered out. The confirmation names the
+files it removed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from headwater._url import redacted
 from headwater.archive.ledger import ErasureLedger
 from headwater.batch.outputs import USER_BATCH, refresh_outputs
 from headwater.batch.runner import AS_OF_KEY, BatchRunner
@@ -54,7 +57,12 @@ class BatchErasureParticipant(Consumer):
 
     def participants(self) -> list[Participant]:
         """What the batch derived: its day tables, outputs and the online store's rows."""
-        return [Participant(self.name, str(self.runner.cfg.batch_dir), self.confirm_within_s)]
+        return [Participant(self.name, self.store, self.confirm_within_s)]
+
+    @property
+    def store(self) -> str:
+        """Where the derived day tables are (beside the archive)."""
+        return redacted(self.runner.derived.url)
 
     def erase(self, event: ErasureEvent) -> list[Confirmation]:
         """Recompute the user's partitions and derived tables, then prove the user is gone."""
@@ -83,7 +91,8 @@ class BatchErasureParticipant(Consumer):
             )
         began = time.perf_counter()
         users = list(dict.fromkeys(e.user_id for e in events))
-        with runner.locked(), runner.connect() as con:
+        # Held elsewhere: BatchRunningError, which the runtime retries after a backoff.
+        with runner.locked("erasure recompute"), runner.connect() as con:
             files = runner.archive.days()
             version = runner.archive.version()
             computed = runner.state.days()
@@ -91,9 +100,11 @@ class BatchErasureParticipant(Consumer):
             # user (a crash between the archive's DELETE and its ledger entry).
             own = self._days_with_users(con, users)
             wanted = {d for entry in entries.values() for d in entry.partitions}
-            days = sorted(d for d in wanted.union(*own.values()) if d in computed)
+            # A day whose files still hold a user is recomputed even if the state forgot
+            # it (a run that crashed between writing and recording).
+            days = sorted({d for d in wanted if d in computed}.union(*own.values()))
             before = self._derived_rows(con, users)
-            runner.compute_days(con, days, files, version, lambda _line: None)
+            result = runner.compute_days(con, days, files, version, lambda _line: None)
             held = runner.store.get(USER_BATCH, users)  # one row per user at most
             runner.store.delete(USER_BATCH, users)
             online_removed = {u: int(u in held) for u in users}
@@ -133,18 +144,24 @@ class BatchErasureParticipant(Consumer):
                 Confirmation(
                     request_id=event.request_id,
                     participant=self.name,
-                    store=str(runner.cfg.batch_dir),
+                    store=self.store,
                     method="recompute",
                     rows_removed=before[user] + online_removed[user] if first else 0,
                     rows_remaining=remaining_files[user] + remaining_online[user],
                     verified_at=datetime.now(UTC),
                     evidence={
                         "partitions_recomputed": sorted(
-                            d for d in set(entry.partitions) | set(own[user]) if d in computed
+                            d
+                            for d in set(entry.partitions) | set(own[user])
+                            if d in computed or d in own[user]
                         ),
                         "archive_partitions": entry.partitions,
                         "archive_version": version,
                         "derived_tables": ["user_item_day", "item_pair_day", "item_pop_day"],
+                        "outputs": self.store,
+                        # Superseded day files, deleted for good (not left for a vacuum).
+                        "files_removed": result.removed,
+                        "files_written": len(result.written),
                         "online_recomputed": [k for k in outputs if k != "as_of"],
                         "online_deleted": {USER_BATCH: online_removed[user] if first else 0},
                         "outputs_as_of": outputs.get("as_of"),
@@ -162,7 +179,7 @@ class BatchErasureParticipant(Consumer):
         return out
 
     def _days_with_users(self, con: Any, users: list[str]) -> dict[str, list[str]]:
-        relation = self.runner.derived.relation("user_item_day")
+        relation = self.runner.derived.relation(con, "user_item_day")
         rows = con.execute(
             f"SELECT DISTINCT user_id, date FROM {relation} WHERE list_contains($users, user_id)",
             {"users": users},
@@ -173,7 +190,7 @@ class BatchErasureParticipant(Consumer):
         return {u: sorted(days) for u, days in found.items()}
 
     def _derived_rows(self, con: Any, users: list[str]) -> dict[str, int]:
-        relation = self.runner.derived.relation("user_item_day")
+        relation = self.runner.derived.relation(con, "user_item_day")
         rows = con.execute(
             f"SELECT user_id, count(*) FROM {relation} WHERE list_contains($users, user_id) "
             "GROUP BY user_id",
@@ -211,7 +228,7 @@ class BatchErasureParticipant(Consumer):
         }
         out: dict[str, int] = {}
         for table, columns in _COMPARED.items():
-            stored = f"SELECT {columns} FROM {runner.derived.relation(table, days=days)}"
+            stored = f"SELECT {columns} FROM {runner.derived.relation(con, table, days=days)}"
             recomputed = f"SELECT {columns} FROM ({fresh[table]})"
             row = con.execute(
                 f"SELECT (SELECT count(*) FROM ({stored} EXCEPT ALL {recomputed}))"

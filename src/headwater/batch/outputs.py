@@ -61,7 +61,7 @@ def refresh_outputs(
     out: dict[str, Any] = {}
     jobs: list[tuple[str, str]] = []
     if users:
-        uid = derived.relation("user_item_day", start=long_start, end=as_of_day)
+        uid = derived.relation(con, "user_item_day", start=long_start, end=as_of_day)
         jobs.append(
             (
                 USER_BATCH,
@@ -76,12 +76,12 @@ def refresh_outputs(
         )
     if items:
         pairs = derived.relation(
-            "item_pair_day", end=as_of_day, start=window_start(as_of_day, cfg.covis_days)
+            con, "item_pair_day", end=as_of_day, start=window_start(as_of_day, cfg.covis_days)
         )
         jobs.append(
             (ITEM_COVIS, item_covis_sql(pairs, as_of=as_of, cfg=cfg, window_days=cfg.covis_days))
         )
-        pop = derived.relation("item_pop_day", start=long_start, end=as_of_day)
+        pop = derived.relation(con, "item_pop_day", start=long_start, end=as_of_day)
         jobs.append(
             (
                 ITEM_POP,

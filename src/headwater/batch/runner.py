@@ -6,19 +6,24 @@ late events, erasures, compactions), in chunks, (3) drops days past the lookback
 window, and (4) recomputes the outputs of the window from the day aggregates. A
 backfill names a date range and recomputes exactly those days.
 
-Runs are serialised by a lock file in the batch directory, so a scheduled run, a
-``headwater batch run`` and an erasure recompute never interleave.
+Runs are serialised by the batch lock in the control plane (with a lease, renewed
+while a run works), so a scheduled run, a ``headwater batch run`` on any host and an
+erasure recompute never interleave; a second run is refused with the holder's name.
+State (computed days, runs) is in the control plane and the day aggregates beside the
+archive, so nothing of the batch lives in a working directory.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -26,16 +31,25 @@ import msgspec
 from headwater._time import now_text
 from headwater.archive.schema import ARCHIVE_SCHEMA
 from headwater.archive.table import ArchiveTable, DayFiles, quote_sql
-from headwater.batch.derived import DerivedStore
+from headwater.batch.derived import OUTPUTS_DIR, DerivedStore
+from headwater.batch.lock import BatchLock
+from headwater.batch.migration import retire_legacy_dir
 from headwater.batch.outputs import refresh_outputs, window_start
 from headwater.batch.settings import BatchSettings
-from headwater.batch.sql import events_sql, item_pair_day_sql, item_pop_day_sql, user_item_day_sql
+from headwater.batch.sql import (
+    DAY_TABLES,
+    events_sql,
+    item_pair_day_sql,
+    item_pop_day_sql,
+    user_item_day_sql,
+)
 from headwater.batch.state import BatchState, ComputedDay
+from headwater.control.base import ControlDatabase
 from headwater.errors import ArchiveError, MissingDependencyError
 from headwater.metrics import BATCH_RUN_SECONDS
 from headwater.online.base import OnlineStore
 
-__all__ = ["AS_OF_KEY", "BatchRunner", "Progress", "RunReport"]
+__all__ = ["AS_OF_KEY", "BatchRunner", "ChunkResult", "Progress", "RunReport"]
 
 log = logging.getLogger("headwater.batch")
 
@@ -75,44 +89,77 @@ class RunReport(msgspec.Struct, kw_only=True):
     events: int
     outputs: dict[str, Any]
     seconds: float
+    files_removed: int = 0
 
 
 def _today() -> date:
     return datetime.now(UTC).date()
 
 
+class ChunkResult(msgspec.Struct, kw_only=True):
+    """Day aggregates recomputed: events read, files written and removed for good."""
+
+    events: int = 0
+    written: list[str] = []
+    removed: list[str] = []
+
+
 class BatchRunner:
     """Computes the batch features of one archive into one online store."""
 
-    def __init__(self, archive: ArchiveTable, store: OnlineStore, cfg: BatchSettings) -> None:
+    def __init__(
+        self,
+        archive: ArchiveTable,
+        store: OnlineStore,
+        cfg: BatchSettings,
+        control: ControlDatabase,
+        *,
+        derived: DerivedStore | None = None,
+    ) -> None:
         self.archive = archive
         self.store = store
         self.cfg = cfg
-        cfg.batch_dir.mkdir(parents=True, exist_ok=True)
-        self.state = BatchState(cfg.batch_dir / "state.db")
-        self.derived = DerivedStore(cfg.batch_dir / "derived")
+        self.state = BatchState(control)
+        self.lock = BatchLock(control, lease_s=cfg.lock_lease_s)
+        self.derived = derived or DerivedStore(
+            f"{archive.root}/{OUTPUTS_DIR}", storage_options=archive.storage_options
+        )
         self._rlock = threading.RLock()
         self._depth = 0
-        self._lock_file: Any = None
 
     # -- locking ---------------------------------------------------------------
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the batch lock (re-entrant in a thread; a lock file across processes)."""
+    def locked(
+        self,
+        purpose: str = "batch run",
+        *,
+        wait_s: float = 0.0,
+        stop: threading.Event | None = None,
+    ) -> Iterator[None]:
+        """Hold the batch lock: re-entrant in a thread, one holder across every process
+        and host sharing the control plane; ``BatchRunningError`` names the holder when
+        it is still held after ``wait_s`` (or when ``stop`` is set while waiting)."""
         with self._rlock:
             if self._depth == 0:
-                self._lock_file = (self.cfg.batch_dir / ".lock").open("a+")
-                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
+                with self.lock.held(purpose, wait_s=wait_s, stop=stop):
+                    self._depth += 1
+                    try:
+                        self.retire_legacy()
+                        yield
+                    finally:
+                        self._depth -= 1
+                return
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
-                if self._depth == 0:
-                    fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
-                    self._lock_file.close()
-                    self._lock_file = None
+
+    def retire_legacy(self) -> list[str]:
+        """Remove what an earlier version kept in its local batch directory (its day
+        aggregates hold user ids that erasure no longer reaches there)."""
+        return retire_legacy_dir(self.cfg.legacy_dir, self.derived.url)
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
@@ -122,10 +169,12 @@ class BatchRunner:
         except ImportError:
             raise MissingDependencyError("batch", "duckdb", "archive") from None
         con = duckdb.connect()
+        # Spill files are this process's own business: a private directory, removed after.
+        spill = Path(tempfile.mkdtemp(prefix="headwater-batch-"))
         try:
             con.execute("SET TimeZone = 'UTC'")
             con.execute(f"SET memory_limit = {quote_sql(self.cfg.memory_limit)}")
-            con.execute(f"SET temp_directory = {quote_sql(str(self.cfg.batch_dir / 'duckdb.tmp'))}")
+            con.execute(f"SET temp_directory = {quote_sql(str(spill))}")
             con.execute("SET preserve_insertion_order = false")
             if self.cfg.threads:
                 con.execute(f"SET threads = {int(self.cfg.threads)}")
@@ -134,6 +183,7 @@ class BatchRunner:
             raise ArchiveError(f"batch query failed: {exc}") from exc
         finally:
             con.close()
+            shutil.rmtree(spill, ignore_errors=True)
 
     # -- runs ------------------------------------------------------------------
 
@@ -144,18 +194,23 @@ class BatchRunner:
         end: date | None = None,
         until: date | None = None,
         progress: Progress | None = None,
+        wait_s: float = 0.0,
+        stop: threading.Event | None = None,
     ) -> RunReport:
         """A nightly run (``start``/``end`` unset) or a backfill of ``[start, end]``.
 
         The nightly run computes every changed day up to ``until`` (default: yesterday,
         UTC) within the lookback window, and moves the outputs' window end to ``until``.
-        A backfill recomputes the named days only and keeps the window end.
+        A backfill recomputes the named days only and keeps the window end. When another
+        process holds the batch lock for longer than ``wait_s`` (or ``stop`` is set while
+        waiting for it): ``BatchRunningError``.
         """
         backfill = start is not None or end is not None
+        kind = "backfill" if backfill else "nightly"
         say = progress or (lambda _line: None)
         began = time.perf_counter()
-        with self.locked(), self.connect() as con:
-            run_id = self.state.start_run("backfill" if backfill else "nightly")
+        with self.locked(f"{kind} run", wait_s=wait_s, stop=stop), self.connect() as con:
+            run_id = self.state.start_run(kind, self.lock.host)
             try:
                 report = self._run(
                     con, run_id, start=start, end=end, until=until, backfill=backfill, say=say
@@ -189,7 +244,6 @@ class BatchRunner:
         backfill: bool,
         say: Progress,
     ) -> RunReport:
-        self.derived.clean_staging()
         version = self.archive.version()
         files = self.archive.days()
         computed = self.state.days()
@@ -213,18 +267,21 @@ class BatchRunner:
             # Days computed earlier whose archive files are all gone (every row deleted).
             todo += sorted(d for d in computed if first <= d <= last and d not in files)
             current = len(in_window) - len([d for d in todo if d in in_window])
+            on_storage = {d for t in DAY_TABLES for d in self.derived.days(t)}
             dropped = sorted(
-                {d for d in computed if d < first} | {d for d in self.derived.days() if d < first}
+                {d for d in computed if d < first} | {d for d in on_storage if d < first}
             )
             as_of_day = last
         say(
             f"archive version {version}: {len(todo)} day(s) to compute, {current} current, "
             f"{len(dropped)} past the {self.cfg.lookback_days}-day window"
         )
-        events = self.compute_days(con, todo, files, version, say)
+        result = self.compute_days(con, todo, files, version, say)
+        removed = list(result.removed)
         if dropped:
+            self.lock.check()
             self.state.forget(dropped)
-            self.derived.drop(dropped)
+            removed += self.derived.drop(dropped)
         say(f"outputs for the window ending {as_of_day}:")
         outputs = refresh_outputs(
             con, self.derived, self.store, self.cfg, as_of_day=as_of_day, progress=say
@@ -236,7 +293,12 @@ class BatchRunner:
             days=todo,
             as_of=outputs["as_of"],
             archive_version=version,
-            detail={"events": events, "dropped": dropped},
+            detail={
+                "events": result.events,
+                "dropped": dropped,
+                "files_written": len(result.written),
+                "files_removed": len(removed),
+            },
         )
         return RunReport(
             run_id=run_id,
@@ -246,24 +308,28 @@ class BatchRunner:
             days_computed=todo,
             days_current=current,
             days_dropped=dropped,
-            events=events,
+            events=result.events,
             outputs=outputs,
             seconds=0.0,
+            files_removed=len(removed),
         )
 
     # -- day aggregates ----------------------------------------------------------
 
     def compute_days(
         self, con: Any, days: Sequence[str], files: dict[str, DayFiles], version: int, say: Progress
-    ) -> int:
+    ) -> ChunkResult:
         """Recompute the day aggregates of ``days`` from the archive, chunk by chunk."""
-        total = 0
+        total = ChunkResult()
         step = max(1, self.cfg.days_per_chunk)
         for i in range(0, len(days), step):
             chunk = list(days[i : i + step])
             began = time.perf_counter()
-            n = self._compute_chunk(con, chunk, files, version)
-            total += n
+            part = self._compute_chunk(con, chunk, files, version)
+            n = part.events
+            total.events += n
+            total.written += part.written
+            total.removed += part.removed
             say(
                 f"  days {chunk[0]}..{chunk[-1]} ({i + len(chunk)}/{len(days)}): "
                 f"{n:,} events in {time.perf_counter() - began:.1f}s"
@@ -291,28 +357,24 @@ class BatchRunner:
 
     def _compute_chunk(
         self, con: Any, days: list[str], files: dict[str, DayFiles], version: int
-    ) -> int:
+    ) -> ChunkResult:
         events = events_sql(self.source(con, days, files), dedupe=self.cfg.dedupe_event_ids)
         con.execute(f"CREATE OR REPLACE TEMP TABLE ev AS {events}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE uid AS {user_item_day_sql('ev')}")
-        staged = self.derived.staging()
         outputs = {
             "user_item_day": "SELECT * FROM uid",
             "item_pair_day": item_pair_day_sql("uid", self.cfg),
             "item_pop_day": item_pop_day_sql("ev"),
         }
-        for table, sql in outputs.items():
-            target = quote_sql(str(staged / table))
-            con.execute(
-                f"COPY ({sql}) TO {target} (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd)"
-            )
         count = con.execute("SELECT count(*) FROM ev").fetchall()
         n = int(count[0][0]) if count else 0
+        # Fence, then forget first: a crash before the days are recorded again leaves
+        # them to recompute (and their files to replace, whatever a crash left there).
+        self.lock.check()
+        self.state.forget(days)
+        written, removed = self.derived.replace(con, outputs, days)
         con.execute("DROP TABLE ev")
         con.execute("DROP TABLE uid")
-        # Forget first: a crash between the two steps leaves the days to recompute.
-        self.state.forget(days)
-        self.derived.install(staged, days)
         stamp = now_text()
         self.state.record(
             [
@@ -326,7 +388,7 @@ class BatchRunner:
                 for d in days
             ]
         )
-        return n
+        return ChunkResult(events=n, written=written, removed=removed)
 
     # -- status ----------------------------------------------------------------
 
@@ -334,6 +396,7 @@ class BatchRunner:
         """Computed days, days waiting, the outputs' window end and the last runs."""
         files = self.archive.days()
         computed = self.state.days()
+        holder = self.lock.holder()
         stale = sorted(
             d for d in files if d in computed and computed[d].fingerprint != files[d].fingerprint
         )
@@ -347,8 +410,10 @@ class BatchRunner:
             "changed_since_computed": stale,
             "not_computed": sorted(d for d in files if d not in computed),
             "runs": [msgspec.to_builtins(r) for r in self.state.runs(5)],
+            "outputs": self.derived.url,
+            "lock": None if holder is None else msgspec.to_builtins(holder),
         }
 
     def close(self) -> None:
-        """Release the state file."""
-        self.state.close()
+        """Nothing of its own to release: the control plane and the archive belong to
+        whoever opened them (the composition root)."""

@@ -93,6 +93,11 @@ class BatchScheduler:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("scheduled batch run failed")
 
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once ``stop`` is called: a job waiting for something gives up on it."""
+        return self._stop
+
     def stop(self, timeout: float | None = None) -> None:
         """Stop waiting; a run in progress finishes first."""
         self._stop.set()

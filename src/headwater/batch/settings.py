@@ -1,6 +1,14 @@
 """Batch settings from ``HEADWATER_BATCH_*`` variables.
 
-- ``HEADWATER_BATCH_DIR``: derived day aggregates and run state (default ``<home>/batch``).
+The batch keeps nothing in the working directory: its state (computed days, runs, the
+lock) is in the control plane (``HEADWATER_CONTROL_URL``) and its day aggregates beside
+the archive (``<HEADWATER_ARCHIVE_URL>/_batch``), so any host sharing those two runs it.
+
+- ``HEADWATER_BATCH_DIR``: no longer used. When set (or when ``<home>/batch`` exists) it
+  names the local directory of an earlier version, whose files the next batch run or
+  erasure removes (a first run recomputes every day of the window).
+- ``HEADWATER_BATCH_LOCK_LEASE``: how long the batch lock outlives a holder that stopped
+  renewing it (a crashed host; default ``10m``, renewed every third of it).
 - ``HEADWATER_BATCH_SCHEDULE``: when ``headwater up`` runs the batch: ``HH:MM`` (UTC,
   daily; default ``02:30``), ``every 6h``, or ``off``.
 - ``HEADWATER_BATCH_LOOKBACK_DAYS`` (90), ``HEADWATER_BATCH_COVIS_DAYS`` (30),
@@ -9,15 +17,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import msgspec
 
+from headwater._duration import parse_duration
 from headwater.config import Settings
 from headwater.errors import ConfigurationError
 
 __all__ = ["EVENT_WEIGHTS", "BatchSettings"]
+
+log = logging.getLogger("headwater.batch")
 
 #: How much one event of a type says about a user's interest in an item. Types not
 #: listed (search, dismiss, rating) do not feed affinity, co-visitation or popularity.
@@ -36,9 +48,8 @@ def _int(name: str, default: int) -> int:
 
 
 class BatchSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """What the nightly batch computes, over which windows, and where it keeps its work."""
+    """What the nightly batch computes, over which windows, and how long its lock lasts."""
 
-    batch_dir: Path
     schedule: str = "02:30"
     lookback_days: int = 90
     affinity_short_days: int = 30
@@ -54,13 +65,26 @@ class BatchSettings(msgspec.Struct, frozen=True, kw_only=True):
     memory_limit: str = "4GB"
     threads: int = 0  # 0: DuckDB's default (every core)
     dedupe_event_ids: bool = True
+    lock_lease_s: float = 600.0
+    #: The local batch directory of an earlier version, removed once the batch runs.
+    legacy_dir: Path | None = None
 
     @classmethod
     def from_env(cls, settings: Settings) -> BatchSettings:
         """The batch settings of a deployment."""
         root = os.environ.get("HEADWATER_BATCH_DIR", "").strip()
+        if root:
+            log.warning(
+                "HEADWATER_BATCH_DIR is no longer used: the batch's state is in the control "
+                "plane (HEADWATER_CONTROL_URL) and its outputs beside the archive "
+                "(HEADWATER_ARCHIVE_URL/_batch); the files the batch left in %s are removed "
+                "at the next run. Unset HEADWATER_BATCH_DIR.",
+                root,
+            )
+        lease = os.environ.get("HEADWATER_BATCH_LOCK_LEASE", "").strip() or "10m"
         return cls(
-            batch_dir=Path(root).expanduser() if root else settings.home / "batch",
+            legacy_dir=Path(root).expanduser() if root else settings.home / "batch",
+            lock_lease_s=parse_duration(lease, "HEADWATER_BATCH_LOCK_LEASE"),
             schedule=os.environ.get("HEADWATER_BATCH_SCHEDULE", "").strip() or "02:30",
             lookback_days=_int("HEADWATER_BATCH_LOOKBACK_DAYS", 90),
             covis_days=_int("HEADWATER_BATCH_COVIS_DAYS", 30),

@@ -35,22 +35,43 @@ def run(
         str | None, typer.Option(help="Nightly: last day to compute (default yesterday, UTC).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    wait: Annotated[
+        str,
+        typer.Option(
+            help="When another host or process runs the batch, wait this long (e.g. 30m) "
+            "for it to finish instead of giving up at once."
+        ),
+    ] = "0s",
 ) -> None:
-    """Compute changed days and refresh outputs; with --from/--to recompute only those days."""
+    """Compute changed days and refresh outputs; with --from/--to recompute only those days.
+
+    One run at a time across every host sharing the control plane: a second run says
+    who holds the batch lock and since when, and exits 1."""
     import msgspec
 
+    from headwater._duration import parse_duration
     from headwater.application import Application
+    from headwater.errors import BatchRunningError, ConfigurationError
 
     start, end = _day(from_, "--from"), _day(to, "--to")
     if start and end and start > end:
         raise typer.BadParameter("--from is after --to")
+    try:
+        wait_s = 0.0 if wait.strip() in ("0", "0s") else parse_duration(wait, "--wait")
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc)) from None
     with Application(settings(home)) as app_:
-        report = app_.open_batch_runner().run(
-            start=start,
-            end=end,
-            until=_day(until, "--until"),
-            progress=None if as_json else typer.echo,
-        )
+        try:
+            report = app_.open_batch_runner().run(
+                start=start,
+                end=end,
+                until=_day(until, "--until"),
+                progress=None if as_json else typer.echo,
+                wait_s=wait_s,
+            )
+        except BatchRunningError as exc:
+            typer.echo(f"not started: {exc}", err=True)
+            raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(msgspec.to_builtins(report), indent=2))
 
@@ -69,6 +90,13 @@ def status(
         typer.echo(json.dumps(doc, indent=2))
         return
     typer.echo(f"outputs as of day: {doc['as_of_day'] or 'never computed'}")
+    typer.echo(f"outputs at: {doc['outputs']}")
+    lock = doc["lock"]
+    if lock is not None:
+        typer.echo(
+            f"running now: {lock['purpose']} on {lock['host']} (pid {lock['pid']}) since "
+            f"{lock['acquired_at']}, lease until {lock['expires_at']}"
+        )
     typer.echo(
         f"archive version {doc['archive_version']}, {doc['archive_days']} day(s); "
         f"computed {doc['computed_days']} ({doc['first_day']} .. {doc['last_day']})"

@@ -13,6 +13,7 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from headwater._extras import needs_extra
 from headwater.errors import ConfigurationError, ErasureError
@@ -76,10 +77,18 @@ class SubjectSealer:
     """
 
     def __init__(self, key: bytes) -> None:
-        with needs_extra():
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-        derived = hmac.new(key, b"headwater: sealed subject ids v1", hashlib.sha256).digest()
-        self._aead = AESGCM(derived)
+        self._key = hmac.new(key, b"headwater: sealed subject ids v1", hashlib.sha256).digest()
+        self._cipher: Any = None
+
+    @property
+    def _aead(self) -> Any:
+        # Loaded on first use: a process that never opens a request (a consumer of a
+        # base install) does not need the package.
+        if self._cipher is None:
+            with needs_extra():
+                from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+            self._cipher = AESGCM(self._key)
+        return self._cipher
 
     def seal(self, user_id: str, request_id: str) -> str:
         """The text the ledger stores for ``user_id`` of ``request_id``."""
@@ -98,9 +107,10 @@ class SubjectSealer:
 
         raw = base64.urlsafe_b64decode(stored[len(_SEALED) :])
         try:
-            return self._aead.decrypt(raw[:12], raw[12:], request_id.encode()).decode()
+            plain: bytes = self._aead.decrypt(raw[:12], raw[12:], request_id.encode())
         except InvalidTag:
             raise ErasureError(
                 f"request {request_id}: its subject id cannot be opened with this erasure "
                 "key (every process must share HEADWATER_ERASURE_KEY)"
             ) from None
+        return plain.decode()
