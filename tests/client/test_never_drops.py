@@ -211,11 +211,39 @@ def test_a_producer_killed_with_sigkill_loses_nothing_with_a_spool(
     assert set(seen.values()) == {1}, "none twice"
 
 
+_ASYNC_PRODUCER = """
+import asyncio, sys
+from headwater.client import AsyncHeadwaterClient
+url, key, out = sys.argv[1:4]
+
+async def main():
+    client = AsyncHeadwaterClient(url, key, flush_interval=60)
+    return [await client.track("click", f"u{i}", "web", item_id="i1") for i in range(50)]
+
+ids = asyncio.run(main())  # the loop ends, the client is neither flushed nor closed
+with open(out, "w") as f:
+    f.write("\\n".join(ids))
+print("tracked", flush=True)
+"""
+
+
 def test_a_client_never_closed_flushes_at_exit(hw: Application, tmp_path: Path) -> None:
     out = tmp_path / "ids.txt"
     with serve(create_app(hw)) as url:
         proc = _produce(url, make_key(hw, "web", "producer"), None, 50, out, at_exit=True)
         assert _reap(proc) == 0
+    assert on_bus(hw) == dict.fromkeys(out.read_text().split("\n"), 1)
+
+
+def test_an_async_client_never_closed_flushes_at_exit_without_its_loop(
+    hw: Application, tmp_path: Path
+) -> None:
+    out = tmp_path / "ids.txt"
+    with serve(create_app(hw)) as url:
+        key = make_key(hw, "web", "producer")
+        args = [sys.executable, "-c", _ASYNC_PRODUCER, url, key, str(out)]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
     assert on_bus(hw) == dict.fromkeys(out.read_text().split("\n"), 1)
 
 

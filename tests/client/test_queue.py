@@ -252,3 +252,15 @@ def test_a_user_callback_that_raises_does_not_stop_the_sender() -> None:
     wait_until(lambda: client.queued == 0)
     client.close()
     assert gw.accepted[later] == 1
+
+
+def test_an_event_published_without_an_id_gets_one_kept_through_retries() -> None:
+    gw = Gateway()
+    client = client_for(gw)
+    with pytest.raises(PublishFailedError) as failed:
+        client.publish([{"event_type": "view", "user_id": "u1", "surface": "web"}])
+    (given,) = failed.value.event_ids
+    gw.up.set()
+    client.close()
+    assert len(given) == 26
+    assert gw.sent() == {given: 4}, "three failed attempts and the last, one id"

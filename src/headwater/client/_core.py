@@ -29,6 +29,7 @@ from headwater.client._batching import (
     batches,
     build_event,
     classify,
+    new_event_id,
 )
 from headwater.client._queue import EventQueue
 from headwater.client._spool import Spool
@@ -152,6 +153,9 @@ class ClientCore:
         """Queue events, reporting those that do not fit; whether a full batch waits."""
         if self._closed:
             raise RuntimeError("the client is closed")
+        # An event given without an id gets one now, kept through every retry: the
+        # gateway de-duplicates a re-send only by it.
+        events = [e if "event_id" in e else {**e, "event_id": new_event_id()} for e in events]
         over = self._queue.put(events)
         if over:
             log.warning(
