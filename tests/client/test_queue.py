@@ -264,3 +264,12 @@ def test_an_event_published_without_an_id_gets_one_kept_through_retries() -> Non
     client.close()
     assert len(given) == 26
     assert gw.sent() == {given: 4}, "three failed attempts and the last, one id"
+
+
+def test_publish_reports_its_own_events_while_the_sender_is_eager() -> None:
+    gw = Gateway()
+    gw.up.set()
+    client = client_for(gw, batch_size=1, flush_interval=0.001)
+    reports = [client.publish([{"event_id": f"e{i}"}]) for i in range(200)]
+    client.close()
+    assert [r.accepted for r in reports] == [1] * 200

@@ -93,6 +93,8 @@ class ClientCore:
         close_timeout: float,
         spool: str | Path | None,
     ) -> None:
+        if batch_size < 1 or flush_interval <= 0 or close_timeout < 0:
+            raise ValueError("batch_size >= 1, flush_interval > 0 and close_timeout >= 0")
         self.batch_size = batch_size
         self.max_batch_bytes = max_batch_bytes
         self.retry = retry or RetryPolicy()

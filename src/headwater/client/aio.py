@@ -101,9 +101,11 @@ class AsyncHeadwaterClient(ClientCore):
             return await self._drain_async(deadline)
 
     async def publish(self, events: Sequence[dict[str, Any]]) -> PublishReport:
-        """Queue events and flush (with whatever else was queued)."""
-        self._enqueue(events)
-        return await self.flush()
+        """Queue events and flush: the report covers them (and what was queued before)."""
+        self._start()
+        async with self._send_lock:  # queued under the lock: the task cannot take them
+            self._enqueue(events)
+            return await self._drain_async(None)
 
     def _start(self) -> None:
         if self._task is None and not self._closed:

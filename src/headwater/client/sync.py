@@ -117,9 +117,10 @@ class HeadwaterClient(ClientCore):
             return self._drain(self._post, deadline)
 
     def publish(self, events: Sequence[dict[str, Any]]) -> PublishReport:
-        """Queue events and flush (with whatever else was queued)."""
-        self._enqueue(events)
-        return self.flush()
+        """Queue events and flush: the report covers them (and what was queued before)."""
+        with self._send_lock:  # queued under the lock: the background thread cannot take them
+            self._enqueue(events)
+            return self._drain(self._post, None)
 
     def _post(self, body: bytes) -> Answer:
         return post_blocking(self._http, body)
