@@ -193,7 +193,10 @@ def test_a_producer_killed_with_sigkill_loses_nothing_with_a_spool(
             target = url
             key, _ = hw.keys.create("web", rate_limit_eps=100, burst=100)
         proc = _produce(target, key, spool, 3000, out)
-        time.sleep(0.5)
+        if gateway == "down":
+            time.sleep(0.3)  # the sender tries, and fails
+        else:
+            wait_until(lambda: _spooled(spool) < 3000)  # a first batch got through
         proc.send_signal(signal.SIGKILL)
         _reap(proc)
         tracked = out.read_text().split("\n")
