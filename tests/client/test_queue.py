@@ -273,3 +273,17 @@ def test_publish_reports_its_own_events_while_the_sender_is_eager() -> None:
     reports = [client.publish([{"event_id": f"e{i}"}]) for i in range(200)]
     client.close()
     assert [r.accepted for r in reports] == [1] * 200
+
+
+def test_an_unreadable_success_is_sent_again() -> None:
+    bodies = iter([b"<html>a proxy</html>", ok_body(1)])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=next(bodies))
+
+    client = HeadwaterClient(
+        "http://gw", "k", retry=FAST, flush_interval=60, transport=httpx.MockTransport(handler)
+    )
+    report = client.publish([{"event_id": "e1"}])
+    client.close()
+    assert (report.accepted, report.retries) == (1, 1)

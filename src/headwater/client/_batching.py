@@ -120,7 +120,11 @@ def classify(
 ) -> Outcome:
     """What one attempt's answer means for its batch (``status`` None: failed in transit)."""
     if status in (200, 207):
-        return Delivered(report_from(body, events))
+        try:
+            return Delivered(report_from(body, events))
+        except (msgspec.DecodeError, KeyError, IndexError, TypeError, AttributeError):
+            # Not the gateway's answer (a proxy's page?): sending again is safe.
+            return Transient(f"HTTP {status} with an unreadable body", None)
     if status is None or status in TRANSIENT or status >= 500:
         what = f"HTTP {status}" if status is not None else error or "network error"
         return Transient(what, _seconds(retry_after))
