@@ -28,7 +28,9 @@ boundary.
     │   ├── AuthenticationError       missing or unknown producer key
     │   ├── PermissionDeniedError     event type or surface outside the key's scope
     │   └── RateLimitedError          over the producer's rate limit (carries retry_after)
-    ├── PublishFailedError            the client gave up after its retries (the batch may be resent)
+    ├── PublishFailedError            events the client could not deliver (carried; still queued)
+    │   ├── PublishUnauthorizedError  the gateway refused the key (also an AuthenticationError)
+    │   └── PublishForbiddenError     the key may not publish them (also a PermissionDeniedError)
     ├── ConsumerError
     │   ├── MissingDeletionHandlerError  a consumer that stores user data has no erasure handler
     │   └── FencedError               another member took the partition: this write was refused
@@ -40,7 +42,7 @@ boundary.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "AccessError",
@@ -68,6 +70,8 @@ __all__ = [
     "OnlineStoreError",
     "PermissionDeniedError",
     "PublishFailedError",
+    "PublishForbiddenError",
+    "PublishUnauthorizedError",
     "RateLimitedError",
     "RequestTimeoutError",
     "UnknownErasureRequestError",
@@ -191,7 +195,41 @@ class RateLimitedError(AccessError):
 
 
 class PublishFailedError(HeadwaterError):
-    """The producer client gave up after its retries; resending the batch is safe."""
+    """The producer client could not deliver some events; they stay queued.
+
+    ``events`` are the events not accepted (each keeps its ``event_id``, so resending
+    is safe: the gateway de-duplicates), ``event_ids`` their ids, ``rejected`` the
+    per-event refusals seen before the failure (final, never resent), and
+    ``accepted`` / ``duplicates`` what did get through.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        events: Sequence[dict[str, Any]] = (),
+        rejected: Sequence[Any] = (),
+        accepted: int = 0,
+        duplicates: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.events = list(events)
+        self.rejected = list(rejected)
+        self.accepted = accepted
+        self.duplicates = duplicates
+
+    @property
+    def event_ids(self) -> list[str]:
+        """The ids of the events not accepted."""
+        return [str(e.get("event_id")) for e in self.events]
+
+
+class PublishUnauthorizedError(PublishFailedError, AuthenticationError):
+    """The gateway refused the producer key (401); the events stay queued."""
+
+
+class PublishForbiddenError(PublishFailedError, PermissionDeniedError):
+    """The key may not publish these event types or surfaces (403); the events stay queued."""
 
 
 class ConsumerError(HeadwaterError):

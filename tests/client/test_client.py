@@ -1,4 +1,8 @@
-"""The producer SDK: batching, retries on 429/503/network errors, no retry on rejections."""
+"""The producer SDK: batching, retries on 429/503/network errors, no retry on rejections.
+
+What happens to events that cannot be delivered (queue, spool, overflow, background
+sending): test_never_drops.py.
+"""
 
 from __future__ import annotations
 
@@ -56,8 +60,9 @@ def test_end_to_end_with_rejections_reported(live: str, hw: Application) -> None
         for i in range(250):
             client.track("view", f"u{i % 10}", "web", item_id=f"i{i}", payload={"dwell_ms": i})
         client.track("view", "u1", "tv", item_id="i1")
-        report = client.flush()
-    assert report.accepted == 50
+        client.flush()
+        # Full batches went from the background thread, the rest with the flush.
+        assert client.queued == 0
     assert client.totals.accepted == 250
     assert len(seen) == 1
     assert (seen[0].field, seen[0].rule) == ("surface", "surface_not_allowed")
@@ -91,7 +96,9 @@ def test_retries_429_and_503_then_succeeds() -> None:
         calls.append(request)
         return next(answers)
 
-    client = HeadwaterClient("http://gw", "k", retry=FAST, transport=httpx.MockTransport(handler))
+    client = HeadwaterClient(
+        "http://gw", "k", retry=FAST, flush_interval=60, transport=httpx.MockTransport(handler)
+    )
     report = client.publish([{"event_id": "e1"}])
     client.close()
     assert (report.accepted, report.retries, len(calls)) == (1, 2, 3)
@@ -102,10 +109,15 @@ def test_network_errors_are_retried_then_give_up() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    client = HeadwaterClient("http://gw", "k", retry=FAST, transport=httpx.MockTransport(handler))
-    with pytest.raises(PublishFailedError, match="gave up after 4 attempts"):
+    client = HeadwaterClient(
+        "http://gw", "k", retry=FAST, flush_interval=60, transport=httpx.MockTransport(handler)
+    )
+    with pytest.raises(PublishFailedError, match="gave up after 4 attempts") as failed:
         client.publish([{"event_id": "e1"}])
-    client.close()
+    assert failed.value.event_ids == ["e1"]
+    assert client.queued == 1, "the event stays queued"
+    with pytest.raises(PublishFailedError, match="1 events stay queued"):
+        client.close()
 
 
 @pytest.mark.parametrize(
@@ -118,11 +130,16 @@ def test_client_errors_are_not_retried(status: int, error: type[Exception]) -> N
         calls.append(request)
         return httpx.Response(status, json={"message": "no"})
 
-    client = HeadwaterClient("http://gw", "k", retry=FAST, transport=httpx.MockTransport(handler))
-    with pytest.raises(error):
+    client = HeadwaterClient(
+        "http://gw", "k", retry=FAST, flush_interval=60, transport=httpx.MockTransport(handler)
+    )
+    with pytest.raises(error) as refused:
         client.publish([{"event_id": "e1"}])
-    client.close()
     assert len(calls) == 1
+    assert isinstance(refused.value, PublishFailedError)
+    assert refused.value.event_ids == ["e1"], "the events are carried, and stay queued"
+    with pytest.raises(error):
+        client.close()
 
 
 def test_batches_respect_count_and_bytes() -> None:
@@ -138,6 +155,7 @@ def test_batches_respect_count_and_bytes() -> None:
         "k",
         batch_size=500,
         max_batch_bytes=20_000,
+        flush_interval=60,
         transport=httpx.MockTransport(handler),
     )
     events = [

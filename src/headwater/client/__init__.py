@@ -1,5 +1,6 @@
-"""Python clients: the producer SDK (batching, retries, rejection reports) and the
-feature read client."""
+"""Python clients: the producer SDK (a bounded queue sent from the background, retries,
+rejection and overflow reports, an optional on-disk spool; docs/sdk.md) and the feature
+read client."""
 
 from __future__ import annotations
 

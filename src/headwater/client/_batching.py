@@ -10,17 +10,20 @@ from typing import Any
 import msgspec
 
 from headwater._time import format_time
-from headwater.errors import (
-    AuthenticationError,
-    BatchTooLargeError,
-    HeadwaterError,
-    MalformedBatchError,
-    PermissionDeniedError,
-    PublishFailedError,
-)
 from headwater.wire import new_event_id
 
-__all__ = ["PublishReport", "RejectedEvent", "RetryPolicy", "new_event_id"]
+__all__ = [
+    "Delivered",
+    "Outcome",
+    "PublishReport",
+    "Refused",
+    "RejectedEvent",
+    "RetryPolicy",
+    "Split",
+    "Transient",
+    "classify",
+    "new_event_id",
+]
 
 
 class RejectedEvent(msgspec.Struct, frozen=True):
@@ -52,7 +55,12 @@ class PublishReport(msgspec.Struct):
 
 
 class RetryPolicy(msgspec.Struct, frozen=True):
-    """Retries for 429, 503 and network errors: exponential backoff with full jitter."""
+    """Retries for network errors, 408, 429 and 5xx: exponential backoff with full jitter.
+
+    An explicit ``flush()`` gives up after ``max_retries`` retries of a batch (raising
+    with the events, which stay queued); the background sender never gives up: it
+    tells ``on_error`` and keeps retrying, at most ``cap_s`` apart (or Retry-After).
+    """
 
     max_retries: int = 6
     base_s: float = 0.1
@@ -60,27 +68,85 @@ class RetryPolicy(msgspec.Struct, frozen=True):
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry ``attempt`` (1-based); honours Retry-After."""
-        backoff = random.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))  # noqa: S311 - jitter
+        # The exponent is bounded: the background sender counts attempts without end.
+        ceiling = min(self.cap_s, self.base_s * 2 ** min(attempt - 1, 60))
+        backoff = random.uniform(0, ceiling)  # noqa: S311 - jitter
         return max(backoff, retry_after or 0.0)
 
 
-RETRYABLE = frozenset({429, 502, 503, 504})
-_FATAL: dict[int, type[HeadwaterError]] = {
-    400: MalformedBatchError,
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    413: BatchTooLargeError,
-}
+#: Answers after which the same batch may succeed: the gateway or the path to it is
+#: overloaded or down (besides these, every 5xx and a failure in transit).
+TRANSIENT = frozenset({408, 429})
 
 
-def fatal_error(status: int, body: bytes) -> HeadwaterError:
-    """The error for an answer that must not be retried."""
+class Delivered(msgspec.Struct, frozen=True):
+    """200 or 207: every event of the batch is accepted, a duplicate or rejected (final)."""
+
+    report: PublishReport
+
+
+class Transient(msgspec.Struct, frozen=True):
+    """A failure in transit, 408, 429 or 5xx: the batch stays queued and is retried."""
+
+    what: str
+    retry_after: float | None
+
+
+class Refused(msgspec.Struct, frozen=True):
+    """401, 403 or another 4xx about the request, not its events: the batch stays queued,
+    the caller is told (a key can be fixed or granted the types without losing events)."""
+
+    status: int
+    message: str
+
+
+class Split(msgspec.Struct, frozen=True):
+    """400 or 413 for the whole body: sent again in smaller batches; alone, the event is
+    refused for good."""
+
+    status: int
+    message: str
+
+
+Outcome = Delivered | Transient | Refused | Split
+
+
+def classify(
+    status: int | None,
+    body: bytes,
+    retry_after: str | None,
+    events: Sequence[dict[str, Any]],
+    error: str = "",
+) -> Outcome:
+    """What one attempt's answer means for its batch (``status`` None: failed in transit)."""
+    if status in (200, 207):
+        try:
+            return Delivered(report_from(body, events))
+        except (msgspec.DecodeError, KeyError, IndexError, TypeError, AttributeError):
+            # Not the gateway's answer (a proxy's page?): sending again is safe.
+            return Transient(f"HTTP {status} with an unreadable body", None)
+    if status is None or status in TRANSIENT or status >= 500:
+        what = f"HTTP {status}" if status is not None else error or "network error"
+        return Transient(what, _seconds(retry_after))
+    if status in (400, 413):
+        return Split(status, _message(body))
+    return Refused(status, _message(body))
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    if not retry_after:
+        return None
     try:
-        message = str(msgspec.json.decode(body).get("message", ""))
+        return max(0.0, float(retry_after))
+    except ValueError:
+        return None  # an HTTP date: the backoff applies
+
+
+def _message(body: bytes) -> str:
+    try:
+        return str(msgspec.json.decode(body).get("message", ""))
     except (msgspec.DecodeError, AttributeError):
-        message = body[:500].decode(errors="replace")
-    cls = _FATAL.get(status, PublishFailedError)
-    return cls(f"HTTP {status}: {message}")
+        return body[:500].decode(errors="replace")
 
 
 def report_from(body: bytes, events: Sequence[dict[str, Any]]) -> PublishReport:
@@ -148,36 +214,3 @@ def build_event(
     if item_id is not None:
         event["item_id"] = item_id
     return event
-
-
-def decide(
-    status: int | None,
-    body: bytes,
-    retry_after: str | None,
-    events: Sequence[dict[str, Any]],
-    *,
-    attempt: int,
-    policy: RetryPolicy,
-    error: str = "",
-) -> PublishReport | float:
-    """After one attempt: the report when done, or the seconds to wait before retrying.
-
-    ``status`` is None when the request failed in transit. Raises the matching error
-    for answers that must not be retried, and PublishFailedError when retries run out.
-    """
-    if status in (200, 207):
-        return report_from(body, events)
-    if status is not None and status not in RETRYABLE:
-        raise fatal_error(status, body)
-    if attempt > policy.max_retries:
-        what = f"HTTP {status}" if status is not None else error or "network error"
-        raise PublishFailedError(
-            f"gave up after {attempt} attempts ({what}); the batch can be resent safely"
-        )
-    hint = None
-    if retry_after:
-        try:
-            hint = float(retry_after)
-        except ValueError:
-            hint = None
-    return policy.delay(attempt, hint)
