@@ -181,7 +181,9 @@ def test_a_completed_erasure_leaves_no_byte_of_the_user(
     caplog.set_level(logging.INFO)
     stack, servers = deployment
     app = stack.app
-    key, _ = app.keys.create("auditor", roles=("producer", "reader", "privacy"), event_types=("*",))
+    key, _ = app.keys.create(
+        "auditor", roles=("producer", "reader", "privacy", "operator"), event_types=("*",)
+    )
     subject = Subject()
     now = datetime.now(UTC)
     signals = subject.signals(3000, now) + others(1000, now)
@@ -194,6 +196,11 @@ def test_a_completed_erasure_leaves_no_byte_of_the_user(
             r = http.post("/v1/signals", json=signals[start : start + 500])
             assert r.status_code == 200, r.text
         assert http.post("/v1/signals", json=[broken]).status_code == 207
+        # The rejected event's example is kept in memory only, its values masked: it
+        # holds nothing of the user even before the erasure.
+        stats = http.get("/v1/stats/ingestion").text
+        assert "surface" in stats
+        assert not [n for n in subject.needles().values() if n in stats]
         wait_for(lambda: http.get(f"/v1/users/{subject.user}/features").json()["found"])
         archive = ArchiveTable(stack.settings.archive_url)
         wait_for(lambda: sum(archive.user_rows_by_day(subject.user).values()) == 3000)
