@@ -170,7 +170,14 @@ def test_delete_show_list_export(tmp_path: Path) -> None:
         app, ["deletions", "export", request_id, "--home", home, "--out", str(out)]
     )
     assert exported.exit_code == 0
-    assert json.loads(out.read_text())["request_id"] == request_id
+    record = json.loads(out.read_text())
+    assert record["document"] == "headwater erasure record"
+    assert record["request"]["request_id"] == request_id
+    assert {s["store"] for s in record["stores"]} >= {"online-features", "archive"}
+    assert "u-77" not in out.read_text()
+    verified = runner.invoke(app, ["deletions", "verify", request_id, "--home", home])
+    assert verified.exit_code in (0, 1), verified.output
+    assert "online-features" in verified.output
     assert (
         "u-77" not in runner.invoke(app, ["deletions", "show", request_id, "--home", home]).output
     )

@@ -10,14 +10,16 @@ retention) says so instead of passing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from headwater._redis import RedisConnection
 from headwater._url import scheme_of
 from headwater.bus.base import KIND_SIGNAL, Record
 from headwater.erasure.verify import (
+    CheckResult,
     StoreCheck,
+    Subject,
     Verifier,
     archive_scan,
     redis_key_scan,
@@ -44,29 +46,40 @@ def _store_check(app: Application, url: str) -> StoreCheck:
 def _bus_check(app: Application) -> StoreCheck:
     bus = app.bus
 
-    def check(user_id: str, subject: str) -> tuple[str, int | None, dict[str, Any]]:
-        del subject
+    def check(users: Sequence[Subject]) -> CheckResult:
         signals: Callable[[Record], bool] = lambda r: r.kind == KIND_SIGNAL  # noqa: E731
-        counted = bus.count_keys({user_id: signals})
+        counted = bus.count_keys({u.user_id: signals for u in users})
         if counted is None:
             cap = bus.erasure_capability()
+            detail = {"detail": cap.detail, "retention_seconds": cap.retention_seconds}
             return (
                 "none: the log cannot be searched by key",
-                None,
-                {"detail": cap.detail, "retention_seconds": cap.retention_seconds},
+                {u.user_id: (None, detail) for u in users},
             )
-        return ("count of the user's signal records in the log", counted[user_id], {})
+        return (
+            "count of the user's signal records in the log",
+            {u.user_id: (counted.get(u.user_id, 0), {}) for u in users},
+        )
 
     return check
 
 
 def _dead_letter_check(app: Application) -> StoreCheck:
-    def check(user_id: str, subject: str) -> tuple[str, int | None, dict[str, Any]]:
-        del subject
-        found = app.control.execute(
-            "SELECT COUNT(*) FROM hw_dead_letters WHERE record_key = ?", (user_id,)
+    def check(users: Sequence[Subject]) -> CheckResult:
+        ids = [u.user_id for u in users]
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = app.control.execute(
+                "SELECT record_key, COUNT(*) FROM hw_dead_letters "
+                f"WHERE record_key IN ({', '.join('?' * len(chunk))}) GROUP BY record_key",
+                tuple(chunk),
+            )
+            found.update({str(k): int(n) for k, n in rows})
+        return (
+            "count of dead letters keyed by the user",
+            {u.user_id: (found.get(u.user_id, 0), {}) for u in users},
         )
-        return ("count of dead letters keyed by the user", int(found[0][0]), {})
 
     return check
 

@@ -35,7 +35,7 @@ from headwater.erasure.legal import LEGAL_BASES, check_basis
 from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
 from headwater.erasure.subject import SubjectHasher
 from headwater.erasure.tombstones import TombstoneFilter
-from headwater.erasure.verify import Finding, Verifier
+from headwater.erasure.verify import Finding, Subject, Verifier
 from headwater.errors import ErasureError, NoErasureParticipantsError
 from headwater.metrics import ERASURE_ALERTS, ERASURE_CONFIRM_SECONDS, ERASURE_DEADLINE_ALERTS
 from headwater.wire import new_event_id
@@ -162,16 +162,23 @@ class ErasureOrchestrator:
     def tick(self, now: datetime | None = None) -> dict[str, int]:
         """One pass over open requests: close, mark overdue, alert, resend."""
         now = now or datetime.now(UTC)
-        done = resent = 0
+        resent = 0
         # Every open request in two queries (a burst leaves thousands open at once).
-        for found in self.ledger.open_requests(limit=10_000):
-            record = found
+        records = self.ledger.open_requests(limit=10_000)
+        ready = []
+        for record in records:
             self._observe_confirmations(record)
             if all(t.status == "confirmed" for t in record.tasks):
-                if self._complete(record, now):
-                    done += 1
-                    continue
-                record = self.ledger.get(record.request_id)  # verification refused a store
+                ready.append(record)
+        # Verified together: each store is read once for every request ready now.
+        completed = self._complete(ready, now)
+        done = len(completed)
+        refused = {r.request_id for r in ready} - completed
+        for found in records:
+            if found.request_id in completed:
+                continue
+            # A store the verification refused is no longer confirmed: read it again.
+            record = self.ledger.get(found.request_id) if found.request_id in refused else found
             self._watch_deadline(record, now)
             if any(self._overdue(t, now) for t in record.tasks):
                 # Chasing writes task states: decide on a fresh read, as one by one.
@@ -333,22 +340,36 @@ class ErasureOrchestrator:
             except httpx.HTTPError as exc:
                 log.warning("erasure alert webhook %s failed: %s", self.webhook_url, exc)
 
-    def _complete(self, record: RequestRecord, now: datetime) -> bool:
-        """Verify every store, then close the request; False if a store had residue."""
-        user_id = record.user_id
-        if user_id is None:
-            raise ErasureError(f"request {record.request_id} lost its subject id while open")
-        findings: dict[str, Finding] = {}
-        if self.verifier is not None:
-            findings = self.verifier.verify(
-                user_id, record.subject_hash, [t.participant for t in record.tasks]
+    def _complete(self, records: Sequence[RequestRecord], now: datetime) -> set[str]:
+        """Verify every store of these fully confirmed requests, then close those with no
+        residue; the ids of the requests closed."""
+        for record in records:
+            if record.user_id is None:
+                raise ErasureError(f"request {record.request_id} lost its subject id while open")
+        findings: list[dict[str, Finding]] = [{} for _ in records]
+        if self.verifier is not None and records:
+            findings = self.verifier.verify_many(
+                [
+                    (
+                        Subject(str(r.user_id), r.subject_hash),
+                        [t.participant for t in r.tasks],
+                    )
+                    for r in records
+                ]
             )
-            dirty = [f for f in findings.values() if f.residue]
+        closed: set[str] = set()
+        for record, found in zip(records, findings, strict=True):
+            dirty = [f for f in found.values() if f.residue]
             if dirty:
                 self._refuse(record, dirty, now)
-                return False
+                continue
+            self._close(record, found, now)
+            closed.add(record.request_id)
+        return closed
+
+    def _close(self, record: RequestRecord, findings: dict[str, Finding], now: datetime) -> None:
         if self.bus.erasure_capability().can_purge:
-            self._purge_erasure_events(record, user_id)
+            self._purge_erasure_events(record, str(record.user_id))
         if self.verifier is not None:
             self.ledger.verified(
                 record.request_id,
@@ -357,7 +378,6 @@ class ErasureOrchestrator:
             )
         self.ledger.complete(record.request_id, now)
         log.info("erasure %s completed", record.request_id)
-        return True
 
     def _refuse(self, record: RequestRecord, dirty: list[Finding], now: datetime) -> None:
         stores = {t.participant: t.store for t in record.tasks}

@@ -6,6 +6,9 @@ files and their write-ahead logs, every Parquet file and log entry of the Delta
 table, a key scan on Redis) and looks for the raw user id (known until completion)
 and the subject's keyed hash. Its findings, one per store, are the audit's evidence;
 a store with residue is sent back to ``failed`` and chased again.
+
+Requests that complete together are verified together: each store is read once for
+all their users (a burst of a thousand requests is one pass, not a thousand).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +26,13 @@ import msgspec
 from headwater._time import now_text
 from headwater._url import sqlite_path
 
-__all__ = ["Finding", "StoreCheck", "Verifier", "scan_files"]
+__all__ = ["CheckResult", "Finding", "StoreCheck", "Subject", "Verifier", "count_ids"]
 
 log = logging.getLogger("headwater.erasure")
 
 
 class Finding(msgspec.Struct, frozen=True):
-    """What the verification found in one store."""
+    """What the verification found of one user in one store."""
 
     participant: str
     method: str
@@ -36,20 +40,26 @@ class Finding(msgspec.Struct, frozen=True):
     checked_at: str
     detail: dict[str, Any] = {}
 
-    @property
-    def clean(self) -> bool:
-        """Nothing of the user found (a store that cannot be read counts as clean only
-        with its reason in ``detail``: a bus that keeps records until retention)."""
-        return not self.residue
+
+class Subject(msgspec.Struct, frozen=True):
+    """A user being verified: the raw id (until completion) and its keyed hash."""
+
+    user_id: str
+    subject: str
 
 
-#: One store's check: (raw user id, subject hash) -> the finding's method, residue, detail.
-StoreCheck = Callable[[str, str], tuple[str, int | None, dict[str, Any]]]
+#: One store's check over many users: the method, and per raw user id its residue
+#: (None: cannot be read) with the detail (files or keys that hold it).
+CheckResult = tuple[str, dict[str, tuple[int | None, dict[str, Any]]]]
+StoreCheck = Callable[[Sequence[Subject]], CheckResult]
 
-
-#: Bytes that continue an identifier: a hit followed or preceded by one is another id
+#: Bytes that continue an identifier: a hit inside a longer run of them is another id
 #: that merely contains this one ("u001" inside "u0012"), not a copy of it.
+_ID_CHARS = "A-Za-z0-9_.@-"
+_TOKEN = re.compile(rb"[" + _ID_CHARS.encode() + rb"]+")
 _ID_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@")
+#: Up to this many ids a file is searched once per id; beyond, once for all.
+_FIND_AT_MOST = 8
 
 
 def _whole(view: Any, at: int, end: int) -> bool:
@@ -58,78 +68,75 @@ def _whole(view: Any, at: int, end: int) -> bool:
     return before not in _ID_BYTES and after not in _ID_BYTES
 
 
-def _count_in_file(path: Path, needles: Sequence[bytes]) -> int:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return 0
-    if size == 0:
-        return 0
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-        found = 0
-        for needle in needles:
-            at = view.find(needle)
-            while at != -1:
-                found += _whole(view, at, at + len(needle))
-                at = view.find(needle, at + 1)
-        return found
-
-
-def _count_in_bytes(data: bytes, needle: bytes) -> int:
+def _find_each(view: Any, needle: bytes) -> int:
     found = 0
-    at = data.find(needle)
+    at = view.find(needle)
     while at != -1:
-        found += _whole(data, at, at + len(needle))
-        at = data.find(needle, at + 1)
+        found += _whole(view, at, at + len(needle))
+        at = view.find(needle, at + 1)
     return found
 
 
-def scan_files(paths: Sequence[Path], needles: Sequence[str]) -> dict[str, int]:
-    """Occurrences of any of ``needles`` per file (files with none are left out)."""
-    raw = [n.encode() for n in needles if n]
-    hits = {str(p): _count_in_file(p, raw) for p in paths}
-    return {p: n for p, n in hits.items() if n}
+def count_ids(view: Any, ids: Iterable[str]) -> dict[str, int]:
+    """Whole-token occurrences of each id in ``view`` (bytes or an mmap)."""
+    wanted = {i.encode(): i for i in ids if i}
+    counts = dict.fromkeys(wanted.values(), 0)
+    plain = {b for b in wanted if all(c in _ID_BYTES for c in b)}
+    if len(plain) > _FIND_AT_MOST:
+        # One pass for every id: each maximal run of id bytes is a token.
+        for match in _TOKEN.finditer(view):
+            hit = wanted.get(match.group())
+            if hit is not None and match.group() in plain:
+                counts[hit] += 1
+        rest = set(wanted) - plain
+    else:
+        rest = set(wanted)
+    for needle in rest:
+        counts[wanted[needle]] += _find_each(view, needle)
+    return counts
 
 
-def sqlite_files(url: str) -> list[Path]:
-    """A SQLite store's main file with its write-ahead log and shared-memory file."""
-    main = Path(sqlite_path(url))
-    return [main, Path(f"{main}-wal"), Path(f"{main}-shm")]
+def _count_in_file(path: Path, ids: Sequence[str]) -> dict[str, int]:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return {}
+    if size == 0:
+        return {}
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        return count_ids(view, ids)
+
+
+def _per_user(
+    users: Sequence[Subject], hits: Mapping[str, Mapping[str, int]]
+) -> dict[str, tuple[int | None, dict[str, Any]]]:
+    """``file -> user -> n`` turned into ``user -> (total, {"hits": {file: n}})``."""
+    out: dict[str, tuple[int | None, dict[str, Any]]] = {}
+    for u in users:
+        files = {f: n[u.user_id] for f, n in hits.items() if n.get(u.user_id)}
+        out[u.user_id] = (sum(files.values()), {"hits": files})
+    return out
 
 
 def sqlite_byte_scan(url: str) -> StoreCheck:
-    """Search the store's files byte by byte, read-only, for the raw user id."""
-    files = sqlite_files(url)
+    """Search the store's files byte by byte, read-only, for the raw user ids."""
+    main = Path(sqlite_path(url))
+    files = [main, Path(f"{main}-wal"), Path(f"{main}-shm")]
 
-    def check(user_id: str, subject: str) -> tuple[str, int | None, dict[str, Any]]:
-        del subject  # SQLite stores key rows by the raw id: that is what must be gone
-        hits = scan_files(files, [user_id])
-        return (
-            "byte search of the database file, its write-ahead log and shared memory",
-            sum(hits.values()),
-            {"files": [str(f) for f in files if f.exists()], "hits": hits},
-        )
-
-    return check
-
-
-def directory_byte_scan(root: Path, what: str) -> StoreCheck:
-    """Search every file under ``root`` (batch outputs on local disk) for the raw id."""
-
-    def check(user_id: str, subject: str) -> tuple[str, int | None, dict[str, Any]]:
-        del subject
-        files = [Path(d) / n for d, _s, names in os.walk(root) for n in names]
-        hits = scan_files(files, [user_id])
-        return (f"byte search of every file of {what}", sum(hits.values()), {"hits": hits})
+    def check(users: Sequence[Subject]) -> CheckResult:
+        ids = [u.user_id for u in users]
+        hits = {str(f): _count_in_file(f, ids) for f in files}
+        method = "byte search of the database file, its write-ahead log and shared memory"
+        return method, _per_user(users, hits)
 
     return check
 
 
 def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCheck:
-    """Every file of the Delta table, referenced or not: Parquet files decoded (user id and
-    subject columns), every other file (the log, checkpoints) searched byte by byte."""
+    """Every file under ``uri``, referenced or not: Parquet files decoded (``user_id`` and
+    ``subject`` columns), every other file (the Delta log, checkpoints) byte by byte."""
 
-    def check(user_id: str, subject: str) -> tuple[str, int | None, dict[str, Any]]:
+    def check(users: Sequence[Subject]) -> CheckResult:
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.fs as pafs
@@ -138,61 +145,71 @@ def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCh
 
         fs = pafs.PyFileSystem(DeltaStorageHandler(uri, dict(storage_options or {}) or None))
         infos = fs.get_file_info(pafs.FileSelector("", recursive=True, allow_not_found=True))
-        hits: dict[str, int] = {}
-        parquet = 0
+        by_value = {u.user_id: u.user_id for u in users} | {u.subject: u.user_id for u in users}
+        wanted = pa.array(list(by_value), type=pa.string())
+        hits: dict[str, dict[str, int]] = {}
         for info in infos:
             if info.type != pafs.FileType.File:
                 continue
             path = info.path.lstrip("/")
+            counts: dict[str, int] = {}
             if path.endswith(".parquet") and not path.startswith("_delta_log"):
-                parquet += 1
                 names = pq.read_schema(path, filesystem=fs).names
-                cols = [c for c in ("user_id", "subject") if c in names]
-                table = pq.read_table(path, columns=cols, filesystem=fs)
-                n = 0
-                for col, value in (("user_id", user_id), ("subject", subject)):
-                    if col in cols:
-                        column = table.column(col).cast(pa.string())
-                        n += pc.sum(pc.equal(column, pa.scalar(value))).as_py() or 0
-                if n:
-                    hits[path] = int(n)
-                continue
-            with fs.open_input_file(path) as f:
-                data = f.read()
-            n = _count_in_bytes(data, user_id.encode())
-            if n:
-                hits[path] = n
+                for col in ("user_id", "subject"):
+                    if col not in names:
+                        continue
+                    values = pq.read_table(path, columns=[col], filesystem=fs).column(col)
+                    values = values.cast(pa.string())
+                    found = values.filter(pc.is_in(values, value_set=wanted))
+                    for value, n in zip(
+                        *pc.value_counts(found).flatten(), strict=True
+                    ):  # (value, count) structs
+                        user = by_value[value.as_py()]
+                        counts[user] = counts.get(user, 0) + int(n.as_py())
+            else:
+                with fs.open_input_file(path) as f:
+                    counts = count_ids(f.read(), [u.user_id for u in users])
+            hits[path] = counts
         method = (
-            "every Parquet file of the table decoded (user_id, subject), every log and "
-            "checkpoint file searched byte by byte"
+            "every Parquet file decoded (user_id, subject), every log and checkpoint file "
+            "searched byte by byte"
         )
-        return (
-            method,
-            sum(hits.values()),
-            {"parquet_files": parquet, "files": len(infos), "hits": hits},
-        )
+        return method, _per_user(users, hits)
 
     return check
 
 
 def redis_key_scan(client: Any, prefix: str) -> StoreCheck:
-    """``SCAN MATCH`` over the server's keys of the deployment for the raw user id."""
+    """One ``SCAN`` over the deployment's keys: a key holds a user if one of its
+    ``:``-separated parts, or all that follows its namespace, is the raw id."""
 
-    def check(user_id: str, subject: str) -> tuple[str, int | None, dict[str, Any]]:
-        del subject
-        pattern = f"{prefix}:*{_glob_escape(user_id)}*"
-        keys = [k.decode() for k in client.scan_iter(match=pattern, count=1000)]
+    def check(users: Sequence[Subject]) -> CheckResult:
+        wanted = {u.user_id for u in users}
+        found: dict[str, list[str]] = {u: [] for u in wanted}
+        for raw in client.scan_iter(match=f"{prefix}:*", count=1000):
+            key = raw.decode(errors="replace")
+            parts = key.split(":")
+            for candidate in {*parts, key.split(":", 2)[-1]} & wanted:
+                found[candidate].append(key)
         return (
-            f"SCAN MATCH {prefix}:*<user id>* over every key",
-            len(keys),
-            {"keys": keys[:20]},
+            f"SCAN over every key {prefix}:*",
+            {u: (len(keys), {"keys": keys[:20]}) for u, keys in found.items()},
         )
 
     return check
 
 
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+def directory_byte_scan(root: Path) -> StoreCheck:
+    """Every file under a local directory, byte by byte."""
+
+    def check(users: Sequence[Subject]) -> CheckResult:
+        ids = [u.user_id for u in users]
+        files = [Path(d) / n for d, _s, names in os.walk(root) for n in names]
+        return f"byte search of every file under {root}", _per_user(
+            users, {str(f): _count_in_file(f, ids) for f in files}
+        )
+
+    return check
 
 
 class Verifier:
@@ -202,39 +219,55 @@ class Verifier:
         self.checks = {name: list(found) for name, found in checks.items()}
 
     def verify(self, user_id: str, subject: str, participants: Sequence[str]) -> dict[str, Finding]:
-        """One finding per participant; a store without a check of its own says so."""
-        out: dict[str, Finding] = {}
-        for name in participants:
-            checks = self.checks.get(name)
-            if not checks:
-                out[name] = Finding(
-                    participant=name,
-                    method="none: no independent check for this store; its own scan stands",
-                    residue=None,
-                    checked_at=now_text(),
-                )
-                continue
-            methods: list[str] = []
-            details: list[dict[str, Any]] = []
-            residue: int | None = 0
-            for check in checks:
-                try:
-                    method, found, detail = check(user_id, subject)
-                except Exception as exc:  # noqa: BLE001 - an unreadable store is not verified
-                    log.warning("erasure verification of %s failed: %s", name, exc)
-                    method, found, detail = "check failed", 1, {"error": f"{exc}"[:500]}
-                methods.append(method)
-                details.append(detail)
-                residue = None if found is None or residue is None else residue + found
-            detail = details[0] if len(details) == 1 else {"checks": details}
-            out[name] = Finding(
-                participant=name,
-                method="; ".join(methods),
-                residue=residue,
-                checked_at=now_text(),
-                detail=_without(detail, user_id),  # the audit outlives the raw id
-            )
+        """One request's findings, one per participant."""
+        return self.verify_many([(Subject(user_id, subject), participants)])[0]
+
+    def verify_many(
+        self, requests: Sequence[tuple[Subject, Sequence[str]]]
+    ) -> list[dict[str, Finding]]:
+        """Each request's findings, one per participant; every store is read once for
+        all the requests that wait for it. A store without a check says so."""
+        out: list[dict[str, Finding]] = [{} for _ in requests]
+        names = sorted({name for _, participants in requests for name in participants})
+        for name in names:
+            wanting = [i for i, (_, ps) in enumerate(requests) if name in ps]
+            users = list({requests[i][0].user_id: requests[i][0] for i in wanting}.values())
+            results = [self._run(name, check, users) for check in self.checks.get(name, [])]
+            for i in wanting:
+                out[i][name] = self._finding(name, requests[i][0].user_id, results)
         return out
+
+    @staticmethod
+    def _run(name: str, check: StoreCheck, users: Sequence[Subject]) -> CheckResult:
+        try:
+            return check(users)
+        except Exception as exc:  # noqa: BLE001 - an unreadable store is not verified
+            log.warning("erasure verification of %s failed: %s", name, exc)
+            return "check failed", {u.user_id: (1, {"error": f"{exc}"[:500]}) for u in users}
+
+    @staticmethod
+    def _finding(name: str, user_id: str, results: Sequence[CheckResult]) -> Finding:
+        if not results:
+            return Finding(
+                participant=name,
+                method="none: no independent check for this store; its own scan stands",
+                residue=None,
+                checked_at=now_text(),
+            )
+        residue: int | None = 0
+        details: list[dict[str, Any]] = []
+        for _method, per_user in results:
+            found, detail = per_user.get(user_id, (0, {}))
+            residue = None if found is None or residue is None else residue + found
+            details.append(detail)
+        return Finding(
+            participant=name,
+            method="; ".join(method for method, _ in results),
+            residue=residue,
+            checked_at=now_text(),
+            # The audit outlives the raw id: it is never written into a finding.
+            detail=_without(details[0] if len(details) == 1 else {"checks": details}, user_id),
+        )
 
 
 def _without(value: Any, user_id: str) -> Any:

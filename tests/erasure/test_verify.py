@@ -1,0 +1,61 @@
+"""The independent verification: whole-id matching, one pass for many users, residue
+found where a store kept a copy, and findings that never name the user."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from headwater._sqlite import connect
+from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
+from headwater.erasure.events import ErasureEvent
+from headwater.erasure.verify import Subject, Verifier, archive_scan, count_ids, sqlite_byte_scan
+from tests.archive._history import SUBJECT, history, records
+
+
+def test_ids_match_whole_tokens_only_with_one_id_or_many() -> None:
+    data = b"\x00u001\x00 u0012 xu001 u001@x.org u001|u002\x00"
+    assert count_ids(data, ["u001"]) == {"u001": 2}
+    many = [f"u{i:03d}" for i in range(1, 40)]
+    found = count_ids(data, many)
+    assert found["u001"] == 2
+    assert found["u002"] == 1
+    assert sum(found.values()) == 3
+    assert count_ids(b"a user:with:colons here", ["user:with:colons"]) == {"user:with:colons": 1}
+
+
+def test_a_copy_left_in_a_store_is_residue_and_the_finding_does_not_name_the_user(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    conn = connect(url.removeprefix("sqlite:///"))
+    conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
+    conn.execute("INSERT INTO t VALUES ('kept-user', 'x'), ('erased-user', 'y')")
+    conn.execute("DELETE FROM t WHERE k = 'erased-user'")
+    verifier = Verifier({"store": [sqlite_byte_scan(url)]})
+    users = [Subject(f"user-{i}", f"h{i}") for i in range(20)]
+    requests = [(Subject("kept-user", "h-k"), ["store"]), *((u, ["store"]) for u in users)]
+    found = verifier.verify_many(requests)
+    kept = found[0]["store"]
+    assert kept.residue is not None
+    assert kept.residue >= 1
+    assert "kept-user" not in repr(kept)
+    assert all(f["store"].residue == 0 for f in found[1:])
+    assert verifier.verify("x", "h", ["unchecked"])["unchecked"].residue is None
+
+
+def test_the_archive_check_reads_every_file_referenced_or_not(tmp_path: Path) -> None:
+    root = str(tmp_path / "archive")
+    c = ArchiveConsumer(ArchiveTable(root), ErasureLedger(root), SUBJECT, vacuum_interval_s=None)
+    c.handle(records(history(300, days=3)))
+    check = Verifier({"archive": [archive_scan(f"{root}/signals", None)]})
+    users = [Subject(u, SUBJECT(u)) for u in ("u001", "u002", "nobody")]
+    before = check.verify_many([(u, ["archive"]) for u in users])
+    assert before[0]["archive"].residue
+    assert before[1]["archive"].residue
+    assert before[2]["archive"].residue == 0
+    c.table.compact(sorted(c.table.days()))  # the old files stay, unreferenced
+    c.erase(ErasureEvent(request_id="r", user_id="u001", requested_at=datetime.now(UTC)))
+    after = check.verify_many([(u, ["archive"]) for u in users])
+    assert after[0]["archive"].residue == 0
+    assert after[1]["archive"].residue
