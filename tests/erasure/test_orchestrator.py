@@ -20,6 +20,7 @@ from headwater.erasure.events import Confirmation, ErasureEvent, encode_erasure
 from headwater.erasure.ledger import ErasureLedger, Participant
 from headwater.erasure.orchestrator import ErasureOrchestrator
 from headwater.erasure.subject import SubjectHasher, SubjectSealer
+from headwater.erasure.verify import CheckResult, Subject, Verifier
 from headwater.errors import NoErasureParticipantsError, UnknownErasureRequestError
 from headwater.metrics import ERASURE_ALERTS
 from headwater.runtime import Consumer, ConsumerRuntime
@@ -367,5 +368,52 @@ def test_the_deadline_drives_warnings_an_alert_and_a_late_completion(
     assert "failed" in outcomes
     for r in runtimes:
         r.close()
+    bus.close()
+    db.close()
+
+
+def test_a_store_that_confirms_but_keeps_a_copy_is_refused_and_chased(
+    tmp_path: Path, control_url: str
+) -> None:
+    """The store confirms, the independent check still finds the user: the request stays
+    open, the store goes back to failed with a ``refused`` attempt, and it completes once
+    a later attempt really removes the copy."""
+    db = open_control_database(control_url)
+    ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
+    store = Steady()
+    leftover = {"u1"}  # a copy the store's own scan does not see
+
+    def check(users: Sequence[Subject]) -> CheckResult:
+        return "look in the copy", {u.user_id: (int(u.user_id in leftover), {}) for u in users}
+
+    runtime = ConsumerRuntime(bus, store.name, store, ledger=ledger, poll_timeout=0.01)
+    orch = ErasureOrchestrator(
+        ledger,
+        bus,
+        SubjectHasher(b"k" * 32),
+        retry_base=timedelta(seconds=1),
+        verifier=Verifier({store.name: [check]}),
+    )
+    store.rows["u1"] = 1
+    request = orch.request("u1", legal_basis="gdpr-art17", requested_by="test")
+    t0 = datetime.fromisoformat(ledger.get(request.request_id).received_at)
+    _drain([runtime])
+    assert orch.tick(t0 + timedelta(seconds=1))["completed"] == 0
+    audit = orch.audit(request.request_id)
+    (row,) = audit["stores"]
+    assert audit["status"] == "open"
+    assert row["status"] == "overdue"  # refused, then chased at once: sent again
+    assert [a["outcome"] for a in row["history"]] == ["applied", "refused"]
+    assert "verification found 1" in row["history"][-1]["error"]
+    # The store erases again, this time the copy too.
+    leftover.clear()
+    _drain([runtime])
+    assert orch.tick(t0 + timedelta(seconds=4))["completed"] == 1
+    done = orch.audit(request.request_id)
+    assert done["status"] == "completed"
+    assert done["stores"][0]["verification"]["residue"] == 0
+    assert done["verified_at"] is not None
+    runtime.close()
     bus.close()
     db.close()
