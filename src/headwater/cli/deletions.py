@@ -63,6 +63,11 @@ def print_audit(audit: dict[str, Any]) -> None:
     if audit["completed_at"]:
         late = f"  LATE by {audit['late_by_s']:.0f}s" if audit.get("completed_late") else ""
         typer.echo(f"completed {audit['completed_at']}{late}")
+    if audit.get("verified_at"):
+        typer.echo(
+            f"verified {audit['verified_at']}  (every store checked again by a path of its "
+            "own: nothing of the user found)"
+        )
     typer.echo(
         f"\n{'store':<20}{'status':<11}{'tries':>5}  {'confirmed_at':<33}{'method':<16}"
         f"{'removed':>8}  evidence"
