@@ -65,6 +65,8 @@ def _bus_check(app: Application) -> StoreCheck:
 
 
 def _dead_letter_check(app: Application) -> StoreCheck:
+    app.dead_letters  # noqa: B018 - its table exists before the first query
+
     def check(users: Sequence[Subject]) -> CheckResult:
         ids = [u.user_id for u in users]
         found: dict[str, int] = {}

@@ -143,6 +143,9 @@ def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCh
         import pyarrow.parquet as pq
         from deltalake.fs import DeltaStorageHandler
 
+        if "://" not in uri and not Path(uri).exists():
+            # Never written: it holds nothing of anyone.
+            return "the directory does not exist", {u.user_id: (0, {}) for u in users}
         fs = pafs.PyFileSystem(DeltaStorageHandler(uri, dict(storage_options or {}) or None))
         infos = fs.get_file_info(pafs.FileSelector("", recursive=True, allow_not_found=True))
         by_value = {u.user_id: u.user_id for u in users} | {u.subject: u.user_id for u in users}
