@@ -9,7 +9,9 @@ holds something of it), then:
 - steady: one ``POST /v1/deletions`` every ``--every`` seconds for ``--steady``
   seconds; each request is followed with ``GET /v1/deletions/{id}`` every 100 ms until
   its status is ``completed`` (every participant confirmed and the request closed).
-  Latency: request sent -> the answer that says completed.
+  Latency: request sent -> the answer that says completed. Also per request, on the
+  server's clock, the last store's confirmation -> completed: the independent
+  verification of every store and the close.
 - burst: the signals stop (``--burst-under-load`` keeps them flowing), then ``--burst``
   requests are sent at once (16 in flight), and the time until the last one completes
   is taken (the open count of ``GET /v1/deletions`` reaches zero).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
 import tempfile
 import time
@@ -50,6 +53,8 @@ from _workload import (
 from headwater.demo.traffic import Traffic
 
 BATCH = 500
+#: Status polls that failed at the HTTP level (each is simply asked again).
+POLL_ERRORS: list[str] = []
 
 
 class Load:
@@ -126,7 +131,12 @@ async def until_completed(
     """Latency to completed (ms, inf on timeout) and the final audit."""
     audit: dict[str, Any] = {}
     while time.perf_counter() - t0 < timeout_s:
-        r = await client.get(f"{base}/v1/deletions/{request_id}")
+        try:
+            r = await client.get(f"{base}/v1/deletions/{request_id}")
+        except httpx.HTTPError:
+            POLL_ERRORS.append(request_id)  # a dropped poll: ask again at the next one
+            await asyncio.sleep(0.1)
+            continue
         if r.status_code == 200:
             audit = msgspec.json.decode(r.content)
             if audit["status"] == "completed":
@@ -147,6 +157,19 @@ def per_store_ms(audits: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
                     (at - received).total_seconds() * 1000
                 )
     return {name: summary_ms(values, 0) for name, values in sorted(took.items())}
+
+
+def confirmed_to_completed_ms(audits: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The last store's confirmation -> completed (server clock): the independent
+    verification of every store, then the close, as the orchestrator's pass finds it."""
+    took = []
+    for audit in audits:
+        confirmed = [s["confirmed_at"] for s in audit.get("stores", []) if s.get("confirmed_at")]
+        if audit.get("completed_at") and confirmed:
+            last = max(datetime.fromisoformat(c) for c in confirmed)
+            done = datetime.fromisoformat(audit["completed_at"])
+            took.append((done - last).total_seconds() * 1000)
+    return summary_ms(took, 0) if took else None
 
 
 async def open_count(client: httpx.AsyncClient, base: str) -> int:
@@ -230,7 +253,9 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
             "completed": len(done),
             "request_to_completed_ms": summary_ms(done, 0) if done else None,
             "request_to_store_confirmed_ms": per_store_ms([a for _, a in followed]),
+            "last_confirmed_to_completed_ms": confirmed_to_completed_ms([a for _, a in followed]),
             "p99_target_ms": 5000,
+            "status_polls_failed": len(POLL_ERRORS),
         },
         "burst": {
             "requests": args.burst,
@@ -267,6 +292,7 @@ def main() -> None:
         action="store_true",
         help="headwater up --processes: one process per component",
     )
+    parser.add_argument("--keep-log", help="copy the server's log here at the end")
     args = parser.parse_args()
     pin(CLIENT_CORE)
     with tempfile.TemporaryDirectory() as tmp:
@@ -279,7 +305,12 @@ def main() -> None:
         try:
             figures = asyncio.run(drive(args, args.port, key))
         finally:
+            died = server.poll()
+            if died is not None:
+                sys.stderr.write(f"the server exited during the run (status {died})\n")
             stop_server(server)
+            if args.keep_log:
+                shutil.copyfile(Path(tmp) / "server.log", args.keep_log)
     figures["server_cores"] = SERVER_CORES
     figures["deployment"] = "headwater up --processes" if args.processes else "headwater up"
     emit("erasure", figures)
