@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from headwater._sqlite import connect
 from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.erasure.events import ErasureEvent
@@ -59,3 +61,24 @@ def test_the_archive_check_reads_every_file_referenced_or_not(tmp_path: Path) ->
     after = check.verify_many([(u, ["archive"]) for u in users])
     assert after[0]["archive"].residue == 0
     assert after[1]["archive"].residue
+
+
+def test_a_file_read_in_pieces_finds_each_id_once_across_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headwater.erasure import verify
+
+    monkeypatch.setattr(verify, "_CHUNK", 4096)
+    monkeypatch.setattr(verify, "_OVERLAP", 300)
+    ids = [f"user-{i:04d}" for i in range(30)]
+    body = bytearray(b"\0" * 50_000)
+    placed: dict[str, int] = {}
+    for n, at in enumerate(range(100, 49_000, 1_609)):  # some straddle a piece boundary
+        user = ids[n % len(ids)]
+        body[at : at + len(user)] = user.encode()
+        placed[user] = placed.get(user, 0) + 1
+    body[4090:4100] = b"xuser-0001"  # a longer id that contains one: not a hit
+    path = tmp_path / "f"
+    path.write_bytes(bytes(body))
+    assert verify._count_in_file(path, ids) == {u: placed.get(u, 0) for u in ids}
+    assert verify._count_in_file(path, ids[:2]) == {u: placed.get(u, 0) for u in ids[:2]}

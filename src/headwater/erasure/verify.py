@@ -14,10 +14,11 @@ all their users (a burst of a thousand requests is one pass, not a thousand).
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,43 +69,71 @@ def _whole(view: Any, at: int, end: int) -> bool:
     return before not in _ID_BYTES and after not in _ID_BYTES
 
 
-def _find_each(view: Any, needle: bytes) -> int:
+def _find_each(view: bytes, needle: bytes, start: int, limit: int) -> int:
     found = 0
-    at = view.find(needle)
-    while at != -1:
+    at = view.find(needle, start, limit + len(needle))
+    while at != -1 and at < limit:
         found += _whole(view, at, at + len(needle))
-        at = view.find(needle, at + 1)
+        at = view.find(needle, at + 1, limit + len(needle))
     return found
 
 
-def count_ids(view: Any, ids: Iterable[str]) -> dict[str, int]:
-    """Whole-token occurrences of each id in ``view`` (bytes or an mmap)."""
+def count_ids(
+    view: bytes, ids: Iterable[str], *, start: int = 0, limit: int | None = None
+) -> dict[str, int]:
+    """Whole-token occurrences of each id in ``view`` that start in ``[start, limit)``
+    (bytes outside it are context: what surrounds an id decides whether it is whole)."""
+    end = len(view) if limit is None else limit
     wanted = {i.encode(): i for i in ids if i}
     counts = dict.fromkeys(wanted.values(), 0)
     plain = {b for b in wanted if all(c in _ID_BYTES for c in b)}
     if len(plain) > _FIND_AT_MOST:
         # One pass for every id: each maximal run of id bytes is a token.
         for match in _TOKEN.finditer(view):
-            hit = wanted.get(match.group())
-            if hit is not None and match.group() in plain:
-                counts[hit] += 1
+            if match.start() >= end:
+                break
+            token = match.group()
+            if token in plain and match.start() >= start:
+                counts[wanted[token]] += 1
         rest = set(wanted) - plain
     else:
         rest = set(wanted)
     for needle in rest:
-        counts[wanted[needle]] += _find_each(view, needle)
+        counts[wanted[needle]] += _find_each(view, needle, start, end)
     return counts
 
 
+#: Files are read in pieces this large; each piece repeats the last _OVERLAP bytes of
+#: the one before (plus one byte of context), so an id across a boundary is found
+#: exactly once. Ids are at most 128 characters.
+_CHUNK = 16 * 2**20
+_OVERLAP = 1024
+
+
 def _count_in_file(path: Path, ids: Sequence[str]) -> dict[str, int]:
+    """Occurrences in a live file, read in pieces: never memory-mapped, since a store
+    that truncates its write-ahead log meanwhile must not take this process down."""
+    counts: dict[str, int] = {}
     try:
-        size = path.stat().st_size
+        f = path.open("rb")
     except FileNotFoundError:
-        return {}
-    if size == 0:
-        return {}
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-        return count_ids(view, ids)
+        return counts
+    with f:
+        carry, start = b"", 0
+        while True:
+            piece = f.read(_CHUNK)
+            data = carry + piece
+            if not data:
+                break
+            last = len(piece) < _CHUNK
+            limit = len(data) if last else max(0, len(data) - _OVERLAP)
+            for user, n in count_ids(data, ids, start=start, limit=limit).items():
+                counts[user] = counts.get(user, 0) + n
+            if last:
+                break
+            # One byte before the next window's first: the context of an id there.
+            carry, start = data[limit - 1 :], 1
+    return counts
 
 
 def _per_user(
@@ -132,9 +161,43 @@ def sqlite_byte_scan(url: str) -> StoreCheck:
     return check
 
 
+#: How much of the archive's distinct ids the verifier keeps between passes.
+_DISTINCT_CACHE_BYTES = 256 * 2**20
+
+
+class _DistinctIds:
+    """Per data file, its distinct ``user_id`` and ``subject`` values (Delta files never
+    change once written), so a pass reads only the files it has not seen; bounded."""
+
+    def __init__(self, max_bytes: int = _DISTINCT_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._files: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, path: str, size: int, read: Callable[[], Any]) -> Any:
+        key = (path, size)
+        found = self._files.get(key)
+        if found is not None:
+            self._files.move_to_end(key)
+            return found
+        found = read()
+        self._files[key] = found
+        self._bytes += found.nbytes
+        while self._bytes > self.max_bytes and len(self._files) > 1:
+            _, old = self._files.popitem(last=False)
+            self._bytes -= old.nbytes
+        return found
+
+
 def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCheck:
     """Every file under ``uri``, referenced or not: Parquet files decoded (``user_id`` and
-    ``subject`` columns), every other file (the Delta log, checkpoints) byte by byte."""
+    ``subject`` columns), every other file (the Delta log, checkpoints) byte by byte.
+
+    A data file's distinct ids are kept after its first read; a file that holds one of
+    the users is read again to count its rows. A file removed between the listing and
+    its read (a concurrent erasure or compaction) holds nothing any more.
+    """
+    distinct = _DistinctIds()
 
     def check(users: Sequence[Subject]) -> CheckResult:
         import pyarrow as pa
@@ -150,29 +213,46 @@ def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCh
         infos = fs.get_file_info(pafs.FileSelector("", recursive=True, allow_not_found=True))
         by_value = {u.user_id: u.user_id for u in users} | {u.subject: u.user_id for u in users}
         wanted = pa.array(list(by_value), type=pa.string())
+
+        def columns(path: str) -> Any:
+            names = pq.read_schema(path, filesystem=fs).names
+            cols = [c for c in ("user_id", "subject") if c in names]
+            return pq.read_table(path, columns=cols, filesystem=fs)
+
+        def ids_of(path: str) -> Any:
+            table = columns(path)
+            values = [pc.unique(table.column(c).cast(pa.string())) for c in table.column_names]
+            return pa.chunked_array(values, type=pa.string())
+
+        def rows_of(path: str) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            table = columns(path)
+            for col in table.column_names:
+                values = table.column(col).cast(pa.string())
+                found = values.filter(pc.is_in(values, value_set=wanted))
+                for value, n in zip(*pc.value_counts(found).flatten(), strict=True):
+                    user = by_value[value.as_py()]
+                    counts[user] = counts.get(user, 0) + int(n.as_py())
+            return counts
+
         hits: dict[str, dict[str, int]] = {}
         for info in infos:
             if info.type != pafs.FileType.File:
                 continue
             path = info.path.lstrip("/")
-            counts: dict[str, int] = {}
-            if path.endswith(".parquet") and not path.startswith("_delta_log"):
-                names = pq.read_schema(path, filesystem=fs).names
-                for col in ("user_id", "subject"):
-                    if col not in names:
-                        continue
-                    values = pq.read_table(path, columns=[col], filesystem=fs).column(col)
-                    values = values.cast(pa.string())
-                    found = values.filter(pc.is_in(values, value_set=wanted))
-                    for value, n in zip(
-                        *pc.value_counts(found).flatten(), strict=True
-                    ):  # (value, count) structs
-                        user = by_value[value.as_py()]
-                        counts[user] = counts.get(user, 0) + int(n.as_py())
-            else:
-                with fs.open_input_file(path) as f:
-                    counts = count_ids(f.read(), [u.user_id for u in users])
-            hits[path] = counts
+            try:
+                if path.endswith(".parquet") and not path.startswith("_delta_log"):
+                    seen = distinct.get(path, info.size, partial(ids_of, path))
+                    if pc.any(pc.is_in(seen, value_set=wanted)).as_py():
+                        hits[path] = rows_of(path)
+                else:
+                    with fs.open_input_file(path) as f:
+                        hits[path] = count_ids(f.read(), [u.user_id for u in users])
+            except FileNotFoundError:
+                continue  # removed since the listing: gone, with whatever it held
+            except OSError as exc:
+                if "not found" not in str(exc).lower():
+                    raise
         method = (
             "every Parquet file decoded (user_id, subject), every log and checkpoint file "
             "searched byte by byte"
