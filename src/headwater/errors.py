@@ -19,7 +19,8 @@ boundary.
     │   └── RequestTimeoutError       the body did not arrive within the time allowed
     ├── BackendError                  a store, bus or control plane failed
     │   ├── BackendUnavailableError   the server cannot be reached; the operation can be retried
-    │   │   └── BatchRunningError     another process holds the batch lock (names it, since when)
+    │   │   ├── BatchRunningError     another process holds the batch lock (names it, since when)
+    │   │   └── WaitingForError       another component must act first: a normal, short wait
     │   ├── BusError
     │   ├── OnlineStoreError
     │   ├── ArchiveError
@@ -76,6 +77,7 @@ __all__ = [
     "RequestTimeoutError",
     "UnknownErasureRequestError",
     "UnknownEventTypeError",
+    "WaitingForError",
 ]
 
 
@@ -151,6 +153,11 @@ class BackendError(HeadwaterError):
 
 class BackendUnavailableError(BackendError):
     """A server cannot be reached; the operation did not happen and can be retried."""
+
+
+class WaitingForError(BackendUnavailableError):
+    """Another component must act first (the archive confirms an erasure before the batch
+    recomputes from it): a normal wait, retried at a short steady interval."""
 
 
 class BatchRunningError(BackendUnavailableError):

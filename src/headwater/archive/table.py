@@ -44,6 +44,9 @@ __all__ = [
 
 _T = TypeVar("_T")
 
+#: How many unreferenced files' distinct user ids an erasure remembers between runs.
+_OLD_FILES_KEPT = 4096
+
 
 def is_remote(url: str) -> bool:
     """True for object-storage URLs (anything with a scheme other than ``file``)."""
@@ -116,6 +119,8 @@ class ArchiveTable:
         self.partition_by = list(partition_by)
         self.configuration = dict(TABLE_CONFIGURATION if configuration is None else configuration)
         self._table: Any = None
+        #: The distinct user ids of unreferenced files read before (see erase_users).
+        self._old_ids: dict[str, Any] = {}
 
     # -- boundary --------------------------------------------------------------
 
@@ -428,10 +433,16 @@ class ArchiveTable:
                 path = info.path.lstrip("/")
                 if not path.endswith(".parquet") or path in referenced:
                     continue
-                read = partial(pq.read_table, path, columns=["user_id"], filesystem=fs)
-                ids = self._call("read old file", read)
-                column = ids.column("user_id").cast(pa.string())
-                if pc.any(pc.is_in(column, value_set=wanted)).as_py():
+                held = self._old_ids.get(path)
+                if held is None:
+                    # Files never change once written: an old file is read once.
+                    read = partial(pq.read_table, path, columns=["user_id"], filesystem=fs)
+                    ids = self._call("read old file", read)
+                    held = pc.unique(ids.column("user_id").cast(pa.string()))
+                    if len(self._old_ids) >= _OLD_FILES_KEPT:
+                        self._old_ids.clear()
+                    self._old_ids[path] = held
+                if pc.any(pc.is_in(held, value_set=wanted)).as_py():
                     found.add(path)
         return found
 

@@ -25,7 +25,7 @@ from headwater.batch.sql import events_sql, item_pair_day_sql, item_pop_day_sql,
 from headwater.bus.base import Record
 from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.erasure.ledger import Participant
-from headwater.errors import BackendUnavailableError, ErasureError
+from headwater.errors import BackendUnavailableError, ErasureError, WaitingForError
 from headwater.runtime.consumer import Consumer
 
 __all__ = ["BatchErasureParticipant"]
@@ -79,7 +79,7 @@ class BatchErasureParticipant(Consumer):
             entry = self.ledger.erasure(event.request_id)
             if entry is None:
                 # The runtime backs off and retries: the archive confirms first, then we follow.
-                raise BackendUnavailableError(
+                raise WaitingForError(
                     f"archive has not yet confirmed erasure {event.request_id}; batch waits"
                 )
             entries[event.request_id] = entry

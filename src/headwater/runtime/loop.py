@@ -30,7 +30,12 @@ from headwater.bus.dead_letters import DeadLetterStore
 from headwater.erasure.events import Confirmation, ErasureEvent, decode_erasure
 from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.tombstones import TombstoneFilter
-from headwater.errors import BackendUnavailableError, FencedError, MissingDeletionHandlerError
+from headwater.errors import (
+    BackendUnavailableError,
+    FencedError,
+    MissingDeletionHandlerError,
+    WaitingForError,
+)
 from headwater.metrics import FENCED_BATCHES, RESURRECTIONS_BLOCKED
 from headwater.runtime.consumer import Consumer
 from headwater.runtime.membership import Membership
@@ -39,6 +44,9 @@ from headwater.runtime.presence import ConsumerPresence
 __all__ = ["ERASURE_LINGER_S", "ConsumerRuntime", "RuntimeStats"]
 
 log = logging.getLogger("headwater.runtime")
+
+#: How often a consumer asks again while it waits for another component (``WaitingForError``).
+WAITING_POLL_S = 0.5
 _T = TypeVar("_T")
 
 
@@ -406,6 +414,13 @@ class ConsumerRuntime:
         while True:
             try:
                 return fn()
+            except WaitingForError as exc:
+                # A normal wait for another component: poll it often, without alarm.
+                self.stats.unavailable_waits += 1
+                log.debug("%s: waiting: %s", self.handler.name, exc)
+                if self.stop_event.wait(min(delay, WAITING_POLL_S)):
+                    raise _StoppingError from exc
+                delay = min(self.backoff[1], delay * 2)
             except BackendUnavailableError as exc:
                 # The store is down, not the record bad: wait, never dead-letter, never commit.
                 self.stats.unavailable_waits += 1
