@@ -119,6 +119,8 @@ class ArchiveTable:
         self.partition_by = list(partition_by)
         self.configuration = dict(TABLE_CONFIGURATION if configuration is None else configuration)
         self._table: Any = None
+        #: None: not known yet whether rows without ``subject`` remain.
+        self._unhashed: bool | None = None
         #: The distinct user ids of unreferenced files read before (see erase_users).
         self._old_ids: dict[str, Any] = {}
 
@@ -375,8 +377,20 @@ class ArchiveTable:
 
         return DeltaStorageHandler(self.uri, self.storage_options or None)
 
+    def _has_unhashed_rows(self) -> bool:
+        """Whether rows written before the ``subject`` column remain (checked until none
+        do: every row written since carries it)."""
+        if self._unhashed is None or self._unhashed:
+            found = self.query(
+                f"SELECT 1 AS x FROM {self.name} WHERE {SUBJECT_COLUMN} IS NULL LIMIT 1"
+            )
+            self._unhashed = found.num_rows > 0
+        return self._unhashed
+
     def _rehash_days(self, users: list[str], subject: Callable[[str], str]) -> list[str]:
         """Fill ``subject`` in the days where these users have rows without it."""
+        if not self._has_unhashed_rows():
+            return []
         found = self.query(
             f"SELECT DISTINCT {PARTITION_COLUMN} AS day FROM {self.name} "
             f"WHERE {SUBJECT_COLUMN} IS NULL AND user_id IN ({_in_list(users)})"
