@@ -51,6 +51,9 @@ _TYPES = (
 )
 _SURFACES = ["web"] * 3 + ["ios"] * 3 + ["android"] * 3 + ["search", "checkout", "reviews"]
 
+#: The keyed hash the generated history is written with, and erased by.
+SUBJECT = SubjectHasher(b"bench-key" * 4)
+
 
 def _zipf_ranks(u: pa.Array, n: int, s: float) -> pa.Array:
     """Ranks in [0, n) with a power-law skew: the inverse of the continuous Zipf CDF."""
@@ -137,6 +140,8 @@ def generate_day(day: date, n: int, seq: int, users: int, items: int, seed: int)
         "rating": rating,
         "date": pa.array([day.isoformat()] * n, pa.string()),
     }
+    users_col = columns["user_id"].to_pylist()
+    columns["subject"] = pa.array([SUBJECT(u) for u in users_col], pa.string())
     return pa.Table.from_arrays(
         [pc.cast(columns[f.name], f.type) for f in ARCHIVE_SCHEMA], schema=ARCHIVE_SCHEMA
     )
@@ -213,22 +218,22 @@ def run_batch(root: Path, erasure: bool) -> dict[str, Any]:
     if erasure:
         with runner.connect() as con:  # an active user, but not the heaviest one
             user = con.execute(
-                f"SELECT user_id FROM {runner.derived.relation('user_item_day')} "
+                f"SELECT user_id FROM {runner.derived.relation(con, 'user_item_day')} "
                 "GROUP BY user_id ORDER BY count(*) DESC LIMIT 1 OFFSET 100"
             ).fetchall()[0][0]
         archive = ArchiveConsumer(
             table,
             ErasureLedger(archive_url),
-            SubjectHasher(b"bench-key" * 4),
+            SUBJECT,
             retention_hours=168,
             vacuum_interval_s=None,
         )
         event = ErasureEvent(request_id="bench", user_id=user, requested_at=datetime.now(UTC))
         began = time.perf_counter()
-        conf = archive.erase(event)
+        (conf,) = archive.erase(event)
         archive_s = time.perf_counter() - began
         began = time.perf_counter()
-        derived = BatchErasureParticipant(runner, archive.ledger).erase(event)
+        (derived,) = BatchErasureParticipant(runner, archive.ledger).erase(event)
         out["erasure"] = {
             "user_rows": conf.rows_removed,
             "partitions": len(conf.evidence["partitions"]),
