@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from contextlib import AbstractContextManager
 
-__all__ = ["ScrubIncompleteError", "connect", "database_file", "scrub"]
+__all__ = ["ScrubIncompleteError", "connect", "database_file", "scrub", "scrub_for_erasure"]
 
 #: How long :func:`scrub` waits for readers that still use the write-ahead log.
 SCRUB_WAIT_S = 30.0
@@ -66,6 +67,19 @@ def scrub(conn: sqlite3.Connection, *, wait_s: float = SCRUB_WAIT_S) -> int:
             time.sleep(0.05)
     finally:
         conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+
+
+def scrub_for_erasure(
+    conn: sqlite3.Connection, lock: AbstractContextManager[object], fail: type[Exception], what: str
+) -> dict[str, object]:
+    """:func:`scrub` under the store's ``lock``, its errors as ``fail``, described for an
+    erasure's evidence."""
+    with lock:
+        try:
+            wal_bytes = scrub(conn)
+        except sqlite3.Error as exc:
+            raise fail(f"{what}: {exc}") from exc
+    return {"secure_delete": True, "wal_truncated": True, "wal_bytes_truncated": wal_bytes}
 
 
 def database_file(conn: sqlite3.Connection) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -65,6 +66,16 @@ class Steady(Store):
     name = "steady-store"
 
 
+def _runtimes(bus: Any, ledger: ErasureLedger, *stores: Store) -> list[ConsumerRuntime]:
+    """One runtime per store, failing fast: one attempt, then the orchestrator's turn."""
+    return [
+        ConsumerRuntime(
+            bus, h.name, h, ledger=ledger, max_attempts=1, backoff=(0.001, 0.01), poll_timeout=0.01
+        )
+        for h in stores
+    ]
+
+
 @pytest.fixture
 def webhook() -> Iterator[tuple[str, list[dict[str, object]]]]:
     received: list[dict[str, object]] = []
@@ -95,12 +106,7 @@ def test_overdue_participant_is_retried_alerted_and_completes_when_back(
     ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
     bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
     flaky, steady = Store(), Steady()
-    runtimes = [
-        ConsumerRuntime(
-            bus, h.name, h, ledger=ledger, max_attempts=1, backoff=(0.001, 0.01), poll_timeout=0.01
-        )
-        for h in (flaky, steady)
-    ]
+    runtimes = _runtimes(bus, ledger, flaky, steady)
     orch = ErasureOrchestrator(
         ledger, bus, SubjectHasher(b"k" * 32), retry_base=timedelta(seconds=0.2), webhook_url=url
     )
@@ -267,12 +273,7 @@ def test_the_deadline_drives_warnings_an_alert_and_a_late_completion(
     ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
     bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
     flaky, steady = Store(), Steady()
-    runtimes = [
-        ConsumerRuntime(
-            bus, h.name, h, ledger=ledger, max_attempts=1, backoff=(0.001, 0.01), poll_timeout=0.01
-        )
-        for h in (flaky, steady)
-    ]
+    runtimes = _runtimes(bus, ledger, flaky, steady)
     orch = ErasureOrchestrator(
         ledger,
         bus,

@@ -12,7 +12,6 @@ partitions ``p`` with ``p % members == rank`` among the live members, sorted by 
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -21,7 +20,7 @@ from typing import Any
 import msgspec
 
 from headwater._duration import parse_duration
-from headwater._sqlite import scrub
+from headwater._sqlite import scrub_for_erasure
 from headwater._url import sqlite_path
 from headwater.bus._options import BusOptions
 from headwater.bus._sqlite_conn import LogConnection
@@ -329,11 +328,9 @@ class SqliteBus(Bus):
     def _scrub(self) -> None:
         # Freed pages are zeroed (secure_delete); old page images of the rewritten rows
         # linger in the WAL until it is checkpointed and truncated.
-        with self._db.lock:
-            try:
-                scrub(self._db.conn)
-            except sqlite3.Error as exc:
-                raise BusError(f"SQLite bus: checkpoint after purge failed: {exc}") from exc
+        scrub_for_erasure(
+            self._db.conn, self._db.lock, BusError, "SQLite bus: checkpoint after purge failed"
+        )
 
     def close(self) -> None:
         self._db.close()

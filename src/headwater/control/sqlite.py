@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from headwater._sqlite import connect, scrub
+from headwater._sqlite import connect, scrub_for_erasure
 from headwater._url import sqlite_path
 from headwater.control.base import Row
 from headwater.errors import ControlPlaneError
@@ -77,17 +77,10 @@ class SqliteControlDatabase:
     def scrub(self, tables: Sequence[str]) -> dict[str, object]:
         """Deleted rows are zeroed in place (``secure_delete``); this empties the
         write-ahead log that still holds their old page images."""
-        with self._lock:
-            try:
-                wal_bytes = scrub(self._conn)
-            except sqlite3.Error as exc:
-                raise ControlPlaneError(f"control plane (sqlite): {exc}") from exc
-        return {
-            "tables": list(tables),
-            "secure_delete": True,
-            "wal_truncated": True,
-            "wal_bytes_truncated": wal_bytes,
-        }
+        done = scrub_for_erasure(
+            self._conn, self._lock, ControlPlaneError, "control plane (sqlite)"
+        )
+        return {"tables": list(tables), **done}
 
     def close(self) -> None:
         with self._lock:

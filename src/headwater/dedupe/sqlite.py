@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from headwater._sqlite import connect, scrub
+from headwater._sqlite import connect, scrub_for_erasure
 from headwater._url import sqlite_path
 from headwater.dedupe.base import Claim, Pending
 from headwater.errors import BackendError
@@ -222,12 +222,7 @@ class SqliteIdempotencyWindow:
         return found
 
     def scrub(self) -> dict[str, object]:
-        with self._lock:
-            try:
-                wal_bytes = scrub(self._conn)
-            except sqlite3.Error as exc:
-                raise BackendError(f"idempotency window: {exc}") from exc
-        return {"secure_delete": True, "wal_truncated": True, "wal_bytes_truncated": wal_bytes}
+        return scrub_for_erasure(self._conn, self._lock, BackendError, "idempotency window")
 
     def close(self) -> None:
         with self._lock:

@@ -319,23 +319,22 @@ class ErasureLedger:
                 (c.error, c.request_id, c.participant),
             )
 
-    def verified(self, request_id: str, findings: dict[str, Any], at: datetime) -> None:
-        """Keep the verification's findings and wipe the raw user id: from here on the
-        request needs nothing but its keyed hash."""
-        self._db.execute(
-            "UPDATE hw_erasure_requests SET verification = ?, verified_at = ?, user_id = NULL "
-            "WHERE request_id = ?",
-            (json.dumps(findings, default=str), format_time(at), request_id),
-        )
-
     def scrub(self) -> dict[str, object]:
         """Remove the wiped ids' old row versions from the control plane's files."""
         return self._db.scrub(SCRUBBED_TABLES)
 
-    def complete(self, request_id: str, at: datetime | None = None) -> None:
-        """Close a request whose every task is confirmed; the raw user id is wiped."""
+    def complete(
+        self,
+        request_id: str,
+        at: datetime | None = None,
+        *,
+        verification: dict[str, Any] | None = None,
+    ) -> None:
+        """Close a request whose every task is confirmed, with the independent
+        verification's findings (if one ran); the raw user id is wiped in the same write:
+        from here on the request needs nothing but its keyed hash."""
         with self._db.transaction() as tx:
-            _complete(tx, request_id, format_time(at) if at else _now())
+            _complete(tx, request_id, format_time(at) if at else _now(), verification)
 
     def tombstones(self) -> dict[str, int]:
         """subject hash -> erasure time (ms) of every erased user."""
@@ -352,15 +351,19 @@ class ErasureLedger:
         return int(n), int(newest)
 
 
-def _complete(tx: ControlTransaction, request_id: str, at: str) -> None:
+def _complete(
+    tx: ControlTransaction, request_id: str, at: str, verification: dict[str, Any] | None
+) -> None:
     pending = tx.execute(
         "SELECT COUNT(*) FROM hw_erasure_tasks WHERE request_id = ? AND status != 'confirmed'",
         (request_id,),
     )
     if int(pending[0][0]):
         raise ValueError(f"request {request_id} still has unconfirmed participants")
+    found = None if verification is None else json.dumps(verification, default=str)
     tx.execute(
         "UPDATE hw_erasure_requests SET status = 'completed', completed_at = ?, "
-        "user_id = NULL WHERE request_id = ? AND status = 'open'",
-        (at, request_id),
+        "user_id = NULL, verification = ?, verified_at = ? "
+        "WHERE request_id = ? AND status = 'open'",
+        (at, found, at if found is not None else None, request_id),
     )

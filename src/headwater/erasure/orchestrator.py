@@ -251,7 +251,22 @@ class ErasureOrchestrator:
         received = datetime.fromisoformat(record.received_at)
         deadline = datetime.fromisoformat(record.deadline)
         names = ",".join(t.participant for t in outstanding)
-        attempts = max(t.attempts for t in outstanding)
+
+        def alert(status: str, message: str) -> None:
+            self._send(
+                Alert(
+                    request_id=record.request_id,
+                    participant=names,
+                    status=status,
+                    attempts=max(t.attempts for t in outstanding),
+                    due_at=record.deadline,
+                    deadline=record.deadline,
+                    error=None,
+                    message=f"erasure {record.request_id}: {message} with "
+                    f"{len(outstanding)} store(s) outstanding: {names}",
+                )
+            )
+
         if now >= deadline:
             if record.deadline_alerted_at is not None:
                 return
@@ -259,20 +274,7 @@ class ErasureOrchestrator:
                 if t.status == "pending":
                     self.ledger.mark(record.request_id, t.participant, status="overdue")
             late = (now - deadline).total_seconds()
-            self._send(
-                Alert(
-                    request_id=record.request_id,
-                    participant=names,
-                    status="deadline_passed",
-                    attempts=attempts,
-                    due_at=record.deadline,
-                    deadline=record.deadline,
-                    error=None,
-                    message=f"erasure {record.request_id}: deadline {record.deadline} passed "
-                    f"{late:.0f}s ago with {len(outstanding)} store(s) outstanding: {names}",
-                ),
-                kind="deadline_passed",
-            )
+            alert("deadline_passed", f"deadline {record.deadline} passed {late:.0f}s ago")
             self.ledger.deadline_alerted(record.request_id, now)
             return
         span = (deadline - received).total_seconds()
@@ -281,20 +283,10 @@ class ErasureOrchestrator:
         if not due:
             return
         left = (deadline - now).total_seconds()
-        self._send(
-            Alert(
-                request_id=record.request_id,
-                participant=names,
-                status="warning",
-                attempts=attempts,
-                due_at=record.deadline,
-                deadline=record.deadline,
-                error=None,
-                message=f"erasure {record.request_id}: {max(due):.0%} of the time to the "
-                f"deadline {record.deadline} has passed ({left:.0f}s left) with "
-                f"{len(outstanding)} store(s) outstanding: {names}",
-            ),
-            kind="warning",
+        alert(
+            "warning",
+            f"{max(due):.0%} of the time to the deadline {record.deadline} has passed "
+            f"({left:.0f}s left)",
         )
         self.ledger.warned(record.request_id, max(due))
 
@@ -320,13 +312,13 @@ class ErasureOrchestrator:
             f"(due {due_at}); sending again, attempt {attempts}",
         )
         ERASURE_ALERTS.labels(participant).inc()
-        self._send(alert, kind=alert.status)
+        self._send(alert)
 
-    def _send(self, alert: Alert, *, kind: str) -> None:
+    def _send(self, alert: Alert) -> None:
         self.alerts.append(alert)
-        if kind in ("warning", "deadline_passed"):
-            ERASURE_DEADLINE_ALERTS.labels(kind).inc()
-        (log.warning if kind == "warning" else log.error)(alert.message)
+        if alert.status in ("warning", "deadline_passed"):
+            ERASURE_DEADLINE_ALERTS.labels(alert.status).inc()
+        (log.warning if alert.status == "warning" else log.error)(alert.message)
         if self.on_alert is not None:
             self.on_alert(alert)
         if self.webhook_url:
@@ -370,13 +362,12 @@ class ErasureOrchestrator:
     def _close(self, record: RequestRecord, findings: dict[str, Finding], now: datetime) -> None:
         if self.bus.erasure_capability().can_purge:
             self._purge_erasure_events(record, str(record.user_id))
-        if self.verifier is not None:
-            self.ledger.verified(
-                record.request_id,
-                {name: msgspec.to_builtins(f) for name, f in findings.items()},
-                now,
-            )
-        self.ledger.complete(record.request_id, now)
+        verification = (
+            {name: msgspec.to_builtins(f) for name, f in findings.items()}
+            if self.verifier is not None
+            else None
+        )
+        self.ledger.complete(record.request_id, now, verification=verification)
         log.info("erasure %s completed", record.request_id)
 
     def _refuse(self, record: RequestRecord, dirty: list[Finding], now: datetime) -> None:

@@ -14,8 +14,8 @@ all their users (a burst of a thousand requests is one pass, not a thousand).
 from __future__ import annotations
 
 import logging
-import os
 import re
+import string
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -56,9 +56,8 @@ StoreCheck = Callable[[Sequence[Subject]], CheckResult]
 
 #: Bytes that continue an identifier: a hit inside a longer run of them is another id
 #: that merely contains this one ("u001" inside "u0012"), not a copy of it.
-_ID_CHARS = "A-Za-z0-9_.@-"
-_TOKEN = re.compile(rb"[" + _ID_CHARS.encode() + rb"]+")
-_ID_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@")
+_ID_BYTES = frozenset(string.ascii_letters.encode() + string.digits.encode() + b"_.@-")
+_TOKEN = re.compile(rb"[" + re.escape(bytes(sorted(_ID_BYTES))) + rb"]+")
 #: Up to this many ids a file is searched once per id; beyond, once for all.
 _FIND_AT_MOST = 8
 
@@ -277,19 +276,6 @@ def redis_key_scan(client: Any, prefix: str) -> StoreCheck:
         return (
             f"SCAN over every key {prefix}:*",
             {u: (len(keys), {"keys": keys[:20]}) for u, keys in found.items()},
-        )
-
-    return check
-
-
-def directory_byte_scan(root: Path) -> StoreCheck:
-    """Every file under a local directory, byte by byte."""
-
-    def check(users: Sequence[Subject]) -> CheckResult:
-        ids = [u.user_id for u in users]
-        files = [Path(d) / n for d, _s, names in os.walk(root) for n in names]
-        return f"byte search of every file under {root}", _per_user(
-            users, {str(f): _count_in_file(f, ids) for f in files}
         )
 
     return check

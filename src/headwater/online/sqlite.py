@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from headwater._sqlite import connect, scrub
+from headwater._sqlite import connect, scrub_for_erasure
 from headwater._url import sqlite_path
 from headwater.errors import FencedError, OnlineStoreError
 from headwater.online.base import Position
@@ -205,12 +205,7 @@ class SqliteOnlineStore:
                 raise OnlineStoreError(f"online store: {exc}") from exc
 
     def scrub(self) -> dict[str, object]:
-        with self._lock:
-            try:
-                wal_bytes = scrub(self._conn)
-            except sqlite3.Error as exc:
-                raise OnlineStoreError(f"online store: {exc}") from exc
-        return {"secure_delete": True, "wal_truncated": True, "wal_bytes_truncated": wal_bytes}
+        return scrub_for_erasure(self._conn, self._lock, OnlineStoreError, "online store")
 
     def close(self) -> None:
         with self._lock:
