@@ -96,16 +96,26 @@ def test_a_revoked_key_is_refused_by_every_gateway_within_a_second(
     keys.revoke(record.key_id)
     db.close()
     revoked_at = time.monotonic()
-    refused: dict[str, float] = {}
-    while len(refused) < len(urls) and time.monotonic() - revoked_at < 5:
+    # The guarantee is about when a request reaches a gateway, not how long the
+    # machine takes to answer it: every request sent a cache period after the
+    # revocation is refused. Send times bound arrival times from below, so the
+    # check does not depend on the latency of a loaded machine.
+    deadline = revoked_at + KEY_CACHE_S
+    refused: set[str] = set()
+    accepted_late: list[tuple[str, float]] = []
+    while time.monotonic() - revoked_at < 5 and (
+        len(refused) < len(urls) or time.monotonic() < deadline + 0.3
+    ):
         for url in urls:
-            if url not in refused:
-                r = httpx.get(f"{url}/v1/users/u1/features", headers=headers)
-                if r.status_code == 401:
-                    refused[url] = time.monotonic() - revoked_at
+            sent = time.monotonic()
+            status = httpx.get(f"{url}/v1/users/u1/features", headers=headers).status_code
+            if status == 401:
+                refused.add(url)
+            elif sent >= deadline:
+                accepted_late.append((url, round(sent - revoked_at, 3)))
         time.sleep(0.02)
-    assert set(refused) == set(urls)
-    assert max(refused.values()) <= KEY_CACHE_S + 0.2, refused
+    assert refused == set(urls)
+    assert accepted_late == [], accepted_late
 
 
 def test_one_rate_limit_across_gateways(gateways: tuple[Path, list[str]]) -> None:
