@@ -159,7 +159,10 @@ class ArchiveConsumer(Consumer):
         if any(before.values()):
             ids = ",".join(e.request_id for e in events)
             erased = self.table.erase_users(
-                users, self.subject, metadata={"headwater.erasure.request_id": ids}
+                users,
+                self.subject,
+                metadata={"headwater.erasure.request_id": ids},
+                days={d for held in before.values() for d in held},
             )
         version = erased.version if erased is not None else self.table.version()
         after = self.table.users_rows_by_day(users)

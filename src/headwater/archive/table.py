@@ -333,8 +333,14 @@ class ArchiveTable:
         subject: Callable[[str], str],
         *,
         metadata: Mapping[str, str] | None = None,
+        days: Iterable[str] | None = None,
     ) -> ErasedFiles:
         """Delete every row of these users, and the files that held them, for good.
+
+        ``days``, when given, are the day partitions that hold the users' rows (from a
+        scan just before): the DELETE reads only those partitions' files instead of the
+        whole table. A row written elsewhere in between is found by the caller's
+        verifying scan, which covers every day.
 
         The DELETE goes by the keyed hash (``subject``), so the commit it leaves in the log
         names no one; rows written before that column existed get it first, by a rewrite
@@ -353,6 +359,9 @@ class ArchiveTable:
         table = self.table()
         props = dl.CommitProperties(custom_metadata=dict(metadata or {}) or None)
         predicate = f"{SUBJECT_COLUMN} IN ({_in_list(subjects)})"
+        if days is not None:
+            scope = sorted(set(days) | set(rehashed))
+            predicate = f"{PARTITION_COLUMN} IN ({_in_list(scope)}) AND {predicate}"
         metrics = self._call("delete", lambda: table.delete(predicate, commit_properties=props))
         after = self._referenced()
         days = {_day_of(p) for p in before - after} | set(rehashed)

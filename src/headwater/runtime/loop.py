@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -70,6 +70,39 @@ class _StoppingError(Exception):
 
 #: How often, at most, an erasure participant that skips every signal polls (seconds).
 ERASURE_LINGER_S = 0.25
+
+
+def _phases(records: list[Record]) -> Iterator[list[Record]]:
+    """A poll's records in the order they are applied: signals, then the erasures among them.
+
+    Every erasure of a poll goes into one run (one ``erase_many``: one Delta DELETE, one
+    recompute) instead of one per stretch of signals between them, which is what a
+    consumer catching up under load would otherwise do. Order within a key holds: a
+    signal of a user erased earlier in the same partition, and everything after it in
+    that partition, waits for the next phase, after the erasure. Records of other users
+    do not depend on the erasure (it removes only its user's data), so applying them
+    first changes no result. Bus positions are committed after the last phase.
+    """
+    rest = records
+    while rest:
+        erased: set[tuple[int, str]] = set()
+        blocked: set[int] = set()
+        phase: list[Record] = []
+        later: list[Record] = []
+        for record in rest:
+            partition = record.partition
+            if partition in blocked:
+                later.append(record)
+            elif record.kind == KIND_ERASURE:
+                erased.add((partition, record.key))
+                phase.append(record)
+            elif erased and (partition, record.key) in erased:
+                blocked.add(partition)
+                later.append(record)
+            else:
+                phase.append(record)
+        yield phase
+        rest = later
 
 
 class ConsumerRuntime:
@@ -278,33 +311,25 @@ class ConsumerRuntime:
         tombstones = self.tombstones
         if tombstones is not None:
             tombstones.refresh()
-        segment: list[Record] = []
-        erasures: list[Record] = []
         dropped: list[Record] = []
-        for record in records:
-            if record.kind == KIND_ERASURE:
-                # Signals before the erasure are applied first: order within a key holds.
-                if segment:
-                    self._apply(segment)
-                    segment = []
-                erasures.append(record)
-                continue
+        for phase in _phases(records):
+            segment: list[Record] = []
+            erasures: list[Record] = []
+            for record in phase:
+                if record.kind == KIND_ERASURE:
+                    erasures.append(record)
+                elif tombstones is not None and tombstones.drops(record):
+                    # An erased user's event from before the erasure, late or replayed:
+                    # never let it bring the data back.
+                    self.stats.erased_user_events_dropped += 1
+                    RESURRECTIONS_BLOCKED.labels(self.handler.name).inc()
+                    dropped.append(record)
+                else:
+                    segment.append(record)
+            if segment:
+                self._apply(segment)
             if erasures:
-                # A run of erasures in a row is applied together, before what follows it.
                 self._erase_run(erasures)
-                erasures = []
-            if tombstones is not None and tombstones.drops(record):
-                # An erased user's event from before the erasure, late or replayed: never
-                # let it bring the data back.
-                self.stats.erased_user_events_dropped += 1
-                RESURRECTIONS_BLOCKED.labels(self.handler.name).inc()
-                dropped.append(record)
-            else:
-                segment.append(record)
-        if segment:
-            self._apply(segment)
-        if erasures:
-            self._erase_run(erasures)
         if dropped:
             # The store that holds the records themselves (the bus log) removes them too.
             self._call(lambda: self.handler.purge_dropped(dropped))
