@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
-from headwater.application.root import Application, needs_extra
+from headwater._extras import needs_extra
+from headwater.application.root import Application
 from headwater.config import Settings
 
 if TYPE_CHECKING:

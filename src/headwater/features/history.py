@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import msgspec
 import pyarrow as pa
@@ -41,8 +41,9 @@ from headwater.features.kinds import reader_for
 
 __all__ = ["RESERVED_COLUMNS", "HistoryReport", "LabelSource", "TrainingSetBuilder"]
 
-#: Labels: a Parquet, CSV or Arrow IPC file, an Arrow table, or a pandas or Polars frame.
-LabelSource = str | Path | pa.Table | Any
+#: Labels: a Parquet, CSV or Arrow IPC file, an Arrow table or stream, or a pandas or
+#: Polars DataFrame.
+LabelSource: TypeAlias = str | Path | pa.Table | Any
 #: Columns the training set adds beside the features (a label column may not use them).
 RESERVED_COLUMNS = ("as_of", "batch", "batch_as_of", "batch_run")
 _REQUIRED = ("user_id", "timestamp")
@@ -75,7 +76,7 @@ class ArchivedSignal:
 
     __slots__ = ("_payload", "event_id", "event_type", "item_id", "surface", "timestamp")
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built once per archived row: positional on the hot path
         self,
         event_id: str,
         event_type: str,
@@ -95,9 +96,11 @@ class ArchivedSignal:
     def payload(self) -> dict[str, Any]:
         """The payload as a dict (decoded once)."""
         value = self._payload
-        if not isinstance(value, dict):
-            value = self._payload = _decode_json(value) if value else {}
-        return value
+        if isinstance(value, dict):
+            return value
+        decoded: dict[str, Any] = _decode_json(value) if value else {}
+        self._payload = decoded
+        return decoded
 
 
 def _user_snapshots(
@@ -203,8 +206,16 @@ class TrainingSetBuilder:
                 f"hive_types = {{'date': VARCHAR}}, union_by_name = true)"
             )
         data = self.archive.read(
-            ["event_id", "event_type", "user_id", "item_id", "surface", "timestamp"]
-            + ["received_at", "payload"]
+            [
+                "event_id",
+                "event_type",
+                "user_id",
+                "item_id",
+                "surface",
+                "timestamp",
+                "received_at",
+                "payload",
+            ]
         )
         con.register("hw_archive_rows", data)
         return "hw_archive_rows"
@@ -251,9 +262,7 @@ class TrainingSetBuilder:
                 if len(out[0]) >= _CHUNK:
                     writer.write_table(pa.table(dict(zip(schema.names, out, strict=True))))
                     out = [[] for _ in out]
-            writer.write_table(
-                pa.table(dict(zip(schema.names, out, strict=True)), schema=schema)
-            )
+            writer.write_table(pa.table(dict(zip(schema.names, out, strict=True)), schema=schema))
         return str(path)
 
     def erased(self, con: Any, report: HistoryReport) -> None:
@@ -287,8 +296,9 @@ class TrainingSetBuilder:
             "hw_runs",
             pa.table(
                 BatchHistory.runs_table(runs),
-                schema=pa.schema([("run_id", pa.int64()), ("finished_us", pa.int64()),
-                                  ("as_of", pa.string())]),
+                schema=pa.schema(
+                    [("run_id", pa.int64()), ("finished_us", pa.int64()), ("as_of", pa.string())]
+                ),
             ),
         )
         # The run that finished last strictly before the label's time.
@@ -356,14 +366,7 @@ class _Session:
         try:
             self.con = con = b.connect(self.spill)
             report = HistoryReport(features=[n for n, _ in b.readers])
-            columns = _load_labels(con, self.labels)
-            clash = sorted(set(columns) & (set(RESERVED_COLUMNS) | set(report.features)))
-            if clash:
-                raise ConfigurationError(
-                    f"labels: column(s) {', '.join(clash)} would be replaced by the training "
-                    "set's own columns (features and as_of, batch, batch_as_of, batch_run): "
-                    "rename them"
-                )
+            columns = _load_labels(con, self.labels, report.features)
             report.labels = int(con.execute("SELECT count(*) FROM hw_labels").fetchall()[0][0])
             b.erased(con, report)
             stream = b.replay(con, report, self.spill)
@@ -410,7 +413,7 @@ def _label_relation(con: Any, labels: LabelSource) -> str:
         if suffix == ".csv":
             return f"read_csv({quote_sql(str(path))}, header = true)"
         if suffix in (".arrow", ".feather", ".ipc"):
-            import pyarrow.feather as feather
+            from pyarrow import feather
 
             table = feather.read_table(str(path))
         else:
@@ -423,6 +426,8 @@ def _label_relation(con: Any, labels: LabelSource) -> str:
         table = labels.to_arrow()
     elif type(labels).__module__.startswith("pandas"):
         table = pa.Table.from_pandas(labels, preserve_index=False)
+    elif hasattr(labels, "__arrow_c_stream__"):  # any Arrow stream (a RecordBatchReader...)
+        table = pa.table(labels)
     else:
         raise ConfigurationError(
             f"labels: expected a file path, an Arrow table or a pandas or Polars DataFrame, "
@@ -432,10 +437,11 @@ def _label_relation(con: Any, labels: LabelSource) -> str:
     return "hw_label_source"
 
 
-def _load_labels(con: Any, labels: LabelSource) -> Sequence[str]:
+def _load_labels(con: Any, labels: LabelSource, features: Sequence[str]) -> Sequence[str]:
     """Load the labels into ``hw_labels`` (with ``__row``, ``__us``, ``__erased``); their
-    own column names. Missing columns, unreadable times and empty keys are refused,
-    naming the rows."""
+    own column names. Missing columns, columns named as the training set's own
+    (``features`` and ``RESERVED_COLUMNS``), unreadable times and empty keys are refused,
+    naming the columns or the rows."""
     import duckdb
 
     source = _label_relation(con, labels)
@@ -447,6 +453,12 @@ def _load_labels(con: Any, labels: LabelSource) -> Sequence[str]:
     if missing:
         raise ConfigurationError(
             f"labels: missing column(s) {', '.join(missing)} (have: {', '.join(columns)})"
+        )
+    clash = sorted(set(columns) & (set(RESERVED_COLUMNS) | set(features)))
+    if clash:
+        raise ConfigurationError(
+            f"labels: column(s) {', '.join(clash)} would be replaced by the training set's own "
+            f"columns ({', '.join([*features, *RESERVED_COLUMNS])}): rename them"
         )
     try:
         con.execute(
@@ -465,8 +477,7 @@ def _load_labels(con: Any, labels: LabelSource) -> Sequence[str]:
     ).fetchall()
     if bad:
         which = ", ".join(
-            f"row {int(r[0])}: {'user_id is empty' if r[1] else 'timestamp is empty'}"
-            for r in bad
+            f"row {int(r[0])}: {'user_id is empty' if r[1] else 'timestamp is empty'}" for r in bad
         )
         raise ConfigurationError(f"labels: every row needs a user_id and a timestamp ({which})")
     return columns
