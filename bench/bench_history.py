@@ -74,7 +74,7 @@ def run_history(root: Path) -> dict[str, Any]:
     from headwater.features.history import TrainingSetBuilder
 
     table = ArchiveTable(str(root / "archive"))
-    builder = TrainingSetBuilder(table, FeatureEngine(), None, memory_limit="2GB")
+    builder = TrainingSetBuilder(table, FeatureEngine(), None, memory_limit="1GB")
     began = time.perf_counter()
     report = builder.write(root / "labels.parquet", root / "train.parquet")
     seconds = time.perf_counter() - began
@@ -101,7 +101,7 @@ def run_asof(root: Path) -> dict[str, Any]:
     files = ", ".join(quote_sql(f) for d in table.days().values() for f in d.files)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET memory_limit = '2GB'")
+    con.execute("SET memory_limit = '1GB'")
     began = time.perf_counter()
     con.execute(
         f"""COPY (

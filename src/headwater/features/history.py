@@ -47,7 +47,10 @@ LabelSource: TypeAlias = str | Path | pa.Table | Any
 #: Columns the training set adds beside the features (a label column may not use them).
 RESERVED_COLUMNS = ("as_of", "batch", "batch_as_of", "batch_run")
 _REQUIRED = ("user_id", "timestamp")
-_CHUNK = 50_000
+_CHUNK = 50_000  # rows per batch read from DuckDB
+#: Result rows held before they go to the spill file: a row of the default features is
+#: about 2.5 kB of JSON text, so 50,000 of them cost ~400 MB more peak memory than this.
+_FLUSH = 8_192
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _json = msgspec.json.Encoder()
 _decode_json = msgspec.json.Decoder(dict[str, Any]).decode
@@ -172,7 +175,9 @@ class TrainingSetBuilder:
         target = Path(out)
         target.parent.mkdir(parents=True, exist_ok=True)
         with self._session(labels) as (con, report, query):
-            con.execute(f"COPY ({query}) TO {quote_sql(str(target))} (FORMAT parquet)")
+            con.execute(
+                f"COPY ({query}) TO {quote_sql(str(target))} (FORMAT parquet, ROW_GROUP_SIZE 16384)"
+            )
         report.out = str(target)
         report.seconds = round(time.perf_counter() - began, 3)
         return report
@@ -259,7 +264,7 @@ class TrainingSetBuilder:
                     out[0].append(row)
                     for column, (name, read) in zip(out[1:], self.readers, strict=True):
                         column.append(_json.encode(read(state.get(name), now)).decode())
-                if len(out[0]) >= _CHUNK:
+                if len(out[0]) >= _FLUSH:
                     writer.write_table(pa.table(dict(zip(schema.names, out, strict=True))))
                     out = [[] for _ in out]
             writer.write_table(pa.table(dict(zip(schema.names, out, strict=True)), schema=schema))
