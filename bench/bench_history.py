@@ -122,10 +122,13 @@ def run_asof(root: Path) -> dict[str, Any]:
 def _child(mode: str, root: Path) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, __file__, f"--{mode}-only", str(root)],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
     )
+    if done.returncode:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"the {mode} process failed (exit {done.returncode})")
     doc: dict[str, Any] = json.loads(done.stdout)
     return doc
 

@@ -91,6 +91,11 @@ def features_by_label(table: pa.Table) -> list[dict[str, Any]]:
     return [{n: json.loads(r[n]) for n in NAMES} for r in table.to_pylist()]
 
 
+def output_order(moments: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Labels as the training set orders them: by user, then time, then position."""
+    return [moments[i] for i in sorted(range(len(moments)), key=lambda i: (*moments[i], i))]
+
+
 def stream_answer(
     tmp: Path, signals: Sequence[Signal], user: str, at: datetime, engine: FeatureEngine
 ) -> dict[str, Any]:
@@ -151,10 +156,12 @@ def test_each_value_equals_what_the_streaming_consumer_holds_at_that_time(
     builder = TrainingSetBuilder(table, engine, None)
     got = builder.table(labels_of(moments))
     bus_order = sorted(signals, key=lambda s: (s.received_at, s.timestamp, s.event_id))
-    for (user, at), row in zip(moments, features_by_label(got), strict=True):
+    ordered = output_order(moments)
+    assert got.column("user_id").to_pylist() == [u for u, _ in ordered]
+    for (user, at), row in zip(ordered, features_by_label(got), strict=True):
         known = [s for s in bus_order if s.user_id == user and s.timestamp <= BASE + at]
         assert row == stream_answer(tmp_path, known, user, BASE + at, engine), (user, at)
-    assert got.column("as_of").to_pylist() == [BASE + at for _, at in moments]
+    assert got.column("as_of").to_pylist() == [BASE + at for _, at in ordered]
     report = builder.write(labels_of(moments), tmp_path / "out.parquet")
     assert report.replays >= 1
     assert report.rows == len(moments)
@@ -229,11 +236,11 @@ def test_shuffling_the_archive_or_adding_later_events_never_changes_an_answer(
     parts = [mixed[i::3] for i in range(3)]
     second = TrainingSetBuilder(archive_of(tmp / "two", parts), engine, None).table(labels)
 
-    for t, a, b in zip(
-        label_minutes, features_by_label(first), features_by_label(second), strict=True
-    ):
-        if t[1] * m <= cut:
-            assert a == b, t
+    times = first.column("timestamp").to_pylist()
+    assert second.column("timestamp").to_pylist() == times
+    for at, a, b in zip(times, features_by_label(first), features_by_label(second), strict=True):
+        if at <= BASE + cut:
+            assert a == b, at
     if not later:
         assert first.equals(second)
 
@@ -269,12 +276,13 @@ def test_label_columns_and_order_are_kept_from_every_kind_of_input(tmp_path: Pat
         clicked=[True, False, True],
     )
     expected = builder.table(labels)
-    assert expected.column("item_id").to_pylist() == ["i1", "i2", "i3"]
+    # Sorted by user, then time: u at 00:00, u at 02:00, v at 02:00.
+    assert expected.column("item_id").to_pylist() == ["i3", "i2", "i1"]
     assert expected.column("clicked").to_pylist() == [True, False, True]
     assert [json.loads(c) for c in expected.column("counts").to_pylist()] == [
-        {"click": 1},
-        {"view": 1},
         {},
+        {"view": 1},
+        {"click": 1},
     ]
     pq.write_table(labels, tmp_path / "labels.parquet")
     csv = tmp_path / "labels.csv"
@@ -376,9 +384,11 @@ def test_batch_rows_come_from_the_last_run_completed_before_the_label(tmp_path: 
             "timestamp": pa.array([t for _, t in moments], pa.timestamp("us", tz="UTC")),
         }
     )
-    got = builder.table(labels).to_pylist()
-    assert got[0]["batch"] is None
-    assert got[0]["batch_run"] is None
+    got = {(r["user_id"], r["timestamp"]): r for r in builder.table(labels).to_pylist()}
+    assert len(got) == len(moments)
+    rows = [got[key] for key in moments]
+    assert rows[0]["batch"] is None
+    assert rows[0]["batch_run"] is None
     expected = [
         (after_first["u"], first),
         (after_first["w"], first),
@@ -386,8 +396,26 @@ def test_batch_rows_come_from_the_last_run_completed_before_the_label(tmp_path: 
         (after_second["u"], second),
         (after_second["w"], second),
     ]
-    for row, (doc, run) in zip(got[1:], expected, strict=True):
+    for row, (doc, run) in zip(rows[1:], expected, strict=True):
         assert json.loads(row["batch"]) == json.loads(doc)
         assert row["batch_run"] == run.run_id
         assert row["batch_as_of"] == datetime.fromisoformat(run.as_of)
     store.close()
+
+
+def test_chunk_sizes_do_not_change_the_training_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headwater.features import history
+
+    h = timedelta(hours=1)
+    signals = [sig(n, f"u{n % 4}", TYPES[n % len(TYPES)], n * h / 3) for n in range(60)]
+    table = archive_of(tmp_path / "archive", [signals])
+    labels = labels_of([(f"u{n % 5}", n * h / 2) for n in range(40)], label=list(range(40)))
+    builder = TrainingSetBuilder(table, FeatureEngine(), None)
+    whole = builder.table(labels)
+    # Users spanning Arrow batches, result chunks of a few rows.
+    monkeypatch.setattr(history, "_CHUNK", 3)
+    monkeypatch.setattr(history, "_FLUSH", 2)
+    assert builder.table(labels).to_pylist() == whole.to_pylist()
+    assert sorted(whole.column("label").to_pylist()) == list(range(40))

@@ -12,7 +12,8 @@ from headwater.config import Settings
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from headwater.features.history import HistoryReport, LabelSource, TrainingSetBuilder
+    from headwater.features.history import HistoryReport, TrainingSetBuilder
+    from headwater.features.labels import LabelSource
 
 __all__ = ["historical_features", "training_set_builder"]
 
@@ -61,9 +62,9 @@ def historical_features(
     Every row gains one column per streaming feature (its value as JSON text, read at
     the label's time), ``as_of``, and the batch's user row (``batch``, JSON text) of the
     last batch run completed before the label with its ``batch_as_of`` and
-    ``batch_run``. Rows of erased users are left out. Without ``out``: an Arrow table
-    in the labels' order; with it: the table is written there as Parquet and the
-    report is returned. ``settings``: the deployment's (``Settings.from_env()`` when
+    ``batch_run``. Rows of erased users are left out. Rows are sorted by user, then
+    time, then the labels' order. Without ``out``: an Arrow table; with it: the table is
+    written there as Parquet and the report is returned. ``settings``: the deployment's (``Settings.from_env()`` when
     not given).
     """
     with Application(settings or Settings.from_env()) as app:

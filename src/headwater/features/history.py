@@ -22,11 +22,11 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import msgspec
 import pyarrow as pa
@@ -35,18 +35,12 @@ import pyarrow.parquet as pq
 from headwater.archive.table import ArchiveTable, quote_sql
 from headwater.batch.history import BatchHistory
 from headwater.erasure.tombstones import TombstoneFilter
-from headwater.errors import ConfigurationError, MissingDependencyError
+from headwater.errors import MissingDependencyError
 from headwater.features.engine import FeatureEngine
 from headwater.features.kinds import reader_for
+from headwater.features.labels import LabelSource, ident, load_labels
 
-__all__ = ["RESERVED_COLUMNS", "HistoryReport", "LabelSource", "TrainingSetBuilder"]
-
-#: Labels: a Parquet, CSV or Arrow IPC file, an Arrow table or stream, or a pandas or
-#: Polars DataFrame.
-LabelSource: TypeAlias = str | Path | pa.Table | Any
-#: Columns the training set adds beside the features (a label column may not use them).
-RESERVED_COLUMNS = ("as_of", "batch", "batch_as_of", "batch_run")
-_REQUIRED = ("user_id", "timestamp")
+__all__ = ["HistoryReport", "TrainingSetBuilder"]
 _CHUNK = 50_000  # rows per batch read from DuckDB
 #: Result rows held before they go to the spill file: a row of the default features is
 #: about 2.5 kB of JSON text, so 50,000 of them cost ~400 MB more peak memory than this.
@@ -164,36 +158,60 @@ class TrainingSetBuilder:
     # -- entry points ------------------------------------------------------------
 
     def table(self, labels: LabelSource) -> pa.Table:
-        """The training set as an Arrow table, in the labels' order."""
-        with self._session(labels) as (con, report, query):
-            del report
-            return con.sql(query).to_arrow_table()
+        """The training set as an Arrow table, sorted by user, then time, then the
+        labels' order."""
+        chunks: list[pa.Table] = []
+        self.build(labels, chunks.append)
+        return pa.concat_tables(chunks)
 
     def write(self, labels: LabelSource, out: str | Path) -> HistoryReport:
-        """The training set written to a Parquet file, in the labels' order."""
+        """The training set written to a Parquet file (sorted as :meth:`table`)."""
         began = time.perf_counter()
         target = Path(out)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with self._session(labels) as (con, report, query):
-            con.execute(
-                f"COPY ({query}) TO {quote_sql(str(target))} (FORMAT parquet, ROW_GROUP_SIZE 16384)"
-            )
+        writer: pq.ParquetWriter | None = None
+
+        def sink(chunk: pa.Table) -> None:
+            nonlocal writer
+            if writer is None:
+                writer = pq.ParquetWriter(target, chunk.schema)
+            writer.write_table(chunk)
+
+        try:
+            report = self.build(labels, sink)
+        finally:
+            if writer is not None:
+                writer.close()
         report.out = str(target)
         report.seconds = round(time.perf_counter() - began, 3)
         return report
 
+    def build(self, labels: LabelSource, sink: Callable[[pa.Table], None]) -> HistoryReport:
+        """The training set, handed to ``sink`` in chunks (at least one, maybe empty)."""
+        spill = Path(tempfile.mkdtemp(prefix="headwater-history-"))
+        con = self.connect(spill)
+        try:
+            report = HistoryReport(features=[n for n, _ in self.readers])
+            columns = load_labels(con, labels, report.features)
+            report.labels = int(con.execute("SELECT count(*) FROM hw_labels").fetchall()[0][0])
+            self.erased(con, report)
+            self.batch_rows(con, report)
+            self.replay(con, report, columns, sink)
+            report.rows = report.labels - report.erased_labels
+            return report
+        finally:
+            con.close()
+            shutil.rmtree(spill, ignore_errors=True)
+
     # -- the pass ----------------------------------------------------------------
 
-    def _session(self, labels: LabelSource) -> _Session:
-        return _Session(self, labels)
-
     def connect(self, spill: Path) -> Any:
-        """A DuckDB connection: UTC, bounded memory, spilling into ``spill``."""
+        """A DuckDB database of its own in ``spill``: UTC, bounded memory, spilling there."""
         try:
             import duckdb
         except ImportError:
             raise MissingDependencyError("training sets", "duckdb", "archive") from None
-        con = duckdb.connect()
+        con = duckdb.connect(str(spill / "work.duckdb"))
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"SET memory_limit = {quote_sql(self.memory_limit)}")
         con.execute(f"SET temp_directory = {quote_sql(str(spill))}")
@@ -225,11 +243,17 @@ class TrainingSetBuilder:
         con.register("hw_archive_rows", data)
         return "hw_archive_rows"
 
-    def replay(self, con: Any, report: HistoryReport, spill: Path) -> str:
-        """Every label's streaming features into a Parquet file of ``spill``; its path."""
+    def replay(
+        self,
+        con: Any,
+        report: HistoryReport,
+        columns: Sequence[str],
+        sink: Callable[[pa.Table], None],
+    ) -> None:
+        """Every label with its streaming features (and its batch columns) into ``sink``."""
         archive = self.archive_relation(con)
         con.execute(
-            "CREATE TEMP TABLE hw_users AS SELECT user_id, max(__us) AS until FROM hw_labels "
+            "CREATE TABLE hw_users AS SELECT user_id, max(__us) AS until FROM hw_labels "
             "WHERE NOT __erased GROUP BY user_id"
         )
         report.users = int(con.execute("SELECT count(*) FROM hw_users").fetchall()[0][0])
@@ -246,29 +270,49 @@ class TrainingSetBuilder:
             ORDER BY user_id, tag, arrival, ts_us, event_id, event_type, surface, item_id,
                      payload, "row"
         """
-        path = spill / "stream-features.parquet"
-        names = [name for name, _ in self.readers]
-        schema = pa.schema(
-            [pa.field("__row", pa.int64()), *(pa.field(n, pa.string()) for n in names)]
-        )
-        with pq.ParquetWriter(path, schema) as writer:
-            out: list[list[Any]] = [[] for _ in range(len(names) + 1)]
-            for user, signals, times, labels in _by_user(con.sql(sql).to_arrow_reader(_CHUNK)):
-                del user
+        # The labels' own columns and batch columns, in the order the labels come above
+        # (user, time, position), read beside it: no wide row is ever sorted or joined.
+        keep = ", ".join(f"l.{ident(c)}" for c in columns)
+        label_sql = f"""
+            SELECT {keep}, make_timestamp(l.__us)::TIMESTAMPTZ AS as_of, b.doc AS batch,
+                   r.as_of::TIMESTAMPTZ AS batch_as_of, r.run_id AS batch_run, l.__row
+            FROM hw_labels l LEFT JOIN hw_label_runs r USING (__row)
+            LEFT JOIN hw_batch_rows b ON b.run_id = r.run_id AND b.user_id = l.user_id
+            WHERE NOT l.__erased ORDER BY l.user_id, l.__us, l.__row"""
+        side = con.cursor()
+        try:
+            feed = _RowFeed(side.sql(label_sql).to_arrow_reader(_FLUSH))
+            rows: list[int] = []
+            values: list[list[str]] = [[] for _ in self.readers]
+            for _user, signals, times, labels in _by_user(con.sql(sql).to_arrow_reader(_CHUNK)):
                 report.signals += len(signals)
                 for row, at, state, replayed in _user_snapshots(
                     self.engine, signals, times, labels
                 ):
                     report.replays += replayed
                     now = at // 1000
-                    out[0].append(row)
-                    for column, (name, read) in zip(out[1:], self.readers, strict=True):
+                    rows.append(row)
+                    for column, (name, read) in zip(values, self.readers, strict=True):
                         column.append(_json.encode(read(state.get(name), now)).decode())
-                if len(out[0]) >= _FLUSH:
-                    writer.write_table(pa.table(dict(zip(schema.names, out, strict=True))))
-                    out = [[] for _ in out]
-            writer.write_table(pa.table(dict(zip(schema.names, out, strict=True)), schema=schema))
-        return str(path)
+                if len(rows) >= _FLUSH:
+                    sink(self._chunk(feed, rows, values))
+                    rows, values = [], [[] for _ in self.readers]
+            sink(self._chunk(feed, rows, values))
+        finally:
+            side.close()
+
+    def _chunk(self, feed: _RowFeed, rows: list[int], values: list[list[str]]) -> pa.Table:
+        """The labels' columns of ``rows`` with the features' values, the batch columns
+        last."""
+        labels = feed.take(len(rows))
+        if labels.column("__row").to_pylist() != rows:
+            raise RuntimeError("training set: the labels and the replay went out of step")
+        names = labels.column_names[:-5]
+        arrays = [labels.column(n) for n in names]
+        arrays += [pa.array(v, pa.string()) for v in values]
+        arrays += [labels.column(n) for n in labels.column_names[-5:-1]]
+        features = [n for n, _ in self.readers]
+        return pa.Table.from_arrays(arrays, names=[*names, *features, *labels.column_names[-5:-1]])
 
     def erased(self, con: Any, report: HistoryReport) -> None:
         """Mark the labels of erased users (``__erased``); count them."""
@@ -295,7 +339,7 @@ class TrainingSetBuilder:
     def batch_rows(self, con: Any, report: HistoryReport) -> None:
         """Each label's last completed batch run (``hw_label_runs``) and the user rows of
         those runs (``hw_batch_rows``)."""
-        con.execute("CREATE TEMP TABLE hw_batch_rows (run_id BIGINT, user_id VARCHAR, doc VARCHAR)")
+        con.execute("CREATE TABLE hw_batch_rows (run_id BIGINT, user_id VARCHAR, doc VARCHAR)")
         runs = self.batch.completed_runs() if self.batch is not None else []
         con.register(
             "hw_runs",
@@ -308,7 +352,7 @@ class TrainingSetBuilder:
         )
         # The run that finished last strictly before the label's time.
         con.execute(
-            "CREATE TEMP TABLE hw_label_runs AS SELECT l.__row, l.user_id, r.run_id, r.as_of "
+            "CREATE TABLE hw_label_runs AS SELECT l.__row, l.user_id, r.run_id, r.as_of "
             "FROM (SELECT __row, user_id, __us FROM hw_labels WHERE NOT __erased) l "
             "ASOF LEFT JOIN hw_runs r ON l.__us > r.finished_us"
         )
@@ -356,133 +400,25 @@ def _by_user(
         yield user, signals, times, labels
 
 
-class _Session:
-    """One training set's DuckDB connection and spill directory, labels loaded and
-    checked, the pass done; yields ``(connection, report, final query)``."""
+class _RowFeed:
+    """Rows of an Arrow stream taken a given number at a time."""
 
-    def __init__(self, builder: TrainingSetBuilder, labels: LabelSource) -> None:
-        self.builder = builder
-        self.labels = labels
-        self.spill = Path(tempfile.mkdtemp(prefix="headwater-history-"))
-        self.con: Any = None
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self.reader = reader
+        self.pending: list[pa.RecordBatch] = []
+        self.count = 0
 
-    def __enter__(self) -> tuple[Any, HistoryReport, str]:
-        b = self.builder
-        try:
-            self.con = con = b.connect(self.spill)
-            report = HistoryReport(features=[n for n, _ in b.readers])
-            columns = _load_labels(con, self.labels, report.features)
-            report.labels = int(con.execute("SELECT count(*) FROM hw_labels").fetchall()[0][0])
-            b.erased(con, report)
-            stream = b.replay(con, report, self.spill)
-            b.batch_rows(con, report)
-            report.rows = report.labels - report.erased_labels
-            keep = ", ".join(f"l.{_ident(c)}" for c in columns)
-            feats = ", ".join(f"f.{_ident(n)}" for n in report.features)
-            query = f"""
-                SELECT {keep}, {feats}, make_timestamp(l.__us)::TIMESTAMPTZ AS as_of,
-                       b.doc AS batch, r.as_of::TIMESTAMPTZ AS batch_as_of,
-                       r.run_id AS batch_run
-                FROM hw_labels l JOIN read_parquet({quote_sql(stream)}) f USING (__row)
-                LEFT JOIN hw_label_runs r USING (__row)
-                LEFT JOIN hw_batch_rows b ON b.run_id = r.run_id AND b.user_id = l.user_id
-                WHERE NOT l.__erased ORDER BY l.__row"""
-        except BaseException:
-            self._close()
-            raise
-        return con, report, query
-
-    def __exit__(self, *exc: object) -> None:
-        self._close()
-
-    def _close(self) -> None:
-        if self.con is not None:
-            self.con.close()
-            self.con = None
-        shutil.rmtree(self.spill, ignore_errors=True)
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _label_relation(con: Any, labels: LabelSource) -> str:
-    """A DuckDB relation over the labels, read in place when they are a file."""
-    if isinstance(labels, str | Path):
-        path = Path(labels)
-        if not path.is_file():
-            raise ConfigurationError(f"labels: no such file: {path}")
-        suffix = path.suffix.lower()
-        if suffix in (".parquet", ".pq"):
-            return f"read_parquet({quote_sql(str(path))})"
-        if suffix == ".csv":
-            return f"read_csv({quote_sql(str(path))}, header = true)"
-        if suffix in (".arrow", ".feather", ".ipc"):
-            from pyarrow import feather
-
-            table = feather.read_table(str(path))
-        else:
-            raise ConfigurationError(
-                f"labels: {path}: expected a .parquet, .csv or .arrow (IPC) file"
-            )
-    elif isinstance(labels, pa.Table):
-        table = labels
-    elif hasattr(labels, "to_arrow"):  # a Polars DataFrame
-        table = labels.to_arrow()
-    elif type(labels).__module__.startswith("pandas"):
-        table = pa.Table.from_pandas(labels, preserve_index=False)
-    elif hasattr(labels, "__arrow_c_stream__"):  # any Arrow stream (a RecordBatchReader...)
-        table = pa.table(labels)
-    else:
-        raise ConfigurationError(
-            f"labels: expected a file path, an Arrow table or a pandas or Polars DataFrame, "
-            f"not {type(labels).__name__}"
-        )
-    con.register("hw_label_source", table)
-    return "hw_label_source"
-
-
-def _load_labels(con: Any, labels: LabelSource, features: Sequence[str]) -> Sequence[str]:
-    """Load the labels into ``hw_labels`` (with ``__row``, ``__us``, ``__erased``); their
-    own column names. Missing columns, columns named as the training set's own
-    (``features`` and ``RESERVED_COLUMNS``), unreadable times and empty keys are refused,
-    naming the columns or the rows."""
-    import duckdb
-
-    source = _label_relation(con, labels)
-    try:
-        columns = [str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
-    except duckdb.Error as exc:
-        raise ConfigurationError(f"labels: cannot be read: {exc}") from None
-    missing = [c for c in _REQUIRED if c not in columns]
-    if missing:
-        raise ConfigurationError(
-            f"labels: missing column(s) {', '.join(missing)} (have: {', '.join(columns)})"
-        )
-    clash = sorted(set(columns) & (set(RESERVED_COLUMNS) | set(features)))
-    if clash:
-        raise ConfigurationError(
-            f"labels: column(s) {', '.join(clash)} would be replaced by the training set's own "
-            f"columns ({', '.join([*features, *RESERVED_COLUMNS])}): rename them"
-        )
-    try:
-        con.execute(
-            f"CREATE TEMP TABLE hw_labels AS SELECT * REPLACE (user_id::VARCHAR AS user_id), "
-            f"row_number() OVER () - 1 AS __row, "
-            f'epoch_us("timestamp"::TIMESTAMPTZ) AS __us, false AS __erased FROM {source}'
-        )
-    except duckdb.Error as exc:
-        raise ConfigurationError(
-            f"labels: column timestamp: expected a time (a timestamp, or RFC 3339 text; "
-            f"one without an offset is taken as UTC): {exc}"
-        ) from None
-    bad = con.execute(
-        "SELECT __row, user_id IS NULL OR user_id = '' FROM hw_labels "
-        "WHERE user_id IS NULL OR user_id = '' OR __us IS NULL ORDER BY __row LIMIT 5"
-    ).fetchall()
-    if bad:
-        which = ", ".join(
-            f"row {int(r[0])}: {'user_id is empty' if r[1] else 'timestamp is empty'}" for r in bad
-        )
-        raise ConfigurationError(f"labels: every row needs a user_id and a timestamp ({which})")
-    return columns
+    def take(self, n: int) -> pa.Table:
+        """The next ``n`` rows."""
+        while self.count < n:
+            try:
+                batch = self.reader.read_next_batch()
+            except StopIteration:
+                raise RuntimeError("training set: fewer labels than replayed") from None
+            self.pending.append(batch)
+            self.count += batch.num_rows
+        table = pa.Table.from_batches(self.pending, schema=self.reader.schema)
+        rest = table.slice(n)
+        self.pending = rest.to_batches()
+        self.count = rest.num_rows
+        return table.slice(0, n)
