@@ -64,8 +64,8 @@ def historical_features(
     last batch run completed before the label with its ``batch_as_of`` and
     ``batch_run``. Rows of erased users are left out. Rows are sorted by user, then
     time, then the labels' order. Without ``out``: an Arrow table; with it: the table is
-    written there as Parquet and the report is returned. ``settings``: the deployment's (``Settings.from_env()`` when
-    not given).
+    written there as Parquet and the report is returned. ``settings``: the
+    deployment's (``Settings.from_env()`` when not given).
     """
     with Application(settings or Settings.from_env()) as app:
         builder = training_set_builder(app)

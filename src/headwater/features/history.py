@@ -22,9 +22,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +38,14 @@ from headwater.errors import MissingDependencyError
 from headwater.features.engine import FeatureEngine
 from headwater.features.kinds import reader_for
 from headwater.features.labels import LabelSource, ident, load_labels
+from headwater.features.snapshots import by_user, user_snapshots
 
 __all__ = ["HistoryReport", "TrainingSetBuilder"]
 _CHUNK = 50_000  # rows per batch read from DuckDB
 #: Result rows held before they go to the spill file: a row of the default features is
 #: about 2.5 kB of JSON text, so 50,000 of them cost ~400 MB more peak memory than this.
 _FLUSH = 8_192
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _json = msgspec.json.Encoder()
-_decode_json = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 @dataclass
@@ -65,73 +63,6 @@ class HistoryReport:
     seconds: float = 0.0
     out: str | None = None
     features: list[str] = field(default_factory=list)
-
-
-class ArchivedSignal:
-    """An archived signal as the feature pass reads it: the payload, kept as JSON text in
-    the archive, is decoded only when a feature reads it."""
-
-    __slots__ = ("_payload", "event_id", "event_type", "item_id", "surface", "timestamp")
-
-    def __init__(  # noqa: PLR0917 - built once per archived row: positional on the hot path
-        self,
-        event_id: str,
-        event_type: str,
-        surface: str,
-        timestamp: datetime,
-        item_id: str | None,
-        payload: str | None,
-    ) -> None:
-        self.event_id = event_id
-        self.event_type = event_type
-        self.surface = surface
-        self.timestamp = timestamp
-        self.item_id = item_id
-        self._payload: Any = payload
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        """The payload as a dict (decoded once)."""
-        value = self._payload
-        if isinstance(value, dict):
-            return value
-        decoded: dict[str, Any] = _decode_json(value) if value else {}
-        self._payload = decoded
-        return decoded
-
-
-def _user_snapshots(
-    engine: FeatureEngine,
-    signals: list[ArchivedSignal],
-    times: list[int],
-    labels: list[tuple[int, int]],
-) -> Iterator[tuple[int, int, dict[str, Any], bool]]:
-    """``(row, time_us, state, replayed)`` for each label ``(row, time_us)`` of one user,
-    in time order; ``signals`` are in the order the stream applied them, ``times``
-    their event times (µs). The state holds exactly the signals timestamped at or
-    before the label, applied in that order."""
-    by_time = sorted(range(len(signals)), key=times.__getitem__)
-    state: dict[str, Any] = {}
-    newest = -1  # the last signal (in applied order) the state holds
-    k = 0
-    for row, at in labels:
-        fresh: list[int] = []
-        while k < len(by_time) and times[by_time[k]] <= at:
-            fresh.append(by_time[k])
-            k += 1
-        replayed = False
-        if fresh:
-            fresh.sort()
-            if fresh[0] > newest:
-                engine.apply(state, [signals[i] for i in fresh])
-            else:
-                # A signal applied after one the state holds arrived first: the stream
-                # applied it earlier, so the user is replayed from the start.
-                state = {}
-                engine.apply(state, [signals[i] for i in sorted(by_time[:k])])
-                replayed = True
-            newest = max(newest, fresh[-1])
-        yield row, at, state, replayed
 
 
 class TrainingSetBuilder:
@@ -284,11 +215,9 @@ class TrainingSetBuilder:
             feed = _RowFeed(side.sql(label_sql).to_arrow_reader(_FLUSH))
             rows: list[int] = []
             values: list[list[str]] = [[] for _ in self.readers]
-            for _user, signals, times, labels in _by_user(con.sql(sql).to_arrow_reader(_CHUNK)):
+            for _user, signals, times, labels in by_user(con.sql(sql).to_arrow_reader(_CHUNK)):
                 report.signals += len(signals)
-                for row, at, state, replayed in _user_snapshots(
-                    self.engine, signals, times, labels
-                ):
+                for row, at, state, replayed in user_snapshots(self.engine, signals, times, labels):
                     report.replays += replayed
                     now = at // 1000
                     rows.append(row)
@@ -369,35 +298,6 @@ class TrainingSetBuilder:
             sql = self.batch.user_rows_sql(con, by_id[run_id], users)
             con.execute(f"INSERT INTO hw_batch_rows SELECT {run_id}, user_id, doc FROM ({sql})")
         report.batch_runs = len(used)
-
-
-def _by_user(
-    reader: Any,
-) -> Iterator[tuple[str, list[ArchivedSignal], list[int], list[tuple[int, int]]]]:
-    """The sorted stream of signals and labels, one user at a time."""
-    user: str | None = None
-    signals: list[ArchivedSignal] = []
-    times: list[int] = []
-    labels: list[tuple[int, int]] = []
-    for batch in reader:
-        cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-        users, tags, _arrival, ats, ids, types, surfaces, items, payloads, rows = cols
-        for i, u in enumerate(users):
-            if u != user:
-                if user is not None:
-                    yield user, signals, times, labels
-                user, signals, times, labels = u, [], [], []
-            at = ats[i]
-            if tags[i]:
-                labels.append((rows[i], at))
-            else:
-                when = _EPOCH + timedelta(microseconds=at)
-                signals.append(
-                    ArchivedSignal(ids[i], types[i], surfaces[i], when, items[i], payloads[i])
-                )
-                times.append(at)
-    if user is not None:
-        yield user, signals, times, labels
 
 
 class _RowFeed:
