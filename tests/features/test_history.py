@@ -419,3 +419,32 @@ def test_chunk_sizes_do_not_change_the_training_set(
     monkeypatch.setattr(history, "_FLUSH", 2)
     assert builder.table(labels).to_pylist() == whole.to_pylist()
     assert sorted(whole.column("label").to_pylist()) == list(range(40))
+
+
+def test_a_failed_write_leaves_the_previous_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headwater.features import history
+
+    h = timedelta(hours=1)
+    table = archive_of(tmp_path / "archive", [[sig(n, f"u{n}", "view", n * h) for n in range(6)]])
+    labels = labels_of([(f"u{n}", 10 * h) for n in range(6)])
+    out = tmp_path / "train.parquet"
+    builder = TrainingSetBuilder(table, FeatureEngine(), None)
+    builder.write(labels, out)
+    before = out.read_bytes()
+    calls = 0
+
+    def failing(value: Any, now: int) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 3:
+            raise RuntimeError("a feature failed to read")
+        return value
+
+    monkeypatch.setattr(history, "_FLUSH", 1)  # the first rows are written before it fails
+    builder.readers = [("counts", failing)]
+    with pytest.raises(RuntimeError, match="failed to read"):
+        builder.write(labels, out)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["archive", "train.parquet"]

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from headwater.archive.table import ArchiveTable, quote_sql
 from headwater.batch.history import BatchHistory
 from headwater.erasure.tombstones import TombstoneFilter
-from headwater.errors import MissingDependencyError
+from headwater.errors import ArchiveError, MissingDependencyError
 from headwater.features.engine import FeatureEngine
 from headwater.features.kinds import reader_for
 from headwater.features.labels import LabelSource, ident, load_labels
@@ -42,7 +42,7 @@ from headwater.features.snapshots import by_user, user_snapshots
 
 __all__ = ["HistoryReport", "TrainingSetBuilder"]
 _CHUNK = 50_000  # rows per batch read from DuckDB
-#: Result rows held before they go to the spill file: a row of the default features is
+#: Result rows held before they go to the output: a row of the default features is
 #: about 2.5 kB of JSON text, so 50,000 of them cost ~400 MB more peak memory than this.
 _FLUSH = 8_192
 _json = msgspec.json.Encoder()
@@ -96,23 +96,30 @@ class TrainingSetBuilder:
         return pa.concat_tables(chunks)
 
     def write(self, labels: LabelSource, out: str | Path) -> HistoryReport:
-        """The training set written to a Parquet file (sorted as :meth:`table`)."""
+        """The training set written to a Parquet file (sorted as :meth:`table`); a file
+        already there is replaced only once the whole training set is written."""
         began = time.perf_counter()
         target = Path(out)
         target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
         writer: pq.ParquetWriter | None = None
 
         def sink(chunk: pa.Table) -> None:
             nonlocal writer
             if writer is None:
-                writer = pq.ParquetWriter(target, chunk.schema)
+                writer = pq.ParquetWriter(partial, chunk.schema)
             writer.write_table(chunk)
 
         try:
             report = self.build(labels, sink)
-        finally:
+        except BaseException:
             if writer is not None:
                 writer.close()
+            partial.unlink(missing_ok=True)
+            raise
+        if writer is not None:
+            writer.close()
+        partial.replace(target)
         report.out = str(target)
         report.seconds = round(time.perf_counter() - began, 3)
         return report
@@ -120,7 +127,13 @@ class TrainingSetBuilder:
     def build(self, labels: LabelSource, sink: Callable[[pa.Table], None]) -> HistoryReport:
         """The training set, handed to ``sink`` in chunks (at least one, maybe empty)."""
         spill = Path(tempfile.mkdtemp(prefix="headwater-history-"))
-        con = self.connect(spill)
+        try:
+            con = self.connect(spill)
+        except BaseException:
+            shutil.rmtree(spill, ignore_errors=True)
+            raise
+        import duckdb  # importable: connect() reported a missing DuckDB by its extra
+
         try:
             report = HistoryReport(features=[n for n, _ in self.readers])
             columns = load_labels(con, labels, report.features)
@@ -129,6 +142,9 @@ class TrainingSetBuilder:
             self.batch_rows(con, report)
             self.replay(con, report, columns, sink)
             report.rows = report.labels - report.erased_labels
+        except duckdb.Error as exc:
+            raise ArchiveError(f"training set: a query over the archive failed: {exc}") from exc
+        else:
             return report
         finally:
             con.close()
