@@ -23,6 +23,7 @@ EXPECTED = [
     "default_definitions",
     "encode_signal",
     "errors",
+    "historical_features",
     "load_definitions",
     "make_signal",
     "open_control_database",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from headwater import errors
+    from headwater.application.training import historical_features
     from headwater.config import Settings
     from headwater.contract.compat import Violation as CompatibilityViolation
     from headwater.contract.definition import (
@@ -46,6 +47,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "decode_signal": ("headwater.contract.signal", "decode_signal"),
     "default_definitions": ("headwater.contract.loader", "default_definitions"),
     "encode_signal": ("headwater.contract.signal", "encode_signal"),
+    "historical_features": ("headwater.application.training", "historical_features"),
     "load_definitions": ("headwater.contract.loader", "load_definitions"),
     "make_signal": ("headwater.contract.signal", "make_signal"),
     "open_control_database": ("headwater.control", "open_control_database"),
@@ -69,6 +71,7 @@ __all__ = [
     "default_definitions",
     "encode_signal",
     "errors",
+    "historical_features",
     "load_definitions",
     "make_signal",
     "open_control_database",

@@ -8,6 +8,7 @@ from headwater._extras import extra_for
 from headwater.cli import archive as archive_cli
 from headwater.cli import batch as batch_cli
 from headwater.cli import bus, consume, contracts, deletions, demo, producers, serve, status
+from headwater.cli import features as features_cli
 from headwater.errors import HeadwaterError
 from headwater.logs import configure_logging
 
@@ -28,6 +29,7 @@ app.add_typer(producers.keys_app, name="keys")
 app.add_typer(consume.app, name="consume")
 app.add_typer(batch_cli.app, name="batch")
 app.add_typer(archive_cli.app, name="archive")
+app.add_typer(features_cli.app, name="features")
 serve.register(app)
 status.register(app)
 deletions.register(app)
