@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -27,6 +28,13 @@ REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 _encode = msgspec.json.Encoder(enc_hook=str).encode
+#: Terminal control sequences (colours, cursor moves) that libraries put in their messages
+#: and tracebacks: a log line for machines carries the text only.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def _plain(value: Any) -> Any:
+    return _ANSI.sub("", value) if isinstance(value, str) and "\x1b" in value else value
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,18 +45,18 @@ class JsonFormatter(logging.Formatter):
             "ts": format_ms(int(record.created * 1000)),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _plain(record.getMessage()),
         }
         request_id = REQUEST_ID.get()
         if request_id is not None:
             doc["request_id"] = request_id
         doc.update(
-            (k, v)
+            (k, _plain(v))
             for k, v in record.__dict__.items()
             if k not in _STANDARD and not k.startswith("_")
         )
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = _plain(self.formatException(record.exc_info))
         return _encode(doc).decode()
 
 

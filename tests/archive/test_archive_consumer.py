@@ -51,6 +51,19 @@ def test_rows_land_in_day_partitions_with_extracted_columns(consumer: ArchiveCon
         assert json.loads(row["payload"] or "{}") == s.payload
 
 
+def test_a_days_small_files_are_merged_as_commits_accumulate(consumer: ArchiveConsumer) -> None:
+    # Under load a commit per erasure makes small files by the second; every DELETE and
+    # every reader opens each of them: the consumer merges them well before maintenance.
+    sent = history(40 * 25, days=1)
+    offsets: dict[int, int] = {}
+    for i in range(40):
+        consumer.handle(records(sent[i * 25 : (i + 1) * 25], offsets=offsets))
+    (day,) = consumer.table.days().values()
+    assert len(day.files) < 40 - 32 + 2
+    ids = consumer.table.read(["event_id"]).column("event_id").to_pylist()
+    assert sorted(ids) == sorted(s.event_id for s in sent)
+
+
 def test_one_delta_commit_per_batch_with_positions(consumer: ArchiveConsumer) -> None:
     recs = records(history(300, days=3))
     before = consumer.table.version()

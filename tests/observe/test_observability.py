@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -190,3 +191,21 @@ def test_slo_report_and_breach_alert(client: TestClient, hw: Application, web_ke
     lagging.evaluate()
     assert any(a["event_type"] == "view" for a in lagging_alerts)
     runtime.close()
+
+
+def test_json_log_lines_carry_no_terminal_colour_codes() -> None:
+    # Libraries colour their messages and tracebacks for terminals; a JSON line is for
+    # machines, whose parsers and searches would see the escape bytes.
+    red = "\x1b[31mfailed\x1b[0m: \x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\"
+    try:
+        raise ValueError(red)
+    except ValueError:
+        record = logging.LogRecord("t", logging.ERROR, __file__, 1, red, (), None)
+        record.exc_info = sys.exc_info()
+    record.detail = red
+    line = JsonFormatter().format(record)
+    assert "\x1b" not in line
+    assert "\\u001b" not in line
+    doc = json.loads(line)
+    assert doc["msg"] == doc["detail"] == "failed: link"
+    assert "ValueError: failed: link" in doc["exc"]

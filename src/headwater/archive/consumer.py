@@ -23,7 +23,7 @@ from headwater.contract.signal import Signal, decode_signal
 from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.erasure.ledger import Participant
 from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
-from headwater.errors import ArchiveError
+from headwater.errors import ArchiveError, BackendError, FencedError
 from headwater.runtime.consumer import Consumer
 
 __all__ = ["ArchiveConsumer"]
@@ -31,6 +31,12 @@ __all__ = ["ArchiveConsumer"]
 log = logging.getLogger("headwater.archive")
 
 _COMPACT_FILES = 8  # a day with more data files than this is compacted at maintenance
+#: Commits into one day after which its small files are merged at once, not at the next
+#: maintenance: an erasure's DELETE and every reader open each file of a day, and under
+#: load (a commit per erasure, a few per second) an hour of commits is thousands of them.
+_SMALL_FILES = 32
+#: Files below this size are merged into files of about this size; larger ones stay.
+_SMALL_FILE_BYTES = 32 * 1024 * 1024
 
 
 class ArchiveConsumer(Consumer):
@@ -61,6 +67,7 @@ class ArchiveConsumer(Consumer):
         self.last_vacuum: VacuumReport | None = None
         self._last_maintenance = time.monotonic()
         self._touched_days: set[str] = set()
+        self._commits_per_day: dict[str, int] = {}
 
     def app_id(self, partition: int) -> str:
         """The Delta transaction id under which a bus partition's position is recorded."""
@@ -100,8 +107,28 @@ class ArchiveConsumer(Consumer):
         )
         self.written += data.num_rows
         self.commits += 1
-        self._touched_days.update(data.column("date").unique().to_pylist())
+        days = data.column("date").unique().to_pylist()
+        self._touched_days.update(days)
+        self._merge_small_files(days)
         self._maybe_maintain()
+
+    def _merge_small_files(self, days: list[str]) -> None:
+        counts = self._commits_per_day
+        for day in days:
+            counts[day] = counts.get(day, 0) + 1
+        full = [d for d in days if counts[d] >= _SMALL_FILES]
+        if not full:
+            return
+        for day in full:
+            del counts[day]
+        try:
+            merged = self.table.compact(full, target_size=_SMALL_FILE_BYTES)
+        except (BackendError, FencedError) as exc:
+            # A concurrent DELETE or compaction of the same files won (the signals are
+            # committed already): the next round merges them.
+            log.info("archive: merging the small files of %s deferred: %s", ", ".join(full), exc)
+            return
+        log.debug("archive: %d small file(s) of %s merged", merged, ", ".join(full))
 
     def on_idle(self, partitions: set[int]) -> None:
         """Caught up: a good moment for periodic compaction and vacuum."""

@@ -507,15 +507,22 @@ class ArchiveTable:
                 ),
             )
 
-    def compact(self, days: Sequence[str]) -> int:
-        """Rewrite the small files of some days into large ones; files removed."""
+    def compact(self, days: Sequence[str], *, target_size: int | None = None) -> int:
+        """Rewrite the small files of some days into large ones; files removed.
+
+        ``target_size`` (bytes): only files smaller than it are merged, into files of
+        about that size (default: the table's target, 100 MB).
+        """
         if not days:
             return 0
         table = self.table()
+        dl = self._dl
         metrics = self._call(
             "compact",
             lambda: table.optimize.compact(
-                partition_filters=[(PARTITION_COLUMN, "in", list(days))]
+                partition_filters=[(PARTITION_COLUMN, "in", list(days))],
+                target_size=target_size,
+                writer_properties=dl.WriterProperties(compression="ZSTD"),
             ),
         )
         return int(metrics.get("numFilesRemoved", 0))
