@@ -187,6 +187,23 @@ def test_a_run_of_erasures_is_one_delete_with_a_confirmation_each(archive_url: s
         assert conf.evidence["partitions"] == sorted({s.timestamp.date().isoformat() for s in mine})
     assert confs[-1].rows_removed == 0  # the second request for a user: already gone
     assert consumer.table.version() == version + 1  # one DELETE commit for the run
+    # One ledger commit for the run too, read by another process's ledger as it grows,
+    # and merged rows counted once after the ledger's files are compacted.
+    other = ErasureLedger(archive_url)
+    assert other.erasure("req-later") is None
+    ledger_version = consumer.ledger.table.version()
+    consumer.erase_many([_erasure("req-later", users[1])])
+    assert consumer.ledger.table.version() == ledger_version + 1
+    for conf in confs[:3]:
+        entry = other.erasure(conf.request_id)
+        assert entry is not None
+        assert entry.rows_removed == conf.rows_removed
+    assert other.erasure("req-later") is not None
+    DeltaTable(consumer.ledger.table.uri).optimize.compact()
+    assert len(other.table.data_files()) == 1
+    entry = other.erasure(confs[0].request_id)
+    assert entry is not None
+    assert entry.rows_removed == confs[0].rows_removed
     current = DeltaTable(consumer.table.uri).to_pyarrow_table(columns=["user_id"])
     left = set(current.column("user_id").to_pylist())
     assert not left & set(users)

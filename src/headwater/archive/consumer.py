@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from headwater._time import format_time
-from headwater.archive.ledger import ErasureLedger
+from headwater.archive.ledger import ErasureLedger, ErasureRecord
 from headwater.archive.schema import signals_to_arrow
 from headwater.archive.table import ArchiveTable, ErasedFiles, VacuumReport
 from headwater.bus.base import KIND_SIGNAL, Record
@@ -36,7 +36,7 @@ _COMPACT_FILES = 8  # a day with more data files than this is compacted at maint
 #: load (a commit per erasure, a few per second) an hour of commits is thousands of them.
 _SMALL_FILES = 32
 #: Files below this size are merged into files of about this size; larger ones stay.
-_SMALL_FILE_BYTES = 32 * 1024 * 1024
+_SMALL_FILE_BYTES = 4 * 1024 * 1024
 
 
 class ArchiveConsumer(Consumer):
@@ -203,19 +203,22 @@ class ArchiveConsumer(Consumer):
             )
         erased_at = datetime.now(UTC)
         out = []
+        recorded = []
         counted: set[str] = set()
         for event in events:
             days = before[event.user_id]
             # Two requests for one user in a run: the first one removed the rows.
             rows = sum(days.values()) if event.user_id not in counted else 0
             counted.add(event.user_id)
-            self.ledger.record_erasure(
-                event.request_id,
-                list(days),
-                table_version=version,
-                rows_removed=rows,
-                at=erased_at,
-                files_removed=0 if erased is None else len(erased.files_removed),
+            recorded.append(
+                ErasureRecord(
+                    event.request_id,
+                    list(days),
+                    table_version=version,
+                    rows_removed=rows,
+                    at=erased_at,
+                    files_removed=0 if erased is None else len(erased.files_removed),
+                )
             )
             out.append(
                 Confirmation(
@@ -229,6 +232,7 @@ class ArchiveConsumer(Consumer):
                     evidence=self._evidence(sorted(days), version, erased_at, erased),
                 )
             )
+        self.ledger.record_erasures(recorded)  # one commit for the run
         return out
 
     def _evidence(

@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pyarrow as pa
 
-from headwater.archive.table import ArchiveTable, quote_sql
+from headwater.archive.table import ArchiveTable
 
-__all__ = ["ErasureEntry", "ErasureLedger"]
+__all__ = ["ErasureEntry", "ErasureLedger", "ErasureRecord"]
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -35,6 +36,18 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("files_removed", pa.int64()),
     ]
 )
+
+
+@dataclass(frozen=True)
+class ErasureRecord:
+    """One erasure as the archive's consumer records it."""
+
+    request_id: str
+    partitions: Sequence[str]
+    table_version: int
+    rows_removed: int
+    at: datetime
+    files_removed: int
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,10 @@ class ErasureLedger:
             partition_by=(),
             configuration={},
         )
+        # The rows of each data file read so far: files never change once written, so
+        # a lookup reads only the files committed since the last one (the batch's
+        # participant asks every half second while it waits for an entry).
+        self._files: dict[str, list[dict[str, Any]]] = {}
 
     def record_erasure(
         self,
@@ -75,17 +92,27 @@ class ErasureLedger:
         files_removed: int,
     ) -> None:
         """Append one erasure's partitions and the files it removed, durably."""
-        self._append(
+        self.record_erasures(
+            [ErasureRecord(request_id, partitions, table_version, rows_removed, at, files_removed)]
+        )
+
+    def record_erasures(self, records: Sequence[ErasureRecord]) -> None:
+        """Append a run's erasures in one commit."""
+        if not records:
+            return
+        rows = [
             {
                 "kind": "erasure",
-                "request_id": request_id,
-                "partitions": sorted(set(partitions)),
-                "table_version": table_version,
-                "rows_removed": rows_removed,
-                "at": at,
-                "files_removed": files_removed,
+                "request_id": r.request_id,
+                "partitions": sorted(set(r.partitions)),
+                "table_version": r.table_version,
+                "rows_removed": r.rows_removed,
+                "at": r.at,
+                "files_removed": r.files_removed,
             }
-        )
+            for r in records
+        ]
+        self.table.append(pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA))
 
     def record_vacuum(self, at: datetime, retention_hours: float, files_removed: int) -> None:
         """Append one vacuum: every file tombstoned before ``at - retention`` is gone."""
@@ -102,12 +129,18 @@ class ErasureLedger:
         data = pa.Table.from_pylist([row], schema=LEDGER_SCHEMA)
         self.table.append(data)
 
+    def _rows(self) -> list[dict[str, Any]]:
+        """Every row of the current version, each data file read once."""
+        current = self.table.data_files()
+        for gone in set(self._files) - current:
+            del self._files[gone]  # compacted or vacuumed: its rows are in another file
+        for path in sorted(current - set(self._files)):
+            self._files[path] = self.table.read_file(path).to_pylist()
+        return [row for rows in self._files.values() for row in rows]
+
     def erasure(self, request_id: str) -> ErasureEntry | None:
         """The recorded erasure (partitions merged over retries), or None if not recorded."""
-        rows = self.table.query(
-            "SELECT partitions, table_version, rows_removed, at, files_removed FROM erasures "
-            f"WHERE kind = 'erasure' AND request_id = {quote_sql(request_id)}"
-        ).to_pylist()
+        rows = [r for r in self._rows() if r["kind"] == "erasure" and r["request_id"] == request_id]
         if not rows:
             return None
         partitions = sorted({p for r in rows for p in (r["partitions"] or [])})
@@ -129,9 +162,7 @@ class ErasureLedger:
         if entry.files_removed_at is not None:
             return entry.files_removed_at
         erased_at = entry.erased_at
-        rows = self.table.query(
-            "SELECT at, retention_hours FROM erasures WHERE kind = 'vacuum'"
-        ).to_pylist()
+        rows = [r for r in self._rows() if r["kind"] == "vacuum"]
         times = sorted(
             _utc(r["at"])
             for r in rows

@@ -376,6 +376,18 @@ class ArchiveTable:
             days_rehashed=rehashed,
         )
 
+    def data_files(self) -> set[str]:
+        """The data files of the latest version (paths relative to the table)."""
+        return self._referenced()
+
+    def read_file(self, path: str) -> pa.Table:
+        """One data file of the table (``path`` relative to it), as written."""
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+
+        fs = pafs.PyFileSystem(self._storage())
+        return self._call("read file", partial(pq.read_table, path, filesystem=fs))
+
     def _referenced(self) -> set[str]:
         table = self.table()
         actions = pa.table(self._call("list files", lambda: table.get_add_actions(flatten=True)))

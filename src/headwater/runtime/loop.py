@@ -45,8 +45,9 @@ __all__ = ["ERASURE_LINGER_S", "ConsumerRuntime", "RuntimeStats"]
 
 log = logging.getLogger("headwater.runtime")
 
-#: How often a consumer asks again while it waits for another component (``WaitingForError``).
-WAITING_POLL_S = 0.5
+#: How often a consumer asks again while it waits for another component (``WaitingForError``);
+#: an ask is cheap (the archive ledger reads only the files committed since the last one).
+WAITING_POLL_S = 0.2
 _T = TypeVar("_T")
 
 
