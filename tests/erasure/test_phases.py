@@ -1,11 +1,23 @@
-"""The order a consumer applies a poll in: signals first, erasures in one run, key order kept."""
+"""The order a consumer applies a poll in: signals first, erasures in one run, key order
+kept; a follower erases the requests its leader has erased without waiting for the rest."""
 
 from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from headwater.bus import Message, open_bus
 from headwater.bus.base import KIND_ERASURE, KIND_SIGNAL, Record
+from headwater.erasure.events import Confirmation, ErasureEvent, encode_erasure
+from headwater.erasure.ledger import Participant
+from headwater.errors import WaitingForError
+from headwater.runtime import Consumer, ConsumerRuntime
 from headwater.runtime.loop import _phases
 
 
@@ -69,3 +81,82 @@ def test_a_signal_after_its_users_erasure_waits_for_it_with_the_rest_of_its_part
     ]
     phases = [[(r.partition, r.offset) for r in p] for p in _phases(records)]
     assert phases == [[(0, 0), (1, 0), (1, 1)], [(0, 1), (0, 2)]]
+
+
+class Follower(Consumer):
+    """A store that can erase a request only once another store has (like the batch)."""
+
+    name = "follower"
+
+    def __init__(self) -> None:
+        self.leader_done: set[str] = set()
+        self.confirmed: list[tuple[str, float]] = []
+
+    def participants(self) -> list[Participant]:
+        return [Participant(self.name, "memory", 60.0)]
+
+    def handle(self, records: Sequence[Record]) -> None:
+        del records
+
+    def ready(self, events: Sequence[ErasureEvent]) -> int:
+        n = 0
+        while n < len(events) and events[n].request_id in self.leader_done:
+            n += 1
+        return n
+
+    def erase(self, event: ErasureEvent) -> list[Confirmation]:
+        if event.request_id not in self.leader_done:
+            raise WaitingForError(f"{event.request_id}: the leader has not erased it yet")
+        return [
+            Confirmation(
+                request_id=event.request_id,
+                participant=self.name,
+                store="memory",
+                method="delete",
+                rows_removed=0,
+                rows_remaining=0,
+                verified_at=datetime.now(UTC),
+            )
+        ]
+
+
+def test_a_followers_first_requests_do_not_wait_for_the_last_ones_leader(
+    tmp_path: Path,
+) -> None:
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=1")
+    now = datetime.now(UTC)
+    ids = [f"er-{i}" for i in range(4)]
+    bus.publish(
+        [
+            Message(
+                f"user-{i}",
+                encode_erasure(ErasureEvent(request_id=rid, user_id=f"user-{i}", requested_at=now)),
+                KIND_ERASURE,
+            )
+            for i, rid in enumerate(ids)
+        ]
+    )
+    follower = Follower()
+    follower.leader_done.update(ids[:2])
+    runtime = ConsumerRuntime(
+        bus,
+        "follower",
+        follower,
+        poll_timeout=0.01,
+        on_confirmation=lambda c: follower.confirmed.append((c.request_id, time.monotonic())),
+    )
+    stepping = threading.Thread(target=runtime.step)
+    stepping.start()
+    deadline = time.monotonic() + 10
+    while len(follower.confirmed) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # The two the leader erased are confirmed while the other two still wait for it.
+    assert [rid for rid, _ in follower.confirmed] == ids[:2]
+    released = time.monotonic()
+    follower.leader_done.update(ids[2:])
+    stepping.join(timeout=10)
+    assert not stepping.is_alive()
+    assert [rid for rid, _ in follower.confirmed] == ids
+    assert all(at >= released for _, at in follower.confirmed[2:])
+    runtime.close()
+    bus.close()

@@ -64,6 +64,16 @@ class BatchErasureParticipant(Consumer):
         """Where the derived day tables are (beside the archive)."""
         return redacted(self.runner.derived.url)
 
+    def ready(self, events: Sequence[ErasureEvent]) -> int:
+        """The leading requests whose erasure the archive has recorded (and whose archive
+        version is visible): those can be recomputed now."""
+        version = self.runner.archive.version()
+        for i, event in enumerate(events):
+            entry = self.ledger.erasure(event.request_id)
+            if entry is None or entry.table_version > version:
+                return i
+        return len(events)
+
     def erase(self, event: ErasureEvent) -> list[Confirmation]:
         """Recompute the user's partitions and derived tables, then prove the user is gone."""
         return self.erase_many([event])

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import TypeVar
 
 import msgspec
@@ -374,8 +375,27 @@ class ConsumerRuntime:
                 self.tombstones.add(event.user_id, int(event.requested_at.timestamp() * 1000))
             if any(event.addressed_to(name) for name in self._names):
                 run.append((record, event))
-        if len(run) > 1:
-            events = [event for _, event in run]
+        while len(run) > 1:
+            # The requests that can be erased now go first (a follower's first requests
+            # do not wait for its last one's leader), then the rest, in order.
+            ready = self._call(partial(self._ready, [event for _, event in run]))
+            part, run = run[:ready], run[ready:]
+            self._erase_part(part)
+        for record, event in run:
+            self._erase(record, event)
+
+    def _ready(self, events: list[ErasureEvent]) -> int:
+        ready = min(len(events), self.handler.ready(events))
+        if ready < 1:
+            raise WaitingForError(
+                f"{self.handler.name} cannot erase {events[0].request_id} yet: it follows "
+                "another store's erasure"
+            )
+        return ready
+
+    def _erase_part(self, part: list[tuple[Record, ErasureEvent]]) -> None:
+        if len(part) > 1:
+            events = [event for _, event in part]
             try:
                 result = self._call(lambda: self.handler.erase_many(events))
             except _StoppingError:
@@ -384,16 +404,16 @@ class ConsumerRuntime:
                 log.warning(
                     "%s: erasing %d users together failed (%s), one by one",
                     self.handler.name,
-                    len(run),
+                    len(part),
                     exc,
                 )
             else:
-                self.stats.erasures += len(run)
+                self.stats.erasures += len(part)
                 if self.on_confirmation is not None:
                     for confirmation in result:
                         self.on_confirmation(confirmation)
                 return
-        for record, event in run:
+        for record, event in part:
             self._erase(record, event)
 
     def _erase(self, record: Record, event: ErasureEvent) -> None:
