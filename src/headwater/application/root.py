@@ -356,14 +356,22 @@ class Application:
         return self._once(
             "features",
             lambda: FeatureReader(
-                self.online, self.new_feature_engine(), partition_of=self.bus.partition_of
+                self.online,
+                self.new_feature_engine(),
+                partition_of=self.bus.partition_of,
+                batch=True,
             ),
         )
 
     @property
     def recommender(self) -> Recommender:
         """Recommendations from the streaming and the batch features."""
-        return self._once("recommender", lambda: Recommender(self.features.read, self.online))
+        return self._once(
+            "recommender",
+            lambda: Recommender.over(
+                self.features.read, self.online, self.batch_settings.features()
+            ),
+        )
 
     @property
     def archive_settings(self) -> ArchiveSettings:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import msgspec
+
+from headwater.batch.namespaces import USER_BATCH
 from headwater.features.consumer import USER_NAMESPACE
 from headwater.features.engine import FeatureEngine
 from headwater.online.base import OnlineStore, Position
@@ -18,7 +22,8 @@ class FeatureReader:
 
     ``as_of`` is the time up to which the consumer has processed the user's partition:
     when the consumer lags or stops, as_of stops moving, the age grows past the event
-    types' budgets and the answer says stale.
+    types' budgets and the answer says stale. With ``batch``, each answer also holds the
+    user's batch row (declared batch features under their names) with its own as_of.
     """
 
     def __init__(
@@ -29,12 +34,14 @@ class FeatureReader:
         partition_of: Callable[[str], int],
         group: str = "features",
         positions_ttl_s: float = 0.05,
+        batch: bool = False,
     ) -> None:
         self.store = store
         self.engine = engine
         self.partition_of = partition_of
         self.group = group
         self.positions_ttl_s = positions_ttl_s
+        self.batch = batch
         self._positions: dict[int, Position] = {}
         self._positions_at = 0.0
 
@@ -54,20 +61,34 @@ class FeatureReader:
         self, user_ids: Sequence[str], select: Sequence[str] | None = None
     ) -> list[UserFeatures]:
         """Several users' features, in the order asked."""
-        rows = self.store.get(USER_NAMESPACE, list(dict.fromkeys(user_ids)))
+        unique = list(dict.fromkeys(user_ids))
+        rows = self.store.get(USER_NAMESPACE, unique)
+        batch_rows = self.store.get(USER_BATCH, unique) if self.batch else {}
         positions = self._current_positions()
         now_ms = int(time.time() * 1000)
         out = []
         for user in user_ids:
             pos = positions.get(self.partition_of(user))
             state = self.engine.decode(rows.get(user))
-            out.append(
-                self.engine.read(
-                    user,
-                    state,
-                    now_ms=now_ms,
-                    as_of_ms=pos.as_of_ms if pos else None,
-                    select=select,
-                )
+            answer = self.engine.read(
+                user,
+                state,
+                now_ms=now_ms,
+                as_of_ms=pos.as_of_ms if pos else None,
+                select=select,
             )
+            data = batch_rows.get(user)
+            if data:
+                doc = _batch_doc(data)
+                answer.batch_as_of = doc.pop("as_of", None)
+                answer.batch = {k: v for k, v in doc.items() if select is None or k in select}
+            out.append(answer)
         return out
+
+
+def _batch_doc(data: bytes) -> dict[str, Any]:
+    try:
+        doc = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return {}  # a row written by another version: leave it out rather than fail the read
+    return doc if isinstance(doc, dict) else {}
