@@ -219,14 +219,14 @@ def _one(path: str, index: int, raw: object) -> BatchFeature:
     kind = raw.get("kind")
     if kind not in BATCH_KINDS:
         raise ConfigurationError(f"{where} 'kind': {kind!r} is not one of {', '.join(BATCH_KINDS)}")
+    if kind == "co_visitation" and "weights" in raw:
+        raise ConfigurationError(f"{where}: co_visitation counts users, it takes no 'weights'")
     unknown = sorted(set(raw) - _COMMON - _KEYS[kind])
     if unknown:
         raise ConfigurationError(
             f"{where}: {', '.join(repr(k) for k in unknown)} not a key of kind {kind} "
             f"(its keys: {', '.join(sorted(_KEYS[kind] | _COMMON))})"
         )
-    if kind == "co_visitation" and "weights" in raw:
-        raise ConfigurationError(f"{where}: co_visitation counts users, it takes no 'weights'")
     fields: dict[str, Any] = {
         "name": name,
         "kind": kind,
