@@ -372,3 +372,42 @@ def test_a_feature_no_longer_declared_has_its_namespace_emptied(
 
 def test_small_settings_keep_the_default_declaration() -> None:
     assert BatchSettings(declared=None).features()[-1].name == ITEM_POP
+
+
+def test_training_sets_carry_the_declared_batch_features(
+    tmp_path: Path, store: OnlineStore
+) -> None:
+    import pyarrow as pa
+
+    from headwater.batch.derived import OUTPUTS_DIR, DerivedStore
+    from headwater.batch.history import BatchHistory
+    from headwater.features.engine import FeatureEngine
+    from headwater.features.history import TrainingSetBuilder
+
+    archive = make_archive(tmp_path / "archive")
+    sent = history(800, days=12)
+    archive.handle(records(sent))
+    runner = make_runner(
+        archive.table, store, tmp_path / "batch", declared=parse_batch_features(DECLARED)
+    )
+    runner.run(until=UNTIL)
+    users = sorted({s.user_id for s in sent})[:3]
+    rows = store.get(USER_BATCH, users)
+    finished = datetime.fromisoformat(runner.state.runs()[0].finished_at or "")
+    batch = BatchHistory(
+        runner.state, DerivedStore(f"{archive.table.root}/{OUTPUTS_DIR}"), runner.cfg
+    )
+    labels = pa.table(
+        {
+            "user_id": users,
+            "timestamp": pa.array(
+                [finished + timedelta(seconds=1)] * len(users), pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
+    got = TrainingSetBuilder(archive.table, FeatureEngine(), None, batch).table(labels).to_pylist()
+    assert [r["user_id"] for r in got] == users
+    for r in got:
+        doc = json.loads(r["batch"])
+        assert doc == json.loads(rows[r["user_id"]])
+        assert "brand_affinity_7d" in doc
