@@ -281,6 +281,15 @@ def test_a_declared_feature_reaches_the_store_the_read_api_and_recommendations(
             ).json()
             assert only["batch"] == {"brand_affinity_7d": row["brand_affinity_7d"]}
             assert client.get("/v1/users/nobody/features").json()["batch"] == {}
+            streaming = client.get(
+                f"/v1/users/{user}/features", params={"features": "recently_viewed"}
+            ).json()
+            assert streaming["batch"] == {}, "a streaming selection does not read the batch row"
+            assert list(streaming["features"]) == ["recently_viewed"]
+            assert set(answer["batch"]) == {
+                "brand_affinity_7d",
+                *(k for k in row if k not in ("as_of", "brand_affinity_7d")),
+            }
             # Recommendations read the declared popularity and co-visitation by name.
             reco = client.get("/v1/users/nobody/recommendations", params={"k": 5}).json()
             used = reco["features_used"]

@@ -28,6 +28,7 @@ from headwater._url import redacted
 from headwater.access.keys import ApiKeys
 from headwater.access.roles import Role
 from headwater.access.sessions import Sessions
+from headwater.batch.declared import user_row_names
 from headwater.bus import Bus, open_bus
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.config import Settings
@@ -359,7 +360,7 @@ class Application:
                 self.online,
                 self.new_feature_engine(),
                 partition_of=self.bus.partition_of,
-                batch=True,
+                batch=user_row_names(self.batch_settings),
             ),
         )
 

@@ -42,6 +42,7 @@ __all__ = [
     "load_batch_features",
     "parse_batch_features",
     "user_row_fields",
+    "user_row_names",
 ]
 
 #: How much one event of a type says about a user's interest in an item. Types not
@@ -87,6 +88,12 @@ def user_row_fields(cfg: BatchSettings) -> tuple[str, ...]:
         f"purchased_items_{long_n}d",
         f"top_items_{short_n}d",
     )
+
+
+def user_row_names(cfg: BatchSettings) -> tuple[str, ...]:
+    """Every field of the user row but ``as_of``: the declared affinities, then the rest."""
+    declared = tuple(f.name for f in cfg.features() if f.kind == "affinity")
+    return declared + user_row_fields(cfg)[1:]
 
 
 class BatchFeature(msgspec.Struct, frozen=True, kw_only=True):

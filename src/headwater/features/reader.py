@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import msgspec
@@ -22,8 +22,10 @@ class FeatureReader:
 
     ``as_of`` is the time up to which the consumer has processed the user's partition:
     when the consumer lags or stops, as_of stops moving, the age grows past the event
-    types' budgets and the answer says stale. With ``batch``, each answer also holds the
-    user's batch row (declared batch features under their names) with its own as_of.
+    types' budgets and the answer says stale. ``batch`` names the fields of the batch's
+    user row (declared batch features and the batch's aggregates): an answer holds those
+    selected, with the row's own as_of. The row is read only when the selection names
+    one of them (or selects nothing), so a read of streaming features costs no more.
     """
 
     def __init__(
@@ -34,14 +36,14 @@ class FeatureReader:
         partition_of: Callable[[str], int],
         group: str = "features",
         positions_ttl_s: float = 0.05,
-        batch: bool = False,
+        batch: Collection[str] = (),
     ) -> None:
         self.store = store
         self.engine = engine
         self.partition_of = partition_of
         self.group = group
         self.positions_ttl_s = positions_ttl_s
-        self.batch = batch
+        self.batch = frozenset(batch)
         self._positions: dict[int, Position] = {}
         self._positions_at = 0.0
 
@@ -63,7 +65,8 @@ class FeatureReader:
         """Several users' features, in the order asked."""
         unique = list(dict.fromkeys(user_ids))
         rows = self.store.get(USER_NAMESPACE, unique)
-        batch_rows = self.store.get(USER_BATCH, unique) if self.batch else {}
+        wanted = self.batch if select is None else self.batch.intersection(select)
+        batch_rows = self.store.get(USER_BATCH, unique) if wanted else {}
         positions = self._current_positions()
         now_ms = int(time.time() * 1000)
         out = []
@@ -81,7 +84,7 @@ class FeatureReader:
             if data:
                 doc = _batch_doc(data)
                 answer.batch_as_of = doc.pop("as_of", None)
-                answer.batch = {k: v for k, v in doc.items() if select is None or k in select}
+                answer.batch = {k: v for k, v in doc.items() if k in wanted}
             out.append(answer)
         return out
 
