@@ -48,3 +48,8 @@ class UserFeatures(msgspec.Struct):
     stale_features: list[str]
     budgets_s: dict[str, float] = {}
     found: bool = True
+    #: The user's row of the last batch run: declared batch features (affinities) and
+    #: the batch's aggregates, by name; empty when the user had none.
+    batch: dict[str, Any] = {}
+    #: The end of that run's window.
+    batch_as_of: str | None = None

@@ -28,6 +28,7 @@ from headwater._url import redacted
 from headwater.access.keys import ApiKeys
 from headwater.access.roles import Role
 from headwater.access.sessions import Sessions
+from headwater.batch.declared import user_row_names
 from headwater.bus import Bus, open_bus
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.config import Settings
@@ -356,14 +357,22 @@ class Application:
         return self._once(
             "features",
             lambda: FeatureReader(
-                self.online, self.new_feature_engine(), partition_of=self.bus.partition_of
+                self.online,
+                self.new_feature_engine(),
+                partition_of=self.bus.partition_of,
+                batch=user_row_names(self.batch_settings),
             ),
         )
 
     @property
     def recommender(self) -> Recommender:
         """Recommendations from the streaming and the batch features."""
-        return self._once("recommender", lambda: Recommender(self.features.read, self.online))
+        return self._once(
+            "recommender",
+            lambda: Recommender.over(
+                self.features.read, self.online, self.batch_settings.features()
+            ),
+        )
 
     @property
     def archive_settings(self) -> ArchiveSettings:

@@ -2,7 +2,8 @@
 
 Per-user affinities over 30 and 90 days and aggregates too costly for the stream
 (``user_batch``), item co-visitation (``item_covis``) and popularity per surface and
-day (``item_pop``). Incremental by day partition, idempotent, with backfill; an
+day (``item_pop``): the defaults of the batch features a features file can declare
+(``batch:``, see ``declared.py``). Incremental by day partition, idempotent, with backfill; an
 erasure participant (``batch-derived``) recomputes what a user contributed to.
 
 The engine modules (DuckDB, deltalake, pyarrow: the ``archive`` extra) load on first
@@ -14,8 +15,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from headwater.batch.declared import (
+    EVENT_WEIGHTS,
+    BatchFeature,
+    default_batch_features,
+    load_batch_features,
+)
 from headwater.batch.namespaces import ITEM_COVIS, ITEM_POP, USER_BATCH
-from headwater.batch.settings import EVENT_WEIGHTS, BatchSettings
+from headwater.batch.settings import BatchSettings
 
 __all__ = [
     "EVENT_WEIGHTS",
@@ -23,10 +30,13 @@ __all__ = [
     "ITEM_POP",
     "USER_BATCH",
     "BatchErasureParticipant",
+    "BatchFeature",
     "BatchRunner",
     "BatchScheduler",
     "BatchSettings",
     "RunReport",
+    "default_batch_features",
+    "load_batch_features",
     "next_run",
 ]
 

@@ -134,9 +134,10 @@ class DerivedStore:
             return f"({EMPTY[table]})"
         if not self.remote:
             listed = ", ".join(quote_sql(self._path(f)) for f in files)
+            # By name: a day written before a column was added reads it as NULL.
             return (
                 f"read_parquet([{listed}], hive_partitioning = true, "
-                f"hive_types = {{'date': VARCHAR}})"
+                f"hive_types = {{'date': VARCHAR}}, union_by_name = true)"
             )
         parts = []
         for f in files:

@@ -33,7 +33,8 @@ __all__ = ["BatchErasureParticipant"]
 _COMPARED = {
     # day table -> (columns compared, how the fresh side is computed)
     "item_pair_day": "date, item_a, item_b, users",
-    "item_pop_day": "date, surface, item_id, category, brand, events, users, score",
+    "item_pop_day": "date, surface, item_id, category, brand, events, users, score, views, "
+    "clicks, saves, add_to_carts, purchases",
 }
 
 
@@ -130,6 +131,7 @@ class BatchErasureParticipant(Consumer):
                     users=False,
                     items=True,
                 )
+                runner.retire_namespaces()
             remaining_files = self._derived_rows(con, users)
             left = runner.store.get(USER_BATCH, users)
             remaining_online = {u: int(u in left) for u in users}

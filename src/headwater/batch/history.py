@@ -2,7 +2,8 @@
 
 A run that completed is recorded in the control plane with the window end of the
 outputs it wrote (``as_of``, the end of the window's last day). The user rows of that
-run are computed again, with the batch's own SQL (``user_batch_sql``), from the day
+run are computed again, with the batch's own SQL (``user_batch_sql``, with the declared
+affinities of the deployment's features file), from the day
 aggregates under ``<archive>/_batch/`` for the days of that run's window: the day
 aggregates hold only events of those days, all before the run finished.
 
@@ -23,9 +24,9 @@ import msgspec
 
 from headwater._time import parse_time
 from headwater.batch.derived import DerivedStore
+from headwater.batch.kinds import user_batch_sql
 from headwater.batch.outputs import window_start
 from headwater.batch.settings import BatchSettings
-from headwater.batch.sql import user_batch_sql
 from headwater.batch.state import BatchState
 
 __all__ = ["BatchHistory", "CompletedRun"]

@@ -1,10 +1,11 @@
 """From day aggregates to the online store: user rows and item tables, window by window.
 
 Namespaces: ``user_batch`` (one JSON row per user active in the lookback window, each
-with its own ``as_of``), ``item_covis`` (top co-visited items per item) and
-``item_pop`` (top items per ``surface:day``, ``surface:7d`` and ``*:7d``). Rows are
-written in chunks (the streaming consumer shares the store and must not wait long),
-then rows that the new outputs no longer have are deleted.
+with its own ``as_of``: the declared affinities and the fixed aggregates) and one per
+declared item feature, named after it: by default ``item_covis`` (top co-visited items
+per item) and ``item_pop`` (top items per ``surface:day``, ``surface:7d`` and
+``*:7d``). Rows are written in chunks (the streaming consumer shares the store and must
+not wait long), then rows that the new outputs no longer have are deleted.
 """
 
 from __future__ import annotations
@@ -14,12 +15,25 @@ from datetime import date, timedelta
 from typing import Any
 
 from headwater.batch.derived import DerivedStore
+from headwater.batch.kinds import (
+    covis_from_pair_table,
+    item_covis_sql,
+    item_pop_sql,
+    user_batch_sql,
+)
 from headwater.batch.namespaces import ITEM_COVIS, ITEM_POP, USER_BATCH
 from headwater.batch.settings import BatchSettings
-from headwater.batch.sql import as_of_text, item_covis_sql, item_pop_sql, user_batch_sql
+from headwater.batch.sql import as_of_text
 from headwater.online.base import OnlineStore
 
-__all__ = ["ITEM_COVIS", "ITEM_POP", "USER_BATCH", "refresh_outputs", "window_start"]
+__all__ = [
+    "ITEM_COVIS",
+    "ITEM_POP",
+    "USER_BATCH",
+    "item_namespaces",
+    "refresh_outputs",
+    "window_start",
+]
 
 _CHUNK = 20_000
 
@@ -75,24 +89,23 @@ def refresh_outputs(
             )
         )
     if items:
-        pairs = derived.relation(
-            con, "item_pair_day", end=as_of_day, start=window_start(as_of_day, cfg.covis_days)
-        )
-        jobs.append(
-            (ITEM_COVIS, item_covis_sql(pairs, as_of=as_of, cfg=cfg, window_days=cfg.covis_days))
-        )
-        pop = derived.relation(con, "item_pop_day", start=long_start, end=as_of_day)
-        jobs.append(
-            (
-                ITEM_POP,
-                item_pop_sql(
-                    pop,
-                    as_of=as_of,
-                    cfg=cfg,
-                    recent_start=window_start(as_of_day, cfg.popularity_days),
-                ),
-            )
-        )
+        for f in cfg.features():
+            first = window_start(as_of_day, f.window_days)
+            if f.kind == "co_visitation":
+                pair_table = covis_from_pair_table(f, cfg)
+                source = derived.relation(
+                    con,
+                    "item_pair_day" if pair_table else "user_item_day",
+                    start=first,
+                    end=as_of_day,
+                )
+                sql = item_covis_sql(source, f, as_of=as_of, from_user_items=not pair_table)
+                jobs.append((f.name, sql))
+            elif f.kind == "popularity":
+                # Daily lists cover every day kept; the rolling lists, the feature's window.
+                start = long_start if f.daily else first
+                pop = derived.relation(con, "item_pop_day", start=start, end=as_of_day)
+                jobs.append((f.name, item_pop_sql(pop, f, as_of=as_of, as_of_day=as_of_day)))
     for namespace, sql in jobs:
         written, deleted = _write(con, sql, store, namespace)
         out[namespace] = {"written": written, "deleted": deleted}
@@ -100,3 +113,8 @@ def refresh_outputs(
             progress(f"  {namespace}: {written:,} row(s) written, {deleted:,} removed")
     out["as_of"] = as_of
     return out
+
+
+def item_namespaces(cfg: BatchSettings) -> list[str]:
+    """The online-store namespaces of the item features ``cfg`` computes."""
+    return [f.name for f in cfg.features() if f.kind != "affinity"]

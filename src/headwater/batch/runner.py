@@ -34,7 +34,7 @@ from headwater.archive.table import ArchiveTable, DayFiles, quote_sql
 from headwater.batch.derived import OUTPUTS_DIR, DerivedStore
 from headwater.batch.lock import BatchLock
 from headwater.batch.migration import retire_legacy_dir
-from headwater.batch.outputs import refresh_outputs, window_start
+from headwater.batch.outputs import item_namespaces, refresh_outputs, window_start
 from headwater.batch.settings import BatchSettings
 from headwater.batch.sql import (
     DAY_TABLES,
@@ -49,12 +49,26 @@ from headwater.errors import ArchiveError, MissingDependencyError
 from headwater.metrics import BATCH_RUN_SECONDS
 from headwater.online.base import OnlineStore
 
-__all__ = ["AS_OF_KEY", "BatchRunner", "ChunkResult", "Progress", "RunReport"]
+__all__ = [
+    "AS_OF_KEY",
+    "DAY_TABLES_KEY",
+    "DAY_TABLES_VERSION",
+    "BatchRunner",
+    "ChunkResult",
+    "Progress",
+    "RunReport",
+]
 
 log = logging.getLogger("headwater.batch")
 
 Progress = Callable[[str], None]
 AS_OF_KEY = "as_of_day"  # meta key: the last day of the current outputs' window
+#: Meta key: the layout of the day aggregates on storage. Days computed under another
+#: layout (before the per-type counts) are computed again by the next run.
+DAY_TABLES_KEY = "day_tables"
+DAY_TABLES_VERSION = "2"
+#: Meta key: the namespaces of the item features the last run wrote (JSON list).
+ITEM_NAMESPACES_KEY = "item_namespaces"
 
 _READ_COLUMNS = [
     c
@@ -247,6 +261,9 @@ class BatchRunner:
         version = self.archive.version()
         files = self.archive.days()
         computed = self.state.days()
+        relayout = self.state.get_meta(DAY_TABLES_KEY) != DAY_TABLES_VERSION
+        if relayout:
+            computed = {}  # every day of the window is computed again, in the new layout
         last = (until or _today() - timedelta(days=1)).isoformat()
         first = window_start(last, self.cfg.lookback_days)
         dropped: list[str] = []
@@ -254,7 +271,7 @@ class BatchRunner:
             lo = (start or date.fromisoformat(min(files, default=last))).isoformat()
             hi = (end or date.fromisoformat(last)).isoformat()
             known = set(files) | set(computed)
-            todo = sorted(d for d in known if lo <= d <= hi)
+            todo = sorted(d for d in known if lo <= d <= hi or (relayout and first <= d <= last))
             as_of_day = self.state.get_meta(AS_OF_KEY) or hi
             current = 0
         else:
@@ -277,6 +294,8 @@ class BatchRunner:
             f"{len(dropped)} past the {self.cfg.lookback_days}-day window"
         )
         result = self.compute_days(con, todo, files, version, say)
+        if relayout:
+            self.state.set_meta(DAY_TABLES_KEY, DAY_TABLES_VERSION)
         removed = list(result.removed)
         if dropped:
             self.lock.check()
@@ -287,6 +306,9 @@ class BatchRunner:
             con, self.derived, self.store, self.cfg, as_of_day=as_of_day, progress=say
         )
         self.state.set_meta(AS_OF_KEY, as_of_day)
+        retired = self.retire_namespaces()
+        if retired:
+            say(f"  emptied the namespaces of features no longer declared: {retired}")
         self.state.finish_run(
             run_id,
             status="ok",
@@ -313,6 +335,18 @@ class BatchRunner:
             seconds=0.0,
             files_removed=len(removed),
         )
+
+    def retire_namespaces(self) -> list[str]:
+        """Empty the namespaces of item features no longer declared (their rows would
+        otherwise stay, and an erasure would no longer recompute them); the ones emptied."""
+        current = item_namespaces(self.cfg)
+        recorded = msgspec.json.decode(self.state.get_meta(ITEM_NAMESPACES_KEY) or "[]")
+        gone = [ns for ns in recorded if ns not in current]
+        for ns in gone:
+            self.store.clear(ns)
+        if gone or recorded != current:
+            self.state.set_meta(ITEM_NAMESPACES_KEY, msgspec.json.encode(current).decode())
+        return gone
 
     # -- day aggregates ----------------------------------------------------------
 

@@ -11,6 +11,8 @@ the archive (``<HEADWATER_ARCHIVE_URL>/_batch``), so any host sharing those two 
   renewing it (a crashed host; default ``10m``, renewed every third of it).
 - ``HEADWATER_BATCH_SCHEDULE``: when ``headwater up`` runs the batch: ``HH:MM`` (UTC,
   daily; default ``02:30``), ``every 6h``, or ``off``.
+- ``HEADWATER_FEATURES_FILE``: its ``batch:`` section declares the batch features
+  (``batch/declared.py``); without one, the defaults below.
 - ``HEADWATER_BATCH_LOOKBACK_DAYS`` (90), ``HEADWATER_BATCH_COVIS_DAYS`` (30),
   ``HEADWATER_BATCH_COVIS_MIN_SUPPORT`` (2), ``HEADWATER_BATCH_MEMORY_LIMIT`` (``4GB``).
 """
@@ -24,16 +26,19 @@ from pathlib import Path
 import msgspec
 
 from headwater._duration import parse_duration
+from headwater.batch.declared import (
+    EVENT_WEIGHTS,
+    BatchFeature,
+    check_windows,
+    default_batch_features,
+    load_batch_features,
+)
 from headwater.config import Settings
 from headwater.errors import ConfigurationError
 
 __all__ = ["EVENT_WEIGHTS", "BatchSettings"]
 
 log = logging.getLogger("headwater.batch")
-
-#: How much one event of a type says about a user's interest in an item. Types not
-#: listed (search, dismiss, rating) do not feed affinity, co-visitation or popularity.
-EVENT_WEIGHTS: dict[str, int] = {"view": 1, "click": 2, "save": 3, "add_to_cart": 3, "purchase": 5}
 
 
 def _int(name: str, default: int) -> int:
@@ -68,6 +73,12 @@ class BatchSettings(msgspec.Struct, frozen=True, kw_only=True):
     lock_lease_s: float = 600.0
     #: The local batch directory of an earlier version, removed once the batch runs.
     legacy_dir: Path | None = None
+    #: The ``batch:`` section of the features file; None: ``default_batch_features``.
+    declared: tuple[BatchFeature, ...] | None = None
+
+    def features(self) -> tuple[BatchFeature, ...]:
+        """The batch features computed: the declared ones, else the defaults."""
+        return default_batch_features(self) if self.declared is None else self.declared
 
     @classmethod
     def from_env(cls, settings: Settings) -> BatchSettings:
@@ -82,7 +93,8 @@ class BatchSettings(msgspec.Struct, frozen=True, kw_only=True):
                 root,
             )
         lease = os.environ.get("HEADWATER_BATCH_LOCK_LEASE", "").strip() or "10m"
-        return cls(
+        path = settings.features_file
+        cfg = cls(
             legacy_dir=Path(root).expanduser() if root else settings.home / "batch",
             lock_lease_s=parse_duration(lease, "HEADWATER_BATCH_LOCK_LEASE"),
             schedule=os.environ.get("HEADWATER_BATCH_SCHEDULE", "").strip() or "02:30",
@@ -90,4 +102,8 @@ class BatchSettings(msgspec.Struct, frozen=True, kw_only=True):
             covis_days=_int("HEADWATER_BATCH_COVIS_DAYS", 30),
             covis_min_support=_int("HEADWATER_BATCH_COVIS_MIN_SUPPORT", 2),
             memory_limit=os.environ.get("HEADWATER_BATCH_MEMORY_LIMIT", "").strip() or "4GB",
+            declared=load_batch_features(path) if path else None,
         )
+        if path and cfg.declared is not None:
+            check_windows(cfg.declared, cfg, path)
+        return cfg

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
+import msgspec
+
+from headwater.batch.namespaces import USER_BATCH
 from headwater.features.consumer import USER_NAMESPACE
 from headwater.features.engine import FeatureEngine
 from headwater.online.base import OnlineStore, Position
@@ -18,7 +22,10 @@ class FeatureReader:
 
     ``as_of`` is the time up to which the consumer has processed the user's partition:
     when the consumer lags or stops, as_of stops moving, the age grows past the event
-    types' budgets and the answer says stale.
+    types' budgets and the answer says stale. ``batch`` names the fields of the batch's
+    user row (declared batch features and the batch's aggregates): an answer holds those
+    selected, with the row's own as_of. The row is read only when the selection names
+    one of them (or selects nothing), so a read of streaming features costs no more.
     """
 
     def __init__(
@@ -29,12 +36,14 @@ class FeatureReader:
         partition_of: Callable[[str], int],
         group: str = "features",
         positions_ttl_s: float = 0.05,
+        batch: Collection[str] = (),
     ) -> None:
         self.store = store
         self.engine = engine
         self.partition_of = partition_of
         self.group = group
         self.positions_ttl_s = positions_ttl_s
+        self.batch = frozenset(batch)
         self._positions: dict[int, Position] = {}
         self._positions_at = 0.0
 
@@ -54,20 +63,35 @@ class FeatureReader:
         self, user_ids: Sequence[str], select: Sequence[str] | None = None
     ) -> list[UserFeatures]:
         """Several users' features, in the order asked."""
-        rows = self.store.get(USER_NAMESPACE, list(dict.fromkeys(user_ids)))
+        unique = list(dict.fromkeys(user_ids))
+        rows = self.store.get(USER_NAMESPACE, unique)
+        wanted = self.batch if select is None else self.batch.intersection(select)
+        batch_rows = self.store.get(USER_BATCH, unique) if wanted else {}
         positions = self._current_positions()
         now_ms = int(time.time() * 1000)
         out = []
         for user in user_ids:
             pos = positions.get(self.partition_of(user))
             state = self.engine.decode(rows.get(user))
-            out.append(
-                self.engine.read(
-                    user,
-                    state,
-                    now_ms=now_ms,
-                    as_of_ms=pos.as_of_ms if pos else None,
-                    select=select,
-                )
+            answer = self.engine.read(
+                user,
+                state,
+                now_ms=now_ms,
+                as_of_ms=pos.as_of_ms if pos else None,
+                select=select,
             )
+            data = batch_rows.get(user)
+            if data:
+                doc = _batch_doc(data)
+                answer.batch_as_of = doc.pop("as_of", None)
+                answer.batch = {k: v for k, v in doc.items() if k in wanted}
+            out.append(answer)
         return out
+
+
+def _batch_doc(data: bytes) -> dict[str, Any]:
+    try:
+        doc = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return {}  # a row written by another version: leave it out rather than fail the read
+    return doc if isinstance(doc, dict) else {}

@@ -165,6 +165,11 @@ FEATURES_RESPONSE: dict[str, Any] = _json(
             "stale": {"type": "boolean"},
             "stale_features": {"type": "array", "items": {"type": "string"}},
             "budgets_s": {"type": "object"},
+            "batch": {
+                "type": "object",
+                "description": "The user's batch row: declared batch features by name",
+            },
+            "batch_as_of": {"type": ["string", "null"], "format": "date-time"},
         },
     },
     "Features with as_of, age and staleness",

@@ -59,7 +59,6 @@ class UserBatchRow(msgspec.Struct, frozen=True):
     """The parts of a ``user_batch`` row recommendations use."""
 
     as_of: str
-    category_affinity_30d: list[tuple[str, float]] = []  # (category, share), strongest first
     purchased_items_90d: list[str] = []
     top_items_30d: list[str] = []
 

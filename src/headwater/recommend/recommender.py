@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
 from headwater._time import now_text
+from headwater.batch.declared import BatchFeature
 from headwater.batch.namespaces import ITEM_COVIS, ITEM_POP, USER_BATCH
 from headwater.online.base import OnlineStore
 from headwater.recommend.model import (
@@ -62,7 +63,9 @@ class Recommender:
 
     ``read_features`` is the streaming feature read (``FeatureReader.read``).
     Popularity lists are the same for every user and change once a night (or after an
-    erasure recompute): they are cached for ``popularity_ttl_s``.
+    erasure recompute): they are cached for ``popularity_ttl_s``. ``covis``,
+    ``popularity`` (with its window ``popularity_days``) and ``affinity`` name the batch
+    features read (None: not used); ``over`` takes them from the declared batch features.
     """
 
     def __init__(
@@ -71,31 +74,67 @@ class Recommender:
         store: OnlineStore,
         *,
         popularity_ttl_s: float = 30.0,
+        covis: str | None = ITEM_COVIS,
+        popularity: str | None = ITEM_POP,
+        popularity_days: int = 7,
+        affinity: str | None = "category_affinity_30d",
     ) -> None:
         self.read_features = read_features
         self.store = store
         self.popularity_ttl_s = popularity_ttl_s
+        self.covis = covis
+        self.popularity = popularity
+        self.popularity_days = popularity_days
+        self.affinity = affinity
         self._pop: dict[str, tuple[float, PopularityRow | None]] = {}
         self._lock = threading.Lock()
 
+    @classmethod
+    def over(
+        cls,
+        read_features: Callable[..., UserFeatures],
+        store: OnlineStore,
+        features: Sequence[BatchFeature],
+    ) -> Recommender:
+        """A recommender reading the first declared co-visitation, the first popularity,
+        and the first affinity over ``category`` of ``features``."""
+        covis = next((f for f in features if f.kind == "co_visitation"), None)
+        pop = next((f for f in features if f.kind == "popularity"), None)
+        affinity = next(
+            (f for f in features if f.kind == "affinity" and f.attribute == "category"), None
+        )
+        return cls(
+            read_features,
+            store,
+            covis=covis.name if covis else None,
+            popularity=pop.name if pop else None,
+            popularity_days=pop.window_days if pop else 7,
+            affinity=affinity.name if affinity else None,
+        )
+
     def _popularity(self, surface: str) -> tuple[str, PopularityRow | None]:
-        for key in (f"{surface}:7d", "*:7d"):
+        days = self.popularity_days
+        if self.popularity is None:
+            return f"{surface}:{days}d", None
+        for key in (f"{surface}:{days}d", f"*:{days}d"):
             now = time.monotonic()
             with self._lock:
                 cached = self._pop.get(key)
             if cached is None or now - cached[0] > self.popularity_ttl_s:
-                row = _decode(self.store.get(ITEM_POP, [key]).get(key), PopularityRow)
+                row = _decode(self.store.get(self.popularity, [key]).get(key), PopularityRow)
                 cached = (now, row)
                 with self._lock:
                     self._pop[key] = cached
             if cached[1] is not None and cached[1].items:
                 return key, cached[1]
-        return f"{surface}:7d", None
+        return f"{surface}:{days}d", None
 
     def recommend(self, user_id: str, *, k: int = 20, surface: str = "web") -> Recommendations:
         """Up to ``k`` items for ``user_id`` on ``surface``, each with its reason."""
         answer = self.read_features(user_id, list(STREAM_FEATURES))
-        batch = _decode(self.store.get(USER_BATCH, [user_id]).get(user_id), UserBatchRow)
+        raw = self.store.get(USER_BATCH, [user_id]).get(user_id)
+        batch = _decode(raw, UserBatchRow)
+        affinity = self._affinity(raw)
         stream_ok = not answer.stale
         notes: list[str] = []
         seeds: dict[str, float] = {}
@@ -146,7 +185,9 @@ class Recommender:
         pop_key, pop_as_of = "", None
         if len(items) < k:
             taken = purchased | set(seeds) | {x.item_id for x in items}
-            pop_key, pop_as_of, extra, skipped = self._fill(k - len(items), surface, batch, taken)
+            pop_key, pop_as_of, extra, skipped = self._fill(
+                k - len(items), surface, affinity, taken
+            )
             items.extend(extra)
             excluded |= skipped & purchased
         fallback: str | None = None
@@ -158,15 +199,18 @@ class Recommender:
             source="batch",
             as_of=batch.as_of if batch else None,
             used=batch is not None,
-            note="purchases (90d) and category affinity (30d)"
+            note="purchases (90d)"
+            + (f" and {self.affinity}" if self.affinity else "")
             + ("" if stream_ok else "; top items (30d) as seeds"),
         )
-        used["item_covis"] = FeatureUse(
-            source="batch", as_of=covis_as_of, used=covis_as_of is not None
-        )
-        used["item_pop"] = FeatureUse(
-            source="batch", as_of=pop_as_of, used=pop_as_of is not None, note=pop_key
-        )
+        if self.covis is not None:
+            used[self.covis] = FeatureUse(
+                source="batch", as_of=covis_as_of, used=covis_as_of is not None
+            )
+        if self.popularity is not None:
+            used[self.popularity] = FeatureUse(
+                source="batch", as_of=pop_as_of, used=pop_as_of is not None, note=pop_key
+            )
         return Recommendations(
             user_id=user_id,
             surface=surface,
@@ -199,7 +243,9 @@ class Recommender:
         scores: dict[str, float] = {}
         because: dict[str, list[str]] = {}
         as_of: str | None = None
-        rows = self.store.get(ITEM_COVIS, top_seeds) if top_seeds else {}
+        if self.covis is None:
+            return scores, because, as_of
+        rows = self.store.get(self.covis, top_seeds) if top_seeds else {}
         for seed in top_seeds:
             row = _decode(rows.get(seed), CovisRow)
             if row is None or not row.items:
@@ -217,13 +263,12 @@ class Recommender:
         self,
         n: int,
         surface: str,
-        batch: UserBatchRow | None,
+        affinity: dict[str, float],
         taken: set[str],
     ) -> tuple[str, str | None, list[RecommendedItem], set[str]]:
         key, row = self._popularity(surface)
         if row is None:
             return key, None, [], set()
-        affinity = dict(batch.category_affinity_30d) if batch else {}
         best = max(x.score for x in row.items) or 1.0
         ranked: list[tuple[float, str, str]] = []
         excluded: set[str] = set()
@@ -234,7 +279,7 @@ class Recommender:
                 continue
             like = affinity.get(entry.category or "", 0.0)
             score = 0.5 * entry.score / best * (1.0 + like)
-            reason = f"popular {where} in the last 7 days"
+            reason = f"popular {where} in the last {self.popularity_days} days"
             if like > 0:
                 reason += f", in {entry.category}, a category you like"
             ranked.append((score, entry.item_id, reason))
@@ -244,6 +289,16 @@ class Recommender:
             for s, i, r in ranked[:n]
         ]
         return key, row.as_of, items, excluded
+
+    def _affinity(self, raw: bytes | None) -> dict[str, float]:
+        """The user's shares of the declared category affinity (empty when none)."""
+        if not raw or self.affinity is None:
+            return {}
+        try:
+            doc: Any = msgspec.json.decode(raw)
+            return {str(v): float(w) for v, w in doc.get(self.affinity) or []}
+        except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
+            return {}  # a row written by another version: no boost rather than a failed read
 
 
 def _covis_reason(because: list[str], *, from_stream: bool) -> str:
