@@ -57,7 +57,11 @@ class ConsumerSpec:
 
 
 def _features(app: Application, group: str, batch_size: int | None) -> ConsumerRuntime:
-    consumer = FeatureConsumer(app.open_online_store(), app.new_feature_engine(), group=group)
+    app.feature_versions  # noqa: B018 - registers version 1 on a new control plane
+    live = app.live_definitions()
+    consumer = FeatureConsumer(
+        app.open_online_store(), live.engine(stream=True), group=group, definitions=live
+    )
     return app.runtime(consumer, group, batch_size=batch_size or BATCH_SIZE, linger_s=LINGER_S)
 
 

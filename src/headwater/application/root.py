@@ -42,8 +42,10 @@ from headwater.erasure.tombstones import TombstoneFilter
 from headwater.erasure.verify import Verifier
 from headwater.errors import BackendUnavailableError
 from headwater.features.engine import FeatureEngine
+from headwater.features.live import LiveDefinitions
 from headwater.features.reader import FeatureReader
-from headwater.features.spec import DEFAULT_FEATURES, load_features
+from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec, load_features
+from headwater.features.versions import FeatureVersions
 from headwater.ingest.erased import ErasedUsers
 from headwater.ingest.ingestor import Ingestor
 from headwater.online import OnlineStore, open_online_store
@@ -334,18 +336,41 @@ class Application:
 
         return self._once("verifier", lambda: build_verifier(self))
 
-    def new_feature_engine(self) -> FeatureEngine:
-        """The declared features (``HEADWATER_FEATURES_FILE`` or the built-in set), with
-        each event type's freshness budget from its contract and the lateness bound."""
+    def configured_features(self) -> tuple[FeatureSpec, ...]:
+        """The features file of the settings (``HEADWATER_FEATURES_FILE``), else the
+        built-in set: version 1 of the definitions on a control plane that has none."""
         settings = self.settings
-        specs = (
-            load_features(settings.features_file) if settings.features_file else DEFAULT_FEATURES
-        )
-        return FeatureEngine(
-            specs,
+        return load_features(settings.features_file) if settings.features_file else DEFAULT_FEATURES
+
+    @property
+    def feature_versions(self) -> FeatureVersions:
+        """Every version of the feature definitions; version 1 (the configured features)
+        is registered on first use when the control plane has none."""
+
+        def build() -> FeatureVersions:
+            versions = FeatureVersions(self.control)
+            if versions.head()[0] == 0:
+                versions.ensure_initial(self.configured_features(), source="configured")
+            return versions
+
+        return self._once("feature versions", build)
+
+    def live_definitions(self) -> LiveDefinitions:
+        """The control plane's current feature definitions for one consumer or reader,
+        followed without a restart."""
+        template = FeatureEngine(
+            self.configured_features(),
             budgets_s=self._budgets(),
-            lateness_ms=int(settings.feature_lateness_s * 1000),
+            lateness_ms=int(self.settings.feature_lateness_s * 1000),
         )
+        return LiveDefinitions(FeatureVersions(self.open_control()), template)
+
+    def new_feature_engine(self, *, stream: bool = True) -> FeatureEngine:
+        """The current feature definitions (version 1 is the configured set), with each
+        event type's freshness budget from its contract and the lateness bound; the
+        stream's engine computes the features that are not backfilling."""
+        self.feature_versions  # noqa: B018 - registers version 1 on a new control plane
+        return self.live_definitions().engine(stream=stream)
 
     def _budgets(self) -> dict[str, float]:
         return {r.name: r.definition.freshness_budget_s for r in self.registry.current()}
@@ -355,9 +380,17 @@ class Application:
         """Feature reads at request time, stamped with freshness."""
         return self._once(
             "features",
-            lambda: FeatureReader(
-                self.online, self.new_feature_engine(), partition_of=self.bus.partition_of
-            ),
+            self._new_reader,
+        )
+
+    def _new_reader(self) -> FeatureReader:
+        self.feature_versions  # noqa: B018 - registers version 1 on a new control plane
+        live = self.live_definitions()
+        return FeatureReader(
+            self.online,
+            live.engine(stream=False),
+            partition_of=self.bus.partition_of,
+            definitions=live,
         )
 
     @property
@@ -394,7 +427,19 @@ class Application:
                     "instances": [msgspec.to_builtins(i) for i in instances if i.group == group],
                 }
             )
-        return {"groups": groups}
+        return {"groups": groups, "features": self.features_status()}
+
+    def features_status(self) -> dict[str, object]:
+        """The current feature definitions: version, each definition's state and backfill
+        progress, and where each consumer group switched to the version."""
+        versions = self.feature_versions
+        current = versions.current()
+        version = current.version if current else 0
+        return {
+            "version": version,
+            "definitions": versions.progress(),
+            "switches": [msgspec.to_builtins(s) for s in versions.switches(version)],
+        }
 
     @property
     def lag_groups(self) -> tuple[str, ...]:

@@ -7,7 +7,17 @@ import typer
 from headwater._extras import extra_for
 from headwater.cli import archive as archive_cli
 from headwater.cli import batch as batch_cli
-from headwater.cli import bus, consume, contracts, deletions, demo, producers, serve, status
+from headwater.cli import (
+    bus,
+    consume,
+    contracts,
+    deletions,
+    demo,
+    feature_versions,
+    producers,
+    serve,
+    status,
+)
 from headwater.errors import HeadwaterError
 from headwater.logs import configure_logging
 
@@ -28,6 +38,9 @@ app.add_typer(producers.keys_app, name="keys")
 app.add_typer(consume.app, name="consume")
 app.add_typer(batch_cli.app, name="batch")
 app.add_typer(archive_cli.app, name="archive")
+features_app = typer.Typer(help="Feature definitions: versions, backfills.", no_args_is_help=True)
+feature_versions.register(features_app)
+app.add_typer(features_app, name="features")
 serve.register(app)
 status.register(app)
 deletions.register(app)

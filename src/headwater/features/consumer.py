@@ -28,6 +28,7 @@ from headwater.erasure.ledger import Participant
 from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
 from headwater.features.engine import FeatureEngine
 from headwater.features.kinds import SignalView
+from headwater.features.live import LiveDefinitions
 from headwater.metrics import FEATURE_LATE_EVENTS, FRESHNESS_SECONDS
 from headwater.online.base import OnlineStore, Position
 from headwater.runtime.consumer import Consumer
@@ -104,8 +105,13 @@ class FeatureConsumer(Consumer):
         idle_interval_s: float = 0.2,
         record_freshness: bool = True,
         confirm_within_s: float = DEFAULT_CONFIRM_WITHIN_S,
+        definitions: LiveDefinitions | None = None,
     ) -> None:
         self.store = store
+        #: The control plane's feature definitions, followed without a restart.
+        self.definitions = definitions
+        # The version in force at start is recorded with the first batch's positions.
+        self._unrecorded = definitions is not None
         self.confirm_within_s = confirm_within_s
         self.engine = engine or FeatureEngine()
         self.group = group
@@ -156,8 +162,36 @@ class FeatureConsumer(Consumer):
             if enabled:
                 gc.enable()
 
+    def _follow_definitions(self, stored: Mapping[int, Position]) -> None:
+        """A new version (or a completed backfill) in the control plane: apply it from
+        the next record of every partition on, and record where that is."""
+        live = self.definitions
+        if live is None:
+            return
+        changed = live.refresh()
+        if not changed and not self._unrecorded:
+            return
+        self._unrecorded = False
+        if changed:
+            self.engine = live.engine(stream=True, like=self.engine)
+        current = live.current
+        if current is not None:
+            held = set(self.fence) or set(stored)
+            starts = {p: stored[p].next_offset if p in stored else 0 for p in held}
+            live.versions.record_switch(current.version, self.group, starts)
+            log.info(
+                "feature definitions switched",
+                extra={
+                    "consumer": self.name,
+                    "version": current.version,
+                    "revision": current.revision,
+                    "positions": starts,
+                },
+            )
+
     def _handle(self, records: Sequence[Record]) -> None:
         stored = self.store.positions(self.group)
+        self._follow_definitions(stored)
         by_user: dict[str, list[StreamSignal]] = {}
         last: dict[int, Record] = {}  # the last applied record of each partition
         # Freshness: the events of one publish request share its receive time, producer
@@ -253,6 +287,7 @@ class FeatureConsumer(Consumer):
         self._last_idle = now
         self._flush_slo(force=True)
         stored = self.store.positions(self.group)
+        self._follow_definitions(stored)
         as_of = int(time.time() * 1000)
         marks = {
             p: Position(stored[p].next_offset if p in stored else 0, as_of) for p in partitions

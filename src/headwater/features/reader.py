@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from headwater.features.consumer import USER_NAMESPACE
 from headwater.features.engine import FeatureEngine
+from headwater.features.live import LiveDefinitions
 from headwater.online.base import OnlineStore, Position
 from headwater.wire import UserFeatures
 
@@ -29,9 +30,12 @@ class FeatureReader:
         partition_of: Callable[[str], int],
         group: str = "features",
         positions_ttl_s: float = 0.05,
+        definitions: LiveDefinitions | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
+        #: The control plane's feature definitions, followed without a restart.
+        self.definitions = definitions
         self.partition_of = partition_of
         self.group = group
         self.positions_ttl_s = positions_ttl_s
@@ -54,6 +58,9 @@ class FeatureReader:
         self, user_ids: Sequence[str], select: Sequence[str] | None = None
     ) -> list[UserFeatures]:
         """Several users' features, in the order asked."""
+        live = self.definitions
+        if live is not None and live.refresh():
+            self.engine = live.engine(stream=False, like=self.engine)
         rows = self.store.get(USER_NAMESPACE, list(dict.fromkeys(user_ids)))
         positions = self._current_positions()
         now_ms = int(time.time() * 1000)
