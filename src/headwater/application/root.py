@@ -41,6 +41,7 @@ from headwater.erasure.subject import SubjectHasher, SubjectSealer, load_erasure
 from headwater.erasure.tombstones import TombstoneFilter
 from headwater.erasure.verify import Verifier
 from headwater.errors import BackendUnavailableError
+from headwater.features.backfills import BackfillLedger
 from headwater.features.engine import FeatureEngine
 from headwater.features.live import LiveDefinitions
 from headwater.features.reader import FeatureReader
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from headwater.batch.runner import BatchRunner
     from headwater.batch.scheduler import BatchScheduler
     from headwater.batch.settings import BatchSettings
+    from headwater.features.backfill import Backfill
 
 __all__ = ["Application"]
 
@@ -358,12 +360,46 @@ class Application:
     def live_definitions(self) -> LiveDefinitions:
         """The control plane's current feature definitions for one consumer or reader,
         followed without a restart."""
-        template = FeatureEngine(
+        db = self.open_control()
+        return LiveDefinitions(
+            FeatureVersions(db), self._feature_template(), ledger=BackfillLedger(db)
+        )
+
+    def _feature_template(self) -> FeatureEngine:
+        return FeatureEngine(
             self.configured_features(),
             budgets_s=self._budgets(),
             lateness_ms=int(self.settings.feature_lateness_s * 1000),
         )
-        return LiveDefinitions(FeatureVersions(self.open_control()), template)
+
+    @property
+    def feature_backfills(self) -> BackfillLedger:
+        """Backfill runs of feature definitions and their hand-overs to the stream."""
+        return self._once("feature backfills", lambda: BackfillLedger(self.control))
+
+    def erased_subjects(self) -> dict[str, int]:
+        """Every erased user's subject hash with its erasure time (ms), from the ledger."""
+        tombstones = self.new_tombstones()
+        tombstones.refresh(force=True)
+        return dict(tombstones.erased_at)
+
+    def new_backfill(self) -> Backfill:
+        """Backfills of feature definitions from the archive (the ``archive`` extra), into
+        a store connection of their own."""
+        with needs_extra():
+            from headwater.features.backfill import Backfill
+
+        self.feature_versions  # noqa: B018 - registers version 1 on a new control plane
+        return Backfill(
+            FeatureVersions(self.control),
+            self.feature_backfills,
+            self.open_archive_table(),
+            self.open_online_store(),
+            self._feature_template(),
+            partitions=self.bus.partitions,
+            erased=self.erased_subjects,
+            subject=self.hasher,
+        )
 
     def new_feature_engine(self, *, stream: bool = True) -> FeatureEngine:
         """The current feature definitions (version 1 is the configured set), with each
@@ -438,6 +474,10 @@ class Application:
         return {
             "version": version,
             "definitions": versions.progress(),
+            "backfills": [
+                msgspec.to_builtins(r)
+                for r in self.feature_backfills.runs(("computing", "staged", "failed"))
+            ],
             "switches": [msgspec.to_builtins(s) for s in versions.switches(version)],
         }
 

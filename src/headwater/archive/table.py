@@ -271,18 +271,32 @@ class ArchiveTable:
             return path
         return f"{self.uri}/{path}"
 
+    def snapshot(self) -> Any:
+        """The current version as a ``DeltaTable`` of its own, pinned: reads through it
+        (``read(snapshot=...)``, ``transaction_versions``) see that version only, however
+        the table moves on meanwhile."""
+        version = self.version()
+        return self._call(
+            "snapshot",
+            lambda: self._dl.DeltaTable(
+                self.uri, version=version, storage_options=self.storage_options or None
+            ),
+        )
+
     def read(
         self,
         columns: Sequence[str] | None = None,
         *,
         days: Sequence[str] | None = None,
+        snapshot: Any = None,
     ) -> pa.Table:
         """Rows of the current version as Arrow (optionally some days and columns).
 
         Works on every storage deltalake supports; local scans can also go through DuckDB
-        ``read_parquet`` on the files of :meth:`days`.
+        ``read_parquet`` on the files of :meth:`days`. ``snapshot`` (from :meth:`snapshot`)
+        reads that version instead of the current one.
         """
-        table = self.table()
+        table = snapshot if snapshot is not None else self.table()
         if days is not None and not days:
             return self.schema.empty_table().select(list(columns or self.schema.names))
         filters = [(PARTITION_COLUMN, "in", list(days))] if days is not None else None

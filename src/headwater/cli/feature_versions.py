@@ -1,4 +1,4 @@
-"""``headwater features plan|apply|status``: feature definitions as versioned documents.
+"""``headwater features plan|apply|backfill|status``: feature definitions as versioned documents.
 
 The commands are added to the ``features`` group by :func:`register`, so that other
 ``features`` commands can live in modules of their own.
@@ -7,8 +7,9 @@ The commands are added to the ``features`` group by :func:`register`, so that ot
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -69,6 +70,51 @@ def apply(
     typer.echo(f"registered version {registered.version}")
     if registered.backfilling:
         typer.echo(f"backfilling: {', '.join(registered.backfilling)}")
+        typer.echo("next: headwater features backfill (computes them from the archive)")
+
+
+def backfill(
+    home: HomeOption = None,
+    control: ControlUrl = None,
+    wait: Annotated[
+        bool,
+        typer.Option(help="Wait until the feature consumer has taken the values over."),
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the take-over.")] = 600.0,
+) -> None:
+    """Compute the backfilling features for every user from the archive (the stream's
+    own pass), stage them, and wait for the feature consumer to take them over."""
+    with application(home, control=control) as app_:
+        worker = app_.new_backfill()
+        bar: list[Any] = []
+
+        def progress(done: int, total: int) -> None:
+            if not bar:
+                bar.append(typer.progressbar(length=max(total, 1), label="backfill").__enter__())
+            bar[0].update(done - bar[0].pos)
+
+        try:
+            run = worker.run(progress=progress)
+        finally:
+            if bar:
+                bar[0].__exit__(None, None, None)
+        if run is None:
+            typer.echo("nothing to backfill")
+            return
+        typer.echo(
+            f"staged {run.id}: {run.progress.get('users_done')} users, "
+            f"{run.progress.get('events')} events, archive positions {run.positions}"
+        )
+        if not wait:
+            return
+        typer.echo("waiting for the feature consumer to take the values over")
+        deadline = time.monotonic() + timeout
+        while any(r.id == run.id for r in app_.feature_backfills.runs(("staged",))):
+            if time.monotonic() > deadline:
+                typer.echo(f"not taken over after {timeout:g}s: is the feature consumer running?")
+                raise typer.Exit(1)
+            time.sleep(0.5)
+    typer.echo(f"taken over: {', '.join(run.features)} ready")
 
 
 def status(
@@ -99,7 +145,8 @@ def status(
 
 
 def register(group: typer.Typer) -> None:
-    """Add ``plan``, ``apply`` and ``status`` to a ``features`` command group."""
+    """Add ``plan``, ``apply``, ``backfill`` and ``status`` to a ``features`` group."""
     group.command()(plan)
     group.command()(apply)
+    group.command()(backfill)
     group.command()(status)

@@ -26,7 +26,9 @@ from headwater.contract.signal import Signal
 from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.erasure.ledger import Participant
 from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
+from headwater.features.backfills import BackfillRun
 from headwater.features.engine import FeatureEngine
+from headwater.features.handover import TailReader, take_over
 from headwater.features.kinds import SignalView
 from headwater.features.live import LiveDefinitions
 from headwater.metrics import FEATURE_LATE_EVENTS, FRESHNESS_SECONDS
@@ -106,12 +108,23 @@ class FeatureConsumer(Consumer):
         record_freshness: bool = True,
         confirm_within_s: float = DEFAULT_CONFIRM_WITHIN_S,
         definitions: LiveDefinitions | None = None,
+        tail: TailReader | None = None,
+        partition_of: Callable[[str], int] | None = None,
+        dropped: Callable[[Record], bool] | None = None,
     ) -> None:
         self.store = store
         #: The control plane's feature definitions, followed without a restart.
         self.definitions = definitions
         # The version in force at start is recorded with the first batch's positions.
         self._unrecorded = definitions is not None
+        #: Reads the bus between two positions, to take a staged backfill over.
+        self.tail = tail
+        self.partition_of = partition_of
+        self.dropped = dropped
+        #: Backfilled definitions (name, version) this consumer computes since taking
+        #: them over on every partition it holds.
+        self.taken: set[tuple[str, int]] = set()
+        self.namespace = USER_NAMESPACE
         self.confirm_within_s = confirm_within_s
         self.engine = engine or FeatureEngine()
         self.group = group
@@ -169,11 +182,15 @@ class FeatureConsumer(Consumer):
         if live is None:
             return
         changed = live.refresh()
+        if self.tail is not None and self.partition_of is not None:
+            for run in list(live.staged):
+                if self._take_over(live, run, stored):
+                    changed = True
         if not changed and not self._unrecorded:
             return
         self._unrecorded = False
         if changed:
-            self.engine = live.engine(stream=True, like=self.engine)
+            self.engine = live.engine(stream=True, like=self.engine, taken=self.taken)
         current = live.current
         if current is not None:
             held = set(self.fence) or set(stored)
@@ -188,6 +205,58 @@ class FeatureConsumer(Consumer):
                     "positions": starts,
                 },
             )
+
+    def _take_over(
+        self, live: LiveDefinitions, run: BackfillRun, stored: Mapping[int, Position]
+    ) -> bool:
+        """Take a staged run over on the partitions held that it lacks; True when the
+        stream computes its features from the next batch on."""
+        assert self.tail is not None
+        assert self.partition_of is not None
+        current = live.current
+        if current is None or any(current.defined_in.get(n) != v for n, v in run.features.items()):
+            return False  # redefined since: a new run computes the new definition
+        held = set(self.fence) or set(run.positions)
+        need = held - set(run.handed_over)
+        taken = set(run.features.items())
+        if not need:
+            if taken <= self.taken:
+                return False
+            self.taken |= taken
+            return True
+        specs = tuple(s for s in current.specs if s.name in run.features)
+        engine = self.engine.replaced(specs=specs, backfilling=())
+        handed = take_over(
+            run,
+            engine,
+            store=self.store,
+            namespace=self.namespace,
+            group=self.group,
+            tail=self.tail,
+            partitions=need,
+            positions={p: stored[p].next_offset if p in stored else 0 for p in need},
+            partition_of=self.partition_of,
+            fence=self._fence_of(need),
+            decode=decode_stream_signal,
+            dropped=self.dropped or (lambda _r: False),
+        )
+        if handed is None:
+            return False  # behind the archive on a partition: a later batch takes it over
+        ledger = live.ledger
+        assert ledger is not None
+        ledger.record_handover(run.id, self.group, handed, 0)
+        self.taken |= taken
+        log.info(
+            "backfill taken over",
+            extra={"consumer": self.name, "run": run.id, "partitions": handed},
+        )
+        if set(run.positions) <= set(run.handed_over) | set(handed):
+            ledger.update(run.id, state="done")
+            for name, version in run.features.items():
+                live.versions.set_state(name, version, "ready", {"run": run.id})
+            self.store.clear(run.namespace)
+        live.refresh(force=True)
+        return True
 
     def _handle(self, records: Sequence[Record]) -> None:
         stored = self.store.positions(self.group)
@@ -308,6 +377,11 @@ class FeatureConsumer(Consumer):
         ingestion policy accepts it) is kept: a re-sent erasure must not delete it.
         """
         found = [self._erase_row(event) for event in events]
+        if self.definitions is not None:
+            # A staged backfill holds values of the user too: gone with the row.
+            users = [event.user_id for event in events]
+            for run in self.definitions.staged:
+                self.store.delete(run.namespace, users)
         scrubbed = self.store.scrub()
         return [
             msgspec.structs.replace(c, evidence={**(c.evidence or {}), "scrub": scrubbed})

@@ -9,7 +9,9 @@ feature of the version and answers the backfilling ones as such.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 
+from headwater.features.backfills import BackfillLedger, BackfillRun
 from headwater.features.engine import FeatureEngine
 from headwater.features.versions import FeatureVersion, FeatureVersions
 
@@ -28,8 +30,12 @@ class LiveDefinitions:
         template: FeatureEngine,
         *,
         interval_s: float = POLL_INTERVAL_S,
+        ledger: BackfillLedger | None = None,
     ) -> None:
         self.versions = versions
+        #: Backfill runs (a consumer takes the staged ones over); None: not followed.
+        self.ledger = ledger
+        self.staged: list[BackfillRun] = []
         #: Lateness bound, budgets and form of every engine built here.
         self.template = template
         self.interval_s = interval_s
@@ -57,18 +63,30 @@ class LiveDefinitions:
         )
         self.head = head
         self.current = current
+        if self.ledger is not None:
+            self.staged = self.ledger.runs(("staged",))
         return changed
 
-    def engine(self, *, stream: bool, like: FeatureEngine | None = None) -> FeatureEngine:
-        """The engine of the current version: the stream's computes the ready features;
-        a reader's declares every feature and answers the backfilling ones as such.
+    def engine(
+        self,
+        *,
+        stream: bool,
+        like: FeatureEngine | None = None,
+        taken: Collection[tuple[str, int]] = (),
+    ) -> FeatureEngine:
+        """The engine of the current version: the stream's computes the ready features
+        and those it ``taken`` over (name, definition version) from a backfill; a
+        reader's declares every feature and answers the backfilling ones as such.
         ``like`` (the engine it replaces) lends its freshness budgets and counters."""
         current = self.current
         base = like or self.template
         if current is None:
             return base
+        waiting = {n for n in current.backfilling if (n, current.defined_in[n]) not in set(taken)}
         return base.replaced(
-            specs=current.ready_specs if stream else current.specs,
+            specs=tuple(s for s in current.specs if s.name not in waiting)
+            if stream
+            else current.specs,
             version=current.version,
             defined_in=current.defined_in,
             backfilling=() if stream else current.backfilling,
