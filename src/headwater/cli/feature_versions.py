@@ -1,4 +1,4 @@
-"""``headwater features plan|apply|backfill|status``: feature definitions as versioned documents.
+"""``headwater features plan|apply|backfill|rebuild|status``: versioned feature definitions.
 
 The commands are added to the ``features`` group by :func:`register`, so that other
 ``features`` commands can live in modules of their own.
@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from headwater.cli._common import ControlUrl, HomeOption, application
+from headwater.features.backfills import BackfillRun, RunKind
 from headwater.features.spec import load_features
+
+if TYPE_CHECKING:
+    from headwater.application import Application
 
 __all__ = ["register"]
 
@@ -73,48 +77,87 @@ def apply(
         typer.echo("next: headwater features backfill (computes them from the archive)")
 
 
+WaitOpt = Annotated[
+    bool, typer.Option(help="Wait until the feature consumer has taken the values over.")
+]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for the take-over.")]
+
+
+def _run(app_: Application, kind: RunKind, *, wait: bool, timeout: float) -> BackfillRun | None:
+    """Compute and stage a run with a progress bar; wait for the consumer's take-over."""
+    worker = app_.new_backfill()
+    bar: list[Any] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bar:
+            bar.append(typer.progressbar(length=max(total, 1), label=kind).__enter__())
+        bar[0].update(done - bar[0].pos)
+
+    try:
+        run = worker.run(kind=kind, progress=progress)
+    finally:
+        if bar:
+            bar[0].__exit__(None, None, None)
+    if run is None:
+        return None
+    typer.echo(
+        f"staged {run.id}: {run.progress.get('users_done')} users, "
+        f"{run.progress.get('events')} events, archive positions {run.positions}"
+    )
+    if not wait:
+        return run
+    typer.echo("waiting for the feature consumer to take the values over")
+    deadline = time.monotonic() + timeout
+    while any(r.id == run.id for r in app_.feature_backfills.runs(("staged",))):
+        if time.monotonic() > deadline:
+            typer.echo(f"not taken over after {timeout:g}s: is the feature consumer running?")
+            raise typer.Exit(1)
+        time.sleep(0.2)
+    return run
+
+
 def backfill(
     home: HomeOption = None,
     control: ControlUrl = None,
-    wait: Annotated[
-        bool,
-        typer.Option(help="Wait until the feature consumer has taken the values over."),
-    ] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the take-over.")] = 600.0,
+    wait: WaitOpt = True,
+    timeout: TimeoutOpt = 600.0,
 ) -> None:
     """Compute the backfilling features for every user from the archive (the stream's
     own pass), stage them, and wait for the feature consumer to take them over."""
     with application(home, control=control) as app_:
-        worker = app_.new_backfill()
-        bar: list[Any] = []
+        run = _run(app_, "backfill", wait=wait, timeout=timeout)
+    if run is None:
+        typer.echo("nothing to backfill")
+    elif wait:
+        typer.echo(f"taken over: {', '.join(run.features)} ready")
 
-        def progress(done: int, total: int) -> None:
-            if not bar:
-                bar.append(typer.progressbar(length=max(total, 1), label="backfill").__enter__())
-            bar[0].update(done - bar[0].pos)
 
-        try:
-            run = worker.run(progress=progress)
-        finally:
-            if bar:
-                bar[0].__exit__(None, None, None)
-        if run is None:
-            typer.echo("nothing to backfill")
+def rebuild(
+    home: HomeOption = None,
+    control: ControlUrl = None,
+    wait: WaitOpt = True,
+    timeout: TimeoutOpt = 600.0,
+    keep_previous: Annotated[
+        bool, typer.Option(help="Keep the replaced namespace's rows (cleared by default).")
+    ] = False,
+) -> None:
+    """Recreate every user's features from the archive and the bus tail into a new
+    namespace of the online store; the feature consumer switches readers and itself
+    over to it at once when it has taken it over."""
+    with application(home, control=control) as app_:
+        run = _run(app_, "rebuild", wait=wait, timeout=timeout)
+        if run is None or not wait:
             return
-        typer.echo(
-            f"staged {run.id}: {run.progress.get('users_done')} users, "
-            f"{run.progress.get('events')} events, archive positions {run.positions}"
-        )
-        if not wait:
-            return
-        typer.echo("waiting for the feature consumer to take the values over")
-        deadline = time.monotonic() + timeout
-        while any(r.id == run.id for r in app_.feature_backfills.runs(("staged",))):
-            if time.monotonic() > deadline:
-                typer.echo(f"not taken over after {timeout:g}s: is the feature consumer running?")
-                raise typer.Exit(1)
-            time.sleep(0.5)
-    typer.echo(f"taken over: {', '.join(run.features)} ready")
+        versions = app_.feature_versions
+        current = versions.current()
+        previous = current.previous_namespace if current else ""
+        typer.echo(f"switched: the rows are in {run.namespace}")
+        if previous and not keep_previous:
+            # Readers poll the namespace once a second: let them move before clearing.
+            time.sleep(2.0)
+            cleared = app_.online.clear(previous)
+            versions.forget_previous()
+            typer.echo(f"cleared {previous}: {cleared} rows")
 
 
 def status(
@@ -145,8 +188,10 @@ def status(
 
 
 def register(group: typer.Typer) -> None:
-    """Add ``plan``, ``apply``, ``backfill`` and ``status`` to a ``features`` group."""
+    """Add ``plan``, ``apply``, ``backfill``, ``rebuild`` and ``status`` to a ``features``
+    group."""
     group.command()(plan)
     group.command()(apply)
     group.command()(backfill)
+    group.command()(rebuild)
     group.command()(status)

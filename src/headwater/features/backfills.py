@@ -84,7 +84,8 @@ class BackfillLedger:
         """A new run, computing; its staging namespace is named after it."""
         run_id = f"{kind}-v{version}-{uuid.uuid4().hex[:8]}"
         now = now_text()
-        namespace = f"staging:{run_id}"
+        # A backfill stages beside the rows; a rebuild's namespace becomes the rows'.
+        namespace = f"staging-{run_id}" if kind == "backfill" else f"user-{run_id}"
         self._db.execute(
             "INSERT INTO hw_feature_backfills (id, kind, version, features, namespace, "
             "positions, state, progress, started_at, updated_at) "

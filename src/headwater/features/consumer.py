@@ -31,6 +31,7 @@ from headwater.features.engine import FeatureEngine
 from headwater.features.handover import TailReader, take_over
 from headwater.features.kinds import SignalView
 from headwater.features.live import LiveDefinitions
+from headwater.features.versions import USER_NAMESPACE
 from headwater.metrics import FEATURE_LATE_EVENTS, FRESHNESS_SECONDS
 from headwater.online.base import OnlineStore, Position
 from headwater.runtime.consumer import Consumer
@@ -38,7 +39,6 @@ from headwater.slo import SLO_NAMESPACE, SloRecorder
 
 __all__ = ["BATCH_SIZE", "LINGER_S", "USER_NAMESPACE", "FeatureConsumer"]
 
-USER_NAMESPACE = "user"
 #: Records per batch at most. A caught-up consumer reads what has arrived since its last
 #: batch, so the cap matters when it catches up: a bigger batch shares each user row
 #: and each B-tree page among more events (bench/bench_features.py: about 1.45x the
@@ -124,7 +124,11 @@ class FeatureConsumer(Consumer):
         #: Backfilled definitions (name, version) this consumer computes since taking
         #: them over on every partition it holds.
         self.taken: set[tuple[str, int]] = set()
-        self.namespace = USER_NAMESPACE
+        #: Where the user rows are written: the control plane's namespace, or a rebuild's
+        #: once this consumer took it over; ``previous`` is written too until the switch.
+        current = definitions.current if definitions is not None else None
+        self.namespace = current.namespace if current is not None else USER_NAMESPACE
+        self.previous: str | None = None
         self.confirm_within_s = confirm_within_s
         self.engine = engine or FeatureEngine()
         self.group = group
@@ -182,6 +186,11 @@ class FeatureConsumer(Consumer):
         if live is None:
             return
         changed = live.refresh()
+        current = live.current
+        if current is not None and self.previous is None:
+            self.namespace = current.namespace  # another member may have switched it
+        if current is not None and current.namespace == self.namespace:
+            self.previous = None  # every partition is rebuilt: the switch is done
         if self.tail is not None and self.partition_of is not None:
             for run in list(live.staged):
                 if self._take_over(live, run, stored):
@@ -226,11 +235,12 @@ class FeatureConsumer(Consumer):
             return True
         specs = tuple(s for s in current.specs if s.name in run.features)
         engine = self.engine.replaced(specs=specs, backfilling=())
+        rebuild = run.kind == "rebuild"
         handed = take_over(
             run,
             engine,
             store=self.store,
-            namespace=self.namespace,
+            namespace=run.namespace if rebuild else self.namespace,
             group=self.group,
             tail=self.tail,
             partitions=need,
@@ -250,11 +260,20 @@ class FeatureConsumer(Consumer):
             "backfill taken over",
             extra={"consumer": self.name, "run": run.id, "partitions": handed},
         )
-        if set(run.positions) <= set(run.handed_over) | set(handed):
-            ledger.update(run.id, state="done")
+        complete = set(run.positions) <= set(run.handed_over) | set(handed)
+        if rebuild:
+            # From the next batch on the rows go to the rebuilt namespace (and to the old
+            # one too, read until every partition is rebuilt and the switch is made).
+            self.previous, self.namespace = self.namespace, run.namespace
+            if complete:
+                live.versions.switch_namespace(run.namespace, run.features)
+                self.previous = None
+        elif complete:
             for name, version in run.features.items():
                 live.versions.set_state(name, version, "ready", {"run": run.id})
             self.store.clear(run.namespace)
+        if complete:
+            ledger.update(run.id, state="done")
         live.refresh(force=True)
         return True
 
@@ -298,7 +317,7 @@ class FeatureConsumer(Consumer):
         moved = {p: Position(r.offset + 1, r.timestamp_ms) for p, r in last.items()}
         engine = self.engine
         late_before = engine.late_events
-        rows = self.store.get(USER_NAMESPACE, list(by_user))
+        rows = self.store.get(self.namespace, list(by_user))
         out: dict[str, bytes] = {}
         decode, apply, encode = engine.decode, engine.apply, engine.encode
         applied = 0
@@ -307,8 +326,10 @@ class FeatureConsumer(Consumer):
             applied += apply(state, signals)
             out[user] = encode(state)
         self.applied += applied
+        if self.previous is not None:
+            self.store.put(self.previous, out, group=self.group, fence=self._fence_of(moved))
         self.store.put(
-            USER_NAMESPACE, out, group=self.group, positions=moved, fence=self._fence_of(moved)
+            self.namespace, out, group=self.group, positions=moved, fence=self._fence_of(moved)
         )
         if engine.late_events != late_before:
             FEATURE_LATE_EVENTS.labels("any").inc(engine.late_events - late_before)
@@ -362,7 +383,7 @@ class FeatureConsumer(Consumer):
             p: Position(stored[p].next_offset if p in stored else 0, as_of) for p in partitions
         }
         self.store.put(
-            USER_NAMESPACE, {}, group=self.group, positions=marks, fence=self._fence_of(marks)
+            self.namespace, {}, group=self.group, positions=marks, fence=self._fence_of(marks)
         )
 
     def erase(self, event: ErasureEvent) -> list[Confirmation]:
@@ -377,25 +398,36 @@ class FeatureConsumer(Consumer):
         ingestion policy accepts it) is kept: a re-sent erasure must not delete it.
         """
         found = [self._erase_row(event) for event in events]
-        if self.definitions is not None:
-            # A staged backfill holds values of the user too: gone with the row.
-            users = [event.user_id for event in events]
-            for run in self.definitions.staged:
-                self.store.delete(run.namespace, users)
+        # A staged backfill or a rebuild's other namespace holds the user's values too.
+        users = [event.user_id for event in events]
+        for namespace in self._other_namespaces():
+            self.store.delete(namespace, users)
         scrubbed = self.store.scrub()
         return [
             msgspec.structs.replace(c, evidence={**(c.evidence or {}), "scrub": scrubbed})
             for c in found
         ]
 
+    def _other_namespaces(self) -> set[str]:
+        """Namespaces besides the rows' that may hold user values: staged runs, the
+        namespace a rebuild replaced until it is cleared."""
+        live = self.definitions
+        found = {self.previous} if self.previous else set()
+        if live is not None:
+            found.update(run.namespace for run in live.staged)
+            if live.current is not None and live.current.previous_namespace:
+                found.add(live.current.previous_namespace)
+        found.discard(self.namespace)
+        return found
+
     def _erase_row(self, event: ErasureEvent) -> Confirmation:
         erased_at = int(event.requested_at.timestamp() * 1000)
-        row = self.store.get(USER_NAMESPACE, [event.user_id]).get(event.user_id)
+        row = self.store.get(self.namespace, [event.user_id]).get(event.user_id)
         earliest = self.engine.earliest(self.engine.decode(row)) if row else None
         removed = 0
         if row is not None and (earliest is None or earliest <= erased_at):
-            removed = self.store.delete(USER_NAMESPACE, [event.user_id])
-        after = self.store.get(USER_NAMESPACE, [event.user_id]).get(event.user_id)
+            removed = self.store.delete(self.namespace, [event.user_id])
+        after = self.store.get(self.namespace, [event.user_id]).get(event.user_id)
         after_first = self.engine.earliest(self.engine.decode(after)) if after else None
         remaining = 0 if after is None or (after_first or 0) > erased_at else 1
         return Confirmation(
@@ -408,7 +440,7 @@ class FeatureConsumer(Consumer):
             verified_at=datetime.now(UTC),
             ok=remaining == 0,
             evidence={
-                "namespace": USER_NAMESPACE,
+                "namespace": self.namespace,
                 "scan": "row lookup after delete; a remaining row must start after the erasure",
                 "row_after": "absent" if after is None else "only post-erasure activity",
             },

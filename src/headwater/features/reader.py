@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from headwater.features.consumer import USER_NAMESPACE
 from headwater.features.engine import FeatureEngine
 from headwater.features.live import LiveDefinitions
+from headwater.features.versions import USER_NAMESPACE
 from headwater.online.base import OnlineStore, Position
 from headwater.wire import UserFeatures
 
@@ -36,6 +36,9 @@ class FeatureReader:
         self.engine = engine
         #: The control plane's feature definitions, followed without a restart.
         self.definitions = definitions
+        current = definitions.current if definitions is not None else None
+        #: The user rows' namespace (another after a rebuild's switch).
+        self.namespace = current.namespace if current is not None else USER_NAMESPACE
         self.partition_of = partition_of
         self.group = group
         self.positions_ttl_s = positions_ttl_s
@@ -61,7 +64,9 @@ class FeatureReader:
         live = self.definitions
         if live is not None and live.refresh():
             self.engine = live.engine(stream=False, like=self.engine)
-        rows = self.store.get(USER_NAMESPACE, list(dict.fromkeys(user_ids)))
+            if live.current is not None:
+                self.namespace = live.current.namespace
+        rows = self.store.get(self.namespace, list(dict.fromkeys(user_ids)))
         positions = self._current_positions()
         now_ms = int(time.time() * 1000)
         out = []

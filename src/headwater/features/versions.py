@@ -22,7 +22,10 @@ from headwater.errors import ConfigurationError
 from headwater.features.plan import FeaturePlan, plan_features
 from headwater.features.spec import FeatureSpec
 
-__all__ = ["DefinedFeature", "FeatureVersion", "FeatureVersions", "Switch"]
+__all__ = ["USER_NAMESPACE", "DefinedFeature", "FeatureVersion", "FeatureVersions", "Switch"]
+
+#: The online store's namespace of user feature rows, until a rebuild replaces it.
+USER_NAMESPACE = "user"
 
 State = Literal["ready", "backfilling"]
 
@@ -79,13 +82,17 @@ class Switch(msgspec.Struct, frozen=True):
 
 
 class FeatureVersion(msgspec.Struct, frozen=True):
-    """One registered version, with each definition's state as of ``revision``."""
+    """One registered version, with each definition's state as of ``revision``, and the
+    online store's namespace the user rows live in (another after a rebuild)."""
 
     version: int
     revision: int
     features: tuple[DefinedFeature, ...]
     states: dict[str, State]
     registered_at: str
+    namespace: str = USER_NAMESPACE
+    #: The namespace a rebuild replaced, until it is cleared ("" when none).
+    previous_namespace: str = ""
 
     @property
     def specs(self) -> tuple[FeatureSpec, ...]:
@@ -122,6 +129,13 @@ class FeatureVersions:
     def __init__(self, db: ControlDatabase) -> None:
         self._db = db
         db.ensure_schema(SCHEMA)
+        db.ensure_columns(
+            "hw_feature_head",
+            {
+                "namespace": f"TEXT NOT NULL DEFAULT '{USER_NAMESPACE}'",
+                "previous_namespace": "TEXT NOT NULL DEFAULT ''",
+            },
+        )
 
     def head(self) -> tuple[int, int]:
         """``(version, revision)``: one indexed row, cheap to poll."""
@@ -135,10 +149,14 @@ class FeatureVersions:
 
     @staticmethod
     def _current(tx: ControlTransaction) -> FeatureVersion | None:
-        head = tx.execute("SELECT version, revision FROM hw_feature_head WHERE id = 1")
+        head = tx.execute(
+            "SELECT version, revision, namespace, previous_namespace FROM hw_feature_head "
+            "WHERE id = 1"
+        )
         if not head or not int(head[0][0]):
             return None
         version, revision = int(head[0][0]), int(head[0][1])
+        namespace, previous = str(head[0][2]), str(head[0][3])
         row = tx.execute(
             "SELECT definitions, registered_at FROM hw_feature_versions WHERE version = ?",
             (version,),
@@ -152,7 +170,9 @@ class FeatureVersions:
             )
             waiting = bool(found) and found[0][0] == "backfilling"
             states[f.spec.name] = "backfilling" if waiting else "ready"
-        return FeatureVersion(version, revision, features, states, str(row[0][1]))
+        return FeatureVersion(
+            version, revision, features, states, str(row[0][1]), namespace, previous
+        )
 
     def history(self) -> list[tuple[int, str, str, int]]:
         """Every version: ``(version, registered_at, source, number of features)``."""
@@ -247,6 +267,34 @@ class FeatureVersions:
             )
             if before[0][0] != state:
                 tx.execute("UPDATE hw_feature_head SET revision = revision + 1 WHERE id = 1")
+
+    def switch_namespace(self, namespace: str, ready: Mapping[str, int]) -> str:
+        """Make ``namespace`` the user rows' namespace (a rebuild's), and the definitions
+        ``ready`` (name -> version) computed in it ready, in one transaction: readers and
+        consumers move over together at their next poll. Returns the namespace replaced."""
+        now = now_text()
+        with self._db.transaction() as tx:
+            old = tx.execute("SELECT namespace FROM hw_feature_head WHERE id = 1")
+            replaced = str(old[0][0])
+            for name, version in ready.items():
+                tx.execute(
+                    "UPDATE hw_feature_definitions SET state = 'ready', updated_at = ? "
+                    "WHERE name = ? AND defined_in = ?",
+                    (now, name, version),
+                )
+            tx.execute(
+                "UPDATE hw_feature_head SET namespace = ?, previous_namespace = ?, "
+                "revision = revision + 1 WHERE id = 1",
+                (namespace, replaced),
+            )
+        return replaced
+
+    def forget_previous(self) -> None:
+        """The replaced namespace was cleared."""
+        self._db.execute(
+            "UPDATE hw_feature_head SET previous_namespace = '', revision = revision + 1 "
+            "WHERE id = 1"
+        )
 
     def progress(self) -> dict[str, dict[str, object]]:
         """Each definition of the current version with its state and backfill progress,
