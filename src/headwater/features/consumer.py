@@ -26,9 +26,9 @@ from headwater.contract.signal import Signal
 from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.erasure.ledger import Participant
 from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
-from headwater.features.backfills import BackfillRun
 from headwater.features.engine import FeatureEngine
-from headwater.features.handover import TailReader, take_over
+from headwater.features.following import DefinitionFollower
+from headwater.features.handover import TailReader
 from headwater.features.kinds import SignalView
 from headwater.features.live import LiveDefinitions
 from headwater.features.versions import USER_NAMESPACE
@@ -115,20 +115,19 @@ class FeatureConsumer(Consumer):
         self.store = store
         #: The control plane's feature definitions, followed without a restart.
         self.definitions = definitions
-        # The version in force at start is recorded with the first batch's positions.
-        self._unrecorded = definitions is not None
-        #: Reads the bus between two positions, to take a staged backfill over.
-        self.tail = tail
-        self.partition_of = partition_of
-        self.dropped = dropped
-        #: Backfilled definitions (name, version) this consumer computes since taking
-        #: them over on every partition it holds.
-        self.taken: set[tuple[str, int]] = set()
-        #: Where the user rows are written: the control plane's namespace, or a rebuild's
-        #: once this consumer took it over; ``previous`` is written too until the switch.
-        current = definitions.current if definitions is not None else None
-        self.namespace = current.namespace if current is not None else USER_NAMESPACE
-        self.previous: str | None = None
+        self.follower = (
+            DefinitionFollower(
+                definitions,
+                store,
+                group=group,
+                decode=decode_stream_signal,
+                tail=tail,
+                partition_of=partition_of,
+                dropped=dropped,
+            )
+            if definitions is not None
+            else None
+        )
         self.confirm_within_s = confirm_within_s
         self.engine = engine or FeatureEngine()
         self.group = group
@@ -179,107 +178,27 @@ class FeatureConsumer(Consumer):
             if enabled:
                 gc.enable()
 
-    def _follow_definitions(self, stored: Mapping[int, Position]) -> None:
-        """A new version (or a completed backfill) in the control plane: apply it from
-        the next record of every partition on, and record where that is."""
-        live = self.definitions
-        if live is None:
-            return
-        changed = live.refresh()
-        current = live.current
-        if current is not None and self.previous is None:
-            self.namespace = current.namespace  # another member may have switched it
-        if current is not None and current.namespace == self.namespace:
-            self.previous = None  # every partition is rebuilt: the switch is done
-        if self.tail is not None and self.partition_of is not None:
-            for run in list(live.staged):
-                if self._take_over(live, run, stored):
-                    changed = True
-        if not changed and not self._unrecorded:
-            return
-        self._unrecorded = False
-        if changed:
-            self.engine = live.engine(stream=True, like=self.engine, taken=self.taken)
-        current = live.current
-        if current is not None:
-            held = set(self.fence) or set(stored)
-            starts = {p: stored[p].next_offset if p in stored else 0 for p in held}
-            live.versions.record_switch(current.version, self.group, starts)
-            log.info(
-                "feature definitions switched",
-                extra={
-                    "consumer": self.name,
-                    "version": current.version,
-                    "revision": current.revision,
-                    "positions": starts,
-                },
-            )
+    @property
+    def namespace(self) -> str:
+        """The namespace the user rows are written to (another after a rebuild)."""
+        return self.follower.namespace if self.follower is not None else USER_NAMESPACE
 
-    def _take_over(
-        self, live: LiveDefinitions, run: BackfillRun, stored: Mapping[int, Position]
-    ) -> bool:
-        """Take a staged run over on the partitions held that it lacks; True when the
-        stream computes its features from the next batch on."""
-        assert self.tail is not None
-        assert self.partition_of is not None
-        current = live.current
-        if current is None or any(current.defined_in.get(n) != v for n, v in run.features.items()):
-            return False  # redefined since: a new run computes the new definition
-        held = set(self.fence) or set(run.positions)
-        need = held - set(run.handed_over)
-        taken = set(run.features.items())
-        if not need:
-            if taken <= self.taken:
-                return False
-            self.taken |= taken
-            return True
-        specs = tuple(s for s in current.specs if s.name in run.features)
-        engine = self.engine.replaced(specs=specs, backfilling=())
-        rebuild = run.kind == "rebuild"
-        handed = take_over(
-            run,
-            engine,
-            store=self.store,
-            namespace=run.namespace if rebuild else self.namespace,
-            group=self.group,
-            tail=self.tail,
-            partitions=need,
-            positions={p: stored[p].next_offset if p in stored else 0 for p in need},
-            partition_of=self.partition_of,
-            fence=self._fence_of(need),
-            decode=decode_stream_signal,
-            dropped=self.dropped or (lambda _r: False),
-        )
-        if handed is None:
-            return False  # behind the archive on a partition: a later batch takes it over
-        ledger = live.ledger
-        assert ledger is not None
-        ledger.record_handover(run.id, self.group, handed, 0)
-        self.taken |= taken
-        log.info(
-            "backfill taken over",
-            extra={"consumer": self.name, "run": run.id, "partitions": handed},
-        )
-        complete = set(run.positions) <= set(run.handed_over) | set(handed)
-        if rebuild:
-            # From the next batch on the rows go to the rebuilt namespace (and to the old
-            # one too, read until every partition is rebuilt and the switch is made).
-            self.previous, self.namespace = self.namespace, run.namespace
-            if complete:
-                live.versions.switch_namespace(run.namespace, run.features)
-                self.previous = None
-        elif complete:
-            for name, version in run.features.items():
-                live.versions.set_state(name, version, "ready", {"run": run.id})
-            self.store.clear(run.namespace)
-        if complete:
-            ledger.update(run.id, state="done")
-        live.refresh(force=True)
-        return True
+    @property
+    def previous(self) -> str | None:
+        """The namespace written too while a rebuild waits for other members' switch."""
+        return self.follower.previous if self.follower is not None else None
+
+    def _follow(self, stored: Mapping[int, Position]) -> None:
+        """A new version, a completed backfill or a staged run to take over: applied from
+        the next record of every partition on (see ``following``)."""
+        if self.follower is not None:
+            self.engine = self.follower.follow(
+                self.engine, stored, held=set(self.fence), fence_of=self._fence_of
+            )
 
     def _handle(self, records: Sequence[Record]) -> None:
         stored = self.store.positions(self.group)
-        self._follow_definitions(stored)
+        self._follow(stored)
         by_user: dict[str, list[StreamSignal]] = {}
         last: dict[int, Record] = {}  # the last applied record of each partition
         # Freshness: the events of one publish request share its receive time, producer
@@ -377,7 +296,7 @@ class FeatureConsumer(Consumer):
         self._last_idle = now
         self._flush_slo(force=True)
         stored = self.store.positions(self.group)
-        self._follow_definitions(stored)
+        self._follow(stored)
         as_of = int(time.time() * 1000)
         marks = {
             p: Position(stored[p].next_offset if p in stored else 0, as_of) for p in partitions
@@ -400,25 +319,14 @@ class FeatureConsumer(Consumer):
         found = [self._erase_row(event) for event in events]
         # A staged backfill or a rebuild's other namespace holds the user's values too.
         users = [event.user_id for event in events]
-        for namespace in self._other_namespaces():
+        others = self.follower.other_namespaces() if self.follower is not None else set()
+        for namespace in others:
             self.store.delete(namespace, users)
         scrubbed = self.store.scrub()
         return [
             msgspec.structs.replace(c, evidence={**(c.evidence or {}), "scrub": scrubbed})
             for c in found
         ]
-
-    def _other_namespaces(self) -> set[str]:
-        """Namespaces besides the rows' that may hold user values: staged runs, the
-        namespace a rebuild replaced until it is cleared."""
-        live = self.definitions
-        found = {self.previous} if self.previous else set()
-        if live is not None:
-            found.update(run.namespace for run in live.staged)
-            if live.current is not None and live.current.previous_namespace:
-                found.add(live.current.previous_namespace)
-        found.discard(self.namespace)
-        return found
 
     def _erase_row(self, event: ErasureEvent) -> Confirmation:
         erased_at = int(event.requested_at.timestamp() * 1000)
