@@ -58,6 +58,18 @@ def test_plan_apply_status(tmp_path: Path) -> None:
     result = runner.invoke(app, ["features", "apply", str(second)], env=env)
     assert "unchanged: nothing registered" in result.output
 
+    # The archive is empty here: the run stages no user, and waits for no consumer.
+    result = runner.invoke(app, ["features", "backfill", "--no-wait"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "staged backfill-v2-" in result.output
+    result = runner.invoke(app, ["status", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)["features"]
+    assert status["version"] == 2
+    [run] = status["backfills"]
+    assert run["state"] == "staged"
+    assert run["features"] == {"recent_views": 2, "recently_purchased": 2}
+
 
 def test_an_invalid_file_is_refused_and_nothing_registered(tmp_path: Path) -> None:
     env = {"HEADWATER_HOME": str(tmp_path / "hw")}
