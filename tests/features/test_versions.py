@@ -247,3 +247,26 @@ def test_consumer_and_reader_switch_at_the_next_batch(tmp_path: Path) -> None:
     assert answer.backfilling == ["recently_purchased"]
     row = consumer.engine.decode(store.get("user", ["u1"])["u1"])
     assert "recently_purchased" not in row  # the stream waits for the backfill
+
+
+def test_the_read_api_names_versions_and_backfilling_features(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from headwater.application import Application
+    from headwater.config import Settings
+    from headwater.gateway.app import create_app
+    from tests._gateway_fixtures import auth
+
+    with Application(Settings.from_env(tmp_path / "hw")) as hw:
+        hw.register_shipped_contracts()
+        hw.feature_versions.apply((*DEFAULT_FEATURES, PURCHASED))
+        reader, _ = hw.keys.create("recommendations", roles=("reader",), kind="service")
+        with TestClient(create_app(hw), headers=auth(reader)) as client:
+            answer = client.get("/v1/users/u1/features").json()
+            batch = client.post("/v1/features/batch", json={"user_ids": ["u1"]}).json()
+    assert answer["definitions_version"] == 2
+    assert answer["versions"]["recently_purchased"] == 2
+    assert answer["versions"]["counts"] == 1
+    assert answer["backfilling"] == ["recently_purchased"]
+    assert "recently_purchased" not in answer["features"]
+    assert batch["users"][0]["backfilling"] == ["recently_purchased"]
