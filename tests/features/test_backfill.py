@@ -206,3 +206,18 @@ def test_an_erasure_removes_the_user_from_a_staged_run(fx: Fixture) -> None:
     assert confirmation.ok
     assert fx.store.get(run.namespace, ["u3"]) == {}
     assert fx.store.get(run.namespace, ["u4"])  # the others stay staged
+
+
+def test_a_staged_run_of_a_replaced_definition_is_retired(fx: Fixture) -> None:
+    fx.versions.apply((*DEFAULT_FEATURES, PURCHASED))
+    old = fx.backfill().run()
+    assert old is not None
+    bigger = msgspec.structs.replace(PURCHASED, size=5)
+    fx.versions.apply((*DEFAULT_FEATURES, bigger))
+    new = fx.backfill().run()
+    assert new is not None
+    assert new.features == {"recently_purchased": 3}
+    [failed] = fx.ledger.runs(("failed",))
+    assert failed.id == old.id
+    assert fx.store.keys(old.namespace) == []
+    assert [r.id for r in fx.ledger.runs(("staged",))] == [new.id]

@@ -68,6 +68,9 @@ def test_plan_apply_status(tmp_path: Path) -> None:
     assert status["version"] == 2
     [run] = status["backfills"]
     assert run["state"] == "staged"
+    text = runner.invoke(app, ["status"], env=env).output
+    assert "feature definitions: version 2" in text
+    assert f"backfill {run['id']}: staged, 0/0 users" in text
     assert run["features"] == {"recent_views": 2, "recently_purchased": 2}
 
 

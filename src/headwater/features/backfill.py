@@ -196,6 +196,20 @@ class Backfill:
             if (n, current.defined_in[n]) not in covered
         }
 
+    def retire_outdated(self) -> list[str]:
+        """Staged runs of a definition replaced since: marked failed, staging cleared
+        (no consumer takes them over). Their ids."""
+        current = self.versions.current()
+        if current is None:
+            return []
+        retired = []
+        for run in self.ledger.runs(("staged",)):
+            if any(current.defined_in.get(n) != v for n, v in run.features.items()):
+                self.ledger.update(run.id, state="failed", progress={"superseded": True})
+                self.store.clear(run.namespace)
+                retired.append(run.id)
+        return retired
+
     def run(
         self,
         *,
@@ -207,6 +221,7 @@ class Backfill:
         current = self.versions.current()
         if current is None:
             return None
+        self.retire_outdated()
         features = current.defined_in if kind == "rebuild" else self.pending()
         if not features:
             return None
