@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from headwater.features.engine import FeatureEngine
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from headwater.features.versions import USER_NAMESPACE
 from headwater.runtime import ConsumerRuntime
+from tests.conftest import server_url
 
 USERS = 150
 PURCHASED = FeatureSpec(
@@ -93,12 +95,21 @@ def running(*runtimes: ConsumerRuntime) -> Iterator[None]:
             t.join(30)
 
 
-@pytest.fixture
-def hw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Application]:
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def hw(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Application]:
     monkeypatch.setenv("HEADWATER_ARCHIVE_FLUSH_SECONDS", "0.3")
+    if request.param == "redis":
+        prefix = f"t{uuid.uuid4().hex[:10]}"
+        monkeypatch.setenv("HEADWATER_ONLINE_URL", f"{server_url('redis')}?prefix={prefix}")
     app = Application(Settings.from_env(tmp_path / "hw"))
     app.register_shipped_contracts()
     yield app
+    for namespace in {USER_NAMESPACE} | {
+        r.namespace for r in app.feature_backfills.runs(("computing", "staged", "done", "failed"))
+    }:
+        app.online.clear(namespace)
     app.close()
 
 
