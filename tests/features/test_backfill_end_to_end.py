@@ -147,11 +147,19 @@ def _assert_from_scratch(
         assert got.features == expected, user
 
 
+def _consumers(hw: Application, members: int) -> list[ConsumerRuntime]:
+    """``members`` feature consumers of one group (the partitions split among them) and
+    the archive consumer."""
+    features = [hw.consumer("features", batch_size=500) for _ in range(members)]
+    return [*features, hw.consumer("archive")]
+
+
 @pytest.mark.slow
-def test_backfill_is_handed_over_to_the_running_stream(hw: Application) -> None:
+@pytest.mark.parametrize("members", [1, 2])
+def test_backfill_is_handed_over_to_the_running_stream(hw: Application, members: int) -> None:
     traffic = Traffic(hw)
     traffic.batch(3000)  # history before the change
-    with running(hw.consumer("features", batch_size=500), hw.consumer("archive")):
+    with running(*_consumers(hw, members)):
         traffic.thread.start()
         try:
             _wait(lambda: len(traffic.sent) > 6000, 60, "traffic")
@@ -179,6 +187,8 @@ def test_backfill_is_handed_over_to_the_running_stream(hw: Application) -> None:
     assert not current.backfilling
     [done] = hw.feature_backfills.runs(("done",))
     assert set(done.handed_over) == set(range(hw.bus.partitions))
+    groups = {g for (g,) in hw.control.execute("SELECT DISTINCT grp FROM hw_feature_handovers")}
+    assert groups == {"features"}
     # Taken over while the stream ran: at or after the archive's position.
     assert all(done.handed_over[p] >= done.positions[p] for p in done.positions)
 
@@ -194,10 +204,11 @@ def test_backfill_is_handed_over_to_the_running_stream(hw: Application) -> None:
 
 
 @pytest.mark.slow
-def test_rebuild_recreates_the_store_and_equals_the_live_one(hw: Application) -> None:
+@pytest.mark.parametrize("members", [1, 2])
+def test_rebuild_recreates_the_store_and_equals_the_live_one(hw: Application, members: int) -> None:
     traffic = Traffic(hw)
     traffic.batch(4000)
-    with running(hw.consumer("features", batch_size=500), hw.consumer("archive")):
+    with running(*_consumers(hw, members)):
         traffic.thread.start()
         try:
             _wait(lambda: len(traffic.sent) > 7000, 60, "traffic")

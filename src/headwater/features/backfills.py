@@ -132,9 +132,6 @@ class BackfillLedger:
         )
         runs = []
         for run_id, kind, version, features, namespace, positions, state, progress in rows:
-            handed = self._db.execute(
-                "SELECT part, to_offset FROM hw_feature_handovers WHERE backfill = ?", (run_id,)
-            )
             runs.append(
                 BackfillRun(
                     str(run_id),
@@ -145,10 +142,18 @@ class BackfillLedger:
                     _POSITIONS.decode(positions),
                     state,
                     json.loads(progress),
-                    {int(p): int(o) for p, o in handed},
+                    self.handed_over(str(run_id)),
                 )
             )
         return runs
+
+    def handed_over(self, run_id: str) -> dict[int, int]:
+        """The partitions of a run taken over so far, by any member: partition -> the
+        stream's position at the take-over."""
+        rows = self._db.execute(
+            "SELECT part, to_offset FROM hw_feature_handovers WHERE backfill = ?", (run_id,)
+        )
+        return {int(p): int(o) for p, o in rows}
 
     def record_handover(
         self, run_id: str, group: str, handed: Mapping[int, tuple[int, int]], users: int

@@ -152,6 +152,9 @@ class FeatureConsumer(Consumer):
         them are refused from now on."""
         claimed = self.store.claim(self.group, sorted(partitions))
         self.fence.update(claimed)
+        if self.follower is not None:
+            # Another member may have taken a backfill over on these: know it now.
+            self.follower.live.refresh(force=True)
         return claimed
 
     def on_revoked(self, partitions: set[int]) -> None:
@@ -240,6 +243,9 @@ class FeatureConsumer(Consumer):
         out: dict[str, bytes] = {}
         decode, apply, encode = engine.decode, engine.apply, engine.encode
         applied = 0
+        if self.follower is not None and self.follower.overrides:
+            applied = self._apply_per_partition(records, by_user, rows, out)
+            by_user = {}
         for user, signals in by_user.items():
             state = decode(rows.get(user))
             applied += apply(state, signals)
@@ -254,6 +260,28 @@ class FeatureConsumer(Consumer):
             FEATURE_LATE_EVENTS.labels("any").inc(engine.late_events - late_before)
         if runs is not None:
             self._observe(runs, len(by_user))
+
+    def _apply_per_partition(
+        self,
+        records: Sequence[Record],
+        by_user: Mapping[str, list[StreamSignal]],
+        rows: Mapping[str, bytes],
+        out: dict[str, bytes],
+    ) -> int:
+        """The batch's users applied each with its partition's engine (while a backfill
+        is handed over on some of this consumer's partitions and not on others)."""
+        assert self.follower is not None
+        part = {r.key: r.partition for r in records}
+        applied = 0
+        for user, signals in by_user.items():
+            engine = self.follower.engine_for(part[user], self.engine)
+            state = engine.decode(rows.get(user))
+            late = engine.late_events
+            applied += engine.apply(state, signals)
+            if engine is not self.engine and engine.late_events != late:
+                FEATURE_LATE_EVENTS.labels("any").inc(engine.late_events - late)
+            out[user] = engine.encode(state)
+        return applied
 
     def _observe(self, runs: list[_Run], users: int) -> None:
         # Readable now: the write above committed. Publish accepted at received_at.

@@ -59,6 +59,10 @@ class DefinitionFollower:
         self.previous: str | None = None
         # The version in force at start is recorded with the first batch's positions.
         self._unrecorded = True
+        #: Engines of partitions on which a backfill is handed over while others of this
+        #: consumer's are not yet (only between two members' take-overs).
+        self.overrides: dict[int, FeatureEngine] = {}
+        self._engines: dict[frozenset[tuple[str, int]], tuple[FeatureEngine, FeatureEngine]] = {}
 
     def follow(
         self,
@@ -77,15 +81,26 @@ class DefinitionFollower:
             self.namespace = current.namespace  # another member may have switched it
         if current is not None and current.namespace == self.namespace:
             self.previous = None  # every partition is rebuilt: the switch is done
+        staged: list[BackfillRun] = []
+        if live.staged and live.ledger is not None:
+            # Read again before every batch: other members take partitions over too, and
+            # a run they completed is no longer staged (its staging is cleared).
+            fresh = {r.id: r for r in live.ledger.runs(("staged",))}
+            if any(r.id not in fresh for r in live.staged):
+                changed = live.refresh(force=True) or changed
+            staged = [fresh[r.id] for r in live.staged if r.id in fresh]
         if self.tail is not None and self.partition_of is not None:
-            for run in list(live.staged):
+            for run in staged:
                 if self._take_over(engine, run, stored, held=held, fence_of=fence_of):
                     changed = True
+            if changed:
+                staged = live.ledger.runs(("staged",)) if live.ledger is not None else []
+        if changed:
+            engine = live.engine(stream=True, like=engine, taken=self.taken)
+        self._partition_engines(engine, staged, held or set(stored))
         if not changed and not self._unrecorded:
             return engine
         self._unrecorded = False
-        if changed:
-            engine = live.engine(stream=True, like=engine, taken=self.taken)
         current = live.current
         if current is not None:
             parts = held or set(stored)
@@ -101,6 +116,33 @@ class DefinitionFollower:
                 },
             )
         return engine
+
+    def engine_for(self, partition: int, engine: FeatureEngine) -> FeatureEngine:
+        """The engine for a partition's records: ``engine``, or one that also computes
+        the features a backfill already handed over on that partition (another member
+        took it over before the partition came to this one)."""
+        return self.overrides.get(partition, engine)
+
+    def _partition_engines(
+        self, engine: FeatureEngine, staged: list[BackfillRun], partitions: set[int]
+    ) -> None:
+        self.overrides = {}
+        if not staged:
+            return
+        for p in partitions:
+            extra = {
+                (n, v)
+                for run in staged
+                if run.kind == "backfill" and p in run.handed_over
+                for n, v in run.features.items()
+            } - self.taken
+            if extra:
+                key = frozenset(extra)
+                cached = self._engines.get(key)
+                if cached is None or cached[0] is not engine:
+                    built = self.live.engine(stream=True, like=engine, taken=self.taken | extra)
+                    cached = self._engines[key] = (engine, built)
+                self.overrides[p] = cached[1]
 
     def _take_over(
         self,
@@ -151,7 +193,8 @@ class DefinitionFollower:
         log.info(
             "backfill taken over", extra={"group": self.group, "run": run.id, "partitions": handed}
         )
-        complete = set(run.positions) <= set(run.handed_over) | set(handed)
+        # Other members record theirs too: what is complete is read back, not assumed.
+        complete = set(run.positions) <= set(ledger.handed_over(run.id))
         if rebuild:
             # From the next batch on the rows go to the rebuilt namespace (and to the old
             # one too, read until every partition is rebuilt and the switch is made).

@@ -274,8 +274,12 @@ class FeatureVersions:
         consumers move over together at their next poll. Returns the namespace replaced."""
         now = now_text()
         with self._db.transaction() as tx:
-            old = tx.execute("SELECT namespace FROM hw_feature_head WHERE id = 1")
+            old = tx.execute(
+                "SELECT namespace, previous_namespace FROM hw_feature_head WHERE id = 1"
+            )
             replaced = str(old[0][0])
+            if replaced == namespace:
+                return str(old[0][1])  # switched already (by another member)
             for name, version in ready.items():
                 tx.execute(
                     "UPDATE hw_feature_definitions SET state = 'ready', updated_at = ? "
