@@ -11,7 +11,6 @@ __all__ = [
     "ERASURE_DEADLINE_ALERTS",
     "EVENTS_ACCEPTED",
     "EVENTS_REJECTED",
-    "FEATURE_BACKFILL_PROGRESS",
     "FEATURE_LATE_EVENTS",
     "FENCED_BATCHES",
     "FRESHNESS_SECONDS",
@@ -96,11 +95,5 @@ FENCED_BATCHES = Counter(
     "headwater_consumer_fenced_batches_total",
     "Batches a consumer dropped because another member had claimed their partitions",
     ["group"],
-    registry=REGISTRY,
-)
-FEATURE_BACKFILL_PROGRESS = Gauge(
-    "headwater_feature_backfill_progress",
-    "Share (0 to 1) of the archive's users a feature's backfill has computed; 1 once staged",
-    ["feature"],
     registry=REGISTRY,
 )

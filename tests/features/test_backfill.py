@@ -24,7 +24,6 @@ from headwater.features.handover import take_over
 from headwater.features.live import LiveDefinitions
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from headwater.features.versions import FeatureVersions
-from headwater.metrics import FEATURE_BACKFILL_PROGRESS
 from headwater.online import OnlineStore, open_online_store
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -121,7 +120,6 @@ def test_staged_values_are_the_stream_pass_over_every_archived_row(fx: Fixture) 
     assert run.progress["users_done"] == 7
     assert run.progress["events"] == 600
     assert seen[-1] == (7, 7)
-    assert FEATURE_BACKFILL_PROGRESS.labels("recently_purchased")._value.get() == 1.0
     staged = fx.store.get(run.namespace, [f"u{i}" for i in range(7)])
     engine = FeatureEngine((PURCHASED, RATED), defined_in=run.features)
     for user, row in staged.items():

@@ -8,8 +8,12 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from headwater.cli import app
+from headwater.features.spec import FeatureSpec
 
 runner = CliRunner()
+PURCHASED = FeatureSpec(
+    name="recently_purchased", kind="recent_items", event_types=("purchase",), size=5
+)
 
 FEATURES = """
 features:
@@ -83,3 +87,27 @@ def test_an_invalid_file_is_refused_and_nothing_registered(tmp_path: Path) -> No
     assert "windows" in str(result.exception)
     result = runner.invoke(app, ["features", "status", "--json"], env=env)
     assert json.loads(result.output)["version"] == 1  # the built-in set, nothing else
+
+
+def test_backfill_progress_is_a_gauge_of_the_gateway(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from headwater.application import Application
+    from headwater.config import Settings
+    from headwater.gateway.telemetry import BACKENDS
+    from headwater.metrics import REGISTRY
+
+    with Application(Settings.from_env(tmp_path / "hw")) as hw:
+        hw.feature_versions.apply((*hw.configured_features(), PURCHASED))
+        run = hw.feature_backfills.start("backfill", 2, {"recently_purchased": 2})
+        hw.feature_backfills.update(run.id, progress={"users_done": 3, "users_total": 4})
+        BACKENDS.sources.append(hw)
+        try:
+            computing = generate_latest(REGISTRY).decode()
+            hw.feature_backfills.update(run.id, state="staged")
+            staged = generate_latest(REGISTRY).decode()
+        finally:
+            BACKENDS.sources.remove(hw)
+    labels = 'feature="recently_purchased",kind="backfill"'
+    assert f'headwater_feature_backfill_progress{{{labels},state="computing"}} 0.75' in computing
+    assert f'headwater_feature_backfill_progress{{{labels},state="staged"}} 1.0' in staged

@@ -26,7 +26,6 @@ from headwater.features.backfills import BackfillLedger, BackfillRun, RunKind
 from headwater.features.engine import FeatureEngine
 from headwater.features.spec import FeatureSpec
 from headwater.features.versions import FeatureVersions
-from headwater.metrics import FEATURE_BACKFILL_PROGRESS
 from headwater.online.base import OnlineStore
 
 if TYPE_CHECKING:
@@ -283,8 +282,6 @@ class Backfill:
             "positions": {str(p): o for p, o in positions.items()},
         }
         self.ledger.update(run.id, state="staged", progress=summary, positions=positions)
-        for name in run.features:
-            FEATURE_BACKFILL_PROGRESS.labels(name).set(1.0)
         log.info("backfill staged", extra={"run": run.id, **summary})
         return msgspec.structs.replace(run, state="staged", positions=positions, progress=summary)
 
@@ -299,9 +296,7 @@ class Backfill:
     ) -> None:
         if rows:
             self.store.put(run.namespace, rows)
-        share = done / total if total else 1.0
-        for name in run.features:
-            FEATURE_BACKFILL_PROGRESS.labels(name).set(share)
+        # The gateway's /metrics reads it from here (a gauge per feature).
         self.ledger.update(run.id, progress={"users_done": done, "users_total": total})
         if progress is not None:
             progress(done, total)
