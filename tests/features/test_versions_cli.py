@@ -75,6 +75,9 @@ def test_plan_apply_status(tmp_path: Path) -> None:
     text = runner.invoke(app, ["status"], env=env).output
     assert "feature definitions: version 2" in text
     assert f"backfill {run['id']}: staged, 0/0 users" in text
+    text = runner.invoke(app, ["features", "status"], env=env).output
+    assert f"backfill {run['id']}: staged 0/0 users" in text
+    assert "recently_purchased@2" in text
     assert run["features"] == {"recent_views": 2, "recently_purchased": 2}
 
 

@@ -180,6 +180,15 @@ def status(
         if info.get("users_total"):
             extra = f" {info.get('users_done', 0)}/{info['users_total']} users"
         typer.echo(f"  {key:<32} {info['state']}{extra}")
+    runs = doc["backfills"]
+    assert isinstance(runs, list)
+    for run in runs:
+        progress = run["progress"]
+        typer.echo(
+            f"  {run['kind']} {run['id']}: {run['state']} "
+            f"{progress.get('users_done', 0)}/{progress.get('users_total', '?')} users, "
+            f"archive positions {run['positions']}, taken over on {sorted(run['handed_over'])}"
+        )
     switches = doc["switches"]
     assert isinstance(switches, list)
     for switch in switches:
