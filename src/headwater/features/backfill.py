@@ -98,12 +98,13 @@ def archived_states(
     if data.num_rows == 0:
         return
     order = pc.sort_indices(data, sort_keys=[("user_id", "ascending"), ("timestamp", "ascending")])
-    data = data.take(order)
     with_payload = "payload" in data.column_names
     apply = engine.apply
     user: str | None = None
     events: list[ArchivedSignal] = []
-    for batch in data.to_batches(max_chunksize=chunk_rows):
+    # The sorted rows taken a chunk at a time: never a second copy of the whole snapshot.
+    for start in range(0, data.num_rows, chunk_rows):
+        batch = data.take(order.slice(start, chunk_rows)).combine_chunks()
         cols = {n: batch.column(n).to_pylist() for n in batch.schema.names if n != "timestamp"}
         # Microseconds, then one datetime each: Arrow's own conversion of a time zone
         # aware column goes through zoneinfo, about 8 times slower.
