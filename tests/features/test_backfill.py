@@ -13,6 +13,7 @@ import pytest
 from headwater.archive.consumer import position_id
 from headwater.archive.schema import signals_to_arrow
 from headwater.archive.table import ArchiveTable
+from headwater.bus import Message, open_bus
 from headwater.contract.signal import Signal
 from headwater.control import open_control_database
 from headwater.erasure.events import ErasureEvent
@@ -20,7 +21,7 @@ from headwater.features.backfill import Backfill, archived_states
 from headwater.features.backfills import BackfillLedger
 from headwater.features.consumer import FeatureConsumer
 from headwater.features.engine import FeatureEngine
-from headwater.features.handover import take_over
+from headwater.features.handover import bus_tail, take_over
 from headwater.features.live import LiveDefinitions
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from headwater.features.versions import FeatureVersions
@@ -219,3 +220,16 @@ def test_a_staged_run_of_a_replaced_definition_is_retired(fx: Fixture) -> None:
     assert failed.id == old.id
     assert fx.store.keys(old.namespace) == []
     assert [r.id for r in fx.ledger.runs(("staged",))] == [new.id]
+
+
+def test_bus_tail_reads_exactly_the_range_asked(tmp_path: Path) -> None:
+    bus = open_bus(f"sqlite:///{tmp_path}/bus.db")
+    try:
+        bus.publish([Message(f"u{i}", b"x") for i in range(400)])
+        part = bus.partition_of("u0")
+        got = [r for batch in bus_tail(bus, {part: 3}, {part: 9}) for r in batch]
+        assert [r.offset for r in got] == [3, 4, 5, 6, 7, 8]
+        assert {r.partition for r in got} == {part}
+        assert [r for batch in bus_tail(bus, {part: 4}, {part: 4}) for r in batch] == []
+    finally:
+        bus.close()

@@ -36,11 +36,14 @@ def bus_tail(
     bus: Bus, starts: Mapping[int, int], ends: Mapping[int, int]
 ) -> Iterator[list[Record]]:
     """The records of ``[starts[p], ends[p])``, read through a consumer group of its own
-    whose position is first set to ``starts``."""
+    whose position is first set to ``starts`` (and to the end on other partitions)."""
     group = f"features-handover-{uuid.uuid4().hex[:12]}"
+    # The other partitions start at their end: nothing of them is read.
+    positions = {lag.partition: lag.end for lag in bus.lag(group)}
+    positions.update(starts)
     setter = bus.consumer(group)
     try:
-        setter.commit(dict(starts))
+        setter.commit(positions)
     finally:
         setter.close()
     reader = bus.consumer(group)
