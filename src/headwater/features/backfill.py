@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ from headwater.online.base import OnlineStore
 if TYPE_CHECKING:
     from headwater.archive.table import ArchiveTable
 
-__all__ = ["ArchivedSignal", "Backfill", "archived_states", "feeding_rows", "read_archive"]
+__all__ = ["ArchivedSignal", "Backfill", "archived_states", "feeding_types", "read_archive"]
 
 log = logging.getLogger("headwater.features")
 
@@ -61,10 +61,16 @@ def reads_payload(specs: tuple[FeatureSpec, ...]) -> bool:
 
 
 def read_archive(
-    table: ArchiveTable, *, group: str, partitions: int, with_payload: bool
-) -> tuple[pa.Table, dict[int, int]]:
-    """One pinned version of the archive: its rows and the bus position per partition
-    up to which they hold every archived record of ``group`` (the archive consumer)."""
+    table: ArchiveTable,
+    *,
+    group: str,
+    partitions: int,
+    with_payload: bool,
+    event_types: Sequence[str] | None = None,
+) -> tuple[pa.Table, dict[int, int], int]:
+    """One pinned version of the archive: its rows (of ``event_types`` only, if given),
+    the bus position per partition up to which they hold every archived record of
+    ``group`` (the archive consumer), and the number of rows the version holds."""
     from headwater.archive.consumer import position_id
 
     snapshot = table.snapshot()
@@ -72,17 +78,20 @@ def read_archive(
     recorded = table.transaction_versions(list(ids.values()), snapshot)
     positions = {p: recorded[a] or 0 for p, a in ids.items()}
     columns = [c for c in COLUMNS if with_payload or c != "payload"]
-    return table.read(columns, snapshot=snapshot), positions
+    data = table.read(columns, snapshot=snapshot, event_types=event_types)
+    rows = sum(
+        int(n or 0)
+        for n in snapshot.get_add_actions(flatten=True).column("num_records").to_pylist()
+    )
+    return data, positions, rows
 
 
-def feeding_rows(data: pa.Table, specs: tuple[FeatureSpec, ...]) -> pa.Table:
-    """The rows of the event types that feed one of ``specs``: the others change none of
-    their values (in event time order no row is beyond the lateness bound, so none
-    depends on the rows of other types either)."""
+def feeding_types(specs: tuple[FeatureSpec, ...]) -> list[str] | None:
+    """The event types that feed one of ``specs`` (None: every type). The rows of other
+    types change none of their values: in event time order no row is beyond the
+    lateness bound, so none depends on the rows of other types either."""
     types = {t for s in specs for t in s.event_types}
-    if "*" in types or data.num_rows == 0:
-        return data
-    return data.filter(pc.is_in(data.column("event_type"), pa.array(sorted(types))))
+    return None if "*" in types else sorted(types)
 
 
 def archived_states(
@@ -242,14 +251,13 @@ class Backfill:
         progress: Callable[[int, int], None] | None,
     ) -> BackfillRun:
         started = time.perf_counter()
-        data, positions = read_archive(
+        data, positions, scanned = read_archive(
             self.table,
             group=self.archive_group,
             partitions=self.partitions,
             with_payload=reads_payload(specs),
+            event_types=feeding_types(specs),
         )
-        scanned = data.num_rows
-        data = feeding_rows(data, specs)
         total = len(pc.unique(data.column("user_id"))) if data.num_rows else 0
         engine = self.template.replaced(
             specs=specs, defined_in=defined_in, backfilling=(), version=run.version
@@ -277,7 +285,7 @@ class Backfill:
         summary: dict[str, object] = {
             "users_done": done,
             "users_total": total,
-            "events": scanned,  # the archived signals read
+            "events": scanned,  # the archived signals of the version
             "events_applied": data.num_rows,  # those of the types feeding the features
             "seconds": round(time.perf_counter() - started, 3),
             "positions": {str(p): o for p, o in positions.items()},
