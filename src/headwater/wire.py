@@ -53,3 +53,11 @@ class UserFeatures(msgspec.Struct):
     batch: dict[str, Any] = {}
     #: The end of that run's window.
     batch_as_of: str | None = None
+    #: Each feature's definition version (the version of the features file that last
+    #: changed how it is computed).
+    versions: dict[str, int] = {}
+    #: Features being recomputed from the archive after a change: left out of
+    #: ``features`` until their backfill is handed over, never answered empty.
+    backfilling: list[str] = []
+    #: The version of the feature definitions that answered.
+    definitions_version: int = 1

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from headwater._extras import needs_extra
+from headwater.bus.base import Record
 from headwater.errors import ConfigurationError
 from headwater.features.consumer import BATCH_SIZE, LINGER_S, FeatureConsumer
+from headwater.features.handover import bus_tail
 from headwater.runtime.loop import ERASURE_LINGER_S, ConsumerRuntime
 from headwater.runtime.platform import BUS_LOG, DEAD_LETTERS, IDEMPOTENCY_WINDOW, PlatformErasure
 
@@ -57,7 +59,24 @@ class ConsumerSpec:
 
 
 def _features(app: Application, group: str, batch_size: int | None) -> ConsumerRuntime:
-    consumer = FeatureConsumer(app.open_online_store(), app.new_feature_engine(), group=group)
+    app.feature_versions  # noqa: B018 - registers version 1 on a new control plane
+    live = app.live_definitions()
+    tail_bus = app.open_bus()
+    tombstones = app.new_tombstones()
+
+    def dropped(record: Record) -> bool:
+        tombstones.refresh()
+        return tombstones.drops(record)
+
+    consumer = FeatureConsumer(
+        app.open_online_store(),
+        live.engine(stream=True),
+        group=group,
+        definitions=live,
+        tail=lambda starts, ends: bus_tail(tail_bus, starts, ends),
+        partition_of=tail_bus.partition_of,
+        dropped=dropped,
+    )
     return app.runtime(consumer, group, batch_size=batch_size or BATCH_SIZE, linger_s=LINGER_S)
 
 

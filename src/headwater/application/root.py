@@ -42,9 +42,12 @@ from headwater.erasure.subject import SubjectHasher, SubjectSealer, load_erasure
 from headwater.erasure.tombstones import TombstoneFilter
 from headwater.erasure.verify import Verifier
 from headwater.errors import BackendUnavailableError
+from headwater.features.backfills import BackfillLedger
 from headwater.features.engine import FeatureEngine
+from headwater.features.live import LiveDefinitions
 from headwater.features.reader import FeatureReader
-from headwater.features.spec import DEFAULT_FEATURES, load_features
+from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec, load_features
+from headwater.features.versions import FeatureVersions
 from headwater.ingest.erased import ErasedUsers
 from headwater.ingest.ingestor import Ingestor
 from headwater.online import OnlineStore, open_online_store
@@ -63,6 +66,7 @@ if TYPE_CHECKING:
     from headwater.batch.runner import BatchRunner
     from headwater.batch.scheduler import BatchScheduler
     from headwater.batch.settings import BatchSettings
+    from headwater.features.backfill import Backfill
 
 __all__ = ["Application"]
 
@@ -335,18 +339,75 @@ class Application:
 
         return self._once("verifier", lambda: build_verifier(self))
 
-    def new_feature_engine(self) -> FeatureEngine:
-        """The declared features (``HEADWATER_FEATURES_FILE`` or the built-in set), with
-        each event type's freshness budget from its contract and the lateness bound."""
+    def configured_features(self) -> tuple[FeatureSpec, ...]:
+        """The features file of the settings (``HEADWATER_FEATURES_FILE``), else the
+        built-in set: version 1 of the definitions on a control plane that has none."""
         settings = self.settings
-        specs = (
-            load_features(settings.features_file) if settings.features_file else DEFAULT_FEATURES
+        return load_features(settings.features_file) if settings.features_file else DEFAULT_FEATURES
+
+    @property
+    def feature_versions(self) -> FeatureVersions:
+        """Every version of the feature definitions; version 1 (the configured features)
+        is registered on first use when the control plane has none."""
+
+        def build() -> FeatureVersions:
+            versions = FeatureVersions(self.control)
+            if versions.head()[0] == 0:
+                versions.ensure_initial(self.configured_features(), source="configured")
+            return versions
+
+        return self._once("feature versions", build)
+
+    def live_definitions(self) -> LiveDefinitions:
+        """The control plane's current feature definitions for one consumer or reader,
+        followed without a restart."""
+        db = self.open_control()
+        return LiveDefinitions(
+            FeatureVersions(db), self._feature_template(), ledger=BackfillLedger(db)
         )
+
+    def _feature_template(self) -> FeatureEngine:
         return FeatureEngine(
-            specs,
+            self.configured_features(),
             budgets_s=self._budgets(),
-            lateness_ms=int(settings.feature_lateness_s * 1000),
+            lateness_ms=int(self.settings.feature_lateness_s * 1000),
         )
+
+    @property
+    def feature_backfills(self) -> BackfillLedger:
+        """Backfill runs of feature definitions and their hand-overs to the stream."""
+        return self._once("feature backfills", lambda: BackfillLedger(self.control))
+
+    def erased_subjects(self) -> dict[str, int]:
+        """Every erased user's subject hash with its erasure time (ms), from the ledger."""
+        tombstones = self.new_tombstones()
+        tombstones.refresh(force=True)
+        return dict(tombstones.erased_at)
+
+    def new_backfill(self) -> Backfill:
+        """Backfills of feature definitions from the archive (the ``archive`` extra), into
+        a store connection of their own."""
+        with needs_extra():
+            from headwater.features.backfill import Backfill
+
+        self.feature_versions  # noqa: B018 - registers version 1 on a new control plane
+        return Backfill(
+            FeatureVersions(self.control),
+            self.feature_backfills,
+            self.open_archive_table(),
+            self.open_online_store(),
+            self._feature_template(),
+            partitions=self.bus.partitions,
+            erased=self.erased_subjects,
+            subject=self.hasher,
+        )
+
+    def new_feature_engine(self, *, stream: bool = True) -> FeatureEngine:
+        """The current feature definitions (version 1 is the configured set), with each
+        event type's freshness budget from its contract and the lateness bound; the
+        stream's engine computes the features that are not backfilling."""
+        self.feature_versions  # noqa: B018 - registers version 1 on a new control plane
+        return self.live_definitions().engine(stream=stream)
 
     def _budgets(self) -> dict[str, float]:
         return {r.name: r.definition.freshness_budget_s for r in self.registry.current()}
@@ -356,12 +417,18 @@ class Application:
         """Feature reads at request time, stamped with freshness."""
         return self._once(
             "features",
-            lambda: FeatureReader(
-                self.online,
-                self.new_feature_engine(),
-                partition_of=self.bus.partition_of,
-                batch=user_row_names(self.batch_settings),
-            ),
+            self._new_reader,
+        )
+
+    def _new_reader(self) -> FeatureReader:
+        self.feature_versions  # noqa: B018 - registers version 1 on a new control plane
+        live = self.live_definitions()
+        return FeatureReader(
+            self.online,
+            live.engine(stream=False),
+            partition_of=self.bus.partition_of,
+            definitions=live,
+            batch=user_row_names(self.batch_settings),
         )
 
     @property
@@ -403,7 +470,23 @@ class Application:
                     "instances": [msgspec.to_builtins(i) for i in instances if i.group == group],
                 }
             )
-        return {"groups": groups}
+        return {"groups": groups, "features": self.features_status()}
+
+    def features_status(self) -> dict[str, object]:
+        """The current feature definitions: version, each definition's state and backfill
+        progress, and where each consumer group switched to the version."""
+        versions = self.feature_versions
+        current = versions.current()
+        version = current.version if current else 0
+        return {
+            "version": version,
+            "definitions": versions.progress(),
+            "backfills": [
+                msgspec.to_builtins(r)
+                for r in self.feature_backfills.runs(("computing", "staged", "failed"))
+            ],
+            "switches": [msgspec.to_builtins(s) for s in versions.switches(version)],
+        }
 
     @property
     def lag_groups(self) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
 from headwater.errors import ArchiveError, BackendError, FencedError
 from headwater.runtime.consumer import Consumer
 
-__all__ = ["ArchiveConsumer"]
+__all__ = ["ArchiveConsumer", "position_id"]
 
 log = logging.getLogger("headwater.archive")
 
@@ -37,6 +37,12 @@ _COMPACT_FILES = 8  # a day with more data files than this is compacted at maint
 _SMALL_FILES = 32
 #: Files below this size are merged into files of about this size; larger ones stay.
 _SMALL_FILE_BYTES = 4 * 1024 * 1024
+
+
+def position_id(group: str, partition: int) -> str:
+    """The Delta transaction id under which ``group`` records its position on a bus
+    partition: the table holds exactly the partition's records below that offset."""
+    return f"headwater-{group}-p{partition}"
 
 
 class ArchiveConsumer(Consumer):
@@ -71,7 +77,7 @@ class ArchiveConsumer(Consumer):
 
     def app_id(self, partition: int) -> str:
         """The Delta transaction id under which a bus partition's position is recorded."""
-        return f"headwater-{self.group}-p{partition}"
+        return position_id(self.group, partition)
 
     # -- signals ---------------------------------------------------------------
 

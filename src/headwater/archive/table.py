@@ -266,26 +266,54 @@ class ArchiveTable:
             found[day] = (files, count + int(n or 0))
         return {d: DayFiles(d, tuple(sorted(f)), n) for d, (f, n) in sorted(found.items())}
 
+    def row_count(self, snapshot: Any = None) -> int:
+        """The rows of the current version (or of ``snapshot``), from the Delta log."""
+        table = snapshot if snapshot is not None else self.table()
+        actions = pa.table(self._call("list files", lambda: table.get_add_actions(flatten=True)))
+        return sum(int(n or 0) for n in actions.column("num_records").to_pylist())
+
     def _absolute(self, path: str) -> str:
         if "://" in path or path.startswith("/"):
             return path
         return f"{self.uri}/{path}"
+
+    def snapshot(self) -> Any:
+        """The current version as a ``DeltaTable`` of its own, pinned: reads through it
+        (``read(snapshot=...)``, ``transaction_versions``) see that version only, however
+        the table moves on meanwhile."""
+        version = self.version()
+        return self._call(
+            "snapshot",
+            lambda: self._dl.DeltaTable(
+                self.uri, version=version, storage_options=self.storage_options or None
+            ),
+        )
 
     def read(
         self,
         columns: Sequence[str] | None = None,
         *,
         days: Sequence[str] | None = None,
+        snapshot: Any = None,
+        event_types: Sequence[str] | None = None,
     ) -> pa.Table:
-        """Rows of the current version as Arrow (optionally some days and columns).
+        """Rows of the current version as Arrow (optionally some days, event types and
+        columns; the filters are applied while the files are read).
 
         Works on every storage deltalake supports; local scans can also go through DuckDB
-        ``read_parquet`` on the files of :meth:`days`.
+        ``read_parquet`` on the files of :meth:`days`. ``snapshot`` (from :meth:`snapshot`)
+        reads that version instead of the current one.
         """
-        table = self.table()
+        table = snapshot if snapshot is not None else self.table()
         if days is not None and not days:
             return self.schema.empty_table().select(list(columns or self.schema.names))
-        filters = [(PARTITION_COLUMN, "in", list(days))] if days is not None else None
+        if event_types is not None and not event_types:
+            return self.schema.empty_table().select(list(columns or self.schema.names))
+        filters: list[tuple[str, str, Any]] | None = None
+        if days is not None or event_types is not None:
+            filters = [(PARTITION_COLUMN, "in", list(days))] if days is not None else []
+            if event_types is not None:
+                filters.append(("event_type", "in", list(event_types)))
         return self._call(
             "read",
             lambda: table.to_pyarrow_table(

@@ -23,6 +23,16 @@ def status(
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
+    features = doc["features"]
+    assert isinstance(features, dict)
+    typer.echo(f"feature definitions: version {features['version']}")
+    for run in features["backfills"]:
+        progress = run["progress"]
+        typer.echo(
+            f"  {run['kind']} {run['id']}: {run['state']}, "
+            f"{progress.get('users_done', 0)}/{progress.get('users_total', '?')} users, "
+            f"taken over on {len(run['handed_over'])}/{len(run['positions']) or '?'} partitions"
+        )
     for group in doc["groups"]:  # type: ignore[attr-defined]
         instances = group["instances"]
         typer.echo(

@@ -27,7 +27,11 @@ from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.erasure.ledger import Participant
 from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
 from headwater.features.engine import FeatureEngine
+from headwater.features.following import DefinitionFollower
+from headwater.features.handover import TailReader
 from headwater.features.kinds import SignalView
+from headwater.features.live import LiveDefinitions
+from headwater.features.versions import USER_NAMESPACE
 from headwater.metrics import FEATURE_LATE_EVENTS, FRESHNESS_SECONDS
 from headwater.online.base import OnlineStore, Position
 from headwater.runtime.consumer import Consumer
@@ -35,7 +39,6 @@ from headwater.slo import SLO_NAMESPACE, SloRecorder
 
 __all__ = ["BATCH_SIZE", "LINGER_S", "USER_NAMESPACE", "FeatureConsumer"]
 
-USER_NAMESPACE = "user"
 #: Records per batch at most. A caught-up consumer reads what has arrived since its last
 #: batch, so the cap matters when it catches up: a bigger batch shares each user row
 #: and each B-tree page among more events (bench/bench_features.py: about 1.45x the
@@ -104,8 +107,27 @@ class FeatureConsumer(Consumer):
         idle_interval_s: float = 0.2,
         record_freshness: bool = True,
         confirm_within_s: float = DEFAULT_CONFIRM_WITHIN_S,
+        definitions: LiveDefinitions | None = None,
+        tail: TailReader | None = None,
+        partition_of: Callable[[str], int] | None = None,
+        dropped: Callable[[Record], bool] | None = None,
     ) -> None:
         self.store = store
+        #: The control plane's feature definitions, followed without a restart.
+        self.definitions = definitions
+        self.follower = (
+            DefinitionFollower(
+                definitions,
+                store,
+                group=group,
+                decode=decode_stream_signal,
+                tail=tail,
+                partition_of=partition_of,
+                dropped=dropped,
+            )
+            if definitions is not None
+            else None
+        )
         self.confirm_within_s = confirm_within_s
         self.engine = engine or FeatureEngine()
         self.group = group
@@ -130,6 +152,9 @@ class FeatureConsumer(Consumer):
         them are refused from now on."""
         claimed = self.store.claim(self.group, sorted(partitions))
         self.fence.update(claimed)
+        if self.follower is not None:
+            # Another member may have taken a backfill over on these: know it now.
+            self.follower.live.refresh(force=True)
         return claimed
 
     def on_revoked(self, partitions: set[int]) -> None:
@@ -156,8 +181,27 @@ class FeatureConsumer(Consumer):
             if enabled:
                 gc.enable()
 
+    @property
+    def namespace(self) -> str:
+        """The namespace the user rows are written to (another after a rebuild)."""
+        return self.follower.namespace if self.follower is not None else USER_NAMESPACE
+
+    @property
+    def previous(self) -> str | None:
+        """The namespace written too while a rebuild waits for other members' switch."""
+        return self.follower.previous if self.follower is not None else None
+
+    def _follow(self, stored: Mapping[int, Position]) -> None:
+        """A new version, a completed backfill or a staged run to take over: applied from
+        the next record of every partition on (see ``following``)."""
+        if self.follower is not None:
+            self.engine = self.follower.follow(
+                self.engine, stored, held=set(self.fence), fence_of=self._fence_of
+            )
+
     def _handle(self, records: Sequence[Record]) -> None:
         stored = self.store.positions(self.group)
+        self._follow(stored)
         by_user: dict[str, list[StreamSignal]] = {}
         last: dict[int, Record] = {}  # the last applied record of each partition
         # Freshness: the events of one publish request share its receive time, producer
@@ -195,22 +239,49 @@ class FeatureConsumer(Consumer):
         moved = {p: Position(r.offset + 1, r.timestamp_ms) for p, r in last.items()}
         engine = self.engine
         late_before = engine.late_events
-        rows = self.store.get(USER_NAMESPACE, list(by_user))
+        rows = self.store.get(self.namespace, list(by_user))
         out: dict[str, bytes] = {}
         decode, apply, encode = engine.decode, engine.apply, engine.encode
         applied = 0
+        if self.follower is not None and self.follower.overrides:
+            applied = self._apply_per_partition(records, by_user, rows, out)
+            by_user = {}
         for user, signals in by_user.items():
             state = decode(rows.get(user))
             applied += apply(state, signals)
             out[user] = encode(state)
         self.applied += applied
+        if self.previous is not None:
+            self.store.put(self.previous, out, group=self.group, fence=self._fence_of(moved))
         self.store.put(
-            USER_NAMESPACE, out, group=self.group, positions=moved, fence=self._fence_of(moved)
+            self.namespace, out, group=self.group, positions=moved, fence=self._fence_of(moved)
         )
         if engine.late_events != late_before:
             FEATURE_LATE_EVENTS.labels("any").inc(engine.late_events - late_before)
         if runs is not None:
             self._observe(runs, len(by_user))
+
+    def _apply_per_partition(
+        self,
+        records: Sequence[Record],
+        by_user: Mapping[str, list[StreamSignal]],
+        rows: Mapping[str, bytes],
+        out: dict[str, bytes],
+    ) -> int:
+        """The batch's users applied each with its partition's engine (while a backfill
+        is handed over on some of this consumer's partitions and not on others)."""
+        assert self.follower is not None
+        part = {r.key: r.partition for r in records}
+        applied = 0
+        for user, signals in by_user.items():
+            engine = self.follower.engine_for(part[user], self.engine)
+            state = engine.decode(rows.get(user))
+            late = engine.late_events
+            applied += engine.apply(state, signals)
+            if engine is not self.engine and engine.late_events != late:
+                FEATURE_LATE_EVENTS.labels("any").inc(engine.late_events - late)
+            out[user] = engine.encode(state)
+        return applied
 
     def _observe(self, runs: list[_Run], users: int) -> None:
         # Readable now: the write above committed. Publish accepted at received_at.
@@ -253,12 +324,13 @@ class FeatureConsumer(Consumer):
         self._last_idle = now
         self._flush_slo(force=True)
         stored = self.store.positions(self.group)
+        self._follow(stored)
         as_of = int(time.time() * 1000)
         marks = {
             p: Position(stored[p].next_offset if p in stored else 0, as_of) for p in partitions
         }
         self.store.put(
-            USER_NAMESPACE, {}, group=self.group, positions=marks, fence=self._fence_of(marks)
+            self.namespace, {}, group=self.group, positions=marks, fence=self._fence_of(marks)
         )
 
     def erase(self, event: ErasureEvent) -> list[Confirmation]:
@@ -273,6 +345,11 @@ class FeatureConsumer(Consumer):
         ingestion policy accepts it) is kept: a re-sent erasure must not delete it.
         """
         found = [self._erase_row(event) for event in events]
+        # A staged backfill or a rebuild's other namespace holds the user's values too.
+        users = [event.user_id for event in events]
+        others = self.follower.other_namespaces() if self.follower is not None else set()
+        for namespace in others:
+            self.store.delete(namespace, users)
         scrubbed = self.store.scrub()
         return [
             msgspec.structs.replace(c, evidence={**(c.evidence or {}), "scrub": scrubbed})
@@ -281,12 +358,12 @@ class FeatureConsumer(Consumer):
 
     def _erase_row(self, event: ErasureEvent) -> Confirmation:
         erased_at = int(event.requested_at.timestamp() * 1000)
-        row = self.store.get(USER_NAMESPACE, [event.user_id]).get(event.user_id)
+        row = self.store.get(self.namespace, [event.user_id]).get(event.user_id)
         earliest = self.engine.earliest(self.engine.decode(row)) if row else None
         removed = 0
         if row is not None and (earliest is None or earliest <= erased_at):
-            removed = self.store.delete(USER_NAMESPACE, [event.user_id])
-        after = self.store.get(USER_NAMESPACE, [event.user_id]).get(event.user_id)
+            removed = self.store.delete(self.namespace, [event.user_id])
+        after = self.store.get(self.namespace, [event.user_id]).get(event.user_id)
         after_first = self.engine.earliest(self.engine.decode(after)) if after else None
         remaining = 0 if after is None or (after_first or 0) > erased_at else 1
         return Confirmation(
@@ -299,7 +376,7 @@ class FeatureConsumer(Consumer):
             verified_at=datetime.now(UTC),
             ok=remaining == 0,
             evidence={
-                "namespace": USER_NAMESPACE,
+                "namespace": self.namespace,
                 "scan": "row lookup after delete; a remaining row must start after the erasure",
                 "row_after": "absent" if after is None else "only post-erasure activity",
             },

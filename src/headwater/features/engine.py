@@ -19,7 +19,11 @@ from headwater.features.kinds import (
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from headwater.wire import UserFeatures
 
-__all__ = ["FeatureEngine"]
+__all__ = ["DEFINITIONS", "FeatureEngine"]
+
+#: Row key of the definition version each feature's value was computed under, for the
+#: features defined after version 1 (a row without an entry holds version 1's value).
+DEFINITIONS = "_v"
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(dict[str, Any]).decode
@@ -35,10 +39,22 @@ class FeatureEngine:
         lateness_ms: int = 3_600_000,
         budgets_s: Mapping[str, float] | None = None,
         native: bool | None = None,
+        version: int = 1,
+        defined_in: Mapping[str, int] | None = None,
+        backfilling: Sequence[str] = (),
     ) -> None:
         self.specs = tuple(specs)
         self.lateness_ms = lateness_ms
         self.budgets_s = dict(budgets_s or {})
+        self.native = native
+        #: The definition version in force, and each feature's definition version.
+        self.version = version
+        self.defined_in = {s.name: (defined_in or {}).get(s.name, 1) for s in self.specs}
+        #: Features declared but not answered until their backfill is handed over.
+        self.backfilling = frozenset(backfilling)
+        # Features defined after version 1: a row's value of one of them counts only if
+        # the row says it was computed under that definition.
+        self._versioned = {n: v for n, v in self.defined_in.items() if v != 1}
         # Every feature's update in one pass over a user's events, and its read: compiled
         # to C when built (``native=None``), else Python; both give the same answers.
         self._apply = compile_pass(self.specs, native=native)
@@ -57,12 +73,48 @@ class FeatureEngine:
         An event already applied (its id among the user's recent ids) is skipped; one
         beyond the lateness bound feeds the all-time features only, and is counted.
         """
+        if self._versioned:
+            self.align(state)
         applied, duplicates, late = self._apply(state, signals, self.lateness_ms)
         if duplicates:
             self.duplicates += duplicates
         if late:
             self.late_events += late
         return applied
+
+    def align(self, state: dict[str, Any]) -> None:
+        """Drop the values ``state`` holds under another definition of a feature than
+        the engine's, and mark the row as holding the engine's: the stream's values of
+        a feature redefined without backfill start at the switch, never mixed."""
+        marks = state.get(DEFINITIONS)
+        for name, version in self._versioned.items():
+            if (marks or {}).get(name, 1) != version:
+                state.pop(name, None)
+                if marks is None:
+                    marks = state[DEFINITIONS] = {}
+                marks[name] = version
+
+    def holds(self, state: dict[str, Any], name: str) -> bool:
+        """True when ``state``'s value of ``name`` was computed under the engine's
+        definition of it."""
+        version = self.defined_in.get(name, 1)
+        return bool((state.get(DEFINITIONS) or {}).get(name, 1) == version)
+
+    def replaced(self, **changes: Any) -> FeatureEngine:
+        """An engine like this one with other definitions (same bound, budgets, form)."""
+        args: dict[str, Any] = {
+            "specs": self.specs,
+            "lateness_ms": self.lateness_ms,
+            "budgets_s": self.budgets_s,
+            "native": self.native,
+            "version": self.version,
+            "defined_in": self.defined_in,
+            "backfilling": tuple(self.backfilling),
+        }
+        args.update(changes)
+        engine = FeatureEngine(**args)
+        engine.late_events, engine.duplicates = self.late_events, self.duplicates
+        return engine
 
     @staticmethod
     def earliest(state: dict[str, Any]) -> int | None:
@@ -112,7 +164,16 @@ class FeatureEngine:
         ``stale_features`` and the answer is ``stale``: it is never presented as fresh.
         """
         specs = [s for s in self.specs if select is None or s.name in select]
-        values = {s.name: self._readers[s.name]((state or {}).get(s.name), now_ms) for s in specs}
+        row = state or {}
+        waiting = [s.name for s in specs if s.name in self.backfilling]
+        values = {
+            s.name: self._readers[s.name](
+                row.get(s.name) if not self._versioned or self.holds(row, s.name) else None,
+                now_ms,
+            )
+            for s in specs
+            if s.name not in self.backfilling
+        }
         known = self._budgets()
         budgets = {s.name: known[s.name] for s in specs}
         age = None if as_of_ms is None else max(0.0, (now_ms - as_of_ms) / 1000)
@@ -126,4 +187,7 @@ class FeatureEngine:
             stale_features=stale,
             budgets_s=budgets,
             found=bool(state),
+            versions={s.name: self.defined_in[s.name] for s in specs},
+            backfilling=waiting,
+            definitions_version=self.version,
         )

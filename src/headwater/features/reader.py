@@ -9,8 +9,9 @@ from typing import Any
 import msgspec
 
 from headwater.batch.namespaces import USER_BATCH
-from headwater.features.consumer import USER_NAMESPACE
 from headwater.features.engine import FeatureEngine
+from headwater.features.live import LiveDefinitions
+from headwater.features.versions import USER_NAMESPACE
 from headwater.online.base import OnlineStore, Position
 from headwater.wire import UserFeatures
 
@@ -36,10 +37,16 @@ class FeatureReader:
         partition_of: Callable[[str], int],
         group: str = "features",
         positions_ttl_s: float = 0.05,
+        definitions: LiveDefinitions | None = None,
         batch: Collection[str] = (),
     ) -> None:
         self.store = store
         self.engine = engine
+        #: The control plane's feature definitions, followed without a restart.
+        self.definitions = definitions
+        current = definitions.current if definitions is not None else None
+        #: The user rows' namespace (another after a rebuild's switch).
+        self.namespace = current.namespace if current is not None else USER_NAMESPACE
         self.partition_of = partition_of
         self.group = group
         self.positions_ttl_s = positions_ttl_s
@@ -63,8 +70,13 @@ class FeatureReader:
         self, user_ids: Sequence[str], select: Sequence[str] | None = None
     ) -> list[UserFeatures]:
         """Several users' features, in the order asked."""
+        live = self.definitions
+        if live is not None and live.refresh():
+            self.engine = live.engine(stream=False, like=self.engine)
+            if live.current is not None:
+                self.namespace = live.current.namespace
         unique = list(dict.fromkeys(user_ids))
-        rows = self.store.get(USER_NAMESPACE, unique)
+        rows = self.store.get(self.namespace, unique)
         wanted = self.batch if select is None else self.batch.intersection(select)
         batch_rows = self.store.get(USER_BATCH, unique) if wanted else {}
         positions = self._current_positions()

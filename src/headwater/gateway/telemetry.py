@@ -42,7 +42,8 @@ def install_request_ids(app: FastAPI) -> None:
 
 
 class BackendCollector(Collector):
-    """Consumer lag, dead letters and erasure requests, read from the backends at scrape.
+    """Consumer lag, dead letters, erasure requests and feature backfills' progress, read
+    from the backends at scrape.
 
     One collector for the process; each running app adds its services while it runs.
     """
@@ -67,6 +68,12 @@ class BackendCollector(Collector):
         erasures = GaugeMetricFamily(
             "headwater_erasure_requests", "Erasure requests by state", labels=["state"]
         )
+        backfills = GaugeMetricFamily(
+            "headwater_feature_backfill_progress",
+            "Share (0 to 1) of the archive's users a feature's backfill or rebuild has "
+            "computed (1 when staged, waiting for the stream to take it over)",
+            labels=["feature", "kind", "state"],
+        )
         for services in self.sources[:1]:  # one app per process in practice
             try:
                 for group in services.lag_groups:
@@ -76,12 +83,24 @@ class BackendCollector(Collector):
                     dlq.add_metric([group], services.dead_letters.count(group))
                 for state, n in services.ledger.counts().items():
                     erasures.add_metric([state], n)
+                for run in services.feature_backfills.runs(("computing", "staged")):
+                    done, total = run.progress.get("users_done"), run.progress.get("users_total")
+                    share = 1.0 if run.state == "staged" else _share(done, total)
+                    for name in run.features:
+                        backfills.add_metric([name, run.kind, run.state], share)
             except Exception:  # a scrape must answer even when one backend is down
                 log.exception("metrics collection failed")
         yield lag_events
         yield lag_seconds
         yield dlq
         yield erasures
+        yield backfills
+
+
+def _share(done: object, total: object) -> float:
+    if isinstance(done, int) and isinstance(total, int) and total > 0:
+        return min(1.0, done / total)
+    return 0.0
 
 
 #: The process's collector, registered once.

@@ -1,0 +1,235 @@
+"""Backfill from the archive: the stream's pass over archived rows, erased users left out,
+progress recorded, and a take-over that waits for the stream to reach the archive."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from headwater.archive.consumer import position_id
+from headwater.archive.schema import signals_to_arrow
+from headwater.archive.table import ArchiveTable
+from headwater.bus import Message, open_bus
+from headwater.contract.signal import Signal
+from headwater.control import open_control_database
+from headwater.erasure.events import ErasureEvent
+from headwater.features.backfill import Backfill, archived_states
+from headwater.features.backfills import BackfillLedger
+from headwater.features.consumer import FeatureConsumer
+from headwater.features.engine import FeatureEngine
+from headwater.features.handover import bus_tail, take_over
+from headwater.features.live import LiveDefinitions
+from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
+from headwater.features.versions import FeatureVersions
+from headwater.online import OnlineStore, open_online_store
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+PURCHASED = FeatureSpec(
+    name="recently_purchased", kind="recent_items", event_types=("purchase",), size=3
+)
+COUNTED = FeatureSpec(name="purchases", kind="count", event_types=("purchase",))
+RATED = FeatureSpec(name="rating_mean", kind="mean", event_types=("rating",), field="rating")
+
+
+def subject(user: str) -> str:
+    return f"h-{user}"
+
+
+def signals() -> list[Signal]:
+    out = []
+    for i in range(600):
+        user = f"u{i % 7}"
+        etype = ("view", "purchase", "rating", "click")[i % 4]
+        out.append(
+            Signal(
+                event_id=f"e{i}",
+                event_type=etype,
+                user_id=user,
+                surface="web",
+                timestamp=NOW - timedelta(seconds=600 - i),
+                item_id=f"i{i % 11}",
+                payload={"rating": i % 5 + 1} if etype == "rating" else {},
+            )
+        )
+    return out
+
+
+class Fixture:
+    def __init__(self, tmp_path: Path) -> None:
+        self.db = open_control_database(f"sqlite:///{tmp_path}/control.db")
+        self.versions = FeatureVersions(self.db)
+        self.versions.ensure_initial(DEFAULT_FEATURES)
+        self.ledger = BackfillLedger(self.db)
+        self.table = ArchiveTable(str(tmp_path / "archive"))
+        self.store: OnlineStore = open_online_store(f"sqlite:///{tmp_path}/online.db")
+        self.sent = signals()
+        # Two commits, as the archive consumer makes them: rows and positions together.
+        half = len(self.sent) // 2
+        self.table.append(
+            signals_to_arrow(self.sent[:half], subject),
+            transactions={position_id("archive", 0): 300, position_id("archive", 1): 0},
+        )
+        self.table.append(
+            signals_to_arrow(self.sent[half:], subject),
+            transactions={position_id("archive", 0): 410, position_id("archive", 1): 190},
+        )
+
+    def backfill(self, erased: dict[str, int] | None = None) -> Backfill:
+        return Backfill(
+            self.versions,
+            self.ledger,
+            self.table,
+            self.store,
+            FeatureEngine(),
+            partitions=2,
+            erased=lambda: dict(erased or {}),
+            subject=subject,
+        )
+
+    def close(self) -> None:
+        self.store.close()
+        self.table.close()
+        self.db.close()
+
+
+@pytest.fixture
+def fx(tmp_path: Path) -> Iterator[Fixture]:
+    f = Fixture(tmp_path)
+    yield f
+    f.close()
+
+
+def scratch(specs: tuple[FeatureSpec, ...], user: str, sent: list[Signal]) -> dict[str, object]:
+    engine = FeatureEngine(specs)
+    state: dict[str, object] = {}
+    engine.apply(state, [s for s in sent if s.user_id == user])
+    return engine.read(user, state, now_ms=0, as_of_ms=None).features
+
+
+def test_staged_values_are_the_stream_pass_over_every_archived_row(fx: Fixture) -> None:
+    fx.versions.apply((*DEFAULT_FEATURES, PURCHASED, RATED))
+    seen: list[tuple[int, int]] = []
+    run = fx.backfill().run(progress=lambda done, total: seen.append((done, total)))
+    assert run is not None
+    assert run.state == "staged"
+    assert run.features == {"recently_purchased": 2, "rating_mean": 2}
+    assert run.positions == {0: 410, 1: 190}  # the archive's, from the same version
+    assert run.progress["users_done"] == 7
+    assert run.progress["events"] == 600
+    assert seen[-1] == (7, 7)
+    staged = fx.store.get(run.namespace, [f"u{i}" for i in range(7)])
+    engine = FeatureEngine((PURCHASED, RATED), defined_in=run.features)
+    for user, row in staged.items():
+        got = engine.read(user, engine.decode(row), now_ms=0, as_of_ms=None).features
+        assert got == scratch((PURCHASED, RATED), user, fx.sent)
+    assert fx.backfill().run() is None  # nothing else pending
+    [listed] = fx.ledger.runs(("staged",))
+    assert listed.id == run.id
+
+
+def test_erased_users_are_never_backfilled(fx: Fixture) -> None:
+    fx.versions.apply((*DEFAULT_FEATURES, COUNTED))
+    cut = NOW - timedelta(seconds=300)
+    erased = {
+        subject("u1"): int(NOW.timestamp() * 1000),
+        subject("u2"): int(cut.timestamp() * 1000),
+    }
+    run = fx.backfill(erased).run()
+    assert run is not None
+    staged = fx.store.get(run.namespace, [f"u{i}" for i in range(7)])
+    assert "u1" not in staged  # erased after all of its events
+    # u2 came back after its erasure: only the later events count.
+    later = [s for s in fx.sent if s.user_id != "u2" or s.timestamp > cut]
+    engine = FeatureEngine((COUNTED,), defined_in=run.features)
+    got = engine.read("u2", engine.decode(staged["u2"]), now_ms=0, as_of_ms=None).features
+    assert got == scratch((COUNTED,), "u2", later)
+    assert got != scratch((COUNTED,), "u2", fx.sent)
+
+
+def test_archived_states_in_event_time_order() -> None:
+    sent = signals()
+    data = signals_to_arrow(list(reversed(sent)), subject)  # archive order differs
+    engine = FeatureEngine((PURCHASED,))
+    states = dict(
+        archived_states(
+            data.select(["event_id", "event_type", "user_id", "item_id", "surface", "timestamp"]),
+            engine,
+        )
+    )
+    assert set(states) == {f"u{i}" for i in range(7)}
+    for user, state in states.items():
+        assert engine.read(user, state, now_ms=0, as_of_ms=None).features == scratch(
+            (PURCHASED,), user, sent
+        )
+
+
+def test_take_over_waits_until_the_stream_reaches_the_archive(fx: Fixture) -> None:
+    fx.versions.apply((*DEFAULT_FEATURES, PURCHASED))
+    run = fx.backfill().run()
+    assert run is not None
+
+    def no_tail(starts: object, ends: object) -> Iterator[list[object]]:
+        raise AssertionError("read the bus although the stream is behind")
+
+    behind = take_over(
+        run,
+        FeatureEngine((PURCHASED,), defined_in=run.features),
+        store=fx.store,
+        namespace="user",
+        group="features",
+        tail=no_tail,  # type: ignore[arg-type]
+        partitions={0, 1},
+        positions={0: 409, 1: 500},
+        partition_of=lambda _user: 0,
+        fence={},
+        decode=msgspec.msgpack.decode,
+    )
+    assert behind is None
+    assert fx.store.keys("user") == []
+
+
+def test_an_erasure_removes_the_user_from_a_staged_run(fx: Fixture) -> None:
+    fx.versions.apply((*DEFAULT_FEATURES, PURCHASED))
+    run = fx.backfill().run()
+    assert run is not None
+    assert fx.store.get(run.namespace, ["u3"])
+    live = LiveDefinitions(fx.versions, FeatureEngine(), ledger=fx.ledger)
+    consumer = FeatureConsumer(fx.store, live.engine(stream=True), definitions=live)
+    [confirmation] = consumer.erase(
+        ErasureEvent(request_id="r1", user_id="u3", requested_at=datetime.now(UTC))
+    )
+    assert confirmation.ok
+    assert fx.store.get(run.namespace, ["u3"]) == {}
+    assert fx.store.get(run.namespace, ["u4"])  # the others stay staged
+
+
+def test_a_staged_run_of_a_replaced_definition_is_retired(fx: Fixture) -> None:
+    fx.versions.apply((*DEFAULT_FEATURES, PURCHASED))
+    old = fx.backfill().run()
+    assert old is not None
+    bigger = msgspec.structs.replace(PURCHASED, size=5)
+    fx.versions.apply((*DEFAULT_FEATURES, bigger))
+    new = fx.backfill().run()
+    assert new is not None
+    assert new.features == {"recently_purchased": 3}
+    [failed] = fx.ledger.runs(("failed",))
+    assert failed.id == old.id
+    assert fx.store.keys(old.namespace) == []
+    assert [r.id for r in fx.ledger.runs(("staged",))] == [new.id]
+
+
+def test_bus_tail_reads_exactly_the_range_asked(tmp_path: Path) -> None:
+    bus = open_bus(f"sqlite:///{tmp_path}/bus.db")
+    try:
+        bus.publish([Message(f"u{i}", b"x") for i in range(400)])
+        part = bus.partition_of("u0")
+        got = [r for batch in bus_tail(bus, {part: 3}, {part: 9}) for r in batch]
+        assert [r.offset for r in got] == [3, 4, 5, 6, 7, 8]
+        assert {r.partition for r in got} == {part}
+        assert [r for batch in bus_tail(bus, {part: 4}, {part: 4}) for r in batch] == []
+    finally:
+        bus.close()
