@@ -134,6 +134,18 @@ def test_dashboard_is_live_and_shows_deletions(
         page.click("#lookup button")
         page.wait_for_selector("#user-state")
         assert page.inner_text("#user-state") == "no row"
+        # A feature backfill's run and its progress have a row of their own.
+        version = stack.app.features_status()["version"]
+        assert isinstance(version, int)
+        run = stack.app.feature_backfills.start("backfill", version + 1, {"recent_buys": 2})
+        stack.app.feature_backfills.update(
+            run.id, state="failed", progress={"users_done": 3, "users_total": 10}
+        )
+        backfill = f"#backfills tr.backfill[data-run='{run.id}']"
+        page.wait_for_selector(backfill, timeout=15_000)
+        assert page.inner_text(f"{backfill} .backfill-done") == "30%"
+        assert page.inner_text(f"{backfill} .backfill-state") == "failed"
+        assert page.inner_text("#features-version") == f"version {version}"
         # HEADWATER_SCREENSHOT=docs/dashboard.png refreshes the picture in the docs.
         target = os.environ.get("HEADWATER_SCREENSHOT") or str(tmp_path / "dashboard.png")
         page.screenshot(path=target, full_page=True)

@@ -25,7 +25,7 @@ from headwater.batch.sql import events_sql, item_pair_day_sql, item_pop_day_sql,
 from headwater.bus.base import Record
 from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.erasure.ledger import Participant
-from headwater.errors import BackendUnavailableError, ErasureError, WaitingForError
+from headwater.errors import ErasureError, WaitingForError
 from headwater.runtime.consumer import Consumer
 
 __all__ = ["BatchErasureParticipant"]
@@ -97,7 +97,7 @@ class BatchErasureParticipant(Consumer):
         runner = self.runner
         needed = max(entry.table_version for entry in entries.values())
         if runner.archive.version() < needed:
-            raise BackendUnavailableError(
+            raise WaitingForError(
                 f"archive version {needed} of erasure {events[0].request_id} is not visible yet"
             )
         began = time.perf_counter()
