@@ -183,6 +183,26 @@ def confirmed_to_completed_ms(audits: list[dict[str, Any]]) -> dict[str, float] 
     return summary_ms(took, 0) if took else None
 
 
+def slowest(audits: list[dict[str, Any]], n: int = 5) -> list[dict[str, Any]]:
+    """The requests slowest to complete, each store's confirmation time beside (ms after
+    the request was received, server clock): which store held each one up."""
+    rows = []
+    for audit in audits:
+        if not audit.get("completed_at"):
+            continue
+        received = datetime.fromisoformat(audit["received_at"])
+        done = datetime.fromisoformat(audit["completed_at"])
+        stores = {
+            s["participant"]: round(
+                (datetime.fromisoformat(s["confirmed_at"]) - received).total_seconds() * 1000
+            )
+            for s in audit.get("stores", [])
+            if s.get("confirmed_at")
+        }
+        rows.append({"completed_ms": round((done - received).total_seconds() * 1000), **stores})
+    return sorted(rows, key=lambda r: -r["completed_ms"])[:n]
+
+
 async def open_count(client: httpx.AsyncClient, base: str) -> int:
     r = await client.get(f"{base}/v1/deletions", params={"status": "open", "limit": 1})
     return int(msgspec.json.decode(r.content)["counts"].get("open", 0))
@@ -265,6 +285,7 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
             "request_to_completed_ms": summary_ms(done, 0) if done else None,
             "request_to_store_confirmed_ms": per_store_ms([a for _, a in followed]),
             "last_confirmed_to_completed_ms": confirmed_to_completed_ms([a for _, a in followed]),
+            "slowest": slowest([a for _, a in followed]),
             "p99_target_ms": 5000,
             "status_polls_failed": len(POLL_ERRORS),
             "deletion_posts_resent": len(POST_ERRORS),

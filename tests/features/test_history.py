@@ -296,19 +296,13 @@ def test_label_columns_and_order_are_kept_from_every_kind_of_input(tmp_path: Pat
         str(csv),
         pa.RecordBatchReader.from_batches(labels.schema, labels.to_batches()),
     ]
-    # pandas and Polars are not dependencies of headwater: checked where they are installed.
-    try:
-        import pandas as pd  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        sources.append(labels.to_pandas())
-    try:
-        import polars as pl
-    except ImportError:
-        pass
-    else:
-        sources.append(pl.from_arrow(labels))
+    # pandas and Polars are not dependencies of headwater (the dev extra installs both).
+    import pandas as pd
+    import polars as pl
+
+    sources.append(labels.to_pandas())
+    sources.append(pl.from_arrow(labels))
+    assert isinstance(sources[-2], pd.DataFrame)
     for source in sources:
         got = builder.table(source)
         assert got.select(["user_id", *NAMES]).equals(expected.select(["user_id", *NAMES])), source
