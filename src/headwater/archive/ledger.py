@@ -140,20 +140,16 @@ class ErasureLedger:
 
     def erasure(self, request_id: str) -> ErasureEntry | None:
         """The recorded erasure (partitions merged over retries), or None if not recorded."""
-        rows = [r for r in self._rows() if r["kind"] == "erasure" and r["request_id"] == request_id]
-        if not rows:
-            return None
-        partitions = sorted({p for r in rows for p in (r["partitions"] or [])})
-        return ErasureEntry(
-            request_id=request_id,
-            partitions=partitions,
-            table_version=max(int(r["table_version"]) for r in rows),
-            rows_removed=sum(int(r["rows_removed"]) for r in rows),
-            erased_at=min(_utc(r["at"]) for r in rows),
-            files_removed_at=min(
-                (_utc(r["at"]) for r in rows if r["files_removed"] is not None), default=None
-            ),
-        )
+        return self.erasures([request_id]).get(request_id)
+
+    def erasures(self, request_ids: Sequence[str]) -> dict[str, ErasureEntry]:
+        """The recorded erasures among ``request_ids`` (one read of the ledger for all)."""
+        wanted = set(request_ids)
+        found: dict[str, list[dict[str, Any]]] = {}
+        for r in self._rows():
+            if r["kind"] == "erasure" and r["request_id"] in wanted:
+                found.setdefault(r["request_id"], []).append(r)
+        return {request_id: _entry(request_id, rows) for request_id, rows in found.items()}
 
     def physically_removed_at(self, entry: ErasureEntry) -> datetime | None:
         """When the files that held an erasure's rows left storage: with the DELETE, or
@@ -169,6 +165,20 @@ class ErasureLedger:
             if _utc(r["at"]) - timedelta(hours=float(r["retention_hours"])) >= erased_at
         )
         return times[0] if times else None
+
+
+def _entry(request_id: str, rows: list[dict[str, Any]]) -> ErasureEntry:
+    """One erasure from its rows (a retry appends again: the union of what they say)."""
+    return ErasureEntry(
+        request_id=request_id,
+        partitions=sorted({p for r in rows for p in (r["partitions"] or [])}),
+        table_version=max(int(r["table_version"]) for r in rows),
+        rows_removed=sum(int(r["rows_removed"]) for r in rows),
+        erased_at=min(_utc(r["at"]) for r in rows),
+        files_removed_at=min(
+            (_utc(r["at"]) for r in rows if r["files_removed"] is not None), default=None
+        ),
+    )
 
 
 def _utc(value: object) -> datetime:

@@ -123,6 +123,7 @@ class ArchiveTable:
         self._unhashed: bool | None = None
         #: The distinct user ids of unreferenced files read before (see erase_users).
         self._old_ids: dict[str, Any] = {}
+        self._handler: Any = None
 
     # -- boundary --------------------------------------------------------------
 
@@ -321,6 +322,32 @@ class ArchiveTable:
             ),
         )
 
+    def relation(
+        self,
+        con: Any,
+        files: Mapping[str, DayFiles],
+        columns: Sequence[str],
+        days: Sequence[str] | None = None,
+    ) -> str:
+        """A DuckDB relation over the rows of ``days`` (all days if None) on ``con``.
+
+        Local tables are read in place with ``read_parquet`` (the files of the current
+        version only); object storage goes through deltalake into Arrow, because
+        DuckDB's own object-store support is an extension that may not be installable.
+        """
+        wanted = [d for d in (files if days is None else days) if d in files]
+        paths = [f for d in wanted for f in files[d].files]
+        if paths and not self.remote:
+            listed = ", ".join(quote_sql(p) for p in paths)
+            return (
+                f"read_parquet([{listed}], hive_partitioning = true, "
+                f"hive_types = {{'date': VARCHAR}}, union_by_name = true)"
+            )
+        data = self.read(list(columns), days=wanted)
+        name = f"archive_rows_{id(data)}"
+        con.register(name, data)
+        return name
+
     def query(self, sql: str) -> pa.Table:
         """A DataFusion SQL query over the current version (the table goes by its name)."""
         table = self.table()
@@ -408,13 +435,12 @@ class ArchiveTable:
         """The data files of the latest version (paths relative to the table)."""
         return self._referenced()
 
-    def read_file(self, path: str) -> pa.Table:
+    def read_file(self, path: str, columns: Sequence[str] | None = None) -> pa.Table:
         """One data file of the table (``path`` relative to it), as written."""
-        import pyarrow.fs as pafs
         import pyarrow.parquet as pq
 
-        fs = pafs.PyFileSystem(self._storage())
-        return self._call("read file", partial(pq.read_table, path, filesystem=fs))
+        read = partial(pq.read_table, path, columns=columns, filesystem=self._fs())
+        return self._call("read file", read)
 
     def _referenced(self) -> set[str]:
         table = self.table()
@@ -422,9 +448,17 @@ class ArchiveTable:
         return {str(p) for p in actions.column("path").to_pylist()}
 
     def _storage(self) -> Any:
-        from deltalake.fs import DeltaStorageHandler
+        if self._handler is None:
+            from deltalake.fs import DeltaStorageHandler
 
-        return DeltaStorageHandler(self.uri, self.storage_options or None)
+            self._handler = DeltaStorageHandler(self.uri, self.storage_options or None)
+        return self._handler
+
+    def _fs(self) -> Any:
+        """The table's storage as a pyarrow file system (paths relative to the table)."""
+        import pyarrow.fs as pafs
+
+        return pafs.PyFileSystem(self._storage())
 
     def _has_unhashed_rows(self) -> bool:
         """Whether rows written before the ``subject`` column remain (checked until none
@@ -483,10 +517,8 @@ class ArchiveTable:
         """Files of ``days`` that no version references and that hold a row of ``users``."""
         import pyarrow.compute as pc
         import pyarrow.fs as pafs
-        import pyarrow.parquet as pq
 
-        handler = self._storage()
-        fs = pafs.PyFileSystem(handler)
+        fs = self._fs()
         wanted = pa.array(users, type=pa.string())
         found: set[str] = set()
         for day in sorted(days):
@@ -499,8 +531,7 @@ class ArchiveTable:
                 held = self._old_ids.get(path)
                 if held is None:
                     # Files never change once written: an old file is read once.
-                    read = partial(pq.read_table, path, columns=["user_id"], filesystem=fs)
-                    ids = self._call("read old file", read)
+                    ids = self.read_file(path, ["user_id"])
                     held = pc.unique(ids.column("user_id").cast(pa.string()))
                     if len(self._old_ids) >= _OLD_FILES_KEPT:
                         self._old_ids.clear()

@@ -69,8 +69,9 @@ class BatchErasureParticipant(Consumer):
         """The leading requests whose erasure the archive has recorded (and whose archive
         version is visible): those can be recomputed now."""
         version = self.runner.archive.version()
+        entries = self.ledger.erasures([e.request_id for e in events])
         for i, event in enumerate(events):
-            entry = self.ledger.erasure(event.request_id)
+            entry = entries.get(event.request_id)
             if entry is None or entry.table_version > version:
                 return i
         return len(events)
@@ -85,15 +86,13 @@ class BatchErasureParticipant(Consumer):
         Each request gets its own confirmation: its user's rows and partitions, and the
         verification, which covers every user of the run.
         """
-        entries = {}
+        entries = self.ledger.erasures([e.request_id for e in events])
         for event in events:
-            entry = self.ledger.erasure(event.request_id)
-            if entry is None:
+            if event.request_id not in entries:
                 # The runtime backs off and retries: the archive confirms first, then we follow.
                 raise WaitingForError(
                     f"archive has not yet confirmed erasure {event.request_id}; batch waits"
                 )
-            entries[event.request_id] = entry
         runner = self.runner
         needed = max(entry.table_version for entry in entries.values())
         if runner.archive.version() < needed:

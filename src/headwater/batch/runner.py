@@ -371,23 +371,8 @@ class BatchRunner:
         return total
 
     def source(self, con: Any, days: Sequence[str], files: dict[str, DayFiles]) -> str:
-        """A DuckDB relation over the archive rows of ``days``.
-
-        Local tables are read in place with ``read_parquet`` (the files of the current
-        version only); object storage goes through deltalake into Arrow, because
-        DuckDB's own object-store support is an extension that may not be installable.
-        """
-        paths = [f for d in days if d in files for f in files[d].files]
-        if paths and not self.archive.remote:
-            listed = ", ".join(quote_sql(p) for p in paths)
-            return (
-                f"read_parquet([{listed}], hive_partitioning = true, "
-                f"hive_types = {{'date': VARCHAR}}, union_by_name = true)"
-            )
-        data = self.archive.read(_READ_COLUMNS, days=[d for d in days if d in files])
-        name = f"archive_rows_{id(data)}"
-        con.register(name, data)
-        return name
+        """A DuckDB relation over the archive rows of ``days``."""
+        return self.archive.relation(con, files, _READ_COLUMNS, days)
 
     def _compute_chunk(
         self, con: Any, days: list[str], files: dict[str, DayFiles], version: int

@@ -48,6 +48,19 @@ _FLUSH = 8_192
 _json = msgspec.json.Encoder()
 
 
+#: The archive's columns a replay reads.
+_ARCHIVE_COLUMNS = (
+    "event_id",
+    "event_type",
+    "user_id",
+    "item_id",
+    "surface",
+    "timestamp",
+    "received_at",
+    "payload",
+)
+
+
 @dataclass
 class HistoryReport:
     """What one training set took: rows in and out, users, signals replayed, time."""
@@ -168,27 +181,7 @@ class TrainingSetBuilder:
 
     def archive_relation(self, con: Any) -> str:
         """A DuckDB relation over the archive's current rows."""
-        files = [f for day in self.archive.days().values() for f in day.files]
-        if files and not self.archive.remote:
-            listed = ", ".join(quote_sql(f) for f in files)
-            return (
-                f"read_parquet([{listed}], hive_partitioning = true, "
-                f"hive_types = {{'date': VARCHAR}}, union_by_name = true)"
-            )
-        data = self.archive.read(
-            [
-                "event_id",
-                "event_type",
-                "user_id",
-                "item_id",
-                "surface",
-                "timestamp",
-                "received_at",
-                "payload",
-            ]
-        )
-        con.register("hw_archive_rows", data)
-        return "hw_archive_rows"
+        return self.archive.relation(con, self.archive.days(), _ARCHIVE_COLUMNS)
 
     def replay(
         self,
