@@ -85,6 +85,9 @@ def _phases(records: list[Record]) -> Iterator[list[Record]]:
     do not depend on the erasure (it removes only its user's data), so applying them
     first changes no result. Bus positions are committed after the last phase.
     """
+    if all(record.kind != KIND_ERASURE for record in records):
+        yield records  # the common poll: signals only, applied as they came
+        return
     rest = records
     while rest:
         erased: set[tuple[int, str]] = set()
