@@ -31,7 +31,7 @@ def connect(path: str, *, synchronous: str = "NORMAL", busy_ms: int = 60_000) ->
         path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False
     )
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(conn, busy_ms / 1000)
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute(f"PRAGMA busy_timeout={busy_ms}")
         conn.execute("PRAGMA secure_delete=ON")
@@ -39,6 +39,25 @@ def connect(path: str, *, synchronous: str = "NORMAL", busy_ms: int = 60_000) ->
         conn.close()
         raise
     return conn
+
+
+def _enter_wal(conn: sqlite3.Connection, wait_s: float) -> None:
+    """Switch to WAL, retrying while other processes hold the file.
+
+    SQLite answers ``database is locked`` at once, without calling the busy handler, when
+    two connections open a new file together and race to change its journal mode (the
+    handler would deadlock them); the loser retries until the winner is done.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+        else:
+            return
 
 
 def scrub(conn: sqlite3.Connection, *, wait_s: float = SCRUB_WAIT_S) -> int:

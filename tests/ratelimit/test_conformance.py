@@ -218,7 +218,7 @@ def test_gateway_processes_on_one_url_share_one_budget(shared_url: str) -> None:
     finally:
         for proc in procs:
             proc.kill()
-            proc.wait()
+            proc.communicate()
     # 240 tries of one event against one bucket of 100 that never refills.
     assert sum(admitted) == burst, admitted
     assert all(proc.returncode == 0 for proc in procs)
