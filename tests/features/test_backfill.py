@@ -22,11 +22,13 @@ from headwater.features.backfill import Backfill, archived_states
 from headwater.features.backfills import BackfillLedger
 from headwater.features.consumer import FeatureConsumer, decode_stream_signal
 from headwater.features.engine import FeatureEngine
+from headwater.features.following import DefinitionFollower
 from headwater.features.handover import SUPERSEDED, TailReader, bus_tail, take_over
 from headwater.features.live import LiveDefinitions
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from headwater.features.versions import FeatureVersions
 from headwater.online import OnlineStore, open_online_store
+from headwater.online.base import Position
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 PURCHASED = FeatureSpec(
@@ -328,3 +330,41 @@ def test_bus_tail_reads_exactly_the_range_asked(tmp_path: Path) -> None:
         assert [r for batch in bus_tail(bus, {part: 4}, {part: 4}) for r in batch] == []
     finally:
         bus.close()
+
+
+def test_a_partition_handed_over_by_another_member_is_computed_there_at_once(
+    fx: Fixture,
+) -> None:
+    """The run is handed over on partition 0 (by the member that held it), not yet on
+    partition 1, which this member holds but is behind the archive on. Partition 0 came to
+    this member: its records are computed with the run's features from the next batch on,
+    partition 1's without them until this member takes it over."""
+    fx.versions.apply((*DEFAULT_FEATURES, PURCHASED))
+    run = fx.backfill().run()
+    assert run is not None
+    fx.ledger.record_handover(run.id, "features", {0: (410, 420)}, 0)
+    live = LiveDefinitions(fx.versions, FeatureEngine(), ledger=fx.ledger)
+    follower = DefinitionFollower(
+        live,
+        fx.store,
+        group="features",
+        decode=decode_stream_signal,
+        tail=tail_of("u1", 1, partition=1, start=190)[1],
+        partition_of=lambda user: 1 if user == "u1" else 0,
+    )
+    stream = follower.follow(
+        live.engine(stream=True),
+        {0: Position(420, 0), 1: Position(100, 0)},  # behind the archive (190) on 1
+        held={0, 1},
+        fence_of=lambda parts: dict.fromkeys(parts, 1),
+    )
+    purchase = [s for s in fx.sent if s.event_type == "purchase"][:1]
+
+    def computed(engine: FeatureEngine) -> set[str]:
+        state: dict[str, object] = {}
+        engine.apply(state, purchase)
+        return set(engine.read("u9", state, now_ms=0, as_of_ms=None).features)
+
+    assert "recently_purchased" in computed(follower.engine_for(0, stream))
+    assert "recently_purchased" not in computed(follower.engine_for(1, stream))
+    assert fx.ledger.handed_over(run.id) == {0: 420}  # partition 1 waits for the stream
