@@ -21,6 +21,7 @@ from headwater.application import Application
 from headwater.bus import Message
 from headwater.config import Settings
 from headwater.contract.signal import Signal, encode_signal
+from headwater.features.backfills import RunKind
 from headwater.features.engine import FeatureEngine
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from headwater.features.versions import USER_NAMESPACE
@@ -257,8 +258,9 @@ class Churn:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["backfill"])  # a rebuild: see docs/feature-versions.md
 def test_members_that_come_and_go_during_the_hand_over_lose_and_double_nothing(
-    hw: Application,
+    hw: Application, kind: RunKind
 ) -> None:
     traffic = Traffic(hw)
     traffic.batch(3000)
@@ -272,7 +274,7 @@ def test_members_that_come_and_go_during_the_hand_over_lose_and_double_nothing(
             _, registered = hw.feature_versions.apply(VERSION_2)
             assert registered is not None
             _wait(lambda: len(traffic.sent) > 7000, 60, "more traffic")
-            run = hw.new_backfill().run()
+            run = hw.new_backfill().run(kind=kind)
             assert run is not None
             # Members come and go until the run is handed over on every partition.
             deadline = time.monotonic() + 90
@@ -292,9 +294,10 @@ def test_members_that_come_and_go_during_the_hand_over_lose_and_double_nothing(
     assert not current.backfilling
     [done] = hw.feature_backfills.runs(("done",))
     assert set(done.handed_over) == set(range(hw.bus.partitions))
+    assert current.namespace == (done.namespace if kind == "rebuild" else USER_NAMESPACE)
     engine = FeatureEngine(VERSION_2, version=current.version, defined_in=current.defined_in)
     by_user = _by_user(traffic.sent)
-    _assert_from_scratch(engine, hw.online.get(USER_NAMESPACE, list(by_user)), by_user)
+    _assert_from_scratch(engine, hw.online.get(current.namespace, list(by_user)), by_user)
 
 
 @pytest.mark.slow
