@@ -256,7 +256,8 @@ def test_prometheus_scrapes_the_stack_and_a_stalled_consumer_fires_the_freshness
         # Healthy for a while: the budget does not burn, nothing fires.
         time.sleep(10)
         healthy = one_value(prom, f"headwater:freshness_slo_errors:ratio_rate5m{web_view}")
-        assert healthy is not None and healthy < 0.144, healthy
+        assert healthy is not None
+        assert healthy < 0.144
         assert not alerts(prom, BURN_FAST, "firing")
         assert not alerts(prom, BURN_FAST, "pending")
         accepted_before = one_value(prom, f"sum(headwater_events_accepted_total{web_view})")
@@ -277,15 +278,14 @@ def test_prometheus_scrapes_the_stack_and_a_stalled_consumer_fires_the_freshness
         assert [(a["producer"], a["event_type"], a["severity"]) for a in fired] == [
             ("web", "view", "page")
         ]
-        assert accepted_during is not None and accepted_during > accepted_before
-        assert lag is not None and lag > 0, "the stalled group's lag shows at the scrape"
+        assert accepted_during is not None
+        assert accepted_during > accepted_before
+        assert lag is not None
+        assert lag > 0, "the stalled group's lag shows at the scrape"
         # The consumer commits what waited, within the budget: the burn stops.
-        wait_for(
-            lambda: not alerts(prom, BURN_FAST, "firing"), 60, "the freshness alert resolves"
-        )
+        wait_for(lambda: not alerts(prom, BURN_FAST, "firing"), 60, "the freshness alert resolves")
     finally:
         publisher.stop.set()
         sending.join(15)
     assert publisher.failures == [], publisher.failures[:5]
     assert publisher.accepted > 0
-
