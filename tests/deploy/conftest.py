@@ -12,6 +12,7 @@ from tests.conftest import IN_CI
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "headwater-rules.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "tests"
+SCRAPE_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 DASHBOARD = DEPLOY / "grafana" / "headwater.json"
 
 

@@ -33,7 +33,7 @@ from headwater.contract.loader import default_definitions
 from headwater.control import open_control_database
 from headwater.registry.contracts import ContractRegistry
 from tests._live import free_port
-from tests.deploy.conftest import RULES
+from tests.deploy.conftest import RULES, SCRAPE_CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -142,23 +142,17 @@ def stack(tmp_path: Path) -> Iterator[RunningStack]:
 
 @pytest.fixture
 def prometheus_url(prometheus: str, stack: RunningStack, tmp_path: Path) -> Iterator[str]:
-    """Prometheus with the shipped rules, scraping the stack each second with an operator
-    key, evaluating the rules each second."""
+    """Prometheus on the shipped configuration and rules, scraping the stack each second
+    with an operator key and evaluating the rules each second."""
     key_file = tmp_path / "operator.key"
     key_file.write_text(stack.operator)
     key_file.chmod(0o600)
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES)],
-        "scrape_configs": [
-            {
-                "job_name": "headwater",
-                "metrics_path": "/metrics",
-                "authorization": {"type": "Bearer", "credentials_file": str(key_file)},
-                "static_configs": [{"targets": [stack.url.removeprefix("http://")]}],
-            }
-        ],
-    }
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(RULES)]
+    (job,) = config["scrape_configs"]
+    job["authorization"]["credentials_file"] = str(key_file)
+    job["static_configs"] = [{"targets": [stack.url.removeprefix("http://")]}]
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))
     port = free_port()

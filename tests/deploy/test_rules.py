@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import yaml
 
 import headwater.gateway.telemetry  # noqa: F401 - registers the collector read at scrape
 from headwater.metrics import REGISTRY
-from tests.deploy.conftest import DASHBOARD, RULE_TESTS, RULES
+from tests.deploy.conftest import DASHBOARD, RULE_TESTS, RULES, SCRAPE_CONFIG
 
 #: Series Prometheus itself provides.
 PROMETHEUS_SERIES = {"ALERTS", "ALERTS_FOR_STATE", "up"}
@@ -91,6 +92,25 @@ def test_promtool_checks_the_rules(promtool: str) -> None:
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"SUCCESS: {len(rules())} rules found" in checked.stdout
+
+
+def test_promtool_checks_the_shipped_scrape_configuration(promtool: str, tmp_path: Path) -> None:
+    # As an operator installs it: the configuration, the rules and a key file side by side.
+    shutil.copy(SCRAPE_CONFIG, tmp_path / "prometheus.yml")
+    shutil.copy(RULES, tmp_path / RULES.name)
+    (tmp_path / "headwater-operator.key").write_text("hwk_example")
+    checked = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(rules())} rules found" in checked.stdout
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["authorization"]["type"] == "Bearer"
 
 
 def test_promtool_unit_tests_of_the_rules_pass(promtool: str) -> None:
