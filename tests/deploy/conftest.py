@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import IN_CI
 
@@ -14,6 +16,12 @@ RULES = DEPLOY / "prometheus" / "headwater-rules.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "tests"
 SCRAPE_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 DASHBOARD = DEPLOY / "grafana" / "headwater.json"
+
+
+def rules() -> list[dict[str, Any]]:
+    """Every rule of the shipped rules file, recording and alerting, in file order."""
+    loaded = yaml.safe_load(RULES.read_text())
+    return [rule for group in loaded["groups"] for rule in group["rules"]]
 
 
 def binary(name: str) -> str:

@@ -7,7 +7,7 @@ import itertools
 import re
 from pathlib import Path
 
-from tests.deploy.test_rules import rules
+from tests.deploy.conftest import rules
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "operations.md"

@@ -15,7 +15,7 @@ import yaml
 
 import headwater.gateway.telemetry  # noqa: F401 - registers the collector read at scrape
 from headwater.metrics import REGISTRY
-from tests.deploy.conftest import DASHBOARD, RULE_TESTS, RULES, SCRAPE_CONFIG
+from tests.deploy.conftest import DASHBOARD, RULE_TESTS, RULES, SCRAPE_CONFIG, rules
 
 #: Series Prometheus itself provides.
 PROMETHEUS_SERIES = {"ALERTS", "ALERTS_FOR_STATE", "up"}
@@ -61,11 +61,6 @@ def exported_series() -> set[str]:
         else:
             names.add(family.name)
     return names
-
-
-def rules() -> list[dict[str, Any]]:
-    loaded = yaml.safe_load(RULES.read_text())
-    return [rule for group in loaded["groups"] for rule in group["rules"]]
 
 
 def dashboard_panels() -> list[dict[str, Any]]:
