@@ -70,6 +70,7 @@ def test_answers_are_counted_per_route_template_method_and_status(
     assert client.get("/v1/users/ann/features").status_code == 401
     assert client.get("/v1/users/bob/features", headers=auth(reader)).status_code == 200
     assert client.get("/no/such/route").status_code == 404
+    assert client.request("BREW", "/v1/users/ann/features").status_code == 405
     after = samples(client, operator)
 
     def grew(**labels: str) -> float:
@@ -80,6 +81,8 @@ def test_answers_are_counted_per_route_template_method_and_status(
     assert grew(route=route, method="GET", status="401") == 1
     assert grew(route=route, method="GET", status="200") == 1
     assert grew(route="unmatched", method="GET", status="404") == 1
+    # A method a caller invents adds no series of its own.
+    assert grew(route=route, method="other", status="405") == 1
     # One series per route template: no user id ever becomes a label value.
     assert not any(
         "ann" in value or "bob" in value

@@ -21,6 +21,9 @@ __all__ = ["BACKENDS", "BackendCollector", "install_request_telemetry"]
 
 log = logging.getLogger("headwater.telemetry")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+#: Methods counted by name; any other a caller invents is counted as ``other``, so no
+#: request can add series of its own.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def install_request_telemetry(app: FastAPI) -> None:
@@ -63,7 +66,8 @@ class _RequestTelemetry:
             await self.app(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
-            HTTP_REQUESTS.labels(_route_of(scope), scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            HTTP_REQUESTS.labels(_route_of(scope), method, str(status)).inc()
 
 
 def _route_of(scope: Scope) -> str:
