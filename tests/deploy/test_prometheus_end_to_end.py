@@ -47,7 +47,6 @@ class RunningStack:
     home: Path
     producer: str
     operator: str
-    log: Path
 
 
 @dataclass
@@ -130,7 +129,7 @@ def stack(tmp_path: Path) -> Iterator[RunningStack]:
                 return False
 
         wait_for(healthy, 60, "headwater up answers")
-        yield RunningStack(url, home, producer, operator, log)
+        yield RunningStack(url, home, producer, operator)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -275,7 +274,8 @@ def test_prometheus_scrapes_the_stack_and_a_stalled_consumer_fires_the_freshness
             accepted_during = one_value(prom, f"sum(headwater_events_accepted_total{web_view})")
             lag = one_value(prom, 'headwater:consumer_lag_events:sum{group="features"}')
         finally:
-            lock.execute("ROLLBACK")
+            if lock.in_transaction:
+                lock.execute("ROLLBACK")
             lock.close()
         assert [(a["producer"], a["event_type"], a["severity"]) for a in fired] == [
             ("web", "view", "page")
