@@ -22,7 +22,7 @@ from headwater.gateway.publish_routes import router as publish_router
 from headwater.gateway.read_routes import router as read_router
 from headwater.gateway.reco_routes import router as reco_router
 from headwater.gateway.security import check_policies, requires
-from headwater.gateway.telemetry import BACKENDS, install_request_ids
+from headwater.gateway.telemetry import BACKENDS, install_request_telemetry
 
 __all__ = ["create_app"]
 
@@ -78,7 +78,7 @@ def create_app(
     ):
         app.include_router(router)
     _documentation(app)
-    install_request_ids(app)
+    install_request_telemetry(app)
     if extra is not None:
         extra(app)
     check_policies(app)

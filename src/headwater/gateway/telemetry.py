@@ -1,4 +1,5 @@
-"""Request ids on every request, and the gauges computed when Prometheus scrapes."""
+"""Request ids and the count of answers on every request, and the gauges computed when
+Prometheus scrapes."""
 
 from __future__ import annotations
 
@@ -13,22 +14,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headwater.application import Application
 from headwater.logs import REQUEST_ID
-from headwater.metrics import REGISTRY
+from headwater.metrics import HTTP_REQUESTS, REGISTRY
 from headwater.wire import new_event_id
 
-__all__ = ["BACKENDS", "BackendCollector", "install_request_ids"]
+__all__ = ["BACKENDS", "BackendCollector", "install_request_telemetry"]
 
 log = logging.getLogger("headwater.telemetry")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+#: Methods counted by name; any other a caller invents is counted as ``other``, so no
+#: request can add series of its own.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def install_request_ids(app: FastAPI) -> None:
+def install_request_telemetry(app: FastAPI) -> None:
     """Give every request an id (the caller's X-Request-ID if safe), echoed in the answer
-    and present on every log line written while serving it."""
-    app.add_middleware(_RequestIds)
+    and present on every log line written while serving it; count every answer per route
+    template, method and status (``headwater_http_requests_total``)."""
+    app.add_middleware(_RequestTelemetry)
 
 
-class _RequestIds:
+class _RequestTelemetry:
     """Plain ASGI (no ``BaseHTTPMiddleware``: its task and stream per request cost about
     as much as reading a batch's ids back)."""
 
@@ -46,9 +51,12 @@ class _RequestIds:
                 break
         rid = given if _SAFE_ID.match(given) else new_event_id("req_")
         header = (b"x-request-id", rid.encode("ascii"))
+        status = 500  # an exception no handler answered becomes a 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = int(message["status"])
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != header[0]]
                 message = {**message, "headers": [*headers, header]}
             await send(message)
@@ -58,10 +66,20 @@ class _RequestIds:
             await self.app(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            HTTP_REQUESTS.labels(_route_of(scope), method, str(status)).inc()
+
+
+def _route_of(scope: Scope) -> str:
+    # The template, not the path: one series per route, whatever the ids in the path.
+    # The router puts the matched route into the request's scope.
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else "unmatched"
 
 
 class BackendCollector(Collector):
-    """Consumer lag, dead letters, erasure requests and feature backfills' progress, read
+    """Consumer lag, dead letters, erasure requests (by state, past their deadline, overdue
+    per store), the batch's last successful runs and feature backfills' progress, read
     from the backends at scrape.
 
     One collector for the process; each running app adds its services while it runs.
@@ -87,6 +105,20 @@ class BackendCollector(Collector):
         erasures = GaugeMetricFamily(
             "headwater_erasure_requests", "Erasure requests by state", labels=["state"]
         )
+        past_deadline = GaugeMetricFamily(
+            "headwater_erasure_requests_past_deadline",
+            "Open erasure requests past their regulatory deadline",
+        )
+        overdue = GaugeMetricFamily(
+            "headwater_erasure_overdue_tasks",
+            "Open erasure requests whose store (participant) has not confirmed in time, or failed",
+            labels=["participant"],
+        )
+        batch_success = GaugeMetricFamily(
+            "headwater_batch_last_success_timestamp_seconds",
+            "When the latest successful batch run of each kind finished (Unix time)",
+            labels=["kind"],
+        )
         backfills = GaugeMetricFamily(
             "headwater_feature_backfill_progress",
             "Share (0 to 1) of the archive's users a feature's backfill or rebuild has "
@@ -102,6 +134,12 @@ class BackendCollector(Collector):
                     dlq.add_metric([group], services.dead_letters.count(group))
                 for state, n in services.ledger.counts().items():
                     erasures.add_metric([state], n)
+                backlog = services.ledger.backlog()
+                past_deadline.add_metric([], backlog.past_deadline)
+                for participant, n in sorted(backlog.overdue.items()):
+                    overdue.add_metric([participant], n)
+                for kind, at in sorted(services.batch_state.last_succeeded().items()):
+                    batch_success.add_metric([kind], at.timestamp())
                 for run in services.feature_backfills.runs(("computing", "staged")):
                     done, total = run.progress.get("users_done"), run.progress.get("users_total")
                     share = 1.0 if run.state == "staged" else _share(done, total)
@@ -113,6 +151,9 @@ class BackendCollector(Collector):
         yield lag_seconds
         yield dlq
         yield erasures
+        yield past_deadline
+        yield overdue
+        yield batch_success
         yield backfills
 
 
