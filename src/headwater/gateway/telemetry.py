@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headwater.application import Application
+from headwater.gateway.trends import ResponseCounts
 from headwater.logs import REQUEST_ID
 from headwater.metrics import REGISTRY
 from headwater.wire import new_event_id
@@ -24,16 +25,19 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 def install_request_ids(app: FastAPI) -> None:
     """Give every request an id (the caller's X-Request-ID if safe), echoed in the answer
-    and present on every log line written while serving it."""
-    app.add_middleware(_RequestIds)
+    and present on every log line written while serving it; count answers per status
+    (``app.state.responses``, the dashboard's 429 and 503 rates)."""
+    app.state.responses = ResponseCounts()
+    app.add_middleware(_RequestIds, responses=app.state.responses)
 
 
 class _RequestIds:
     """Plain ASGI (no ``BaseHTTPMiddleware``: its task and stream per request cost about
     as much as reading a batch's ids back)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, responses: ResponseCounts) -> None:
         self.app = app
+        self.responses = responses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,6 +53,7 @@ class _RequestIds:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
+                self.responses.add(message["status"])
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != header[0]]
                 message = {**message, "headers": [*headers, header]}
             await send(message)
