@@ -192,12 +192,12 @@ class TrendRing:
 
     def sample(self, now: float | None = None) -> Point:
         """Take one point now, add it to the ring and encode the ring again."""
-        now = time.time() if now is None else now
+        now = round(time.time() if now is None else now, 3)
         totals = _read(self.metrics(), self.responses.totals(), now)
         last, self._last = self._last, totals
         elapsed = max(1e-9, now - last.at) if last else self.interval_s
         point = Point(
-            t=round(now, 3),
+            t=now,
             ingest=self._ingest(totals, last, elapsed),
             lag=self._lag(),
             freshness=_capped(
