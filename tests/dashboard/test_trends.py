@@ -81,7 +81,8 @@ def test_a_sample_holds_rates_quantiles_levels_and_429_503(hw: Application) -> N
     counters.accepted = {"web": 1000.0, "ios": 10.0}
     counters.rejected = {"web": 5.0}
     ring = TrendRing(hw, interval_s=10, responses=responses, metrics=counters)
-    first = ring.points[-1]
+    assert json.loads(ring.encoded()[0])["t"] == []  # nothing sampled before the first tick
+    first = ring.sample()
     assert first.ingest == {"web": (0.0, 0.0), "ios": (0.0, 0.0)}  # no interval yet: no rate
     t0 = first.t
 
@@ -126,7 +127,7 @@ def test_the_ring_is_bounded_in_points_and_series(hw: Application) -> None:
     counters = Counters()
     ring = TrendRing(hw, interval_s=10, metrics=counters)
     assert ring.capacity == 360  # one hour
-    start = ring.points[-1].t
+    start = ring.sample().t
     counters.accepted = {f"team-{i:03d}": float(i) for i in range(3 * MAX_SERIES)}
     for i in range(1, 400):
         ring.sample(now=start + 10 * i)
@@ -144,6 +145,7 @@ def test_lag_erasures_and_batch_runs_come_from_the_backends(hw: Application) -> 
     with TestClient(create_app(hw)) as client:
         web = make_key(hw, "web", "producer")
         ring = TrendRing(hw, interval_s=10)
+        ring.sample()
         events = [
             {
                 "event_id": f"e-trend-{i}",

@@ -179,7 +179,7 @@ class TrendRing:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._batch_state: Any = None
-        self.sample()  # a tab opened right away sees the current levels
+        self._encoded = msgspec.json.encode(self._document([]))
 
     # -- reading --------------------------------------------------------------
 
@@ -365,12 +365,15 @@ class TrendRing:
         """Stop sampling (the ring keeps what it has)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(10)
+            # A sample waiting on a backend that does not answer must not hold up a
+            # shutdown: the thread is a daemon, and its last sample is discarded.
+            self._thread.join(2)
             self._thread = None
 
     def _run(self) -> None:
-        # Fixed-rate ticks; after a sample slower than the interval, the next one follows it.
-        next_at = time.monotonic() + self.interval_s
+        # The first sample at once (a tab opened right away sees the levels), then
+        # fixed-rate ticks; after a sample slower than the interval, the next follows it.
+        next_at = time.monotonic()
         while not self._stop.wait(max(0.0, next_at - time.monotonic())):
             next_at = max(next_at + self.interval_s, time.monotonic())
             try:
