@@ -38,11 +38,9 @@ router = APIRouter()
 
 def start_dashboard(app: FastAPI, application_: Application) -> TrendRing:
     """The app's live view and its sampled hour (started now; the caller stops it)."""
-    responses = getattr(app.state, "responses", None)
+    responses: ResponseCounts = app.state.responses  # counted by the request middleware
     ring = TrendRing(
-        application_,
-        interval_s=application_.settings.dashboard_sample_s,
-        responses=responses if isinstance(responses, ResponseCounts) else None,
+        application_, interval_s=application_.settings.dashboard_sample_s, responses=responses
     )
     app.state.trends = ring
     app.state.live_view = LiveView(application_)

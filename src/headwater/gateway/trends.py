@@ -207,16 +207,7 @@ class TrendRing:
                 }
             ),
             publish=self._publish(totals, last, elapsed),
-            responses=tuple(  # type: ignore[arg-type]
-                round(
-                    _delta(totals.statuses.get(s, 0), last.statuses.get(s, 0) if last else None)
-                    / elapsed,
-                    4,
-                )
-                if last
-                else 0.0
-                for s in COUNTED_STATUSES
-            ),
+            responses=self._responses(totals, last, elapsed),
             erasures=self._erasures(),
         )
         runs: list[dict[str, Any]] = self._safe("batch runs", self.batch_runs, [])
@@ -239,6 +230,16 @@ class TrendRing:
             rej = _delta(totals.rejected.get(team, 0.0), last.rejected.get(team))
             out[team] = (round(acc / elapsed, 3), round(rej / elapsed, 3))
         return _capped(out)
+
+    @staticmethod
+    def _responses(totals: _Totals, last: _Totals | None, elapsed: float) -> tuple[float, float]:
+        if last is None:
+            return (0.0, 0.0)
+        rate_429, rate_503 = (
+            round(_delta(totals.statuses.get(s, 0), last.statuses.get(s, 0)) / elapsed, 4)
+            for s in COUNTED_STATUSES
+        )
+        return (rate_429, rate_503)
 
     @staticmethod
     def _quantiles(
