@@ -1,7 +1,7 @@
 """The dashboard's cost per open tab: CPU ms per second of the server process, per tab.
 
     .venv/bin/python bench/bench_dashboard.py --before ../checkout-of-main [--after .]
-        [--tabs 5] [--rounds 2] [--idle 8] [--open 12]
+        [--tabs 20] [--rounds 2] [--idle 10] [--open 12]
 
 Each tree (``--before``, ``--after``: checkouts of headwater) runs its own embedded stack
 (``EmbeddedStack``: gateway, consumers, orchestrator, nightly batch scheduler) in a
@@ -9,7 +9,7 @@ process of its own, both at once, seeded alike: about 3 s of the demo teams' tra
 (``TeamTraffic``) and 20 erasure requests run to completion. Then, alternating between
 the two servers for ``--rounds`` rounds, each server is measured twice:
 
-- idle: no tab open, ``--idle`` seconds;
+- idle: no tab open, ``--idle`` seconds, half before and half after the open phase;
 - open: ``--tabs`` simulated tabs, each logged in with its own session cookie and polling
   the data endpoints the way that tree's page does, ``--open`` seconds.
 
@@ -207,9 +207,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--before", type=Path, required=True, help="checkout measured first")
     parser.add_argument("--after", type=Path, default=Path(__file__).resolve().parents[1])
-    parser.add_argument("--tabs", type=int, default=5)
+    parser.add_argument("--tabs", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--idle", type=float, default=8.0, help="seconds with no tab")
+    parser.add_argument(
+        "--idle", type=float, default=10.0, help="seconds with no tab (half before, half after)"
+    )
     parser.add_argument("--open", type=float, default=12.0, help="seconds with the tabs")
     args = parser.parse_args()
 
@@ -225,8 +227,10 @@ def main() -> None:
             phases: list[dict[str, Any]] = []
             for round_ in range(1, args.rounds + 1):
                 for s in servers if round_ % 2 else servers[::-1]:
-                    idle = _idle(s, args.idle)
+                    # Idle on both sides of the open phase: the baseline's drift cancels.
+                    idle_first = _idle(s, args.idle / 2)
                     opened = asyncio.run(_open_tabs(s, args.tabs, args.open))
+                    idle = round((idle_first + _idle(s, args.idle / 2)) / 2, 1)
                     per_tab = (opened["cpu_ms_per_s"] - idle) / args.tabs
                     phases.append(
                         {
