@@ -97,7 +97,8 @@ class Login(msgspec.Struct, forbid_unknown_fields=True):
     dependencies=[public()],
 )
 async def dashboard() -> HTMLResponse:
-    """The operator's page: ingestion, freshness, lag, dead letters, deletions, users."""
+    """The operator's page: the last hour in small charts, the nightly batch's runs,
+    ingestion, freshness, lag, dead letters, deletions, feature definitions, users."""
     page = resources.files("headwater.gateway") / "static" / "dashboard.html"
     return HTMLResponse(
         page.read_text(encoding="utf-8"),
