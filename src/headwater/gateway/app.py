@@ -16,6 +16,7 @@ from headwater.gateway._errors import install_error_handlers, json_response
 from headwater.gateway.admin_routes import router as admin_router
 from headwater.gateway.contract_routes import router as contract_router
 from headwater.gateway.dashboard_routes import router as dashboard_router
+from headwater.gateway.dashboard_routes import start_dashboard
 from headwater.gateway.deletion_routes import router as deletion_router
 from headwater.gateway.observe_routes import router as observe_router
 from headwater.gateway.publish_routes import router as publish_router
@@ -47,7 +48,9 @@ def create_app(
             app.state.application = Application(settings or Settings.from_env())
         hw: Application = app.state.application
         BACKENDS.sources.append(hw)
+        dashboard = start_dashboard(app, hw)
         yield
+        dashboard.stop()
         BACKENDS.sources.remove(hw)
         if owned:
             hw.close()

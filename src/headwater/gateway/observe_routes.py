@@ -3,8 +3,7 @@ and liveness for anyone."""
 
 from __future__ import annotations
 
-import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -12,10 +11,10 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from headwater.access.roles import Role
-from headwater.application import Application
 from headwater.gateway._deps import application
 from headwater.gateway._errors import json_response
 from headwater.gateway._schemas import errors
+from headwater.gateway.dashboard_view import consumers_view
 from headwater.gateway.security import public, requires
 from headwater.metrics import REGISTRY
 from headwater.slo import slo_report
@@ -81,56 +80,6 @@ async def ingestion(request: Request, window: Annotated[int, Query(ge=5, le=300)
     )
 
 
-def _consumers(svc: Application) -> dict[str, Any]:
-    groups = []
-    for group in svc.lag_groups:
-        parts = svc.bus.lag(group)
-        groups.append(
-            {
-                "group": group,
-                "lag_events": sum(p.lag_events for p in parts),
-                "lag_seconds": max((p.lag_seconds for p in parts), default=0.0),
-                "partitions": [
-                    {
-                        "partition": p.partition,
-                        "committed": p.committed,
-                        "end": p.end,
-                        "lag_events": p.lag_events,
-                        "lag_seconds": p.lag_seconds,
-                    }
-                    for p in parts
-                ],
-            }
-        )
-    now_ms = time.time() * 1000
-    positions = svc.online.positions(svc.features.group)
-    as_of = [
-        {
-            "partition": p,
-            "as_of_ms": pos.as_of_ms,
-            "age_s": round(max(0.0, now_ms - pos.as_of_ms) / 1000, 3),
-        }
-        for p, pos in sorted(positions.items())
-    ]
-    letters = svc.dead_letters.list(limit=20)
-    return {
-        "groups": groups,
-        "features_as_of": as_of,
-        "dead_letters": {g: svc.dead_letters.count(g) for g in svc.lag_groups},
-        "dead_letters_total": svc.dead_letters.count(),
-        "recent_dead_letters": [
-            {
-                "id": d.id,
-                "kind": d.record.kind,
-                "error": d.error,
-                "attempts": d.attempts,
-                "failed_at": d.failed_at,
-            }
-            for d in letters
-        ],
-    }
-
-
 @router.get(
     "/v1/stats/consumers",
     summary="Consumer lag, feature as_of, dead letters",
@@ -140,7 +89,7 @@ def _consumers(svc: Application) -> dict[str, Any]:
 async def consumers(request: Request) -> Response:
     """Lag per group and partition (events and seconds), the streaming features' as_of
     per partition, and the dead-letter store."""
-    return json_response(await run_in_threadpool(_consumers, application(request)))
+    return json_response(await run_in_threadpool(consumers_view, application(request)))
 
 
 @router.get("/v1/health", summary="Liveness: the process answers", dependencies=[public()])

@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headwater.application import Application
+from headwater.gateway.trends import ResponseCounts
 from headwater.logs import REQUEST_ID
 from headwater.metrics import HTTP_REQUESTS, REGISTRY
 from headwater.wire import new_event_id
@@ -29,16 +30,19 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 def install_request_telemetry(app: FastAPI) -> None:
     """Give every request an id (the caller's X-Request-ID if safe), echoed in the answer
     and present on every log line written while serving it; count every answer per route
-    template, method and status (``headwater_http_requests_total``)."""
-    app.add_middleware(_RequestTelemetry)
+    template, method and status (``headwater_http_requests_total``) and per status for
+    the dashboard (``app.state.responses``, its 429 and 503 rates)."""
+    app.state.responses = ResponseCounts()
+    app.add_middleware(_RequestTelemetry, responses=app.state.responses)
 
 
 class _RequestTelemetry:
     """Plain ASGI (no ``BaseHTTPMiddleware``: its task and stream per request cost about
     as much as reading a batch's ids back)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, responses: ResponseCounts) -> None:
         self.app = app
+        self.responses = responses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,6 +61,7 @@ class _RequestTelemetry:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                self.responses.add(status)
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != header[0]]
                 message = {**message, "headers": [*headers, header]}
             await send(message)
