@@ -1,0 +1,212 @@
+"""A Prometheus histogram fed a whole batch of observations at once.
+
+prometheus-client's ``Histogram.observe`` takes one value per call: about 1.6 µs, and
+4.4 µs under multiprocess mode, where each call writes two memory-mapped values. The
+feature consumer applies 200,000 events per second and more, each one an observation
+of freshness: one call per event would cost it a third of its time or more. A batch is
+recorded here as counts and sums per bucket, in one call, and exposed through the
+public collector API (``HistogramMetricFamily``), never through a histogram's
+internals.
+
+Under multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set, as ``headwater up
+--processes`` sets it for its processes) each process also keeps its totals in a file
+of its own in that directory, replaced after each batch; ``BatchHistogramFiles`` sums
+the files at scrape, the way prometheus-client sums its own per-process files. A file
+outlives its process, so the totals never go down when a process is started again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import msgspec
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+__all__ = ["FILE_PREFIX", "BatchHistogram", "BatchHistogramFiles", "multiprocess_dir"]
+
+log = logging.getLogger("headwater.metrics")
+
+#: Names of the per-process files (prometheus-client's own end in ``.db``).
+FILE_PREFIX = "batch_histogram_"
+
+
+def multiprocess_dir() -> Path | None:
+    """prometheus-client's multiprocess directory, when this process runs in that mode."""
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(value) if value else None
+
+
+class _Series(msgspec.Struct, array_like=True):
+    labels: list[str]
+    counts: list[int]
+    sum: float
+
+
+class _Snapshot(msgspec.Struct, frozen=True):
+    """One process's totals of one histogram, as written to its file."""
+
+    name: str
+    documentation: str
+    labelnames: list[str]
+    #: Finite upper bounds; the last bucket (+Inf) follows them.
+    bounds: list[float]
+    series: list[_Series]
+
+
+_DECODER = msgspec.json.Decoder(_Snapshot)
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+def _family(
+    name: str,
+    documentation: str,
+    labelnames: Sequence[str],
+    bounds: Sequence[float],
+    series: Iterable[tuple[Sequence[str], Sequence[int], float]],
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=list(labelnames))
+    for labels, counts, total in series:
+        cumulative, buckets = 0, []
+        for bound, n in zip(bounds, counts, strict=True):
+            cumulative += n
+            buckets.append((_le(bound), float(cumulative)))
+        family.add_metric(list(labels), buckets, total)
+    return family
+
+
+class BatchHistogram(Collector):
+    """A histogram recorded as counts and sums per bucket (``observe_counts``)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        *,
+        registry: CollectorRegistry | None = None,
+        directory: Path | None = None,
+    ) -> None:
+        bounds = sorted(float(b) for b in buckets)
+        if not bounds or not math.isinf(bounds[-1]):
+            bounds.append(math.inf)
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        #: Bucket upper bounds, the last one +Inf.
+        self.upper_bounds: tuple[float, ...] = tuple(bounds)
+        self.directory = directory if directory is not None else multiprocess_dir()
+        self._series: dict[tuple[str, ...], _Series] = {}
+        self._lock = threading.Lock()
+        # One file per process; the token keeps a later process that reuses the pid
+        # from replacing the totals of the one before it.
+        self._file_name = f"{FILE_PREFIX}{name}_{os.getpid()}_{secrets.token_hex(4)}.json"
+        if registry is not None:
+            registry.register(self)
+
+    def observe(self, value: float, labelvalues: Sequence[str] = ()) -> None:
+        """One observation."""
+        counts = [0] * len(self.upper_bounds)
+        sums = [0.0] * len(self.upper_bounds)
+        i = bisect_left(self.upper_bounds, value)
+        counts[i], sums[i] = 1, value
+        self.observe_counts(labelvalues, counts, sums)
+
+    def observe_counts(
+        self, labelvalues: Sequence[str], counts: Sequence[int], sums: Sequence[float]
+    ) -> None:
+        """Observations given per bucket: ``counts[i]`` values summing to ``sums[i]`` fell
+        in bucket ``i`` (at most ``upper_bounds[i]``, above the bound before it). What as
+        many calls of ``Histogram.observe`` record, in one call."""
+        if len(labelvalues) != len(self.labelnames):
+            raise ValueError(f"{self.name}: labels {self.labelnames}, got {tuple(labelvalues)}")
+        if len(counts) != len(self.upper_bounds) or len(sums) != len(self.upper_bounds):
+            raise ValueError(f"{self.name}: {len(self.upper_bounds)} buckets, got {len(counts)}")
+        key = tuple(str(v) for v in labelvalues)
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _Series(list(key), [0] * len(self.upper_bounds), 0.0)
+            for i, n in enumerate(counts):
+                if n:
+                    series.counts[i] += n
+            series.sum += math.fsum(sums)
+            if self.directory is not None:
+                self._write(self.directory)
+
+    def _write(self, directory: Path) -> None:
+        snapshot = _Snapshot(
+            self.name,
+            self.documentation,
+            list(self.labelnames),
+            list(self.upper_bounds[:-1]),
+            list(self._series.values()),
+        )
+        path = directory / self._file_name
+        tmp = directory / f".{self._file_name}.tmp"
+        try:
+            tmp.write_bytes(msgspec.json.encode(snapshot))
+            os.replace(tmp, path)
+        except OSError:
+            # Metrics must not stop the consumer: the next batch writes the totals again.
+            log.warning("could not write %s", path, exc_info=True)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """This process's totals."""
+        with self._lock:
+            rows = [(s.labels, list(s.counts), s.sum) for s in self._series.values()]
+        yield _family(self.name, self.documentation, self.labelnames, self.upper_bounds, rows)
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        """The family without samples (for the registry's name checks)."""
+        yield _family(self.name, self.documentation, self.labelnames, self.upper_bounds, [])
+
+
+class BatchHistogramFiles(Collector):
+    """Every process's ``BatchHistogram`` totals in a multiprocess directory, summed per
+    histogram and labels: what one scrape of ``headwater up --processes`` shows."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """One family per histogram name, its series summed over the processes."""
+        heads: dict[str, _Snapshot] = {}
+        sums: dict[str, dict[tuple[str, ...], _Series]] = {}
+        for path in sorted(self.directory.glob(f"{FILE_PREFIX}*.json")):
+            try:
+                snapshot = _DECODER.decode(path.read_bytes())
+            except (OSError, msgspec.DecodeError):
+                log.warning("skipped unreadable metrics file %s", path, exc_info=True)
+                continue
+            head = heads.setdefault(snapshot.name, snapshot)
+            width = len(snapshot.bounds) + 1
+            if (head.labelnames, head.bounds) != (snapshot.labelnames, snapshot.bounds) or any(
+                len(s.counts) != width for s in snapshot.series
+            ):
+                log.warning("skipped %s: its buckets or labels differ from the others", path)
+                continue
+            merged = sums.setdefault(snapshot.name, {})
+            for series in snapshot.series:
+                into = merged.get(tuple(series.labels))
+                if into is None:
+                    merged[tuple(series.labels)] = _Series(
+                        series.labels, list(series.counts), series.sum
+                    )
+                    continue
+                into.counts = [a + b for a, b in zip(into.counts, series.counts, strict=True)]
+                into.sum += series.sum
+        for name, head in heads.items():
+            rows = [(s.labels, s.counts, s.sum) for s in sums.get(name, {}).values()]
+            yield _family(name, head.documentation, head.labelnames, [*head.bounds, math.inf], rows)
