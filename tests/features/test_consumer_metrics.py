@@ -23,8 +23,7 @@ def _samples(collector: Collector, **labels: str) -> dict[str, float]:
         f"{s.name}{s.labels.get('le', '')}": s.value
         for metric in collector.collect()
         for s in metric.samples
-        if not s.name.endswith("_created")
-        and all(s.labels.get(k) == v for k, v in labels.items())
+        if not s.name.endswith("_created") and all(s.labels.get(k) == v for k, v in labels.items())
     }
 
 
@@ -74,14 +73,21 @@ def test_the_consumers_batch_ages_reach_the_freshness_histogram() -> None:
     ages.add("app", 7.0, {"probe_type": 1})
     assert ages.record(None, now=0.0) == {"probe_type": 5}
     after = _samples(FRESHNESS_SECONDS, event_type="probe_type")
-    assert after["headwater_freshness_seconds_count"] - before.get(
-        "headwater_freshness_seconds_count", 0.0
-    ) == 5
-    assert after["headwater_freshness_seconds_bucket0.5"] - before.get(
-        "headwater_freshness_seconds_bucket0.5", 0.0
-    ) == 4
-    assert abs(
-        after["headwater_freshness_seconds_sum"]
-        - before.get("headwater_freshness_seconds_sum", 0.0)
-        - (4 * 0.3 + 7.0)
-    ) < 1e-9
+    assert (
+        after["headwater_freshness_seconds_count"]
+        - before.get("headwater_freshness_seconds_count", 0.0)
+        == 5
+    )
+    assert (
+        after["headwater_freshness_seconds_bucket0.5"]
+        - before.get("headwater_freshness_seconds_bucket0.5", 0.0)
+        == 4
+    )
+    assert (
+        abs(
+            after["headwater_freshness_seconds_sum"]
+            - before.get("headwater_freshness_seconds_sum", 0.0)
+            - (4 * 0.3 + 7.0)
+        )
+        < 1e-9
+    )
