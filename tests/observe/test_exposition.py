@@ -40,7 +40,7 @@ def test_files_of_several_processes_are_summed(tmp_path: Path) -> None:
     second.observe_counts(("a",), [0, 0, 3], [0.0, 0.0, 9.0])
     second.observe_counts(("b",), [1, 0, 0], [0.05, 0.0, 0.0])
     first.observe(0.7, ("a",))
-    assert len(list(tmp_path.glob("batch_histogram_hw_test_seconds_*.json"))) == 2
+    assert len(list(tmp_path.glob("batch_histogram_hw_test_seconds_*.hist"))) == 2
     got = _samples(BatchHistogramFiles(tmp_path))
     assert got[("hw_test_seconds_bucket", "a", "0.1")] == 2
     assert got[("hw_test_seconds_bucket", "a", "1.0")] == 4
@@ -58,14 +58,20 @@ def test_a_process_started_again_adds_to_the_totals_of_the_one_before(tmp_path: 
     assert _samples(BatchHistogramFiles(tmp_path))[("hw_test_seconds_count", "a", "")] == 6
 
 
-def test_a_file_with_other_buckets_or_unreadable_is_skipped(tmp_path: Path) -> None:
+def test_a_file_with_other_buckets_torn_or_unreadable_is_skipped(tmp_path: Path) -> None:
     _histogram(tmp_path).observe(0.5, ("a",))
+    (whole,) = (p.read_bytes() for p in tmp_path.glob("batch_histogram_*.hist"))
     BatchHistogram("hw_test_seconds", "test", ["kind"], (0.5,), directory=tmp_path).observe(
         0.2, ("a",)
     )
-    (tmp_path / "batch_histogram_hw_test_seconds_1_ab.json").write_bytes(b"{not json")
+    (tmp_path / "batch_histogram_hw_test_seconds_1_ab.hist").write_bytes(b"{not framed")
+    # Torn: a frame whose bytes do not match their checksum (a write seen half done).
+    torn = whole.replace(b'"a"', b'"z"')
+    assert torn != whole
+    (tmp_path / "batch_histogram_hw_test_seconds_2_cd.hist").write_bytes(torn)
     got = _samples(BatchHistogramFiles(tmp_path))
     assert got[("hw_test_seconds_count", "a", "")] == 1
+    assert ("hw_test_seconds_count", "z", "") not in got
 
 
 def test_wrong_labels_or_bucket_counts_are_refused() -> None:

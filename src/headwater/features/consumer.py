@@ -413,8 +413,9 @@ class _BatchAges:
 
     def record(self, slo: SloRecorder | None, now: float) -> dict[str, int]:
         """Into the histogram and ``slo``; the events per type."""
-        for etype, counts in self.counts.items():
-            FRESHNESS_SECONDS.observe_counts((etype,), counts, self.sums[etype])
+        FRESHNESS_SECONDS.observe_many(
+            ((etype,), counts, self.sums[etype]) for etype, counts in self.counts.items()
+        )
         if slo is not None:
             for (producer, etype), (total, within, oldest) in self.slo.items():
                 slo.observe_counts(

@@ -10,9 +10,11 @@ internals.
 
 Under multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set, as ``headwater up
 --processes`` sets it for its processes) each process also keeps its totals in a file
-of its own in that directory, replaced after each batch; ``BatchHistogramFiles`` sums
-the files at scrape, the way prometheus-client sums its own per-process files. A file
-outlives its process, so the totals never go down when a process is started again.
+of its own in that directory, rewritten in place after each batch (about 3 µs; a new
+file and a rename cost 0.4-0.5 ms here), framed by its length and CRC-32 so that a scrape
+reading it mid-write notices and reads it again. ``BatchHistogramFiles`` sums the files at
+scrape, the way prometheus-client sums its own per-process files. A file outlives its
+process, so the totals never go down when a process is started again.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import logging
 import math
 import os
 import secrets
+import struct
 import threading
+import time
+import zlib
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -36,6 +41,11 @@ log = logging.getLogger("headwater.metrics")
 
 #: Names of the per-process files (prometheus-client's own end in ``.db``).
 FILE_PREFIX = "batch_histogram_"
+_SUFFIX = ".hist"
+#: Before each file's JSON: its length and CRC-32.
+_FRAME = struct.Struct("<II")
+#: Reads of a file that is being written before it is skipped for this scrape.
+_READ_ATTEMPTS = 5
 
 
 def multiprocess_dir() -> Path | None:
@@ -62,6 +72,25 @@ class _Snapshot(msgspec.Struct, frozen=True):
 
 
 _DECODER = msgspec.json.Decoder(_Snapshot)
+
+
+def _frame(payload: bytes) -> bytes:
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _read(path: Path) -> _Snapshot | None:
+    """The snapshot in ``path``; None when it stays torn or unreadable."""
+    for attempt in range(_READ_ATTEMPTS):
+        if attempt:
+            time.sleep(0.001)  # the writer is mid-write: it takes microseconds
+        data = path.read_bytes()
+        if len(data) < _FRAME.size:
+            continue
+        size, crc = _FRAME.unpack_from(data)
+        payload = data[_FRAME.size : _FRAME.size + size]
+        if len(payload) == size and zlib.crc32(payload) == crc:
+            return _DECODER.decode(payload)
+    return None
 
 
 def _le(bound: float) -> str:
@@ -111,7 +140,8 @@ class BatchHistogram(Collector):
         self._lock = threading.Lock()
         # One file per process; the token keeps a later process that reuses the pid
         # from replacing the totals of the one before it.
-        self._file_name = f"{FILE_PREFIX}{name}_{os.getpid()}_{secrets.token_hex(4)}.json"
+        self._file_name = f"{FILE_PREFIX}{name}_{os.getpid()}_{secrets.token_hex(4)}{_SUFFIX}"
+        self._fd: int | None = None
         if registry is not None:
             registry.register(self)
 
@@ -129,19 +159,29 @@ class BatchHistogram(Collector):
         """Observations given per bucket: ``counts[i]`` values summing to ``sums[i]`` fell
         in bucket ``i`` (at most ``upper_bounds[i]``, above the bound before it). What as
         many calls of ``Histogram.observe`` record, in one call."""
-        if len(labelvalues) != len(self.labelnames):
-            raise ValueError(f"{self.name}: labels {self.labelnames}, got {tuple(labelvalues)}")
-        if len(counts) != len(self.upper_bounds) or len(sums) != len(self.upper_bounds):
-            raise ValueError(f"{self.name}: {len(self.upper_bounds)} buckets, got {len(counts)}")
-        key = tuple(str(v) for v in labelvalues)
+        self.observe_many([(labelvalues, counts, sums)])
+
+    def observe_many(
+        self, batch: Iterable[tuple[Sequence[str], Sequence[int], Sequence[float]]]
+    ) -> None:
+        """``observe_counts`` for several label values at once (one file write)."""
+        width = len(self.upper_bounds)
         with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = _Series(list(key), [0] * len(self.upper_bounds), 0.0)
-            for i, n in enumerate(counts):
-                if n:
-                    series.counts[i] += n
-            series.sum += math.fsum(sums)
+            for labelvalues, counts, sums in batch:
+                if len(labelvalues) != len(self.labelnames):
+                    raise ValueError(
+                        f"{self.name}: labels {self.labelnames}, got {tuple(labelvalues)}"
+                    )
+                if len(counts) != width or len(sums) != width:
+                    raise ValueError(f"{self.name}: {width} buckets, got {len(counts)}")
+                key = tuple(str(v) for v in labelvalues)
+                series = self._series.get(key)
+                if series is None:
+                    series = self._series[key] = _Series(list(key), [0] * width, 0.0)
+                for i, n in enumerate(counts):
+                    if n:
+                        series.counts[i] += n
+                series.sum += math.fsum(sums)
             if self.directory is not None:
                 self._write(self.directory)
 
@@ -153,14 +193,14 @@ class BatchHistogram(Collector):
             list(self.upper_bounds[:-1]),
             list(self._series.values()),
         )
-        path = directory / self._file_name
-        tmp = directory / f".{self._file_name}.tmp"
         try:
-            tmp.write_bytes(msgspec.json.encode(snapshot))
-            os.replace(tmp, path)
+            if self._fd is None:
+                self._fd = os.open(directory / self._file_name, os.O_WRONLY | os.O_CREAT, 0o644)
+            # In place: the frame says where the snapshot ends, so the file never shrinks.
+            os.pwrite(self._fd, _frame(msgspec.json.encode(snapshot)), 0)
         except OSError:
             # Metrics must not stop the consumer: the next batch writes the totals again.
-            log.warning("could not write %s", path, exc_info=True)
+            log.warning("could not write %s", directory / self._file_name, exc_info=True)
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         """This process's totals."""
@@ -184,11 +224,13 @@ class BatchHistogramFiles(Collector):
         """One family per histogram name, its series summed over the processes."""
         heads: dict[str, _Snapshot] = {}
         sums: dict[str, dict[tuple[str, ...], _Series]] = {}
-        for path in sorted(self.directory.glob(f"{FILE_PREFIX}*.json")):
+        for path in sorted(self.directory.glob(f"{FILE_PREFIX}*{_SUFFIX}")):
             try:
-                snapshot = _DECODER.decode(path.read_bytes())
+                snapshot = _read(path)
             except (OSError, msgspec.DecodeError):
-                log.warning("skipped unreadable metrics file %s", path, exc_info=True)
+                snapshot = None
+            if snapshot is None:
+                log.warning("skipped unreadable metrics file %s", path)
                 continue
             head = heads.setdefault(snapshot.name, snapshot)
             width = len(snapshot.bounds) + 1
