@@ -54,6 +54,14 @@ def _value(
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def _serve_own_port(args: list[str], home: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "HEADWATER_HOME": str(home)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "headwater", *args, "--metrics-port", str(port)], env=env
+    )
+
+
 @pytest.fixture
 def supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Supervisor]:
     # The processes read these from their environment: a batch every few seconds, and
@@ -190,12 +198,7 @@ def test_a_consumer_on_its_own_serves_its_metrics(tmp_path: Path) -> None:
     home = tmp_path / "hw"
     web, operator = _keys(home)
     port = free_port()
-    env = {**os.environ, "HEADWATER_HOME": str(home)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "headwater", "consume", "features", "--metrics-port", str(port)],
-        env=env,
-    )
+    proc = _serve_own_port(["consume", "features"], home, port)
     url = f"http://127.0.0.1:{port}/metrics"
     try:
 
@@ -232,3 +235,93 @@ def test_a_consumer_on_its_own_serves_its_metrics(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("args", "env_vars", "metric", "labels"),
+    [
+        (
+            ["orchestrate", "--interval", "0.2"],
+            {"HEADWATER_ERASURE_CHASE": "1ms"},
+            "headwater_erasure_alerts_total",
+            {"participant": "online-features"},
+        ),
+        (
+            ["batch", "schedule"],
+            {"HEADWATER_BATCH_SCHEDULE": "every 1s"},
+            "headwater_batch_run_seconds_count",
+            {},
+        ),
+    ],
+    ids=["orchestrate", "batch-schedule"],
+)
+def test_the_orchestrator_and_the_batch_serve_their_own_metrics(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env_vars: dict[str, str],
+    metric: str,
+    labels: dict[str, str],
+) -> None:
+    for name, value in env_vars.items():  # the request's due time is set where it is made
+        monkeypatch.setenv(name, value)
+    home = tmp_path / "hw"
+    _, operator = _keys(home)
+    port = free_port()
+    proc = _serve_own_port(args, home, port)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        if args[0] == "orchestrate":  # a request no store confirms: the stores are chased
+            with Application(Settings.from_env(home)) as app:
+                app.orchestrator.request("zed", legal_basis="account-closed", requested_by="t")
+
+        def recorded() -> bool:
+            assert proc.poll() is None, f"{args} exited"
+            try:
+                return _value(_scrape(url, operator), metric, **labels) >= 1
+            except httpx.HTTPError:
+                return False
+
+        wait_for(recorded, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_embedded_stack_serves_every_metric_from_its_one_process(tmp_path: Path) -> None:
+    from headwater.stack import EmbeddedStack
+
+    home = tmp_path / "hw"
+    web, operator = _keys(home)
+    stack = EmbeddedStack(Settings.from_env(home), port=free_port(), orchestrator_interval_s=0.1)
+    stack.start()
+    metrics = f"{stack.url}/metrics"
+    try:
+        before = _scrape(metrics, operator)
+        with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {web}"}) as http:
+            assert http.post("/v1/signals", json=events("dee", 6)).status_code == 200
+            created = http.post(
+                "/v1/deletions", json={"user_id": "dee", "legal_basis": "account-closed"}
+            )
+            assert created.status_code == 202, created.text
+            request_id = created.json()["request_id"]
+            wait_for(
+                lambda: http.get(f"/v1/deletions/{request_id}").json()["status"] == "completed",
+                timeout=90,
+            )
+        stack.app.open_batch_runner().run()
+        after = _scrape(metrics, operator)
+
+        def grew(name: str, **labels: str) -> float:
+            return _value(after, name, **labels) - _value(before, name, **labels)
+
+        assert grew("headwater_freshness_seconds_count", event_type="view") == 6
+        assert grew("headwater_erasure_confirm_seconds_count", participant="archive") == 1
+        assert grew("headwater_batch_run_seconds_count") >= 1
+        assert grew("headwater_publish_seconds_count") == 1
+    finally:
+        stack.stop()
