@@ -4,6 +4,7 @@ a process's own metrics endpoint, and prometheus-client reached by its public AP
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,6 +57,22 @@ def test_a_process_started_again_adds_to_the_totals_of_the_one_before(tmp_path: 
     after = _histogram(tmp_path)  # same pid in this test: the file is its own all the same
     after.observe_counts(("a",), [1, 0, 0], [0.01, 0.0, 0.0])
     assert _samples(BatchHistogramFiles(tmp_path))[("hw_test_seconds_count", "a", "")] == 6
+
+
+def test_a_forked_process_writes_its_own_file_and_not_its_parents_totals(
+    tmp_path: Path,
+) -> None:
+    h = _histogram(tmp_path)
+    h.observe_counts(("a",), [3, 0, 0], [0.1, 0.0, 0.0])
+    pid = os.fork()
+    if pid == 0:  # the child: one observation of its own, then gone
+        try:
+            h.observe(0.5, ("a",))
+        finally:
+            os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert len(list(tmp_path.glob("batch_histogram_*.hist"))) == 2
+    assert _samples(BatchHistogramFiles(tmp_path))[("hw_test_seconds_count", "a", "")] == 4
 
 
 def test_a_file_with_other_buckets_torn_or_unreadable_is_skipped(tmp_path: Path) -> None:

@@ -138,12 +138,19 @@ class BatchHistogram(Collector):
         self.directory = directory if directory is not None else multiprocess_dir()
         self._series: dict[tuple[str, ...], _Series] = {}
         self._lock = threading.Lock()
-        # One file per process; the token keeps a later process that reuses the pid
-        # from replacing the totals of the one before it.
-        self._file_name = f"{FILE_PREFIX}{name}_{os.getpid()}_{secrets.token_hex(4)}{_SUFFIX}"
+        self._pid = -1
+        self._file_name = ""
         self._fd: int | None = None
+        self._own_file()
         if registry is not None:
             registry.register(self)
+
+    def _own_file(self) -> None:
+        # One file per process; the token keeps a later process that reuses the pid
+        # from replacing the totals of the one before it.
+        self._pid = os.getpid()
+        self._file_name = f"{FILE_PREFIX}{self.name}_{self._pid}_{secrets.token_hex(4)}{_SUFFIX}"
+        self._fd = None
 
     def observe(self, value: float, labelvalues: Sequence[str] = ()) -> None:
         """One observation."""
@@ -167,6 +174,10 @@ class BatchHistogram(Collector):
         """``observe_counts`` for several label values at once (one file write)."""
         width = len(self.upper_bounds)
         with self._lock:
+            if self.directory is not None and os.getpid() != self._pid:
+                # A forked process: its parent's totals are in the parent's file already.
+                self._series.clear()
+                self._own_file()
             for labelvalues, counts, sums in batch:
                 if len(labelvalues) != len(self.labelnames):
                     raise ValueError(
