@@ -16,7 +16,8 @@ from headwater.gateway._errors import json_response
 from headwater.gateway._schemas import errors
 from headwater.gateway.dashboard_view import consumers_view
 from headwater.gateway.security import public, requires
-from headwater.metrics import REGISTRY
+from headwater.gateway.telemetry import BACKENDS
+from headwater.metrics.exposition import scrape_registry
 from headwater.slo import slo_report
 
 __all__ = ["router"]
@@ -32,8 +33,9 @@ router = APIRouter()
     dependencies=[requires(Role.OPERATOR)],
 )
 async def metrics() -> Response:
-    """Every counter and histogram, plus lag, dead letters and erasures read at scrape."""
-    body = await run_in_threadpool(generate_latest, REGISTRY)
+    """Every counter and histogram, plus lag, dead letters and erasures read at scrape;
+    under ``headwater up --processes``, those of every process."""
+    body = await run_in_threadpool(generate_latest, scrape_registry(BACKENDS))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
