@@ -102,6 +102,13 @@ def test_one_scrape_of_up_processes_shows_every_process(supervisor: Supervisor) 
             )
         )
         assert _value(samples, "headwater_publish_seconds_count") >= 1  # the gateway's own
+        # The freshness SLO's counter (the alert rules' input), from the consumer's process.
+        readable_views = sum(
+            v
+            for (name, labels), v in samples.items()
+            if name == "headwater_freshness_events_total" and ("event_type", "view") in labels
+        )
+        assert readable_views >= 10
 
         # An erasure: one participant stopped, so the orchestrator alerts about it.
         batch_erasure = sup.children["batch-erasure"]
