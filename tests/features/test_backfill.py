@@ -368,3 +368,59 @@ def test_a_partition_handed_over_by_another_member_is_computed_there_at_once(
     assert "recently_purchased" in computed(follower.engine_for(0, stream))
     assert "recently_purchased" not in computed(follower.engine_for(1, stream))
     assert fx.ledger.handed_over(run.id) == {0: 420}  # partition 1 waits for the stream
+
+
+def test_a_partition_rebuilt_by_another_member_is_written_to_the_rebuilt_namespace(
+    fx: Fixture,
+) -> None:
+    """A rebuild is taken over on partition 0 (by the member that held it), not on
+    partition 1, which this member holds but is behind the archive on. Partition 0 came to
+    this member: its users' rows are read from and written to the rebuilt namespace (with
+    the partition's position), and mirrored to the old one; partition 1's stay in the old
+    namespace until this member takes it over."""
+    run = fx.backfill().run(kind="rebuild")
+    assert run is not None
+    fx.ledger.record_handover(run.id, "features", {0: (410, 420)}, 0)
+    rebuilt_u0 = fx.store.get(run.staging, ["u0"])["u0"]
+    fx.store.put(run.namespace, {"u0": rebuilt_u0})  # as the other member's take-over wrote it
+    live = LiveDefinitions(fx.versions, FeatureEngine(), ledger=fx.ledger)
+    consumer = FeatureConsumer(
+        fx.store,
+        live.engine(stream=True),
+        definitions=live,
+        tail=tail_of("u1", 1, partition=1, start=190)[1],
+        partition_of=lambda user: 0 if user == "u0" else 1,
+        record_freshness=False,
+    )
+    behind = {0: Position(420, 0), 1: Position(100, 0)}  # behind the archive (190) on 1
+    fx.store.put("user", {}, group="features", positions=behind, fence=consumer._fence_of({0, 1}))
+    new = [
+        Signal(
+            event_id=f"n{user}",
+            event_type="purchase",
+            user_id=user,
+            surface="web",
+            timestamp=NOW,
+            item_id="i-new",
+        )
+        for user in ("u0", "u1")
+    ]
+    consumer.handle(
+        [
+            Record(0, 420, "u0", KIND_SIGNAL, encode_signal(new[0]), 0),
+            Record(1, 100, "u1", KIND_SIGNAL, encode_signal(new[1]), 0),
+        ]
+    )
+    engine = FeatureEngine()
+    expected = engine.decode(rebuilt_u0)
+    engine.apply(expected, [new[0]])
+    got = fx.store.get(run.namespace, ["u0", "u1"])
+    assert set(got) == {"u0"}
+    assert engine.decode(got["u0"])["counts"] == expected["counts"]
+    old = fx.store.get("user", ["u0", "u1"])
+    assert old["u0"] == got["u0"]  # mirrored to the namespace readers still read
+    assert engine.decode(old["u1"])["counts"] == {"purchase": 1}
+    assert {p: pos.next_offset for p, pos in fx.store.positions("features").items()} == {
+        0: 421,
+        1: 101,
+    }

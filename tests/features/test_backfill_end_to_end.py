@@ -258,7 +258,7 @@ class Churn:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["backfill"])  # a rebuild: see docs/feature-versions.md
+@pytest.mark.parametrize("kind", ["backfill", "rebuild"])
 def test_members_that_come_and_go_during_the_hand_over_lose_and_double_nothing(
     hw: Application, kind: RunKind
 ) -> None:

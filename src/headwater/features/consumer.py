@@ -237,27 +237,78 @@ class FeatureConsumer(Consumer):
         moved = {p: Position(r.offset + 1, r.timestamp_ms) for p, r in last.items()}
         engine = self.engine
         late_before = engine.late_events
+        rebuilt = self.follower.rebuilt if self.follower is not None else {}
+        if rebuilt:
+            self._handle_rebuilt(records, by_user, moved, rebuilt)
+        else:
+            self._write(records, by_user, moved)
+        if engine.late_events != late_before:
+            FEATURE_LATE_EVENTS.labels("any").inc(engine.late_events - late_before)
+        if runs is not None:
+            self._observe(runs, len(by_user))
+
+    def _write(
+        self,
+        records: Sequence[Record],
+        by_user: Mapping[str, list[StreamSignal]],
+        moved: Mapping[int, Position],
+    ) -> None:
+        """Apply the batch to its users' rows and write them with the positions."""
+        engine = self.engine
         rows = self.store.get(self.namespace, list(by_user))
         out: dict[str, bytes] = {}
-        decode, apply, encode = engine.decode, engine.apply, engine.encode
-        applied = 0
         if self.follower is not None and self.follower.overrides:
-            applied = self._apply_per_partition(records, by_user, rows, out)
-            by_user = {}
-        for user, signals in by_user.items():
-            state = decode(rows.get(user))
-            applied += apply(state, signals)
-            out[user] = encode(state)
-        self.applied += applied
+            self.applied += self._apply_per_partition(records, by_user, rows, out)
+        else:
+            decode, apply, encode = engine.decode, engine.apply, engine.encode
+            applied = 0
+            for user, signals in by_user.items():
+                state = decode(rows.get(user))
+                applied += apply(state, signals)
+                out[user] = encode(state)
+            self.applied += applied
         if self.previous is not None:
             self.store.put(self.previous, out, group=self.group, fence=self._fence_of(moved))
         self.store.put(
             self.namespace, out, group=self.group, positions=moved, fence=self._fence_of(moved)
         )
-        if engine.late_events != late_before:
-            FEATURE_LATE_EVENTS.labels("any").inc(engine.late_events - late_before)
-        if runs is not None:
-            self._observe(runs, len(by_user))
+
+    def _handle_rebuilt(
+        self,
+        records: Sequence[Record],
+        by_user: Mapping[str, list[StreamSignal]],
+        moved: Mapping[int, Position],
+        rebuilt: Mapping[int, str],
+    ) -> None:
+        """A batch while some partitions held are already in a rebuild's namespace
+        (another member took them over) and this member has not switched: their users'
+        rows are read from that namespace and written there with their positions, and
+        mirrored to the old namespace, which holds the other partitions' rows and
+        positions. Each partition's rows and position are written together."""
+        part = {r.key: r.partition for r in records}
+        users_by_ns: dict[str, list[str]] = {}
+        for user in by_user:
+            users_by_ns.setdefault(rebuilt.get(part[user], self.namespace), []).append(user)
+        rows: dict[str, bytes] = {}
+        for namespace, users in users_by_ns.items():
+            rows.update(self.store.get(namespace, users))
+        out: dict[str, bytes] = {}
+        self.applied += self._apply_per_partition(records, by_user, rows, out)
+        for namespace, users in users_by_ns.items():
+            if namespace == self.namespace:
+                continue
+            parts = {p: pos for p, pos in moved.items() if rebuilt.get(p) == namespace}
+            self.store.put(
+                namespace,
+                {u: out[u] for u in users},
+                group=self.group,
+                positions=parts,
+                fence=self._fence_of(parts),
+            )
+        own = {p: pos for p, pos in moved.items() if p not in rebuilt}
+        self.store.put(
+            self.namespace, out, group=self.group, positions=own, fence=self._fence_of(moved)
+        )
 
     def _apply_per_partition(
         self,

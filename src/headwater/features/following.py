@@ -62,6 +62,10 @@ class DefinitionFollower:
         #: Engines of partitions on which a backfill is handed over while others of this
         #: consumer's are not yet (only between two members' take-overs).
         self.overrides: dict[int, FeatureEngine] = {}
+        #: Partitions held whose rows live in a rebuild's namespace already (another member
+        #: took them over) while this member still writes the old one: their users are
+        #: read from and written to that namespace, and mirrored to the old one.
+        self.rebuilt: dict[int, str] = {}
         self._engines: dict[frozenset[tuple[str, int]], tuple[FeatureEngine, FeatureEngine]] = {}
 
     def follow(
@@ -127,6 +131,13 @@ class DefinitionFollower:
         self, engine: FeatureEngine, staged: list[BackfillRun], partitions: set[int]
     ) -> None:
         self.overrides = {}
+        self.rebuilt = {
+            p: run.namespace
+            for run in staged
+            if run.kind == "rebuild" and run.namespace != self.namespace
+            for p in partitions
+            if p in run.handed_over
+        }
         if not staged:
             return
         for p in partitions:
@@ -162,7 +173,12 @@ class DefinitionFollower:
         need = (held or set(run.positions)) - set(run.handed_over)
         taken = set(run.features.items())
         if not need:
-            if taken <= self.taken:
+            # Every partition held was taken over, by this member or by others before they
+            # came to it: its rows are in the rebuilt namespace from now on.
+            moved = run.kind == "rebuild" and self.namespace != run.namespace
+            if moved:
+                self.previous, self.namespace = self.namespace, run.namespace
+            if taken <= self.taken and not moved:
                 return False
             self.taken |= taken
             return True
