@@ -13,6 +13,7 @@ from headwater import __version__
 from headwater.application import Application
 from headwater.config import Settings
 from headwater.gateway._errors import install_error_handlers, json_response
+from headwater.gateway._schemas import install_openapi
 from headwater.gateway.admin_routes import router as admin_router
 from headwater.gateway.contract_routes import router as contract_router
 from headwater.gateway.dashboard_routes import router as dashboard_router
@@ -78,6 +79,7 @@ def create_app(
     ):
         app.include_router(router)
     _documentation(app)
+    install_openapi(app)
     install_request_ids(app)
     if extra is not None:
         extra(app)

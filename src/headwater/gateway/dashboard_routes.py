@@ -9,6 +9,7 @@ caller, so without a session the page shows nothing but the login.
 from __future__ import annotations
 
 from importlib import resources
+from typing import Annotated
 
 import msgspec
 from fastapi import APIRouter, Request
@@ -18,8 +19,8 @@ from fastapi.responses import HTMLResponse, Response
 from headwater.access.roles import Role
 from headwater.errors import PermissionDeniedError
 from headwater.gateway._deps import application
-from headwater.gateway._errors import json_response
-from headwater.gateway._schemas import errors, json_body
+from headwater.gateway._schemas import Answer, json_body
+from headwater.gateway.answers import LoggedOut, SessionAnswer
 from headwater.gateway.bodies import decode_json, read_body
 from headwater.gateway.security import SESSION_COOKIE, public
 
@@ -31,7 +32,11 @@ router = APIRouter()
 class Login(msgspec.Struct, forbid_unknown_fields=True):
     """Body of a dashboard login."""
 
-    key: str
+    key: Annotated[str, msgspec.Meta(description="An API key with the operator role")]
+
+
+SESSION = Answer(SessionAnswer, "Logged in: the session cookie is set")
+LOGOUT = Answer(LoggedOut, "Logged out: the session cookie is cleared")
 
 
 @router.get(
@@ -57,8 +62,8 @@ async def dashboard() -> HTMLResponse:
 @router.post(
     "/dashboard/session",
     summary="Log in to the dashboard with an operator key",
-    responses=errors(400, 401, 403),
-    openapi_extra=json_body({"key": {"type": "string"}}, ["key"]),
+    responses=SESSION.responses(400, 401, 403, 408, 413),
+    openapi_extra=json_body(Login),
     dependencies=[public()],
 )
 async def login(request: Request) -> Response:
@@ -72,7 +77,7 @@ async def login(request: Request) -> Response:
             + ", ".join(key.roles)
         )
     token = await run_in_threadpool(hw.sessions.create, key)
-    response = json_response({"team": key.team, "roles": list(key.roles)})
+    response = SESSION.reply(SessionAnswer(team=key.team, roles=list(key.roles)))
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -85,12 +90,17 @@ async def login(request: Request) -> Response:
     return response
 
 
-@router.delete("/dashboard/session", summary="Log out of the dashboard", dependencies=[public()])
+@router.delete(
+    "/dashboard/session",
+    summary="Log out of the dashboard",
+    responses=LOGOUT.responses(),
+    dependencies=[public()],
+)
 async def logout(request: Request) -> Response:
     """End the session (its cookie stops working on every gateway at once)."""
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         await run_in_threadpool(application(request).sessions.end, token)
-    response = json_response({"logged_out": True})
+    response = LOGOUT.reply(LoggedOut(logged_out=True))
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response
