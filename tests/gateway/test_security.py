@@ -70,7 +70,7 @@ def _event() -> dict[str, Any]:
     }
 
 
-def _request(method: str, path: str) -> tuple[str, dict[str, Any] | list[Any] | None]:
+def request_for(method: str, path: str) -> tuple[str, dict[str, Any] | list[Any] | None]:
     """A concrete URL and a well-formed body for each route."""
     url = (
         path.replace("{user_id}", "u1")
@@ -133,7 +133,7 @@ def test_every_route_and_every_caller(
     client: TestClient, keys: dict[str, str], method: str, path: str
 ) -> None:
     roles = EXPECTED[(method, path)]
-    url, body = _request(method, path)
+    url, body = request_for(method, path)
 
     def call(key: str | None) -> Any:
         headers = auth(key) if key else {}

@@ -37,7 +37,14 @@ from headwater.gateway.problems import kind
 from headwater.logs import REQUEST_ID
 from headwater.wire import PROBLEM_JSON, Problem, ProblemItem
 
-__all__ = ["install_error_handlers", "json_response", "kind_of", "problem", "problem_response"]
+__all__ = [
+    "install_error_handlers",
+    "internal_error",
+    "json_response",
+    "kind_of",
+    "problem",
+    "problem_response",
+]
 
 #: The kind of each headwater error, the first that matches (subclasses first).
 _KINDS: list[tuple[type[HeadwaterError], str]] = [
@@ -168,8 +175,9 @@ def _http(request: Request, exc: HTTPException) -> Response:
     return problem_response(doc, dict(exc.headers or {}))
 
 
-def _unexpected(request: Request, _exc: Exception) -> Response:
-    # Never the exception's text: it may hold a user's data. The log has it, by request id.
+def internal_error(request: Request) -> Response:
+    """The answer to an exception nothing expected: a problem without the exception's
+    text (it may hold a user's data); the log has it, under the request id."""
     detail = "an unexpected error; the gateway's log has it under this request id"
     return problem_response(problem(request, "internal", detail))
 
@@ -189,8 +197,9 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         return _http(request, exc)
 
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        return _unexpected(request, exc)
+    async def on_unexpected(request: Request, _exc: Exception) -> Response:
+        # Only what fails outside the request-id middleware, which answers the rest.
+        return internal_error(request)
 
     app.add_exception_handler(HeadwaterError, on_headwater)
     app.add_exception_handler(RequestValidationError, on_validation)

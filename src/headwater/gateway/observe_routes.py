@@ -16,7 +16,7 @@ from headwater.access.roles import Role
 from headwater.application import Application
 from headwater.gateway._deps import application
 from headwater.gateway._errors import problem, problem_response
-from headwater.gateway._schemas import Answer, ref
+from headwater.gateway._schemas import Answer, errors, ref
 from headwater.gateway.answers import (
     ConsumerStats,
     Health,
@@ -47,7 +47,10 @@ READY = Answer(Readiness, "Every backend answers")
     "/metrics",
     summary="Prometheus metrics (scrape with an operator key as the bearer token)",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text"},
+        **errors(401, 403),
+    },
     dependencies=[requires(Role.OPERATOR)],
 )
 async def metrics() -> Response:

@@ -12,6 +12,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from headwater.application import Application
+from headwater.gateway._errors import internal_error
 from headwater.logs import REQUEST_ID
 from headwater.metrics import REGISTRY
 from headwater.wire import new_event_id
@@ -35,6 +36,10 @@ def install_request_ids(app: FastAPI) -> None:
         token = REQUEST_ID.set(rid)
         try:
             response = await call_next(request)
+        except Exception:
+            # Logged and answered here, while the request id is still set.
+            log.exception("unexpected error answering %s %s", request.method, request.url.path)
+            response = internal_error(request)
         finally:
             REQUEST_ID.reset(token)
         response.headers["X-Request-ID"] = rid
