@@ -136,7 +136,17 @@ class BatchError(HeadwaterError):
 
 
 class MalformedBatchError(BatchError):
-    """The body is not a JSON array of events nor NDJSON."""
+    """The body is not a JSON array of events nor NDJSON (or not the object a route reads).
+
+    ``rule`` names what it broke (``duplicate_key``, ``max_depth``, ``not_json``,
+    ``missing_field`` ...) and ``field`` where, as a JSON path (``$[3].payload.sku``),
+    when the reader knows.
+    """
+
+    def __init__(self, message: str, *, rule: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.field = field
 
 
 class BatchTooLargeError(BatchError):

@@ -102,3 +102,23 @@ def test_the_documented_table_is_every_kind() -> None:
     }
     assert documented == expected
     assert len(rows) == len(KINDS), "each type once"
+
+
+def test_a_malformed_body_names_the_field_and_rule(client: TestClient, hw: Application) -> None:
+    privacy = make_key(hw, "privacy", "privacy")
+    bodies = {
+        b'{"legal_basis": "gdpr-art17"}': ("$.user_id", "missing_field"),
+        b'{"user_id": "", "legal_basis": "gdpr-art17"}': ("$.user_id", "invalid_value"),
+        b'{"user_id": "u1", "legal_basis": "gdpr-art17", "why": "x"}': ("$.why", "unknown_field"),
+        b'{"user_id": "u1", "legal_basis": "gdpr-art17"': (None, "not_json"),
+    }
+    for body, (field, rule) in bodies.items():
+        r = client.post("/v1/deletions", content=body, headers=auth(privacy))
+        [error] = problem(r, 400, "malformed-body")["errors"]
+        assert (error.get("field"), error["rule"]) == (field, rule), body
+        assert error["message"]
+    producer = make_key(hw, "web", "producer")
+    batch = b'[{"event_id": "a"}, {"event_id": "b", "payload": {"x": 1, "x": 2}}]'
+    r = client.post("/v1/signals", content=batch, headers=auth(producer))
+    [error] = problem(r, 400, "malformed-body")["errors"]
+    assert (error["field"], error["rule"]) == ("$[1].payload.x", "duplicate_key")

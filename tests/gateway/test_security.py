@@ -232,7 +232,9 @@ def test_a_key_given_twice_is_refused_on_every_json_route(
         content=body,
         headers={**auth(keys["privacy"]), "Content-Type": "application/json"},
     )
-    assert 'duplicate key "user_id"' in problem(r, 400, "malformed-body")["detail"]
+    doc = problem(r, 400, "malformed-body")
+    assert 'duplicate key "user_id"' in doc["detail"]
+    assert [(e["field"], e["rule"]) for e in doc["errors"]] == [("$.user_id", "duplicate_key")]
     r = client.post(
         "/v1/features/batch",
         content=b'{"user_ids": ["a"], "user_ids": ["b"]}',

@@ -121,6 +121,8 @@ def _items(exc: HeadwaterError) -> list[ProblemItem]:
         return [_violation(v) for v in exc.violations]
     if isinstance(exc, PermissionDeniedError):
         return [msgspec.convert(r, ProblemItem) for r in exc.refused]
+    if isinstance(exc, MalformedBatchError) and exc.rule:
+        return [ProblemItem(rule=exc.rule, message=str(exc), field=exc.field)]
     return []
 
 
