@@ -11,6 +11,7 @@ raw are named with ``json_body``; every error is a ``Problem`` (``errors``).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -19,7 +20,6 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 
 from headwater.gateway._errors import json_response
-from headwater.gateway.problems import KINDS
 from headwater.wire import PROBLEM_JSON, Problem
 
 __all__ = [
@@ -86,8 +86,7 @@ def json_body(model: type[msgspec.Struct], *, media_types: Iterable[str] = ()) -
 
 
 def _status_text(code: int) -> str:
-    kinds = [k for k in KINDS.values() if k.status == code]
-    return "; ".join(f"{k.title} ({k.type})" for k in kinds) or "Error"
+    return f"{HTTPStatus(code).phrase}: a problem document (docs/problems.md: its types)"
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
