@@ -14,7 +14,8 @@ from headwater.access.roles import Role
 from headwater.application import Application
 from headwater.erasure.ledger import Participant
 from headwater.gateway._schemas import Answer, models
-from headwater.gateway.answers import Health, LoggedOut
+from headwater.gateway.answers import LoggedOut
+from headwater.gateway.observe_answers import Health
 from headwater.wire import PROBLEM_JSON, Problem
 from tests._gateway_fixtures import auth, make_key, problem
 from tests.gateway.test_security import EXPECTED, request_for
@@ -63,7 +64,11 @@ def assert_encodes(body: bytes, model: type[msgspec.Struct]) -> None:
 
 def test_the_components_are_the_structures_own_schemas(client: TestClient, admin_key: str) -> None:
     spec = _spec(client, admin_key)
-    _, expected = msgspec.json.schema_components(models().values(), ref_template=_REF + "{name}")
+    _, expected = msgspec.json.schema_components(
+        models().values(),
+        ref_template=_REF + "{name}",
+        schema_hook=lambda _: {"description": "Any JSON value"},
+    )
     assert spec["components"]["schemas"] == json.loads(msgspec.json.encode(expected))
     # FastAPI's own validation error body is not documented: the answer is a Problem.
     text = json.dumps(spec["paths"])
@@ -158,3 +163,25 @@ def test_not_ready_is_a_problem_that_keeps_the_readiness_report(
     assert doc["backends"]["control"]["ok"] is True
     assert "dedupe" in doc["detail"]
     assert r.headers["Retry-After"] == "1"
+
+
+def test_status_with_a_running_consumer_is_its_documented_structure(
+    client: TestClient, hw: Application
+) -> None:
+    from headwater.runtime.presence import ConsumerPresence
+
+    ConsumerPresence(hw.control).beat(
+        member="m-1",
+        group="features",
+        consumer="features",
+        partitions={0: 3, 1: 3},
+        records=12,
+        fenced_batches=0,
+        last_commit=1.0,
+        force=True,
+    )
+    operator = make_key(hw, "ops", "operator")
+    r = client.get("/v1/status", headers=auth(operator))
+    assert assert_documented(_spec(client, operator), "GET", "/v1/status", r) == "StatusReport"
+    [features] = [g for g in r.json()["groups"] if g["group"] == "features"]
+    assert [i["member"] for i in features["instances"]] == ["m-1"]

@@ -98,9 +98,18 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def _any(type_: Any) -> dict[str, Any]:
+    # ``object`` (a value of any JSON type, e.g. a backfill's progress) has no constraint.
+    if type_ is object:
+        return {"description": "Any JSON value"}
+    raise NotImplementedError(type_)
+
+
 def components() -> dict[str, Any]:
     """The component schemas of every registered structure."""
-    _, schemas = msgspec.json.schema_components(_MODELS.values(), ref_template=_REF)
+    _, schemas = msgspec.json.schema_components(
+        _MODELS.values(), ref_template=_REF, schema_hook=_any
+    )
     return schemas
 
 

@@ -18,11 +18,9 @@ from headwater.access.keys import ApiKey
 from headwater.contract.compat import Violation
 from headwater.contract.definition import FieldSpec
 from headwater.erasure.attempts import Attempt
-from headwater.wire import Problem
 
 __all__ = [
     "ChangedType",
-    "ConsumerStats",
     "ContractDocument",
     "ContractHistory",
     "ContractList",
@@ -32,24 +30,19 @@ __all__ = [
     "CreatedKey",
     "DeletionAudit",
     "DeletionList",
-    "Health",
-    "IngestionStats",
     "KeyAnswer",
     "KeyList",
     "LoggedOut",
-    "Readiness",
     "SessionAnswer",
-    "SloReport",
-    "StatusReport",
     "StoreAudit",
+    "Strict",
     "SubmittedSignal",
-    "Unready",
 ]
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 
-class _Answer(msgspec.Struct, forbid_unknown_fields=True):
+class Strict(msgspec.Struct, forbid_unknown_fields=True):
     """Base of the answers converted from plain objects: unknown keys are refused."""
 
 
@@ -96,7 +89,7 @@ class ContractDocument(msgspec.Struct):
     ]
 
 
-class ContractVersion(_Answer):
+class ContractVersion(Strict):
     """One version of an event type's definition."""
 
     version: int
@@ -116,27 +109,27 @@ class ContractSummary(ContractVersion):
     versions: list[int] = []
 
 
-class ContractList(_Answer):
+class ContractList(Strict):
     """``GET /v1/contracts``."""
 
     event_types: list[ContractSummary]
 
 
-class ContractHistory(_Answer):
+class ContractHistory(Strict):
     """``GET /v1/contracts/{name}``: every version, oldest first."""
 
     name: str
     versions: list[ContractVersion]
 
 
-class ChangedType(_Answer):
+class ChangedType(Strict):
     """An event type that gets a new version."""
 
     name: str
     version: int
 
 
-class ContractPlan(_Answer):
+class ContractPlan(Strict):
     """What registering a document does (or did): added, changed, unchanged, refused."""
 
     compatible: bool
@@ -149,7 +142,7 @@ class ContractPlan(_Answer):
 # -- erasure -------------------------------------------------------------------------
 
 
-class StoreAudit(_Answer):
+class StoreAudit(Strict):
     """One store's part of an erasure request: confirmed (when, how, evidence) or not."""
 
     participant: str
@@ -169,7 +162,7 @@ class StoreAudit(_Answer):
     history: list[Attempt]
 
 
-class DeletionAudit(_Answer):
+class DeletionAudit(Strict):
     """An erasure request's audit: status, deadline, and one row per store."""
 
     request_id: str
@@ -194,7 +187,7 @@ class DeletionAudit(_Answer):
     stores: list[StoreAudit]
 
 
-class DeletionList(_Answer):
+class DeletionList(Strict):
     """``GET /v1/deletions``: the requests asked for and the counts per status."""
 
     status: str
@@ -202,95 +195,36 @@ class DeletionList(_Answer):
     counts: dict[str, int]
 
 
-# -- operating -----------------------------------------------------------------------
-
-
-class SloReport(_Answer):
-    """``GET /v1/slo``: per (producer, event type), the share readable within budget."""
-
-    window_s: float
-    objective: float
-    slos: list[dict[str, Any]]
-    breached: list[dict[str, Any]]
-
-
-class IngestionStats(_Answer):
-    """``GET /v1/stats/ingestion``: per team, events per second and rejection reasons."""
-
-    window_s: int
-    teams: list[dict[str, Any]]
-
-
-class ConsumerStats(_Answer):
-    """``GET /v1/stats/consumers``: lag per group, feature as_of, dead letters."""
-
-    groups: list[dict[str, Any]]
-    features_as_of: list[dict[str, Any]]
-    dead_letters: dict[str, int]
-    dead_letters_total: int
-    recent_dead_letters: list[dict[str, Any]]
-
-
-class StatusReport(_Answer):
-    """``GET /v1/status``: consumer instances and lag per group, feature definitions."""
-
-    groups: list[dict[str, Any]]
-    features: dict[str, Any]
-
-
-class Health(_Answer):
-    """``GET /v1/health``: the process answers."""
-
-    status: str
-
-
-class Readiness(_Answer):
-    """``GET /v1/ready`` when every backend answers."""
-
-    ready: bool
-    backends: dict[str, dict[str, Any]]
-    where: dict[str, Any]
-
-
-class Unready(Problem, kw_only=True):
-    """``GET /v1/ready`` when a backend does not answer: a problem document that keeps
-    the readiness report (``ready``, ``backends``, ``where``)."""
-
-    ready: bool
-    backends: dict[str, dict[str, Any]]
-    where: dict[str, Any]
-
-
 # -- dashboard and keys --------------------------------------------------------------
 
 
-class SessionAnswer(_Answer):
+class SessionAnswer(Strict):
     """A dashboard login: the key's team and roles (the session is in the cookie)."""
 
     team: str
     roles: list[str]
 
 
-class LoggedOut(_Answer):
+class LoggedOut(Strict):
     """A dashboard logout."""
 
     logged_out: bool
 
 
-class CreatedKey(_Answer):
+class CreatedKey(Strict):
     """A new API key: its secret, shown in this answer only, and its record."""
 
     api_key: str
     key: ApiKey
 
 
-class KeyList(_Answer):
+class KeyList(Strict):
     """Every API key (never a secret)."""
 
     keys: list[ApiKey]
 
 
-class KeyAnswer(_Answer):
+class KeyAnswer(Strict):
     """One API key's record."""
 
     key: ApiKey

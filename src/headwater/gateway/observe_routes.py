@@ -17,10 +17,14 @@ from headwater.application import Application
 from headwater.gateway._deps import application
 from headwater.gateway._errors import problem, problem_response
 from headwater.gateway._schemas import Answer, errors, ref
-from headwater.gateway.answers import (
+from headwater.gateway.observe_answers import (
     ConsumerStats,
+    DeadLetterRow,
+    FeaturesAsOf,
+    GroupLag,
     Health,
     IngestionStats,
+    PartitionLagRow,
     Readiness,
     SloReport,
     StatusReport,
@@ -78,7 +82,8 @@ async def slo(
         slo_report, svc.online, budgets, window_s=window, objective=objective
     )
     breached = [r for r in rows if r["breached"]]
-    return SLO.reply(SloReport(window_s=window, objective=objective, slos=rows, breached=breached))
+    doc = {"window_s": window, "objective": objective, "slos": rows, "breached": breached}
+    return SLO.reply(msgspec.convert(doc, SloReport))
 
 
 @router.get(
@@ -92,7 +97,7 @@ async def ingestion(request: Request, window: Annotated[int, Query(ge=5, le=300)
     reasons and fields, and an example rejected event with its values masked (this
     gateway process)."""
     teams = application(request).ingestor.stats.snapshot(window)
-    return INGESTION.reply(IngestionStats(window_s=window, teams=teams))
+    return INGESTION.reply(msgspec.convert({"window_s": window, "teams": teams}, IngestionStats))
 
 
 def _consumers(svc: Application) -> ConsumerStats:
@@ -100,30 +105,30 @@ def _consumers(svc: Application) -> ConsumerStats:
     for group in svc.lag_groups:
         parts = svc.bus.lag(group)
         groups.append(
-            {
-                "group": group,
-                "lag_events": sum(p.lag_events for p in parts),
-                "lag_seconds": max((p.lag_seconds for p in parts), default=0.0),
-                "partitions": [
-                    {
-                        "partition": p.partition,
-                        "committed": p.committed,
-                        "end": p.end,
-                        "lag_events": p.lag_events,
-                        "lag_seconds": p.lag_seconds,
-                    }
+            GroupLag(
+                group=group,
+                lag_events=sum(p.lag_events for p in parts),
+                lag_seconds=max((p.lag_seconds for p in parts), default=0.0),
+                partitions=[
+                    PartitionLagRow(
+                        partition=p.partition,
+                        committed=p.committed,
+                        end=p.end,
+                        lag_events=p.lag_events,
+                        lag_seconds=p.lag_seconds,
+                    )
                     for p in parts
                 ],
-            }
+            )
         )
     now_ms = time.time() * 1000
     positions = svc.online.positions(svc.features.group)
     as_of = [
-        {
-            "partition": p,
-            "as_of_ms": pos.as_of_ms,
-            "age_s": round(max(0.0, now_ms - pos.as_of_ms) / 1000, 3),
-        }
+        FeaturesAsOf(
+            partition=p,
+            as_of_ms=pos.as_of_ms,
+            age_s=round(max(0.0, now_ms - pos.as_of_ms) / 1000, 3),
+        )
         for p, pos in sorted(positions.items())
     ]
     letters = svc.dead_letters.list(limit=20)
@@ -133,13 +138,13 @@ def _consumers(svc: Application) -> ConsumerStats:
         dead_letters={g: svc.dead_letters.count(g) for g in svc.lag_groups},
         dead_letters_total=svc.dead_letters.count(),
         recent_dead_letters=[
-            {
-                "id": d.id,
-                "kind": d.record.kind,
-                "error": d.error,
-                "attempts": d.attempts,
-                "failed_at": d.failed_at,
-            }
+            DeadLetterRow(
+                id=d.id,
+                kind=d.record.kind,
+                error=d.error,
+                attempts=d.attempts,
+                failed_at=d.failed_at,
+            )
             for d in letters
         ],
     )
@@ -201,7 +206,7 @@ async def ready(request: Request) -> Response:
     state = msgspec.convert(report, Readiness)
     if state.ready:
         return READY.reply(state)
-    down = sorted(name for name, backend in state.backends.items() if not backend.get("ok"))
+    down = sorted(name for name, backend in state.backends.items() if not backend.ok)
     base = problem(request, "not-ready", f"not answering: {', '.join(down)}")
     doc = Unready(
         **msgspec.structs.asdict(base),
