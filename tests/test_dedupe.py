@@ -65,6 +65,21 @@ def test_a_claim_is_mine_pending_for_others_and_done_once_confirmed(
     assert window.seen(["c0", "c9", "other"]) == {"c0", "c9"}
 
 
+def test_one_claim_sorts_new_held_done_and_repeated_ids(window: IdempotencyWindow) -> None:
+    window.claim([("held", "u1")], "gw-a")
+    window.claim([("done", "u1")], "gw-b")
+    window.confirm("gw-b")
+    entries = [("new1", "u2"), ("held", "u1"), ("done", "u1"), ("new2", "u2"), ("new1", "u2")]
+    claim = window.claim(entries, "gw-c")
+    assert claim.mine == {"new1", "new2"}
+    assert claim.done == {"done"}
+    assert set(claim.pending) == {"held"}
+    assert claim.pending["held"].token == "gw-a"
+    # A long batch (more entries than one statement takes) of new ids is all mine.
+    many = [(f"m{i}", "u3") for i in range(2_000)]
+    assert window.claim(many, "gw-d").mine == {e for e, _ in many}
+
+
 def test_a_failed_publish_releases_and_a_dead_claim_is_taken_over(
     window: IdempotencyWindow,
 ) -> None:

@@ -76,6 +76,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Consumer groups whose lag is reported; empty: every consumer of the registry.
     lag_groups: tuple[str, ...] = ()
     alert_webhook: str | None = None
+    #: How often each gateway samples the dashboard's last hour (360 points at 10 s).
+    dashboard_sample_s: float = 10.0
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:
@@ -115,5 +117,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             features_file=_env("HEADWATER_FEATURES_FILE", "") or None,
             feature_lateness_s=parse_duration(
                 _env("HEADWATER_FEATURE_LATENESS", "1h"), "HEADWATER_FEATURE_LATENESS"
+            ),
+            dashboard_sample_s=parse_duration(
+                _env("HEADWATER_DASHBOARD_SAMPLE", "10s"), "HEADWATER_DASHBOARD_SAMPLE"
             ),
         )

@@ -13,7 +13,9 @@ __all__ = [
     "EVENTS_REJECTED",
     "FEATURE_LATE_EVENTS",
     "FENCED_BATCHES",
+    "FRESHNESS_EVENTS",
     "FRESHNESS_SECONDS",
+    "HTTP_REQUESTS",
     "PUBLISH_SECONDS",
     "REGISTRY",
     "RESURRECTIONS_BLOCKED",
@@ -34,6 +36,12 @@ EVENTS_REJECTED = Counter(
     ["producer", "event_type", "reason"],
     registry=REGISTRY,
 )
+HTTP_REQUESTS = Counter(
+    "headwater_http_requests_total",
+    "Requests answered by the API, per route template, method and status code",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+)
 PUBLISH_SECONDS = Histogram(
     "headwater_publish_seconds",
     "Time to validate and durably publish one batch",
@@ -45,6 +53,14 @@ FRESHNESS_SECONDS = Histogram(
     "From publish accepted to the feature being readable, per event type",
     ["event_type"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+    registry=REGISTRY,
+)
+FRESHNESS_EVENTS = Counter(
+    "headwater_freshness_events_total",
+    "Events that became readable as features, per producer team and event type, and "
+    "whether within the type's freshness budget (the SLI of the freshness SLO: divided by "
+    "headwater_events_accepted_total, events accepted and not yet readable count as bad)",
+    ["producer", "event_type", "within_budget"],
     registry=REGISTRY,
 )
 FEATURE_LATE_EVENTS = Counter(

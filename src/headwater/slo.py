@@ -20,7 +20,7 @@ import httpx
 import msgspec
 
 from headwater.contract.definition import DEFAULT_FRESHNESS_BUDGET_S
-from headwater.metrics import SLO_BREACH
+from headwater.metrics import FRESHNESS_EVENTS, SLO_BREACH
 from headwater.online.base import OnlineStore
 
 __all__ = ["SLO_NAMESPACE", "SloMonitor", "SloRecorder", "slo_report"]
@@ -57,6 +57,10 @@ class SloRecorder:
     ) -> None:
         """``total`` events became readable, ``within`` of them inside the budget, the
         oldest ``oldest`` seconds after it was accepted."""
+        if within:
+            FRESHNESS_EVENTS.labels(producer, event_type, "true").inc(within)
+        if total > within:
+            FRESHNESS_EVENTS.labels(producer, event_type, "false").inc(total - within)
         key = (int(now // 60), producer, event_type)
         acc = self._minutes.get(key)
         if acc is None:

@@ -1,19 +1,25 @@
-"""The dashboard in headless Chromium: it loads, live numbers move while signals flow, and a
-deletion appears and its stores turn confirmed."""
+"""The dashboard in headless Chromium: it loads, live numbers move while signals flow, the
+last hour's charts fill from the gateway's ring, open deletions show their stores above the
+latest completed, the nightly batch's runs are listed, and no card clips its last column at
+1400 px."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
+from headwater.batch.state import BatchState
 from headwater.config import Settings
 from headwater.demo.live import TeamTraffic
+from headwater.erasure.records import Participant
 from headwater.gateway.security import KEY_CACHE_S
 from headwater.stack import EmbeddedStack
 from tests._live import free_port
@@ -52,12 +58,34 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
-    s = EmbeddedStack(
-        Settings.from_env(tmp_path / "hw"), port=free_port(), orchestrator_interval_s=0.2
-    )
+    # The ring samples every half second here, so the charts fill within the test.
+    settings = msgspec.structs.replace(Settings.from_env(tmp_path / "hw"), dashboard_sample_s=0.5)
+    s = EmbeddedStack(settings, port=free_port(), orchestrator_interval_s=0.2)
     s.start()
     yield s
     s.stop()
+
+
+#: Every card whose content reaches past its right edge (clipped or scrolled): none may.
+OVERFLOWING = """() => [...document.querySelectorAll('#data > section')].filter((s) => {
+  const right = s.getBoundingClientRect().right;
+  return s.scrollWidth > s.clientWidth + 1 ||
+    [...s.querySelectorAll('table')].some((t) => t.getBoundingClientRect().right > right + 0.5);
+}).map((s) => s.id)"""
+
+
+#: The height (of 56) the answers chart's 429 line reaches.
+PEAK_429 = """() => {
+  const d = document.querySelector("figure[data-chart='responses'] path.s0")?.getAttribute("d");
+  const ys = (d || "").split(/[ML]/).filter(Boolean).map((xy) => 56 - Number(xy.split(",")[1]));
+  return Math.max(0, ...ys);
+}"""
+
+
+def _path_points(page: Any, selector: str) -> int:
+    """How many points the chart's line has (M and L commands of its path)."""
+    d = page.get_attribute(selector, "d") or ""
+    return d.count("M") + d.count("L")
 
 
 @pytest.mark.browser
@@ -120,15 +148,44 @@ def test_dashboard_is_live_and_shows_deletions(
         )
         assert created.status_code == 202
         request_id = created.json()["request_id"]
-        row = f"#deletions tr.request[data-request='{request_id}']"
-        page.wait_for_selector(row, timeout=20_000)
-        page.wait_for_function(
-            f"document.querySelector(\"{row} .request-status\").textContent === 'completed'",
-            timeout=30_000,
+        # Completed, it moves to the latest completed in one line: every store confirmed.
+        done = f"#completed tr.completed[data-request='{request_id}']"
+        page.wait_for_selector(done, timeout=30_000)
+        confirmed, stores = page.inner_text(f"{done} .request-confirmed").split("/")
+        assert confirmed == stores
+        assert int(stores) >= 3
+        # An open request keeps its place above the completed, with each store's state,
+        # however many completed after it.
+        now = datetime.now(UTC)
+        stack.app.ledger.create(
+            request_id="er_waiting",
+            subject_hash="waiting",
+            user_id="u-waiting",
+            legal_basis="gdpr-art17",
+            received_at=now,
+            deadline=now + timedelta(days=30),
+            participants=[Participant("partner-export", "partner sftp", 3600)],
         )
-        statuses = page.locator("#deletions tr.store-row .store-status").all_inner_texts()
-        assert statuses
-        assert set(statuses) == {"confirmed"}
+        for n in range(6):
+            more = httpx.post(
+                f"{stack.url}/v1/deletions",
+                json={"user_id": f"u000010{n}", "legal_basis": "gdpr-art17"},
+                headers={"Authorization": f"Bearer {privacy}"},
+            )
+            assert more.status_code == 202
+        page.wait_for_function(
+            "document.querySelectorAll('#completed tr.completed').length === 5 && "
+            "document.getElementById('deletion-counts').textContent.includes('completed 7')",
+            timeout=60_000,
+        )
+        waiting = "#deletions tr.request[data-request='er_waiting']"
+        page.wait_for_selector(waiting)
+        assert page.inner_text(f"{waiting} .request-status") == "open"
+        assert page.locator("#deletions tr.request").count() == 1
+        assert page.locator("#deletions tr.store-row .store-status").all_inner_texts() == [
+            "pending"
+        ]
+        assert page.locator("#deletions").is_visible()
 
         page.fill("#user-id", "demo-nobody")
         page.click("#lookup button")
@@ -146,6 +203,55 @@ def test_dashboard_is_live_and_shows_deletions(
         assert page.inner_text(f"{backfill} .backfill-done") == "30%"
         assert page.inner_text(f"{backfill} .backfill-state") == "failed"
         assert page.inner_text("#features-version") == f"version {version}"
+        # The last hour: one chart per team, group and event type, drawn from the ring.
+        state = BatchState(stack.app.control)
+        batch_run = state.start_run("nightly", host="batch-1")
+        state.finish_run(
+            batch_run,
+            status="succeeded",
+            days=["2026-12-01", "2026-12-02"],
+            as_of=None,
+            archive_version=4,
+            detail={},
+        )
+        # A key over its rate limit: its 429s show in the answers chart.
+        slow, _ = stack.app.keys.create("web", rate_limit_eps=1, burst=1)
+        limited = [
+            httpx.post(
+                f"{stack.url}/v1/signals",
+                json=[],
+                headers={"Authorization": f"Bearer {slow}"},
+            ).status_code
+            for _ in range(5)
+        ]
+        assert 429 in limited
+        page.wait_for_selector(
+            f"#batch-runs tr.batch-run[data-run='{batch_run}'] .batch-status", timeout=20_000
+        )
+        assert (
+            page.inner_text(f"#batch-runs tr.batch-run[data-run='{batch_run}'] .batch-status")
+            == "succeeded"
+        )
+        # The 429 line rises off the floor of its chart (its y is measured from the top).
+        page.wait_for_function(f"({PEAK_429})() > 10", timeout=20_000)
+        for team in ("web", "ios", "android"):
+            assert _path_points(page, f"figure[data-chart='ingest:{team}'] path.accepted") >= 5
+        assert _path_points(page, "figure[data-chart='lag:features'] path.events") >= 5
+        # Freshness and publish latency have samples only where events flowed: wait for a
+        # few of them on one chart.
+        page.wait_for_function(
+            "[...document.querySelectorAll(\"figure[data-chart^='freshness:'] path.p99\")]"
+            ".some((p) => (p.getAttribute('d').match(/[ML]/g) || []).length >= 3)",
+            timeout=20_000,
+        )
+        page.wait_for_function(
+            "(document.querySelector(\"figure[data-chart='publish'] path.p50\")"
+            ".getAttribute('d').match(/[ML]/g) || []).length >= 3",
+            timeout=20_000,
+        )
+        assert _path_points(page, "figure[data-chart='erasures'] path.open") >= 5
+        # Nothing is clipped at 1400 px: every card's tables end inside the card.
+        assert page.evaluate(OVERFLOWING) == []
         # HEADWATER_SCREENSHOT=docs/dashboard.png refreshes the picture in the docs.
         target = os.environ.get("HEADWATER_SCREENSHOT") or str(tmp_path / "dashboard.png")
         page.screenshot(path=target, full_page=True)

@@ -14,18 +14,21 @@ from headwater.archive.consumer import position_id
 from headwater.archive.schema import signals_to_arrow
 from headwater.archive.table import ArchiveTable
 from headwater.bus import Message, open_bus
-from headwater.contract.signal import Signal
+from headwater.bus.base import KIND_SIGNAL, Record
+from headwater.contract.signal import Signal, encode_signal
 from headwater.control import open_control_database
 from headwater.erasure.events import ErasureEvent
 from headwater.features.backfill import Backfill, archived_states
 from headwater.features.backfills import BackfillLedger
-from headwater.features.consumer import FeatureConsumer
+from headwater.features.consumer import FeatureConsumer, decode_stream_signal
 from headwater.features.engine import FeatureEngine
-from headwater.features.handover import bus_tail, take_over
+from headwater.features.following import DefinitionFollower
+from headwater.features.handover import SUPERSEDED, TailReader, bus_tail, take_over
 from headwater.features.live import LiveDefinitions
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from headwater.features.versions import FeatureVersions
 from headwater.online import OnlineStore, open_online_store
+from headwater.online.base import Position
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 PURCHASED = FeatureSpec(
@@ -192,6 +195,100 @@ def test_take_over_waits_until_the_stream_reaches_the_archive(fx: Fixture) -> No
     assert fx.store.keys("user") == []
 
 
+def tail_of(user: str, n: int, *, partition: int, start: int) -> tuple[list[Signal], TailReader]:
+    """``n`` purchases of ``user`` on the bus after the archive, from offset ``start``."""
+    sent = [
+        Signal(
+            event_id=f"t{i}",
+            event_type="purchase",
+            user_id=user,
+            surface="web",
+            timestamp=NOW + timedelta(seconds=i),
+            item_id=f"t{i % 4}",
+        )
+        for i in range(n)
+    ]
+    records = [
+        Record(partition, start + i, user, KIND_SIGNAL, encode_signal(sig), 0)
+        for i, sig in enumerate(sent)
+    ]
+
+    def tail(starts: object, ends: object) -> Iterator[list[Record]]:
+        yield records
+
+    return sent, tail
+
+
+def test_a_take_over_that_another_member_completed_meanwhile_writes_nothing(
+    fx: Fixture,
+) -> None:
+    """Partition 1 moved to a new owner after its old owner wrote the hand-over but before
+    it recorded it: the new owner read a ledger without partition 1 and takes it over
+    too, while the old owner records, completes the run and clears its staged values."""
+    fx.versions.apply((*DEFAULT_FEATURES, PURCHASED))
+    run = fx.backfill().run()
+    assert run is not None
+    tail_sent, tail = tail_of("u1", 1, partition=1, start=190)
+    engine = FeatureEngine((PURCHASED,), defined_in=run.features)
+
+    def over(partitions: set[int]) -> object:
+        return take_over(
+            run,
+            engine,
+            store=fx.store,
+            namespace="user",
+            group="features",
+            tail=tail,
+            partitions=partitions,
+            positions={0: 410, 1: 191},
+            partition_of=lambda user: 1 if user == "u1" else 0,
+            fence={},
+            decode=decode_stream_signal,
+            completed=lambda: set(run.positions) <= set(fx.ledger.handed_over(run.id)),
+        )
+
+    handed = over({0, 1})  # the old owner
+    assert isinstance(handed, dict)
+    fx.ledger.record_handover(run.id, "features", handed, 0)
+    fx.store.clear(run.staging)
+    written = fx.store.get("user", ["u1"])
+    assert over({1}) is SUPERSEDED  # the new owner, from its earlier read of the ledger
+    assert fx.store.get("user", ["u1"]) == written
+    got = engine.read("u1", engine.decode(written["u1"]), now_ms=0, as_of_ms=None).features
+    assert got == scratch((PURCHASED,), "u1", [*fx.sent, *tail_sent])
+
+
+def test_a_repeated_rebuild_take_over_counts_the_bus_tail_once(fx: Fixture) -> None:
+    """A member that crashed after writing a rebuild's hand-over, before recording it,
+    repeats it: the staged values are read again, unchanged, and every record of the
+    bus tail is counted once (more of them than a row's recent event ids remember)."""
+    run = fx.backfill().run(kind="rebuild")
+    assert run is not None
+    assert run.staging != run.namespace
+    tail_sent, tail = tail_of("u1", 40, partition=1, start=190)
+    engine = FeatureEngine(defined_in=run.features)
+    users = [f"u{i}" for i in range(7)]
+    rows = []
+    for _ in range(2):
+        take_over(
+            run,
+            engine,
+            store=fx.store,
+            namespace=run.namespace,
+            group="features",
+            tail=tail,
+            partitions={0, 1},
+            positions={0: 410, 1: 230},
+            partition_of=lambda user: 1 if user == "u1" else 0,
+            fence={},
+            decode=decode_stream_signal,
+        )
+        rows.append(fx.store.get(run.namespace, users))
+    assert rows[0] == rows[1]
+    got = engine.read("u1", engine.decode(rows[1]["u1"]), now_ms=0, as_of_ms=None).features
+    assert got == scratch(DEFAULT_FEATURES, "u1", [*fx.sent, *tail_sent])
+
+
 def test_an_erasure_removes_the_user_from_a_staged_run(fx: Fixture) -> None:
     fx.versions.apply((*DEFAULT_FEATURES, PURCHASED))
     run = fx.backfill().run()
@@ -233,3 +330,41 @@ def test_bus_tail_reads_exactly_the_range_asked(tmp_path: Path) -> None:
         assert [r for batch in bus_tail(bus, {part: 4}, {part: 4}) for r in batch] == []
     finally:
         bus.close()
+
+
+def test_a_partition_handed_over_by_another_member_is_computed_there_at_once(
+    fx: Fixture,
+) -> None:
+    """The run is handed over on partition 0 (by the member that held it), not yet on
+    partition 1, which this member holds but is behind the archive on. Partition 0 came to
+    this member: its records are computed with the run's features from the next batch on,
+    partition 1's without them until this member takes it over."""
+    fx.versions.apply((*DEFAULT_FEATURES, PURCHASED))
+    run = fx.backfill().run()
+    assert run is not None
+    fx.ledger.record_handover(run.id, "features", {0: (410, 420)}, 0)
+    live = LiveDefinitions(fx.versions, FeatureEngine(), ledger=fx.ledger)
+    follower = DefinitionFollower(
+        live,
+        fx.store,
+        group="features",
+        decode=decode_stream_signal,
+        tail=tail_of("u1", 1, partition=1, start=190)[1],
+        partition_of=lambda user: 1 if user == "u1" else 0,
+    )
+    stream = follower.follow(
+        live.engine(stream=True),
+        {0: Position(420, 0), 1: Position(100, 0)},  # behind the archive (190) on 1
+        held={0, 1},
+        fence_of=lambda parts: dict.fromkeys(parts, 1),
+    )
+    purchase = [s for s in fx.sent if s.event_type == "purchase"][:1]
+
+    def computed(engine: FeatureEngine) -> set[str]:
+        state: dict[str, object] = {}
+        engine.apply(state, purchase)
+        return set(engine.read("u9", state, now_ms=0, as_of_ms=None).features)
+
+    assert "recently_purchased" in computed(follower.engine_for(0, stream))
+    assert "recently_purchased" not in computed(follower.engine_for(1, stream))
+    assert fx.ledger.handed_over(run.id) == {0: 420}  # partition 1 waits for the stream

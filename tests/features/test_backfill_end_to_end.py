@@ -21,6 +21,7 @@ from headwater.application import Application
 from headwater.bus import Message
 from headwater.config import Settings
 from headwater.contract.signal import Signal, encode_signal
+from headwater.features.backfills import RunKind
 from headwater.features.engine import FeatureEngine
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from headwater.features.versions import USER_NAMESPACE
@@ -95,22 +96,43 @@ def running(*runtimes: ConsumerRuntime) -> Iterator[None]:
             t.join(30)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("servers", marks=[pytest.mark.redis, pytest.mark.postgres, pytest.mark.nats]),
+    ]
+)
 def hw(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Application]:
+    """The embedded stack; with the online store on Redis; or on the scale-out servers
+    (NATS bus of four partitions, Redis online store, PostgreSQL control plane)."""
     monkeypatch.setenv("HEADWATER_ARCHIVE_FLUSH_SECONDS", "0.3")
-    if request.param == "redis":
-        prefix = f"t{uuid.uuid4().hex[:10]}"
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    if request.param in ("redis", "servers"):
         monkeypatch.setenv("HEADWATER_ONLINE_URL", f"{server_url('redis')}?prefix={prefix}")
+    if request.param == "servers":
+        monkeypatch.setenv("HEADWATER_CONTROL_URL", request.getfixturevalue("postgres_url"))
+        monkeypatch.setenv(
+            "HEADWATER_BUS_URL",
+            f"{request.getfixturevalue('nats_url')}?topic=hwt.{prefix}&partitions=4",
+        )
     app = Application(Settings.from_env(tmp_path / "hw"))
     app.register_shipped_contracts()
     yield app
-    for namespace in {USER_NAMESPACE} | {
-        r.namespace for r in app.feature_backfills.runs(("computing", "staged", "done", "failed"))
-    }:
+    for namespace in {USER_NAMESPACE}.union(
+        *(
+            r.namespaces
+            for r in app.feature_backfills.runs(("computing", "staged", "done", "failed"))
+        )
+    ):
         app.online.clear(namespace)
     app.close()
+    if request.param == "servers":
+        from headwater.bus.nats import delete_bus
+
+        delete_bus(app.settings.bus_url)
 
 
 def _wait(condition: object, timeout: float, what: str) -> None:
@@ -201,6 +223,81 @@ def test_backfill_is_handed_over_to_the_running_stream(hw: Application, members:
     assert answer.versions["recently_purchased"] == current.version
     assert answer.versions["window_counts"] == current.version
     assert answer.versions["counts"] == 1
+
+
+class Churn:
+    """Feature consumers of one group that join and leave while the hand-over happens:
+    each step starts a new member and stops the oldest, so partitions move between
+    members in the middle of the take-over."""
+
+    def __init__(self, hw: Application) -> None:
+        self.hw = hw
+        self.members: list[tuple[ConsumerRuntime, threading.Thread]] = []
+        self.steps = 0
+
+    def start(self) -> None:
+        runtime = self.hw.consumer("features", batch_size=500)
+        thread = threading.Thread(
+            target=runtime.run, kwargs={"install_signal_handlers": False}, daemon=True
+        )
+        thread.start()
+        self.members.append((runtime, thread))
+
+    def step(self) -> None:
+        self.start()
+        time.sleep(0.4)
+        runtime, thread = self.members.pop(0)
+        runtime.stop()
+        thread.join(30)
+        self.steps += 1
+
+    def stop(self) -> None:
+        for runtime, thread in self.members:
+            runtime.stop()
+            thread.join(30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["backfill"])  # a rebuild: see docs/feature-versions.md
+def test_members_that_come_and_go_during_the_hand_over_lose_and_double_nothing(
+    hw: Application, kind: RunKind
+) -> None:
+    traffic = Traffic(hw)
+    traffic.batch(3000)
+    churn = Churn(hw)
+    churn.start()
+    churn.start()
+    with running(hw.consumer("archive")):
+        traffic.thread.start()
+        try:
+            _wait(lambda: len(traffic.sent) > 5000, 60, "traffic")
+            _, registered = hw.feature_versions.apply(VERSION_2)
+            assert registered is not None
+            _wait(lambda: len(traffic.sent) > 7000, 60, "more traffic")
+            run = hw.new_backfill().run(kind=kind)
+            assert run is not None
+            # Members come and go until the run is handed over on every partition.
+            deadline = time.monotonic() + 90
+            while hw.feature_backfills.runs(("staged",)) or churn.steps < 3:
+                assert time.monotonic() < deadline, "the take-over did not complete"
+                churn.step()
+            sent = len(traffic.sent)
+            _wait(lambda: len(traffic.sent) > sent + 2000, 60, "traffic after the take-over")
+        finally:
+            traffic.stop.set()
+            traffic.thread.join()
+        _wait(lambda: _drained(hw, "features"), 60, "the stream")
+        churn.stop()
+
+    current = hw.feature_versions.current()
+    assert current is not None
+    assert not current.backfilling
+    [done] = hw.feature_backfills.runs(("done",))
+    assert set(done.handed_over) == set(range(hw.bus.partitions))
+    assert current.namespace == (done.namespace if kind == "rebuild" else USER_NAMESPACE)
+    engine = FeatureEngine(VERSION_2, version=current.version, defined_in=current.defined_in)
+    by_user = _by_user(traffic.sent)
+    _assert_from_scratch(engine, hw.online.get(current.namespace, list(by_user)), by_user)
 
 
 @pytest.mark.slow

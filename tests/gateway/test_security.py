@@ -45,6 +45,8 @@ EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/dashboard"): PUBLIC,
     ("POST", "/dashboard/session"): PUBLIC,
     ("DELETE", "/dashboard/session"): PUBLIC,
+    ("GET", "/v1/dashboard/live"): ("operator",),
+    ("GET", "/v1/dashboard/trends"): ("operator",),
     ("POST", "/v1/admin/keys"): ("admin",),
     ("GET", "/v1/admin/keys"): ("admin",),
     ("DELETE", "/v1/admin/keys/{key_id}"): ("admin",),

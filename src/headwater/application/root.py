@@ -29,6 +29,7 @@ from headwater.access.keys import ApiKeys
 from headwater.access.roles import Role
 from headwater.access.sessions import Sessions
 from headwater.batch.declared import user_row_names
+from headwater.batch.state import BatchState
 from headwater.bus import Bus, open_bus
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.config import Settings
@@ -273,6 +274,11 @@ class Application:
     def _new_ledger(self) -> ErasureLedger:
         sealer = SubjectSealer(load_erasure_key(self.settings.home))
         return ErasureLedger(self.control, sealer)
+
+    @property
+    def batch_state(self) -> BatchState:
+        """The batch's computed days and run history, in the control plane."""
+        return self._once("batch state", lambda: BatchState(self.control))
 
     @property
     def hasher(self) -> SubjectHasher:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from headwater._time import now_text
+from headwater._time import now_text, parse_time
 from headwater.control.base import ControlDatabase
 
 __all__ = ["SCHEMA", "BatchState", "ComputedDay", "RunRecord"]
@@ -152,6 +153,14 @@ class BatchState:
                 run_id,
             ),
         )
+
+    def last_succeeded(self) -> dict[str, datetime]:
+        """Per run kind (``nightly``, ``backfill``), when its latest successful run finished."""
+        rows = self.db.execute(
+            "SELECT kind, MAX(finished_at) FROM hw_batch_runs "
+            "WHERE status = 'ok' AND finished_at IS NOT NULL GROUP BY kind"
+        )
+        return {str(kind): parse_time(str(at)) for kind, at in rows}
 
     def runs(self, limit: int = 10) -> list[RunRecord]:
         """The latest runs, newest first."""

@@ -93,34 +93,32 @@ class SqliteIdempotencyWindow:
                 params: list[object] = []
                 for event_id, user_id in chunk:
                     params += (event_id, user_id, now, token)
-                # Inserted, or an entry past the window taken again: both are ours.
-                mine = {
-                    str(r[0])
-                    for r in self._conn.execute(
-                        f"INSERT INTO hw_dedupe (event_id, user_id, accepted_ms, token) "
-                        f"VALUES {values} ON CONFLICT (event_id) DO UPDATE SET "
-                        "user_id = excluded.user_id, accepted_ms = excluded.accepted_ms, "
-                        "token = excluded.token WHERE hw_dedupe.accepted_ms < ? "
-                        "RETURNING event_id",
-                        (*params, cutoff),
-                    )
-                }
-                out.mine |= mine
-                others = [e for e, _ in chunk if e not in mine]
-                if not others:
+                # Inserted, or an entry past the window taken again: both are ours. When
+                # every row changed (the usual send of new ids), the whole chunk is ours
+                # and nothing needs reading back.
+                before = self._conn.total_changes
+                self._conn.execute(
+                    f"INSERT INTO hw_dedupe (event_id, user_id, accepted_ms, token) "
+                    f"VALUES {values} ON CONFLICT (event_id) DO UPDATE SET "
+                    "user_id = excluded.user_id, accepted_ms = excluded.accepted_ms, "
+                    "token = excluded.token WHERE hw_dedupe.accepted_ms < ?",
+                    (*params, cutoff),
+                )
+                if self._conn.total_changes - before == len(chunk):
+                    out.mine.update(event_id for event_id, _ in chunk)
                     continue
-                marks = ",".join("?" * len(others))
+                marks = ",".join("?" * len(chunk))
                 for event_id, held_by, claimed_ms, confirmed in self._conn.execute(
                     f"SELECT d.event_id, d.token, d.accepted_ms, "
                     f"d.token IS NULL OR t.token IS NOT NULL FROM hw_dedupe d "
                     f"LEFT JOIN hw_dedupe_tokens t ON t.token = d.token "
                     f"WHERE d.event_id IN ({marks})",
-                    others,
+                    [event_id for event_id, _ in chunk],
                 ):
                     if confirmed:
                         out.done.add(str(event_id))
                     elif held_by == token:
-                        out.mine.add(str(event_id))  # claimed twice in one batch
+                        out.mine.add(str(event_id))  # claimed now (or twice in one batch)
                     else:
                         out.pending[str(event_id)] = Pending(str(held_by), int(claimed_ms))
         self._maybe_sweep(now)

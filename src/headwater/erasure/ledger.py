@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from headwater._time import format_time, now_text
+from headwater._time import format_time, now_text, parse_time
 from headwater.control.base import ControlDatabase, ControlTransaction
 from headwater.erasure.attempts import SCHEMA as ATTEMPTS_SCHEMA
 from headwater.erasure.attempts import Attempt, attempts_of, record_attempt
@@ -22,6 +22,7 @@ from headwater.erasure.records import (
     REQUEST_COLUMNS,
     REQUEST_EXTRA_COLUMNS,
     TASK_COLUMNS,
+    ErasureBacklog,
     Participant,
     RequestRecord,
     TaskRecord,
@@ -282,6 +283,24 @@ class ErasureLedger:
         )
         out["overdue"] = int(overdue[0][0])
         return out
+
+    def backlog(self, now: datetime | None = None) -> ErasureBacklog:
+        """Open requests past their deadline and, per active participant, its overdue
+        tasks, as of ``now``: what the orchestrator alerts on, read for monitoring."""
+        now = now or datetime.now(UTC)
+        with self._db.transaction() as tx:
+            requests = tx.execute("SELECT deadline FROM hw_erasure_requests WHERE status = 'open'")
+            tasks = tx.execute(
+                "SELECT t.participant, t.status, t.due_at FROM hw_erasure_tasks t "
+                "JOIN hw_erasure_requests r ON r.request_id = t.request_id "
+                "WHERE r.status = 'open' AND t.status <> 'confirmed'"
+            )
+        overdue = {p.name: 0 for p in self.participants()}
+        for participant, status, due_at in tasks:
+            if status == "failed" or now >= parse_time(str(due_at)):
+                overdue[str(participant)] = overdue.get(str(participant), 0) + 1
+        past = sum(1 for (deadline,) in requests if now >= parse_time(str(deadline)))
+        return ErasureBacklog(past_deadline=past, overdue=overdue)
 
     def mark(self, request_id: str, participant: str, **fields: Any) -> None:
         """Update a task's bookkeeping (status, attempts, next_retry_at, alerted_at, error)."""

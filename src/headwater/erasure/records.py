@@ -12,6 +12,7 @@ __all__ = [
     "REQUEST_COLUMNS",
     "REQUEST_EXTRA_COLUMNS",
     "TASK_COLUMNS",
+    "ErasureBacklog",
     "Participant",
     "RequestRecord",
     "TaskRecord",
@@ -26,6 +27,15 @@ class Participant(msgspec.Struct, frozen=True):
     name: str
     store: str
     confirm_within_s: float
+
+
+class ErasureBacklog(msgspec.Struct, frozen=True):
+    """What the open requests owe at one moment: how many are past their regulatory
+    deadline, and per active participant how many of its tasks are overdue (past their
+    confirm-by time unconfirmed, or failed)."""
+
+    past_deadline: int
+    overdue: dict[str, int]
 
 
 class TaskRecord(msgspec.Struct):

@@ -215,7 +215,8 @@ class Backfill:
         for run in self.ledger.runs(("staged",)):
             if any(current.defined_in.get(n) != v for n, v in run.features.items()):
                 self.ledger.update(run.id, state="failed", progress={"superseded": True})
-                self.store.clear(run.namespace)
+                for namespace in run.namespaces:
+                    self.store.clear(namespace)
                 retired.append(run.id)
         return retired
 
@@ -240,7 +241,8 @@ class Backfill:
             return self._compute(run, specs, current.defined_in, progress)
         except BaseException:
             self.ledger.update(run.id, state="failed")
-            self.store.clear(run.namespace)
+            for namespace in run.namespaces:
+                self.store.clear(namespace)
             raise
 
     def _compute(
@@ -280,8 +282,8 @@ class Backfill:
         # An erasure recorded while the run computed: its user is not staged.
         late = [u for u, at in self.erased().items() if tombstones.get(u) != at]
         if late:
-            gone = {u for u in self.store.keys(run.namespace) if subject(u) in set(late)}
-            self.store.delete(run.namespace, sorted(gone))
+            gone = {u for u in self.store.keys(run.staging) if subject(u) in set(late)}
+            self.store.delete(run.staging, sorted(gone))
         summary: dict[str, object] = {
             "users_done": done,
             "users_total": total,
@@ -304,7 +306,7 @@ class Backfill:
         progress: Callable[[int, int], None] | None,
     ) -> None:
         if rows:
-            self.store.put(run.namespace, rows)
+            self.store.put(run.staging, rows)
         # The gateway's /metrics reads it from here (a gauge per feature).
         self.ledger.update(run.id, progress={"users_done": done, "users_total": total})
         if progress is not None:

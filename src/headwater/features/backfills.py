@@ -55,8 +55,12 @@ SCHEMA = (
 
 
 class BackfillRun(msgspec.Struct, frozen=True):
-    """One run: its features (name -> definition version), staging namespace, the
-    archive's bus position per partition, state and progress."""
+    """One run: its features (name -> definition version), namespace, the archive's bus
+    position per partition, state and progress.
+
+    The computed values wait in :attr:`staging`, which no hand-over changes (a repeated
+    or a second member's hand-over reads them again). A backfill's namespace is its
+    staging; a rebuild's is the new namespace of the rows, written by the hand-over."""
 
     id: str
     kind: RunKind
@@ -67,6 +71,16 @@ class BackfillRun(msgspec.Struct, frozen=True):
     state: RunState
     progress: dict[str, object]
     handed_over: dict[int, int] = {}  # partition -> the stream's position at the hand-over
+
+    @property
+    def staging(self) -> str:
+        """Where the values computed from the archive wait for the hand-over."""
+        return f"staging-{self.id}"
+
+    @property
+    def namespaces(self) -> set[str]:
+        """Every namespace the run writes (an erasure reaches them all)."""
+        return {self.staging, self.namespace}
 
 
 _FEATURES = msgspec.json.Decoder(dict[str, int])

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from headwater.bus.base import Record
 from headwater.features.backfills import BackfillRun
 from headwater.features.engine import FeatureEngine
-from headwater.features.handover import TailReader, take_over
+from headwater.features.handover import Superseded, TailReader, take_over
 from headwater.features.live import LiveDefinitions
 from headwater.features.versions import USER_NAMESPACE
 from headwater.online.base import OnlineStore, Position
@@ -170,6 +170,8 @@ class DefinitionFollower:
         assert self.partition_of is not None
         specs = tuple(s for s in current.specs if s.name in run.features)
         rebuild = run.kind == "rebuild"
+        ledger = live.ledger
+        assert ledger is not None
         handed = take_over(
             run,
             engine.replaced(specs=specs, backfilling=()),
@@ -183,11 +185,19 @@ class DefinitionFollower:
             fence=fence_of(need),
             decode=self.decode,
             dropped=self.dropped,
+            completed=lambda: set(run.positions) <= set(ledger.handed_over(run.id)),
         )
         if handed is None:
             return False  # behind the archive on a partition: a later batch takes it over
-        ledger = live.ledger
-        assert ledger is not None
+        if isinstance(handed, Superseded):
+            # Other members completed the run (the last of them made its features ready,
+            # or switched the namespace): follow the control plane from the next batch.
+            log.info("backfill completed by other members", extra={"run": run.id})
+            live.refresh(force=True)
+            now = live.current
+            if rebuild and now is not None and now.namespace == run.namespace:
+                self.namespace, self.previous = run.namespace, None
+            return True
         ledger.record_handover(run.id, self.group, handed, 0)
         self.taken |= taken
         log.info(
@@ -205,8 +215,8 @@ class DefinitionFollower:
         elif complete:
             for name, version in run.features.items():
                 live.versions.set_state(name, version, "ready", {"run": run.id})
-            self.store.clear(run.namespace)
         if complete:
+            self.store.clear(run.staging)
             ledger.update(run.id, state="done")
         live.refresh(force=True)
         return True
@@ -216,7 +226,8 @@ class DefinitionFollower:
         namespace a rebuild replaced until it is cleared."""
         live = self.live
         found = {self.previous} if self.previous else set()
-        found.update(run.namespace for run in live.staged)
+        for run in live.staged:
+            found |= run.namespaces
         if live.current is not None and live.current.previous_namespace:
             found.add(live.current.previous_namespace)
         found.discard(self.namespace)

@@ -24,12 +24,21 @@ from headwater.features.engine import DEFINITIONS, FeatureEngine
 from headwater.features.kinds import FIRST, IDS, WATERMARK
 from headwater.online.base import OnlineStore
 
-__all__ = ["TailReader", "bus_tail", "take_over"]
+__all__ = ["SUPERSEDED", "Superseded", "TailReader", "bus_tail", "take_over"]
 
 #: ``tail(starts, ends)``: the bus records of each partition from ``starts[p]`` up to
 #: (not including) ``ends[p]``, in offset order per partition, in batches.
 TailReader = Callable[[Mapping[int, int], Mapping[int, int]], Iterator[list[Record]]]
 _USERS_PER_WRITE = 5_000
+
+
+class Superseded:
+    """``take_over``'s answer when other members completed the run meanwhile."""
+
+
+#: The run was completed by other members while this one read it: its staged values may
+#: already be cleared, so nothing was written; the stream computes its features as ready.
+SUPERSEDED = Superseded()
 
 
 def bus_tail(
@@ -77,12 +86,21 @@ def take_over(
     fence: Mapping[int, int],
     decode: Callable[[bytes], Any],
     dropped: Callable[[Record], bool] = lambda _r: False,
-) -> dict[int, tuple[int, int]] | None:
+    completed: Callable[[], bool] = lambda: False,
+) -> dict[int, tuple[int, int]] | Superseded | None:
     """Hand the run's features over on ``partitions`` (at the stored ``positions`` of
     ``group``, writes fenced by ``fence``): replay the bus tail into the staged states,
     write the features into the rows of ``namespace``. ``engine`` computes exactly the
     run's features. Returns ``partition -> (archive position, stream position)``, or
-    None while the stream is behind the archive on one of them (a later batch retries)."""
+    None while the stream is behind the archive on one of them (a later batch retries).
+
+    ``completed`` says whether the ledger holds a hand-over of every partition (by other
+    members: a partition of this one's came to it after its old owner wrote the
+    hand-over but before that owner recorded it). The member that completes a run clears
+    its staged values after recording, so ``completed`` is asked after each read of
+    staged values and before writing what was computed from them: once it says yes,
+    nothing more is written and :data:`SUPERSEDED` is returned. What was written before
+    came from intact staged values and equals what the other member wrote."""
     starts = {p: run.positions.get(p, 0) for p in partitions}
     ends = {p: positions.get(p, 0) for p in partitions}
     if any(ends[p] < starts[p] for p in partitions):
@@ -97,11 +115,13 @@ def take_over(
                 erased.add(r.key)
             elif not dropped(r):
                 replay.setdefault(r.key, []).append(decode(r.value))
-    staged = [u for u in store.keys(run.namespace) if partition_of(u) in partitions]
+    staged = [u for u in store.keys(run.staging) if partition_of(u) in partitions]
     users = list(dict.fromkeys([*staged, *replay]))
     for start in range(0, len(users), _USERS_PER_WRITE):
         chunk = users[start : start + _USERS_PER_WRITE]
-        stage = store.get(run.namespace, chunk)
+        stage = store.get(run.staging, chunk)
+        if completed():
+            return SUPERSEDED
         rows = store.get(namespace, chunk)
         out: dict[str, bytes] = {}
         for user in chunk:

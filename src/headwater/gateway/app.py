@@ -17,13 +17,14 @@ from headwater.gateway._schemas import errors, install_openapi
 from headwater.gateway.admin_routes import router as admin_router
 from headwater.gateway.contract_routes import router as contract_router
 from headwater.gateway.dashboard_routes import router as dashboard_router
+from headwater.gateway.dashboard_routes import start_dashboard
 from headwater.gateway.deletion_routes import router as deletion_router
 from headwater.gateway.observe_routes import router as observe_router
 from headwater.gateway.publish_routes import router as publish_router
 from headwater.gateway.read_routes import router as read_router
 from headwater.gateway.reco_routes import router as reco_router
 from headwater.gateway.security import check_policies, requires
-from headwater.gateway.telemetry import BACKENDS, install_request_ids
+from headwater.gateway.telemetry import BACKENDS, install_request_telemetry
 
 __all__ = ["create_app"]
 
@@ -48,7 +49,9 @@ def create_app(
             app.state.application = Application(settings or Settings.from_env())
         hw: Application = app.state.application
         BACKENDS.sources.append(hw)
+        dashboard = start_dashboard(app, hw)
         yield
+        dashboard.stop()
         BACKENDS.sources.remove(hw)
         if owned:
             hw.close()
@@ -80,7 +83,7 @@ def create_app(
         app.include_router(router)
     _documentation(app)
     install_openapi(app)
-    install_request_ids(app)
+    install_request_telemetry(app)
     if extra is not None:
         extra(app)
     check_policies(app)

@@ -17,8 +17,12 @@ from headwater.wire import Problem
 
 __all__ = [
     "BackendCheck",
+    "BatchRunRow",
     "ConsumerStats",
+    "DashboardLive",
+    "DashboardTrends",
     "DeadLetterRow",
+    "DeletionsView",
     "FeaturesAsOf",
     "FeaturesStatus",
     "FieldCount",
@@ -197,3 +201,61 @@ class Unready(Problem, kw_only=True):
     ready: bool
     backends: dict[str, BackendCheck]
     where: dict[str, str]
+
+
+# -- the dashboard's documents -------------------------------------------------------
+
+
+class DeletionsView(Strict):
+    """Erasure requests for the dashboard: counts, the open ones with their stores, and
+    the latest completed."""
+
+    counts: dict[str, int]
+    open: list[dict[str, Any]]
+    completed: list[dict[str, Any]]
+
+
+class DashboardLive(Strict):
+    """``GET /v1/dashboard/live``: the present, computed at most once per 2 s."""
+
+    at: float
+    ingestion: list[TeamIngestion]
+    slo: list[SloRow]
+    consumers: ConsumerStats
+    deletions: DeletionsView
+    features: FeaturesStatus
+
+
+class BatchRunRow(Strict):
+    """One of the nightly batch's last runs."""
+
+    id: int
+    kind: str
+    status: str
+    started_at: str
+    finished_at: str | None
+    days: int
+    as_of: str | None
+    host: str
+
+
+_Series = dict[str, list[float | None]]
+
+
+class DashboardTrends(Strict):
+    """``GET /v1/dashboard/trends``: the last hour, one column per sample time ``t``."""
+
+    interval_s: float
+    capacity: int
+    t: list[float]
+    ingest: Annotated[
+        dict[str, _Series], msgspec.Meta(description="Per team: accepted and rejected per s")
+    ]
+    lag: Annotated[dict[str, _Series], msgspec.Meta(description="Per group: events, seconds")]
+    freshness: Annotated[
+        dict[str, _Series], msgspec.Meta(description="Per event type: p50 and p99 seconds")
+    ]
+    publish: Annotated[_Series, msgspec.Meta(description="p50, p99 seconds and batches per s")]
+    responses: Annotated[_Series, msgspec.Meta(description="Per counted status: answers per s")]
+    erasures: Annotated[_Series, msgspec.Meta(description="Requests open and overdue")]
+    batch_runs: list[BatchRunRow]

@@ -3,7 +3,6 @@ and liveness for anyone."""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import msgspec
@@ -13,18 +12,14 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from headwater.access.roles import Role
-from headwater.application import Application
 from headwater.gateway._deps import application
 from headwater.gateway._errors import problem, problem_response
 from headwater.gateway._schemas import Answer, errors, ref
+from headwater.gateway.dashboard_view import consumers_view
 from headwater.gateway.observe_answers import (
     ConsumerStats,
-    DeadLetterRow,
-    FeaturesAsOf,
-    GroupLag,
     Health,
     IngestionStats,
-    PartitionLagRow,
     Readiness,
     SloReport,
     StatusReport,
@@ -100,56 +95,6 @@ async def ingestion(request: Request, window: Annotated[int, Query(ge=5, le=300)
     return INGESTION.reply(msgspec.convert({"window_s": window, "teams": teams}, IngestionStats))
 
 
-def _consumers(svc: Application) -> ConsumerStats:
-    groups = []
-    for group in svc.lag_groups:
-        parts = svc.bus.lag(group)
-        groups.append(
-            GroupLag(
-                group=group,
-                lag_events=sum(p.lag_events for p in parts),
-                lag_seconds=max((p.lag_seconds for p in parts), default=0.0),
-                partitions=[
-                    PartitionLagRow(
-                        partition=p.partition,
-                        committed=p.committed,
-                        end=p.end,
-                        lag_events=p.lag_events,
-                        lag_seconds=p.lag_seconds,
-                    )
-                    for p in parts
-                ],
-            )
-        )
-    now_ms = time.time() * 1000
-    positions = svc.online.positions(svc.features.group)
-    as_of = [
-        FeaturesAsOf(
-            partition=p,
-            as_of_ms=pos.as_of_ms,
-            age_s=round(max(0.0, now_ms - pos.as_of_ms) / 1000, 3),
-        )
-        for p, pos in sorted(positions.items())
-    ]
-    letters = svc.dead_letters.list(limit=20)
-    return ConsumerStats(
-        groups=groups,
-        features_as_of=as_of,
-        dead_letters={g: svc.dead_letters.count(g) for g in svc.lag_groups},
-        dead_letters_total=svc.dead_letters.count(),
-        recent_dead_letters=[
-            DeadLetterRow(
-                id=d.id,
-                kind=d.record.kind,
-                error=d.error,
-                attempts=d.attempts,
-                failed_at=d.failed_at,
-            )
-            for d in letters
-        ],
-    )
-
-
 @router.get(
     "/v1/stats/consumers",
     summary="Consumer lag, feature as_of, dead letters",
@@ -159,7 +104,8 @@ def _consumers(svc: Application) -> ConsumerStats:
 async def consumers(request: Request) -> Response:
     """Lag per group and partition (events and seconds), the streaming features' as_of
     per partition, and the dead-letter store."""
-    return CONSUMERS.reply(await run_in_threadpool(_consumers, application(request)))
+    view = await run_in_threadpool(consumers_view, application(request))
+    return CONSUMERS.reply(msgspec.convert(view, ConsumerStats))
 
 
 @router.get(
