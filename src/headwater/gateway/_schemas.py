@@ -10,7 +10,6 @@ raw are named with ``json_body``; every error is a ``Problem`` (``errors``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any, Generic, TypeVar
 
@@ -76,12 +75,10 @@ class Answer(Generic[S]):
         return json_response(value, status, headers)
 
 
-def json_body(model: type[msgspec.Struct], *, media_types: Iterable[str] = ()) -> dict[str, Any]:
+def json_body(model: type[msgspec.Struct]) -> dict[str, Any]:
     """``openapi_extra`` of a route that reads a JSON body as ``model`` (routes read bodies
     raw, within bounds, so the body is not a FastAPI parameter)."""
-    content: dict[str, Any] = {"application/json": {"schema": ref(model)}}
-    for media_type in media_types:
-        content[media_type] = {"schema": {"type": "string"}}
+    content = {"application/json": {"schema": ref(model)}}
     return {"requestBody": {"required": True, "content": content}}
 
 
