@@ -185,3 +185,27 @@ def test_status_with_a_running_consumer_is_its_documented_structure(
     assert assert_documented(_spec(client, operator), "GET", "/v1/status", r) == "StatusReport"
     [features] = [g for g in r.json()["groups"] if g["group"] == "features"]
     assert [i["member"] for i in features["instances"]] == ["m-1"]
+
+
+def test_every_documented_body_is_the_structure_the_route_reads(
+    client: TestClient, admin_key: str
+) -> None:
+    spec = _spec(client, admin_key)
+    documented = 0
+    for method, path in sorted(EXPECTED):
+        operation = spec["paths"][path][method.lower()]
+        _, body = request_for(method, path)
+        if "requestBody" not in operation:
+            assert body is None, (method, path, "a body the document does not describe")
+            continue
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        if schema.get("type") == "array":  # a batch of events
+            model = models()[schema["items"]["$ref"].removeprefix(_REF)]
+            assert isinstance(body, list)
+            for item in body:
+                msgspec.json.decode(json.dumps(item), type=model)  # strict, as sent
+        else:
+            model = models()[schema["$ref"].removeprefix(_REF)]
+            msgspec.convert(body, model)  # strict: an unknown or missing field fails
+        documented += 1
+    assert documented == 8
