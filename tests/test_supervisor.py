@@ -122,7 +122,7 @@ def test_up_processes_stops_every_process_on_sigterm(tmp_path: Path) -> None:
         )
         assert published.status_code == 200, published.text
         children = _children_of(proc.pid)
-        assert len(children) == 6
+        assert len(children) == 7  # the six components and the batch scheduler
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         deadline = time.monotonic() + 10

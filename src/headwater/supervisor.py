@@ -4,10 +4,14 @@
 interpreter lock: at tens of thousands of events per second the gateway, the feature
 consumer, the archive and the erasure participants wait on each other. Here each
 component is its own process on the same data directory (the SQLite bus, stores and
-control plane are built for several processes): the consumers, the orchestrator and
-then the gateway, in that order, so every erasure participant has registered its
-stores before the first request arrives. This process keeps them running (a component
-that exits is started again, with a growing pause) and runs the nightly batch.
+control plane are built for several processes): the consumers, the orchestrator, the
+nightly batch's scheduler and then the gateway, in that order, so every erasure
+participant has registered its stores before the first request arrives. This process
+keeps them running (a component that exits is started again, with a growing pause).
+
+Metrics: the processes run in prometheus-client's multiprocess mode, in a directory
+emptied at each start (``<home>/metrics``), so one scrape of the gateway's ``/metrics``
+shows every process's counters, histograms and gauges (``headwater.metrics.exposition``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import httpx
 from headwater.application import CONSUMERS, Application, expected_participants
 from headwater.config import Settings
 from headwater.errors import HeadwaterError
+from headwater.metrics.exposition import fresh_multiprocess_dir, process_exited
 
 __all__ = ["COMPONENTS", "Supervisor"]
 
@@ -37,9 +42,13 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     **{spec.name: spec.command for spec in CONSUMERS},
     "orchestrator": ("orchestrate", "--interval", "0.5"),
 }
+#: The nightly batch's scheduler (``HEADWATER_BATCH_SCHEDULE``), unless ``run_batch`` is off.
+BATCH_COMMAND = ("batch", "schedule")
 #: Longest wait for a starting gateway to answer, and for a stopping process to exit.
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
+#: The batch scheduler lets a run in progress finish for up to 60 s when stopped.
+BATCH_STOP_TIMEOUT_S = 75.0
 
 
 @dataclass
@@ -67,8 +76,16 @@ class Supervisor:
         self.settings = settings
         self.url = f"http://{host}:{port}"
         self.max_pause_s = max_pause_s
-        self._env = {**os.environ, "HEADWATER_HOME": str(settings.home)}
+        #: prometheus-client's multiprocess directory of the processes (emptied at start).
+        self.metrics_dir = settings.home / "metrics"
+        self._env = {
+            **os.environ,
+            "HEADWATER_HOME": str(settings.home),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+        }
         self._children = [_Child(name, args) for name, args in COMPONENTS.items()]
+        if run_batch:
+            self._children.append(_Child("batch", BATCH_COMMAND))
         self._children.append(_Child("gateway", ("serve", "--host", host, "--port", str(port))))
         self._lock = threading.Lock()
         self._stopping = False
@@ -76,7 +93,6 @@ class Supervisor:
         self.app = Application(settings)
         #: The first admin key's secret when this start created it (shown once), else None.
         self.admin_key: str | None = None
-        self.batch_scheduler = self.app.batch_scheduler() if run_batch else None
 
     @property
     def children(self) -> dict[str, subprocess.Popen[bytes] | None]:
@@ -89,6 +105,7 @@ class Supervisor:
         A control plane without contracts gets the shipped ones first, as ``up`` does.
         """
         self.settings.home.mkdir(parents=True, exist_ok=True)
+        fresh_multiprocess_dir(self.metrics_dir)
         self.app.register_shipped_contracts()
         self.admin_key = self.app.ensure_admin_key()
         for child in self._children[:-1]:
@@ -97,8 +114,6 @@ class Supervisor:
         gateway = self._children[-1]
         self._spawn(gateway)
         self._wait_for_gateway(gateway)
-        if self.batch_scheduler is not None:
-            self.batch_scheduler.start()
 
     def _spawn(self, child: _Child) -> None:
         child.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
@@ -152,6 +167,7 @@ class Supervisor:
                 if child.proc is None or child.proc.poll() is None:
                     continue
                 if child.next_start == 0.0:
+                    process_exited(child.proc.pid, self.metrics_dir)
                     child.next_start = now + child.pause_s
                     log.error(
                         "%s exited with %s; starting it again in %.1fs",
@@ -171,22 +187,25 @@ class Supervisor:
         """SIGTERM: the gateway first, then the rest; each finishes its batch and commits."""
         with self._lock:
             self._stopping = True
-        if self.batch_scheduler is not None:
-            self.batch_scheduler.stop(60)
         _terminate([c.proc for c in self._children[-1:] if c.proc is not None])
-        _terminate([c.proc for c in self._children[:-1] if c.proc is not None])
+        rest = [c.proc for c in self._children[:-1] if c.proc is not None]
+        has_batch = any(c.name == "batch" for c in self._children)
+        _terminate(rest, BATCH_STOP_TIMEOUT_S if has_batch else STOP_TIMEOUT_S)
+        for child in self._children:
+            if child.proc is not None:
+                process_exited(child.proc.pid, self.metrics_dir)
         self.app.close()
 
 
-def _terminate(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+def _terminate(procs: Sequence[subprocess.Popen[bytes]], timeout_s: float = STOP_TIMEOUT_S) -> None:
     for proc in procs:
         if proc.poll() is None:
             proc.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     for proc in procs:
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("pid %d did not stop within %gs: killed", proc.pid, STOP_TIMEOUT_S)
+            log.warning("pid %d did not stop within %gs: killed", proc.pid, timeout_s)
             proc.kill()
             proc.wait()

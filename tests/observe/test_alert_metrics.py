@@ -57,8 +57,11 @@ def test_readable_events_are_counted_per_team_and_type_within_budget_or_not(
     recorder.observe("ios", "click", 2.0, 0.0, count=2)
     final = samples(client, operator)
     late = {"producer": "ios", "event_type": "click"}
-    assert sample(final, "headwater_freshness_events_total", **late, within_budget="true") == 3
-    assert sample(final, "headwater_freshness_events_total", **late, within_budget="false") == 2
+    name = "headwater_freshness_events_total"
+    # The counters are the process's: other tests may have counted ios clicks before.
+    for within, n in (("true", 3), ("false", 2)):
+        got = sample(final, name, **late, within_budget=within)
+        assert got - sample(after, name, **late, within_budget=within) == n
 
 
 def test_answers_are_counted_per_route_template_method_and_status(

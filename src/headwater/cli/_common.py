@@ -12,7 +12,15 @@ from headwater.config import Settings
 if TYPE_CHECKING:
     from headwater.application import Application
 
-__all__ = ["ControlUrl", "HomeOption", "application", "settings"]
+__all__ = [
+    "ControlUrl",
+    "HomeOption",
+    "MetricsHost",
+    "MetricsPort",
+    "application",
+    "serve_metrics",
+    "settings",
+]
 
 HomeOption = Annotated[
     str | None,
@@ -30,6 +38,16 @@ ControlUrl = Annotated[
         help="Control-plane URL: sqlite:///path or postgresql://...",
     ),
 ]
+
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        help="Serve this process's Prometheus metrics at /metrics on this port (scraped "
+        "with an operator key as the bearer token). Default: none.",
+    ),
+]
+MetricsHost = Annotated[str, typer.Option("--metrics-host", help="Interface of --metrics-port.")]
 
 
 def settings(home: str | None) -> Settings:
@@ -50,3 +68,24 @@ def application(
     if bus:
         cfg = msgspec.structs.replace(cfg, bus_url=bus)
     return Application(cfg)
+
+
+def serve_metrics(app_: Application, host: str, port: int | None) -> None:
+    """This process's ``/metrics`` on ``port`` (none when None), for operator keys; it
+    closes with the application."""
+    if port is None:
+        return
+    from headwater.access.roles import Role
+    from headwater.errors import PermissionDeniedError
+    from headwater.metrics.exposition import MetricsEndpoint
+
+    def authorize(secret: str | None) -> None:
+        key = app_.keys.authenticate(secret)
+        if not key.has(Role.OPERATOR):
+            raise PermissionDeniedError(
+                f"this needs the role operator; the key {key.key_id} of {key.team} has: "
+                f"{', '.join(key.roles) or 'none'}"
+            )
+
+    endpoint = MetricsEndpoint(authorize, host=host, port=port)
+    app_.own("metrics endpoint", endpoint.close)

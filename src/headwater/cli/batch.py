@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from headwater.cli._common import HomeOption, settings
+from headwater.cli._common import HomeOption, MetricsHost, MetricsPort, serve_metrics, settings
 
 __all__ = ["app"]
 
@@ -74,6 +74,32 @@ def run(
             raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(msgspec.to_builtins(report), indent=2))
+
+
+@app.command()
+def schedule(
+    home: HomeOption = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
+) -> None:
+    """Run the batch on ``HEADWATER_BATCH_SCHEDULE`` (02:30 UTC by default) until Ctrl-C or
+    SIGTERM: what ``headwater up`` does in its process, as a process of its own."""
+    import signal
+    import threading
+
+    from headwater.application import Application
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with Application(settings(home)) as app_:
+        serve_metrics(app_, metrics_host, metrics_port)
+        scheduler = app_.batch_scheduler()
+        scheduler.start()
+        try:
+            stop.wait()
+        finally:
+            scheduler.stop(60)
 
 
 @app.command()

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from headwater.application.consumers import CONSUMERS, ConsumerSpec
-from headwater.cli._common import HomeOption, settings
+from headwater.cli._common import HomeOption, MetricsHost, MetricsPort, serve_metrics, settings
 
 __all__ = ["app"]
 
@@ -26,13 +26,18 @@ BatchSize = Annotated[
 
 def _command(spec: ConsumerSpec) -> None:
     def run(
-        home: HomeOption = None, until_idle: IdleExit = False, batch_size: BatchSize = None
+        home: HomeOption = None,
+        until_idle: IdleExit = False,
+        batch_size: BatchSize = None,
+        metrics_port: MetricsPort = None,
+        metrics_host: MetricsHost = "127.0.0.1",
     ) -> None:
         from headwater.application import Application
 
         app_ = Application(settings(home))
         try:
             app_.check_ready()  # an unreachable backend: one line naming it, in seconds
+            serve_metrics(app_, metrics_host, metrics_port)
         except BaseException:
             app_.close()
             raise

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from headwater.cli._common import HomeOption, application
+from headwater.cli._common import HomeOption, MetricsHost, MetricsPort, application, serve_metrics
 from headwater.erasure.legal import LEGAL_BASES
 from headwater.erasure.orchestrator import ErasureOrchestrator
 
@@ -184,6 +184,8 @@ def verify(
 def orchestrate(
     home: HomeOption = None,
     interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 1.0,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Run the erasure orchestrator (close, chase, alert) and the freshness SLO watch."""
     import signal
@@ -192,6 +194,11 @@ def orchestrate(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     app_ = application(home)
+    try:
+        serve_metrics(app_, metrics_host, metrics_port)
+    except BaseException:
+        app_.close()
+        raise
     monitor = threading.Thread(target=app_.slo_monitor().run, args=(stop,), daemon=True)
     monitor.start()
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import msgspec
-from prometheus_client import Histogram
 
 from headwater.bus.base import Record
 from headwater.contract.definition import DEFAULT_FRESHNESS_BUDGET_S
@@ -390,7 +388,7 @@ class _BatchAges:
 
     def __init__(self, budgets: Mapping[str, float]) -> None:
         self.budgets = budgets
-        self.bounds = _BOUNDS
+        self.bounds = FRESHNESS_SECONDS.upper_bounds
         self.counts: dict[str, list[int]] = {}
         self.sums: dict[str, list[float]] = {}
         self.slo: dict[tuple[str, str], list[float]] = {}
@@ -415,38 +413,12 @@ class _BatchAges:
 
     def record(self, slo: SloRecorder | None, now: float) -> dict[str, int]:
         """Into the histogram and ``slo``; the events per type."""
-        for etype, counts in self.counts.items():
-            _observe_counts(FRESHNESS_SECONDS.labels(etype), counts, self.sums[etype])
+        FRESHNESS_SECONDS.observe_many(
+            ((etype,), counts, self.sums[etype]) for etype, counts in self.counts.items()
+        )
         if slo is not None:
             for (producer, etype), (total, within, oldest) in self.slo.items():
                 slo.observe_counts(
                     producer, etype, now=now, total=int(total), within=int(within), oldest=oldest
                 )
         return {etype: sum(counts) for etype, counts in self.counts.items()}
-
-
-def _bucket_bounds() -> list[float]:
-    """The freshness histogram's bucket upper bounds (the last is +Inf)."""
-    bounds = getattr(FRESHNESS_SECONDS, "_upper_bounds", None)
-    return list(bounds) if bounds else [math.inf]
-
-
-_BOUNDS = _bucket_bounds()
-
-
-def _observe_counts(hist: Histogram, counts: list[int], sums: list[float]) -> None:
-    """Observations given per bucket (``counts[i]`` values summing to ``sums[i]`` fell in
-    bucket ``i``): what as many calls of ``observe`` record, in one pass."""
-    buckets = getattr(hist, "_buckets", None)
-    value_sum = getattr(hist, "_sum", None)
-    if buckets is None or value_sum is None or len(buckets) != len(counts):
-        # The public path, if prometheus_client's internals change: each bucket's
-        # values observed at their mean, which lies in the bucket (same counts, same sum).
-        for n, total in zip(counts, sums, strict=True):
-            for _ in range(n):
-                hist.observe(total / n)
-        return
-    value_sum.inc(sum(sums))
-    for i, n in enumerate(counts):
-        if n:
-            buckets[i].inc(n)

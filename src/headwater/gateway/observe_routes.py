@@ -26,7 +26,8 @@ from headwater.gateway.observe_answers import (
     Unready,
 )
 from headwater.gateway.security import public, requires
-from headwater.metrics import REGISTRY
+from headwater.gateway.telemetry import BACKENDS
+from headwater.metrics.exposition import scrape_registry
 from headwater.slo import slo_report
 from headwater.wire import PROBLEM_JSON
 
@@ -53,8 +54,9 @@ READY = Answer(Readiness, "Every backend answers")
     dependencies=[requires(Role.OPERATOR)],
 )
 async def metrics() -> Response:
-    """Every counter and histogram, plus lag, dead letters and erasures read at scrape."""
-    body = await run_in_threadpool(generate_latest, REGISTRY)
+    """Every counter and histogram, plus lag, dead letters and erasures read at scrape;
+    under ``headwater up --processes``, those of every process."""
+    body = await run_in_threadpool(generate_latest, scrape_registry(BACKENDS))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

@@ -1,8 +1,15 @@
-"""Prometheus metrics of every component, in one registry served at ``/metrics``."""
+"""Prometheus metrics of every component, in one registry per process.
+
+What a scrape returns, and how one scrape sees every process of ``headwater up
+--processes`` (prometheus-client's multiprocess mode), is in ``exposition``; the
+histogram fed a whole batch of observations at once is in ``histogram``.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from headwater.metrics.histogram import BatchHistogram
 
 __all__ = [
     "BATCH_RUN_SECONDS",
@@ -48,7 +55,8 @@ PUBLISH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
     registry=REGISTRY,
 )
-FRESHNESS_SECONDS = Histogram(
+#: Recorded by the feature consumer once per batch, as counts per bucket.
+FRESHNESS_SECONDS = BatchHistogram(
     "headwater_freshness_seconds",
     "From publish accepted to the feature being readable, per event type",
     ["event_type"],
@@ -106,6 +114,9 @@ SLO_BREACH = Gauge(
     "1 while a producer team's event type is out of its freshness objective",
     ["producer", "event_type"],
     registry=REGISTRY,
+    # Under multiprocess mode: the highest value among the live processes (the
+    # orchestrator's SLO watch sets it; a dead process's value goes with it).
+    multiprocess_mode="livemax",
 )
 FENCED_BATCHES = Counter(
     "headwater_consumer_fenced_batches_total",
