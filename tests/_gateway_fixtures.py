@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,3 +49,34 @@ def make_key(hw: Application, team: str, *roles: str, **scope: Any) -> str:
 
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def problem(response: Any, status: int, kind: str) -> dict[str, Any]:
+    """The problem document of an error answer, checked: its media type, ``status``, the
+    ``type`` of ``kind``, a title and a detail."""
+    assert response.status_code == status, (response.status_code, response.text[:500])
+    assert response.headers["content-type"] == "application/problem+json", response.headers
+    doc: dict[str, Any] = response.json()
+    assert doc["type"] == f"https://headwater.dev/problems/{kind}", doc
+    assert doc["status"] == status, doc
+    assert doc["title"], doc
+    assert doc["detail"], doc
+    return doc
+
+
+def problem_answer(status: int, kind: str, detail: str, **headers: str) -> Any:
+    """A gateway's error answer as an ``httpx.Response``, for a scripted transport."""
+    import httpx
+
+    doc = {
+        "type": f"https://headwater.dev/problems/{kind}",
+        "title": kind,
+        "status": status,
+        "detail": detail,
+        "instance": "/v1/signals",
+    }
+    return httpx.Response(
+        status,
+        headers={"Content-Type": "application/problem+json", **headers},
+        content=json.dumps(doc).encode(),
+    )

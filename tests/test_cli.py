@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from headwater.cli import app
@@ -205,3 +206,19 @@ def test_each_erasure_participant_runs_on_its_own(tmp_path: Path) -> None:
         "idempotency-window",
         "batch-derived",
     } <= names
+
+
+def test_the_demo_reports_a_refused_call_with_its_problem() -> None:
+    import httpx
+
+    from headwater.cli.demo import _expect
+    from headwater.errors import HeadwaterError
+    from tests._gateway_fixtures import problem_answer
+
+    refused = problem_answer(503, "no-erasure-participants", "start the consumers first")
+    with pytest.raises(
+        HeadwaterError,
+        match="POST /v1/deletions: HTTP 503 no-erasure-participants: start the consumers first",
+    ):
+        _expect(refused, 202, "POST /v1/deletions")
+    _expect(httpx.Response(202, json={"request_id": "er_1"}), 202, "POST /v1/deletions")

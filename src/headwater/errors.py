@@ -42,7 +42,7 @@ boundary.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 __all__ = [
@@ -136,7 +136,17 @@ class BatchError(HeadwaterError):
 
 
 class MalformedBatchError(BatchError):
-    """The body is not a JSON array of events nor NDJSON."""
+    """The body is not a JSON array of events nor NDJSON (or not the object a route reads).
+
+    ``rule`` names what it broke (``duplicate_key``, ``max_depth``, ``not_json``,
+    ``missing_field`` ...) and ``field`` where, as a JSON path (``$[3].payload.sku``),
+    when the reader knows.
+    """
+
+    def __init__(self, message: str, *, rule: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.field = field
 
 
 class BatchTooLargeError(BatchError):
@@ -190,7 +200,15 @@ class AuthenticationError(AccessError):
 
 
 class PermissionDeniedError(AccessError):
-    """The event type or surface is outside the key's scope."""
+    """The key lacks the role, or the event type or surface is outside its scope.
+
+    ``refused`` names each event a whole-batch scope check refused: its ``index``,
+    ``event_id``, ``event_type``, the ``field`` and the ``rule``, and a ``message``.
+    """
+
+    def __init__(self, message: str, refused: Sequence[Mapping[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.refused = [dict(r) for r in refused]
 
 
 class RateLimitedError(AccessError):

@@ -13,7 +13,15 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["UserFeatures", "new_event_id"]
+__all__ = [
+    "PROBLEM_JSON",
+    "FeatureBatch",
+    "Problem",
+    "ProblemItem",
+    "UserFeatures",
+    "new_event_id",
+    "read_problem",
+]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _id_lock = threading.Lock()
@@ -61,3 +69,72 @@ class UserFeatures(msgspec.Struct):
     backfilling: list[str] = []
     #: The version of the feature definitions that answered.
     definitions_version: int = 1
+
+
+class FeatureBatch(msgspec.Struct):
+    """The answer of a batch read: each user's features, in the order asked."""
+
+    users: list[UserFeatures]
+
+
+#: The media type of every error answer (RFC 9457).
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemItem(msgspec.Struct, omit_defaults=True):
+    """One thing wrong with a request: the field and the rule it broke, in words; the
+    event (batch index, ``event_id``, type) or the versions when there are some."""
+
+    rule: str
+    message: str
+    field: str | None = None
+    index: int | None = None
+    event_id: str | None = None
+    event_type: str | None = None
+    from_version: int | None = None
+    to_version: int | None = None
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """Every error answer of the API, RFC 9457 ``application/problem+json``.
+
+    ``type`` is a stable URI per kind of error (``https://headwater.dev/problems/<kind>``,
+    listed in docs/problems.md), ``title`` its summary, ``detail`` this occurrence in
+    words, ``instance`` the path asked. ``errors`` names each field and rule broken (and
+    the event, at publish); ``request_id`` is the id the gateway logged the request under.
+    """
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[ProblemItem] = []
+
+    @property
+    def kind(self) -> str:
+        """The last segment of ``type`` (``rate-limited``), ``about:blank`` as is."""
+        return self.type.rsplit("/", 1)[-1]
+
+
+_problem = msgspec.json.Decoder(Problem)
+
+
+def read_problem(status: int, body: bytes) -> Problem:
+    """The error answer in ``body``; a body that is not a problem document (a proxy's
+    page, or a gateway older than the problem documents, whose errors were
+    ``{"error", "message"}``) is read as well as it can be, never raised on."""
+    try:
+        return _problem.decode(body)
+    except msgspec.DecodeError:
+        pass
+    try:
+        doc = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("message"), str):
+        kind = str(doc.get("error") or "about:blank")
+        return Problem(type=kind, title=kind, status=status, detail=doc["message"])
+    text = body[:500].decode(errors="replace")
+    return Problem(type="about:blank", title=f"HTTP {status}", status=status, detail=text)

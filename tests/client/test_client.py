@@ -24,6 +24,7 @@ from headwater.client import (
 )
 from headwater.errors import AuthenticationError, PermissionDeniedError, PublishFailedError
 from headwater.gateway.app import create_app
+from tests._gateway_fixtures import problem_answer
 from tests._live import serve
 
 FAST = RetryPolicy(max_retries=3, base_s=0.001, cap_s=0.01)
@@ -85,8 +86,8 @@ def test_async_end_to_end(live: str, hw: Application) -> None:
 def test_retries_429_and_503_then_succeeds() -> None:
     answers = iter(
         [
-            httpx.Response(429, headers={"Retry-After": "0"}, json={"message": "slow"}),
-            httpx.Response(503, json={"message": "down"}),
+            problem_answer(429, "rate-limited", "slow", **{"Retry-After": "0"}),
+            problem_answer(503, "backend-unavailable", "down"),
             httpx.Response(200, content=ok_body(1)),
         ]
     )
@@ -121,19 +122,26 @@ def test_network_errors_are_retried_then_give_up() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "error"), [(401, AuthenticationError), (403, PermissionDeniedError)]
+    ("status", "kind", "error"),
+    [(401, "unauthenticated", AuthenticationError), (403, "forbidden", PermissionDeniedError)],
 )
-def test_client_errors_are_not_retried(status: int, error: type[Exception]) -> None:
+@pytest.mark.parametrize("shape", ["problem", "before problem documents"])
+def test_client_errors_are_not_retried(
+    status: int, kind: str, error: type[Exception], shape: str
+) -> None:
     calls = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request)
-        return httpx.Response(status, json={"message": "no"})
+        if shape == "problem":
+            return problem_answer(status, kind, "no such key")
+        # A gateway older than the problem documents answered {"error", "message"}.
+        return httpx.Response(status, json={"error": kind, "message": "no such key"})
 
     client = HeadwaterClient(
         "http://gw", "k", retry=FAST, flush_interval=60, transport=httpx.MockTransport(handler)
     )
-    with pytest.raises(error) as refused:
+    with pytest.raises(error, match=f"HTTP {status} {kind}: no such key;") as refused:
         client.publish([{"event_id": "e1"}])
     assert len(calls) == 1
     assert isinstance(refused.value, PublishFailedError)

@@ -18,6 +18,7 @@ import pytest
 
 from headwater.client import HeadwaterClient, RejectedEvent, RetryPolicy
 from headwater.errors import PublishFailedError, PublishUnauthorizedError
+from tests._gateway_fixtures import problem_answer
 
 FAST = RetryPolicy(max_retries=2, base_s=0.001, cap_s=0.02)
 
@@ -40,7 +41,7 @@ class Gateway:
         if cut or not self.up.is_set():
             raise httpx.ConnectError("refused", request=request)
         if self.status is not None:
-            return httpx.Response(self.status, json={"message": "scripted"})
+            return problem_answer(self.status, "scripted", "scripted")
         results: list[dict[str, Any]] = []
         for i, e in enumerate(events):
             if e.get("user_id") == "bad":
@@ -182,7 +183,7 @@ def test_retry_after_is_honoured() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         stamps.append(time.monotonic())
         if len(stamps) == 1:
-            return httpx.Response(429, headers={"Retry-After": "0.3"}, json={"message": "slow"})
+            return problem_answer(429, "rate-limited", "slow", **{"Retry-After": "0.3"})
         return httpx.Response(200, content=ok_body(1))
 
     client = HeadwaterClient(
@@ -201,7 +202,7 @@ def test_a_body_too_large_is_split_and_only_the_culprit_refused() -> None:
         events = msgspec.json.decode(request.content)
         sizes.append(len(events))
         if any(e["user_id"] == "huge" for e in events):
-            return httpx.Response(413, json={"message": "too large"})
+            return problem_answer(413, "too-large", "body over 1048576 bytes")
         return httpx.Response(200, content=ok_body(len(events)))
 
     seen: list[RejectedEvent] = []
@@ -217,6 +218,7 @@ def test_a_body_too_large_is_split_and_only_the_culprit_refused() -> None:
     report = client.flush()
     client.close()
     assert (report.accepted, [r.rule for r in seen]) == (7, ["http_413"])
+    assert seen[0].message == "too-large: body over 1048576 bytes"
     assert seen[0].event["user_id"] == "huge"
     assert sizes[0] == 8
 

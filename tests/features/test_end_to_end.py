@@ -149,7 +149,7 @@ def test_python_read_clients(stack: tuple[Application, TestClient, ConsumerRunti
         producer, _ = hw.keys.create("web")
         with (
             FeatureClient(url, producer) as not_a_reader,
-            pytest.raises(PermissionDeniedError, match="reader"),
+            pytest.raises(PermissionDeniedError, match=r"HTTP 403 forbidden: .*role reader"),
         ):
             not_a_reader.get("dana")
         with FeatureClient(url, key) as reader:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi.testclient import TestClient
 
 from headwater.application import Application
-from tests._gateway_fixtures import auth, make_key
+from tests._gateway_fixtures import auth, make_key, problem
 
 REVIEWS_V2 = {
     "team": "reviews",
@@ -96,20 +96,20 @@ def test_incompatible_change_is_refused_with_every_violation(
         ("mood", "required_field_added"),
     }
     refused = client.post("/v1/contracts", json=broken, headers=auth(key))
-    assert refused.status_code == 409
-    assert len(refused.json()["violations"]) == 6
+    found = problem(refused, 409, "incompatible-change")["errors"]
+    assert {(e.get("field"), e["rule"]) for e in found} == rules
+    assert all(e["event_type"] == "rating" and e["message"] for e in found)
+    assert all(e["to_version"] == e["from_version"] + 1 for e in found)
 
 
 def test_only_the_owner_registers(client: TestClient, hw: Application) -> None:
     web = make_key(hw, "web", "contracts")
     r = client.post("/v1/contracts", json=REVIEWS_V2, headers=auth(web))
-    assert r.status_code == 403
-    assert "web" in r.json()["message"]
+    assert "web" in problem(r, 403, "forbidden")["detail"]
     # The web team may not take the type by naming the reviews team's document either.
     stolen = {**REVIEWS_V2, "team": "web"}
     r = client.post("/v1/contracts", json=stolen, headers=auth(web))
-    assert r.status_code == 403
-    assert "owned by team 'reviews'" in r.json()["message"]
+    assert "owned by team 'reviews'" in problem(r, 403, "forbidden")["detail"]
     history = client.get("/v1/contracts/rating", headers=auth(web)).json()
     assert [v["owner"] for v in history["versions"]] == ["reviews"]
     assert client.post("/v1/contracts/check", json=REVIEWS_V2).status_code == 401
@@ -120,8 +120,7 @@ def test_only_the_owner_registers(client: TestClient, hw: Application) -> None:
         == 200
     )
     r = client.post("/v1/contracts", json=REVIEWS_V2, headers=auth(producer))
-    assert r.status_code == 403
-    assert "contracts" in r.json()["message"]
+    assert "contracts" in problem(r, 403, "forbidden")["detail"]
 
 
 def test_a_new_type_belongs_to_its_team_and_only_admin_moves_it(
@@ -135,8 +134,7 @@ def test_a_new_type_belongs_to_its_team_and_only_admin_moves_it(
     assert client.post("/v1/contracts", json=doc, headers=auth(search)).status_code == 201
     moved = {"owner": "web"}
     r = client.put("/v1/contracts/autocomplete/owner", json=moved, headers=auth(search))
-    assert r.status_code == 403
-    assert "admin" in r.json()["message"]
+    assert "admin" in problem(r, 403, "forbidden")["detail"]
     r = client.put("/v1/contracts/autocomplete/owner", json=moved, headers=auth(admin_key))
     assert r.status_code == 200, r.text
     owners = [
@@ -152,5 +150,4 @@ def test_bad_document_is_422(client: TestClient, hw: Application) -> None:
     key = make_key(hw, "reviews", "contracts")
     bad = {"team": "reviews", "event_types": {"rating": {"surfaces": "web"}}}
     r = client.post("/v1/contracts/check", json=bad, headers=auth(key))
-    assert r.status_code == 422
-    assert "surfaces" in r.json()["message"]
+    assert "surfaces" in problem(r, 422, "invalid-definition")["detail"]

@@ -30,6 +30,7 @@ from headwater.config import Settings
 from headwater.contract.loader import default_definitions
 from headwater.control import open_control_database
 from headwater.registry.contracts import ContractRegistry
+from tests._gateway_fixtures import problem
 from tests._live import free_port
 
 pytestmark = pytest.mark.slow
@@ -163,8 +164,7 @@ def test_a_gzip_bomb_is_refused_after_the_limit(server: tuple[int, str, Path, in
         headers={"Authorization": f"Bearer {admin}", "Content-Encoding": "gzip"},
         timeout=30,
     )
-    assert r.status_code == 413
-    assert "decompressed" in r.json()["message"]
+    assert "decompressed" in problem(r, 413, "too-large")["detail"]
     assert (_rss_kib(pid, "VmHWM") - before) / 1024 < 50
 
 
@@ -232,11 +232,11 @@ def _event(**over: Any) -> dict[str, Any]:
             400,
             "user_id",
         ),
-        ("NaN", b'[{"event_id": "h-3", "payload": {"dwell_ms": NaN}}]', 400, "malformed"),
-        ("Infinity", b'[{"event_id": "h-4", "payload": {"x": Infinity}}]', 400, "malformed"),
+        ("NaN", b'[{"event_id": "h-3", "payload": {"dwell_ms": NaN}}]', 400, "not valid JSON"),
+        ("Infinity", b'[{"event_id": "h-4", "payload": {"x": Infinity}}]', 400, "not valid JSON"),
         ("deep nesting", b"[" * 100_000 + b"]" * 100_000, 400, "deeper than 64"),
         ("invalid UTF-8", b'[{"event_id": "h-5\xff\xfe"}]', 400, "UTF-8"),
-        ("not JSON", b"\x00\x01\x02", 400, "malformed"),
+        ("not JSON", b"\x00\x01\x02", 400, "not valid JSON"),
     ],
 )
 def test_malformed_json_is_a_clear_400(
@@ -249,8 +249,8 @@ def test_malformed_json_is_a_clear_400(
         headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
         timeout=30,
     )
-    assert r.status_code == status, (name, r.text[:300])
-    assert says.lower() in r.text.lower(), (name, r.text[:300])
+    doc = problem(r, status, "malformed-body")
+    assert says.lower() in doc["detail"].lower(), (name, r.text[:300])
 
 
 def test_nothing_of_it_reached_the_bus(server: tuple[int, str, Path, int]) -> None:

@@ -13,7 +13,7 @@ from headwater.application import Application
 from headwater.bus import open_bus
 from headwater.contract.signal import decode_signal
 from headwater.errors import BackendUnavailableError
-from tests._gateway_fixtures import auth
+from tests._gateway_fixtures import auth, problem
 
 
 def event(i: int, **over: Any) -> dict[str, Any]:
@@ -109,7 +109,9 @@ def test_gzip_and_ndjson(client: TestClient, hw: Application, web_key: str) -> N
 def test_auth_errors(client: TestClient, hw: Application, web_key: str) -> None:
     assert client.post("/v1/signals", json=[event(0)]).status_code == 401
     r = client.post("/v1/signals", json=[event(0)], headers=auth("hwk_nope_nope"))
-    assert r.status_code == 401
+    doc = problem(r, 401, "unauthenticated")
+    assert doc["instance"] == "/v1/signals"
+    assert doc["request_id"] == r.headers["X-Request-ID"]
     assert r.headers["WWW-Authenticate"] == "Bearer"
     ok = client.post("/v1/signals", json=[event(0)], headers={"X-API-Key": web_key})
     assert ok.status_code == 200
@@ -132,19 +134,31 @@ def test_scope_is_enforced_for_the_whole_batch(client: TestClient, hw: Applicati
         ],
         headers=auth(secret),
     )
-    assert r.status_code == 403
-    assert "event_type 'view' not allowed" in r.json()["message"]
+    doc = problem(r, 403, "forbidden")
+    assert "event_type 'view' not allowed" in doc["detail"]
+    # The refused event is named: index, event_id, field and rule.
+    assert doc["errors"] == [
+        {
+            "index": 1,
+            "event_id": "ev-2",
+            "event_type": "view",
+            "field": "event_type",
+            "rule": "scope",
+            "message": "event_type 'view' not allowed",
+        }
+    ]
     wrong_surface = event(3, event_type="rating", surface="web", payload={"rating": 1})
     r = client.post("/v1/signals", json=[wrong_surface], headers=auth(secret))
-    assert r.status_code == 403
+    [refused] = problem(r, 403, "forbidden")["errors"]
+    assert (refused["index"], refused["field"], refused["rule"]) == (0, "surface", "scope")
     assert [s.event_id for s in published(hw)] == ["ev-0"]
 
 
 def test_size_limits_and_malformed(client: TestClient, web_key: str) -> None:
     r = client.post("/v1/signals", json=[event(i) for i in range(501)], headers=auth(web_key))
-    assert r.status_code == 413
+    problem(r, 413, "too-large")
     r = client.post("/v1/signals", content=b"x" * (1024 * 1024 + 1), headers=auth(web_key))
-    assert r.status_code == 413
+    problem(r, 413, "too-large")
     bomb = gzip.compress(b"[" + b" " * (8 * 1024 * 1024) + b"]")
     r = client.post(
         "/v1/signals", content=bomb, headers={**auth(web_key), "Content-Encoding": "gzip"}
@@ -152,7 +166,7 @@ def test_size_limits_and_malformed(client: TestClient, web_key: str) -> None:
     assert r.status_code == 413
     for bad in (b"{not json", b'{"event_id": 1}', b"", b"\xff\xfe"):
         r = client.post("/v1/signals", content=bad, headers=auth(web_key))
-        assert r.status_code == 400, (bad, r.text)
+        problem(r, 400, "malformed-body")
     r = client.post(
         "/v1/signals", content=b"abc", headers={**auth(web_key), "Content-Encoding": "gzip"}
     )
@@ -168,7 +182,7 @@ def test_rate_limit_429_with_retry_after(client: TestClient, hw: Application) ->
         == 200
     )
     r = client.post("/v1/signals", json=[event(i) for i in range(10, 15)], headers=auth(secret))
-    assert r.status_code == 429
+    problem(r, 429, "rate-limited")
     assert int(r.headers["Retry-After"]) >= 1
 
 
@@ -183,7 +197,7 @@ def test_bus_unavailable_is_503_and_nothing_published(
     hw.bus.publish = down  # type: ignore[method-assign]
     r = client.post("/v1/signals", json=[event(1)], headers=auth(web_key))
     hw.bus.publish = real  # type: ignore[method-assign]
-    assert r.status_code == 503
+    assert "bus is down" in problem(r, 503, "backend-unavailable")["detail"]
     assert r.headers["Retry-After"] == "1"
     assert published(hw) == []
     # The producer retries the whole batch: it is accepted, not treated as a duplicate.

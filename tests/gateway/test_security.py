@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from headwater.access.roles import Role
 from headwater.application import Application
 from headwater.gateway.security import policy_table
-from tests._gateway_fixtures import auth, make_key
+from tests._gateway_fixtures import auth, make_key, problem
 
 PUBLIC = ("public",)
 ANY = ("any key",)
@@ -72,7 +72,7 @@ def _event() -> dict[str, Any]:
     }
 
 
-def _request(method: str, path: str) -> tuple[str, dict[str, Any] | list[Any] | None]:
+def request_for(method: str, path: str) -> tuple[str, dict[str, Any] | list[Any] | None]:
     """A concrete URL and a well-formed body for each route."""
     url = (
         path.replace("{user_id}", "u1")
@@ -135,7 +135,7 @@ def test_every_route_and_every_caller(
     client: TestClient, keys: dict[str, str], method: str, path: str
 ) -> None:
     roles = EXPECTED[(method, path)]
-    url, body = _request(method, path)
+    url, body = request_for(method, path)
 
     def call(key: str | None) -> Any:
         headers = auth(key) if key else {}
@@ -149,7 +149,7 @@ def test_every_route_and_every_caller(
         return
     for key in (None, keys["unknown"], keys["revoked"]):
         r = call(key)
-        assert r.status_code == 401, (key, r.status_code, r.text)
+        problem(r, 401, "unauthenticated")
         assert r.headers["WWW-Authenticate"] == "Bearer"
         if key:
             assert key not in r.text, "an error never repeats the key"
@@ -159,8 +159,7 @@ def test_every_route_and_every_caller(
         if allowed:
             assert r.status_code not in (401, 403), (role, r.status_code, r.text)
         else:
-            assert r.status_code == 403, (role, r.status_code, r.text)
-            message = r.json()["message"]
+            message = problem(r, 403, "forbidden")["detail"]
             assert "needs the role" in message
             assert all(needed in message for needed in roles), message
             assert keys[role.value] not in r.text
@@ -170,8 +169,7 @@ def test_the_wrong_team_is_refused(client: TestClient, hw: Application) -> None:
     # A producer key of the search team may not publish the web team's views ...
     search = make_key(hw, "search", "producer", "contracts")
     r = client.post("/v1/signals", json=[_event()], headers=auth(search))
-    assert r.status_code == 403
-    assert "view" in r.json()["message"]
+    assert "view" in problem(r, 403, "forbidden")["detail"]
     # ... nor may its contracts role register the web team's document.
     r = client.post("/v1/contracts", json=WEB_DOC, headers=auth(search))
     assert r.status_code == 403
@@ -191,8 +189,7 @@ def test_revocation_applies_within_a_second(client: TestClient, hw: Application)
     hw.keys.revoke(record.key_id)
     time.sleep(KEY_CACHE_S + 0.05)
     r = client.get("/v1/users/u1/features", headers=auth(secret))
-    assert r.status_code == 401
-    assert "revoked" in r.json()["message"]
+    assert "revoked" in problem(r, 401, "unauthenticated")["detail"]
 
 
 def test_health_is_liveness_only_and_readiness_needs_an_operator(
@@ -222,8 +219,7 @@ def test_admin_manages_keys_over_the_api(client: TestClient, keys: dict[str, str
         json={"principal": "x", "roles": ["superuser"]},
         headers=auth(keys["admin"]),
     )
-    assert bad.status_code == 400
-    assert "superuser" in bad.json()["message"]
+    assert "superuser" in problem(bad, 400, "invalid-argument")["detail"]
     revoked = client.delete(f"/v1/admin/keys/{key_id}", headers=auth(keys["admin"]))
     assert revoked.status_code == 200
     assert revoked.json()["key"]["revoked_at"]
@@ -238,12 +234,12 @@ def test_a_key_given_twice_is_refused_on_every_json_route(
         content=body,
         headers={**auth(keys["privacy"]), "Content-Type": "application/json"},
     )
-    assert r.status_code == 400
-    assert 'duplicate key "user_id"' in r.json()["message"]
+    doc = problem(r, 400, "malformed-body")
+    assert 'duplicate key "user_id"' in doc["detail"]
+    assert [(e["field"], e["rule"]) for e in doc["errors"]] == [("$.user_id", "duplicate_key")]
     r = client.post(
         "/v1/features/batch",
         content=b'{"user_ids": ["a"], "user_ids": ["b"]}',
         headers=auth(keys["reader"]),
     )
-    assert r.status_code == 400
-    assert "user_ids" in r.json()["message"]
+    assert "user_ids" in problem(r, 400, "malformed-body")["detail"]

@@ -84,7 +84,7 @@ def _where(line: int) -> str:
 def not_json(reason: int, position: int, line: int = 0) -> MalformedBatchError:
     """The document (or NDJSON line) is not JSON; ``position`` is its byte offset."""
     return MalformedBatchError(
-        f"{_where(line)}not valid JSON: {REASONS[reason]} at byte {position}"
+        f"{_where(line)}not valid JSON: {REASONS[reason]} at byte {position}", rule="not_json"
     )
 
 
@@ -93,11 +93,17 @@ def duplicate_key(path: Sequence[int | str], line: int = 0) -> MalformedBatchErr
     key = path[-1]
     assert isinstance(key, str)
     shown = json.dumps(_shown(key), ensure_ascii=False)
-    return MalformedBatchError(f"{_where(line)}duplicate key {shown} at {render_path(path)}")
+    where = render_path(path)
+    return MalformedBatchError(
+        f"{_where(line)}duplicate key {shown} at {where}", rule="duplicate_key", field=where
+    )
 
 
 def too_deep(path: Sequence[int | str], max_depth: int, line: int = 0) -> MalformedBatchError:
     """A container opens more than ``max_depth`` levels down, at ``path``."""
+    where = render_path(path)
     return MalformedBatchError(
-        f"{_where(line)}JSON nested deeper than {max_depth} levels at {render_path(path)}"
+        f"{_where(line)}JSON nested deeper than {max_depth} levels at {where}",
+        rule="max_depth",
+        field=where,
     )

@@ -10,13 +10,15 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
 
 from headwater.cli._common import HomeOption, settings
 from headwater.config import Settings
+from headwater.errors import HeadwaterError
+from headwater.wire import read_problem
 
 if TYPE_CHECKING:
     from headwater.stack import EmbeddedStack
@@ -56,12 +58,11 @@ def _offline_and_erasure(stack: EmbeddedStack, user: str, keys: dict[str, str]) 
     time.sleep(1.0)  # the archive consumer flushes within its flush interval
     runner = stack.app.open_batch_runner()
     runner.run(until=datetime.now(UTC).date(), progress=lambda line: typer.echo(f"  {line}"))
-    reco = httpx.get(
+    reco = _get_json(
         f"{stack.url}/v1/users/{user}/recommendations",
+        keys["reader"],
         params={"k": 5, "surface": "web"},
-        headers=_bearer(keys["reader"]),
-        timeout=10,
-    ).json()
+    )
     typer.echo(f"\nrecommendations for {user} (GET /v1/users/{user}/recommendations?k=5):")
     for item in reco.get("items", []):
         typer.echo(f"  {item['item_id']:<10} {item['score']:>8.3f}  {item['reason']}")
@@ -76,20 +77,30 @@ def _offline_and_erasure(stack: EmbeddedStack, user: str, keys: dict[str, str]) 
         headers=privacy,
         timeout=10,
     )
-    created.raise_for_status()
+    _expect(created, 202, "POST /v1/deletions")
     request_id = created.json()["request_id"]
     deadline = time.monotonic() + 60
     audit = created.json()
     while time.monotonic() < deadline and audit["status"] != "completed":
         time.sleep(0.25)
-        audit = httpx.get(
-            f"{stack.url}/v1/deletions/{request_id}", headers=privacy, timeout=10
-        ).json()
+        audit = _get_json(f"{stack.url}/v1/deletions/{request_id}", keys["privacy"])
     print_audit(audit)
-    gone = httpx.get(
-        f"{stack.url}/v1/users/{user}/features", headers=_bearer(keys["reader"]), timeout=10
-    ).json()
+    gone = _get_json(f"{stack.url}/v1/users/{user}/features", keys["reader"])
     typer.echo(f"features of {user} after the erasure (reader key): found={gone['found']}")
+
+
+def _expect(answer: httpx.Response, status: int, what: str) -> None:
+    """Raise with the problem document's kind and detail unless ``answer`` has ``status``."""
+    if answer.status_code != status:
+        problem = read_problem(answer.status_code, answer.content)
+        raise HeadwaterError(f"{what}: HTTP {answer.status_code} {problem.kind}: {problem.detail}")
+
+
+def _get_json(url: str, key: str, params: dict[str, str | int] | None = None) -> Any:
+    """The JSON answer of a GET with ``key``; an error answer raises with its problem."""
+    answer = httpx.get(url, params=params, headers=_bearer(key), timeout=10)
+    _expect(answer, 200, f"GET {url}")
+    return answer.json()
 
 
 def _bearer(key: str) -> dict[str, str]:
@@ -161,11 +172,7 @@ def demo(
                 journey_done = True
         teams.stop()
         time.sleep(0.5)
-        answer = httpx.get(
-            f"{stack.url}/v1/users/{JOURNEY_USER}/features",
-            headers=_bearer(keys["reader"]),
-            timeout=10,
-        ).json()
+        answer = _get_json(f"{stack.url}/v1/users/{JOURNEY_USER}/features", keys["reader"])
         typer.echo(
             f"\nfeatures of {JOURNEY_USER} (GET {stack.url}/v1/users/{JOURNEY_USER}/features, "
             "reader key):"

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from headwater._time import format_time
-from headwater.wire import new_event_id
+from headwater.wire import new_event_id, read_problem
 
 __all__ = [
     "Delivered",
@@ -94,18 +94,21 @@ class Transient(msgspec.Struct, frozen=True):
 
 class Refused(msgspec.Struct, frozen=True):
     """401, 403 or another 4xx about the request, not its events: the batch stays queued,
-    the caller is told (a key can be fixed or granted the types without losing events)."""
+    the caller is told (a key can be fixed or granted the types without losing events).
+    ``kind`` is the problem's kind (``forbidden``), ``message`` its detail."""
 
     status: int
     message: str
+    kind: str = ""
 
 
 class Split(msgspec.Struct, frozen=True):
     """400 or 413 for the whole body: sent again in smaller batches; alone, the event is
-    refused for good."""
+    refused for good. ``kind`` is the problem's kind (``too-large``, ``malformed-body``)."""
 
     status: int
     message: str
+    kind: str = ""
 
 
 Outcome = Delivered | Transient | Refused | Split
@@ -128,9 +131,10 @@ def classify(
     if status is None or status in TRANSIENT or status >= 500:
         what = f"HTTP {status}" if status is not None else error or "network error"
         return Transient(what, _seconds(retry_after))
+    problem = read_problem(status, body)
     if status in (400, 413):
-        return Split(status, _message(body))
-    return Refused(status, _message(body))
+        return Split(status, problem.detail, problem.kind)
+    return Refused(status, problem.detail, problem.kind)
 
 
 def _seconds(retry_after: str | None) -> float | None:
@@ -140,13 +144,6 @@ def _seconds(retry_after: str | None) -> float | None:
         return max(0.0, float(retry_after))
     except ValueError:
         return None  # an HTTP date: the backoff applies
-
-
-def _message(body: bytes) -> str:
-    try:
-        return str(msgspec.json.decode(body).get("message", ""))
-    except (msgspec.DecodeError, AttributeError):
-        return body[:500].decode(errors="replace")
 
 
 def report_from(body: bytes, events: Sequence[dict[str, Any]]) -> PublishReport:

@@ -198,7 +198,7 @@ class ClientCore:
                 event_id=event.get("event_id"),
                 field="",
                 rule=f"http_{outcome.status}",
-                message=outcome.message,
+                message=f"{outcome.kind}: {outcome.message}" if outcome.kind else outcome.message,
                 event=dict(event),
             )
             outcome = Delivered(PublishReport(rejected=[refusal], batches=1))
@@ -219,7 +219,8 @@ class ClientCore:
         rest = f"{len(events)} events stay {where} and are resent in the background"
         if isinstance(outcome, Refused):
             cls = _REFUSALS.get(outcome.status, PublishFailedError)
-            message = f"HTTP {outcome.status}: {outcome.message}; {rest}"
+            kind = f" {outcome.kind}" if outcome.kind else ""
+            message = f"HTTP {outcome.status}{kind}: {outcome.message}; {rest}"
         else:
             cls = PublishFailedError
             message = f"gave up after {attempts} attempts ({outcome.what}); {rest}"

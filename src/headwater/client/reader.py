@@ -14,17 +14,13 @@ from headwater.errors import (
     HeadwaterError,
     PermissionDeniedError,
 )
-from headwater.wire import UserFeatures
+from headwater.wire import FeatureBatch, UserFeatures, read_problem
 
 __all__ = ["AsyncFeatureClient", "FeatureClient", "UserFeatures"]
 
 
-class _Batch(msgspec.Struct):
-    users: list[UserFeatures]
-
-
 _one = msgspec.json.Decoder(UserFeatures)
-_many = msgspec.json.Decoder(_Batch)
+_many = msgspec.json.Decoder(FeatureBatch)
 
 
 def _auth(api_key: str) -> dict[str, str]:
@@ -33,22 +29,18 @@ def _auth(api_key: str) -> dict[str, str]:
 
 
 def _check(response: httpx.Response) -> bytes:
-    if response.status_code >= 500:
-        raise BackendUnavailableError(f"features API: HTTP {response.status_code}")
-    if response.status_code == 401:
-        raise AuthenticationError(f"features API: {_message(response)}")
-    if response.status_code == 403:
-        raise PermissionDeniedError(f"features API: {_message(response)}")
-    if response.status_code != 200:
-        raise HeadwaterError(f"features API: HTTP {response.status_code}: {response.text[:300]}")
-    return response.content
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("message", response.text[:300]))
-    except ValueError:
-        return response.text[:300]
+    status = response.status_code
+    if status == 200:
+        return response.content
+    problem = read_problem(status, response.content)
+    what = f"features API: HTTP {status} {problem.kind}: {problem.detail}"
+    if status >= 500:
+        raise BackendUnavailableError(what)
+    if status == 401:
+        raise AuthenticationError(what)
+    if status == 403:
+        raise PermissionDeniedError(what)
+    raise HeadwaterError(what)
 
 
 def _params(features: Sequence[str] | None) -> dict[str, str]:

@@ -119,7 +119,9 @@ def _split_body(body: bytes, limits: Limits, *, ndjson: bool) -> list[bytes]:
         try:
             raws = [bytes(r) for r in _RAW_LIST.decode(body)]
         except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-            raise MalformedBatchError(f"body is not a JSON array of events: {exc}") from None
+            raise MalformedBatchError(
+                f"body is not a JSON array of events: {exc}", rule="not_a_batch"
+            ) from None
     if len(raws) > limits.max_batch_events:
         raise BatchTooLargeError(
             f"batch has {len(raws)} events; at most {limits.max_batch_events} per batch"

@@ -1,15 +1,22 @@
-"""HTTP status and body for each headwater error."""
+"""Every error answer is one problem document (RFC 9457): headwater's own errors,
+FastAPI's parameter validation, Starlette's 404 and 405, and anything unexpected."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
 
 import msgspec
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException
 
 from headwater.errors import (
     AuthenticationError,
+    BackendError,
     BackendUnavailableError,
     BatchTooLargeError,
     ConfigurationError,
@@ -26,26 +33,38 @@ from headwater.errors import (
     UnknownErasureRequestError,
     UnknownEventTypeError,
 )
+from headwater.gateway.problems import kind
+from headwater.logs import REQUEST_ID
+from headwater.wire import PROBLEM_JSON, Problem, ProblemItem
 
-__all__ = ["install_error_handlers", "json_response"]
+__all__ = [
+    "install_error_handlers",
+    "internal_error",
+    "json_response",
+    "kind_of",
+    "problem",
+    "problem_response",
+]
 
-_STATUS: list[tuple[type[HeadwaterError], int, str]] = [
-    (AuthenticationError, 401, "unauthenticated"),
-    (PermissionDeniedError, 403, "forbidden"),
-    (RateLimitedError, 429, "rate_limited"),
-    (BatchTooLargeError, 413, "too_large"),
-    (RequestTimeoutError, 408, "timeout"),
-    (MalformedBatchError, 400, "malformed"),
-    (BackendUnavailableError, 503, "unavailable"),
-    (IncompatibleChangeError, 409, "incompatible_change"),
-    (ContractDefinitionError, 422, "invalid_definition"),
-    (UnknownEventTypeError, 404, "not_found"),
-    (UnknownErasureRequestError, 404, "not_found"),
-    (NoErasureParticipantsError, 503, "unavailable"),
-    (ErasureError, 400, "invalid_request"),
-    (MissingDependencyError, 500, "internal"),
+#: The kind of each headwater error, the first that matches (subclasses first).
+_KINDS: list[tuple[type[HeadwaterError], str]] = [
+    (AuthenticationError, "unauthenticated"),
+    (PermissionDeniedError, "forbidden"),
+    (RateLimitedError, "rate-limited"),
+    (BatchTooLargeError, "too-large"),
+    (RequestTimeoutError, "body-timeout"),
+    (MalformedBatchError, "malformed-body"),
+    (NoErasureParticipantsError, "no-erasure-participants"),
+    (BackendUnavailableError, "backend-unavailable"),
+    (IncompatibleChangeError, "incompatible-change"),
+    (ContractDefinitionError, "invalid-definition"),
+    (UnknownEventTypeError, "unknown-event-type"),
+    (UnknownErasureRequestError, "unknown-erasure-request"),
+    (ErasureError, "invalid-erasure-request"),
+    (MissingDependencyError, "missing-dependency"),
     # Raised while serving only for arguments (a key's team, a role, an unknown key id).
-    (ConfigurationError, 400, "invalid_request"),
+    (ConfigurationError, "invalid-argument"),
+    (BackendError, "backend-failed"),
 ]
 
 _ENC = msgspec.json.Encoder()
@@ -62,32 +81,129 @@ def json_response(
     )
 
 
-def _respond(exc: HeadwaterError) -> Response:
-    status, code = next(
-        ((s, c) for cls, s, c in _STATUS if isinstance(exc, cls)), (500, "internal")
+def kind_of(exc: HeadwaterError) -> str:
+    """The slug of the problem kind that answers ``exc``."""
+    return next((slug for cls, slug in _KINDS if isinstance(exc, cls)), "internal")
+
+
+def problem(
+    request: Request,
+    slug: str,
+    detail: str,
+    errors: Sequence[ProblemItem] = (),
+    *,
+    status: int | None = None,
+) -> Problem:
+    """The problem document of kind ``slug`` for ``request``."""
+    k = kind(slug)
+    code = status if status is not None else k.status
+    title = k.title if k.status else HTTPStatus(code).phrase
+    return Problem(
+        type=k.type,
+        title=title,
+        status=code,
+        detail=detail,
+        instance=request.url.path,
+        request_id=REQUEST_ID.get() or None,
+        errors=list(errors),
     )
-    body: dict[str, object] = {"error": code, "message": str(exc)}
-    headers: dict[str, str] = {}
+
+
+def problem_response(doc: Problem, headers: dict[str, str] | None = None) -> Response:
+    """``doc`` as an ``application/problem+json`` answer."""
+    return Response(
+        _ENC.encode(doc), status_code=doc.status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _items(exc: HeadwaterError) -> list[ProblemItem]:
     if isinstance(exc, IncompatibleChangeError):
-        body["violations"] = msgspec.to_builtins(exc.violations)
+        return [_violation(v) for v in exc.violations]
+    if isinstance(exc, PermissionDeniedError):
+        return [msgspec.convert(r, ProblemItem) for r in exc.refused]
+    if isinstance(exc, MalformedBatchError) and exc.rule:
+        return [ProblemItem(rule=exc.rule, message=str(exc), field=exc.field)]
+    return []
+
+
+def _violation(v: Any) -> ProblemItem:
+    # ``errors.Violation`` is structural; the registry's violations carry these fields.
+    return ProblemItem(
+        rule=v.rule,
+        message=v.message,
+        field=v.field,
+        event_type=v.event_type,
+        from_version=v.from_version,
+        to_version=v.to_version,
+    )
+
+
+def _headwater(request: Request, exc: HeadwaterError) -> Response:
+    slug = kind_of(exc)
+    detail = str(exc)
+    headers: dict[str, str] = {}
     if isinstance(exc, RateLimitedError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, BackendUnavailableError):
         headers["Retry-After"] = "1"
-        body["message"] = f"{exc} - nothing of this batch was accepted; retry it whole"
+        detail = f"{exc} - nothing of this request was done; retry it whole"
     if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, BatchTooLargeError | RequestTimeoutError):
         # The rest of the body is not read: the connection cannot carry another request.
         headers["Connection"] = "close"
-    return json_response(body, status, headers)
+    return problem_response(problem(request, slug, detail, _items(exc)), headers)
+
+
+def _validation(request: Request, exc: RequestValidationError) -> Response:
+    items = [
+        ProblemItem(
+            rule=str(e.get("type", "invalid")),
+            message=str(e.get("msg", "")),
+            field=".".join(str(part) for part in e.get("loc", ())) or None,
+        )
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{i.field}: {i.message}" for i in items)[:1000] or "invalid parameters"
+    return problem_response(problem(request, "invalid-parameters", detail, items))
+
+
+def _http(request: Request, exc: HTTPException) -> Response:
+    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "about:blank")
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if slug == "not-found":
+        detail = f"no route answers {request.url.path}"
+    doc = problem(request, slug, detail, status=exc.status_code)
+    return problem_response(doc, dict(exc.headers or {}))
+
+
+def internal_error(request: Request) -> Response:
+    """The answer to an exception nothing expected: a problem without the exception's
+    text (it may hold a user's data); the log has it, under the request id."""
+    detail = "an unexpected error; the gateway's log has it under this request id"
+    return problem_response(problem(request, "internal", detail))
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map the exception tree to HTTP answers."""
+    """Answer every error with a problem document."""
 
-    async def handle(_request: Request, exc: Exception) -> Response:
+    async def on_headwater(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HeadwaterError)
-        return _respond(exc)
+        return _headwater(request, exc)
 
-    app.add_exception_handler(HeadwaterError, handle)
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return _validation(request, exc)
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _http(request, exc)
+
+    async def on_unexpected(request: Request, _exc: Exception) -> Response:
+        # Only what fails outside the request-id middleware, which answers the rest.
+        return internal_error(request)
+
+    app.add_exception_handler(HeadwaterError, on_headwater)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

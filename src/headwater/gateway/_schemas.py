@@ -1,176 +1,149 @@
-"""OpenAPI descriptions of bodies the gateway reads raw (for speed) and of its answers."""
+"""The OpenAPI document's schemas, generated from the msgspec structures the routes
+decode and encode (``msgspec.json.schema_components``): a field added to a structure
+is documented by the same change, so the two cannot drift.
+
+A route names its answer once, as an ``Answer`` of a structure: the same object gives
+the route's ``responses`` entry and encodes what the route returns (``reply`` takes
+only that structure, checked by mypy and at run time). Request bodies the routes read
+raw are named with ``json_body``; every error is a ``Problem`` (``errors``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from http import HTTPStatus
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+
+from headwater.gateway._errors import json_response
+from headwater.wire import PROBLEM_JSON, Problem
 
 __all__ = [
-    "CONTRACT_DOCUMENT_SCHEMA",
-    "FEATURES_RESPONSE",
-    "PUBLISH_BODY_SCHEMA",
-    "PUBLISH_RESPONSES",
+    "Answer",
     "errors",
+    "install_openapi",
     "json_body",
+    "models",
+    "ref",
 ]
 
-_ID = {"type": "string", "minLength": 1, "maxLength": 128}
+S = TypeVar("S", bound=msgspec.Struct)
 
-SIGNAL_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["event_id", "event_type", "user_id", "surface", "timestamp", "payload"],
-    "properties": {
-        "event_id": {
-            **_ID,
-            "description": "Producer-assigned, globally unique; the idempotency key",
-        },
-        "event_type": {"type": "string", "description": "A registered event type, e.g. view"},
-        "user_id": _ID,
-        "item_id": {
-            "anyOf": [_ID, {"type": "null"}],
-            "description": "Required for types that carry an item, absent otherwise",
-        },
-        "surface": {"type": "string", "description": "Where it happened, e.g. web or ios"},
-        "timestamp": {
-            "type": "string",
-            "format": "date-time",
-            "description": "RFC 3339 with an offset; at most 7 days old",
-        },
-        "payload": {"type": "object", "description": "Fields declared by the event type"},
-    },
-    "additionalProperties": False,
-}
-
-PUBLISH_BODY_SCHEMA: dict[str, Any] = {
-    "required": True,
-    "content": {
-        "application/json": {"schema": {"type": "array", "items": SIGNAL_SCHEMA, "maxItems": 500}},
-        "application/x-ndjson": {
-            "schema": {"type": "string", "description": "one JSON event per line"}
-        },
-    },
-}
-
-_RESULT = {
-    "type": "object",
-    "required": ["index", "status"],
-    "properties": {
-        "index": {"type": "integer"},
-        "status": {"type": "string", "enum": ["accepted", "duplicate", "rejected"]},
-        "event_id": {"type": ["string", "null"]},
-        "field": {"type": "string"},
-        "rule": {"type": "string"},
-        "message": {"type": "string"},
-        "violations": {"type": "array", "items": {"type": "object"}},
-    },
-}
-
-_OUTCOME = {
-    "type": "object",
-    "required": ["accepted", "duplicates", "rejected", "producer", "received_at", "results"],
-    "properties": {
-        "accepted": {"type": "integer"},
-        "duplicates": {"type": "integer"},
-        "rejected": {"type": "integer"},
-        "producer": {"type": "string"},
-        "received_at": {"type": "string", "format": "date-time"},
-        "results": {"type": "array", "items": _RESULT},
-    },
-}
-
-_ERROR = {
-    "type": "object",
-    "required": ["error", "message"],
-    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
-}
+_REF = "#/components/schemas/{name}"
+_MODELS: dict[str, type[msgspec.Struct]] = {}
 
 
-def json_body(properties: dict[str, Any], required: Sequence[str]) -> dict[str, Any]:
-    """``openapi_extra`` of a route that reads a JSON object (routes read bodies raw,
-    within bounds, so the schema is stated here rather than derived from a parameter)."""
-    schema = {
-        "type": "object",
-        "required": list(required),
-        "properties": properties,
-        "additionalProperties": False,
-    }
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+def ref(model: type[msgspec.Struct]) -> dict[str, Any]:
+    """A reference to ``model``'s component schema (registering the model)."""
+    name = model.__name__
+    known = _MODELS.setdefault(name, model)
+    if known is not model:
+        raise TypeError(f"two structures named {name} in the OpenAPI document")
+    return {"$ref": _REF.format(name=name)}
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def models() -> dict[str, type[msgspec.Struct]]:
+    """Every structure the document refers to, by component name."""
+    return dict(_MODELS)
 
 
-_ERROR_TEXT = {
-    400: "Malformed body",
-    401: "Missing, unknown or revoked API key",
-    403: "The key lacks the role this needs, or the item is outside its scope",
-    404: "Not found",
-    408: "The body did not arrive in time",
-    409: "Incompatible change; every violation listed",
-    413: "Body too large",
-    422: "Invalid definition or parameters",
-    429: "Over the rate limit; see Retry-After",
-    503: "A backend is unavailable; retry",
-}
+class Answer(Generic[S]):
+    """A route's JSON answer: the structure it encodes and its OpenAPI entry."""
+
+    def __init__(self, model: type[S], description: str, *statuses: int) -> None:
+        self.model = model
+        self.description = description
+        self.statuses = statuses or (200,)
+        self._schema = ref(model)
+
+    def responses(self, *error_codes: int) -> dict[int | str, dict[str, Any]]:
+        """The route's ``responses``: this answer, and the problem of each error code."""
+        content = {"application/json": {"schema": self._schema}}
+        out: dict[int | str, dict[str, Any]] = {
+            status: {"description": self.description, "content": content}
+            for status in self.statuses
+        }
+        return {**out, **errors(*error_codes)}
+
+    def reply(self, value: S, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+        """``value`` encoded as the answer (a value of another type is a bug: refused)."""
+        if type(value) is not self.model:
+            raise TypeError(f"answer of type {type(value).__name__}, documented {self.model}")
+        return json_response(value, status, headers)
+
+
+def json_body(model: type[msgspec.Struct]) -> dict[str, Any]:
+    """``openapi_extra`` of a route that reads a JSON body as ``model`` (routes read bodies
+    raw, within bounds, so the body is not a FastAPI parameter)."""
+    content = {"application/json": {"schema": ref(model)}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _status_text(code: int) -> str:
+    return f"{HTTPStatus(code).phrase}: a problem document (docs/problems.md: its types)"
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error answers a route can give."""
-    out: dict[int | str, dict[str, Any]] = {}
-    for code in codes:
-        # 422 also covers FastAPI's own parameter errors, whose body differs from ours.
-        schema = {"type": "object"} if code == 422 else _ERROR
-        out[code] = _json(schema, _ERROR_TEXT[code])
-    return out
+    """OpenAPI entries for the error answers a route can give: each a problem document."""
+    schema = ref(Problem)
+    return {
+        code: {"description": _status_text(code), "content": {PROBLEM_JSON: {"schema": schema}}}
+        for code in codes
+    }
 
 
-PUBLISH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: _json(_OUTCOME, "Every event accepted (or already accepted: duplicate)"),
-    207: _json(_OUTCOME, "Some events rejected; the others were published"),
-    400: _json(_ERROR, "Body is not a JSON array, NDJSON, or valid gzip"),
-    401: _json(_ERROR, "Missing, unknown or revoked API key"),
-    403: _json(_ERROR, "No producer role, or an event type or surface outside the key's scope"),
-    408: _json(_ERROR, "The body did not arrive in time; nothing published"),
-    413: _json(_ERROR, "More than 500 events or 1 MB"),
-    429: _json(_ERROR, "Over the producer's rate limit; see Retry-After"),
-    503: _json(_ERROR, "Bus unavailable; nothing accepted, retry the whole batch"),
-    422: _json({"type": "object"}, "Invalid parameters"),
-}
-
-CONTRACT_DOCUMENT_SCHEMA: dict[str, Any] = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["team", "event_types"],
-                "properties": {"team": {"type": "string"}, "event_types": {"type": "object"}},
-            }
-        },
-    },
-}
+def _any(type_: Any) -> dict[str, Any]:
+    # ``object`` (a value of any JSON type, e.g. a backfill's progress) has no constraint.
+    if type_ is object:
+        return {"description": "Any JSON value"}
+    raise NotImplementedError(type_)
 
 
-FEATURES_RESPONSE: dict[str, Any] = _json(
-    {
-        "type": "object",
-        "required": ["user_id", "features", "as_of", "age_s", "stale", "stale_features"],
-        "properties": {
-            "user_id": {"type": "string"},
-            "found": {"type": "boolean"},
-            "features": {"type": "object"},
-            "as_of": {"type": ["string", "null"], "format": "date-time"},
-            "age_s": {"type": ["number", "null"]},
-            "stale": {"type": "boolean"},
-            "stale_features": {"type": "array", "items": {"type": "string"}},
-            "budgets_s": {"type": "object"},
-            "batch": {
-                "type": "object",
-                "description": "The user's batch row: declared batch features by name",
-            },
-            "batch_as_of": {"type": ["string", "null"], "format": "date-time"},
-        },
-    },
-    "Features with as_of, age and staleness",
-)
+def components() -> dict[str, Any]:
+    """The component schemas of every registered structure."""
+    _, schemas = msgspec.json.schema_components(
+        _MODELS.values(), ref_template=_REF, schema_hook=_any
+    )
+    return schemas
+
+
+#: FastAPI's own description of its validation errors (``{"detail": [...]}``), which
+#: headwater answers as a problem document instead.
+_PYDANTIC_ERRORS = ("HTTPValidationError", "ValidationError")
+
+
+def _problems_for_validation(doc: dict[str, Any]) -> None:
+    problem = errors(422)[422]
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            answer = operation.get("responses", {}).get("422")
+            if answer is None:
+                continue
+            schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+            if schema.get("$ref", "").endswith("/HTTPValidationError"):
+                operation["responses"]["422"] = problem
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Build ``app``'s OpenAPI document with the structures' schemas as its components."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            _problems_for_validation(doc)
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            for name in _PYDANTIC_ERRORS:
+                schemas.pop(name, None)
+            schemas.update(components())
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -13,6 +13,7 @@ from headwater import __version__
 from headwater.application import Application
 from headwater.config import Settings
 from headwater.gateway._errors import install_error_handlers, json_response
+from headwater.gateway._schemas import errors, install_openapi
 from headwater.gateway.admin_routes import router as admin_router
 from headwater.gateway.contract_routes import router as contract_router
 from headwater.gateway.dashboard_routes import router as dashboard_router
@@ -81,6 +82,7 @@ def create_app(
     ):
         app.include_router(router)
     _documentation(app)
+    install_openapi(app)
     install_request_telemetry(app)
     if extra is not None:
         extra(app)
@@ -89,7 +91,15 @@ def create_app(
 
 
 def _documentation(app: FastAPI) -> None:
-    @app.get("/openapi.json", summary="This API's OpenAPI document", dependencies=[requires()])
+    @app.get(
+        "/openapi.json",
+        summary="This API's OpenAPI document",
+        responses={
+            200: {"description": "OpenAPI 3.1", "content": {"application/json": {}}},
+            **errors(401),
+        },
+        dependencies=[requires()],
+    )
     async def openapi() -> Response:
         return json_response(app.openapi())
 
@@ -97,7 +107,7 @@ def _documentation(app: FastAPI) -> None:
         "/docs",
         summary="This API's documentation",
         response_class=HTMLResponse,
-        responses={200: {"content": {"text/html": {}}, "description": "Swagger UI"}},
+        responses={200: {"content": {"text/html": {}}, "description": "Swagger UI"}, **errors(401)},
         dependencies=[requires()],
     )
     async def docs() -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import zlib
 from typing import Any, TypeVar
 
@@ -94,10 +95,37 @@ def decode_json(body: bytes, type_: type[_T], what: str) -> _T:
     try:
         return msgspec.json.decode(body, type=type_)
     except (msgspec.DecodeError, RecursionError) as exc:
-        raise MalformedBatchError(f"expected {what}: {_reason(exc)}") from None
+        rule, field = _rule(exc)
+        raise MalformedBatchError(
+            f"expected {what}: {_reason(exc)}", rule=rule, field=field
+        ) from None
 
 
 def _reason(exc: Any) -> str:
     if isinstance(exc, RecursionError):
         return "nested too deeply"
     return str(exc)
+
+
+#: msgspec's words for what a value broke, and the rule each is reported as.
+_RULES = (
+    ("Object missing required field", "missing_field"),
+    ("Object contains unknown field", "unknown_field"),
+    ("Expected", "invalid_value"),
+)
+_PATH = re.compile(r" - at `(\$[^`]*)`$")
+_FIELD = re.compile(r"field `([^`]+)`")
+
+
+def _rule(exc: Exception) -> tuple[str, str | None]:
+    """The rule and JSON path of a decoding error (``missing_field``, ``$.user_id``)."""
+    if not isinstance(exc, msgspec.ValidationError):
+        return ("max_depth" if isinstance(exc, RecursionError) else "not_json"), None
+    text = str(exc)
+    rule = next((r for prefix, r in _RULES if text.startswith(prefix)), "invalid_value")
+    at = _PATH.search(text)
+    path = at.group(1) if at else "$"
+    named = _FIELD.search(text)
+    if named and rule in ("missing_field", "unknown_field"):
+        path = f"{path}.{named.group(1)}"
+    return rule, path

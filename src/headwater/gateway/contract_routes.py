@@ -18,8 +18,13 @@ from headwater.contract.definition import EventTypeDefinition
 from headwater.contract.loader import definitions_from_document, load_yaml
 from headwater.errors import ContractDefinitionError, PermissionDeniedError, UnknownEventTypeError
 from headwater.gateway._deps import application
-from headwater.gateway._errors import json_response
-from headwater.gateway._schemas import CONTRACT_DOCUMENT_SCHEMA, errors, json_body
+from headwater.gateway._schemas import Answer, json_body
+from headwater.gateway.answers import (
+    ContractDocument,
+    ContractHistory,
+    ContractList,
+    ContractPlan,
+)
 from headwater.gateway.bodies import decode_json, read_body
 from headwater.gateway.security import requires
 from headwater.registry.contracts import ChangePlan
@@ -32,6 +37,14 @@ router = APIRouter()
 CONTRACT_BODY_LIMIT = 1024 * 1024
 
 
+LIST = Answer(ContractList, "Every event type's latest definition and version numbers")
+HISTORY = Answer(ContractHistory, "Every version of the event type, oldest first")
+PLAN = Answer(ContractPlan, "What registering the document does; every violation listed")
+REGISTERED = Answer(
+    ContractPlan, "201: new types or versions registered; 200: nothing new to register", 201, 200
+)
+
+
 def _definition_doc(item: Any) -> dict[str, Any]:
     d: EventTypeDefinition = item.definition
     return {"version": item.version, "registered_at": item.registered_at, **msgspec.to_builtins(d)}
@@ -40,26 +53,25 @@ def _definition_doc(item: Any) -> dict[str, Any]:
 @router.get(
     "/v1/contracts",
     summary="List event types and their versions",
-    responses=errors(401, 503),
+    responses=LIST.responses(401, 503),
     dependencies=[requires()],
 )
 async def list_contracts(request: Request) -> Response:
     """Every registered event type with its latest definition and version numbers."""
     history = await run_in_threadpool(application(request).registry.history)
-    return json_response(
-        {
-            "event_types": [
-                {**_definition_doc(versions[-1]), "versions": [v.version for v in versions]}
-                for versions in history.values()
-            ]
-        }
-    )
+    doc = {
+        "event_types": [
+            {**_definition_doc(versions[-1]), "versions": [v.version for v in versions]}
+            for versions in history.values()
+        ]
+    }
+    return LIST.reply(msgspec.convert(doc, ContractList))
 
 
 @router.get(
     "/v1/contracts/{name}",
     summary="One event type's version history",
-    responses=errors(401, 404, 503),
+    responses=HISTORY.responses(401, 404, 503),
     dependencies=[requires()],
 )
 async def contract_history(request: Request, name: str) -> Response:
@@ -67,7 +79,8 @@ async def contract_history(request: Request, name: str) -> Response:
     history = await run_in_threadpool(application(request).registry.history)
     if name not in history:
         raise UnknownEventTypeError(f"no event type {name!r} is registered")
-    return json_response({"name": name, "versions": [_definition_doc(v) for v in history[name]]})
+    doc = {"name": name, "versions": [_definition_doc(v) for v in history[name]]}
+    return HISTORY.reply(msgspec.convert(doc, ContractHistory))
 
 
 async def _parse_contract_body(request: Request) -> tuple[str, dict[str, EventTypeDefinition]]:
@@ -82,21 +95,22 @@ async def _parse_contract_body(request: Request) -> tuple[str, dict[str, EventTy
     return str(doc.get("team", "")), definitions
 
 
-def _plan_doc(plan: ChangePlan) -> dict[str, Any]:
-    return {
+def _plan_doc(plan: ChangePlan) -> ContractPlan:
+    doc = {
         "compatible": plan.compatible,
         "added": list(plan.added),
         "changed": [{"name": n, "version": v} for n, v in plan.changed],
         "unchanged": list(plan.unchanged),
         "violations": msgspec.to_builtins(plan.violations),
     }
+    return msgspec.convert(doc, ContractPlan)
 
 
 @router.post(
     "/v1/contracts/check",
     summary="Check proposed definitions without registering",
-    openapi_extra={"requestBody": CONTRACT_DOCUMENT_SCHEMA},
-    responses=errors(401, 403, 413, 422, 503),
+    openapi_extra=json_body(ContractDocument),
+    responses=PLAN.responses(401, 403, 408, 413, 422, 503),
     dependencies=[requires(Role.CONTRACTS, Role.PRODUCER)],
 )
 async def check_contracts(request: Request) -> Response:
@@ -104,17 +118,14 @@ async def check_contracts(request: Request) -> Response:
     producer team's CI calls this with the same document)."""
     _team, definitions = await _parse_contract_body(request)
     plan = await run_in_threadpool(application(request).registry.plan, definitions, partial=True)
-    return json_response(_plan_doc(plan))
+    return PLAN.reply(_plan_doc(plan))
 
 
 @router.post(
     "/v1/contracts",
     summary="Register new definitions or versions",
-    openapi_extra={"requestBody": CONTRACT_DOCUMENT_SCHEMA},
-    responses={
-        201: {"description": "New types or versions registered"},
-        **errors(401, 403, 409, 413, 422, 503),
-    },
+    openapi_extra=json_body(ContractDocument),
+    responses=REGISTERED.responses(401, 403, 408, 409, 413, 422, 503),
 )
 async def register_contracts(
     request: Request, key: Annotated[ApiKey, requires(Role.CONTRACTS)]
@@ -133,20 +144,20 @@ async def register_contracts(
         lambda: hw.registry.apply(definitions, partial=True, as_team=None if admin else key.team)
     )
     await run_in_threadpool(hw.refresh_contracts)
-    return json_response(_plan_doc(plan), 201 if plan.added or plan.changed else 200)
+    return REGISTERED.reply(_plan_doc(plan), 201 if plan.added or plan.changed else 200)
 
 
 class OwnerBody(msgspec.Struct, forbid_unknown_fields=True):
     """Body of a change of owner."""
 
-    owner: str
+    owner: Annotated[str, msgspec.Meta(min_length=1, description="The team that takes it")]
 
 
 @router.put(
     "/v1/contracts/{name}/owner",
     summary="Give an event type to another team",
-    responses=errors(400, 401, 403, 404, 503),
-    openapi_extra=json_body({"owner": {"type": "string", "minLength": 1}}, ["owner"]),
+    responses=PLAN.responses(400, 401, 403, 404, 408, 413, 503),
+    openapi_extra=json_body(OwnerBody),
     dependencies=[requires(Role.ADMIN)],
 )
 async def transfer_contract(request: Request, name: str) -> Response:
@@ -155,4 +166,4 @@ async def transfer_contract(request: Request, name: str) -> Response:
     hw = application(request)
     plan = await run_in_threadpool(hw.registry.transfer, name, body.owner)
     await run_in_threadpool(hw.refresh_contracts)
-    return json_response(_plan_doc(plan))
+    return PLAN.reply(_plan_doc(plan))

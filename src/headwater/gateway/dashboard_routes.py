@@ -14,6 +14,7 @@ already has the latest sample gets a 304).
 from __future__ import annotations
 
 from importlib import resources
+from typing import Annotated
 
 import msgspec
 from fastapi import APIRouter, FastAPI, Request
@@ -24,10 +25,11 @@ from headwater.access.roles import Role
 from headwater.application import Application
 from headwater.errors import PermissionDeniedError
 from headwater.gateway._deps import application
-from headwater.gateway._errors import json_response
-from headwater.gateway._schemas import errors, json_body
+from headwater.gateway._schemas import Answer, json_body
+from headwater.gateway.answers import LoggedOut, SessionAnswer
 from headwater.gateway.bodies import decode_json, read_body
 from headwater.gateway.dashboard_view import LiveView
+from headwater.gateway.observe_answers import DashboardLive, DashboardTrends
 from headwater.gateway.security import SESSION_COOKIE, public, requires
 from headwater.gateway.trends import ResponseCounts, TrendRing
 
@@ -51,7 +53,7 @@ def start_dashboard(app: FastAPI, application_: Application) -> TrendRing:
 @router.get(
     "/v1/dashboard/live",
     summary="The dashboard's present: ingestion, freshness, lag, deletions, features",
-    responses=errors(401, 403, 503),
+    responses=Answer(DashboardLive, "The present, at most 2 s old").responses(401, 403, 503),
     dependencies=[requires(Role.OPERATOR)],
 )
 async def live(request: Request) -> Response:
@@ -67,7 +69,7 @@ async def live(request: Request) -> Response:
     "/v1/dashboard/trends",
     summary="The dashboard's last hour, sampled by this gateway at a fixed interval",
     responses={
-        **errors(401, 403),
+        **Answer(DashboardTrends, "The samples of the last hour").responses(401, 403),
         304: {"description": "The caller's copy (If-None-Match) is the latest sample"},
     },
     dependencies=[requires(Role.OPERATOR)],
@@ -87,7 +89,11 @@ async def trends(request: Request) -> Response:
 class Login(msgspec.Struct, forbid_unknown_fields=True):
     """Body of a dashboard login."""
 
-    key: str
+    key: Annotated[str, msgspec.Meta(description="An API key with the operator role")]
+
+
+SESSION = Answer(SessionAnswer, "Logged in: the session cookie is set")
+LOGOUT = Answer(LoggedOut, "Logged out: the session cookie is cleared")
 
 
 @router.get(
@@ -114,8 +120,8 @@ async def dashboard() -> HTMLResponse:
 @router.post(
     "/dashboard/session",
     summary="Log in to the dashboard with an operator key",
-    responses=errors(400, 401, 403),
-    openapi_extra=json_body({"key": {"type": "string"}}, ["key"]),
+    responses=SESSION.responses(400, 401, 403, 408, 413),
+    openapi_extra=json_body(Login),
     dependencies=[public()],
 )
 async def login(request: Request) -> Response:
@@ -129,7 +135,7 @@ async def login(request: Request) -> Response:
             + ", ".join(key.roles)
         )
     token = await run_in_threadpool(hw.sessions.create, key)
-    response = json_response({"team": key.team, "roles": list(key.roles)})
+    response = SESSION.reply(SessionAnswer(team=key.team, roles=list(key.roles)))
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -142,12 +148,17 @@ async def login(request: Request) -> Response:
     return response
 
 
-@router.delete("/dashboard/session", summary="Log out of the dashboard", dependencies=[public()])
+@router.delete(
+    "/dashboard/session",
+    summary="Log out of the dashboard",
+    responses=LOGOUT.responses(),
+    dependencies=[public()],
+)
 async def logout(request: Request) -> Response:
     """End the session (its cookie stops working on every gateway at once)."""
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         await run_in_threadpool(application(request).sessions.end, token)
-    response = json_response({"logged_out": True})
+    response = LOGOUT.reply(LoggedOut(logged_out=True))
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from headwater.application import Application
+from headwater.gateway.observe_answers import DashboardLive
 from headwater.slo import slo_report
 
 __all__ = ["LiveView", "consumers_view", "deletions_view"]
@@ -153,7 +154,9 @@ class LiveView:
         computes; the others wait for its answer)."""
         with self._lock:
             if time.monotonic() - self._at >= self.ttl_s:
-                self._encoded = msgspec.json.encode(_compute(self.application))
+                # Converted to the documented structure: a key it lacks fails at once.
+                view = msgspec.convert(_compute(self.application), DashboardLive)
+                self._encoded = msgspec.json.encode(view)
                 self._at = time.monotonic()
                 self.computed += 1
             return self._encoded

@@ -14,8 +14,8 @@ from headwater.access.roles import Role
 from headwater.erasure.legal import LEGAL_BASES
 from headwater.errors import ErasureError, MalformedBatchError
 from headwater.gateway._deps import application
-from headwater.gateway._errors import json_response
-from headwater.gateway._schemas import errors, json_body
+from headwater.gateway._schemas import Answer, json_body
+from headwater.gateway.answers import DeletionAudit, DeletionList
 from headwater.gateway.bodies import decode_json, read_body
 from headwater.gateway.security import requires
 
@@ -30,28 +30,33 @@ DELETION_BODY_LIMIT = 4096
 class DeletionBody(msgspec.Struct, forbid_unknown_fields=True):
     """Body of an erasure request."""
 
-    user_id: str
-    legal_basis: str
-    reference: str | None = None
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    legal_basis: Annotated[
+        str,
+        msgspec.Meta(
+            description="The basis of the erasure", extra_json_schema={"enum": list(LEGAL_BASES)}
+        ),
+    ]
+    reference: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="A ticket or case id (no free text)",
+            extra_json_schema={"pattern": "^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$"},
+        ),
+    ] = None
+
+
+CREATED = Answer(DeletionAudit, "The request opened, with its per-store tasks", 202)
+AUDIT = Answer(DeletionAudit, "The request's status, deadline and one row per store")
+LISTING = Answer(DeletionList, "The requests asked for, with the counts per status")
 
 
 @router.post(
     "/v1/deletions",
     summary="Erase a user from every store",
     status_code=202,
-    responses=errors(400, 401, 403, 408, 413, 503),
-    openapi_extra=json_body(
-        {
-            "user_id": {"type": "string", "minLength": 1, "maxLength": 128},
-            "legal_basis": {"type": "string", "enum": list(LEGAL_BASES)},
-            "reference": {
-                "type": "string",
-                "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$",
-                "description": "A ticket or case id (no free text)",
-            },
-        },
-        ["user_id", "legal_basis"],
-    ),
+    responses=CREATED.responses(400, 401, 403, 408, 413, 503),
+    openapi_extra=json_body(DeletionBody),
 )
 async def create_deletion(
     request: Request, key: Annotated[ApiKey, requires(Role.PRIVACY)]
@@ -63,8 +68,6 @@ async def create_deletion(
     """
     raw = await read_body(request, DELETION_BODY_LIMIT)
     body = decode_json(raw, DeletionBody, "{'user_id': ..., 'legal_basis': ...}")
-    if not 1 <= len(body.user_id) <= 128:
-        raise MalformedBatchError("user_id must be 1 to 128 characters")
     svc = application(request)
     record = await run_in_threadpool(
         lambda: svc.orchestrator.request(
@@ -75,26 +78,27 @@ async def create_deletion(
         )
     )
     audit = await run_in_threadpool(svc.orchestrator.audit, record.request_id)
-    return json_response(audit, 202)
+    return CREATED.reply(msgspec.convert(audit, DeletionAudit), 202)
 
 
 @router.get(
     "/v1/deletions/{request_id}",
     summary="The audit of one erasure request",
-    responses=errors(401, 403, 404, 503),
+    responses=AUDIT.responses(401, 403, 404, 503),
     dependencies=[requires(Role.PRIVACY)],
 )
 async def deletion_audit(request: Request, request_id: str) -> Response:
     """Status, deadline, time remaining, and one row per store: confirmed (when, how,
     evidence) or outstanding. Never a single pass/fail."""
     svc = application(request)
-    return json_response(await run_in_threadpool(svc.orchestrator.audit, request_id))
+    audit = await run_in_threadpool(svc.orchestrator.audit, request_id)
+    return AUDIT.reply(msgspec.convert(audit, DeletionAudit))
 
 
 @router.get(
     "/v1/deletions",
     summary="Erasure requests: open, overdue or completed",
-    responses=errors(400, 401, 403, 503),
+    responses=LISTING.responses(400, 401, 403, 422, 503),
     dependencies=[requires(Role.PRIVACY, Role.OPERATOR)],
 )
 async def list_deletions(
@@ -123,6 +127,6 @@ async def list_deletions(
         found = await run_in_threadpool(collect)
     except ErasureError as exc:
         raise MalformedBatchError(str(exc)) from None
-    return json_response(
-        {"status": status, "requests": found, "counts": await run_in_threadpool(svc.ledger.counts)}
-    )
+    counts = await run_in_threadpool(svc.ledger.counts)
+    doc = {"status": status, "requests": found, "counts": counts}
+    return LISTING.reply(msgspec.convert(doc, DeletionList))

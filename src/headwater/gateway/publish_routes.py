@@ -14,10 +14,11 @@ from headwater.access.keys import ApiKey
 from headwater.access.roles import Role
 from headwater.errors import BatchTooLargeError
 from headwater.gateway._deps import application
-from headwater.gateway._errors import json_response
-from headwater.gateway._schemas import PUBLISH_BODY_SCHEMA, PUBLISH_RESPONSES
+from headwater.gateway._schemas import Answer, ref
+from headwater.gateway.answers import SubmittedSignal
 from headwater.gateway.bodies import inflate, read_body
 from headwater.gateway.security import requires
+from headwater.ingest.ingestor import IngestOutcome
 from headwater.logs import REQUEST_ID
 from headwater.metrics import PUBLISH_SECONDS
 
@@ -25,12 +26,32 @@ __all__ = ["router"]
 
 router = APIRouter()
 
+OUTCOME = Answer(
+    IngestOutcome,
+    "200: every event accepted (or already accepted: duplicate); 207: some events "
+    "rejected, each naming its index, event_id, field and rule; the others published",
+    200,
+    207,
+)
+
+_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"type": "array", "items": ref(SubmittedSignal), "maxItems": 500}
+        },
+        "application/x-ndjson": {
+            "schema": {"type": "string", "description": "one JSON event per line"}
+        },
+    },
+}
+
 
 @router.post(
     "/v1/signals",
     summary="Publish a batch of signals",
-    openapi_extra={"requestBody": PUBLISH_BODY_SCHEMA},
-    responses=PUBLISH_RESPONSES,
+    openapi_extra={"requestBody": _BODY},
+    responses=OUTCOME.responses(400, 401, 403, 408, 413, 429, 503),
 )
 async def publish(request: Request, key: Annotated[ApiKey, requires(Role.PRODUCER)]) -> Response:
     """Validate each event against its contract; publish the accepted ones durably.
@@ -64,7 +85,7 @@ async def publish(request: Request, key: Annotated[ApiKey, requires(Role.PRODUCE
             raise
     outcome = hw.ingestor.finish(batch)
     PUBLISH_SECONDS.observe(time.perf_counter() - started)
-    return json_response(outcome, outcome.status_code)
+    return OUTCOME.reply(outcome, outcome.status_code)
 
 
 def _count_hint(body: bytes, *, ndjson: bool) -> int:

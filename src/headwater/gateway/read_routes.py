@@ -12,10 +12,10 @@ from fastapi.responses import Response
 from headwater.access.roles import Role
 from headwater.errors import BatchTooLargeError
 from headwater.gateway._deps import application
-from headwater.gateway._errors import json_response
-from headwater.gateway._schemas import FEATURES_RESPONSE, errors, json_body
+from headwater.gateway._schemas import Answer, json_body
 from headwater.gateway.bodies import decode_json, read_body
 from headwater.gateway.security import requires
+from headwater.wire import FeatureBatch, UserFeatures
 
 __all__ = ["router"]
 
@@ -29,8 +29,19 @@ BATCH_BODY_LIMIT = 256 * 1024
 class BatchRead(msgspec.Struct, forbid_unknown_fields=True):
     """Body of a batch read."""
 
-    user_ids: list[str]
+    # Over the bound is a 413 (too large), not a malformed body: checked by the route.
+    user_ids: Annotated[
+        list[str],
+        msgspec.Meta(
+            description=f"At most {MAX_BATCH_USERS} user ids",
+            extra_json_schema={"maxItems": MAX_BATCH_USERS},
+        ),
+    ]
     features: list[str] | None = None
+
+
+FEATURES = Answer(UserFeatures, "Features with as_of, age and staleness")
+MANY = Answer(FeatureBatch, "Each user's features, in the order asked")
 
 
 def _select(features: str | None) -> list[str] | None:
@@ -40,7 +51,7 @@ def _select(features: str | None) -> list[str] | None:
 @router.get(
     "/v1/users/{user_id}/features",
     summary="One user's features with freshness",
-    responses={200: FEATURES_RESPONSE, **errors(401, 403, 503)},
+    responses=FEATURES.responses(401, 403, 422, 503),
     dependencies=[requires(Role.READER)],
 )
 async def user_features(
@@ -63,22 +74,14 @@ async def user_features(
         answer = svc.features.read(user_id, select)
     else:
         answer = await run_in_threadpool(svc.features.read, user_id, select)
-    return json_response(answer)
+    return FEATURES.reply(answer)
 
 
 @router.post(
     "/v1/features/batch",
     summary="Features of many users in one call",
-    responses=errors(400, 401, 403, 408, 413, 503),
-    openapi_extra=json_body(
-        {
-            "user_ids": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_BATCH_USERS},
-            "features": {
-                "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]
-            },
-        },
-        ["user_ids"],
-    ),
+    responses=MANY.responses(400, 401, 403, 408, 413, 503),
+    openapi_extra=json_body(BatchRead),
     dependencies=[requires(Role.READER)],
 )
 async def batch_features(request: Request) -> Response:
@@ -89,4 +92,4 @@ async def batch_features(request: Request) -> Response:
         raise BatchTooLargeError(f"at most {MAX_BATCH_USERS} users per batch read")
     svc = application(request)
     answers = await run_in_threadpool(svc.features.read_many, body.user_ids, body.features)
-    return json_response({"users": answers})
+    return MANY.reply(FeatureBatch(answers))

@@ -9,9 +9,9 @@ from fastapi.responses import Response
 
 from headwater.access.roles import Role
 from headwater.gateway._deps import application
-from headwater.gateway._errors import json_response
-from headwater.gateway._schemas import errors
+from headwater.gateway._schemas import Answer
 from headwater.gateway.security import requires
+from headwater.recommend.model import Recommendations
 
 __all__ = ["router"]
 
@@ -19,11 +19,13 @@ router = APIRouter()
 
 MAX_K = 100
 
+RECOMMENDATIONS = Answer(Recommendations, "Items with their reasons and the features used")
+
 
 @router.get(
     "/v1/users/{user_id}/recommendations",
     summary="Items for a user, with reasons and the freshness of every feature used",
-    responses=errors(401, 403, 503),
+    responses=RECOMMENDATIONS.responses(401, 403, 422, 503),
     dependencies=[requires(Role.READER)],
 )
 async def recommendations(
@@ -45,4 +47,4 @@ async def recommendations(
     recommender = application(request).recommender
     # A few sub-millisecond key-value reads (~0.2 ms in all): answering inline avoids a
     # thread handoff that costs more than the work and dominated the tail at 500 req/s.
-    return json_response(recommender.recommend(user_id, k=k, surface=surface))
+    return RECOMMENDATIONS.reply(recommender.recommend(user_id, k=k, surface=surface))

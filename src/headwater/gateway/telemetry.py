@@ -10,9 +10,11 @@ from collections.abc import Iterable
 from fastapi import FastAPI
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headwater.application import Application
+from headwater.gateway._errors import internal_error
 from headwater.gateway.trends import ResponseCounts
 from headwater.logs import REQUEST_ID
 from headwater.metrics import HTTP_REQUESTS, REGISTRY
@@ -56,10 +58,12 @@ class _RequestTelemetry:
         rid = given if _SAFE_ID.match(given) else new_event_id("req_")
         header = (b"x-request-id", rid.encode("ascii"))
         status = 500  # an exception no handler answered becomes a 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
+                started = True
                 status = int(message["status"])
                 self.responses.add(status)
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != header[0]]
@@ -68,7 +72,14 @@ class _RequestTelemetry:
 
         token = REQUEST_ID.set(rid)
         try:
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                if started:
+                    raise  # part of the answer is sent: nothing else can be
+                # Logged and answered here, while the request id is still set.
+                log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
+                await internal_error(Request(scope))(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
             method = scope["method"] if scope["method"] in _METHODS else "other"

@@ -27,6 +27,7 @@ import msgspec
 from prometheus_client import Metric
 
 from headwater.application import Application
+from headwater.gateway.observe_answers import DashboardTrends
 from headwater.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED, FRESHNESS_SECONDS, PUBLISH_SECONDS
 
 __all__ = ["ResponseCounts", "TrendRing", "histogram_quantile", "process_metrics"]
@@ -179,7 +180,7 @@ class TrendRing:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._batch_state: Any = None
-        self._encoded = msgspec.json.encode(self._document([]))
+        self._encoded = self._encode([])
 
     # -- reading --------------------------------------------------------------
 
@@ -214,7 +215,7 @@ class TrendRing:
         with self._lock:
             self.points.append(point)
             self._seq += 1
-            self._encoded = msgspec.json.encode(self._document(runs))
+            self._encoded = self._encode(runs)
             self._etag = f'"{self._seq}"'
         return point
 
@@ -312,6 +313,10 @@ class TrendRing:
             return default
 
     # -- encoding -------------------------------------------------------------
+
+    def _encode(self, runs: list[dict[str, Any]]) -> bytes:
+        # Converted to the documented structure: a key it lacks fails at once.
+        return msgspec.json.encode(msgspec.convert(self._document(runs), DashboardTrends))
 
     def _document(self, runs: list[dict[str, Any]]) -> dict[str, Any]:
         points = list(self.points)

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -321,18 +321,31 @@ def _check_scope(result: BatchResult, key: ApiKey, owners: dict[str, str]) -> No
         return
     # The types the key may publish, decided once per batch, not once per event.
     allowed = {t for t in owners if key.allows_type(t, owners.get)}
-    refused: list[str] = []
+    refused: list[dict[str, Any]] = []
     for index, event in zip(result.accepted_indices, result.accepted, strict=True):
         etype = _type_name(event)
         if etype not in allowed:
-            refused.append(f"#{index} ({event.event_id}): event_type {etype!r} not allowed")
+            field, value = "event_type", etype
         elif not key.allows_surface(str(event.surface)):  # type: ignore[attr-defined]
-            refused.append(f"#{index} ({event.event_id}): surface {event.surface!r} not allowed")  # type: ignore[attr-defined]
+            field, value = "surface", str(event.surface)  # type: ignore[attr-defined]
+        else:
+            continue
+        refused.append(
+            {
+                "index": index,
+                "event_id": event.event_id,
+                "event_type": etype,
+                "field": field,
+                "rule": "scope",
+                "message": f"{field} {value!r} not allowed",
+            }
+        )
     if refused:
         raise PermissionDeniedError(
             f"key {key.key_id} of team {key.team} may publish {key.describe_scope()}; refused: "
-            + "; ".join(refused[:20])
-            + (" ..." if len(refused) > 20 else "")
+            + "; ".join(f"#{r['index']} ({r['event_id']}): {r['message']}" for r in refused[:20])
+            + (" ..." if len(refused) > 20 else ""),
+            refused,
         )
 
 
