@@ -68,6 +68,7 @@ def supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Supe
     # every store chased (and alerted) as soon as it has not confirmed.
     monkeypatch.setenv("HEADWATER_BATCH_SCHEDULE", "every 3s")
     monkeypatch.setenv("HEADWATER_ERASURE_CHASE", "1ms")
+    monkeypatch.setenv("HEADWATER_DASHBOARD_SAMPLE", "1s")
     sup = Supervisor(Settings.from_env(tmp_path / "hw"), port=free_port())
     yield sup
     sup.stop()
@@ -109,6 +110,15 @@ def test_one_scrape_of_up_processes_shows_every_process(supervisor: Supervisor) 
             if name == "headwater_freshness_events_total" and ("event_type", "view") in labels
         )
         assert readable_views >= 10
+        # The dashboard's hour, sampled by the gateway: freshness from the consumer's files.
+        trends = f"{sup.url}/v1/dashboard/trends"
+
+        def view_freshness() -> bool:
+            doc = httpx.get(trends, headers={"Authorization": f"Bearer {operator}"}).json()
+            p50 = doc["freshness"].get("view", {}).get("p50", [])
+            return any(v is not None for v in p50)
+
+        wait_for(view_freshness)
 
         # An erasure: one participant stopped, so the orchestrator alerts about it.
         batch_erasure = sup.children["batch-erasure"]

@@ -25,10 +25,12 @@ from typing import Any, TypeVar
 
 import msgspec
 from prometheus_client import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from headwater.application import Application
 from headwater.gateway.observe_answers import DashboardTrends
 from headwater.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED, FRESHNESS_SECONDS, PUBLISH_SECONDS
+from headwater.metrics.histogram import BatchHistogramFiles, multiprocess_dir
 
 __all__ = ["ResponseCounts", "TrendRing", "histogram_quantile", "process_metrics"]
 
@@ -62,11 +64,23 @@ class ResponseCounts:
             return dict(self._counts)
 
 
+_SOURCES = (EVENTS_ACCEPTED, EVENTS_REJECTED, PUBLISH_SECONDS, FRESHNESS_SECONDS)
+
+
 def process_metrics() -> Iterable[Metric]:
-    """The families a ring reads: this process's publish and ingest counters and its
-    freshness and publish histograms."""
-    for metric in (EVENTS_ACCEPTED, EVENTS_REJECTED, PUBLISH_SECONDS, FRESHNESS_SECONDS):
-        yield from metric.collect()
+    """The families a ring reads: the publish and ingest counters and the freshness and
+    publish histograms; under ``up --processes`` every process's, summed from the
+    multiprocess directory (the freshness histogram is the feature consumer's)."""
+    directory = multiprocess_dir()
+    if directory is None:
+        for metric in _SOURCES:
+            yield from metric.collect()
+        return
+    names = {family.name for metric in _SOURCES for family in metric.describe()}
+    # prometheus-client's multiprocess functions carry no annotations.
+    files = MultiProcessCollector(None, path=str(directory))  # type: ignore[no-untyped-call]
+    for collector in (files, BatchHistogramFiles(directory)):
+        yield from (family for family in collector.collect() if family.name in names)
 
 
 def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
@@ -203,7 +217,7 @@ class TrendRing:
             lag=self._lag(),
             freshness=_capped(
                 {
-                    etype: self._quantiles(buckets, last.freshness.get(etype) if last else None)
+                    etype: self._quantiles(buckets, last.freshness.get(etype, {}) if last else None)
                     for etype, buckets in totals.freshness.items()
                 }
             ),
