@@ -207,6 +207,12 @@ def test_regulatory_deadline_and_time_remaining(tmp_path: Path) -> None:
     assert 86_000 < audit["time_remaining_s"] <= 86_400
     assert audit["past_deadline"] is False
     assert orch.audit(request.request_id, received + timedelta(days=31))["past_deadline"]
+    # A deadline given with the request is kept, even one already due.
+    due = orch.request(
+        "u8", legal_basis="consent-withdrawn", requested_by="t", deadline=timedelta(0)
+    )
+    later = datetime.fromisoformat(due.received_at) + timedelta(seconds=1)
+    assert orch.audit(due.request_id, later)["past_deadline"]
     runtime.close()
     bus.close()
     db.close()

@@ -146,7 +146,7 @@ class ErasureOrchestrator:
             reference=reference,
             requested_by=requested_by,
             received_at=now,
-            deadline=now + (deadline or self.deadline),
+            deadline=now + (self.deadline if deadline is None else deadline),
             participants=participants,
         )
         if self.tombstones is not None:
