@@ -99,8 +99,9 @@ def test_a_sample_holds_rates_quantiles_levels_and_429_503(hw: Application) -> N
     assert p50 == pytest.approx(0.01 * 50 / 90, abs=1e-4)
     assert p99 == pytest.approx(0.01 + 0.09 * 9 / 10, abs=1e-4)
     assert batches == 10.0
-    # The first time a type shows up there is no earlier reading to subtract.
-    assert point.freshness == {"click": (None, None)}
+    # A type that first shows up had no readable events at the earlier reading: its
+    # whole histogram is this interval's.
+    assert point.freshness == {"click": (0.5, 0.99)}
     # Every consumer group has a row, and the erasure levels are read.
     assert set(point.lag) == set(hw.lag_groups)
     assert point.erasures == (0, 0)
@@ -117,7 +118,7 @@ def test_a_sample_holds_rates_quantiles_levels_and_429_503(hw: Application) -> N
     assert doc["t"] == [t0, t0 + 10, t0 + 20]
     assert doc["ingest"]["web"]["accepted"] == [0.0, 50.0, 1.0]
     assert doc["ingest"]["android"]["rejected"] == [None, 1.0, 0.0]
-    assert doc["freshness"]["click"]["p50"] == [None, None, 0.5]
+    assert doc["freshness"]["click"]["p50"] == [None, 0.5, 0.5]
     assert doc["responses"]["429"] == [0.0, 3.0, 0.0]
     assert doc["erasures"]["open"] == [0, 0, 0]
     assert etag == '"3"'
