@@ -70,6 +70,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     erasure_chase_s: float | None = None
     #: Fractions of the time to the deadline at which outstanding stores are warned about.
     erasure_warn_at: tuple[float, ...] = (0.5, 0.8)
+    #: How long the operator keeps the servers' own copies (PostgreSQL WAL archives and
+    #: base backups, Redis snapshots); the erasure record dates their end by it.
+    backup_retention_s: float | None = None
     erased_user_policy: str = "accept"
     features_file: str | None = None
     feature_lateness_s: float = 3600.0
@@ -87,6 +90,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         control = _env("HEADWATER_CONTROL_URL", f"{base}/control.db")
         dedupe = _env("HEADWATER_DEDUPE_URL", f"{base}/dedupe.db")
         chase = _env("HEADWATER_ERASURE_CHASE", "")
+        backups = _env("HEADWATER_BACKUP_RETENTION", "")
         return cls(
             home=root,
             control_url=control,
@@ -108,6 +112,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             erasure_chase_s=parse_duration(chase, "HEADWATER_ERASURE_CHASE") if chase else None,
             erasure_warn_at=_fractions(
                 _env("HEADWATER_ERASURE_WARN_AT", "0.5,0.8"), "HEADWATER_ERASURE_WARN_AT"
+            ),
+            backup_retention_s=(
+                parse_duration(backups, "HEADWATER_BACKUP_RETENTION") if backups else None
             ),
             erased_user_policy=_policy(_env("HEADWATER_ERASED_USER_POLICY", "accept")),
             lag_groups=tuple(

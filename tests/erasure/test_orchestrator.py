@@ -424,3 +424,50 @@ def test_a_store_that_confirms_but_keeps_a_copy_is_refused_and_chased(
     runtime.close()
     bus.close()
     db.close()
+
+
+def test_the_export_dates_what_cannot_be_erased_at_once(tmp_path: Path) -> None:
+    """A log that only ages out, the PostgreSQL server's WAL and backups, and Redis
+    snapshots: each listed with the date it is gone, or a statement that it is not
+    known until the operator states the backup retention."""
+    db = open_control_database(f"sqlite:///{tmp_path / 'c.db'}")
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
+    ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
+    for name in ("bus-log", "dead-letters", "online-features"):
+        ledger.register_participant(Participant(name, "memory", 60.0))
+    orch = ErasureOrchestrator(
+        ledger, bus, SubjectHasher(b"k" * 32), backup_retention=timedelta(days=7)
+    )
+    rid = orch.request("u9", legal_basis="gdpr-art17", requested_by="test").request_id
+    at = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    evidence: dict[str, dict[str, Any]] = {
+        "bus-log": {"gone_by": "2026-12-09T12:00:00.000Z", "retention_seconds": 604_800},
+        "dead-letters": {
+            "scrub": {"server": "postgresql", "dead_not_yet_removable": {"hw_dead_letters": 0}},
+            "server_copies": {"what": "the deleted dead-letter rows in the server's WAL"},
+        },
+        "online-features": {"scrub": {"server_persistence": "rdb (save 3600 1)"}},
+    }
+    for name, facts in evidence.items():
+        ledger.confirm(
+            Confirmation(
+                request_id=rid,
+                participant=name,
+                store="memory",
+                method="delete",
+                rows_removed=1,
+                rows_remaining=None if name == "bus-log" else 0,
+                verified_at=at,
+                evidence=facts,
+            )
+        )
+    pending = {p["store"]: p for p in orch.export(rid)["not_erasable_at_once"]}
+    assert pending["bus-log"]["gone_by"] == "2026-12-09T12:00:00.000Z"
+    assert "not stated" in pending["dead-letters"]["gone_by"]
+    assert "WAL" in pending["dead-letters"]["what"]
+    assert pending["online-features"]["gone_by"] == "2026-12-09T12:00:00.000Z"
+    orch.backup_retention = None
+    unstated = {p["store"]: p for p in orch.export(rid)["not_erasable_at_once"]}
+    assert "HEADWATER_BACKUP_RETENTION" in unstated["online-features"]["gone_by"]
+    bus.close()
+    db.close()

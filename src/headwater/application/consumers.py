@@ -81,7 +81,12 @@ def _features(app: Application, group: str, batch_size: int | None) -> ConsumerR
 
 
 def _platform(app: Application, group: str, batch_size: int | None) -> ConsumerRuntime:
-    handler = PlatformErasure(app.open_bus(), app.dead_letters, app.open_idempotency_window())
+    handler = PlatformErasure(
+        app.open_bus(),
+        app.dead_letters,
+        app.open_idempotency_window(),
+        backup_retention_s=app.settings.backup_retention_s,
+    )
     # Signals are skipped, so large polls cost little and leave the core to others.
     return app.runtime(handler, group, batch_size=batch_size or 20_000, linger_s=ERASURE_LINGER_S)
 

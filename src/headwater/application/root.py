@@ -335,6 +335,9 @@ class Application:
                 if self.settings.erasure_chase_s is None
                 else timedelta(seconds=self.settings.erasure_chase_s),
                 verifier=self.verifier,
+                backup_retention=None
+                if self.settings.backup_retention_s is None
+                else timedelta(seconds=self.settings.backup_retention_s),
             ),
         )
 

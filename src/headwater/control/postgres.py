@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,21 @@ __all__ = ["PostgresControlDatabase"]
 
 # Advisory lock id that serialises schema creation across processes.
 _SCHEMA_LOCK = 0x68656164
+
+
+#: VACUUM VERBOSE's count of dead versions it had to keep (PostgreSQL 15+, then 9.6-14).
+_HELD = (
+    re.compile(r"(\d+) are dead but not yet removable"),
+    re.compile(r"(\d+) dead row versions cannot be removed yet"),
+)
+
+
+def _dead_not_removable(report: str) -> int:
+    for pattern in _HELD:
+        found = pattern.findall(report)
+        if found:
+            return sum(int(n) for n in found)
+    return 0
 
 
 def _pg(sql: str) -> str:
@@ -90,16 +106,36 @@ class PostgresControlDatabase:
 
     def scrub(self, tables: Sequence[str]) -> dict[str, object]:
         """``VACUUM`` the tables: their dead row versions (what an UPDATE or DELETE left
-        behind) are removed from the heap and its indexes."""
+        behind) are removed from the heap and its indexes.
+
+        A transaction older than the delete holds its dead versions back; VACUUM says so
+        in its report, and the count is returned (``dead_not_yet_removable``), so the
+        erasure is not confirmed while a copy is still in the table's pages.
+        """
         import psycopg
 
+        held: dict[str, int] = {}
         with self._lock:
+            notices: list[str] = []
+
+            def collect(diag: psycopg.errors.Diagnostic) -> None:
+                notices.append(f"{diag.message_primary or ''}\n{diag.message_detail or ''}")
+
+            self._conn.add_notice_handler(collect)
             try:
                 for table in tables:
-                    self._conn.execute(f"VACUUM {table}")
+                    notices.clear()
+                    self._conn.execute(f"VACUUM (VERBOSE) {table}")
+                    held[table] = sum(_dead_not_removable(n) for n in notices)
             except psycopg.Error as exc:
                 raise ControlPlaneError(f"control plane (postgresql): VACUUM: {exc}") from exc
-        return {"vacuumed": list(tables)}
+            finally:
+                self._conn.remove_notice_handler(collect)
+        return {
+            "vacuumed": list(tables),
+            "dead_not_yet_removable": held,
+            "server": "postgresql",
+        }
 
     def close(self) -> None:
         with self._lock:

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from headwater._time import format_time
+from headwater._time import format_time, parse_time
 from headwater.bus.base import KIND_ERASURE, Bus, Message, Record
 from headwater.erasure.events import Confirmation, ErasureEvent, decode_erasure, encode_erasure
 from headwater.erasure.ledger import ErasureLedger, Participant, RequestRecord, TaskRecord
@@ -83,8 +83,11 @@ class ErasureOrchestrator:
         warn_at: Sequence[float] = DEFAULT_WARN_AT,
         chase_after: timedelta | None = None,
         verifier: Verifier | None = None,
+        backup_retention: timedelta | None = None,
     ) -> None:
         self.ledger = ledger
+        # How long the operator keeps the servers' snapshots and backups (None: unstated).
+        self.backup_retention = backup_retention
         # The stores every request waits for even before their consumer first started
         # (the consumer registry's list): a store that has not registered yet is not
         # silently left out of a request.
@@ -486,6 +489,14 @@ class ErasureOrchestrator:
             "clean": all(not f.residue for f in findings.values()),
         }
 
+    def _backups_gone_by(self, confirmed_at: str | None) -> str:
+        if self.backup_retention is None or confirmed_at is None:
+            return (
+                "the next snapshot or AOF rewrite, and the end of the operator's backup "
+                "retention (not stated: set HEADWATER_BACKUP_RETENTION)"
+            )
+        return format_time(parse_time(confirmed_at) + self.backup_retention)
+
     def export(self, request_id: str, now: datetime | None = None) -> dict[str, Any]:
         """One document per request for a regulator: the request, every store with its
         method, the evidence of the attempt that applied the erasure, the independent
@@ -518,13 +529,24 @@ class ErasureOrchestrator:
                         "gone_by": evidence["gone_by"],
                     }
                 )
+            server = evidence.get("server_copies")
+            if isinstance(server, dict):
+                pending.append(
+                    {
+                        "store": s["participant"],
+                        "what": server.get("what"),
+                        "gone_by": server.get("gone_by")
+                        or "not stated: set HEADWATER_BACKUP_RETENTION to the servers' "
+                        "backup retention",
+                    }
+                )
             scrub = evidence.get("scrub") or evidence.get("online_scrub") or {}
             if isinstance(scrub, dict) and scrub.get("server_persistence", "").startswith("rdb"):
                 pending.append(
                     {
                         "store": s["participant"],
                         "what": "Redis snapshots or append-only file written before the erasure",
-                        "gone_by": "the next snapshot or AOF rewrite (operator's schedule)",
+                        "gone_by": self._backups_gone_by(s["confirmed_at"]),
                     }
                 )
         return {

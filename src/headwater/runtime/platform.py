@@ -57,8 +57,10 @@ class PlatformErasure(Consumer):
         window: IdempotencyWindow,
         *,
         confirm_within_s: float = DEFAULT_CONFIRM_WITHIN_S,
+        backup_retention_s: float | None = None,
     ) -> None:
         self.bus = bus
+        self.backup_retention_s = backup_retention_s
         self.dead_letters = dead_letters
         self.window = window
         self.confirm_within_s = confirm_within_s
@@ -98,7 +100,17 @@ class PlatformErasure(Consumer):
         letters = [e for e in events if e.addressed_to(DEAD_LETTERS)]
         removed_letters = {e.request_id: self.dead_letters.erase_key(e.user_id) for e in letters}
         scrubbed = self.dead_letters.scrub() if letters else {}
+        # Dead versions a running transaction still holds: not gone yet, so not confirmed.
+        held = scrubbed.get("dead_not_yet_removable") or {}
+        held_rows = sum(held.values()) if isinstance(held, dict) else 0
+        server = self._server_copies(scrubbed)
         for event in letters:
+            evidence: dict[str, object] = {
+                "scan": "count of dead letters with the user's key",
+                "scrub": scrubbed,
+            }
+            if server:
+                evidence["server_copies"] = server
             out.append(
                 self._confirm(
                     event,
@@ -106,11 +118,8 @@ class PlatformErasure(Consumer):
                     "control plane: hw_dead_letters",
                     method="delete",
                     removed=removed_letters[event.request_id],
-                    remaining=self.dead_letters.count_key(event.user_id),
-                    evidence={
-                        "scan": "count of dead letters with the user's key",
-                        "scrub": scrubbed,
-                    },
+                    remaining=self.dead_letters.count_key(event.user_id) + held_rows,
+                    evidence=evidence,
                 )
             )
         window = [e for e in events if e.addressed_to(IDEMPOTENCY_WINDOW)]
@@ -180,6 +189,20 @@ class PlatformErasure(Consumer):
             )
             for event in events
         ]
+
+    def _server_copies(self, scrubbed: dict[str, object]) -> dict[str, object] | None:
+        """What a PostgreSQL server keeps of deleted rows outside its tables, and until when."""
+        if scrubbed.get("server") != "postgresql":
+            return None
+        retention = self.backup_retention_s
+        return {
+            "what": "the deleted dead-letter rows in the server's WAL segments, WAL archive "
+            "and base backups",
+            "gone_by": None
+            if retention is None
+            else format_time(datetime.now(UTC) + timedelta(seconds=retention)),
+            "backup_retention_s": retention,
+        }
 
     def _purge_bus(
         self, wheres: dict[str, Callable[[Record], bool]]
