@@ -3,6 +3,7 @@ found where a store kept a copy, and findings that never name the user."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +12,14 @@ import pytest
 from headwater._sqlite import connect
 from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.erasure.events import ErasureEvent
-from headwater.erasure.verify import Subject, Verifier, archive_scan, count_ids, sqlite_byte_scan
+from headwater.erasure.verify import (
+    Subject,
+    Verifier,
+    archive_scan,
+    count_ids,
+    redis_scan,
+    sqlite_byte_scan,
+)
 from tests.archive._history import SUBJECT, history, records
 
 
@@ -82,3 +90,31 @@ def test_a_file_read_in_pieces_finds_each_id_once_across_boundaries(
     path.write_bytes(bytes(body))
     assert verify._count_in_file(path, ids) == {u: placed.get(u, 0) for u in ids}
     assert verify._count_in_file(path, ids[:2]) == {u: placed.get(u, 0) for u in ids[:2]}
+
+
+@pytest.mark.redis
+def test_the_redis_check_reads_values_as_well_as_key_names(redis_url: str) -> None:
+    """An idempotency entry is keyed by the event id and names its user in its value;
+    a hash or a set holding the id is found too, and other users' values are not."""
+    from headwater._redis import RedisConnection
+
+    prefix = f"vt{uuid.uuid4().hex[:8]}"
+    conn = RedisConnection(f"{redis_url}?prefix={prefix}", what="test")
+    client = conn.client
+    try:
+        client.set(f"{prefix}:dd:evt-1", b"tok|1700000000000|erased-user")
+        client.set(f"{prefix}:dd:evt-2", b"tok|1700000000000|erased-user2")
+        client.hset(f"{prefix}:h", mapping={"f": "erased-user"})
+        client.sadd(f"{prefix}:s", "x", "erased-user")
+        client.set(f"{prefix}:rows:kept", b"\x00\x01 kept-user-and-more")
+        for i in range(1200):  # more than one batch of keys
+            client.set(f"{prefix}:filler:{i}", b"nothing")
+        verifier = Verifier({"window": [redis_scan(client, prefix)]})
+        erased = verifier.verify("erased-user", "h", ["window"])["window"]
+        assert erased.residue == 3
+        assert "erased-user" not in repr(erased)
+        assert verifier.verify("kept-user", "h", ["window"])["window"].residue == 0
+    finally:
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            client.delete(key)
+        conn.close()

@@ -1,11 +1,11 @@
 """The independent check of each store a deployment erases from (``erasure.verify``).
 
 Each participant's store is read by a path of its own, not through the component that
-applied the erasure: SQLite files byte by byte, Redis by a key scan, the archive file by
-file, the dead letters by a fresh query of the control plane. The bus is read through
-its own API (its SQLite log packs records per batch, and the open request's erasure
-event names the user until completion); a bus that cannot count (Kafka, until
-retention) says so instead of passing.
+applied the erasure: SQLite files byte by byte, Redis by a scan of every key and value,
+the archive file by file, the dead letters by a fresh query of the control plane. The
+bus is read through its own API (its SQLite log packs records per batch, and the open
+request's erasure event names the user until completion); a bus that cannot count
+(Kafka, until retention) says so instead of passing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from headwater.erasure.verify import (
     Subject,
     Verifier,
     archive_scan,
-    redis_key_scan,
+    redis_scan,
     sqlite_byte_scan,
 )
 
@@ -36,10 +36,10 @@ def _store_check(app: Application, url: str) -> StoreCheck:
     scheme = scheme_of(url)
     if scheme == "sqlite":
         return sqlite_byte_scan(url)
-    if scheme == "redis":
+    if scheme in ("redis", "rediss"):
         conn = RedisConnection(url, what="erasure verification")
         app.own("erasure verification (redis)", conn.close)
-        return redis_key_scan(conn.client, conn.prefix)
+        return redis_scan(conn.client, conn.prefix)
     raise ValueError(f"no independent check for a store at {scheme}://")
 
 
@@ -101,7 +101,7 @@ def build_verifier(app: Application) -> Verifier:
         "bus-log": [_bus_check(app)],
         "dead-letters": [_dead_letter_check(app)],
     }
-    if scheme_of(settings.dedupe_url) in ("sqlite", "redis"):
+    if scheme_of(settings.dedupe_url) in ("sqlite", "redis", "rediss"):
         checks["idempotency-window"] = [_store_check(app, settings.dedupe_url)]
     checks["archive"] = [archive_scan(f"{root}/signals", cfg.storage_options)]
     return Verifier(checks)

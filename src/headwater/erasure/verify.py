@@ -2,13 +2,13 @@
 
 A participant confirms with its own scan; the verifier checks every store again by a
 path of its own: it reads the store's files or keys directly (a byte search of SQLite
-files and their write-ahead logs, every Parquet file and log entry of the Delta
-table, a key scan on Redis) and looks for the raw user id (known until completion)
-and the subject's keyed hash. Its findings, one per store, are the audit's evidence;
-a store with residue is sent back to ``failed`` and chased again.
+files and their write-ahead logs, every Parquet file and log entry of the Delta table, a
+scan of every key and value on Redis) and looks for the raw user id (known until
+completion) and the subject's keyed hash. Its findings, one per store, are the audit's
+evidence; a store with residue is sent back to ``failed`` and chased again.
 
-Requests that complete together are verified together: each store is read once for
-all their users (a burst of a thousand requests is one pass, not a thousand).
+Requests that complete together are verified together: each store is read once for all
+their users (a burst of a thousand requests is one pass, not a thousand).
 """
 
 from __future__ import annotations
@@ -261,20 +261,78 @@ def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCh
     return check
 
 
-def redis_key_scan(client: Any, prefix: str) -> StoreCheck:
-    """One ``SCAN`` over the deployment's keys: a key holds a user if one of its
-    ``:``-separated parts, or all that follows its namespace, is the raw id."""
+#: Keys read per round trip by the Redis scan.
+_REDIS_BATCH = 500
+
+
+#: How each type of key is read whole (a type headwater never writes, or a key gone
+#: since the scan, is read as nothing).
+_REDIS_READ: dict[str, Callable[[Any, bytes], Any]] = {
+    "string": lambda pipe, key: pipe.get(key),
+    "hash": lambda pipe, key: pipe.hgetall(key),
+    "set": lambda pipe, key: pipe.smembers(key),
+    "zset": lambda pipe, key: pipe.zrange(key, 0, -1),
+    "list": lambda pipe, key: pipe.lrange(key, 0, -1),
+    "none": lambda pipe, key: pipe.exists(key),
+}
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, dict):
+        return b"\n".join(b"%s\n%s" % (k, v) for k, v in value.items())
+    if isinstance(value, list | set):
+        return b"\n".join(v for v in value if isinstance(v, bytes))
+    return b""
+
+
+def _redis_values(client: Any, keys: Sequence[bytes]) -> list[bytes]:
+    """Every key's value as bytes: a string whole, the members, fields and values of a
+    hash, set, sorted set or list (two pipelined round trips for a batch of keys)."""
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.type(key)
+        types = pipe.execute()
+    with client.pipeline(transaction=False) as pipe:
+        for key, kind in zip(keys, types, strict=True):
+            name = kind.decode() if isinstance(kind, bytes) else str(kind)
+            _REDIS_READ.get(name, _REDIS_READ["none"])(pipe, key)
+        return [_as_bytes(v) for v in pipe.execute()]
+
+
+def redis_scan(client: Any, prefix: str) -> StoreCheck:
+    """One ``SCAN`` over the deployment's keys (every master of a cluster), each key's
+    name and value searched: a key holds a user if one of its ``:``-separated parts, or
+    all that follows its namespace, is the raw id, or if its value holds the raw id as a
+    whole token (an idempotency entry names its user in its value)."""
 
     def check(users: Sequence[Subject]) -> CheckResult:
         wanted = {u.user_id for u in users}
+        ids = sorted(wanted)
         found: dict[str, list[str]] = {u: [] for u in wanted}
+        scanned = 0
+
+        def search(batch: list[bytes]) -> None:
+            for raw, value in zip(batch, _redis_values(client, batch), strict=True):
+                key = raw.decode(errors="replace")
+                parts = key.split(":")
+                named = {*parts, key.split(":", 2)[-1]} & wanted
+                held = {u for u, n in count_ids(value, ids).items() if n} if value else set()
+                for user in named | held:
+                    found[user].append(key)
+
+        batch: list[bytes] = []
         for raw in client.scan_iter(match=f"{prefix}:*", count=1000):
-            key = raw.decode(errors="replace")
-            parts = key.split(":")
-            for candidate in {*parts, key.split(":", 2)[-1]} & wanted:
-                found[candidate].append(key)
+            batch.append(raw)
+            scanned += 1
+            if len(batch) >= _REDIS_BATCH:
+                search(batch)
+                batch = []
+        if batch:
+            search(batch)
         return (
-            f"SCAN over every key {prefix}:*",
+            f"SCAN over every key {prefix}:* ({scanned} keys), each name and value searched",
             {u: (len(keys), {"keys": keys[:20]}) for u, keys in found.items()},
         )
 
