@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -292,3 +293,19 @@ def test_an_unreadable_success_is_sent_again() -> None:
     report = client.publish([{"event_id": "e1"}])
     client.close()
     assert (report.accepted, report.retries) == (1, 1)
+
+
+def test_a_sent_event_leaves_no_byte_in_the_spool_files(tmp_path: Path) -> None:
+    """Removed events are zeroed in their pages, and an empty spool's write-ahead log is
+    truncated: the producer's disk keeps nothing of what was sent."""
+    from headwater.client._spool import Spool
+
+    spool = Spool(tmp_path / "events.spool")
+    events = [{"event_id": f"e{i}", "user_id": "spooled-user-7x", "payload": {}} for i in range(50)]
+    spool.add(events)
+    spool.remove([e["event_id"] for e in events[:25]])
+    spool.remove([e["event_id"] for e in events[25:]])
+    files = [tmp_path / "events.spool", tmp_path / "events.spool-wal"]
+    assert all(b"spooled-user-7x" not in f.read_bytes() for f in files if f.exists())
+    spool.close()
+    assert b"spooled-user-7x" not in (tmp_path / "events.spool").read_bytes()

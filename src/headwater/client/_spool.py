@@ -6,7 +6,9 @@ what is left. Each event keeps its ``event_id``, and the gateway de-duplicates b
 so an event sent just before a crash and sent again after is published once.
 
 WAL with ``synchronous=NORMAL``: a committed write survives the process being killed
-(not a power cut). One client per spool file at a time.
+(not a power cut). One client per spool file at a time. A removed event is zeroed in its
+page (``secure_delete``), and each time the spool empties its write-ahead log is
+truncated, so a sent event's bytes do not linger on the producer's disk.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigurationError(f"cannot open the spool {self.path}: {exc}") from exc
@@ -83,6 +86,9 @@ class Spool:
             self._db.execute("BEGIN")
             self._db.executemany("DELETE FROM spooled WHERE event_id = ?", ids)
             self._db.execute("COMMIT")
+            if self._db.execute("SELECT NOT EXISTS (SELECT 1 FROM spooled)").fetchone()[0]:
+                # Nothing waits: the log's old page images go too (a reader never blocks it).
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def count(self) -> int:
         """How many events are spooled."""
