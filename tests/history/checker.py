@@ -6,12 +6,18 @@ PostgreSQL). A driver publishes a known set of events in batches, some sent to b
 gateways at once (a hedged retry), some sent again after a client timeout, every one
 sent until a gateway accepts it. Meanwhile a chaos thread SIGKILLs random gateways and
 consumers and starts them again, and a second feature consumer joins during a backlog
-(a rebalance). At the end, every accepted event id must be counted exactly once in its
-user's features and stored exactly once in the archive.
+(a rebalance). At the end, every accepted event id must be published exactly once on
+the bus, counted exactly once in its user's features and stored exactly once in the
+archive.
 
-It uses only the command line, the HTTP API and the stores' own files or servers, so
-it runs against any version of headwater: ``python tests/history/checker.py --home DIR``
-with the interpreter of the version to check.
+It uses only the command line, the HTTP API, the stores' own files or servers and the
+bus's read API, so it runs against any version of headwater:
+``python tests/history/checker.py --home DIR`` with the interpreter of the version to
+check. Run so against 89a31a3 (check, publish, then remember; no fencing) it finds 960
+of 10,000 ids published twice on the embedded stack, and 600 on NATS + Redis +
+PostgreSQL (40 of them stored twice in the archive); most copies are forgiven by the
+sinks (a feature row remembers its user's last ids, an archive batch keeps one of each
+id), so the bus is read too.
 """
 
 from __future__ import annotations
@@ -59,13 +65,20 @@ class Report:
     doubled_in_features: dict[str, int] = field(default_factory=dict)
     archive_lost: list[str] = field(default_factory=list)
     archive_doubled: list[str] = field(default_factory=list)
+    bus_lost: list[str] = field(default_factory=list)
+    bus_doubled: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        """0 lost and 0 double, in the features and in the archive."""
+        """0 lost and 0 double, on the bus, in the features and in the archive."""
         return not (
-            self.lost or self.doubled_in_features or self.archive_lost or self.archive_doubled
+            self.lost
+            or self.doubled_in_features
+            or self.archive_lost
+            or self.archive_doubled
+            or self.bus_lost
+            or self.bus_doubled
         )
 
     def summary(self) -> dict[str, Any]:
@@ -80,12 +93,15 @@ class Report:
             "features_double": sum(self.doubled_in_features.values()),
             "archive_lost": len(self.archive_lost),
             "archive_double": len(self.archive_doubled),
+            "bus_lost": len(self.bus_lost),
+            "bus_double": len(self.bus_doubled),
             "seconds": round(self.seconds, 1),
             "examples": {
                 "lost": self.lost[:5],
                 "double": dict(list(self.doubled_in_features.items())[:5]),
                 "archive_lost": self.archive_lost[:5],
                 "archive_double": self.archive_doubled[:5],
+                "bus_double": self.bus_doubled[:5],
             },
         }
 
@@ -307,6 +323,49 @@ def _archive_ids(home: Path, env: dict[str, str]) -> Counter[str]:
     return Counter(table.column("event_id").to_pylist())
 
 
+def _bus_ids(env: dict[str, str]) -> Counter[str]:
+    """How many times each event id was published: the whole log read from its start by
+    a group of its own, through the bus API of the version under test. The sinks forgive
+    a copy published close to the first (a feature row remembers its user's last ids, an
+    archive batch keeps one of each id); the bus shows it."""
+    code = (
+        "import json, uuid\n"
+        "from collections import Counter\n"
+        "from headwater.config import Settings\n"
+        "from headwater.bus import open_bus\n"
+        "from headwater.contract.signal import decode_signal\n"
+        "bus = open_bus(Settings.from_env().bus_url)\n"
+        "group = 'history-check-' + uuid.uuid4().hex[:8]\n"
+        "consumer = bus.consumer(group)\n"
+        "counts = Counter()\n"
+        "polls = 0\n"
+        "while True:\n"
+        "    records = consumer.poll(5000, timeout=1.0)\n"
+        "    polls += 1\n"
+        "    if records:\n"
+        "        next_offsets = {}\n"
+        "        for r in records:\n"
+        "            if r.kind == 'signal':\n"
+        "                counts[decode_signal(r.value).event_id] += 1\n"
+        "            next_offsets[r.partition] = r.offset + 1\n"
+        "        consumer.commit(next_offsets)\n"
+        "    elif polls > 3 and sum(l.lag_events for l in bus.lag(group)) == 0:\n"
+        "        break\n"
+        "consumer.close()\n"
+        "bus.close()\n"
+        "print(json.dumps(counts))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return Counter(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def _lag(deployment: Deployment, group: str) -> int:
     out = deployment.cli("bus", "lag", group, "--json")
     rows = json.loads(out)
@@ -382,6 +441,9 @@ def run(
             report.lost.append(f"{user}: {expected - got} of {expected}")
         elif got > expected:
             report.doubled_in_features[user] = got - expected
+    published = _bus_ids(env)
+    report.bus_lost = sorted(accepted - set(published))
+    report.bus_doubled = sorted(i for i, n in published.items() if n > 1)
     archived = _archive_ids(home, env)
     report.archive_lost = sorted(accepted - set(archived))
     report.archive_doubled = sorted(i for i, n in archived.items() if n > 1)
