@@ -16,8 +16,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from headwater.access.keys import ApiKeys
-from headwater.client import HeadwaterClient, RejectedEvent
-from headwater.client._batching import build_event
+from headwater.client import HeadwaterClient, RejectedEvent, build_event
 from headwater.demo.traffic import TEAMS, Traffic
 
 __all__ = ["DemoProgress", "TeamTraffic", "publish_journey"]
