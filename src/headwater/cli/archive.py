@@ -57,12 +57,13 @@ def erasure(
 
     with Application(settings(home)) as app_:
         cfg = app_.archive_settings
-    ledger = ErasureLedger(cfg.url, storage_options=cfg.storage_options)
-    entry = ledger.erasure(request_id)
+        # Read while the application is open: the ledger is the archive's, of its settings.
+        ledger = ErasureLedger(cfg.url, storage_options=cfg.storage_options)
+        entry = ledger.erasure(request_id)
+        removed = ledger.physically_removed_at(entry) if entry is not None else None
     if entry is None:
         typer.echo(f"no erasure {request_id} recorded in the archive", err=True)
         raise typer.Exit(1)
-    removed = ledger.physically_removed_at(entry)
     doc = {
         "request_id": entry.request_id,
         "partitions": entry.partitions,
