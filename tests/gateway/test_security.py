@@ -243,3 +243,36 @@ def test_a_key_given_twice_is_refused_on_every_json_route(
         headers=auth(keys["reader"]),
     )
     assert "user_ids" in problem(r, 400, "malformed-body")["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "says"),
+    [
+        ({"user_id": "u1", "legal_basis": "she asked nicely"}, "invalid-erasure-request", "one of"),
+        (
+            {"user_id": "u1", "legal_basis": "gdpr-art17", "reason": "jane@example.com, 1990"},
+            "malformed-body",
+            "reason",
+        ),
+        (
+            {"user_id": "u1", "legal_basis": "gdpr-art17", "reference": "Jane Doe, born 1990"},
+            "invalid-erasure-request",
+            "ticket or case id",
+        ),
+    ],
+    ids=["unknown legal basis", "free-text reason", "bad reference"],
+)
+def test_an_erasure_request_takes_a_legal_basis_never_free_text(
+    client: TestClient,
+    keys: dict[str, str],
+    body: dict[str, str],
+    kind: str,
+    says: str,
+) -> None:
+    r = client.post("/v1/deletions", json=body, headers=auth(keys["privacy"]))
+    assert says in problem(r, 400, kind)["detail"]
+    assert "jane@example.com" not in r.text
+    assert "Jane Doe" not in r.text
+    listed = client.get("/v1/deletions", headers=auth(keys["privacy"]))
+    assert listed.status_code == 200
+    assert listed.json()["requests"] == [], "nothing was opened"
