@@ -103,6 +103,8 @@ def test_demo_runs_the_stack_and_prints_fresh_features(tmp_path: Path) -> None:
     assert "i000303" in result.output
     assert "rejections by reason" in result.output
     assert "fresh (within every feature's freshness budget)" in result.output
+    assert "contracts (the reviews team's schema owners)" in result.output
+    assert "registered rating v2" in result.output
 
 
 def test_dlq_list_and_replay(tmp_path: Path) -> None:
