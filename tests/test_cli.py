@@ -103,6 +103,8 @@ def test_demo_runs_the_stack_and_prints_fresh_features(tmp_path: Path) -> None:
     assert "i000303" in result.output
     assert "rejections by reason" in result.output
     assert "fresh (within every feature's freshness budget)" in result.output
+    assert "contracts (the reviews team's schema owners)" in result.output
+    assert "registered rating v2" in result.output
 
 
 def test_dlq_list_and_replay(tmp_path: Path) -> None:
@@ -222,3 +224,81 @@ def test_the_demo_reports_a_refused_call_with_its_problem() -> None:
     ):
         _expect(refused, 202, "POST /v1/deletions")
     _expect(httpx.Response(202, json={"request_id": "er_1"}), 202, "POST /v1/deletions")
+
+
+def _signal(event_type: str, n: int, **payload: object) -> dict[str, object]:
+    from datetime import UTC, datetime
+
+    return {
+        "event_id": f"cli-{event_type}-{n}",
+        "event_type": event_type,
+        "user_id": "u1",
+        "item_id": "i1",
+        "surface": "web",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "payload": payload,
+    }
+
+
+def test_producer_keys_are_scoped_to_their_team_and_revoked_keys_stop(tmp_path: Path) -> None:
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from headwater.application import Application
+    from headwater.config import Settings
+    from headwater.gateway.app import create_app
+    from headwater.gateway.security import KEY_CACHE_S
+
+    home = str(tmp_path / "hw")
+    assert runner.invoke(app, ["contracts", "apply", "--home", home]).exit_code == 0
+    made = runner.invoke(app, ["producers", "create", "web", "--home", home])
+    assert made.exit_code == 0, made.output
+    assert "scope:   the types web owns" in made.output
+    web = made.output.split("API key: ", 1)[1].split()[0]
+    # Every type is asked for by name, never by '*' ...
+    star = runner.invoke(app, ["producers", "create", "web", "--event-types", "*", "--home", home])
+    assert star.exit_code != 0
+    assert "--all-event-types" in star.output
+    every = runner.invoke(
+        app, ["producers", "create", "search", "--all-event-types", "--quiet", "--home", home]
+    )
+    assert every.exit_code == 0, every.output
+    everything = every.output.strip()
+    # ... and the list shows it as *.
+    listed = runner.invoke(app, ["producers", "list", "--home", home]).output.splitlines()
+    assert len(listed) == 2, listed
+    web_line = next(line for line in listed if "team:web" in line)
+    search_line = next(line for line in listed if "team:search" in line)
+    assert "types=*" not in web_line
+    assert "types=* " in search_line
+    doc = json.loads(runner.invoke(app, ["producers", "list", "--json", "--home", home]).output)
+    web_id = next(k["key_id"] for k in doc if k["team"] == "web")
+
+    hw = Application(Settings.from_env(Path(home)))
+    try:
+        with TestClient(create_app(hw)) as client:
+            headers = {"Authorization": f"Bearer {web}"}
+            assert client.post("/v1/signals", json=[_signal("view", 1)], headers=headers).is_success
+            theirs = client.post(
+                "/v1/signals", json=[_signal("rating", 1, rating=4)], headers=headers
+            )
+            assert theirs.status_code == 403, theirs.text
+            assert "rating" in theirs.json()["detail"]
+            star_headers = {"Authorization": f"Bearer {everything}"}
+            rated = client.post(
+                "/v1/signals", json=[_signal("rating", 2, rating=4)], headers=star_headers
+            )
+            assert rated.status_code == 200, rated.text
+            # Revoked on the command line: the key stops working.
+            revoked = runner.invoke(app, ["keys", "revoke", web_id, "--home", home])
+            assert revoked.exit_code == 0, revoked.output
+            assert f"revoked {web_id}" in revoked.output
+            time.sleep(KEY_CACHE_S + 0.1)
+            after = client.post("/v1/signals", json=[_signal("view", 2)], headers=headers)
+            assert after.status_code == 401, after.text
+            assert "revoked" in after.json()["detail"]
+    finally:
+        hw.close()
+    listed = runner.invoke(app, ["producers", "list", "--revoked", "--home", home]).output
+    assert "REVOKED" in next(line for line in listed.splitlines() if web_id in line)

@@ -94,14 +94,10 @@ class EmbeddedStack:
         import uvicorn
 
         from headwater.gateway.app import create_app
+        from headwater.gateway.server import server_config
 
-        config = uvicorn.Config(
-            create_app(self.app),
-            host=self.host,
-            port=self.port,
-            log_level="warning",
-            access_log=False,
-        )
+        # The same limits as ``headwater serve``: header deadline and size, body deadline.
+        config = server_config(create_app(self.app), host=self.host, port=self.port)
         self._server = uvicorn.Server(config)
         server_thread = threading.Thread(target=self._server.run, name="api", daemon=True)
         server_thread.start()

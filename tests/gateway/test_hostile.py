@@ -2,9 +2,10 @@
 
 A 200 MB chunked body to every route that reads one, with and without a key; a gzip
 bomb; 30 connections that send their body too slowly and one that sends its headers
-too slowly, while others are served; duplicate keys, NaN, deep nesting and invalid
-UTF-8. Each gets its documented status, the server's memory stays bounded, and
-nothing reaches the bus.
+too slowly, while others are served; slow bodies to routes that never read them (30
+without a key, health, the dashboard page, the logout), closed all the same;
+duplicate keys, NaN, deep nesting and invalid UTF-8. Each gets its documented status,
+the server's memory stays bounded, and nothing reaches the bus.
 """
 
 from __future__ import annotations
@@ -203,6 +204,54 @@ def test_slow_bodies_and_slow_headers_time_out_while_others_are_served(
     trickle.settimeout(TIMEOUT_S + 4)
     assert trickle.recv(65536) == b"", "a connection whose headers trickle is closed"
     trickle.close()
+
+
+def test_slow_bodies_are_cut_off_on_routes_that_do_not_read_them(
+    server: tuple[int, str, Path, int],
+) -> None:
+    # Without a key the route answers 401 before reading the body; health, the page and
+    # the logout read none: the connection still closes when the body stops arriving.
+    port, _admin, _home, _pid = server
+    heads = [b"POST /v1/signals HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n["] * 30
+    heads += [
+        b"GET /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n[",
+        b"DELETE /dashboard/session HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n[",
+        b"GET /dashboard HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n[",
+    ]
+    open_: dict[socket.socket, bytes] = {}
+    for head in heads:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(head)
+        s.setblocking(False)
+        open_[s] = b""
+    started = time.monotonic()
+    closed_after: list[float] = []
+    answers: list[bytes] = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+        while open_ and time.monotonic() - started < TIMEOUT_S + 8:
+            # Meanwhile the gateway serves everyone else.
+            assert http.get("/v1/health").status_code == 200
+            for s in list(open_):
+                try:
+                    s.send(b" ")  # the body trickles: a byte every 0.25 s
+                    more = s.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    more = b""
+                if more:
+                    open_[s] += more
+                    continue
+                closed_after.append(time.monotonic() - started)
+                answers.append(open_.pop(s))
+                s.close()
+            time.sleep(0.25)
+    for s in open_:
+        s.close()
+    assert not open_, f"{len(open_)} of {len(heads)} slow bodies still open"
+    assert max(closed_after) < TIMEOUT_S + 4, closed_after
+    statuses = sorted(_status(a) for a in answers if a)
+    assert statuses.count(401) == 30, statuses
 
 
 def _event(**over: Any) -> dict[str, Any]:

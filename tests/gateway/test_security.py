@@ -243,3 +243,74 @@ def test_a_key_given_twice_is_refused_on_every_json_route(
         headers=auth(keys["reader"]),
     )
     assert "user_ids" in problem(r, 400, "malformed-body")["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "says"),
+    [
+        ({"user_id": "u1", "legal_basis": "she asked nicely"}, "invalid-erasure-request", "one of"),
+        (
+            {"user_id": "u1", "legal_basis": "gdpr-art17", "reason": "jane@example.com, 1990"},
+            "malformed-body",
+            "reason",
+        ),
+        (
+            {"user_id": "u1", "legal_basis": "gdpr-art17", "reference": "Jane Doe, born 1990"},
+            "invalid-erasure-request",
+            "ticket or case id",
+        ),
+    ],
+    ids=["unknown legal basis", "free-text reason", "bad reference"],
+)
+def test_an_erasure_request_takes_a_legal_basis_never_free_text(
+    client: TestClient,
+    keys: dict[str, str],
+    body: dict[str, str],
+    kind: str,
+    says: str,
+) -> None:
+    r = client.post("/v1/deletions", json=body, headers=auth(keys["privacy"]))
+    assert says in problem(r, 400, kind)["detail"]
+    assert "jane@example.com" not in r.text
+    assert "Jane Doe" not in r.text
+    listed = client.get("/v1/deletions", headers=auth(keys["privacy"]))
+    assert listed.status_code == 200
+    assert listed.json()["requests"] == [], "nothing was opened"
+
+
+def test_a_dashboard_session_reads_as_an_operator_and_never_writes(
+    client: TestClient, hw: Application, keys: dict[str, str]
+) -> None:
+    # An administrator logs in to the dashboard: the cookie is not the admin key.
+    login = client.post("/dashboard/session", json={"key": keys["admin"]})
+    assert login.status_code == 200, login.text
+    assert login.json()["roles"] == ["reader", "operator"]
+    assert client.cookies.get("hw_session")
+    # It reads what the dashboard shows: its data, the operator's reads, a user lookup.
+    for path in ("/v1/dashboard/live", "/v1/stats/ingestion", "/v1/users/u1/features"):
+        assert client.get(path).status_code == 200, path
+    # Nothing else of the admin's: 403 on reads needing another role ...
+    for path in ("/v1/admin/keys", "/v1/deletions/er_unknown"):
+        assert "needs the role" in problem(client.get(path), 403, "forbidden")["detail"]
+    # ... and 401 on every write route: the cookie authenticates no write at all.
+    before = len(hw.keys.list())
+    writes = [(m, p) for (m, p), roles in EXPECTED.items() if m != "GET" and roles != PUBLIC]
+    assert ("POST", "/v1/admin/keys") in writes
+    for method, path in writes:
+        url, body = request_for(method, path)
+        r = client.request(method, url, json=body)
+        assert "session only reads" in problem(r, 401, "unauthenticated")["detail"], (method, path)
+    assert len(hw.keys.list()) == before, "no key was created with the cookie"
+    # The logout (public, a write) still works, and ends the session.
+    assert client.delete("/dashboard/session").status_code == 200
+    assert client.get("/v1/dashboard/live").status_code == 401
+
+
+def test_a_session_has_only_the_dashboards_roles_its_key_holds(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    login = client.post("/dashboard/session", json={"key": keys["operator"]})
+    assert login.json()["roles"] == ["operator"]
+    assert client.get("/v1/dashboard/live").status_code == 200
+    r = client.get("/v1/users/u1/features")
+    assert "reader" in problem(r, 403, "forbidden")["detail"]

@@ -145,6 +145,38 @@ def test_ingestion_stats_have_rates_reasons_and_an_example(
     assert "message" not in example
 
 
+def test_undeclared_field_names_are_masked(
+    client: TestClient, hw: Application, web_key: str
+) -> None:
+    # Names the producer chose are shown by their length; the contract's names stay.
+    odd = event(
+        30,
+        payload={"dwell_ms": 5, "jane@example.com": "x", "dob-1990-01-01": {"deep@x.io": 1}},
+    )
+    odd["john.doe@example.com"] = "y"
+    only_top = event(31) | {"mary@example.com": 1}
+    r = client.post("/v1/signals", json=[only_top, odd], headers=auth(web_key))
+    assert r.status_code == 207, r.text
+    operator = make_key(hw, "sre", "operator")
+    stats = client.get("/v1/stats/ingestion", headers=auth(operator))
+    for name in ("jane@", "john.doe", "mary@", "1990-01-01", "deep@x.io", "example.com"):
+        assert name not in stats.text, name
+    web = next(t for t in stats.json()["teams"] if t["team"] == "web")
+    example = web["example_rejection"]
+    assert example["event"]["event_type"] == "view"
+    assert example["event"]["payload"] == {
+        "dwell_ms": "<number>",
+        "<undeclared field 2, 16 chars>": "<string, 1 chars>",
+        "<undeclared field 3, 14 chars>": {"<undeclared field 1, 9 chars>": "<number>"},
+    }
+    assert example["event"]["<undeclared field 8, 20 chars>"] == "<string, 1 chars>"
+    assert sorted((f["field"], f["rule"]) for f in web["top_fields"]) == [
+        ("<undeclared field>", "unknown_field"),
+        ("payload.<undeclared field>", "undeclared_payload_field"),
+    ]
+    assert example["field"] == "payload.<undeclared field>"
+
+
 def test_slo_report_and_breach_alert(client: TestClient, hw: Application, web_key: str) -> None:
     runtime = hw.consumer("features", batch_size=100)
     client.post("/v1/signals", json=[event(i) for i in range(30, 60)], headers=auth(web_key))

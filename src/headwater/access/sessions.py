@@ -3,6 +3,11 @@
 The cookie carries a random token; the control plane keeps only its SHA-256, the key
 it stands for and when it expires, so every gateway behind a load balancer accepts it
 and a revoked key ends its sessions too.
+
+A session is not the key: it acts with the roles the dashboard needs and no other
+(``SESSION_ROLES``, those of them the key holds), so a cookie taken from a browser
+where an administrator logged in cannot create keys or erase users. The gateway also
+accepts it on reads only (``gateway.security``).
 """
 
 from __future__ import annotations
@@ -11,12 +16,15 @@ import hashlib
 import secrets
 import time
 
+import msgspec
+
 from headwater._time import format_ms
 from headwater.access.keys import ApiKey, ApiKeys
+from headwater.access.roles import Role
 from headwater.control.base import ControlDatabase
 from headwater.errors import AuthenticationError, ConfigurationError
 
-__all__ = ["SESSION_TTL_S", "Sessions"]
+__all__ = ["SESSION_ROLES", "SESSION_TTL_S", "Sessions", "session_view"]
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS hw_sessions (
@@ -28,6 +36,16 @@ SCHEMA = (
 )
 #: How long a dashboard session lasts without logging in again.
 SESSION_TTL_S = 8 * 3600.0
+#: The roles a session may act with: the dashboard's data (operator) and its user
+#: lookup (reader), each only when the key holds it.
+SESSION_ROLES = (Role.READER, Role.OPERATOR)
+
+
+def session_view(key: ApiKey) -> ApiKey:
+    """The key as a session acts with it: the ``SESSION_ROLES`` it holds, nothing more
+    (an admin key's session is an operator and a reader, not an admin)."""
+    roles = tuple(r.value for r in SESSION_ROLES if key.has(r))
+    return msgspec.structs.replace(key, roles=roles, event_types=(), surfaces=())
 
 
 def _digest(token: str) -> str:
@@ -57,8 +75,9 @@ class Sessions:
         return token
 
     def authenticate(self, token: str) -> ApiKey:
-        """The key a session stands for; AuthenticationError when unknown, expired or
-        when the key was revoked."""
+        """The key a session stands for, narrowed to the session's roles
+        (``session_view``); AuthenticationError when unknown, expired or when the key
+        was revoked."""
         rows = self._db.execute(
             "SELECT key_id, expires_ms FROM hw_sessions WHERE token_hash = ?", (_digest(token),)
         )
@@ -70,7 +89,7 @@ class Sessions:
             raise AuthenticationError("the session's key no longer exists") from None
         if key.revoked_at is not None:
             raise AuthenticationError(f"API key {key.key_id} was revoked at {key.revoked_at}")
-        return key
+        return session_view(key)
 
     def end(self, token: str) -> None:
         """Log out: the session's token stops working."""

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -89,6 +90,23 @@ def _offline_and_erasure(stack: EmbeddedStack, user: str, keys: dict[str, str]) 
     typer.echo(f"features of {user} after the erasure (reader key): found={gone['found']}")
 
 
+def _evolve_rating(stack: EmbeddedStack, key: str) -> None:
+    """The reviews team's contracts key registers the next version of the type it owns:
+    ``rating`` with one optional field more (a compatible change)."""
+    import yaml
+
+    shipped = resources.files("headwater.contract") / "defaults" / "reviews.yaml"
+    doc = yaml.safe_load(shipped.read_text(encoding="utf-8"))
+    doc["event_types"]["rating"]["payload"]["photo_count"] = {"type": "int", "min": 0}
+    answer = httpx.post(f"{stack.url}/v1/contracts", json=doc, headers=_bearer(key), timeout=10)
+    _expect(answer, 201, "POST /v1/contracts")
+    changed = ", ".join(f"{c['name']} v{c['version']}" for c in answer.json()["changed"])
+    typer.echo(
+        f"\nthe reviews team's contracts key adds an optional field to rating "
+        f"(POST /v1/contracts): registered {changed}"
+    )
+
+
 def _expect(answer: httpx.Response, status: int, what: str) -> None:
     """Raise with the problem document's kind and detail unless ``answer`` has ``status``."""
     if answer.status_code != status:
@@ -113,10 +131,12 @@ def _role_keys(stack: EmbeddedStack) -> dict[str, str]:
         "reader": stack.app.keys.create("recommendations", roles=("reader",), kind="service"),
         "privacy": stack.app.keys.create("privacy-office", roles=("privacy",)),
         "operator": stack.app.keys.create("sre", roles=("operator",)),
+        "contracts": stack.app.keys.create("reviews", roles=("contracts",)),
     }
     typer.echo(
         "keys, one per role: a producer key for each of the six teams (its event types),\n"
         "  reader (the recommendation service), privacy (erasure requests and audits),\n"
+        "  contracts (the reviews team's schema owners),\n"
         f"  operator (log in to {stack.url}/dashboard with: {made['operator'][0]})"
     )
     return {role: secret for role, (secret, _) in made.items()}
@@ -194,6 +214,7 @@ def demo(
                 f"  {rule:<26}{count:>6}  e.g. {ex['team']}: {ex['field'] or '<event>'}:"
                 f" {ex['message'][:90]}"
             )
+        _evolve_rating(stack, keys["contracts"])
         _offline_and_erasure(stack, JOURNEY_USER, keys)
     finally:
         teams.stop()

@@ -199,7 +199,8 @@ class DeletionList(Strict):
 
 
 class SessionAnswer(Strict):
-    """A dashboard login: the key's team and roles (the session is in the cookie)."""
+    """A dashboard login: the key's team and the roles the session acts with (operator,
+    and reader when the key holds it; the session is in the cookie)."""
 
     team: str
     roles: list[str]

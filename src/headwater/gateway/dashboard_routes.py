@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 
 from headwater.access.roles import Role
+from headwater.access.sessions import session_view
 from headwater.application import Application
 from headwater.errors import PermissionDeniedError
 from headwater.gateway._deps import application
@@ -135,7 +136,8 @@ async def login(request: Request) -> Response:
             + ", ".join(key.roles)
         )
     token = await run_in_threadpool(hw.sessions.create, key)
-    response = SESSION.reply(SessionAnswer(team=key.team, roles=list(key.roles)))
+    # The roles the session acts with (operator, and reader when the key has it).
+    response = SESSION.reply(SessionAnswer(team=key.team, roles=list(session_view(key).roles)))
     response.set_cookie(
         SESSION_COOKIE,
         token,

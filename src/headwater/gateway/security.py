@@ -3,9 +3,13 @@
 ``requires(Role.READER)`` (or ``public()``) goes in a route's ``dependencies``. The
 caller is found from ``Authorization: Bearer <key>`` (or ``X-API-Key``), or from the
 dashboard's session cookie; it is looked up at most once a second per gateway, so a
-revoked key stops working on every gateway within a second. ``check_policies`` refuses
-to build an app with a route that declares neither, and ``policy_table`` reads the
-declarations back (the OpenAPI shows them as each operation's ``security``).
+revoked key stops working on every gateway within a second. The cookie is accepted on
+reads only (GET, HEAD: the dashboard's data and its user lookup) and acts with the
+roles the dashboard needs, operator and reader, never the rest of the key's
+(``access.sessions.session_view``): a write route answers 401 to a cookie.
+``check_policies`` refuses to build an app with a route that declares neither, and
+``policy_table`` reads the declarations back (the OpenAPI shows them as each
+operation's ``security``).
 
 401 when there is no key, an unknown one or a revoked one; 403 when the key lacks the
 role. Error messages name the role that is missing and never repeat the key.
@@ -47,6 +51,8 @@ __all__ = [
 #: How long a gateway trusts a key lookup: the bound on revocation, per gateway.
 KEY_CACHE_S = 1.0
 SESSION_COOKIE = "hw_session"
+#: The methods a dashboard session may call with: it reads, and logs out (a public route).
+_SESSION_METHODS = frozenset({"GET", "HEAD"})
 
 _bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description="An API key")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKeyHeader")
@@ -54,7 +60,8 @@ _cookie = APIKeyCookie(
     name=SESSION_COOKIE,
     auto_error=False,
     scheme_name="dashboardSession",
-    description="Set by POST /dashboard/session with an operator key",
+    description="Set by POST /dashboard/session with an operator key; good for reads "
+    "only (GET), with the roles operator and reader (when the key holds them)",
 )
 
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
@@ -93,6 +100,10 @@ def caller(request: Request, bearer: Bearer, header_key: HeaderKey, cookie: Cook
     if header_key:
         return _lookup(request, "key", header_key, hw.keys.authenticate)
     if cookie:
+        if request.method not in _SESSION_METHODS:
+            raise AuthenticationError(
+                "a dashboard session only reads: send an API key (as 'Authorization: Bearer <key>')"
+            )
         return _lookup(request, "session", cookie, hw.sessions.authenticate)
     raise AuthenticationError("missing API key (send it as 'Authorization: Bearer <key>')")
 

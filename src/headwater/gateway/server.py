@@ -5,7 +5,15 @@ their size: a client that trickles a header line every few seconds holds a conne
 (and its memory) forever. Here a connection whose request line and headers do not
 arrive within ``HEADER_TIMEOUT_S`` is closed, and so is one whose headers pass
 ``MAX_HEADER_BYTES``. Bodies are bounded in size and time where they are read
-(``gateway.bodies``).
+(``gateway.bodies``: 413, 408), and here too, for every request: a body still arriving
+``BODY_TIMEOUT_S`` (plus ``BODY_GRACE_S``, so a route's own 408 goes out first) after
+its headers closes the connection, whether or not the route reads it (a route without a
+body, or one that answered 401 or 403 before reading it).
+
+These guards live in a subclass of uvicorn's httptools protocol; httptools is a
+dependency of headwater. Should it be missing, uvicorn falls back to h11 and only the
+bounds of ``gateway.bodies`` apply (no header deadline or cap, no body deadline on
+routes that do not read one).
 """
 
 from __future__ import annotations
@@ -15,8 +23,9 @@ import os
 from typing import Any
 
 from headwater._duration import parse_duration
+from headwater.gateway.bodies import BODY_TIMEOUT_S
 
-__all__ = ["HEADER_TIMEOUT_S", "MAX_HEADER_BYTES", "server_config"]
+__all__ = ["BODY_GRACE_S", "HEADER_TIMEOUT_S", "MAX_HEADER_BYTES", "server_config"]
 
 #: Longest a request line and its headers may take to arrive (``HEADWATER_HEADER_TIMEOUT``).
 HEADER_TIMEOUT_S = parse_duration(
@@ -24,6 +33,9 @@ HEADER_TIMEOUT_S = parse_duration(
 )
 #: Most bytes of request line and headers one request may send.
 MAX_HEADER_BYTES = 64 * 1024
+#: How much longer than ``BODY_TIMEOUT_S`` a connection waits for its body before it is
+#: closed: a route reading the body answers 408 first.
+BODY_GRACE_S = 1.0
 
 
 def _guarded_protocol() -> type[Any] | None:
@@ -33,10 +45,13 @@ def _guarded_protocol() -> type[Any] | None:
         return None
 
     class GuardedHttpProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol with a deadline and a size cap on headers."""
+        """uvicorn's httptools protocol with a deadline and a size cap on headers, and a
+        deadline on each request's body."""
 
         _header_timer: asyncio.TimerHandle | None = None
         _header_bytes = 0
+        _body_timer: asyncio.TimerHandle | None = None
+        _in_body = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -50,6 +65,10 @@ def _guarded_protocol() -> type[Any] | None:
                 self._header_bytes += len(data)
                 if self._header_bytes > MAX_HEADER_BYTES:
                     self._close()
+            if self._in_body and self._body_timer is None and not self.transport.is_closing():
+                # Headers complete, body not: its deadline runs from now. A body that
+                # came with its headers (most requests) never starts a timer.
+                self._body_timer = self.loop.call_later(BODY_TIMEOUT_S + BODY_GRACE_S, self._close)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -57,10 +76,16 @@ def _guarded_protocol() -> type[Any] | None:
 
         def on_headers_complete(self) -> None:
             self._disarm()
+            self._in_body = True
             super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._end_body()
+            super().on_message_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            self._end_body()
             super().connection_lost(exc)
 
         def _arm(self) -> None:
@@ -73,8 +98,15 @@ def _guarded_protocol() -> type[Any] | None:
                 self._header_timer.cancel()
                 self._header_timer = None
 
+        def _end_body(self) -> None:
+            self._in_body = False
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+
         def _close(self) -> None:
             self._disarm()
+            self._end_body()
             if not self.transport.is_closing():
                 self.transport.close()
 

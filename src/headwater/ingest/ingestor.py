@@ -288,7 +288,9 @@ class Ingestor:
             (r.event_type or "unknown", r.rule) for r in rejections
         ).items():
             EVENTS_REJECTED.labels(producer, etype, rule).inc(n)
-        self.stats.record(producer, len(batch.fresh), rejections)
+        self.stats.record(
+            producer, len(batch.fresh), rejections, definitions=self._validator.definitions
+        )
         log.info(
             "publish",
             extra={

@@ -5,8 +5,13 @@ Kept in the memory of each gateway process (a minute-bucketed window); Prometheu
 aggregates the counters across gateways, this serves the live view. The example keeps
 the event's shape and nothing of its values: ids are replaced by their length and
 payload values by their JSON type, and the validator's message (which may quote a
-value) is not kept. So nothing here is personal data, and erasure has nothing to
-reach (``tests/gateway/test_security.py`` checks it).
+value) is not kept. Field names are kept only where the contract declares them (the
+canonical signal's fields, the event type's payload fields): a name the producer chose
+may be anything, an e-mail address included, so it is shown as its length, in the
+example and in the top fields alike. So nothing here is personal data, and erasure has
+nothing to reach (``tests/observe/test_observability.py::
+test_ingestion_stats_have_rates_reasons_and_an_example`` and
+``::test_undeclared_field_names_are_masked`` check it).
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ import re
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
+from headwater.contract.definition import EventTypeDefinition
+from headwater.contract.signal import ENVELOPE_FIELDS, SIGNAL_FIELDS
 from headwater.contract.validator import Rejection
 
-__all__ = ["IngestStats", "mask"]
+__all__ = ["IngestStats", "mask_event", "mask_field"]
 
 _WINDOW_S = 300
 
@@ -44,8 +52,16 @@ class IngestStats:
         self._teams: dict[str, _Team] = {}
         self._lock = threading.Lock()
 
-    def record(self, team: str, accepted: int, rejections: list[Rejection]) -> None:
-        """Count one batch."""
+    def record(
+        self,
+        team: str,
+        accepted: int,
+        rejections: list[Rejection],
+        *,
+        definitions: Mapping[str, EventTypeDefinition],
+    ) -> None:
+        """Count one batch; ``definitions`` (the registered event types) say which field
+        names are declared, and so shown."""
         now = int(time.time())
         with self._lock:
             t = self._teams.get(team)
@@ -60,14 +76,19 @@ class IngestStats:
                 t.buckets.popleft()
             for r in rejections:
                 t.reasons[r.rule] += 1
-                t.fields[r.field, r.rule] += 1
+                t.fields[mask_field(r.field, r.event_type, definitions), r.rule] += 1
             if rejections:
                 r = rejections[-1]
                 try:
                     event: Any = msgspec.json.decode(r.raw) if r.raw else None
                 except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                     event = None
-                t.example = {"event": mask(event), "field": r.field, "rule": r.rule, "at": now}
+                t.example = {
+                    "event": mask_event(event, definitions),
+                    "field": mask_field(r.field, r.event_type, definitions),
+                    "rule": r.rule,
+                    "at": now,
+                }
 
     def snapshot(self, window_s: int = 60) -> list[dict[str, Any]]:
         """Per team: events/s accepted and rejected over ``window_s``, top reasons, example."""
@@ -102,18 +123,71 @@ class IngestStats:
 #: names (an address or a sentence in them is masked like any other value).
 _KEPT = frozenset({"event_type", "surface"})
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: The top-level field names headwater declares: the canonical signal and its envelope.
+_SIGNAL = frozenset(SIGNAL_FIELDS) | frozenset(ENVELOPE_FIELDS)
+_NONE: frozenset[str] = frozenset()
+#: How a field name the contract does not declare is shown in the top fields.
+UNDECLARED = "<undeclared field>"
+_FIELD_NAME = re.compile(r"[^.\[]*")
 
 
-def mask(value: Any, key: str | None = None) -> Any:
+def _payload_fields(
+    event_type: Any, definitions: Mapping[str, EventTypeDefinition]
+) -> frozenset[str]:
+    definition = definitions.get(event_type) if isinstance(event_type, str) else None
+    return frozenset(definition.payload) if definition is not None else _NONE
+
+
+def mask_event(event: Any, definitions: Mapping[str, EventTypeDefinition]) -> Any:
     """The shape of a rejected event without its values: ids become their length, other
-    values their JSON type; keys (field names) stay, nested objects are masked alike."""
+    values their JSON type; field names stay where the contract declares them (the
+    signal's, the event type's payload fields) and are shown by their length elsewhere."""
+    if not isinstance(event, dict):
+        return _mask(event, _NONE)
+    payload = _payload_fields(event.get("event_type"), definitions)
+    out: dict[str, Any] = {}
+    for i, (key, value) in enumerate(list(event.items())[:50]):
+        name = str(key)
+        if name not in _SIGNAL:
+            out[_hidden(name, i)] = _mask(value, _NONE)
+        elif name in _KEPT and isinstance(value, str) and _NAME.fullmatch(value):
+            out[name] = value
+        else:
+            out[name] = _mask(value, payload if name == "payload" else _NONE)
+    return out
+
+
+def mask_field(
+    path: str, event_type: str | None, definitions: Mapping[str, EventTypeDefinition]
+) -> str:
+    """A rejection's field path (``payload.rating``, ``user_id``) with a name the
+    contract does not declare replaced by ``<undeclared field>``."""
+    head, dot, rest = path.partition(".")
+    if not path or (head in _SIGNAL and not dot):
+        return path
+    if head == "payload" and dot:
+        name = _FIELD_NAME.match(rest)
+        if name is not None and name.group(0) in _payload_fields(event_type, definitions):
+            return path
+        return f"payload.{UNDECLARED}"
+    return UNDECLARED
+
+
+def _hidden(name: str, index: int) -> str:
+    # Numbered: two undeclared names of the same length stay two keys.
+    return f"<undeclared field {index + 1}, {len(name)} chars>"
+
+
+def _mask(value: Any, declared: frozenset[str]) -> Any:
     if isinstance(value, dict):
-        return {str(k)[:64]: mask(v, str(k)) for k, v in list(value.items())[:50]}
+        return {
+            (str(k) if str(k) in declared else _hidden(str(k), i)): _mask(v, _NONE)
+            for i, (k, v) in enumerate(list(value.items())[:50])
+        }
     if isinstance(value, list):
-        return [mask(v) for v in value[:10]]
+        return [_mask(v, _NONE) for v in value[:10]]
     if isinstance(value, str):
-        kept = key in _KEPT and _NAME.fullmatch(value)
-        return value if kept else f"<string, {len(value)} chars>"
+        return f"<string, {len(value)} chars>"
     if value is None:
         return None
     kind = "bool" if isinstance(value, bool) else "number"
