@@ -17,7 +17,7 @@ import logging
 import re
 import string
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -261,20 +261,36 @@ def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCh
     return check
 
 
-def redis_key_scan(client: Any, prefix: str) -> StoreCheck:
+def redis_key_scan(client: Any, prefix: str, *, cluster: bool = False) -> StoreCheck:
     """One ``SCAN`` over the deployment's keys: a key holds a user if one of its
-    ``:``-separated parts, or all that follows its namespace, is the raw id."""
+    ``:``-separated parts, or all that follows its namespace, is the raw id. On a Redis
+    Cluster every master is scanned, and a key's hash tag (``{prefix:p3}:user:u1``) is
+    read as its prefix (``prefix:user:u1``)."""
+    patterns = [f"{prefix}:*", f"{{{prefix}:*"] if cluster else [f"{prefix}:*"]
+
+    def stored_keys() -> Iterator[str]:
+        for pattern in patterns:
+            if cluster:
+                for node in client.get_primaries():
+                    for raw in client.scan_iter(match=pattern, count=1000, target_nodes=node):
+                        yield raw.decode(errors="replace")
+            else:
+                for raw in client.scan_iter(match=pattern, count=1000):
+                    yield raw.decode(errors="replace")
 
     def check(users: Sequence[Subject]) -> CheckResult:
         wanted = {u.user_id for u in users}
         found: dict[str, list[str]] = {u: [] for u in wanted}
-        for raw in client.scan_iter(match=f"{prefix}:*", count=1000):
-            key = raw.decode(errors="replace")
+        for stored in stored_keys():
+            key = stored
+            if key.startswith("{") and "}" in key:
+                key = prefix + key[key.index("}") + 1 :]
             parts = key.split(":")
             for candidate in {*parts, key.split(":", 2)[-1]} & wanted:
-                found[candidate].append(key)
+                found[candidate].append(stored)
+        where = "on every master " if cluster else ""
         return (
-            f"SCAN over every key {prefix}:*",
+            f"SCAN {where}over every key {' and '.join(patterns)}",
             {u: (len(keys), {"keys": keys[:20]}) for u, keys in found.items()},
         )
 
