@@ -134,7 +134,7 @@ class RedisConnection:
         except self._down as exc:
             raise BackendUnavailableError(f"{self._where()}: {_describe(exc)}") from exc
         except self._errors as exc:
-            raise self._error(f"{self.what} at {self._where()}: {_describe(exc)}") from exc
+            raise self._error(f"{self.what} at {redacted(self.url)}: {_describe(exc)}") from exc
 
     def _where(self) -> str:
         return f"Redis {'Cluster ' if self.cluster else ''}at {redacted(self.url)}"
