@@ -65,6 +65,7 @@ class LocalCluster:
     def __init__(self, ports: list[int], processes: dict[int, subprocess.Popen[bytes]]) -> None:
         self.ports = ports
         self.processes = processes
+        self.commands: dict[int, list[str]] = {}
 
     @property
     def url(self) -> str:
@@ -91,6 +92,42 @@ class LocalCluster:
         proc = self.processes[port]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again (its nodes.conf makes it rejoin, as a replica)."""
+        self.processes[port] = subprocess.Popen(
+            self.commands[port], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def master_of(self, key: str) -> int:
+        """The port of the master that holds ``key``'s slot now."""
+        from redis.cluster import RedisCluster
+
+        client = RedisCluster.from_url(f"redis://127.0.0.1:{self.alive()[0]}")
+        try:
+            return int(client.get_node_from_key(key).port)
+        finally:
+            client.close()
+
+    def fail_over(self, key: str, timeout: float = 30.0) -> tuple[int, int]:
+        """SIGKILL the master of ``key``'s slot and wait until its replica is promoted
+        and the cluster is ok again; ``(killed, promoted)`` ports. The killed node stays
+        down: a master without persistence that restarted before its replica took over
+        would come back empty, still master of its slots, and its replica would copy
+        the emptiness (see the README's scale-out section)."""
+        victim = self.master_of(key)
+        self.kill(victim)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                promoted = self.master_of(key)
+            except Exception:
+                promoted = victim
+            if promoted != victim:
+                self.wait_ok(timeout)
+                return victim, promoted
+            time.sleep(0.1)
+        raise TimeoutError(f"no replica of {victim} was promoted within {timeout} s")
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Until every live node reports ``cluster_state:ok``."""
@@ -123,8 +160,7 @@ def local_cluster(
         for port in ports:
             node_dir = directory / str(port)
             node_dir.mkdir(parents=True, exist_ok=True)
-            processes[port] = subprocess.Popen(
-                [
+            cluster.commands[port] = [
                     server,
                     "--port", str(port),
                     "--cluster-enabled", "yes",
@@ -134,10 +170,8 @@ def local_cluster(
                     "--appendonly", "no",
                     "--bind", "127.0.0.1",
                     "--dir", str(node_dir),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            ]  # fmt: skip
+            cluster.restart(port)
         deadline = time.monotonic() + 20
         while any("PONG" not in _cli("-p", str(p), "ping", timeout=5) for p in ports):
             if time.monotonic() > deadline:

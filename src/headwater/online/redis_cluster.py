@@ -24,16 +24,22 @@ nothing of that partition). A put that spans partitions is atomic per partition,
 which is what replay needs: a partition whose script ran skips its records on replay,
 another re-applies them, and no row of one partition lives in another's slot.
 
-Failover. Replication is asynchronous. By default (``?wait=1``) each write is followed
-on the same connection by ``WAIT 1 <wait_ms>``: a put returns only once a replica holds
-it, so a master killed after the acknowledgement loses none of it when that replica is
-promoted (``tests/online/test_cluster_failover.py``). A WAIT that times out raises
-``BackendUnavailableError`` and the consumer writes the batch again. ``?wait=0`` skips
-the wait: then a write acknowledged in the last moments before a master dies (the
-replication lag, usually under a millisecond) can be lost with its position, and
-since the bus offset was committed after it, the running consumer does not read
-those records again; they are lost until the partition is replayed. Keep ``wait=1``
-unless the cluster has no replicas.
+Failover. Replication is asynchronous. By default (``?wait=1``) each write (a put's
+script, a claim) is followed on the same connection by ``WAIT 1 <wait_ms>`` (default
+1000): it returns only once a replica holds it, so a master killed after the
+acknowledgement loses none of it when that replica is promoted
+(``tests/history/test_exactly_once.py::test_exactly_once_on_a_redis_cluster_losing_a_master``).
+A WAIT that times out raises ``BackendUnavailableError``; the consumer retries the
+batch, finds the position written (the master has it) and goes on. What can still be
+lost: a write whose WAIT timed out, if its master then dies before the replica catches
+up; and any write to a master that has no connected replica (after its replica was
+promoted away and before the old node rejoins, there is nothing to wait for, so the
+write is not held up: the same state as one node without persistence). ``?wait=0``
+skips the wait: then a write acknowledged in the last moments before a master dies
+(the replication lag, usually under a millisecond) can be lost with its position,
+and since the bus offset is committed after the write, the running consumer does not
+read those records again: they are lost from the features until the partition is
+replayed (``headwater`` rebuilds from the archive). Keep ``wait=1``.
 
 Erasure: a user's rows are found by key (``delete``/``count``); ``keys`` and ``clear``
 SCAN every master.
@@ -109,7 +115,9 @@ class RedisClusterOnlineStore:
         n = partitions
         self.partition_of = partition_of or (lambda key: partition_for(key, n))
         self.wait = int(query.get("wait", ["1"])[-1])
-        self.wait_ms = int(query.get("wait_ms", ["2000"])[-1])
+        self.wait_ms = int(query.get("wait_ms", ["1000"])[-1])
+        #: Each master's connected replicas, as its last write found them.
+        self._replicas: dict[str, int] = {}
         self._conn = RedisConnection(url, what="Redis Cluster online store", error=OnlineStoreError)
         self.prefix = self._conn.prefix
         self._redis = self._conn.client
@@ -194,18 +202,23 @@ class RedisClusterOnlineStore:
             self._check_fence(group, {partition: generation}, {partition: found})
 
     def _on_slot(self, key: str, command: Callable[[Any], object]) -> Any:
-        """Run ``command`` on the master of ``key``'s slot, then (``wait``) ``WAIT`` for a
-        replica on the same connection; the command's answer. Retried while the cluster
-        moves the slot or promotes a replica (the commands given are idempotent)."""
+        """Run ``command`` on the master of ``key``'s slot, then ``WAIT`` for its replicas
+        on the same connection; the command's answer. Retried while the cluster moves
+        the slot or promotes a replica (the commands given are idempotent)."""
 
         def attempt() -> Any:
             for n in range(_ATTEMPTS):
                 try:
                     node = self._redis.get_node_from_key(key)
+                    # A master with fewer replicas than asked (its replica was promoted
+                    # away and has not come back) has nothing more to wait for.
+                    wait = min(self.wait, self._replicas.get(node.name, self.wait))
                     pipe = self._redis.get_redis_connection(node).pipeline(transaction=False)
                     command(pipe)
+                    if wait:
+                        pipe.execute_command("WAIT", wait, self.wait_ms)
                     if self.wait:
-                        pipe.execute_command("WAIT", self.wait, self.wait_ms)
+                        pipe.execute_command("INFO", "replication")
                     answers = pipe.execute()
                 except self._retry:
                     if n == _ATTEMPTS - 1:
@@ -213,11 +226,13 @@ class RedisClusterOnlineStore:
                     time.sleep(0.1 * 2**n)
                     self._redis.nodes_manager.initialize()
                     continue
-                if self.wait and int(answers[-1]) < self.wait:
+                if self.wait:
+                    self._replicas[node.name] = int(answers[-1].get("connected_slaves", 0))
+                if wait and int(answers[1]) < wait:
                     raise BackendUnavailableError(
                         f"Redis Cluster at {self.url}: {node.name} holds the write, but only "
-                        f"{answers[-1]} of {self.wait} replicas acknowledged it within "
-                        f"{self.wait_ms} ms (set ?wait=0 for a cluster without replicas)"
+                        f"{answers[1]} of {wait} replicas acknowledged it within "
+                        f"{self.wait_ms} ms"
                     )
                 return answers[0]
             raise AssertionError("unreachable")
