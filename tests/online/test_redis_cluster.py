@@ -4,6 +4,7 @@ and driver errors named at the boundary."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from headwater.bus.base import partition_for
 from headwater.errors import ConfigurationError, OnlineStoreError
 from headwater.online import Position, open_online_store
 from headwater.online.redis_cluster import RedisClusterOnlineStore
-from tests._redis_cluster import LocalCluster
+from tests._redis_cluster import LocalCluster, local_cluster
 
 pytestmark = pytest.mark.redis_cluster
 
@@ -104,4 +105,33 @@ def test_a_plain_client_on_a_cluster_names_the_node(redis_cluster: LocalCluster)
         with pytest.raises(OnlineStoreError, match=r"MovedError: \d+ 127\.0\.0\.1:\d+"):
             store.get("user", [user])
     finally:
+        store.close()
+
+
+def test_acknowledged_writes_survive_their_master_being_killed(
+    tmp_path: Path, redis_cluster: LocalCluster
+) -> None:
+    """Puts waited for a replica (``WAIT 1``): after the master of their slot is
+    SIGKILLed and its replica promoted, every acknowledged row and the position are
+    there, and writing goes on against the promoted master."""
+    with local_cluster(tmp_path / "cluster") as cluster:
+        store = open_online_store(f"{cluster.url}/?prefix=f&partitions=4")
+        users = [u for u in (f"u{i}" for i in range(400)) if partition_for(u, 4) == 0]
+        fence = store.claim("features", [0])
+        for n, user in enumerate(users, 1):
+            store.put(
+                "user",
+                {user: f"row{n}".encode()},
+                group="features",
+                positions={0: Position(n, n)},
+                fence=fence,
+            )
+        killed, promoted = cluster.fail_over("{f:p0}:positions:features")
+        assert promoted != killed
+        assert store.positions("features")[0] == Position(len(users), len(users))
+        rows = store.get("user", users)
+        assert rows == {u: f"row{n}".encode() for n, u in enumerate(users, 1)}
+        # The promoted master has no replica yet: nothing to wait for, writes go on.
+        store.put("user", {users[0]: b"after"}, group="features", fence=fence)
+        assert store.get("user", [users[0]]) == {users[0]: b"after"}
         store.close()

@@ -228,7 +228,9 @@ class RedisClusterOnlineStore:
                     continue
                 if self.wait:
                     self._replicas[node.name] = int(answers[-1].get("connected_slaves", 0))
-                if wait and int(answers[1]) < wait:
+                # Fewer acknowledgements than asked are a failure only when the master
+                # has the replicas to give them (a promoted one may have none yet).
+                if wait and int(answers[1]) < min(wait, self._replicas[node.name]):
                     raise BackendUnavailableError(
                         f"Redis Cluster at {self.url}: {node.name} holds the write, but only "
                         f"{answers[1]} of {wait} replicas acknowledged it within "
