@@ -135,3 +135,41 @@ def test_acknowledged_writes_survive_their_master_being_killed(
         store.put("user", {users[0]: b"after"}, group="features", fence=fence)
         assert store.get("user", [users[0]]) == {users[0]: b"after"}
         store.close()
+
+
+def test_the_erasure_verification_scans_every_master(redis_cluster_url: str) -> None:
+    """The independent check of an erasure finds a user's keys on any master, the
+    online rows (hash-tagged) and the idempotency window's entries, and nothing once
+    both stores erased the user."""
+    from headwater._redis import RedisConnection
+    from headwater.dedupe import open_idempotency_window
+    from headwater.erasure.verify import Subject, redis_key_scan
+
+    url = f"{redis_cluster_url}/?prefix=v{uuid.uuid4().hex[:8]}&partitions=8"
+    store = open_online_store(url)
+    window = open_idempotency_window(url, window_s=3600)
+    conn = RedisConnection(url, what="verification")
+    users = [f"erased-{i}" for i in range(12)]
+    try:
+        store.put("user", dict.fromkeys(users, b"row"))
+        window.remember([(f"ev-{u}", u) for u in users])
+        check = redis_key_scan(conn.client, conn.prefix, cluster=conn.cluster)
+        subjects = [Subject(u, f"s-{u}") for u in users]
+        _, found = check(subjects)
+        assert all(found[u][0] == 2 for u in users), found  # the row and the window's index
+        assert store.delete("user", users) == len(users)
+        assert window.erase_users(users) == dict.fromkeys(users, 1)
+        _, found = check(subjects)
+        assert all(found[u][0] == 0 for u in users), found
+    finally:
+        conn.close()
+        window.close()
+        store.close()
+
+
+def test_a_cluster_window_is_not_shared_with_the_rate_limiter() -> None:
+    from headwater.config import _shared_limiter
+
+    cluster = "redis+cluster://r1:7000,r2:7000"
+    assert _shared_limiter("/tmp", "postgresql://pg/hw", cluster) == "postgresql://pg/hw"
+    assert _shared_limiter("/tmp", "postgresql://pg/hw", "redis://r:6379") == "redis://r:6379"
