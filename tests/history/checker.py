@@ -1,8 +1,8 @@
 """The exactly-once history checker: real processes, injected faults, an exact ledger.
 
 Two gateways (``headwater serve``), feature consumers and an archive consumer run as
-separate processes on one deployment (the embedded files, or NATS + Redis +
-PostgreSQL). A driver publishes a known set of events in batches, some sent to both
+separate processes on one deployment (the embedded files, NATS + Redis + PostgreSQL,
+or NATS + a Redis Cluster + PostgreSQL with a master killed midway). A driver publishes a known set of events in batches, some sent to both
 gateways at once (a hedged retry), some sent again after a client timeout, every one
 sent until a gateway accepts it. Meanwhile a chaos thread SIGKILLs random gateways and
 consumers and starts them again, and a second feature consumer joins during a backlog
