@@ -2,9 +2,10 @@
 
 Two gateways (``headwater serve``), feature consumers and an archive consumer run as
 separate processes on one deployment (the embedded files, NATS + Redis + PostgreSQL,
-or NATS + a Redis Cluster + PostgreSQL with a master killed midway). A driver publishes a known set of events in batches, some sent to both
-gateways at once (a hedged retry), some sent again after a client timeout, every one
-sent until a gateway accepts it. Meanwhile a chaos thread SIGKILLs random gateways and
+or NATS + a Redis Cluster + PostgreSQL with a master killed midway). A driver
+publishes a known set of events in batches, some sent to both gateways at once (a
+hedged retry), some sent again after a client timeout, every one sent until a gateway
+accepts it. Meanwhile a chaos thread SIGKILLs random gateways and
 consumers and starts them again, and a second feature consumer joins during a backlog
 (a rebalance). At the end, every accepted event id must be counted exactly once in its
 user's features and stored exactly once in the archive.
