@@ -12,8 +12,13 @@ are read most), as a recommender would.
   keep-alive connections (a minimal client: its own cost stays far below the
   server's). Baseline, same run, same rate: ``GET /v1/health``, measured before and
   after the feature reads.
+- ``--redis``: the same rows and positions copied into a single-node Redis
+  (``--redis-url``) and into a private Redis Cluster (three masters, one replica each,
+  started by this run with ``tests/_redis_cluster.py``); ``FeatureReader.read`` and
+  the raw ``store.get`` timed on each, interleaved user by user, in the same run.
 
     .venv/bin/python bench/bench_reads.py [--events 300000] [--rate 1000] [--seconds 10]
+    .venv/bin/python bench/bench_reads.py --redis [--no-http]
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -97,6 +104,78 @@ def in_process(settings: Settings, users: list[str]) -> dict[str, Any]:
     }
 
 
+def _copy_rows(settings: Settings, url: str) -> Settings:
+    """The SQLite online store's user rows and positions, written to the store at ``url``;
+    settings that read from it."""
+    target = msgspec.structs.replace(settings, online_url=url)
+    source_app, target_app = Application(settings), Application(target)
+    try:
+        source, store = source_app.online, target_app.online
+        users = source.keys("user")
+        positions = source.positions("features")
+        for first in range(0, len(users), 2000):
+            chunk = users[first : first + 2000]
+            store.put("user", source.get("user", chunk))
+        store.put("user", {}, group="features", positions=positions)
+    finally:
+        source_app.close()
+        target_app.close()
+    return target
+
+
+def redis_reads(settings: Settings, users: list[str], redis_url: str) -> dict[str, Any]:
+    """Reads of the same users from single-node Redis and from a Redis Cluster."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests._redis_cluster import local_cluster
+
+    prefix = f"bench{random.getrandbits(32):08x}"
+    with tempfile.TemporaryDirectory() as tmp, local_cluster(Path(tmp)) as cluster:
+        stores = {
+            "redis": _copy_rows(settings, f"{redis_url}?prefix={prefix}"),
+            "redis_cluster": _copy_rows(settings, f"{cluster.url}/?prefix={prefix}"),
+        }
+        apps = {name: Application(s) for name, s in stores.items()}
+        try:
+            readers = {name: app.features for name, app in apps.items()}
+            raw = {name: app.online for name, app in apps.items()}
+            for name in stores:
+                for user in users[:2000]:  # connections, positions cache
+                    readers[name].read(user)
+            read_ms: dict[str, list[float]] = {name: [] for name in stores}
+            get_ms: dict[str, list[float]] = {name: [] for name in stores}
+            clock = time.perf_counter_ns
+            for user in users:
+                for name in stores:  # interleaved: both see the same moment of the machine
+                    t0 = clock()
+                    raw[name].get("user", [user])
+                    t1 = clock()
+                    readers[name].read(user)
+                    t2 = clock()
+                    get_ms[name].append((t1 - t0) / 1e6)
+                    read_ms[name].append((t2 - t1) / 1e6)
+            out: dict[str, Any] = {
+                name: {
+                    "read_ms": summary_ms(read_ms[name], 4),
+                    "raw_get_ms": summary_ms(get_ms[name], 4),
+                }
+                for name in stores
+            }
+        finally:
+            for app in apps.values():
+                app.close()
+            cleanup = Application(stores["redis"])
+            cleanup.online.clear("user")
+            cleanup.close()
+    single, multi = out["redis"], out["redis_cluster"]
+    out["reads"] = len(users)
+    out["cluster"] = "3 masters + 1 replica each, local redis-server 7.0, WAIT 1 on writes"
+    out["cluster_vs_single_read_p99"] = round(multi["read_ms"]["p99"] / single["read_ms"]["p99"], 2)
+    out["cluster_vs_single_get_p99"] = round(
+        multi["raw_get_ms"]["p99"] / single["raw_get_ms"]["p99"], 2
+    )
+    return out
+
+
 def over_http(
     home: Path, key: str, users: list[str], rate: float, seconds: float, port: int
 ) -> dict[str, Any]:
@@ -144,6 +223,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="HTTP requests/s")
     parser.add_argument("--seconds", type=float, default=10.0, help="per HTTP phase")
     parser.add_argument("--port", type=int, default=8732)
+    parser.add_argument("--redis", action="store_true", help="Redis vs Redis Cluster reads")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP phases")
     args = parser.parse_args()
     pin(CLIENT_CORE)
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,17 +236,16 @@ def main() -> None:
         rng = random.Random(5)
         # Readers ask in proportion to activity: sample the users of random events.
         users = [rng.choice(activity) for _ in range(max(args.reads, int(args.rate * 12)))]
-        local = in_process(settings, users[: args.reads])
-        remote = over_http(home, key, users, args.rate, args.seconds, args.port)
-    emit(
-        "reads",
-        {
+        figures: dict[str, Any] = {
             "events": args.events,
             "users_with_rows": len(set(activity)),
-            "in_process": local,
-            "http": remote,
-        },
-    )
+            "in_process": in_process(settings, users[: args.reads]),
+        }
+        if not args.no_http:
+            figures["http"] = over_http(home, key, users, args.rate, args.seconds, args.port)
+        if args.redis:
+            figures["redis_in_process"] = redis_reads(settings, users[: args.reads], args.redis_url)
+    emit("reads", figures)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import pytest
 from headwater.contract.definition import RegisteredEventType
 from headwater.contract.loader import default_definitions
 from headwater.contract.validator import SignalValidator
+from tests._redis_cluster import LocalCluster, local_cluster, redis_server_binary
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -65,6 +66,26 @@ def postgres_url() -> Iterator[str]:
 def redis_url() -> str:
     """A Redis URL (database 15); tests use a unique key prefix each."""
     return server_url("redis")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A private Redis Cluster for the session: three masters and one replica each, on
+    free ports (``tests/_redis_cluster.py``). Skipped locally without ``redis-server``;
+    a failure under CI=true."""
+    if redis_server_binary() is None:
+        message = "redis-server is not installed (needed for the Redis Cluster tests)"
+        if IN_CI:
+            pytest.fail(f"{message}; CI requires it", pytrace=False)
+        pytest.skip(message)
+    with local_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: LocalCluster) -> str:
+    """The session cluster's ``redis+cluster://`` URL (tests add a unique prefix)."""
+    return redis_cluster.url
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The idempotency window over both backends: remember, seen, and erasure of users."""
+"""The idempotency window over every backend (SQLite, Redis, Redis Cluster): remember,
+seen, claims, and erasure of users."""
 
 from __future__ import annotations
 
@@ -13,10 +14,19 @@ from headwater.dedupe.base import IdempotencyWindow
 from tests.conftest import server_url
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis_cluster),
+    ]
+)
 def window(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IdempotencyWindow]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'dedupe.db'}"
+    elif request.param == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster_url")
+        url = f"{cluster}/?prefix=hwtest-{uuid.uuid4().hex[:8]}"
     else:
         url = f"{server_url('redis')}?prefix=hwtest-{uuid.uuid4().hex[:8]}"
     w = open_idempotency_window(url, window_s=3600)

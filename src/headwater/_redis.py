@@ -4,20 +4,57 @@
 so several deployments (or test runs) can share one server. Driver errors become
 headwater's own: an unreachable server is ``BackendUnavailableError`` (callers wait
 and retry), anything else the backend's own error type.
+
+A Redis Cluster is named by ``redis+cluster://host:port,host:port/?prefix=hw`` (any
+of its nodes; the client discovers the others) or by ``redis://host:port?cluster=true``
+(``rediss`` for TLS). The client is then redis-py's ``RedisCluster``, which follows
+``MOVED``/``ASK`` redirections and refreshes its slot map after a failover. While a
+failover is under way (``CLUSTERDOWN``, ``MASTERDOWN``, ``TRYAGAIN``, an uncovered
+slot) the error is ``BackendUnavailableError``, like an unreachable server: callers
+wait and retry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from headwater._url import redacted
-from headwater.errors import BackendError, BackendUnavailableError, MissingDependencyError
+from headwater.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    MissingDependencyError,
+)
 
-__all__ = ["RedisConnection"]
+__all__ = ["RedisConnection", "cluster_nodes", "is_cluster_url"]
 
 _T = TypeVar("_T")
+_TRUE = ("1", "true", "yes", "on")
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://`` or ``?cluster=true``)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() in ("redis+cluster", "rediss+cluster"):
+        return True
+    return parse_qs(parts.query).get("cluster", ["no"])[-1].lower() in _TRUE
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """The ``(host, port)`` startup nodes a cluster URL lists (comma-separated)."""
+    netloc = urlsplit(url).netloc.rsplit("@", 1)[-1]
+    nodes = []
+    for item in filter(None, netloc.split(",")):
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "6379")
+        try:
+            nodes.append((host.strip("[]") or "127.0.0.1", int(port)))
+        except ValueError:
+            raise ConfigurationError(f"{redacted(url)}: bad node {item!r}") from None
+    if not nodes:
+        raise ConfigurationError(f"{redacted(url)} names no Redis Cluster node")
+    return nodes
 
 
 class RedisConnection:
@@ -38,23 +75,69 @@ class RedisConnection:
         self.url = url
         self.what = what
         self.prefix = parse_qs(urlsplit(url).query).get("prefix", ["hw"])[-1]
-        self.client: Any = redis.Redis.from_url(
-            url.split("?", 1)[0], socket_timeout=socket_timeout, socket_connect_timeout=5
+        #: True when the client is redis-py's cluster client.
+        self.cluster = is_cluster_url(url)
+        self.client: Any = (
+            self._cluster_client(url, socket_timeout)
+            if self.cluster
+            else redis.Redis.from_url(
+                url.split("?", 1)[0], socket_timeout=socket_timeout, socket_connect_timeout=5
+            )
         )
         self.no_script: type[Exception] = redis.exceptions.NoScriptError
         self.watch_error: type[Exception] = redis.exceptions.WatchError
         self._error = error
-        self._down = (redis.ConnectionError, redis.TimeoutError)
-        self._errors = (redis.RedisError,)
+        # A failover in progress answers like an unreachable server: wait and retry.
+        self._down: tuple[type[Exception], ...] = (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            redis.exceptions.ClusterDownError,
+            redis.exceptions.TryAgainError,
+            redis.exceptions.SlotNotCoveredError,
+        )
+        self._errors: tuple[type[Exception], ...] = (
+            redis.RedisError,
+            redis.exceptions.RedisClusterException,
+        )
+
+    @staticmethod
+    def _cluster_client(url: str, socket_timeout: float) -> Any:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        parts = urlsplit(url)
+        db = parts.path.strip("/")
+        if db not in ("", "0"):
+            raise ConfigurationError(f"{redacted(url)}: a Redis Cluster has database 0 only")
+        try:
+            return RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in cluster_nodes(url)],  # type: ignore[no-untyped-call]
+                username=unquote(parts.username) if parts.username else None,
+                password=unquote(parts.password) if parts.password else None,
+                ssl=parts.scheme.lower().startswith("rediss"),
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=5,
+            )
+        except redis_errors() as exc:
+            raise BackendUnavailableError(f"Redis Cluster at {redacted(url)}: {exc}") from exc
+
+    def primaries(self) -> list[Any]:
+        """The nodes to ask for what lives on every master (SCAN): one client, or each
+        master of the cluster."""
+        if not self.cluster:
+            return [None]
+        return list(self.client.get_primaries())
 
     def call(self, fn: Callable[[], _T]) -> _T:
-        """Run ``fn`` with driver errors translated."""
+        """Run ``fn`` with driver errors translated (naming the server or cluster)."""
         try:
             return fn()
         except self._down as exc:
-            raise BackendUnavailableError(f"Redis at {redacted(self.url)}: {exc}") from exc
+            raise BackendUnavailableError(f"{self._where()}: {_describe(exc)}") from exc
         except self._errors as exc:
-            raise self._error(f"{self.what} at {redacted(self.url)}: {exc}") from exc
+            raise self._error(f"{self.what} at {redacted(self.url)}: {_describe(exc)}") from exc
+
+    def _where(self) -> str:
+        return f"Redis {'Cluster ' if self.cluster else ''}at {redacted(self.url)}"
 
     def persistence(self) -> dict[str, object]:
         """What the server keeps on disk of deleted keys, for an erasure's evidence.
@@ -65,8 +148,13 @@ class RedisConnection:
         services that disable ``CONFIG``); rewriting them is the operator's.
         """
         try:
-            found = self.client.config_get("save")
-            found.update(self.client.config_get("appendonly"))
+            if self.cluster:
+                # Every node answers; the cluster's setting is the least private one.
+                found = _merged(self.client.config_get("save", target_nodes="all"))
+                found.update(_merged(self.client.config_get("appendonly", target_nodes="all")))
+            else:
+                found = self.client.config_get("save")
+                found.update(self.client.config_get("appendonly"))
         except self._errors as exc:
             return {"server_persistence": f"unknown ({exc}); see docs/erasure.md"}
         save = str(found.get("save", "")).strip()
@@ -84,3 +172,33 @@ class RedisConnection:
     def close(self) -> None:
         """Release the connection pool."""
         self.client.close()
+
+
+def redis_errors() -> tuple[type[Exception], ...]:
+    """Every error the redis driver raises (for a connection made outside ``call``)."""
+    import redis
+
+    return (redis.RedisError, redis.exceptions.RedisClusterException)
+
+
+def _describe(exc: Exception) -> str:
+    # A redirection names the slot and the node that holds it; the type says what it was.
+    text = str(exc) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}" if exc.__class__.__name__ not in text else text
+
+
+def _merged(answers: Any) -> dict[str, str]:
+    """One ``CONFIG GET`` answer from each node's: non-empty values win."""
+    if not isinstance(answers, dict) or not answers:
+        return {}
+    first = next(iter(answers.values()))
+    if not isinstance(first, dict):
+        return {str(k): str(v) for k, v in answers.items()}
+    out: dict[str, str] = {}
+    for node in answers.values():
+        for key, value in node.items():
+            if str(value).strip() and str(value).strip() != "no":
+                out[str(key)] = str(value)
+            else:
+                out.setdefault(str(key), str(value))
+    return out

@@ -32,8 +32,11 @@ def _policy(value: str) -> str:
 
 def _shared_limiter(base: str, control: str, dedupe: str) -> str:
     # Whatever every gateway of the deployment already shares: Redis first (one round
-    # trip, no disk), then PostgreSQL, else a file beside the embedded stores.
-    if dedupe.startswith(("redis://", "rediss://")):
+    # trip, no disk), then PostgreSQL, else a file beside the embedded stores. The rate
+    # limiter speaks to one Redis node: a Redis Cluster window is not shared with it.
+    from headwater._redis import is_cluster_url
+
+    if dedupe.startswith(("redis://", "rediss://")) and not is_cluster_url(dedupe):
         return dedupe
     if control.startswith(("postgresql://", "postgres://")):
         return control

@@ -1,10 +1,11 @@
 """The exactly-once history checker: real processes, injected faults, an exact ledger.
 
 Two gateways (``headwater serve``), feature consumers and an archive consumer run as
-separate processes on one deployment (the embedded files, or NATS + Redis +
-PostgreSQL). A driver publishes a known set of events in batches, some sent to both
-gateways at once (a hedged retry), some sent again after a client timeout, every one
-sent until a gateway accepts it. Meanwhile a chaos thread SIGKILLs random gateways and
+separate processes on one deployment (the embedded files, NATS + Redis + PostgreSQL,
+or NATS + a Redis Cluster + PostgreSQL with a master killed midway). A driver
+publishes a known set of events in batches, some sent to both gateways at once (a
+hedged retry), some sent again after a client timeout, every one sent until a gateway
+accepts it. Meanwhile a chaos thread SIGKILLs random gateways and
 consumers and starts them again, and a second feature consumer joins during a backlog
 (a rebalance). At the end, every accepted event id must be published exactly once on
 the bus, counted exactly once in its user's features and stored exactly once in the
@@ -34,6 +35,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -173,9 +175,15 @@ class Deployment:
         )
         return done.stdout
 
-    def wait_ready(self, url: str, timeout: float = 60) -> None:
+    def wait_ready(self, url: str, timeout: float = 60, component: Component | None = None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            proc = component.proc if component is not None else None
+            if component is not None and proc is not None and proc.poll() is not None:
+                # It exited at startup (a backend in failover did not answer its checks):
+                # start it again, as a supervisor would.
+                time.sleep(0.5)
+                component.start()
             try:
                 if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
                     return
@@ -287,7 +295,7 @@ class Chaos:
             victim.start()
             if victim in self.deployment.gateways:
                 port = self.deployment.ports[self.deployment.gateways.index(victim)]
-                self.deployment.wait_ready(f"http://127.0.0.1:{port}")
+                self.deployment.wait_ready(f"http://127.0.0.1:{port}", component=victim)
 
 
 def _features_by_user(env: dict[str, str], users: list[str]) -> dict[str, int]:
@@ -382,8 +390,12 @@ def run(
     seed: int = 7,
     concurrency: int = 4,
     pace_s: float = 0.3,
+    midway: Callable[[], str] | None = None,
+    midway_after_s: float = 6.0,
 ) -> Report:
-    """One history: publish, inject faults, drain, and check the ledger."""
+    """One history: publish, inject faults, drain, and check the ledger. ``midway`` is
+    one more fault (a server's, say), injected ``midway_after_s`` into the publishing;
+    it returns its name for the report."""
     started = time.monotonic()
     report = Report()
     env = {**env, "HEADWATER_HOME": str(home)}
@@ -406,6 +418,16 @@ def run(
     driver = Driver(deployment, key.group(1), report, seed, pace_s)
     chaos = Chaos(deployment, report, seed + 1)
     chaos.thread.start()
+    extra: threading.Thread | None = None
+    if midway is not None:
+        fault = midway
+
+        def inject() -> None:
+            if not chaos.stop_event.wait(midway_after_s):
+                report.faults[fault()] += 1
+
+        extra = threading.Thread(target=inject, daemon=True)
+        extra.start()
     try:
         with ThreadPoolExecutor(concurrency) as pool:
             half = len(batches) // 2
@@ -417,6 +439,8 @@ def run(
     finally:
         chaos.stop_event.set()
         chaos.thread.join(60)
+        if extra is not None:
+            extra.join(60)
     # Everything running again, then drained.
     for component in deployment.everything():
         if component.proc is None or component.proc.poll() is not None:

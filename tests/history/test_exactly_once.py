@@ -1,4 +1,5 @@
-"""Exactly once under faults, on the embedded stack and on NATS + Redis + PostgreSQL.
+"""Exactly once under faults, on the embedded stack, on NATS + Redis + PostgreSQL, and
+on NATS + a Redis Cluster that loses a master mid-stream + PostgreSQL.
 
 See ``checker.py``: two gateways, feature and archive consumers as processes, hedged
 and timed-out resends, SIGKILLs, a consumer joining during a backlog. 0 lost, 0 double.
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import server_url
+from tests._redis_cluster import local_cluster, redis_server_binary
+from tests.conftest import IN_CI, server_url
 from tests.history.checker import run
 
 pytestmark = pytest.mark.slow
@@ -59,3 +61,46 @@ def test_exactly_once_on_nats_redis_and_postgresql(tmp_path: Path, postgres_url:
     report = run(tmp_path / "hw", env)
     assert report.ok, report.summary()
     assert sum(report.faults.values()) >= 5, report.summary()
+
+
+@pytest.mark.nats
+@pytest.mark.postgres
+@pytest.mark.redis_cluster
+def test_exactly_once_on_a_redis_cluster_losing_a_master(tmp_path: Path, postgres_url: str) -> None:
+    """The online store and the idempotency window on a Redis Cluster (three masters,
+    one replica each); six seconds into the publishing the master holding partition
+    0's rows and position is SIGKILLed, its replica takes over (node timeout 1 s), and
+    then the node comes back, as a replica. Acknowledged writes waited for the replica
+    (``WAIT 1``), so none is lost: 0 lost, 0 double."""
+    if redis_server_binary() is None:
+        message = "redis-server is not installed"
+        if IN_CI:
+            pytest.fail(f"{message}; CI requires it", pytrace=False)
+        pytest.skip(message)
+    tag = uuid.uuid4().hex[:8]
+    with local_cluster(tmp_path / "cluster") as cluster:
+        prefix = f"hist{tag}"
+        url = f"{cluster.url}/?prefix={prefix}&partitions=4"
+        env = _env(
+            HEADWATER_BUS_URL=(
+                f"{server_url('nats')}?topic=hist{tag}&partitions=4"
+                "&session_timeout=2s&heartbeat=0.2s"
+            ),
+            HEADWATER_ONLINE_URL=url,
+            HEADWATER_DEDUPE_URL=url,
+            HEADWATER_CONTROL_URL=postgres_url,
+            HEADWATER_ERASURE_KEY="ab" * 32,
+        )
+        promoted: list[tuple[int, int]] = []
+
+        def kill_a_master() -> str:
+            killed, master = cluster.fail_over(f"{{{prefix}:p0}}:positions:features")
+            promoted.append((killed, master))
+            # Back as a replica of the promoted one, once the promotion is done.
+            cluster.restart(killed)
+            return "SIGKILL redis cluster master"
+
+        report = run(tmp_path / "hw", env, midway=kill_a_master)
+        assert report.faults["SIGKILL redis cluster master"] == 1, report.summary()
+        assert promoted
+        assert report.ok, report.summary()

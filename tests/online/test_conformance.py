@@ -1,4 +1,4 @@
-"""The online store port's conformance suite, over SQLite and Redis."""
+"""The online store port's conformance suite, over SQLite, Redis and Redis Cluster."""
 
 from __future__ import annotations
 
@@ -13,12 +13,22 @@ from headwater.online import OnlineStore, Position, open_online_store
 from tests.conftest import server_url
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis_cluster),
+    ]
+)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'online.db'}"
         return
-    url = f"{server_url('redis')}?prefix=t{uuid.uuid4().hex[:10]}"
+    if request.param == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster_url")
+        url = f"{cluster}/?prefix=t{uuid.uuid4().hex[:10]}&partitions=8"
+    else:
+        url = f"{server_url('redis')}?prefix=t{uuid.uuid4().hex[:10]}"
     yield url
     store = open_online_store(url)
     for ns in ("user", "item", "other"):

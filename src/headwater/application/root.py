@@ -51,7 +51,7 @@ from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec, load_features
 from headwater.features.versions import FeatureVersions
 from headwater.ingest.erased import ErasedUsers
 from headwater.ingest.ingestor import Ingestor
-from headwater.online import OnlineStore, open_online_store
+from headwater.online import OnlineStore, needs_partitioner, open_online_store
 from headwater.ratelimit import RateLimiter, open_rate_limiter
 from headwater.recommend.recommender import Recommender
 from headwater.registry.contracts import ContractRegistry
@@ -135,8 +135,14 @@ class Application:
         return bus
 
     def open_online_store(self) -> OnlineStore:
-        """An online-store connection of its own (the feature consumer writes through one)."""
-        store = open_online_store(self.settings.online_url)
+        """An online-store connection of its own (the feature consumer writes through one).
+
+        A Redis Cluster keeps each bus partition's keys in one slot: it is given the
+        bus's partitioner."""
+        url = self.settings.online_url
+        bus = self.bus if needs_partitioner(url) else None
+        partitioner = (bus.partition_of, bus.partitions) if bus is not None else None
+        store = open_online_store(url, partitioner=partitioner)
         self.own("online store", store.close)
         return store
 

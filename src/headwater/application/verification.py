@@ -39,7 +39,7 @@ def _store_check(app: Application, url: str) -> StoreCheck:
     if scheme in ("redis", "rediss"):
         conn = RedisConnection(url, what="erasure verification")
         app.own("erasure verification (redis)", conn.close)
-        return redis_scan(conn.client, conn.prefix)
+        return redis_scan(conn.client, conn.prefix, cluster=conn.cluster)
     raise ValueError(f"no independent check for a store at {scheme}://")
 
 

@@ -18,12 +18,18 @@ def _sqlite(url: str, window_s: float) -> IdempotencyWindow:
 
 
 def _redis(url: str, window_s: float) -> IdempotencyWindow:
+    from headwater._redis import is_cluster_url
+
+    if is_cluster_url(url):
+        from headwater.dedupe.redis_cluster import RedisClusterIdempotencyWindow
+
+        return RedisClusterIdempotencyWindow(url, window_s=window_s)
     from headwater.dedupe.redis import RedisIdempotencyWindow
 
     return RedisIdempotencyWindow(url, window_s=window_s)
 
 
-#: URL scheme -> backend factory.
+#: URL scheme -> backend factory (``redis+cluster`` is ``redis``: the URL says cluster).
 SUPPORTED_WINDOWS: dict[str, Callable[[str, float], IdempotencyWindow]] = {
     "sqlite": _sqlite,
     "redis": _redis,
@@ -32,7 +38,8 @@ SUPPORTED_WINDOWS: dict[str, Callable[[str, float], IdempotencyWindow]] = {
 
 
 def open_idempotency_window(url: str, *, window_s: float = 86_400.0) -> IdempotencyWindow:
-    """The idempotency window a URL names (``sqlite:///dedupe.db`` or ``redis://...``)."""
+    """The idempotency window a URL names (``sqlite:///dedupe.db``, ``redis://...`` or
+    ``redis+cluster://host:port,...``)."""
     factory = SUPPORTED_WINDOWS.get(scheme_of(url))
     if factory is None:
         raise ConfigurationError(

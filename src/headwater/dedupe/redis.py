@@ -1,4 +1,7 @@
-"""The scale-out idempotency window: Redis keys with a TTL, shared by every gateway."""
+"""The scale-out idempotency window: Redis keys with a TTL, shared by every gateway.
+
+One Redis node; a Redis Cluster is ``headwater.dedupe.redis_cluster`` (its scripts
+touch keys of one slot only)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import logging
 import re
 import string
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -301,11 +301,21 @@ def _redis_values(client: Any, keys: Sequence[bytes]) -> list[bytes]:
         return [_as_bytes(v) for v in pipe.execute()]
 
 
-def redis_scan(client: Any, prefix: str) -> StoreCheck:
-    """One ``SCAN`` over the deployment's keys (every master of a cluster), each key's
-    name and value searched: a key holds a user if one of its ``:``-separated parts, or
-    all that follows its namespace, is the raw id, or if its value holds the raw id as a
-    whole token (an idempotency entry names its user in its value)."""
+def redis_scan(client: Any, prefix: str, *, cluster: bool = False) -> StoreCheck:
+    """One ``SCAN`` over the deployment's keys, each key's name and value searched: a key
+    holds a user if one of its ``:``-separated parts, or all that follows its namespace,
+    is the raw id, or if its value holds the raw id as a whole token (an idempotency
+    entry names its user in its value). On a Redis Cluster every master is scanned, and
+    a key's hash tag (``{prefix:p3}:user:u1``) is read as its prefix (``prefix:user:u1``)."""
+    patterns = [f"{prefix}:*", f"{{{prefix}:*"] if cluster else [f"{prefix}:*"]
+
+    def stored_keys() -> Iterator[bytes]:
+        for pattern in patterns:
+            if cluster:
+                for node in client.get_primaries():
+                    yield from client.scan_iter(match=pattern, count=1000, target_nodes=node)
+            else:
+                yield from client.scan_iter(match=pattern, count=1000)
 
     def check(users: Sequence[Subject]) -> CheckResult:
         wanted = {u.user_id for u in users}
@@ -315,15 +325,18 @@ def redis_scan(client: Any, prefix: str) -> StoreCheck:
 
         def search(batch: list[bytes]) -> None:
             for raw, value in zip(batch, _redis_values(client, batch), strict=True):
-                key = raw.decode(errors="replace")
+                stored = raw.decode(errors="replace")
+                key = stored
+                if key.startswith("{") and "}" in key:
+                    key = prefix + key[key.index("}") + 1 :]
                 parts = key.split(":")
                 named = {*parts, key.split(":", 2)[-1]} & wanted
                 held = {u for u, n in count_ids(value, ids).items() if n} if value else set()
                 for user in named | held:
-                    found[user].append(key)
+                    found[user].append(stored)
 
         batch: list[bytes] = []
-        for raw in client.scan_iter(match=f"{prefix}:*", count=1000):
+        for raw in stored_keys():
             batch.append(raw)
             scanned += 1
             if len(batch) >= _REDIS_BATCH:
@@ -331,8 +344,10 @@ def redis_scan(client: Any, prefix: str) -> StoreCheck:
                 batch = []
         if batch:
             search(batch)
+        where = "on every master " if cluster else ""
+        method = f"SCAN {where}over every key {' and '.join(patterns)} ({scanned} keys)"
         return (
-            f"SCAN over every key {prefix}:* ({scanned} keys), each name and value searched",
+            f"{method}, each name and value searched",
             {u: (len(keys), {"keys": keys[:20]}) for u, keys in found.items()},
         )
 

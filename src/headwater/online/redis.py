@@ -1,4 +1,10 @@
-"""The scale-out online store: Redis (a Redis Cluster works the same, keys hash by user)."""
+"""The scale-out online store on one Redis node.
+
+A Redis Cluster does not work with this module: its keys (one positions hash per
+group, rows keyed by namespace) span slots, and a plain client meets ``MOVED``. For a
+cluster (``redis+cluster://`` or ``?cluster=true``) the registry opens
+``headwater.online.redis_cluster``, which keeps each bus partition's keys in one slot.
+"""
 
 from __future__ import annotations
 
