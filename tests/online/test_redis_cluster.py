@@ -139,8 +139,8 @@ def test_acknowledged_writes_survive_their_master_being_killed(
 
 def test_the_erasure_verification_scans_every_master(redis_cluster_url: str) -> None:
     """The independent check of an erasure finds a user's keys on any master, the
-    online rows (hash-tagged) and the idempotency window's entries, and nothing once
-    both stores erased the user."""
+    online rows (hash-tagged) and the idempotency window's entries (by key or value),
+    and nothing once both stores erased the user."""
     from headwater._redis import RedisConnection
     from headwater.dedupe import open_idempotency_window
     from headwater.erasure.verify import Subject, redis_scan
@@ -156,7 +156,8 @@ def test_the_erasure_verification_scans_every_master(redis_cluster_url: str) -> 
         check = redis_scan(conn.client, conn.prefix, cluster=conn.cluster)
         subjects = [Subject(u, f"s-{u}") for u in users]
         _, found = check(subjects)
-        assert all(found[u][0] == 2 for u in users), found  # the row and the window's index
+        # The row, the window's index of the user, and its entry (whose value names the user).
+        assert all(found[u][0] == 3 for u in users), found
         assert store.delete("user", users) == len(users)
         assert window.erase_users(users) == dict.fromkeys(users, 1)
         _, found = check(subjects)
