@@ -113,14 +113,14 @@ class SparkConnection:
 
     def execute(self, sql: str, parameters: Mapping[str, Any] | None = None) -> _Rows:
         """Run one statement: ``CREATE [OR REPLACE] TEMP TABLE`` caches its rows under the
-        name (computed now, as DuckDB does), ``DROP TABLE`` forgets them."""
+        name (computed on first use: the batch lock keeps its sources still meanwhile),
+        ``DROP TABLE`` forgets them."""
         from sqlglot import exp
 
         tree = self._tree(sql, parameters)
         if isinstance(tree, exp.Create) and isinstance(tree.expression, exp.Query):
             name = tree.this.name
             frame = self.spark.sql(tree.expression.sql("spark")).persist()
-            frame.count()
             self._forget(name)
             frame.createOrReplaceTempView(name)
             self._cached[name] = frame
