@@ -15,13 +15,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
+from headwater.application import Application
 from headwater.archive import ArchiveConsumer, ArchiveTable
 from headwater.batch import (
     ITEM_COVIS,
@@ -35,6 +44,8 @@ from headwater.batch.declared import parse_batch_features
 from headwater.batch.derived import DerivedStore
 from headwater.batch.engines import BatchEngine
 from headwater.batch.sql import DAY_TABLES
+from headwater.cli import batch as batch_cli
+from headwater.config import Settings
 from headwater.contract.signal import Signal
 from headwater.control import open_control_database
 from headwater.erasure.events import ErasureEvent
@@ -178,3 +189,92 @@ def test_an_erasure_recomputed_on_spark_passes_the_verification(
     assert "i-rare-a" not in after[ITEM_COVIS]
     store.close()
     clean_store.close()
+
+
+@pytest.fixture
+def spark_master(tmp_path: Path) -> Iterator[str]:
+    """A Spark standalone cluster on this machine (a master and a one-core worker, from
+    the pyspark package's own jars): its ``spark://`` URL."""
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_NO_DAEMONIZE": "1"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"spark://127.0.0.1:{port}"
+    spark_class = str(spark_home / "bin" / "spark-class")
+    logs = tmp_path / "spark-logs"
+    logs.mkdir()
+    with (logs / "master.log").open("w") as master_log, (logs / "worker.log").open("w") as log:
+        yield from _cluster(spark_class, env, port, url, logs, master_log, log, tmp_path)
+
+
+def _cluster(
+    spark_class: str,
+    env: dict[str, str],
+    port: int,
+    url: str,
+    logs: Path,
+    master_log: Any,
+    worker_log: Any,
+    tmp_path: Path,
+) -> Iterator[str]:
+    master = subprocess.Popen(
+        [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+         "--port", str(port), "--webui-port", "0"],
+        env=env, stdout=subprocess.DEVNULL, stderr=master_log,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
+         "--cores", "1", "--memory", "1g", "--webui-port", "0", "--work-dir", str(tmp_path / "w")],
+        env=env, stdout=subprocess.DEVNULL, stderr=worker_log,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "Successfully registered with master" not in (logs / "worker.log").read_text():
+            assert worker.poll() is None, "the Spark worker exited"
+            assert master.poll() is None, "the Spark master exited"
+            assert time.monotonic() < deadline, "the Spark worker did not register in 120 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        for proc in (worker, master):
+            proc.terminate()
+            proc.wait(30)
+
+
+@pytest.mark.timeout(600)  # a cluster, a JVM of its own and an executor to start
+def test_cli_runs_the_batch_on_a_spark_standalone_master(
+    tmp_path: Path, spark_master: str, spark_engine: BatchEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``headwater batch run --engine spark --spark-master spark://...`` (its own process:
+    one Spark session per process) writes what ``--engine duckdb`` writes from a copy of
+    the same deployment."""
+    del spark_engine  # only for its rule: fail under CI=true when Spark cannot start
+    for name in [n for n in os.environ if n.startswith("HEADWATER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HEADWATER_ARCHIVE_RETENTION", "0")
+    monkeypatch.setenv("HEADWATER_BATCH_COVIS_MIN_SUPPORT", "1")
+    homes = {"spark": tmp_path / "spark", "duckdb": tmp_path / "duckdb"}
+    with Application(Settings.from_env(homes["spark"])) as app:
+        app.open_archive_consumer().handle(records(history(400, days=3)))
+    shutil.copytree(homes["spark"], homes["duckdb"])
+    run = ["batch", "run", "--until", "2026-03-03", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "headwater", *run, "--home", str(homes["spark"]),
+         "--engine", "spark", "--spark-master", spark_master],
+        env=dict(os.environ), capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["days_computed"] == [f"2026-03-0{d}" for d in (1, 2, 3)]
+    out = CliRunner().invoke(
+        batch_cli.app, [*run[1:], "--home", str(homes["duckdb"]), "--engine", "duckdb"]
+    )
+    assert out.exit_code == 0, out.output
+    rows = {}
+    for engine, home in homes.items():
+        with Application(Settings.from_env(home)) as app:
+            rows[engine] = online(app.open_online_store(), [USER_BATCH, ITEM_COVIS, ITEM_POP])
+    assert all(len(r) > 0 for r in rows["duckdb"].values())
+    assert same(rows["duckdb"], rows["spark"]) == []
