@@ -20,7 +20,7 @@ copy of the same generated archive (each with its own control plane, day aggrega
 online store), each in a fresh process; Spark runs on ``--spark-master`` (``local[2]``).
 
     .venv/bin/python bench/bench_batch.py [--events 10000000] [--days 60] [--dir DIR]
-        [--engines duckdb,spark] [--spark-master local[2]]
+        [--engines duckdb,spark] [--spark-master local[2]] [--first-run-only]
 """
 
 from __future__ import annotations
@@ -202,7 +202,12 @@ def _children_peak_rss_mb() -> float:
 
 
 def run_batch(
-    root: Path, erasure: bool, engine: str = "duckdb", master: str = "local[2]"
+    root: Path,
+    erasure: bool,
+    engine: str = "duckdb",
+    master: str = "local[2]",
+    *,
+    first_only: bool = False,
 ) -> dict[str, Any]:
     """In the batch process: nightly, again, backfill, erasure; timings and peak RSS."""
     from headwater.archive import ArchiveConsumer, ErasureLedger
@@ -239,16 +244,19 @@ def run_batch(
         "outputs": {k: v for k, v in first.outputs.items() if k != "as_of"},
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+    if first_only:
+        erasure = False
     began = time.perf_counter()
-    second = runner.run(progress=progress)
-    out["nightly_unchanged"] = {
-        "seconds": round(time.perf_counter() - began, 2),
-        "days": len(second.days_computed),
-    }
-    one_day = date.fromisoformat(first.days_computed[len(first.days_computed) // 2])
-    began = time.perf_counter()
-    runner.run(start=one_day, end=one_day, progress=progress)
-    out["backfill_one_day"] = {"seconds": round(time.perf_counter() - began, 2)}
+    second = runner.run(progress=progress) if not first_only else None
+    if second is not None:
+        out["nightly_unchanged"] = {
+            "seconds": round(time.perf_counter() - began, 2),
+            "days": len(second.days_computed),
+        }
+        one_day = date.fromisoformat(first.days_computed[len(first.days_computed) // 2])
+        began = time.perf_counter()
+        runner.run(start=one_day, end=one_day, progress=progress)
+        out["backfill_one_day"] = {"seconds": round(time.perf_counter() - began, 2)}
     if erasure:
         with runner.connect() as con:  # an active user, but not the heaviest one
             user = con.execute(
@@ -308,6 +316,11 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="Keep the data here.")
     parser.add_argument("--no-erasure", action="store_true")
     parser.add_argument(
+        "--first-run-only",
+        action="store_true",
+        help="Only the first nightly run (no second run, backfill or erasure).",
+    )
+    parser.add_argument(
         "--engines", default="duckdb", help="Comma-separated: duckdb, spark (each in turn)."
     )
     parser.add_argument("--spark-master", default="local[2]")
@@ -315,7 +328,13 @@ def main() -> None:
     args = parser.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if args.batch_only is not None:
-        doc = run_batch(args.batch_only, not args.no_erasure, engines[0], args.spark_master)
+        doc = run_batch(
+            args.batch_only,
+            not args.no_erasure,
+            engines[0],
+            args.spark_master,
+            first_only=args.first_run_only,
+        )
         print(json.dumps(doc))
         return
     root = args.dir or Path(tempfile.mkdtemp(prefix="hw-bench-batch-"))
@@ -339,6 +358,8 @@ def main() -> None:
             cmd += ["--spark-master", args.spark_master]
             if args.no_erasure:
                 cmd.append("--no-erasure")
+            if args.first_run_only:
+                cmd.append("--first-run-only")
             done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
             results[engine] = json.loads(done.stdout)
         if len(engines) == 1:
