@@ -18,7 +18,9 @@ the archive (``<HEADWATER_ARCHIVE_URL>/_batch``), so any host sharing those two 
 - ``HEADWATER_SPARK_MASTER``: the Spark master of the ``spark`` engine: ``local[N]``
   (default ``local[2]``) or ``spark://host:port``.
 - ``HEADWATER_BATCH_LOOKBACK_DAYS`` (90), ``HEADWATER_BATCH_COVIS_DAYS`` (30),
-  ``HEADWATER_BATCH_COVIS_MIN_SUPPORT`` (2), ``HEADWATER_BATCH_MEMORY_LIMIT`` (``4GB``).
+  ``HEADWATER_BATCH_COVIS_MIN_SUPPORT`` (2), ``HEADWATER_BATCH_MEMORY_LIMIT`` (``4GB``:
+  DuckDB's memory limit; on Spark, the driver's memory, where a ``local[N]`` master's
+  executors run too).
 """
 
 from __future__ import annotations
