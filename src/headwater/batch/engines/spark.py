@@ -8,6 +8,10 @@ on storage every worker sees. Query results come back to this process as Arrow a
 written by the same code as DuckDB's (``derived.py``, ``outputs.py``), so the outputs
 land in the same place whichever engine computed them.
 
+Spark allows one session per process: engines of one process (the scheduled run and
+the erasure participant of ``headwater up``) share it through ``getOrCreate``, and the
+batch lock keeps their runs, and so their temporary views, apart.
+
 ``pyspark`` is imported lazily: without it (``headwater[spark]``) the engine says which
 extra to install.
 """
