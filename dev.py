@@ -50,7 +50,7 @@ def ensure_environment() -> None:
     pip = [_python(), "-m", "pip", "--disable-pip-version-check", "-q"]
     print("installing headwater and its dependencies into .venv ...", flush=True)
     subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "install", "-e", f"{ROOT}[all,dev]"], check=True, cwd=ROOT)
+    subprocess.run([*pip, "install", "-e", f"{ROOT}[all,spark,dev]"], check=True, cwd=ROOT)
     STAMP.write_text(digest)
 
 

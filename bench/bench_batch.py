@@ -11,9 +11,16 @@ mix of the demo teams), then runs the batch in a fresh process and reports:
   recompute of that user's days and of the item tables (``--no-erasure`` skips it).
 
 Peak memory is the batch process's own peak RSS (``resource.getrusage``), not the
-generator's.
+generator's. On Spark the engine's JVM is a child of the batch process: its peak RSS
+(``VmHWM`` of each child, read before the session stops) is added to the Python
+process's peak, an upper bound on the peak of the two together.
+
+``--engines duckdb,spark`` runs the same steps on each engine in turn over its own
+copy of the same generated archive (each with its own control plane, day aggregates and
+online store), each in a fresh process; Spark runs on ``--spark-master`` (``local[2]``).
 
     .venv/bin/python bench/bench_batch.py [--events 10000000] [--days 60] [--dir DIR]
+        [--engines duckdb,spark] [--spark-master local[2]] [--first-run-only]
 """
 
 from __future__ import annotations
@@ -176,7 +183,32 @@ def generate(root: Path, events: int, days: int, users: int, items: int) -> dict
     }
 
 
-def run_batch(root: Path, erasure: bool) -> dict[str, Any]:
+def _children_peak_rss_mb() -> float:
+    """The peak RSS of this process's child processes (Spark's JVM), from /proc."""
+    total = 0.0
+    me = str(Path("/proc/self").resolve().name)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[1] != me:
+                continue
+            status = (stat.parent / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
+
+
+def run_batch(
+    root: Path,
+    erasure: bool,
+    engine: str = "duckdb",
+    master: str = "local[2]",
+    *,
+    first_only: bool = False,
+) -> dict[str, Any]:
     """In the batch process: nightly, again, backfill, erasure; timings and peak RSS."""
     from headwater.archive import ArchiveConsumer, ErasureLedger
     from headwater.batch import BatchErasureParticipant, BatchRunner, BatchSettings
@@ -188,8 +220,15 @@ def run_batch(root: Path, erasure: bool) -> dict[str, Any]:
     table = ArchiveTable(archive_url)
     store = open_online_store(f"sqlite:///{root / 'online.db'}")
     control = open_control_database(f"sqlite:///{root / 'control.db'}")
-    runner = BatchRunner(table, store, BatchSettings(), control)
-    out: dict[str, Any] = {}
+    cfg = BatchSettings(engine=engine, spark_master=master)
+    runner = BatchRunner(table, store, cfg, control)
+    out: dict[str, Any] = {"engine": engine}
+    if engine == "spark":
+        out["spark_master"] = master
+        began = time.perf_counter()
+        with runner.connect():  # the session starts here: reported on its own
+            pass
+        out["session_start_seconds"] = round(time.perf_counter() - began, 2)
     lines: list[str] = []
 
     def progress(line: str) -> None:
@@ -205,16 +244,19 @@ def run_batch(root: Path, erasure: bool) -> dict[str, Any]:
         "outputs": {k: v for k, v in first.outputs.items() if k != "as_of"},
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+    if first_only:
+        erasure = False
     began = time.perf_counter()
-    second = runner.run(progress=progress)
-    out["nightly_unchanged"] = {
-        "seconds": round(time.perf_counter() - began, 2),
-        "days": len(second.days_computed),
-    }
-    one_day = date.fromisoformat(first.days_computed[len(first.days_computed) // 2])
-    began = time.perf_counter()
-    runner.run(start=one_day, end=one_day, progress=progress)
-    out["backfill_one_day"] = {"seconds": round(time.perf_counter() - began, 2)}
+    second = runner.run(progress=progress) if not first_only else None
+    if second is not None:
+        out["nightly_unchanged"] = {
+            "seconds": round(time.perf_counter() - began, 2),
+            "days": len(second.days_computed),
+        }
+        one_day = date.fromisoformat(first.days_computed[len(first.days_computed) // 2])
+        began = time.perf_counter()
+        runner.run(start=one_day, end=one_day, progress=progress)
+        out["backfill_one_day"] = {"seconds": round(time.perf_counter() - began, 2)}
     if erasure:
         with runner.connect() as con:  # an active user, but not the heaviest one
             user = con.execute(
@@ -242,10 +284,27 @@ def run_batch(root: Path, erasure: bool) -> dict[str, Any]:
             "batch_partitions_recomputed": len(derived.evidence["partitions_recomputed"]),
         }
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    if engine == "spark":
+        out["python_peak_rss_mb"] = out["peak_rss_mb"]
+        out["jvm_peak_rss_mb"] = round(_children_peak_rss_mb(), 1)
+        out["peak_rss_mb"] = round(out["python_peak_rss_mb"] + out["jvm_peak_rss_mb"], 1)
     out["progress"] = lines
     runner.close()
     store.close()
     return out
+
+
+def _ratios(results: dict[str, Any]) -> dict[str, float]:
+    """Spark over DuckDB for the first run's seconds and the peak RSS."""
+    d, s = results.get("duckdb"), results.get("spark")
+    if not d or not s:
+        return {}
+    return {
+        "nightly_first_seconds": round(
+            s["nightly_first"]["seconds"] / d["nightly_first"]["seconds"], 2
+        ),
+        "peak_rss": round(s["peak_rss_mb"] / d["peak_rss_mb"], 2),
+    }
 
 
 def main() -> None:
@@ -256,10 +315,27 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=200_000)
     parser.add_argument("--dir", type=Path, default=None, help="Keep the data here.")
     parser.add_argument("--no-erasure", action="store_true")
+    parser.add_argument(
+        "--first-run-only",
+        action="store_true",
+        help="Only the first nightly run (no second run, backfill or erasure).",
+    )
+    parser.add_argument(
+        "--engines", default="duckdb", help="Comma-separated: duckdb, spark (each in turn)."
+    )
+    parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument("--batch-only", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if args.batch_only is not None:
-        print(json.dumps(run_batch(args.batch_only, not args.no_erasure)))
+        doc = run_batch(
+            args.batch_only,
+            not args.no_erasure,
+            engines[0],
+            args.spark_master,
+            first_only=args.first_run_only,
+        )
+        print(json.dumps(doc))
         return
     root = args.dir or Path(tempfile.mkdtemp(prefix="hw-bench-batch-"))
     if (root / "archive").exists():
@@ -272,11 +348,24 @@ def main() -> None:
             file=sys.stderr,
             flush=True,
         )
-        cmd = [sys.executable, __file__, "--batch-only", str(root)]
-        if args.no_erasure:
-            cmd.append("--no-erasure")
-        done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
-        emit("batch", {"history": history, "batch": json.loads(done.stdout)})
+        results: dict[str, Any] = {}
+        for engine in engines:
+            # Each engine on its own copy: the erasure step changes the archive.
+            where = root / engine if len(engines) > 1 else root
+            if where != root:
+                shutil.copytree(root / "archive", where / "archive")
+            cmd = [sys.executable, __file__, "--batch-only", str(where), "--engines", engine]
+            cmd += ["--spark-master", args.spark_master]
+            if args.no_erasure:
+                cmd.append("--no-erasure")
+            if args.first_run_only:
+                cmd.append("--first-run-only")
+            done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+            results[engine] = json.loads(done.stdout)
+        if len(engines) == 1:
+            emit("batch", {"history": history, "batch": results[engines[0]]})
+            return
+        emit("batch", {"history": history, "engines": results, "ratios": _ratios(results)})
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -28,6 +28,9 @@ EXTRAS: dict[str, str] = {
     "nats": "nats",
     "redis": "redis",
     "psycopg": "postgres",
+    "pyspark": "spark",
+    "py4j": "spark",
+    "sqlglot": "spark",
 }
 
 

@@ -11,12 +11,32 @@ import pytest
 
 from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.batch import ITEM_COVIS, ITEM_POP, USER_BATCH, BatchRunner, BatchSettings
+from headwater.batch.engines import BatchEngine
 from headwater.control import open_control_database
 from headwater.online import OnlineStore, open_online_store
 from tests.archive._history import SUBJECT
-from tests.conftest import server_url
+from tests.conftest import IN_CI, server_url
 
 UNTIL = date(2026, 3, 12)
+
+
+@pytest.fixture(scope="session")
+def spark_engine() -> Iterator[BatchEngine]:
+    """One Spark engine (``local[2]``) for the whole session: a session costs ~12 s to
+    start. Without pyspark or Java: skipped locally, a failure under ``CI=true``."""
+    from headwater.batch.engines.spark import SparkEngine
+    from headwater.errors import ArchiveError, MissingDependencyError
+
+    engine = SparkEngine(small_settings(engine="spark", spark_master="local[2]"))
+    try:
+        engine.session()
+    except (MissingDependencyError, ArchiveError) as exc:
+        message = f"the Spark batch engine cannot start: {exc}"
+        if IN_CI:
+            pytest.fail(f"{message}; CI requires it", pytrace=False)
+        pytest.skip(message)
+    yield engine
+    engine.close()
 
 
 def small_settings(**changes: object) -> BatchSettings:
@@ -58,14 +78,22 @@ def make_archive(root: Path) -> ArchiveConsumer:
 
 
 def make_runner(
-    archive: ArchiveTable, store: OnlineStore, control: Path | str, **changes: object
+    archive: ArchiveTable,
+    store: OnlineStore,
+    control: Path | str,
+    *,
+    engine: BatchEngine | None = None,
+    **changes: object,
 ) -> BatchRunner:
     """A runner over ``archive`` whose state is in the control plane ``control`` (a URL,
-    or a directory for a SQLite control plane of its own)."""
+    or a directory for a SQLite control plane of its own), on ``engine`` (a shared one,
+    such as the session's Spark engine) or the settings' own (DuckDB)."""
     if isinstance(control, Path):
         control.mkdir(parents=True, exist_ok=True)
         control = f"sqlite:///{control / 'control.db'}"
-    return BatchRunner(archive, store, small_settings(**changes), open_control_database(control))
+    return BatchRunner(
+        archive, store, small_settings(**changes), open_control_database(control), engine=engine
+    )
 
 
 def snapshot(store: OnlineStore, namespace: str) -> dict[str, bytes]:

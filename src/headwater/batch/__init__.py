@@ -1,4 +1,5 @@
-"""The nightly batch: heavy features from the archive with DuckDB, into the online store.
+"""The nightly batch: heavy features from the archive with DuckDB (or Spark: ``engines/``),
+into the online store.
 
 Per-user affinities over 30 and 90 days and aggregates too costly for the stream
 (``user_batch``), item co-visitation (``item_covis``) and popularity per surface and

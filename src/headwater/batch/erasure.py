@@ -239,13 +239,16 @@ class BatchErasureParticipant(Consumer):
         }
         out: dict[str, int] = {}
         for table, columns in _COMPARED.items():
+            # Computed once, then compared both ways (each side is read twice).
+            con.execute(f"CREATE OR REPLACE TEMP TABLE check_{table} AS {fresh[table]}")
             stored = f"SELECT {columns} FROM {runner.derived.relation(con, table, days=days)}"
-            recomputed = f"SELECT {columns} FROM ({fresh[table]})"
+            recomputed = f"SELECT {columns} FROM check_{table}"
             row = con.execute(
                 f"SELECT (SELECT count(*) FROM ({stored} EXCEPT ALL {recomputed}))"
                 f" + (SELECT count(*) FROM ({recomputed} EXCEPT ALL {stored}))"
             ).fetchall()
             out[table] = int(row[0][0]) if row else 0
+            con.execute(f"DROP TABLE check_{table}")
         con.execute("DROP TABLE check_ev")
         con.execute("DROP TABLE check_uid")
         return out

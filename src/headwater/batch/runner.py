@@ -1,4 +1,4 @@
-"""The nightly batch: DuckDB over the archive, incremental by day partition.
+"""The nightly batch: SQL over the archive (DuckDB or Spark), incremental by day partition.
 
 A run (1) lists the archive's day partitions with their files, (2) recomputes the
 day aggregates of the days whose files changed since they were computed (new days,
@@ -16,22 +16,20 @@ archive, so nothing of the batch lives in a working directory.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from headwater._time import now_text
 from headwater.archive.schema import ARCHIVE_SCHEMA
-from headwater.archive.table import ArchiveTable, DayFiles, quote_sql
+from headwater.archive.table import ArchiveTable, DayFiles
 from headwater.batch.derived import OUTPUTS_DIR, DerivedStore
+from headwater.batch.engines import BatchEngine, open_engine
 from headwater.batch.lock import BatchLock
 from headwater.batch.migration import retire_legacy_dir
 from headwater.batch.outputs import item_namespaces, refresh_outputs, window_start
@@ -45,7 +43,6 @@ from headwater.batch.sql import (
 )
 from headwater.batch.state import BatchState, ComputedDay
 from headwater.control.base import ControlDatabase
-from headwater.errors import ArchiveError, MissingDependencyError
 from headwater.metrics import BATCH_RUN_SECONDS
 from headwater.online.base import OnlineStore
 
@@ -129,6 +126,7 @@ class BatchRunner:
         control: ControlDatabase,
         *,
         derived: DerivedStore | None = None,
+        engine: BatchEngine | None = None,
     ) -> None:
         self.archive = archive
         self.store = store
@@ -138,6 +136,10 @@ class BatchRunner:
         self.derived = derived or DerivedStore(
             f"{archive.root}/{OUTPUTS_DIR}", storage_options=archive.storage_options
         )
+        # An engine given is the caller's to close (a shared Spark session); one made here
+        # (from ``cfg.engine``) is closed with the runner.
+        self.engine = engine or open_engine(cfg)
+        self._owns_engine = engine is None
         self._rlock = threading.RLock()
         self._depth = 0
 
@@ -175,29 +177,9 @@ class BatchRunner:
         aggregates hold user ids that erasure no longer reaches there)."""
         return retire_legacy_dir(self.cfg.legacy_dir, self.derived.url)
 
-    @contextmanager
-    def connect(self) -> Iterator[Any]:
-        """A DuckDB connection configured for the batch (UTC, memory bound, spill dir)."""
-        try:
-            import duckdb
-        except ImportError:
-            raise MissingDependencyError("batch", "duckdb", "archive") from None
-        con = duckdb.connect()
-        # Spill files are this process's own business: a private directory, removed after.
-        spill = Path(tempfile.mkdtemp(prefix="headwater-batch-"))
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"SET memory_limit = {quote_sql(self.cfg.memory_limit)}")
-            con.execute(f"SET temp_directory = {quote_sql(str(spill))}")
-            con.execute("SET preserve_insertion_order = false")
-            if self.cfg.threads:
-                con.execute(f"SET threads = {int(self.cfg.threads)}")
-            yield con
-        except duckdb.Error as exc:
-            raise ArchiveError(f"batch query failed: {exc}") from exc
-        finally:
-            con.close()
-            shutil.rmtree(spill, ignore_errors=True)
+    def connect(self) -> AbstractContextManager[Any]:
+        """A connection of the batch's engine (DuckDB's API: ``engines/base.py``)."""
+        return self.engine.connect()
 
     # -- runs ------------------------------------------------------------------
 
@@ -434,5 +416,7 @@ class BatchRunner:
         }
 
     def close(self) -> None:
-        """Nothing of its own to release: the control plane and the archive belong to
-        whoever opened them (the composition root)."""
+        """Stop the engine it opened (a Spark session); the control plane and the archive
+        belong to whoever opened them (the composition root)."""
+        if self._owns_engine:
+            self.engine.close()

@@ -13,8 +13,14 @@ the archive (``<HEADWATER_ARCHIVE_URL>/_batch``), so any host sharing those two 
   daily; default ``02:30``), ``every 6h``, or ``off``.
 - ``HEADWATER_FEATURES_FILE``: its ``batch:`` section declares the batch features
   (``batch/declared.py``); without one, the defaults below.
+- ``HEADWATER_BATCH_ENGINE``: ``duckdb`` (default: embedded, one machine) or ``spark``
+  (the same SQL, transpiled, on a Spark cluster; needs ``headwater[spark]``).
+- ``HEADWATER_SPARK_MASTER``: the Spark master of the ``spark`` engine: ``local[N]``
+  (default ``local[2]``) or ``spark://host:port``.
 - ``HEADWATER_BATCH_LOOKBACK_DAYS`` (90), ``HEADWATER_BATCH_COVIS_DAYS`` (30),
-  ``HEADWATER_BATCH_COVIS_MIN_SUPPORT`` (2), ``HEADWATER_BATCH_MEMORY_LIMIT`` (``4GB``).
+  ``HEADWATER_BATCH_COVIS_MIN_SUPPORT`` (2), ``HEADWATER_BATCH_MEMORY_LIMIT`` (``4GB``:
+  DuckDB's memory limit; on Spark, the driver's memory, where a ``local[N]`` master's
+  executors run too).
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ from headwater.batch.declared import (
 from headwater.config import Settings
 from headwater.errors import ConfigurationError
 
-__all__ = ["EVENT_WEIGHTS", "BatchSettings"]
+__all__ = ["ENGINES", "EVENT_WEIGHTS", "BatchSettings"]
+
+#: The engines the batch's SQL runs on (``batch/engines/``).
+ENGINES = ("duckdb", "spark")
 
 log = logging.getLogger("headwater.batch")
 
@@ -71,6 +80,10 @@ class BatchSettings(msgspec.Struct, frozen=True, kw_only=True):
     threads: int = 0  # 0: DuckDB's default (every core)
     dedupe_event_ids: bool = True
     lock_lease_s: float = 600.0
+    #: Which engine runs the batch's SQL: ``duckdb`` or ``spark``.
+    engine: str = "duckdb"
+    #: The Spark master of the ``spark`` engine (``local[N]`` or ``spark://host:port``).
+    spark_master: str = "local[2]"
     #: The local batch directory of an earlier version, removed once the batch runs.
     legacy_dir: Path | None = None
     #: The ``batch:`` section of the features file; None: ``default_batch_features``.
@@ -94,7 +107,14 @@ class BatchSettings(msgspec.Struct, frozen=True, kw_only=True):
             )
         lease = os.environ.get("HEADWATER_BATCH_LOCK_LEASE", "").strip() or "10m"
         path = settings.features_file
+        engine = os.environ.get("HEADWATER_BATCH_ENGINE", "").strip().lower() or "duckdb"
+        if engine not in ENGINES:
+            raise ConfigurationError(
+                f"HEADWATER_BATCH_ENGINE must be one of {', '.join(ENGINES)}, not {engine!r}"
+            )
         cfg = cls(
+            engine=engine,
+            spark_master=os.environ.get("HEADWATER_SPARK_MASTER", "").strip() or "local[2]",
             legacy_dir=Path(root).expanduser() if root else settings.home / "batch",
             lock_lease_s=parse_duration(lease, "HEADWATER_BATCH_LOCK_LEASE"),
             schedule=os.environ.get("HEADWATER_BATCH_SCHEDULE", "").strip() or "02:30",

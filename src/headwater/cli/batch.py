@@ -42,6 +42,20 @@ def run(
             "for it to finish instead of giving up at once."
         ),
     ] = "0s",
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the batch's SQL on duckdb (embedded) or spark (default: "
+            "HEADWATER_BATCH_ENGINE, else duckdb)."
+        ),
+    ] = None,
+    spark_master: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine spark: local[N] or spark://host:port (default: "
+            "HEADWATER_SPARK_MASTER, else local[2])."
+        ),
+    ] = None,
 ) -> None:
     """Compute changed days and refresh outputs; with --from/--to recompute only those days.
 
@@ -51,6 +65,7 @@ def run(
 
     from headwater._duration import parse_duration
     from headwater.application import Application
+    from headwater.batch.settings import ENGINES
     from headwater.errors import BatchRunningError, ConfigurationError
 
     start, end = _day(from_, "--from"), _day(to, "--to")
@@ -60,9 +75,16 @@ def run(
         wait_s = 0.0 if wait.strip() in ("0", "0s") else parse_duration(wait, "--wait")
     except ConfigurationError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if engine is not None and engine.lower() not in ENGINES:
+        raise typer.BadParameter(f"--engine: one of {', '.join(ENGINES)}, not {engine!r}")
     with Application(settings(home)) as app_:
+        batch = app_.batch_settings
+        if engine is not None:
+            batch = msgspec.structs.replace(batch, engine=engine.lower())
+        if spark_master is not None:
+            batch = msgspec.structs.replace(batch, spark_master=spark_master)
         try:
-            report = app_.open_batch_runner().run(
+            report = app_.open_batch_runner(batch=batch).run(
                 start=start,
                 end=end,
                 until=_day(until, "--until"),
