@@ -99,6 +99,25 @@ class LocalCluster:
             self.commands[port], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
+    def replica_of(self, master: int) -> int:
+        """The port of a replica connected to ``master``."""
+        info = _cli("-p", str(master), "info", "replication", timeout=5)
+        for line in info.splitlines():
+            if line.startswith("slave0:"):
+                fields = dict(item.split("=", 1) for item in line.split(":", 1)[1].split(","))
+                return int(fields["port"].strip())
+        raise LookupError(f"node {master} has no connected replica")
+
+    @contextmanager
+    def stalled(self, port: int) -> Iterator[None]:
+        """SIGSTOP one node for the block (it stays connected, and answers nothing)."""
+        proc = self.processes[port]
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            proc.send_signal(signal.SIGCONT)
+
     def master_of(self, key: str) -> int:
         """The port of the master that holds ``key``'s slot now."""
         from redis.cluster import RedisCluster

@@ -28,7 +28,7 @@ from headwater.errors import (
     MissingDependencyError,
 )
 
-__all__ = ["RedisConnection", "cluster_nodes", "is_cluster_url"]
+__all__ = ["RedisConnection", "ReplicaAcks", "cluster_nodes", "is_cluster_url"]
 
 _T = TypeVar("_T")
 _TRUE = ("1", "true", "yes", "on")
@@ -172,6 +172,62 @@ class RedisConnection:
     def close(self) -> None:
         """Release the connection pool."""
         self.client.close()
+
+
+class ReplicaAcks:
+    """Writes to a Redis Cluster master that return once a replica holds them.
+
+    ``?wait=N`` (default 1) and ``?wait_ms=MS`` (default 1000) on the cluster's URL: a
+    write's pipeline ends with ``WAIT N MS`` on the same connection, so a master killed
+    after the acknowledgement loses none of it when that replica is promoted. Fewer
+    acknowledgements than asked raise ``BackendUnavailableError`` (the master holds the
+    write; the caller retries an idempotent write). A master with fewer replicas than
+    asked (its replica was promoted away and has not rejoined) has nothing more to wait
+    for: its count of connected replicas, read with each write, lowers the wait.
+    ``?wait=0`` writes without waiting.
+    """
+
+    def __init__(self, url: str) -> None:
+        query = parse_qs(urlsplit(url).query)
+        try:
+            self.wait = int(query.get("wait", ["1"])[-1])
+            self.wait_ms = int(query.get("wait_ms", ["1000"])[-1])
+        except ValueError:
+            raise ConfigurationError(f"{redacted(url)}: wait and wait_ms are integers") from None
+        if self.wait < 0 or self.wait_ms < 0:
+            raise ConfigurationError(f"{redacted(url)}: wait and wait_ms cannot be negative")
+        self._url = url
+        #: Each master's connected replicas, as its last write found them.
+        self._replicas: dict[str, int] = {}
+
+    def execute(
+        self, client: Any, node: Any, build: Callable[[Any], object], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """The commands ``build`` queues on a pipeline to ``node``, then the wait; the
+        commands' answers (exceptions among them when not ``raise_on_error``)."""
+        wait = min(self.wait, self._replicas.get(node.name, self.wait))
+        pipe = client.get_redis_connection(node).pipeline(transaction=False)
+        build(pipe)
+        queued = len(pipe)
+        if wait:
+            pipe.execute_command("WAIT", wait, self.wait_ms)
+        if self.wait:
+            pipe.execute_command("INFO", "replication")
+        answers = pipe.execute(raise_on_error=raise_on_error)
+        for extra in answers[queued:]:
+            if isinstance(extra, Exception):
+                raise extra
+        if self.wait:
+            self._replicas[node.name] = int(answers[-1].get("connected_slaves", 0))
+        # Fewer acknowledgements than asked are a failure only when the master has the
+        # replicas to give them (a promoted one may have none yet).
+        if wait and int(answers[queued]) < min(wait, self._replicas[node.name]):
+            raise BackendUnavailableError(
+                f"Redis Cluster at {redacted(self._url)}: {node.name} holds the write, but "
+                f"only {answers[queued]} of {wait} replicas acknowledged it within "
+                f"{self.wait_ms} ms"
+            )
+        return list(answers[:queued])
 
 
 def redis_errors() -> tuple[type[Exception], ...]:

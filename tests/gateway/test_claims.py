@@ -80,6 +80,36 @@ def test_a_hedged_copy_waits_for_the_first_and_reports_duplicates(
     assert sorted(_on_bus(a)) == sorted(f"h{i}" for i in range(20))
 
 
+def test_two_copies_that_each_won_part_of_a_batch_do_not_wait_on_each_other(
+    gateways: tuple[Application, Application, ApiKey],
+) -> None:
+    """On a Redis Cluster a batch is claimed slot by slot, so two hedged copies can each
+    win part of it. Each publishes and confirms its own part before it waits for the
+    other's: neither waits out the lease, and no id is published twice."""
+    a, b, key = gateways
+    b.ingestor.lease_s = 30.0  # waiting out the lease would take the test's whole time
+    ids = [f"p{i}" for i in range(20)]
+    first, second = ids[:10], ids[10:]
+    part = a.ingestor.prepare(_body(first), key)  # the part that copy A won
+    answer: dict[str, object] = {}
+    copy = threading.Thread(target=lambda: answer.update(out=b.ingestor.ingest(_body(ids), key)))
+    copy.start()
+    deadline = time.monotonic() + 5
+    while b.ingestor.window.seen(second) != set(second) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # B's own part is on the bus and confirmed while A's part is still held by A.
+    assert b.ingestor.window.seen(second) == set(second)
+    assert copy.is_alive()
+    assert sorted(_on_bus(a)) == sorted(second)
+    a.ingestor.publisher.publish(part.messages)
+    a.ingestor.finish(part)
+    copy.join(10)
+    outcome = answer["out"]
+    assert outcome.accepted == 10  # type: ignore[attr-defined]
+    assert outcome.duplicates == 10  # type: ignore[attr-defined]
+    assert sorted(_on_bus(a)) == sorted(ids)
+
+
 def test_a_gateway_dead_after_the_bus_acknowledged_is_not_published_twice(
     gateways: tuple[Application, Application, ApiKey],
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from headwater._redis import cluster_nodes, is_cluster_url
 from headwater.bus.base import partition_for
-from headwater.errors import ConfigurationError, OnlineStoreError
+from headwater.errors import BackendUnavailableError, ConfigurationError, OnlineStoreError
 from headwater.online import Position, open_online_store
 from headwater.online.redis_cluster import RedisClusterOnlineStore
 from tests._redis_cluster import LocalCluster, local_cluster
@@ -134,6 +134,46 @@ def test_acknowledged_writes_survive_their_master_being_killed(
         # The promoted master has no replica yet: nothing to wait for, writes go on.
         store.put("user", {users[0]: b"after"}, group="features", fence=fence)
         assert store.get("user", [users[0]]) == {users[0]: b"after"}
+        store.close()
+
+
+def test_a_write_no_replica_acknowledged_is_not_acknowledged(tmp_path: Path) -> None:
+    """The online store's put and every write of the idempotency window (a claim with
+    its user index, a confirmation) wait for a replica: with the replica of their master
+    stalled, each fails with ``BackendUnavailableError`` after ``wait_ms`` instead of
+    being acknowledged, and succeeds again (the same call, retried) once it answers."""
+    from redis.cluster import RedisCluster
+
+    from headwater.dedupe import open_idempotency_window
+
+    with local_cluster(tmp_path / "cluster") as cluster:
+        url = f"{cluster.url}/?prefix=w&partitions=4&wait_ms=300"
+        store = open_online_store(url)
+        window = open_idempotency_window(url, window_s=600)
+        master = cluster.master_of("{w:p0}:user:x")
+        # A hash tag on the master of partition 0 puts every key of the window's claim
+        # (the id, the user index, the token's confirmation) on that master too.
+        client = RedisCluster.from_url(f"redis://127.0.0.1:{master}")
+        tag = next(t for t in map(str, range(10_000)) if client.get_node_from_key(t).port == master)
+        client.close()
+        user = next(u for u in (f"{{{tag}}}u{i}" for i in range(100)) if partition_for(u, 4) == 0)
+        event, token = f"{{{tag}}}e", f"{{{tag}}}t"
+        # Before the stall: acknowledged (the replica count is learnt on the way).
+        store.put("user", {user: b"before"})
+        replica = cluster.replica_of(master)
+        with cluster.stalled(replica):
+            with pytest.raises(BackendUnavailableError, match="0 of 1 replicas"):
+                store.put("user", {user: b"row"})
+            with pytest.raises(BackendUnavailableError, match="0 of 1 replicas"):
+                window.claim([(event, user)], token)
+            with pytest.raises(BackendUnavailableError, match="0 of 1 replicas"):
+                window.confirm(token)
+        store.put("user", {user: b"row"})
+        assert window.claim([(event, user)], token).mine == {event}
+        window.confirm(token)
+        assert window.seen([event]) == {event}
+        assert store.get("user", [user]) == {user: b"row"}
+        window.close()
         store.close()
 
 

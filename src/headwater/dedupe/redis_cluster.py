@@ -20,12 +20,22 @@ between is as if it came after the take-over, which a single node allows too.
 Each id's claim is atomic on its own, as the port asks; the batch as a whole is not
 one transaction (it never had to be: every id is decided by its own key).
 
+Failover. Every write that decides whether an event is published (a claim, its user
+index, a confirmation, a release, a take-over) waits for a replica before it is
+acknowledged, as the online store's writes do (``?wait=1&wait_ms=1000`` by default,
+:class:`headwater._redis.ReplicaAcks`): a master SIGKILLed after the acknowledgement
+loses none of them when its replica is promoted, so a hedged or timed-out resend finds
+the claim and is not published twice
+(``tests/history/test_exactly_once.py::test_exactly_once_on_a_redis_cluster_losing_a_master``).
+What can still be lost: a write whose WAIT timed out (the gateway answers 503 and the
+producer resends) if its master dies before the replica catches up, and writes to a
+master with no replica left; a claim lost that way lets a resent copy be published
+again, and the consumers still apply an event id once (invariants 2 and 8 in
+ARCHITECTURE.md). ``?wait=0`` skips the wait.
+
 Erasure: ``ddu:<user>`` names the user's ids; their keys are deleted (each in its own
-slot), then the index. A failover can lose the last writes a master acknowledged
-before it died (replication is asynchronous): a claim or confirmation lost that way
-lets a re-sent copy of the event be published again; the consumers apply an event id
-once (invariants 2 and 8 in ARCHITECTURE.md). An erasure's deletions lost that way
-are found by the erasure's verification (a SCAN of every master), which then fails.
+slot), then the index. Deletions lost in a failover are found by the erasure's
+verification (a SCAN of every master), which then fails.
 """
 
 from __future__ import annotations
@@ -33,8 +43,10 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
+from headwater._redis import ReplicaAcks
 from headwater.dedupe.base import Claim, Pending
 from headwater.dedupe.redis import RedisIdempotencyWindow
 
@@ -98,6 +110,10 @@ return out
 
 #: Attempts at a batch of scripts while the cluster moves a slot or promotes a replica.
 _ATTEMPTS = 6
+#: In a script's arguments: the time of the attempt that runs it, in ms. A claim retried
+#: through a failover is dated when it was written, not when it was first tried: dated
+#: earlier, it could look past its lease to a concurrent send the moment it lands.
+_NOW = object()
 
 
 class RedisClusterIdempotencyWindow(RedisIdempotencyWindow):
@@ -108,6 +124,7 @@ class RedisClusterIdempotencyWindow(RedisIdempotencyWindow):
         from redis.crc import key_slot
 
         self._slot = key_slot
+        self._acks = ReplicaAcks(url)
 
     def _by_slot(self, keys: Sequence[str]) -> dict[int, list[int]]:
         """Indexes of ``keys`` per hash slot."""
@@ -124,31 +141,49 @@ class RedisClusterIdempotencyWindow(RedisIdempotencyWindow):
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         groups = list(self._by_slot(keys).values())
 
+        attempt = {"now": 0}
+
         def argv(group: list[int]) -> list[Any]:
             ks = [keys[i] for i in group]
             extra = [per_key[i] for i in group] if per_key else []
-            return [len(ks), *ks, *args, *extra]
+            given = [attempt["now"] if a is _NOW else a for a in args]
+            return [len(ks), *ks, *given, *extra]
+
+        def scripts(pipe: Any, gs: list[list[int]], send: bool = False) -> None:
+            for g in gs:
+                if send:
+                    pipe.eval(source, *argv(g))
+                else:
+                    pipe.evalsha(sha, *argv(g))
 
         def run() -> list[Any]:
-            # The cluster client's pipeline refuses scripts: one pipeline per master.
+            attempt["now"] = int(time.time() * 1000)
+            # The cluster client's pipeline refuses scripts: one pipeline per master,
+            # ending with the wait for its replica.
             by_node: dict[str, tuple[Any, list[list[int]]]] = {}
             for group in groups:
                 node = self._redis.get_node_from_key(keys[group[0]])
                 by_node.setdefault(node.name, (node, []))[1].append(group)
             out: list[Any] = [None] * len(keys)
             for node, node_groups in by_node.values():
-                pipe = self._redis.get_redis_connection(node).pipeline(transaction=False)
+                answers = self._acks.execute(
+                    self._redis, node, partial(scripts, gs=node_groups), raise_on_error=False
+                )
+                # A node that never loaded the script (a replica promoted since): send it.
+                found = dict(zip(map(tuple, node_groups), answers, strict=True))
+                unloaded = [
+                    g for g in node_groups if isinstance(found[tuple(g)], self._conn.no_script)
+                ]
+                if unloaded:
+                    sent = self._acks.execute(
+                        self._redis, node, partial(scripts, gs=unloaded, send=True)
+                    )
+                    found.update(zip(map(tuple, unloaded), sent, strict=True))
                 for group in node_groups:
-                    pipe.evalsha(sha, *argv(group))
-                answers = pipe.execute(raise_on_error=False)
-                for group, answer in zip(node_groups, answers, strict=True):
-                    found = answer
-                    if isinstance(found, self._conn.no_script):
-                        # A node that never loaded it (a replica promoted since): send it.
-                        found = self._redis.eval(source, *argv(group))
-                    elif isinstance(found, Exception):
-                        raise found
-                    for i, value in zip(group, found, strict=True):
+                    answer = found[tuple(group)]
+                    if isinstance(answer, Exception):
+                        raise answer
+                    for i, value in zip(group, answer, strict=True):
                         out[i] = value
             return out
 
@@ -207,9 +242,8 @@ class RedisClusterIdempotencyWindow(RedisIdempotencyWindow):
         unique = list(dict.fromkeys(e for e, _ in entries))
         users = dict(reversed(entries))
         keys = self._ids(unique)
-        now = int(time.time() * 1000)
         answers = self._per_slot(
-            _CLAIM, keys, [token, now, self._ttl_ms], [users[e] for e in unique]
+            _CLAIM, keys, [token, _NOW, self._ttl_ms], [users[e] for e in unique]
         )
         others: dict[str, tuple[str, int]] = {}
         for event_id, answer in zip(unique, answers, strict=True):
@@ -233,18 +267,55 @@ class RedisClusterIdempotencyWindow(RedisIdempotencyWindow):
             self._index_users(mine)
         return out
 
+    def _write(self, keys: Sequence[str], build: Callable[..., object]) -> None:
+        """``build(pipe, keys=those of one master)`` on each master that holds some of
+        ``keys``, each pipeline ending with the wait for its replica (the writes given
+        are idempotent: retried while a slot moves or a replica is promoted)."""
+
+        def run() -> list[Any]:
+            by_node: dict[str, tuple[Any, list[str]]] = {}
+            for key in keys:
+                node = self._redis.get_node_from_key(key)
+                by_node.setdefault(node.name, (node, []))[1].append(key)
+            for node, node_keys in by_node.values():
+                self._acks.execute(self._redis, node, partial(build, keys=node_keys))
+            return []
+
+        self._call(lambda: self._retrying(run))
+
+    def _index_users(self, entries: Sequence[tuple[str, str]]) -> None:
+        # Each user's ids, so that an erasure finds them without a scan.
+        ids: dict[str, list[str]] = {}
+        for event_id, user_id in entries:
+            ids.setdefault(f"{self._prefix}:ddu:{user_id}", []).append(event_id)
+
+        def build(pipe: Any, keys: list[str]) -> None:
+            for user_key in keys:
+                pipe.sadd(user_key, *ids[user_key])
+                pipe.pexpire(user_key, self._ttl_ms)
+
+        self._write(list(ids), build)
+
+    def confirm(self, token: str) -> None:
+        key = f"{self._prefix}:ddt:{token}"
+
+        def build(pipe: Any, keys: list[str]) -> None:
+            for confirmed in keys:
+                pipe.set(confirmed, 1, px=self._ttl_ms)
+
+        self._write([key], build)
+
     def release(self, token: str, event_ids: Sequence[str]) -> None:
         if event_ids:
             self._per_slot(_RELEASE, self._ids(event_ids), [token], [])
 
     def take_over(self, claims: Mapping[str, Sequence[str]], token: str) -> set[str]:
         moved: set[str] = set()
-        now = int(time.time() * 1000)
         for old, event_ids in claims.items():
             if not event_ids or self._call(lambda o=old: self._confirmed({o})):  # type: ignore[misc]
                 continue  # a confirmed claim stays
             flags = self._per_slot(
-                _TAKE_OVER, self._ids(event_ids), [old, token, now, self._ttl_ms], []
+                _TAKE_OVER, self._ids(event_ids), [old, token, _NOW, self._ttl_ms], []
             )
             moved.update(e for e, f in zip(event_ids, flags, strict=True) if int(f))
         return moved

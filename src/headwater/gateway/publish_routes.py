@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -18,9 +18,12 @@ from headwater.gateway._schemas import Answer, ref
 from headwater.gateway.answers import SubmittedSignal
 from headwater.gateway.bodies import inflate, read_body
 from headwater.gateway.security import requires
-from headwater.ingest.ingestor import IngestOutcome
+from headwater.ingest.ingestor import IngestOutcome, PreparedBatch
 from headwater.logs import REQUEST_ID
 from headwater.metrics import PUBLISH_SECONDS
+
+if TYPE_CHECKING:
+    from headwater.application import Application
 
 __all__ = ["router"]
 
@@ -75,17 +78,26 @@ async def publish(request: Request, key: Annotated[ApiKey, requires(Role.PRODUCE
     started = time.perf_counter()
     batch = hw.ingestor.prepare(body, key, ndjson=ndjson, request_id=REQUEST_ID.get() or "")
     if batch.pending:
-        # Another send holds some of these ids (a hedged retry): wait for it, off the loop.
+        # Another send holds some of these ids (a hedged retry): publish and confirm the
+        # ones this send holds first (Ingestor.confirm_part), then wait, off the loop.
+        if batch.messages:
+            await _publish(hw, batch)
+            await run_in_threadpool(hw.ingestor.confirm_part, batch)
         await run_in_threadpool(hw.ingestor.settle, batch)
     if batch.messages:
-        try:
-            await asyncio.wrap_future(hw.ingestor.publisher.submit(batch.messages))
-        except BaseException:
-            await run_in_threadpool(hw.ingestor.abandon, batch)
-            raise
+        await _publish(hw, batch)
     outcome = hw.ingestor.finish(batch)
     PUBLISH_SECONDS.observe(time.perf_counter() - started)
     return OUTCOME.reply(outcome, outcome.status_code)
+
+
+async def _publish(hw: Application, batch: PreparedBatch) -> None:
+    """The batch's messages through the group-commit writer; on failure, its claims go."""
+    try:
+        await asyncio.wrap_future(hw.ingestor.publisher.submit(batch.messages))
+    except BaseException:
+        await run_in_threadpool(hw.ingestor.abandon, batch)
+        raise
 
 
 def _count_hint(body: bytes, *, ndjson: bool) -> int:

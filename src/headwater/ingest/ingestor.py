@@ -74,6 +74,7 @@ class PreparedBatch:
     """A validated, encoded batch waiting for its durable write."""
 
     __slots__ = (
+        "confirmed",
         "duplicate_index",
         "fresh",
         "messages",
@@ -110,6 +111,8 @@ class PreparedBatch:
         #: Ids another send claimed and has not confirmed, and their events with index.
         self.pending: dict[str, Pending] = {}
         self.waiting: dict[str, tuple[int, TypedSignal]] = {}
+        #: How many of ``fresh`` were published and confirmed under an earlier token.
+        self.confirmed = 0
 
 
 class Ingestor:
@@ -170,14 +173,20 @@ class Ingestor:
     ) -> IngestOutcome:
         """Validate, check scope, deduplicate and publish one batch (blocking)."""
         batch = self.prepare(body, key, ndjson=ndjson, request_id=request_id)
+        if batch.pending and batch.messages:
+            self._publish(batch)
+            self.confirm_part(batch)
         self.settle(batch)
         if batch.messages:
-            try:
-                self.publisher.publish(batch.messages)
-            except BaseException:
-                self.abandon(batch)
-                raise
+            self._publish(batch)
         return self.finish(batch)
+
+    def _publish(self, batch: PreparedBatch) -> None:
+        try:
+            self.publisher.publish(batch.messages)
+        except BaseException:
+            self.abandon(batch)
+            raise
 
     def prepare(
         self, body: bytes, key: ApiKey, *, ndjson: bool = False, request_id: str = ""
@@ -265,14 +274,31 @@ class Ingestor:
         batch.pending = {}
         batch.waiting = {}
 
+    def confirm_part(self, batch: PreparedBatch) -> None:
+        """The ids this send claimed are on the bus, and some others are still held by
+        another send: confirm these now, before waiting (``settle``) for those.
+
+        Two sends of one batch (a hedged retry) can each win part of its ids (a Redis
+        Cluster claims slot by slot): were each to wait for the other's confirmation
+        before publishing its own part, both would wait out the lease, and then each
+        would take over the other's part and publish it too. What ``settle`` takes over
+        or claims afterwards goes under a new token, confirmed by ``finish``.
+        """
+        self.window.confirm(batch.token)
+        batch.token = new_event_id("c_")
+        batch.messages = []
+        batch.confirmed = len(batch.fresh)
+
     def abandon(self, batch: PreparedBatch) -> None:
         """The publish failed: let a retry claim the batch's ids at once."""
-        if batch.fresh:
-            self.window.release(batch.token, [e.event_id for e in batch.fresh])
+        unconfirmed = batch.fresh[batch.confirmed :]
+        if unconfirmed:
+            self.window.release(batch.token, [e.event_id for e in unconfirmed])
 
     def finish(self, batch: PreparedBatch) -> IngestOutcome:
         """After the durable write: confirm the claim and build the answer."""
-        self.window.confirm(batch.token)
+        if len(batch.fresh) > batch.confirmed or not batch.confirmed:
+            self.window.confirm(batch.token)
         if batch.fresh and self.on_published is not None:
             self.on_published(batch.fresh, batch.received_at)
         self._account(batch)

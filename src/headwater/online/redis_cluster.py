@@ -52,10 +52,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from headwater._redis import RedisConnection
+from headwater._redis import RedisConnection, ReplicaAcks
 from headwater.bus.base import partition_for
 from headwater.errors import (
-    BackendUnavailableError,
     ConfigurationError,
     FencedError,
     OnlineStoreError,
@@ -114,10 +113,7 @@ class RedisClusterOnlineStore:
         self.partitions = partitions
         n = partitions
         self.partition_of = partition_of or (lambda key: partition_for(key, n))
-        self.wait = int(query.get("wait", ["1"])[-1])
-        self.wait_ms = int(query.get("wait_ms", ["1000"])[-1])
-        #: Each master's connected replicas, as its last write found them.
-        self._replicas: dict[str, int] = {}
+        self._acks = ReplicaAcks(url)
         self._conn = RedisConnection(url, what="Redis Cluster online store", error=OnlineStoreError)
         self.prefix = self._conn.prefix
         self._redis = self._conn.client
@@ -210,33 +206,12 @@ class RedisClusterOnlineStore:
             for n in range(_ATTEMPTS):
                 try:
                     node = self._redis.get_node_from_key(key)
-                    # A master with fewer replicas than asked (its replica was promoted
-                    # away and has not come back) has nothing more to wait for.
-                    wait = min(self.wait, self._replicas.get(node.name, self.wait))
-                    pipe = self._redis.get_redis_connection(node).pipeline(transaction=False)
-                    command(pipe)
-                    if wait:
-                        pipe.execute_command("WAIT", wait, self.wait_ms)
-                    if self.wait:
-                        pipe.execute_command("INFO", "replication")
-                    answers = pipe.execute()
+                    return self._acks.execute(self._redis, node, command)[0]
                 except self._retry:
                     if n == _ATTEMPTS - 1:
                         raise
                     time.sleep(0.1 * 2**n)
                     self._redis.nodes_manager.initialize()
-                    continue
-                if self.wait:
-                    self._replicas[node.name] = int(answers[-1].get("connected_slaves", 0))
-                # Fewer acknowledgements than asked are a failure only when the master
-                # has the replicas to give them (a promoted one may have none yet).
-                if wait and int(answers[1]) < min(wait, self._replicas[node.name]):
-                    raise BackendUnavailableError(
-                        f"Redis Cluster at {self.url}: {node.name} holds the write, but only "
-                        f"{answers[1]} of {wait} replicas acknowledged it within "
-                        f"{self.wait_ms} ms"
-                    )
-                return answers[0]
             raise AssertionError("unreachable")
 
         return self._call(attempt)
