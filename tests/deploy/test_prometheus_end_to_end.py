@@ -272,7 +272,15 @@ def test_prometheus_scrapes_the_stack_and_a_stalled_consumer_fires_the_freshness
             )
             # Publishing went on meanwhile: the gateway accepted more than it had.
             accepted_during = one_value(prom, f"sum(headwater_events_accepted_total{web_view})")
-            lag = one_value(prom, 'headwater:consumer_lag_events:sum{group="features"}')
+            # The lag the scrapes see grows while the consumer cannot commit (the recording
+            # rule's value is at most one scrape and one evaluation old: waited for).
+            lag_expr = 'headwater:consumer_lag_events:sum{group="features"}'
+            wait_for(
+                lambda: (one_value(prom, lag_expr) or 0) > 0,
+                15,
+                "the stalled group's lag shows at the scrape",
+            )
+            lag = one_value(prom, lag_expr)
         finally:
             if lock.in_transaction:
                 lock.execute("ROLLBACK")
