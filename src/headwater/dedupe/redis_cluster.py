@@ -44,13 +44,15 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from headwater._redis import ReplicaAcks
 from headwater.dedupe.base import Claim, Pending
 from headwater.dedupe.redis import RedisIdempotencyWindow
 
 __all__ = ["RedisClusterIdempotencyWindow"]
+
+_I = TypeVar("_I")
 
 # As ``_CLAIM`` on one node, without the look at other tokens' confirmations (another
 # slot): per id M (mine), D (accepted before claims existed) or O|token|ms (another's).
@@ -133,6 +135,16 @@ class RedisClusterIdempotencyWindow(RedisIdempotencyWindow):
             out.setdefault(self._slot(key.encode()), []).append(i)
         return out
 
+    def _by_node(
+        self, items: Sequence[_I], key_of: Callable[[_I], str]
+    ) -> list[tuple[Any, list[_I]]]:
+        """``items`` grouped by the master that holds their key now, with that master."""
+        by_node: dict[str, tuple[Any, list[_I]]] = {}
+        for item in items:
+            node = self._redis.get_node_from_key(key_of(item))
+            by_node.setdefault(node.name, (node, []))[1].append(item)
+        return list(by_node.values())
+
     def _per_slot(
         self, source: str, keys: Sequence[str], args: Sequence[object], per_key: Sequence[object]
     ) -> list[Any]:
@@ -160,12 +172,8 @@ class RedisClusterIdempotencyWindow(RedisIdempotencyWindow):
             attempt["now"] = int(time.time() * 1000)
             # The cluster client's pipeline refuses scripts: one pipeline per master,
             # ending with the wait for its replica.
-            by_node: dict[str, tuple[Any, list[list[int]]]] = {}
-            for group in groups:
-                node = self._redis.get_node_from_key(keys[group[0]])
-                by_node.setdefault(node.name, (node, []))[1].append(group)
             out: list[Any] = [None] * len(keys)
-            for node, node_groups in by_node.values():
+            for node, node_groups in self._by_node(groups, lambda g: keys[g[0]]):
                 answers = self._acks.execute(
                     self._redis, node, partial(scripts, gs=node_groups), raise_on_error=False
                 )
@@ -273,11 +281,7 @@ class RedisClusterIdempotencyWindow(RedisIdempotencyWindow):
         are idempotent: retried while a slot moves or a replica is promoted)."""
 
         def run() -> list[Any]:
-            by_node: dict[str, tuple[Any, list[str]]] = {}
-            for key in keys:
-                node = self._redis.get_node_from_key(key)
-                by_node.setdefault(node.name, (node, []))[1].append(key)
-            for node, node_keys in by_node.values():
+            for node, node_keys in self._by_node(keys, lambda key: key):
                 self._acks.execute(self._redis, node, partial(build, keys=node_keys))
             return []
 
