@@ -253,6 +253,35 @@ def test_event_ids_can_be_looked_for_in_a_recent_stretch(bus: Bus) -> None:
     assert bus.find_event_ids({"ann": {"a1"}}, int(time.time() * 1000) + 60_000) == set()
 
 
+def test_a_partition_is_read_back_whole_whatever_the_keys(bus: Bus) -> None:
+    # The erasure verification's own read: a copy under another key is found too.
+    part = bus.partition_of("victim")
+    neighbour = next(f"other-{i}" for i in range(1000) if bus.partition_of(f"other-{i}") == part)
+    elsewhere = next(f"far-{i}" for i in range(1000) if bus.partition_of(f"far-{i}") != part)
+    bus.publish(
+        [
+            Message("victim", b"v1 evt-77 of victim"),
+            Message(neighbour, b"copy of evt-77 of victim"),
+            Message(neighbour, b"nothing"),
+            Message(elsewhere, b"evt-77 of victim in another partition"),
+        ]
+    )
+    found = bus.search_partitions({part}, ["evt-77"], lambda r: b"evt-77" in r.value)
+    if found is None:
+        assert not bus.erasure_capability().can_purge, "a bus that can purge can read back"
+        return
+    assert sorted((r.key, r.value) for r in found) == [
+        (neighbour, b"copy of evt-77 of victim"),
+        ("victim", b"v1 evt-77 of victim"),
+    ]
+    assert all(r.partition == part for r in found)
+    assert bus.search_partitions({part}, ["evt-77"], lambda r: False) == []
+    # Many needles: every batch is read; the answer is the same.
+    many = ["evt-77", *(f"x{i}" for i in range(20))]
+    again = bus.search_partitions({part}, many, lambda r: b"evt-77" in r.value)
+    assert sorted((r.key, r.value) for r in again or []) == sorted((r.key, r.value) for r in found)
+
+
 def test_a_partition_count_that_differs_from_the_log_is_an_error(bus: Bus, bus_url: str) -> None:
     assert "partitions=4" in bus_url
     with pytest.raises(ConfigurationError, match="partitions"):

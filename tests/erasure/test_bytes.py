@@ -220,8 +220,10 @@ def test_a_completed_erasure_leaves_no_byte_of_the_user(
         audit = http.get(f"/v1/deletions/{request_id}").json()
         assert audit["verified_at"] is not None
         for store in audit["stores"]:
-            # Each store was checked again by a path of its own, and nothing was found.
+            # Each store was checked again by a path of its own, for the user and for
+            # each of the user's events the archive held, and nothing was found.
             assert store["verification"]["residue"] == 0, store
+            assert store["verification"]["detail"]["event_ids_searched"] == 3000, store
         left = scan(home, subject.needles().values())
         assert not left, f"after completed, still on disk: {left}"
         if servers is not None:

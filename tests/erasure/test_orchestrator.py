@@ -471,3 +471,70 @@ def test_the_export_dates_what_cannot_be_erased_at_once(tmp_path: Path) -> None:
     assert "HEADWATER_BACKUP_RETENTION" in unstated["online-features"]["gone_by"]
     bus.close()
     db.close()
+
+
+def test_the_event_ids_a_store_reports_are_searched_kept_sealed_and_wiped(
+    tmp_path: Path, control_url: str
+) -> None:
+    """The archive reports the ids of the user's events before erasing them: the ledger
+    keeps them sealed while the request is open, the verification searches every store
+    for them, and completion wipes them with the raw id."""
+    db = open_control_database(control_url)
+    ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
+    event_ids = tuple(f"evt-{i:04d}-of-u1" for i in range(300))
+
+    class Reporting(Steady):
+        def erase(self, event: ErasureEvent) -> list[Confirmation]:
+            (c,) = super().erase(event)
+            return [msgspec.structs.replace(c, event_ids=event_ids if c.rows_removed else ())]
+
+    store = Reporting()
+    seen: list[Subject] = []
+    copy = {"evt-0123-of-u1"}  # another store still holds one of the events, not the user
+
+    def check(users: Sequence[Subject]) -> CheckResult:
+        seen.extend(users)
+        return "look for events", {
+            u.user_id: (len(copy & set(u.event_ids)), {"where": sorted(copy)}) for u in users
+        }
+
+    runtime = ConsumerRuntime(bus, store.name, store, ledger=ledger, poll_timeout=0.01)
+    orch = ErasureOrchestrator(
+        ledger,
+        bus,
+        SubjectHasher(b"k" * 32),
+        retry_base=timedelta(seconds=1),
+        verifier=Verifier({store.name: [check]}),
+    )
+    store.rows["u1"] = 1
+    request = orch.request("u1", legal_basis="gdpr-art17", requested_by="test")
+    rid = request.request_id
+    t0 = datetime.fromisoformat(ledger.get(rid).received_at)
+    _drain([runtime])
+    ((stored,),) = db.execute(
+        "SELECT event_ids FROM hw_erasure_requests WHERE request_id = ?", (rid,)
+    )
+    assert str(stored).startswith("sealed:v1:")
+    assert "evt-" not in str(stored)
+    assert ledger.event_ids([rid]) == {rid: event_ids}
+    # The copy of one event is residue: refused, sent again; the retry removes nothing
+    # and reports no ids, which must not lose the ones kept.
+    assert orch.tick(t0 + timedelta(seconds=1))["completed"] == 0
+    assert seen[-1].event_ids == event_ids
+    _drain([runtime])
+    assert ledger.event_ids([rid]) == {rid: event_ids}
+    copy.clear()
+    assert orch.tick(t0 + timedelta(seconds=4))["completed"] == 1
+    assert seen[-1].event_ids == event_ids
+    finding = orch.audit(rid)["stores"][0]["verification"]
+    assert finding["residue"] == 0
+    assert finding["detail"]["event_ids_searched"] == len(event_ids)
+    assert ledger.event_ids([rid]) == {}
+    ((wiped,),) = db.execute(
+        "SELECT event_ids FROM hw_erasure_requests WHERE request_id = ?", (rid,)
+    )
+    assert wiped is None
+    runtime.close()
+    bus.close()
+    db.close()

@@ -118,3 +118,54 @@ def test_the_redis_check_reads_values_as_well_as_key_names(redis_url: str) -> No
         for key in client.scan_iter(match=f"{prefix}:*", count=1000):
             client.delete(key)
         conn.close()
+
+
+@pytest.mark.redis
+def test_a_copy_of_an_event_that_no_longer_names_the_user_is_residue(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A store that dropped the user's id but kept one of their events (by its id) still
+    holds the user: each kind of check finds the event id, and the finding names neither
+    the user nor the event."""
+    from headwater._redis import RedisConnection
+
+    events = tuple(f"evt-{i:03d}-of-erased" for i in range(50))
+    who = Subject("erased-user", "h-e", events)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    conn = connect(url.removeprefix("sqlite:///"))
+    conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
+    conn.execute("INSERT INTO t VALUES ('someone', 'last seen evt-017-of-erased')")
+    root = tmp_path / "archive"
+    (root / "signals" / "date=2026-01-01").mkdir(parents=True)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        pa.table({"event_id": ["evt-030-of-erased", "other"], "user_id": ["x", "y"]}),
+        root / "signals" / "date=2026-01-01" / "stray.parquet",
+    )
+    prefix = f"vt{uuid.uuid4().hex[:8]}"
+    redis = RedisConnection(f"{redis_url}?prefix={prefix}", what="test")
+    redis.client.set(f"{prefix}:dd:evt-044-of-erased", b"tok|1700000000000|")
+    try:
+        verifier = Verifier(
+            {
+                "sqlite": [sqlite_byte_scan(url)],
+                "archive": [archive_scan(str(root / "signals"), None)],
+                "redis": [redis_scan(redis.client, prefix)],
+            }
+        )
+        stores = ["sqlite", "archive", "redis"]
+        found = verifier.verify_many([(who, stores)])[0]
+        assert {name: f.residue for name, f in found.items()} == dict.fromkeys(stores, 1)
+        for f in found.values():
+            assert "evt-" not in repr(f)
+            assert "erased-user" not in repr(f)
+            assert f.detail["event_ids_searched"] == len(events)
+        # Searched for the user alone, as before the event ids were kept: nothing found.
+        alone = verifier.verify_many([(Subject("erased-user", "h-e"), stores)])[0]
+        assert {name: f.residue for name, f in alone.items()} == dict.fromkeys(stores, 0)
+    finally:
+        for key in redis.client.scan_iter(match=f"{prefix}:*", count=1000):
+            redis.client.delete(key)
+        redis.close()

@@ -3,14 +3,16 @@
 Each participant's store is read by a path of its own, not through the component that
 applied the erasure: SQLite files byte by byte, Redis by a scan of every key and value,
 the archive file by file, the dead letters by a fresh query of the control plane. The
-bus is read through its own API (its SQLite log packs records per batch, and the open
-request's erasure event names the user until completion); a bus that cannot count
-(Kafka, until retention) says so instead of passing.
+bus's partitions that hold the users are read back, every signal record that names a
+user (as every signal does) searched for the user ids and event ids whatever its key
+(the log's files are not searched byte by byte: the open request's own erasure event
+names the user until completion); a bus that cannot read its log back (Kafka, until
+retention) says so instead of passing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from headwater._redis import RedisConnection
@@ -22,6 +24,9 @@ from headwater.erasure.verify import (
     Subject,
     Verifier,
     archive_scan,
+    count_ids,
+    owners,
+    per_user,
     redis_scan,
     sqlite_byte_scan,
 )
@@ -47,19 +52,36 @@ def _bus_check(app: Application) -> StoreCheck:
     bus = app.bus
 
     def check(users: Sequence[Subject]) -> CheckResult:
-        signals: Callable[[Record], bool] = lambda r: r.kind == KIND_SIGNAL  # noqa: E731
-        counted = bus.count_keys({u.user_id: signals for u in users})
-        if counted is None:
+        keys = {u.user_id for u in users}
+        needles = list(owners(users))
+
+        def holds(r: Record) -> bool:
+            return r.kind == KIND_SIGNAL and (
+                r.key in keys or any(count_ids(r.value, needles).values())
+            )
+
+        parts = {bus.partition_of(u.user_id) for u in users}
+        # Every signal names its user: batches without a user's id cannot hold one.
+        found = bus.search_partitions(parts, keys, holds)
+        if found is None:
             cap = bus.erasure_capability()
             detail = {"detail": cap.detail, "retention_seconds": cap.retention_seconds}
             return (
-                "none: the log cannot be searched by key",
+                "none: the log cannot be read back",
                 {u.user_id: (None, detail) for u in users},
             )
-        return (
-            "count of the user's signal records in the log",
-            {u.user_id: (counted.get(u.user_id, 0), {}) for u in users},
+        hits: dict[str, dict[str, int]] = {}
+        for r in found:
+            place = hits.setdefault(f"partition {r.partition}", {})
+            for value, n in count_ids(r.value, needles).items():
+                place[value] = place.get(value, 0) + n
+            if r.key in keys:
+                place[r.key] = place.get(r.key, 0) + 1
+        method = (
+            "every signal record of the users' partitions read back from the log, its key "
+            "and value searched for the user ids and event ids"
         )
+        return method, per_user(users, hits)
 
     return check
 

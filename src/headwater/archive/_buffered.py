@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from headwater.bus.base import (
     KIND_ERASURE,
@@ -124,6 +124,14 @@ class BufferedBus(Bus):
         self, wheres: Mapping[str, Callable[[Record], bool] | None]
     ) -> dict[str, int] | None:
         return self.inner.count_keys(wheres)
+
+    def search_partitions(
+        self,
+        partitions: Collection[int],
+        needles: Collection[str],
+        keep: Callable[[Record], bool],
+    ) -> list[Record] | None:
+        return self.inner.search_partitions(partitions, needles, keep)
 
     def purge_recent(
         self, key: str, since_ms: int, where: Callable[[Record], bool] | None = None

@@ -184,10 +184,13 @@ class ArchiveConsumer(Consumer):
     def erase_many(self, events: Sequence[ErasureEvent]) -> list[Confirmation]:
         """Erase a run of requests with one DELETE and one verifying scan.
 
-        Each request gets its own confirmation naming its user's partitions and rows.
+        Each request gets its own confirmation naming its user's partitions and rows,
+        and carrying the ids of the user's events found before the DELETE (the ledger
+        keeps them sealed for the verification of every store).
         """
         users = list(dict.fromkeys(e.user_id for e in events))
-        before = self.table.users_rows_by_day(users)
+        held = self.table.users_events_by_day(users)
+        before = {u: {d: len(ids) for d, ids in days.items()} for u, days in held.items()}
         erased = None
         if any(before.values()):
             ids = ",".join(e.request_id for e in events)
@@ -216,6 +219,8 @@ class ArchiveConsumer(Consumer):
             # Two requests for one user in a run: the first one removed the rows.
             rows = sum(days.values()) if event.user_id not in counted else 0
             counted.add(event.user_id)
+            # What the verification searches every store for, besides the user.
+            event_ids = tuple(e for ids in held[event.user_id].values() for e in ids)
             recorded.append(
                 ErasureRecord(
                     event.request_id,
@@ -236,6 +241,7 @@ class ArchiveConsumer(Consumer):
                     rows_remaining=0,
                     verified_at=datetime.now(UTC),
                     evidence=self._evidence(sorted(days), version, erased_at, erased),
+                    event_ids=event_ids,
                 )
             )
         self.ledger.record_erasures(recorded)  # one commit for the run

@@ -364,20 +364,28 @@ class ArchiveTable:
 
     def users_rows_by_day(self, user_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """``user_rows_by_day`` for many users in one scan: user -> day -> rows."""
-        found: dict[str, dict[str, int]] = {u: {} for u in user_ids}
+        return {
+            user: {day: len(ids) for day, ids in days.items()}
+            for user, days in self.users_events_by_day(user_ids).items()
+        }
+
+    def users_events_by_day(self, user_ids: Sequence[str]) -> dict[str, dict[str, list[str]]]:
+        """The event ids of these users' rows in the current version, in one scan:
+        user -> day -> event ids."""
+        found: dict[str, dict[str, list[str]]] = {u: {} for u in user_ids}
         if not found:
             return found
         result = self.query(
-            f"SELECT user_id, {PARTITION_COLUMN} AS day, count(*) AS n FROM signals "
-            f"WHERE user_id IN ({_in_list(found)}) GROUP BY user_id, {PARTITION_COLUMN}"
+            f"SELECT user_id, {PARTITION_COLUMN} AS day, event_id FROM signals "
+            f"WHERE user_id IN ({_in_list(found)})"
         )
-        for user, day, n in zip(
+        for user, day, event_id in zip(
             result.column("user_id").to_pylist(),
             result.column("day").to_pylist(),
-            result.column("n").to_pylist(),
+            result.column("event_id").to_pylist(),
             strict=True,
         ):
-            found[str(user)][str(day)] = int(n)
+            found[str(user)].setdefault(str(day), []).append(str(event_id))
         return found
 
     # -- erasure ---------------------------------------------------------------

@@ -214,11 +214,13 @@ async def scan_subject(
     layout: StreamLayout,
     partition: int,
     *,
-    key: str,
+    key: str | None,
     batch: int = 1000,
     with_values: bool = False,
+    keep: Callable[[Record], bool] | None = None,
 ) -> list[Record]:
-    """The records of ``key`` now in one partition subject (values only if asked for)."""
+    """The records of ``key`` (every key: None) now in one partition subject that ``keep``
+    accepts (values only if asked for)."""
     woke = asyncio.Event()
     reader = SubjectReader(
         js, layout, partition, capacity=batch, on_data=woke.set, headers_only=not with_values
@@ -235,7 +237,9 @@ async def scan_subject(
                 woke.clear()
             got = reader.take(batch)
             seen += len(got)
-            out.extend(r for r in got if r.key == key)
+            out.extend(
+                r for r in got if (key is None or r.key == key) and (keep is None or keep(r))
+            )
             if reader.broken or (not got and reader.exhausted):
                 break  # records deleted meanwhile: the subject holds fewer than counted
     finally:

@@ -164,6 +164,20 @@ class Bus(Protocol):
         del wheres
         return None
 
+    def search_partitions(
+        self,
+        partitions: Collection[int],
+        needles: Collection[str],
+        keep: Callable[[Record], bool],
+    ) -> list[Record] | None:
+        """Every record now stored in ``partitions`` whose bytes (key or value) hold one of
+        ``needles`` and that ``keep`` accepts, whatever its key (the erasure
+        verification's own read: a copy under another key is found too). The needles
+        let a backend skip what cannot match; ``keep`` decides. None where the bus
+        cannot read its log back."""
+        del partitions, needles, keep
+        return None
+
     def find_event_ids(
         self, ids_by_key: Mapping[str, Collection[str]], since_ms: int
     ) -> set[str] | None:

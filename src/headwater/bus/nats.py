@@ -352,6 +352,28 @@ class NatsBus(Bus):
         """``count_key`` for each key (one subject scan per key)."""
         return {key: self.count_key(key, where) for key, where in wheres.items()}
 
+    def search_partitions(
+        self,
+        partitions: Collection[int],
+        needles: Collection[str],
+        keep: Callable[[Record], bool],
+    ) -> list[Record]:
+        """Every message of the partitions' subjects read with its value and offered to
+        ``keep`` (which the needles cannot spare: the server does not search values)."""
+        del needles
+        found: list[Record] = []
+        for part in sorted(set(partitions)):
+            found.extend(
+                self._session.run(
+                    scan_subject(
+                        self._session.js, self.layout, part, key=None, with_values=True, keep=keep
+                    ),
+                    "searching a partition",
+                    timeout=max(60.0, 20 * self.timeout_s),
+                )
+            )
+        return found
+
     def close(self) -> None:
         self._session.close()
 

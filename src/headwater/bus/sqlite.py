@@ -325,6 +325,22 @@ class SqliteBus(Bus):
                             counts[r.key] += 1
         return counts
 
+    def search_partitions(
+        self,
+        partitions: Collection[int],
+        needles: Collection[str],
+        keep: Callable[[Record], bool],
+    ) -> list[Record]:
+        """The partitions' batches that hold a needle's bytes (found by SQLite; every batch
+        for many needles) decoded, each record offered to ``keep``."""
+        return [
+            r
+            for part in sorted(set(partitions))
+            for _first, records in _candidates(self._db.read, part, set(needles), 0)
+            for r in records
+            if keep(r)
+        ]
+
     def _scrub(self) -> None:
         # Freed pages are zeroed (secure_delete); old page images of the rewritten rows
         # linger in the WAL until it is checkpointed and truncated.
@@ -357,7 +373,12 @@ def _candidates(
             yield int(first), _DECODE(blob)
         return
     # Many keys (a burst of erasures): one pass that decodes each batch costs less than
-    # one byte search of the whole partition per key. Paged: bounded memory.
+    # one byte search of the whole partition per key.
+    yield from _every_batch(read, part, start)
+
+
+def _every_batch(read: _Read, part: int, start: int) -> Iterator[tuple[int, list[Record]]]:
+    """The partition's batches from ``start`` on, decoded, paged: bounded memory."""
     while True:
         page = read(
             "SELECT first_offset, records FROM hw_bus_log WHERE partition = ? AND "

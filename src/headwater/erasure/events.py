@@ -51,6 +51,10 @@ class Confirmation(msgspec.Struct, frozen=True, kw_only=True):
     evidence: dict[str, Any] = {}
     ok: bool = True
     error: str = ""
+    #: The ids of the user's events the store held before this attempt erased them (the
+    #: archive knows them all): the ledger keeps them sealed until completion, for the
+    #: independent verification to search every store for; never part of the evidence.
+    event_ids: tuple[str, ...] = ()
 
 
 _ENC = msgspec.msgpack.Encoder()

@@ -4,6 +4,8 @@ Kept in the control plane (SQLite or PostgreSQL). The raw user id is kept only w
 a request is open (retries and the verification need it), sealed (encrypted, see
 ``SubjectSealer``) so no version of the row ever holds it in clear, and wiped when
 the request completes; from then on the audit names the user by its keyed hash only.
+The ids of the user's events that a store reported before erasing them are kept the
+same way (sealed, wiped at completion) for the verification to search for.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ __all__ = ["ErasureLedger", "Participant", "RequestRecord", "TaskRecord"]
 
 #: The tables that hold a raw user id or a user's records while a request is open.
 SCRUBBED_TABLES = ("hw_erasure_requests",)
+#: At most this many of a user's event ids are kept for the verification to search (the
+#: first reported); the finding states how many were searched.
+MAX_EVENT_IDS = 100_000
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS hw_erasure_requests (
@@ -188,6 +193,8 @@ class ErasureLedger:
                 record_attempt(tx, c, "repeated" if status == "confirmed" else "failed")
                 return True
             record_attempt(tx, c, "applied" if status == "confirmed" else "failed")
+            if c.event_ids:
+                self._add_event_ids(tx, c.request_id, c.event_ids)
             tx.execute(
                 "UPDATE hw_erasure_tasks SET status = ?, confirmed_at = ?, store = ?, "
                 "method = ?, rows_removed = ?, rows_remaining = ?, evidence = ?, error = ?, "
@@ -208,6 +215,41 @@ class ErasureLedger:
                 ),
             )
         return True
+
+    def _add_event_ids(self, tx: ControlTransaction, request_id: str, ids: Sequence[str]) -> None:
+        rows = tx.execute(
+            "SELECT event_ids FROM hw_erasure_requests WHERE request_id = ? AND status = 'open'",
+            (request_id,),
+        )
+        if not rows:
+            return  # completed meanwhile (or unknown): nothing is kept past completion
+        known = self._open_ids(rows[0][0], request_id)
+        merged = list(dict.fromkeys([*known, *ids]))[:MAX_EVENT_IDS]
+        if len(merged) == len(known):
+            return
+        tx.execute(
+            "UPDATE hw_erasure_requests SET event_ids = ? WHERE request_id = ?",
+            (self._sealer.seal(json.dumps(merged), request_id), request_id),
+        )
+
+    def _open_ids(self, stored: Any, request_id: str) -> tuple[str, ...]:
+        if not stored:
+            return ()
+        return tuple(json.loads(self._sealer.open(str(stored), request_id)))
+
+    def event_ids(self, request_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """The event ids the stores reported for each open request (opened), for the
+        verification; a completed request has none any more."""
+        found: dict[str, tuple[str, ...]] = {}
+        for start in range(0, len(request_ids), 500):
+            chunk = list(request_ids[start : start + 500])
+            rows = self._db.execute(
+                "SELECT request_id, event_ids FROM hw_erasure_requests WHERE request_id IN "
+                f"({', '.join('?' * len(chunk))}) AND event_ids IS NOT NULL",
+                tuple(chunk),
+            )
+            found.update({str(rid): self._open_ids(stored, str(rid)) for rid, stored in rows})
+        return found
 
     def attempts(self, request_id: str) -> dict[str, list[Attempt]]:
         """Each store's attempts at a request, in order (the audit's history)."""
@@ -382,7 +424,7 @@ def _complete(
     found = None if verification is None else json.dumps(verification, default=str)
     tx.execute(
         "UPDATE hw_erasure_requests SET status = 'completed', completed_at = ?, "
-        "user_id = NULL, verification = ?, verified_at = ? "
+        "user_id = NULL, event_ids = NULL, verification = ?, verified_at = ? "
         "WHERE request_id = ? AND status = 'open'",
         (at, found, at if found is not None else None, request_id),
     )

@@ -345,11 +345,8 @@ class ErasureOrchestrator:
         if self.verifier is not None and records:
             findings = self.verifier.verify_many(
                 [
-                    (
-                        Subject(str(r.user_id), r.subject_hash),
-                        [t.participant for t in r.tasks],
-                    )
-                    for r in records
+                    (self._subject(r, ids), [t.participant for t in r.tasks])
+                    for r, ids in zip(records, self._event_ids(records), strict=True)
                 ]
             )
         closed: set[str] = set()
@@ -361,6 +358,14 @@ class ErasureOrchestrator:
             self._close(record, found, now)
             closed.add(record.request_id)
         return closed
+
+    def _event_ids(self, records: Sequence[RequestRecord]) -> list[tuple[str, ...]]:
+        found = self.ledger.event_ids([r.request_id for r in records])
+        return [found.get(r.request_id, ()) for r in records]
+
+    @staticmethod
+    def _subject(record: RequestRecord, event_ids: Sequence[str]) -> Subject:
+        return Subject(str(record.user_id), record.subject_hash, tuple(event_ids))
 
     def _close(self, record: RequestRecord, findings: dict[str, Finding], now: datetime) -> None:
         if self.bus.erasure_capability().can_purge:
@@ -478,9 +483,14 @@ class ErasureOrchestrator:
             }
         if self.verifier is None:
             raise ErasureError("no verifier is configured for this deployment")
-        findings = self.verifier.verify(
-            record.user_id, record.subject_hash, [t.participant for t in record.tasks]
-        )
+        findings = self.verifier.verify_many(
+            [
+                (
+                    self._subject(record, self._event_ids([record])[0]),
+                    [t.participant for t in record.tasks],
+                )
+            ]
+        )[0]
         return {
             "request_id": request_id,
             "status": record.status,

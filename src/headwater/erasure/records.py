@@ -90,6 +90,9 @@ REQUEST_EXTRA_COLUMNS = {
     "deadline_alerted_at": "TEXT",
     "verification": "TEXT",
     "verified_at": "TEXT",
+    # The user's event ids the stores reported (sealed like user_id, wiped at completion;
+    # read only by the verification, not with the request).
+    "event_ids": "TEXT",
 }
 
 

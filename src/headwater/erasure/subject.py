@@ -90,10 +90,11 @@ class SubjectSealer:
             self._cipher = AESGCM(self._key)
         return self._cipher
 
-    def seal(self, user_id: str, request_id: str) -> str:
-        """The text the ledger stores for ``user_id`` of ``request_id``."""
+    def seal(self, value: str, request_id: str) -> str:
+        """The text the ledger stores for ``value`` (the raw user id, or the user's event
+        ids) of ``request_id``."""
         nonce = os.urandom(12)
-        box = self._aead.encrypt(nonce, user_id.encode(), request_id.encode())
+        box = self._aead.encrypt(nonce, value.encode(), request_id.encode())
         return _SEALED + base64.urlsafe_b64encode(nonce + box).decode()
 
     def open(self, stored: str, request_id: str) -> str:

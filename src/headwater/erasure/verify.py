@@ -27,7 +27,16 @@ import msgspec
 from headwater._time import now_text
 from headwater._url import sqlite_path
 
-__all__ = ["CheckResult", "Finding", "StoreCheck", "Subject", "Verifier", "count_ids"]
+__all__ = [
+    "CheckResult",
+    "Finding",
+    "StoreCheck",
+    "Subject",
+    "Verifier",
+    "count_ids",
+    "owners",
+    "per_user",
+]
 
 log = logging.getLogger("headwater.erasure")
 
@@ -43,10 +52,22 @@ class Finding(msgspec.Struct, frozen=True):
 
 
 class Subject(msgspec.Struct, frozen=True):
-    """A user being verified: the raw id (until completion) and its keyed hash."""
+    """A user being verified: the raw id (until completion), its keyed hash, and the ids
+    of the user's events the stores reported before erasing them."""
 
     user_id: str
     subject: str
+    event_ids: tuple[str, ...] = ()
+
+    @property
+    def needles(self) -> tuple[str, ...]:
+        """What a byte search looks for: the raw id and every event id."""
+        return (self.user_id, *self.event_ids)
+
+
+def owners(users: Sequence[Subject]) -> dict[str, str]:
+    """Each searched value (raw id, event id) -> the raw id of the user it belongs to."""
+    return {needle: u.user_id for u in users for needle in u.needles}
 
 
 #: One store's check over many users: the method, and per raw user id its residue
@@ -135,27 +156,34 @@ def _count_in_file(path: Path, ids: Sequence[str]) -> dict[str, int]:
     return counts
 
 
-def _per_user(
+def per_user(
     users: Sequence[Subject], hits: Mapping[str, Mapping[str, int]]
 ) -> dict[str, tuple[int | None, dict[str, Any]]]:
-    """``file -> user -> n`` turned into ``user -> (total, {"hits": {file: n}})``."""
-    out: dict[str, tuple[int | None, dict[str, Any]]] = {}
-    for u in users:
-        files = {f: n[u.user_id] for f, n in hits.items() if n.get(u.user_id)}
-        out[u.user_id] = (sum(files.values()), {"hits": files})
-    return out
+    """``place -> searched value -> n`` (a value: a raw id or an event id) turned into
+    ``user -> (total, {"hits": {place: n}})``."""
+    owner = owners(users)
+    by_user: dict[str, dict[str, int]] = {u.user_id: {} for u in users}
+    for place, counts in hits.items():
+        for value, n in counts.items():
+            if n and value in owner:
+                held = by_user[owner[value]]
+                held[place] = held.get(place, 0) + n
+    return {user: (sum(places.values()), {"hits": places}) for user, places in by_user.items()}
 
 
 def sqlite_byte_scan(url: str) -> StoreCheck:
-    """Search the store's files byte by byte, read-only, for the raw user ids."""
+    """Search the store's files byte by byte, read-only, for the raw user ids and the
+    users' event ids."""
     main = Path(sqlite_path(url))
     files = [main, Path(f"{main}-wal"), Path(f"{main}-shm")]
 
     def check(users: Sequence[Subject]) -> CheckResult:
-        ids = [u.user_id for u in users]
-        hits = {str(f): _count_in_file(f, ids) for f in files}
-        method = "byte search of the database file, its write-ahead log and shared memory"
-        return method, _per_user(users, hits)
+        hits = {str(f): _count_in_file(f, list(owners(users))) for f in files}
+        method = (
+            "byte search of the database file, its write-ahead log and shared memory "
+            "for the user ids and event ids"
+        )
+        return method, per_user(users, hits)
 
     return check
 
@@ -165,8 +193,9 @@ _DISTINCT_CACHE_BYTES = 256 * 2**20
 
 
 class _DistinctIds:
-    """Per data file, its distinct ``user_id`` and ``subject`` values (Delta files never
-    change once written), so a pass reads only the files it has not seen; bounded."""
+    """Per data file, its distinct ``user_id``, ``subject`` and ``event_id`` values (Delta
+    files never change once written), so a pass reads only the files it has not seen;
+    bounded."""
 
     def __init__(self, max_bytes: int = _DISTINCT_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -189,8 +218,9 @@ class _DistinctIds:
 
 
 def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCheck:
-    """Every file under ``uri``, referenced or not: Parquet files decoded (``user_id`` and
-    ``subject`` columns), every other file (the Delta log, checkpoints) byte by byte.
+    """Every file under ``uri``, referenced or not: Parquet files decoded (``user_id``,
+    ``subject`` and ``event_id`` columns), every other file (the Delta log, checkpoints)
+    byte by byte for the raw ids and event ids.
 
     A data file's distinct ids are kept after its first read; a file that holds one of
     the users is read again to count its rows. A file removed between the listing and
@@ -210,12 +240,13 @@ def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCh
             return "the directory does not exist", {u.user_id: (0, {}) for u in users}
         fs = pafs.PyFileSystem(DeltaStorageHandler(uri, dict(storage_options or {}) or None))
         infos = fs.get_file_info(pafs.FileSelector("", recursive=True, allow_not_found=True))
-        by_value = {u.user_id: u.user_id for u in users} | {u.subject: u.user_id for u in users}
+        by_value = owners(users) | {u.subject: u.user_id for u in users}
         wanted = pa.array(list(by_value), type=pa.string())
+        needles = list(owners(users))
 
         def columns(path: str) -> Any:
             names = pq.read_schema(path, filesystem=fs).names
-            cols = [c for c in ("user_id", "subject") if c in names]
+            cols = [c for c in ("user_id", "subject", "event_id") if c in names]
             return pq.read_table(path, columns=cols, filesystem=fs)
 
         def ids_of(path: str) -> Any:
@@ -224,6 +255,7 @@ def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCh
             return pa.chunked_array(values, type=pa.string())
 
         def rows_of(path: str) -> dict[str, int]:
+            # Per user (its raw id as the key, which per_user maps to itself).
             counts: dict[str, int] = {}
             table = columns(path)
             for col in table.column_names:
@@ -246,17 +278,17 @@ def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCh
                         hits[path] = rows_of(path)
                 else:
                     with fs.open_input_file(path) as f:
-                        hits[path] = count_ids(f.read(), [u.user_id for u in users])
+                        hits[path] = count_ids(f.read(), needles)
             except FileNotFoundError:
                 continue  # removed since the listing: gone, with whatever it held
             except OSError as exc:
                 if "not found" not in str(exc).lower():
                     raise
         method = (
-            "every Parquet file decoded (user_id, subject), every log and checkpoint file "
-            "searched byte by byte"
+            "every Parquet file decoded (user_id, subject, event_id), every log and "
+            "checkpoint file searched byte by byte for the user ids and event ids"
         )
-        return method, _per_user(users, hits)
+        return method, per_user(users, hits)
 
     return check
 
@@ -304,8 +336,9 @@ def _redis_values(client: Any, keys: Sequence[bytes]) -> list[bytes]:
 def redis_scan(client: Any, prefix: str, *, cluster: bool = False) -> StoreCheck:
     """One ``SCAN`` over the deployment's keys, each key's name and value searched: a key
     holds a user if one of its ``:``-separated parts, or all that follows its namespace,
-    is the raw id, or if its value holds the raw id as a whole token (an idempotency
-    entry names its user in its value). On a Redis Cluster every master is scanned, and
+    is the raw id or one of the user's event ids (an idempotency entry is keyed by its
+    event), or if its value holds one of them as a whole token (an idempotency entry
+    names its user in its value). On a Redis Cluster every master is scanned, and
     a key's hash tag (``{prefix:p3}:user:u1``) is read as its prefix (``prefix:user:u1``)."""
     patterns = [f"{prefix}:*", f"{{{prefix}:*"] if cluster else [f"{prefix}:*"]
 
@@ -318,9 +351,10 @@ def redis_scan(client: Any, prefix: str, *, cluster: bool = False) -> StoreCheck
                 yield from client.scan_iter(match=pattern, count=1000)
 
     def check(users: Sequence[Subject]) -> CheckResult:
-        wanted = {u.user_id for u in users}
+        owner = owners(users)
+        wanted = set(owner)
         ids = sorted(wanted)
-        found: dict[str, list[str]] = {u: [] for u in wanted}
+        found: dict[str, list[str]] = {u.user_id: [] for u in users}
         scanned = 0
 
         def search(batch: list[bytes]) -> None:
@@ -332,7 +366,7 @@ def redis_scan(client: Any, prefix: str, *, cluster: bool = False) -> StoreCheck
                 parts = key.split(":")
                 named = {*parts, key.split(":", 2)[-1]} & wanted
                 held = {u for u, n in count_ids(value, ids).items() if n} if value else set()
-                for user in named | held:
+                for user in {owner[v] for v in named | held}:
                     found[user].append(stored)
 
         batch: list[bytes] = []
@@ -376,7 +410,7 @@ class Verifier:
             users = list({requests[i][0].user_id: requests[i][0] for i in wanting}.values())
             results = [self._run(name, check, users) for check in self.checks.get(name, [])]
             for i in wanting:
-                out[i][name] = self._finding(name, requests[i][0].user_id, results)
+                out[i][name] = self._finding(name, requests[i][0], results)
         return out
 
     @staticmethod
@@ -388,7 +422,8 @@ class Verifier:
             return "check failed", {u.user_id: (1, {"error": f"{exc}"[:500]}) for u in users}
 
     @staticmethod
-    def _finding(name: str, user_id: str, results: Sequence[CheckResult]) -> Finding:
+    def _finding(name: str, subject: Subject, results: Sequence[CheckResult]) -> Finding:
+        user_id = subject.user_id
         if not results:
             return Finding(
                 participant=name,
@@ -398,6 +433,7 @@ class Verifier:
             )
         residue: int | None = 0
         details: list[dict[str, Any]] = []
+        searched = len(subject.event_ids)
         for _method, per_user in results:
             found, detail = per_user.get(user_id, (0, {}))
             residue = None if found is None or residue is None else residue + found
@@ -408,16 +444,23 @@ class Verifier:
             residue=residue,
             checked_at=now_text(),
             # The audit outlives the raw id: it is never written into a finding.
-            detail=_without(details[0] if len(details) == 1 else {"checks": details}, user_id),
+            detail={
+                **_without(details[0] if len(details) == 1 else {"checks": details}, subject),
+                "event_ids_searched": searched,
+            },
         )
 
 
-def _without(value: Any, user_id: str) -> Any:
-    """``value`` with every occurrence of the raw id replaced by ``<user id>``."""
+def _without(value: Any, subject: Subject) -> Any:
+    """``value`` with every occurrence of the raw id replaced by ``<user id>`` and of an
+    event id by ``<event id>``: the audit outlives both."""
     if isinstance(value, str):
-        return value.replace(user_id, "<user id>")
+        for event_id in subject.event_ids:
+            if event_id in value:
+                value = value.replace(event_id, "<event id>")
+        return value.replace(subject.user_id, "<user id>")
     if isinstance(value, dict):
-        return {_without(k, user_id): _without(v, user_id) for k, v in value.items()}
+        return {_without(k, subject): _without(v, subject) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_without(v, user_id) for v in value]
+        return [_without(v, subject) for v in value]
     return value
