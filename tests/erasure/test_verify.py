@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from headwater._sqlite import connect
 from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.erasure.events import ErasureEvent
 from headwater.erasure.verify import (
+    Needles,
     Subject,
     Verifier,
     archive_scan,
@@ -169,3 +172,42 @@ def test_a_copy_of_an_event_that_no_longer_names_the_user_is_residue(
         for key in redis.client.scan_iter(match=f"{prefix}:*", count=1000):
             redis.client.delete(key)
         redis.close()
+
+
+_PIECES = ["u1", "u12", "evt-1", "evt-1x", "a.b", "@", " ", "\x00", "|", "-", "é"]
+
+
+@given(
+    st.lists(st.sampled_from(_PIECES), max_size=40),
+    st.lists(st.sampled_from(["u1", "u12", "evt-1", "a.b", "zz"]), min_size=1, max_size=12),
+    st.integers(0, 12),
+    st.booleans(),
+)
+def test_needles_count_whole_tokens_as_a_plain_search_does(
+    pieces: list[str], ids: list[str], extra: int, automaton: bool
+) -> None:
+    # By the Aho-Corasick automaton, or without it by tokens beyond eight ids: each must
+    # count what a plain search does.
+    view = "".join(pieces).encode()
+    wanted = list(dict.fromkeys([*ids, *(f"filler{i}" for i in range(extra))]))
+    needles = Needles(wanted, automaton=automaton)
+    expected = {i: _plain_count(view, i.encode()) for i in wanted}
+    assert needles.count(view) == expected
+    assert needles.any_in(view) == any(expected.values())
+    if len(view) > 4:
+        # A window: only what starts in it counts, the bytes around it are context.
+        inner = {i: _plain_count(view, i.encode(), 2, len(view) - 2) for i in wanted}
+        assert needles.count(view, start=2, limit=len(view) - 2) == inner
+
+
+def _plain_count(view: bytes, needle: bytes, start: int = 0, limit: int | None = None) -> int:
+    ok = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@-")
+    n = 0
+    end = len(view) if limit is None else limit
+    for at in range(start, min(end, len(view) - len(needle) + 1)):
+        if view[at : at + len(needle)] != needle:
+            continue
+        before = view[at - 1] if at else None
+        after = view[at + len(needle)] if at + len(needle) < len(view) else None
+        n += before not in ok and after not in ok
+    return n

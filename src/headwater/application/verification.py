@@ -20,11 +20,11 @@ from headwater._url import scheme_of
 from headwater.bus.base import KIND_SIGNAL, Record
 from headwater.erasure.verify import (
     CheckResult,
+    Needles,
     StoreCheck,
     Subject,
     Verifier,
     archive_scan,
-    count_ids,
     owners,
     per_user,
     redis_scan,
@@ -53,12 +53,12 @@ def _bus_check(app: Application) -> StoreCheck:
 
     def check(users: Sequence[Subject]) -> CheckResult:
         keys = {u.user_id for u in users}
-        needles = list(owners(users))
+        named = Needles(keys)
+        needles = Needles(owners(users))
 
         def holds(r: Record) -> bool:
-            return r.kind == KIND_SIGNAL and (
-                r.key in keys or any(count_ids(r.value, needles).values())
-            )
+            # Every signal names its user (so, too, does a copy under another key).
+            return r.kind == KIND_SIGNAL and (r.key in keys or named.any_in(r.value))
 
         parts = {bus.partition_of(u.user_id) for u in users}
         # Every signal names its user: batches without a user's id cannot hold one.
@@ -73,7 +73,7 @@ def _bus_check(app: Application) -> StoreCheck:
         hits: dict[str, dict[str, int]] = {}
         for r in found:
             place = hits.setdefault(f"partition {r.partition}", {})
-            for value, n in count_ids(r.value, needles).items():
+            for value, n in needles.count(r.value).items():
                 place[value] = place.get(value, 0) + n
             if r.key in keys:
                 place[r.key] = place.get(r.key, 0) + 1

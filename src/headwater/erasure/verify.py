@@ -30,6 +30,7 @@ from headwater._url import sqlite_path
 __all__ = [
     "CheckResult",
     "Finding",
+    "Needles",
     "StoreCheck",
     "Subject",
     "Verifier",
@@ -98,29 +99,68 @@ def _find_each(view: bytes, needle: bytes, start: int, limit: int) -> int:
     return found
 
 
+def _automaton(needles: Sequence[bytes]) -> Any:
+    """An Aho-Corasick automaton over ``needles`` (every file of a store is searched for
+    every id in one pass, at gigabytes a second), or None without ``ahocorasick-rs``."""
+    try:
+        from ahocorasick_rs import BytesAhoCorasick
+    except ImportError:  # a base install: the token search below does the same, slower
+        return None
+    return BytesAhoCorasick(needles)
+
+
+class Needles:
+    """Ids to look for as whole tokens, prepared once for many searches (a store's files,
+    a log's records): the raw user ids and the users' event ids."""
+
+    def __init__(self, ids: Iterable[str], *, automaton: bool = True) -> None:
+        self.wanted = {i.encode(): i for i in ids if i}
+        self._order = list(self.wanted)
+        self._ac = _automaton(self._order) if automaton and len(self._order) > 1 else None
+        plain = {b for b in self.wanted if all(c in _ID_BYTES for c in b)}
+        # Without the automaton, many plain ids: one pass for all, each maximal run of id
+        # bytes a token; the others one search each.
+        self._tokens = plain if self._ac is None and len(plain) > _FIND_AT_MOST else set()
+        self._each = [b for b in self.wanted if b not in self._tokens] if self._ac is None else []
+
+    def count(self, view: bytes, *, start: int = 0, limit: int | None = None) -> dict[str, int]:
+        """Whole-token occurrences of each id in ``view`` that start in ``[start, limit)``
+        (bytes outside it are context: what surrounds an id decides whether it is whole)."""
+        end = len(view) if limit is None else limit
+        wanted = self.wanted
+        counts = dict.fromkeys(wanted.values(), 0)
+        if self._ac is not None:
+            for index, at, stop in self._ac.find_matches_as_indexes(view, overlapping=True):
+                if start <= at < end and _whole(view, at, stop):
+                    counts[wanted[self._order[index]]] += 1
+            return counts
+        # Most searches find nothing: every token at once, in C, says whether any is
+        # there before the exact count walks the tokens one by one.
+        if self._tokens and not self._tokens.isdisjoint(_TOKEN.findall(view)):
+            for match in _TOKEN.finditer(view):
+                if match.start() >= end:
+                    break
+                token = match.group()
+                if token in self._tokens and match.start() >= start:
+                    counts[wanted[token]] += 1
+        for needle in self._each:
+            counts[wanted[needle]] += _find_each(view, needle, start, end)
+        return counts
+
+    def any_in(self, view: bytes) -> bool:
+        """Whether ``view`` holds one of the ids as a whole token."""
+        if self._ac is not None or not self._tokens:
+            return any(self.count(view).values())
+        return not self._tokens.isdisjoint(_TOKEN.findall(view)) or any(
+            _find_each(view, needle, 0, len(view)) for needle in self._each
+        )
+
+
 def count_ids(
     view: bytes, ids: Iterable[str], *, start: int = 0, limit: int | None = None
 ) -> dict[str, int]:
-    """Whole-token occurrences of each id in ``view`` that start in ``[start, limit)``
-    (bytes outside it are context: what surrounds an id decides whether it is whole)."""
-    end = len(view) if limit is None else limit
-    wanted = {i.encode(): i for i in ids if i}
-    counts = dict.fromkeys(wanted.values(), 0)
-    plain = {b for b in wanted if all(c in _ID_BYTES for c in b)}
-    if len(plain) > _FIND_AT_MOST:
-        # One pass for every id: each maximal run of id bytes is a token.
-        for match in _TOKEN.finditer(view):
-            if match.start() >= end:
-                break
-            token = match.group()
-            if token in plain and match.start() >= start:
-                counts[wanted[token]] += 1
-        rest = set(wanted) - plain
-    else:
-        rest = set(wanted)
-    for needle in rest:
-        counts[wanted[needle]] += _find_each(view, needle, start, end)
-    return counts
+    """:meth:`Needles.count` for one search."""
+    return Needles(ids).count(view, start=start, limit=limit)
 
 
 #: Files are read in pieces this large; each piece repeats the last _OVERLAP bytes of
@@ -130,9 +170,10 @@ _CHUNK = 16 * 2**20
 _OVERLAP = 1024
 
 
-def _count_in_file(path: Path, ids: Sequence[str]) -> dict[str, int]:
+def _count_in_file(path: Path, ids: Sequence[str] | Needles) -> dict[str, int]:
     """Occurrences in a live file, read in pieces: never memory-mapped, since a store
     that truncates its write-ahead log meanwhile must not take this process down."""
+    needles = ids if isinstance(ids, Needles) else Needles(ids)
     counts: dict[str, int] = {}
     try:
         f = path.open("rb")
@@ -147,7 +188,7 @@ def _count_in_file(path: Path, ids: Sequence[str]) -> dict[str, int]:
                 break
             last = len(piece) < _CHUNK
             limit = len(data) if last else max(0, len(data) - _OVERLAP)
-            for user, n in count_ids(data, ids, start=start, limit=limit).items():
+            for user, n in needles.count(data, start=start, limit=limit).items():
                 counts[user] = counts.get(user, 0) + n
             if last:
                 break
@@ -178,7 +219,8 @@ def sqlite_byte_scan(url: str) -> StoreCheck:
     files = [main, Path(f"{main}-wal"), Path(f"{main}-shm")]
 
     def check(users: Sequence[Subject]) -> CheckResult:
-        hits = {str(f): _count_in_file(f, list(owners(users))) for f in files}
+        needles = Needles(owners(users))
+        hits = {str(f): _count_in_file(f, needles) for f in files}
         method = (
             "byte search of the database file, its write-ahead log and shared memory "
             "for the user ids and event ids"
@@ -242,7 +284,7 @@ def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCh
         infos = fs.get_file_info(pafs.FileSelector("", recursive=True, allow_not_found=True))
         by_value = owners(users) | {u.subject: u.user_id for u in users}
         wanted = pa.array(list(by_value), type=pa.string())
-        needles = list(owners(users))
+        needles = Needles(owners(users))
 
         def columns(path: str) -> Any:
             names = pq.read_schema(path, filesystem=fs).names
@@ -251,7 +293,12 @@ def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCh
 
         def ids_of(path: str) -> Any:
             table = columns(path)
-            values = [pc.unique(table.column(c).cast(pa.string())) for c in table.column_names]
+            values = [
+                # Event ids are one per row already: only the users' columns repeat.
+                column.combine_chunks() if name == "event_id" else pc.unique(column)
+                for name in table.column_names
+                for column in [table.column(name).cast(pa.string())]
+            ]
             return pa.chunked_array(values, type=pa.string())
 
         def rows_of(path: str) -> dict[str, int]:
@@ -278,7 +325,7 @@ def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCh
                         hits[path] = rows_of(path)
                 else:
                     with fs.open_input_file(path) as f:
-                        hits[path] = count_ids(f.read(), needles)
+                        hits[path] = needles.count(f.read())
             except FileNotFoundError:
                 continue  # removed since the listing: gone, with whatever it held
             except OSError as exc:
@@ -353,7 +400,7 @@ def redis_scan(client: Any, prefix: str, *, cluster: bool = False) -> StoreCheck
     def check(users: Sequence[Subject]) -> CheckResult:
         owner = owners(users)
         wanted = set(owner)
-        ids = sorted(wanted)
+        needles = Needles(wanted)
         found: dict[str, list[str]] = {u.user_id: [] for u in users}
         scanned = 0
 
@@ -365,7 +412,7 @@ def redis_scan(client: Any, prefix: str, *, cluster: bool = False) -> StoreCheck
                     key = prefix + key[key.index("}") + 1 :]
                 parts = key.split(":")
                 named = {*parts, key.split(":", 2)[-1]} & wanted
-                held = {u for u, n in count_ids(value, ids).items() if n} if value else set()
+                held = {u for u, n in needles.count(value).items() if n} if value else set()
                 for user in {owner[v] for v in named | held}:
                     found[user].append(stored)
 
