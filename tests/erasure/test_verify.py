@@ -4,6 +4,7 @@ found where a store kept a copy, and findings that never name the user."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from headwater._sqlite import connect
 from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.erasure.events import ErasureEvent
 from headwater.erasure.verify import (
+    CheckResult,
     Needles,
     Subject,
     Verifier,
@@ -211,3 +213,19 @@ def _plain_count(view: bytes, needle: bytes, start: int = 0, limit: int | None =
         after = view[at + len(needle)] if at + len(needle) < len(view) else None
         n += before not in ok and after not in ok
     return n
+
+
+def test_a_check_two_stores_share_reads_once_for_both() -> None:
+    calls: list[list[str]] = []
+
+    def shared(users: Sequence[Subject]) -> CheckResult:
+        calls.append(sorted(u.user_id for u in users))
+        return "shared", {u.user_id: (int(u.user_id == "dirty"), {}) for u in users}
+
+    verifier = Verifier({"online": [shared], "batch": [shared]})
+    found = verifier.verify_many(
+        [(Subject("dirty", "h1"), ["online", "batch"]), (Subject("clean", "h2"), ["batch"])]
+    )
+    assert calls == [["clean", "dirty"]]
+    assert {n: f.residue for n, f in found[0].items()} == {"online": 1, "batch": 1}
+    assert {n: f.residue for n, f in found[1].items()} == {"batch": 0}

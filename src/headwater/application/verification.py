@@ -56,13 +56,13 @@ def _bus_check(app: Application) -> StoreCheck:
         named = Needles(keys)
         needles = Needles(owners(users))
 
-        def holds(r: Record) -> bool:
+        def names_a_user(r: Record) -> bool:
             # Every signal names its user (so, too, does a copy under another key).
             return r.kind == KIND_SIGNAL and (r.key in keys or named.any_in(r.value))
 
         parts = {bus.partition_of(u.user_id) for u in users}
-        # Every signal names its user: batches without a user's id cannot hold one.
-        found = bus.search_partitions(parts, keys, holds)
+        # Stored batches without a user's id are skipped whole, before decoding.
+        found = bus.search_partitions(parts, named.any_in, names_a_user)
         if found is None:
             cap = bus.erasure_capability()
             detail = {"detail": cap.detail, "retention_seconds": cap.retention_seconds}

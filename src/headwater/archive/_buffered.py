@@ -128,10 +128,10 @@ class BufferedBus(Bus):
     def search_partitions(
         self,
         partitions: Collection[int],
-        needles: Collection[str],
+        holds: Callable[[bytes], bool],
         keep: Callable[[Record], bool],
     ) -> list[Record] | None:
-        return self.inner.search_partitions(partitions, needles, keep)
+        return self.inner.search_partitions(partitions, holds, keep)
 
     def purge_recent(
         self, key: str, since_ms: int, where: Callable[[Record], bool] | None = None

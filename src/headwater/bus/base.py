@@ -167,15 +167,15 @@ class Bus(Protocol):
     def search_partitions(
         self,
         partitions: Collection[int],
-        needles: Collection[str],
+        holds: Callable[[bytes], bool],
         keep: Callable[[Record], bool],
     ) -> list[Record] | None:
-        """Every record now stored in ``partitions`` whose bytes (key or value) hold one of
-        ``needles`` and that ``keep`` accepts, whatever its key (the erasure
-        verification's own read: a copy under another key is found too). The needles
-        let a backend skip what cannot match; ``keep`` decides. None where the bus
-        cannot read its log back."""
-        del partitions, needles, keep
+        """Every record now stored in ``partitions`` that ``keep`` accepts, whatever its
+        key (the erasure verification's own read: a copy under another key is found
+        too). ``holds`` is true of any bytes that contain such a record (keys and values
+        are stored verbatim): a backend may test a whole stored batch with it before
+        decoding. None where the bus cannot read its log back."""
+        del partitions, holds, keep
         return None
 
     def find_event_ids(

@@ -355,18 +355,21 @@ class NatsBus(Bus):
     def search_partitions(
         self,
         partitions: Collection[int],
-        needles: Collection[str],
+        holds: Callable[[bytes], bool],
         keep: Callable[[Record], bool],
     ) -> list[Record]:
-        """Every message of the partitions' subjects read with its value and offered to
-        ``keep`` (which the needles cannot spare: the server does not search values)."""
-        del needles
+        """Every message of the partitions' subjects read with its value; those whose key
+        or value ``holds`` offered to ``keep``."""
+
+        def wanted(r: Record) -> bool:
+            return (holds(r.key.encode()) or holds(r.value)) and keep(r)
+
         found: list[Record] = []
         for part in sorted(set(partitions)):
             found.extend(
                 self._session.run(
                     scan_subject(
-                        self._session.js, self.layout, part, key=None, with_values=True, keep=keep
+                        self._session.js, self.layout, part, key=None, with_values=True, keep=wanted
                     ),
                     "searching a partition",
                     timeout=max(60.0, 20 * self.timeout_s),

@@ -328,16 +328,17 @@ class SqliteBus(Bus):
     def search_partitions(
         self,
         partitions: Collection[int],
-        needles: Collection[str],
+        holds: Callable[[bytes], bool],
         keep: Callable[[Record], bool],
     ) -> list[Record]:
-        """The partitions' batches that hold a needle's bytes (found by SQLite; every batch
-        for many needles) decoded, each record offered to ``keep``."""
+        """Every stored batch of the partitions tested whole with ``holds``; those it holds
+        decoded, each record offered to ``keep``."""
         return [
             r
             for part in sorted(set(partitions))
-            for _first, records in _candidates(self._db.read, part, set(needles), 0)
-            for r in records
+            for blob in _every_blob(self._db.read, part, 0)
+            if holds(blob)
+            for r in _DECODE(blob)
             if keep(r)
         ]
 
@@ -374,11 +375,19 @@ def _candidates(
         return
     # Many keys (a burst of erasures): one pass that decodes each batch costs less than
     # one byte search of the whole partition per key.
-    yield from _every_batch(read, part, start)
+    for first, blob in _pages(read, part, start):
+        yield first, _DECODE(blob)
 
 
-def _every_batch(read: _Read, part: int, start: int) -> Iterator[tuple[int, list[Record]]]:
-    """The partition's batches from ``start`` on, decoded, paged: bounded memory."""
+def _every_blob(read: _Read, part: int, start: int) -> Iterator[bytes]:
+    """The partition's stored batches from ``start`` on, as stored."""
+    for _first, blob in _pages(read, part, start):
+        yield blob
+
+
+def _pages(read: _Read, part: int, start: int) -> Iterator[tuple[int, bytes]]:
+    """The partition's batches from ``start`` on with their first offsets, read a page
+    at a time: bounded memory."""
     while True:
         page = read(
             "SELECT first_offset, records FROM hw_bus_log WHERE partition = ? AND "
@@ -386,7 +395,7 @@ def _every_batch(read: _Read, part: int, start: int) -> Iterator[tuple[int, list
             (part, start, _PAGE),
         )
         for first, blob in page:
-            yield int(first), _DECODE(blob)
+            yield int(first), bytes(blob)
         if len(page) < _PAGE:
             return
         start = int(page[-1][0]) + 1

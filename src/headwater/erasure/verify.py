@@ -452,12 +452,24 @@ class Verifier:
         all the requests that wait for it. A store without a check says so."""
         out: list[dict[str, Finding]] = [{} for _ in requests]
         names = sorted({name for _, participants in requests for name in participants})
+        # A check that serves several stores (the online store holds the batch's rows
+        # too) runs once, for every user any of them waits for.
+        runs: dict[int, tuple[str, StoreCheck, dict[str, Subject]]] = {}
         for name in names:
-            wanting = [i for i, (_, ps) in enumerate(requests) if name in ps]
-            users = list({requests[i][0].user_id: requests[i][0] for i in wanting}.values())
-            results = [self._run(name, check, users) for check in self.checks.get(name, [])]
-            for i in wanting:
-                out[i][name] = self._finding(name, requests[i][0], results)
+            for check in self.checks.get(name, []):
+                _, _, users = runs.setdefault(id(check), (name, check, {}))
+                for subject, participants in requests:
+                    if name in participants:
+                        users[subject.user_id] = subject
+        done = {
+            key: self._run(name, check, list(users.values()))
+            for key, (name, check, users) in runs.items()
+        }
+        for name in names:
+            results = [done[id(check)] for check in self.checks.get(name, [])]
+            for i, (subject, participants) in enumerate(requests):
+                if name in participants:
+                    out[i][name] = self._finding(name, subject, results)
         return out
 
     @staticmethod
