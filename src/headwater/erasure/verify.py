@@ -259,22 +259,113 @@ class _DistinctIds:
         return found
 
 
+class _FileIds:
+    """What the archive check keeps of one data file: its distinct user ids and subjects,
+    and a 64-bit hash of each event id (8 bytes a row, not the id's 30 or more)."""
+
+    def __init__(self, ids: Any, events: Any) -> None:
+        self.ids = ids
+        self.events = events
+        self.nbytes = int(ids.nbytes) + int(events.nbytes)
+
+
+def _hashes(con: Any, values: Any) -> Any:
+    """DuckDB's 64-bit ``hash`` of each string of an Arrow array."""
+    import pyarrow as pa
+
+    if not len(values):
+        return pa.array([], pa.uint64())
+    con.register("hw_values", pa.table({"v": values}))
+    try:
+        found = con.sql("SELECT hash(v) AS h FROM hw_values").to_arrow_table()
+        return found.column("h").combine_chunks()
+    finally:
+        con.unregister("hw_values")
+
+
+class _ArchivePass:
+    """One verification pass over the archive's files for some users."""
+
+    def __init__(self, fs: Any, users: Sequence[Subject], con: Any) -> None:
+        import pyarrow as pa
+
+        self.fs = fs
+        self.con = con
+        self.by_value = owners(users) | {u.subject: u.user_id for u in users}
+        self.wanted = pa.array(list(self.by_value), type=pa.string())
+        self.needles = Needles(owners(users))
+        self.wanted_ids = pa.array([u.user_id for u in users] + [u.subject for u in users])
+        events = [e for u in users for e in u.event_ids]
+        self.wanted_events = _hashes(con, pa.array(events, pa.string()))
+
+    def columns(self, path: str) -> Any:
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path, filesystem=self.fs).names
+        cols = [c for c in ("user_id", "subject", "event_id") if c in names]
+        return pq.read_table(path, columns=cols, filesystem=self.fs)
+
+    def ids_of(self, path: str) -> _FileIds:
+        """What the cache keeps of a data file."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        table = self.columns(path)
+        ids = [
+            pc.unique(table.column(name).cast(pa.string()))
+            for name in ("user_id", "subject")
+            if name in table.column_names
+        ]
+        events = (
+            _hashes(self.con, table.column("event_id").cast(pa.string()))
+            if "event_id" in table.column_names
+            else pa.array([], pa.uint64())
+        )
+        return _FileIds(pa.chunked_array(ids, type=pa.string()), events)
+
+    def may_hold(self, seen: _FileIds) -> bool:
+        """Users by value; events by their 64-bit hashes (a collision only costs the exact
+        count of :meth:`rows_of`, which compares the values themselves)."""
+        import pyarrow.compute as pc
+
+        if pc.any(pc.is_in(seen.ids, value_set=self.wanted_ids)).as_py():
+            return True
+        return bool(
+            len(self.wanted_events)
+            and pc.any(pc.is_in(seen.events, value_set=self.wanted_events)).as_py()
+        )
+
+    def rows_of(self, path: str) -> dict[str, int]:
+        """Occurrences per user (its raw id as the key, which per_user maps to itself)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        counts: dict[str, int] = {}
+        table = self.columns(path)
+        for col in table.column_names:
+            values = table.column(col).cast(pa.string())
+            found = values.filter(pc.is_in(values, value_set=self.wanted))
+            for value, n in zip(*pc.value_counts(found).flatten(), strict=True):
+                user = self.by_value[value.as_py()]
+                counts[user] = counts.get(user, 0) + int(n.as_py())
+        return counts
+
+
 def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCheck:
     """Every file under ``uri``, referenced or not: Parquet files decoded (``user_id``,
     ``subject`` and ``event_id`` columns), every other file (the Delta log, checkpoints)
     byte by byte for the raw ids and event ids.
 
-    A data file's distinct ids are kept after its first read; a file that holds one of
-    the users is read again to count its rows. A file removed between the listing and
-    its read (a concurrent erasure or compaction) holds nothing any more.
+    A data file's distinct ids (and its event ids' hashes) are kept after its first
+    read; a file that may hold one of the users is read again to count its rows. A file
+    removed between the listing and its read (a concurrent erasure or compaction) holds
+    nothing any more.
     """
     distinct = _DistinctIds()
 
     def check(users: Sequence[Subject]) -> CheckResult:
-        import pyarrow as pa
-        import pyarrow.compute as pc
+        import duckdb
         import pyarrow.fs as pafs
-        import pyarrow.parquet as pq
         from deltalake.fs import DeltaStorageHandler
 
         if "://" not in uri and not Path(uri).exists():
@@ -282,55 +373,25 @@ def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCh
             return "the directory does not exist", {u.user_id: (0, {}) for u in users}
         fs = pafs.PyFileSystem(DeltaStorageHandler(uri, dict(storage_options or {}) or None))
         infos = fs.get_file_info(pafs.FileSelector("", recursive=True, allow_not_found=True))
-        by_value = owners(users) | {u.subject: u.user_id for u in users}
-        wanted = pa.array(list(by_value), type=pa.string())
-        needles = Needles(owners(users))
-
-        def columns(path: str) -> Any:
-            names = pq.read_schema(path, filesystem=fs).names
-            cols = [c for c in ("user_id", "subject", "event_id") if c in names]
-            return pq.read_table(path, columns=cols, filesystem=fs)
-
-        def ids_of(path: str) -> Any:
-            table = columns(path)
-            values = [
-                # Event ids are one per row already: only the users' columns repeat.
-                column.combine_chunks() if name == "event_id" else pc.unique(column)
-                for name in table.column_names
-                for column in [table.column(name).cast(pa.string())]
-            ]
-            return pa.chunked_array(values, type=pa.string())
-
-        def rows_of(path: str) -> dict[str, int]:
-            # Per user (its raw id as the key, which per_user maps to itself).
-            counts: dict[str, int] = {}
-            table = columns(path)
-            for col in table.column_names:
-                values = table.column(col).cast(pa.string())
-                found = values.filter(pc.is_in(values, value_set=wanted))
-                for value, n in zip(*pc.value_counts(found).flatten(), strict=True):
-                    user = by_value[value.as_py()]
-                    counts[user] = counts.get(user, 0) + int(n.as_py())
-            return counts
-
         hits: dict[str, dict[str, int]] = {}
-        for info in infos:
-            if info.type != pafs.FileType.File:
-                continue
-            path = info.path.lstrip("/")
-            try:
-                if path.endswith(".parquet") and not path.startswith("_delta_log"):
-                    seen = distinct.get(path, info.size, partial(ids_of, path))
-                    if pc.any(pc.is_in(seen, value_set=wanted)).as_py():
-                        hits[path] = rows_of(path)
-                else:
-                    with fs.open_input_file(path) as f:
-                        hits[path] = needles.count(f.read())
-            except FileNotFoundError:
-                continue  # removed since the listing: gone, with whatever it held
-            except OSError as exc:
-                if "not found" not in str(exc).lower():
-                    raise
+        with duckdb.connect() as con:
+            scan = _ArchivePass(fs, users, con)
+            for info in infos:
+                if info.type != pafs.FileType.File:
+                    continue
+                path = info.path.lstrip("/")
+                try:
+                    if path.endswith(".parquet") and not path.startswith("_delta_log"):
+                        if scan.may_hold(distinct.get(path, info.size, partial(scan.ids_of, path))):
+                            hits[path] = scan.rows_of(path)
+                    else:
+                        with fs.open_input_file(path) as f:
+                            hits[path] = scan.needles.count(f.read())
+                except FileNotFoundError:
+                    continue  # removed since the listing: gone, with whatever it held
+                except OSError as exc:
+                    if "not found" not in str(exc).lower():
+                        raise
         method = (
             "every Parquet file decoded (user_id, subject, event_id), every log and "
             "checkpoint file searched byte by byte for the user ids and event ids"
