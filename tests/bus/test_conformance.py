@@ -280,6 +280,9 @@ def test_a_partition_is_read_back_whole_whatever_the_keys(bus: Bus) -> None:
     ]
     assert all(r.partition == part for r in found)
     assert bus.search_partitions({part}, holds, lambda r: False) == []
+    # Told that what it looks for holds an id, the answer is the same.
+    told = bus.search_partitions({part}, holds, lambda r: b"evt-77" in r.value, ids=["victim"])
+    assert sorted((r.key, r.value) for r in told or []) == sorted((r.key, r.value) for r in found)
     # What holds nothing is not looked at further.
     assert bus.search_partitions({part}, lambda data: False, lambda r: True) == []
 

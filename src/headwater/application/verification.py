@@ -61,8 +61,9 @@ def _bus_check(app: Application) -> StoreCheck:
             return r.kind == KIND_SIGNAL and (r.key in keys or named.any_in(r.value))
 
         parts = {bus.partition_of(u.user_id) for u in users}
-        # Stored batches without a user's id are skipped whole, before decoding.
-        found = bus.search_partitions(parts, named.any_in, names_a_user)
+        # Stored batches without a user's id are skipped whole, before decoding (by
+        # SQLite itself for a few users).
+        found = bus.search_partitions(parts, named.any_in, names_a_user, ids=keys)
         if found is None:
             cap = bus.erasure_capability()
             detail = {"detail": cap.detail, "retention_seconds": cap.retention_seconds}

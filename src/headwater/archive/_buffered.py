@@ -130,8 +130,10 @@ class BufferedBus(Bus):
         partitions: Collection[int],
         holds: Callable[[bytes], bool],
         keep: Callable[[Record], bool],
+        *,
+        ids: Collection[str] = (),
     ) -> list[Record] | None:
-        return self.inner.search_partitions(partitions, holds, keep)
+        return self.inner.search_partitions(partitions, holds, keep, ids=ids)
 
     def purge_recent(
         self, key: str, since_ms: int, where: Callable[[Record], bool] | None = None

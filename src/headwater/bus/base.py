@@ -169,13 +169,17 @@ class Bus(Protocol):
         partitions: Collection[int],
         holds: Callable[[bytes], bool],
         keep: Callable[[Record], bool],
+        *,
+        ids: Collection[str] = (),
     ) -> list[Record] | None:
         """Every record now stored in ``partitions`` that ``keep`` accepts, whatever its
         key (the erasure verification's own read: a copy under another key is found
         too). ``holds`` is true of any bytes that contain such a record (keys and values
         are stored verbatim): a backend may test a whole stored batch with it before
-        decoding. None where the bus cannot read its log back."""
-        del partitions, holds, keep
+        decoding. Every such record's bytes contain one of ``ids`` too, if any are
+        given: a backend may let its own engine skip what holds none. None where the
+        bus cannot read its log back."""
+        del partitions, holds, keep, ids
         return None
 
     def find_event_ids(

@@ -357,9 +357,13 @@ class NatsBus(Bus):
         partitions: Collection[int],
         holds: Callable[[bytes], bool],
         keep: Callable[[Record], bool],
+        *,
+        ids: Collection[str] = (),
     ) -> list[Record]:
         """Every message of the partitions' subjects read with its value; those whose key
-        or value ``holds`` offered to ``keep``."""
+        or value ``holds`` offered to ``keep`` (the server cannot search values for
+        ``ids``)."""
+        del ids
 
         def wanted(r: Record) -> bool:
             return (holds(r.key.encode()) or holds(r.value)) and keep(r)

@@ -330,13 +330,16 @@ class SqliteBus(Bus):
         partitions: Collection[int],
         holds: Callable[[bytes], bool],
         keep: Callable[[Record], bool],
+        *,
+        ids: Collection[str] = (),
     ) -> list[Record]:
-        """Every stored batch of the partitions tested whole with ``holds``; those it holds
-        decoded, each record offered to ``keep``."""
+        """The partitions' stored batches (for a few ``ids``, those SQLite finds holding
+        one) tested whole with ``holds``; those it holds decoded, each record offered to
+        ``keep``."""
         return [
             r
             for part in sorted(set(partitions))
-            for blob in _every_blob(self._db.read, part, 0)
+            for _first, blob in _stored(self._db.read, part, ids, 0)
             if holds(blob)
             for r in _DECODE(blob)
             if keep(r)
@@ -361,7 +364,16 @@ def _candidates(
 ) -> Iterator[tuple[int, list[Record]]]:
     """The partition's batches from ``start`` on that may hold a record of a key, decoded,
     with their first offsets (a batch may also hold other keys' records)."""
-    if len(keys) <= _FEW_KEYS:
+    for first, blob in _stored(read, part, keys, start):
+        yield first, _DECODE(blob)
+
+
+def _stored(
+    read: _Read, part: int, keys: Collection[str], start: int
+) -> Iterator[tuple[int, bytes]]:
+    """The partition's stored batches from ``start`` on that may hold one of ``keys``'
+    bytes (every batch for none or many), with their first offsets."""
+    if 0 < len(keys) <= _FEW_KEYS:
         # A batch holding a record of a key holds its bytes (MessagePack stores strings
         # verbatim): SQLite finds those without handing every batch to Python.
         needles = [k.encode() for k in keys]
@@ -371,18 +383,11 @@ def _candidates(
             f"first_offset >= ? AND ({match})",
             (part, start, *needles),
         ):
-            yield int(first), _DECODE(blob)
+            yield int(first), blob
         return
     # Many keys (a burst of erasures): one pass that decodes each batch costs less than
     # one byte search of the whole partition per key.
-    for first, blob in _pages(read, part, start):
-        yield first, _DECODE(blob)
-
-
-def _every_blob(read: _Read, part: int, start: int) -> Iterator[bytes]:
-    """The partition's stored batches from ``start`` on, as stored."""
-    for _first, blob in _pages(read, part, start):
-        yield blob
+    yield from _pages(read, part, start)
 
 
 def _pages(read: _Read, part: int, start: int) -> Iterator[tuple[int, bytes]]:
