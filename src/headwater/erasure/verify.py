@@ -235,9 +235,8 @@ _DISTINCT_CACHE_BYTES = 256 * 2**20
 
 
 class _DistinctIds:
-    """Per data file, its distinct ``user_id``, ``subject`` and ``event_id`` values (Delta
-    files never change once written), so a pass reads only the files it has not seen;
-    bounded."""
+    """Per data file, what :class:`_FileIds` keeps of it (Delta files never change once
+    written), so a pass reads only the files it has not seen; bounded."""
 
     def __init__(self, max_bytes: int = _DISTINCT_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -291,9 +290,10 @@ class _ArchivePass:
 
         self.fs = fs
         self.con = con
-        self.by_value = owners(users) | {u.subject: u.user_id for u in users}
+        searched = owners(users)
+        self.by_value = searched | {u.subject: u.user_id for u in users}
         self.wanted = pa.array(list(self.by_value), type=pa.string())
-        self.needles = Needles(owners(users))
+        self.needles = Needles(searched)
         self.wanted_ids = pa.array([u.user_id for u in users] + [u.subject for u in users])
         events = [e for u in users for e in u.event_ids]
         self.wanted_events = _hashes(con, pa.array(events, pa.string()))
