@@ -32,6 +32,7 @@ BUILD_INPUTS = (
     "src/headwater/features/_pass.py",
     "src/headwater/features/_pass.pxd",
     "src/headwater/_jsonguard/_compiled.pyx",
+    "src/headwater/archive/_columns.pyx",
 )
 
 

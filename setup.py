@@ -27,7 +27,9 @@ else:
         ]
         + [
             # The JSON guard: duplicate keys and depth, one pass over a request's bytes.
-            Extension("headwater._jsonguard._compiled", ["src/headwater/_jsonguard/_compiled.pyx"])
+            Extension("headwater._jsonguard._compiled", ["src/headwater/_jsonguard/_compiled.pyx"]),
+            # The archive's reader: bus records straight to Arrow buffers.
+            Extension("headwater.archive._columns", ["src/headwater/archive/_columns.pyx"]),
         ],
         build_dir="build/cython",  # the generated C stays out of the source tree
     )

@@ -182,7 +182,8 @@ def test_gathering_reads_a_trickling_bus_every_gather_interval(tmp_path: Path) -
     assert len(got) >= 50
     gaps = [b - a for a, b in itertools.pairwise(inner_reads)]
     assert 3 <= len(inner_reads) <= 8
-    assert min(gaps) >= 0.19
+    # The last pause may be cut short by the poll's deadline; the others are whole.
+    assert min(gaps[:-1]) >= 0.19
     consumer.close()
     bus.close()
 

@@ -3,25 +3,42 @@
 Every canonical field is a column, the full payload is kept as JSON text, and the
 payload fields the batch reads most (category, brand, price, quantity, rating) are
 extracted into nullable columns so a nightly scan reads only narrow columns.
+
+``records_to_arrow`` builds those columns from the bus's record bytes. Where headwater
+was installed with a C compiler it reads them in compiled code (``_columns.pyx``) with no
+Python object per signal; a batch that reader does not take, and every batch where it
+is not built, goes through ``decode_signal`` and ``signals_to_arrow``, which give the
+same table (a property test holds the two to it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from headwater.contract.signal import Signal
+from headwater.contract.signal import Signal, decode_signal
+
+try:
+    from headwater.archive._columns import UnsupportedRecordError, record_columns
+
+    #: True when the compiled reader of records is built and importable.
+    COMPILED = True
+except ImportError:  # installed where no C compiler was found: msgspec and Python
+    COMPILED = False
 
 __all__ = [
     "ARCHIVE_SCHEMA",
+    "COMPILED",
     "PARTITION_COLUMN",
     "STATS_COLUMNS",
     "SUBJECT_COLUMN",
     "TABLE_CONFIGURATION",
+    "records_to_arrow",
     "signals_to_arrow",
 ]
 
@@ -147,3 +164,62 @@ def signals_to_arrow(signals: Iterable[Signal], subject: Callable[[str], str]) -
         date(text)
     arrays = [pa.array(cols[f.name], type=f.type) for f in ARCHIVE_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=ARCHIVE_SCHEMA)
+
+
+def records_to_arrow(
+    values: Sequence[bytes], subject: Callable[[str], str], *, compiled: bool = COMPILED
+) -> pa.Table:
+    """Encoded signals (the bus's record values) as an Arrow table in the archive's schema.
+
+    A signal sent twice (the same ``event_id``) is one row, the first one. ``subject``
+    is called once per distinct user. ``compiled=False`` takes the Python path.
+    """
+    if compiled and values:
+        try:
+            columns = record_columns(list(values))
+        except UnsupportedRecordError:
+            pass  # msgspec decodes this batch, and refuses a malformed record
+        else:
+            table = _from_columns(columns, len(values), subject)
+            if table is not None:
+                return table
+    signals: dict[str, Signal] = {}
+    for value in values:
+        sig = decode_signal(value)
+        signals.setdefault(sig.event_id, sig)
+    return signals_to_arrow(signals.values(), subject)
+
+
+def _from_columns(
+    columns: list[tuple[bytes | None, bytes | None, bytes, int]],
+    rows: int,
+    subject: Callable[[str], str],
+) -> pa.Table | None:
+    """The table of ``record_columns``' buffers; None when a text is not valid UTF-8."""
+    arrays = []
+    for f, (valid, offsets, values, nulls) in zip(ARCHIVE_SCHEMA, columns, strict=False):
+        buffers = [None if valid is None else pa.py_buffer(valid)]
+        if offsets is not None:
+            buffers.append(pa.py_buffer(offsets))
+        buffers.append(pa.py_buffer(values))
+        arrays.append(pa.Array.from_buffers(f.type, rows, buffers, null_count=nulls))
+    users = arrays[2]
+    try:
+        for array in arrays:
+            array.validate(full=True)  # UTF-8 included, as msgspec checks it
+    except pa.ArrowInvalid:
+        return None
+    encoded = users.dictionary_encode()
+    subjects = pa.array([subject(u) for u in encoded.dictionary.to_pylist()], pa.string())
+    arrays.append(subjects.take(encoded.indices))
+    table = pa.Table.from_arrays(arrays, schema=ARCHIVE_SCHEMA)
+    ids = table.column("event_id")
+    if pc.count_distinct(ids).as_py() < rows:  # a resend within the batch: the first stays
+        first = (
+            pa.table({"id": ids, "row": pa.array(range(rows), pa.int64())})
+            .group_by("id", use_threads=False)
+            .aggregate([("row", "min")])
+            .column("row_min")
+        )
+        table = table.take(pc.take(first, pc.sort_indices(first)))
+    return table
