@@ -9,9 +9,11 @@ holds something of it), then:
 - steady: one ``POST /v1/deletions`` every ``--every`` seconds for ``--steady``
   seconds; each request is followed with ``GET /v1/deletions/{id}`` every 100 ms until
   its status is ``completed`` (every participant confirmed and the request closed).
-  Latency: request sent -> the answer that says completed. Also per request, on the
-  server's clock, the last store's confirmation -> completed: the independent
-  verification of every store and the close.
+  Latency: request sent -> the answer that says completed (this includes the wait of
+  the status polls behind the load's publishes, in this process and at the gateway).
+  Also per request, on the server's clock: request received -> completed (the
+  erasure itself), and the last store's confirmation -> completed (the independent
+  verification of every store and the close).
 - burst: the signals stop (``--burst-under-load`` keeps them flowing), then ``--burst``
   requests are sent at once (16 in flight), and the time until the last one completes
   is taken (the open count of ``GET /v1/deletions`` reaches zero).
@@ -170,6 +172,21 @@ def per_store_ms(audits: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return {name: summary_ms(values, 0) for name, values in sorted(took.items())}
 
 
+def received_to_completed_ms(audits: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Request received -> completed on the server's clock: the erasure itself, without
+    the client's and the gateway's queues under load (``request_to_completed_ms`` has
+    them: the status polls wait behind the load's publishes)."""
+    took = [
+        (
+            datetime.fromisoformat(a["completed_at"]) - datetime.fromisoformat(a["received_at"])
+        ).total_seconds()
+        * 1000
+        for a in audits
+        if a.get("completed_at")
+    ]
+    return summary_ms(took, 0) if took else None
+
+
 def confirmed_to_completed_ms(audits: list[dict[str, Any]]) -> dict[str, float] | None:
     """The last store's confirmation -> completed (server clock): the independent
     verification of every store, then the close, as the orchestrator's pass finds it."""
@@ -283,6 +300,7 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
             "every_s": args.every,
             "completed": len(done),
             "request_to_completed_ms": summary_ms(done, 0) if done else None,
+            "received_to_completed_ms": received_to_completed_ms([a for _, a in followed]),
             "request_to_store_confirmed_ms": per_store_ms([a for _, a in followed]),
             "last_confirmed_to_completed_ms": confirmed_to_completed_ms([a for _, a in followed]),
             "slowest": slowest([a for _, a in followed]),

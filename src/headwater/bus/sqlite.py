@@ -177,8 +177,13 @@ class SqliteBus(Bus):
             committed = int(commits.get(part, 0))
             seconds = 0.0
             if committed < end:
+                # The first batch holding an offset at or past the committed one, found
+                # by key as a poll finds it (``_read``): a scan on last_offset, which is
+                # not indexed, read every batch of the log under the writers' lock.
                 row = self._db.read(
-                    "SELECT ts_ms FROM hw_bus_log WHERE partition = ? AND last_offset >= ? "
+                    "SELECT ts_ms FROM hw_bus_log WHERE partition = ?1 AND first_offset >= "
+                    "COALESCE((SELECT MAX(first_offset) FROM hw_bus_log WHERE partition = ?1 "
+                    "AND first_offset <= ?2), 0) AND last_offset >= ?2 "
                     "ORDER BY first_offset LIMIT 1",
                     (part, committed),
                 )
