@@ -76,7 +76,7 @@ class ArchiveConsumer(Consumer):
         if not COMPILED:
             log.warning(
                 "the archive's compiled record reader is not built; msgspec and Python "
-                "convert each batch (about a seventh as fast)"
+                "convert each batch (about a fifth as fast)"
             )
 
     def app_id(self, partition: int) -> str:
