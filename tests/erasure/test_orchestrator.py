@@ -4,6 +4,7 @@ alert fires (log, metric, webhook), and it completes once the participant is bac
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -535,6 +536,38 @@ def test_the_event_ids_a_store_reports_are_searched_kept_sealed_and_wiped(
         "SELECT event_ids FROM hw_erasure_requests WHERE request_id = ?", (rid,)
     )
     assert wiped is None
+    runtime.close()
+    bus.close()
+    db.close()
+
+
+def test_a_request_completes_at_the_moment_it_closes_not_when_the_pass_began(
+    tmp_path: Path, control_url: str
+) -> None:
+    """A verification that takes its time: the completion time the audit states (and
+    the delay past the deadline computed from it) includes it."""
+    db = open_control_database(control_url)
+    ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
+    store = Steady()
+
+    def slow_check(users: Sequence[Subject]) -> CheckResult:
+        time.sleep(0.4)
+        return "look slowly", {u.user_id: (0, {}) for u in users}
+
+    runtime = ConsumerRuntime(bus, store.name, store, ledger=ledger, poll_timeout=0.01)
+    orch = ErasureOrchestrator(
+        ledger, bus, SubjectHasher(b"k" * 32), verifier=Verifier({store.name: [slow_check]})
+    )
+    store.rows["u1"] = 1
+    request = orch.request("u1", legal_basis="gdpr-art17", requested_by="test")
+    pass_began = datetime.fromisoformat(ledger.get(request.request_id).received_at) + timedelta(
+        seconds=1
+    )
+    _drain([runtime])
+    assert orch.tick(pass_began)["completed"] == 1
+    completed = datetime.fromisoformat(orch.audit(request.request_id)["completed_at"])
+    assert completed - pass_began >= timedelta(seconds=0.4)
     runtime.close()
     bus.close()
     db.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -105,6 +106,7 @@ class ErasureOrchestrator:
         self.verifier = verifier
         self.alerts: list[Alert] = []
         self._seen_confirmed: set[tuple[str, str]] = set()
+        self._clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def request(
         self,
@@ -165,6 +167,11 @@ class ErasureOrchestrator:
     def tick(self, now: datetime | None = None) -> dict[str, int]:
         """One pass over open requests: close, mark overdue, alert, resend."""
         now = now or datetime.now(UTC)
+        # The pass's clock: ``now`` plus the time the pass has taken (the verification of
+        # many stores takes seconds under load), so that a request's completion time is
+        # when it completed, not when the pass began.
+        started = time.monotonic()
+        self._clock = lambda: now + timedelta(seconds=time.monotonic() - started)
         resent = 0
         # Every open request in two queries (a burst leaves thousands open at once).
         records = self.ledger.open_requests(limit=10_000)
@@ -355,7 +362,7 @@ class ErasureOrchestrator:
             if dirty:
                 self._refuse(record, dirty, now)
                 continue
-            self._close(record, found, now)
+            self._close(record, found)
             closed.add(record.request_id)
         return closed
 
@@ -367,7 +374,7 @@ class ErasureOrchestrator:
     def _subject(record: RequestRecord, event_ids: Sequence[str]) -> Subject:
         return Subject(str(record.user_id), record.subject_hash, tuple(event_ids))
 
-    def _close(self, record: RequestRecord, findings: dict[str, Finding], now: datetime) -> None:
+    def _close(self, record: RequestRecord, findings: dict[str, Finding]) -> None:
         if self.bus.erasure_capability().can_purge:
             self._purge_erasure_events(record, str(record.user_id))
         verification = (
@@ -375,7 +382,7 @@ class ErasureOrchestrator:
             if self.verifier is not None
             else None
         )
-        self.ledger.complete(record.request_id, now, verification=verification)
+        self.ledger.complete(record.request_id, self._clock(), verification=verification)
         log.info("erasure %s completed", record.request_id)
 
     def _refuse(self, record: RequestRecord, dirty: list[Finding], now: datetime) -> None:
