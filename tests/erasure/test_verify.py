@@ -76,6 +76,44 @@ def test_the_archive_check_reads_every_file_referenced_or_not(tmp_path: Path) ->
     assert after[1]["archive"].residue
 
 
+def test_a_log_file_seen_in_an_earlier_pass_is_read_again_only_when_an_id_may_be_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Delta log's commits never change: after its first read, a pass skips a
+    commit whose tokens hold none of the ids searched, and finds an id a later request
+    asks for in a commit an earlier pass had already seen."""
+
+    archive = str(tmp_path / "archive")
+    root = tmp_path / "archive" / "signals"
+    c = ArchiveConsumer(ArchiveTable(archive), ErasureLedger(archive), SUBJECT)
+    c.handle(records(history(50, days=1)))
+    stray = root / "_delta_log" / f"{99:020d}.json"
+    stray.write_bytes(b'{"commitInfo":{"note":"kept-by-mistake evt-42 user:with:colon"}}\n')
+    reads: list[str] = []
+    real = Path.read_bytes
+
+    def counted(self: Path) -> bytes:
+        reads.append(self.name)
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    check = Verifier({"archive": [archive_scan(str(root), None)]})
+
+    def residue(subject: Subject) -> int | None:
+        return check.verify_many([(subject, ["archive"])])[0]["archive"].residue
+
+    assert residue(Subject("someone-else", "h1")) == 0
+    assert stray.name in reads  # the first pass reads every commit
+    reads.clear()
+    assert residue(Subject("another-one", "h2", ("evt-7",))) == 0
+    assert stray.name not in reads  # known by its tokens: none of these ids is there
+    assert residue(Subject("kept-by-mistake", "h3")) == 1
+    assert residue(Subject("nobody", "h4", ("evt-42",))) == 1
+    assert residue(Subject("user:with:colon", "h5")) == 1  # not an id token: searched
+    assert residue(Subject("kept-by", "h6")) == 0  # inside a longer id: not a copy
+    c.table.close()
+
+
 def test_a_file_read_in_pieces_finds_each_id_once_across_boundaries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

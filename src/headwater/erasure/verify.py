@@ -14,6 +14,7 @@ their users (a burst of a thousand requests is one pass, not a thousand).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import string
 from collections import OrderedDict
@@ -147,6 +148,15 @@ class Needles:
             counts[wanted[needle]] += _find_each(view, needle, start, end)
         return counts
 
+    def may_be_in(self, tokens: TokenSet) -> bool:
+        """Whether a file whose tokens are ``tokens`` may hold one of the ids as a whole
+        token. An id made of id bytes is there only if it is one of the file's tokens
+        (a hash collision only costs an exact count); any other id may be anywhere."""
+        return any(
+            not all(c in _ID_BYTES for c in needle) or hash(needle) in tokens.hashes
+            for needle in self.wanted
+        )
+
     def any_in(self, view: bytes) -> bool:
         """Whether ``view`` holds one of the ids as a whole token."""
         if self._ac is not None or not self._tokens:
@@ -154,6 +164,15 @@ class Needles:
         return not self._tokens.isdisjoint(_TOKEN.findall(view)) or any(
             _find_each(view, needle, 0, len(view)) for needle in self._each
         )
+
+
+class TokenSet:
+    """The hashes of every maximal run of id bytes in a file's content: what a file that
+    never changes is known by between passes (see :meth:`Needles.may_be_in`)."""
+
+    def __init__(self, content: bytes) -> None:
+        self.hashes = frozenset(hash(token) for token in _TOKEN.findall(content))
+        self.nbytes = 64 + 40 * len(self.hashes)  # a set entry and an int, roughly
 
 
 def count_ids(
@@ -351,6 +370,37 @@ class _ArchivePass:
         return counts
 
 
+#: The Delta log's files that are never rewritten once written: numbered commits and
+#: checkpoints (``_last_checkpoint`` and the like are read on every pass).
+_IMMUTABLE_LOG = re.compile(r"(^|/)_delta_log/\d{20}\.(json|checkpoint(\.\d+\.\d+)?\.parquet)$")
+
+
+def _tokens_of(read: Callable[[str], bytes], path: str) -> TokenSet:
+    return TokenSet(read(path))
+
+
+def _local_files(root: str) -> Iterator[tuple[str, int]]:
+    """Every file under a local directory: its path from ``root`` and its size."""
+    base = Path(root)
+    for directory, _, names in os.walk(base):
+        for name in names:
+            full = Path(directory) / name
+            try:
+                size = full.stat().st_size
+            except FileNotFoundError:
+                continue  # removed since the listing
+            yield full.relative_to(base).as_posix(), size
+
+
+def _files_under(fs: Any) -> Iterator[tuple[str, int]]:
+    """Every file under an object-store prefix, through the Delta storage handler."""
+    import pyarrow.fs as pafs
+
+    for info in fs.get_file_info(pafs.FileSelector("", recursive=True, allow_not_found=True)):
+        if info.type == pafs.FileType.File:
+            yield info.path.lstrip("/"), int(info.size)
+
+
 def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCheck:
     """Every file under ``uri``, referenced or not: Parquet files decoded (``user_id``,
     ``subject`` and ``event_id`` columns), every other file (the Delta log, checkpoints)
@@ -362,31 +412,41 @@ def archive_scan(uri: str, storage_options: Mapping[str, str] | None) -> StoreCh
     nothing any more.
     """
     distinct = _DistinctIds()
+    log_tokens = _DistinctIds()
+    local = "://" not in uri
 
     def check(users: Sequence[Subject]) -> CheckResult:
         import duckdb
         import pyarrow.fs as pafs
         from deltalake.fs import DeltaStorageHandler
 
-        if "://" not in uri and not Path(uri).exists():
+        if local and not Path(uri).exists():
             # Never written: it holds nothing of anyone.
             return "the directory does not exist", {u.user_id: (0, {}) for u in users}
         fs = pafs.PyFileSystem(DeltaStorageHandler(uri, dict(storage_options or {}) or None))
-        infos = fs.get_file_info(pafs.FileSelector("", recursive=True, allow_not_found=True))
+
+        def read(path: str) -> bytes:
+            if local:
+                return (Path(uri) / path).read_bytes()
+            with fs.open_input_file(path) as f:
+                return bytes(f.read())
+
         hits: dict[str, dict[str, int]] = {}
         with duckdb.connect() as con:
             scan = _ArchivePass(fs, users, con)
-            for info in infos:
-                if info.type != pafs.FileType.File:
-                    continue
-                path = info.path.lstrip("/")
+            for path, size in _files_under(fs) if not local else _local_files(uri):
                 try:
                     if path.endswith(".parquet") and not path.startswith("_delta_log"):
-                        if scan.may_hold(distinct.get(path, info.size, partial(scan.ids_of, path))):
+                        if scan.may_hold(distinct.get(path, size, partial(scan.ids_of, path))):
                             hits[path] = scan.rows_of(path)
+                    elif _IMMUTABLE_LOG.search(path):
+                        # A commit or checkpoint never changes: known by its tokens after
+                        # its first read, read again only if one of the ids may be there.
+                        known = log_tokens.get(path, size, partial(_tokens_of, read, path))
+                        if scan.needles.may_be_in(known):
+                            hits[path] = scan.needles.count(read(path))
                     else:
-                        with fs.open_input_file(path) as f:
-                            hits[path] = scan.needles.count(f.read())
+                        hits[path] = scan.needles.count(read(path))
                 except FileNotFoundError:
                     continue  # removed since the listing: gone, with whatever it held
                 except OSError as exc:
