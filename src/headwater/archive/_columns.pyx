@@ -551,7 +551,7 @@ cdef int payload_into(Reader *r, Column *cols) except -1:
     cdef const char *key
     cdef const char *s
     cdef Span category, brand
-    cdef Number price, quantity, rating, scratch
+    cdef Number price, quantity, rating
     cdef Buf *b = &cols[C_PAYLOAD].values
     cdef int32_t q
     category.present = False
@@ -591,7 +591,7 @@ cdef int payload_into(Reader *r, Column *cols) except -1:
             elif named(key, keylen, "rating", 6):
                 json_value(r, b, 1, &rating)
             else:
-                json_value(r, b, 1, &scratch)
+                json_value(r, b, 1, NULL)
         put_byte(b, b'}')
         col_end_string(&cols[C_PAYLOAD])
     if category.present:

@@ -197,13 +197,14 @@ def _from_columns(
 ) -> pa.Table | None:
     """The table of ``record_columns``' buffers; None when a text is not valid UTF-8."""
     arrays = []
+    # Every column but the last (``subject``), which is computed here.
     for f, (valid, offsets, values, nulls) in zip(ARCHIVE_SCHEMA, columns, strict=False):
         buffers = [None if valid is None else pa.py_buffer(valid)]
         if offsets is not None:
             buffers.append(pa.py_buffer(offsets))
         buffers.append(pa.py_buffer(values))
         arrays.append(pa.Array.from_buffers(f.type, rows, buffers, null_count=nulls))
-    users = arrays[2]
+    users = arrays[ARCHIVE_SCHEMA.get_field_index("user_id")]
     try:
         for array in arrays:
             array.validate(full=True)  # UTF-8 included, as msgspec checks it

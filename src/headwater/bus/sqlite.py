@@ -38,6 +38,15 @@ from headwater.errors import BusError, ConfigurationError
 
 __all__ = ["SqliteBus", "SqliteConsumer"]
 
+#: The batches of partition ?1 from the one that holds offset ?2 on. Batches of a
+#: partition never overlap, so none before the last one starting at or below ?2 can hold
+#: it: the key range starts there, not at the log's head (last_offset is not indexed; a
+#: scan from the head grew with the log, under the lock the publishers take).
+_FROM_OFFSET = (
+    "partition = ?1 AND first_offset >= COALESCE((SELECT MAX(first_offset) FROM hw_bus_log "
+    "WHERE partition = ?1 AND first_offset <= ?2), 0) AND last_offset >= ?2"
+)
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS hw_bus_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS hw_bus_log (
@@ -178,12 +187,9 @@ class SqliteBus(Bus):
             seconds = 0.0
             if committed < end:
                 # The first batch holding an offset at or past the committed one, found
-                # by key as a poll finds it (``_read``): a scan on last_offset, which is
-                # not indexed, read every batch of the log under the writers' lock.
+                # by key as a poll finds it.
                 row = self._db.read(
-                    "SELECT ts_ms FROM hw_bus_log WHERE partition = ?1 AND first_offset >= "
-                    "COALESCE((SELECT MAX(first_offset) FROM hw_bus_log WHERE partition = ?1 "
-                    "AND first_offset <= ?2), 0) AND last_offset >= ?2 "
+                    f"SELECT ts_ms FROM hw_bus_log WHERE {_FROM_OFFSET} "
                     "ORDER BY first_offset LIMIT 1",
                     (part, committed),
                 )
@@ -509,13 +515,8 @@ class SqliteConsumer:
     def _bus_read(self, part: int, offset: int, want: int) -> tuple[list[Record], int]:
         """Up to ``want`` records from ``offset`` on, and the offset to read next."""
         # Only the batches that hold offsets [offset, offset + want): no decoding to discard.
-        # Batches of a partition never overlap, so none before the last one starting at or
-        # below ``offset`` can hold it: the key range starts there, not at the log's head
-        # (last_offset is not indexed; scanning from the head made polls grow with the log).
         rows = self._db.read(
-            "SELECT last_offset, records FROM hw_bus_log WHERE partition = ?1 AND "
-            "first_offset >= COALESCE((SELECT MAX(first_offset) FROM hw_bus_log WHERE "
-            "partition = ?1 AND first_offset <= ?2), 0) AND last_offset >= ?2 AND "
+            f"SELECT last_offset, records FROM hw_bus_log WHERE {_FROM_OFFSET} AND "
             "first_offset < ?3 ORDER BY first_offset",
             (part, offset, offset + want),
         )

@@ -119,6 +119,10 @@ class Needles:
         self._order = list(self.wanted)
         self._ac = _automaton(self._order) if automaton and len(self._order) > 1 else None
         plain = {b for b in self.wanted if all(c in _ID_BYTES for c in b)}
+        # What may_be_in compares with a file's tokens: an id that is not one token may
+        # be anywhere.
+        self._plain_hashes = frozenset(hash(b) for b in plain)
+        self._any_other = len(plain) < len(self.wanted)
         # Without the automaton, many plain ids: one pass for all, each maximal run of id
         # bytes a token; the others one search each.
         self._tokens = plain if self._ac is None and len(plain) > _FIND_AT_MOST else set()
@@ -152,10 +156,7 @@ class Needles:
         """Whether a file whose tokens are ``tokens`` may hold one of the ids as a whole
         token. An id made of id bytes is there only if it is one of the file's tokens
         (a hash collision only costs an exact count); any other id may be anywhere."""
-        return any(
-            not all(c in _ID_BYTES for c in needle) or hash(needle) in tokens.hashes
-            for needle in self.wanted
-        )
+        return self._any_other or not self._plain_hashes.isdisjoint(tokens.hashes)
 
     def any_in(self, view: bytes) -> bool:
         """Whether ``view`` holds one of the ids as a whole token."""
@@ -254,8 +255,9 @@ _DISTINCT_CACHE_BYTES = 256 * 2**20
 
 
 class _DistinctIds:
-    """Per data file, what :class:`_FileIds` keeps of it (Delta files never change once
-    written), so a pass reads only the files it has not seen; bounded."""
+    """Per file that never changes once written, what a pass keeps of it (a data file's
+    :class:`_FileIds`, a log commit's :class:`TokenSet`), so a later pass reads only the
+    files it has not seen; bounded."""
 
     def __init__(self, max_bytes: int = _DISTINCT_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
