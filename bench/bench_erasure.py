@@ -216,8 +216,48 @@ def slowest(audits: list[dict[str, Any]], n: int = 5) -> list[dict[str, Any]]:
             for s in audit.get("stores", [])
             if s.get("confirmed_at")
         }
-        rows.append({"completed_ms": round((done - received).total_seconds() * 1000), **stores})
+        rows.append(
+            {
+                "completed_ms": round((done - received).total_seconds() * 1000),
+                **stores,
+                "attempts": {
+                    s["participant"]: len(s.get("history", []))
+                    for s in audit.get("stores", [])
+                    if len(s.get("history", [])) > 1
+                },
+                "store_seconds": {
+                    s["participant"]: a["evidence"]["seconds"]
+                    for s in audit.get("stores", [])
+                    for a in s.get("history", [])
+                    if a.get("outcome") == "applied" and "seconds" in (a.get("evidence") or {})
+                },
+                "refused": refusals(audit),
+            }
+        )
     return sorted(rows, key=lambda r: -r["completed_ms"])[:n]
+
+
+def refusals(audit: dict[str, Any]) -> list[dict[str, Any]]:
+    """The confirmations the verification sent back: when (ms after the request), which
+    store, and where it found the user (file or key -> occurrences)."""
+    received = datetime.fromisoformat(audit["received_at"])
+    out = []
+    for store in audit.get("stores", []):
+        for attempt in store.get("history", []):
+            if attempt.get("method") != "verification":
+                continue
+            detail = (attempt.get("evidence") or {}).get("detail") or {}
+            checks = detail.get("checks", [detail])
+            out.append(
+                {
+                    "at_ms": round(
+                        (datetime.fromisoformat(attempt["at"]) - received).total_seconds() * 1000
+                    ),
+                    "participant": store["participant"],
+                    "found": [c.get("hits") or c.get("keys") for c in checks],
+                }
+            )
+    return out
 
 
 async def open_count(client: httpx.AsyncClient, base: str) -> int:

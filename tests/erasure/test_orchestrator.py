@@ -571,3 +571,56 @@ def test_a_request_completes_at_the_moment_it_closes_not_when_the_pass_began(
     runtime.close()
     bus.close()
     db.close()
+
+
+def test_the_requests_a_pass_closes_lose_their_erasure_events_in_one_purge(
+    tmp_path: Path, control_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst closes together: every closed request's erasure events leave the log (two
+    requests of one user included), the users' signals and other requests' events stay,
+    and the log is scanned and checkpointed once for all of them, not once a request."""
+    db = open_control_database(control_url)
+    ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
+    store = Steady()
+    runtime = ConsumerRuntime(bus, store.name, store, ledger=ledger, poll_timeout=0.01)
+    orch = ErasureOrchestrator(ledger, bus, SubjectHasher(b"k" * 32))
+    users = [f"u{i}" for i in range(8)]
+    bus.publish([Message(u, b"a signal of " + u.encode()) for u in users])
+    requests = [orch.request(u, legal_basis="gdpr-art17", requested_by="test") for u in users]
+    requests.append(orch.request("u0", legal_basis="gdpr-art17", requested_by="test"))
+    _drain([runtime])
+    # A request still waiting for its store keeps its event.
+    store.down = True
+    waiting = orch.request("u1", legal_basis="gdpr-art17", requested_by="test")
+    _drain([runtime])
+    scrubs: list[int] = []
+    purges: list[int] = []
+    scrub, purge_recent = bus._scrub, bus.purge_recent
+    monkeypatch.setattr(bus, "_scrub", lambda: (scrubs.append(1), scrub())[1])
+    monkeypatch.setattr(
+        bus, "purge_recent", lambda *a: (purges.append(len(a[0])), purge_recent(*a))[1]
+    )
+    assert orch.tick()["completed"] == len(requests)
+    assert purges == [len(users)]
+    assert scrubs == [1]
+    erasures = {
+        u: [r for r in _records(bus, u) if r.kind == KIND_ERASURE] for u in users
+    }
+    assert all(not found for u, found in erasures.items() if u != "u1")
+    assert [r.value for r in erasures["u1"]] and all(
+        waiting.request_id.encode() in r.value for r in erasures["u1"]
+    )
+    assert all(
+        [r.value for r in _records(bus, u) if r.kind != KIND_ERASURE]
+        == [b"a signal of " + u.encode()]
+        for u in users
+    )
+    runtime.close()
+    bus.close()
+    db.close()
+
+
+def _records(bus: Any, key: str) -> list[Record]:
+    """Every record of ``key`` still in the log."""
+    return [r for r in bus.search_partitions([bus.partition_of(key)], bool, bool) if r.key == key]

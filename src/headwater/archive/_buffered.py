@@ -136,9 +136,9 @@ class BufferedBus(Bus):
         return self.inner.search_partitions(partitions, holds, keep, ids=ids)
 
     def purge_recent(
-        self, key: str, since_ms: int, where: Callable[[Record], bool] | None = None
-    ) -> int | None:
-        return self.inner.purge_recent(key, since_ms, where)
+        self, wheres: Mapping[str, Callable[[Record], bool] | None], since_ms: int
+    ) -> dict[str, int] | None:
+        return self.inner.purge_recent(wheres, since_ms)
 
     def close(self) -> None:
         self.inner.close()

@@ -193,11 +193,11 @@ class Bus(Protocol):
         return None
 
     def purge_recent(
-        self, key: str, since_ms: int, where: Callable[[Record], bool] | None = None
-    ) -> int | None:
-        """``purge_key`` over what was appended since ``since_ms`` only; None where the
-        bus cannot look at a recent stretch alone (the caller purges the whole key)."""
-        del key, since_ms, where
+        self, wheres: Mapping[str, Callable[[Record], bool] | None], since_ms: int
+    ) -> dict[str, int] | None:
+        """``purge_keys`` over what was appended since ``since_ms`` only; None where the
+        bus cannot look at a recent stretch alone (the caller purges the whole keys)."""
+        del wheres, since_ms
         return None
 
     def close(self) -> None:

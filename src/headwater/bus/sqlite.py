@@ -219,11 +219,12 @@ class SqliteBus(Bus):
         return self._purge(wheres, since_ms=None)
 
     def purge_recent(
-        self, key: str, since_ms: int, where: Callable[[Record], bool] | None = None
-    ) -> int:
-        """``purge_key`` over the batches appended at or after ``since_ms`` only: a range
-        of the log instead of the whole partition, for records known to be recent."""
-        return self._purge({key: where}, since_ms=since_ms)[key]
+        self, wheres: Mapping[str, Callable[[Record], bool] | None], since_ms: int
+    ) -> dict[str, int]:
+        """``purge_keys`` over the batches appended at or after ``since_ms`` only: a range
+        of the log instead of the whole partitions, for records known to be recent (the
+        erasure events of the requests a pass closes: one scan, one checkpoint)."""
+        return self._purge(wheres, since_ms=since_ms)
 
     def _purge(
         self, wheres: Mapping[str, Callable[[Record], bool] | None], since_ms: int | None

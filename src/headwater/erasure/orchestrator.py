@@ -356,15 +356,18 @@ class ErasureOrchestrator:
                     for r, ids in zip(records, self._event_ids(records), strict=True)
                 ]
             )
-        closed: set[str] = set()
+        clean: list[tuple[RequestRecord, dict[str, Finding]]] = []
         for record, found in zip(records, findings, strict=True):
             dirty = [f for f in found.values() if f.residue]
             if dirty:
                 self._refuse(record, dirty, now)
-                continue
+            else:
+                clean.append((record, found))
+        if clean and self.bus.erasure_capability().can_purge:
+            self._purge_erasure_events([record for record, _ in clean])
+        for record, found in clean:
             self._close(record, found)
-            closed.add(record.request_id)
-        return closed
+        return {record.request_id for record, _ in clean}
 
     def _event_ids(self, records: Sequence[RequestRecord]) -> list[tuple[str, ...]]:
         found = self.ledger.event_ids([r.request_id for r in records])
@@ -375,8 +378,6 @@ class ErasureOrchestrator:
         return Subject(str(record.user_id), record.subject_hash, tuple(event_ids))
 
     def _close(self, record: RequestRecord, findings: dict[str, Finding]) -> None:
-        if self.bus.erasure_capability().can_purge:
-            self._purge_erasure_events(record, str(record.user_id))
         verification = (
             {name: msgspec.to_builtins(f) for name, f in findings.items()}
             if self.verifier is not None
@@ -411,19 +412,31 @@ class ErasureOrchestrator:
                 )
             )
 
-    def _purge_erasure_events(self, record: RequestRecord, user_id: str) -> None:
-        # The erasure events named the user too: gone once every store confirmed.
-        request_id = record.request_id
+    def _purge_erasure_events(self, records: Sequence[RequestRecord]) -> None:
+        """The erasure events of these requests named their users too: gone once every
+        store confirmed. One purge for all the requests a pass closes (each partition
+        scanned once, the log checkpointed once), not one per request."""
+        requests: dict[str, set[str]] = {}
+        for record in records:
+            requests.setdefault(str(record.user_id), set()).add(record.request_id)
 
-        def ours(r: Record) -> bool:
-            return r.kind == KIND_ERASURE and decode_erasure(r.value).request_id == request_id
+        def ours(ids: set[str]) -> Callable[[Record], bool]:
+            return lambda r: r.kind == KIND_ERASURE and decode_erasure(r.value).request_id in ids
 
-        # They were appended after the request arrived: where the bus can, look at
+        wheres: dict[str, Callable[[Record], bool] | None] = {
+            user: ours(ids) for user, ids in requests.items()
+        }
+        # They were appended after the requests arrived: where the bus can, look at
         # that recent stretch of the log only (a few seconds of slack for the clock),
-        # and at all of it only if nothing was found there.
-        since_ms = int(datetime.fromisoformat(record.received_at).timestamp() * 1000) - 5_000
-        if not self.bus.purge_recent(user_id, since_ms, ours):
-            self.bus.purge_key(user_id, ours)
+        # and at all of it only for a user whose events were not found there.
+        since_ms = (
+            min(int(datetime.fromisoformat(r.received_at).timestamp() * 1000) for r in records)
+            - 5_000
+        )
+        removed = self.bus.purge_recent(wheres, since_ms)
+        missed = {user: where for user, where in wheres.items() if not (removed or {}).get(user)}
+        if missed:
+            self.bus.purge_keys(missed)
 
     def run(self, stop: threading.Event, *, interval_s: float = 1.0) -> None:
         """Tick until ``stop`` is set."""

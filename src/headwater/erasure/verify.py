@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import string
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
@@ -27,6 +28,7 @@ import msgspec
 
 from headwater._time import now_text
 from headwater._url import sqlite_path
+from headwater.metrics import ERASURE_VERIFY_SECONDS
 
 __all__ = [
     "CheckResult",
@@ -597,11 +599,16 @@ class Verifier:
 
     @staticmethod
     def _run(name: str, check: StoreCheck, users: Sequence[Subject]) -> CheckResult:
+        started = time.monotonic()
         try:
             return check(users)
         except Exception as exc:  # noqa: BLE001 - an unreadable store is not verified
             log.warning("erasure verification of %s failed: %s", name, exc)
             return "check failed", {u.user_id: (1, {"error": f"{exc}"[:500]}) for u in users}
+        finally:
+            took = time.monotonic() - started
+            ERASURE_VERIFY_SECONDS.labels(name).observe(took)
+            log.info("erasure verification of %s for %d users: %.3f s", name, len(users), took)
 
     @staticmethod
     def _finding(name: str, subject: Subject, results: Sequence[CheckResult]) -> Finding:

@@ -16,6 +16,7 @@ __all__ = [
     "ERASURE_ALERTS",
     "ERASURE_CONFIRM_SECONDS",
     "ERASURE_DEADLINE_ALERTS",
+    "ERASURE_VERIFY_SECONDS",
     "EVENTS_ACCEPTED",
     "EVENTS_REJECTED",
     "FEATURE_LATE_EVENTS",
@@ -82,6 +83,13 @@ ERASURE_CONFIRM_SECONDS = Histogram(
     "From erasure request to a participant's confirmation",
     ["participant"],
     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86_400),
+    registry=REGISTRY,
+)
+ERASURE_VERIFY_SECONDS = Histogram(
+    "headwater_erasure_verify_seconds",
+    "One independent check of a store, run for every request ready in a pass",
+    ["participant"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
     registry=REGISTRY,
 )
 ERASURE_ALERTS = Counter(
