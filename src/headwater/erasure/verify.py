@@ -28,6 +28,15 @@ import msgspec
 
 from headwater._time import now_text
 from headwater._url import sqlite_path
+from headwater.erasure.sqlite_pages import (
+    DatabaseShape,
+    PageLayout,
+    database_shape,
+    frame_page,
+    frame_unit,
+    page_layout,
+    page_runs,
+)
 from headwater.metrics import ERASURE_VERIFY_SECONDS
 
 __all__ = [
@@ -154,6 +163,21 @@ class Needles:
             counts[wanted[needle]] += _find_each(view, needle, start, end)
         return counts
 
+    def occurrences(self, view: bytes) -> Iterator[tuple[str, int, int]]:
+        """Every occurrence of every id in ``view``, whole token or not (overlapping):
+        the id, where it starts and where it ends."""
+        wanted = self.wanted
+        if self._ac is not None:
+            order = self._order
+            for index, at, stop in self._ac.find_matches_as_indexes(view, overlapping=True):
+                yield wanted[order[index]], at, stop
+            return
+        for needle, value in wanted.items():  # a base install: one search per id
+            at = view.find(needle)
+            while at != -1:
+                yield value, at, at + len(needle)
+                at = view.find(needle, at + 1)
+
     def may_be_in(self, tokens: TokenSet) -> bool:
         """Whether a file whose tokens are ``tokens`` may hold one of the ids as a whole
         token. An id made of id bytes is there only if it is one of the file's tokens
@@ -219,6 +243,53 @@ def _count_in_file(path: Path, ids: Sequence[str] | Needles) -> dict[str, int]:
     return counts
 
 
+def _count_in_database(
+    path: Path, needles: Needles, shape: DatabaseShape, *, wal: bool
+) -> dict[str, int]:
+    """Occurrences of the ids in a SQLite database file or its write-ahead log, page by
+    page: a whole token of the page's bytes counts at once; any other hit is placed in the
+    page's layout (see :mod:`headwater.erasure.sqlite_pages`): it counts as a token of
+    one value, or anywhere outside the page's cells."""
+    counts: dict[str, int] = {}
+    unit, lead = frame_unit(shape, wal=wal)
+    number = 1
+    for run in page_runs(path, shape, wal=wal):
+        view = memoryview(run)
+        layouts: dict[int, PageLayout | None] = {}
+        for value, at, stop in needles.occurrences(run):
+            index, offset = divmod(at, unit)
+            offset -= lead
+            end = offset + stop - at
+            if offset < 0 or end > shape.page_size:
+                continue  # across a frame header or two pages: not stored contiguously
+            page = view[index * unit + lead : (index + 1) * unit]
+            if not _whole(page, offset, end):
+                if index not in layouts:
+                    page_no = frame_page(run, index, shape) if wal else number + index
+                    try:
+                        layouts[index] = page_layout(page, page_no, shape.usable)
+                    except (IndexError, ValueError):
+                        layouts[index] = None  # torn as it was read: every hit counts
+                layout = layouts[index]
+                if layout is not None and not _placed(layout, page, offset, end):
+                    continue
+            counts[value] = counts.get(value, 0) + 1
+        number += len(run) // unit
+    return counts
+
+
+def _placed(layout: PageLayout, page: memoryview, at: int, end: int) -> bool:
+    """Whether a hit that is not a whole token of the page's bytes is a copy of the id:
+    a token of one value, or anywhere outside the page's cells."""
+    value = layout.value_of(at, end)
+    if value is None:
+        return not layout.in_a_cell(at, end)
+    start, stop = value
+    before = page[at - 1] if at > start else 0
+    after = page[end] if end < stop else 0
+    return before not in _ID_BYTES and after not in _ID_BYTES
+
+
 def per_user(
     users: Sequence[Subject], hits: Mapping[str, Mapping[str, int]]
 ) -> dict[str, tuple[int | None, dict[str, Any]]]:
@@ -238,14 +309,22 @@ def sqlite_byte_scan(url: str) -> StoreCheck:
     """Search the store's files byte by byte, read-only, for the raw user ids and the
     users' event ids."""
     main = Path(sqlite_path(url))
-    files = [main, Path(f"{main}-wal"), Path(f"{main}-shm")]
+    wal, shm = Path(f"{main}-wal"), Path(f"{main}-shm")
 
     def check(users: Sequence[Subject]) -> CheckResult:
         needles = Needles(owners(users))
-        hits = {str(f): _count_in_file(f, needles) for f in files}
+        shape = database_shape(main)
+        if shape is None:  # no database yet: whatever the files hold is searched whole
+            hits = {str(f): _count_in_file(f, needles) for f in (main, wal)}
+        else:
+            hits = {
+                str(main): _count_in_database(main, needles, shape, wal=False),
+                str(wal): _count_in_database(wal, needles, shape, wal=True),
+            }
+        hits[str(shm)] = _count_in_file(shm, needles)
         method = (
             "byte search of the database file, its write-ahead log and shared memory "
-            "for the user ids and event ids"
+            "for the user ids and event ids, each hit placed in its page's records"
         )
         return method, per_user(users, hits)
 

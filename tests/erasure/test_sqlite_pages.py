@@ -1,0 +1,131 @@
+"""The verification's byte search of SQLite files counts an id wherever SQLite keeps it:
+in a column right after another one (SQLite puts nothing between a row's values), in the
+write-ahead log and, after a checkpoint, in the database file, on overflow pages, and in
+a deleted cell's leftover bytes; never inside a longer id."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from headwater._sqlite import connect
+from headwater.dedupe.sqlite import SqliteIdempotencyWindow
+from headwater.erasure.verify import Needles, Subject, _count_in_file, sqlite_byte_scan
+from headwater.online.sqlite import SqliteOnlineStore
+
+
+def _residue(path: Path, user: str, *event_ids: str) -> dict[str, int]:
+    """Per file (by suffix), what the verification finds of the user."""
+    check = sqlite_byte_scan(f"sqlite:///{path}")
+    _, found = check([Subject(user, "subject", tuple(event_ids))])
+    hits = found[user][1]["hits"]
+    return {Path(place).name.removeprefix(path.name) or "db": n for place, n in hits.items()}
+
+
+def _token_search(path: Path, *ids: str) -> int:
+    """What a search that counts whole tokens of the files' bytes alone finds."""
+    needles = Needles(ids)
+    return sum(
+        sum(_count_in_file(Path(f"{path}{suffix}"), needles).values())
+        for suffix in ("", "-wal", "-shm")
+    )
+
+
+def test_an_idempotency_entry_and_a_feature_row_are_found_in_the_log_then_the_file(
+    tmp_path: Path,
+) -> None:
+    """The window keeps an event id followed by its user id; the online store keeps a
+    namespace followed by the user id: both read as one run of id characters."""
+    window = SqliteIdempotencyWindow(f"sqlite:///{tmp_path / 'dedupe.db'}", window_s=3600)
+    window.claim([("web-abc-1", "u0031550")], "token-1")
+    store = SqliteOnlineStore(f"sqlite:///{tmp_path / 'online.db'}")
+    store.put("features", {"u0031550": msgspec.msgpack.encode({"n": 1})})
+    assert _residue(tmp_path / "dedupe.db", "u0031550", "web-abc-1") == {"-wal": 2}
+    assert _residue(tmp_path / "online.db", "u0031550") == {"-wal": 1}
+    # What the search found before it read pages: nothing at all.
+    assert _token_search(tmp_path / "dedupe.db", "u0031550", "web-abc-1") == 0
+    assert _token_search(tmp_path / "online.db", "u0031550") == 0
+    store.scrub()
+    assert _residue(tmp_path / "online.db", "u0031550") == {"db": 1}
+    store.close()
+    window.close()
+
+
+def test_an_id_inside_a_longer_one_is_not_a_copy(tmp_path: Path) -> None:
+    window = SqliteIdempotencyWindow(f"sqlite:///{tmp_path / 'dedupe.db'}", window_s=3600)
+    window.claim([("web-abc-12", "u0012"), ("web-abc-1x", "v0012")], "token-1")
+    store = SqliteOnlineStore(f"sqlite:///{tmp_path / 'online.db'}")
+    store.put("features", {"u0012": msgspec.msgpack.encode({"_ids": ["web-abc-12"]})})
+    store.scrub()
+    assert _residue(tmp_path / "dedupe.db", "u001", "web-abc-1") == {}
+    assert _residue(tmp_path / "online.db", "u001", "web-abc-1") == {}
+    assert _residue(tmp_path / "dedupe.db", "u0012", "web-abc-12") == {"-wal": 2}
+    store.close()
+    window.close()
+
+
+def test_an_id_on_an_overflow_page_is_found(tmp_path: Path) -> None:
+    """A feature row too long for its page: its tail, with the event id, is on overflow
+    pages."""
+    store = SqliteOnlineStore(f"sqlite:///{tmp_path / 'online.db'}")
+    padding = [f"i{n:06d}" for n in range(3000)]
+    row = msgspec.msgpack.encode({"items": padding, "_ids": ["ev-tail-1"]})
+    store.put("features", {"u7": row})
+    store.scrub()
+    assert _residue(tmp_path / "online.db", "u7", "ev-tail-1") == {"db": 2}
+    assert _residue(tmp_path / "online.db", "u8", "ev-tail") == {}
+    store.close()
+
+
+def test_a_deleted_rows_leftover_bytes_count_where_nothing_overwrote_them(
+    tmp_path: Path,
+) -> None:
+    """Without ``secure_delete`` (which every headwater store sets) a deleted cell's
+    bytes stay on its page: outside every cell, any occurrence counts."""
+    path = tmp_path / "plain.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA secure_delete=OFF")
+    conn.execute("CREATE TABLE t (ns TEXT, key TEXT, v INTEGER)")
+    conn.executemany("INSERT INTO t VALUES (?, ?, 1)", [("features", "u5"), ("features", "u6")])
+    assert _residue(path, "u5") == {"db": 1}
+    conn.execute("DELETE FROM t WHERE key = 'u5'")
+    assert _residue(path, "u5") == {"db": 1}
+    conn.execute("PRAGMA secure_delete=ON")
+    conn.execute("DELETE FROM t WHERE key = 'u6'")
+    assert _residue(path, "u6") == {}
+    conn.close()
+
+
+_IDS = st.from_regex(r"k[0-9]{1,3}", fullmatch=True)
+_VALUE = st.lists(_IDS, max_size=3).map("".join) | _IDS.map(lambda i: f"<{i}>")
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=st.lists(st.tuples(_VALUE, _VALUE, _VALUE), min_size=1, max_size=400), needle=_IDS)
+def test_every_value_that_holds_the_id_as_a_token_is_counted_once(
+    tmp_path_factory: object, rows: list[tuple[str, str, str]], needle: str
+) -> None:
+    """Rows of glued ids (``k1k12``), ids in brackets and lone ids, over as many pages as
+    it takes: after a checkpoint the file holds each row once, and the search counts the
+    values that hold the id as a token of their own (bounded by the value's ends or by
+    other characters), no more, no less."""
+    path = Path(str(tmp_path_factory.mktemp("pages"))) / "t.db"  # type: ignore[attr-defined]
+    conn = connect(str(path))
+    conn.execute("CREATE TABLE t (a TEXT, b TEXT, c BLOB)")
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?)", [(a, b, c.encode()) for a, b, c in rows])
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    expected = sum(_tokens(value).count(needle) for row in rows for value in row)
+    assert sum(_residue(path, needle).values()) == expected
+    conn.close()
+
+
+def _tokens(value: str) -> list[str]:
+    """The value's runs of id characters, split where SQLite would not split them: the
+    value's own ends and its other characters (here ``<`` and ``>``)."""
+    return value.replace("<", " ").replace(">", " ").split()
