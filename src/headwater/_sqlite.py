@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Collection
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 __all__ = ["ScrubIncompleteError", "connect", "database_file", "scrub", "scrub_for_erasure"]
 
@@ -88,17 +90,58 @@ def scrub(conn: sqlite3.Connection, *, wait_s: float = SCRUB_WAIT_S) -> int:
         conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
 
 
+#: Above this many ids erased since the last scrub, the scrub rebuilds the file without
+#: searching it first.
+ERASED_IDS_SEARCHED = 100_000
+
+
 def scrub_for_erasure(
-    conn: sqlite3.Connection, lock: AbstractContextManager[object], fail: type[Exception], what: str
+    conn: sqlite3.Connection,
+    lock: AbstractContextManager[object],
+    fail: type[Exception],
+    what: str,
+    *,
+    erased: Collection[str] = (),
 ) -> dict[str, object]:
     """:func:`scrub` under the store's ``lock``, its errors as ``fail``, described for an
-    erasure's evidence."""
+    erasure's evidence; then, if the file still holds one of ``erased`` (the ids of what
+    the erasure deleted), ``VACUUM`` and scrub again.
+
+    ``secure_delete`` zeroes a deleted cell where it is, but when SQLite rebuilds a page
+    (moving cells between pages as they fill and empty) it leaves the cells' earlier
+    bytes in the page's unused space, and a row deleted later leaves that old copy
+    behind. ``VACUUM`` writes the file anew from its live rows. The search is the
+    erasure verification's (each hit placed in its page's records), so a store that
+    would fail the verification rebuilds itself first.
+    """
     with lock:
         try:
-            wal_bytes = scrub(conn)
+            evidence: dict[str, object] = {
+                "secure_delete": True,
+                "wal_truncated": True,
+                "wal_bytes_truncated": scrub(conn),
+            }
+            if erased:
+                evidence.update(_rebuild_if_held(conn, erased))
         except sqlite3.Error as exc:
             raise fail(f"{what}: {exc}") from exc
-    return {"secure_delete": True, "wal_truncated": True, "wal_bytes_truncated": wal_bytes}
+    return evidence
+
+
+def _rebuild_if_held(conn: sqlite3.Connection, erased: Collection[str]) -> dict[str, object]:
+    from headwater.erasure.verify import sqlite_copies  # the search's automaton: lazily
+
+    path = Path(database_file(conn))
+    copies = sqlite_copies(path, erased) if len(erased) <= ERASED_IDS_SEARCHED else None
+    if copies == 0:
+        return {"old_copies": 0}
+    conn.execute("VACUUM")
+    scrub(conn)
+    return {
+        "old_copies": copies,
+        "vacuumed": True,
+        "copies_after_vacuum": sqlite_copies(path, erased),
+    }
 
 
 def database_file(conn: sqlite3.Connection) -> str:

@@ -12,8 +12,9 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from headwater._sqlite import connect
+from headwater._sqlite import connect, scrub
 from headwater.dedupe.sqlite import SqliteIdempotencyWindow
+from headwater.erasure.sqlite_pages import database_shape
 from headwater.erasure.verify import Needles, Subject, _count_in_file, sqlite_byte_scan
 from headwater.online.sqlite import SqliteOnlineStore
 
@@ -98,6 +99,66 @@ def test_a_deleted_rows_leftover_bytes_count_where_nothing_overwrote_them(
     conn.execute("DELETE FROM t WHERE key = 'u6'")
     assert _residue(path, "u6") == {}
     conn.close()
+
+
+def _leave_old_copy(path: Path, data: bytes) -> None:
+    """Write ``data`` into the unused space of a leaf page of a closed database, as SQLite
+    leaves a cell's earlier bytes there when it rebuilds a page."""
+    shape = database_shape(path)
+    assert shape is not None
+    raw = bytearray(path.read_bytes())
+    for base in range(shape.page_size, len(raw), shape.page_size):
+        if raw[base] in (10, 13):
+            free = base + 8 + 2 * int.from_bytes(raw[base + 3 : base + 5], "big")
+            content = base + (int.from_bytes(raw[base + 5 : base + 7], "big") or 65536)
+            if content - free > len(data) + 16:
+                raw[free + 8 : free + 8 + len(data)] = data
+                path.write_bytes(bytes(raw))
+                return
+    raise AssertionError("no leaf page with room")
+
+
+def test_an_old_copy_an_idempotency_entry_left_in_a_page_is_found_and_rebuilt_away(
+    tmp_path: Path,
+) -> None:
+    """The erased entry's row is deleted and the log truncated, but an earlier copy of
+    its cell is still in a page's unused space: the verification finds it, and the
+    window's scrub after the erasure rebuilds the file (VACUUM), which leaves none."""
+    url = f"sqlite:///{tmp_path / 'dedupe.db'}"
+    window = SqliteIdempotencyWindow(url, window_s=3600)
+    window.claim([(f"web-ev-{i}", f"u{i}") for i in range(300)] + [("web-ev-x", "u-gone")], "t")
+    window.scrub()
+    window.close()
+    _leave_old_copy(tmp_path / "dedupe.db", b"F\x05/)\x05Eweb-ev-xu-gone\x01")
+    window = SqliteIdempotencyWindow(url, window_s=3600)
+    assert window.erase_users(["u-gone"]) == {"u-gone": 1}
+    scrub(window._conn)  # what the scrub did before: secure_delete, the log truncated
+    assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {"db": 2}
+    assert window.erase_users(["u-gone"]) == {"u-gone": 0}
+    evidence = window.scrub()
+    assert evidence["old_copies"] == 2
+    assert evidence["vacuumed"] is True
+    assert evidence["copies_after_vacuum"] == 0
+    assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {}
+    assert window.count_users([f"u{i}" for i in range(300)]) == {f"u{i}": 1 for i in range(300)}
+    window.close()
+
+
+def test_an_online_row_erased_without_old_copies_is_not_rebuilt(tmp_path: Path) -> None:
+    store = SqliteOnlineStore(f"sqlite:///{tmp_path / 'online.db'}")
+    store.put("features", {f"u{i}": b"\x81\xa1n\x01" for i in range(200)})
+    store.scrub()
+    store.close()
+    _leave_old_copy(tmp_path / "online.db", b"\x04)\x19featuresu-gone")
+    store = SqliteOnlineStore(f"sqlite:///{tmp_path / 'online.db'}")
+    assert store.delete("features", ["u7"]) == 1
+    evidence = store.scrub(erased=["u7"])
+    assert evidence["old_copies"] == 0
+    assert "vacuumed" not in evidence
+    assert _residue(tmp_path / "online.db", "u-gone") == {"db": 1}
+    assert store.scrub(erased=["u-gone"])["copies_after_vacuum"] == 0
+    assert _residue(tmp_path / "online.db", "u-gone") == {}
+    store.close()
 
 
 _IDS = st.from_regex(r"k[0-9]{1,3}", fullmatch=True)

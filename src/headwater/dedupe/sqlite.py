@@ -33,6 +33,8 @@ class SqliteIdempotencyWindow:
         self.url = url
         self.window_s = window_s
         self._lock = threading.Lock()
+        #: User and event ids erased since the last scrub.
+        self._erased: set[str] = set()
         self._last_sweep = 0.0
         try:
             # NORMAL is enough: a window lost in a power cut only lets a retry through, and
@@ -197,9 +199,16 @@ class SqliteIdempotencyWindow:
         return self.count_users([user_id])[user_id]
 
     def erase_users(self, user_ids: Sequence[str]) -> dict[str, int]:
-        return self._per_user(
-            "DELETE FROM hw_dedupe WHERE user_id IN ({}) RETURNING user_id, 1", user_ids
+        events: list[str] = []
+        removed = self._per_user(
+            "DELETE FROM hw_dedupe WHERE user_id IN ({}) RETURNING user_id, 1, event_id",
+            user_ids,
+            events,
         )
+        # What the next scrub makes sure the file no longer holds (see scrub_for_erasure).
+        self._erased.update(user_ids)
+        self._erased.update(events)
+        return removed
 
     def count_users(self, user_ids: Sequence[str]) -> dict[str, int]:
         return self._per_user(
@@ -207,20 +216,28 @@ class SqliteIdempotencyWindow:
             user_ids,
         )
 
-    def _per_user(self, sql: str, user_ids: Sequence[str]) -> dict[str, int]:
+    def _per_user(
+        self, sql: str, user_ids: Sequence[str], extra: list[str] | None = None
+    ) -> dict[str, int]:
         """Sum the ``(user_id, n)`` rows of ``sql`` per user, one statement (one scan of
-        the table: user_id is not indexed, see above) per chunk of users."""
+        the table: user_id is not indexed, see above) per chunk of users; a third column,
+        if any, is added to ``extra``."""
         found = dict.fromkeys(user_ids, 0)
         unique = list(found)
         with self._lock:
             for first in range(0, len(unique), _CHUNK):
                 chunk = unique[first : first + _CHUNK]
-                for user, n in self._run(sql.format(",".join("?" * len(chunk))), chunk):
+                for user, n, *more in self._run(sql.format(",".join("?" * len(chunk))), chunk):
                     found[str(user)] += int(str(n))
+                    if extra is not None:
+                        extra.extend(str(v) for v in more)
         return found
 
     def scrub(self) -> dict[str, object]:
-        return scrub_for_erasure(self._conn, self._lock, BackendError, "idempotency window")
+        erased, self._erased = self._erased, set()
+        return scrub_for_erasure(
+            self._conn, self._lock, BackendError, "idempotency window", erased=erased
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -399,7 +399,7 @@ class FeatureConsumer(Consumer):
         others = self.follower.other_namespaces() if self.follower is not None else set()
         for namespace in others:
             self.store.delete(namespace, users)
-        scrubbed = self.store.scrub()
+        scrubbed = self.store.scrub(erased=users)
         return [
             msgspec.structs.replace(c, evidence={**(c.evidence or {}), "scrub": scrubbed})
             for c in found

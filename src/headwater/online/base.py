@@ -8,7 +8,7 @@ write, so a replay after a crash skips exactly what was already applied.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
@@ -82,9 +82,10 @@ class OnlineStore(Protocol):
         """Delete every row of a namespace; the number deleted."""
         ...
 
-    def scrub(self) -> dict[str, object]:
+    def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
         """After an erasure: remove what a deleted row leaves behind in the store's own
-        files (old page images, logs); what was done, or what the server keeps, for the
+        files (old page images, logs), making sure no copy of ``erased`` (the keys the
+        erasure deleted) is left; what was done, or what the server keeps, for the
         audit's evidence."""
         ...
 

@@ -8,7 +8,7 @@ cluster (``redis+cluster://`` or ``?cluster=true``) the registry opens
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 from headwater._redis import RedisConnection
@@ -142,7 +142,8 @@ class RedisOnlineStore:
             removed += self.delete(namespace, keys[start : start + 1000])
         return removed
 
-    def scrub(self) -> dict[str, object]:
+    def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
+        del erased  # no pages to rebuild: what the server persists is reported
         return self._conn.persistence()
 
     def close(self) -> None:

@@ -48,7 +48,7 @@ SCAN every master.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -285,7 +285,8 @@ class RedisClusterOnlineStore:
             removed += self.delete(namespace, keys[start : start + 1000])
         return removed
 
-    def scrub(self) -> dict[str, object]:
+    def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
+        del erased  # no pages to rebuild: what the server persists is reported
         return self._conn.persistence()
 
     def close(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -204,8 +204,10 @@ class SqliteOnlineStore:
             except sqlite3.Error as exc:
                 raise OnlineStoreError(f"online store: {exc}") from exc
 
-    def scrub(self) -> dict[str, object]:
-        return scrub_for_erasure(self._conn, self._lock, OnlineStoreError, "online store")
+    def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
+        return scrub_for_erasure(
+            self._conn, self._lock, OnlineStoreError, "online store", erased=erased
+        )
 
     def close(self) -> None:
         with self._lock:
