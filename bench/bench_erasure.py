@@ -237,6 +237,20 @@ def slowest(audits: list[dict[str, Any]], n: int = 5) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r["completed_ms"])[:n]
 
 
+def refused_by_store(audits: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per store, the confirmations the verification sent back, by the file or key kind
+    it found the user in (a path's last part)."""
+    out: dict[str, dict[str, int]] = {}
+    for audit in audits:
+        for refusal in refusals(audit):
+            places = out.setdefault(refusal["participant"], {})
+            for found in refusal["found"]:
+                for place in found or {"?": 1}:
+                    name = str(place).rsplit("/", 1)[-1]
+                    places[name] = places.get(name, 0) + 1
+    return out
+
+
 def refusals(audit: dict[str, Any]) -> list[dict[str, Any]]:
     """The confirmations the verification sent back: when (ms after the request), which
     store, and where it found the user (file or key -> occurrences)."""
@@ -255,6 +269,15 @@ def refusals(audit: dict[str, Any]) -> list[dict[str, Any]]:
                     ),
                     "participant": store["participant"],
                     "found": [c.get("hits") or c.get("keys") for c in checks],
+                    # What the store's last attempt before it said of its own files.
+                    "scrub": next(
+                        (
+                            (a.get("evidence") or {}).get("scrub")
+                            for a in reversed(store.get("history", []))
+                            if a.get("method") != "verification" and a["at"] <= attempt["at"]
+                        ),
+                        None,
+                    ),
                 }
             )
     return out
@@ -344,6 +367,8 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
             "request_to_store_confirmed_ms": per_store_ms([a for _, a in followed]),
             "last_confirmed_to_completed_ms": confirmed_to_completed_ms([a for _, a in followed]),
             "slowest": slowest([a for _, a in followed]),
+            "refused_by_store": refused_by_store([a for _, a in followed]),
+            "refused": [r for _, a in followed for r in refusals(a)][:10],
             "p99_target_ms": 5000,
             "status_polls_failed": len(POLL_ERRORS),
             "deletion_posts_resent": len(POST_ERRORS),

@@ -101,6 +101,15 @@ def test_a_deleted_rows_leftover_bytes_count_where_nothing_overwrote_them(
     conn.close()
 
 
+def _cell(*values: str | int) -> bytes:
+    """An index b-tree cell as SQLite writes it (payload size, then the record: header
+    size, serial types, values), texts and 8-byte integers only, all under 128 bytes."""
+    types = bytes(13 + 2 * len(v.encode()) if isinstance(v, str) else 6 for v in values)
+    body = b"".join(v.encode() if isinstance(v, str) else v.to_bytes(8, "big") for v in values)
+    record = bytes([len(types) + 1]) + types + body
+    return bytes([len(record)]) + record
+
+
 def _leave_old_copy(path: Path, data: bytes) -> None:
     """Write ``data`` into the unused space of a leaf page of a closed database, as SQLite
     leaves a cell's earlier bytes there when it rebuilds a page."""
@@ -129,7 +138,10 @@ def test_an_old_copy_an_idempotency_entry_left_in_a_page_is_found_and_rebuilt_aw
     window.claim([(f"web-ev-{i}", f"u{i}") for i in range(300)] + [("web-ev-x", "u-gone")], "t")
     window.scrub()
     window.close()
-    _leave_old_copy(tmp_path / "dedupe.db", b"F\x05/)\x05Eweb-ev-xu-gone\x01")
+    # Its batch token is 28 characters: the header's last byte is "E", an id character,
+    # so the event id is glued on both sides and found by reading the record.
+    token = "c_01M8Y3DQ1RABCDEFGHJKMNPQRS"
+    _leave_old_copy(tmp_path / "dedupe.db", _cell("web-ev-x", "u-gone", 1_780_000_000_000, token))
     window = SqliteIdempotencyWindow(url, window_s=3600)
     assert window.erase_users(["u-gone"]) == {"u-gone": 1}
     scrub(window._conn)  # what the scrub did before: secure_delete, the log truncated
@@ -149,13 +161,15 @@ def test_an_online_row_erased_without_old_copies_is_not_rebuilt(tmp_path: Path) 
     store.put("features", {f"u{i}": b"\x81\xa1n\x01" for i in range(200)})
     store.scrub()
     store.close()
-    _leave_old_copy(tmp_path / "online.db", b"\x04)\x19featuresu-gone")
+    _leave_old_copy(tmp_path / "online.db", _cell("features", "u-gone") + b"\x81\xa1n\x01")
     store = SqliteOnlineStore(f"sqlite:///{tmp_path / 'online.db'}")
     assert store.delete("features", ["u7"]) == 1
     evidence = store.scrub(erased=["u7"])
     assert evidence["old_copies"] == 0
     assert "vacuumed" not in evidence
     assert _residue(tmp_path / "online.db", "u-gone") == {"db": 1}
+    # An earlier copy of another user's row, whose id starts with this one's: not a copy.
+    assert _residue(tmp_path / "online.db", "u-gon") == {}
     assert store.scrub(erased=["u-gone"])["copies_after_vacuum"] == 0
     assert _residue(tmp_path / "online.db", "u-gone") == {}
     store.close()

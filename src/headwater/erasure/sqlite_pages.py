@@ -31,6 +31,7 @@ __all__ = [
     "frame_unit",
     "page_layout",
     "page_runs",
+    "recovered_value",
 ]
 
 #: b-tree page types: interior index, interior table, leaf index, leaf table.
@@ -154,6 +155,45 @@ def _record_values(
             body += length
         else:
             body += (0, 1, 2, 3, 4, 6, 8, 8, 0, 0, 0, 0)[serial]
+
+
+#: How far before a hit in a page's free space an earlier copy's record header is looked for.
+_RECOVER_BYTES = 512
+_SIZES = (0, 1, 2, 3, 4, 6, 8, 8, 0, 0)
+
+
+def recovered_value(page: bytes | memoryview, at: int, stop: int) -> tuple[int, int] | None:
+    """In a page's free space, the value of an earlier copy of a cell that holds bytes
+    ``[at, stop)``: the nearest record header before them (a size byte, then serial types)
+    whose values, laid out after it, put those bytes inside one text or blob value.
+
+    SQLite leaves whole cells there when it rebuilds a page; so an id glued to values
+    on both sides is read with its own bounds.
+    """
+    for start in range(at - 1, max(-1, at - _RECOVER_BYTES), -1):
+        found = _value_at(page, start, at, stop)
+        if found is not None:
+            return found
+    return None
+
+
+def _value_at(page: bytes | memoryview, start: int, at: int, stop: int) -> tuple[int, int] | None:
+    size = page[start]
+    if not 2 <= size <= 64 or start + size > at:
+        return None
+    cursor, body, end = start + 1, start + size, start + size
+    while cursor < end:
+        serial = page[cursor]
+        cursor += 1
+        if serial >= 0x80 or serial in (10, 11):
+            return None  # one-byte serial types only: a stale header, not any bytes
+        length = (serial - 12) // 2 if serial >= 12 else _SIZES[serial]
+        if serial >= 12 and body <= at and stop <= body + length:
+            return body, body + length
+        body += length
+        if body > at:
+            return None
+    return None
 
 
 def page_layout(page: bytes | memoryview, number: int, usable: int) -> PageLayout:

@@ -36,6 +36,7 @@ from headwater.erasure.sqlite_pages import (
     frame_unit,
     page_layout,
     page_runs,
+    recovered_value,
 )
 from headwater.metrics import ERASURE_VERIFY_SECONDS
 
@@ -297,7 +298,16 @@ def _placed(layout: PageLayout, page: memoryview, at: int, end: int) -> bool:
     a token of one value, or anywhere outside the page's cells."""
     value = layout.value_of(at, end)
     if value is None:
-        return not layout.in_a_cell(at, end)
+        if layout.in_a_cell(at, end):
+            return False  # across two values of a record
+        # Free space: what SQLite left of earlier cells. A hit with a non-id byte on one
+        # side at least (a value glued to the one before it), or a token of a value of
+        # an earlier copy of a cell read as SQLite wrote it.
+        if page[at - 1] not in _ID_BYTES or end >= len(page) or page[end] not in _ID_BYTES:
+            return True
+        value = recovered_value(page, at, end)
+        if value is None:
+            return False
     start, stop = value
     before = page[at - 1] if at > start else 0
     after = page[end] if end < stop else 0
