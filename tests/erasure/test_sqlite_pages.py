@@ -86,17 +86,23 @@ def test_a_deleted_rows_leftover_bytes_count_where_nothing_overwrote_them(
     tmp_path: Path,
 ) -> None:
     """Without ``secure_delete`` (which every headwater store sets) a deleted cell's
-    bytes stay on its page: outside every cell, any occurrence counts."""
+    bytes stay on its page, but for its first four, which now link the free space: its
+    value is found there, and with ``secure_delete`` nothing is."""
     path = tmp_path / "plain.db"
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA secure_delete=OFF")
-    conn.execute("CREATE TABLE t (ns TEXT, key TEXT, v INTEGER)")
-    conn.executemany("INSERT INTO t VALUES (?, ?, 1)", [("features", "u5"), ("features", "u6")])
+    conn.execute("CREATE TABLE t (key TEXT, v INTEGER)")
+    conn.executemany("INSERT INTO t VALUES (?, 1000)", [("u5",), ("u6",), ("u55",)])
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert _residue(path, "u5") == {"db": 1}
     conn.execute("DELETE FROM t WHERE key = 'u5'")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    # Free space now: its payload size, rowid, header size and first serial type were
+    # overwritten (the next free block, its size); the value was not.
     assert _residue(path, "u5") == {"db": 1}
     conn.execute("PRAGMA secure_delete=ON")
     conn.execute("DELETE FROM t WHERE key = 'u6'")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert _residue(path, "u6") == {}
     conn.close()
 

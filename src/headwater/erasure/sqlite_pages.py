@@ -8,9 +8,11 @@ copy of ``u001``) would miss both. Where a hit is not bounded that way, the veri
 reads the page it is on as SQLite lays it out (file format: sqlite.org/fileformat2.html):
 the b-tree page's cells, each cell's record, each record's text and blob values. A hit
 counts when it is a token of one value (bounded by the value's ends or by bytes that are
-not id characters), and anywhere outside the page's cells (free space, freed cells),
-where SQLite with ``secure_delete`` leaves only zeros. A hit that runs across two values
-of a record is not a copy of the id.
+not id characters); a hit that runs across two values of a record is not a copy of the
+id. In a page's free space, which ``secure_delete`` zeroes when a cell is deleted, SQLite
+still leaves the earlier bytes of cells it moved when it rebuilt the page: a hit there
+counts when it is a whole token, or when the nearest record header before it, read as
+SQLite writes one, makes it a token of one of that earlier cell's values.
 
 A page that is not a b-tree page (an overflow page, which holds the tail of a value too
 long for its cell; a free page) is read as one value after its 4-byte link.
@@ -164,14 +166,18 @@ _SIZES = (0, 1, 2, 3, 4, 6, 8, 8, 0, 0)
 
 def recovered_value(page: bytes | memoryview, at: int, stop: int) -> tuple[int, int] | None:
     """In a page's free space, the value of an earlier copy of a cell that holds bytes
-    ``[at, stop)``: the nearest record header before them (a size byte, then serial types)
-    whose values, laid out after it, put those bytes inside one text or blob value.
+    ``[at, stop)``: the nearest record before them whose header (a size, then serial
+    types) lays out a text or blob value over those bytes, and which is whole as a cell
+    (the payload size just before it, or before a rowid, is the record's length).
 
     SQLite leaves whole cells there when it rebuilds a page; so an id glued to values
     on both sides is read with its own bounds.
     """
     for start in range(at - 1, max(-1, at - _RECOVER_BYTES), -1):
-        found = _value_at(page, start, at, stop)
+        try:
+            found = _value_at(page, start, at, stop)
+        except IndexError:
+            continue
         if found is not None:
             return found
     return None
@@ -181,19 +187,39 @@ def _value_at(page: bytes | memoryview, start: int, at: int, stop: int) -> tuple
     size = page[start]
     if not 2 <= size <= 64 or start + size > at:
         return None
-    cursor, body, end = start + 1, start + size, start + size
-    while cursor < end:
-        serial = page[cursor]
-        cursor += 1
-        if serial >= 0x80 or serial in (10, 11):
-            return None  # one-byte serial types only: a stale header, not any bytes
-        length = (serial - 12) // 2 if serial >= 12 else _SIZES[serial]
-        if serial >= 12 and body <= at and stop <= body + length:
-            return body, body + length
-        body += length
-        if body > at:
+    cursor, body = start + 1, start + size
+    spans = []
+    while cursor < start + size:
+        serial, cursor = _varint(page, cursor)
+        if serial in (10, 11):
             return None
-    return None
+        length = (serial - 12) // 2 if serial >= 12 else _SIZES[serial]
+        if serial >= 12:
+            spans.append((body, body + length))
+        body += length
+    if cursor != start + size or body > len(page) or not _whole_cell(page, start, body - start):
+        return None
+    return next(((s, e) for s, e in spans if s <= at and stop <= e), None)
+
+
+def _varints_ending_at(page: bytes | memoryview, end: int) -> Iterator[tuple[int, int]]:
+    """The varints (value, first byte) that end just before ``end``."""
+    for width in range(1, 4):
+        if end - width >= 0:
+            value, after = _varint(page, end - width)
+            if after == end:
+                yield value, end - width
+
+
+def _whole_cell(page: bytes | memoryview, record: int, length: int) -> bool:
+    """Whether the record at ``record`` follows its cell's payload size: just before it
+    (an index cell) or before a rowid (a table cell)."""
+    for value, first in _varints_ending_at(page, record):
+        if value == length:
+            return True
+        if any(size == length for size, _ in _varints_ending_at(page, first)):
+            return True
+    return False
 
 
 def page_layout(page: bytes | memoryview, number: int, usable: int) -> PageLayout:

@@ -295,22 +295,22 @@ def sqlite_copies(main: Path, ids: Iterable[str]) -> int:
 
 def _placed(layout: PageLayout, page: memoryview, at: int, end: int) -> bool:
     """Whether a hit that is not a whole token of the page's bytes is a copy of the id:
-    a token of one value, or anywhere outside the page's cells."""
+    a token of one of the page's values, or, in its free space, of a value of an earlier
+    copy of a cell."""
     value = layout.value_of(at, end)
     if value is None:
         if layout.in_a_cell(at, end):
             return False  # across two values of a record
-        # Free space: what SQLite left of earlier cells. A hit with a non-id byte on one
-        # side at least (a value glued to the one before it), or a token of a value of
-        # an earlier copy of a cell read as SQLite wrote it.
-        if page[at - 1] not in _ID_BYTES or end >= len(page) or page[end] not in _ID_BYTES:
-            return True
+        # Free space: what SQLite left of earlier cells. A hit there that is not a whole
+        # token counts if an earlier copy of a cell, read as SQLite wrote it, makes it a
+        # token of one of its values (a MessagePack string is bounded on one side only
+        # by its header: one bounded side does not make a copy).
         value = recovered_value(page, at, end)
         if value is None:
             return False
     start, stop = value
     before = page[at - 1] if at > start else 0
-    after = page[end] if end < stop else 0
+    after = page[end] if end < min(stop, len(page)) else 0
     return before not in _ID_BYTES and after not in _ID_BYTES
 
 
