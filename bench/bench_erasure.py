@@ -237,6 +237,20 @@ def slowest(audits: list[dict[str, Any]], n: int = 5) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r["completed_ms"])[:n]
 
 
+def rebuilt(audits: list[dict[str, Any]]) -> dict[str, int]:
+    """Per store, the erasures after which it rebuilt its file (an old copy of what was
+    erased was left in a page: ``VACUUM``)."""
+    out: dict[str, int] = {}
+    for audit in audits:
+        for store in audit.get("stores", []):
+            for attempt in store.get("history", []):
+                evidence = attempt.get("evidence") or {}
+                scrub = evidence.get("scrub") or evidence.get("online_scrub") or {}
+                if isinstance(scrub, dict) and scrub.get("vacuumed"):
+                    out[store["participant"]] = out.get(store["participant"], 0) + 1
+    return out
+
+
 def refused_by_store(audits: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Per store, the confirmations the verification sent back, by the file or key kind
     it found the user in (a path's last part)."""
@@ -369,6 +383,7 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
             "slowest": slowest([a for _, a in followed]),
             "refused_by_store": refused_by_store([a for _, a in followed]),
             "refused": [r for _, a in followed for r in refusals(a)][:10],
+            "rebuilt_after_erasure": rebuilt([a for _, a in followed]),
             "p99_target_ms": 5000,
             "status_polls_failed": len(POLL_ERRORS),
             "deletion_posts_resent": len(POST_ERRORS),

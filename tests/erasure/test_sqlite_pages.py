@@ -6,6 +6,7 @@ a deleted cell's leftover bytes; never inside a longer id."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -13,10 +14,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headwater._sqlite import connect, scrub
+from headwater.bus import open_bus
+from headwater.bus.dead_letters import DeadLetterStore
+from headwater.control import open_control_database
 from headwater.dedupe.sqlite import SqliteIdempotencyWindow
+from headwater.erasure.events import ErasureEvent
 from headwater.erasure.sqlite_pages import database_shape
 from headwater.erasure.verify import Needles, Subject, _count_in_file, sqlite_byte_scan
 from headwater.online.sqlite import SqliteOnlineStore
+from headwater.runtime.platform import IDEMPOTENCY_WINDOW, PlatformErasure
 
 
 def _residue(path: Path, user: str, *event_ids: str) -> dict[str, int]:
@@ -138,7 +144,8 @@ def test_an_old_copy_an_idempotency_entry_left_in_a_page_is_found_and_rebuilt_aw
 ) -> None:
     """The erased entry's row is deleted and the log truncated, but an earlier copy of
     its cell is still in a page's unused space: the verification finds it, and the
-    window's scrub after the erasure rebuilds the file (VACUUM), which leaves none."""
+    window's scrub after the resent erasure rebuilds the file (VACUUM), which leaves
+    none."""
     url = f"sqlite:///{tmp_path / 'dedupe.db'}"
     window = SqliteIdempotencyWindow(url, window_s=3600)
     window.claim([(f"web-ev-{i}", f"u{i}") for i in range(300)] + [("web-ev-x", "u-gone")], "t")
@@ -152,9 +159,12 @@ def test_an_old_copy_an_idempotency_entry_left_in_a_page_is_found_and_rebuilt_aw
     assert window.erase_users(["u-gone"]) == {"u-gone": 1}
     scrub(window._conn)  # what the scrub did before: secure_delete, the log truncated
     assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {"db": 2}
+    # A first attempt scrubs only: the verification reads the files.
+    assert "old_copies" not in window.scrub()
+    # A resent erasure makes sure: the file is searched and rebuilt.
     assert window.erase_users(["u-gone"]) == {"u-gone": 0}
-    evidence = window.scrub()
-    assert evidence["old_copies"] == 2
+    evidence = window.scrub(erased=["u-gone"])
+    assert evidence["old_copies"] == 1
     assert evidence["vacuumed"] is True
     assert evidence["copies_after_vacuum"] == 0
     assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {}
@@ -210,3 +220,42 @@ def _tokens(value: str) -> list[str]:
     """The value's runs of id characters, split where SQLite would not split them: the
     value's own ends and its other characters (here ``<`` and ``>``)."""
     return value.replace("<", " ").replace(">", " ").split()
+
+
+def test_a_resent_erasure_rebuilds_the_window_a_first_one_left_an_old_copy_in(
+    tmp_path: Path,
+) -> None:
+    """The platform participant's first attempt scrubs only (cheap under load); the
+    verification finds the old copy and the store is sent the erasure again, and that
+    attempt searches the window's file and rebuilds it."""
+    url = f"sqlite:///{tmp_path / 'dedupe.db'}"
+    window = SqliteIdempotencyWindow(url, window_s=3600)
+    window.claim([(f"web-ev-{i}", f"u{i}") for i in range(300)] + [("web-ev-x", "u-gone")], "t")
+    window.scrub()
+    window.close()
+    _leave_old_copy(tmp_path / "dedupe.db", _cell("web-ev-x", "u-gone", 1_780_000_000_000, "t"))
+    db = open_control_database(f"sqlite:///{tmp_path / 'control.db'}")
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
+    platform = PlatformErasure(
+        bus, DeadLetterStore(db), SqliteIdempotencyWindow(url, window_s=3600)
+    )
+
+    def erase(attempt: int) -> dict[str, object]:
+        event = ErasureEvent(
+            request_id="er_1",
+            user_id="u-gone",
+            requested_at=datetime.now(UTC),
+            attempt=attempt,
+            participants=(IDEMPOTENCY_WINDOW,),
+        )
+        (confirmation,) = platform.erase_many([event])
+        return dict((confirmation.evidence or {})["scrub"])  # type: ignore[arg-type]
+
+    assert "old_copies" not in erase(1)
+    assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {"db": 2}
+    again = erase(2)
+    assert again["old_copies"] == 1
+    assert again["vacuumed"] is True
+    assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {}
+    bus.close()
+    db.close()

@@ -135,7 +135,8 @@ class BatchErasureParticipant(Consumer):
             left = runner.store.get(USER_BATCH, users)
             remaining_online = {u: int(u in left) for u in users}
             mismatches = self._mismatches(con, users, days, files)
-        scrubbed = runner.store.scrub(erased=users)  # the deleted rows' old page images
+        # The deleted rows' old page images; on a resent erasure, any old copy of them.
+        scrubbed = runner.store.scrub(erased=users if any(e.attempt > 1 for e in events) else ())
         remaining = sum(remaining_files.values()) + sum(remaining_online.values())
         if remaining or any(mismatches.values()):
             ids = ", ".join(e.request_id for e in events[:5])

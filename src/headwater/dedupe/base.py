@@ -13,7 +13,7 @@ an event twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
@@ -90,8 +90,9 @@ class IdempotencyWindow(Protocol):
         """``count_user`` for many users at once."""
         ...
 
-    def scrub(self) -> dict[str, object]:
-        """After an erasure: as :meth:`headwater.online.base.OnlineStore.scrub`."""
+    def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
+        """After an erasure: as :meth:`headwater.online.base.OnlineStore.scrub`
+        (``erased``: the users' ids; their entries' event ids are searched too)."""
         ...
 
     def close(self) -> None:

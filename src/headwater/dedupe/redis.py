@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from headwater._redis import RedisConnection
@@ -201,7 +201,8 @@ class RedisIdempotencyWindow:
     def count_users(self, user_ids: Sequence[str]) -> dict[str, int]:
         return {user: self.count_user(user) for user in dict.fromkeys(user_ids)}
 
-    def scrub(self) -> dict[str, object]:
+    def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
+        del erased  # no pages to rebuild: what the server persists is reported
         return self._conn.persistence()
 
     def close(self) -> None:

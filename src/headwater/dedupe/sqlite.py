@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from headwater._sqlite import connect, scrub_for_erasure
@@ -33,7 +33,7 @@ class SqliteIdempotencyWindow:
         self.url = url
         self.window_s = window_s
         self._lock = threading.Lock()
-        #: User and event ids erased since the last scrub.
+        #: Event ids erased since the last scrub.
         self._erased: set[str] = set()
         self._last_sweep = 0.0
         try:
@@ -205,8 +205,7 @@ class SqliteIdempotencyWindow:
             user_ids,
             events,
         )
-        # What the next scrub makes sure the file no longer holds (see scrub_for_erasure).
-        self._erased.update(user_ids)
+        # What the next scrub, if asked to search, makes sure the file no longer holds.
         self._erased.update(events)
         return removed
 
@@ -233,10 +232,15 @@ class SqliteIdempotencyWindow:
                         extra.extend(str(v) for v in more)
         return found
 
-    def scrub(self) -> dict[str, object]:
-        erased, self._erased = self._erased, set()
+    def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
+        # The event ids erase_users removed are searched with the users' ids.
+        removed, self._erased = self._erased, set()
         return scrub_for_erasure(
-            self._conn, self._lock, BackendError, "idempotency window", erased=erased
+            self._conn,
+            self._lock,
+            BackendError,
+            "idempotency window",
+            erased={*erased, *removed} if erased else (),
         )
 
     def close(self) -> None:

@@ -84,9 +84,10 @@ class OnlineStore(Protocol):
 
     def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
         """After an erasure: remove what a deleted row leaves behind in the store's own
-        files (old page images, logs), making sure no copy of ``erased`` (the keys the
-        erasure deleted) is left; what was done, or what the server keeps, for the
-        audit's evidence."""
+        files (old page images, logs); what was done, or what the server keeps, for the
+        audit's evidence. Given ``erased`` (the keys the erasure deleted; a resent
+        erasure gives them), also make sure no old copy of them is left, whatever it
+        costs (the SQLite store reads its file and, if one is there, rebuilds it)."""
         ...
 
     def close(self) -> None:
