@@ -187,7 +187,14 @@ class Needles:
 
     def any_in(self, view: bytes) -> bool:
         """Whether ``view`` holds one of the ids as a whole token."""
-        if self._ac is not None or not self._tokens:
+        if self._ac is not None:
+            # The first whole match answers (no count per id: the bus check asks this of
+            # every stored batch).
+            return any(
+                _whole(view, at, stop)
+                for _, at, stop in self._ac.find_matches_as_indexes(view, overlapping=True)
+            )
+        if not self._tokens:
             return any(self.count(view).values())
         return not self._tokens.isdisjoint(_TOKEN.findall(view)) or any(
             _find_each(view, needle, 0, len(view)) for needle in self._each
