@@ -4,8 +4,10 @@ Every file headwater keeps in SQLite may hold a user's data, so every connection
 ``secure_delete`` itself (whatever the library was compiled with): a deleted row's bytes,
 and the free space of its page, are overwritten with zeros instead of staying on disk.
 The old page images still sit in the write-ahead log until a checkpoint copies the new
-ones back; :func:`scrub` checkpoints and truncates the log, so after an erasure neither
-file holds what was removed (``tests/erasure/test_bytes.py`` scans them).
+ones back; :func:`scrub` checkpoints and truncates the log. A page SQLite rebuilt can
+still hold an earlier copy of a cell in its free space: :func:`scrub_for_erasure`, given
+what was erased, finds it and rebuilds the file (``tests/erasure/test_sqlite_pages.py``;
+``tests/erasure/test_bytes.py`` scans every file after an erasure).
 """
 
 from __future__ import annotations
@@ -129,7 +131,8 @@ def scrub_for_erasure(
 
 
 def _rebuild_if_held(conn: sqlite3.Connection, erased: Collection[str]) -> dict[str, object]:
-    from headwater.erasure.verify import sqlite_copies  # the search's automaton: lazily
+    # Imported here: the verification (and its metrics) is needed only after an erasure.
+    from headwater.erasure.verify import sqlite_copies
 
     path = Path(database_file(conn))
     copies = sqlite_copies(path, erased) if len(erased) <= ERASED_IDS_SEARCHED else None

@@ -38,6 +38,8 @@ __all__ = [
 
 #: b-tree page types: interior index, interior table, leaf index, leaf table.
 _INTERIOR_INDEX, _INTERIOR_TABLE, _LEAF_INDEX, _LEAF_TABLE = 2, 5, 10, 13
+#: Bytes of a value of each serial type below 12 (NULL, integers, float, 0, 1, reserved).
+_SIZES = (0, 1, 2, 3, 4, 6, 8, 8, 0, 0, 0, 0)
 _WAL_HEADER = 32
 _FRAME_HEADER = 24
 #: Pages read at a time.
@@ -156,12 +158,11 @@ def _record_values(
                 values.append((body, min(body + length, end)))
             body += length
         else:
-            body += (0, 1, 2, 3, 4, 6, 8, 8, 0, 0, 0, 0)[serial]
+            body += _SIZES[serial]
 
 
 #: How far before a hit in a page's free space an earlier copy's record header is looked for.
 _RECOVER_BYTES = 512
-_SIZES = (0, 1, 2, 3, 4, 6, 8, 8, 0, 0)
 
 
 def recovered_value(page: bytes | memoryview, at: int, stop: int) -> tuple[int, int] | None:
