@@ -16,7 +16,16 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "headwater"
 ROOT = "headwater"
 #: Modules of pure helpers that any package may import.
-HELPERS = {"_duration", "_url", "_time", "_extras", "_jsonguard", "errors"}
+HELPERS = {
+    "_duration",
+    "_url",
+    "_time",
+    "_extras",
+    "_jsonguard",
+    "errors",
+    "_idsearch",
+    "_sqlite_pages",
+}
 #: Who may import the HTTP layer and the command line.
 MAY_IMPORT_GATEWAY = {"gateway", "stack", "cli", "__main__"}
 MAY_IMPORT_CLI = {"cli", "__main__"}

@@ -19,6 +19,8 @@ from collections.abc import Collection
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from headwater._idsearch import sqlite_copies
+
 __all__ = ["ScrubIncompleteError", "connect", "database_file", "scrub", "scrub_for_erasure"]
 
 #: How long :func:`scrub` waits for readers that still use the write-ahead log.
@@ -131,17 +133,14 @@ def scrub_for_erasure(
 
 
 def _rebuild_if_held(conn: sqlite3.Connection, erased: Collection[str]) -> dict[str, object]:
-    # Imported here: the verification (and its metrics) is needed only after an erasure.
-    from headwater.erasure.verify import sqlite_copies
-
     path = Path(database_file(conn))
-    copies = sqlite_copies(path, erased) if len(erased) <= ERASED_IDS_SEARCHED else None
-    if copies == 0:
+    found = sqlite_copies(path, erased) if len(erased) <= ERASED_IDS_SEARCHED else None
+    if found == 0:
         return {"old_copies": 0}
     conn.execute("VACUUM")
     scrub(conn)
     return {
-        "old_copies": copies,
+        "old_copies": found,
         "vacuumed": True,
         "copies_after_vacuum": sqlite_copies(path, erased),
     }

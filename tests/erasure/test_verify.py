@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from headwater import _idsearch
 from headwater._sqlite import connect
 from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
 from headwater.erasure.events import ErasureEvent
@@ -119,8 +120,8 @@ def test_a_file_read_in_pieces_finds_each_id_once_across_boundaries(
 ) -> None:
     from headwater.erasure import verify
 
-    monkeypatch.setattr(verify, "_CHUNK", 4096)
-    monkeypatch.setattr(verify, "_OVERLAP", 300)
+    monkeypatch.setattr(_idsearch, "_CHUNK", 4096)
+    monkeypatch.setattr(_idsearch, "_OVERLAP", 300)
     ids = [f"user-{i:04d}" for i in range(30)]
     body = bytearray(b"\0" * 50_000)
     placed: dict[str, int] = {}

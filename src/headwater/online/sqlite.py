@@ -206,7 +206,11 @@ class SqliteOnlineStore:
 
     def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
         return scrub_for_erasure(
-            self._conn, self._lock, OnlineStoreError, "online store", erased=erased
+            self._conn,
+            self._lock,
+            OnlineStoreError,
+            "online store",
+            erased=erased,
         )
 
     def close(self) -> None:
