@@ -142,23 +142,25 @@ def _local_size(payload: int, usable: int, *, table_leaf: bool) -> int:
     return kept if kept <= most else least
 
 
-def _record_values(
-    page: bytes | memoryview, at: int, end: int, values: list[tuple[int, int]]
-) -> None:
-    """The text and blob values of the record at ``at``, clipped to ``end`` (the cell's
-    local payload)."""
+def _record(
+    page: bytes | memoryview, at: int, limit: int | None = None
+) -> tuple[list[tuple[int, int]], int, bool]:
+    """The text and blob values of the record at ``at`` (read up to ``limit``, the cell's
+    local payload, if given), where its body ends, and whether its header reads as
+    SQLite writes one (serial types that end at its stated size, none reserved)."""
     size, cursor = _varint(page, at)
     header_end = at + size
     body = header_end
-    while cursor < header_end and body < end:
+    values: list[tuple[int, int]] = []
+    sane = True
+    while cursor < header_end and (limit is None or body < limit):
         serial, cursor = _varint(page, cursor)
-        if serial >= 12:
-            length = (serial - 12) // 2
-            if length:
-                values.append((body, min(body + length, end)))
-            body += length
-        else:
-            body += _SIZES[serial]
+        sane = sane and serial not in (10, 11)
+        length = (serial - 12) // 2 if serial >= 12 else _SIZES[serial]
+        if serial >= 12 and length:
+            values.append((body, body + length))
+        body += length
+    return values, body, sane and cursor == header_end
 
 
 #: How far before a hit in a page's free space an earlier copy's record header is looked for.
@@ -188,19 +190,10 @@ def _value_at(page: bytes | memoryview, start: int, at: int, stop: int) -> tuple
     size = page[start]
     if not 2 <= size <= 64 or start + size > at:
         return None
-    cursor, body = start + 1, start + size
-    spans = []
-    while cursor < start + size:
-        serial, cursor = _varint(page, cursor)
-        if serial in (10, 11):
-            return None
-        length = (serial - 12) // 2 if serial >= 12 else _SIZES[serial]
-        if serial >= 12:
-            spans.append((body, body + length))
-        body += length
-    if cursor != start + size or body > len(page) or not _whole_cell(page, start, body - start):
+    values, body, sane = _record(page, start)
+    if not sane or body > len(page) or not _whole_cell(page, start, body - start):
         return None
-    return next(((s, e) for s, e in spans if s <= at and stop <= e), None)
+    return next(((s, e) for s, e in values if s <= at and stop <= e), None)
 
 
 def _varints_ending_at(page: bytes | memoryview, end: int) -> Iterator[tuple[int, int]]:
@@ -247,6 +240,7 @@ def page_layout(page: bytes | memoryview, number: int, usable: int) -> PageLayou
         if kind == _LEAF_TABLE:
             _, at = _varint(page, at)  # the rowid
         local = _local_size(payload, usable, table_leaf=kind == _LEAF_TABLE)
-        _record_values(page, at, at + local, values)
+        found, _, _ = _record(page, at, at + local)
+        values.extend((start, min(end, at + local)) for start, end in found)
         cells.append((cell, at + local + (4 if local < payload else 0)))
     return PageLayout(values, cells)
