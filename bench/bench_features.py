@@ -18,7 +18,11 @@ reads it back from the bus, decodes it and applies every declared feature:
   cost on top of the feature logic).
 
 Then the SQLite consumer runs once more per batch size in a child process over the same
-bus, and its peak RSS is reported (``VmHWM`` of the child). Last, the ceiling the store
+bus, and its peak RSS is reported (``VmHWM`` of the child). The same catch-up runs as
+one member and as two members of one group (``headwater up --processes`` on two cores),
+each its own process on a core of its own, started together once each has opened its
+connections: events/s until the group's lag is zero (``members_eps``), alternated
+``--repeat`` times. Last, the ceiling the store
 sets (``sqlite_row_write_ceiling_eps``): the finished rows written back with
 ``SqliteOnlineStore.put``, one transaction per batch of the best batch size, each
 holding the rows of that batch's users, and nothing else; events/s if the consumer
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -231,6 +236,67 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"eps": round(eps), "peak_rss_mb": round(high_water_mb(), 1), "rows": rows}))
 
 
+def member(args: argparse.Namespace) -> None:
+    """One member of a consumer group on its own core, from ``--start-at`` until stopped."""
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0) | set(range(os.cpu_count() or 1)))
+        os.sched_setaffinity(0, {cores[args.core % len(cores)]})
+    settings = settings_for(Path(args.home), args.bus_url, args.online_url)
+    app = Application(settings)
+    consumer = FeatureConsumer(app.open_online_store(), app.new_feature_engine(), group=args.group)
+    runtime = app.runtime(consumer, args.group, batch_size=args.batch_size)
+    time.sleep(max(0.0, args.start_at - time.time()))
+    try:
+        runtime.run(install_signal_handlers=True)
+    finally:
+        app.close()
+
+
+def members_catch_up(home: Path, bus_url: str, online_url: str, members: int, size: int) -> float:
+    """Events/s of ``members`` processes of one group catching up the whole bus."""
+    group = f"members-{uuid.uuid4().hex[:6]}"
+    bus = open_bus(bus_url)
+    total = sum(p.lag_events for p in bus.lag(group))
+    start_at = time.time() + 4.0  # every member has imported and connected by then
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--member",
+                "--home",
+                str(home),
+                "--bus-url",
+                bus_url,
+                "--online-url",
+                online_url,
+                "--batch-size",
+                str(size),
+                "--group",
+                group,
+                "--start-at",
+                repr(start_at),
+                "--core",
+                str(n),
+            ]
+        )
+        for n in range(members)
+    ]
+    try:
+        while sum(p.lag_events for p in bus.lag(group)) > 0:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a member exited before the group caught up")
+            time.sleep(0.02)
+        elapsed = time.time() - start_at
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
+        bus.close()
+    return total / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -244,9 +310,17 @@ def main() -> None:
     parser.add_argument("--bus-url", help=argparse.SUPPRESS)
     parser.add_argument("--online-url", help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--member", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--group", help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--core", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--members-only", action="store_true", help="only the members phase")
     args = parser.parse_args()
     if args.child:
         child(args)
+        return
+    if args.member:
+        member(args)
         return
     pin_one_core()
     sizes = [int(s) for s in args.batch_sizes.split(",")]
@@ -266,6 +340,25 @@ def main() -> None:
         keys = [m.key for m in msgs]
         users = len(set(keys))
         del msgs
+
+        # One member against two: alternated, each on fresh rows.
+        members_eps: dict[int, list[float]] = {1: [], 2: []}
+        for round_ in range(args.repeat):
+            for count in (1, 2):
+                url = f"sqlite:///{tmp}/online-m{count}-{round_}.db"
+                eps = members_catch_up(home, bus_url, url, count, max(sizes))
+                members_eps[count].append(eps)
+                Path(url.removeprefix("sqlite:///")).unlink()
+        members_figures = {
+            "members_batch_size": max(sizes),
+            "members_eps": {str(k): [round(e) for e in v] for k, v in members_eps.items()},
+            "two_members_vs_one": [
+                round(two / one, 3) for one, two in zip(members_eps[1], members_eps[2], strict=True)
+            ],
+        }
+        if args.members_only:
+            emit("features", {"events": len(values), **members_figures})
+            return
 
         # The machine's speed drifts over minutes: every store run is paired with a
         # hand-written loop run just before it, and each ratio taken within its pair.
@@ -375,6 +468,7 @@ def main() -> None:
             "rss_target_mb": 200,
             "sqlite_row_write_ceiling_eps": round(ceiling),
             "sqlite_vs_row_write_ceiling": round(sqlite_eps[best_abs] / ceiling, 3),
+            **members_figures,
         },
     )
 

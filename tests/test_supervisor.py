@@ -1,7 +1,8 @@
 """``headwater up --processes``: one process per component on the embedded files.
 
 Publish, read, erase through the gateway process; a consumer process killed with
-SIGKILL is started again and nothing is lost or counted twice.
+SIGKILL is started again and nothing is lost or counted twice. The feature consumer
+runs as two members of one group, each on its share of the partitions.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import time
 from pathlib import Path
 
 import httpx
+import msgspec
+import pytest
 
 from headwater.access.keys import ApiKeys
 from headwater.config import Settings
 from headwater.contract.loader import default_definitions
 from headwater.control import open_control_database
+from headwater.errors import ConfigurationError
 from headwater.registry.contracts import ContractRegistry
-from headwater.supervisor import Supervisor
+from headwater.supervisor import Supervisor, feature_members
 from tests._live import free_port
 from tests.erasure.test_end_to_end import events, wait_for
 
@@ -36,11 +40,13 @@ def _prepare(home: Path) -> str:
 def test_each_component_in_its_own_process(tmp_path: Path) -> None:
     home = tmp_path / "hw"
     key = _prepare(home)
-    sup = Supervisor(Settings.from_env(home), port=free_port(), run_batch=False)
+    settings = msgspec.structs.replace(Settings.from_env(home), feature_processes=2)
+    sup = Supervisor(settings, port=free_port(), run_batch=False)
     sup.start()
     try:
         assert set(sup.children) == {
             "features",
+            "features-2",
             "platform-erasure",
             "archive",
             "batch-erasure",
@@ -48,25 +54,36 @@ def test_each_component_in_its_own_process(tmp_path: Path) -> None:
             "gateway",
         }
         with httpx.Client(base_url=sup.url, headers={"Authorization": f"Bearer {key}"}) as http:
-            assert http.post("/v1/signals", json=events("ann", 10)).status_code == 200
-            assert http.post("/v1/signals", json=events("bob", 10)).status_code == 200
+            # Users on many partitions: each member applies its own share.
+            crowd = [f"user-{n}" for n in range(12)]
+            for user in ("ann", "bob", *crowd):
+                assert http.post("/v1/signals", json=events(user, 10)).status_code == 200
 
             def views(user: str) -> int:
                 body = http.get(f"/v1/users/{user}/features").json()
                 return int(body["features"]["counts"].get("view", 0)) if body["found"] else 0
 
-            wait_for(lambda: views("ann") == 10 and views("bob") == 10)
+            wait_for(lambda: all(views(u) == 10 for u in ("ann", "bob", *crowd)))
+            (group,) = [g for g in sup.app.status()["groups"] if g["group"] == "features"]
+            shares = [set(i["partitions"]) for i in group["instances"]]
+            assert len(shares) == 2, shares
+            assert all(shares), shares
+            assert not shares[0] & shares[1]
 
-            # The feature consumer dies; the supervisor starts it again, it resumes.
-            features = sup.children["features"]
-            assert features is not None
-            os.kill(features.pid, signal.SIGKILL)
-            features.wait()
-            assert http.post("/v1/signals", json=events("bob", 5, start=10)).status_code == 200
-            wait_for(lambda: "features" in sup.check(), timeout=10)
-            assert sup.children["features"] is not features
-            wait_for(lambda: views("bob") == 15)
-            assert views("ann") == 10  # nothing counted twice after the restart
+            # A member dies; the other takes its partitions, then it is started again and
+            # the group shares them again: every count stays exact.
+            for name in ("features", "features-2"):
+                member = sup.children[name]
+                assert member is not None
+                os.kill(member.pid, signal.SIGKILL)
+                member.wait()
+                for user in ("bob", *crowd):
+                    more = events(user, 5, start=10 if name == "features" else 15)
+                    assert http.post("/v1/signals", json=more).status_code == 200
+                wait_for(lambda name=name: name in sup.check(), timeout=10)
+                assert sup.children[name] is not member
+            wait_for(lambda: all(views(u) == 20 for u in ("bob", *crowd)))
+            assert views("ann") == 10  # nothing counted twice after the restarts
 
             created = http.post(
                 "/v1/deletions", json={"user_id": "ann", "legal_basis": "account-closed"}
@@ -89,7 +106,7 @@ def test_each_component_in_its_own_process(tmp_path: Path) -> None:
                 "batch-derived",
             }
             assert not http.get("/v1/users/ann/features").json()["found"]
-            assert views("bob") == 15
+            assert views("bob") == 20
     finally:
         sup.stop()
     assert all(p is not None and p.poll() is not None for p in sup.children.values())
@@ -103,7 +120,12 @@ def test_up_processes_stops_every_process_on_sigterm(tmp_path: Path) -> None:
     key, _ = ApiKeys(db).create("web", roles=("producer", "reader", "privacy"))
     db.close()
     port = free_port()
-    env = {**os.environ, "HEADWATER_HOME": str(home), "HEADWATER_BATCH_SCHEDULE": "off"}
+    env = {
+        **os.environ,
+        "HEADWATER_HOME": str(home),
+        "HEADWATER_BATCH_SCHEDULE": "off",
+        "HEADWATER_FEATURE_PROCESSES": "2",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "headwater", "up", "--processes", "--port", str(port)],
         env=env,
@@ -122,7 +144,8 @@ def test_up_processes_stops_every_process_on_sigterm(tmp_path: Path) -> None:
         )
         assert published.status_code == 200, published.text
         children = _children_of(proc.pid)
-        assert len(children) == 7  # the six components and the batch scheduler
+        # The six components, a second feature member and the batch scheduler.
+        assert len(children) == 8
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         deadline = time.monotonic() + 10
@@ -135,6 +158,28 @@ def test_up_processes_stops_every_process_on_sigterm(tmp_path: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_the_feature_consumer_runs_as_one_process_per_usable_core(tmp_path: Path) -> None:
+    auto = Settings.from_env(tmp_path)
+    assert auto.feature_processes is None
+    assert feature_members(auto, partitions=8, cores=1) == 1
+    assert feature_members(auto, partitions=8, cores=2) == 2
+    assert feature_members(auto, partitions=4, cores=16) == 4  # one partition each at least
+    two = msgspec.structs.replace(auto, feature_processes=2)
+    assert feature_members(two, partitions=8, cores=1) == 2  # as told, whatever the cores
+    assert feature_members(two, partitions=1, cores=4) == 1
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "two", "1.5"])
+def test_a_feature_process_count_that_is_not_one_or_more_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("HEADWATER_FEATURE_PROCESSES", raw)
+    with pytest.raises(ConfigurationError, match="HEADWATER_FEATURE_PROCESSES"):
+        Settings.from_env(tmp_path)
+    monkeypatch.setenv("HEADWATER_FEATURE_PROCESSES", "3")
+    assert Settings.from_env(tmp_path).feature_processes == 3
 
 
 def _children_of(pid: int) -> list[int]:

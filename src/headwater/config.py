@@ -43,6 +43,20 @@ def _shared_limiter(base: str, control: str, dedupe: str) -> str:
     return f"{base}/ratelimit.db"
 
 
+def _processes(raw: str) -> int | None:
+    if raw == "auto":
+        return None
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigurationError(
+            f"HEADWATER_FEATURE_PROCESSES must be auto or a whole number from 1, not {raw!r}"
+        )
+    return count
+
+
 def _fractions(raw: str, name: str) -> tuple[float, ...]:
     try:
         found = tuple(float(part) for part in raw.split(",") if part.strip())
@@ -84,6 +98,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     alert_webhook: str | None = None
     #: How often each gateway samples the dashboard's last hour (360 points at 10 s).
     dashboard_sample_s: float = 10.0
+    #: Processes the feature consumer runs in under ``up`` and ``up --processes``, each a
+    #: member of its group on a share of the partitions; None: one per usable core.
+    feature_processes: int | None = None
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:
@@ -131,4 +148,5 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             dashboard_sample_s=parse_duration(
                 _env("HEADWATER_DASHBOARD_SAMPLE", "10s"), "HEADWATER_DASHBOARD_SAMPLE"
             ),
+            feature_processes=_processes(_env("HEADWATER_FEATURE_PROCESSES", "auto")),
         )

@@ -9,6 +9,12 @@ nightly batch's scheduler and then the gateway, in that order, so every erasure
 participant has registered its stores before the first request arrives. This process
 keeps them running (a component that exits is started again, with a growing pause).
 
+The feature consumer runs as several processes when several cores are usable
+(``HEADWATER_FEATURE_PROCESSES``, default one per core, at most one per partition): each
+is a member of the same group on the bus and takes its share of the partitions, and
+the online store's fencing refuses a member's write for a partition another has claimed
+since, so a rebalance never counts an event twice (``features``, ``features-2``, ...).
+
 Metrics: the processes run in prometheus-client's multiprocess mode, in a directory
 emptied at each start (``<home>/metrics``), so one scrape of the gateway's ``/metrics``
 shows every process's counters, histograms and gauges (``headwater.metrics.exposition``).
@@ -32,7 +38,7 @@ from headwater.config import Settings
 from headwater.errors import HeadwaterError
 from headwater.metrics.exposition import fresh_multiprocess_dir, process_exited
 
-__all__ = ["COMPONENTS", "Supervisor"]
+__all__ = ["COMPONENTS", "FEATURES", "Supervisor", "feature_members", "usable_cores"]
 
 log = logging.getLogger("headwater.supervisor")
 
@@ -42,6 +48,8 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     **{spec.name: spec.command for spec in CONSUMERS},
     "orchestrator": ("orchestrate", "--interval", "0.5"),
 }
+#: The consumer that runs as one process per usable core (see ``feature_members``).
+FEATURES = "features"
 #: The nightly batch's scheduler (``HEADWATER_BATCH_SCHEDULE``), unless ``run_batch`` is off.
 BATCH_COMMAND = ("batch", "schedule")
 #: Longest wait for a starting gateway to answer, and for a stopping process to exit.
@@ -59,6 +67,23 @@ class _Child:
     restarts: int = 0
     next_start: float = 0.0
     pause_s: float = field(default=0.5)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, as ``taskset`` sets it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def feature_members(settings: Settings, partitions: int, cores: int | None = None) -> int:
+    """How many processes the feature consumer runs in: ``feature_processes`` when set,
+    else one per usable core; never more than the bus has partitions (a member without
+    one would only wait)."""
+    wanted = settings.feature_processes
+    if wanted is None:
+        wanted = usable_cores() if cores is None else cores
+    return max(1, min(wanted, partitions))
 
 
 class Supervisor:
@@ -83,14 +108,22 @@ class Supervisor:
             "HEADWATER_HOME": str(settings.home),
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
         }
-        self._children = [_Child(name, args) for name, args in COMPONENTS.items()]
+        # This process's own connections: the contracts, the ledger and the nightly batch.
+        self.app = Application(settings)
+        #: The feature consumer's processes (members of one group, see ``feature_members``).
+        self.feature_members = feature_members(settings, self.app.bus.partitions)
+        self._children = []
+        for name, args in COMPONENTS.items():
+            self._children.append(_Child(name, args))
+            if name == FEATURES:
+                self._children += [
+                    _Child(f"{name}-{n}", args) for n in range(2, self.feature_members + 1)
+                ]
         if run_batch:
             self._children.append(_Child("batch", BATCH_COMMAND))
         self._children.append(_Child("gateway", ("serve", "--host", host, "--port", str(port))))
         self._lock = threading.Lock()
         self._stopping = False
-        # This process's own connections: the contracts, the ledger and the nightly batch.
-        self.app = Application(settings)
         #: The first admin key's secret when this start created it (shown once), else None.
         self.admin_key: str | None = None
 
