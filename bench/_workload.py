@@ -122,8 +122,13 @@ def prepare_home(home: Path) -> str:
 
 
 def server_env(home: Path) -> dict[str, str]:
-    """This environment without HEADWATER_* settings, the data under ``home``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    """This environment without HEADWATER_* settings, the data under ``home``; but
+    ``HEADWATER_FEATURE_PROCESSES`` passes, so runs can compare one member and two."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("HEADWATER_") or k == "HEADWATER_FEATURE_PROCESSES"
+    }
     env["HEADWATER_HOME"] = str(home)
     return env
 

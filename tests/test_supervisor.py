@@ -160,15 +160,68 @@ def test_up_processes_stops_every_process_on_sigterm(tmp_path: Path) -> None:
             proc.stdout.close()
 
 
-def test_the_feature_consumer_runs_as_one_process_per_usable_core(tmp_path: Path) -> None:
+def test_the_feature_consumer_runs_as_told_or_grows_to_one_process_per_core(
+    tmp_path: Path,
+) -> None:
     auto = Settings.from_env(tmp_path)
     assert auto.feature_processes is None
-    assert feature_members(auto, partitions=8, cores=1) == 1
-    assert feature_members(auto, partitions=8, cores=2) == 2
-    assert feature_members(auto, partitions=4, cores=16) == 4  # one partition each at least
+    assert feature_members(auto, partitions=8, cores=1) == (1, 1)
+    assert feature_members(auto, partitions=8, cores=2) == (1, 2)
+    assert feature_members(auto, partitions=4, cores=16) == (1, 4)  # a partition each
     two = msgspec.structs.replace(auto, feature_processes=2)
-    assert feature_members(two, partitions=8, cores=1) == 2  # as told, whatever the cores
-    assert feature_members(two, partitions=1, cores=4) == 1
+    assert feature_members(two, partitions=8, cores=1) == (2, 2)  # as told, whatever the cores
+    assert feature_members(two, partitions=1, cores=4) == (1, 1)
+
+
+def test_a_feature_group_behind_gets_another_member_until_it_has_caught_up(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "hw"
+    key = _prepare(home)
+    sup = Supervisor(
+        Settings.from_env(home),
+        port=free_port(),
+        run_batch=False,
+        cores=2,
+        scale_up_lag_s=1.0,
+        scale_settle_s=1.0,
+        scale_down_after_s=2.0,
+        lag_check_s=0.2,
+    )
+    sup.start()
+    try:
+        assert sup.feature_members == (1, 2)
+        assert "features-2" not in sup.children
+        users = [f"user-{n}" for n in range(12)]
+        with httpx.Client(base_url=sup.url, headers={"Authorization": f"Bearer {key}"}) as http:
+
+            def views(user: str) -> int:
+                body = http.get(f"/v1/users/{user}/features").json()
+                return int(body["features"]["counts"].get("view", 0)) if body["found"] else 0
+
+            # The only member stops reading: the group falls behind and gets a second.
+            first = sup.children["features"]
+            assert first is not None
+            os.kill(first.pid, signal.SIGSTOP)
+            try:
+                for user in users:
+                    assert http.post("/v1/signals", json=events(user, 10)).status_code == 200
+                wait_for(lambda: not sup.check() and "features-2" in sup.children, timeout=30)
+                # It takes the partitions over once the stopped member's session lapses.
+                wait_for(lambda: all(views(u) == 10 for u in users), timeout=60)
+            finally:
+                os.kill(first.pid, signal.SIGCONT)
+            # Caught up and staying so: the added member stops; the first goes on alone.
+            added = sup.children["features-2"]
+            wait_for(lambda: not sup.check() and "features-2" not in sup.children, timeout=30)
+            assert added is not None
+            assert added.poll() is not None
+            for user in users:
+                more = events(user, 5, start=10)
+                assert http.post("/v1/signals", json=more).status_code == 200
+            wait_for(lambda: all(views(u) == 15 for u in users), timeout=60)
+    finally:
+        sup.stop()
 
 
 @pytest.mark.parametrize("raw", ["0", "-1", "two", "1.5"])

@@ -9,15 +9,15 @@ nightly batch's scheduler and then the gateway, in that order, so every erasure
 participant has registered its stores before the first request arrives. This process
 keeps them running (a component that exits is started again, with a growing pause).
 
-The feature consumer runs as several processes when several cores are usable
-(``HEADWATER_FEATURE_PROCESSES``, default one per core, at most one per partition): each
-is a member of the same group on the bus and takes its share of the partitions, and
-the online store's fencing refuses a member's write for a partition another has claimed
-since, so a rebalance never counts an event twice (``features``, ``features-2``, ...).
-
-Metrics: the processes run in prometheus-client's multiprocess mode, in a directory
-emptied at each start (``<home>/metrics``), so one scrape of the gateway's ``/metrics``
-shows every process's counters, histograms and gauges (``headwater.metrics.exposition``).
+The feature consumer can run as several processes, each a member of its group on the bus
+on a share of the partitions; the online store's fencing refuses a member's write for a
+partition another has claimed since, so a rebalance never counts an event twice
+(``features``, ``features-2``, ...). ``HEADWATER_FEATURE_PROCESSES=N`` runs N of them.
+By default (``auto``) one runs, and another is started while the group is more than
+``scale_up_lag_s`` behind, up to one per usable core: a backlog is caught up on every
+core. Once the group has stayed caught up for ``scale_down_after_s``, the added members
+stop, one at a time: at steady load the cores belong to the gateway and the other
+consumers (a second member there made publishes and freshness slower, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -48,8 +48,18 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     **{spec.name: spec.command for spec in CONSUMERS},
     "orchestrator": ("orchestrate", "--interval", "0.5"),
 }
-#: The consumer that runs as one process per usable core (see ``feature_members``).
+#: The consumer that may run as several processes (see ``feature_members``).
 FEATURES = "features"
+#: Under ``auto``: a member is added while the group's oldest unapplied record is older
+#: than this (seconds), one at a time, each given ``SCALE_SETTLE_S`` to take its share...
+SCALE_UP_LAG_S = 10.0
+SCALE_SETTLE_S = 15.0
+#: ... and the added ones stop, one at a time, once the lag stayed under
+#: ``CAUGHT_UP_LAG_S`` this long.
+SCALE_DOWN_AFTER_S = 60.0
+CAUGHT_UP_LAG_S = 1.0
+#: How often the supervisor reads the group's lag.
+LAG_CHECK_S = 2.0
 #: The nightly batch's scheduler (``HEADWATER_BATCH_SCHEDULE``), unless ``run_batch`` is off.
 BATCH_COMMAND = ("batch", "schedule")
 #: Longest wait for a starting gateway to answer, and for a stopping process to exit.
@@ -76,14 +86,32 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def feature_members(settings: Settings, partitions: int, cores: int | None = None) -> int:
-    """How many processes the feature consumer runs in: ``feature_processes`` when set,
-    else one per usable core; never more than the bus has partitions (a member without
-    one would only wait)."""
-    wanted = settings.feature_processes
-    if wanted is None:
-        wanted = usable_cores() if cores is None else cores
-    return max(1, min(wanted, partitions))
+def feature_members(
+    settings: Settings, partitions: int, cores: int | None = None
+) -> tuple[int, int]:
+    """The feature consumer's processes: how many always run, and how many at most.
+
+    ``feature_processes`` when set (both); else one, and up to one per usable core while
+    the group catches up. Never more than the bus has partitions (a member without one
+    would only wait)."""
+    if settings.feature_processes is not None:
+        fixed = max(1, min(settings.feature_processes, partitions))
+        return fixed, fixed
+    usable = usable_cores() if cores is None else cores
+    return 1, max(1, min(usable, partitions))
+
+
+@dataclass
+class _Scaling:
+    """When the supervisor last read the feature group's lag and what it decided."""
+
+    up_lag_s: float
+    settle_s: float
+    down_after_s: float
+    check_s: float
+    next_check: float = 0.0
+    settled_at: float = 0.0
+    caught_up_since: float | None = None
 
 
 class Supervisor:
@@ -97,6 +125,11 @@ class Supervisor:
         port: int = 8080,
         max_pause_s: float = 30.0,
         run_batch: bool = True,
+        cores: int | None = None,
+        scale_up_lag_s: float = SCALE_UP_LAG_S,
+        scale_settle_s: float = SCALE_SETTLE_S,
+        scale_down_after_s: float = SCALE_DOWN_AFTER_S,
+        lag_check_s: float = LAG_CHECK_S,
     ) -> None:
         self.settings = settings
         self.url = f"http://{host}:{port}"
@@ -110,14 +143,15 @@ class Supervisor:
         }
         # This process's own connections: the contracts, the ledger and the nightly batch.
         self.app = Application(settings)
-        #: The feature consumer's processes (members of one group, see ``feature_members``).
-        self.feature_members = feature_members(settings, self.app.bus.partitions)
+        #: The feature consumer's processes: always, and at most (see ``feature_members``).
+        self.feature_members = feature_members(settings, self.app.bus.partitions, cores)
+        self._scaling = _Scaling(scale_up_lag_s, scale_settle_s, scale_down_after_s, lag_check_s)
         self._children = []
         for name, args in COMPONENTS.items():
             self._children.append(_Child(name, args))
             if name == FEATURES:
                 self._children += [
-                    _Child(f"{name}-{n}", args) for n in range(2, self.feature_members + 1)
+                    _Child(f"{name}-{n}", args) for n in range(2, self.feature_members[0] + 1)
                 ]
         if run_batch:
             self._children.append(_Child("batch", BATCH_COMMAND))
@@ -214,7 +248,51 @@ class Supervisor:
                     child.next_start = 0.0
                     child.pause_s = min(self.max_pause_s, child.pause_s * 2)
                     restarted.append(child.name)
+            if self.feature_members[1] > self.feature_members[0]:
+                self._scale(now)
         return restarted
+
+    def _features(self) -> list[_Child]:
+        return [c for c in self._children if c.args == COMPONENTS[FEATURES]]
+
+    def _scale(self, now: float) -> None:
+        """Add a feature member while the group is behind; stop the added ones once it has
+        stayed caught up (see the module's docstring)."""
+        scaling = self._scaling
+        if now < scaling.next_check:
+            return
+        scaling.next_check = now + scaling.check_s
+        group = next(spec.group for spec in CONSUMERS if spec.name == FEATURES)
+        try:
+            behind = max((p.lag_seconds for p in self.app.bus.lag(group)), default=0.0)
+        except HeadwaterError as exc:
+            log.warning("cannot read the lag of %s: %s", group, exc)
+            return
+        members = self._features()
+        if behind > scaling.up_lag_s:
+            scaling.caught_up_since = None
+            if len(members) < self.feature_members[1] and now >= scaling.settled_at:
+                child = _Child(f"{FEATURES}-{len(members) + 1}", COMPONENTS[FEATURES])
+                # Beside the other members: a stop ends the gateway first, then the rest.
+                self._children.insert(self._children.index(members[-1]) + 1, child)
+                self._spawn(child)
+                scaling.settled_at = now + scaling.settle_s
+                log.info("%s is %.1fs behind: %s added", group, behind, child.name)
+        elif behind > CAUGHT_UP_LAG_S:
+            scaling.caught_up_since = None
+        elif scaling.caught_up_since is None:
+            scaling.caught_up_since = now
+        elif (
+            now - scaling.caught_up_since >= scaling.down_after_s
+            and len(members) > self.feature_members[0]
+        ):
+            child = members[-1]
+            self._children.remove(child)
+            if child.proc is not None:
+                _terminate([child.proc])
+                process_exited(child.proc.pid, self.metrics_dir)
+            scaling.caught_up_since = now
+            log.info("%s caught up: %s stopped", group, child.name)
 
     def stop(self) -> None:
         """SIGTERM: the gateway first, then the rest; each finishes its batch and commits."""
