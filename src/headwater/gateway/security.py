@@ -31,6 +31,7 @@ from fastapi.security import (
     HTTPBearer,
     SecurityScopes,
 )
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
 from headwater.access.keys import ApiKey
@@ -73,15 +74,20 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _lookup(request: Request, kind: str, secret: str, find: Callable[[str], ApiKey]) -> ApiKey:
-    # One control-plane read per key (or session) and second at most, per gateway.
+async def _lookup(
+    request: Request, kind: str, secret: str, find: Callable[[str], ApiKey]
+) -> ApiKey:
+    # One control-plane read per key (or session) and second at most, per gateway. The
+    # dependencies are coroutines: a cached key costs no thread hop, and only the read
+    # goes to a worker thread (a slow control plane never stalls the event loop).
     cache: dict[str, tuple[float, ApiKey | AuthenticationError]] = request.app.state.key_cache
     slot = f"{kind}:{_digest(secret)}"
     now = time.monotonic()
     hit = cache.get(slot)
     if hit is None or now - hit[0] >= KEY_CACHE_S:
+        found: ApiKey | AuthenticationError
         try:
-            found: ApiKey | AuthenticationError = find(secret)
+            found = await run_in_threadpool(find, secret)
         except AuthenticationError as exc:
             found = exc
         if len(cache) > 10_000:
@@ -92,26 +98,26 @@ def _lookup(request: Request, kind: str, secret: str, find: Callable[[str], ApiK
     return hit[1]
 
 
-def caller(request: Request, bearer: Bearer, header_key: HeaderKey, cookie: Cookie) -> ApiKey:
+async def caller(request: Request, bearer: Bearer, header_key: HeaderKey, cookie: Cookie) -> ApiKey:
     """The key of the request: a bearer key, an ``X-API-Key``, or a dashboard session."""
     hw = application(request)
     if bearer is not None and bearer.credentials:
-        return _lookup(request, "key", bearer.credentials, hw.keys.authenticate)
+        return await _lookup(request, "key", bearer.credentials, hw.keys.authenticate)
     if header_key:
-        return _lookup(request, "key", header_key, hw.keys.authenticate)
+        return await _lookup(request, "key", header_key, hw.keys.authenticate)
     if cookie:
         if request.method not in _SESSION_METHODS:
             raise AuthenticationError(
                 "a dashboard session only reads: send an API key (as 'Authorization: Bearer <key>')"
             )
-        return _lookup(request, "session", cookie, hw.sessions.authenticate)
+        return await _lookup(request, "session", cookie, hw.sessions.authenticate)
     raise AuthenticationError("missing API key (send it as 'Authorization: Bearer <key>')")
 
 
 Caller = Annotated[ApiKey, Depends(caller)]
 
 
-def _authorize(scopes: SecurityScopes, key: Caller) -> ApiKey:
+async def _authorize(scopes: SecurityScopes, key: Caller) -> ApiKey:
     if not scopes.scopes:
         return key  # any valid key
     needed = [Role(s) for s in scopes.scopes]
@@ -130,7 +136,7 @@ def requires(*roles: Role) -> Any:
     return Security(_authorize, scopes=[r.value for r in roles])
 
 
-def _public() -> None:
+async def _public() -> None:
     """A route anyone may call: liveness, the dashboard's page and its login."""
 
 
