@@ -23,8 +23,9 @@ from headwater.config import Settings
 from headwater.contract.loader import default_definitions
 from headwater.control import open_control_database
 from headwater.errors import ConfigurationError
+from headwater.members import Scaling, feature_members
 from headwater.registry.contracts import ContractRegistry
-from headwater.supervisor import Supervisor, feature_members
+from headwater.supervisor import Supervisor
 from tests._live import free_port
 from tests.erasure.test_end_to_end import events, wait_for
 
@@ -183,10 +184,7 @@ def test_a_feature_group_behind_gets_another_member_until_it_has_caught_up(
         port=free_port(),
         run_batch=False,
         cores=2,
-        scale_up_lag_s=1.0,
-        scale_settle_s=1.0,
-        scale_down_after_s=2.0,
-        lag_check_s=0.2,
+        scaling=Scaling(up_lag_s=1.0, settle_s=1.0, down_after_s=2.0, check_s=0.2),
     )
     sup.start()
     try:

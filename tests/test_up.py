@@ -20,7 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from headwater.access.keys import ApiKeys
+from headwater.config import Settings
+from headwater.control import open_control_database
 from tests._live import free_port
+from tests.erasure.test_end_to_end import events, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +32,9 @@ TIMEOUT_S = 2.0
 
 
 @contextmanager
-def _up(home: Path) -> Iterator[tuple[int, list[str]]]:
-    """``headwater up`` on ``home``: its port and the lines it printed until it served."""
+def _up(home: Path, **extra: str) -> Iterator[tuple[int, list[str], int]]:
+    """``headwater up`` on ``home`` (``extra``: more environment): its port, the lines it
+    printed until it served, and its pid."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
     env.update(
@@ -37,6 +42,7 @@ def _up(home: Path) -> Iterator[tuple[int, list[str]]]:
         HEADWATER_BATCH_SCHEDULE="off",
         HEADWATER_HEADER_TIMEOUT=f"{TIMEOUT_S}s",
         HEADWATER_BODY_TIMEOUT=f"{TIMEOUT_S}s",
+        **extra,
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "headwater", "up", "--port", str(port)],
@@ -51,7 +57,7 @@ def _up(home: Path) -> Iterator[tuple[int, list[str]]]:
             line = proc.stdout.readline()
             assert line, f"headwater up exited: {lines}"
             lines.append(line.rstrip("\n"))
-        yield port, lines
+        yield port, lines, proc.pid
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:
@@ -60,6 +66,72 @@ def _up(home: Path) -> Iterator[tuple[int, list[str]]]:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_up_runs_the_feature_consumers_other_members_beside_its_thread(tmp_path: Path) -> None:
+    home = tmp_path / "hw"
+    db = open_control_database(Settings.from_env(home).control_url)
+    key, _ = ApiKeys(db).create("web", roles=("producer", "reader", "operator"))
+    db.close()
+    with _up(home, HEADWATER_FEATURE_PROCESSES="2") as (port, _lines, pid):
+        members = [c for c in _children_of(pid) if "consume features" in _cmdline(c)]
+        assert len(members) == 1, members  # the thread is the other member
+        url = f"http://127.0.0.1:{port}"
+        users = [f"user-{n}" for n in range(12)]
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
+
+            def member_pids() -> set[int]:
+                status = http.get("/v1/status").json()
+                (group,) = [g for g in status["groups"] if g["group"] == "features"]
+                return {i["pid"] for i in group["instances"] if i["partitions"]}
+
+            # Both hold a share of the partitions, then the users' events arrive.
+            wait_for(lambda: member_pids() == {pid, members[0]})
+            for user in users:
+                assert http.post("/v1/signals", json=events(user, 10)).status_code == 200
+
+            def views(user: str) -> int:
+                body = http.get(f"/v1/users/{user}/features").json()
+                return int(body["features"]["counts"].get("view", 0)) if body["found"] else 0
+
+            wait_for(lambda: all(views(u) == 10 for u in users))
+            # One scrape shows what both members observed (a shared metrics directory).
+            scraped = http.get("/metrics").text
+            seen = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in scraped.splitlines()
+                if line.startswith("headwater_freshness_seconds_count{")
+            )
+            assert seen == 10 * len(users), seen
+    assert not any(_alive(c) for c in members)
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def _closed_within(sock: socket.socket, seconds: float) -> bool:
@@ -80,7 +152,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
 
 def test_up_bounds_headers_and_shows_the_admin_key_once(tmp_path: Path) -> None:
     home = tmp_path / "hw"
-    with _up(home) as (port, lines):
+    with _up(home) as (port, lines, _pid):
         assert any(line.strip().startswith("admin key: hwk_") for line in lines), lines
         with socket.create_connection(("127.0.0.1", port), timeout=10) as trickle:
             trickle.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
@@ -93,6 +165,6 @@ def test_up_bounds_headers_and_shows_the_admin_key_once(tmp_path: Path) -> None:
             assert huge.status_code != 200
         assert httpx.get(f"http://127.0.0.1:{port}/v1/health").status_code == 200
     # The same home again: the admin key exists, nothing secret is printed.
-    with _up(home) as (_port, again):
+    with _up(home) as (_port, again, _pid):
         assert not any("hwk_" in line for line in again), again
         assert not any("admin key" in line for line in again), again

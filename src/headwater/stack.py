@@ -2,17 +2,26 @@
 
 ``headwater up`` runs it on SQLite files, no servers. Every part is also its own
 entry point (``serve``, ``consume features``) so each can scale on its own.
+
+The feature consumer runs on a thread here, and its other members (``members``: while
+its group is behind, up to one per usable core; or ``HEADWATER_FEATURE_PROCESSES``) as
+``headwater consume features`` processes beside it. Their metrics reach this process's
+``/metrics`` only through prometheus-client's multiprocess directory, so they are
+started only when one is set (``headwater up`` sets ``<home>/metrics``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from headwater.application import CONSUMERS, Application
 from headwater.config import Settings
+from headwater.members import MemberPool, feature_members
+from headwater.metrics.histogram import multiprocess_dir
 from headwater.runtime.loop import ConsumerRuntime
 
 if TYPE_CHECKING:
@@ -52,6 +61,8 @@ class EmbeddedStack:
         self.orchestrator_interval_s = orchestrator_interval_s
         self.slo_interval_s = slo_interval_s
         self.slo_monitor = self.app.slo_monitor()
+        #: The feature consumer's members beside this process's thread, if any run.
+        self.members = _members(self.app)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: uvicorn.Server | None = None
@@ -73,6 +84,13 @@ class EmbeddedStack:
             t.start()
             self._threads.append(t)
         self.batch_scheduler.start()
+        if self.members is not None:
+            self.members.start()
+            watcher = threading.Thread(
+                target=self._watch_members, name="feature-members", daemon=True
+            )
+            watcher.start()
+            self._threads.append(watcher)
         orchestrator = threading.Thread(
             target=self.app.orchestrator.run,
             args=(self._stop,),
@@ -119,4 +137,29 @@ class EmbeddedStack:
             runtime.stop()
         for t in self._threads:
             t.join(30)
+        if self.members is not None:
+            self.members.stop()
         self.app.close()
+
+    def _watch_members(self) -> None:
+        assert self.members is not None
+        while not self._stop.wait(0.5):
+            self.members.check()
+
+
+def _members(app: Application) -> MemberPool | None:
+    """The feature consumer's members beyond this process's thread, or None when none may
+    run: one member in all, or no shared metrics directory to report to."""
+    keep, most = feature_members(app.settings, app.bus.partitions)
+    directory = multiprocess_dir()
+    if most <= 1:
+        return None
+    if directory is None:
+        log.info(
+            "the feature consumer runs on one thread: its other members would need a "
+            "shared metrics directory (PROMETHEUS_MULTIPROC_DIR; headwater up sets one)"
+        )
+        return None
+    group = next(spec.group for spec in CONSUMERS if spec.name == "features")
+    env = {**os.environ, "HEADWATER_HOME": str(app.settings.home)}
+    return MemberPool(app.bus, group, keep=keep - 1, most=most - 1, env=env, metrics_dir=directory)

@@ -235,6 +235,8 @@ def up(
     ] = False,
 ) -> None:
     """Run the whole embedded stack until Ctrl-C or SIGTERM."""
+    if not processes:
+        _share_metrics(settings(home))
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
@@ -257,6 +259,34 @@ def up(
     stopping.wait()
     typer.echo("stopping: consumers finish their batch and commit ...")
     stack.stop()
+
+
+def _share_metrics(cfg: Settings) -> None:
+    """Start again in prometheus-client's multiprocess mode (``<home>/metrics``, emptied)
+    when the feature consumer may run members beside this process's thread: their
+    metrics then reach this process's ``/metrics`` (``stack``). The mode is chosen when
+    prometheus-client is imported, before anything here runs, hence a new image."""
+    import os
+    import sys
+
+    from headwater.bus import open_bus
+    from headwater.members import feature_members
+    from headwater.metrics.exposition import fresh_multiprocess_dir, multiprocess_dir
+
+    if multiprocess_dir() is not None or sys.argv[1:2] != ["up"]:
+        return  # already shared, or not the command line's own ``up`` (a test's runner)
+    bus = open_bus(cfg.bus_url)
+    try:
+        partitions = bus.partitions
+    finally:
+        bus.close()
+    if feature_members(cfg, partitions)[1] <= 1:
+        return
+    directory = fresh_multiprocess_dir(cfg.home / "metrics")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "headwater", *sys.argv[1:]])  # noqa: S606
 
 
 def _show_admin_key(secret: str | None) -> None:
