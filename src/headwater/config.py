@@ -98,8 +98,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     alert_webhook: str | None = None
     #: How often each gateway samples the dashboard's last hour (360 points at 10 s).
     dashboard_sample_s: float = 10.0
-    #: Processes the feature consumer runs in under ``up`` and ``up --processes``, each a
-    #: member of its group on a share of the partitions; None: one per usable core.
+    #: Members of the feature consumer under ``up`` and ``up --processes``, each on a share
+    #: of the partitions; None (``auto``): one, and more while its group is behind
+    #: (``members``).
     feature_processes: int | None = None
 
     @classmethod

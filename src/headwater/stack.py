@@ -87,7 +87,10 @@ class EmbeddedStack:
         if self.members is not None:
             self.members.start()
             watcher = threading.Thread(
-                target=self._watch_members, name="feature-members", daemon=True
+                target=self._watch_members,
+                args=(self.members,),
+                name="feature-members",
+                daemon=True,
             )
             watcher.start()
             self._threads.append(watcher)
@@ -141,10 +144,9 @@ class EmbeddedStack:
             self.members.stop()
         self.app.close()
 
-    def _watch_members(self) -> None:
-        assert self.members is not None
+    def _watch_members(self, members: MemberPool) -> None:
         while not self._stop.wait(0.5):
-            self.members.check()
+            members.check()
 
 
 def _members(app: Application) -> MemberPool | None:

@@ -12,6 +12,10 @@ keeps them running (a component that exits is started again, with a growing paus
 The feature consumer's members beyond the first (``features-2``, ...) are kept by a
 ``members.MemberPool``: ``HEADWATER_FEATURE_PROCESSES`` of them always, or by default more
 while its group is behind, up to one per usable core.
+
+Metrics: the processes run in prometheus-client's multiprocess mode, in a directory
+emptied at each start (``<home>/metrics``), so one scrape of the gateway's ``/metrics``
+shows every process's counters, histograms and gauges (``headwater.metrics.exposition``).
 """
 
 from __future__ import annotations
