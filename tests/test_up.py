@@ -58,8 +58,9 @@ def _up(home: Path, **extra: str) -> Iterator[tuple[int, list[str], int]]:
             assert line, f"headwater up exited: {lines}"
             lines.append(line.rstrip("\n"))
         yield port, lines, proc.pid
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        if proc.poll() is None:  # still running: it stops cleanly
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -104,6 +105,15 @@ def test_up_runs_the_feature_consumers_other_members_beside_its_thread(tmp_path:
             )
             assert seen == 10 * len(users), seen
     assert not any(_alive(c) for c in members)
+
+
+def test_a_feature_member_stops_when_up_is_killed(tmp_path: Path) -> None:
+    # SIGKILL leaves up no moment to stop its members: each notices on its own.
+    with _up(tmp_path / "hw", HEADWATER_FEATURE_PROCESSES="2") as (_port, _lines, pid):
+        members = [c for c in _children_of(pid) if "consume features" in _cmdline(c)]
+        assert len(members) == 1, members
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not _alive(members[0]), timeout=30)
 
 
 def _children_of(pid: int) -> list[int]:

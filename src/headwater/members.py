@@ -102,7 +102,8 @@ class MemberPool:
         self.group = group
         self.keep = keep
         self.most = max(keep, most)
-        self.env = dict(env)
+        # A member outlives nothing: it stops once this process is gone, even by SIGKILL.
+        self.env = {**env, "HEADWATER_PARENT_PID": str(os.getpid())}
         self.first_number = first_number
         self.scaling = scaling or Scaling()
         self.metrics_dir = metrics_dir
