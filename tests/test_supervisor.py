@@ -233,6 +233,40 @@ def test_a_feature_process_count_that_is_not_one_or_more_is_refused(
     assert Settings.from_env(tmp_path).feature_processes == 3
 
 
+def test_up_processes_killed_leaves_no_process_behind(tmp_path: Path) -> None:
+    # SIGKILL gives the supervisor no moment to stop its processes: each notices its
+    # parent is gone and stops as on SIGTERM (the gateway frees its port).
+    port = free_port()
+    env = {
+        **os.environ,
+        "HEADWATER_HOME": str(tmp_path / "hw"),
+        "HEADWATER_FEATURE_PROCESSES": "2",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headwater", "up", "--processes", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "one process per component" in line, line
+        children = _children_of(proc.pid)
+        assert len(children) == 8  # six components, a second feature member, the batch
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: not any(_alive(pid) for pid in children), timeout=60)
+        with pytest.raises(httpx.ConnectError):  # the port is free: nothing answers
+            httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
 def _children_of(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():

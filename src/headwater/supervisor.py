@@ -90,6 +90,8 @@ class Supervisor:
             **os.environ,
             "HEADWATER_HOME": str(settings.home),
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            # Each process stops once this one is gone, even killed (``cli.PARENT_PID``).
+            "HEADWATER_PARENT_PID": str(os.getpid()),
         }
         # This process's own connections: the contracts, the ledger and the nightly batch.
         self.app = Application(settings)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+
 import typer
 
 from headwater._extras import extra_for
@@ -12,7 +17,12 @@ from headwater.cli import features as features_cli
 from headwater.errors import HeadwaterError
 from headwater.logs import configure_logging
 
-__all__ = ["app", "main"]
+__all__ = ["PARENT_PID", "app", "main"]
+
+#: Set by a process that starts headwater commands beside itself (the supervisor of ``up
+#: --processes``, the feature consumer's added members): the command stops as on SIGTERM
+#: (finishing its batch, its requests) once that process is gone, even killed by SIGKILL.
+PARENT_PID = "HEADWATER_PARENT_PID"
 
 app = typer.Typer(
     name="headwater",
@@ -39,6 +49,7 @@ demo.register(app)
 def main() -> None:
     """Entry point: run the CLI, turning headwater errors into a message and exit code 1."""
     configure_logging()
+    _stop_with_parent()
     try:
         app()
     except HeadwaterError as exc:
@@ -51,3 +62,18 @@ def main() -> None:
             raise
         typer.echo(f"error: {missing}", err=True)
         raise SystemExit(1) from None
+
+
+def _stop_with_parent() -> None:
+    parent = os.environ.pop(PARENT_PID, "")  # for this process only, not what it starts
+    if not parent.isdigit():
+        return
+    pid = int(parent)
+
+    def watch() -> None:
+        # Already gone (its pid is not this process's parent): stop at once.
+        while os.getppid() == pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
