@@ -164,6 +164,17 @@ class LocalCluster:
                 proc.wait(10)
 
 
+def _answers(port: int) -> bool:
+    try:
+        return "PONG" in _cli("-p", str(port), "ping", timeout=5)
+    except subprocess.TimeoutExpired:
+        return False  # something else holds the port, or the node is slow: not yet
+
+
+class ClusterStartError(TimeoutError):
+    """The nodes did not come up; another attempt on other ports may succeed."""
+
+
 @contextmanager
 def local_cluster(
     directory: Path, *, masters: int = 3, replicas: int = 1
@@ -192,9 +203,15 @@ def local_cluster(
             ]  # fmt: skip
             cluster.restart(port)
         deadline = time.monotonic() + 20
-        while any("PONG" not in _cli("-p", str(p), "ping", timeout=5) for p in ports):
+        while True:
+            exited = {p: n.returncode for p, n in processes.items() if n.poll() is not None}
+            if exited:
+                # Most likely another process took a port between choosing and binding.
+                raise ClusterStartError(f"redis-server nodes exited while starting: {exited}")
+            if all(_answers(p) for p in ports):
+                break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"redis-server nodes on {ports} did not start")
+                raise ClusterStartError(f"redis-server nodes on {ports} did not start")
             time.sleep(0.05)
         out = _cli(
             "--cluster", "create",

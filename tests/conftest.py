@@ -15,7 +15,7 @@ import pytest
 from headwater.contract.definition import RegisteredEventType
 from headwater.contract.loader import default_definitions
 from headwater.contract.validator import SignalValidator
-from tests._redis_cluster import LocalCluster, local_cluster, redis_server_binary
+from tests._redis_cluster import ClusterStartError, LocalCluster, local_cluster, redis_server_binary
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -78,8 +78,19 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
         if IN_CI:
             pytest.fail(f"{message}; CI requires it", pytrace=False)
         pytest.skip(message)
-    with local_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
-        yield cluster
+    for attempt in range(1, 4):  # a port taken by someone else: again, on other ports
+        started = local_cluster(tmp_path_factory.mktemp("redis-cluster"))
+        try:
+            cluster = started.__enter__()
+        except ClusterStartError:
+            if attempt == 3:
+                raise
+            continue
+        try:
+            yield cluster
+        finally:
+            started.__exit__(None, None, None)
+        return
 
 
 @pytest.fixture
