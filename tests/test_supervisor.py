@@ -26,7 +26,7 @@ from headwater.errors import ConfigurationError
 from headwater.members import Scaling, feature_members
 from headwater.registry.contracts import ContractRegistry
 from headwater.supervisor import Supervisor
-from tests._live import free_port
+from tests._live import alive, children_of, free_port
 from tests.erasure.test_end_to_end import events, wait_for
 
 
@@ -148,15 +148,15 @@ def test_up_processes_stops_every_process_on_sigterm(tmp_path: Path) -> None:
             headers={"Authorization": f"Bearer {key}"},
         )
         assert published.status_code == 200, published.text
-        children = _children_of(proc.pid)
+        children = children_of(proc.pid)
         # The six components, a second feature member and the batch scheduler.
         assert len(children) == 8
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(_alive(pid) for pid in children)
+        assert not any(alive(pid) for pid in children)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -256,11 +256,11 @@ def test_up_processes_killed_leaves_no_process_behind(tmp_path: Path) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "one process per component" in line, line
-        children = _children_of(proc.pid)
+        children = children_of(proc.pid)
         assert len(children) == 8  # six components, a second feature member, the batch
         proc.kill()
         proc.wait()
-        wait_for(lambda: not any(_alive(pid) for pid in children), timeout=60)
+        wait_for(lambda: not any(alive(pid) for pid in children), timeout=60)
         with pytest.raises(httpx.ConnectError):  # the port is free: nothing answers
             httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2)
     finally:
@@ -269,24 +269,3 @@ def test_up_processes_killed_leaves_no_process_behind(tmp_path: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
-
-
-def _children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

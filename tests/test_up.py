@@ -23,7 +23,7 @@ import pytest
 from headwater.access.keys import ApiKeys
 from headwater.config import Settings
 from headwater.control import open_control_database
-from tests._live import free_port
+from tests._live import alive, children_of, cmdline, free_port
 from tests.erasure.test_end_to_end import events, wait_for
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,7 @@ def test_up_runs_the_feature_consumers_other_members_beside_its_thread(tmp_path:
     key, _ = ApiKeys(db).create("web", roles=("producer", "reader", "operator"))
     db.close()
     with _up(home, HEADWATER_FEATURE_PROCESSES="2") as (port, _lines, pid):
-        members = [c for c in _children_of(pid) if "consume features" in _cmdline(c)]
+        members = [c for c in children_of(pid) if "consume features" in cmdline(c)]
         assert len(members) == 1, members  # the thread is the other member
         url = f"http://127.0.0.1:{port}"
         users = [f"user-{n}" for n in range(12)]
@@ -104,44 +104,16 @@ def test_up_runs_the_feature_consumers_other_members_beside_its_thread(tmp_path:
                 if line.startswith("headwater_freshness_seconds_count{")
             )
             assert seen == 10 * len(users), seen
-    assert not any(_alive(c) for c in members)
+    assert not any(alive(c) for c in members)
 
 
 def test_a_feature_member_stops_when_up_is_killed(tmp_path: Path) -> None:
     # SIGKILL leaves up no moment to stop its members: each notices on its own.
     with _up(tmp_path / "hw", HEADWATER_FEATURE_PROCESSES="2") as (_port, _lines, pid):
-        members = [c for c in _children_of(pid) if "consume features" in _cmdline(c)]
+        members = [c for c in children_of(pid) if "consume features" in cmdline(c)]
         assert len(members) == 1, members
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not _alive(members[0]), timeout=30)
-
-
-def _children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+        wait_for(lambda: not alive(members[0]), timeout=30)
 
 
 def _closed_within(sock: socket.socket, seconds: float) -> bool:
