@@ -109,3 +109,76 @@ def test_a_failed_publish_releases_and_a_dead_claim_is_taken_over(
     # Erasure reaches claimed ids like accepted ones.
     assert window.erase_users(["u1", "u2"]) == {"u1": 2, "u2": 1}
     assert window.count_users(["u1", "u2"]) == {"u1": 0, "u2": 0}
+
+
+def test_claim_many_claims_each_send_under_its_own_token_in_order(
+    window: IdempotencyWindow,
+) -> None:
+    """The ingest writer claims a group of concurrent sends at once: each send's answer
+    is what ``claim`` alone would say at its place in the group, so a hedged copy in
+    the same group finds the first copy's ids pending."""
+    window.claim([("done", "u1")], "gw-0")
+    window.confirm("gw-0")
+    a = [(f"a{i}", "u1") for i in range(5)]
+    b = [(f"b{i}", "u2") for i in range(1_000)]  # more than one statement takes
+    first, second, copy, empty = window.claim_many(
+        [([*a, ("done", "u1")], "gw-a"), (b, "gw-b"), (a[:2], "gw-c"), ([], "gw-d")]
+    )
+    assert first.mine == {e for e, _ in a}
+    assert first.done == {"done"}
+    assert second.mine == {e for e, _ in b}
+    assert not copy.mine
+    assert {e: p.token for e, p in copy.pending.items()} == {"a0": "gw-a", "a1": "gw-a"}
+    assert not empty.mine
+    assert not empty.done
+    assert not empty.pending
+    assert window.seen(["a0", "b0"]) == set(), "claimed, not accepted"
+    window.confirm_many(["gw-a", "gw-b", "gw-a"])
+    assert window.seen(["a0", "a4", "b999", "done"]) == {"a0", "a4", "b999", "done"}
+    window.confirm_many([])
+    assert window.claim(a[:2], "gw-c").done == {"a0", "a1"}
+
+
+def test_the_sqlite_sweep_deletes_expired_entries_a_bounded_stretch_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep of the whole table held every claim behind it for about 25 ms per million
+    entries. Each sweep now looks at a stretch of keys after the last one's, wrapping
+    at the end, and over several sweeps deletes every expired entry and token."""
+    from headwater.dedupe import sqlite as dedupe_sqlite
+
+    monkeypatch.setattr(dedupe_sqlite, "_SWEEP_S", 0.0)
+    monkeypatch.setattr(dedupe_sqlite, "_SWEEP_ROWS", 100)
+    w = dedupe_sqlite.SqliteIdempotencyWindow(f"sqlite:///{tmp_path / 'd.db'}", window_s=3600)
+
+    def age(ms: int) -> None:
+        w._conn.execute("UPDATE hw_dedupe SET accepted_ms = accepted_ms - ?", (ms,))
+        w._conn.execute("UPDATE hw_dedupe_tokens SET done_ms = done_ms - ?", (ms,))
+
+    def stored(table: str = "hw_dedupe") -> int:
+        return int(w._conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    try:
+        w.remember([(f"m{i:04d}", "u1") for i in range(1_000)])
+        age(2 * 3_600_000)  # past the window: expired, not yet swept
+        w._claimed = 0
+        w.remember([("z-live", "u2")])
+        assert stored() == 901, "one sweep deletes the expired among its 100 keys only"
+        assert w.seen(["m0500", "z-live"]) == {"z-live"}, "an expired entry already counts as gone"
+        for n in range(9):
+            w.remember([(f"z{n}", "u2")])
+        assert stored() == 10
+        assert stored("hw_dedupe_tokens") == 10, "the expired token went too"
+        # The sweep went on from the end of the table to its start: entries before the
+        # cursor that expire later are reached by the next pass.
+        w.remember([(f"a{i:03d}", "u3") for i in range(50)])
+        age(2 * 3_600_000)
+        for n in range(3):
+            w.remember([(f"b{n}", "u4")])
+        assert sorted(r[0] for r in w._conn.execute("SELECT event_id FROM hw_dedupe")) == [
+            "b0",
+            "b1",
+            "b2",
+        ]
+    finally:
+        w.close()

@@ -26,6 +26,19 @@ __all__ = [
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _id_lock = threading.Lock()
 _last: list[int] = [0, 0]
+#: Random bytes drawn from the OS a page at a time and spent 10 at a time: one system
+#: call per 409 ids instead of one each (a call releases the GIL, and taking it back
+#: can wait a whole switch interval behind another thread). Emptied in a forked
+#: child, so a child never repeats its parent's bytes.
+_RANDOM_PAGE = 4096
+_random = bytearray()
+
+
+def _empty_random() -> None:
+    _random.clear()
+
+
+os.register_at_fork(after_in_child=_empty_random)
 
 
 def new_event_id(prefix: str = "") -> str:
@@ -34,7 +47,13 @@ def new_event_id(prefix: str = "") -> str:
     with _id_lock:
         ms = int(time.time() * 1000)
         # Within one millisecond, count up from the last value: ids stay ordered.
-        rand = _last[1] + 1 if ms == _last[0] else int.from_bytes(os.urandom(10), "big")
+        if ms == _last[0]:
+            rand = _last[1] + 1
+        else:
+            if len(_random) < 10:
+                _random[:] = os.urandom(_RANDOM_PAGE)
+            rand = int.from_bytes(_random[-10:], "big")
+            del _random[-10:]
         _last[0], _last[1] = ms, rand
     value = (ms << 80) | (rand & ((1 << 80) - 1))
     chars = []

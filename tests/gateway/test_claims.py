@@ -65,14 +65,14 @@ def test_a_hedged_copy_waits_for_the_first_and_reports_duplicates(
 ) -> None:
     a, b, key = gateways
     body = _body([f"h{i}" for i in range(20)])
-    first = a.ingestor.prepare(body, key)  # claimed, not yet on the bus
+    first = a.ingestor.prepare(body, key)
+    a.ingestor.claim(first)  # claimed, not yet on the bus
     answer: dict[str, object] = {}
     copy = threading.Thread(target=lambda: answer.update(out=b.ingestor.ingest(body, key)))
     copy.start()
     time.sleep(0.2)
     assert copy.is_alive(), "the copy waits while the first send holds the claim"
-    a.ingestor.publisher.publish(first.messages)
-    a.ingestor.finish(first)
+    a.ingestor.writer.write(a.ingestor.send(first))  # published and confirmed
     copy.join(10)
     outcome = answer["out"]
     assert outcome.duplicates == 20  # type: ignore[attr-defined]
@@ -90,7 +90,8 @@ def test_two_copies_that_each_won_part_of_a_batch_do_not_wait_on_each_other(
     b.ingestor.lease_s = 30.0  # waiting out the lease would take the test's whole time
     ids = [f"p{i}" for i in range(20)]
     first, second = ids[:10], ids[10:]
-    part = a.ingestor.prepare(_body(first), key)  # the part that copy A won
+    part = a.ingestor.prepare(_body(first), key)
+    a.ingestor.claim(part)  # the part that copy A won
     answer: dict[str, object] = {}
     copy = threading.Thread(target=lambda: answer.update(out=b.ingestor.ingest(_body(ids), key)))
     copy.start()
@@ -101,8 +102,7 @@ def test_two_copies_that_each_won_part_of_a_batch_do_not_wait_on_each_other(
     assert b.ingestor.window.seen(second) == set(second)
     assert copy.is_alive()
     assert sorted(_on_bus(a)) == sorted(second)
-    a.ingestor.publisher.publish(part.messages)
-    a.ingestor.finish(part)
+    a.ingestor.writer.write(a.ingestor.send(part))
     copy.join(10)
     outcome = answer["out"]
     assert outcome.accepted == 10  # type: ignore[attr-defined]
@@ -116,7 +116,8 @@ def test_a_gateway_dead_after_the_bus_acknowledged_is_not_published_twice(
     a, b, key = gateways
     body = _body([f"d{i}" for i in range(10)])
     dead = a.ingestor.prepare(body, key)
-    a.ingestor.publisher.publish(dead.messages)  # ... and the gateway dies: no confirm
+    a.ingestor.claim(dead)
+    a.bus.publish(dead.messages)  # ... and the gateway dies: no confirm
     outcome = b.ingestor.ingest(body, key)  # the producer's retry, at another gateway
     assert outcome.duplicates == 10
     assert sorted(_on_bus(a)) == sorted(f"d{i}" for i in range(10))
@@ -127,7 +128,7 @@ def test_a_gateway_dead_before_publishing_leaves_nothing_lost(
 ) -> None:
     a, b, key = gateways
     body = _body([f"p{i}" for i in range(10)])
-    a.ingestor.prepare(body, key)  # claimed, and the gateway dies before publishing
+    a.ingestor.claim(a.ingestor.prepare(body, key))  # ... and the gateway dies
     outcome = b.ingestor.ingest(body, key)
     assert outcome.accepted == 10
     assert sorted(_on_bus(a)) == sorted(f"p{i}" for i in range(10))

@@ -176,8 +176,9 @@ class SignalValidator:
             raise BatchTooLargeError(
                 f"batch has {len(events)} events; at most {limits.max_batch_events} per batch"
             )
-        if len(body) > limits.max_event_bytes and any(
-            len(r) > limits.max_event_bytes for r in _RAW_LIST.decode(body)
+        if (
+            len(body) > limits.max_event_bytes
+            and max(map(len, _RAW_LIST.decode(body)), default=0) > limits.max_event_bytes
         ):
             return None
         window = limits.window(now)

@@ -55,8 +55,17 @@ class IdempotencyWindow(Protocol):
         claimed now, or was accepted, or is claimed by another token."""
         ...
 
+    def claim_many(self, sends: Sequence[tuple[Sequence[tuple[str, str]], str]]) -> list[Claim]:
+        """``claim`` for each ``(entries, token)`` in order, in one write where the
+        backend allows (a gateway's concurrent requests share it)."""
+        ...
+
     def confirm(self, token: str) -> None:
         """The token's ids are on the bus: accepted from now on (durably)."""
+        ...
+
+    def confirm_many(self, tokens: Sequence[str]) -> None:
+        """``confirm`` for each token, in one write where the backend allows."""
         ...
 
     def release(self, token: str, event_ids: Sequence[str]) -> None:

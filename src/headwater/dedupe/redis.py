@@ -146,8 +146,22 @@ class RedisIdempotencyWindow:
 
         self._call(write)
 
+    def claim_many(self, sends: Sequence[tuple[Sequence[tuple[str, str]], str]]) -> list[Claim]:
+        # One script per send: each is atomic over its own ids, as ``claim`` is.
+        return [self.claim(entries, token) for entries, token in sends]
+
     def confirm(self, token: str) -> None:
-        self._call(lambda: self._redis.set(f"{self._prefix}:ddt:{token}", 1, px=self._ttl_ms))
+        self.confirm_many([token])
+
+    def confirm_many(self, tokens: Sequence[str]) -> None:
+        def write() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for token in tokens:
+                pipe.set(f"{self._prefix}:ddt:{token}", 1, px=self._ttl_ms)
+            pipe.execute()
+
+        if tokens:
+            self._call(write)
 
     def release(self, token: str, event_ids: Sequence[str]) -> None:
         if event_ids:

@@ -300,14 +300,13 @@ class RedisClusterIdempotencyWindow(RedisIdempotencyWindow):
 
         self._write(list(ids), build)
 
-    def confirm(self, token: str) -> None:
-        key = f"{self._prefix}:ddt:{token}"
-
+    def confirm_many(self, tokens: Sequence[str]) -> None:
         def build(pipe: Any, keys: list[str]) -> None:
             for confirmed in keys:
                 pipe.set(confirmed, 1, px=self._ttl_ms)
 
-        self._write([key], build)
+        if tokens:
+            self._write([f"{self._prefix}:ddt:{token}" for token in tokens], build)
 
     def release(self, token: str, event_ids: Sequence[str]) -> None:
         if event_ids:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -18,12 +18,9 @@ from headwater.gateway._schemas import Answer, ref
 from headwater.gateway.answers import SubmittedSignal
 from headwater.gateway.bodies import inflate, read_body
 from headwater.gateway.security import requires
-from headwater.ingest.ingestor import IngestOutcome, PreparedBatch
+from headwater.ingest.ingestor import IngestOutcome
 from headwater.logs import REQUEST_ID
 from headwater.metrics import PUBLISH_SECONDS
-
-if TYPE_CHECKING:
-    from headwater.application import Application
 
 __all__ = ["router"]
 
@@ -74,30 +71,22 @@ async def publish(request: Request, key: Annotated[ApiKey, requires(Role.PRODUCE
     events = _count_hint(body, ndjson=ndjson)
     hw.limiter.take(key.key_id, events, key.rate_limit_eps, key.burst)
     # Validation and encoding are CPU work: done inline, they cost less than a thread hop.
-    # Only the durable write is waited for, without holding a thread.
+    # The claim, the durable write and the confirmation are the ingest writer's, shared
+    # with the other requests waiting for it; they are awaited without holding a thread.
     started = time.perf_counter()
-    batch = hw.ingestor.prepare(body, key, ndjson=ndjson, request_id=REQUEST_ID.get() or "")
-    if batch.pending:
-        # Another send holds some of these ids (a hedged retry): publish and confirm the
-        # ones this send holds first (Ingestor.confirm_part), then wait, off the loop.
-        if batch.messages:
-            await _publish(hw, batch)
-            await run_in_threadpool(hw.ingestor.confirm_part, batch)
-        await run_in_threadpool(hw.ingestor.settle, batch)
-    if batch.messages:
-        await _publish(hw, batch)
-    outcome = hw.ingestor.finish(batch)
+    ingestor = hw.ingestor
+    batch = ingestor.prepare(body, key, ndjson=ndjson, request_id=REQUEST_ID.get() or "")
+    if batch.entries:
+        claim = await asyncio.wrap_future(ingestor.writer.submit(ingestor.send(batch)))
+        if ingestor.resolve(batch, claim):
+            # Another send holds some of these ids (a hedged retry): wait for it off the
+            # loop, then publish what this send took over.
+            await run_in_threadpool(ingestor.settle, batch)
+            if batch.messages:
+                await asyncio.wrap_future(ingestor.writer.submit(ingestor.send(batch)))
+    outcome = ingestor.finish(batch)
     PUBLISH_SECONDS.observe(time.perf_counter() - started)
     return OUTCOME.reply(outcome, outcome.status_code)
-
-
-async def _publish(hw: Application, batch: PreparedBatch) -> None:
-    """The batch's messages through the group-commit writer; on failure, its claims go."""
-    try:
-        await asyncio.wrap_future(hw.ingestor.publisher.submit(batch.messages))
-    except BaseException:
-        await run_in_threadpool(hw.ingestor.abandon, batch)
-        raise
 
 
 def _count_hint(body: bytes, *, ndjson: bool) -> int:

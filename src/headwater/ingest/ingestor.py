@@ -23,16 +23,16 @@ from headwater._jsonguard import check_json, check_ndjson
 from headwater._time import format_time
 from headwater.access.keys import ALL, ApiKey
 from headwater.bus.base import Bus, Message
-from headwater.bus.group_commit import GroupCommitPublisher
 from headwater.contract._compiled import TypedSignal
 from headwater.contract.definition import RegisteredEventType
 from headwater.contract.signal import encode_signal
 from headwater.contract.validator import BatchResult, Limits, Rejection, SignalValidator
-from headwater.dedupe.base import IdempotencyWindow, Pending
+from headwater.dedupe.base import Claim, IdempotencyWindow, Pending
 from headwater.errors import PermissionDeniedError
 from headwater.ingest.claims import LEASE_S, settle
 from headwater.ingest.erased import ErasedUsers
 from headwater.ingest.stats import IngestStats
+from headwater.ingest.writer import IngestWriter, Send
 from headwater.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from headwater.registry.contracts import ContractRegistry
 from headwater.wire import new_event_id
@@ -74,8 +74,10 @@ class PreparedBatch:
     """A validated, encoded batch waiting for its durable write."""
 
     __slots__ = (
-        "confirmed",
+        "candidates",
+        "claimed",
         "duplicate_index",
+        "entries",
         "fresh",
         "messages",
         "pending",
@@ -108,11 +110,15 @@ class PreparedBatch:
         self.request_id = request_id
         #: The claim token of this send in the idempotency window.
         self.token = token
+        #: The events to claim and publish (each id once), with their index in the
+        #: body; ``messages`` and ``entries`` (event id, user id) follow their order.
+        self.candidates: list[tuple[int, TypedSignal]] = []
+        self.entries: list[tuple[str, str]] = []
+        #: True once ``entries`` are claimed under ``token`` (taken over while settling).
+        self.claimed = False
         #: Ids another send claimed and has not confirmed, and their events with index.
         self.pending: dict[str, Pending] = {}
         self.waiting: dict[str, tuple[int, TypedSignal]] = {}
-        #: How many of ``fresh`` were published and confirmed under an earlier token.
-        self.confirmed = 0
 
 
 class Ingestor:
@@ -131,8 +137,9 @@ class Ingestor:
     ) -> None:
         self.registry = registry
         self.bus = bus
-        self.publisher = GroupCommitPublisher(bus)
         self.window = window
+        #: Claims, publishes and confirms the concurrent sends together.
+        self.writer = IngestWriter(bus, window)
         self.limits = limits or Limits()
         self.refresh_s = refresh_s
         self.on_published = on_published
@@ -173,26 +180,18 @@ class Ingestor:
     ) -> IngestOutcome:
         """Validate, check scope, deduplicate and publish one batch (blocking)."""
         batch = self.prepare(body, key, ndjson=ndjson, request_id=request_id)
-        if batch.pending and batch.messages:
-            self._publish(batch)
-            self.confirm_part(batch)
-        self.settle(batch)
-        if batch.messages:
-            self._publish(batch)
+        if batch.entries and self.resolve(batch, self.writer.write(self.send(batch))):
+            self.settle(batch)
+            if batch.messages:
+                self.writer.write(self.send(batch))
         return self.finish(batch)
-
-    def _publish(self, batch: PreparedBatch) -> None:
-        try:
-            self.publisher.publish(batch.messages)
-        except BaseException:
-            self.abandon(batch)
-            raise
 
     def prepare(
         self, body: bytes, key: ApiKey, *, ndjson: bool = False, request_id: str = ""
     ) -> PreparedBatch:
-        """Everything before the durable write: validate, check scope, drop re-sent events,
-        stamp the envelope and encode. Raises before anything is published."""
+        """Everything before the durable write: validate, check scope, drop an id given
+        twice in the batch, stamp the envelope and encode. Raises before anything is
+        claimed or published."""
         received_at = datetime.now(UTC)
         validator = self.validator()
         # A key given twice in an object, or nesting past 64 levels, refuses the whole
@@ -216,49 +215,75 @@ class Ingestor:
             request_id=request_id,
             token=new_event_id("c_"),
         )
-        self._claim(batch)
-        self._encode(batch, batch.fresh)
-        return batch
-
-    def _claim(self, batch: PreparedBatch) -> None:
-        """Claim the batch's new ids; a re-sent one is a duplicate, one another send
-        holds waits in ``batch.pending`` (``settle``)."""
-        result = batch.result
-        candidates: list[tuple[int, TypedSignal]] = []
         in_batch: set[str] = set()
         for index, event in zip(result.accepted_indices, result.accepted, strict=True):
             if event.event_id in in_batch:
                 batch.duplicate_index.add(index)  # the same id twice in one batch
             else:
                 in_batch.add(event.event_id)
-                candidates.append((index, event))
-        if not candidates:
-            return
-        claim = self.window.claim([(e.event_id, e.user_id) for _, e in candidates], batch.token)
-        for index, event in candidates:
+                batch.candidates.append((index, event))
+        self._encode(batch, [event for _, event in batch.candidates])
+        return batch
+
+    def send(self, batch: PreparedBatch) -> Send:
+        """The batch's part of the writer's next group (``writer.submit``)."""
+        return Send(batch.messages, batch.entries, batch.token, claimed=batch.claimed)
+
+    def claim(self, batch: PreparedBatch) -> bool:
+        """Claim the batch's ids now, outside the writer (a tool's or a test's step by
+        step send): ``resolve`` with what the window answered. Publishing
+        ``batch.messages`` and confirming ``batch.token`` are then the caller's."""
+        pending = self.resolve(batch, self.window.claim(batch.entries, batch.token))
+        batch.claimed = True
+        return pending
+
+    def resolve(self, batch: PreparedBatch, claim: Claim) -> bool:
+        """Sort the batch's events by what its claim found: published (``fresh``),
+        accepted before (duplicates), or held by another send (``pending``: True when
+        there are some, to ``settle`` off the event loop)."""
+        if len(claim.mine) == len(batch.candidates):  # the usual send: every id new
+            batch.fresh.extend(event for _, event in batch.candidates)
+            return False
+        kept = []  # the candidates this send won: their messages were published
+        for i, (index, event) in enumerate(batch.candidates):
             if event.event_id in claim.mine:
                 batch.fresh.append(event)
+                kept.append(i)
             elif event.event_id in claim.done:
                 batch.duplicate_index.add(index)
             else:
                 batch.pending[event.event_id] = claim.pending[event.event_id]
                 batch.waiting[event.event_id] = (index, event)
+        if len(kept) != len(batch.candidates):
+            batch.messages = [batch.messages[i] for i in kept]
+            batch.entries = [batch.entries[i] for i in kept]
+        return bool(batch.pending)
 
     def _encode(self, batch: PreparedBatch, events: list[TypedSignal]) -> None:
+        # The gateway's hottest loop: names bound once, no call per event but encode's.
+        producer, received_at, request_id = batch.producer, batch.received_at, batch.request_id
+        messages, entries = batch.messages, batch.entries
         for event in events:
-            event.producer = batch.producer
-            event.received_at = batch.received_at
+            event.producer = producer
+            event.received_at = received_at
             event.schema_version = type(event).schema_version_of_type
-            if batch.request_id:
-                event.request_id = batch.request_id
-            batch.messages.append(Message(event.user_id, encode_signal(event)))
+            if request_id:
+                event.request_id = request_id
+            user_id = event.user_id
+            messages.append(Message(user_id, encode_signal(event)))
+            entries.append((event.event_id, user_id))
 
     def settle(self, batch: PreparedBatch) -> None:
         """Resolve the ids another send holds (blocking, up to about a lease): each
-        becomes a duplicate, or this send's to publish. Called only when
-        ``batch.pending`` is not empty, off the event loop."""
+        becomes a duplicate, or this send's to publish, claimed under a new token (the
+        writer confirmed the first one). Afterwards ``batch.messages`` holds what is
+        left to publish (``send``). Called only when ``batch.pending`` is not empty,
+        off the event loop."""
+        batch.messages, batch.entries = [], []
         if not batch.pending:
             return
+        batch.token = new_event_id("c_")
+        batch.claimed = True
         entries = [(e, batch.waiting[e][1].user_id) for e in batch.pending]
         settled = settle(
             self.window, self.bus, entries, batch.pending, batch.token, lease_s=self.lease_s
@@ -274,31 +299,8 @@ class Ingestor:
         batch.pending = {}
         batch.waiting = {}
 
-    def confirm_part(self, batch: PreparedBatch) -> None:
-        """The ids this send claimed are on the bus, and some others are still held by
-        another send: confirm these now, before waiting (``settle``) for those.
-
-        Two sends of one batch (a hedged retry) can each win part of its ids (a Redis
-        Cluster claims slot by slot): were each to wait for the other's confirmation
-        before publishing its own part, both would wait out the lease, and then each
-        would take over the other's part and publish it too. What ``settle`` takes over
-        or claims afterwards goes under a new token, confirmed by ``finish``.
-        """
-        self.window.confirm(batch.token)
-        batch.token = new_event_id("c_")
-        batch.messages = []
-        batch.confirmed = len(batch.fresh)
-
-    def abandon(self, batch: PreparedBatch) -> None:
-        """The publish failed: let a retry claim the batch's ids at once."""
-        unconfirmed = batch.fresh[batch.confirmed :]
-        if unconfirmed:
-            self.window.release(batch.token, [e.event_id for e in unconfirmed])
-
     def finish(self, batch: PreparedBatch) -> IngestOutcome:
-        """After the durable write: confirm the claim and build the answer."""
-        if len(batch.fresh) > batch.confirmed or not batch.confirmed:
-            self.window.confirm(batch.token)
+        """After the durable, confirmed write: count the batch and build the answer."""
         if batch.fresh and self.on_published is not None:
             self.on_published(batch.fresh, batch.received_at)
         self._account(batch)
@@ -306,7 +308,11 @@ class Ingestor:
 
     def _account(self, batch: PreparedBatch) -> None:
         producer = batch.producer
-        per_type = Counter(_type_name(e) for e in batch.fresh)
+        per_type: dict[str, int] = {}
+        classes: Counter[type[TypedSignal]] = Counter(map(type, batch.fresh))
+        for cls, n in classes.items():
+            name = str(cls.__struct_config__.tag)
+            per_type[name] = per_type.get(name, 0) + n
         for etype, n in per_type.items():
             EVENTS_ACCEPTED.labels(producer, etype).inc(n)
         rejections = batch.result.rejections
@@ -333,7 +339,7 @@ class Ingestor:
 
     def close(self) -> None:
         """Finish queued publishes."""
-        self.publisher.close()
+        self.writer.close()
 
 
 def _type_name(event: TypedSignal) -> str:
