@@ -3,8 +3,9 @@ found where a store kept a copy, and findings that never name the user."""
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -268,3 +269,22 @@ def test_a_check_two_stores_share_reads_once_for_both() -> None:
     assert calls == [["clean", "dirty"]]
     assert {n: f.residue for n, f in found[0].items()} == {"online": 1, "batch": 1}
     assert {n: f.residue for n, f in found[1].items()} == {"batch": 0}
+
+
+def test_the_stores_are_read_at_the_same_time_not_one_after_another() -> None:
+    """A pass takes about as long as its slowest store: each check runs in a thread of
+    its own. Three checks that each wait for the other two pass only together."""
+    meet = threading.Barrier(3, timeout=10)
+
+    def waiting(name: str) -> Callable[[Sequence[Subject]], CheckResult]:
+        def check(users: Sequence[Subject]) -> CheckResult:
+            meet.wait()  # broken, and the check failed, if the others ran after it
+            return f"{name} read", {u.user_id: (0, {}) for u in users}
+
+        return check
+
+    shared = waiting("online")
+    verifier = Verifier({"a": [shared], "b": [shared, waiting("outputs")], "c": [waiting("bus")]})
+    (found,) = verifier.verify_many([(Subject("u1", "h1"), ["a", "b", "c"])])
+    assert {name: f.residue for name, f in found.items()} == {"a": 0, "b": 0, "c": 0}
+    assert found["b"].method == "online read; outputs read"
