@@ -106,10 +106,12 @@ def scrub_for_erasure(
     what: str,
     *,
     erased: Collection[str] = (),
+    rebuild: bool = False,
 ) -> dict[str, object]:
     """:func:`scrub` under the store's ``lock``, its errors as ``fail``, described for an
     erasure's evidence; then, if the file still holds one of ``erased`` (the ids of what
-    the erasure deleted), ``VACUUM`` and scrub again.
+    the erasure deleted), or ``rebuild`` is asked (the independent verification found the
+    user after the store confirmed), ``VACUUM`` and scrub again.
 
     ``secure_delete`` zeroes a deleted cell where it is, but when SQLite rebuilds a page
     (moving cells between pages as they fill and empty) it leaves the cells' earlier
@@ -125,24 +127,28 @@ def scrub_for_erasure(
                 "wal_truncated": True,
                 "wal_bytes_truncated": scrub(conn),
             }
-            if erased:
-                evidence.update(_rebuild_if_held(conn, erased))
+            if erased or rebuild:
+                evidence.update(_rebuild_if_held(conn, erased, always=rebuild))
         except sqlite3.Error as exc:
             raise fail(f"{what}: {exc}") from exc
     return evidence
 
 
-def _rebuild_if_held(conn: sqlite3.Connection, erased: Collection[str]) -> dict[str, object]:
+def _rebuild_if_held(
+    conn: sqlite3.Connection, erased: Collection[str], *, always: bool = False
+) -> dict[str, object]:
     path = Path(database_file(conn))
-    found = sqlite_copies(path, erased) if len(erased) <= ERASED_IDS_SEARCHED else None
-    if found == 0:
+    searched = bool(erased) and len(erased) <= ERASED_IDS_SEARCHED
+    found = sqlite_copies(path, erased) if searched else None
+    if found == 0 and not always:
         return {"old_copies": 0}
     conn.execute("VACUUM")
     scrub(conn)
     return {
         "old_copies": found,
         "vacuumed": True,
-        "copies_after_vacuum": sqlite_copies(path, erased),
+        **({"rebuilt_after_refusal": True} if always else {}),
+        "copies_after_vacuum": sqlite_copies(path, erased) if searched else None,
     }
 
 

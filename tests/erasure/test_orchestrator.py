@@ -18,7 +18,7 @@ from headwater.bus import Message, Record, open_bus
 from headwater.bus.base import KIND_ERASURE
 from headwater.contract.signal import Signal, encode_signal
 from headwater.control import open_control_database
-from headwater.erasure.events import Confirmation, ErasureEvent, encode_erasure
+from headwater.erasure.events import Confirmation, ErasureEvent, decode_erasure, encode_erasure
 from headwater.erasure.ledger import ErasureLedger, Participant
 from headwater.erasure.orchestrator import ErasureOrchestrator
 from headwater.erasure.subject import SubjectHasher, SubjectSealer
@@ -152,6 +152,10 @@ def test_overdue_participant_is_retried_alerted_and_completes_when_back(
     assert len(received) == 1
     assert received[0]["participant"] == "flaky-store"
     assert ERASURE_ALERTS.labels("flaky-store")._value.get() == alerts_before + 1
+    resent = decode_erasure([r for r in _records(bus, "u1") if r.kind == KIND_ERASURE][-1].value)
+    assert (resent.participants, resent.rebuild) == (("flaky-store",), False), (
+        "a store that failed (not refused) is not asked to rebuild its files"
+    )
     steady_attempts = steady.attempts
     for r in runtimes:
         while r.step():
@@ -414,6 +418,10 @@ def test_a_store_that_confirms_but_keeps_a_copy_is_refused_and_chased(
     assert row["status"] == "overdue"  # refused, then chased at once: sent again
     assert [a["outcome"] for a in row["history"]] == ["applied", "refused"]
     assert "verification found 1" in row["history"][-1]["error"]
+    # The retry asks the store to rebuild its files: its own search (of what it still
+    # knows) found nothing the first time, so searching again would not help.
+    sent = [decode_erasure(r.value) for r in _records(bus, "u1") if r.kind == KIND_ERASURE]
+    assert [(e.attempt, e.rebuild) for e in sent] == [(1, False), (2, True)]
     # The store erases again, this time the copy too.
     leftover.clear()
     _drain([runtime])

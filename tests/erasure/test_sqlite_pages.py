@@ -259,3 +259,52 @@ def test_a_resent_erasure_rebuilds_the_window_a_first_one_left_an_old_copy_in(
     assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {}
     bus.close()
     db.close()
+
+
+def test_a_store_the_verification_refused_rebuilds_even_when_its_own_search_finds_nothing(
+    tmp_path: Path,
+) -> None:
+    """Seen under load: an old copy of an erased entry whose end SQLite had overwritten
+    (the event id whole, the user id cut). The verification searches the request's
+    event ids and finds it; the window, sent the erasure again, searched only for the
+    user id (it no longer knows the deleted entries' event ids), found nothing, did not
+    rebuild, and was refused again, forever. A retry after a refusal now asks the store
+    to rebuild its file whatever its own search finds."""
+    url = f"sqlite:///{tmp_path / 'dedupe.db'}"
+    window = SqliteIdempotencyWindow(url, window_s=3600)
+    window.claim([(f"web-ev-{i}", f"u{i}") for i in range(300)] + [("web-ev-x", "u-gone")], "t")
+    window.scrub()
+    window.close()
+    whole = _cell("web-ev-x", "u-gone", 1_780_000_000_000, "t")
+    cut = whole[: whole.index(b"u-go") + 4]  # the rest of the old cell overwritten
+    _leave_old_copy(tmp_path / "dedupe.db", cut)
+    db = open_control_database(f"sqlite:///{tmp_path / 'control.db'}")
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
+    platform = PlatformErasure(
+        bus, DeadLetterStore(db), SqliteIdempotencyWindow(url, window_s=3600)
+    )
+
+    def erase(attempt: int, *, rebuild: bool = False) -> dict[str, object]:
+        event = ErasureEvent(
+            request_id="er_1",
+            user_id="u-gone",
+            requested_at=datetime.now(UTC),
+            attempt=attempt,
+            participants=(IDEMPOTENCY_WINDOW,),
+            rebuild=rebuild,
+        )
+        (confirmation,) = platform.erase_many([event])
+        return dict((confirmation.evidence or {})["scrub"])  # type: ignore[arg-type]
+
+    erase(1)
+    assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {"db": 1}
+    assert erase(2)["old_copies"] == 0, "the store's own search: the user id is cut"
+    assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {"db": 1}
+    again = erase(3, rebuild=True)
+    assert again["vacuumed"] is True
+    assert again["rebuilt_after_refusal"] is True
+    assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {}
+    others = SqliteIdempotencyWindow(url, window_s=3600).count_users([f"u{i}" for i in range(300)])
+    assert set(others.values()) == {1}, "every other entry stays"
+    bus.close()
+    db.close()

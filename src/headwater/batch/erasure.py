@@ -136,7 +136,10 @@ class BatchErasureParticipant(Consumer):
             remaining_online = {u: int(u in left) for u in users}
             mismatches = self._mismatches(con, users, days, files)
         # The deleted rows' old page images; on a resent erasure, any old copy of them.
-        scrubbed = runner.store.scrub(erased=users if any(e.attempt > 1 for e in events) else ())
+        scrubbed = runner.store.scrub(
+            erased=users if any(e.attempt > 1 for e in events) else (),
+            rebuild=any(e.rebuild for e in events),
+        )
         remaining = sum(remaining_files.values()) + sum(remaining_online.values())
         if remaining or any(mismatches.values()):
             ids = ", ".join(e.request_id for e in events[:5])

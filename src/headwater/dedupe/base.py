@@ -99,7 +99,7 @@ class IdempotencyWindow(Protocol):
         """``count_user`` for many users at once."""
         ...
 
-    def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
+    def scrub(self, erased: Collection[str] = (), *, rebuild: bool = False) -> dict[str, object]:
         """After an erasure: as :meth:`headwater.online.base.OnlineStore.scrub`
         (``erased``: the users' ids; their entries' event ids are searched too)."""
         ...

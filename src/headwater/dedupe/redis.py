@@ -215,8 +215,8 @@ class RedisIdempotencyWindow:
     def count_users(self, user_ids: Sequence[str]) -> dict[str, int]:
         return {user: self.count_user(user) for user in dict.fromkeys(user_ids)}
 
-    def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
-        del erased  # no pages to rebuild: what the server persists is reported
+    def scrub(self, erased: Collection[str] = (), *, rebuild: bool = False) -> dict[str, object]:
+        del erased, rebuild  # no pages to rebuild: what the server persists is reported
         return self._conn.persistence()
 
     def close(self) -> None:

@@ -286,7 +286,7 @@ class SqliteIdempotencyWindow:
                         extra.extend(str(v) for v in more)
         return found
 
-    def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
+    def scrub(self, erased: Collection[str] = (), *, rebuild: bool = False) -> dict[str, object]:
         # The event ids erase_users removed are searched with the users' ids.
         removed, self._erased = self._erased, set()
         return scrub_for_erasure(
@@ -295,6 +295,7 @@ class SqliteIdempotencyWindow:
             BackendError,
             "idempotency window",
             erased={*erased, *removed} if erased else (),
+            rebuild=rebuild,
         )
 
     def close(self) -> None:

@@ -16,7 +16,11 @@ class ErasureEvent(msgspec.Struct, frozen=True, kw_only=True):
     ``requested_at`` orders it after the user's earlier signals: a signal whose
     timestamp is not after it, arriving late or replayed, is dropped.
     ``participants`` names who must confirm (empty: every participant); a retry to
-    one overdue participant names only that one.
+    one overdue participant names only that one. ``rebuild`` is set on a retry after
+    the independent verification found the user in that participant's store once it
+    had confirmed: the store rebuilds its files (a SQLite ``VACUUM``) whatever its own
+    search finds, since the verification also searches ids (the user's event ids) that
+    the store no longer knows once it deleted their rows.
     """
 
     request_id: str
@@ -24,6 +28,7 @@ class ErasureEvent(msgspec.Struct, frozen=True, kw_only=True):
     requested_at: datetime
     attempt: int = 1
     participants: tuple[str, ...] = ()
+    rebuild: bool = False
 
     def addressed_to(self, participant: str) -> bool:
         """True when this event asks ``participant`` to act."""

@@ -41,6 +41,8 @@ SCRUBBED_TABLES = ("hw_erasure_requests",)
 #: At most this many of a user's event ids are kept for the verification to search (the
 #: first reported); the finding states how many were searched.
 MAX_EVENT_IDS = 100_000
+#: A task's method once the independent verification refused its confirmation.
+REFUSED_METHOD = "verification"
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS hw_erasure_requests (
@@ -374,10 +376,11 @@ class ErasureLedger:
         orchestrator sends the erasure again); the finding is an attempt of its own."""
         with self._db.transaction() as tx:
             record_attempt(tx, c, "refused")
+            # The method says why it failed: the retry asks the store to rebuild its files.
             tx.execute(
                 "UPDATE hw_erasure_tasks SET status = 'failed', confirmed_at = NULL, "
-                "error = ? WHERE request_id = ? AND participant = ?",
-                (c.error, c.request_id, c.participant),
+                "method = ?, error = ? WHERE request_id = ? AND participant = ?",
+                (REFUSED_METHOD, c.error, c.request_id, c.participant),
             )
 
     def scrub(self) -> dict[str, object]:

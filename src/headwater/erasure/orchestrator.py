@@ -31,7 +31,13 @@ import msgspec
 from headwater._time import format_time, parse_time
 from headwater.bus.base import KIND_ERASURE, Bus, Message, Record
 from headwater.erasure.events import Confirmation, ErasureEvent, decode_erasure, encode_erasure
-from headwater.erasure.ledger import ErasureLedger, Participant, RequestRecord, TaskRecord
+from headwater.erasure.ledger import (
+    REFUSED_METHOD,
+    ErasureLedger,
+    Participant,
+    RequestRecord,
+    TaskRecord,
+)
 from headwater.erasure.legal import LEGAL_BASES, check_basis
 from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
 from headwater.erasure.subject import SubjectHasher
@@ -248,6 +254,9 @@ class ErasureOrchestrator:
                 requested_at=datetime.fromisoformat(record.received_at),
                 attempt=attempts,
                 participants=(task.participant,),
+                # Refused by the verification: the store's own search found nothing (it
+                # searches only what it still knows), so it must rebuild its files.
+                rebuild=task.method == REFUSED_METHOD,
             )
             self.bus.publish([Message(record.user_id, encode_erasure(event), KIND_ERASURE)])
             resent += 1
@@ -402,7 +411,7 @@ class ErasureOrchestrator:
                     request_id=record.request_id,
                     participant=finding.participant,
                     store=stores.get(finding.participant) or "",
-                    method="verification",
+                    method=REFUSED_METHOD,
                     rows_removed=0,
                     rows_remaining=finding.residue,
                     verified_at=now,

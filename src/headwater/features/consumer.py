@@ -401,7 +401,10 @@ class FeatureConsumer(Consumer):
             self.store.delete(namespace, users)
         # A resent erasure (the verification found a copy, or the store was late) also
         # makes sure the store's files hold no old copy of the rows: see OnlineStore.scrub.
-        scrubbed = self.store.scrub(erased=users if any(e.attempt > 1 for e in events) else ())
+        scrubbed = self.store.scrub(
+            erased=users if any(e.attempt > 1 for e in events) else (),
+            rebuild=any(e.rebuild for e in events),
+        )
         return [
             msgspec.structs.replace(c, evidence={**(c.evidence or {}), "scrub": scrubbed})
             for c in found

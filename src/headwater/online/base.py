@@ -82,12 +82,15 @@ class OnlineStore(Protocol):
         """Delete every row of a namespace; the number deleted."""
         ...
 
-    def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
+    def scrub(self, erased: Collection[str] = (), *, rebuild: bool = False) -> dict[str, object]:
         """After an erasure: remove what a deleted row leaves behind in the store's own
         files (old page images, logs); what was done, or what the server keeps, for the
         audit's evidence. Given ``erased`` (the keys the erasure deleted; a resent
         erasure gives them), also make sure no old copy of them is left, whatever it
-        costs (the SQLite store reads its file and, if one is there, rebuilds it)."""
+        costs (the SQLite store reads its file and, if one is there, rebuilds it).
+        ``rebuild``: the independent verification found the user in the store's files
+        after it confirmed; the SQLite store rebuilds its file whatever its own search
+        finds (the verification also searches ids the store no longer knows)."""
         ...
 
     def close(self) -> None:

@@ -285,8 +285,8 @@ class RedisClusterOnlineStore:
             removed += self.delete(namespace, keys[start : start + 1000])
         return removed
 
-    def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
-        del erased  # no pages to rebuild: what the server persists is reported
+    def scrub(self, erased: Collection[str] = (), *, rebuild: bool = False) -> dict[str, object]:
+        del erased, rebuild  # no pages to rebuild: what the server persists is reported
         return self._conn.persistence()
 
     def close(self) -> None:

@@ -204,13 +204,14 @@ class SqliteOnlineStore:
             except sqlite3.Error as exc:
                 raise OnlineStoreError(f"online store: {exc}") from exc
 
-    def scrub(self, erased: Collection[str] = ()) -> dict[str, object]:
+    def scrub(self, erased: Collection[str] = (), *, rebuild: bool = False) -> dict[str, object]:
         return scrub_for_erasure(
             self._conn,
             self._lock,
             OnlineStoreError,
             "online store",
             erased=erased,
+            rebuild=rebuild,
         )
 
     def close(self) -> None:

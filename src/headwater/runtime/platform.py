@@ -129,7 +129,9 @@ class PlatformErasure(Consumer):
             remaining_by_user = self.window.count_users(users)
             # A resent erasure also makes sure no old copy of the entries is left.
             resent = any(e.attempt > 1 for e in window)
-            scrubbed = self.window.scrub(erased=users if resent else ())
+            scrubbed = self.window.scrub(
+                erased=users if resent else (), rebuild=any(e.rebuild for e in window)
+            )
             seen: set[str] = set()
             for event in window:
                 # Two requests for one user in a run: the first removed the entries.
