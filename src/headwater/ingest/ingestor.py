@@ -230,9 +230,10 @@ class Ingestor:
         return Send(batch.messages, batch.entries, batch.token, claimed=batch.claimed)
 
     def claim(self, batch: PreparedBatch) -> bool:
-        """Claim the batch's ids now, outside the writer (a tool's or a test's step by
-        step send): ``resolve`` with what the window answered. Publishing
-        ``batch.messages`` and confirming ``batch.token`` are then the caller's."""
+        """Claim the batch's ids now, outside the writer, and ``resolve`` with what the
+        window answered: a send taken step by step (the tests of a gateway that dies
+        between claiming, publishing and confirming). Publishing ``batch.messages`` and
+        confirming ``batch.token`` are then the caller's."""
         pending = self.resolve(batch, self.window.claim(batch.entries, batch.token))
         batch.claimed = True
         return pending
