@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from headwater.application import Application
+from headwater.bus.base import Bus
 from headwater.config import Settings
+from headwater.contract.signal import event_id_of
 from headwater.gateway.app import create_app
 
 
@@ -45,6 +48,16 @@ def make_key(hw: Application, team: str, *roles: str, **scope: Any) -> str:
     """A key of ``team`` with ``roles`` (and producer scope options)."""
     secret, _ = hw.keys.create(team, roles=roles, **scope)
     return secret
+
+
+def ids_on_bus(bus: Bus) -> list[str]:
+    """The event ids of every signal on the bus, sorted (read by a group of its own)."""
+    consumer = bus.consumer(f"check-{time.time_ns()}")
+    ids: list[str] = []
+    while records := consumer.poll(1000, 0.2):
+        ids.extend(event_id_of(r.value) for r in records)
+    consumer.close()
+    return sorted(ids)
 
 
 def auth(key: str) -> dict[str, str]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,3 +72,23 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@contextmanager
+def headwater_up(port: int, env: Mapping[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``headwater up --port PORT ARGS`` as a process of its own, its output piped; killed
+    afterwards if it is still running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headwater", "up", "--port", str(port), *args],
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

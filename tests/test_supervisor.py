@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from headwater.errors import ConfigurationError
 from headwater.members import Scaling, feature_members
 from headwater.registry.contracts import ContractRegistry
 from headwater.supervisor import Supervisor
-from tests._live import alive, children_of, free_port
+from tests._live import alive, children_of, free_port, headwater_up
 from tests.erasure.test_end_to_end import events, wait_for
 
 
@@ -131,13 +129,7 @@ def test_up_processes_stops_every_process_on_sigterm(tmp_path: Path) -> None:
         "HEADWATER_BATCH_SCHEDULE": "off",
         "HEADWATER_FEATURE_PROCESSES": "2",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "headwater", "up", "--processes", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with headwater_up(port, env, "--processes") as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "one process per component" in line, line
@@ -157,12 +149,6 @@ def test_up_processes_stops_every_process_on_sigterm(tmp_path: Path) -> None:
         while any(alive(pid) for pid in children) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not any(alive(pid) for pid in children)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def test_the_feature_consumer_runs_as_told_or_grows_to_one_process_per_core(
@@ -246,13 +232,7 @@ def test_up_processes_killed_leaves_no_process_behind(tmp_path: Path) -> None:
         "HEADWATER_HOME": str(tmp_path / "hw"),
         "HEADWATER_FEATURE_PROCESSES": "2",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "headwater", "up", "--processes", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with headwater_up(port, env, "--processes") as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "one process per component" in line, line
@@ -263,9 +243,3 @@ def test_up_processes_killed_leaves_no_process_behind(tmp_path: Path) -> None:
         wait_for(lambda: not any(alive(pid) for pid in children), timeout=60)
         with pytest.raises(httpx.ConnectError):  # the port is free: nothing answers
             httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()

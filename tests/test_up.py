@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +21,7 @@ import pytest
 from headwater.access.keys import ApiKeys
 from headwater.config import Settings
 from headwater.control import open_control_database
-from tests._live import alive, children_of, cmdline, free_port
+from tests._live import alive, children_of, cmdline, free_port, headwater_up
 from tests.erasure.test_end_to_end import events, wait_for
 
 pytestmark = pytest.mark.slow
@@ -44,13 +42,7 @@ def _up(home: Path, **extra: str) -> Iterator[tuple[int, list[str], int]]:
         HEADWATER_BODY_TIMEOUT=f"{TIMEOUT_S}s",
         **extra,
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "headwater", "up", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with headwater_up(port, env) as proc:
         assert proc.stdout is not None
         lines: list[str] = []
         while not lines or not lines[-1].startswith("headwater up on"):
@@ -61,12 +53,6 @@ def _up(home: Path, **extra: str) -> Iterator[tuple[int, list[str], int]]:
         if proc.poll() is None:  # still running: it stops cleanly
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def test_up_runs_the_feature_consumers_other_members_beside_its_thread(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ a deleted cell's leftover bytes; never inside a longer id."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -222,62 +224,20 @@ def _tokens(value: str) -> list[str]:
     return value.replace("<", " ").replace(">", " ").split()
 
 
-def test_a_resent_erasure_rebuilds_the_window_a_first_one_left_an_old_copy_in(
-    tmp_path: Path,
-) -> None:
-    """The platform participant's first attempt scrubs only (cheap under load); the
-    verification finds the old copy and the store is sent the erasure again, and that
-    attempt searches the window's file and rebuilds it."""
+_Erase = Callable[..., dict[str, object]]
+
+
+@contextmanager
+def _window_with_old_copy(tmp_path: Path, copy: bytes) -> Iterator[_Erase]:
+    """A window of 300 entries and the erased user's, with ``copy`` left in a page's
+    unused space; ``erase(attempt, rebuild=...)`` sends the platform participant the
+    user's erasure and returns its scrub evidence."""
     url = f"sqlite:///{tmp_path / 'dedupe.db'}"
     window = SqliteIdempotencyWindow(url, window_s=3600)
     window.claim([(f"web-ev-{i}", f"u{i}") for i in range(300)] + [("web-ev-x", "u-gone")], "t")
     window.scrub()
     window.close()
-    _leave_old_copy(tmp_path / "dedupe.db", _cell("web-ev-x", "u-gone", 1_780_000_000_000, "t"))
-    db = open_control_database(f"sqlite:///{tmp_path / 'control.db'}")
-    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
-    platform = PlatformErasure(
-        bus, DeadLetterStore(db), SqliteIdempotencyWindow(url, window_s=3600)
-    )
-
-    def erase(attempt: int) -> dict[str, object]:
-        event = ErasureEvent(
-            request_id="er_1",
-            user_id="u-gone",
-            requested_at=datetime.now(UTC),
-            attempt=attempt,
-            participants=(IDEMPOTENCY_WINDOW,),
-        )
-        (confirmation,) = platform.erase_many([event])
-        return dict((confirmation.evidence or {})["scrub"])  # type: ignore[arg-type]
-
-    assert "old_copies" not in erase(1)
-    assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {"db": 2}
-    again = erase(2)
-    assert again["old_copies"] == 1
-    assert again["vacuumed"] is True
-    assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {}
-    bus.close()
-    db.close()
-
-
-def test_a_store_the_verification_refused_rebuilds_even_when_its_own_search_finds_nothing(
-    tmp_path: Path,
-) -> None:
-    """Seen under load: an old copy of an erased entry whose end SQLite had overwritten
-    (the event id whole, the user id cut). The verification searches the request's
-    event ids and finds it; the window, sent the erasure again, searched only for the
-    user id (it no longer knows the deleted entries' event ids), found nothing, did not
-    rebuild, and was refused again, forever. A retry after a refusal now asks the store
-    to rebuild its file whatever its own search finds."""
-    url = f"sqlite:///{tmp_path / 'dedupe.db'}"
-    window = SqliteIdempotencyWindow(url, window_s=3600)
-    window.claim([(f"web-ev-{i}", f"u{i}") for i in range(300)] + [("web-ev-x", "u-gone")], "t")
-    window.scrub()
-    window.close()
-    whole = _cell("web-ev-x", "u-gone", 1_780_000_000_000, "t")
-    cut = whole[: whole.index(b"u-go") + 4]  # the rest of the old cell overwritten
-    _leave_old_copy(tmp_path / "dedupe.db", cut)
+    _leave_old_copy(tmp_path / "dedupe.db", copy)
     db = open_control_database(f"sqlite:///{tmp_path / 'control.db'}")
     bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
     platform = PlatformErasure(
@@ -296,15 +256,49 @@ def test_a_store_the_verification_refused_rebuilds_even_when_its_own_search_find
         (confirmation,) = platform.erase_many([event])
         return dict((confirmation.evidence or {})["scrub"])  # type: ignore[arg-type]
 
-    erase(1)
-    assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {"db": 1}
-    assert erase(2)["old_copies"] == 0, "the store's own search: the user id is cut"
-    assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {"db": 1}
-    again = erase(3, rebuild=True)
-    assert again["vacuumed"] is True
-    assert again["rebuilt_after_refusal"] is True
-    assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {}
+    try:
+        yield erase
+    finally:
+        bus.close()
+        db.close()
+
+
+def test_a_resent_erasure_rebuilds_the_window_a_first_one_left_an_old_copy_in(
+    tmp_path: Path,
+) -> None:
+    """The platform participant's first attempt scrubs only (cheap under load); the
+    verification finds the old copy and the store is sent the erasure again, and that
+    attempt searches the window's file and rebuilds it."""
+    whole = _cell("web-ev-x", "u-gone", 1_780_000_000_000, "t")
+    with _window_with_old_copy(tmp_path, whole) as erase:
+        assert "old_copies" not in erase(1)
+        assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {"db": 2}
+        again = erase(2)
+        assert again["old_copies"] == 1
+        assert again["vacuumed"] is True
+        assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {}
+
+
+def test_a_store_the_verification_refused_rebuilds_even_when_its_own_search_finds_nothing(
+    tmp_path: Path,
+) -> None:
+    """Seen under load: an old copy of an erased entry whose end SQLite had overwritten
+    (the event id whole, the user id cut). The verification searches the request's
+    event ids and finds it; the window, sent the erasure again, searched only for the
+    user id (it no longer knows the deleted entries' event ids), found nothing, did not
+    rebuild, and was refused again, forever. A retry after a refusal now asks the store
+    to rebuild its file whatever its own search finds."""
+    whole = _cell("web-ev-x", "u-gone", 1_780_000_000_000, "t")
+    cut = whole[: whole.index(b"u-go") + 4]  # the rest of the old cell overwritten
+    with _window_with_old_copy(tmp_path, cut) as erase:
+        erase(1)
+        assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {"db": 1}
+        assert erase(2)["old_copies"] == 0, "the store's own search: the user id is cut"
+        assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {"db": 1}
+        again = erase(3, rebuild=True)
+        assert again["vacuumed"] is True
+        assert again["rebuilt_after_refusal"] is True
+        assert _residue(tmp_path / "dedupe.db", "u-gone", "web-ev-x") == {}
+    url = f"sqlite:///{tmp_path / 'dedupe.db'}"
     others = SqliteIdempotencyWindow(url, window_s=3600).count_users([f"u{i}" for i in range(300)])
     assert set(others.values()) == {1}, "every other entry stays"
-    bus.close()
-    db.close()

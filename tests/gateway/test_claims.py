@@ -17,7 +17,7 @@ import pytest
 from headwater.access.keys import ApiKey
 from headwater.application import Application
 from headwater.config import Settings
-from headwater.contract.signal import event_id_of
+from tests._gateway_fixtures import ids_on_bus
 
 
 def _body(ids: list[str]) -> bytes:
@@ -51,15 +51,6 @@ def gateways(tmp_path: Path) -> Iterator[tuple[Application, Application, ApiKey]
     b.close()
 
 
-def _on_bus(app: Application) -> list[str]:
-    consumer = app.bus.consumer(f"check-{time.time_ns()}")
-    ids = []
-    while records := consumer.poll(1000, 0.2):
-        ids.extend(event_id_of(r.value) for r in records)
-    consumer.close()
-    return ids
-
-
 def test_a_hedged_copy_waits_for_the_first_and_reports_duplicates(
     gateways: tuple[Application, Application, ApiKey],
 ) -> None:
@@ -72,12 +63,12 @@ def test_a_hedged_copy_waits_for_the_first_and_reports_duplicates(
     copy.start()
     time.sleep(0.2)
     assert copy.is_alive(), "the copy waits while the first send holds the claim"
-    a.ingestor.writer.write(a.ingestor.send(first))  # published and confirmed
+    a.ingestor.submit(first).result()  # published and confirmed
     copy.join(10)
     outcome = answer["out"]
     assert outcome.duplicates == 20  # type: ignore[attr-defined]
     assert outcome.accepted == 0  # type: ignore[attr-defined]
-    assert sorted(_on_bus(a)) == sorted(f"h{i}" for i in range(20))
+    assert sorted(ids_on_bus(a.bus)) == sorted(f"h{i}" for i in range(20))
 
 
 def test_two_copies_that_each_won_part_of_a_batch_do_not_wait_on_each_other(
@@ -101,13 +92,13 @@ def test_two_copies_that_each_won_part_of_a_batch_do_not_wait_on_each_other(
     # B's own part is on the bus and confirmed while A's part is still held by A.
     assert b.ingestor.window.seen(second) == set(second)
     assert copy.is_alive()
-    assert sorted(_on_bus(a)) == sorted(second)
-    a.ingestor.writer.write(a.ingestor.send(part))
+    assert sorted(ids_on_bus(a.bus)) == sorted(second)
+    a.ingestor.submit(part).result()
     copy.join(10)
     outcome = answer["out"]
     assert outcome.accepted == 10  # type: ignore[attr-defined]
     assert outcome.duplicates == 10  # type: ignore[attr-defined]
-    assert sorted(_on_bus(a)) == sorted(ids)
+    assert sorted(ids_on_bus(a.bus)) == sorted(ids)
 
 
 def test_a_gateway_dead_after_the_bus_acknowledged_is_not_published_twice(
@@ -120,7 +111,7 @@ def test_a_gateway_dead_after_the_bus_acknowledged_is_not_published_twice(
     a.bus.publish(dead.messages)  # ... and the gateway dies: no confirm
     outcome = b.ingestor.ingest(body, key)  # the producer's retry, at another gateway
     assert outcome.duplicates == 10
-    assert sorted(_on_bus(a)) == sorted(f"d{i}" for i in range(10))
+    assert sorted(ids_on_bus(a.bus)) == sorted(f"d{i}" for i in range(10))
 
 
 def test_a_gateway_dead_before_publishing_leaves_nothing_lost(
@@ -131,7 +122,7 @@ def test_a_gateway_dead_before_publishing_leaves_nothing_lost(
     a.ingestor.claim(a.ingestor.prepare(body, key))  # ... and the gateway dies
     outcome = b.ingestor.ingest(body, key)
     assert outcome.accepted == 10
-    assert sorted(_on_bus(a)) == sorted(f"p{i}" for i in range(10))
+    assert sorted(ids_on_bus(a.bus)) == sorted(f"p{i}" for i in range(10))
     again = a.ingestor.ingest(body, key)
     assert again.duplicates == 10
-    assert len(_on_bus(a)) == 10
+    assert len(ids_on_bus(a.bus)) == 10

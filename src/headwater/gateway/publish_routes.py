@@ -77,13 +77,13 @@ async def publish(request: Request, key: Annotated[ApiKey, requires(Role.PRODUCE
     ingestor = hw.ingestor
     batch = ingestor.prepare(body, key, ndjson=ndjson, request_id=REQUEST_ID.get() or "")
     if batch.entries:
-        claim = await asyncio.wrap_future(ingestor.writer.submit(ingestor.send(batch)))
+        claim = await asyncio.wrap_future(ingestor.submit(batch))
         if ingestor.resolve(batch, claim):
             # Another send holds some of these ids (a hedged retry): wait for it off the
             # loop, then publish what this send took over.
             await run_in_threadpool(ingestor.settle, batch)
             if batch.messages:
-                await asyncio.wrap_future(ingestor.writer.submit(ingestor.send(batch)))
+                await asyncio.wrap_future(ingestor.submit(batch))
     outcome = ingestor.finish(batch)
     PUBLISH_SECONDS.observe(time.perf_counter() - started)
     return OUTCOME.reply(outcome, outcome.status_code)

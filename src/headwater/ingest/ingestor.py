@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -180,10 +181,10 @@ class Ingestor:
     ) -> IngestOutcome:
         """Validate, check scope, deduplicate and publish one batch (blocking)."""
         batch = self.prepare(body, key, ndjson=ndjson, request_id=request_id)
-        if batch.entries and self.resolve(batch, self.writer.write(self.send(batch))):
+        if batch.entries and self.resolve(batch, self.submit(batch).result()):
             self.settle(batch)
             if batch.messages:
-                self.writer.write(self.send(batch))
+                self.submit(batch).result()
         return self.finish(batch)
 
     def prepare(
@@ -225,9 +226,12 @@ class Ingestor:
         self._encode(batch, [event for _, event in batch.candidates])
         return batch
 
-    def send(self, batch: PreparedBatch) -> Send:
-        """The batch's part of the writer's next group (``writer.submit``)."""
-        return Send(batch.messages, batch.entries, batch.token, claimed=batch.claimed)
+    def submit(self, batch: PreparedBatch) -> Future[Claim]:
+        """The batch to the writer's next group: claimed (unless ``batch.claimed``),
+        published and confirmed once the future completes, with its claim."""
+        return self.writer.submit(
+            Send(batch.messages, batch.entries, batch.token, claimed=batch.claimed)
+        )
 
     def claim(self, batch: PreparedBatch) -> bool:
         """Claim the batch's ids now, outside the writer, and ``resolve`` with what the
