@@ -30,6 +30,7 @@ from headwater.bus import open_bus
 from headwater.config import Settings
 from headwater.contract.loader import default_definitions
 from headwater.control import open_control_database
+from headwater.gateway.server import KEEP_ALIVE_S
 from headwater.registry.contracts import ContractRegistry
 from tests._gateway_fixtures import problem
 from tests._live import free_port
@@ -321,3 +322,21 @@ def test_nothing_of_it_reached_the_bus(server: tuple[int, str, Path, int]) -> No
     finally:
         bus.close()
     assert [r.key for r in records] == ["u1"]
+
+
+def test_an_idle_connection_outlives_the_clients_own_idle_expiry(
+    server: tuple[int, str, Path, int],
+) -> None:
+    """A client drops an idle connection after its own expiry (httpx, and so the SDK:
+    5 s); the server keeps it longer, so a request sent just as the client reuses it is
+    never met by the server closing it (with equal times, a request failed with no
+    answer). The connection stays usable past the client's expiry."""
+    port = server[0]
+    assert httpx.Limits().keepalive_expiry < KEEP_ALIVE_S  # type: ignore[operator]
+    request = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        assert _status(sock.recv(65536)) == 200
+        time.sleep(httpx.Limits().keepalive_expiry + 1)  # type: ignore[operator]
+        sock.sendall(request)
+        assert _status(sock.recv(65536)) == 200

@@ -25,8 +25,13 @@ from typing import Any
 from headwater._duration import parse_duration
 from headwater.gateway.bodies import BODY_TIMEOUT_S
 
-__all__ = ["BODY_GRACE_S", "HEADER_TIMEOUT_S", "MAX_HEADER_BYTES", "server_config"]
+__all__ = ["BODY_GRACE_S", "HEADER_TIMEOUT_S", "KEEP_ALIVE_S", "MAX_HEADER_BYTES", "server_config"]
 
+#: How long an idle kept-alive connection stays open (seconds). Longer than the idle
+#: expiry of HTTP clients (httpx, and so the SDK: 5 s), so that the client drops an idle
+#: connection first: with equal times (this was 5 s), a request sent on a connection the
+#: server was closing at that moment failed with no answer (seen once in CI).
+KEEP_ALIVE_S = 15
 #: Longest a request line and its headers may take to arrive (``HEADWATER_HEADER_TIMEOUT``).
 HEADER_TIMEOUT_S = parse_duration(
     os.environ.get("HEADWATER_HEADER_TIMEOUT", "").strip() or "10s", "HEADWATER_HEADER_TIMEOUT"
@@ -125,6 +130,5 @@ def server_config(app: Any, *, host: str, port: int, log_level: str = "warning")
         log_level=log_level,
         access_log=False,
         http=protocol if protocol is not None else "auto",
-        # Idle keep-alive connections close after 5 s (uvicorn's default, stated here).
-        timeout_keep_alive=5,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
