@@ -334,9 +334,29 @@ def test_an_idle_connection_outlives_the_clients_own_idle_expiry(
     port = server[0]
     assert httpx.Limits().keepalive_expiry < KEEP_ALIVE_S  # type: ignore[operator]
     request = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def answer(sock: socket.socket) -> bytes:
+        """One whole response: its head, then as many body bytes as it announces."""
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            more = sock.recv(65536)
+            assert more, raw
+            raw += more
+        head, _, body = raw.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.lower().split(b"\r\n")
+            if line.startswith(b"content-length:")
+        )
+        while len(body) < length:
+            more = sock.recv(65536)
+            assert more, raw
+            body += more
+        return head
+
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(request)
-        assert _status(sock.recv(65536)) == 200
+        assert _status(answer(sock)) == 200
         time.sleep(httpx.Limits().keepalive_expiry + 1)  # type: ignore[operator]
         sock.sendall(request)
-        assert _status(sock.recv(65536)) == 200
+        assert _status(answer(sock)) == 200
