@@ -581,6 +581,73 @@ def test_a_request_completes_at_the_moment_it_closes_not_when_the_pass_began(
     db.close()
 
 
+def test_a_request_closes_once_every_store_confirmed_without_waiting_for_the_next_pass(
+    tmp_path: Path, control_url: str
+) -> None:
+    """Between full passes (a minute apart here) the orchestrator asks whether a request
+    has every confirmation, and verifies and closes it then; a request still waiting
+    for a store, and one whose pass fails, cause no pass of their own."""
+    db = open_control_database(control_url)
+    ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
+    store = Steady()
+    verified: list[str] = []
+
+    def check(users: Sequence[Subject]) -> CheckResult:
+        verified.extend(u.user_id for u in users)
+        return "look", {u.user_id: (0, {}) for u in users}
+
+    runtime = ConsumerRuntime(bus, store.name, store, ledger=ledger, poll_timeout=0.01)
+    orch = ErasureOrchestrator(
+        ledger, bus, SubjectHasher(b"k" * 32), verifier=Verifier({store.name: [check]})
+    )
+    passes: list[float] = []
+    tick = orch.tick
+
+    def counted_tick(now: datetime | None = None) -> dict[str, int]:
+        passes.append(time.monotonic())
+        return tick(now)
+
+    orch.tick = counted_tick  # type: ignore[method-assign]
+    stop = threading.Event()
+    runner = threading.Thread(
+        target=orch.run, args=(stop,), kwargs={"interval_s": 60.0, "poll_s": 0.02}
+    )
+    runner.start()
+    try:
+        store.rows["u1"] = 1
+        request = orch.request("u1", legal_basis="gdpr-art17", requested_by="test")
+        time.sleep(0.3)
+        assert passes == []  # the store has not confirmed: nothing to close yet
+        _drain([runtime])
+        confirmed = time.monotonic()
+        deadline = confirmed + 10
+        while ledger.get(request.request_id).status != "completed":
+            assert time.monotonic() < deadline, "not closed 10 s after the last confirmation"
+            time.sleep(0.02)
+        assert verified == ["u1"]
+        time.sleep(0.3)
+        assert len(passes) == 1  # closed: no further pass until the interval
+
+        # A pass that fails leaves the next one to the interval, not to the next poll.
+        def failing_tick(now: datetime | None = None) -> dict[str, int]:
+            passes.append(time.monotonic())
+            raise RuntimeError("control plane hiccup")
+
+        orch.tick = failing_tick  # type: ignore[method-assign]
+        store.rows["u2"] = 1
+        orch.request("u2", legal_basis="gdpr-art17", requested_by="test")
+        _drain([runtime])
+        time.sleep(0.5)
+        assert len(passes) == 2
+    finally:
+        stop.set()
+        runner.join(10)
+        runtime.close()
+        bus.close()
+        db.close()
+
+
 def test_the_requests_a_pass_closes_lose_their_erasure_events_in_one_purge(
     tmp_path: Path, control_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -299,6 +299,17 @@ class ErasureLedger:
             tasks.setdefault(str(row[0]), []).append(task_from_row(row[1:]))
         return [self._request(row, tasks.get(str(row[0]), [])) for row in rows]
 
+    def any_fully_confirmed(self) -> bool:
+        """Whether an open request has every store's confirmation (one indexed query: the
+        orchestrator asks it often, to verify and close such a request without waiting
+        for its next full pass)."""
+        rows = self._db.execute(
+            "SELECT 1 FROM hw_erasure_requests r WHERE r.status = 'open' AND NOT EXISTS "
+            "(SELECT 1 FROM hw_erasure_tasks t WHERE t.request_id = r.request_id "
+            "AND t.status <> 'confirmed') LIMIT 1"
+        )
+        return bool(rows)
+
     def request_ids(self, *, status: str | None = None, limit: int = 1000) -> list[str]:
         """Request ids, newest first, optionally of one status."""
         if status is None:

@@ -47,8 +47,11 @@ from headwater.errors import ErasureError, NoErasureParticipantsError
 from headwater.metrics import ERASURE_ALERTS, ERASURE_CONFIRM_SECONDS, ERASURE_DEADLINE_ALERTS
 from headwater.wire import new_event_id
 
-__all__ = ["DEFAULT_WARN_AT", "Alert", "ErasureOrchestrator"]
+__all__ = ["DEFAULT_WARN_AT", "READY_POLL_S", "Alert", "ErasureOrchestrator"]
 
+#: How often, between passes, the orchestrator asks whether a request has every store's
+#: confirmation (seconds): one indexed query of the control plane.
+READY_POLL_S = 0.1
 #: The fractions of the time to the deadline at which outstanding stores are warned about.
 DEFAULT_WARN_AT = (0.5, 0.8)
 
@@ -447,12 +450,26 @@ class ErasureOrchestrator:
         if missed:
             self.bus.purge_keys(missed)
 
-    def run(self, stop: threading.Event, *, interval_s: float = 1.0) -> None:
-        """Tick until ``stop`` is set."""
-        while not stop.wait(interval_s):
+    def run(
+        self, stop: threading.Event, *, interval_s: float = 1.0, poll_s: float = READY_POLL_S
+    ) -> None:
+        """Tick until ``stop`` is set: every ``interval_s``, and, between those, as soon as
+        a request has every store's confirmation (asked every ``poll_s``), so that its
+        verification and completion do not wait for the next full pass."""
+        last = time.monotonic()
+        failed = False
+        while not stop.wait(min(poll_s, interval_s)):
             try:
+                # After a failed pass, the next one waits for the interval (no tight loop
+                # on a request that fails every pass).
+                due = time.monotonic() - last >= interval_s
+                if not due and (failed or not self.ledger.any_fully_confirmed()):
+                    continue
+                last = time.monotonic()
+                failed = False
                 self.tick()
             except Exception:  # keep chasing: one bad pass must not stop erasures
+                failed = True
                 log.exception("erasure orchestrator pass failed")
 
     def audit(self, request_id: str, now: datetime | None = None) -> dict[str, Any]:
