@@ -82,6 +82,30 @@ def test_kinds_are_kept(bus: Bus) -> None:
     ]
 
 
+def test_a_kind_member_is_handed_its_kinds_only_and_commits_past_the_rest(bus: Bus) -> None:
+    sent = messages(300)
+    erasures = [Message(f"user-{i}", f"x{i}".encode(), kind="erasure") for i in range(0, 20, 3)]
+    bus.publish(sent[:150] + erasures[:4])
+    bus.publish(sent[150:] + erasures[4:])
+    member = bus.kind_consumer("only-erasures", ["erasure"])
+    got: list[Record] = []
+    deadline = time.monotonic() + 30
+    while sum(p.lag_events for p in bus.lag("only-erasures")) and time.monotonic() < deadline:
+        got.extend(member.poll(100, 0.2))
+        member.commit(member.covered())  # past the signals read, not only the erasures
+    member.close()
+    assert sum(p.lag_events for p in bus.lag("only-erasures")) == 0
+    assert all(r.kind == "erasure" for r in got)
+    assert sorted(r.value for r in got) == sorted(m.value for m in erasures)
+    # A later member of the group starts past all of it.
+    bus.publish(messages(5, prefix="late"))
+    again = bus.consumer("only-erasures")
+    assert sorted(r.value for r in drain(again, 5)) == sorted(
+        m.value for m in messages(5, prefix="late")
+    )
+    again.close()
+
+
 def test_resume_from_committed_position_after_restart(bus_url: str) -> None:
     first = open_bus(bus_url)
     sent = messages(400)

@@ -264,3 +264,26 @@ def test_linger_spaces_small_batches_and_a_stop_does_not_wait_for_it(tmp_path: P
     assert min(gaps) >= 0.3 - 0.05 - 0.04
     assert len(seen_at) <= 10  # about 1.5 s of trickle in batches at least 0.3 s apart
     handler.close()
+
+
+class ErasuresOnly(CountingHandler):
+    """Acts on erasure events alone: the signals are another store's."""
+
+    kinds = frozenset({"erasure"})
+
+
+def test_a_handler_of_erasures_alone_is_never_handed_a_signal_and_its_group_keeps_up(
+    bus: Bus, tmp_path: Path
+) -> None:
+    handler = ErasuresOnly(str(tmp_path / "store.db"))
+    confirmations: list[Confirmation] = []
+    bus.publish([*events(200), *_erasures("u1", "u7"), *events(200, start=200)])
+    runtime = ConsumerRuntime(bus, "g", handler, on_confirmation=confirmations.append)
+    deadline = time.monotonic() + 30
+    while sum(p.lag_events for p in bus.lag("g")) and time.monotonic() < deadline:
+        runtime.step()
+    runtime.close()
+    assert sum(p.lag_events for p in bus.lag("g")) == 0  # committed past every signal
+    assert sorted(c.request_id for c in confirmations) == ["r-u1", "r-u7"]
+    assert [name for name, _ in handler.calls] == ["erase", "erase"]
+    handler.close()

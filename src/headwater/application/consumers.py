@@ -116,11 +116,13 @@ def _batch_erasure(app: Application, group: str, batch_size: int | None) -> Cons
         ErasureLedger(cfg.url, storage_options=cfg.storage_options),
         group=group,
     )
-    # Erasures wait for the archive's confirmation: back off up to 10 s meanwhile.
+    # Erasures wait for the archive's confirmation: back off up to 10 s meanwhile. The
+    # signals are read past, most of them undecoded: a poll covers up to 50,000 offsets,
+    # so a wait of seconds at 20,000 signals/s is caught up in one.
     return app.runtime(
         participant,
         group,
-        batch_size=batch_size or 20_000,
+        batch_size=batch_size or 50_000,
         poll_timeout=0.5,
         linger_s=ERASURE_LINGER_S,
         backoff=(0.2, 10.0),

@@ -22,7 +22,7 @@ from headwater.archive.ledger import ErasureLedger
 from headwater.batch.outputs import USER_BATCH, refresh_outputs
 from headwater.batch.runner import AS_OF_KEY, BatchRunner
 from headwater.batch.sql import events_sql, item_pair_day_sql, item_pop_day_sql, user_item_day_sql
-from headwater.bus.base import Record
+from headwater.bus.base import KIND_ERASURE, Record
 from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.erasure.ledger import Participant
 from headwater.errors import ErasureError, WaitingForError
@@ -42,6 +42,8 @@ class BatchErasureParticipant(Consumer):
     """Confirms erasure for the batch's derived data (its own consumer group)."""
 
     name = "batch-derived"
+    # The signals are the archive's: the bus reads past them for this participant.
+    kinds = frozenset({KIND_ERASURE})
     # It follows the archive and recomputes days of history: give it more time to confirm.
     confirm_within_s = 3600.0
 
@@ -65,16 +67,17 @@ class BatchErasureParticipant(Consumer):
         """Where the derived day tables are (beside the archive)."""
         return redacted(self.runner.derived.url)
 
-    def ready(self, events: Sequence[ErasureEvent]) -> int:
-        """The leading requests whose erasure the archive has recorded (and whose archive
-        version is visible): those can be recomputed now."""
+    def ready(self, events: Sequence[ErasureEvent]) -> set[int]:
+        """The requests whose erasure the archive has recorded (and whose archive version
+        is visible): those can be recomputed now."""
         version = self.runner.archive.version()
         entries = self.ledger.erasures([e.request_id for e in events])
-        for i, event in enumerate(events):
-            entry = entries.get(event.request_id)
-            if entry is None or entry.table_version > version:
-                return i
-        return len(events)
+        return {
+            i
+            for i, event in enumerate(events)
+            if (entry := entries.get(event.request_id)) is not None
+            and entry.table_version <= version
+        }
 
     def erase(self, event: ErasureEvent) -> list[Confirmation]:
         """Recompute the user's partitions and derived tables, then prove the user is gone."""

@@ -24,6 +24,8 @@ __all__ = [
     "Bus",
     "BusConsumer",
     "ErasureCapability",
+    "KindConsumer",
+    "KindFilter",
     "Message",
     "PartitionLag",
     "Record",
@@ -111,6 +113,45 @@ class BusConsumer(Protocol):
         ...
 
 
+class KindConsumer(BusConsumer, Protocol):
+    """A member that hands over the records of some kinds only (``Bus.kind_consumer``):
+    a consumer that acts on erasure events alone need not be handed every signal."""
+
+    def covered(self) -> dict[int, int]:
+        """Per partition the last poll read, one past the last record it read there,
+        records of other kinds included: what a commit after handling the records it
+        returned covers."""
+        ...
+
+
+class KindFilter:
+    """``Bus.kind_consumer`` for any bus: every record is read and decoded, and those of
+    other kinds are dropped before the caller sees them."""
+
+    def __init__(self, inner: BusConsumer, kinds: Collection[str]) -> None:
+        self.inner = inner
+        self.group = inner.group
+        self.kinds = frozenset(kinds)
+        self._covered: dict[int, int] = {}
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        records = self.inner.poll(max_records, timeout)
+        self._covered = committed_positions(records)
+        return [r for r in records if r.kind in self.kinds]
+
+    def covered(self) -> dict[int, int]:
+        return dict(self._covered)
+
+    def commit(self, positions: Mapping[int, int]) -> None:
+        self.inner.commit(positions)
+
+    def assignment(self) -> set[int]:
+        return self.inner.assignment()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class Bus(Protocol):
     """A partitioned, durable log of records, selected by URL."""
 
@@ -149,8 +190,16 @@ class Bus(Protocol):
         """
         ...
 
-    # The three below have a default here; backends that can do better override them
+    # The methods below have a default here; backends that can do better override them
     # (a backend class subclasses ``Bus`` explicitly to inherit the defaults).
+
+    def kind_consumer(
+        self, group: str, kinds: Collection[str], *, member: str | None = None
+    ) -> KindConsumer:
+        """Join ``group`` as a member that is handed the records of ``kinds`` only; the
+        others are read past unseen, and a commit of ``covered()`` moves past them too.
+        A backend that can skip them without decoding them overrides this."""
+        return KindFilter(self.consumer(group, member=member), kinds)
 
     def purge_keys(self, wheres: Mapping[str, Callable[[Record], bool] | None]) -> dict[str, int]:
         """``purge_key`` for many keys (a burst of erasures); records removed per key."""

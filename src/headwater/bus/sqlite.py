@@ -172,6 +172,15 @@ class SqliteBus(Bus):
     def consumer(self, group: str, *, member: str | None = None) -> SqliteConsumer:
         return SqliteConsumer(self, group, member or f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
+    def kind_consumer(
+        self, group: str, kinds: Collection[str], *, member: str | None = None
+    ) -> SqliteConsumer:
+        """A member that steps over, undecoded, every stored batch without a record of
+        ``kinds``."""
+        return SqliteConsumer(
+            self, group, member or f"{os.getpid()}-{uuid.uuid4().hex[:8]}", kinds=kinds
+        )
+
     def lag(self, group: str) -> list[PartitionLag]:
         ends = dict(self._db.read("SELECT partition, next_offset FROM hw_bus_ends"))
         commits = dict(
@@ -430,10 +439,17 @@ def _batches_with(read: _Read, part: int, keys: Collection[str], start: int) -> 
 class SqliteConsumer:
     """One member of a consumer group on the SQLite bus."""
 
-    def __init__(self, bus: SqliteBus, group: str, member: str) -> None:
+    def __init__(
+        self, bus: SqliteBus, group: str, member: str, *, kinds: Collection[str] | None = None
+    ) -> None:
         self.group = group
         self.member = member
         self._bus = bus
+        # With ``kinds``, a stored batch that lacks every kind's bytes (each record's kind
+        # is a MessagePack string in the batch, verbatim) is stepped over undecoded.
+        self._kinds = None if kinds is None else frozenset(kinds)
+        self._markers = tuple(msgspec.msgpack.encode(k) for k in sorted(self._kinds or ()))
+        self._covered: dict[int, int] = {}
         # Own connection: consumers run in their own threads. A small page cache: a
         # consumer reads each record batch once, and a large cache only grows its RSS.
         # NORMAL: commits and heartbeats are not fsynced one by one (the next fsync of
@@ -490,10 +506,14 @@ class SqliteConsumer:
         return set(self._assigned)
 
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        """Up to ``max_records`` records; with ``kinds``, up to ``max_records`` offsets read
+        past, and the records of those kinds among them."""
         deadline = time.monotonic() + timeout
+        self._covered = {}
         while True:
             self._heartbeat()
             out: list[Record] = []
+            used = 0
             parts = self._assigned
             # One query says which partitions have anything new: an idle member no
             # longer queries the log of every partition every 5 ms.
@@ -501,17 +521,48 @@ class SqliteConsumer:
             # Rotate the starting partition so no partition starves the others.
             for i in range(len(parts)):
                 part = parts[(self._cursor + i) % len(parts)]
-                want = max_records - len(out)
+                want = max_records - used
                 if want <= 0:
                     break
-                if ends.get(part, self._position[part] + 1) <= self._position[part]:
+                start = self._position[part]
+                if ends.get(part, start + 1) <= start:
                     continue
-                got, self._position[part] = self._bus_read(part, self._position[part], want)
+                if self._kinds is None:
+                    got, self._position[part] = self._bus_read(part, start, want)
+                    used += len(got)
+                else:
+                    got, self._position[part] = self._kinds_read(part, start, want)
+                    used += self._position[part] - start
                 out.extend(got)
+                if self._position[part] != start:
+                    self._covered[part] = self._position[part]
             self._cursor += 1
-            if out or time.monotonic() >= deadline:
+            # A kinds member returns once it read past anything, so that it is committed.
+            if out or (self._kinds is not None and self._covered):
+                return out
+            if time.monotonic() >= deadline:
                 return out
             time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
+
+    def covered(self) -> dict[int, int]:
+        return dict(self._covered)
+
+    def _kinds_read(self, part: int, offset: int, want: int) -> tuple[list[Record], int]:
+        """The records of ``kinds`` among offsets [offset, offset + want) (and the rest of
+        the last batch), and the offset to read next."""
+        rows = self._db.read(
+            f"SELECT last_offset, records FROM hw_bus_log WHERE {_FROM_OFFSET} AND "
+            "first_offset < ?3 ORDER BY first_offset",
+            (part, offset, offset + want),
+        )
+        kinds, markers = self._kinds or frozenset(), self._markers
+        out: list[Record] = []
+        following = offset
+        for last, blob in rows:
+            following = int(last) + 1
+            if any(m in blob for m in markers):
+                out.extend(r for r in _DECODE(blob) if r.offset >= offset and r.kind in kinds)
+        return out, following
 
     def _bus_read(self, part: int, offset: int, want: int) -> tuple[list[Record], int]:
         """Up to ``want`` records from ``offset`` on, and the offset to read next."""

@@ -42,12 +42,12 @@ class ErasureParticipant(abc.ABC):
         stores overrides this (a burst of requests then costs one pass, not one each)."""
         return [c for event in events for c in self.erase(event)]
 
-    def ready(self, events: Sequence[ErasureEvent]) -> int:
-        """How many of a run's requests, from the first, can be erased now. A component
-        that follows another one's erasure (the batch follows the archive) answers how
-        many that one has recorded, so the run's first requests need not wait for its
-        last; the others are always ready."""
-        return len(events)
+    def ready(self, events: Sequence[ErasureEvent]) -> set[int]:
+        """Which of a run's requests (their places in ``events``) can be erased now. A
+        component that follows another one's erasure (the batch follows the archive)
+        answers those that one has recorded, so that none waits for another request's
+        leader; the others are always ready."""
+        return set(range(len(events)))
 
     def purge_dropped(self, records: Sequence[Record]) -> None:
         """Records of erased users that arrived after the erasure and were dropped: a

@@ -18,6 +18,11 @@ class Consumer(ErasureParticipant):
     it must be able to erase it (a class without ``erase`` cannot be instantiated).
     """
 
+    #: The kinds of records the consumer acts on; None for every kind. One that acts on
+    #: erasure events alone (the signals are another store's) names that kind, and the
+    #: bus reads past the signals for it (a SQLite bus without decoding them).
+    kinds: frozenset[str] | None = None
+
     @abc.abstractmethod
     def handle(self, records: Sequence[Record]) -> None:
         """Apply signal records to the store; idempotent by event id, and returns only

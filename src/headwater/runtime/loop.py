@@ -26,7 +26,14 @@ from typing import TypeVar
 
 import msgspec
 
-from headwater.bus.base import KIND_ERASURE, Bus, BusConsumer, Record, committed_positions
+from headwater.bus.base import (
+    KIND_ERASURE,
+    Bus,
+    BusConsumer,
+    KindConsumer,
+    Record,
+    committed_positions,
+)
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.erasure.events import Confirmation, ErasureEvent, decode_erasure
 from headwater.erasure.ledger import ErasureLedger
@@ -168,13 +175,20 @@ class ConsumerRuntime:
         self.member = member or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.membership = Membership(group, self.member, handler)
         self._joins = 0
+        # The member of a handler that acts on some kinds of records only: it says how
+        # far each poll read past the others.
+        self._kind_member: KindConsumer | None = None
         self._consumer: BusConsumer = self._join()
 
     def _join(self) -> BusConsumer:
         # A member that rejoins takes a new name: no backend mistakes it for the old one.
         self._joins += 1
         name = self.member if self._joins == 1 else f"{self.member}-{self._joins}"
-        return self.bus.consumer(self.group, member=name)
+        kinds = self.handler.kinds
+        if kinds is None:
+            return self.bus.consumer(self.group, member=name)
+        self._kind_member = self.bus.kind_consumer(self.group, kinds, member=name)
+        return self._kind_member
 
     def step(self) -> int:
         """One unit of progress; the number of records it covered (0 when idle)."""
@@ -183,19 +197,26 @@ class ConsumerRuntime:
         # Records of a partition the bus moved away while they were read are left to its
         # new owner, which reads them from the committed position.
         records = [r for r in records if r.partition in assigned]
+        positions = committed_positions(records)
+        if self._kind_member is not None:
+            # Past the records of other kinds too (none of them is the handler's).
+            for part, offset in self._kind_member.covered().items():
+                if part in assigned and offset > positions.get(part, -1):
+                    positions[part] = offset
         try:
             self._call(lambda: self.membership.sync(assigned))
             self._beat()
-            if not records:
+            if not positions:
                 # Caught up: let the handler record that its partitions are current.
                 self._call(lambda: self.handler.on_idle(assigned))
                 return 0
-            self._process(records)
+            if records:
+                self._process(records)
         except FencedError as exc:
             self._fenced(exc, len(records))
             return 0
         # Only now, with every record applied or dead-lettered durably, does the position move.
-        self._consumer.commit(committed_positions(records))
+        self._consumer.commit(positions)
         self.stats.records += len(records)
         self.stats.batches += 1
         self.stats.last_commit_at = time.time()
@@ -379,17 +400,27 @@ class ConsumerRuntime:
             if any(event.addressed_to(name) for name in self._names):
                 run.append((record, event))
         while len(run) > 1:
-            # The requests that can be erased now go first (a follower's first requests
-            # do not wait for its last one's leader), then the rest, in order.
+            # The requests that can be erased now go first (a follower's requests do not
+            # wait for another one's leader, whichever came first in the poll), then the
+            # rest. A user's later request waits behind an earlier one of that user.
             ready = self._call(partial(self._ready, [event for _, event in run]))
-            part, run = run[:ready], run[ready:]
+            part: list[tuple[Record, ErasureEvent]] = []
+            rest: list[tuple[Record, ErasureEvent]] = []
+            waiting: set[str] = set()
+            for i, (record, event) in enumerate(run):
+                if i in ready and event.user_id not in waiting:
+                    part.append((record, event))
+                else:
+                    waiting.add(event.user_id)
+                    rest.append((record, event))
             self._erase_part(part)
+            run = rest
         for record, event in run:
             self._erase(record, event)
 
-    def _ready(self, events: list[ErasureEvent]) -> int:
-        ready = min(len(events), self.handler.ready(events))
-        if ready < 1:
+    def _ready(self, events: list[ErasureEvent]) -> set[int]:
+        ready = {i for i in self.handler.ready(events) if 0 <= i < len(events)}
+        if not ready:
             raise WaitingForError(
                 f"{self.handler.name} cannot erase {events[0].request_id} yet: it follows "
                 "another store's erasure"
