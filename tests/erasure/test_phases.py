@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -117,24 +119,35 @@ class Follower(Consumer):
         ]
 
 
-def test_a_followers_first_requests_do_not_wait_for_the_last_ones_leader(
-    tmp_path: Path,
-) -> None:
+class _Stepping(NamedTuple):
+    """A follower's runtime taking one step in a thread over a run of erasure events."""
+
+    follower: Follower
+    runtime: ConsumerRuntime
+    thread: threading.Thread
+
+
+@contextmanager
+def _following(
+    tmp_path: Path, users: Sequence[str], leader_done: Sequence[str]
+) -> Iterator[_Stepping]:
+    """One erasure request per user (``er-0``, ``er-1``, ...) on a bus of one partition,
+    the leader done with ``leader_done``; the follower steps once until it has confirmed
+    two of them (or 10 s passed)."""
     bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=1")
     now = datetime.now(UTC)
-    ids = [f"er-{i}" for i in range(4)]
     bus.publish(
         [
             Message(
-                f"user-{i}",
-                encode_erasure(ErasureEvent(request_id=rid, user_id=f"user-{i}", requested_at=now)),
+                user,
+                encode_erasure(ErasureEvent(request_id=f"er-{i}", user_id=user, requested_at=now)),
                 KIND_ERASURE,
             )
-            for i, rid in enumerate(ids)
+            for i, user in enumerate(users)
         ]
     )
     follower = Follower()
-    follower.leader_done.update(ids[:2])
+    follower.leader_done.update(leader_done)
     runtime = ConsumerRuntime(
         bus,
         "follower",
@@ -147,16 +160,30 @@ def test_a_followers_first_requests_do_not_wait_for_the_last_ones_leader(
     deadline = time.monotonic() + 10
     while len(follower.confirmed) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    # The two the leader erased are confirmed while the other two still wait for it.
-    assert [rid for rid, _ in follower.confirmed] == ids[:2]
-    released = time.monotonic()
-    follower.leader_done.update(ids[2:])
-    stepping.join(timeout=10)
-    assert not stepping.is_alive()
-    assert [rid for rid, _ in follower.confirmed] == ids
-    assert all(at >= released for _, at in follower.confirmed[2:])
-    runtime.close()
-    bus.close()
+    try:
+        yield _Stepping(follower, runtime, stepping)
+    finally:
+        runtime.close()
+        bus.close()
+
+
+def test_a_followers_first_requests_do_not_wait_for_the_last_ones_leader(
+    tmp_path: Path,
+) -> None:
+    ids = [f"er-{i}" for i in range(4)]
+    with _following(tmp_path, [f"user-{i}" for i in range(4)], ids[:2]) as (
+        follower,
+        _,
+        stepping,
+    ):
+        # The two the leader erased are confirmed while the other two still wait for it.
+        assert [rid for rid, _ in follower.confirmed] == ids[:2]
+        released = time.monotonic()
+        follower.leader_done.update(ids[2:])
+        stepping.join(timeout=10)
+        assert not stepping.is_alive()
+        assert [rid for rid, _ in follower.confirmed] == ids
+        assert all(at >= released for _, at in follower.confirmed[2:])
 
 
 def test_a_followers_request_does_not_wait_for_an_earlier_ones_leader_but_its_users_does(
@@ -164,40 +191,12 @@ def test_a_followers_request_does_not_wait_for_an_earlier_ones_leader_but_its_us
 ) -> None:
     """The run's order is the poll's, across partitions; a request the leader has erased
     goes ahead of an earlier one it has not, unless that one is of the same user."""
-    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=1")
-    now = datetime.now(UTC)
     users = ["user-0", "user-1", "user-0", "user-3"]
-    ids = [f"er-{i}" for i in range(4)]
-    bus.publish(
-        [
-            Message(
-                user,
-                encode_erasure(ErasureEvent(request_id=rid, user_id=user, requested_at=now)),
-                KIND_ERASURE,
-            )
-            for user, rid in zip(users, ids, strict=True)
-        ]
-    )
-    follower = Follower()
-    follower.leader_done.update(ids[1:])  # not the first
-    runtime = ConsumerRuntime(
-        bus,
-        "follower",
-        follower,
-        poll_timeout=0.01,
-        on_confirmation=lambda c: follower.confirmed.append((c.request_id, time.monotonic())),
-    )
-    stepping = threading.Thread(target=runtime.step)
-    stepping.start()
-    deadline = time.monotonic() + 10
-    while len(follower.confirmed) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.2)
-    # er-2 is user-0's second request: it waits behind er-0 although its leader is done.
-    assert [rid for rid, _ in follower.confirmed] == ["er-1", "er-3"]
-    follower.leader_done.add("er-0")
-    stepping.join(timeout=10)
-    assert not stepping.is_alive()
-    assert [rid for rid, _ in follower.confirmed] == ["er-1", "er-3", "er-0", "er-2"]
-    runtime.close()
-    bus.close()
+    with _following(tmp_path, users, ["er-1", "er-2", "er-3"]) as (follower, _, stepping):
+        time.sleep(0.2)
+        # er-2 is user-0's second request: it waits behind er-0 although its leader is done.
+        assert [rid for rid, _ in follower.confirmed] == ["er-1", "er-3"]
+        follower.leader_done.add("er-0")
+        stepping.join(timeout=10)
+        assert not stepping.is_alive()
+        assert [rid for rid, _ in follower.confirmed] == ["er-1", "er-3", "er-0", "er-2"]

@@ -170,16 +170,14 @@ class SqliteBus(Bus):
         return partition_for(key, self.partitions)
 
     def consumer(self, group: str, *, member: str | None = None) -> SqliteConsumer:
-        return SqliteConsumer(self, group, member or f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        return SqliteConsumer(self, group, member or _member_name())
 
     def kind_consumer(
         self, group: str, kinds: Collection[str], *, member: str | None = None
     ) -> SqliteConsumer:
         """A member that steps over, undecoded, every stored batch without a record of
         ``kinds``."""
-        return SqliteConsumer(
-            self, group, member or f"{os.getpid()}-{uuid.uuid4().hex[:8]}", kinds=kinds
-        )
+        return SqliteConsumer(self, group, member or _member_name(), kinds=kinds)
 
     def lag(self, group: str) -> list[PartitionLag]:
         ends = dict(self._db.read("SELECT partition, next_offset FROM hw_bus_ends"))
@@ -436,6 +434,11 @@ def _batches_with(read: _Read, part: int, keys: Collection[str], start: int) -> 
     ]
 
 
+def _member_name() -> str:
+    """A member's name when the caller gives none: unique per process and join."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 class SqliteConsumer:
     """One member of a consumer group on the SQLite bus."""
 
@@ -550,11 +553,7 @@ class SqliteConsumer:
     def _kinds_read(self, part: int, offset: int, want: int) -> tuple[list[Record], int]:
         """The records of ``kinds`` among offsets [offset, offset + want) (and the rest of
         the last batch), and the offset to read next."""
-        rows = self._db.read(
-            f"SELECT last_offset, records FROM hw_bus_log WHERE {_FROM_OFFSET} AND "
-            "first_offset < ?3 ORDER BY first_offset",
-            (part, offset, offset + want),
-        )
+        rows = self._batches(part, offset, want)
         kinds, markers = self._kinds or frozenset(), self._markers
         out: list[Record] = []
         following = offset
@@ -564,14 +563,18 @@ class SqliteConsumer:
                 out.extend(r for r in _DECODE(blob) if r.offset >= offset and r.kind in kinds)
         return out, following
 
-    def _bus_read(self, part: int, offset: int, want: int) -> tuple[list[Record], int]:
-        """Up to ``want`` records from ``offset`` on, and the offset to read next."""
-        # Only the batches that hold offsets [offset, offset + want): no decoding to discard.
-        rows = self._db.read(
+    def _batches(self, part: int, offset: int, want: int) -> list[Any]:
+        """The stored batches that hold offsets [offset, offset + want): ``(last_offset,
+        records)``, in order (no decoding to discard)."""
+        return self._db.read(
             f"SELECT last_offset, records FROM hw_bus_log WHERE {_FROM_OFFSET} AND "
             "first_offset < ?3 ORDER BY first_offset",
             (part, offset, offset + want),
         )
+
+    def _bus_read(self, part: int, offset: int, want: int) -> tuple[list[Record], int]:
+        """Up to ``want`` records from ``offset`` on, and the offset to read next."""
+        rows = self._batches(part, offset, want)
         out: list[Record] = []
         following = offset
         for last, blob in rows:

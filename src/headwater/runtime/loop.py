@@ -197,12 +197,12 @@ class ConsumerRuntime:
         # Records of a partition the bus moved away while they were read are left to its
         # new owner, which reads them from the committed position.
         records = [r for r in records if r.partition in assigned]
-        positions = committed_positions(records)
-        if self._kind_member is not None:
+        if self._kind_member is None:
+            positions = committed_positions(records)
+        else:
             # Past the records of other kinds too (none of them is the handler's).
-            for part, offset in self._kind_member.covered().items():
-                if part in assigned and offset > positions.get(part, -1):
-                    positions[part] = offset
+            covered = self._kind_member.covered().items()
+            positions = {part: offset for part, offset in covered if part in assigned}
         try:
             self._call(lambda: self.membership.sync(assigned))
             self._beat()
