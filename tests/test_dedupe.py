@@ -182,3 +182,42 @@ def test_the_sqlite_sweep_deletes_expired_entries_a_bounded_stretch_at_a_time(
         ]
     finally:
         w.close()
+
+
+def test_processes_opening_one_sqlite_window_together_all_open_it(tmp_path: Path) -> None:
+    """`up --processes` starts a gateway and the consumers together, and each opens the
+    window. Adding the claim's `token` column was a check and an ALTER apart: two
+    openers both saw it missing, and the second failed with `duplicate column name`."""
+    import sqlite3
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from headwater.dedupe.sqlite import SqliteIdempotencyWindow
+
+    def open_together(url: str, n: int = 6) -> None:
+        start = threading.Barrier(n)
+
+        def one(_: int) -> None:
+            start.wait()
+            SqliteIdempotencyWindow(url, window_s=60).close()
+
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(one, range(n)))
+
+    for round_ in range(15):
+        open_together(f"sqlite:///{tmp_path / f'new{round_}.db'}")
+        # A window written before claims existed: the column is added once.
+        old = tmp_path / f"old{round_}.db"
+        with sqlite3.connect(old) as conn:
+            conn.execute(
+                "CREATE TABLE hw_dedupe (event_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, "
+                "accepted_ms INTEGER NOT NULL) WITHOUT ROWID"
+            )
+            conn.execute("INSERT INTO hw_dedupe VALUES ('e-old', 'u1', ?)", (int(1e13),))
+        conn.close()
+        open_together(f"sqlite:///{old}")
+        w = SqliteIdempotencyWindow(f"sqlite:///{old}", window_s=60)
+        try:
+            assert w.seen(["e-old"]) == {"e-old"}, "an entry from before claims still counts"
+        finally:
+            w.close()

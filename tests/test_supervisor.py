@@ -20,7 +20,7 @@ from headwater.access.keys import ApiKeys
 from headwater.config import Settings
 from headwater.contract.loader import default_definitions
 from headwater.control import open_control_database
-from headwater.errors import ConfigurationError
+from headwater.errors import ConfigurationError, HeadwaterError
 from headwater.members import Scaling, feature_members
 from headwater.registry.contracts import ContractRegistry
 from headwater.supervisor import Supervisor
@@ -210,6 +210,26 @@ def test_a_feature_group_behind_gets_another_member_until_it_has_caught_up(
             wait_for(lambda: all(views(u) == 15 for u in users), timeout=60)
     finally:
         sup.stop()
+
+
+def test_a_component_that_fails_to_start_leaves_no_process_behind(tmp_path: Path) -> None:
+    """`start` raises when a component exits while starting; the components it had
+    started are stopped first, not left running with no one to stop them."""
+    home = tmp_path / "hw"
+    _prepare(home)
+    settings = msgspec.structs.replace(Settings.from_env(home), feature_processes=2)
+    sup = Supervisor(settings, port=free_port(), run_batch=False)
+    broken = next(child for child in sup._children if child.name == "archive")
+    broken.args = ("consume", "no-such-store")
+    with pytest.raises(HeadwaterError, match="archive exited with 2 while starting"):
+        sup.start()
+    procs = [proc for proc in sup.children.values() if proc is not None]
+    assert {"features", "platform-erasure", "batch-erasure", "orchestrator"} <= {
+        name for name, proc in sup.children.items() if proc is not None
+    }
+    assert all(proc.poll() is not None for proc in procs), "every started process stopped"
+    assert not sup.members.members, "the feature group's added member stopped too"
+    assert not [pid for pid in children_of(os.getpid()) if alive(pid)]
 
 
 @pytest.mark.parametrize("raw", ["0", "-1", "two", "1.5"])

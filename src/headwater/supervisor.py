@@ -127,18 +127,23 @@ class Supervisor:
         """Consumers and orchestrator first, then the gateway once they registered.
 
         A control plane without contracts gets the shipped ones first, as ``up`` does.
+        If a component fails to start, the ones started are stopped before this raises.
         """
         self.settings.home.mkdir(parents=True, exist_ok=True)
         fresh_multiprocess_dir(self.metrics_dir)
         self.app.register_shipped_contracts()
         self.admin_key = self.app.ensure_admin_key()
-        for child in self._children[:-1]:
-            self._spawn(child)
-        self.members.start()
-        self._wait_for_participants()
-        gateway = self._children[-1]
-        self._spawn(gateway)
-        self._wait_for_gateway(gateway)
+        try:
+            for child in self._children[:-1]:
+                self._spawn(child)
+            self.members.start()
+            self._wait_for_participants()
+            gateway = self._children[-1]
+            self._spawn(gateway)
+            self._wait_for_gateway(gateway)
+        except BaseException:
+            self.stop()
+            raise
 
     def _spawn(self, child: _Child) -> None:
         child.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI

@@ -47,12 +47,17 @@ class SqliteIdempotencyWindow:
             # NORMAL is enough: a window lost in a power cut only lets a retry through, and
             # every consumer is idempotent by event id anyway.
             self._conn = connect(sqlite_path(url), synchronous="NORMAL", busy_ms=30_000)
+        except sqlite3.Error as exc:
+            raise BackendError(f"idempotency window {url}: {exc}") from exc
+        # One write transaction: processes that open the file together (a gateway and
+        # the stack's consumers) would otherwise both see `token` missing and both add it.
+        with self._transaction():
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS hw_dedupe (event_id TEXT PRIMARY KEY, "
-                "user_id TEXT NOT NULL, accepted_ms INTEGER NOT NULL) WITHOUT ROWID"
+                "user_id TEXT NOT NULL, accepted_ms INTEGER NOT NULL, token TEXT) WITHOUT ROWID"
             )
             columns = {r[1] for r in self._conn.execute("PRAGMA table_info(hw_dedupe)")}
-            if "token" not in columns:
+            if "token" not in columns:  # a window written before claims existed
                 self._conn.execute("ALTER TABLE hw_dedupe ADD COLUMN token TEXT")
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS hw_dedupe_tokens (token TEXT PRIMARY KEY, "
@@ -60,8 +65,6 @@ class SqliteIdempotencyWindow:
             )
             # No index on user_id: it would double the cost of every insert, and only an
             # erasure (rare, minutes of budget) needs to find a user's entries.
-        except sqlite3.Error as exc:
-            raise BackendError(f"idempotency window {url}: {exc}") from exc
 
     def _run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         try:
