@@ -136,3 +136,50 @@ def test_up_bounds_headers_and_shows_the_admin_key_once(tmp_path: Path) -> None:
     with _up(home) as (_port, again, _pid):
         assert not any("hwk_" in line for line in again), again
         assert not any("admin key" in line for line in again), again
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["up", "up --processes"])
+def test_up_on_a_taken_port_says_so_in_one_line_and_starts_nothing(
+    tmp_path: Path, processes: bool
+) -> None:
+    """A port already taken was a Python traceback from ``up`` (after every consumer had
+    started), and a bare "gateway exited with 1" from ``up --processes``."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "hw"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    env.update(HEADWATER_HOME=str(home), HEADWATER_BATCH_SCHEDULE="off")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        args = [sys.executable, "-m", "headwater", "up", "--port", str(port)]
+        done = subprocess.run(
+            [*args, "--processes"] if processes else args,
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1
+    expected = (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(choose another port with --port)"
+    )
+    assert done.stderr.strip().splitlines() == [expected], done.stderr
+    assert not (home / "bus.db").exists(), "nothing was started"
+
+
+def test_a_stack_whose_api_does_not_start_stops_what_it_started(tmp_path: Path) -> None:
+    import threading
+
+    from headwater.errors import HeadwaterError
+    from headwater.stack import EmbeddedStack
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        stack = EmbeddedStack(Settings.from_env(tmp_path / "hw"), port=port)
+        with pytest.raises(HeadwaterError, match=f"did not start on http://127.0.0.1:{port}"):
+            stack.start()
+    running = [t.name for t in threading.enumerate() if t.name.startswith("consumer-")]
+    assert not running, running

@@ -1,13 +1,16 @@
-"""Backend URLs: ``sqlite:///path``, ``redis://host:port/db``, ``kafka://host:port`` ..."""
+"""Backend URLs (``sqlite:///path``, ``redis://host:port/db``, ``kafka://host:port`` ...),
+and the address the API listens on."""
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from headwater.errors import ConfigurationError
+from headwater.errors import ConfigurationError, HeadwaterError
 
-__all__ = ["redacted", "scheme_of", "sqlite_path"]
+__all__ = ["check_listenable", "redacted", "scheme_of", "sqlite_path"]
 
 
 def scheme_of(url: str) -> str:
@@ -42,3 +45,18 @@ def redacted(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=f"***@{parts.netloc.rsplit('@', 1)[1]}"))
+
+
+def check_listenable(host: str, port: int) -> None:
+    """``HeadwaterError`` when ``host:port`` cannot be listened on (a port already taken,
+    say). ``up`` asks before it starts anything, so a taken port is a one-line error, not
+    a start and a stop of every consumer. The server's own bind, a moment later, still
+    decides."""
+    try:
+        probe = socket.create_server((host, port))
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise HeadwaterError(
+            f"cannot listen on {host}:{port}: {reason} (choose another port with --port)"
+        ) from None
+    probe.close()

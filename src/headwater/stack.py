@@ -12,6 +12,7 @@ started only when one is set (``headwater up`` sets ``<home>/metrics``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from headwater.application import CONSUMERS, Application
 from headwater.config import Settings
+from headwater.errors import HeadwaterError
 from headwater.members import MemberPool, feature_members
 from headwater.metrics.histogram import multiprocess_dir
 from headwater.runtime.loop import ConsumerRuntime
@@ -73,7 +75,18 @@ class EmbeddedStack:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
-        """Start the consumers and the API in background threads; returns when serving."""
+        """Start the consumers and the API in background threads; returns when serving.
+
+        ``HeadwaterError`` when the API does not start (its port is taken, say); whatever
+        had started is stopped first.
+        """
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         for runtime in self.runtimes:
             t = threading.Thread(
                 target=runtime.run,
@@ -120,13 +133,15 @@ class EmbeddedStack:
         # The same limits as ``headwater serve``: header deadline and size, body deadline.
         config = server_config(create_app(self.app), host=self.host, port=self.port)
         self._server = uvicorn.Server(config)
-        server_thread = threading.Thread(target=self._server.run, name="api", daemon=True)
+        server_thread = threading.Thread(
+            target=_serve, args=(self._server,), name="api", daemon=True
+        )
         server_thread.start()
         self._threads.append(server_thread)
         deadline = time.monotonic() + 15
         while not self._server.started:
             if time.monotonic() > deadline or not server_thread.is_alive():
-                raise RuntimeError(f"the API did not start on {self.url}")
+                raise HeadwaterError(f"the API did not start on {self.url} (see the log above)")
             time.sleep(0.02)
         log.info("headwater embedded stack serving on %s", self.url)
 
@@ -147,6 +162,13 @@ class EmbeddedStack:
     def _watch_members(self, members: MemberPool) -> None:
         while not self._stop.wait(0.5):
             members.check()
+
+
+def _serve(server: uvicorn.Server) -> None:
+    # uvicorn exits (SystemExit) when it cannot bind; it has logged why, and start()
+    # reports the API did not start.
+    with contextlib.suppress(SystemExit):
+        server.run()
 
 
 def _members(app: Application) -> MemberPool | None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import httpx
 import typer
 
+from headwater._url import check_listenable
 from headwater.cli._common import HomeOption, settings
 from headwater.config import Settings
 from headwater.errors import HeadwaterError
@@ -235,6 +236,7 @@ def up(
     ] = False,
 ) -> None:
     """Run the whole embedded stack until Ctrl-C or SIGTERM."""
+    check_listenable(host, port)  # a taken port: one line, before anything is created
     if not processes:
         _share_metrics(settings(home))
     stopping = threading.Event()
