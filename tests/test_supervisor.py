@@ -229,7 +229,16 @@ def test_a_component_that_fails_to_start_leaves_no_process_behind(tmp_path: Path
     }
     assert all(proc.poll() is not None for proc in procs), "every started process stopped"
     assert not sup.members.members, "the feature group's added member stopped too"
-    assert not [pid for pid in children_of(os.getpid()) if alive(pid)]
+
+    def ours(pid: int) -> bool:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return f"HEADWATER_HOME={home}".encode() in environ
+
+    left = [pid for pid in children_of(os.getpid()) if alive(pid) and ours(pid)]
+    assert not left, f"processes of this stack still running: {left}"
 
 
 @pytest.mark.parametrize("raw", ["0", "-1", "two", "1.5"])
