@@ -7,7 +7,8 @@ Phase 2 sends at half that rate, open loop, and reports batch latency percentile
 Baseline, same run, same server stack: an endpoint that reads the body and answers 200
 without doing anything (the HTTP ceiling of one core). Beside the rate, the gateway's CPU
 (user + system, ``/proc/<pid>/stat``) per 1,000 events accepted in phase 1: steadier
-than the rate on a noisy machine. An older checkout can be paired with this one:
+than the rate on a noisy machine; and the cores its event loop's thread and its other
+threads used in phase 1 (``/proc/<pid>/task``). An older checkout can be paired with this one:
 ``PYTHONPATH=<checkout>/src .venv/bin/python bench/bench_gateway.py``.
 
     .venv/bin/python bench/bench_gateway.py [--batches 400] [--seconds 10]
@@ -108,6 +109,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU so far of each thread of a process, by thread id (the event
+    loop's thread has the process's id; the others are the ingest writer and workers)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -167,8 +181,13 @@ def main() -> None:
         try:
             url = "http://127.0.0.1:8712/v1/signals"
             cpu_before = cpu_seconds(gw.pid)
+            threads_before = thread_cpu_seconds(gw.pid)
             el, accepted = asyncio.run(flood(url, key, flood_bodies, args.concurrency))
             gateway_cpu_ms = (cpu_seconds(gw.pid) - cpu_before) / accepted * 1e6
+            threads_after = thread_cpu_seconds(gw.pid)
+            spent = {tid: cpu - threads_before.get(tid, 0.0) for tid, cpu in threads_after.items()}
+            loop_cores = spent.pop(gw.pid, 0.0) / el
+            other_cores = sum(spent.values()) / el
             gateway_eps = accepted / el
             rate = gateway_eps / 2 / 500
             paced_bodies = bodies_for(int(rate * args.seconds), seed=2)
@@ -184,6 +203,11 @@ def main() -> None:
             "concurrency": args.concurrency,
             "gateway_accepted_eps": round(gateway_eps),
             "gateway_cpu_ms_per_1k_events": round(gateway_cpu_ms, 1),
+            # Cores used during the flood by the event loop's thread and by the others
+            # (the ingest writer: claim, bus write, confirmation). What the loop does not
+            # use of its one core, it waited (for the writer) or was not scheduled.
+            "loop_thread_cores": round(loop_cores, 2),
+            "other_threads_cores": round(other_cores, 2),
             "target_eps": 150_000,
             "echo_baseline_eps": round(echo_eps),
             "gateway_vs_echo": round(gateway_eps / echo_eps, 3),
