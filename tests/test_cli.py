@@ -105,6 +105,13 @@ def test_demo_runs_the_stack_and_prints_fresh_features(tmp_path: Path) -> None:
     assert "fresh (within every feature's freshness budget)" in result.output
     assert "contracts (the reviews team's schema owners)" in result.output
     assert "registered rating v2" in result.output
+    # The demo's traffic is generated in memory: its home holds the stores' files (each
+    # reached by erasure) and the erasure key, no file of generated events.
+    home = tmp_path / "demo"
+    stores = ("archive/", "bus.db", "control.db", "dedupe.db", "online.db", "ratelimit.db")
+    files = [str(p.relative_to(home)) for p in home.rglob("*") if p.is_file()]
+    assert "online.db" in files
+    assert [f for f in files if not f.startswith(stores) and f != "erasure.key"] == []
 
 
 def test_dlq_list_and_replay(tmp_path: Path) -> None:
@@ -144,6 +151,8 @@ def test_delete_show_list_export(tmp_path: Path) -> None:
     # other consumers' stores stay outstanding.
     hw = Application(Settings.from_env(home))
     runtime = hw.consumer("platform-erasure")
+    # A feature row of the user: its store (online-features) has not erased it yet.
+    hw.online.put("user", {"u-77": b"row of u-77"})
     created = runner.invoke(
         app, ["delete", "u-77", "--home", home, "--basis", "gdpr-art17", "--reference", "T-77"]
     )
@@ -178,9 +187,14 @@ def test_delete_show_list_export(tmp_path: Path) -> None:
     assert record["request"]["request_id"] == request_id
     assert {s["store"] for s in record["stores"]} >= {"online-features", "archive"}
     assert "u-77" not in out.read_text()
+    # Residue where a store has not erased yet: exit 1; the stores that confirmed are clean.
     verified = runner.invoke(app, ["deletions", "verify", request_id, "--home", home])
-    assert verified.exit_code in (0, 1), verified.output
-    assert "online-features" in verified.output
+    assert verified.exit_code == 1, verified.output
+    states = {line.split()[0]: line.split()[1] for line in verified.output.splitlines()}
+    assert states["online-features"] == "RESIDUE"
+    assert states["bus-log"] == "clean"
+    assert states["dead-letters"] == "clean"
+    assert "u-77" not in verified.output
     assert (
         "u-77" not in runner.invoke(app, ["deletions", "show", request_id, "--home", home]).output
     )

@@ -7,12 +7,33 @@ alone would miss them), every value of every column rendered as text.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
+
+def _forms(needle: str) -> list[bytes]:
+    """The needle's bytes, and the base64 text of them at each of the three alignments a
+    base64 encoder may meet them in (only the groups made of the needle's bytes alone):
+    a copy kept base64-encoded (a dead letter's record) is a copy too."""
+    raw = needle.encode()
+    out = [raw]
+    for shift in range(3):
+        first = -(-shift // 3)  # the first 3-byte group wholly inside the needle
+        last = (shift + len(raw)) // 3  # one past the last such group
+        if last - first >= 2:
+            encoded = base64.b64encode(b"\0" * shift + raw + b"\0\0")
+            out.append(encoded[first * 4 : last * 4])
+    return out
+
+
+def _find(data: bytes, needles: Iterable[str]) -> list[str]:
+    """The needles found in ``data`` in any of their forms."""
+    return [n for n in needles if any(form in data for form in _forms(n))]
 
 
 def _decoded(path: Path) -> bytes:
@@ -25,15 +46,14 @@ def _decoded(path: Path) -> bytes:
 
 def scan(root: Path, needles: Iterable[str]) -> dict[str, list[str]]:
     """Each needle found, with the files (relative to ``root``) that hold it."""
-    wanted = [n.encode() for n in needles]
+    wanted = list(needles)
     found: dict[str, list[str]] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         data = path.read_bytes()
         if path.suffix == ".parquet" or data[:4] == b"PAR1":
             data += _decoded(path)
-        for needle in wanted:
-            if needle in data:
-                found.setdefault(needle.decode(), []).append(str(path.relative_to(root)))
+        for needle in _find(data, wanted):
+            found.setdefault(needle, []).append(str(path.relative_to(root)))
     return found
 
 
@@ -44,7 +64,7 @@ def files_scanned(root: Path) -> list[str]:
 
 def scan_redis(client: Any, prefix: str, needles: Iterable[str]) -> dict[str, list[str]]:
     """Every key of ``prefix`` and every value it holds (any type), for needles."""
-    wanted = [n.encode() for n in needles]
+    wanted = list(needles)
     found: dict[str, list[str]] = {}
     for key in client.scan_iter(match=f"{prefix}:*", count=1000):
         kind = client.type(key).decode()
@@ -62,9 +82,8 @@ def scan_redis(client: Any, prefix: str, needles: Iterable[str]) -> dict[str, li
         elif kind == "stream":
             parts += [json.dumps(client.xrange(key), default=str).encode()]
         data = b"\0".join(parts)
-        for needle in wanted:
-            if needle in data:
-                found.setdefault(needle.decode(), []).append(key.decode())
+        for needle in _find(data, wanted):
+            found.setdefault(needle, []).append(key.decode())
     return found
 
 
@@ -73,7 +92,7 @@ def scan_postgres(url: str, schema: str, needles: Iterable[str]) -> dict[str, li
     ``pageinspect``: live tuples, dead tuples and free space alike."""
     import psycopg
 
-    wanted = [n.encode() for n in needles]
+    wanted = list(needles)
     found: dict[str, list[str]] = {}
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect SCHEMA public")
@@ -99,9 +118,8 @@ def scan_postgres(url: str, schema: str, needles: Iterable[str]) -> dict[str, li
                 (page,) = conn.execute(
                     f"SELECT {where}.get_raw_page(%s::text, %s::int)", (rel, block)
                 ).fetchone()
-                for needle in wanted:
-                    if needle in bytes(page):
-                        found.setdefault(needle.decode(), []).append(f"{rel} page {block}")
+                for needle in _find(bytes(page), wanted):
+                    found.setdefault(needle, []).append(f"{rel} page {block}")
     return found
 
 
@@ -112,7 +130,7 @@ def scan_nats_stream(url: str, stream: str, needles: Iterable[str]) -> dict[str,
     import nats
     from nats.js.errors import NotFoundError
 
-    wanted = [n.encode() for n in needles]
+    wanted = list(needles)
     found: dict[str, list[str]] = {}
 
     async def run() -> None:
@@ -126,9 +144,8 @@ def scan_nats_stream(url: str, stream: str, needles: Iterable[str]) -> dict[str,
                 except NotFoundError:
                     continue  # deleted
                 data = (msg.subject or "").encode() + repr(msg.headers).encode() + (msg.data or b"")
-                for needle in wanted:
-                    if needle in data:
-                        found.setdefault(needle.decode(), []).append(f"{stream} seq {seq}")
+                for needle in _find(data, wanted):
+                    found.setdefault(needle, []).append(f"{stream} seq {seq}")
         finally:
             await nc.close()
 

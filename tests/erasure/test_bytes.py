@@ -9,6 +9,7 @@ process wrote. The scan runs while the stack still runs and again after it stopp
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -22,7 +23,9 @@ import httpx
 import pytest
 
 from headwater.archive.table import ArchiveTable
+from headwater.bus import Record
 from headwater.config import Settings
+from headwater.logs import JsonFormatter
 from headwater.stack import EmbeddedStack
 from tests._live import free_port
 from tests.conftest import server_url
@@ -205,11 +208,32 @@ def test_a_completed_erasure_leaves_no_byte_of_the_user(
         archive = ArchiveTable(stack.settings.archive_url)
         wait_for(lambda: sum(archive.user_rows_by_day(subject.user).values()) == 3000)
         app.open_batch_runner().run(until=now.date())
+        # A consumer gave up on one of the user's records: the dead letter is a copy
+        # (in the control plane: SQLite here, PostgreSQL on the servers).
+        letter = json.dumps(signals[7]).encode()
+        app.dead_letters.put(
+            "features", Record(0, 10**9, subject.user, "signal", letter, 1), "e", 3
+        )
         home = stack.settings.home
-        assert scan(home, [subject.user]), "the scan must see the user before the erasure"
+        seen = {path for paths in scan(home, subject.needles().values()).values() for path in paths}
+        # The scan saw the user where each kind of store keeps it, so that "nothing
+        # after" means gone, not unread.
+        kinds = {
+            "archive Parquet": lambda f: f.startswith("archive/signals/") and ".parquet" in f,
+            "batch outputs": lambda f: "/_batch/" in f or f.startswith("archive/_batch"),
+        }
+        if servers is None:
+            kinds |= {
+                name: lambda f, name=name: f.startswith(f"{name}.db")
+                for name in ("online", "dedupe", "bus", "control")
+            }
+        missing = [k for k, held in kinds.items() if not any(held(f) for f in seen)]
+        assert not missing, f"the scan did not see the user in {missing}: {sorted(seen)}"
         if servers is not None:
-            seen = servers.scan(list(subject.needles().values()))
-            assert seen, "the server scan must see the user before the erasure"
+            on_servers = servers.scan(list(subject.needles().values()))
+            places = " ".join(p for paths in on_servers.values() for p in paths)
+            for server in ("hw_dead_letters", "seq", f"{servers.prefix}:"):
+                assert server in places, f"the server scan must see the user in {server}"
 
         created = http.post(
             "/v1/deletions", json={"user_id": subject.user, "legal_basis": "gdpr-art17"}
@@ -229,8 +253,10 @@ def test_a_completed_erasure_leaves_no_byte_of_the_user(
         if servers is not None:
             left = servers.scan(list(subject.needles().values()))
             assert not left, f"after completed, still on the servers: {left}"
-        # Every line headwater logged (the test's own HTTP client logs its URLs: not ours).
-        logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "httpx")
+        # Every line headwater logged, as its JSON log writes it, extra fields and all
+        # (the test's own HTTP client logs its URLs: not ours).
+        formatter = JsonFormatter()
+        logged = "\n".join(formatter.format(r) for r in caplog.records if r.name != "httpx")
         assert logged
         assert not [n for n in subject.needles().values() if n in logged]
     stack.stop()

@@ -124,7 +124,7 @@ def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
         bus = svc.bus
         assert bus.count_key("alice") == 0  # type: ignore[attr-defined]
         assert svc.online.count("user", ["alice"]) == 0
-        assert svc.dead_letters.count_key("alice") == 0
+        assert svc.dead_letters.count_users(["alice"]) == {"alice": 0}
         assert svc.dedupe.count_user("alice") == 0
         assert svc.ledger.get(request_id).user_id is None
         assert archive.user_rows_by_day("alice") == {}
@@ -148,4 +148,6 @@ def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
         assert {x["rule"] for x in r.json()["results"]} == {"user_erased"}
         listing = http.get("/v1/deletions?status=completed").json()
         assert request_id in [x["request_id"] for x in listing["requests"]]
+        # Completed in time: nothing overdue.
+        assert http.get("/v1/deletions?status=overdue").json()["requests"] == []
     assert not svc.online.get("user", ["alice"])

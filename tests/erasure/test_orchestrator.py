@@ -326,6 +326,10 @@ def test_the_deadline_drives_warnings_an_alert_and_a_late_completion(
     before = orch.audit(request.request_id, t0 + timedelta(seconds=19))
     assert before["past_deadline"] is False
     assert before["deadline_warnings"] == [0.5, 0.8]
+    # Overdue already: its store failed and is being chased.
+    assert [a["request_id"] for a in orch.overdue(now=t0 + timedelta(seconds=19))] == [
+        request.request_id
+    ]
 
     orch.tick(t0 + timedelta(seconds=20.5))
     assert statuses().count("deadline_passed") == 1
@@ -335,7 +339,13 @@ def test_the_deadline_drives_warnings_an_alert_and_a_late_completion(
     assert late["past_deadline"] is True
     assert late["deadline_alerted_at"] is not None
     flaky_row = next(s for s in late["stores"] if s["participant"] == "flaky-store")
-    assert flaky_row["status"] in ("overdue", "failed")
+    # Chased again at the deadline: sent once more, and overdue until it answers.
+    assert flaky_row["status"] == "overdue"
+    assert flaky_row["next_retry_at"] is not None
+    listed = orch.overdue(now=t0 + timedelta(seconds=21))
+    assert [a["request_id"] for a in listed] == [request.request_id]
+    assert listed[0]["past_deadline"] is True
+    assert ledger.backlog(t0 + timedelta(seconds=21)).past_deadline == 1
 
     # A redundant retry reaches the steady store: history only, its evidence stands.
     bus.publish(

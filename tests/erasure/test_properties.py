@@ -166,7 +166,7 @@ class ErasureInterleavings(RuleBasedStateMachine):
                 limit = at.timestamp()
                 assert self.svc.online.count("user", [user]) == 0, user
                 assert self.svc.dedupe.count_user(user) == 0, user
-                assert self.svc.dead_letters.count_key(user) == 0, user
+                assert self.svc.dead_letters.count_users([user]) == {user: 0}, user
                 counted = bus.count_keys(
                     {
                         user: lambda r, lim=limit: (  # type: ignore[misc]

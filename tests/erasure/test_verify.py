@@ -288,3 +288,58 @@ def test_the_stores_are_read_at_the_same_time_not_one_after_another() -> None:
     (found,) = verifier.verify_many([(Subject("u1", "h1"), ["a", "b", "c"])])
     assert {name: f.residue for name, f in found.items()} == {"a": 0, "b": 0, "c": 0}
     assert found["b"].method == "online read; outputs read"
+
+
+def test_a_dead_letter_under_another_key_that_names_the_user_is_residue(tmp_path: Path) -> None:
+    """The dead letters are read back whole, not queried by key: a letter kept under
+    another key whose record holds the user's event id, or the user's id, is found."""
+    from headwater.application import Application
+    from headwater.application.verification import build_verifier
+    from headwater.bus import Record
+    from headwater.config import Settings
+
+    with Application(Settings.from_env(tmp_path / "hw")) as app:
+        letters = app.dead_letters
+        letters.put("features", Record(0, 1, "other-user", "signal", b"x evt-9 y", 1), "e", 3)
+        letters.put("features", Record(1, 2, "third", "signal", b'{"u":"erased-u"}', 1), "e", 3)
+        letters.put("archive", Record(0, 3, "erased-u", "signal", b"v", 1), "e", 3)
+        letters.put("features", Record(1, 4, "kept-u", "signal", b"evt-90 erased-user", 1), "e", 3)
+        for i in range(1200):  # more than one chunk of rows read back
+            letters.put("backlog", Record(i % 3, i, f"k{i}", "signal", b"nothing", 1), "e", 1)
+        verifier = build_verifier(app)
+        found = verifier.verify_many(
+            [
+                (Subject("erased-u", "h1", ("evt-9",)), ["dead-letters"]),
+                (Subject("clean-u", "h2", ("evt-1",)), ["dead-letters"]),
+            ]
+        )
+    erased, clean = found[0]["dead-letters"], found[1]["dead-letters"]
+    assert erased.residue == 3
+    assert erased.detail["hits"] == {
+        "dead letter features:0:1": 1,
+        "dead letter features:1:2": 1,
+        "dead letter archive:0:3": 1,
+    }
+    assert "read back" in erased.method
+    assert clean.residue == 0
+    assert "erased-u" not in repr(erased)
+
+
+def test_the_dead_letter_store_erases_the_letters_that_name_the_user_under_any_key(
+    tmp_path: Path,
+) -> None:
+    from headwater.bus import Record
+    from headwater.bus.dead_letters import DeadLetterStore
+    from headwater.control import open_control_database
+
+    db = open_control_database(f"sqlite:///{tmp_path / 'control.db'}")
+    letters = DeadLetterStore(db)
+    letters.put("features", Record(0, 1, "u-7", "signal", b"mine", 1), "e", 3)
+    letters.put("features", Record(0, 2, "other", "signal", b'{"user_id":"u-7"}', 1), "e", 3)
+    letters.put("features", Record(0, 3, "u-70", "signal", b'{"user_id":"u-70"}', 1), "e", 3)
+    letters.put("archive", Record(1, 4, "u-8", "signal", b"u-7 and u-8", 1), "e", 3)
+    assert letters.count_users(["u-7", "u-8"]) == {"u-7": 3, "u-8": 1}
+    assert letters.erase_users(["u-7"]) == {"u-7": 3}
+    assert letters.count_users(["u-7", "u-8", "u-70"]) == {"u-7": 0, "u-8": 0, "u-70": 1}
+    assert [x.id for x in letters.list()] == ["features:0:3"]
+    db.close()

@@ -2,7 +2,7 @@
 
 Each participant's store is read by a path of its own, not through the component that
 applied the erasure: SQLite files byte by byte, Redis by a scan of every key and value,
-the archive file by file, the dead letters by a fresh query of the control plane. The
+the archive file by file, every dead letter read back from the control plane. The
 bus's partitions that hold the users are read back, every signal record that names a
 user (as every signal does) searched for the user ids and event ids whatever its key
 (the log's files are not searched byte by byte: the open request's own erasure event
@@ -88,23 +88,26 @@ def _bus_check(app: Application) -> StoreCheck:
 
 
 def _dead_letter_check(app: Application) -> StoreCheck:
-    app.dead_letters  # noqa: B018 - its table exists before the first query
+    letters = app.dead_letters
 
     def check(users: Sequence[Subject]) -> CheckResult:
-        ids = [u.user_id for u in users]
-        found: dict[str, int] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows = app.control.execute(
-                "SELECT record_key, COUNT(*) FROM hw_dead_letters "
-                f"WHERE record_key IN ({', '.join('?' * len(chunk))}) GROUP BY record_key",
-                tuple(chunk),
-            )
-            found.update({str(k): int(n) for k, n in rows})
-        return (
-            "count of dead letters keyed by the user",
-            {u.user_id: (found.get(u.user_id, 0), {}) for u in users},
+        # Every letter read back, not a query by key: a letter under another key whose
+        # record names the user (or one of the user's events) is residue too.
+        needles = Needles(owners(users))
+        hits: dict[str, dict[str, int]] = {}
+        for letter in letters.every():
+            found: dict[str, int] = {}
+            for part in (letter.record.key.encode(), letter.record.value):
+                for value, n in needles.count(part).items():
+                    if n:
+                        found[value] = found.get(value, 0) + n
+            if found:
+                hits[f"dead letter {letter.id}"] = found
+        method = (
+            "every dead letter read back from the control plane, its key and decoded "
+            "record searched for the user ids and event ids"
         )
+        return method, per_user(users, hits)
 
     return check
 

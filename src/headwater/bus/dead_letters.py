@@ -7,9 +7,11 @@ data, so they take part in erasure like any other store.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator, Sequence
 
 import msgspec
 
+from headwater._idsearch import Needles
 from headwater._time import now_text
 from headwater.bus.base import Record
 from headwater.control.base import ControlDatabase
@@ -50,6 +52,9 @@ class DeadLetter(msgspec.Struct, frozen=True):
         """``group:partition:offset``, the handle the CLI uses."""
         return f"{self.group}:{self.record.partition}:{self.record.offset}"
 
+
+#: Dead letters (``list`` is a method of the store, so the type is named here).
+_Letters = list[DeadLetter]
 
 _COLUMNS = (
     "grp, partition, record_offset, record_key, kind, value, published_ms, error, "
@@ -123,6 +128,23 @@ class DeadLetterStore:
         )
         return [_row_to_letter(r) for r in rows]
 
+    def every(self, chunk: int = 500) -> Iterator[DeadLetter]:
+        """Every dead letter, replayed or not, a chunk of rows at a time (for the
+        erasure's verification, which searches them all)."""
+        after: tuple[object, ...] = ("", -1, -1)
+        while True:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM hw_dead_letters WHERE (grp > ?) OR (grp = ? AND "
+                "(partition > ? OR (partition = ? AND record_offset > ?))) "
+                "ORDER BY grp, partition, record_offset LIMIT ?",
+                (after[0], after[0], after[1], after[1], after[2], chunk),
+            )
+            for row in rows:
+                yield _row_to_letter(row)
+            if len(rows) < chunk:
+                return
+            after = (rows[-1][0], rows[-1][1], rows[-1][2])
+
     def count(self, group: str | None = None) -> int:
         """Dead letters not yet replayed."""
         if group is None:
@@ -149,23 +171,41 @@ class DeadLetterStore:
             ),
         )
 
-    def erase_key(self, key: str) -> int:
-        """Delete every dead letter of a key (a user id); the number deleted."""
-        with self._db.transaction() as tx:
-            (n,) = tx.execute("SELECT COUNT(*) FROM hw_dead_letters WHERE record_key = ?", (key,))[
-                0
-            ]
-            tx.execute("DELETE FROM hw_dead_letters WHERE record_key = ?", (key,))
-        return int(n)
+    def naming(self, users: Sequence[str]) -> dict[str, _Letters]:
+        """Each user's dead letters: those kept under the user's key, and those whose
+        record names the user under another key (every letter is read back)."""
+        wanted = set(users)
+        needles = Needles(wanted)
+        out: dict[str, _Letters] = {u: [] for u in users}
+        for letter in self.every():
+            named = {letter.record.key} & wanted
+            named.update(u for u, n in needles.count(letter.record.value).items() if n)
+            for user in named:
+                out[user].append(letter)
+        return out
 
-    def scrub(self) -> dict[str, object]:
-        """After an erasure: the control plane's own copies of deleted dead letters."""
-        return self._db.scrub(("hw_dead_letters",))
+    def erase_users(self, users: Sequence[str]) -> dict[str, int]:
+        """Delete every dead letter that names each user (see ``naming``); the number
+        deleted per user (a letter naming two users counts for both)."""
+        found = self.naming(users)
+        doomed = {
+            (x.group, x.record.partition, x.record.offset) for xs in found.values() for x in xs
+        }
+        if doomed:
+            with self._db.transaction() as tx:
+                for grp, partition, offset in sorted(doomed):
+                    tx.execute(
+                        "DELETE FROM hw_dead_letters "
+                        "WHERE grp = ? AND partition = ? AND record_offset = ?",
+                        (grp, partition, offset),
+                    )
+        return {user: len(letters) for user, letters in found.items()}
 
-    def count_key(self, key: str) -> int:
-        """Dead letters of a key still stored (an independent check for erasure evidence)."""
-        return int(
-            self._db.execute("SELECT COUNT(*) FROM hw_dead_letters WHERE record_key = ?", (key,))[
-                0
-            ][0]
-        )
+    def scrub(self, *, rewrite: bool = False) -> dict[str, object]:
+        """After an erasure: the control plane's own copies of deleted dead letters
+        (``rewrite``: the table's files rewritten too, when letters were deleted)."""
+        return self._db.scrub(("hw_dead_letters",), rewrite=rewrite)
+
+    def count_users(self, users: Sequence[str]) -> dict[str, int]:
+        """Dead letters still stored that name each user (erasure evidence)."""
+        return {user: len(letters) for user, letters in self.naming(users).items()}

@@ -38,9 +38,13 @@ class ControlDatabase(Protocol):
         by an earlier version; existing rows take the default."""
         ...
 
-    def scrub(self, tables: Sequence[str]) -> dict[str, object]:
+    def scrub(self, tables: Sequence[str], *, rewrite: bool = False) -> dict[str, object]:
         """Make rows deleted from ``tables`` unrecoverable from the database's files (an
-        erasure calls this after its deletes); returns what was done, for the audit."""
+        erasure calls this after its deletes); returns what was done, for the audit.
+
+        ``rewrite``: also where the server leaves freed bytes in place (PostgreSQL's
+        heap and index pages keep a removed tuple's bytes as free space), rewrite the
+        tables into new files. For small tables that held personal data in clear."""
         ...
 
     def close(self) -> None:

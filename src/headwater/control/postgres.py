@@ -24,6 +24,8 @@ __all__ = ["PostgresControlDatabase"]
 _SCHEMA_LOCK = 0x68656164
 
 
+#: Seconds a scrub's rewrite waits for its table's lock before it counts as held.
+REWRITE_LOCK_TIMEOUT = 5.0
 #: VACUUM VERBOSE's count of dead versions it had to keep (PostgreSQL 15+, then 9.6-14).
 _HELD = (
     re.compile(r"(\d+) are dead but not yet removable"),
@@ -104,17 +106,24 @@ class PostgresControlDatabase:
             for name, ddl in columns.items():
                 tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {ddl}")
 
-    def scrub(self, tables: Sequence[str]) -> dict[str, object]:
+    def scrub(self, tables: Sequence[str], *, rewrite: bool = False) -> dict[str, object]:
         """``VACUUM`` the tables: their dead row versions (what an UPDATE or DELETE left
         behind) are removed from the heap and its indexes.
 
         A transaction older than the delete holds its dead versions back; VACUUM says so
         in its report, and the count is returned (``dead_not_yet_removable``), so the
         erasure is not confirmed while a copy is still in the table's pages.
+
+        VACUUM leaves a removed tuple's bytes in its page's free space (a B-tree index
+        page kept an erased dead letter's key: ``tests/erasure/test_bytes.py``). With
+        ``rewrite``, a table none of whose dead versions is held is then rewritten with
+        its indexes into new files (``VACUUM FULL``), the old files unlinked; one whose
+        lock is not had within ``REWRITE_LOCK_TIMEOUT`` counts as held.
         """
         import psycopg
 
         held: dict[str, int] = {}
+        rewritten: list[str] = []
         with self._lock:
             notices: list[str] = []
 
@@ -127,15 +136,35 @@ class PostgresControlDatabase:
                     notices.clear()
                     self._conn.execute(f"VACUUM (VERBOSE) {table}")
                     held[table] = sum(_dead_not_removable(n) for n in notices)
+                    if rewrite and not held[table]:
+                        if self._rewrite(table):
+                            rewritten.append(table)
+                        else:
+                            held[table] = 1
             except psycopg.Error as exc:
                 raise ControlPlaneError(f"control plane (postgresql): VACUUM: {exc}") from exc
             finally:
                 self._conn.remove_notice_handler(collect)
         return {
             "vacuumed": list(tables),
+            **({"rewritten": rewritten} if rewrite else {}),
             "dead_not_yet_removable": held,
             "server": "postgresql",
         }
+
+    def _rewrite(self, table: str) -> bool:
+        """``VACUUM FULL`` within the lock timeout; False when the lock was not had."""
+        import psycopg
+
+        timeout = int(REWRITE_LOCK_TIMEOUT * 1000)
+        self._conn.execute(f"SET lock_timeout = {timeout}")
+        try:
+            self._conn.execute(f"VACUUM FULL {table}")
+        except psycopg.errors.LockNotAvailable:
+            return False
+        finally:
+            self._conn.execute("RESET lock_timeout")
+        return True
 
     def close(self) -> None:
         with self._lock:

@@ -74,9 +74,11 @@ class SqliteControlDatabase:
                 if name not in have:
                     tx.execute(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
 
-    def scrub(self, tables: Sequence[str]) -> dict[str, object]:
-        """Deleted rows are zeroed in place (``secure_delete``); this empties the
-        write-ahead log that still holds their old page images."""
+    def scrub(self, tables: Sequence[str], *, rewrite: bool = False) -> dict[str, object]:
+        """Deleted rows are zeroed in place (``secure_delete``, which leaves no freed
+        bytes: ``rewrite`` needs nothing more); this empties the write-ahead log that
+        still holds their old page images."""
+        del rewrite
         done = scrub_for_erasure(
             self._conn, self._lock, ControlPlaneError, "control plane (sqlite)"
         )

@@ -54,6 +54,8 @@ __all__ = ["DEFAULT_WARN_AT", "READY_POLL_S", "Alert", "ErasureOrchestrator"]
 READY_POLL_S = 0.1
 #: The fractions of the time to the deadline at which outstanding stores are warned about.
 DEFAULT_WARN_AT = (0.5, 0.8)
+#: A store's states that make its request overdue.
+LATE_STATES = ("overdue", "failed")
 
 log = logging.getLogger("headwater.erasure")
 
@@ -471,6 +473,20 @@ class ErasureOrchestrator:
             except Exception:  # keep chasing: one bad pass must not stop erasures
                 failed = True
                 log.exception("erasure orchestrator pass failed")
+
+    def overdue(self, limit: int = 100, now: datetime | None = None) -> list[dict[str, Any]]:
+        """The audits of open requests (newest first) past their deadline or with a
+        store overdue or failed: what ``GET /v1/deletions?status=overdue`` lists."""
+        now = now or datetime.now(UTC)
+        out: list[dict[str, Any]] = []
+        for request_id in self.ledger.request_ids(status="open", limit=10_000):
+            audit = self.audit(request_id, now)
+            stores = audit["stores"]
+            if audit["past_deadline"] or any(s["status"] in LATE_STATES for s in stores):
+                out.append(audit)
+                if len(out) >= limit:
+                    break
+        return out
 
     def audit(self, request_id: str, now: datetime | None = None) -> dict[str, Any]:
         """The regulator's answer: the request and one row per store, never one pass/fail."""

@@ -106,22 +106,15 @@ async def list_deletions(
     status: Annotated[Literal["open", "overdue", "completed", "all"], Query()] = "open",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    """Requests with their per-store summary; ``overdue`` lists open requests with an
-    overdue or failed store."""
+    """Requests with their per-store summary; ``overdue`` lists open requests past their
+    deadline or with an overdue or failed store."""
     svc = application(request)
 
     def collect() -> list[dict[str, object]]:
-        wanted = None if status in ("all", "overdue") else status
-        ids = svc.ledger.request_ids(status=wanted, limit=limit if status != "overdue" else 10_000)
-        audits = [svc.orchestrator.audit(i) for i in ids]
         if status == "overdue":
-            audits = [
-                a
-                for a in audits
-                if a["status"] == "open"
-                and any(s["status"] in ("overdue", "failed") for s in a["stores"])
-            ][:limit]
-        return audits
+            return svc.orchestrator.overdue(limit)
+        ids = svc.ledger.request_ids(status=None if status == "all" else status, limit=limit)
+        return [svc.orchestrator.audit(i) for i in ids]
 
     try:
         found = await run_in_threadpool(collect)

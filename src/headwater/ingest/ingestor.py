@@ -336,8 +336,6 @@ class Ingestor:
                 "duplicates": len(batch.duplicate_index),
                 "rejected": len(rejections),
                 "event_types": dict(per_type),
-                "first_event_id": batch.fresh[0].event_id if batch.fresh else None,
-                "last_event_id": batch.fresh[-1].event_id if batch.fresh else None,
                 "rejection_rules": dict(Counter(r.rule for r in rejections)),
             },
         )

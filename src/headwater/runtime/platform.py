@@ -98,15 +98,20 @@ class PlatformErasure(Consumer):
         """
         out = self._bus_log([e for e in events if e.addressed_to(BUS_LOG)])
         letters = [e for e in events if e.addressed_to(DEAD_LETTERS)]
-        removed_letters = {e.request_id: self.dead_letters.erase_key(e.user_id) for e in letters}
-        scrubbed = self.dead_letters.scrub() if letters else {}
+        users = list(dict.fromkeys(e.user_id for e in letters))
+        removed_by_user = self.dead_letters.erase_users(users) if letters else {}
+        counted: set[str] = set()
+        removed_any = any(removed_by_user.values()) or any(e.rebuild for e in letters)
+        scrubbed = self.dead_letters.scrub(rewrite=removed_any) if letters else {}
         # Dead versions a running transaction still holds: not gone yet, so not confirmed.
         held = scrubbed.get("dead_not_yet_removable") or {}
         held_rows = sum(held.values()) if isinstance(held, dict) else 0
         server = self._server_copies(scrubbed)
+        remaining_by_user = self.dead_letters.count_users(users) if letters else {}
         for event in letters:
             evidence: dict[str, object] = {
-                "scan": "count of dead letters with the user's key",
+                "scan": "every dead letter read back: those under the user's key or whose "
+                "record names the user",
                 "scrub": scrubbed,
             }
             if server:
@@ -117,11 +122,13 @@ class PlatformErasure(Consumer):
                     DEAD_LETTERS,
                     "control plane: hw_dead_letters",
                     method="delete",
-                    removed=removed_letters[event.request_id],
-                    remaining=self.dead_letters.count_key(event.user_id) + held_rows,
+                    # A second request for a user in the run removed nothing more.
+                    removed=0 if event.user_id in counted else removed_by_user[event.user_id],
+                    remaining=remaining_by_user[event.user_id] + held_rows,
                     evidence=evidence,
                 )
             )
+            counted.add(event.user_id)
         window = [e for e in events if e.addressed_to(IDEMPOTENCY_WINDOW)]
         if window:
             users = [e.user_id for e in window]
