@@ -9,6 +9,7 @@ per store.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from headwater._time import format_time
@@ -94,20 +95,35 @@ class PlatformErasure(Consumer):
     def erase_many(self, events: Sequence[ErasureEvent]) -> list[Confirmation]:
         """Erase a run of requests together: one pass over each store, not one per user.
 
-        Each request still gets its own confirmation per store, with its own counts.
+        Each request still gets its own confirmation per store, with its own counts. The
+        idempotency window is erased in a thread of its own while the bus log and the
+        dead letters are: each store's scans run in SQLite (or on its server) without
+        the GIL, on files of their own, so a run takes about as long as its slowest
+        store, not the sum of them.
         """
-        out = self._bus_log([e for e in events if e.addressed_to(BUS_LOG)])
-        letters = [e for e in events if e.addressed_to(DEAD_LETTERS)]
+        window = [e for e in events if e.addressed_to(IDEMPOTENCY_WINDOW)]
+        with ThreadPoolExecutor(1, thread_name_prefix="headwater-window-erasure") as pool:
+            pending = pool.submit(self._window, window) if window else None
+            out = self._bus_log([e for e in events if e.addressed_to(BUS_LOG)])
+            out += self._dead_letters([e for e in events if e.addressed_to(DEAD_LETTERS)])
+            if pending is not None:
+                out += pending.result()
+        return out
+
+    def _dead_letters(self, letters: Sequence[ErasureEvent]) -> list[Confirmation]:
+        if not letters:
+            return []
+        out: list[Confirmation] = []
         users = list(dict.fromkeys(e.user_id for e in letters))
-        removed_by_user = self.dead_letters.erase_users(users) if letters else {}
+        removed_by_user = self.dead_letters.erase_users(users)
         counted: set[str] = set()
         removed_any = any(removed_by_user.values()) or any(e.rebuild for e in letters)
-        scrubbed = self.dead_letters.scrub(rewrite=removed_any) if letters else {}
+        scrubbed = self.dead_letters.scrub(rewrite=removed_any)
         # Dead versions a running transaction still holds: not gone yet, so not confirmed.
         held = scrubbed.get("dead_not_yet_removable") or {}
         held_rows = sum(held.values()) if isinstance(held, dict) else 0
         server = self._server_copies(scrubbed)
-        remaining_by_user = self.dead_letters.count_users(users) if letters else {}
+        remaining_by_user = self.dead_letters.count_users(users)
         for event in letters:
             evidence: dict[str, object] = {
                 "scan": "every dead letter read back: those under the user's key or whose "
@@ -129,7 +145,10 @@ class PlatformErasure(Consumer):
                 )
             )
             counted.add(event.user_id)
-        window = [e for e in events if e.addressed_to(IDEMPOTENCY_WINDOW)]
+        return out
+
+    def _window(self, window: Sequence[ErasureEvent]) -> list[Confirmation]:
+        out: list[Confirmation] = []
         if window:
             users = [e.user_id for e in window]
             removed_by_user = self.window.erase_users(users)
