@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from headwater._livefile import live_file
 from headwater._sqlite_pages import (
     DatabaseShape,
     PageLayout,
@@ -163,14 +164,13 @@ _OVERLAP = 1024
 
 def _count_in_file(path: Path, ids: Sequence[str] | Needles) -> dict[str, int]:
     """Occurrences in a live file, read in pieces: never memory-mapped, since a store
-    that truncates its write-ahead log meanwhile must not take this process down."""
+    that truncates its write-ahead log meanwhile must not take this process down; and
+    through a descriptor never closed (``_livefile``), so SQLite keeps its locks."""
     needles = ids if isinstance(ids, Needles) else Needles(ids)
     counts: dict[str, int] = {}
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        return counts
-    with f:
+    with live_file(path) as f:
+        if f is None:
+            return counts
         carry, start = b"", 0
         while True:
             piece = f.read(_CHUNK)

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from headwater._livefile import live_file
+
 __all__ = [
     "DatabaseShape",
     "PageLayout",
@@ -55,11 +57,10 @@ class DatabaseShape(NamedTuple):
 
 def database_shape(main: Path) -> DatabaseShape | None:
     """Page size and usable size from the database header; None for an empty file."""
-    try:
-        with main.open("rb") as f:
-            header = f.read(100)
-    except FileNotFoundError:
-        return None
+    with live_file(main) as f:
+        if f is None:
+            return None
+        header = f.read(100)
     if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
         return None
     size = int.from_bytes(header[16:18], "big")
@@ -77,11 +78,9 @@ def page_runs(path: Path, shape: DatabaseShape, *, wal: bool) -> Iterator[bytes]
     """The file's pages (or frames), read a few thousand at a time: whole pages only (a
     page being appended as the file is read is left out)."""
     unit, _ = frame_unit(shape, wal=wal)
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        return
-    with f:
+    with live_file(path) as f:
+        if f is None:
+            return
         if wal and len(f.read(_WAL_HEADER)) < _WAL_HEADER:
             return
         while True:

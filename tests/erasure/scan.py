@@ -15,6 +15,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from headwater._livefile import live_file
+
 
 def _forms(needle: str) -> list[bytes]:
     """The needle's bytes, and the base64 text of them at each of the three alignments a
@@ -36,6 +38,19 @@ def _find(data: bytes, needles: Iterable[str]) -> list[str]:
     return [n for n in needles if any(form in data for form in _forms(n))]
 
 
+def _read(path: Path) -> bytes:
+    """The whole file, through a descriptor never closed: the stack under test runs in
+    this process, and closing a descriptor of a database file would drop SQLite's locks
+    on it (``headwater._livefile``)."""
+    with live_file(path) as f:
+        if f is None:
+            return b""
+        pieces = []
+        while piece := f.read(16 * 2**20):
+            pieces.append(piece)
+        return b"".join(pieces)
+
+
 def _decoded(path: Path) -> bytes:
     try:
         table = pq.read_table(path)
@@ -49,7 +64,7 @@ def scan(root: Path, needles: Iterable[str]) -> dict[str, list[str]]:
     wanted = list(needles)
     found: dict[str, list[str]] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        data = path.read_bytes()
+        data = _read(path)
         if path.suffix == ".parquet" or data[:4] == b"PAR1":
             data += _decoded(path)
         for needle in _find(data, wanted):
