@@ -452,7 +452,7 @@ def test_the_export_dates_what_cannot_be_erased_at_once(tmp_path: Path) -> None:
     db = open_control_database(f"sqlite:///{tmp_path / 'c.db'}")
     bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
     ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
-    for name in ("bus-log", "dead-letters", "online-features"):
+    for name in ("bus-log", "dead-letters", "online-features", "idempotency-window"):
         ledger.register_participant(Participant(name, "memory", 60.0))
     orch = ErasureOrchestrator(
         ledger, bus, SubjectHasher(b"k" * 32), backup_retention=timedelta(days=7)
@@ -466,6 +466,8 @@ def test_the_export_dates_what_cannot_be_erased_at_once(tmp_path: Path) -> None:
             "server_copies": {"what": "the deleted dead-letter rows in the server's WAL"},
         },
         "online-features": {"scrub": {"server_persistence": "rdb (save 3600 1)"}},
+        # A managed Redis that refuses CONFIG: it may keep snapshots, so it is listed.
+        "idempotency-window": {"scrub": {"server_persistence": "unknown (NOPERM CONFIG)"}},
     }
     for name, facts in evidence.items():
         ledger.confirm(
@@ -485,6 +487,8 @@ def test_the_export_dates_what_cannot_be_erased_at_once(tmp_path: Path) -> None:
     assert "not stated" in pending["dead-letters"]["gone_by"]
     assert "WAL" in pending["dead-letters"]["what"]
     assert pending["online-features"]["gone_by"] == "2026-12-09T12:00:00.000Z"
+    assert "could not be read" in pending["idempotency-window"]["what"]
+    assert pending["idempotency-window"]["gone_by"] == "2026-12-09T12:00:00.000Z"
     orch.backup_retention = None
     unstated = {p["store"]: p for p in orch.export(rid)["not_erasable_at_once"]}
     assert "HEADWATER_BACKUP_RETENTION" in unstated["online-features"]["gone_by"]
@@ -706,3 +710,57 @@ def test_the_requests_a_pass_closes_lose_their_erasure_events_in_one_purge(
 def _records(bus: Any, key: str) -> list[Record]:
     """Every record of ``key`` still in the log."""
     return [r for r in bus.search_partitions([bus.partition_of(key)], bool, bool) if r.key == key]
+
+
+@pytest.mark.kafka
+def test_a_kafka_log_is_dated_by_its_retention_and_one_without_retention_never(
+    tmp_path: Path,
+) -> None:
+    """The platform's participant on a Kafka topic (librdkafka's mock cluster) cannot
+    delete the user's records: its confirmation dates them by the topic's retention and
+    the export lists them; a log without retention is said to keep them, never dated."""
+    import uuid
+
+    from headwater.bus.dead_letters import DeadLetterStore
+    from headwater.bus.kafka import MockCluster
+    from headwater.dedupe.sqlite import SqliteIdempotencyWindow
+    from headwater.runtime.platform import NEVER, PlatformErasure
+
+    db = open_control_database(f"sqlite:///{tmp_path / 'c.db'}")
+    window = SqliteIdempotencyWindow(f"sqlite:///{tmp_path / 'w.db'}", window_s=60)
+    with MockCluster(brokers=1, partitions=4) as cluster:
+        url = f"kafka://{cluster.bootstrap_servers}?topic=t{uuid.uuid4().hex[:8]}&partitions=4"
+        bus = open_bus(url)
+        try:
+            platform = PlatformErasure(bus, DeadLetterStore(db), window)
+            ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
+            for p in platform.participants():
+                ledger.register_participant(p)
+            orch = ErasureOrchestrator(ledger, bus, SubjectHasher(b"k" * 32))
+            rid = orch.request("u9", legal_basis="gdpr-art17", requested_by="test").request_id
+            event = ErasureEvent(request_id=rid, user_id="u9", requested_at=datetime.now(UTC))
+            before = datetime.now(UTC)
+            confirmations = {c.participant: c for c in platform.erase_many([event])}
+            log = confirmations["bus-log"]
+            retention = bus.erasure_capability().retention_seconds
+            assert retention is not None
+            assert retention > 0
+            assert log.method == "retention"
+            assert log.rows_remaining is None  # not counted: the records are still there
+            gone_by = datetime.fromisoformat(str((log.evidence or {})["gone_by"]))
+            assert before + timedelta(seconds=retention) <= gone_by
+            assert gone_by <= datetime.now(UTC) + timedelta(seconds=retention)
+            for c in confirmations.values():
+                ledger.confirm(c)
+            pending = {p["store"]: p for p in orch.export(rid)["not_erasable_at_once"]}
+            assert pending["bus-log"]["gone_by"] == (log.evidence or {})["gone_by"]
+
+            # A topic that keeps records forever: never said to be gone at some date.
+            forever = msgspec.structs.replace(bus.erasure_capability(), retention_seconds=None)
+            bus.erasure_capability = lambda: forever  # type: ignore[method-assign]
+            (kept,) = [c for c in platform.erase_many([event]) if c.participant == "bus-log"]
+            assert (kept.evidence or {})["gone_by"] == NEVER
+        finally:
+            bus.close()
+    window.close()
+    db.close()

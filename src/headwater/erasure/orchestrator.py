@@ -613,11 +613,21 @@ class ErasureOrchestrator:
                     }
                 )
             scrub = evidence.get("scrub") or evidence.get("online_scrub") or {}
-            if isinstance(scrub, dict) and scrub.get("server_persistence", "").startswith("rdb"):
+            persistence = (
+                str(scrub.get("server_persistence", "")) if isinstance(scrub, dict) else ""
+            )
+            if persistence.startswith(("rdb", "unknown")):
+                # A server whose settings could not be read may keep snapshots too.
                 pending.append(
                     {
                         "store": s["participant"],
-                        "what": "Redis snapshots or append-only file written before the erasure",
+                        "what": "Redis snapshots or append-only file written before the erasure"
+                        + (
+                            ""
+                            if persistence.startswith("rdb")
+                            else ", if the server keeps them "
+                            "(its persistence settings could not be read)"
+                        ),
                         "gone_by": self._backups_gone_by(s["confirmed_at"]),
                     }
                 )

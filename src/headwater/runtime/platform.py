@@ -26,6 +26,8 @@ __all__ = ["BUS_LOG", "DEAD_LETTERS", "IDEMPOTENCY_WINDOW", "PlatformErasure"]
 
 BUS_LOG = "bus-log"
 DEAD_LETTERS = "dead-letters"
+#: ``gone_by`` of records a log without retention keeps.
+NEVER = "never: the log has no retention; the records stay until an operator deletes them"
 IDEMPOTENCY_WINDOW = "idempotency-window"
 
 
@@ -199,10 +201,14 @@ class PlatformErasure(Consumer):
                 "scan": "the user's records dated before the erasure",
             }
         else:
-            gone_by = datetime.now(UTC) + timedelta(seconds=cap.retention_seconds or 0)
+            retention = cap.retention_seconds
             evidence = {
                 "detail": cap.detail,
-                "gone_by": format_time(gone_by),
+                # A topic without retention keeps the records until an operator deletes
+                # them: never dated as gone.
+                "gone_by": NEVER
+                if retention is None
+                else format_time(datetime.now(UTC) + timedelta(seconds=retention)),
                 "retention_seconds": cap.retention_seconds,
                 "note": "records remain in the log until gone_by; every "
                 "consumer drops them (tombstone) if replayed",
