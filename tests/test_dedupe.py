@@ -221,3 +221,42 @@ def test_processes_opening_one_sqlite_window_together_all_open_it(tmp_path: Path
             assert w.seen(["e-old"]) == {"e-old"}, "an entry from before claims still counts"
         finally:
             w.close()
+
+
+def test_the_sqlite_window_finds_a_users_entries_without_holding_up_claims(
+    tmp_path: Path,
+) -> None:
+    """An erasure's search of the window (a scan: user_id has no index) ran inside the
+    DELETE, holding the write lock, and every gateway's claim waited for the whole
+    table. The scan now reads; only the deletes by key take the lock."""
+    import sqlite3
+
+    from headwater.dedupe.sqlite import SqliteIdempotencyWindow
+
+    path = tmp_path / "d.db"
+    w = SqliteIdempotencyWindow(f"sqlite:///{path}", window_s=3600)
+    w.remember([(f"e{i:06d}", "u-1" if i % 500 == 0 else f"other-{i % 97}") for i in range(20_000)])
+    gateway = sqlite3.connect(path, timeout=0, isolation_level=None)
+    probes: list[str] = []
+
+    def claim_now() -> int:
+        # What a gateway's claim needs: the write lock, at once.
+        try:
+            gateway.execute("BEGIN IMMEDIATE")
+            gateway.execute("ROLLBACK")
+            probes.append("claimed")
+        except sqlite3.OperationalError:
+            probes.append("waited")
+        return 0
+
+    w._conn.set_progress_handler(claim_now, 2000)
+    try:
+        removed = w.erase_users(["u-1"])
+    finally:
+        w._conn.set_progress_handler(None, 0)
+    assert removed == {"u-1": 40}
+    assert w.count_users(["u-1", "other-3"]) == {"u-1": 0, "other-3": 206}
+    assert len(probes) > 20
+    assert probes.count("waited") <= len(probes) // 10, probes
+    gateway.close()
+    w.close()

@@ -256,37 +256,49 @@ class SqliteIdempotencyWindow:
         return self.count_users([user_id])[user_id]
 
     def erase_users(self, user_ids: Sequence[str]) -> dict[str, int]:
-        events: list[str] = []
-        removed = self._per_user(
-            "DELETE FROM hw_dedupe WHERE user_id IN ({}) RETURNING user_id, 1, event_id",
-            user_ids,
-            events,
-        )
+        # The users' entries are found by a scan without the write lock (a reader does
+        # not hold up the gateways' claims for the whole table), then deleted by key in
+        # one short write transaction. An entry claimed in between is left, and the
+        # count that follows an erasure reports it: the erasure is not confirmed.
+        unique = list(dict.fromkeys(user_ids))
+        found: list[tuple[str, str]] = []
+        with self._lock:
+            for first in range(0, len(unique), _CHUNK):
+                chunk = unique[first : first + _CHUNK]
+                rows = self._run(
+                    "SELECT event_id, user_id FROM hw_dedupe "
+                    f"WHERE user_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                found += [(str(event_id), str(user)) for event_id, user in rows]
+        removed = dict.fromkeys(user_ids, 0)
+        deleted: list[str] = []
+        with self._lock, self._transaction():
+            for event_id, user in found:
+                gone = self._conn.execute(
+                    "DELETE FROM hw_dedupe WHERE event_id = ? AND user_id = ?", (event_id, user)
+                ).rowcount
+                if gone:
+                    removed[user] += 1
+                    deleted.append(event_id)
         # What the next scrub, if asked to search, makes sure the file no longer holds.
-        self._erased.update(events)
+        self._erased.update(deleted)
         return removed
 
     def count_users(self, user_ids: Sequence[str]) -> dict[str, int]:
-        return self._per_user(
-            "SELECT user_id, COUNT(*) FROM hw_dedupe WHERE user_id IN ({}) GROUP BY user_id",
-            user_ids,
-        )
-
-    def _per_user(
-        self, sql: str, user_ids: Sequence[str], extra: list[str] | None = None
-    ) -> dict[str, int]:
-        """Sum the ``(user_id, n)`` rows of ``sql`` per user, one statement (one scan of
-        the table: user_id is not indexed, see above) per chunk of users; a third column,
-        if any, is added to ``extra``."""
+        """Entries per user, one scan of the table (user_id is not indexed, see above) per
+        chunk of users."""
         found = dict.fromkeys(user_ids, 0)
         unique = list(found)
         with self._lock:
             for first in range(0, len(unique), _CHUNK):
                 chunk = unique[first : first + _CHUNK]
-                for user, n, *more in self._run(sql.format(",".join("?" * len(chunk))), chunk):
+                for user, n in self._run(
+                    "SELECT user_id, COUNT(*) FROM hw_dedupe "
+                    f"WHERE user_id IN ({','.join('?' * len(chunk))}) GROUP BY user_id",
+                    chunk,
+                ):
                     found[str(user)] += int(str(n))
-                    if extra is not None:
-                        extra.extend(str(v) for v in more)
         return found
 
     def scrub(self, erased: Collection[str] = (), *, rebuild: bool = False) -> dict[str, object]:
