@@ -87,8 +87,12 @@ def _platform(app: Application, group: str, batch_size: int | None) -> ConsumerR
         app.open_idempotency_window(),
         backup_retention_s=app.settings.backup_retention_s,
     )
-    # Signals are skipped, so large polls cost little and leave the core to others.
-    return app.runtime(handler, group, batch_size=batch_size or 20_000, linger_s=ERASURE_LINGER_S)
+    # Signals are skipped, so large polls cost little and leave the core to others. A
+    # participant behind the log (its erasures each scan the user's partition) reads up
+    # to 100,000 records a poll: the erasures of seconds of log come as one run, erased
+    # with one scan per store, instead of a second's worth each time while it falls
+    # further behind.
+    return app.runtime(handler, group, batch_size=batch_size or 100_000, linger_s=ERASURE_LINGER_S)
 
 
 def _archive(app: Application, group: str, batch_size: int | None) -> ConsumerRuntime:
