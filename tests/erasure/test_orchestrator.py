@@ -764,3 +764,53 @@ def test_a_kafka_log_is_dated_by_its_retention_and_one_without_retention_never(
             bus.close()
     window.close()
     db.close()
+
+
+def test_the_deadline_warnings_come_at_the_fractions_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HEADWATER_ERASURE_WARN_AT=0.9,0.25`` warns at 25% and at 90% of the time to the
+    deadline, once each; a fraction outside (0, 1) is refused with the variable's name."""
+    from headwater.application import Application
+    from headwater.config import Settings
+    from headwater.errors import ConfigurationError
+
+    monkeypatch.setenv("HEADWATER_ERASURE_WARN_AT", "0.9,0.25")
+    settings = Settings.from_env(tmp_path / "hw")
+    assert settings.erasure_warn_at == (0.25, 0.9)
+    with Application(settings) as app:
+        assert tuple(app.orchestrator.warn_at) == (0.25, 0.9)
+    monkeypatch.setenv("HEADWATER_ERASURE_WARN_AT", "0.5,1.5")
+    with pytest.raises(ConfigurationError, match="HEADWATER_ERASURE_WARN_AT"):
+        Settings.from_env(tmp_path / "hw")
+
+    db = open_control_database(f"sqlite:///{tmp_path / 'c.db'}")
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
+    ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
+    ledger.register_participant(Participant("silent-store", "memory", 3600.0))
+    orch = ErasureOrchestrator(
+        ledger,
+        bus,
+        SubjectHasher(b"k" * 32),
+        deadline=timedelta(seconds=100),
+        warn_at=settings.erasure_warn_at,
+    )
+    rid = orch.request("u1", legal_basis="gdpr-art17", requested_by="test").request_id
+    t0 = datetime.fromisoformat(ledger.get(rid).received_at)
+
+    def warnings() -> list[str]:
+        return [a.message for a in orch.alerts if a.status == "warning"]
+
+    orch.tick(t0 + timedelta(seconds=24))
+    assert warnings() == []
+    orch.tick(t0 + timedelta(seconds=26))
+    orch.tick(t0 + timedelta(seconds=50))
+    assert len(warnings()) == 1
+    assert "25%" in warnings()[0]
+    orch.tick(t0 + timedelta(seconds=91))
+    orch.tick(t0 + timedelta(seconds=95))
+    assert len(warnings()) == 2
+    assert "90%" in warnings()[1]
+    assert orch.audit(rid, t0 + timedelta(seconds=95))["deadline_warnings"] == [0.25, 0.9]
+    bus.close()
+    db.close()
