@@ -6,8 +6,8 @@
     python3 dev.py run ...  # any headwater command inside the project's environment
 
 The environment is reinstalled only when one of BUILD_INPUTS changes: pyproject.toml,
-setup.py, or the compiled feature kinds and pass (src/headwater/features/_kinds.py,
-_pass.py and their .pxd files).
+setup.py, or the sources of a compiled module (the feature kinds and pass with their
+.pxd files, the readers of records and the JSON guard).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ BUILD_INPUTS = (
     "src/headwater/features/_pass.pxd",
     "src/headwater/_jsonguard/_compiled.pyx",
     "src/headwater/archive/_columns.pyx",
+    "src/headwater/features/_records.pyx",
+    "src/headwater/_msgpack.pxd",
 )
 
 

@@ -4,7 +4,8 @@
 them) are Python modules that Cython compiles in pure-Python mode, C types from the
 ``.pxd`` files beside them. Without a C compiler (or without Cython) headwater installs
 without them and runs the same modules as Python, which compute the same states more
-slowly.
+slowly. The ``.pyx`` modules (the JSON guard, the readers of bus records, which share
+``_msgpack.pxd``) have a Python path beside them that gives the same results.
 """
 
 from setuptools import Extension, setup
@@ -29,7 +30,17 @@ else:
             # The JSON guard: duplicate keys and depth, one pass over a request's bytes.
             Extension("headwater._jsonguard._compiled", ["src/headwater/_jsonguard/_compiled.pyx"]),
             # The archive's reader: bus records straight to Arrow buffers.
-            Extension("headwater.archive._columns", ["src/headwater/archive/_columns.pyx"]),
+            Extension(
+                "headwater.archive._columns",
+                ["src/headwater/archive/_columns.pyx"],
+                depends=["src/headwater/_msgpack.pxd"],
+            ),
+            # The feature consumer's reader: bus records to a batch's columns.
+            Extension(
+                "headwater.features._records",
+                ["src/headwater/features/_records.pyx"],
+                depends=["src/headwater/_msgpack.pxd"],
+            ),
         ],
         build_dir="build/cython",  # the generated C stays out of the source tree
     )

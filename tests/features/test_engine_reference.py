@@ -19,11 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from headwater._time import format_ms
+from headwater.bus.base import Record
 from headwater.contract.signal import Signal, encode_signal
 from headwater.features import _kinds, _pass
-from headwater.features.consumer import decode_stream_signal
 from headwater.features.engine import FeatureEngine
 from headwater.features.kinds import NATIVE, compiled, implementation, reader_for
+from headwater.features.signals import COMPILED, decode_batch, decode_stream_signal
 from headwater.features.spec import DEFAULT_FEATURES, KINDS, FeatureSpec
 from tests.features._reference import ReferenceEngine, read, read_all, text
 
@@ -96,13 +97,15 @@ def streams(draw: st.DrawFn) -> list[list[Signal]]:
     batches=streams(),
     lateness_ms=st.sampled_from([60_000, 3_600_000, 10 * 86_400_000]),
     extra=st.booleans(),
-    as_consumed=st.booleans(),
+    given_as=st.sampled_from(["signals", "decoded", "columns", "columns read by msgspec"]),
     native=st.sampled_from([True, False] if NATIVE else [False]),
 )
 def test_batched_engine_equals_per_event_engine(
-    batches: list[list[Signal]], lateness_ms: int, extra: bool, as_consumed: bool, native: bool
+    batches: list[list[Signal]], lateness_ms: int, extra: bool, given_as: str, native: bool
 ) -> None:
-    """``as_consumed``: the engine gets what the consumer decodes (payload still encoded)."""
+    """``given_as``: the engine gets ``Signal`` objects, signals as the bus's bytes decode
+    (payload still encoded), or the consumer's columns of the batch (``signals``), read
+    by the compiled reader where it is built or by msgspec."""
     specs = DEFAULT_FEATURES + EXTRA if extra else DEFAULT_FEATURES
     engine = FeatureEngine(specs, lateness_ms=lateness_ms, native=native)
     reference = ReferenceEngine(specs, lateness_ms=lateness_ms)
@@ -112,11 +115,24 @@ def test_batched_engine_equals_per_event_engine(
         by_user: dict[str, list[Signal]] = {}
         for s in batch:
             by_user.setdefault(s.user_id, []).append(s)
-        for user, signals in by_user.items():
+        records = [
+            Record(0, n, s.user_id, "signal", encode_signal(s), 0) for n, s in enumerate(batch)
+        ]
+        columns = decode_batch(records, {}, compiled=given_as == "columns" and COMPILED)
+        assert columns.users == list(by_user)
+        for k, (user, signals) in enumerate(by_user.items()):
             state = engine.decode(rows.get(user))
             ref_state = engine.decode(ref_rows.get(user))
-            given = [decode_stream_signal(encode_signal(s)) for s in signals]
-            applied = engine.apply(state, given if as_consumed else signals)
+            if given_as == "signals":
+                applied = engine.apply(state, signals)
+            elif given_as == "decoded":
+                applied = engine.apply(
+                    state, [decode_stream_signal(encode_signal(s)) for s in signals]
+                )
+            else:
+                applied = engine.apply_batch(
+                    state, columns, columns.starts[k], columns.starts[k + 1]
+                )
             assert applied == reference.apply(ref_state, signals)
             assert state == ref_state
             rows[user] = engine.encode(state)

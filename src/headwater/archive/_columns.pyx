@@ -18,6 +18,10 @@ batch with msgspec as before, and gets msgspec's verdict on a malformed record.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy, memset
+from headwater._msgpack cimport (
+    Reader, hw_be16, hw_be32, hw_be64, hw_f32, hw_f64, is_nil, need, read_int, read_map, read_str,
+    read_timestamp,
+)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
 import msgspec
@@ -27,33 +31,6 @@ _float_json = msgspec.json.Encoder().encode
 
 class UnsupportedRecordError(ValueError):
     """A record this reader does not take; decode the batch with msgspec instead."""
-
-
-cdef extern from *:
-    """
-    #include <string.h>
-    #include <stdint.h>
-    static inline uint16_t hw_be16(const unsigned char *p) {
-        return (uint16_t)((p[0] << 8) | p[1]);
-    }
-    static inline uint32_t hw_be32(const unsigned char *p) {
-        return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-    }
-    static inline uint64_t hw_be64(const unsigned char *p) {
-        return ((uint64_t)hw_be32(p) << 32) | hw_be32(p + 4);
-    }
-    static inline double hw_f64(uint64_t bits) {
-        double d; memcpy(&d, &bits, 8); return d;
-    }
-    static inline float hw_f32(uint32_t bits) {
-        float f; memcpy(&f, &bits, 4); return f;
-    }
-    """
-    uint16_t hw_be16(const unsigned char *p) nogil
-    uint32_t hw_be32(const unsigned char *p) nogil
-    uint64_t hw_be64(const unsigned char *p) nogil
-    double hw_f64(uint64_t bits) nogil
-    float hw_f32(uint32_t bits) nogil
 
 
 # -- growable buffers ---------------------------------------------------------------
@@ -172,74 +149,7 @@ cdef void col_free(Column *c):
     free(c.valid.data)
 
 
-# -- MessagePack reading ------------------------------------------------------------
-
-cdef struct Reader:
-    const unsigned char *p
-    const unsigned char *end
-
-
-cdef inline int need(Reader *r, Py_ssize_t n) except -1:
-    if r.end - r.p < n:
-        raise UnsupportedRecordError("a record ends early")
-    return 0
-
-
-cdef int read_str(Reader *r, const char **out, Py_ssize_t *n) except -1:
-    """A string's bytes; raises when the next value is not a string."""
-    need(r, 1)
-    cdef unsigned char t = r.p[0]
-    cdef Py_ssize_t length
-    if 0xA0 <= t <= 0xBF:
-        length = t & 0x1F
-        r.p += 1
-    elif t == 0xD9:
-        need(r, 2)
-        length = r.p[1]
-        r.p += 2
-    elif t == 0xDA:
-        need(r, 3)
-        length = hw_be16(r.p + 1)
-        r.p += 3
-    elif t == 0xDB:
-        need(r, 5)
-        length = hw_be32(r.p + 1)
-        r.p += 5
-    else:
-        raise UnsupportedRecordError("a string field holds another type")
-    need(r, length)
-    out[0] = <const char *>r.p
-    n[0] = length
-    r.p += length
-    return 0
-
-
-cdef Py_ssize_t read_map(Reader *r) except -1:
-    need(r, 1)
-    cdef unsigned char t = r.p[0]
-    cdef Py_ssize_t n
-    if 0x80 <= t <= 0x8F:
-        r.p += 1
-        return t & 0x0F
-    if t == 0xDE:
-        need(r, 3)
-        n = hw_be16(r.p + 1)
-        r.p += 3
-        return n
-    if t == 0xDF:
-        need(r, 5)
-        n = hw_be32(r.p + 1)
-        r.p += 5
-        return n
-    raise UnsupportedRecordError("not a map")
-
-
-cdef inline bint is_nil(Reader *r):
-    if r.p < r.end and r.p[0] == 0xC0:
-        r.p += 1
-        return True
-    return False
-
+# -- MessagePack reading: _msgpack.pxd ----------------------------------------------
 
 # The kinds of number a payload value can be (for the extracted columns).
 cdef enum:
@@ -256,87 +166,11 @@ cdef struct Number:
     double f
 
 
-cdef int read_int(Reader *r, int64_t *out) except -1:
-    """A signed integer that fits in 64 bits (the schema version)."""
-    need(r, 1)
-    cdef unsigned char t = r.p[0]
-    cdef uint64_t u
-    if t <= 0x7F:
-        out[0] = t
-        r.p += 1
-    elif t >= 0xE0:
-        out[0] = <int64_t>(<signed char>t)
-        r.p += 1
-    elif t == 0xCC:
-        need(r, 2); out[0] = r.p[1]; r.p += 2
-    elif t == 0xCD:
-        need(r, 3); out[0] = hw_be16(r.p + 1); r.p += 3
-    elif t == 0xCE:
-        need(r, 5); out[0] = hw_be32(r.p + 1); r.p += 5
-    elif t == 0xCF:
-        need(r, 9)
-        u = hw_be64(r.p + 1)
-        if u > <uint64_t>0x7FFFFFFFFFFFFFFF:
-            raise UnsupportedRecordError("an integer field out of range")
-        out[0] = <int64_t>u; r.p += 9
-    elif t == 0xD0:
-        need(r, 2); out[0] = <signed char>r.p[1]; r.p += 2
-    elif t == 0xD1:
-        need(r, 3); out[0] = <short>hw_be16(r.p + 1); r.p += 3
-    elif t == 0xD2:
-        need(r, 5); out[0] = <int>hw_be32(r.p + 1); r.p += 5
-    elif t == 0xD3:
-        need(r, 9); out[0] = <int64_t>hw_be64(r.p + 1); r.p += 9
-    else:
-        raise UnsupportedRecordError("an integer field holds another type")
-    return 0
-
-
 cdef int64_t floor_div(int64_t a, int64_t b) noexcept:
     cdef int64_t q = a // b
     if (a % b != 0) and ((a < 0) != (b < 0)):
         q -= 1
     return q
-
-
-cdef int read_timestamp(Reader *r, int64_t *micros) except -1:
-    """A MessagePack timestamp (extension -1) as microseconds since the epoch."""
-    need(r, 1)
-    cdef unsigned char t = r.p[0]
-    cdef uint64_t both
-    cdef int64_t seconds
-    cdef uint32_t nanos
-    if t == 0xD6:  # fixext 4: seconds
-        need(r, 6)
-        if <signed char>r.p[1] != -1:
-            raise UnsupportedRecordError("an extension that is not a timestamp")
-        seconds = hw_be32(r.p + 2)
-        nanos = 0
-        r.p += 6
-    elif t == 0xD7:  # fixext 8: 30 bits of nanoseconds, 34 of seconds
-        need(r, 10)
-        if <signed char>r.p[1] != -1:
-            raise UnsupportedRecordError("an extension that is not a timestamp")
-        both = hw_be64(r.p + 2)
-        nanos = <uint32_t>(both >> 34)
-        seconds = <int64_t>(both & 0x3FFFFFFFF)
-        r.p += 10
-    elif t == 0xC7:  # ext 8 of 12 bytes: nanoseconds, then signed seconds
-        need(r, 15)
-        if r.p[1] != 12 or <signed char>r.p[2] != -1:
-            raise UnsupportedRecordError("an extension that is not a timestamp")
-        nanos = hw_be32(r.p + 3)
-        seconds = <int64_t>hw_be64(r.p + 7)
-        r.p += 15
-    else:
-        raise UnsupportedRecordError("a time field that is not a MessagePack timestamp")
-    if nanos >= 1000000000 or nanos % 1000 != 0:
-        raise UnsupportedRecordError("a timestamp finer than a microsecond")
-    # datetime's range (years 1 to 9999): msgspec refuses the rest
-    if seconds < -62135596800 or seconds > 253402300799:
-        raise UnsupportedRecordError("a timestamp outside the years 1 to 9999")
-    micros[0] = seconds * 1000000 + nanos // 1000
-    return 0
 
 
 # -- JSON writing -------------------------------------------------------------------
@@ -736,9 +570,14 @@ def record_columns(list values):
             col_start(&cols[i], TEXT[i])
             if not TEXT[i]:
                 reserve(&cols[i].values, WIDTH[i] * rows)
-        for value in values:
-            record_into(<const unsigned char *>PyBytes_AS_STRING(value),
-                        PyBytes_GET_SIZE(value), cols)
+        try:
+            for value in values:
+                record_into(<const unsigned char *>PyBytes_AS_STRING(value),
+                            PyBytes_GET_SIZE(value), cols)
+        except UnsupportedRecordError:
+            raise
+        except ValueError as error:  # a MessagePack reader's (_msgpack.pxd)
+            raise UnsupportedRecordError(*error.args) from None
         out = []
         for i in range(N_COLUMNS):
             out.append((

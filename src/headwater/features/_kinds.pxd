@@ -7,8 +7,6 @@ cimport cython
 
 cdef long long MINUTE_MS, HOUR_MS, MINUTES_KEPT, HOURS_KEPT, MOST_MINUTES, MOST_HOURS
 
-cpdef object payload_of(object sig)
-
 @cython.locals(newest=cython.longlong)
 cpdef prune_buckets(dict buckets, long long kept)
 
@@ -21,9 +19,11 @@ cpdef str time_text(long long ms)
 
 @cython.final
 cdef class Event:
-    cdef public object sig
     cdef public long long ts
     cdef public object etype
+    cdef public object item
+    cdef public object surface
+    cdef public object raw
     cdef public object decoded
 
     cdef object payload(self)

@@ -26,7 +26,6 @@ import msgspec
 from headwater._time import format_ms
 
 if TYPE_CHECKING:
-    from headwater.features.kinds import SignalView
     from headwater.features.spec import FeatureSpec
 
 MINUTE_MS = 60_000
@@ -38,12 +37,6 @@ MOST_MINUTES = 2 * MINUTES_KEPT
 MOST_HOURS = 2 * HOURS_KEPT
 
 _decode_payload = msgspec.msgpack.Decoder(dict[str, Any]).decode
-
-
-def payload_of(sig: SignalView) -> dict[str, Any]:
-    """The signal's payload, decoded if it is still encoded."""
-    payload = sig.payload
-    return payload if isinstance(payload, dict) else _decode_payload(payload)
 
 
 def prune_buckets(buckets: dict[int, int], kept: int) -> None:
@@ -92,15 +85,19 @@ class Event:
     """One event as the kinds see it; the pass refills one object for every event."""
 
     def __init__(self) -> None:
-        self.sig: Any = None
         self.ts = 0
         self.etype = ""
+        self.item: str | None = None
+        self.surface = ""
+        #: The payload as the signal holds it: a dict, or its MessagePack bytes.
+        self.raw: Any = None
         self.decoded: dict[str, Any] | None = None
 
     def payload(self) -> dict[str, Any]:
         """The event's payload, decoded at most once however many kinds read it."""
         if self.decoded is None:
-            self.decoded = payload_of(self.sig)
+            raw = self.raw
+            self.decoded = raw if isinstance(raw, dict) else _decode_payload(raw)
         return self.decoded
 
 
@@ -194,7 +191,7 @@ class RecentItems(Kind):
         self.remove_values = tuple(spec.remove_when.values())
 
     def update(self, value: Any, ev: Event) -> Any:
-        item = ev.sig.item_id
+        item = ev.item
         if item is None:
             return value
         pair = [[], []] if value is None else value
@@ -252,7 +249,7 @@ class LastEvent(Kind):
         if value is not None and value[0] > ev.ts:
             return value
         payload = ev.payload()
-        return [ev.ts, ev.sig.item_id, {f: payload[f] for f in self.fields if f in payload}]
+        return [ev.ts, ev.item, {f: payload[f] for f in self.fields if f in payload}]
 
     def read(self, value: Any, _now: int) -> Any:
         if value is None:
@@ -304,7 +301,7 @@ class ActiveSurfaces(Kind):
 
     def update(self, value: Any, ev: Event) -> Any:
         surfaces = {} if value is None else value
-        surface = ev.sig.surface
+        surface = ev.surface
         ts = ev.ts
         if ts > surfaces.get(surface, 0):
             surfaces[surface] = ts

@@ -13,14 +13,38 @@ cdef long long days_from_civil(long long y, long long m, long long d) noexcept
 cpdef long long event_ms(object when) except? -1
 
 
+cdef class Walk
+
+
 cdef class FeaturePass:
     cdef readonly list kinds
     cdef readonly dict by_type
 
     @cython.locals(kinds=list)
     cpdef tuple fed_by(self, object etype)
-    @cython.locals(ids=list, watermark=cython.longlong, first=cython.longlong,
-                   applied=Py_ssize_t, duplicates=Py_ssize_t, lates=Py_ssize_t,
-                   values=list, ev=Event, ts=cython.longlong, late=cython.bint,
-                   kind=Kind, by_type=dict, fed=tuple)
+    @cython.locals(walk=Walk, ev=Event)
     cpdef tuple apply(self, dict state, object signals, long long bound)
+    @cython.locals(walk=Walk, ev=Event, event_ids=list, types=list, items=list, surfaces=list, times=list,
+                   payloads=list, i=Py_ssize_t)
+    cpdef tuple apply_batch(self, dict state, object batch, Py_ssize_t start,
+                            Py_ssize_t stop, long long bound)
+
+
+@cython.final
+cdef class Walk:
+    cdef FeaturePass features
+    cdef dict state
+    cdef long long bound
+    cdef list ids
+    cdef long long watermark, first
+    cdef set seen
+    cdef Py_ssize_t applied, duplicates, lates
+    cdef list values
+    cdef readonly Event ev
+
+    @cython.locals(ids=list, watermark=cython.longlong, seen=set, late=cython.bint,
+                   fed=tuple, kind=Kind, values=list, state=dict, ev=Event,
+                   features=FeaturePass)
+    cdef bint step(self, object eid, long long ts, object etype) except -1
+    @cython.locals(state=dict, ids=list)
+    cpdef tuple finish(self)

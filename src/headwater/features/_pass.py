@@ -22,6 +22,7 @@ from . import _kinds
 
 if TYPE_CHECKING:
     from headwater.features.kinds import SignalView
+    from headwater.features.signals import SignalBatch
 
 try:
     import cython
@@ -90,58 +91,112 @@ class FeaturePass:
                 self.by_type[etype] = fed
         return fed
 
-    def apply(  # noqa: PLR0912 - one loop on the hot path, no helper call per event
+    def apply(
         self, state: dict[str, Any], signals: Iterable[SignalView], bound: int
     ) -> tuple[int, int, int]:
         """One user's signals in bus order applied to its state, skipping re-delivered
         event ids; ``bound`` is the lateness bound (ms). ``(applied, duplicates, late)``."""
+        walk = Walk(self, state, bound)
+        ev = walk.ev
+        for sig in signals:
+            ev.item = sig.item_id
+            ev.surface = sig.surface
+            ev.raw = sig.payload
+            walk.step(sig.event_id, event_ms(sig.timestamp), sig.event_type)
+        return walk.finish()
+
+    def apply_batch(
+        self, state: dict[str, Any], batch: SignalBatch, start: int, stop: int, bound: int
+    ) -> tuple[int, int, int]:
+        """:meth:`apply` to the events ``start`` up to ``stop`` of ``batch``'s columns
+        (one user's, in bus order): no object per event."""
+        walk = Walk(self, state, bound)
+        ev = walk.ev
+        event_ids = batch.event_ids
+        types = batch.types
+        items = batch.items
+        surfaces = batch.surfaces
+        times = batch.times
+        payloads = batch.payloads
+        for i in range(start, stop):
+            ev.item = items[i]
+            ev.surface = surfaces[i]
+            ev.raw = payloads[i]
+            walk.step(event_ids[i], times[i], types[i])
+        return walk.finish()
+
+
+class Walk:
+    """One user's events applied to its row: the row's recent ids, watermark and
+    earliest time, kept while the events pass and stored by :meth:`finish`."""
+
+    def __init__(self, features: FeaturePass, state: dict[str, Any], bound: int) -> None:
+        self.features = features
+        self.state = state
+        self.bound = bound
         ids = state.get(IDS)
         if ids is None:
             ids = state[IDS] = []
-        watermark = state.get(WATERMARK, 0)
-        first = state.get(FIRST, 0)
-        seen = None
-        applied = duplicates = lates = 0
-        values = [state.get(k.name) for k in self.kinds]
-        ev = _kinds.Event()
-        by_type = self.by_type
-        for sig in signals:
-            eid = sig.event_id
-            ts = event_ms(sig.timestamp)
-            if ts <= watermark:
-                if seen is None and len(ids) > SCAN_IDS:
-                    seen = set(ids)
-                if eid in (ids if seen is None else seen):
-                    duplicates += 1
-                    continue
-            ids.append(eid)
-            if seen is not None:
-                seen.add(eid)
-            if ts < first or not first:
-                first = ts
-            late = ts < watermark - bound
-            if late:
-                lates += 1
-            elif ts > watermark:
-                watermark = ts
-            applied += 1
-            etype = sig.event_type
-            ev.sig = sig
-            ev.ts = ts
-            ev.etype = etype
-            ev.decoded = None
-            fed = by_type.get(etype)
-            if fed is None:
-                fed = self.fed_by(etype)
-            for kind in fed[1] if late else fed[0]:
-                value = values[kind.slot]
-                new = kind.update(value, ev)
-                if new is not value:  # most updates change a container in place
-                    values[kind.slot] = state[kind.name] = new
+        self.ids: list[str] = ids
+        self.watermark: int = state.get(WATERMARK, 0)
+        self.first: int = state.get(FIRST, 0)
+        self.seen: set[str] | None = None
+        self.applied = 0
+        self.duplicates = 0
+        self.lates = 0
+        self.values: list[Any] = [state.get(k.name) for k in features.kinds]
+        #: The event the kinds read: the caller sets its item, surface and payload.
+        self.ev = _kinds.Event()
+
+    def step(self, eid: str, ts: int, etype: str) -> bool:
+        """Apply one event (``ev`` holds its item, surface and payload) unless its id
+        was applied before (False); one beyond the lateness bound feeds only the
+        all-time kinds."""
+        ids = self.ids
+        watermark = self.watermark
+        if ts <= watermark:
+            seen = self.seen
+            if seen is None and len(ids) > SCAN_IDS:
+                seen = self.seen = set(ids)
+            if eid in (ids if seen is None else seen):
+                self.duplicates += 1
+                return False
+        ids.append(eid)
+        if self.seen is not None:
+            self.seen.add(eid)
+        if ts < self.first or not self.first:
+            self.first = ts
+        late = ts < watermark - self.bound
+        if late:
+            self.lates += 1
+        elif ts > watermark:
+            self.watermark = ts
+        self.applied += 1
+        ev = self.ev
+        ev.ts = ts
+        ev.etype = etype
+        ev.decoded = None
+        features = self.features
+        fed = features.by_type.get(etype)
+        if fed is None:
+            fed = features.fed_by(etype)
+        values = self.values
+        state = self.state
+        for kind in fed[1] if late else fed[0]:
+            value = values[kind.slot]
+            new = kind.update(value, ev)
+            if new is not value:  # most updates change a container in place
+                values[kind.slot] = state[kind.name] = new
+        return True
+
+    def finish(self) -> tuple[int, int, int]:
+        """Store the row's bookkeeping; ``(applied, duplicates, late)``."""
+        state = self.state
+        ids = self.ids
         if len(ids) > RECENT_IDS:
             del ids[: len(ids) - RECENT_IDS]
-        state[WATERMARK] = watermark
-        state[FIRST] = first
-        if lates:
-            state[LATE] = state.get(LATE, 0) + lates
-        return applied, duplicates, lates
+        state[WATERMARK] = self.watermark
+        state[FIRST] = self.first
+        if self.lates:
+            state[LATE] = state.get(LATE, 0) + self.lates
+        return self.applied, self.duplicates, self.lates

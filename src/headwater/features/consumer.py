@@ -14,28 +14,32 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
 
 import msgspec
 
 from headwater.bus.base import Record
 from headwater.contract.definition import DEFAULT_FRESHNESS_BUDGET_S
-from headwater.contract.signal import Signal
 from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.erasure.ledger import Participant
 from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
 from headwater.features.engine import FeatureEngine
 from headwater.features.following import DefinitionFollower
 from headwater.features.handover import TailReader
-from headwater.features.kinds import SignalView
 from headwater.features.live import LiveDefinitions
+from headwater.features.signals import Run, SignalBatch, decode_batch, decode_stream_signal
 from headwater.features.versions import USER_NAMESPACE
 from headwater.metrics import FEATURE_LATE_EVENTS, FRESHNESS_SECONDS
 from headwater.online.base import OnlineStore, Position
 from headwater.runtime.consumer import Consumer
 from headwater.slo import SLO_NAMESPACE, SloRecorder
 
-__all__ = ["BATCH_SIZE", "LINGER_S", "USER_NAMESPACE", "FeatureConsumer"]
+__all__ = [
+    "BATCH_SIZE",
+    "LINGER_S",
+    "USER_NAMESPACE",
+    "FeatureConsumer",
+    "decode_stream_signal",
+]
 
 #: Records per batch at most. A caught-up consumer reads what has arrived since its last
 #: batch, so the cap matters when it catches up: a bigger batch shares each user row
@@ -49,46 +53,6 @@ BATCH_SIZE = 50_000
 #: (BENCHMARKS.md), and add at most 50 ms to an event that arrives on an idle consumer.
 LINGER_S = 0.05
 log = logging.getLogger("headwater.features")
-
-
-class StreamSignal(SignalView, Protocol):
-    """A signal as the consumer decodes it: ``Signal``'s fields, the payload still encoded."""
-
-    @property
-    def user_id(self) -> str: ...
-    @property
-    def producer(self) -> str: ...
-    @property
-    def received_at(self) -> datetime | None: ...
-    @property
-    def request_id(self) -> str: ...
-
-
-def _stream_decoder() -> Callable[[bytes], StreamSignal]:
-    # Mirrors Signal field by field, so the contract stays defined in one place. Most
-    # events feed no feature that reads the payload: decoding it (a dict of strings)
-    # was a third of the decode time and most of each decoded event's memory.
-    fields: list[Any] = []
-    for f in msgspec.structs.fields(Signal):
-        if f.name == "payload":
-            fields.append((f.name, msgspec.Raw, msgspec.Raw(b"\x80")))  # an empty map
-        elif f.required:
-            fields.append((f.name, f.type))
-        elif f.default_factory is not msgspec.NODEFAULT:
-            fields.append((f.name, f.type, msgspec.field(default_factory=f.default_factory)))
-        else:
-            fields.append((f.name, f.type, f.default))
-    rename = {f.name: f.encode_name for f in msgspec.structs.fields(Signal)}
-    lazy = msgspec.defstruct(
-        "StreamSignal", fields, frozen=True, gc=False, rename=rename, module=__name__
-    )
-    return cast("Callable[[bytes], StreamSignal]", msgspec.msgpack.Decoder(lazy).decode)
-
-
-decode_stream_signal = _stream_decoder()
-#: A run of events from one publish request: producer, receive time, request id, and
-#: the run's events per type.
-_Run = tuple[str, datetime | None, str, dict[str, int]]
 
 
 class FeatureConsumer(Consumer):
@@ -200,71 +164,45 @@ class FeatureConsumer(Consumer):
     def _handle(self, records: Sequence[Record]) -> None:
         stored = self.store.positions(self.group)
         self._follow(stored)
-        by_user: dict[str, list[StreamSignal]] = {}
-        last: dict[int, Record] = {}  # the last applied record of each partition
-        # Freshness: the events of one publish request share its receive time, producer
-        # and id, and lie next to each other on the bus. Each run of them is counted per
-        # event type here, while each event is fresh in the CPU cache (comparing the
-        # receive time with the run's costs far less than converting or hashing it), and
-        # each run's age is observed once after the write, with its counts.
-        runs: list[_Run] | None = [] if self.record_freshness else None
-        types: dict[str, int] = {}
-        at: datetime | None = None
-        producer = request = ""
-        skipped = 0
-        for r in records:
-            pos = stored.get(r.partition)
-            if pos is not None and r.offset < pos.next_offset:
-                skipped += 1  # applied before a crash; its position was stored with the row
-                continue
-            sig = decode_stream_signal(r.value)
-            bucket = by_user.get(sig.user_id)
-            if bucket is None:
-                by_user[sig.user_id] = [sig]
-            else:
-                bucket.append(sig)
-            last[r.partition] = r
-            if runs is not None:
-                if sig.received_at != at or sig.request_id != request or sig.producer != producer:
-                    at, request, producer = sig.received_at, sig.request_id, sig.producer
-                    types = {}
-                    runs.append((producer, at, request, types))
-                etype = sig.event_type
-                types[etype] = types.get(etype, 0) + 1
-        self.skipped_replays += skipped
-        if not last:
+        # The batch in columns, each user's events together (``signals``). Freshness:
+        # the events of one publish request share its receive time, producer and id,
+        # and lie next to each other on the bus; each run of them is counted per event
+        # type as it is read, and each run's age observed once after the write.
+        batch = decode_batch(
+            records, {p: pos.next_offset for p, pos in stored.items()}, runs=self.record_freshness
+        )
+        self.skipped_replays += batch.skipped
+        if not batch.last:
             return
-        moved = {p: Position(r.offset + 1, r.timestamp_ms) for p, r in last.items()}
+        moved = {p: Position(r.offset + 1, r.timestamp_ms) for p, r in batch.last.items()}
         engine = self.engine
         late_before = engine.late_events
         rebuilt = self.follower.rebuilt if self.follower is not None else {}
         if rebuilt:
-            self._handle_rebuilt(records, by_user, moved, rebuilt)
+            self._handle_rebuilt(records, batch, moved, rebuilt)
         else:
-            self._write(records, by_user, moved)
+            self._write(records, batch, moved)
         if engine.late_events != late_before:
             FEATURE_LATE_EVENTS.labels("any").inc(engine.late_events - late_before)
-        if runs is not None:
-            self._observe(runs, len(by_user))
+        if batch.runs is not None:
+            self._observe(batch.runs, len(batch.users))
 
     def _write(
-        self,
-        records: Sequence[Record],
-        by_user: Mapping[str, list[StreamSignal]],
-        moved: Mapping[int, Position],
+        self, records: Sequence[Record], batch: SignalBatch, moved: Mapping[int, Position]
     ) -> None:
         """Apply the batch to its users' rows and write them with the positions."""
         engine = self.engine
-        rows = self.store.get(self.namespace, list(by_user))
+        rows = self.store.get(self.namespace, batch.users)
         out: dict[str, bytes] = {}
         if self.follower is not None and self.follower.overrides:
-            self.applied += self._apply_per_partition(records, by_user, rows, out)
+            self.applied += self._apply_per_partition(records, batch, rows, out)
         else:
-            decode, apply, encode = engine.decode, engine.apply, engine.encode
+            decode, apply, encode = engine.decode, engine.apply_batch, engine.encode
+            starts = batch.starts
             applied = 0
-            for user, signals in by_user.items():
+            for k, user in enumerate(batch.users):
                 state = decode(rows.get(user))
-                applied += apply(state, signals)
+                applied += apply(state, batch, starts[k], starts[k + 1])
                 out[user] = encode(state)
             self.applied += applied
         if self.previous is not None:
@@ -276,7 +214,7 @@ class FeatureConsumer(Consumer):
     def _handle_rebuilt(
         self,
         records: Sequence[Record],
-        by_user: Mapping[str, list[StreamSignal]],
+        batch: SignalBatch,
         moved: Mapping[int, Position],
         rebuilt: Mapping[int, str],
     ) -> None:
@@ -287,13 +225,13 @@ class FeatureConsumer(Consumer):
         positions. Each partition's rows and position are written together."""
         part = {r.key: r.partition for r in records}
         users_by_ns: dict[str, list[str]] = {}
-        for user in by_user:
+        for user in batch.users:
             users_by_ns.setdefault(rebuilt.get(part[user], self.namespace), []).append(user)
         rows: dict[str, bytes] = {}
         for namespace, users in users_by_ns.items():
             rows.update(self.store.get(namespace, users))
         out: dict[str, bytes] = {}
-        self.applied += self._apply_per_partition(records, by_user, rows, out)
+        self.applied += self._apply_per_partition(records, batch, rows, out)
         for namespace, users in users_by_ns.items():
             if namespace == self.namespace:
                 continue
@@ -313,7 +251,7 @@ class FeatureConsumer(Consumer):
     def _apply_per_partition(
         self,
         records: Sequence[Record],
-        by_user: Mapping[str, list[StreamSignal]],
+        batch: SignalBatch,
         rows: Mapping[str, bytes],
         out: dict[str, bytes],
     ) -> int:
@@ -321,18 +259,19 @@ class FeatureConsumer(Consumer):
         is handed over on some of this consumer's partitions and not on others)."""
         assert self.follower is not None
         part = {r.key: r.partition for r in records}
+        starts = batch.starts
         applied = 0
-        for user, signals in by_user.items():
+        for k, user in enumerate(batch.users):
             engine = self.follower.engine_for(part[user], self.engine)
             state = engine.decode(rows.get(user))
             late = engine.late_events
-            applied += engine.apply(state, signals)
+            applied += engine.apply_batch(state, batch, starts[k], starts[k + 1])
             if engine is not self.engine and engine.late_events != late:
                 FEATURE_LATE_EVENTS.labels("any").inc(engine.late_events - late)
             out[user] = engine.encode(state)
         return applied
 
-    def _observe(self, runs: list[_Run], users: int) -> None:
+    def _observe(self, runs: list[Run], users: int) -> None:
         # Readable now: the write above committed. Publish accepted at received_at.
         now = time.time()
         ages = _BatchAges(self.slo.budgets() if self.slo is not None else {})
@@ -340,7 +279,7 @@ class FeatureConsumer(Consumer):
         for producer, received_at, request, types in runs:
             requests.add(request)
             if received_at is not None:
-                ages.add(producer, max(0.0, now - received_at.timestamp()), types)
+                ages.add(producer, max(0.0, now - received_at), types)
         per_type = ages.record(self.slo, now)
         requests.discard("")
         log.info(

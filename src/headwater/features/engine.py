@@ -16,6 +16,7 @@ from headwater.features.kinds import (
     implementation,
     reader_for,
 )
+from headwater.features.signals import SignalBatch
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from headwater.wire import UserFeatures
 
@@ -57,7 +58,7 @@ class FeatureEngine:
         self._versioned = {n: v for n, v in self.defined_in.items() if v != 1}
         # Every feature's update in one pass over a user's events, and its read: compiled
         # to C when built (``native=None``), else Python; both give the same answers.
-        self._apply = compile_pass(self.specs, native=native)
+        self._pass = compile_pass(self.specs, native=native)
         self._readers: dict[str, Reader] = {
             s.name: reader_for(s, native=native) for s in self.specs
         }
@@ -75,7 +76,16 @@ class FeatureEngine:
         """
         if self._versioned:
             self.align(state)
-        applied, duplicates, late = self._apply(state, signals, self.lateness_ms)
+        return self._count(self._pass.apply(state, signals, self.lateness_ms))
+
+    def apply_batch(self, state: dict[str, Any], batch: SignalBatch, start: int, stop: int) -> int:
+        """:meth:`apply` to the events ``start`` up to ``stop`` of ``batch`` (one user's)."""
+        if self._versioned:
+            self.align(state)
+        return self._count(self._pass.apply_batch(state, batch, start, stop, self.lateness_ms))
+
+    def _count(self, counts: tuple[int, int, int]) -> int:
+        applied, duplicates, late = counts
         if duplicates:
             self.duplicates += duplicates
         if late:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import cache
 from importlib.machinery import ExtensionFileLoader
@@ -37,7 +37,6 @@ __all__ = [
     "NATIVE",
     "WATERMARK",
     "Form",
-    "Pass",
     "Reader",
     "SignalView",
     "compile_pass",
@@ -76,9 +75,6 @@ class SignalView(Protocol):
     def payload(self) -> dict[str, Any] | msgspec.Raw: ...
 
 
-#: ``apply(state, signals, lateness_ms) -> (applied, duplicates, late)``: one user's
-#: signals in bus order applied to its state, skipping re-delivered event ids.
-Pass = Callable[[dict[str, Any], Iterable[SignalView], int], tuple[int, int, int]]
 #: ``read(value, now_ms)``: a feature's stored value as the API answers it.
 Reader = Callable[[Any, int], Any]
 
@@ -129,11 +125,12 @@ def implementation(native: bool | None = None) -> Form:
     return _kinds, _pass
 
 
-def compile_pass(specs: Sequence[FeatureSpec], *, native: bool | None = None) -> Pass:
-    """One pass applying every feature of ``specs`` to a user's events."""
+def compile_pass(specs: Sequence[FeatureSpec], *, native: bool | None = None) -> _pass.FeaturePass:
+    """One pass applying every feature of ``specs`` to a user's events: ``apply`` over
+    signals, ``apply_batch`` over a slice of a ``signals.SignalBatch``."""
     kinds, passes = implementation(native)
     features: _pass.FeaturePass = passes.FeaturePass([kinds.kind_for(s) for s in specs])
-    return features.apply
+    return features
 
 
 def reader_for(spec: FeatureSpec, *, native: bool | None = None) -> Reader:

@@ -1,0 +1,308 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Bus records to a ``signals.SignalBatch``, compiled to C: no Python object per signal
+but the values the features keep.
+
+``read_batch`` reads each record's bytes (a signal as ``headwater.contract.signal``
+encodes it: a MessagePack map keyed by field name, timestamps as the MessagePack
+timestamp extension) and fills the batch's columns: event ids, items and users as
+strings, event types and surfaces as one string object per distinct value, event times
+in milliseconds as ``_pass.event_ms`` computes them from the decoded datetime, the
+payload as its MessagePack bytes. Events are grouped by user in bus order, and each
+run of one publish request is counted per type.
+
+Anything msgspec's decoder of the consumer's signal would read differently from this
+reader (a field of another type, a timestamp given as text or finer than a
+microsecond, a repeated field, text that is not UTF-8) raises
+``UnsupportedRecordError``: the caller then decodes that batch with msgspec, and gets
+msgspec's verdict on a malformed record.
+"""
+
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcmp, memcpy
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from headwater._msgpack cimport (
+    Reader, is_nil, read_int, read_map, read_str, read_timestamp, skip_value,
+)
+
+
+class UnsupportedRecordError(ValueError):
+    """A record this reader does not take; decode the batch with msgspec instead."""
+
+
+cdef bytes EMPTY_MAP = b"\x80"
+# Distinct event types and surfaces kept as one string each; past this many, the rest
+# are decoded event by event (a batch has a handful of each).
+cdef enum:
+    KEPT = 64
+
+
+cdef struct Span:
+    const char *p
+    Py_ssize_t n
+    bint present
+
+
+cdef inline bint named(const char *key, Py_ssize_t n, const char *name, Py_ssize_t m) noexcept:
+    return n == m and memcmp(key, name, m) == 0
+
+
+cdef inline object text(const char *p, Py_ssize_t n):
+    try:
+        return PyUnicode_DecodeUTF8(p, n, NULL)
+    except UnicodeDecodeError:
+        raise UnsupportedRecordError("text that is not UTF-8") from None
+
+
+cdef class Strings:
+    """Few distinct values (event types, surfaces, producers): one string object each,
+    found by their bytes without decoding them again."""
+
+    cdef char *data[KEPT]
+    cdef Py_ssize_t sizes[KEPT]
+    cdef list values
+    cdef Py_ssize_t count
+
+    def __cinit__(self):
+        self.values = []
+        self.count = 0
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.count):
+            free(self.data[i])
+
+    cdef object get(self, const char *p, Py_ssize_t n):
+        cdef Py_ssize_t i
+        cdef char *copy
+        for i in range(self.count):
+            if self.sizes[i] == n and memcmp(self.data[i], p, n) == 0:
+                return self.values[i]
+        value = text(p, n)
+        if self.count < KEPT:
+            copy = <char *>malloc(n if n else 1)
+            if copy == NULL:
+                raise MemoryError()
+            memcpy(copy, p, n)
+            self.data[self.count] = copy
+            self.sizes[self.count] = n
+            self.values.append(value)
+            self.count += 1
+        return value
+
+
+cdef struct Fields:
+    Span event_id, event_type, user_id, surface, item_id, producer, request_id
+    const char *payload
+    Py_ssize_t payload_n
+    int64_t timestamp, received_at
+    bint have_timestamp, have_received
+
+
+cdef int read_signal(const unsigned char *data, Py_ssize_t size, Fields *f) except -1:
+    """One record's fields (pointers into ``data``)."""
+    cdef Reader r
+    r.p = data
+    r.end = data + size
+    cdef Py_ssize_t fields = read_map(&r)
+    cdef Py_ssize_t i, keylen
+    cdef const char *key
+    cdef const unsigned char *start
+    cdef int64_t version
+    cdef unsigned int seen = 0, bit
+    f.event_id.present = f.event_type.present = f.user_id.present = False
+    f.surface.present = f.item_id.present = f.producer.present = f.request_id.present = False
+    f.payload = NULL
+    f.payload_n = 0
+    f.have_timestamp = f.have_received = False
+    for i in range(fields):
+        read_str(&r, &key, &keylen)
+        if named(key, keylen, "event_id", 8):
+            bit = 1
+            read_str(&r, &f.event_id.p, &f.event_id.n); f.event_id.present = True
+        elif named(key, keylen, "event_type", 10):
+            bit = 2
+            read_str(&r, &f.event_type.p, &f.event_type.n); f.event_type.present = True
+        elif named(key, keylen, "user_id", 7):
+            bit = 4
+            read_str(&r, &f.user_id.p, &f.user_id.n); f.user_id.present = True
+        elif named(key, keylen, "surface", 7):
+            bit = 8
+            read_str(&r, &f.surface.p, &f.surface.n); f.surface.present = True
+        elif named(key, keylen, "item_id", 7):
+            bit = 16
+            if is_nil(&r):
+                f.item_id.present = False
+            else:
+                read_str(&r, &f.item_id.p, &f.item_id.n); f.item_id.present = True
+        elif named(key, keylen, "producer", 8):
+            bit = 32
+            read_str(&r, &f.producer.p, &f.producer.n); f.producer.present = True
+        elif named(key, keylen, "timestamp", 9):
+            bit = 64
+            read_timestamp(&r, &f.timestamp); f.have_timestamp = True
+        elif named(key, keylen, "received_at", 11):
+            bit = 128
+            if is_nil(&r):
+                f.have_received = False
+            else:
+                read_timestamp(&r, &f.received_at); f.have_received = True
+        elif named(key, keylen, "schema_version", 14):
+            bit = 256
+            read_int(&r, &version)
+        elif named(key, keylen, "payload", 7):
+            bit = 512
+            start = r.p
+            skip_value(&r, 0)
+            f.payload = <const char *>start
+            f.payload_n = r.p - start
+        elif named(key, keylen, "request_id", 10):
+            bit = 1024
+            read_str(&r, &f.request_id.p, &f.request_id.n); f.request_id.present = True
+        else:
+            bit = 0
+            skip_value(&r, 0)  # a field the signal does not have: msgspec skips it too
+        if seen & bit:
+            raise UnsupportedRecordError("a record that repeats a field")
+        seen |= bit
+    if r.p != r.end:
+        raise UnsupportedRecordError("bytes after the record")
+    if not (f.event_id.present and f.event_type.present and f.user_id.present
+            and f.surface.present and f.have_timestamp):
+        raise UnsupportedRecordError("a record without a required field")
+    return 0
+
+
+cdef inline long long millis(int64_t micros) noexcept:
+    # As _pass.event_ms computes it from the decoded UTC datetime: the exact
+    # microseconds / 10**6 as a double, * 1000, truncated toward zero.
+    cdef double seconds = micros / 1e6
+    return <long long>(seconds * 1000.0)
+
+
+def read_batch(records, stored, bint runs, batch):
+    """Fill ``batch`` (an empty ``signals.SignalBatch``) from ``records``, skipping those
+    below ``stored`` (partition -> next offset to apply); see ``signals.decode_batch``."""
+    cdef Py_ssize_t n = len(records), i, k, users_n, dest
+    cdef Fields f
+    cdef bytes value
+    cdef dict slot_of = {}
+    cdef list user_names = [], user_slot = []
+    cdef list ids = [], types = [], items = [], surfaces = [], times = [], payloads = []
+    cdef list out_runs = [] if runs else None
+    cdef dict last = {}
+    cdef dict counts = {}
+    cdef Strings type_names = Strings(), surface_names = Strings(), producers = Strings()
+    # Before the first run: no receive time, request or producer (events without an
+    # envelope count in no run, as their age is not known).
+    cdef const char *run_producer = ""
+    cdef const char *run_request = ""
+    cdef Py_ssize_t run_producer_n = 0, run_request_n = 0
+    cdef int64_t run_at = 0
+    cdef bint run_has_at = False
+    cdef Py_ssize_t skipped = 0
+    cdef Py_ssize_t *slots = NULL
+    cdef Py_ssize_t *fill = NULL
+    cdef object slot, etype, user
+    cdef list starts
+    slots = <Py_ssize_t *>malloc((n if n else 1) * sizeof(Py_ssize_t))
+    if slots == NULL:
+        raise MemoryError()
+    try:
+        k = 0
+        for r in records:
+            next_offset = stored.get(r.partition)
+            if next_offset is not None and r.offset < next_offset:
+                skipped += 1  # applied before a crash; its position was stored with the row
+                continue
+            value = r.value
+            try:
+                read_signal(<const unsigned char *>PyBytes_AS_STRING(value),
+                            PyBytes_GET_SIZE(value), &f)
+            except UnsupportedRecordError:
+                raise
+            except ValueError as error:  # a MessagePack reader's (_msgpack.pxd)
+                raise UnsupportedRecordError(*error.args) from None
+            user = text(f.user_id.p, f.user_id.n)
+            slot = slot_of.get(user)
+            if slot is None:
+                slot = slot_of[user] = len(user_names)
+                user_names.append(user)
+            slots[k] = <Py_ssize_t>slot
+            k += 1
+            ids.append(text(f.event_id.p, f.event_id.n))
+            etype = type_names.get(f.event_type.p, f.event_type.n)
+            types.append(etype)
+            items.append(text(f.item_id.p, f.item_id.n) if f.item_id.present else None)
+            surfaces.append(surface_names.get(f.surface.p, f.surface.n))
+            times.append(millis(f.timestamp))
+            if f.payload == NULL or (f.payload_n == 1 and f.payload[0] == b"\x80"[0]):
+                payloads.append(EMPTY_MAP)
+            else:
+                payloads.append(PyBytes_FromStringAndSize(f.payload, f.payload_n))
+            last[r.partition] = r
+            if out_runs is not None:
+                if not f.producer.present:
+                    f.producer.p = ""; f.producer.n = 0
+                if not f.request_id.present:
+                    f.request_id.p = ""; f.request_id.n = 0
+                if (f.have_received != run_has_at
+                        or (run_has_at and f.received_at != run_at)
+                        or f.request_id.n != run_request_n
+                        or memcmp(f.request_id.p, run_request, f.request_id.n) != 0
+                        or f.producer.n != run_producer_n
+                        or memcmp(f.producer.p, run_producer, f.producer.n) != 0):
+                    run_has_at, run_at = f.have_received, f.received_at
+                    run_request, run_request_n = f.request_id.p, f.request_id.n
+                    run_producer, run_producer_n = f.producer.p, f.producer.n
+                    counts = {}
+                    out_runs.append((
+                        producers.get(f.producer.p, f.producer.n),
+                        f.received_at / 1e6 if f.have_received else None,
+                        text(f.request_id.p, f.request_id.n),
+                        counts,
+                    ))
+                counts[etype] = counts.get(etype, 0) + 1
+        # Each user's events together, in bus order: where each user's slice starts
+        # (``fill``), then where each event goes (``slots``, rewritten in place).
+        users_n = len(user_names)
+        fill = <Py_ssize_t *>malloc((users_n + 1) * sizeof(Py_ssize_t))
+        if fill == NULL:
+            raise MemoryError()
+        for i in range(users_n + 1):
+            fill[i] = 0
+        for i in range(k):
+            fill[slots[i] + 1] += 1
+        starts = [0]
+        for i in range(users_n):
+            fill[i + 1] += fill[i]
+            starts.append(fill[i + 1])
+        for i in range(k):
+            dest = fill[slots[i]]
+            fill[slots[i]] += 1
+            slots[i] = dest
+        batch.event_ids = _placed(ids, slots, k)
+        batch.types = _placed(types, slots, k)
+        batch.items = _placed(items, slots, k)
+        batch.surfaces = _placed(surfaces, slots, k)
+        batch.times = _placed(times, slots, k)
+        batch.payloads = _placed(payloads, slots, k)
+        batch.users = user_names
+        batch.starts = starts
+        batch.last = last
+        batch.skipped = skipped
+        batch.runs = out_runs
+        return batch
+    finally:
+        free(slots)
+        free(fill)
+
+
+cdef list _placed(list column, Py_ssize_t *places, Py_ssize_t n):
+    """``column`` with its value ``i`` at ``places[i]``."""
+    cdef list out = [None] * n
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[places[i]] = column[i]
+    return out
