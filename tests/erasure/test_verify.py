@@ -343,3 +343,27 @@ def test_the_dead_letter_store_erases_the_letters_that_name_the_user_under_any_k
     assert letters.count_users(["u-7", "u-8", "u-70"]) == {"u-7": 0, "u-8": 0, "u-70": 1}
     assert [x.id for x in letters.list()] == ["features:0:3"]
     db.close()
+
+
+def test_the_dead_letter_store_erases_what_its_search_finds(tmp_path: Path) -> None:
+    """One search decides residue and erasure: a key that names the user among other
+    tokens counts for both, and a group whose name holds colons is erased by its id."""
+    from headwater.bus import Record
+    from headwater.bus.dead_letters import DeadLetterStore
+    from headwater.control import open_control_database
+
+    db = open_control_database(f"sqlite:///{tmp_path / 'control.db'}")
+    letters = DeadLetterStore(db)
+    letters.put("features", Record(0, 1, "tenant/u-7", "signal", b"v", 1), "e", 3)
+    letters.put("a:b", Record(2, 5, "u-7", "signal", b'{"e":"evt-1"}', 1), "e", 3)
+    letters.put("features", Record(0, 2, "u-8", "signal", b"evt-1 evt-1", 1), "e", 3)
+    assert letters.search(Needles(["u-7", "evt-1"])) == {
+        "features:0:1": {"u-7": 1},
+        "a:b:2:5": {"u-7": 1, "evt-1": 1},
+        "features:0:2": {"evt-1": 2},
+    }
+    assert letters.naming(["u-7", "u-9"]) == {"u-7": ["a:b:2:5", "features:0:1"], "u-9": []}
+    assert letters.erase_users(["u-7"]) == {"u-7": 2}
+    assert letters.search(Needles(["u-7"])) == {}
+    assert [x.id for x in letters.list()] == ["features:0:2"]
+    db.close()

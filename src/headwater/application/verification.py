@@ -93,16 +93,8 @@ def _dead_letter_check(app: Application) -> StoreCheck:
     def check(users: Sequence[Subject]) -> CheckResult:
         # Every letter read back, not a query by key: a letter under another key whose
         # record names the user (or one of the user's events) is residue too.
-        needles = Needles(owners(users))
-        hits: dict[str, dict[str, int]] = {}
-        for letter in letters.every():
-            found: dict[str, int] = {}
-            for part in (letter.record.key.encode(), letter.record.value):
-                for value, n in needles.count(part).items():
-                    if n:
-                        found[value] = found.get(value, 0) + n
-            if found:
-                hits[f"dead letter {letter.id}"] = found
+        found = letters.search(Needles(owners(users)))
+        hits = {f"dead letter {letter_id}": counts for letter_id, counts in found.items()}
         method = (
             "every dead letter read back from the control plane, its key and decoded "
             "record searched for the user ids and event ids"

@@ -53,9 +53,6 @@ class DeadLetter(msgspec.Struct, frozen=True):
         return f"{self.group}:{self.record.partition}:{self.record.offset}"
 
 
-#: Dead letters (``list`` is a method of the store, so the type is named here).
-_Letters = list[DeadLetter]
-
 _COLUMNS = (
     "grp, partition, record_offset, record_key, kind, value, published_ms, error, "
     "attempts, failed_at, replayed_at"
@@ -80,6 +77,17 @@ def _row_to_letter(row: tuple[object, ...]) -> DeadLetter:
         str(failed_at),
         None if replayed is None else str(replayed),
     )
+
+
+#: Letter ids (``list`` is a method of the store, so the type is named here).
+_LetterIds = list[str]
+
+
+def _primary_key(letter_id: str) -> tuple[str, int, int]:
+    """The row of a letter's ``id`` (partition and offset are integers, so the last two
+    colons are theirs, whatever the group's name)."""
+    group, partition, offset = letter_id.rsplit(":", 2)
+    return group, int(partition), int(offset)
 
 
 class DeadLetterStore:
@@ -171,26 +179,35 @@ class DeadLetterStore:
             ),
         )
 
-    def naming(self, users: Sequence[str]) -> dict[str, _Letters]:
-        """Each user's dead letters: those kept under the user's key, and those whose
-        record names the user under another key (every letter is read back)."""
-        wanted = set(users)
-        needles = Needles(wanted)
-        out: dict[str, _Letters] = {u: [] for u in users}
+    def search(self, needles: Needles) -> dict[str, dict[str, int]]:
+        """Every dead letter read back, its key and decoded record searched for
+        ``needles`` as whole tokens: letter id -> searched value -> occurrences, for the
+        letters that hold one (replayed or not, under any key)."""
+        hits: dict[str, dict[str, int]] = {}
         for letter in self.every():
-            named = {letter.record.key} & wanted
-            named.update(u for u, n in needles.count(letter.record.value).items() if n)
-            for user in named:
-                out[user].append(letter)
+            found: dict[str, int] = {}
+            for part in (letter.record.key.encode(), letter.record.value):
+                for value, n in needles.count(part).items():
+                    if n:
+                        found[value] = found.get(value, 0) + n
+            if found:
+                hits[letter.id] = found
+        return hits
+
+    def naming(self, users: Sequence[str]) -> dict[str, _LetterIds]:
+        """The ids of each user's dead letters: those whose key or record names the user
+        (see ``search``)."""
+        out: dict[str, _LetterIds] = {u: [] for u in users}
+        for letter_id, found in self.search(Needles(out)).items():
+            for user in found:
+                out[user].append(letter_id)
         return out
 
     def erase_users(self, users: Sequence[str]) -> dict[str, int]:
         """Delete every dead letter that names each user (see ``naming``); the number
         deleted per user (a letter naming two users counts for both)."""
         found = self.naming(users)
-        doomed = {
-            (x.group, x.record.partition, x.record.offset) for xs in found.values() for x in xs
-        }
+        doomed = {_primary_key(x) for ids in found.values() for x in ids}
         if doomed:
             with self._db.transaction() as tx:
                 for grp, partition, offset in sorted(doomed):
@@ -199,7 +216,7 @@ class DeadLetterStore:
                         "WHERE grp = ? AND partition = ? AND record_offset = ?",
                         (grp, partition, offset),
                     )
-        return {user: len(letters) for user, letters in found.items()}
+        return {user: len(ids) for user, ids in found.items()}
 
     def scrub(self, *, rewrite: bool = False) -> dict[str, object]:
         """After an erasure: the control plane's own copies of deleted dead letters
@@ -208,4 +225,4 @@ class DeadLetterStore:
 
     def count_users(self, users: Sequence[str]) -> dict[str, int]:
         """Dead letters still stored that name each user (erasure evidence)."""
-        return {user: len(letters) for user, letters in self.naming(users).items()}
+        return {user: len(ids) for user, ids in self.naming(users).items()}
