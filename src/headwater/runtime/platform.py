@@ -151,34 +151,33 @@ class PlatformErasure(Consumer):
 
     def _window(self, window: Sequence[ErasureEvent]) -> list[Confirmation]:
         out: list[Confirmation] = []
-        if window:
-            users = [e.user_id for e in window]
-            removed_by_user = self.window.erase_users(users)
-            remaining_by_user = self.window.count_users(users)
-            # A resent erasure also makes sure no old copy of the entries is left.
-            resent = any(e.attempt > 1 for e in window)
-            scrubbed = self.window.scrub(
-                erased=users if resent else (), rebuild=any(e.rebuild for e in window)
-            )
-            seen: set[str] = set()
-            for event in window:
-                # Two requests for one user in a run: the first removed the entries.
-                first = event.user_id not in seen
-                seen.add(event.user_id)
-                out.append(
-                    self._confirm(
-                        event,
-                        IDEMPOTENCY_WINDOW,
-                        self.window.url,
-                        method="delete",
-                        removed=removed_by_user[event.user_id] if first else 0,
-                        remaining=remaining_by_user[event.user_id],
-                        evidence={
-                            "scan": "count of the user's accepted event ids",
-                            "scrub": scrubbed,
-                        },
-                    )
+        users = [e.user_id for e in window]
+        removed_by_user = self.window.erase_users(users)
+        remaining_by_user = self.window.count_users(users)
+        # A resent erasure also makes sure no old copy of the entries is left.
+        resent = any(e.attempt > 1 for e in window)
+        scrubbed = self.window.scrub(
+            erased=users if resent else (), rebuild=any(e.rebuild for e in window)
+        )
+        seen: set[str] = set()
+        for event in window:
+            # Two requests for one user in a run: the first removed the entries.
+            first = event.user_id not in seen
+            seen.add(event.user_id)
+            out.append(
+                self._confirm(
+                    event,
+                    IDEMPOTENCY_WINDOW,
+                    self.window.url,
+                    method="delete",
+                    removed=removed_by_user[event.user_id] if first else 0,
+                    remaining=remaining_by_user[event.user_id],
+                    evidence={
+                        "scan": "count of the user's accepted event ids",
+                        "scrub": scrubbed,
+                    },
                 )
+            )
         return out
 
     def _bus_log(self, events: Sequence[ErasureEvent]) -> list[Confirmation]:
