@@ -367,3 +367,40 @@ def test_the_dead_letter_store_erases_what_its_search_finds(tmp_path: Path) -> N
     assert letters.search(Needles(["u-7"])) == {}
     assert [x.id for x in letters.list()] == ["features:0:2"]
     db.close()
+
+
+def test_the_dead_letter_erasure_confirms_what_it_leaves_from_its_one_read(
+    tmp_path: Path, control_url: str
+) -> None:
+    """The erase reads the letters and deletes those found in one transaction that keeps
+    writers out: the confirmation's nothing-remaining is what a read after it finds."""
+    from headwater.bus import Record, open_bus
+    from headwater.bus.dead_letters import DeadLetterStore
+    from headwater.control import open_control_database
+    from headwater.dedupe import open_idempotency_window
+    from headwater.runtime.platform import DEAD_LETTERS, PlatformErasure
+
+    db = open_control_database(control_url)
+    letters = DeadLetterStore(db)
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
+    window = open_idempotency_window(f"sqlite:///{tmp_path / 'dedupe.db'}", window_s=60)
+    platform = PlatformErasure(bus, letters, window)
+    letters.put("features", Record(0, 1, "u-7", "signal", b"mine", 1), "e", 3)
+    letters.put("archive", Record(1, 2, "u-8", "signal", b"u-7 and u-8", 1), "e", 3)
+    letters.put("archive", Record(1, 3, "u-9", "signal", b"u-9", 1), "e", 3)
+    events = [
+        ErasureEvent(
+            request_id=f"r-{user}",
+            user_id=user,
+            requested_at=datetime.now(UTC),
+            participants=(DEAD_LETTERS,),
+        )
+        for user in ("u-7", "u-8")
+    ]
+    confirmations = platform.erase_many(events)
+    assert [(c.rows_removed, c.rows_remaining) for c in confirmations] == [(2, 0), (1, 0)]
+    assert {"scan", "scrub"} <= set(confirmations[0].evidence)
+    assert letters.count_users(["u-7", "u-8", "u-9"]) == {"u-7": 0, "u-8": 0, "u-9": 1}
+    window.close()
+    bus.close()
+    db.close()

@@ -7,14 +7,15 @@ data, so they take part in erasure like any other store.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import msgspec
 
 from headwater._idsearch import Needles
 from headwater._time import now_text
 from headwater.bus.base import Record
-from headwater.control.base import ControlDatabase
+from headwater.control.base import ControlDatabase, Row
 
 __all__ = ["DeadLetter", "DeadLetterStore"]
 
@@ -90,6 +91,47 @@ def _primary_key(letter_id: str) -> tuple[str, int, int]:
     return group, int(partition), int(offset)
 
 
+def _read(
+    execute: Callable[[str, Sequence[Any]], list[Row]], chunk: int = 500
+) -> Iterator[DeadLetter]:
+    """Every dead letter in key order, ``chunk`` rows a query, through ``execute`` (the
+    database's, or a transaction's)."""
+    after: tuple[object, ...] = ("", -1, -1)
+    while True:
+        rows = execute(
+            f"SELECT {_COLUMNS} FROM hw_dead_letters WHERE (grp > ?) OR (grp = ? AND "
+            "(partition > ? OR (partition = ? AND record_offset > ?))) "
+            "ORDER BY grp, partition, record_offset LIMIT ?",
+            (after[0], after[0], after[1], after[1], after[2], chunk),
+        )
+        for row in rows:
+            yield _row_to_letter(row)
+        if len(rows) < chunk:
+            return
+        after = (rows[-1][0], rows[-1][1], rows[-1][2])
+
+
+def _search(letters: Iterable[DeadLetter], needles: Needles) -> dict[str, dict[str, int]]:
+    hits: dict[str, dict[str, int]] = {}
+    for letter in letters:
+        found: dict[str, int] = {}
+        for part in (letter.record.key.encode(), letter.record.value):
+            for value, n in needles.count(part).items():
+                if n:
+                    found[value] = found.get(value, 0) + n
+        if found:
+            hits[letter.id] = found
+    return hits
+
+
+def _named(users: Sequence[str], hits: dict[str, dict[str, int]]) -> dict[str, _LetterIds]:
+    out: dict[str, _LetterIds] = {u: [] for u in users}
+    for letter_id, found in hits.items():
+        for user in found:
+            out[user].append(letter_id)
+    return out
+
+
 class DeadLetterStore:
     """Dead letters of every consumer group."""
 
@@ -139,19 +181,7 @@ class DeadLetterStore:
     def every(self, chunk: int = 500) -> Iterator[DeadLetter]:
         """Every dead letter, replayed or not, a chunk of rows at a time (for the
         erasure's verification, which searches them all)."""
-        after: tuple[object, ...] = ("", -1, -1)
-        while True:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM hw_dead_letters WHERE (grp > ?) OR (grp = ? AND "
-                "(partition > ? OR (partition = ? AND record_offset > ?))) "
-                "ORDER BY grp, partition, record_offset LIMIT ?",
-                (after[0], after[0], after[1], after[1], after[2], chunk),
-            )
-            for row in rows:
-                yield _row_to_letter(row)
-            if len(rows) < chunk:
-                return
-            after = (rows[-1][0], rows[-1][1], rows[-1][2])
+        return _read(self._db.execute, chunk)
 
     def count(self, group: str | None = None) -> int:
         """Dead letters not yet replayed."""
@@ -183,39 +213,31 @@ class DeadLetterStore:
         """Every dead letter read back, its key and decoded record searched for
         ``needles`` as whole tokens: letter id -> searched value -> occurrences, for the
         letters that hold one (replayed or not, under any key)."""
-        hits: dict[str, dict[str, int]] = {}
-        for letter in self.every():
-            found: dict[str, int] = {}
-            for part in (letter.record.key.encode(), letter.record.value):
-                for value, n in needles.count(part).items():
-                    if n:
-                        found[value] = found.get(value, 0) + n
-            if found:
-                hits[letter.id] = found
-        return hits
+        return _search(self.every(), needles)
 
     def naming(self, users: Sequence[str]) -> dict[str, _LetterIds]:
         """The ids of each user's dead letters: those whose key or record names the user
         (see ``search``)."""
-        out: dict[str, _LetterIds] = {u: [] for u in users}
-        for letter_id, found in self.search(Needles(out)).items():
-            for user in found:
-                out[user].append(letter_id)
-        return out
+        return _named(users, self.search(Needles(users)))
 
     def erase_users(self, users: Sequence[str]) -> dict[str, int]:
         """Delete every dead letter that names each user (see ``naming``); the number
-        deleted per user (a letter naming two users counts for both)."""
-        found = self.naming(users)
-        doomed = {_primary_key(x) for ids in found.values() for x in ids}
-        if doomed:
-            with self._db.transaction() as tx:
-                for grp, partition, offset in sorted(doomed):
-                    tx.execute(
-                        "DELETE FROM hw_dead_letters "
-                        "WHERE grp = ? AND partition = ? AND record_offset = ?",
-                        (grp, partition, offset),
-                    )
+        deleted per user (a letter naming two users counts for both).
+
+        The letters are read and those found deleted in one transaction that keeps other
+        writers out of the table: once it commits, no stored letter names the users (a
+        letter put after it is new, and the verification reads it back). The store is
+        read whole once."""
+        with self._db.transaction() as tx:
+            tx.lock_table("hw_dead_letters")
+            found = _named(users, _search(_read(tx.execute), Needles(users)))
+            doomed = {_primary_key(x) for ids in found.values() for x in ids}
+            for grp, partition, offset in sorted(doomed):
+                tx.execute(
+                    "DELETE FROM hw_dead_letters "
+                    "WHERE grp = ? AND partition = ? AND record_offset = ?",
+                    (grp, partition, offset),
+                )
         return {user: len(ids) for user, ids in found.items()}
 
     def scrub(self, *, rewrite: bool = False) -> dict[str, object]:
@@ -224,5 +246,5 @@ class DeadLetterStore:
         return self._db.scrub(("hw_dead_letters",), rewrite=rewrite)
 
     def count_users(self, users: Sequence[str]) -> dict[str, int]:
-        """Dead letters still stored that name each user (erasure evidence)."""
+        """Dead letters still stored that name each user."""
         return {user: len(ids) for user, ids in self.naming(users).items()}

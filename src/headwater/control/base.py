@@ -58,3 +58,8 @@ class ControlTransaction(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run one statement; rows it returns, if any."""
         ...
+
+    def lock_table(self, table: str) -> None:
+        """Make other connections' writes to ``table`` wait until this transaction ends,
+        so what it read of the table stays true until it commits."""
+        ...

@@ -59,6 +59,11 @@ class _Tx:
         except psycopg.Error as exc:
             raise ControlPlaneError(f"control plane (postgresql): {exc}") from exc
 
+    def lock_table(self, table: str) -> None:
+        # Waits out INSERT, UPDATE, DELETE and another holder of the mode (SHARE alone
+        # would let two holders deadlock on their deletes); plain reads go on.
+        self.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+
 
 class PostgresControlDatabase:
     """Control-plane tables in PostgreSQL, selected by a ``postgresql://`` URL."""

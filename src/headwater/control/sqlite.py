@@ -26,6 +26,11 @@ class _Tx:
         except sqlite3.Error as exc:
             raise ControlPlaneError(f"control plane (sqlite): {exc}") from exc
 
+    def lock_table(self, table: str) -> None:
+        # Every transaction here already holds the database's write lock (BEGIN
+        # IMMEDIATE): other writers wait until it ends.
+        del table
+
 
 class SqliteControlDatabase:
     """Control-plane tables in a SQLite file (the embedded default)."""

@@ -125,7 +125,6 @@ class PlatformErasure(Consumer):
         held = scrubbed.get("dead_not_yet_removable") or {}
         held_rows = sum(held.values()) if isinstance(held, dict) else 0
         server = self._server_copies(scrubbed)
-        remaining_by_user = self.dead_letters.count_users(users)
         for event in letters:
             evidence: dict[str, object] = {
                 "scan": "every dead letter read back: those under the user's key or whose "
@@ -142,7 +141,9 @@ class PlatformErasure(Consumer):
                     method="delete",
                     # A second request for a user in the run removed nothing more.
                     removed=0 if event.user_id in counted else removed_by_user[event.user_id],
-                    remaining=remaining_by_user[event.user_id] + held_rows,
+                    # The erase read and deleted with other writers kept out: no letter
+                    # left names the user; what remains is what the scrub could not clear.
+                    remaining=held_rows,
                     evidence=evidence,
                 )
             )
