@@ -815,3 +815,64 @@ def test_the_deadline_warnings_come_at_the_fractions_configured(
     assert orch.audit(rid, t0 + timedelta(seconds=95))["deadline_warnings"] == [0.25, 0.9]
     bus.close()
     db.close()
+
+
+def test_the_overdue_list_audits_only_the_requests_the_ledger_picks(
+    tmp_path: Path, control_url: str
+) -> None:
+    """Open requests past their deadline or with a store overdue or failed, newest first,
+    picked by one query of the ledger: only they are audited. A deadline has passed only
+    after its millisecond; a store past its due time but not yet marked late, and a
+    completed request, are not picked."""
+    db = open_control_database(control_url)
+    ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
+    bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}")
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    now = t0 + timedelta(hours=1)
+    stores = [Participant("a", "memory", 10.0), Participant("b", "memory", 10.0)]
+    for minute, (name, deadline) in enumerate(
+        [
+            ("past", now - timedelta(minutes=30)),
+            ("edge", now),
+            ("failed", now + timedelta(days=1)),
+            ("overdue", now + timedelta(days=1)),
+            ("pending", now + timedelta(days=1)),
+            ("done", now - timedelta(minutes=30)),
+        ]
+    ):
+        ledger.create(
+            request_id=name,
+            subject_hash=f"h-{name}",
+            user_id=f"u-{name}",
+            legal_basis="gdpr-art17",
+            received_at=t0 + timedelta(minutes=minute),
+            deadline=deadline,
+            participants=stores,
+        )
+    ledger.mark("failed", "a", status="failed")
+    ledger.mark("overdue", "b", status="overdue")
+    for store in ("a", "b"):
+        ledger.mark("done", store, status="confirmed")
+    ledger.complete("done", t0 + timedelta(minutes=50))
+
+    orch = ErasureOrchestrator(ledger, bus, SubjectHasher(b"k" * 32))
+    audited: list[str] = []
+    audit = orch.audit
+
+    def counted_audit(request_id: str, now: datetime | None = None) -> dict[str, Any]:
+        audited.append(request_id)
+        return audit(request_id, now)
+
+    orch.audit = counted_audit  # type: ignore[method-assign]
+    assert [a["request_id"] for a in orch.overdue(now=now)] == ["overdue", "failed", "past"]
+    assert audited == ["overdue", "failed", "past"]
+    audited.clear()
+    later = now + timedelta(microseconds=1)
+    listed = [a["request_id"] for a in orch.overdue(now=later)]
+    assert listed == ["overdue", "failed", "edge", "past"]
+    assert audited == listed
+    audited.clear()
+    assert [a["request_id"] for a in orch.overdue(limit=2, now=now)] == ["overdue", "failed"]
+    assert audited == ["overdue", "failed"]
+    bus.close()
+    db.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from headwater._time import format_time, now_text, parse_time
@@ -323,6 +323,24 @@ class ErasureLedger:
                 "status = ? ORDER BY received_at DESC LIMIT ?",
                 (status, limit),
             )
+        return [str(r[0]) for r in rows]
+
+    def late_request_ids(
+        self, now: datetime, states: Sequence[str], *, limit: int = 1000
+    ) -> list[str]:
+        """Open requests, newest first, whose deadline has passed at ``now`` or with a
+        task in one of ``states``: one query, however many requests are open."""
+        # A deadline is stored to the millisecond: it has passed when it is at or before
+        # ``now`` less a microsecond, truncated to the millisecond as it is printed.
+        passed = format_time(now - timedelta(microseconds=1))
+        late = f"t.status IN ({', '.join('?' * len(states))})" if states else "1 = 0"
+        rows = self._db.execute(
+            "SELECT r.request_id FROM hw_erasure_requests r WHERE r.status = 'open' AND "
+            "(r.deadline <= ? OR EXISTS (SELECT 1 FROM hw_erasure_tasks t "
+            f"WHERE t.request_id = r.request_id AND {late})) "
+            "ORDER BY r.received_at DESC LIMIT ?",
+            (passed, *states, limit),
+        )
         return [str(r[0]) for r in rows]
 
     def counts(self) -> dict[str, int]:

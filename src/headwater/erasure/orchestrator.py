@@ -479,13 +479,13 @@ class ErasureOrchestrator:
         store overdue or failed: what ``GET /v1/deletions?status=overdue`` lists."""
         now = now or datetime.now(UTC)
         out: list[dict[str, Any]] = []
-        for request_id in self.ledger.request_ids(status="open", limit=10_000):
+        # The ledger picks them in one query; each audit reads its request again, and one
+        # no longer late by then (its late store confirmed meanwhile) is left out.
+        for request_id in self.ledger.late_request_ids(now, LATE_STATES, limit=limit):
             audit = self.audit(request_id, now)
             stores = audit["stores"]
             if audit["past_deadline"] or any(s["status"] in LATE_STATES for s in stores):
                 out.append(audit)
-                if len(out) >= limit:
-                    break
         return out
 
     def audit(self, request_id: str, now: datetime | None = None) -> dict[str, Any]:
