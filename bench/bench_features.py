@@ -54,11 +54,13 @@ from _common import emit, peak_rss_mb, pin_one_core
 from _workload import signal_messages
 from headwater.application import Application
 from headwater.bus import open_bus
+from headwater.bus.base import Record
 from headwater.config import Settings
 from headwater.contract.loader import default_definitions
-from headwater.contract.signal import Signal, decode_signal
+from headwater.contract.signal import decode_signal
 from headwater.control import open_control_database
 from headwater.features.consumer import FeatureConsumer
+from headwater.features.signals import decode_batch
 from headwater.online import open_online_store
 from headwater.registry.contracts import ContractRegistry
 
@@ -96,27 +98,23 @@ def run_consumer(settings: Settings, group: str, batch_size: int, events: int) -
 
 
 def plain_loop(values: list[bytes], settings: Settings, batch_size: int) -> float:
-    """Decode and apply the same features to in-memory dicts: the no-store ceiling."""
+    """Read and apply the same features to in-memory dicts as the consumer does (the
+    batch's columns, a user's slice at a time): the no-store ceiling."""
     with Application(settings) as app:
         engine = app.new_feature_engine()
+    records = [Record(0, i, "", "signal", v, 0) for i, v in enumerate(values)]
     states: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
-    for first in range(0, len(values), batch_size):
+    for first in range(0, len(records), batch_size):
         gc.disable()  # as the consumer does during a batch
         try:
-            by_user: dict[str, list[Signal]] = {}
-            for value in values[first : first + batch_size]:
-                sig = decode_signal(value)
-                bucket = by_user.get(sig.user_id)
-                if bucket is None:
-                    by_user[sig.user_id] = [sig]
-                else:
-                    bucket.append(sig)
-            for user, signals in by_user.items():
+            batch = decode_batch(records[first : first + batch_size], {}, runs=False)
+            starts = batch.starts
+            for k, user in enumerate(batch.users):
                 state = states.get(user)
                 if state is None:
                     state = states[user] = {}
-                engine.apply(state, signals)
+                engine.apply_batch(state, batch, starts[k], starts[k + 1])
         finally:
             gc.enable()
     return len(values) / (time.perf_counter() - start)
