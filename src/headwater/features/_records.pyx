@@ -17,7 +17,7 @@ microsecond, a repeated field, text that is not UTF-8) raises
 msgspec's verdict on a malformed record.
 """
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -90,6 +90,70 @@ cdef class Strings:
             self.values.append(value)
             self.count += 1
         return value
+
+
+cdef struct Entry:
+    uint64_t hash
+    const char *p
+    Py_ssize_t n
+    Py_ssize_t slot  # -1: empty
+
+
+cdef class Users:
+    """The batch's users by their id's bytes (open addressing, FNV-1a): a user seen
+    before is found without decoding or hashing a string (the bytes stay alive in the
+    records while the batch is read)."""
+
+    cdef Entry *entries
+    cdef uint64_t mask
+
+    def __cinit__(self, Py_ssize_t most):
+        cdef uint64_t size = 16
+        cdef uint64_t i
+        while size < <uint64_t>(2 * most):
+            size <<= 1
+        self.entries = <Entry *>malloc(size * sizeof(Entry))
+        if self.entries == NULL:
+            raise MemoryError()
+        for i in range(size):
+            self.entries[i].slot = -1
+        self.mask = size - 1
+
+    def __dealloc__(self):
+        free(self.entries)
+
+    @staticmethod
+    cdef inline uint64_t hash_of(const char *p, Py_ssize_t n) noexcept:
+        cdef uint64_t h = 14695981039346656037ULL
+        cdef Py_ssize_t i
+        for i in range(n):
+            h = (h ^ <unsigned char>p[i]) * 1099511628211ULL
+        return h
+
+    cdef Py_ssize_t find(self, const char *p, Py_ssize_t n) noexcept:
+        """The slot of the user ``p[:n]``, -1 when not seen."""
+        cdef uint64_t h = Users.hash_of(p, n)
+        cdef uint64_t i = h & self.mask
+        cdef Entry *e
+        while True:
+            e = &self.entries[i]
+            if e.slot < 0:
+                return -1
+            if e.hash == h and e.n == n and memcmp(e.p, p, n) == 0:
+                return e.slot
+            i = (i + 1) & self.mask
+
+    cdef void add(self, const char *p, Py_ssize_t n, Py_ssize_t slot) noexcept:
+        """Record a user not yet seen (at most ``most`` of them: the table stays at most
+        half full)."""
+        cdef uint64_t h = Users.hash_of(p, n)
+        cdef uint64_t i = h & self.mask
+        while self.entries[i].slot >= 0:
+            i = (i + 1) & self.mask
+        self.entries[i].hash = h
+        self.entries[i].p = p
+        self.entries[i].n = n
+        self.entries[i].slot = slot
 
 
 cdef struct Fields:
@@ -187,8 +251,8 @@ def read_batch(records, stored, bint runs, batch):
     cdef Py_ssize_t n = len(records), i, k, users_n, dest
     cdef Fields f
     cdef bytes value
-    cdef dict slot_of = {}
-    cdef list user_names = [], user_slot = []
+    cdef Users users = Users(len(records))
+    cdef list user_names = []
     cdef list ids = [], types = [], items = [], surfaces = [], times = [], payloads = []
     cdef list out_runs = [] if runs else None
     cdef dict last = {}
@@ -204,7 +268,8 @@ def read_batch(records, stored, bint runs, batch):
     cdef Py_ssize_t skipped = 0
     cdef Py_ssize_t *slots = NULL
     cdef Py_ssize_t *fill = NULL
-    cdef object slot, etype, user
+    cdef object etype
+    cdef Py_ssize_t slot
     cdef list starts
     slots = <Py_ssize_t *>malloc((n if n else 1) * sizeof(Py_ssize_t))
     if slots == NULL:
@@ -224,12 +289,12 @@ def read_batch(records, stored, bint runs, batch):
                 raise
             except ValueError as error:  # a MessagePack reader's (_msgpack.pxd)
                 raise UnsupportedRecordError(*error.args) from None
-            user = text(f.user_id.p, f.user_id.n)
-            slot = slot_of.get(user)
-            if slot is None:
-                slot = slot_of[user] = len(user_names)
-                user_names.append(user)
-            slots[k] = <Py_ssize_t>slot
+            slot = users.find(f.user_id.p, f.user_id.n)
+            if slot < 0:
+                slot = len(user_names)
+                user_names.append(text(f.user_id.p, f.user_id.n))
+                users.add(f.user_id.p, f.user_id.n, slot)
+            slots[k] = slot
             k += 1
             ids.append(text(f.event_id.p, f.event_id.n))
             etype = type_names.get(f.event_type.p, f.event_type.n)
