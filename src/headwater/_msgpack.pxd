@@ -4,7 +4,7 @@
 # ``UnsupportedRecordError``: the caller then decodes the batch with msgspec, which
 # gives its own verdict on a malformed record.
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 cdef extern from *:
     """
@@ -91,6 +91,26 @@ cdef inline Py_ssize_t read_map(Reader *r) except -1:
         r.p += 5
         return n
     raise ValueError("not a map")
+
+
+cdef inline Py_ssize_t read_array(Reader *r) except -1:
+    need(r, 1)
+    cdef unsigned char t = r.p[0]
+    cdef Py_ssize_t n
+    if 0x90 <= t <= 0x9F:
+        r.p += 1
+        return t & 0x0F
+    if t == 0xDC:
+        need(r, 3)
+        n = hw_be16(r.p + 1)
+        r.p += 3
+        return n
+    if t == 0xDD:
+        need(r, 5)
+        n = hw_be32(r.p + 1)
+        r.p += 5
+        return n
+    raise ValueError("not an array")
 
 
 cdef inline bint is_nil(Reader *r):
@@ -221,12 +241,7 @@ cdef inline int skip_value(Reader *r, int depth) except -1:
         r.p += 1
         return 0
     if 0x90 <= t <= 0x9F or t == 0xDC or t == 0xDD:
-        if t <= 0x9F:
-            n = t & 0x0F; r.p += 1
-        elif t == 0xDC:
-            need(r, 3); n = hw_be16(r.p + 1); r.p += 3
-        else:
-            need(r, 5); n = hw_be32(r.p + 1); r.p += 5
+        n = read_array(r)
         for i in range(n):
             skip_value(r, depth + 1)
         return 0
@@ -236,3 +251,14 @@ cdef inline int skip_value(Reader *r, int depth) except -1:
             skip_value(r, depth + 1)
         return 0
     return skip_bytes(r, t)
+
+
+cdef struct Span:
+    # A string field's bytes inside a record, and whether the record has it.
+    const char *p
+    Py_ssize_t n
+    bint present
+
+
+cdef inline bint named(const char *key, Py_ssize_t n, const char *name, Py_ssize_t m) noexcept:
+    return n == m and memcmp(key, name, m) == 0

@@ -19,8 +19,8 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy, memset
 from headwater._msgpack cimport (
-    Reader, hw_be16, hw_be32, hw_be64, hw_f32, hw_f64, is_nil, need, read_int, read_map, read_str,
-    read_timestamp,
+    Reader, Span, hw_be16, hw_be32, hw_be64, hw_f32, hw_f64, is_nil, named, need, read_array,
+    read_int, read_map, read_str, read_timestamp,
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
@@ -295,12 +295,7 @@ cdef int json_value(Reader *r, Buf *b, int depth, Number *num) except -1:
             json_value(r, b, depth + 1, NULL)
         return put_byte(b, b'}')
     if 0x90 <= t <= 0x9F or t == 0xDC or t == 0xDD:
-        if t <= 0x9F:
-            n = t & 0x0F; r.p += 1
-        elif t == 0xDC:
-            need(r, 3); n = hw_be16(r.p + 1); r.p += 3
-        else:
-            need(r, 5); n = hw_be32(r.p + 1); r.p += 5
+        n = read_array(r)
         put_byte(b, b'[')
         for i in range(n):
             if i:
@@ -340,16 +335,6 @@ TEXT[:] = [True, True, True, True, True, False, False, True, False, True, True, 
 #: The width of a fixed-width column's values.
 cdef Py_ssize_t WIDTH[16]
 WIDTH[:] = [0, 0, 0, 0, 0, 8, 8, 0, 4, 0, 0, 0, 8, 4, 8, 0]
-
-
-cdef struct Span:
-    const char *p
-    Py_ssize_t n
-    bint present
-
-
-cdef inline bint named(const char *key, Py_ssize_t n, const char *name, Py_ssize_t m) noexcept:
-    return n == m and memcmp(key, name, m) == 0
 
 
 cdef int civil_date(int64_t days, char *out) except -1:

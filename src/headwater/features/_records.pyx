@@ -23,7 +23,7 @@ from libc.string cimport memcmp, memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from headwater._msgpack cimport (
-    Reader, is_nil, read_int, read_map, read_str, read_timestamp, skip_value,
+    Reader, Span, is_nil, named, read_int, read_map, read_str, read_timestamp, skip_value,
 )
 
 
@@ -36,16 +36,6 @@ cdef bytes EMPTY_MAP = b"\x80"
 # are decoded event by event (a batch has a handful of each).
 cdef enum:
     KEPT = 64
-
-
-cdef struct Span:
-    const char *p
-    Py_ssize_t n
-    bint present
-
-
-cdef inline bint named(const char *key, Py_ssize_t n, const char *name, Py_ssize_t m) noexcept:
-    return n == m and memcmp(key, name, m) == 0
 
 
 cdef inline object text(const char *p, Py_ssize_t n):
