@@ -197,3 +197,14 @@ def test_a_field_the_signal_does_not_have_is_skipped_by_both_readers() -> None:
     assert all(_columns(b) == _columns(batches[0]) for b in batches)
     assert batches[0].event_ids == ["e1"]
     assert msgspec.msgpack.decode(bytes(batches[0].payloads[0])) == {"q": 1}
+
+
+def test_a_record_value_in_another_buffer_is_read_by_msgspec() -> None:
+    value = encode_signal(
+        Signal(event_id="e0", event_type="view", user_id="b", surface="web", timestamp=NOW)
+    )
+    for compiled in [True, False] if COMPILED else [False]:
+        batch = decode_batch(
+            [Record(0, 0, "b", "signal", bytearray(value), 0)], {}, compiled=compiled
+        )  # type: ignore[arg-type]
+        assert batch.event_ids == ["e0"]

@@ -271,7 +271,9 @@ def read_batch(records, stored, bint runs, batch):
             if next_offset is not None and r.offset < next_offset:
                 skipped += 1  # applied before a crash; its position was stored with the row
                 continue
-            value = r.value
+            value = r.value if type(r.value) is bytes else None
+            if value is None:  # msgspec reads any buffer
+                raise UnsupportedRecordError("a record value that is not bytes")
             try:
                 read_signal(<const unsigned char *>PyBytes_AS_STRING(value),
                             PyBytes_GET_SIZE(value), &f)
