@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -16,9 +16,11 @@ from headwater.features.kinds import (
     implementation,
     reader_for,
 )
-from headwater.features.signals import SignalBatch
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from headwater.wire import UserFeatures
+
+if TYPE_CHECKING:
+    from headwater.features.signals import SignalBatch
 
 __all__ = ["DEFINITIONS", "FeatureEngine"]
 
