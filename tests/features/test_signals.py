@@ -208,3 +208,26 @@ def test_a_record_value_in_another_buffer_is_read_by_msgspec() -> None:
             [Record(0, 0, "b", "signal", bytearray(value), 0)], {}, compiled=compiled
         )  # type: ignore[arg-type]
         assert batch.event_ids == ["e0"]
+
+
+def test_records_given_one_at_a_time_are_held_while_the_batch_is_read() -> None:
+    # A generator's records are dropped as it goes on; the reader keeps them alive
+    # while it reads their bytes in place (users seen again, runs compared).
+    def records() -> Any:
+        for i in range(2_000):
+            value = encode_signal(
+                Signal(
+                    event_id=f"e{i}",
+                    event_type="view",
+                    user_id=f"user-{i % 7}-" + "x" * 40,
+                    surface="web",
+                    timestamp=NOW,
+                    request_id=f"r{i // 3}",
+                    received_at=NOW,
+                )
+            )
+            yield Record(0, i, "", "signal", value, 0)
+
+    expected = _columns(decode_batch(list(records()), {}, compiled=False))
+    for compiled in [True, False] if COMPILED else [False]:
+        assert _columns(decode_batch(records(), {}, compiled=compiled)) == expected  # type: ignore[arg-type]

@@ -238,10 +238,13 @@ cdef inline long long millis(int64_t micros) noexcept:
 def read_batch(records, stored, bint runs, batch):
     """Fill ``batch`` (an empty ``signals.SignalBatch``) from ``records``, skipping those
     below ``stored`` (partition -> next offset to apply); see ``signals.decode_batch``."""
-    cdef Py_ssize_t n = len(records), i, k, users_n, dest
+    # The users' and the runs' bytes are read in place while the batch is read: every
+    # record is held until the end (a list of them is, whatever ``records`` was).
+    cdef list held = records if type(records) is list else list(records)
+    cdef Py_ssize_t n = len(held), i, k, users_n, dest
     cdef Fields f
     cdef bytes value
-    cdef Users users = Users(len(records))
+    cdef Users users = Users(n)
     cdef list user_names = []
     cdef list ids = [], types = [], items = [], surfaces = [], times = [], payloads = []
     cdef list out_runs = [] if runs else None
@@ -266,7 +269,7 @@ def read_batch(records, stored, bint runs, batch):
         raise MemoryError()
     try:
         k = 0
-        for r in records:
+        for r in held:
             next_offset = stored.get(r.partition)
             if next_offset is not None and r.offset < next_offset:
                 skipped += 1  # applied before a crash; its position was stored with the row
