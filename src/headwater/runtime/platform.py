@@ -127,8 +127,8 @@ class PlatformErasure(Consumer):
         server = self._server_copies(scrubbed)
         for event in letters:
             evidence: dict[str, object] = {
-                "scan": "every dead letter read back: those under the user's key or whose "
-                "record names the user",
+                "scan": "every dead letter read back: those whose key or record names the "
+                "user (the id as a whole token) deleted in the same transaction",
                 "scrub": scrubbed,
             }
             if server:
