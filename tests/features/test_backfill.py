@@ -20,11 +20,12 @@ from headwater.control import open_control_database
 from headwater.erasure.events import ErasureEvent
 from headwater.features.backfill import Backfill, archived_states
 from headwater.features.backfills import BackfillLedger
-from headwater.features.consumer import FeatureConsumer, decode_stream_signal
+from headwater.features.consumer import FeatureConsumer
 from headwater.features.engine import FeatureEngine
 from headwater.features.following import DefinitionFollower
 from headwater.features.handover import SUPERSEDED, TailReader, bus_tail, take_over
 from headwater.features.live import LiveDefinitions
+from headwater.features.signals import decode_stream_signal
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec
 from headwater.features.versions import FeatureVersions
 from headwater.online import OnlineStore, open_online_store

@@ -33,13 +33,7 @@ from headwater.online.base import OnlineStore, Position
 from headwater.runtime.consumer import Consumer
 from headwater.slo import SLO_NAMESPACE, SloRecorder
 
-__all__ = [
-    "BATCH_SIZE",
-    "LINGER_S",
-    "USER_NAMESPACE",
-    "FeatureConsumer",
-    "decode_stream_signal",
-]
+__all__ = ["BATCH_SIZE", "LINGER_S", "USER_NAMESPACE", "FeatureConsumer"]
 
 #: Records per batch at most. A caught-up consumer reads what has arrived since its last
 #: batch, so the cap matters when it catches up: a bigger batch shares each user row

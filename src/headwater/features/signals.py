@@ -82,11 +82,6 @@ class SignalBatch:
     def __len__(self) -> int:
         return len(self.event_ids)
 
-    def of(self, user: str) -> tuple[int, int]:
-        """The slice of ``user``'s events (a linear search: for tests and rare paths)."""
-        k = self.users.index(user)
-        return self.starts[k], self.starts[k + 1]
-
 
 def _stream_decoder() -> Callable[[bytes], StreamSignal]:
     # Mirrors Signal field by field, so the contract stays defined in one place. Most
