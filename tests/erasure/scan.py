@@ -166,3 +166,8 @@ def scan_nats_stream(url: str, stream: str, needles: Iterable[str]) -> dict[str,
 
     asyncio.run(run())
     return found
+
+
+def dead_letter_counts(letters: Any, users: list[str]) -> dict[str, int]:
+    """The dead letters still stored that name each user (``DeadLetterStore.naming``)."""
+    return {user: len(ids) for user, ids in letters.naming(users).items()}

@@ -19,6 +19,7 @@ from headwater.config import Settings
 from headwater.stack import EmbeddedStack
 from tests._live import free_port
 from tests.conftest import server_url
+from tests.erasure.scan import dead_letter_counts
 
 
 @pytest.fixture(
@@ -124,7 +125,7 @@ def test_erase_one_user_from_every_store(stack: EmbeddedStack) -> None:
         bus = svc.bus
         assert bus.count_key("alice") == 0  # type: ignore[attr-defined]
         assert svc.online.count("user", ["alice"]) == 0
-        assert svc.dead_letters.count_users(["alice"]) == {"alice": 0}
+        assert dead_letter_counts(svc.dead_letters, ["alice"]) == {"alice": 0}
         assert svc.dedupe.count_user("alice") == 0
         assert svc.ledger.get(request_id).user_id is None
         assert archive.user_rows_by_day("alice") == {}

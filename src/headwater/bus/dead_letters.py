@@ -244,7 +244,3 @@ class DeadLetterStore:
         """After an erasure: the control plane's own copies of deleted dead letters
         (``rewrite``: the table's files rewritten too, when letters were deleted)."""
         return self._db.scrub(("hw_dead_letters",), rewrite=rewrite)
-
-    def count_users(self, users: Sequence[str]) -> dict[str, int]:
-        """Dead letters still stored that name each user."""
-        return {user: len(ids) for user, ids in self.naming(users).items()}

@@ -189,7 +189,8 @@ class FeatureConsumer(Consumer):
         rows = self.store.get(self.namespace, batch.users)
         out: dict[str, bytes] = {}
         if self.follower is not None and self.follower.overrides:
-            self.applied += self._apply_per_partition(records, batch, rows, out)
+            part = {r.key: r.partition for r in records}
+            self.applied += self._apply_per_partition(part, batch, rows, out)
         else:
             decode, apply, encode = engine.decode, engine.apply_batch, engine.encode
             starts = batch.starts
@@ -225,7 +226,7 @@ class FeatureConsumer(Consumer):
         for namespace, users in users_by_ns.items():
             rows.update(self.store.get(namespace, users))
         out: dict[str, bytes] = {}
-        self.applied += self._apply_per_partition(records, batch, rows, out)
+        self.applied += self._apply_per_partition(part, batch, rows, out)
         for namespace, users in users_by_ns.items():
             if namespace == self.namespace:
                 continue
@@ -244,15 +245,15 @@ class FeatureConsumer(Consumer):
 
     def _apply_per_partition(
         self,
-        records: Sequence[Record],
+        part: Mapping[str, int],
         batch: SignalBatch,
         rows: Mapping[str, bytes],
         out: dict[str, bytes],
     ) -> int:
-        """The batch's users applied each with its partition's engine (while a backfill
-        is handed over on some of this consumer's partitions and not on others)."""
+        """The batch's users applied each with its partition's engine (``part``: each
+        user's partition), while a backfill is handed over on some of this consumer's
+        partitions and not on others."""
         assert self.follower is not None
-        part = {r.key: r.partition for r in records}
         starts = batch.starts
         applied = 0
         for k, user in enumerate(batch.users):
