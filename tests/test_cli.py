@@ -316,3 +316,21 @@ def test_producer_keys_are_scoped_to_their_team_and_revoked_keys_stop(tmp_path: 
         hw.close()
     listed = runner.invoke(app, ["producers", "list", "--revoked", "--home", home]).output
     assert "REVOKED" in next(line for line in listed.splitlines() if web_id in line)
+
+
+def test_a_headwater_process_collects_young_garbage_less_often(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+
+    import headwater.cli
+
+    seen: list[tuple[int, ...]] = []
+    monkeypatch.setattr(headwater.cli, "app", lambda: seen.append(gc.get_threshold()))
+    before = gc.get_threshold()
+    try:
+        headwater.cli.main()
+    finally:
+        gc.set_threshold(*before)
+    # The youngest generation waits for 20,000 allocations; the older ones keep their ratios.
+    assert seen == [(20_000, *before[1:])]
