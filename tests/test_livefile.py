@@ -10,7 +10,8 @@ from pathlib import Path
 
 SCRIPT = """
 import os, sqlite3, subprocess, sys
-from headwater.erasure.verify import Subject, sqlite_byte_scan
+from headwater.erasure.checks import sqlite_byte_scan
+from headwater.erasure.verify import Subject
 db = sys.argv[1]
 conn = sqlite3.connect(db, isolation_level=None)
 conn.execute("PRAGMA journal_mode=WAL")

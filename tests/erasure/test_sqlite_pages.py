@@ -15,14 +15,16 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from headwater._idsearch import Needles, _count_in_file
 from headwater._sqlite import connect, scrub
 from headwater._sqlite_pages import database_shape
 from headwater.bus import open_bus
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.control import open_control_database
 from headwater.dedupe.sqlite import SqliteIdempotencyWindow
+from headwater.erasure.checks import sqlite_byte_scan
 from headwater.erasure.events import ErasureEvent
-from headwater.erasure.verify import Needles, Subject, _count_in_file, sqlite_byte_scan
+from headwater.erasure.verify import Subject
 from headwater.online.sqlite import SqliteOnlineStore
 from headwater.runtime.platform import IDEMPOTENCY_WINDOW, PlatformErasure
 

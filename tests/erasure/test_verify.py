@@ -14,19 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from headwater import _idsearch
+from headwater._idsearch import Needles, count_ids
 from headwater._sqlite import connect
 from headwater.archive import ArchiveConsumer, ArchiveTable, ErasureLedger
+from headwater.erasure.checks import archive_scan, redis_scan, sqlite_byte_scan
 from headwater.erasure.events import ErasureEvent
-from headwater.erasure.verify import (
-    CheckResult,
-    Needles,
-    Subject,
-    Verifier,
-    archive_scan,
-    count_ids,
-    redis_scan,
-    sqlite_byte_scan,
-)
+from headwater.erasure.verify import CheckResult, Subject, Verifier
 from tests.archive._history import SUBJECT, history, records
 from tests.erasure.scan import dead_letter_counts
 
@@ -120,8 +113,6 @@ def test_a_log_file_seen_in_an_earlier_pass_is_read_again_only_when_an_id_may_be
 def test_a_file_read_in_pieces_finds_each_id_once_across_boundaries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from headwater.erasure import verify
-
     monkeypatch.setattr(_idsearch, "_CHUNK", 4096)
     monkeypatch.setattr(_idsearch, "_OVERLAP", 300)
     ids = [f"user-{i:04d}" for i in range(30)]
@@ -134,8 +125,8 @@ def test_a_file_read_in_pieces_finds_each_id_once_across_boundaries(
     body[4090:4100] = b"xuser-0001"  # a longer id that contains one: not a hit
     path = tmp_path / "f"
     path.write_bytes(bytes(body))
-    assert verify._count_in_file(path, ids) == {u: placed.get(u, 0) for u in ids}
-    assert verify._count_in_file(path, ids[:2]) == {u: placed.get(u, 0) for u in ids[:2]}
+    assert _idsearch._count_in_file(path, ids) == {u: placed.get(u, 0) for u in ids}
+    assert _idsearch._count_in_file(path, ids[:2]) == {u: placed.get(u, 0) for u in ids[:2]}
 
 
 @pytest.mark.redis

@@ -201,7 +201,8 @@ def test_the_erasure_verification_scans_every_master(redis_cluster_url: str) -> 
     and nothing once both stores erased the user."""
     from headwater._redis import RedisConnection
     from headwater.dedupe import open_idempotency_window
-    from headwater.erasure.verify import Subject, redis_scan
+    from headwater.erasure.checks import redis_scan
+    from headwater.erasure.verify import Subject
 
     url = f"{redis_cluster_url}/?prefix=v{uuid.uuid4().hex[:8]}&partitions=8"
     store = open_online_store(url)

@@ -15,21 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from headwater._idsearch import Needles
 from headwater._redis import RedisConnection
 from headwater._url import scheme_of
 from headwater.bus.base import KIND_SIGNAL, Record
-from headwater.erasure.verify import (
-    CheckResult,
-    Needles,
-    StoreCheck,
-    Subject,
-    Verifier,
-    archive_scan,
-    owners,
-    per_user,
-    redis_scan,
-    sqlite_byte_scan,
-)
+from headwater.erasure.checks import archive_scan, redis_scan, sqlite_byte_scan
+from headwater.erasure.verify import CheckResult, StoreCheck, Subject, Verifier, owners, per_user
 
 if TYPE_CHECKING:
     from headwater.application.root import Application
