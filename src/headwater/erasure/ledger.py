@@ -5,7 +5,8 @@ a request is open (retries and the verification need it), sealed (encrypted, see
 ``SubjectSealer``) so no version of the row ever holds it in clear, and wiped when
 the request completes; from then on the audit names the user by its keyed hash only.
 The ids of the user's events that a store reported before erasing them are kept the
-same way (sealed, wiped at completion) for the verification to search for.
+same way (sealed, wiped at completion) for the verification to search for
+(``erasure.event_ids``). The tables and their records are in ``erasure.records``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from headwater._time import format_time, now_text, parse_time
 from headwater.control.base import ControlDatabase, ControlTransaction
 from headwater.erasure.attempts import SCHEMA as ATTEMPTS_SCHEMA
 from headwater.erasure.attempts import Attempt, attempts_of, record_attempt
+from headwater.erasure.event_ids import add_event_ids, read_event_ids
 from headwater.erasure.events import Confirmation
 from headwater.erasure.records import (
     REQUEST_COLUMNS,
     REQUEST_EXTRA_COLUMNS,
+    SCHEMA,
     TASK_COLUMNS,
     ErasureBacklog,
     Participant,
@@ -38,54 +41,8 @@ __all__ = ["ErasureLedger", "Participant", "RequestRecord", "TaskRecord"]
 
 #: The tables that hold a raw user id or a user's records while a request is open.
 SCRUBBED_TABLES = ("hw_erasure_requests",)
-#: At most this many of a user's event ids are kept for the verification to search (the
-#: first reported); the finding states how many were searched.
-MAX_EVENT_IDS = 100_000
 #: A task's method once the independent verification refused its confirmation.
 REFUSED_METHOD = "verification"
-
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS hw_erasure_requests (
-        request_id TEXT PRIMARY KEY,
-        subject_hash TEXT NOT NULL,
-        user_id TEXT,
-        reason TEXT NOT NULL,  -- the legal basis
-        received_at TEXT NOT NULL,
-        deadline TEXT NOT NULL,
-        status TEXT NOT NULL,
-        completed_at TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS hw_erasure_requests_status ON hw_erasure_requests (status)",
-    """CREATE TABLE IF NOT EXISTS hw_erasure_participants (
-        name TEXT PRIMARY KEY,
-        store TEXT NOT NULL,
-        confirm_within_s DOUBLE PRECISION NOT NULL,
-        registered_at TEXT NOT NULL,
-        active INTEGER NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS hw_erasure_tasks (
-        request_id TEXT NOT NULL,
-        participant TEXT NOT NULL,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        due_at TEXT NOT NULL,
-        next_retry_at TEXT,
-        confirmed_at TEXT,
-        store TEXT,
-        method TEXT,
-        rows_removed BIGINT,
-        rows_remaining BIGINT,
-        evidence TEXT,
-        error TEXT,
-        alerted_at TEXT,
-        PRIMARY KEY (request_id, participant)
-    )""",
-    """CREATE TABLE IF NOT EXISTS hw_tombstones (
-        subject_hash TEXT PRIMARY KEY,
-        erased_at_ms BIGINT NOT NULL,
-        request_id TEXT NOT NULL
-    )""",
-)
 
 
 def _now() -> str:
@@ -196,7 +153,7 @@ class ErasureLedger:
                 return True
             record_attempt(tx, c, "applied" if status == "confirmed" else "failed")
             if c.event_ids:
-                self._add_event_ids(tx, c.request_id, c.event_ids)
+                add_event_ids(tx, self._sealer, c.request_id, c.event_ids)
             tx.execute(
                 "UPDATE hw_erasure_tasks SET status = ?, confirmed_at = ?, store = ?, "
                 "method = ?, rows_removed = ?, rows_remaining = ?, evidence = ?, error = ?, "
@@ -218,40 +175,10 @@ class ErasureLedger:
             )
         return True
 
-    def _add_event_ids(self, tx: ControlTransaction, request_id: str, ids: Sequence[str]) -> None:
-        rows = tx.execute(
-            "SELECT event_ids FROM hw_erasure_requests WHERE request_id = ? AND status = 'open'",
-            (request_id,),
-        )
-        if not rows:
-            return  # completed meanwhile (or unknown): nothing is kept past completion
-        known = self._open_ids(rows[0][0], request_id)
-        merged = list(dict.fromkeys([*known, *ids]))[:MAX_EVENT_IDS]
-        if len(merged) == len(known):
-            return
-        tx.execute(
-            "UPDATE hw_erasure_requests SET event_ids = ? WHERE request_id = ?",
-            (self._sealer.seal(json.dumps(merged), request_id), request_id),
-        )
-
-    def _open_ids(self, stored: Any, request_id: str) -> tuple[str, ...]:
-        if not stored:
-            return ()
-        return tuple(json.loads(self._sealer.open(str(stored), request_id)))
-
     def event_ids(self, request_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
         """The event ids the stores reported for each open request (opened), for the
         verification; a completed request has none any more."""
-        found: dict[str, tuple[str, ...]] = {}
-        for start in range(0, len(request_ids), 500):
-            chunk = list(request_ids[start : start + 500])
-            rows = self._db.execute(
-                "SELECT request_id, event_ids FROM hw_erasure_requests WHERE request_id IN "
-                f"({', '.join('?' * len(chunk))}) AND event_ids IS NOT NULL",
-                tuple(chunk),
-            )
-            found.update({str(rid): self._open_ids(stored, str(rid)) for rid, stored in rows})
-        return found
+        return read_event_ids(self._db, self._sealer, request_ids)
 
     def attempts(self, request_id: str) -> dict[str, list[Attempt]]:
         """Each store's attempts at a request, in order (the audit's history)."""

@@ -1,4 +1,5 @@
-"""The erasure ledger's records: participants, requests, tasks, and how rows map to them."""
+"""The erasure ledger's tables and records: the schema of its requests, participants,
+tasks and tombstones, the records read from them, and how rows map to them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import msgspec
 __all__ = [
     "REQUEST_COLUMNS",
     "REQUEST_EXTRA_COLUMNS",
+    "SCHEMA",
     "TASK_COLUMNS",
     "ErasureBacklog",
     "Participant",
@@ -19,6 +21,51 @@ __all__ = [
     "request_from_row",
     "task_from_row",
 ]
+
+#: The ledger's tables as first released (``REQUEST_EXTRA_COLUMNS`` lists the columns
+#: added to the requests since).
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS hw_erasure_requests (
+        request_id TEXT PRIMARY KEY,
+        subject_hash TEXT NOT NULL,
+        user_id TEXT,
+        reason TEXT NOT NULL,  -- the legal basis
+        received_at TEXT NOT NULL,
+        deadline TEXT NOT NULL,
+        status TEXT NOT NULL,
+        completed_at TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS hw_erasure_requests_status ON hw_erasure_requests (status)",
+    """CREATE TABLE IF NOT EXISTS hw_erasure_participants (
+        name TEXT PRIMARY KEY,
+        store TEXT NOT NULL,
+        confirm_within_s DOUBLE PRECISION NOT NULL,
+        registered_at TEXT NOT NULL,
+        active INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS hw_erasure_tasks (
+        request_id TEXT NOT NULL,
+        participant TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        due_at TEXT NOT NULL,
+        next_retry_at TEXT,
+        confirmed_at TEXT,
+        store TEXT,
+        method TEXT,
+        rows_removed BIGINT,
+        rows_remaining BIGINT,
+        evidence TEXT,
+        error TEXT,
+        alerted_at TEXT,
+        PRIMARY KEY (request_id, participant)
+    )""",
+    """CREATE TABLE IF NOT EXISTS hw_tombstones (
+        subject_hash TEXT PRIMARY KEY,
+        erased_at_ms BIGINT NOT NULL,
+        request_id TEXT NOT NULL
+    )""",
+)
 
 
 class Participant(msgspec.Struct, frozen=True):
