@@ -11,7 +11,7 @@ than the rate on a noisy machine; and the cores its event loop's thread and its 
 threads used in phase 1 (``/proc/<pid>/task``). An older checkout can be paired with this one:
 ``PYTHONPATH=<checkout>/src .venv/bin/python bench/bench_gateway.py``.
 
-    .venv/bin/python bench/bench_gateway.py [--batches 400] [--seconds 10]
+    .venv/bin/python bench/bench_gateway.py [--batches 400] [--seconds 10] [--paced-rate 90]
 """
 
 from __future__ import annotations
@@ -132,6 +132,12 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=400)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        help="phase 2's batches/s (default: half of phase 1's rate); a fixed rate lets two "
+        "checkouts' latencies be compared at the same load",
+    )
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {1})
@@ -189,7 +195,7 @@ def main() -> None:
             loop_cores = spent.pop(gw.pid, 0.0) / el
             other_cores = sum(spent.values()) / el
             gateway_eps = accepted / el
-            rate = gateway_eps / 2 / 500
+            rate = args.paced_rate or gateway_eps / 2 / 500
             paced_bodies = bodies_for(int(rate * args.seconds), seed=2)
             latencies = asyncio.run(paced(url, key, paced_bodies, rate))
         finally:
