@@ -75,11 +75,12 @@ class PreparedBatch:
     """A validated, encoded batch waiting for its durable write."""
 
     __slots__ = (
-        "candidates",
         "claimed",
         "duplicate_index",
         "entries",
+        "events",
         "fresh",
+        "indices",
         "messages",
         "pending",
         "producer",
@@ -111,9 +112,10 @@ class PreparedBatch:
         self.request_id = request_id
         #: The claim token of this send in the idempotency window.
         self.token = token
-        #: The events to claim and publish (each id once), with their index in the
-        #: body; ``messages`` and ``entries`` (event id, user id) follow their order.
-        self.candidates: list[tuple[int, TypedSignal]] = []
+        #: The events to claim and publish (each id once) and their index in the body;
+        #: ``messages`` and ``entries`` (event id, user id) follow their order.
+        self.events: list[TypedSignal] = []
+        self.indices: list[int] = []
         self.entries: list[tuple[str, str]] = []
         #: True once ``entries`` are claimed under ``token`` (taken over while settling).
         self.claimed = False
@@ -216,14 +218,20 @@ class Ingestor:
             request_id=request_id,
             token=new_event_id("c_"),
         )
-        in_batch: set[str] = set()
-        for index, event in zip(result.accepted_indices, result.accepted, strict=True):
-            if event.event_id in in_batch:
-                batch.duplicate_index.add(index)  # the same id twice in one batch
-            else:
-                in_batch.add(event.event_id)
-                batch.candidates.append((index, event))
-        self._encode(batch, [event for _, event in batch.candidates])
+        events, indices = result.accepted, result.accepted_indices
+        ids = [event.event_id for event in events]
+        if len(set(ids)) == len(ids):  # the usual batch: each id once
+            batch.events, batch.indices = list(events), list(indices)
+        else:
+            in_batch: set[str] = set()
+            for index, event, event_id in zip(indices, events, ids, strict=True):
+                if event_id in in_batch:
+                    batch.duplicate_index.add(index)  # the same id twice in one batch
+                else:
+                    in_batch.add(event_id)
+                    batch.events.append(event)
+                    batch.indices.append(index)
+        self._encode(batch, batch.events)
         return batch
 
     def submit(self, batch: PreparedBatch) -> Future[Claim]:
@@ -246,11 +254,11 @@ class Ingestor:
         """Sort the batch's events by what its claim found: published (``fresh``),
         accepted before (duplicates), or held by another send (``pending``: True when
         there are some, to ``settle`` off the event loop)."""
-        if len(claim.mine) == len(batch.candidates):  # the usual send: every id new
-            batch.fresh.extend(event for _, event in batch.candidates)
+        if len(claim.mine) == len(batch.events):  # the usual send: every id new
+            batch.fresh.extend(batch.events)
             return False
-        kept = []  # the candidates this send won: their messages were published
-        for i, (index, event) in enumerate(batch.candidates):
+        kept = []  # the events this send won: their messages were published
+        for i, (index, event) in enumerate(zip(batch.indices, batch.events, strict=True)):
             if event.event_id in claim.mine:
                 batch.fresh.append(event)
                 kept.append(i)
@@ -259,7 +267,7 @@ class Ingestor:
             else:
                 batch.pending[event.event_id] = claim.pending[event.event_id]
                 batch.waiting[event.event_id] = (index, event)
-        if len(kept) != len(batch.candidates):
+        if len(kept) != len(batch.events):
             batch.messages = [batch.messages[i] for i in kept]
             batch.entries = [batch.entries[i] for i in kept]
         return bool(batch.pending)
