@@ -334,3 +334,23 @@ def test_a_headwater_process_collects_young_garbage_less_often(
         gc.set_threshold(*before)
     # The youngest generation waits for 20,000 allocations; the older ones keep their ratios.
     assert seen == [(20_000, *before[1:])]
+
+
+def test_the_gateway_takes_what_it_built_to_start_out_of_the_collectors_reach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    import uvicorn
+
+    frozen: list[int] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: frozen.append(gc.get_freeze_count()))
+    gc.unfreeze()
+    try:
+        result = runner.invoke(app, ["serve", "--home", str(tmp_path / "hw"), "--port", "0"])
+    finally:
+        gc.unfreeze()
+    assert result.exit_code == 0, result.output
+    # The app, its connections and every module imported to start are frozen before the
+    # server takes its first request: a full collection no longer walks them.
+    assert frozen and frozen[0] > 10_000

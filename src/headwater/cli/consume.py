@@ -10,7 +10,14 @@ from typing import Annotated
 import typer
 
 from headwater.application.consumers import CONSUMERS, ConsumerSpec
-from headwater.cli._common import HomeOption, MetricsHost, MetricsPort, serve_metrics, settings
+from headwater.cli._common import (
+    HomeOption,
+    MetricsHost,
+    MetricsPort,
+    freeze_startup,
+    serve_metrics,
+    settings,
+)
 
 __all__ = ["app"]
 
@@ -42,6 +49,7 @@ def _command(spec: ConsumerSpec) -> None:
             app_.close()
             raise
         runtime = spec.build(app_, batch_size)
+        freeze_startup()
         if until_idle:
             runtime.poll_timeout = 1.0
         try:

@@ -17,7 +17,7 @@ import httpx
 import typer
 
 from headwater._url import check_listenable
-from headwater.cli._common import HomeOption, settings
+from headwater.cli._common import HomeOption, freeze_startup, settings
 from headwater.config import Settings
 from headwater.errors import HeadwaterError
 from headwater.wire import read_problem
@@ -249,6 +249,7 @@ def up(
 
     stack = EmbeddedStack(settings(home), host=host, port=port)
     stack.start()
+    freeze_startup()
     _show_admin_key(stack.admin_key)
     typer.echo(
         f"headwater up on {stack.url}  (data in {stack.settings.home})\n"

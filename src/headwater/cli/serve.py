@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from headwater.cli._common import HomeOption, settings
+from headwater.cli._common import HomeOption, freeze_startup, settings
 
 __all__ = ["register"]
 
@@ -31,6 +31,7 @@ def serve(
         hw.close()
         raise
     app = create_app(hw)
+    freeze_startup()
     try:
         uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level)).run()
     finally:
