@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from headwater.archive.consumer import ArchiveConsumer
 from headwater.archive.ledger import ErasureEntry, ErasureLedger
+from headwater.archive.maintenance import VacuumReport
 from headwater.archive.schema import ARCHIVE_SCHEMA, signals_to_arrow
 from headwater.archive.settings import ArchiveSettings
-from headwater.archive.table import ArchiveTable, DayFiles, VacuumReport
+from headwater.archive.table import ArchiveTable, DayFiles
 
 __all__ = [
     "ARCHIVE_SCHEMA",

@@ -15,9 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from headwater._time import format_time
+from headwater.archive.erasing import ErasedFiles
 from headwater.archive.ledger import ErasureLedger, ErasureRecord
+from headwater.archive.maintenance import VacuumReport
 from headwater.archive.schema import COMPILED, records_to_arrow
-from headwater.archive.table import ArchiveTable, ErasedFiles, VacuumReport
+from headwater.archive.table import ArchiveTable
 from headwater.bus.base import KIND_SIGNAL, Record
 from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.erasure.ledger import Participant

@@ -1,5 +1,9 @@
 """The archive's Delta table: append with bus positions, scan, delete a user, vacuum.
 
+``ArchiveTable`` holds the connection, the writes and the reads; opening the table is in
+``archive.opening``, an erasure's DELETE and file removal in ``archive.erasing``,
+compaction and vacuum in ``archive.maintenance``.
+
 The table lives at ``<archive_url>/signals``: a local directory by default, or object
 storage by URL (``s3://bucket/prefix``, ``az://...``, ``gs://...``) with credentials in
 ``storage_options`` or the usual environment variables that deltalake reads.
@@ -13,19 +17,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
-from headwater.archive.schema import (
-    ARCHIVE_SCHEMA,
-    PARTITION_COLUMN,
-    SUBJECT_COLUMN,
-    TABLE_CONFIGURATION,
-)
+from headwater.archive import maintenance
+from headwater.archive.opening import open_table
+from headwater.archive.schema import ARCHIVE_SCHEMA, PARTITION_COLUMN, TABLE_CONFIGURATION
 from headwater.errors import (
     ArchiveError,
     BackendUnavailableError,
@@ -33,19 +32,13 @@ from headwater.errors import (
     MissingDependencyError,
 )
 
-__all__ = [
-    "ArchiveTable",
-    "DayFiles",
-    "ErasedFiles",
-    "VacuumReport",
-    "is_remote",
-    "quote_sql",
-]
+if TYPE_CHECKING:
+    from headwater.archive.erasing import ErasedFiles
+    from headwater.archive.maintenance import VacuumReport
+
+__all__ = ["ArchiveTable", "DayFiles", "is_remote", "quote_sql"]
 
 _T = TypeVar("_T")
-
-#: How many unreferenced files' distinct user ids an erasure remembers between runs.
-_OLD_FILES_KEPT = 4096
 
 
 def is_remote(url: str) -> bool:
@@ -70,27 +63,6 @@ class DayFiles:
     def fingerprint(self) -> str:
         """A digest of the file names: any append, delete or compaction changes it."""
         return hashlib.sha256("\n".join(sorted(self.files)).encode()).hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class VacuumReport:
-    """What one vacuum removed for good, and when."""
-
-    vacuumed_at: datetime
-    retention_hours: float
-    removed_files: list[str]
-    log_cleaned: bool
-
-
-@dataclass(frozen=True)
-class ErasedFiles:
-    """What one erasure did to the table: rows deleted, the version that no longer holds
-    them, and the files that held them, removed from storage at once."""
-
-    rows_deleted: int
-    version: int
-    files_removed: list[str]
-    days_rehashed: list[str]
 
 
 class ArchiveTable:
@@ -158,43 +130,10 @@ class ArchiveTable:
     def table(self) -> Any:
         """The ``DeltaTable`` at its latest version (created empty when missing)."""
         if self._table is None:
-            self._table = self._call("open", self._open)
+            self._table = self._call("open", partial(open_table, self))
         else:
             self._call("refresh", self._table.update_incremental)
         return self._table
-
-    def _open(self) -> Any:
-        dl = self._dl
-        if not self.remote:
-            Path(self.uri).mkdir(parents=True, exist_ok=True)
-        if dl.DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options or None):
-            return self._with_subject(
-                dl.DeltaTable(self.uri, storage_options=self.storage_options or None)
-            )
-        try:
-            return dl.DeltaTable.create(
-                self.uri,
-                schema=self.schema,
-                partition_by=self.partition_by or None,
-                mode="ignore",
-                configuration=self.configuration,
-                storage_options=self.storage_options or None,
-            )
-        except dl.exceptions.DeltaError:
-            # Another process created it in the meantime: open theirs.
-            return dl.DeltaTable(self.uri, storage_options=self.storage_options or None)
-
-    def _with_subject(self, table: Any) -> Any:
-        """A table created before the ``subject`` column existed gets it (null in old rows)."""
-        if SUBJECT_COLUMN not in self.schema.names:
-            return table
-        if SUBJECT_COLUMN in {f.name for f in table.schema().fields}:
-            return table
-        table.alter.add_columns(
-            [self._dl.Field(SUBJECT_COLUMN, self._dl.schema.PrimitiveType("string"), nullable=True)]
-        )
-        table.update_incremental()
-        return table
 
     # -- writes ----------------------------------------------------------------
 
@@ -372,21 +311,9 @@ class ArchiveTable:
     def users_events_by_day(self, user_ids: Sequence[str]) -> dict[str, dict[str, list[str]]]:
         """The event ids of these users' rows in the current version, in one scan:
         user -> day -> event ids."""
-        found: dict[str, dict[str, list[str]]] = {u: {} for u in user_ids}
-        if not found:
-            return found
-        result = self.query(
-            f"SELECT user_id, {PARTITION_COLUMN} AS day, event_id FROM signals "
-            f"WHERE user_id IN ({_in_list(found)})"
-        )
-        for user, day, event_id in zip(
-            result.column("user_id").to_pylist(),
-            result.column("day").to_pylist(),
-            result.column("event_id").to_pylist(),
-            strict=True,
-        ):
-            found[str(user)].setdefault(str(day), []).append(str(event_id))
-        return found
+        from headwater.archive.erasing import users_events_by_day
+
+        return users_events_by_day(self, user_ids)
 
     # -- erasure ---------------------------------------------------------------
 
@@ -405,39 +332,11 @@ class ArchiveTable:
         whole table. A row written elsewhere in between is found by the caller's
         verifying scan, which covers every day.
 
-        The DELETE goes by the keyed hash (``subject``), so the commit it leaves in the log
-        names no one; rows written before that column existed get it first, by a rewrite
-        of their days (whose predicate names only dates). The files that the rewrite and
-        the DELETE replaced, and any older unreferenced file of those days that still
-        holds one of the users' rows (left by an earlier compaction or DELETE), are then
-        removed from storage: no time-travel window keeps erased rows. Files written but
-        not yet committed by another writer are never touched: they are referenced by no
-        version, and a tombstoned user's rows are never written.
+        No time-travel window keeps erased rows: see :func:`headwater.archive.erasing.erase_users`.
         """
-        users = list(dict.fromkeys(user_ids))
-        subjects = [subject(u) for u in users]
-        before = self._referenced()
-        rehashed = self._rehash_days(users, subject)
-        dl = self._dl
-        table = self.table()
-        props = dl.CommitProperties(custom_metadata=dict(metadata or {}) or None)
-        predicate = f"{SUBJECT_COLUMN} IN ({_in_list(subjects)})"
-        if days is not None:
-            scope = sorted(set(days) | set(rehashed))
-            predicate = f"{PARTITION_COLUMN} IN ({_in_list(scope)}) AND {predicate}"
-        metrics = self._call("delete", lambda: table.delete(predicate, commit_properties=props))
-        after = self._referenced()
-        days = {_day_of(p) for p in before - after} | set(rehashed)
-        stale = (before - after) | self._unreferenced_holding(days, after, users)
-        handler = self._storage()
-        for path in sorted(stale):
-            self._call("remove erased file", partial(handler.delete_file, path))
-        return ErasedFiles(
-            rows_deleted=int(metrics.get("num_deleted_rows", 0)),
-            version=self.version(),
-            files_removed=sorted(stale),
-            days_rehashed=rehashed,
-        )
+        from headwater.archive.erasing import erase_users
+
+        return erase_users(self, user_ids, subject, metadata=metadata, days=days)
 
     def data_files(self) -> set[str]:
         """The data files of the latest version (paths relative to the table)."""
@@ -468,86 +367,6 @@ class ArchiveTable:
 
         return pafs.PyFileSystem(self._storage())
 
-    def _has_unhashed_rows(self) -> bool:
-        """Whether rows written before the ``subject`` column remain (checked until none
-        do: every row written since carries it)."""
-        if self._unhashed is None or self._unhashed:
-            found = self.query(
-                f"SELECT 1 AS x FROM {self.name} WHERE {SUBJECT_COLUMN} IS NULL LIMIT 1"
-            )
-            self._unhashed = found.num_rows > 0
-        return self._unhashed
-
-    def _rehash_days(self, users: list[str], subject: Callable[[str], str]) -> list[str]:
-        """Fill ``subject`` in the days where these users have rows without it."""
-        if not self._has_unhashed_rows():
-            return []
-        found = self.query(
-            f"SELECT DISTINCT {PARTITION_COLUMN} AS day FROM {self.name} "
-            f"WHERE {SUBJECT_COLUMN} IS NULL AND user_id IN ({_in_list(users)})"
-        )
-        days = sorted(str(d) for d in found.column("day").to_pylist())
-        if not days:
-            return []
-        data = self.read(days=days)
-        hashes = pa.array(
-            [
-                s if s is not None else subject(str(u))
-                for u, s in zip(
-                    data.column("user_id").to_pylist(),
-                    data.column(SUBJECT_COLUMN).to_pylist(),
-                    strict=True,
-                )
-            ],
-            type=pa.string(),
-        )
-        data = data.set_column(data.schema.get_field_index(SUBJECT_COLUMN), SUBJECT_COLUMN, hashes)
-        dl = self._dl
-        table = self.table()
-
-        def write() -> None:
-            dl.write_deltalake(
-                table,
-                data,
-                mode="overwrite",
-                predicate=f"{PARTITION_COLUMN} IN ({_in_list(days)})",
-                partition_by=self.partition_by or None,
-                storage_options=self.storage_options or None,
-                writer_properties=dl.WriterProperties(compression="ZSTD"),
-            )
-
-        self._call("rehash", write)
-        return days
-
-    def _unreferenced_holding(
-        self, days: set[str], referenced: set[str], users: list[str]
-    ) -> set[str]:
-        """Files of ``days`` that no version references and that hold a row of ``users``."""
-        import pyarrow.compute as pc
-        import pyarrow.fs as pafs
-
-        fs = self._fs()
-        wanted = pa.array(users, type=pa.string())
-        found: set[str] = set()
-        for day in sorted(days):
-            selector = pafs.FileSelector(f"{PARTITION_COLUMN}={day}", allow_not_found=True)
-            infos = self._call("list day", partial(fs.get_file_info, selector))
-            for info in infos:
-                path = info.path.lstrip("/")
-                if not path.endswith(".parquet") or path in referenced:
-                    continue
-                held = self._old_ids.get(path)
-                if held is None:
-                    # Files never change once written: an old file is read once.
-                    ids = self.read_file(path, ["user_id"])
-                    held = pc.unique(ids.column("user_id").cast(pa.string()))
-                    if len(self._old_ids) >= _OLD_FILES_KEPT:
-                        self._old_ids.clear()
-                    self._old_ids[path] = held
-                if pc.any(pc.is_in(held, value_set=wanted)).as_py():
-                    found.add(path)
-        return found
-
     def vacuum(self, retention_hours: float) -> VacuumReport:
         """Remove files unreferenced for longer than the retention, then expired log entries.
 
@@ -555,36 +374,7 @@ class ArchiveTable:
         entries: a checkpoint followed by log cleanup drops commits older than the
         retention, so after both the user's id is nowhere in the table's directory.
         """
-        table = self.table()
-        hours = max(0, int(retention_hours))
-        removed = self._call(
-            "vacuum",
-            lambda: table.vacuum(
-                retention_hours=hours, dry_run=False, enforce_retention_duration=False
-            ),
-        )
-        self._set_log_retention(hours)
-        self._call("checkpoint", table.create_checkpoint)
-        self._call("log cleanup", table.cleanup_metadata)
-        return VacuumReport(
-            vacuumed_at=datetime.now(UTC),
-            retention_hours=retention_hours,
-            removed_files=[str(f) for f in removed],
-            log_cleaned=True,
-        )
-
-    def _set_log_retention(self, hours: int) -> None:
-        # Log cleanup follows the table property, so it follows the configured retention.
-        wanted = f"interval {hours * 3600} seconds"
-        table = self.table()
-        config = table.metadata().configuration
-        if config.get("delta.logRetentionDuration") != wanted:
-            self._call(
-                "set log retention",
-                lambda: table.alter.set_table_properties(
-                    {"delta.logRetentionDuration": wanted}, raise_if_not_exists=False
-                ),
-            )
+        return maintenance.vacuum(self, retention_hours)
 
     def compact(self, days: Sequence[str], *, target_size: int | None = None) -> int:
         """Rewrite the small files of some days into large ones; files removed.
@@ -592,30 +382,11 @@ class ArchiveTable:
         ``target_size`` (bytes): only files smaller than it are merged, into files of
         about that size (default: the table's target, 100 MB).
         """
-        if not days:
-            return 0
-        table = self.table()
-        dl = self._dl
-        metrics = self._call(
-            "compact",
-            lambda: table.optimize.compact(
-                partition_filters=[(PARTITION_COLUMN, "in", list(days))],
-                target_size=target_size,
-                writer_properties=dl.WriterProperties(compression="ZSTD"),
-            ),
-        )
-        return int(metrics.get("numFilesRemoved", 0))
+        return maintenance.compact(self, days, target_size=target_size)
 
     def close(self) -> None:
         """Drop the cached table handle."""
         self._table = None
-
-
-def _day_of(path: str) -> str:
-    for part in path.split("/"):
-        if part.startswith(f"{PARTITION_COLUMN}="):
-            return part.split("=", 1)[1]
-    return ""
 
 
 def _in_list(values: Iterable[str]) -> str:
