@@ -10,49 +10,50 @@ orchestrator. A consumer gets connections of its own (``open_bus``,
 ``open_online_store``, ...): on the embedded stack each consumer runs on its own thread
 and the SQLite backends keep one connection per thread of work. Both kinds are owned
 here.
+
+The larger components are built by functions beside it, which its methods call:
+``offline`` (archive and batch), ``feature_definitions``, ``erasure``, ``ingestion``,
+``first_run`` (a new control plane) and ``operations`` (status, readiness, the SLO).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import msgspec
-
-from headwater._extras import needs_extra
-from headwater._url import redacted
 from headwater.access.keys import ApiKeys
-from headwater.access.roles import Role
 from headwater.access.sessions import Sessions
-from headwater.batch.declared import user_row_names
+from headwater.application import (
+    erasure,
+    feature_definitions,
+    first_run,
+    ingestion,
+    offline,
+    operations,
+)
 from headwater.batch.state import BatchState
 from headwater.bus import Bus, open_bus
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.config import Settings
-from headwater.contract.loader import default_definitions
 from headwater.contract.validator import Limits
 from headwater.control import ControlDatabase, open_control_database
 from headwater.dedupe import IdempotencyWindow, open_idempotency_window
 from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.orchestrator import ErasureOrchestrator
-from headwater.erasure.subject import SubjectHasher, SubjectSealer, load_erasure_key
+from headwater.erasure.subject import SubjectHasher, load_erasure_key
 from headwater.erasure.tombstones import TombstoneFilter
 from headwater.erasure.verify import Verifier
-from headwater.errors import BackendUnavailableError
 from headwater.features.backfills import BackfillLedger
 from headwater.features.engine import FeatureEngine
 from headwater.features.live import LiveDefinitions
 from headwater.features.reader import FeatureReader
 from headwater.features.spec import DEFAULT_FEATURES, FeatureSpec, load_features
 from headwater.features.versions import FeatureVersions
-from headwater.ingest.erased import ErasedUsers
 from headwater.ingest.ingestor import Ingestor
 from headwater.online import OnlineStore, needs_partitioner, open_online_store
-from headwater.ratelimit import RateLimiter, open_rate_limiter
+from headwater.ratelimit import RateLimiter
 from headwater.recommend.recommender import Recommender
 from headwater.registry.contracts import ContractRegistry
 from headwater.runtime.consumer import Consumer
@@ -156,67 +157,23 @@ class Application:
 
     def open_archive_table(self) -> ArchiveTable:
         """The Delta archive table (the ``archive`` extra)."""
-        with needs_extra():
-            from headwater.archive.table import ArchiveTable
-
-        cfg = self.archive_settings
-        table = ArchiveTable(cfg.url, storage_options=cfg.storage_options)
-        self.own("archive table", table.close)
-        return table
+        return offline.archive_table(self)
 
     def open_archive_consumer(self, group: str = "archive") -> ArchiveConsumer:
         """The archive consumer (of ``group``) over a table of its own and the archive's
         erasure ledger."""
-        with needs_extra():
-            from headwater.archive.consumer import ArchiveConsumer
-            from headwater.archive.ledger import ErasureLedger as ArchiveLedger
-
-        cfg = self.archive_settings
-        return ArchiveConsumer(
-            self.open_archive_table(),
-            ArchiveLedger(cfg.url, storage_options=cfg.storage_options),
-            self.hasher,
-            group=group,
-            retention_hours=cfg.retention_hours,
-            vacuum_interval_s=cfg.vacuum_interval_s,
-        )
+        return offline.archive_consumer(self, group)
 
     def open_batch_runner(
         self, store: OnlineStore | None = None, *, batch: BatchSettings | None = None
     ) -> BatchRunner:
         """A batch runner over the archive, writing into ``store`` (a connection of its
         own when not given), with ``batch`` instead of the deployment's batch settings."""
-        with needs_extra():
-            from headwater.batch.runner import BatchRunner
-
-        # State and lock in the control plane, outputs beside the archive: any host
-        # sharing those two runs the batch, its status and its erasure.
-        runner = BatchRunner(
-            self.open_archive_table(),
-            store or self.open_online_store(),
-            batch or self.batch_settings,
-            self.open_control(),
-        )
-        self.own("batch runner", runner.close)
-        return runner
+        return offline.batch_runner(self, store, batch)
 
     def batch_scheduler(self) -> BatchScheduler:
         """The nightly batch of ``headwater up`` (``HEADWATER_BATCH_SCHEDULE``)."""
-        from headwater.batch.scheduler import BatchScheduler
-
-        runner = self.open_batch_runner()
-
-        def job() -> None:
-            # Another host's run or an erasure recompute may hold the lock: wait for it,
-            # up to an hour, unless the process is stopping.
-            runner.run(
-                progress=lambda line: log.info("batch: %s", line),
-                wait_s=3600.0,
-                stop=scheduler.stopping,
-            )
-
-        scheduler = BatchScheduler(job, self.batch_settings.schedule)
-        return scheduler
+        return offline.batch_scheduler(self)
 
     # -- shared components -----------------------------------------------------
 
@@ -259,13 +216,7 @@ class Application:
     def limiter(self) -> RateLimiter:
         """Per-key rate limits, one budget per key for every gateway sharing the limiter
         (``HEADWATER_RATELIMIT_URL``)."""
-
-        def build() -> RateLimiter:
-            limiter = open_rate_limiter(self.settings.ratelimit_url)
-            self.own("rate limiter", limiter.close)
-            return limiter
-
-        return self._once("limiter", build)
+        return self._once("limiter", lambda: ingestion.rate_limiter(self))
 
     @property
     def dead_letters(self) -> DeadLetterStore:
@@ -275,11 +226,7 @@ class Application:
     @property
     def ledger(self) -> ErasureLedger:
         """Erasure requests, participants and their confirmations."""
-        return self._once("ledger", self._new_ledger)
-
-    def _new_ledger(self) -> ErasureLedger:
-        sealer = SubjectSealer(load_erasure_key(self.settings.home))
-        return ErasureLedger(self.control, sealer)
+        return self._once("ledger", lambda: erasure.erasure_ledger(self))
 
     @property
     def batch_state(self) -> BatchState:
@@ -303,49 +250,12 @@ class Application:
     @property
     def ingestor(self) -> Ingestor:
         """Validation, de-duplication and publishing of producer batches."""
-
-        def build() -> Ingestor:
-            policy: Literal["accept", "reject"] = (
-                "reject" if self.settings.erased_user_policy == "reject" else "accept"
-            )
-            ingestor = Ingestor(
-                self.registry,
-                self.bus,
-                self.dedupe,
-                limits=self.limits,
-                erased=ErasedUsers(self.tombstones, policy),
-            )
-            ingestor.lease_s = self.settings.claim_lease_s
-            self.own("ingestor", ingestor.close)
-            return ingestor
-
-        return self._once("ingestor", build)
+        return self._once("ingestor", lambda: ingestion.ingestor(self))
 
     @property
     def orchestrator(self) -> ErasureOrchestrator:
         """Erasure requests: created, chased, completed, audited."""
-        from headwater.application.consumers import expected_participants
-
-        return self._once(
-            "orchestrator",
-            lambda: ErasureOrchestrator(
-                self.ledger,
-                self.bus,
-                self.hasher,
-                deadline=timedelta(seconds=self.settings.erasure_deadline_s),
-                webhook_url=self.settings.erasure_webhook,
-                tombstones=self.tombstones,
-                expected=expected_participants(),
-                warn_at=self.settings.erasure_warn_at,
-                chase_after=None
-                if self.settings.erasure_chase_s is None
-                else timedelta(seconds=self.settings.erasure_chase_s),
-                verifier=self.verifier,
-                backup_retention=None
-                if self.settings.backup_retention_s is None
-                else timedelta(seconds=self.settings.backup_retention_s),
-            ),
-        )
+        return self._once("orchestrator", lambda: erasure.orchestrator(self))
 
     @property
     def verifier(self) -> Verifier:
@@ -364,29 +274,12 @@ class Application:
     def feature_versions(self) -> FeatureVersions:
         """Every version of the feature definitions; version 1 (the configured features)
         is registered on first use when the control plane has none."""
-
-        def build() -> FeatureVersions:
-            versions = FeatureVersions(self.control)
-            if versions.head()[0] == 0:
-                versions.ensure_initial(self.configured_features(), source="configured")
-            return versions
-
-        return self._once("feature versions", build)
+        return self._once("feature versions", lambda: feature_definitions.feature_versions(self))
 
     def live_definitions(self) -> LiveDefinitions:
         """The control plane's current feature definitions for one consumer or reader,
         followed without a restart."""
-        db = self.open_control()
-        return LiveDefinitions(
-            FeatureVersions(db), self._feature_template(), ledger=BackfillLedger(db)
-        )
-
-    def _feature_template(self) -> FeatureEngine:
-        return FeatureEngine(
-            self.configured_features(),
-            budgets_s=self._budgets(),
-            lateness_ms=int(self.settings.feature_lateness_s * 1000),
-        )
+        return feature_definitions.live_definitions(self)
 
     @property
     def feature_backfills(self) -> BackfillLedger:
@@ -395,27 +288,12 @@ class Application:
 
     def erased_subjects(self) -> dict[str, int]:
         """Every erased user's subject hash with its erasure time (ms), from the ledger."""
-        tombstones = self.new_tombstones()
-        tombstones.refresh(force=True)
-        return dict(tombstones.erased_at)
+        return erasure.erased_subjects(self)
 
     def new_backfill(self) -> Backfill:
         """Backfills of feature definitions from the archive (the ``archive`` extra), into
         a store connection of their own."""
-        with needs_extra():
-            from headwater.features.backfill import Backfill
-
-        self.feature_versions  # noqa: B018 - registers version 1 on a new control plane
-        return Backfill(
-            FeatureVersions(self.control),
-            self.feature_backfills,
-            self.open_archive_table(),
-            self.open_online_store(),
-            self._feature_template(),
-            partitions=self.bus.partitions,
-            erased=self.erased_subjects,
-            subject=self.hasher,
-        )
+        return feature_definitions.new_backfill(self)
 
     def new_feature_engine(self, *, stream: bool = True) -> FeatureEngine:
         """The current feature definitions (version 1 is the configured set), with each
@@ -424,37 +302,15 @@ class Application:
         self.feature_versions  # noqa: B018 - registers version 1 on a new control plane
         return self.live_definitions().engine(stream=stream)
 
-    def _budgets(self) -> dict[str, float]:
-        return {r.name: r.definition.freshness_budget_s for r in self.registry.current()}
-
     @property
     def features(self) -> FeatureReader:
         """Feature reads at request time, stamped with freshness."""
-        return self._once(
-            "features",
-            self._new_reader,
-        )
-
-    def _new_reader(self) -> FeatureReader:
-        self.feature_versions  # noqa: B018 - registers version 1 on a new control plane
-        live = self.live_definitions()
-        return FeatureReader(
-            self.online,
-            live.engine(stream=False),
-            partition_of=self.bus.partition_of,
-            definitions=live,
-            batch=user_row_names(self.batch_settings),
-        )
+        return self._once("features", lambda: feature_definitions.feature_reader(self))
 
     @property
     def recommender(self) -> Recommender:
         """Recommendations from the streaming and the batch features."""
-        return self._once(
-            "recommender",
-            lambda: Recommender.over(
-                self.features.read, self.online, self.batch_settings.features()
-            ),
-        )
+        return self._once("recommender", lambda: feature_definitions.recommender(self))
 
     @property
     def archive_settings(self) -> ArchiveSettings:
@@ -473,43 +329,18 @@ class Application:
     def status(self) -> dict[str, object]:
         """Every consumer instance heard from (partitions, generations, last commit) and
         each consumer group's lag: what ``headwater status`` and ``/v1/status`` show."""
-        instances = ConsumerPresence(self.control).instances()
-        groups = []
-        for group in self.lag_groups:
-            lag = self.bus.lag(group)
-            groups.append(
-                {
-                    "group": group,
-                    "lag_events": sum(p.lag_events for p in lag),
-                    "lag_seconds": max((p.lag_seconds for p in lag), default=0.0),
-                    "instances": [msgspec.to_builtins(i) for i in instances if i.group == group],
-                }
-            )
-        return {"groups": groups, "features": self.features_status()}
+        return operations.status(self)
 
     def features_status(self) -> dict[str, object]:
         """The current feature definitions: version, each definition's state and backfill
         progress, and where each consumer group switched to the version."""
-        versions = self.feature_versions
-        current = versions.current()
-        version = current.version if current else 0
-        return {
-            "version": version,
-            "definitions": versions.progress(),
-            "backfills": [
-                msgspec.to_builtins(r)
-                for r in self.feature_backfills.runs(("computing", "staged", "failed"))
-            ],
-            "switches": [msgspec.to_builtins(s) for s in versions.switches(version)],
-        }
+        return operations.features_status(self)
 
     @property
     def lag_groups(self) -> tuple[str, ...]:
         """The consumer groups whose lag is reported: ``HEADWATER_LAG_GROUPS``, else every
         consumer of the registry."""
-        from headwater.application.consumers import CONSUMERS
-
-        return self.settings.lag_groups or tuple(spec.group for spec in CONSUMERS)
+        return operations.lag_groups(self)
 
     # -- consumers -------------------------------------------------------------
 
@@ -551,27 +382,12 @@ class Application:
     def register_shipped_contracts(self) -> bool:
         """Register the shipped teams' contracts on a control plane that has none yet
         (what ``up`` and ``up --processes`` do on a fresh home); True if it did."""
-        if self.registry.current():
-            return False
-        self.registry.apply(default_definitions())
-        self.refresh_contracts()
-        log.info("registered the shipped contracts on a new control plane")
-        return True
+        return first_run.register_shipped_contracts(self)
 
     def ensure_admin_key(self) -> str | None:
         """On a control plane where no key carries ``admin``, create one and return its
         secret (to be shown once, as ``up`` does on a new home); else None."""
-        if self.keys.any_admin():
-            return None
-        secret, _ = self.keys.create(
-            "admin",
-            roles=(Role.ADMIN,),
-            kind="service",
-            description="created by headwater up on a new control plane",
-            created_by="headwater up",
-        )
-        log.info("created the first admin key")
-        return secret
+        return first_run.ensure_admin_key(self)
 
     def refresh_contracts(self) -> None:
         """Use newly registered contracts now: validation and freshness budgets."""
@@ -581,66 +397,23 @@ class Application:
         if ingestor is not None:
             ingestor.refresh()
         if features is not None:
-            features.engine.budgets_s = self._budgets()
+            features.engine.budgets_s = feature_definitions.budgets(self)
 
     # -- operations ------------------------------------------------------------
 
     def slo_monitor(self) -> SloMonitor:
         """The freshness SLO watch: breaches of an event type's budget raise an alert."""
-        reader = self.features
-
-        def as_of_age() -> float | None:
-            positions = reader.store.positions(reader.group)
-            if not positions:
-                return None
-            return max(0.0, time.time() - min(p.as_of_ms for p in positions.values()) / 1000)
-
-        return SloMonitor(
-            reader.store,
-            lambda: reader.engine.budgets_s,
-            webhook_url=self.settings.alert_webhook,
-            as_of_age=as_of_age,
-        )
+        return operations.slo_monitor(self)
 
     def readiness(self) -> dict[str, object]:
         """Each backend asked now: whether it answered, how fast, or its error."""
-        checks: dict[str, Callable[[], object]] = {
-            "control": lambda: self.control.execute("SELECT 1"),
-            "bus": lambda: self.bus.lag(self.lag_groups[0]),
-            "online": lambda: self.online.positions("features"),
-            "dedupe": lambda: self.dedupe.seen(["readiness-probe"]),
-        }
-        backends: dict[str, dict[str, object]] = {}
-        for name, check in checks.items():
-            started = time.perf_counter()
-            try:
-                check()
-            except Exception as exc:  # noqa: BLE001 - any failure makes the process unready
-                backends[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
-            else:
-                backends[name] = {"ok": True, "ms": round((time.perf_counter() - started) * 1e3, 2)}
-        ready = all(b["ok"] for b in backends.values())
-        return {"ready": ready, "backends": backends, "where": self.describe()}
+        return operations.readiness(self)
 
     def check_ready(self) -> None:
         """Raise ``BackendUnavailableError`` naming the first backend that does not
         answer now (a process checks this before it starts work: fail fast, one line)."""
-        report = self.readiness()
-        backends = report["backends"]
-        assert isinstance(backends, dict)
-        where = self.describe()
-        for name, state in backends.items():
-            if not state["ok"]:
-                raise BackendUnavailableError(
-                    f"the {name} backend at {where.get(name, '?')} does not answer: "
-                    f"{state['error']}"
-                )
+        return operations.check_ready(self)
 
     def describe(self) -> dict[str, object]:
         """Where each backend is (credentials redacted)."""
-        return {
-            "control": redacted(self.settings.control_url),
-            "bus": redacted(self.settings.bus_url),
-            "dedupe": redacted(self.settings.dedupe_url),
-            "online": redacted(self.settings.online_url),
-        }
+        return operations.describe(self)
