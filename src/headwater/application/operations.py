@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from headwater._url import redacted
+from headwater.bus.base import group_lag
 from headwater.errors import BackendUnavailableError
 from headwater.runtime.presence import ConsumerPresence
 from headwater.slo import SloMonitor
@@ -37,12 +38,12 @@ def status(app: Application) -> dict[str, object]:
     instances = ConsumerPresence(app.control).instances()
     groups = []
     for group in app.lag_groups:
-        lag = app.bus.lag(group)
+        events, seconds = group_lag(app.bus.lag(group))
         groups.append(
             {
                 "group": group,
-                "lag_events": sum(p.lag_events for p in lag),
-                "lag_seconds": max((p.lag_seconds for p in lag), default=0.0),
+                "lag_events": events,
+                "lag_seconds": seconds,
                 "instances": [msgspec.to_builtins(i) for i in instances if i.group == group],
             }
         )

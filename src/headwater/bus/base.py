@@ -13,7 +13,7 @@ stores the *next* offset to read (as Kafka does).
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
@@ -30,6 +30,7 @@ __all__ = [
     "PartitionLag",
     "Record",
     "committed_positions",
+    "group_lag",
     "partition_for",
 ]
 
@@ -65,6 +66,16 @@ class PartitionLag(msgspec.Struct, frozen=True):
     end: int  # offset the next published record will get
     lag_events: int
     lag_seconds: float  # age of the oldest record the group has not committed (0 when caught up)
+
+
+def group_lag(parts: Iterable[PartitionLag]) -> tuple[int, float]:
+    """A group's lag over its partitions: the events behind in all of them, and the
+    oldest of them in seconds (0.0 when none is behind)."""
+    events, seconds = 0, 0.0
+    for p in parts:
+        events += p.lag_events
+        seconds = max(seconds, p.lag_seconds)
+    return events, seconds
 
 
 class ErasureCapability(msgspec.Struct, frozen=True):

@@ -9,6 +9,7 @@ import msgspec
 import typer
 
 from headwater.bus import Message
+from headwater.bus.base import group_lag
 from headwater.cli._common import ControlUrl, HomeOption, application
 
 __all__ = ["bus_app", "dlq_app"]
@@ -52,10 +53,8 @@ def lag(
                 f"{p.partition:>9} {p.committed:>10} {p.end:>10} {p.lag_events:>8} "
                 f"{p.lag_seconds:>8.2f}"
             )
-        typer.echo(
-            f"total lag: {sum(p.lag_events for p in rows)} events, "
-            f"oldest {max((p.lag_seconds for p in rows), default=0):.2f}s"
-        )
+        events, seconds = group_lag(rows)
+        typer.echo(f"total lag: {events} events, oldest {seconds:.2f}s")
 
 
 @dlq_app.command("list")

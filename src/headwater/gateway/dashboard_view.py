@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from headwater.application import Application
+from headwater.bus.base import group_lag
 from headwater.gateway.observe_answers import DashboardLive
 from headwater.slo import slo_report
 
@@ -35,11 +36,12 @@ def consumers_view(svc: Application) -> dict[str, Any]:
     groups = []
     for group in svc.lag_groups:
         parts = svc.bus.lag(group)
+        events, seconds = group_lag(parts)
         groups.append(
             {
                 "group": group,
-                "lag_events": sum(p.lag_events for p in parts),
-                "lag_seconds": max((p.lag_seconds for p in parts), default=0.0),
+                "lag_events": events,
+                "lag_seconds": seconds,
                 "partitions": [
                     {
                         "partition": p.partition,

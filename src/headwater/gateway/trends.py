@@ -28,6 +28,7 @@ from prometheus_client import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from headwater.application import Application
+from headwater.bus.base import group_lag
 from headwater.gateway.observe_answers import DashboardTrends
 from headwater.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED, FRESHNESS_SECONDS, PUBLISH_SECONDS
 from headwater.metrics.histogram import BatchHistogramFiles, multiprocess_dir
@@ -283,11 +284,8 @@ class TrendRing:
             app = self.application
             out = {}
             for group in app.lag_groups[:MAX_SERIES]:
-                parts = app.bus.lag(group)
-                out[group] = (
-                    sum(p.lag_events for p in parts),
-                    round(max((p.lag_seconds for p in parts), default=0.0), 3),
-                )
+                events, seconds = group_lag(app.bus.lag(group))
+                out[group] = (events, round(seconds, 3))
             return out
 
         return self._safe("consumer lag", read, {})
