@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from headwater.archive.schema import PARTITION_COLUMN, SUBJECT_COLUMN
-from headwater.archive.table import _in_list
+from headwater.archive.table import quote_sql
 
 if TYPE_CHECKING:
     from headwater.archive.table import ArchiveTable
@@ -197,3 +197,7 @@ def _day_of(path: str) -> str:
         if part.startswith(f"{PARTITION_COLUMN}="):
             return part.split("=", 1)[1]
     return ""
+
+
+def _in_list(values: Iterable[str]) -> str:
+    return ", ".join(quote_sql(v) for v in values)

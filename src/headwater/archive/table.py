@@ -387,7 +387,3 @@ class ArchiveTable:
     def close(self) -> None:
         """Drop the cached table handle."""
         self._table = None
-
-
-def _in_list(values: Iterable[str]) -> str:
-    return ", ".join(quote_sql(v) for v in values)

@@ -221,7 +221,7 @@ class Ingestor:
         events, indices = result.accepted, result.accepted_indices
         ids = [event.event_id for event in events]
         if len(set(ids)) == len(ids):  # the usual batch: each id once
-            batch.events, batch.indices = list(events), list(indices)
+            batch.events, batch.indices = events, indices
         else:
             in_batch: set[str] = set()
             for index, event, event_id in zip(indices, events, ids, strict=True):
