@@ -5,8 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
+import headwater.bus.sqlite as sqlite_bus
 from headwater.bus import Message
+from headwater.bus.base import KIND_ERASURE, KIND_SIGNAL, Record
 from headwater.bus.sqlite import SqliteBus
+from headwater.errors import BusError
 
 
 def test_purge_recent_looks_only_at_batches_since_a_time(tmp_path: Path) -> None:
@@ -52,4 +57,63 @@ def test_purge_keys_removes_many_keys_in_one_pass_with_counts_per_key(tmp_path: 
         k: 2 if k == "user-0" else 0 if k in wheres else 3 for k in keys
     }
     assert bus.count_key("kept") == 1
+    bus.close()
+
+
+def _decoding(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The batches the SQLite bus decodes from now on (their record counts)."""
+    decoded: list[int] = []
+    decode = sqlite_bus._DECODE
+
+    def counting(blob: bytes) -> list[Record]:
+        records = decode(blob)
+        decoded.append(len(records))
+        return records
+
+    monkeypatch.setattr(sqlite_bus, "_DECODE", counting)
+    return decoded
+
+
+def test_erasure_events_are_purged_by_the_index_reading_only_their_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bus = SqliteBus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=1")
+    for round_ in range(50):
+        bus.publish([Message(u, f"{u} signal {round_}".encode()) for u in ("ann", "bob")])
+        if round_ in (10, 40):
+            bus.publish([Message("ann", f"erase ann {round_}".encode(), KIND_ERASURE)])
+    bus.publish([Message("bob", b"erase bob", KIND_ERASURE)])
+    decoded = _decoding(monkeypatch)
+    assert bus.purge_indexed(KIND_ERASURE, {"ann": None}) == {"ann": 2}
+    # The two one-record batches that held them, not the 50 batches of signals.
+    assert decoded == [1, 1]
+    assert bus.count_key("ann", lambda r: r.kind == KIND_SIGNAL) == 50
+    assert bus.count_key("ann", lambda r: r.kind == KIND_ERASURE) == 0
+    assert bus.count_key("bob") == 51
+    assert bus.purge_indexed(KIND_ERASURE, {"ann": None}) == {"ann": 0}
+    with pytest.raises(BusError):
+        bus.purge_indexed(KIND_SIGNAL, {"ann": None})
+    bus.close()
+
+
+def test_an_erasure_event_a_purge_keeps_stays_indexed(tmp_path: Path) -> None:
+    # Two requests for one user: the one still open keeps its event, found later.
+    bus = SqliteBus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
+    bus.publish([Message("ann", b"request 1", KIND_ERASURE), Message("bob", b"signal")])
+    bus.publish([Message("ann", b"request 2", KIND_ERASURE)])
+    assert bus.purge_indexed(KIND_ERASURE, {"ann": lambda r: r.value == b"request 1"}) == {"ann": 1}
+    assert bus.purge_indexed(KIND_ERASURE, {"ann": None, "bob": None}) == {"ann": 1, "bob": 0}
+    assert bus.count_key("ann") == 0
+    assert bus.count_key("bob") == 1
+    bus.close()
+
+
+def test_the_retention_drops_the_index_of_the_batches_it_drops(tmp_path: Path) -> None:
+    bus = SqliteBus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=1", retention_s=0.05)
+    bus.publish([Message("ann", b"erase ann", KIND_ERASURE)])
+    time.sleep(0.1)
+    bus.publish([Message("bob", b"erase bob", KIND_ERASURE)])
+    assert bus.enforce_retention() == 1
+    indexed = bus._db.read("SELECT key FROM hw_bus_rare", ())
+    assert [key for (key,) in indexed] == ["bob"]
     bus.close()

@@ -667,7 +667,8 @@ def test_the_requests_a_pass_closes_lose_their_erasure_events_in_one_purge(
 ) -> None:
     """A burst closes together: every closed request's erasure events leave the log (two
     requests of one user included), the users' signals and other requests' events stay,
-    and the log is scanned and checkpointed once for all of them, not once a request."""
+    and the log is checkpointed once for all of them, their events found through its
+    index (no scan), not once a request."""
     db = open_control_database(control_url)
     ledger = ErasureLedger(db, SubjectSealer(b"k" * 32))
     bus = open_bus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=2")
@@ -685,13 +686,17 @@ def test_the_requests_a_pass_closes_lose_their_erasure_events_in_one_purge(
     _drain([runtime])
     scrubs: list[int] = []
     purges: list[int] = []
-    scrub, purge_recent = bus._scrub, bus.purge_recent
+    scans: list[int] = []
+    scrub, purge_indexed, purge_recent = bus._scrub, bus.purge_indexed, bus.purge_recent
     monkeypatch.setattr(bus, "_scrub", lambda: (scrubs.append(1), scrub())[1])
     monkeypatch.setattr(
-        bus, "purge_recent", lambda *a: (purges.append(len(a[0])), purge_recent(*a))[1]
+        bus, "purge_indexed", lambda *a: (purges.append(len(a[1])), purge_indexed(*a))[1]
     )
+    monkeypatch.setattr(bus, "purge_recent", lambda *a: (scans.append(1), purge_recent(*a))[1])
     assert orch.tick()["completed"] == len(requests)
+    # Found through the log's index of its erasure events: no scan of the log.
     assert purges == [len(users)]
+    assert scans == []
     assert scrubs == [1]
     erasures = {u: [r for r in _records(bus, u) if r.kind == KIND_ERASURE] for u in users}
     assert all(not found for u, found in erasures.items() if u != "u1")

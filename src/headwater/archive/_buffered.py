@@ -140,5 +140,10 @@ class BufferedBus(Bus):
     ) -> dict[str, int] | None:
         return self.inner.purge_recent(wheres, since_ms)
 
+    def purge_indexed(
+        self, kind: str, wheres: Mapping[str, Callable[[Record], bool] | None]
+    ) -> dict[str, int] | None:
+        return self.inner.purge_indexed(kind, wheres)
+
     def close(self) -> None:
         self.inner.close()

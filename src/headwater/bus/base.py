@@ -260,6 +260,16 @@ class Bus(Protocol):
         del wheres, since_ms
         return None
 
+    def purge_indexed(
+        self, kind: str, wheres: Mapping[str, Callable[[Record], bool] | None]
+    ) -> dict[str, int] | None:
+        """``purge_keys`` for the records of ``kind`` only (a kind other than signals:
+        erasure events), found without a scan of the log where the backend keeps an
+        index of where it appended them; None where it keeps none (the caller purges
+        by ``purge_recent`` or ``purge_keys``)."""
+        del kind, wheres
+        return None
+
     def close(self) -> None:
         """Release connections."""
         ...

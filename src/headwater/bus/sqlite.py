@@ -58,6 +58,12 @@ _SCHEMA = (
         PRIMARY KEY (partition, first_offset)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS hw_bus_log_ts ON hw_bus_log (ts_ms)",
+    # Where each record of a kind other than signals is (erasure events: a few a second
+    # at most), so that purging them reads their batches only, not the log.
+    """CREATE TABLE IF NOT EXISTS hw_bus_rare (
+        kind TEXT NOT NULL, key TEXT NOT NULL, partition INTEGER NOT NULL,
+        first_offset INTEGER NOT NULL,
+        PRIMARY KEY (kind, key, partition, first_offset)) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS hw_bus_ends (
         partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS hw_bus_commits (
@@ -83,6 +89,8 @@ RETENTION_SWEEP_S = 60.0
 _FEW_KEYS = 4
 #: Batches read at a time by scans that decode them.
 _PAGE = 256
+#: Keys bound in one ``IN (...)`` list (SQLite's limit on variables is far above).
+_IN_AT_MOST = 500
 #: Page cache of a consumer's connection (KB).
 CONSUMER_CACHE_KB = 4096
 
@@ -138,12 +146,16 @@ class SqliteBus(Bus):
             return
         n = self.partitions
         grouped: dict[int, list[Message]] = {}
+        rare: list[Message] = []
         for m in messages:
             grouped.setdefault(partition_for(m.key, n), []).append(m)
+            if m.kind != KIND_SIGNAL:
+                rare.append(m)
         ts = _now_ms()
         with self._db.write() as conn:
             rows = []
             ends = []
+            starts: dict[int, int] = {}
             for part, group in grouped.items():
                 (start,) = conn.execute(
                     "SELECT next_offset FROM hw_bus_ends WHERE partition = ?", (part,)
@@ -154,8 +166,18 @@ class SqliteBus(Bus):
                 end = start + len(group)
                 rows.append((part, start, end - 1, ts, _ENCODE(records)))
                 ends.append((end, part))
+                starts[part] = start
             conn.executemany("INSERT INTO hw_bus_log VALUES (?, ?, ?, ?, ?)", rows)
             conn.executemany("UPDATE hw_bus_ends SET next_offset = ? WHERE partition = ?", ends)
+            if rare:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO hw_bus_rare VALUES (?, ?, ?, ?)",
+                    [
+                        (m.kind, m.key, part, starts[part])
+                        for m in rare
+                        for part in (partition_for(m.key, n),)
+                    ],
+                )
         if time.monotonic() - self._last_sweep > RETENTION_SWEEP_S:
             self.enforce_retention()
 
@@ -164,7 +186,14 @@ class SqliteBus(Bus):
         self._last_sweep = time.monotonic()
         cutoff = _now_ms() - int(self.options.retention_s * 1000)
         with self._db.write() as conn:
-            return conn.execute("DELETE FROM hw_bus_log WHERE ts_ms < ?", (cutoff,)).rowcount
+            dropped = conn.execute("DELETE FROM hw_bus_log WHERE ts_ms < ?", (cutoff,)).rowcount
+            if dropped:
+                conn.execute(
+                    "DELETE FROM hw_bus_rare WHERE NOT EXISTS (SELECT 1 FROM hw_bus_log l "
+                    "WHERE l.partition = hw_bus_rare.partition "
+                    "AND l.first_offset = hw_bus_rare.first_offset)"
+                )
+            return int(dropped)
 
     def partition_of(self, key: str) -> int:
         return partition_for(key, self.partitions)
@@ -277,29 +306,52 @@ class SqliteBus(Bus):
                 wheres,
                 int(last) + 1,
             )
-            for first in [*scanned, *newer]:
-                row = conn.execute(
-                    "SELECT records FROM hw_bus_log WHERE partition = ? AND first_offset = ?",
-                    (part, first),
-                ).fetchone()
-                if row is None:
-                    continue  # dropped by the retention meanwhile
-                records = _DECODE(row[0])
-                kept = []
-                for r in records:
-                    if r.key in wheres:
-                        where = wheres[r.key]
-                        if where is None or where(r):
-                            removed[r.key] += 1
-                            continue
-                    kept.append(r)
-                if len(kept) == len(records):
-                    continue
-                # Offsets of the kept records do not change: positions stay valid.
+            _rewrite(conn, part, [*scanned, *newer], wheres, removed)
+
+    def purge_indexed(
+        self, kind: str, wheres: Mapping[str, Callable[[Record], bool] | None]
+    ) -> dict[str, int]:
+        """``purge_keys`` for the records of ``kind`` (not signals) only, found through
+        the log's index of where each such record was appended: the batches that hold
+        them are read, not the log. One checkpoint for all."""
+        if kind == KIND_SIGNAL:
+            raise BusError("signals are not indexed by key: purge them with purge_keys")
+        removed = dict.fromkeys(wheres, 0)
+        keys = list(wheres)
+        with self._db.write() as conn:
+            found: dict[int, set[int]] = {}
+            for first in range(0, len(keys), _IN_AT_MOST):
+                chunk = keys[first : first + _IN_AT_MOST]
+                for part, offset in conn.execute(
+                    "SELECT partition, first_offset FROM hw_bus_rare WHERE kind = ? AND key IN "
+                    f"({', '.join('?' * len(chunk))})",
+                    (kind, *chunk),
+                ):
+                    found.setdefault(int(part), set()).add(int(offset))
+
+            def of_kind(where: Callable[[Record], bool] | None) -> Callable[[Record], bool]:
+                return lambda r: r.kind == kind and (where is None or where(r))
+
+            selected = {key: of_kind(where) for key, where in wheres.items()}
+            still: list[tuple[str, str, int, int]] = []
+            for part, offsets in sorted(found.items()):
+                for first, kept in _rewrite(conn, part, sorted(offsets), selected, removed).items():
+                    # A record of the kind the predicates kept stays indexed.
+                    still.extend(
+                        (kind, key, part, first)
+                        for key in {r.key for r in kept if r.kind == kind and r.key in wheres}
+                    )
+            for first in range(0, len(keys), _IN_AT_MOST):
+                chunk = keys[first : first + _IN_AT_MOST]
                 conn.execute(
-                    "UPDATE hw_bus_log SET records = ? WHERE partition = ? AND first_offset = ?",
-                    (_ENCODE(kept), part, first),
+                    "DELETE FROM hw_bus_rare WHERE kind = ? AND key IN "
+                    f"({', '.join('?' * len(chunk))})",
+                    (kind, *chunk),
                 )
+            conn.executemany("INSERT OR IGNORE INTO hw_bus_rare VALUES (?, ?, ?, ?)", still)
+        if any(removed.values()):
+            self._scrub()
+        return removed
 
     def find_event_ids(self, ids_by_key: Mapping[str, Collection[str]], since_ms: int) -> set[str]:
         """The signals among ``ids_by_key`` appended since ``since_ms`` (the batches of
@@ -423,6 +475,44 @@ def _pages(read: _Read, part: int, start: int) -> Iterator[tuple[int, bytes]]:
         if len(page) < _PAGE:
             return
         start = int(page[-1][0]) + 1
+
+
+def _rewrite(
+    conn: Any,
+    part: int,
+    firsts: Sequence[int],
+    wheres: Mapping[str, Callable[[Record], bool] | None],
+    removed: dict[str, int],
+) -> dict[int, list[Record]]:
+    """Rewrite these batches of the partition without the records ``wheres`` selects
+    (counted per key in ``removed``), inside the caller's write transaction; what each
+    batch read still holds, by its first offset."""
+    held: dict[int, list[Record]] = {}
+    for first in firsts:
+        row = conn.execute(
+            "SELECT records FROM hw_bus_log WHERE partition = ? AND first_offset = ?",
+            (part, first),
+        ).fetchone()
+        if row is None:
+            continue  # dropped by the retention meanwhile
+        records = _DECODE(row[0])
+        kept = []
+        for r in records:
+            if r.key in wheres:
+                where = wheres[r.key]
+                if where is None or where(r):
+                    removed[r.key] += 1
+                    continue
+            kept.append(r)
+        held[first] = kept
+        if len(kept) == len(records):
+            continue
+        # Offsets of the kept records do not change: positions stay valid.
+        conn.execute(
+            "UPDATE hw_bus_log SET records = ? WHERE partition = ? AND first_offset = ?",
+            (_ENCODE(kept), part, first),
+        )
+    return held
 
 
 def _batches_with(read: _Read, part: int, keys: Collection[str], start: int) -> list[int]:

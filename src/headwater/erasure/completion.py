@@ -125,8 +125,9 @@ def _refuse(
 
 def _purge_erasure_events(bus: Bus, records: Sequence[RequestRecord]) -> None:
     """The erasure events of these requests named their users too: gone once every
-    store confirmed. One purge for all the requests a pass closes (each partition
-    scanned once, the log checkpointed once), not one per request."""
+    store confirmed. One purge for all the requests a pass closes (the log checkpointed
+    once), not one per request: through the bus's index of its erasure events where it
+    keeps one, else one scan of the recent stretch of each partition."""
     requests: dict[str, set[str]] = {}
     for record in records:
         requests.setdefault(str(record.user_id), set()).add(record.request_id)
@@ -137,6 +138,11 @@ def _purge_erasure_events(bus: Bus, records: Sequence[RequestRecord]) -> None:
     wheres: dict[str, Callable[[Record], bool] | None] = {
         user: ours(ids) for user, ids in requests.items()
     }
+    # Where the bus indexes where it put its erasure events, only their batches are read.
+    removed = bus.purge_indexed(KIND_ERASURE, wheres)
+    wheres = {user: where for user, where in wheres.items() if not (removed or {}).get(user)}
+    if not wheres:
+        return
     # They were appended after the requests arrived: where the bus can, look at
     # that recent stretch of the log only (a few seconds of slack for the clock),
     # and at all of it only for a user whose events were not found there.
