@@ -404,17 +404,20 @@ class SqliteBus(Bus):
         *,
         ids: Collection[str] = (),
     ) -> list[Record]:
-        """The partitions' stored batches (for a few ``ids``, those SQLite finds holding
-        one) tested whole with ``holds``; those it holds decoded, each record offered to
-        ``keep``."""
-        return [
-            r
-            for part in sorted(set(partitions))
-            for _first, blob in _stored(self._db.read, part, ids, 0)
-            if holds(blob)
-            for r in _DECODE(blob)
-            if keep(r)
-        ]
+        """The partitions' stored batches tested with ``holds``, a page of them at a time
+        (most pages hold none of what is looked for: one search of the page's bytes
+        answers), then each batch of a page that may; those it holds decoded, each
+        record offered to ``keep``. ``ids`` is not needed: a byte search in SQLite per
+        id cost more than this one pass (and grew with the ids times the partitions)."""
+        del ids
+        found: list[Record] = []
+        for part in sorted(set(partitions)):
+            for page in _page_batches(self._db.read, part):
+                # A byte that is in no id keeps two batches' ends from forming a match.
+                if not holds(b"\x00".join(page)):
+                    continue
+                found.extend(r for blob in page if holds(blob) for r in _DECODE(blob) if keep(r))
+        return found
 
     def _scrub(self) -> None:
         # Freed pages are zeroed (secure_delete); old page images of the rewritten rows
@@ -513,6 +516,18 @@ def _rewrite(
             (_ENCODE(kept), part, first),
         )
     return held
+
+
+def _page_batches(read: _Read, part: int) -> Iterator[list[bytes]]:
+    """The partition's stored batches, a page of them at a time (bounded memory)."""
+    page: list[bytes] = []
+    for _first, blob in _pages(read, part, 0):
+        page.append(blob)
+        if len(page) == _PAGE:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 def _batches_with(read: _Read, part: int, keys: Collection[str], start: int) -> list[int]:
