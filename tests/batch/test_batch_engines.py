@@ -76,3 +76,24 @@ def test_the_dialect_reads_files_as_views_inlines_users_and_keeps_list_order() -
     # list(... ORDER BY s DESC, other): sorted by a comparator, not collect_list's order.
     assert "ARRAY_SORT(COLLECT_LIST(" in text
     assert "QUALIFY" not in text
+
+
+def test_duckdb_connections_share_one_database_but_not_their_tables() -> None:
+    engine = DuckDBEngine(BatchSettings(memory_limit="256MB"))
+    with engine.connect() as con:
+        con.execute("CREATE TEMP TABLE ev AS SELECT 1 AS x")
+        assert con.execute("SELECT current_setting('TimeZone')").fetchone() == ("UTC",)
+        spill = Path(con.execute("SELECT current_setting('temp_directory')").fetchone()[0])
+    database = engine._database
+    with engine.connect() as con:
+        # A run's temporary tables were its own: the next one starts clean.
+        con.execute("CREATE TEMP TABLE ev AS SELECT 2 AS x")
+        assert con.execute("SELECT x FROM ev").fetchall() == [(2,)]
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0].startswith("244")
+    assert engine._database is database
+    assert spill.is_dir()
+    engine.close()
+    assert not spill.exists()
+    with engine.connect() as con:  # usable again after a close
+        assert con.execute("SELECT 1").fetchone() == (1,)
+    engine.close()
