@@ -23,14 +23,14 @@ def test_batches_without_the_kind_are_not_decoded(
     bus.publish([Message("u1", b"\xa7erasure in a payload")])
     bus.publish([Message("u2", b"e", kind="erasure"), Message("u2", b"after")])
     decoded: list[int] = []
-    decode = sqlite_bus._DECODE
+    decode = sqlite_bus.DECODE_BATCH
 
     def counting(blob: Any) -> Any:
         records = decode(blob)
         decoded.append(len(records))
         return records
 
-    monkeypatch.setattr(sqlite_bus, "_DECODE", counting)
+    monkeypatch.setattr(sqlite_bus, "DECODE_BATCH", counting)
     member = bus.kind_consumer("erasures", ["erasure"])
     got = member.poll(10_000, 0.5)
     assert [(r.key, r.value) for r in got] == [("u2", b"e")]

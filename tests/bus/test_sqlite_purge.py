@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import headwater.bus.sqlite as sqlite_bus
+import headwater.bus._sqlite_keys as log_keys
 from headwater.bus import Message
 from headwater.bus.base import KIND_ERASURE, KIND_SIGNAL, Record
 from headwater.bus.sqlite import SqliteBus
@@ -63,14 +63,14 @@ def test_purge_keys_removes_many_keys_in_one_pass_with_counts_per_key(tmp_path: 
 def _decoding(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The batches the SQLite bus decodes from now on (their record counts)."""
     decoded: list[int] = []
-    decode = sqlite_bus._DECODE
+    decode = log_keys.DECODE_BATCH
 
     def counting(blob: bytes) -> list[Record]:
         records = decode(blob)
         decoded.append(len(records))
         return records
 
-    monkeypatch.setattr(sqlite_bus, "_DECODE", counting)
+    monkeypatch.setattr(log_keys, "DECODE_BATCH", counting)
     return decoded
 
 

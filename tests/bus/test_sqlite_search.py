@@ -6,7 +6,8 @@ from pathlib import Path
 
 from headwater._idsearch import Needles
 from headwater.bus import Message
-from headwater.bus.sqlite import _PAGE, SqliteBus
+from headwater.bus._sqlite_keys import _PAGE
+from headwater.bus.sqlite import SqliteBus
 
 
 def test_pages_that_hold_nothing_are_skipped_with_one_search_and_a_hit_is_found(

@@ -687,8 +687,8 @@ def test_the_requests_a_pass_closes_lose_their_erasure_events_in_one_purge(
     scrubs: list[int] = []
     purges: list[int] = []
     scans: list[int] = []
-    scrub, purge_indexed, purge_recent = bus._scrub, bus.purge_indexed, bus.purge_recent
-    monkeypatch.setattr(bus, "_scrub", lambda: (scrubs.append(1), scrub())[1])
+    scrub, purge_indexed, purge_recent = bus._keys.scrub, bus.purge_indexed, bus.purge_recent
+    monkeypatch.setattr(bus._keys, "scrub", lambda: (scrubs.append(1), scrub())[1])
     monkeypatch.setattr(
         bus, "purge_indexed", lambda *a: (purges.append(len(a[1])), purge_indexed(*a))[1]
     )

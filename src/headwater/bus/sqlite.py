@@ -14,16 +14,16 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
 from headwater._duration import parse_duration
-from headwater._sqlite import scrub_for_erasure
 from headwater._url import sqlite_path
 from headwater.bus._options import BusOptions
 from headwater.bus._sqlite_conn import LogConnection
+from headwater.bus._sqlite_keys import DECODE_BATCH, ENCODE_BATCH, LogKeys
 from headwater.bus.base import (
     KIND_SIGNAL,
     Bus,
@@ -33,8 +33,7 @@ from headwater.bus.base import (
     Record,
     partition_for,
 )
-from headwater.contract.signal import event_id_of
-from headwater.errors import BusError, ConfigurationError
+from headwater.errors import ConfigurationError
 
 __all__ = ["SqliteBus", "SqliteConsumer"]
 
@@ -74,9 +73,6 @@ _SCHEMA = (
         PRIMARY KEY (grp, member))""",
 )
 
-_ENCODE = msgspec.msgpack.Encoder().encode
-_DECODE = msgspec.msgpack.Decoder(list[Record]).decode
-
 
 #: A member not seen for this long has left; its partitions move to the others
 #: (``?session_timeout=10s`` in the URL).
@@ -85,12 +81,6 @@ SESSION_TIMEOUT_S = 10.0
 HEARTBEAT_S = 0.5
 #: How often publishers drop records older than the retention.
 RETENTION_SWEEP_S = 60.0
-#: Up to this many keys, batches are found by a byte search per key; above, by decoding.
-_FEW_KEYS = 4
-#: Batches read at a time by scans that decode them.
-_PAGE = 256
-#: Keys bound in one ``IN (...)`` list (SQLite's limit on variables is far above).
-_IN_AT_MOST = 500
 #: Page cache of a consumer's connection (KB).
 CONSUMER_CACHE_KB = 4096
 
@@ -140,6 +130,8 @@ class SqliteBus(Bus):
             )
         # The file's partition count wins: keys must keep mapping to the same partition.
         self.partitions = stored
+        # The records of given keys: purges, counts, the verification's read-back.
+        self._keys = LogKeys(self._db, stored)
 
     def publish(self, messages: Sequence[Message]) -> None:
         if not messages:
@@ -164,7 +156,7 @@ class SqliteBus(Bus):
                     Record(part, start + i, m.key, m.kind, m.value, ts) for i, m in enumerate(group)
                 ]
                 end = start + len(group)
-                rows.append((part, start, end - 1, ts, _ENCODE(records)))
+                rows.append((part, start, end - 1, ts, ENCODE_BATCH(records)))
                 ends.append((end, part))
                 starts[part] = start
             conn.executemany("INSERT INTO hw_bus_log VALUES (?, ?, ?, ?, ?)", rows)
@@ -244,157 +236,30 @@ class SqliteBus(Bus):
         )
 
     def purge_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
-        return self._purge({key: where}, since_ms=None)[key]
+        return self._keys.purge_key(key, where)
 
     def purge_keys(self, wheres: Mapping[str, Callable[[Record], bool] | None]) -> dict[str, int]:
-        """``purge_key`` for many keys at once: one scan of each partition, one checkpoint.
-
-        A burst of erasures is applied as one pass over the log, not one pass per user.
-        Returns the records removed per key.
-        """
-        return self._purge(wheres, since_ms=None)
+        return self._keys.purge_keys(wheres)
 
     def purge_recent(
         self, wheres: Mapping[str, Callable[[Record], bool] | None], since_ms: int
     ) -> dict[str, int]:
-        """``purge_keys`` over the batches appended at or after ``since_ms`` only: a range
-        of the log instead of the whole partitions, for records known to be recent (the
-        erasure events of the requests a pass closes: one scan, one checkpoint)."""
-        return self._purge(wheres, since_ms=since_ms)
-
-    def _purge(
-        self, wheres: Mapping[str, Callable[[Record], bool] | None], since_ms: int | None
-    ) -> dict[str, int]:
-        removed = dict.fromkeys(wheres, 0)
-        by_part: dict[int, list[str]] = {}
-        for key in wheres:
-            by_part.setdefault(partition_for(key, self.partitions), []).append(key)
-        for part, keys in sorted(by_part.items()):
-            self._purge_part(part, {k: wheres[k] for k in keys}, since_ms, removed)
-        if any(removed.values()):
-            self._scrub()
-        return removed
-
-    def _purge_part(
-        self,
-        part: int,
-        wheres: Mapping[str, Callable[[Record], bool] | None],
-        since_ms: int | None,
-        removed: dict[str, int],
-    ) -> None:
-        start = 0
-        if since_ms is not None:
-            (found,) = self._db.read(
-                "SELECT MIN(first_offset) FROM hw_bus_log INDEXED BY hw_bus_log_ts "
-                "WHERE ts_ms >= ? AND partition = ?",
-                (since_ms, part),
-            )[0]
-            if found is None:
-                return
-            start = int(found)
-        # Found without the write lock: publishing goes on meanwhile.
-        scanned = _batches_with(self._db.read, part, wheres, start)
-        (last,) = self._db.read(
-            "SELECT COALESCE(MAX(first_offset), -1) FROM hw_bus_log WHERE partition = ?", (part,)
-        )[0]
-        with self._db.write() as conn:
-            # Batches appended since the scan are looked at too: the same batches as a
-            # scan under the lock (a batch without the key never gains it).
-            newer = _batches_with(
-                lambda sql, params: conn.execute(sql, tuple(params)).fetchall(),
-                part,
-                wheres,
-                int(last) + 1,
-            )
-            _rewrite(conn, part, [*scanned, *newer], wheres, removed)
+        return self._keys.purge_recent(wheres, since_ms)
 
     def purge_indexed(
         self, kind: str, wheres: Mapping[str, Callable[[Record], bool] | None]
     ) -> dict[str, int]:
-        """``purge_keys`` for the records of ``kind`` (not signals) only, found through
-        the log's index of where each such record was appended: the batches that hold
-        them are read, not the log. One checkpoint for all."""
-        if kind == KIND_SIGNAL:
-            raise BusError("signals are not indexed by key: purge them with purge_keys")
-        removed = dict.fromkeys(wheres, 0)
-        keys = list(wheres)
-        with self._db.write() as conn:
-            found: dict[int, set[int]] = {}
-            for first in range(0, len(keys), _IN_AT_MOST):
-                chunk = keys[first : first + _IN_AT_MOST]
-                for part, offset in conn.execute(
-                    "SELECT partition, first_offset FROM hw_bus_rare WHERE kind = ? AND key IN "
-                    f"({', '.join('?' * len(chunk))})",
-                    (kind, *chunk),
-                ):
-                    found.setdefault(int(part), set()).add(int(offset))
-
-            def of_kind(where: Callable[[Record], bool] | None) -> Callable[[Record], bool]:
-                return lambda r: r.kind == kind and (where is None or where(r))
-
-            selected = {key: of_kind(where) for key, where in wheres.items()}
-            still: list[tuple[str, str, int, int]] = []
-            for part, offsets in sorted(found.items()):
-                for first, kept in _rewrite(conn, part, sorted(offsets), selected, removed).items():
-                    # A record of the kind the predicates kept stays indexed.
-                    still.extend(
-                        (kind, key, part, first)
-                        for key in {r.key for r in kept if r.kind == kind and r.key in wheres}
-                    )
-            for first in range(0, len(keys), _IN_AT_MOST):
-                chunk = keys[first : first + _IN_AT_MOST]
-                conn.execute(
-                    "DELETE FROM hw_bus_rare WHERE kind = ? AND key IN "
-                    f"({', '.join('?' * len(chunk))})",
-                    (kind, *chunk),
-                )
-            conn.executemany("INSERT OR IGNORE INTO hw_bus_rare VALUES (?, ?, ?, ?)", still)
-        if any(removed.values()):
-            self._scrub()
-        return removed
+        return self._keys.purge_indexed(kind, wheres)
 
     def find_event_ids(self, ids_by_key: Mapping[str, Collection[str]], since_ms: int) -> set[str]:
-        """The signals among ``ids_by_key`` appended since ``since_ms`` (the batches of
-        that stretch of each key's partition, decoded)."""
-        found: set[str] = set()
-        by_part: dict[int, list[str]] = {}
-        for key in ids_by_key:
-            by_part.setdefault(partition_for(key, self.partitions), []).append(key)
-        for part, keys in sorted(by_part.items()):
-            (start,) = self._db.read(
-                "SELECT MIN(first_offset) FROM hw_bus_log INDEXED BY hw_bus_log_ts "
-                "WHERE ts_ms >= ? AND partition = ?",
-                (since_ms, part),
-            )[0]
-            if start is None:
-                continue
-            for _first, records in _candidates(self._db.read, part, set(keys), int(start)):
-                for r in records:
-                    wanted = ids_by_key.get(r.key)
-                    if wanted and r.kind == KIND_SIGNAL:
-                        event_id = event_id_of(r.value)
-                        if event_id in wanted:
-                            found.add(event_id)
-        return found
+        return self._keys.find_event_ids(ids_by_key, since_ms)
 
     def count_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
         """Records of ``key`` still in the log (an independent scan, for erasure evidence)."""
-        return self.count_keys({key: where})[key]
+        return self._keys.count_keys({key: where})[key]
 
     def count_keys(self, wheres: Mapping[str, Callable[[Record], bool] | None]) -> dict[str, int]:
-        """``count_key`` for many keys: one scan of each partition."""
-        counts = dict.fromkeys(wheres, 0)
-        by_part: dict[int, list[str]] = {}
-        for key in wheres:
-            by_part.setdefault(partition_for(key, self.partitions), []).append(key)
-        for part, keys in sorted(by_part.items()):
-            for _first, records in _candidates(self._db.read, part, set(keys), 0):
-                for r in records:
-                    if r.key in counts:
-                        where = wheres[r.key]
-                        if where is None or where(r):
-                            counts[r.key] += 1
-        return counts
+        return self._keys.count_keys(wheres)
 
     def search_partitions(
         self,
@@ -404,139 +269,11 @@ class SqliteBus(Bus):
         *,
         ids: Collection[str] = (),
     ) -> list[Record]:
-        """The partitions' stored batches tested with ``holds``, a page of them at a time
-        (most pages hold none of what is looked for: one search of the page's bytes
-        answers), then each batch of a page that may; those it holds decoded, each
-        record offered to ``keep``. ``ids`` is not needed: a byte search in SQLite per
-        id cost more than this one pass (and grew with the ids times the partitions)."""
-        del ids
-        found: list[Record] = []
-        for part in sorted(set(partitions)):
-            for page in _page_batches(self._db.read, part):
-                # A byte that is in no id keeps two batches' ends from forming a match.
-                if not holds(b"\x00".join(page)):
-                    continue
-                found.extend(r for blob in page if holds(blob) for r in _DECODE(blob) if keep(r))
-        return found
-
-    def _scrub(self) -> None:
-        # Freed pages are zeroed (secure_delete); old page images of the rewritten rows
-        # linger in the WAL until it is checkpointed and truncated.
-        scrub_for_erasure(
-            self._db.conn, self._db.lock, BusError, "SQLite bus: checkpoint after purge failed"
-        )
+        del ids  # a page's bytes searched at once cost less than SQLite's search per id
+        return self._keys.search_partitions(partitions, holds, keep)
 
     def close(self) -> None:
         self._db.close()
-
-
-_Read = Callable[[str, Sequence[object]], list[Any]]
-
-
-def _candidates(
-    read: _Read, part: int, keys: Collection[str], start: int
-) -> Iterator[tuple[int, list[Record]]]:
-    """The partition's batches from ``start`` on that may hold a record of a key, decoded,
-    with their first offsets (a batch may also hold other keys' records)."""
-    for first, blob in _stored(read, part, keys, start):
-        yield first, _DECODE(blob)
-
-
-def _stored(
-    read: _Read, part: int, keys: Collection[str], start: int
-) -> Iterator[tuple[int, bytes]]:
-    """The partition's stored batches from ``start`` on that may hold one of ``keys``'
-    bytes (every batch for none or many), with their first offsets."""
-    if 0 < len(keys) <= _FEW_KEYS:
-        # A batch holding a record of a key holds its bytes (MessagePack stores strings
-        # verbatim): SQLite finds those without handing every batch to Python.
-        needles = [k.encode() for k in keys]
-        match = " OR ".join(["instr(records, ?) > 0"] * len(needles))
-        for first, blob in read(
-            "SELECT first_offset, records FROM hw_bus_log WHERE partition = ? AND "
-            f"first_offset >= ? AND ({match})",
-            (part, start, *needles),
-        ):
-            yield int(first), blob
-        return
-    # Many keys (a burst of erasures): one pass that decodes each batch costs less than
-    # one byte search of the whole partition per key.
-    yield from _pages(read, part, start)
-
-
-def _pages(read: _Read, part: int, start: int) -> Iterator[tuple[int, bytes]]:
-    """The partition's batches from ``start`` on with their first offsets, read a page
-    at a time: bounded memory."""
-    while True:
-        page = read(
-            "SELECT first_offset, records FROM hw_bus_log WHERE partition = ? AND "
-            "first_offset >= ? ORDER BY first_offset LIMIT ?",
-            (part, start, _PAGE),
-        )
-        for first, blob in page:
-            yield int(first), bytes(blob)
-        if len(page) < _PAGE:
-            return
-        start = int(page[-1][0]) + 1
-
-
-def _rewrite(
-    conn: Any,
-    part: int,
-    firsts: Sequence[int],
-    wheres: Mapping[str, Callable[[Record], bool] | None],
-    removed: dict[str, int],
-) -> dict[int, list[Record]]:
-    """Rewrite these batches of the partition without the records ``wheres`` selects
-    (counted per key in ``removed``), inside the caller's write transaction; what each
-    batch read still holds, by its first offset."""
-    held: dict[int, list[Record]] = {}
-    for first in firsts:
-        row = conn.execute(
-            "SELECT records FROM hw_bus_log WHERE partition = ? AND first_offset = ?",
-            (part, first),
-        ).fetchone()
-        if row is None:
-            continue  # dropped by the retention meanwhile
-        records = _DECODE(row[0])
-        kept = []
-        for r in records:
-            if r.key in wheres:
-                where = wheres[r.key]
-                if where is None or where(r):
-                    removed[r.key] += 1
-                    continue
-            kept.append(r)
-        held[first] = kept
-        if len(kept) == len(records):
-            continue
-        # Offsets of the kept records do not change: positions stay valid.
-        conn.execute(
-            "UPDATE hw_bus_log SET records = ? WHERE partition = ? AND first_offset = ?",
-            (_ENCODE(kept), part, first),
-        )
-    return held
-
-
-def _page_batches(read: _Read, part: int) -> Iterator[list[bytes]]:
-    """The partition's stored batches, a page of them at a time (bounded memory)."""
-    page: list[bytes] = []
-    for _first, blob in _pages(read, part, 0):
-        page.append(blob)
-        if len(page) == _PAGE:
-            yield page
-            page = []
-    if page:
-        yield page
-
-
-def _batches_with(read: _Read, part: int, keys: Collection[str], start: int) -> list[int]:
-    """First offsets of the partition's batches from ``start`` on holding any key."""
-    return [
-        first
-        for first, records in _candidates(read, part, keys, start)
-        if any(r.key in keys for r in records)
-    ]
 
 
 def _member_name() -> str:
@@ -665,7 +402,7 @@ class SqliteConsumer:
         for last, blob in rows:
             following = int(last) + 1
             if any(m in blob for m in markers):
-                out.extend(r for r in _DECODE(blob) if r.offset >= offset and r.kind in kinds)
+                out.extend(r for r in DECODE_BATCH(blob) if r.offset >= offset and r.kind in kinds)
         return out, following
 
     def _batches(self, part: int, offset: int, want: int) -> list[Any]:
@@ -683,7 +420,7 @@ class SqliteConsumer:
         out: list[Record] = []
         following = offset
         for last, blob in rows:
-            records = _DECODE(blob)
+            records = DECODE_BATCH(blob)
             if records and records[0].offset < offset:
                 records = [r for r in records if r.offset >= offset]
             out.extend(records)
