@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import headwater.bus._sqlite_keys as log_keys
+from headwater._idsearch import sqlite_copies
 from headwater.bus import Message
 from headwater.bus.base import KIND_ERASURE, KIND_SIGNAL, Record
 from headwater.bus.sqlite import SqliteBus
@@ -116,4 +117,17 @@ def test_the_retention_drops_the_index_of_the_batches_it_drops(tmp_path: Path) -
     assert bus.enforce_retention() == 1
     indexed = bus._db.read("SELECT key FROM hw_bus_rare", ())
     assert [key for (key,) in indexed] == ["bob"]
+    bus.close()
+
+
+def test_the_index_keeps_no_copy_of_a_key_once_its_erasure_events_are_purged(
+    tmp_path: Path,
+) -> None:
+    # The events went first (a purge of the whole key): the index still named the user.
+    main = tmp_path / "bus.db"
+    bus = SqliteBus(f"sqlite:///{main}?partitions=1")
+    bus.publish([Message("ann-7f3", b"erase", KIND_ERASURE), Message("bob", b"signal")])
+    assert bus.purge_keys({"ann-7f3": None}) == {"ann-7f3": 1}
+    assert bus.purge_indexed(KIND_ERASURE, {"ann-7f3": None}) == {"ann-7f3": 0}
+    assert sqlite_copies(main, ["ann-7f3"]) == 0
     bus.close()

@@ -154,7 +154,8 @@ class LogKeys:
                     (kind, *chunk),
                 )
             conn.executemany("INSERT OR IGNORE INTO hw_bus_rare VALUES (?, ?, ?, ?)", still)
-        if any(removed.values()):
+        # The index named the keys too: its deleted rows go the way of the records.
+        if any(removed.values()) or found:
             self.scrub()
         return removed
 
