@@ -41,6 +41,16 @@ class LogKeys:
         self.db = db
         self.partitions = partitions
 
+    def _first_since(self, part: int, since_ms: int) -> int | None:
+        """The first offset of the partition's first batch appended at or after
+        ``since_ms`` (None: none since)."""
+        (found,) = self.db.read(
+            "SELECT MIN(first_offset) FROM hw_bus_log INDEXED BY hw_bus_log_ts "
+            "WHERE ts_ms >= ? AND partition = ?",
+            (since_ms, part),
+        )[0]
+        return None if found is None else int(found)
+
     def scrub(self) -> None:
         """After a purge: freed pages are zeroed (secure_delete); old page images of the
         rewritten rows linger in the WAL until it is checkpointed and truncated."""
@@ -89,14 +99,10 @@ class LogKeys:
     ) -> None:
         start = 0
         if since_ms is not None:
-            (found,) = self.db.read(
-                "SELECT MIN(first_offset) FROM hw_bus_log INDEXED BY hw_bus_log_ts "
-                "WHERE ts_ms >= ? AND partition = ?",
-                (since_ms, part),
-            )[0]
+            found = self._first_since(part, since_ms)
             if found is None:
                 return
-            start = int(found)
+            start = found
         # Found without the write lock: publishing goes on meanwhile.
         scanned = _batches_with(self.db.read, part, wheres, start)
         (last,) = self.db.read(
@@ -167,14 +173,10 @@ class LogKeys:
         for key in ids_by_key:
             by_part.setdefault(partition_for(key, self.partitions), []).append(key)
         for part, keys in sorted(by_part.items()):
-            (start,) = self.db.read(
-                "SELECT MIN(first_offset) FROM hw_bus_log INDEXED BY hw_bus_log_ts "
-                "WHERE ts_ms >= ? AND partition = ?",
-                (since_ms, part),
-            )[0]
+            start = self._first_since(part, since_ms)
             if start is None:
                 continue
-            for _first, records in _candidates(self.db.read, part, set(keys), int(start)):
+            for _first, records in _candidates(self.db.read, part, set(keys), start):
                 for r in records:
                     wanted = ids_by_key.get(r.key)
                     if wanted and r.kind == KIND_SIGNAL:
