@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -355,3 +357,42 @@ def test_the_gateway_takes_what_it_built_to_start_out_of_the_collectors_reach(
     # server takes its first request: a full collection no longer walks them.
     assert len(frozen) == 1
     assert frozen[0] > 10_000
+
+
+_SIGNALLED_ELSEWHERE = """
+import signal, threading, time
+from headwater.cli._common import wait_until_stopped
+
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+
+def take_it():
+    # The kernel may hand a process's SIGTERM to any of its threads: here, another one,
+    # once the main thread waits.
+    time.sleep(0.3)
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+
+threading.Thread(target=take_it, daemon=True).start()
+WAIT
+print("stopped")
+"""
+
+
+@pytest.mark.parametrize(
+    ("wait", "stops"),
+    [("wait_until_stopped(stop)", True), ("stop.wait()", False)],
+)
+def test_a_command_stops_when_another_thread_takes_its_sigterm(wait: str, stops: bool) -> None:
+    script = _SIGNALLED_ELSEWHERE.replace("WAIT", wait)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=10
+        )
+    except subprocess.TimeoutExpired:
+        # A wait without a timeout never runs the handler: what `up` did.
+        assert not stops
+    else:
+        assert stops
+        assert done.stdout.strip() == "stopped", done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 from typing import TYPE_CHECKING, Annotated
 
 import msgspec
@@ -100,3 +101,18 @@ def freeze_startup() -> None:
     waits for it)."""
     gc.collect()
     gc.freeze()
+
+
+#: How often a command's main thread wakes while it waits to be stopped.
+STOP_POLL_S = 0.25
+
+
+def wait_until_stopped(stop: threading.Event) -> None:
+    """Block the main thread until ``stop`` is set (by the SIGTERM or SIGINT handler),
+    waking every ``STOP_POLL_S``. The kernel hands a signal to any thread of the
+    process; Python runs its handler in the main thread, and only when that thread next
+    runs: one blocked in a wait without a timeout never did, and ``headwater up`` then
+    ignored a SIGTERM that another thread (the API's, a consumer's) had taken."""
+    while not stop.wait(STOP_POLL_S):
+        pass
+

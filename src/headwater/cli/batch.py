@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from headwater.cli._common import HomeOption, MetricsHost, MetricsPort, serve_metrics, settings
+from headwater.cli._common import (
+    HomeOption,
+    MetricsHost,
+    MetricsPort,
+    serve_metrics,
+    settings,
+    wait_until_stopped,
+)
 
 __all__ = ["app"]
 
@@ -119,7 +126,7 @@ def schedule(
         scheduler = app_.batch_scheduler()
         scheduler.start()
         try:
-            stop.wait()
+            wait_until_stopped(stop)
         finally:
             scheduler.stop(60)
 

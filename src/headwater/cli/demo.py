@@ -17,7 +17,7 @@ import httpx
 import typer
 
 from headwater._url import check_listenable
-from headwater.cli._common import HomeOption, freeze_startup, settings
+from headwater.cli._common import HomeOption, freeze_startup, settings, wait_until_stopped
 from headwater.config import Settings
 from headwater.errors import HeadwaterError
 from headwater.wire import read_problem
@@ -259,7 +259,7 @@ def up(
         f"  read:     GET  {stack.url}/v1/users/<user_id>/features\n"
         f"  API docs: {stack.url}/docs"
     )
-    stopping.wait()
+    wait_until_stopped(stopping)
     typer.echo("stopping: consumers finish their batch and commit ...")
     stack.stop()
 
