@@ -33,8 +33,10 @@ _ID_BYTES = frozenset(string.ascii_letters.encode() + string.digits.encode() + b
 _TOKEN = re.compile(rb"[" + re.escape(bytes(sorted(_ID_BYTES))) + rb"]+")
 #: Up to this many ids a file is searched once per id; beyond, once for all.
 _FIND_AT_MOST = 8
-#: Up to this many ids each has an automaton of its own.
-_ONE_EACH_AT_MOST = 3
+#: Up to this many ids each has an automaton of its own: on 120 MB of a bus log, one
+#: automaton over 2 to 6 ids took 150-310 ms and one per id 28-76 ms; over 8 or more,
+#: one automaton took 61-68 ms and one per id 92 ms or more.
+_ONE_EACH_AT_MOST = 6
 
 
 def _whole(view: Any, at: int, end: int) -> bool:
@@ -70,8 +72,8 @@ class Needles:
         self.wanted = {i.encode(): i for i in ids if i}
         self._order = list(self.wanted)
         # Automatons and the ids each finds: a few ids one each (a search for one id is a
-        # vectorised substring search, several GB/s; one automaton over two or three ids
-        # may pick a prefilter that runs at a tenth of that), more ids one for all.
+        # vectorised substring search, about 10 GB/s; one automaton over a few ids may
+        # pick a prefilter that runs at a tenth of that), more ids one for all.
         groups = (
             [[needle] for needle in self._order]
             if len(self._order) <= _ONE_EACH_AT_MOST
