@@ -20,7 +20,7 @@ from headwater.erasure.events import Confirmation, ErasureEvent, encode_erasure
 from headwater.erasure.ledger import Participant
 from headwater.errors import WaitingForError
 from headwater.runtime import Consumer, ConsumerRuntime
-from headwater.runtime.loop import _phases
+from headwater.runtime.erasure_runs import poll_phases
 
 
 @st.composite
@@ -40,7 +40,7 @@ def polls(draw: st.DrawFn) -> list[Record]:
 
 def _applied(records: list[Record]) -> list[Record]:
     order: list[Record] = []
-    for phase in _phases(records):
+    for phase in poll_phases(records):
         order += [r for r in phase if r.kind != KIND_ERASURE]
         order += [r for r in phase if r.kind == KIND_ERASURE]
     return order
@@ -68,7 +68,7 @@ def test_erasures_between_other_users_signals_form_one_run() -> None:
         Record(0, 3, "c", KIND_ERASURE, b"", 0),
         Record(0, 4, "a", KIND_SIGNAL, b"", 0),
     ]
-    phases = list(_phases(records))
+    phases = list(poll_phases(records))
     assert len(phases) == 1
     assert [r.offset for r in _applied(records)] == [0, 2, 4, 1, 3]
 
@@ -81,7 +81,7 @@ def test_a_signal_after_its_users_erasure_waits_for_it_with_the_rest_of_its_part
         Record(0, 2, "c", KIND_SIGNAL, b"", 0),  # same partition: waits too
         Record(1, 1, "b", KIND_SIGNAL, b"", 0),
     ]
-    phases = [[(r.partition, r.offset) for r in p] for p in _phases(records)]
+    phases = [[(r.partition, r.offset) for r in p] for p in poll_phases(records)]
     assert phases == [[(0, 0), (1, 0), (1, 1)], [(0, 1), (0, 2)]]
 
 

@@ -19,9 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
-from functools import partial
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import msgspec
@@ -35,7 +33,7 @@ from headwater.bus.base import (
     committed_positions,
 )
 from headwater.bus.dead_letters import DeadLetterStore
-from headwater.erasure.events import Confirmation, ErasureEvent, decode_erasure
+from headwater.erasure.events import Confirmation
 from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.tombstones import TombstoneFilter
 from headwater.errors import (
@@ -46,6 +44,7 @@ from headwater.errors import (
 )
 from headwater.metrics import FENCED_BATCHES, RESURRECTIONS_BLOCKED
 from headwater.runtime.consumer import Consumer
+from headwater.runtime.erasure_runs import ErasureRuns, StoppingError, poll_phases
 from headwater.runtime.membership import Membership
 from headwater.runtime.presence import ConsumerPresence
 
@@ -73,48 +72,8 @@ class RuntimeStats(msgspec.Struct):
     last_commit_at: float = 0.0
 
 
-class _StoppingError(Exception):
-    """Stop was requested while waiting for a backend; leave without committing."""
-
-
 #: How often, at most, an erasure participant that skips every signal polls (seconds).
 ERASURE_LINGER_S = 0.25
-
-
-def _phases(records: list[Record]) -> Iterator[list[Record]]:
-    """A poll's records in the order they are applied: signals, then the erasures among them.
-
-    Every erasure of a poll goes into one run (one ``erase_many``: one Delta DELETE, one
-    recompute) instead of one per stretch of signals between them, which is what a
-    consumer catching up under load would otherwise do. Order within a key holds: a
-    signal of a user erased earlier in the same partition, and everything after it in
-    that partition, waits for the next phase, after the erasure. Records of other users
-    do not depend on the erasure (it removes only its user's data), so applying them
-    first changes no result. Bus positions are committed after the last phase.
-    """
-    if all(record.kind != KIND_ERASURE for record in records):
-        yield records  # the common poll: signals only, applied as they came
-        return
-    rest = records
-    while rest:
-        erased: set[tuple[int, str]] = set()
-        blocked: set[int] = set()
-        phase: list[Record] = []
-        later: list[Record] = []
-        for record in rest:
-            partition = record.partition
-            if partition in blocked:
-                later.append(record)
-            elif record.kind == KIND_ERASURE:
-                erased.add((partition, record.key))
-                phase.append(record)
-            elif erased and (partition, record.key) in erased:
-                blocked.add(partition)
-                later.append(record)
-            else:
-                phase.append(record)
-        yield phase
-        rest = later
 
 
 class ConsumerRuntime:
@@ -163,13 +122,23 @@ class ConsumerRuntime:
         self._closers = list(closers)
         self.tombstones = tombstones
         self.participants = handler.participants()
-        self._names = {p.name for p in self.participants}
         if ledger is not None:
             # Registering is what makes every new erasure request wait for this store.
             for participant in self.participants:
                 ledger.register_participant(participant)
             if on_confirmation is None:
                 self.on_confirmation = lambda c: self._record(ledger, c)
+        # The settings (max_attempts, backoff, on_confirmation) are read from the runtime
+        # at each use: its user may set them after construction.
+        self._erasure_runs = ErasureRuns(
+            handler,
+            self.participants,
+            stats=self.stats,
+            tombstones=tombstones,
+            settings=self,
+            call=self._call,
+            dead_letter=self._dead_letter,
+        )
         self.stop_event = threading.Event()
         self.presence = presence
         self.member = member or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -235,7 +204,7 @@ class ConsumerRuntime:
                 began = time.monotonic()
                 try:
                     n = self.step()
-                except _StoppingError:
+                except StoppingError:
                     break
                 # Idle means caught up, not merely an empty poll: a new member of a
                 # Kafka group reads nothing until the group has assigned it partitions.
@@ -338,7 +307,7 @@ class ConsumerRuntime:
         if tombstones is not None:
             tombstones.refresh()
         dropped: list[Record] = []
-        for phase in _phases(records):
+        for phase in poll_phases(records):
             segment: list[Record] = []
             erasures: list[Record] = []
             for record in phase:
@@ -355,7 +324,7 @@ class ConsumerRuntime:
             if segment:
                 self._apply(segment)
             if erasures:
-                self._erase_run(erasures)
+                self._erasure_runs.apply(erasures)
         if dropped:
             # The store that holds the records themselves (the bus log) removes them too.
             self._call(lambda: self.handler.purge_dropped(dropped))
@@ -363,7 +332,7 @@ class ConsumerRuntime:
     def _apply(self, segment: list[Record]) -> None:
         try:
             self._call(lambda: self.handler.handle(segment))
-        except (_StoppingError, FencedError):
+        except (StoppingError, FencedError):
             raise
         except Exception:  # noqa: BLE001 - any handler error: find the record that causes it
             for record in segment:
@@ -374,7 +343,7 @@ class ConsumerRuntime:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 self._call(lambda: self.handler.handle([record]))
-            except (_StoppingError, FencedError):
+            except (StoppingError, FencedError):
                 raise
             except Exception as exc:  # noqa: BLE001 - the record goes to the dead letters
                 error = f"{type(exc).__name__}: {exc}"
@@ -383,110 +352,6 @@ class ConsumerRuntime:
                     time.sleep(min(self.backoff[1], self.backoff[0] * 2 ** (attempt - 1)))
                 continue
             return
-        self._dead_letter(record, error)
-
-    def _erase_run(self, records: list[Record]) -> None:
-        """Erasure events in a row: tombstones first, then one ``erase_many`` call for the
-        run (one ``erase`` per event if the run fails, to find the one at fault)."""
-        run: list[tuple[Record, ErasureEvent]] = []
-        for record in records:
-            try:
-                event = decode_erasure(record.value)
-            except msgspec.DecodeError as exc:
-                self._dead_letter(record, f"undecodable erasure event: {exc}")
-                continue
-            if self.tombstones is not None:
-                self.tombstones.add(event.user_id, int(event.requested_at.timestamp() * 1000))
-            if any(event.addressed_to(name) for name in self._names):
-                run.append((record, event))
-        while len(run) > 1:
-            # The requests that can be erased now go first (a follower's requests do not
-            # wait for another one's leader, whichever came first in the poll), then the
-            # rest. A user's later request waits behind an earlier one of that user.
-            ready = self._call(partial(self._ready, [event for _, event in run]))
-            part: list[tuple[Record, ErasureEvent]] = []
-            rest: list[tuple[Record, ErasureEvent]] = []
-            waiting: set[str] = set()
-            for i, (record, event) in enumerate(run):
-                if i in ready and event.user_id not in waiting:
-                    part.append((record, event))
-                else:
-                    waiting.add(event.user_id)
-                    rest.append((record, event))
-            self._erase_part(part)
-            run = rest
-        for record, event in run:
-            self._erase(record, event)
-
-    def _ready(self, events: list[ErasureEvent]) -> set[int]:
-        ready = {i for i in self.handler.ready(events) if 0 <= i < len(events)}
-        if not ready:
-            raise WaitingForError(
-                f"{self.handler.name} cannot erase {events[0].request_id} yet: it follows "
-                "another store's erasure"
-            )
-        return ready
-
-    def _erase_part(self, part: list[tuple[Record, ErasureEvent]]) -> None:
-        if len(part) > 1:
-            events = [event for _, event in part]
-            try:
-                result = self._call(lambda: self.handler.erase_many(events))
-            except _StoppingError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - each event on its own finds the bad one
-                log.warning(
-                    "%s: erasing %d users together failed (%s), one by one",
-                    self.handler.name,
-                    len(part),
-                    exc,
-                )
-            else:
-                self.stats.erasures += len(part)
-                if self.on_confirmation is not None:
-                    for confirmation in result:
-                        self.on_confirmation(confirmation)
-                return
-        for record, event in part:
-            self._erase(record, event)
-
-    def _erase(self, record: Record, event: ErasureEvent) -> None:
-        error = ""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                result = self._call(lambda: self.handler.erase(event))
-            except _StoppingError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - reported, dead-lettered, retried by the orchestrator
-                error = f"{type(exc).__name__}: {exc}"
-                self.stats.retries += 1
-                if attempt < self.max_attempts:
-                    time.sleep(min(self.backoff[1], self.backoff[0] * 2 ** (attempt - 1)))
-                continue
-            self.stats.erasures += 1
-            for confirmation in result:
-                if self.on_confirmation is not None:
-                    self.on_confirmation(confirmation)
-            return
-        log.error("erasure %s failed in %s: %s", event.request_id, self.handler.name, error)
-        if self.on_confirmation is not None:
-            # The ledger shows the failure and its cause; the orchestrator sends it again.
-            now = datetime.now(UTC)
-            for p in self.participants:
-                if event.addressed_to(p.name):
-                    self.on_confirmation(
-                        Confirmation(
-                            request_id=event.request_id,
-                            participant=p.name,
-                            store=p.store,
-                            method="failed",
-                            rows_removed=0,
-                            rows_remaining=None,
-                            verified_at=now,
-                            ok=False,
-                            error=error[:2000],
-                        )
-                    )
         self._dead_letter(record, error)
 
     def _call(self, fn: Callable[[], _T]) -> _T:
@@ -499,7 +364,7 @@ class ConsumerRuntime:
                 self.stats.unavailable_waits += 1
                 log.debug("%s: waiting: %s", self.handler.name, exc)
                 if self.stop_event.wait(min(delay, WAITING_POLL_S)):
-                    raise _StoppingError from exc
+                    raise StoppingError from exc
                 delay = min(self.backoff[1], delay * 2)
             except BackendUnavailableError as exc:
                 # The store is down, not the record bad: wait, never dead-letter, never commit.
@@ -508,7 +373,7 @@ class ConsumerRuntime:
                     "%s: backend unavailable, retrying in %.2fs: %s", self.handler.name, delay, exc
                 )
                 if self.stop_event.wait(delay):
-                    raise _StoppingError from exc
+                    raise StoppingError from exc
                 delay = min(self.backoff[1], delay * 2)
 
     def _dead_letter(self, record: Record, error: str) -> None:
