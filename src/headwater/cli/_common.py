@@ -115,4 +115,3 @@ def wait_until_stopped(stop: threading.Event) -> None:
     ignored a SIGTERM that another thread (the API's, a consumer's) had taken."""
     while not stop.wait(STOP_POLL_S):
         pass
-
