@@ -133,11 +133,13 @@ class LogKeys:
             found: dict[int, set[int]] = {}
             for first in range(0, len(keys), _IN_AT_MOST):
                 chunk = keys[first : first + _IN_AT_MOST]
+                # Every row of these keys goes: those the purge leaves a record for are
+                # written again below.
                 for part, offset in conn.execute(
-                    "SELECT partition, first_offset FROM hw_bus_rare WHERE kind = ? AND key IN "
-                    f"({', '.join('?' * len(chunk))})",
+                    "DELETE FROM hw_bus_rare WHERE kind = ? AND key IN "
+                    f"({', '.join('?' * len(chunk))}) RETURNING partition, first_offset",
                     (kind, *chunk),
-                ):
+                ).fetchall():
                     found.setdefault(int(part), set()).add(int(offset))
 
             def of_kind(where: Callable[[Record], bool] | None) -> Callable[[Record], bool]:
@@ -152,13 +154,6 @@ class LogKeys:
                         (kind, key, part, first)
                         for key in {r.key for r in kept if r.kind == kind and r.key in wheres}
                     )
-            for first in range(0, len(keys), _IN_AT_MOST):
-                chunk = keys[first : first + _IN_AT_MOST]
-                conn.execute(
-                    "DELETE FROM hw_bus_rare WHERE kind = ? AND key IN "
-                    f"({', '.join('?' * len(chunk))})",
-                    (kind, *chunk),
-                )
             conn.executemany("INSERT OR IGNORE INTO hw_bus_rare VALUES (?, ?, ?, ?)", still)
         # The index named the keys too: its deleted rows go the way of the records.
         if any(removed.values()) or found:
@@ -217,7 +212,8 @@ class LogKeys:
         one pass, and grew with the ids times the partitions.)"""
         found: list[Record] = []
         for part in sorted(set(partitions)):
-            for page in _page_batches(self.db.read, part):
+            for rows in _page_rows(self.db.read, part, 0):
+                page = [blob for _first, blob in rows]
                 # A byte that is in no id keeps two batches' ends from forming a match.
                 if not holds(b"\x00".join(page)):
                     continue
@@ -264,14 +260,21 @@ def _stored(
 def _pages(read: _Read, part: int, start: int) -> Iterator[tuple[int, bytes]]:
     """The partition's batches from ``start`` on with their first offsets, read a page
     at a time: bounded memory."""
+    for page in _page_rows(read, part, start):
+        yield from page
+
+
+def _page_rows(read: _Read, part: int, start: int) -> Iterator[list[tuple[int, bytes]]]:
+    """The partition's batches from ``start`` on, ``_PAGE`` of them at a time, each with
+    its first offset."""
     while True:
         page = read(
             "SELECT first_offset, records FROM hw_bus_log WHERE partition = ? AND "
             "first_offset >= ? ORDER BY first_offset LIMIT ?",
             (part, start, _PAGE),
         )
-        for first, blob in page:
-            yield int(first), bytes(blob)
+        if page:
+            yield [(int(first), bytes(blob)) for first, blob in page]
         if len(page) < _PAGE:
             return
         start = int(page[-1][0]) + 1
@@ -313,18 +316,6 @@ def _rewrite(
             (ENCODE_BATCH(kept), part, first),
         )
     return held
-
-
-def _page_batches(read: _Read, part: int) -> Iterator[list[bytes]]:
-    """The partition's stored batches, a page of them at a time (bounded memory)."""
-    page: list[bytes] = []
-    for _first, blob in _pages(read, part, 0):
-        page.append(blob)
-        if len(page) == _PAGE:
-            yield page
-            page = []
-    if page:
-        yield page
 
 
 def _batches_with(read: _Read, part: int, keys: Collection[str], start: int) -> list[int]:

@@ -138,11 +138,12 @@ class SqliteBus(Bus):
             return
         n = self.partitions
         grouped: dict[int, list[Message]] = {}
-        rare: list[Message] = []
+        rare: list[tuple[int, Message]] = []
         for m in messages:
-            grouped.setdefault(partition_for(m.key, n), []).append(m)
+            part = partition_for(m.key, n)
+            grouped.setdefault(part, []).append(m)
             if m.kind != KIND_SIGNAL:
-                rare.append(m)
+                rare.append((part, m))
         ts = _now_ms()
         with self._db.write() as conn:
             rows = []
@@ -164,11 +165,7 @@ class SqliteBus(Bus):
             if rare:
                 conn.executemany(
                     "INSERT OR IGNORE INTO hw_bus_rare VALUES (?, ?, ?, ?)",
-                    [
-                        (m.kind, m.key, part, starts[part])
-                        for m in rare
-                        for part in (partition_for(m.key, n),)
-                    ],
+                    [(m.kind, m.key, part, starts[part]) for part, m in rare],
                 )
         if time.monotonic() - self._last_sweep > RETENTION_SWEEP_S:
             self.enforce_retention()
@@ -256,7 +253,7 @@ class SqliteBus(Bus):
 
     def count_key(self, key: str, where: Callable[[Record], bool] | None = None) -> int:
         """Records of ``key`` still in the log (an independent scan, for erasure evidence)."""
-        return self._keys.count_keys({key: where})[key]
+        return self._keys.count_key(key, where)
 
     def count_keys(self, wheres: Mapping[str, Callable[[Record], bool] | None]) -> dict[str, int]:
         return self._keys.count_keys(wheres)
