@@ -28,7 +28,7 @@ class _Answer(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         body = b'{"accepted": 2, "duplicates": 0, "results": []}'
         self.send_response(200)
