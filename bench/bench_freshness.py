@@ -1,21 +1,30 @@
 """End-to-end freshness on the embedded stack: publish accepted -> readable through the API.
 
 ``headwater up`` (gateway, SQLite bus, feature consumer, erasure participants and
-orchestrator in one process, its default settings) runs pinned to core 0. This process,
-on core 1, sends realistic batches of 500 signals (pre-encoded JSON, as in
-bench_gateway.py) open loop at a fixed rate, 20,000 events/s by default. Each batch
-carries one probe: a view by a user id seen nowhere else. A poller asks the batch read
-API (``POST /v1/features/batch``, only the ``counts`` feature) for every probe not yet
-visible, every ``--poll-ms``; a probe's freshness runs from the moment its publish was
-accepted (the 200 arrived) to the first answer that shows it. That is what a user
-sees, within the poll interval. The lower bound runs to when that read was sent: the
-difference is the read's own round trip, reported too.
+orchestrator in one process, its default settings) runs pinned to core 0 (to both cores
+with ``BENCH_SERVER_CORES=0,1``). This process, on core 1, sends realistic batches of
+500 signals open loop at a fixed rate, 20,000 events/s by default: through the producer
+SDK (``--client sdk``, the default: 16 ``AsyncHeadwaterClient`` producers, each with one
+batch in flight, the SDK giving each event its ULID), or as pre-encoded JSON bodies
+posted with httpx, 16 at most in flight (``--client http``, as bench_gateway.py does;
+before 2026-12-05 this was the only client, and it queued every batch due in httpx's
+pool, whose cost per request grows with the queue: past about 50,000 events/s that
+client, not the server, set the rate). Each batch carries one probe: a view by a user id
+seen nowhere else. A poller asks the batch read API (``POST /v1/features/batch``, only
+the ``counts`` feature) for every probe not yet visible, every ``--poll-ms``; a probe's
+freshness runs from the moment its publish was accepted (the 200 arrived) to the first
+answer that shows it. That is what a user sees, within the poll interval. The lower
+bound runs to when that read was sent: the difference is the read's own round trip,
+reported too.
 
 Baseline, same run: the publish latency itself (request sent -> 200), which bounds
 what the consumer can be blamed for. If the server exposes ``/metrics``, its
 ``headwater_freshness_seconds`` histogram is read at the end (bucket estimates).
 
-    .venv/bin/python bench/bench_freshness.py [--rate 20000] [--seconds 30]
+    .venv/bin/python bench/bench_freshness.py [--rate 20000] [--seconds 30] [--client sdk]
+
+``accepted_eps_per_10s`` gives the accepted rate per 10 s window: whether a rate was
+sustained, not only reached.
 """
 
 from __future__ import annotations
@@ -46,7 +55,9 @@ from _workload import (
     stop_server,
     summary_ms,
 )
+from headwater.client import AsyncHeadwaterClient
 from headwater.demo.traffic import Traffic
+from headwater.wire import new_event_id
 
 BATCH = 500
 #: Publishes in flight at most. Batches due while all are out wait their turn (counted in
@@ -55,8 +66,10 @@ BATCH = 500
 IN_FLIGHT = 16
 
 
-def bodies(n: int, run: str, seed: int) -> list[tuple[str, bytes]]:
-    """``n`` JSON batches of 499 realistic events and one probe; (probe user, body)."""
+def batches_of(n: int, run: str, seed: int) -> list[tuple[str, list[dict[str, Any]]]]:
+    """``n`` batches of 499 realistic events and one probe; (probe user, events). The
+    events carry no event id: the producer SDK gives each a ULID, as it does for a
+    producer that leaves the id to it (the HTTP client sends the SDK's ids too)."""
     traffic = Traffic(users=100_000, items=50_000, seed=seed)
     out = []
     for i in range(n):
@@ -64,7 +77,9 @@ def bodies(n: int, run: str, seed: int) -> list[tuple[str, bytes]]:
         probe = f"probe-{run}-{i}"
         probe_event = traffic.event("web", user_id=probe, event_type="view", age=timedelta(0))
         events.insert(i % BATCH, probe_event)
-        out.append((probe, msgspec.json.encode(events)))
+        for event in events:
+            del event["event_id"]
+        out.append((probe, events))
     return out
 
 
@@ -78,7 +93,7 @@ class Probes:
         self.read_ms: list[float] = []  # round trip of each poll
 
 
-async def publisher(
+async def http_publisher(
     client: httpx.AsyncClient,
     url: str,
     key: str,
@@ -87,6 +102,7 @@ async def publisher(
     probes: Probes,
     publish_ms: list[float],
     lateness_ms: list[float],
+    accepted_at: list[tuple[float, int]],
 ) -> tuple[int, float]:
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     accepted = 0
@@ -101,7 +117,9 @@ async def publisher(
             done = time.perf_counter()
         if r.status_code not in (200, 207):
             raise RuntimeError(f"{r.status_code}: {r.text[:300]}")
-        accepted += int(msgspec.json.decode(r.content)["accepted"])
+        taken = int(msgspec.json.decode(r.content)["accepted"])
+        accepted += taken
+        accepted_at.append((done, taken))
         publish_ms.append((done - sent) * 1000)
         probes.pending[probe] = (sent, done)
 
@@ -147,6 +165,73 @@ async def poller(
             await asyncio.sleep(every_s)
 
 
+async def sdk_publisher(
+    base: str,
+    key: str,
+    batches: list[tuple[str, list[dict[str, Any]]]],
+    rate_rps: float,
+    probes: Probes,
+    publish_ms: list[float],
+    lateness_ms: list[float],
+    accepted_at: list[tuple[float, int]],
+) -> tuple[int, float]:
+    """Open loop through the producer SDK: ``IN_FLIGHT`` producers (``AsyncHeadwaterClient``,
+    one batch in flight each); a batch due takes the next idle one and ``publish``es."""
+    producers = [
+        AsyncHeadwaterClient(base, key, batch_size=BATCH, flush_interval=3600.0)
+        for _ in range(IN_FLIGHT)
+    ]
+    idle: asyncio.Queue[AsyncHeadwaterClient] = asyncio.Queue()
+    for producer in producers:
+        idle.put_nowait(producer)
+    accepted = 0
+
+    async def one(due: float, probe: str, events: list[dict[str, Any]]) -> None:
+        nonlocal accepted
+        producer = await idle.get()
+        try:
+            sent = time.perf_counter()
+            lateness_ms.append((sent - due) * 1000)
+            report = await producer.publish(events)
+            done = time.perf_counter()
+        finally:
+            idle.put_nowait(producer)
+        if report.rejected:
+            raise RuntimeError(f"rejected: {report.rejected[0]}")
+        accepted += report.accepted
+        accepted_at.append((done, report.accepted))
+        publish_ms.append((done - sent) * 1000)
+        probes.pending[probe] = (sent, done)
+
+    tasks = []
+    start = time.perf_counter() + 0.05
+    try:
+        for i, (probe, events) in enumerate(batches):
+            due = start + i / rate_rps
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(due, probe, events)))
+        await asyncio.gather(*tasks)
+    finally:
+        for producer in producers:
+            await producer.aclose()
+    return accepted, time.perf_counter() - start
+
+
+def per_window(accepted_at: list[tuple[float, int]], seconds: float) -> list[int]:
+    """Events accepted per second in each ``seconds`` window from the first answer on
+    (the last window partial): whether a rate was sustained, not only reached."""
+    if not accepted_at:
+        return []
+    first = min(t for t, _ in accepted_at)
+    sums: dict[int, int] = {}
+    for t, n in accepted_at:
+        k = int((t - first) // seconds)
+        sums[k] = sums.get(k, 0) + n
+    return [round(sums.get(k, 0) / seconds) for k in range(max(sums) + 1)]
+
+
 def histogram_quantiles(text: str, qs: tuple[float, ...]) -> dict[str, Any]:
     """Quantile estimates (upper bucket bounds) of headwater_freshness_seconds, all types."""
     buckets: dict[float, float] = {}
@@ -169,10 +254,16 @@ def histogram_quantiles(text: str, qs: tuple[float, ...]) -> dict[str, Any]:
 async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     n = int(args.seconds * args.rate / BATCH)
-    batches = bodies(n, uuid.uuid4().hex[:6], seed=args.seed)
+    batches = batches_of(n, uuid.uuid4().hex[:6], seed=args.seed)
+    if args.client == "http":
+        bodies = [
+            (probe, msgspec.json.encode([{**e, "event_id": new_event_id()} for e in events]))
+            for probe, events in batches
+        ]
     probes = Probes()
     publish_ms: list[float] = []
     lateness_ms: list[float] = []
+    accepted_at: list[tuple[float, int]] = []
     stop = asyncio.Event()
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with (
@@ -182,16 +273,29 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
         poll_task = asyncio.create_task(
             poller(poll_client, base, probes, args.poll_ms / 1000, stop)
         )
-        accepted, elapsed = await publisher(
-            pub_client,
-            f"{base}/v1/signals",
-            key,
-            batches,
-            args.rate / BATCH,
-            probes,
-            publish_ms,
-            lateness_ms,
-        )
+        if args.client == "http":
+            accepted, elapsed = await http_publisher(
+                pub_client,
+                f"{base}/v1/signals",
+                key,
+                bodies,
+                args.rate / BATCH,
+                probes,
+                publish_ms,
+                lateness_ms,
+                accepted_at,
+            )
+        else:
+            accepted, elapsed = await sdk_publisher(
+                base,
+                key,
+                batches,
+                args.rate / BATCH,
+                probes,
+                publish_ms,
+                lateness_ms,
+                accepted_at,
+            )
         stop.set()
         try:
             polls = await asyncio.wait_for(poll_task, timeout=60)
@@ -205,6 +309,7 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
         "batches": n,
         "accepted_events": accepted,
         "achieved_eps": round(accepted / elapsed),
+        "accepted_eps_per_10s": per_window(accepted_at, 10.0),
         "probes": len(probes.fresh_ms),
         "probes_never_seen": len(probes.pending),
         "probes_after_warmup": len(steady),
@@ -231,6 +336,13 @@ def main() -> None:
     parser.add_argument(
         "--processes", action="store_true", help="headwater up --processes: one per component"
     )
+    parser.add_argument(
+        "--client",
+        choices=("sdk", "http"),
+        default="sdk",
+        help="publish through the producer SDK (AsyncHeadwaterClient), or post pre-encoded "
+        "bodies with httpx (the client's own cost left out as far as possible)",
+    )
     args = parser.parse_args()
     pin(CLIENT_CORE)
     with tempfile.TemporaryDirectory() as tmp:
@@ -252,6 +364,7 @@ def main() -> None:
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "server_cores": SERVER_CORES,
             "deployment": "headwater up --processes" if args.processes else "headwater up",
+            "client": args.client,
             "target_rate_eps": args.rate,
             "poll_interval_ms": args.poll_ms,
             **figures,

@@ -55,12 +55,48 @@ def new_event_id(prefix: str = "") -> str:
             rand = int.from_bytes(_random[-10:], "big")
             del _random[-10:]
         _last[0], _last[1] = ms, rand
-    value = (ms << 80) | (rand & ((1 << 80) - 1))
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return prefix + "".join(reversed(chars))
+    return prefix + _ms_text(ms) + _random_text(rand)
+
+
+#: The 1,024 pairs of Crockford characters, by the 10 bits they encode.
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+#: The last millisecond seen and its text (every id of that millisecond starts with it),
+#: replaced as one tuple: a thread never reads one's time with another's text.
+_ms_cache: list[tuple[int, str]] = [(-1, "")]
+
+
+def _ms_text(ms: int) -> str:
+    """The first 10 characters of a ULID: its 48-bit time (50 bits, the top 2 zero)."""
+    cached_ms, text = _ms_cache[0]
+    if ms != cached_ms:
+        p = _PAIRS
+        text = (
+            p[ms >> 40 & 1023] + p[ms >> 30 & 1023] + p[ms >> 20 & 1023] + p[ms >> 10 & 1023]
+        ) + p[ms & 1023]
+        _ms_cache[0] = (ms, text)
+    return text
+
+
+def _random_text(rand: int) -> str:
+    """The last 16 characters of a ULID: its 80 random bits (wrapped past 80 bits)."""
+    p = _PAIRS
+    return (
+        p[rand >> 70 & 1023]
+        + p[rand >> 60 & 1023]
+        + p[rand >> 50 & 1023]
+        + p[rand >> 40 & 1023]
+        + p[rand >> 30 & 1023]
+        + p[rand >> 20 & 1023]
+        + p[rand >> 10 & 1023]
+        + p[rand & 1023]
+    )
+
+
+def _ulid_text(value: int) -> str:
+    """A 128-bit value as a ULID's 26 Crockford base32 characters, most significant first:
+    10 of the top 48 bits (the time), 16 of the low 80 (the randomness), two characters
+    a lookup (about a third of the cost of 26 steps of one character)."""
+    return _ms_text(value >> 80 & ((1 << 48) - 1)) + _random_text(value)
 
 
 class UserFeatures(msgspec.Struct):

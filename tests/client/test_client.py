@@ -7,13 +7,17 @@ sending): test_never_drops.py.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from headwater import wire
 from headwater.application import Application
 from headwater.client import (
     AsyncHeadwaterClient,
@@ -52,6 +56,29 @@ def test_event_ids_are_unique_and_time_ordered() -> None:
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
     assert all(len(i) == 26 for i in ids)
+
+
+def _ulid_reference(value: int) -> str:
+    """The ULID text spelled out one five-bit group at a time (its specification)."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    return "".join(alphabet[(value >> (5 * (25 - k))) & 31] for k in range(26))
+
+
+@given(st.integers(min_value=0, max_value=(1 << 128) - 1))
+def test_the_ulid_text_is_each_five_bit_group_in_crockfords_alphabet(value: int) -> None:
+    assert wire._ulid_text(value) == _ulid_reference(value)
+
+
+def test_an_event_id_spells_its_millisecond_and_its_random_bits() -> None:
+    before = int(time.time() * 1000)
+    event_id = new_event_id("web-")
+    after = int(time.time() * 1000)
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    value = 0
+    for char in event_id.removeprefix("web-"):
+        value = value * 32 + alphabet.index(char)
+    assert before <= value >> 80 <= after
+    assert wire._ulid_text(value) == event_id.removeprefix("web-")
 
 
 def test_end_to_end_with_rejections_reported(live: str, hw: Application) -> None:
