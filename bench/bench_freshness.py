@@ -36,9 +36,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -60,6 +61,7 @@ from headwater.demo.traffic import Traffic
 from headwater.wire import new_event_id
 
 BATCH = 500
+T = TypeVar("T")
 #: Publishes in flight at most. Batches due while all are out wait their turn (counted in
 #: ``client_send_lateness_ms``): a pool with thousands of queued requests costs the
 #: client more CPU per request than the gateway spends on it.
@@ -93,46 +95,70 @@ class Probes:
         self.read_ms: list[float] = []  # round trip of each poll
 
 
+class Publishes:
+    """What the publishers saw: each publish's latency and lateness, the events accepted
+    and when, and the probes now waiting to be seen."""
+
+    def __init__(self, probes: Probes) -> None:
+        self.probes = probes
+        self.accepted = 0
+        self.publish_ms: list[float] = []
+        self.lateness_ms: list[float] = []  # due -> sent
+        self.accepted_at: list[tuple[float, int]] = []
+
+    def sending(self, due: float) -> float:
+        sent = time.perf_counter()
+        self.lateness_ms.append((sent - due) * 1000)
+        return sent
+
+    def answered(self, probe: str, sent: float, done: float, accepted: int) -> None:
+        self.accepted += accepted
+        self.accepted_at.append((done, accepted))
+        self.publish_ms.append((done - sent) * 1000)
+        self.probes.pending[probe] = (sent, done)
+
+
+async def open_loop(
+    batches: Sequence[tuple[str, T]],
+    rate_rps: float,
+    one: Callable[[float, str, T], Coroutine[Any, Any, None]],
+) -> float:
+    """``one(due, probe, batch)`` started for each batch at its due time, whatever is still
+    in flight; the seconds until every one has finished."""
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter() + 0.05
+    for i, (probe, batch) in enumerate(batches):
+        due = start + i / rate_rps
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due, probe, batch)))
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - start
+
+
 async def http_publisher(
     client: httpx.AsyncClient,
     url: str,
     key: str,
     batches: list[tuple[str, bytes]],
     rate_rps: float,
-    probes: Probes,
-    publish_ms: list[float],
-    lateness_ms: list[float],
-    accepted_at: list[tuple[float, int]],
-) -> tuple[int, float]:
+    seen: Publishes,
+) -> float:
+    """Pre-encoded bodies posted with httpx, ``IN_FLIGHT`` at most at once."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    accepted = 0
     slots = asyncio.Semaphore(IN_FLIGHT)
 
     async def one(due: float, probe: str, body: bytes) -> None:
-        nonlocal accepted
         async with slots:
-            sent = time.perf_counter()
-            lateness_ms.append((sent - due) * 1000)
+            sent = seen.sending(due)
             r = await client.post(url, content=body, headers=headers)
             done = time.perf_counter()
         if r.status_code not in (200, 207):
             raise RuntimeError(f"{r.status_code}: {r.text[:300]}")
-        taken = int(msgspec.json.decode(r.content)["accepted"])
-        accepted += taken
-        accepted_at.append((done, taken))
-        publish_ms.append((done - sent) * 1000)
-        probes.pending[probe] = (sent, done)
+        seen.answered(probe, sent, done, int(msgspec.json.decode(r.content)["accepted"]))
 
-    tasks = []
-    start = time.perf_counter() + 0.05
-    for i, (probe, body) in enumerate(batches):
-        due = start + i / rate_rps
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(due, probe, body)))
-    await asyncio.gather(*tasks)
-    return accepted, time.perf_counter() - start
+    return await open_loop(batches, rate_rps, one)
 
 
 async def poller(
@@ -170,13 +196,10 @@ async def sdk_publisher(
     key: str,
     batches: list[tuple[str, list[dict[str, Any]]]],
     rate_rps: float,
-    probes: Probes,
-    publish_ms: list[float],
-    lateness_ms: list[float],
-    accepted_at: list[tuple[float, int]],
-) -> tuple[int, float]:
-    """Open loop through the producer SDK: ``IN_FLIGHT`` producers (``AsyncHeadwaterClient``,
-    one batch in flight each); a batch due takes the next idle one and ``publish``es."""
+    seen: Publishes,
+) -> float:
+    """Through the producer SDK: ``IN_FLIGHT`` producers (``AsyncHeadwaterClient``, one
+    batch in flight each); a batch due takes the next idle one and ``publish``es."""
     producers = [
         AsyncHeadwaterClient(base, key, batch_size=BATCH, flush_interval=3600.0)
         for _ in range(IN_FLIGHT)
@@ -184,39 +207,24 @@ async def sdk_publisher(
     idle: asyncio.Queue[AsyncHeadwaterClient] = asyncio.Queue()
     for producer in producers:
         idle.put_nowait(producer)
-    accepted = 0
 
     async def one(due: float, probe: str, events: list[dict[str, Any]]) -> None:
-        nonlocal accepted
         producer = await idle.get()
         try:
-            sent = time.perf_counter()
-            lateness_ms.append((sent - due) * 1000)
+            sent = seen.sending(due)
             report = await producer.publish(events)
             done = time.perf_counter()
         finally:
             idle.put_nowait(producer)
         if report.rejected:
             raise RuntimeError(f"rejected: {report.rejected[0]}")
-        accepted += report.accepted
-        accepted_at.append((done, report.accepted))
-        publish_ms.append((done - sent) * 1000)
-        probes.pending[probe] = (sent, done)
+        seen.answered(probe, sent, done, report.accepted)
 
-    tasks = []
-    start = time.perf_counter() + 0.05
     try:
-        for i, (probe, events) in enumerate(batches):
-            due = start + i / rate_rps
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(due, probe, events)))
-        await asyncio.gather(*tasks)
+        return await open_loop(batches, rate_rps, one)
     finally:
         for producer in producers:
             await producer.aclose()
-    return accepted, time.perf_counter() - start
 
 
 def per_window(accepted_at: list[tuple[float, int]], seconds: float) -> list[int]:
@@ -261,9 +269,7 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
             for probe, events in batches
         ]
     probes = Probes()
-    publish_ms: list[float] = []
-    lateness_ms: list[float] = []
-    accepted_at: list[tuple[float, int]] = []
+    seen = Publishes(probes)
     stop = asyncio.Event()
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with (
@@ -273,29 +279,12 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
         poll_task = asyncio.create_task(
             poller(poll_client, base, probes, args.poll_ms / 1000, stop)
         )
+        rate_rps = args.rate / BATCH
         if args.client == "http":
-            accepted, elapsed = await http_publisher(
-                pub_client,
-                f"{base}/v1/signals",
-                key,
-                bodies,
-                args.rate / BATCH,
-                probes,
-                publish_ms,
-                lateness_ms,
-                accepted_at,
-            )
+            url = f"{base}/v1/signals"
+            elapsed = await http_publisher(pub_client, url, key, bodies, rate_rps, seen)
         else:
-            accepted, elapsed = await sdk_publisher(
-                base,
-                key,
-                batches,
-                args.rate / BATCH,
-                probes,
-                publish_ms,
-                lateness_ms,
-                accepted_at,
-            )
+            elapsed = await sdk_publisher(base, key, batches, rate_rps, seen)
         stop.set()
         try:
             polls = await asyncio.wait_for(poll_task, timeout=60)
@@ -307,17 +296,17 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
     lower = [max(0.0, f) for s, _, f in probes.fresh_ms if s >= warm]
     return {
         "batches": n,
-        "accepted_events": accepted,
-        "achieved_eps": round(accepted / elapsed),
-        "accepted_eps_per_10s": per_window(accepted_at, 10.0),
+        "accepted_events": seen.accepted,
+        "achieved_eps": round(seen.accepted / elapsed),
+        "accepted_eps_per_10s": per_window(seen.accepted_at, 10.0),
         "probes": len(probes.fresh_ms),
         "probes_never_seen": len(probes.pending),
         "probes_after_warmup": len(steady),
         "freshness_ms": summary_ms(steady, 1),
         "freshness_lower_bound_ms": summary_ms(lower, 1),
         "read_round_trip_ms": summary_ms(probes.read_ms, 1),
-        "publish_latency_ms": summary_ms(publish_ms, 1),
-        "client_send_lateness_ms": summary_ms(lateness_ms, 1),
+        "publish_latency_ms": summary_ms(seen.publish_ms, 1),
+        "client_send_lateness_ms": summary_ms(seen.lateness_ms, 1),
         "polls": polls,
         "server_histogram": histogram_quantiles(metrics.text, (0.5, 0.99))
         if metrics.status_code == 200
