@@ -20,6 +20,7 @@ __all__ = [
     "ProblemItem",
     "UserFeatures",
     "new_event_id",
+    "new_event_ids",
     "read_problem",
 ]
 
@@ -44,6 +45,38 @@ os.register_at_fork(after_in_child=_empty_random)
 def new_event_id(prefix: str = "") -> str:
     """A ULID: 48-bit milliseconds then 80 random bits, sortable by time, unique without
     coordination (monotonic within one process and millisecond)."""
+    ms, rand = _take(1)
+    return prefix + _ms_text(ms) + _random_text(rand)
+
+
+def new_event_ids(count: int, prefix: str = "") -> list[str]:
+    """``count`` ULIDs at once, in order: one clock reading for all of them, their random
+    parts counted up from one draw, as the ids of one millisecond are. A batch's ids
+    share all but their last few characters, so each costs about a sixth of one
+    ``new_event_id``."""
+    if count <= 0:
+        return []
+    ms, first = _take(count)
+    return _id_texts(prefix, ms, first, count)
+
+
+def _id_texts(prefix: str, ms: int, first: int, count: int) -> list[str]:
+    """The texts of ``count`` ids of millisecond ``ms`` from random part ``first`` on."""
+    head = prefix + _ms_text(ms)
+    pairs = _PAIRS
+    out: list[str] = []
+    high = -1
+    stem = ""
+    for rand in range(first, first + count):
+        if rand >> 10 != high:  # the first 24 characters change once in 1,024 ids
+            high = rand >> 10
+            stem = head + _random_text(rand)[:14]
+        out.append(stem + pairs[rand & 1023])
+    return out
+
+
+def _take(count: int) -> tuple[int, int]:
+    """The millisecond and the first of ``count`` random parts for new ids."""
     with _id_lock:
         ms = int(time.time() * 1000)
         # Within one millisecond, count up from the last value: ids stay ordered.
@@ -54,8 +87,8 @@ def new_event_id(prefix: str = "") -> str:
                 _random[:] = os.urandom(_RANDOM_PAGE)
             rand = int.from_bytes(_random[-10:], "big")
             del _random[-10:]
-        _last[0], _last[1] = ms, rand
-    return prefix + _ms_text(ms) + _random_text(rand)
+        _last[0], _last[1] = ms, rand + count - 1
+    return ms, rand
 
 
 #: The 1,024 pairs of Crockford characters, by the 10 bits they encode.

@@ -81,6 +81,27 @@ def test_an_event_id_spells_its_millisecond_and_its_random_bits() -> None:
     assert wire._ulid_text(value) == event_id.removeprefix("web-")
 
 
+@given(
+    st.integers(min_value=0, max_value=(1 << 48) - 1),
+    st.integers(min_value=0, max_value=(1 << 80) - 1),
+    st.integers(min_value=1, max_value=3000),
+)
+def test_a_batch_of_ids_is_each_id_of_its_millisecond_counted_up(
+    ms: int, first: int, count: int
+) -> None:
+    texts = wire._id_texts("web-", ms, first, count)
+    assert texts == [
+        "web-" + _ulid_reference((ms << 80) | ((first + k) & ((1 << 80) - 1))) for k in range(count)
+    ]
+
+
+def test_batches_of_ids_are_unique_and_ordered_with_single_ids() -> None:
+    ids = [*wire.new_event_ids(1500), new_event_id(), *wire.new_event_ids(3000)]
+    ids += wire.new_event_ids(0)
+    assert len(ids) == len(set(ids)) == 4501
+    assert ids == sorted(ids)
+
+
 def test_end_to_end_with_rejections_reported(live: str, hw: Application) -> None:
     secret, _ = hw.keys.create("web")
     seen: list[RejectedEvent] = []

@@ -29,7 +29,6 @@ from headwater.client._batching import (
     batches,
     build_event,
     classify,
-    new_event_id,
 )
 from headwater.client._queue import EventQueue
 from headwater.client._spool import Spool
@@ -38,6 +37,7 @@ from headwater.errors import (
     PublishForbiddenError,
     PublishUnauthorizedError,
 )
+from headwater.wire import new_event_ids
 
 __all__ = ["Answer", "ClientCore", "Pace"]
 
@@ -157,7 +157,11 @@ class ClientCore:
             raise RuntimeError("the client is closed")
         # An event given without an id gets one now, kept through every retry: the
         # gateway de-duplicates a re-send only by it.
-        events = [e if "event_id" in e else {**e, "event_id": new_event_id()} for e in events]
+        missing = [i for i, e in enumerate(events) if "event_id" not in e]
+        if missing:
+            events = list(events)
+            for i, event_id in zip(missing, new_event_ids(len(missing)), strict=True):
+                events[i] = {**events[i], "event_id": event_id}
         over = self._queue.put(events)
         if over:
             log.warning(
