@@ -58,7 +58,7 @@ from _workload import (
 )
 from headwater.client import AsyncHeadwaterClient
 from headwater.demo.traffic import Traffic
-from headwater.wire import new_event_id
+from headwater.wire import new_event_ids
 
 BATCH = 500
 T = TypeVar("T")
@@ -265,7 +265,15 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
     batches = batches_of(n, uuid.uuid4().hex[:6], seed=args.seed)
     if args.client == "http":
         bodies = [
-            (probe, msgspec.json.encode([{**e, "event_id": new_event_id()} for e in events]))
+            (
+                probe,
+                msgspec.json.encode(
+                    [
+                        {**e, "event_id": event_id}
+                        for e, event_id in zip(events, new_event_ids(len(events)), strict=True)
+                    ]
+                ),
+            )
             for probe, events in batches
         ]
     probes = Probes()

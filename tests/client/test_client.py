@@ -58,10 +58,13 @@ def test_event_ids_are_unique_and_time_ordered() -> None:
     assert all(len(i) == 26 for i in ids)
 
 
+#: Crockford's base32 alphabet, as the ULID specification writes it.
+_ULID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
 def _ulid_reference(value: int) -> str:
     """The ULID text spelled out one five-bit group at a time (its specification)."""
-    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-    return "".join(alphabet[(value >> (5 * (25 - k))) & 31] for k in range(26))
+    return "".join(_ULID_ALPHABET[(value >> (5 * (25 - k))) & 31] for k in range(26))
 
 
 @given(st.integers(min_value=0, max_value=(1 << 128) - 1))
@@ -73,10 +76,9 @@ def test_an_event_id_spells_its_millisecond_and_its_random_bits() -> None:
     before = int(time.time() * 1000)
     event_id = new_event_id("web-")
     after = int(time.time() * 1000)
-    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
     value = 0
     for char in event_id.removeprefix("web-"):
-        value = value * 32 + alphabet.index(char)
+        value = value * 32 + _ULID_ALPHABET.index(char)
     assert before <= value >> 80 <= after
     assert wire._ulid_text(value) == event_id.removeprefix("web-")
 

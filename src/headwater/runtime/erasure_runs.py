@@ -176,13 +176,18 @@ class ErasureRuns:
                     exc,
                 )
             else:
-                self.stats.erasures += len(part)
-                if self.settings.on_confirmation is not None:
-                    for confirmation in result:
-                        self.settings.on_confirmation(confirmation)
+                self._confirmed(len(part), result)
                 return
         for record, event in part:
             self._erase(record, event)
+
+    def _confirmed(self, erased: int, confirmations: list[Confirmation]) -> None:
+        """Count ``erased`` requests done and hand their confirmations on."""
+        self.stats.erasures += erased
+        on_confirmation = self.settings.on_confirmation
+        if on_confirmation is not None:
+            for confirmation in confirmations:
+                on_confirmation(confirmation)
 
     def _erase(self, record: Record, event: ErasureEvent) -> None:
         settings = self.settings
@@ -198,10 +203,7 @@ class ErasureRuns:
                 if attempt < settings.max_attempts:
                     time.sleep(min(settings.backoff[1], settings.backoff[0] * 2 ** (attempt - 1)))
                 continue
-            self.stats.erasures += 1
-            for confirmation in result:
-                if settings.on_confirmation is not None:
-                    settings.on_confirmation(confirmation)
+            self._confirmed(1, result)
             return
         log.error("erasure %s failed in %s: %s", event.request_id, self.handler.name, error)
         if settings.on_confirmation is not None:
