@@ -35,6 +35,12 @@ from headwater.erasure.records import (
     task_from_row,
 )
 from headwater.erasure.subject import SubjectSealer
+from headwater.erasure.tombstone_log import (
+    TOMBSTONE_COLUMNS,
+    TOMBSTONE_SCHEMA,
+    read_tombstones,
+    write_tombstone,
+)
 from headwater.errors import UnknownErasureRequestError
 
 __all__ = ["ErasureLedger", "Participant", "RequestRecord", "TaskRecord"]
@@ -58,6 +64,8 @@ class ErasureLedger:
         db.ensure_schema(SCHEMA)
         db.ensure_schema(ATTEMPTS_SCHEMA)
         db.ensure_columns("hw_erasure_requests", REQUEST_EXTRA_COLUMNS)
+        db.ensure_columns("hw_tombstones", TOMBSTONE_COLUMNS)
+        db.ensure_schema(TOMBSTONE_SCHEMA)
 
     # -- participants -------------------------------------------------------------------
 
@@ -126,12 +134,7 @@ class ErasureLedger:
                     (request_id, p.name, format_time(due)),
                 )
             ms = int(received_at.timestamp() * 1000)
-            tx.execute(
-                "INSERT INTO hw_tombstones VALUES (?, ?, ?) ON CONFLICT (subject_hash) "
-                "DO UPDATE SET erased_at_ms = excluded.erased_at_ms, "
-                "request_id = excluded.request_id",
-                (subject_hash, ms, request_id),
-            )
+            write_tombstone(tx, subject_hash, ms, request_id)
 
     def confirm(self, c: Confirmation) -> bool:
         """Record a participant's confirmation (or failure); False if the task is unknown.
@@ -356,19 +359,10 @@ class ErasureLedger:
         with self._db.transaction() as tx:
             _complete(tx, request_id, format_time(at) if at else _now(), verification)
 
-    def tombstones(self) -> dict[str, int]:
-        """subject hash -> erasure time (ms) of every erased user."""
-        return {
-            str(h): int(t)
-            for h, t in self._db.execute("SELECT subject_hash, erased_at_ms FROM hw_tombstones")
-        }
-
-    def tombstone_revision(self) -> tuple[int, int]:
-        """Changes when a tombstone is added (count and newest time)."""
-        n, newest = self._db.execute(
-            "SELECT COUNT(*), COALESCE(MAX(erased_at_ms), 0) FROM hw_tombstones"
-        )[0]
-        return int(n), int(newest)
+    def tombstones(self, after: int | None = None) -> tuple[dict[str, int], int]:
+        """The tombstones numbered above ``after`` (every one for None): subject hash ->
+        erasure time (ms), and the highest number read (see ``tombstone_log``)."""
+        return read_tombstones(self._db, after)
 
 
 def _complete(

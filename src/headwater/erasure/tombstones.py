@@ -2,8 +2,9 @@
 
 Every consumer runtime holds one filter. It learns of an erasure from the erasure
 event in its own stream (a user's later records come after it, in the same partition)
-and from the ledger, which it reloads periodically and at start (after a restart, or
-for records replayed from the dead-letter store).
+and from the ledger, which it reads at start (after a restart, or for records replayed
+from the dead-letter store) and then every ``refresh_s`` for the tombstones added since
+(``tombstone_log``: a read that finds none costs one index lookup, however many there are).
 """
 
 from __future__ import annotations
@@ -29,16 +30,23 @@ class TombstoneFilter:
         self.refresh_s = refresh_s
         self._erased: dict[str, int] = {}
         self._loaded_at = 0.0
+        #: The highest tombstone number read from the ledger (None before the first read).
+        self._read_up_to: int | None = None
         self.dropped = 0
         self.refresh()
 
     def refresh(self, *, force: bool = False) -> None:
-        """Reload tombstones from the ledger (at most every ``refresh_s`` unless forced)."""
+        """Read the tombstones added to the ledger since the last read (at most every
+        ``refresh_s`` unless forced); the first read takes them all."""
         now = time.monotonic()
         if self.ledger is None or (not force and now - self._loaded_at < self.refresh_s):
             return
         self._loaded_at = now
-        self._erased.update(self.ledger.tombstones())
+        found, self._read_up_to = self.ledger.tombstones(self._read_up_to)
+        erased = self._erased
+        for subject, at in found.items():
+            if at > erased.get(subject, 0):  # an erasure time only moves later
+                erased[subject] = at
 
     @property
     def erased_at(self) -> dict[str, int]:
