@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from headwater._sqlite import connect, scrub
-from headwater.erasure.subject import SubjectSealer
+from headwater.erasure.subject import SubjectHasher, SubjectSealer
 from headwater.errors import ErasureError
 
 
@@ -57,3 +61,13 @@ def test_a_reader_holding_the_log_past_the_wait_is_reported(tmp_path: Path) -> N
         scrub(conn, wait_s=0.2)
     reader.execute("COMMIT")
     scrub(conn)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.binary(min_size=16, max_size=200), user_ids=st.lists(st.text(), min_size=1))
+def test_the_subject_hash_is_the_hmac_of_the_user_id(key: bytes, user_ids: list[str]) -> None:
+    """Keys shorter and longer than SHA-256's block (a longer one is hashed first), each id
+    twice: computed, then from the cache."""
+    hasher = SubjectHasher(key, cache_size=3)
+    for user_id in user_ids + user_ids:
+        assert hasher(user_id) == hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()

@@ -1,20 +1,29 @@
-"""Tombstones numbered in commit order: a reader reads each one once (``tombstone_log``)."""
+"""Tombstones numbered in commit order: a reader reads each one once (``tombstone_log``);
+a consumer's poll split into the signals to apply and those of erased users; the
+gateway's screen of a batch against them."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from headwater.bus.base import KIND_SIGNAL, Record
+from headwater.contract.signal import Signal, encode_signal
+from headwater.contract.validator import SignalValidator
 from headwater.control import open_control_database
 from headwater.control.base import ControlDatabase
 from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.subject import SubjectHasher, SubjectSealer
 from headwater.erasure.tombstone_log import write_tombstone
 from headwater.erasure.tombstones import TombstoneFilter
+from headwater.ingest.erased import ErasedUsers
 
 KEY = b"k" * 32
 
@@ -105,8 +114,6 @@ def test_the_ledger_numbers_the_tombstone_of_each_request(ledger: ErasureLedger)
     tombs = TombstoneFilter(ledger, SubjectHasher(KEY))
     assert tombs.erased_at == {}
     hasher = SubjectHasher(KEY)
-    from datetime import UTC, datetime, timedelta
-
     received = datetime(2026, 12, 5, 6, 0, tzinfo=UTC)
     for n, user in enumerate(("u1", "u2")):
         ledger.create(
@@ -158,3 +165,88 @@ def test_tombstones_commit_in_the_order_of_their_numbers(postgres_url: str) -> N
     finally:
         for db in (first_db, second_db, reader_db):
             db.close()
+
+
+def signal_record(offset: int, user: str, at_ms: int) -> Record:
+    sig = Signal(
+        event_id=f"e{offset}",
+        event_type="view",
+        user_id=user,
+        surface="web",
+        timestamp=datetime.fromtimestamp(at_ms / 1000, UTC),
+        item_id="i1",
+    )
+    return Record(0, offset, user, KIND_SIGNAL, encode_signal(sig), 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(st.tuples(st.sampled_from("abcde"), st.integers(0, 20)), max_size=40),
+    erased=st.dictionaries(st.sampled_from("abcde"), st.integers(0, 20)),
+)
+def test_a_poll_splits_as_each_record_would_be_dropped(
+    events: list[tuple[str, int]], erased: dict[str, int]
+) -> None:
+    """``split`` keeps the records of users not erased and those after their erasure, in
+    order, as :meth:`drops` decides one record at a time, and counts the others."""
+    records = [signal_record(i, user, 1_000 * t) for i, (user, t) in enumerate(events)]
+    tombs = TombstoneFilter(None, SubjectHasher(KEY))
+    for user, t in erased.items():
+        tombs.add(user, 1_000 * t)
+    kept, dropped = tombs.split(records)
+    gone = [user in erased and t <= erased[user] for user, t in events]
+    assert kept == [r for r, g in zip(records, gone, strict=True) if not g]
+    assert dropped == [r for r, g in zip(records, gone, strict=True) if g]
+    assert tombs.dropped == sum(gone)
+    one_by_one = TombstoneFilter(None, SubjectHasher(KEY))
+    for user, t in erased.items():
+        one_by_one.add(user, 1_000 * t)
+    assert kept == [r for r in records if not one_by_one.drops(r)]
+    if not any(gone):
+        assert kept is records  # nothing dropped: the poll as it came
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    events=st.lists(st.tuples(st.sampled_from("abcde"), st.integers(0, 20)), max_size=30),
+    erased=st.dictionaries(st.sampled_from("abcde"), st.integers(0, 20)),
+    policy=st.sampled_from(["accept", "reject"]),
+)
+def test_the_gateway_refuses_exactly_the_events_its_policy_names(
+    validator: SignalValidator,
+    events: list[tuple[str, int]],
+    erased: dict[str, int],
+    policy: str,
+) -> None:
+    """``accept``: an erased user's events up to the erasure are refused; ``reject``:
+    all of them. The rest pass in order, each refusal at its event's index."""
+    base = datetime(2026, 12, 5, tzinfo=UTC)
+    body = [
+        {
+            "event_id": f"e{i}",
+            "event_type": "view",
+            "user_id": user,
+            "surface": "web",
+            "item_id": "i1",
+            "timestamp": (base + timedelta(seconds=t)).isoformat(),
+            "payload": {},
+        }
+        for i, (user, t) in enumerate(events)
+    ]
+    result = validator.validate_events(body, now=base + timedelta(seconds=30))
+    assert len(result.accepted) == len(events)
+    tombs = TombstoneFilter(None, SubjectHasher(KEY))
+    base_ms = int(base.timestamp() * 1000)
+    for user, t in erased.items():
+        tombs.add(user, base_ms + 1_000 * t)
+    screened = ErasedUsers(tombs, policy).screen(result)  # type: ignore[arg-type]
+    refused = [user in erased and (policy == "reject" or t <= erased[user]) for user, t in events]
+    assert screened.accepted_indices == [i for i, r in enumerate(refused) if not r]
+    assert [e.event_id for e in screened.accepted] == [
+        f"e{i}" for i, r in enumerate(refused) if not r
+    ]
+    assert [(r.index, r.rule) for r in screened.rejections] == [
+        (i, "user_erased") for i, r in enumerate(refused) if r
+    ]
+    if not any(refused):
+        assert screened is result

@@ -20,6 +20,8 @@ from headwater.errors import ConfigurationError, ErasureError
 
 __all__ = ["SubjectHasher", "SubjectSealer", "load_erasure_key"]
 
+_BLOCK = 64  # SHA-256's block size: HMAC pads (or first hashes) the key to it
+
 
 def load_erasure_key(home: Path) -> bytes:
     """The key from ``HEADWATER_ERASURE_KEY`` (hex), else ``<home>/erasure.key`` (created once).
@@ -51,12 +53,22 @@ class SubjectHasher:
         self._key = key
         self._cache: dict[str, str] = {}
         self._cache_size = cache_size
+        # HMAC-SHA-256 (RFC 2104) with the key's two padded blocks hashed once: each id
+        # then costs two copies and two updates, 0.66 us against 1.6 us for hmac.new.
+        block = hashlib.sha256(key).digest() if len(key) > _BLOCK else key
+        block = block.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def __call__(self, user_id: str) -> str:
-        """The subject hash of a user id (hex)."""
+        """The subject hash of a user id (hex): ``hmac.new(key, id, sha256).hexdigest()``."""
         found = self._cache.get(user_id)
         if found is None:
-            found = hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()
+            inner = self._inner.copy()
+            inner.update(user_id.encode())
+            outer = self._outer.copy()
+            outer.update(inner.digest())
+            found = outer.hexdigest()
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()
             self._cache[user_id] = found

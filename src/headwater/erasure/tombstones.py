@@ -63,8 +63,32 @@ class TombstoneFilter:
         if not self._erased:
             return False  # the common case costs one truth test
         erased_at = self._erased.get(self.hasher(record.key))
-        if erased_at is None:
-            return False
+        return erased_at is not None and self._before(record, erased_at)
+
+    def split(self, records: list[Record]) -> tuple[list[Record], list[Record]]:
+        """``records`` (signals) as those to apply and those :meth:`drops` would drop, in
+        order. Each user of the batch is hashed and looked up once, however many of its
+        records there are; a batch of which none is dropped is handed back as it is."""
+        erased = self._erased
+        if not erased:
+            return records, []
+        hasher = self.hasher
+        hits: dict[str, int] = {}
+        for key in {r.key for r in records}:
+            at = erased.get(hasher(key))
+            if at is not None:
+                hits[key] = at
+        if not hits:
+            return records, []
+        kept: list[Record] = []
+        dropped: list[Record] = []
+        for record in records:
+            at = hits.get(record.key)
+            (dropped if at is not None and self._before(record, at) else kept).append(record)
+        return (kept, dropped) if dropped else (records, [])
+
+    def _before(self, record: Record, erased_at: int) -> bool:
+        """True (and counted) when the signal is timestamped at or before ``erased_at``."""
         ts = int(decode_signal(record.value).timestamp.timestamp() * 1000)
         if ts <= erased_at:
             self.dropped += 1

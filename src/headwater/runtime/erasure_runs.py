@@ -70,8 +70,11 @@ def poll_phases(records: list[Record]) -> Iterator[list[Record]]:
     that partition, waits for the next phase, after the erasure. Records of other users
     do not depend on the erasure (it removes only its user's data), so applying them
     first changes no result. Bus positions are committed after the last phase.
+
+    A poll without an erasure is one phase: ``records`` itself (the caller may test
+    ``phase is records`` to know there is no erasure in it).
     """
-    if all(record.kind != KIND_ERASURE for record in records):
+    if KIND_ERASURE not in {record.kind for record in records}:
         yield records  # the common poll: signals only, applied as they came
         return
     rest = records

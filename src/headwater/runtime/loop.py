@@ -308,19 +308,19 @@ class ConsumerRuntime:
             tombstones.refresh()
         dropped: list[Record] = []
         for phase in poll_phases(records):
-            segment: list[Record] = []
-            erasures: list[Record] = []
-            for record in phase:
-                if record.kind == KIND_ERASURE:
-                    erasures.append(record)
-                elif tombstones is not None and tombstones.drops(record):
-                    # An erased user's event from before the erasure, late or replayed:
-                    # never let it bring the data back.
-                    self.stats.erased_user_events_dropped += 1
-                    RESURRECTIONS_BLOCKED.labels(self.handler.name).inc()
-                    dropped.append(record)
-                else:
-                    segment.append(record)
+            if phase is records:  # the common poll: no erasure among the records
+                segment, erasures = phase, []
+            else:
+                segment = [r for r in phase if r.kind != KIND_ERASURE]
+                erasures = [r for r in phase if r.kind == KIND_ERASURE]
+            if tombstones is not None and segment:
+                # An erased user's events from before the erasure, late or replayed:
+                # never let them bring the data back.
+                segment, gone = tombstones.split(segment)
+                if gone:
+                    self.stats.erased_user_events_dropped += len(gone)
+                    RESURRECTIONS_BLOCKED.labels(self.handler.name).inc(len(gone))
+                    dropped += gone
             if segment:
                 self._apply(segment)
             if erasures:
