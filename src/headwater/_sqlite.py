@@ -31,12 +31,19 @@ class ScrubIncompleteError(sqlite3.OperationalError):
     """The write-ahead log could not be emptied: readers held it past the wait."""
 
 
-def connect(path: str, *, synchronous: str = "NORMAL", busy_ms: int = 60_000) -> sqlite3.Connection:
-    """A connection in autocommit mode with WAL, ``secure_delete`` and a busy timeout."""
+def connect(
+    path: str, *, synchronous: str = "NORMAL", busy_ms: int = 60_000, page_size: int | None = None
+) -> sqlite3.Connection:
+    """A connection in autocommit mode with WAL, ``secure_delete`` and a busy timeout.
+
+    ``page_size`` applies to a database this call creates; an existing one keeps its own
+    (a WAL database cannot change it)."""
     conn = sqlite3.connect(
         path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False
     )
     try:
+        if page_size is not None:
+            conn.execute(f"PRAGMA page_size={int(page_size)}")  # before WAL writes the header
         _enter_wal(conn, busy_ms / 1000)
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute(f"PRAGMA busy_timeout={busy_ms}")
