@@ -15,7 +15,9 @@ reads it back from the bus, decodes it and applies every declared feature:
   drifts over minutes); the median of the pairs is reported;
 - second reference, same run: the same ``FeatureEngine`` the consumer uses, applied per
   user per batch to in-memory dicts, no bus and no store (what the store and the bus
-  cost on top of the feature logic).
+  cost on top of the feature logic);
+- the row pass in memory (``row_pass_ns_per_event``): stored rows decoded, applied and
+  encoded per batch with ``apply_rows``, against a Python loop over the users (below).
 
 Then the SQLite consumer runs once more per batch size in a child process over the same
 bus, and its peak RSS is reported (``VmHWM`` of the child). The same catch-up runs as
@@ -118,6 +120,50 @@ def plain_loop(values: list[bytes], settings: Settings, batch_size: int) -> floa
         finally:
             gc.enable()
     return len(values) / (time.perf_counter() - start)
+
+
+def rows_pass(values: list[bytes], settings: Settings, batch_size: int) -> dict[str, int]:
+    """Stored rows in, stored rows out, in memory, per batch: ns per event of the
+    consumer's row pass (each user's row decoded, its events applied, the row encoded)
+    as one ``apply_rows`` call per batch, against a Python loop over the batch's users
+    calling ``apply_batch`` for each (the consumer before ``apply_rows``); best of 3,
+    alternated, over rows left by a first pass."""
+    with Application(settings) as app:
+        engine = app.new_feature_engine()
+    records = [Record(0, i, "", "signal", v, 0) for i, v in enumerate(values)]
+    batches = [
+        decode_batch(records[first : first + batch_size], {}, runs=False)
+        for first in range(0, len(records), batch_size)
+    ]
+    rows: dict[str, bytes] = {}
+    for batch in batches:
+        out: dict[str, bytes] = {}
+        engine.apply_rows(batch, rows, out)
+        rows.update(out)
+
+    def per_user(batch: Any) -> None:
+        out: dict[str, bytes] = {}
+        starts = batch.starts
+        for k, user in enumerate(batch.users):
+            state = engine.decode(rows.get(user))
+            engine.apply_batch(state, batch, starts[k], starts[k + 1])
+            out[user] = engine.encode(state)
+
+    def per_batch(batch: Any) -> None:
+        engine.apply_rows(batch, rows, {})
+
+    best = {"per_user_loop": float("inf"), "apply_rows": float("inf")}
+    gc.disable()
+    try:
+        for _ in range(3):
+            for name, fn in (("per_user_loop", per_user), ("apply_rows", per_batch)):
+                start = time.perf_counter()
+                for batch in batches:
+                    fn(batch)
+                best[name] = min(best[name], time.perf_counter() - start)
+    finally:
+        gc.enable()
+    return {name: round(t / len(values) * 1e9) for name, t in best.items()}
 
 
 def handwritten_loop(values: list[bytes]) -> tuple[float, int]:
@@ -393,6 +439,7 @@ def main() -> None:
                 finally:
                     clear_redis(prefix)
         decode_eps = max(decode_only(values) for _ in range(2))
+        row_pass_ns = rows_pass(values, base, max(sizes))
 
         rss: dict[int, dict[str, Any]] = {}
         for size in sizes:
@@ -458,6 +505,7 @@ def main() -> None:
             "sqlite_vs_engine_in_memory": round(sqlite_eps[best_abs] / plain_best, 3),
             "best_ratio_batch_size": best,
             "decode_only_eps": round(decode_eps),
+            "row_pass_ns_per_event": row_pass_ns,
             "consumer_child_eps": rss[best_abs]["eps"],
             "consumer_peak_rss_mb": rss[best_abs]["peak_rss_mb"],
             "consumer_peak_rss_mb_by_batch_size": {str(s): rss[s]["peak_rss_mb"] for s in sizes},

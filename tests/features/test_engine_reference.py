@@ -97,7 +97,9 @@ def streams(draw: st.DrawFn) -> list[list[Signal]]:
     batches=streams(),
     lateness_ms=st.sampled_from([60_000, 3_600_000, 10 * 86_400_000]),
     extra=st.booleans(),
-    given_as=st.sampled_from(["signals", "decoded", "columns", "columns read by msgspec"]),
+    given_as=st.sampled_from(
+        ["signals", "decoded", "columns", "columns read by msgspec", "rows of the batch"]
+    ),
     native=st.sampled_from([True, False] if NATIVE else [False]),
 )
 def test_batched_engine_equals_per_event_engine(
@@ -105,7 +107,8 @@ def test_batched_engine_equals_per_event_engine(
 ) -> None:
     """``given_as``: the engine gets ``Signal`` objects, signals as the bus's bytes decode
     (payload still encoded), or the consumer's columns of the batch (``signals``), read
-    by the compiled reader where it is built or by msgspec."""
+    by the compiled reader where it is built or by msgspec, one user at a time or the
+    whole batch from its users' stored rows in one call (``apply_rows``)."""
     specs = DEFAULT_FEATURES + EXTRA if extra else DEFAULT_FEATURES
     engine = FeatureEngine(specs, lateness_ms=lateness_ms, native=native)
     reference = ReferenceEngine(specs, lateness_ms=lateness_ms)
@@ -118,8 +121,23 @@ def test_batched_engine_equals_per_event_engine(
         records = [
             Record(0, n, s.user_id, "signal", encode_signal(s), 0) for n, s in enumerate(batch)
         ]
-        columns = decode_batch(records, {}, compiled=given_as == "columns" and COMPILED)
+        columns = decode_batch(
+            records, {}, compiled=given_as in ("columns", "rows of the batch") and COMPILED
+        )
         assert columns.users == list(by_user)
+        if given_as == "rows of the batch":
+            out: dict[str, bytes] = {}
+            applied = engine.apply_rows(columns, rows, out)
+            assert list(out) == list(by_user)
+            expected = 0
+            for user, signals in by_user.items():
+                ref_state = engine.decode(ref_rows.get(user))
+                expected += reference.apply(ref_state, signals)
+                ref_rows[user] = engine.encode(ref_state)
+                assert engine.decode(out[user]) == ref_state
+            assert applied == expected
+            rows.update(out)
+            continue
         for k, (user, signals) in enumerate(by_user.items()):
             state = engine.decode(rows.get(user))
             ref_state = engine.decode(ref_rows.get(user))

@@ -4,7 +4,7 @@ Every consumer, every gateway and the orchestrator keep the tombstones in memory
 look for new ones every few seconds. Tombstones are never removed (an erased user's
 old events may turn up at any time), so a reader that read them all each time would
 spend more on it with every erasure the platform ever ran: at 100,000 tombstones a
-read costs about 85–100 ms of CPU, every 2 s, in every process
+read costs 85 to 100 ms of CPU, every 2 s, in every process
 (bench/bench_tombstones.py).
 
 So each tombstone carries ``seq``, the value of a one-row counter that the same

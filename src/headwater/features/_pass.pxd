@@ -28,6 +28,10 @@ cdef class FeaturePass:
                    payloads=list, i=Py_ssize_t)
     cpdef tuple apply_batch(self, dict state, object batch, Py_ssize_t start,
                             Py_ssize_t stop, long long bound)
+    @cython.locals(users=list, starts=list, k=Py_ssize_t, state=dict, counts=tuple,
+                   applied=Py_ssize_t, duplicates=Py_ssize_t, late=Py_ssize_t)
+    cpdef tuple apply_rows(self, object batch, object rows, tuple codec, long long bound,
+                           dict out)
 
 
 @cython.final

@@ -14,7 +14,7 @@ written where not.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +124,35 @@ class FeaturePass:
             ev.raw = payloads[i]
             walk.step(event_ids[i], times[i], types[i])
         return walk.finish()
+
+    def apply_rows(
+        self,
+        batch: SignalBatch,
+        rows: Mapping[str, bytes],
+        codec: tuple[Callable[[bytes], dict[str, Any]], Callable[[dict[str, Any]], bytes]],
+        bound: int,
+        out: dict[str, bytes],
+    ) -> tuple[int, int, int]:
+        """:meth:`apply_batch` for every user of ``batch`` in turn: the user's stored row
+        (in ``rows``; a new user has none) decoded, its events applied, the row encoded
+        into ``out`` (``codec``: the row's decode and encode). The counts summed: one call
+        per batch, not per user."""
+        decode, encode = codec
+        users = batch.users
+        starts = batch.starts
+        applied = 0
+        duplicates = 0
+        late = 0
+        for k in range(len(users)):
+            user = users[k]
+            data = rows.get(user)
+            state = decode(data) if data else {}
+            counts = self.apply_batch(state, batch, starts[k], starts[k + 1], bound)
+            applied += counts[0]
+            duplicates += counts[1]
+            late += counts[2]
+            out[user] = encode(state)
+        return applied, duplicates, late
 
 
 class Walk:

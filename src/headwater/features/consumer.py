@@ -192,14 +192,7 @@ class FeatureConsumer(Consumer):
             part = {r.key: r.partition for r in records}
             self.applied += self._apply_per_partition(part, batch, rows, out)
         else:
-            decode, apply, encode = engine.decode, engine.apply_batch, engine.encode
-            starts = batch.starts
-            applied = 0
-            for k, user in enumerate(batch.users):
-                state = decode(rows.get(user))
-                applied += apply(state, batch, starts[k], starts[k + 1])
-                out[user] = encode(state)
-            self.applied += applied
+            self.applied += engine.apply_rows(batch, rows, out)
         if self.previous is not None:
             self.store.put(self.previous, out, group=self.group, fence=self._fence_of(moved))
         self.store.put(

@@ -86,6 +86,23 @@ class FeatureEngine:
             self.align(state)
         return self._count(self._pass.apply_batch(state, batch, start, stop, self.lateness_ms))
 
+    def apply_rows(
+        self, batch: SignalBatch, rows: Mapping[str, bytes], out: dict[str, bytes]
+    ) -> int:
+        """:meth:`apply_batch` to every user of ``batch``, each from its stored row in
+        ``rows`` (absent for a new user), each row's stored form put in ``out``; the
+        number applied. One call into the pass for the whole batch."""
+        if self._versioned:  # each row aligned to the engine's definitions first
+            applied = 0
+            for k, user in enumerate(batch.users):
+                state = self.decode(rows.get(user))
+                applied += self.apply_batch(state, batch, batch.starts[k], batch.starts[k + 1])
+                out[user] = _encode(state)
+            return applied
+        return self._count(
+            self._pass.apply_rows(batch, rows, (_decode, _encode), self.lateness_ms, out)
+        )
+
     def _count(self, counts: tuple[int, int, int]) -> int:
         applied, duplicates, late = counts
         if duplicates:
