@@ -12,6 +12,7 @@ threads used in phase 1 (``/proc/<pid>/task``). An older checkout can be paired 
 ``PYTHONPATH=<checkout>/src .venv/bin/python bench/bench_gateway.py``.
 
     .venv/bin/python bench/bench_gateway.py [--batches 400] [--seconds 10] [--paced-rate 90]
+    .venv/bin/python bench/bench_gateway.py --tombstones 100000   # a platform's erasures
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -36,7 +38,10 @@ from headwater.access.keys import ApiKeys
 from headwater.config import Settings
 from headwater.contract.loader import default_definitions
 from headwater.control import open_control_database
+from headwater.control.base import ControlDatabase
 from headwater.demo.traffic import Traffic
+from headwater.erasure.ledger import ErasureLedger
+from headwater.erasure.subject import SubjectSealer
 from headwater.registry.contracts import ContractRegistry
 
 ECHO_APP = textwrap.dedent("""
@@ -127,6 +132,19 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def add_tombstones(db: ControlDatabase, n: int) -> None:
+    """``n`` tombstones of users the traffic never names, as the ledger's table holds them
+    (written with the columns every release has; an older checkout can read them)."""
+    ErasureLedger(db, SubjectSealer(secrets.token_bytes(32)))  # the ledger's tables
+    with db.transaction() as tx:
+        for i in range(n):
+            tx.execute(
+                "INSERT INTO hw_tombstones (subject_hash, erased_at_ms, request_id) "
+                "VALUES (?, ?, ?)",
+                (secrets.token_hex(32), 1_700_000_000_000 + i, f"bench-{i}"),
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=400)
@@ -138,6 +156,13 @@ def main() -> None:
         help="phase 2's batches/s (default: half of phase 1's rate); a fixed rate lets two "
         "checkouts' latencies be compared at the same load",
     )
+    parser.add_argument(
+        "--tombstones",
+        type=int,
+        default=0,
+        help="erased users in the control plane before the gateway starts (none of them "
+        "in the traffic): what a platform that has run that many erasures carries",
+    )
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {1})
@@ -147,6 +172,8 @@ def main() -> None:
         db = open_control_database(settings.control_url)
         ContractRegistry(db).apply(default_definitions())
         key, _ = ApiKeys(db).create("bench", event_types=("*",), rate_limit_eps=10_000_000)
+        if args.tombstones:
+            add_tombstones(db, args.tombstones)
         db.close()
         env = dict(os.environ, HEADWATER_HOME=str(home), HEADWATER_LOG_LEVEL="WARNING")
         py = sys.executable
@@ -204,6 +231,7 @@ def main() -> None:
     emit(
         "gateway",
         {
+            "tombstones": args.tombstones,
             "batch_events": 500,
             "batch_bytes_avg": round(statistics.mean(len(b) for b in flood_bodies)),
             "concurrency": args.concurrency,
