@@ -125,13 +125,6 @@ def _random_text(rand: int) -> str:
     )
 
 
-def _ulid_text(value: int) -> str:
-    """A 128-bit value as a ULID's 26 Crockford base32 characters, most significant first:
-    10 of the top 48 bits (the time), 16 of the low 80 (the randomness), two characters
-    a lookup (about a third of the cost of 26 steps of one character)."""
-    return _ms_text(value >> 80 & ((1 << 48) - 1)) + _random_text(value)
-
-
 class UserFeatures(msgspec.Struct):
     """One user's features with their freshness, as the API answers them (and as the
     read client decodes them)."""

@@ -10,6 +10,7 @@ from the dead-letter store) and then every ``refresh_s`` for the tombstones adde
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from headwater.bus.base import Record
 from headwater.contract.signal import decode_signal
@@ -65,19 +66,25 @@ class TombstoneFilter:
         erased_at = self._erased.get(self.hasher(record.key))
         return erased_at is not None and self._before(record, erased_at)
 
+    def erased_among(self, users: Iterable[str]) -> dict[str, int]:
+        """The erasure time (ms) of each of ``users`` (distinct user ids) that is erased;
+        each is hashed and looked up once."""
+        erased = self._erased
+        hasher = self.hasher
+        hits: dict[str, int] = {}
+        for user in users:
+            at = erased.get(hasher(user))
+            if at is not None:
+                hits[user] = at
+        return hits
+
     def split(self, records: list[Record]) -> tuple[list[Record], list[Record]]:
         """``records`` (signals) as those to apply and those :meth:`drops` would drop, in
         order. Each user of the batch is hashed and looked up once, however many of its
         records there are; a batch of which none is dropped is handed back as it is."""
-        erased = self._erased
-        if not erased:
+        if not self._erased:
             return records, []
-        hasher = self.hasher
-        hits: dict[str, int] = {}
-        for key in {r.key for r in records}:
-            at = erased.get(hasher(key))
-            if at is not None:
-                hits[key] = at
+        hits = self.erased_among({r.key for r in records})
         if not hits:
             return records, []
         kept: list[Record] = []

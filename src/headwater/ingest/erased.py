@@ -33,17 +33,11 @@ class ErasedUsers:
     def screen(self, result: BatchResult) -> BatchResult:
         """The result with erased users' refused events moved to the rejections."""
         self.tombstones.refresh()
-        erased = self.tombstones.erased_at
-        if not erased:
+        if not self.tombstones.erased_at:
             return result
-        hasher = self.tombstones.hasher
         # Each user of the batch hashed and looked up once; a batch of none erased (the
         # common case) is handed back as it is, without a pass over its events.
-        hits: dict[str, int] = {}
-        for user in {event.user_id for event in result.accepted}:
-            at = erased.get(hasher(user))
-            if at is not None:
-                hits[user] = at
+        hits = self.tombstones.erased_among({event.user_id for event in result.accepted})
         if not hits:
             return result
         kept: list[TypedSignal] = []
