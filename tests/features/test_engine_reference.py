@@ -52,6 +52,19 @@ EXTRA = (
 )
 
 
+def as_maps(specs: tuple[FeatureSpec, ...], state: dict[str, Any]) -> dict[str, Any]:
+    """The engine's state with each bucketed count's flat lists (``_kinds.bump``) as the
+    reference's ``{key: n}`` maps."""
+    out = dict(state)
+    for spec in specs:
+        if spec.kind == "window_count" and spec.name in out:
+            out[spec.name] = {
+                etype: [_kinds.bucket_map(minutes), _kinds.bucket_map(hours)]
+                for etype, (minutes, hours) in out[spec.name].items()
+            }
+    return out
+
+
 def _payload(etype: str, n: int) -> dict[str, Any]:
     if etype == "save":
         return {"action": "remove" if n % 4 == 0 else "add"}
@@ -134,7 +147,7 @@ def test_batched_engine_equals_per_event_engine(
                 ref_state = engine.decode(ref_rows.get(user))
                 expected += reference.apply(ref_state, signals)
                 ref_rows[user] = engine.encode(ref_state)
-                assert engine.decode(out[user]) == ref_state
+                assert as_maps(specs, engine.decode(out[user])) == ref_state
             assert applied == expected
             rows.update(out)
             continue
@@ -152,12 +165,12 @@ def test_batched_engine_equals_per_event_engine(
                     state, columns, columns.starts[k], columns.starts[k + 1]
                 )
             assert applied == reference.apply(ref_state, signals)
-            assert state == ref_state
+            assert as_maps(specs, state) == ref_state
             rows[user] = engine.encode(state)
             ref_rows[user] = engine.encode(ref_state)
     assert engine.duplicates == reference.duplicates
     assert engine.late_events == reference.late_events
-    assert {u: engine.decode(r) for u, r in rows.items()} == {
+    assert {u: as_maps(specs, engine.decode(r)) for u, r in rows.items()} == {
         u: engine.decode(r) for u, r in ref_rows.items()
     }
     now_ms = int(NOW.timestamp() * 1000)
@@ -197,7 +210,7 @@ def test_a_busy_user_prunes_buckets_like_the_per_event_engine(native: bool) -> N
     state: dict[str, Any] = {}
     ref_state: dict[str, Any] = {}
     assert engine.apply(state, signals) == reference.apply(ref_state, signals) == 5000
-    assert state == ref_state
+    assert as_maps(DEFAULT_FEATURES, state) == ref_state
     assert engine.duplicates == reference.duplicates > 0
 
 
@@ -219,7 +232,7 @@ def test_a_batch_of_only_late_events_leaves_bucketed_features_untouched(native: 
     ref_state = dict(state)
     late = [view(1, 3600), view(2, 7200)]
     assert engine.apply(state, late) == reference.apply(ref_state, late) == 2
-    assert state == ref_state
+    assert as_maps(DEFAULT_FEATURES, state) == ref_state
     assert "window_counts" not in state
     assert "active_surfaces_24h" not in state
 
@@ -342,5 +355,57 @@ def test_window_reads_are_the_reference_reads(
 ) -> None:
     state, now = state_now
     spec = FeatureSpec(name="w", kind="window_count", windows_s=tuple(windows))
-    assert reader_for(spec, native=native)(state, now) == read(spec, state, now)
-    assert reader_for(spec, native=native)(None, now) == read(spec, None, now)
+    reader = reader_for(spec, native=native)
+    assert reader(state, now) == read(spec, state, now)  # a row written with bucket maps
+    kinds = implementation(native)[0]
+    lists = {t: [kinds.bucket_list(m), kinds.bucket_list(h)] for t, (m, h) in state.items()}
+    assert reader(lists, now) == read(spec, state, now)
+    assert reader(None, now) == read(spec, None, now)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    steps=st.lists(st.integers(-40, 3), min_size=1, max_size=400),
+    kept=st.sampled_from([1, 2, 5, 61]),
+    native=st.sampled_from([True, False] if NATIVE else [False]),
+)
+def test_bucket_lists_count_and_prune_as_maps(steps: list[int], kept: int, native: bool) -> None:
+    # Keys mostly moving forward, some repeated and some far behind (late events within
+    # the bound): the flat list counts and prunes exactly as a {key: n} map does.
+    kinds = implementation(native)[0]
+    buckets: list[int] = []
+    expected: dict[int, int] = {}
+    key = 29_000_000
+    for step in steps:
+        key += max(step, 0)
+        at = key + min(step, 0)
+        kinds.bump(buckets, at, kept)
+        expected[at] = expected.get(at, 0) + 1
+        if len(expected) > 2 * kept:
+            newest = max(expected)
+            expected = {k: n for k, n in expected.items() if k > newest - kept}
+        assert kinds.bucket_map(buckets) == expected
+        gaps = buckets[2::2]
+        assert all(gap > 0 for gap in gaps)  # newest first, no key twice
+        assert kinds.bucket_list(expected) == buckets
+
+
+@pytest.mark.parametrize("native", PASSES)
+def test_a_row_with_bucket_maps_reads_and_counts_on(native: bool) -> None:
+    # A row stored before the flat lists: its maps read as before and become lists, with
+    # their counts, at the next event of their type.
+    engine = _engine(native, lateness_ms=3_600_000)
+    now_ms = int(NOW.timestamp() * 1000)
+    minute, hour = now_ms // 60_000, now_ms // 3_600_000
+    row = {"window_counts": {"view": [{minute: 2, minute - 5: 1}, {hour: 3, hour - 30: 4}]}}
+    before = engine.read("a", row, now_ms=now_ms, as_of_ms=now_ms).features["window_counts"]
+    assert before == {"1h": {"view": 3}, "24h": {"view": 3}, "7d": {"view": 7}}
+    view = Signal(
+        event_id="e1", event_type="view", user_id="a", surface="web", timestamp=NOW, item_id="i"
+    )
+    engine.apply(row, [view])
+    minutes, hours = row["window_counts"]["view"]
+    assert minutes == [minute, 3, 5, 1]
+    assert hours == [hour, 4, 30, 4]
+    after = engine.read("a", row, now_ms=now_ms, as_of_ms=now_ms).features["window_counts"]
+    assert after == {"1h": {"view": 4}, "24h": {"view": 4}, "7d": {"view": 8}}

@@ -5,10 +5,17 @@
 # a Python call); declared, its update is a C call.
 cimport cython
 
-cdef long long MINUTE_MS, HOUR_MS, MINUTES_KEPT, HOURS_KEPT, MOST_MINUTES, MOST_HOURS
+cdef long long MINUTE_MS, HOUR_MS, MINUTES_KEPT, HOURS_KEPT
 
 @cython.locals(newest=cython.longlong)
 cpdef prune_buckets(dict buckets, long long kept)
+@cython.locals(out=list, previous=cython.longlong, key=cython.longlong)
+cpdef list bucket_list(dict buckets)
+@cython.locals(out=dict, key=cython.longlong, i=Py_ssize_t)
+cpdef dict bucket_map(object buckets)
+@cython.locals(n=Py_ssize_t, newest=cython.longlong, at=cython.longlong, older=cython.longlong,
+               i=Py_ssize_t)
+cpdef bump(list buckets, long long key, long long kept)
 
 cdef dict _HEADS
 cdef list _SECONDS, _MILLIS
@@ -48,12 +55,11 @@ cdef class Count(Kind):
 cdef class WindowCount(Kind):
     cdef readonly tuple labels, spans, by_minute
 
-    @cython.locals(per_type=dict, pair=list, minutes=dict, hours=dict, ts=cython.longlong,
-                   minute=cython.longlong, hour=cython.longlong)
+    @cython.locals(per_type=dict, pair=list, ts=cython.longlong)
     cpdef object update(self, object value, Event ev)
     @cython.locals(out=dict, w=Py_ssize_t, index=Py_ssize_t,
                    unit=cython.longlong, answer=dict, lo=cython.longlong, hi=cython.longlong,
-                   n=cython.longlong, k=cython.longlong, c=cython.longlong)
+                   n=cython.longlong, k=cython.longlong, c=cython.longlong, i=Py_ssize_t)
     cpdef object read(self, object value, long long now)
 
 

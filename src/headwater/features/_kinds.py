@@ -33,19 +33,94 @@ HOUR_MS = 3_600_000
 #: Minute buckets cover the last hour; hour buckets cover the last 7 days.
 MINUTES_KEPT = 61
 HOURS_KEPT = 24 * 7 + 1
-MOST_MINUTES = 2 * MINUTES_KEPT
-MOST_HOURS = 2 * HOURS_KEPT
 
 _decode_payload = msgspec.msgpack.Decoder(dict[str, Any]).decode
 
 
 def prune_buckets(buckets: dict[int, int], kept: int) -> None:
-    """Drop the buckets more than ``kept`` before the newest."""
-    # Called only when a bucket map holds twice its span, so the cost of a prune is
-    # spread over at least a span's worth of events.
+    """Drop the buckets more than ``kept`` before the newest (a row's map of buckets
+    from before the lists below)."""
     newest = max(buckets)
     for key in [k for k in buckets if k <= newest - kept]:
         del buckets[key]
+
+
+# A bucketed count keeps its buckets in one flat list, newest first: the newest bucket's
+# key and count, then for each older bucket the gap down from the bucket before it and
+# its count: ``[key, n, gap, n, gap, n, ...]``. Gaps and counts are mostly below 257,
+# which Python keeps as shared objects: decoding a row allocates one list for the
+# buckets, not an int per key, and MessagePack stores each in a byte. A row written
+# before holds ``{key: n}`` maps; ``bucket_list`` turns one into a list when it is
+# next updated, and the reads take either.
+
+
+def bucket_list(buckets: dict[int, int]) -> list[int]:
+    """The flat list (above) of a ``{key: n}`` map."""
+    out: list[int] = []
+    previous = 0
+    for key in sorted(buckets, reverse=True):
+        out.append(key if not out else previous - key)
+        out.append(buckets[key])
+        previous = key
+    return out
+
+
+def bucket_map(buckets: Any) -> dict[int, int]:
+    """``{key: n}`` of a flat list (or of a map, as it is)."""
+    if isinstance(buckets, dict):
+        return dict(buckets)
+    out: dict[int, int] = {}
+    key = 0
+    for i in range(0, len(buckets), 2):
+        key = buckets[0] if i == 0 else key - buckets[i]
+        out[key] = buckets[i + 1]
+    return out
+
+
+def bump(buckets: list[int], key: int, kept: int) -> None:
+    """Count one event in bucket ``key``; once more than ``2 * kept`` buckets are held,
+    drop those more than ``kept`` before the newest."""
+    n = len(buckets)
+    if n == 0:
+        buckets.append(key)
+        buckets.append(1)
+        return
+    newest = buckets[0]
+    if key == newest:  # the usual case: events arrive in time order
+        buckets[1] += 1
+        return
+    if key > newest:
+        buckets[0] = key - newest
+        buckets.insert(0, 1)
+        buckets.insert(0, key)
+    else:
+        at = newest
+        i = 2
+        while i < n:
+            older = at - buckets[i]
+            if older == key:
+                buckets[i + 1] += 1
+                return
+            if older < key:  # between the bucket at ``at`` and this older one
+                buckets[i] = key - older
+                buckets.insert(i, 1)
+                buckets.insert(i, at - key)
+                break
+            at = older
+            i += 2
+        else:
+            buckets.append(at - key)
+            buckets.append(1)
+    if len(buckets) > 4 * kept:
+        # Pruned only past twice the span: the cost of a prune is spread over at least
+        # a span's worth of new buckets.
+        newest = buckets[0]
+        at = newest
+        for i in range(2, len(buckets), 2):
+            at -= buckets[i]
+            if at <= newest - kept:
+                del buckets[i:]
+                break
 
 
 def window_label(seconds: float) -> str:
@@ -134,8 +209,9 @@ class Count(Kind):
 
 class WindowCount(Kind):
     """Events per type in rolling windows ending at the read: per type, minute and hour
-    buckets ``[{minute: n}, {hour: n}]``. A window up to an hour long sums minute
-    buckets, a longer one hour buckets; a bucket ``k`` is in when ``lo < k <= hi``."""
+    buckets ``[minutes, hours]``, each a flat list (``bump``). A window up to an hour
+    long sums minute buckets, a longer one hour buckets; a bucket ``k`` is in when
+    ``lo < k <= hi``."""
 
     def __init__(self, spec: FeatureSpec) -> None:
         super().__init__(spec)
@@ -145,21 +221,20 @@ class WindowCount(Kind):
         self.by_minute = tuple(w <= 3600 for w in spec.windows_s)
 
     def update(self, value: Any, ev: Event) -> Any:
-        per_type: dict[str, list[dict[int, int]]] = {} if value is None else value
+        per_type: dict[str, list[Any]] = {} if value is None else value
         etype = ev.etype
         pair = per_type.get(etype)
         if pair is None:
-            pair = per_type[etype] = [{}, {}]
-        minutes, hours = pair
+            pair = per_type[etype] = [[], []]
+        minutes = pair[0]
+        hours = pair[1]
+        if type(minutes) is not list:  # a row written with bucket maps
+            minutes = pair[0] = bucket_list(minutes)
+        if type(hours) is not list:
+            hours = pair[1] = bucket_list(hours)
         ts = ev.ts
-        minute = ts // MINUTE_MS
-        hour = ts // HOUR_MS
-        minutes[minute] = minutes.get(minute, 0) + 1
-        hours[hour] = hours.get(hour, 0) + 1
-        if len(minutes) > MOST_MINUTES:
-            prune_buckets(minutes, MINUTES_KEPT)
-        if len(hours) > MOST_HOURS:
-            prune_buckets(hours, HOURS_KEPT)
+        bump(minutes, ts // MINUTE_MS, MINUTES_KEPT)
+        bump(hours, ts // HOUR_MS, HOURS_KEPT)
         return per_type
 
     def read(self, value: Any, now: int) -> Any:
@@ -171,10 +246,20 @@ class WindowCount(Kind):
             hi = now // unit
             answer = out.setdefault(self.labels[w], {})
             for etype, pair in (value or {}).items():
+                buckets = pair[index]
                 n = 0
-                for k, c in pair[index].items():
-                    if lo < k <= hi:
-                        n += c
+                if type(buckets) is list:
+                    k = 0
+                    for i in range(0, len(buckets), 2):
+                        k = buckets[0] if i == 0 else k - buckets[i]
+                        if k <= lo:
+                            break  # newest first: the rest are older still
+                        if k <= hi:
+                            n += buckets[i + 1]
+                else:
+                    for k, c in buckets.items():
+                        if lo < k <= hi:
+                            n += c
                 if n:
                     answer[etype] = n
         return out
