@@ -15,18 +15,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from headwater.access.keys import ApiKeys
 from headwater.bus import Message
 from headwater.config import Settings
 from headwater.contract.definition import RegisteredEventType
 from headwater.contract.loader import default_definitions
-from headwater.contract.signal import encode_signal
+from headwater.contract.signal import decode_signal, encode_signal
 from headwater.contract.validator import SignalValidator
 from headwater.control import open_control_database
 from headwater.demo.traffic import Traffic
@@ -40,13 +41,35 @@ CLIENT_CORE = 1
 
 
 def signal_messages(
-    n: int, *, users: int = 100_000, items: int = 50_000, seed: int = 7, cover: bool = False
+    n: int,
+    *,
+    users: int = 100_000,
+    items: int = 50_000,
+    seed: int = 7,
+    cover: bool = False,
+    spread_s: float = 0.0,
 ) -> list[Message]:
     """``n`` realistic signals as the gateway puts them on the bus (Zipf users and items).
 
     ``cover`` adds one event for each declared user the Zipf draw left out, spread
-    evenly through the stream, so that every user has a row afterwards.
+    evenly through the stream, so that every user has a row afterwards. ``spread_s``
+    moves the event times (not the receive times) back so that the stream, in bus
+    order, covers that many seconds ending now: rows then hold what a platform running
+    that long holds (a busy user's minute and hour buckets, for one), not seconds' worth.
     """
+    msgs = _signal_messages(n, users=users, items=items, seed=seed, cover=cover)
+    if spread_s <= 0:
+        return msgs
+    end = datetime.now(UTC)
+    out = []
+    for i, m in enumerate(msgs):
+        at = end - timedelta(seconds=spread_s * (1 - i / len(msgs)))
+        sig = msgspec.structs.replace(decode_signal(m.value), timestamp=at)
+        out.append(Message(m.key, encode_signal(sig)))
+    return out
+
+
+def _signal_messages(n: int, *, users: int, items: int, seed: int, cover: bool) -> list[Message]:
     validator = SignalValidator(RegisteredEventType(d, 1) for d in default_definitions().values())
     traffic = Traffic(users=users, items=items, seed=seed)
 

@@ -33,6 +33,7 @@ declared user (one extra event for each user the Zipf draw left out), so the sto
 with one row per user.
 
     .venv/bin/python bench/bench_features.py [--events 1000000] [--batch-sizes 5000,20000,50000]
+    .venv/bin/python bench/bench_features.py --spread-days 7   # rows a week of events built
 """
 
 from __future__ import annotations
@@ -349,6 +350,12 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="5000,20000,50000")
     parser.add_argument("--repeat", type=int, default=2, help="rounds; the best is reported")
     parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument(
+        "--spread-days",
+        type=float,
+        default=0.0,
+        help="event times spread over this many days (rows as a platform running that long)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--bus-url", help=argparse.SUPPRESS)
@@ -368,7 +375,13 @@ def main() -> None:
         return
     pin_one_core()
     sizes = [int(s) for s in args.batch_sizes.split(",")]
-    msgs = signal_messages(args.events, users=args.users, items=args.items, cover=True)
+    msgs = signal_messages(
+        args.events,
+        users=args.users,
+        items=args.items,
+        cover=True,
+        spread_s=args.spread_days * 86_400,
+    )
     values = [m.value for m in msgs]
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "hw"
@@ -475,6 +488,7 @@ def main() -> None:
         "features",
         {
             "events": len(values),
+            "spread_days": args.spread_days,
             "users_in_workload": users,
             "users_declared": args.users,
             "items_declared": args.items,
