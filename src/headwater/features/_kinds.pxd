@@ -7,8 +7,6 @@ cimport cython
 
 cdef long long MINUTE_MS, HOUR_MS, MINUTES_KEPT, HOURS_KEPT
 
-@cython.locals(newest=cython.longlong)
-cpdef prune_buckets(dict buckets, long long kept)
 @cython.locals(out=list, previous=cython.longlong, key=cython.longlong)
 cpdef list bucket_list(dict buckets)
 @cython.locals(out=dict, key=cython.longlong, i=Py_ssize_t)

@@ -37,14 +37,6 @@ HOURS_KEPT = 24 * 7 + 1
 _decode_payload = msgspec.msgpack.Decoder(dict[str, Any]).decode
 
 
-def prune_buckets(buckets: dict[int, int], kept: int) -> None:
-    """Drop the buckets more than ``kept`` before the newest (a row's map of buckets
-    from before the lists below)."""
-    newest = max(buckets)
-    for key in [k for k in buckets if k <= newest - kept]:
-        del buckets[key]
-
-
 # A bucketed count keeps its buckets in one flat list, newest first: the newest bucket's
 # key and count, then for each older bucket the gap down from the bucket before it and
 # its count: ``[key, n, gap, n, gap, n, ...]``. Gaps and counts are mostly below 257,
