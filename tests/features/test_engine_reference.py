@@ -52,14 +52,25 @@ EXTRA = (
 )
 
 
+def bucket_map(buckets: list[int]) -> dict[int, int]:
+    """``{key: n}`` of a bucketed count's flat list (``_kinds.bump``): the newest key,
+    then each older key a gap below the one before."""
+    out: dict[int, int] = {}
+    key = 0
+    for i in range(0, len(buckets), 2):
+        key = buckets[0] if i == 0 else key - buckets[i]
+        out[key] = buckets[i + 1]
+    return out
+
+
 def as_maps(specs: tuple[FeatureSpec, ...], state: dict[str, Any]) -> dict[str, Any]:
-    """The engine's state with each bucketed count's flat lists (``_kinds.bump``) as the
-    reference's ``{key: n}`` maps."""
+    """The engine's state with each bucketed count's flat lists as the reference's
+    ``{key: n}`` maps."""
     out = dict(state)
     for spec in specs:
         if spec.kind == "window_count" and spec.name in out:
             out[spec.name] = {
-                etype: [_kinds.bucket_map(minutes), _kinds.bucket_map(hours)]
+                etype: [bucket_map(minutes), bucket_map(hours)]
                 for etype, (minutes, hours) in out[spec.name].items()
             }
     return out
@@ -384,7 +395,7 @@ def test_bucket_lists_count_and_prune_as_maps(steps: list[int], kept: int, nativ
         if len(expected) > 2 * kept:
             newest = max(expected)
             expected = {k: n for k, n in expected.items() if k > newest - kept}
-        assert kinds.bucket_map(buckets) == expected
+        assert bucket_map(buckets) == expected
         gaps = buckets[2::2]
         assert all(gap > 0 for gap in gaps)  # newest first, no key twice
         assert kinds.bucket_list(expected) == buckets

@@ -9,8 +9,6 @@ cdef long long MINUTE_MS, HOUR_MS, MINUTES_KEPT, HOURS_KEPT
 
 @cython.locals(out=list, previous=cython.longlong, key=cython.longlong)
 cpdef list bucket_list(dict buckets)
-@cython.locals(out=dict, key=cython.longlong, i=Py_ssize_t)
-cpdef dict bucket_map(object buckets)
 @cython.locals(n=Py_ssize_t, newest=cython.longlong, at=cython.longlong, older=cython.longlong,
                i=Py_ssize_t)
 cpdef bump(list buckets, long long key, long long kept)

@@ -57,18 +57,6 @@ def bucket_list(buckets: dict[int, int]) -> list[int]:
     return out
 
 
-def bucket_map(buckets: Any) -> dict[int, int]:
-    """``{key: n}`` of a flat list (or of a map, as it is)."""
-    if isinstance(buckets, dict):
-        return dict(buckets)
-    out: dict[int, int] = {}
-    key = 0
-    for i in range(0, len(buckets), 2):
-        key = buckets[0] if i == 0 else key - buckets[i]
-        out[key] = buckets[i + 1]
-    return out
-
-
 def bump(buckets: list[int], key: int, kept: int) -> None:
     """Count one event in bucket ``key``; once more than ``2 * kept`` buckets are held,
     drop those more than ``kept`` before the newest."""

@@ -129,14 +129,14 @@ class FeaturePass:
         self,
         batch: SignalBatch,
         rows: Mapping[str, bytes],
-        codec: tuple[Callable[[bytes], dict[str, Any]], Callable[[dict[str, Any]], bytes]],
+        codec: tuple[Callable[[bytes | None], dict[str, Any]], Callable[[dict[str, Any]], bytes]],
         bound: int,
         out: dict[str, bytes],
     ) -> tuple[int, int, int]:
         """:meth:`apply_batch` for every user of ``batch`` in turn: the user's stored row
-        (in ``rows``; a new user has none) decoded, its events applied, the row encoded
-        into ``out`` (``codec``: the row's decode and encode). The counts summed: one call
-        per batch, not per user."""
+        (in ``rows``; None for a new user) decoded, its events applied, the row encoded
+        into ``out`` (``codec``: the row's decode, which takes None too, and its encode).
+        The counts summed: one call per batch, not per user."""
         decode, encode = codec
         users = batch.users
         starts = batch.starts
@@ -146,7 +146,7 @@ class FeaturePass:
         for k in range(len(users)):
             user = users[k]
             data = rows.get(user)
-            state = decode(data) if data else {}
+            state = decode(data)
             counts = self.apply_batch(state, batch, starts[k], starts[k + 1], bound)
             applied += counts[0]
             duplicates += counts[1]

@@ -92,16 +92,17 @@ class FeatureEngine:
         """:meth:`apply_batch` to every user of ``batch``, each from its stored row in
         ``rows`` (absent for a new user), each row's stored form put in ``out``; the
         number applied. One call into the pass for the whole batch."""
-        if self._versioned:  # each row aligned to the engine's definitions first
-            applied = 0
-            for k, user in enumerate(batch.users):
-                state = self.decode(rows.get(user))
-                applied += self.apply_batch(state, batch, batch.starts[k], batch.starts[k + 1])
-                out[user] = _encode(state)
-            return applied
+        decode = self._decode_aligned if self._versioned else self.decode
         return self._count(
-            self._pass.apply_rows(batch, rows, (_decode, _encode), self.lateness_ms, out)
+            self._pass.apply_rows(batch, rows, (decode, _encode), self.lateness_ms, out)
         )
+
+    def _decode_aligned(self, data: bytes | None) -> dict[str, Any]:
+        """:meth:`decode`, then :meth:`align` (the pass's decode of a row when some
+        features were redefined)."""
+        state = self.decode(data)
+        self.align(state)
+        return state
 
     def _count(self, counts: tuple[int, int, int]) -> int:
         applied, duplicates, late = counts
