@@ -41,6 +41,14 @@ else:
                 ["src/headwater/features/_records.pyx"],
                 depends=["src/headwater/_msgpack.pxd"],
             ),
+            # The feature pass over a batch's stored rows, without a Python object per
+            # value (C++ for its vectors).
+            Extension(
+                "headwater.features._rows",
+                ["src/headwater/features/_rows.pyx"],
+                depends=["src/headwater/_msgpack.pxd"],
+                language="c++",
+            ),
         ],
         build_dir="build/cython",  # the generated C stays out of the source tree
     )

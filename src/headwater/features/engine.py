@@ -13,6 +13,7 @@ from headwater.features.kinds import (
     Reader,
     SignalView,
     compile_pass,
+    compile_row_pass,
     implementation,
     reader_for,
 )
@@ -61,6 +62,9 @@ class FeatureEngine:
         # Every feature's update in one pass over a user's events, and its read: compiled
         # to C when built (``native=None``), else Python; both give the same answers.
         self._pass = compile_pass(self.specs, native=native)
+        # A batch's stored rows in C where built (``_rows``); else the pass's own
+        # ``apply_rows``. Both store the same bytes (a property test holds them to it).
+        self._rows = compile_row_pass(self._pass, native=native)
         self._readers: dict[str, Reader] = {
             s.name: reader_for(s, native=native) for s in self.specs
         }
@@ -92,10 +96,14 @@ class FeatureEngine:
         """:meth:`apply_batch` to every user of ``batch``, each from its stored row in
         ``rows`` (absent for a new user), each row's stored form put in ``out``; the
         number applied. One call into the pass for the whole batch."""
-        decode = self._decode_aligned if self._versioned else self.decode
-        return self._count(
-            self._pass.apply_rows(batch, rows, (decode, _encode), self.lateness_ms, out)
-        )
+        if self._rows is not None and not self._versioned:
+            counts = self._rows.apply_rows(
+                batch, rows, (self.decode, _encode), self.lateness_ms, out
+            )
+        else:  # each row aligned to the definitions as it is decoded, where some changed
+            decode = self._decode_aligned if self._versioned else self.decode
+            counts = self._pass.apply_rows(batch, rows, (decode, _encode), self.lateness_ms, out)
+        return self._count(counts)
 
     def _decode_aligned(self, data: bytes | None) -> dict[str, Any]:
         """:meth:`decode`, then :meth:`align` (the pass's decode of a row when some

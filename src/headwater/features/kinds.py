@@ -22,11 +22,14 @@ from functools import cache
 from importlib.machinery import ExtensionFileLoader
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from headwater.features import _kinds, _pass
+
+if TYPE_CHECKING:
+    from headwater.features import _rows
 from headwater.features._pass import FIRST, IDS, LATE, WATERMARK
 from headwater.features.spec import FeatureSpec
 
@@ -40,6 +43,7 @@ __all__ = [
     "Reader",
     "SignalView",
     "compile_pass",
+    "compile_row_pass",
     "compiled",
     "implementation",
     "reader_for",
@@ -131,6 +135,21 @@ def compile_pass(specs: Sequence[FeatureSpec], *, native: bool | None = None) ->
     kinds, passes = implementation(native)
     features: _pass.FeaturePass = passes.FeaturePass([kinds.kind_for(s) for s in specs])
     return features
+
+
+def compile_row_pass(
+    features: _pass.FeaturePass, *, native: bool | None = None
+) -> _rows.RowPass | None:
+    """The pass over a batch's stored rows in C (``_rows.RowPass``) for ``features``, or
+    None: where ``_rows`` is not built, for the Python form (``native=False``), or for
+    kinds ``_rows`` does not apply. None leaves the rows to ``features.apply_rows``."""
+    if native is False or not NATIVE:
+        return None
+    try:
+        from headwater.features import _rows as rows
+    except ImportError:
+        return None
+    return rows.row_pass(features)
 
 
 def reader_for(spec: FeatureSpec, *, native: bool | None = None) -> Reader:
