@@ -237,16 +237,21 @@ cdef inline long long millis(int64_t micros) noexcept:
 
 def read_batch(records, stored, bint runs, batch):
     """Fill ``batch`` (an empty ``signals.SignalBatch``) from ``records``, skipping those
-    below ``stored`` (partition -> next offset to apply); see ``signals.decode_batch``."""
-    # The users' and the runs' bytes are read in place while the batch is read: every
-    # record is held until the end (a list of them is, whatever ``records`` was).
+    below ``stored`` (partition -> next offset to apply); see ``signals.decode_batch``.
+
+    Two passes: every record's fields are read into a C array (pointers into the
+    records' bytes) and its user found; then each value is made once, straight into its
+    place in the columns, each user's events together in bus order."""
+    # The records' bytes are read in place until the columns are made: every record is
+    # held until the end (a list of them is, whatever ``records`` was).
     cdef list held = records if type(records) is list else list(records)
     cdef Py_ssize_t n = len(held), i, k, users_n, dest
-    cdef Fields f
+    cdef Fields *f
+    cdef Fields *fields = NULL
     cdef bytes value
     cdef Users users = Users(n)
     cdef list user_names = []
-    cdef list ids = [], types = [], items = [], surfaces = [], times = [], payloads = []
+    cdef list ids, types, items, surfaces, times, payloads
     cdef list out_runs = [] if runs else None
     cdef dict last = {}
     cdef dict counts = {}
@@ -264,22 +269,34 @@ def read_batch(records, stored, bint runs, batch):
     cdef object etype
     cdef Py_ssize_t slot
     cdef list starts
+    # The stored position of the partition the last record came from (records come in
+    # runs of one partition): looked up once a run, not once a record.
+    cdef object partition = None
+    cdef object next_offset = None
+    cdef object r_partition
     slots = <Py_ssize_t *>malloc((n if n else 1) * sizeof(Py_ssize_t))
-    if slots == NULL:
+    fields = <Fields *>malloc((n if n else 1) * sizeof(Fields))
+    if slots == NULL or fields == NULL:
+        free(slots)
+        free(fields)
         raise MemoryError()
     try:
         k = 0
         for r in held:
-            next_offset = stored.get(r.partition)
+            r_partition = r.partition
+            if r_partition is not partition:
+                partition = r_partition
+                next_offset = stored.get(partition)
             if next_offset is not None and r.offset < next_offset:
                 skipped += 1  # applied before a crash; its position was stored with the row
                 continue
             value = r.value if type(r.value) is bytes else None
             if value is None:  # msgspec reads any buffer
                 raise UnsupportedRecordError("a record value that is not bytes")
+            f = &fields[k]
             try:
                 read_signal(<const unsigned char *>PyBytes_AS_STRING(value),
-                            PyBytes_GET_SIZE(value), &f)
+                            PyBytes_GET_SIZE(value), f)
             except UnsupportedRecordError:
                 raise
             except ValueError as error:  # a MessagePack reader's (_msgpack.pxd)
@@ -291,17 +308,7 @@ def read_batch(records, stored, bint runs, batch):
                 users.add(f.user_id.p, f.user_id.n, slot)
             slots[k] = slot
             k += 1
-            ids.append(text(f.event_id.p, f.event_id.n))
-            etype = type_names.get(f.event_type.p, f.event_type.n)
-            types.append(etype)
-            items.append(text(f.item_id.p, f.item_id.n) if f.item_id.present else None)
-            surfaces.append(surface_names.get(f.surface.p, f.surface.n))
-            times.append(millis(f.timestamp))
-            if f.payload == NULL or (f.payload_n == 1 and f.payload[0] == b"\x80"[0]):
-                payloads.append(EMPTY_MAP)
-            else:
-                payloads.append(PyBytes_FromStringAndSize(f.payload, f.payload_n))
-            last[r.partition] = r
+            last[partition] = r
             if out_runs is not None:
                 if not f.producer.present:
                     f.producer.p = ""; f.producer.n = 0
@@ -323,6 +330,7 @@ def read_batch(records, stored, bint runs, batch):
                         text(f.request_id.p, f.request_id.n),
                         counts,
                     ))
+                etype = type_names.get(f.event_type.p, f.event_type.n)
                 counts[etype] = counts.get(etype, 0) + 1
         # Each user's events together, in bus order: where each user's slice starts
         # (``fill``), then where each event goes (``slots``, rewritten in place).
@@ -342,12 +350,32 @@ def read_batch(records, stored, bint runs, batch):
             dest = fill[slots[i]]
             fill[slots[i]] += 1
             slots[i] = dest
-        batch.event_ids = _placed(ids, slots, k)
-        batch.types = _placed(types, slots, k)
-        batch.items = _placed(items, slots, k)
-        batch.surfaces = _placed(surfaces, slots, k)
-        batch.times = _placed(times, slots, k)
-        batch.payloads = _placed(payloads, slots, k)
+        # The values, each made once in its place.
+        ids = [None] * k
+        types = [None] * k
+        items = [None] * k
+        surfaces = [None] * k
+        times = [None] * k
+        payloads = [None] * k
+        for i in range(k):
+            f = &fields[i]
+            dest = slots[i]
+            ids[dest] = text(f.event_id.p, f.event_id.n)
+            types[dest] = type_names.get(f.event_type.p, f.event_type.n)
+            if f.item_id.present:
+                items[dest] = text(f.item_id.p, f.item_id.n)
+            surfaces[dest] = surface_names.get(f.surface.p, f.surface.n)
+            times[dest] = millis(f.timestamp)
+            if f.payload == NULL or (f.payload_n == 1 and f.payload[0] == b"\x80"[0]):
+                payloads[dest] = EMPTY_MAP
+            else:
+                payloads[dest] = PyBytes_FromStringAndSize(f.payload, f.payload_n)
+        batch.event_ids = ids
+        batch.types = types
+        batch.items = items
+        batch.surfaces = surfaces
+        batch.times = times
+        batch.payloads = payloads
         batch.users = user_names
         batch.starts = starts
         batch.last = last
@@ -357,12 +385,4 @@ def read_batch(records, stored, bint runs, batch):
     finally:
         free(slots)
         free(fill)
-
-
-cdef list _placed(list column, Py_ssize_t *places, Py_ssize_t n):
-    """``column`` with its value ``i`` at ``places[i]``."""
-    cdef list out = [None] * n
-    cdef Py_ssize_t i
-    for i in range(n):
-        out[places[i]] = column[i]
-    return out
+        free(fields)
