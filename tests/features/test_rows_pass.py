@@ -1,6 +1,6 @@
-"""The pass over a batch's stored rows in C (``_rows``) against the Python pass's
+"""The pass over a batch's stored rows in C (``_rows``) against ``_pass``'s
 ``apply_rows``: the same counts and the same stored bytes, batch after batch, whatever
-the rows and events (those it leaves to the Python pass included)."""
+the rows and events (those it leaves to ``_pass`` included)."""
 
 from __future__ import annotations
 
@@ -237,7 +237,7 @@ def test_the_row_pass_keeps_the_python_pass_bounds() -> None:
 
 
 def test_a_row_of_another_shape_is_left_to_the_python_pass() -> None:
-    """A value the kinds never write (text counts) goes to the Python pass, which answers
+    """A value the kinds never write (text counts) goes to ``_pass``, which answers
     as it always has: here, with its own error."""
     engine = FeatureEngine()
     signal = Signal(

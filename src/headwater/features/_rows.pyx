@@ -8,13 +8,13 @@ building the row's lists, dicts, strings and integers. It reads the row's Messag
 in place: the values of the features the user's events feed are parsed into C arrays
 (strings stay pointers into the row's bytes or the batch's strings), the events are
 applied to them as ``_pass.Walk`` and the ``_kinds`` updates do, and the row is written
-back as MessagePack, as msgspec writes it (the same bytes the Python pass stores). The
+back as MessagePack, as msgspec writes it (the same bytes ``_pass`` stores). The
 values of features the events do not feed are copied through as bytes.
 
 A row or an event it does not take (a value of a shape the kinds never write, bucket
 maps of rows written before the bucket lists, a sum beyond 64 bits, text that is not
-UTF-8, a payload msgspec refuses) leaves that user to the Python pass, which gives its
-own answer. A property test in tests holds this pass to that one, byte for byte.
+UTF-8, a payload msgspec refuses) leaves that user to ``_pass.FeaturePass``, which gives
+its own answer. A property test in tests holds this pass to that one, byte for byte.
 """
 
 from libc.stdint cimport int64_t, uint64_t, uint32_t
@@ -48,7 +48,7 @@ _encode = msgspec.msgpack.Encoder().encode
 
 
 class UnsupportedRowError(ValueError):
-    """A row or event this pass leaves to the Python pass."""
+    """A row or event this pass leaves to ``_pass.FeaturePass``."""
 
 
 cdef enum:
@@ -65,7 +65,7 @@ cdef enum:
     R_T = -3
     R_FIRST = -4
     R_LATE = -5
-    MOST_TYPES = 10_000  # event types remembered (as the Python pass bounds its own)
+    MOST_TYPES = 10_000  # event types remembered (as ``_pass`` bounds its own)
 
 cdef int64_t MINUTE_MS = 60_000
 cdef int64_t HOUR_MS = 3_600_000
@@ -493,7 +493,7 @@ cdef class RowPass:
     """The pass over a batch's stored rows for one set of kinds (``_pass.FeaturePass``);
     built by :func:`row_pass`, which returns None for kinds this module does not know."""
 
-    cdef object features  # the Python pass: the users this one leaves
+    cdef object features  # the ``_pass.FeaturePass``: the users this one leaves
     cdef Py_ssize_t nkinds
     cdef vector[int] codes
     cdef vector[Py_ssize_t] sizes
@@ -748,13 +748,13 @@ cdef class RowPass:
             if self.payload_read[t]:
                 try:
                     payload = _decode_payload(payloads[i])
-                except Exception:  # the Python pass decodes it when a kind asks for it
+                except Exception:  # _pass decodes it when a kind asks for it
                     raise UnsupportedRowError("a payload msgspec refuses") from None
             for j in range(<Py_ssize_t>fed.size()):
                 slot = fed[0][j]
                 self.update(slot, etype, item, surface, ts, payload, kept)
         # The row written back: its keys in their order, then those added, as the
-        # Python pass's dict orders them.
+        # dict of ``_pass`` orders them.
         if not has_t:
             self.added.push_back(R_T)
         if not has_first:
@@ -935,7 +935,7 @@ cdef class RowPass:
             if type(x) is int:
                 if not s.exists:
                     self.created(slot)
-                    s.isum = PyLong_AsLongLong(x)  # OverflowError: the Python pass
+                    s.isum = PyLong_AsLongLong(x)  # OverflowError: left to _pass
                     s.count = 1
                 elif s.is_float:
                     s.fsum += <double>PyLong_AsLongLong(x)
