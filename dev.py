@@ -34,6 +34,7 @@ BUILD_INPUTS = (
     "src/headwater/_jsonguard/_compiled.pyx",
     "src/headwater/archive/_columns.pyx",
     "src/headwater/features/_records.pyx",
+    "src/headwater/features/_records.pxd",
     "src/headwater/features/_rows.pyx",
     "src/headwater/_msgpack.pxd",
 )

@@ -39,14 +39,14 @@ else:
             Extension(
                 "headwater.features._records",
                 ["src/headwater/features/_records.pyx"],
-                depends=["src/headwater/_msgpack.pxd"],
+                depends=["src/headwater/_msgpack.pxd", "src/headwater/features/_records.pxd"],
             ),
             # The feature pass over a batch's stored rows, without a Python object per
             # value (C++ for its vectors).
             Extension(
                 "headwater.features._rows",
                 ["src/headwater/features/_rows.pyx"],
-                depends=["src/headwater/_msgpack.pxd"],
+                depends=["src/headwater/_msgpack.pxd", "src/headwater/features/_records.pxd"],
                 language="c++",
             ),
         ],

@@ -140,7 +140,7 @@ cdef inline int read_int(Reader *r, int64_t *out) except -1:
     elif t == 0xCF:
         need(r, 9)
         u = hw_be64(r.p + 1)
-        if u > <uint64_t>0x7FFFFFFFFFFFFFFF:
+        if u > 0x7FFFFFFFFFFFFFFFULL:
             raise ValueError("an integer field out of range")
         out[0] = <int64_t>u; r.p += 9
     elif t == 0xD0:
@@ -176,7 +176,7 @@ cdef inline int read_timestamp(Reader *r, int64_t *micros) except -1:
             raise ValueError("an extension that is not a timestamp")
         both = hw_be64(r.p + 2)
         nanos = <uint32_t>(both >> 34)
-        seconds = <int64_t>(both & 0x3FFFFFFFF)
+        seconds = <int64_t>(both & 0x3FFFFFFFFULL)
         r.p += 10
     elif t == 0xC7:  # ext 8 of 12 bytes: nanoseconds, then signed seconds
         need(r, 15)
@@ -190,9 +190,9 @@ cdef inline int read_timestamp(Reader *r, int64_t *micros) except -1:
     if nanos >= 1000000000 or nanos % 1000 != 0:
         raise ValueError("a timestamp finer than a microsecond")
     # datetime's range (years 1 to 9999): msgspec refuses the rest
-    if seconds < -62135596800 or seconds > 253402300799:
+    if seconds < -62135596800LL or seconds > 253402300799LL:
         raise ValueError("a timestamp outside the years 1 to 9999")
-    micros[0] = seconds * 1000000 + nanos // 1000
+    micros[0] = seconds * 1000000LL + nanos // 1000
     return 0
 
 

@@ -288,3 +288,44 @@ def test_integers_at_each_edge_of_their_forms_are_stored_as_msgspec_stores_them(
     engine._rows.apply_rows(columns, rows, codec, 3_600_000, out_c)
     engine._pass.apply_rows(columns, rows, codec, 3_600_000, out_py)
     assert out_c == out_py
+
+
+def test_the_row_pass_reads_the_batch_as_the_reader_left_it() -> None:
+    """No column of Python objects is made for a batch the C pass takes whole; a user it
+    leaves to ``_pass`` has them made, and the users after it are read as before."""
+    engine = FeatureEngine()
+    signals = [
+        Signal(
+            event_id=f"e{i}",
+            event_type="view",
+            user_id=user,
+            surface="web",
+            timestamp=NOW,
+            payload={},
+            item_id=f"i{i}",
+        )
+        for i, user in enumerate(["u1", "u2", "u3", "u1"])
+    ]
+    records = [
+        Record(0, n, s.user_id, "signal", encode_signal(s), 0) for n, s in enumerate(signals)
+    ]
+    batch = decode_batch(records, {})
+    assert batch.raw is not None
+    assert len(batch) == 4
+    out: dict[str, bytes] = {}
+    assert engine.apply_rows(batch, {}, out) == 4
+    assert batch.raw is not None  # never made
+
+    python_engine = FeatureEngine(native=False)
+    expected: dict[str, bytes] = {}
+    python_engine.apply_rows(decode_batch(records, {}, compiled=False), {}, expected)
+    assert out == expected
+
+    old = {"u2": msgspec.msgpack.encode({"window_counts": {"view": [{1: 1}, {1: 1}]}})}
+    batch = decode_batch(records, {})
+    out = {}
+    assert engine.apply_rows(batch, old, out) == 4
+    assert batch.raw is None  # made for u2
+    expected = {}
+    python_engine.apply_rows(decode_batch(records, {}, compiled=False), old, expected)
+    assert out == expected

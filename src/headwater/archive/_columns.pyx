@@ -423,7 +423,7 @@ cdef int payload_into(Reader *r, Column *cols) except -1:
         col_null(&cols[C_BRAND], 0)
     number_into(&price, &cols[C_PRICE])
     number_into(&rating, &cols[C_RATING])
-    if quantity.kind == NUM_INT and -2147483648 <= quantity.i <= 2147483647:
+    if quantity.kind == NUM_INT and -2147483648LL <= quantity.i <= 2147483647LL:
         q = <int32_t>quantity.i
         col_fixed(&cols[C_QUANTITY], &q, 4)
     else:
@@ -485,7 +485,7 @@ cdef int record_into(const unsigned char *data, Py_ssize_t size, Column *cols) e
                 read_timestamp(&r, &received_at); have_received = True
         elif named(key, keylen, "schema_version", 14):
             read_int(&r, &version)
-            if not -2147483648 <= version <= 2147483647:
+            if not -2147483648LL <= version <= 2147483647LL:
                 raise UnsupportedRecordError("a schema version out of range")
         elif named(key, keylen, "payload", 7):
             if have_payload:
@@ -522,7 +522,7 @@ cdef int record_into(const unsigned char *data, Py_ssize_t size, Column *cols) e
     col_fixed(&cols[C_SCHEMA_VERSION], &version32, 4)
     if not have_payload:
         payload_into_empty(cols)
-    civil_date(floor_div(timestamp, 86400000000), date)
+    civil_date(floor_div(timestamp, 86400000000LL), date)
     col_string(&cols[C_DATE], date, 10)
     return 0
 

@@ -1,14 +1,15 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""Bus records to a ``signals.SignalBatch``, compiled to C: no Python object per signal
-but the values the features keep.
+"""Bus records to a ``signals.SignalBatch``, compiled to C: no Python object per signal.
 
 ``read_batch`` reads each record's bytes (a signal as ``headwater.contract.signal``
 encodes it: a MessagePack map keyed by field name, timestamps as the MessagePack
-timestamp extension) and fills the batch's columns: event ids, items and users as
-strings, event types and surfaces as one string object per distinct value, event times
-in milliseconds as ``_pass.event_ms`` computes them from the decoded datetime, the
-payload as its MessagePack bytes. Events are grouped by user in bus order, and each
-run of one publish request is counted per type.
+timestamp extension) into a ``Columns`` (``_records.pxd``): each event's fields as
+pointers into the record's bytes, its time in milliseconds as ``_pass.event_ms``
+computes it from the decoded datetime, grouped by user in bus order; each run of one
+publish request is counted per type. The pass over stored rows (``_rows``) reads them
+there. The batch's Python columns (event ids, items and users as strings, event types
+and surfaces as one string object per distinct value, payloads as their MessagePack
+bytes) are made from them when first asked for (``Columns.fill``).
 
 Anything msgspec's decoder of the consumer's signal would read differently from this
 reader (a field of another type, a timestamp given as text or finer than a
@@ -146,12 +147,49 @@ cdef class Users:
         self.entries[i].slot = slot
 
 
-cdef struct Fields:
-    Span event_id, event_type, user_id, surface, item_id, producer, request_id
-    const char *payload
-    Py_ssize_t payload_n
-    int64_t timestamp, received_at
-    bint have_timestamp, have_received
+cdef class Columns:
+    """A batch's events as read (``_records.pxd``): what ``SignalBatch`` makes its columns
+    of when they are first asked for, and what ``_rows`` reads without them."""
+
+    def __dealloc__(self):
+        free(self.fields)
+        free(self.times)
+
+    def fill(self, batch):
+        """Set ``batch``'s columns (event ids, types, items, surfaces, times, payloads)."""
+        cdef Py_ssize_t i, n = self.n
+        cdef Fields *f
+        cdef Strings type_names = Strings(), surface_names = Strings()
+        cdef list ids = [None] * n, types = [None] * n, items = [None] * n
+        cdef list surfaces = [None] * n, times = [None] * n, payloads = [None] * n
+        for i in range(n):
+            f = &self.fields[i]
+            ids[i] = text(f.event_id.p, f.event_id.n)
+            types[i] = type_names.get(f.event_type.p, f.event_type.n)
+            if f.item_id.present:
+                items[i] = text(f.item_id.p, f.item_id.n)
+            surfaces[i] = surface_names.get(f.surface.p, f.surface.n)
+            times[i] = self.times[i]
+            if f.payload == NULL or (f.payload_n == 1 and f.payload[0] == b"\x80"[0]):
+                payloads[i] = EMPTY_MAP
+            else:
+                payloads[i] = PyBytes_FromStringAndSize(f.payload, f.payload_n)
+        batch.event_ids = ids
+        batch.types = types
+        batch.items = items
+        batch.surfaces = surfaces
+        batch.times = times
+        batch.payloads = payloads
+
+
+cdef inline int check_text(const char *p, Py_ssize_t n) except -1:
+    """Raise as ``text`` would for ``p[:n]``, without keeping a string (ASCII at once)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if <unsigned char>p[i] >= 0x80:
+            text(p, n)
+            return 0
+    return 0
 
 
 cdef int read_signal(const unsigned char *data, Py_ssize_t size, Fields *f) except -1:
@@ -251,7 +289,7 @@ def read_batch(records, stored, bint runs, batch):
     cdef bytes value
     cdef Users users = Users(n)
     cdef list user_names = []
-    cdef list ids, types, items, surfaces, times, payloads
+    cdef Columns columns
     cdef list out_runs = [] if runs else None
     cdef dict last = {}
     cdef dict counts = {}
@@ -308,6 +346,12 @@ def read_batch(records, stored, bint runs, batch):
                 users.add(f.user_id.p, f.user_id.n, slot)
             slots[k] = slot
             k += 1
+            # What the columns will hold must decode (else msgspec reads the batch).
+            check_text(f.event_id.p, f.event_id.n)
+            if f.item_id.present:
+                check_text(f.item_id.p, f.item_id.n)
+            type_names.get(f.event_type.p, f.event_type.n)
+            surface_names.get(f.surface.p, f.surface.n)
             last[partition] = r
             if out_runs is not None:
                 if not f.producer.present:
@@ -350,32 +394,21 @@ def read_batch(records, stored, bint runs, batch):
             dest = fill[slots[i]]
             fill[slots[i]] += 1
             slots[i] = dest
-        # The values, each made once in its place.
-        ids = [None] * k
-        types = [None] * k
-        items = [None] * k
-        surfaces = [None] * k
-        times = [None] * k
-        payloads = [None] * k
+        # The events in their places; their values are made when first asked for
+        # (``Columns.fill``), or never where ``_rows`` reads the batch.
+        columns = Columns()
+        columns.fields = <Fields *>malloc((k if k else 1) * sizeof(Fields))
+        columns.times = <int64_t *>malloc((k if k else 1) * sizeof(int64_t))
+        if columns.fields == NULL or columns.times == NULL:
+            raise MemoryError()
+        columns.n = k
+        columns.held = held
         for i in range(k):
             f = &fields[i]
             dest = slots[i]
-            ids[dest] = text(f.event_id.p, f.event_id.n)
-            types[dest] = type_names.get(f.event_type.p, f.event_type.n)
-            if f.item_id.present:
-                items[dest] = text(f.item_id.p, f.item_id.n)
-            surfaces[dest] = surface_names.get(f.surface.p, f.surface.n)
-            times[dest] = millis(f.timestamp)
-            if f.payload == NULL or (f.payload_n == 1 and f.payload[0] == b"\x80"[0]):
-                payloads[dest] = EMPTY_MAP
-            else:
-                payloads[dest] = PyBytes_FromStringAndSize(f.payload, f.payload_n)
-        batch.event_ids = ids
-        batch.types = types
-        batch.items = items
-        batch.surfaces = surfaces
-        batch.times = times
-        batch.payloads = payloads
+            columns.fields[dest] = f[0]
+            columns.times[dest] = millis(f.timestamp)
+        batch.raw = columns
         batch.users = user_names
         batch.starts = starts
         batch.last = last

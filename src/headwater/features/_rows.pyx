@@ -24,7 +24,8 @@ from libcpp.unordered_set cimport unordered_set
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsLongLong
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
+from headwater.features._records cimport Columns, Fields
 from headwater._msgpack cimport (
     Reader, hw_be16, hw_be32, hw_be64, hw_f32, hw_f64, need, read_array, read_map, read_str,
     skip_value,
@@ -66,6 +67,7 @@ cdef enum:
     R_FIRST = -4
     R_LATE = -5
     MOST_TYPES = 10_000  # event types remembered (as ``_pass`` bounds its own)
+    KEPT_TYPES = 64  # event types found by their bytes, before the others by text
 
 cdef int64_t MINUTE_MS = 60_000
 cdef int64_t HOUR_MS = 3_600_000
@@ -166,7 +168,7 @@ cdef int read_i64(Reader *r, int64_t *out) except -1:
     elif t == 0xCF:
         need(r, 9)
         u = hw_be64(r.p + 1)
-        if u > <uint64_t>0x7FFFFFFFFFFFFFFF:
+        if u > 0x7FFFFFFFFFFFFFFFULL:
             raise UnsupportedRowError("an integer beyond 64 bits")
         out[0] = <int64_t>u; r.p += 9
     elif t == 0xD0:
@@ -321,7 +323,7 @@ cdef void w_int(vector[char] *o, int64_t v) noexcept:
             w_be(o, 0xCC, <uint64_t>v, 1)
         elif v < 0x10000:
             w_be(o, 0xCD, <uint64_t>v, 2)
-        elif v < 0x100000000:
+        elif v < 0x100000000LL:
             w_be(o, 0xCE, <uint64_t>v, 4)
         else:
             w_be(o, 0xCF, <uint64_t>v, 8)
@@ -331,7 +333,7 @@ cdef void w_int(vector[char] *o, int64_t v) noexcept:
         w_be(o, 0xD0, <uint64_t>v, 1)
     elif v >= -32768:
         w_be(o, 0xD1, <uint64_t>v, 2)
-    elif v >= -2147483648:
+    elif v >= -2147483648LL:
         w_be(o, 0xD2, <uint64_t>v, 4)
     else:
         w_be(o, 0xD3, <uint64_t>v, 8)
@@ -511,6 +513,14 @@ cdef class RowPass:
     cdef vector[int] added
     cdef vector[Span] ids
     cdef vector[Py_ssize_t] event_types  # of the user's events, indices (``type_of``)
+    # The batch being applied: as the reader left it, else its columns.
+    cdef object batch
+    cdef Columns columns
+    cdef list event_ids, types, items, surfaces, times, payloads
+    # Event types by their bytes (the first ``KEPT_TYPES``), for ``columns``.
+    cdef vector[Span] type_bytes
+    cdef vector[Py_ssize_t] type_indices
+    cdef list type_texts
     cdef unordered_set[uint64_t] id_hashes
     cdef vector[char] out
 
@@ -523,6 +533,7 @@ cdef class RowPass:
         self.fields = []
         self.field = []
         self.type_index = {}
+        self.type_texts = []
         cdef Span s
         cdef int c
         cdef Py_ssize_t size
@@ -572,39 +583,87 @@ cdef class RowPass:
         self.type_index[etype] = index
         return index
 
+    cdef Py_ssize_t type_of_text(self, const char *p, Py_ssize_t n) except -1:
+        """``type_of`` an event type's UTF-8 bytes (valid: the reader checked them)."""
+        cdef size_t i
+        cdef Span s
+        for i in range(self.type_bytes.size()):
+            if self.type_bytes[i].n == n and memcmp(self.type_bytes[i].p, p, n) == 0:
+                return self.type_indices[i]
+        etype = PyUnicode_DecodeUTF8(p, n, NULL)
+        index = self.type_of(etype)
+        if self.type_bytes.size() < KEPT_TYPES:
+            kept = etype.encode()
+            self.type_texts.append(kept)
+            s.p = PyBytes_AS_STRING(kept)
+            s.n = PyBytes_GET_SIZE(kept)
+            self.type_bytes.push_back(s)
+            self.type_indices.push_back(index)
+        return index
+
     def apply_rows(self, batch, rows, codec, long long bound, dict out):
         """``_pass.FeaturePass.apply_rows``: the same rows in ``out``, the same counts."""
         cdef list users = batch.users
         cdef list starts = batch.starts
+        cdef long long counts[3]
+        decode, encode = codec
+        # The batch's events: as the compiled reader left them (no Python object per
+        # event), else its columns.
+        self.batch = batch
+        raw = getattr(batch, "raw", None)
+        if type(raw) is Columns:
+            self.columns = raw
+        else:
+            self.columns = None
+            self.event_ids = batch.event_ids
+            self.types = batch.types
+            self.items = batch.items
+            self.surfaces = batch.surfaces
+            self.times = batch.times
+            self.payloads = batch.payloads
+        try:
+            self.walk_users(users, starts, rows, decode, encode, bound, out, counts)
+        finally:
+            self.batch = self.columns = None
+            self.event_ids = self.types = self.items = None
+            self.surfaces = self.times = self.payloads = None
+        return counts[0], counts[1], counts[2]
+
+    cdef int walk_users(self, list users, list starts, object rows, object decode,
+                        object encode, long long bound, dict out, long long *totals) except -1:
         cdef Py_ssize_t k, start, stop
         cdef long long counts[3]
         cdef long long applied = 0, duplicates = 0, late = 0
-        decode, encode = codec
         for k in range(len(users)):
             user = users[k]
             start = starts[k]
             stop = starts[k + 1]
             data = rows.get(user)
             try:
-                out[user] = self.user_row(data, batch, start, stop, bound, counts)
+                out[user] = self.user_row(data, start, stop, bound, counts)
             except (ValueError, OverflowError):  # UnsupportedRowError, a reader's, text not UTF-8
                 state = decode(data)
-                got = self.features.apply_batch(state, batch, start, stop, bound)
+                got = self.features.apply_batch(state, self.batch, start, stop, bound)
                 out[user] = encode(state)
                 counts[0], counts[1], counts[2] = got
             applied += counts[0]
             duplicates += counts[1]
             late += counts[2]
-        return applied, duplicates, late
+        totals[0] = applied
+        totals[1] = duplicates
+        totals[2] = late
+        return 0
 
-    cdef bytes user_row(self, object data, object batch, Py_ssize_t start, Py_ssize_t stop,
+    cdef bytes user_row(self, object data, Py_ssize_t start, Py_ssize_t stop,
                         long long bound, long long *counts):
-        cdef list types = batch.types
-        cdef list event_ids = batch.event_ids
-        cdef list items = batch.items
-        cdef list surfaces = batch.surfaces
-        cdef list times = batch.times
-        cdef list payloads = batch.payloads
+        cdef Columns columns = self.columns
+        cdef list types = self.types
+        cdef list event_ids = self.event_ids
+        cdef list items = self.items
+        cdef list surfaces = self.surfaces
+        cdef list times = self.times
+        cdef list payloads = self.payloads
+        cdef Fields *f = NULL
         cdef Py_ssize_t i, j, slot, t
         cdef uint64_t mask = 0
         cdef State *s
@@ -624,7 +683,10 @@ cdef class RowPass:
         # Which features this user's events feed.
         self.event_types.clear()
         for i in range(start, stop):
-            t = self.type_of(types[i])
+            if columns is not None:
+                t = self.type_of_text(columns.fields[i].event_type.p, columns.fields[i].event_type.n)
+            else:
+                t = self.type_of(types[i])
             self.event_types.push_back(t)
             mask |= self.masks[t]
         for slot in range(self.nkinds):
@@ -704,8 +766,14 @@ cdef class RowPass:
         cdef vector[int] *fed
         cdef list kept = []  # the bytes the values point into (a last event's fields)
         for i in range(start, stop):
-            ts = times[i]
-            eid = utf8(event_ids[i])
+            if columns is not None:
+                f = &columns.fields[i]
+                ts = columns.times[i]
+                eid.p = f.event_id.p
+                eid.n = f.event_id.n
+            else:
+                ts = times[i]
+                eid = utf8(event_ids[i])
             t = self.event_types[i - start]
             if ts <= watermark:
                 seen = False
@@ -736,18 +804,32 @@ cdef class RowPass:
             fed = &self.fed_late[t] if is_late else &self.fed_on_time[t]
             if fed.size() == 0:
                 continue
-            etype = utf8(types[i])
-            item_obj = items[i]
-            if item_obj is None:
-                item.p = NULL
-                item.n = 0
+            if columns is not None:
+                etype.p = f.event_type.p
+                etype.n = f.event_type.n
+                item.p = f.item_id.p if f.item_id.present else NULL
+                item.n = f.item_id.n if f.item_id.present else 0
+                surface.p = f.surface.p
+                surface.n = f.surface.n
             else:
-                item = utf8(item_obj)
-            surface = utf8(surfaces[i])
+                etype = utf8(types[i])
+                item_obj = items[i]
+                if item_obj is None:
+                    item.p = NULL
+                    item.n = 0
+                else:
+                    item = utf8(item_obj)
+                surface = utf8(surfaces[i])
             payload = None
             if self.payload_read[t]:
                 try:
-                    payload = _decode_payload(payloads[i])
+                    if columns is None:
+                        payload = _decode_payload(payloads[i])
+                    elif f.payload == NULL:
+                        payload = {}
+                    else:
+                        payload = _decode_payload(
+                            PyBytes_FromStringAndSize(f.payload, f.payload_n))
                 except Exception:  # _pass decodes it when a kind asks for it
                     raise UnsupportedRowError("a payload msgspec refuses") from None
             for j in range(<Py_ssize_t>fed.size()):

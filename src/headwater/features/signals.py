@@ -46,32 +46,38 @@ class SignalBatch:
 
     User ``users[k]`` has the events ``starts[k]`` up to ``starts[k + 1]`` of every
     column. ``payloads`` holds each payload's MessagePack bytes (a feature that reads
-    the payload decodes it; most events feed none).
+    the payload decodes it; most events feed none). The compiled reader leaves the
+    columns in ``raw`` (``_records.Columns``, no Python object per event) and they are
+    made when first asked for: the pass over stored rows in C (``_rows``) reads ``raw``
+    and never asks.
     """
 
     __slots__ = (
-        "event_ids",
-        "items",
+        "_event_ids",
+        "_items",
+        "_payloads",
+        "_surfaces",
+        "_times",
+        "_types",
         "last",
-        "payloads",
+        "raw",
         "runs",
         "skipped",
         "starts",
-        "surfaces",
-        "times",
-        "types",
         "users",
     )
 
     def __init__(self) -> None:
         self.users: list[str] = []
         self.starts: list[int] = [0]
-        self.event_ids: list[str] = []
-        self.types: list[str] = []
-        self.items: list[str | None] = []
-        self.surfaces: list[str] = []
-        self.times: list[int] = []  # event time, ms since the epoch (as ``event_ms``)
-        self.payloads: list[Any] = []  # bytes-like: MessagePack of the payload
+        self._event_ids: list[str] = []
+        self._types: list[str] = []
+        self._items: list[str | None] = []
+        self._surfaces: list[str] = []
+        self._times: list[int] = []  # event time, ms since the epoch (as ``event_ms``)
+        self._payloads: list[Any] = []  # bytes-like: MessagePack of the payload
+        #: The columns as the compiled reader left them, until they are made.
+        self.raw: Any = None
         #: The last record applied of each partition.
         self.last: dict[int, Record] = {}
         #: Records below the stored positions: applied before, not read again.
@@ -79,8 +85,72 @@ class SignalBatch:
         #: The runs of one publish request, in bus order (None when not asked for).
         self.runs: list[Run] | None = None
 
+    def _made(self) -> None:
+        raw, self.raw = self.raw, None
+        raw.fill(self)
+
+    @property
+    def event_ids(self) -> list[str]:
+        if self.raw is not None:
+            self._made()
+        return self._event_ids
+
+    @event_ids.setter
+    def event_ids(self, value: list[str]) -> None:
+        self._event_ids = value
+
+    @property
+    def types(self) -> list[str]:
+        if self.raw is not None:
+            self._made()
+        return self._types
+
+    @types.setter
+    def types(self, value: list[str]) -> None:
+        self._types = value
+
+    @property
+    def items(self) -> list[str | None]:
+        if self.raw is not None:
+            self._made()
+        return self._items
+
+    @items.setter
+    def items(self, value: list[str | None]) -> None:
+        self._items = value
+
+    @property
+    def surfaces(self) -> list[str]:
+        if self.raw is not None:
+            self._made()
+        return self._surfaces
+
+    @surfaces.setter
+    def surfaces(self, value: list[str]) -> None:
+        self._surfaces = value
+
+    @property
+    def times(self) -> list[int]:
+        if self.raw is not None:
+            self._made()
+        return self._times
+
+    @times.setter
+    def times(self, value: list[int]) -> None:
+        self._times = value
+
+    @property
+    def payloads(self) -> list[Any]:
+        if self.raw is not None:
+            self._made()
+        return self._payloads
+
+    @payloads.setter
+    def payloads(self, value: list[Any]) -> None:
+        self._payloads = value
+
     def __len__(self) -> int:
-        return len(self.event_ids)
+        return int(self.raw.n) if self.raw is not None else len(self._event_ids)
 
 
 def _stream_decoder() -> Callable[[bytes], StreamSignal]:
