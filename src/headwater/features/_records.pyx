@@ -409,6 +409,9 @@ def read_batch(records, stored, bint runs, batch):
             columns.fields[dest] = f[0]
             columns.times[dest] = millis(f.timestamp)
         batch.raw = columns
+        # Unset: the first read of a column makes them all (``SignalBatch.__getattr__``).
+        del batch.event_ids, batch.types, batch.items, batch.surfaces, batch.times
+        del batch.payloads
         batch.users = user_names
         batch.starts = starts
         batch.last = last

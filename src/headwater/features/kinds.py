@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from headwater.features import _kinds, _pass
+from headwater.features._pass import FIRST, IDS, LATE, WATERMARK
+from headwater.features.spec import FeatureSpec
 
 if TYPE_CHECKING:
     from headwater.features import _rows
-from headwater.features._pass import FIRST, IDS, LATE, WATERMARK
-from headwater.features.spec import FeatureSpec
 
 __all__ = [
     "FIRST",

@@ -41,42 +41,54 @@ __all__ = ["COMPILED", "Run", "SignalBatch", "StreamSignal", "decode_batch", "de
 Run = tuple[str, float | None, str, dict[str, int]]
 
 
+#: The batch's columns: the compiled reader leaves them unset, and a first read makes them.
+_COLUMNS = frozenset(("event_ids", "types", "items", "surfaces", "times", "payloads"))
+
+
 class SignalBatch:
     """One batch of signals in columns, each user's events contiguous and in bus order.
 
     User ``users[k]`` has the events ``starts[k]`` up to ``starts[k + 1]`` of every
     column. ``payloads`` holds each payload's MessagePack bytes (a feature that reads
     the payload decodes it; most events feed none). The compiled reader leaves the
-    columns in ``raw`` (``_records.Columns``, no Python object per event) and they are
-    made when first asked for: the pass over stored rows in C (``_rows``) reads ``raw``
-    and never asks.
+    events in ``raw`` (``_records.Columns``, no Python object per event) and the columns
+    unset: the first read of one makes them all (``__getattr__``), and after that they
+    are plain attributes. The pass over stored rows in C (``_rows``) reads ``raw`` and
+    never asks for them.
     """
 
     __slots__ = (
-        "_event_ids",
-        "_items",
-        "_payloads",
-        "_surfaces",
-        "_times",
-        "_types",
+        "event_ids",
+        "items",
         "last",
+        "payloads",
         "raw",
         "runs",
         "skipped",
         "starts",
+        "surfaces",
+        "times",
+        "types",
         "users",
     )
+
+    event_ids: list[str]
+    types: list[str]
+    items: list[str | None]
+    surfaces: list[str]
+    times: list[int]  # event time, ms since the epoch (as ``event_ms``)
+    payloads: list[Any]  # bytes-like: MessagePack of the payload
 
     def __init__(self) -> None:
         self.users: list[str] = []
         self.starts: list[int] = [0]
-        self._event_ids: list[str] = []
-        self._types: list[str] = []
-        self._items: list[str | None] = []
-        self._surfaces: list[str] = []
-        self._times: list[int] = []  # event time, ms since the epoch (as ``event_ms``)
-        self._payloads: list[Any] = []  # bytes-like: MessagePack of the payload
-        #: The columns as the compiled reader left them, until they are made.
+        self.event_ids = []
+        self.types = []
+        self.items = []
+        self.surfaces = []
+        self.times = []
+        self.payloads = []
+        #: The events as the compiled reader left them, while the columns are unset.
         self.raw: Any = None
         #: The last record applied of each partition.
         self.last: dict[int, Record] = {}
@@ -85,72 +97,18 @@ class SignalBatch:
         #: The runs of one publish request, in bus order (None when not asked for).
         self.runs: list[Run] | None = None
 
-    def _made(self) -> None:
-        raw, self.raw = self.raw, None
+    def __getattr__(self, name: str) -> Any:
+        # Reached only for an attribute not set: the columns of a batch the compiled
+        # reader left in ``raw`` are made now, all at once.
+        raw = object.__getattribute__(self, "raw")
+        if name not in _COLUMNS or raw is None:
+            raise AttributeError(name)
+        self.raw = None
         raw.fill(self)
-
-    @property
-    def event_ids(self) -> list[str]:
-        if self.raw is not None:
-            self._made()
-        return self._event_ids
-
-    @event_ids.setter
-    def event_ids(self, value: list[str]) -> None:
-        self._event_ids = value
-
-    @property
-    def types(self) -> list[str]:
-        if self.raw is not None:
-            self._made()
-        return self._types
-
-    @types.setter
-    def types(self, value: list[str]) -> None:
-        self._types = value
-
-    @property
-    def items(self) -> list[str | None]:
-        if self.raw is not None:
-            self._made()
-        return self._items
-
-    @items.setter
-    def items(self, value: list[str | None]) -> None:
-        self._items = value
-
-    @property
-    def surfaces(self) -> list[str]:
-        if self.raw is not None:
-            self._made()
-        return self._surfaces
-
-    @surfaces.setter
-    def surfaces(self, value: list[str]) -> None:
-        self._surfaces = value
-
-    @property
-    def times(self) -> list[int]:
-        if self.raw is not None:
-            self._made()
-        return self._times
-
-    @times.setter
-    def times(self, value: list[int]) -> None:
-        self._times = value
-
-    @property
-    def payloads(self) -> list[Any]:
-        if self.raw is not None:
-            self._made()
-        return self._payloads
-
-    @payloads.setter
-    def payloads(self, value: list[Any]) -> None:
-        self._payloads = value
+        return object.__getattribute__(self, name)
 
     def __len__(self) -> int:
-        return int(self.raw.n) if self.raw is not None else len(self._event_ids)
+        return int(self.raw.n) if self.raw is not None else len(self.event_ids)
 
 
 def _stream_decoder() -> Callable[[bytes], StreamSignal]:
