@@ -329,3 +329,45 @@ def test_the_row_pass_reads_the_batch_as_the_reader_left_it() -> None:
     expected = {}
     python_engine.apply_rows(decode_batch(records, {}, compiled=False), old, expected)
     assert out == expected
+
+
+def test_a_pass_entered_again_while_it_applies_a_batch_leaves_the_second_to_pass() -> None:
+    """The row pass keeps one batch's scratch: a call made while it runs (another thread,
+    or here a row decode that applies a batch itself) goes to ``_pass`` and both answer
+    as ``_pass`` does."""
+    engine = FeatureEngine()
+    signals = [
+        Signal(
+            event_id=f"e{i}",
+            event_type="view",
+            user_id=user,
+            surface="web",
+            timestamp=NOW,
+            payload={},
+            item_id=f"i{i}",
+        )
+        for i, user in enumerate(["u1", "u2", "u1"])
+    ]
+    records = [
+        Record(0, n, s.user_id, "signal", encode_signal(s), 0) for n, s in enumerate(signals)
+    ]
+    old = {"u1": msgspec.msgpack.encode({"window_counts": {"view": [{1: 1}, {1: 1}]}})}
+    inner: dict[str, bytes] = {}
+    entered: list[bool] = []
+
+    def decode(data: bytes | None) -> dict[str, Any]:
+        if not entered:  # the user left to _pass: apply another batch from here
+            entered.append(True)
+            engine._rows.apply_rows(decode_batch(records, {}), {}, codec, 3_600_000, inner)
+        return engine.decode(data)
+
+    codec = (decode, engine.encode)
+    out: dict[str, bytes] = {}
+    engine._rows.apply_rows(decode_batch(records, {}), old, codec, 3_600_000, out)
+    expected: dict[str, bytes] = {}
+    plain = (engine.decode, engine.encode)
+    engine._pass.apply_rows(decode_batch(records, {}), old, plain, 3_600_000, expected)
+    assert out == expected
+    fresh: dict[str, bytes] = {}
+    engine._pass.apply_rows(decode_batch(records, {}), {}, plain, 3_600_000, fresh)
+    assert inner == fresh

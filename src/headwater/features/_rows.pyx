@@ -514,6 +514,7 @@ cdef class RowPass:
     cdef vector[Span] ids
     cdef vector[Py_ssize_t] event_types  # of the user's events, indices (``type_of``)
     # The batch being applied: as the reader left it, else its columns.
+    cdef bint busy
     cdef object batch
     cdef Columns columns
     cdef list event_ids, types, items, surfaces, times, payloads
@@ -607,23 +608,27 @@ cdef class RowPass:
         cdef list starts = batch.starts
         cdef long long counts[3]
         decode, encode = codec
-        # The batch's events: as the compiled reader left them (no Python object per
-        # event), else its columns.
-        self.batch = batch
-        raw = getattr(batch, "raw", None)
-        if type(raw) is Columns:
-            self.columns = raw
-        else:
-            self.columns = None
-            self.event_ids = batch.event_ids
-            self.types = batch.types
-            self.items = batch.items
-            self.surfaces = batch.surfaces
-            self.times = batch.times
-            self.payloads = batch.payloads
+        if self.busy:  # another thread is in this pass (its scratch is one batch's)
+            return self.features.apply_rows(batch, rows, codec, bound, out)
+        self.busy = True
         try:
+            # The batch's events: as the compiled reader left them (no Python object per
+            # event), else its columns.
+            self.batch = batch
+            raw = getattr(batch, "raw", None)
+            if type(raw) is Columns:
+                self.columns = raw
+            else:
+                self.columns = None
+                self.event_ids = batch.event_ids
+                self.types = batch.types
+                self.items = batch.items
+                self.surfaces = batch.surfaces
+                self.times = batch.times
+                self.payloads = batch.payloads
             self.walk_users(users, starts, rows, decode, encode, bound, out, counts)
         finally:
+            self.busy = False
             self.batch = self.columns = None
             self.event_ids = self.types = self.items = None
             self.surfaces = self.times = self.payloads = None
@@ -724,6 +729,8 @@ cdef class RowPass:
                         break
                 else:
                     e.role = self.bookkeeping(e.key)
+                    if e.role == R_OTHER and self.repeated(e.key):
+                        raise UnsupportedRowError("a row that repeats a key")
                 if e.role >= 0:
                     s = &self.states[e.role]
                     if s.exists:
@@ -882,6 +889,14 @@ cdef class RowPass:
         counts[1] = duplicates
         counts[2] = lates
         return PyBytes_FromStringAndSize(o.data(), o.size())
+
+    cdef bint repeated(self, Span key) noexcept:
+        """True when ``key`` is among the row's keys read so far."""
+        cdef size_t i
+        for i in range(self.entries.size()):
+            if same(self.entries[i].key, key):
+                return True
+        return False
 
     cdef int bookkeeping(self, Span key) except? -9:
         if key.n == 4 and memcmp(key.p, b"_ids", 4) == 0:
