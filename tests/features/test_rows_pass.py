@@ -140,6 +140,32 @@ def _outcome(apply_rows: Any, *args: Any) -> tuple[int, int, int] | str:
     return counts
 
 
+def _views(users: list[str], at: datetime = NOW) -> list[Record]:
+    """The bus records of one view by each of ``users`` in turn (event ``e<i>`` of item
+    ``i<i>``), all at ``at``."""
+    return [
+        Record(
+            0,
+            i,
+            user,
+            "signal",
+            encode_signal(
+                Signal(
+                    event_id=f"e{i}",
+                    event_type="view",
+                    user_id=user,
+                    surface="web",
+                    timestamp=at,
+                    payload={},
+                    item_id=f"i{i}",
+                )
+            ),
+            0,
+        )
+        for i, user in enumerate(users)
+    ]
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     batches=streams(),
@@ -240,16 +266,7 @@ def test_a_row_of_another_shape_is_left_to_the_python_pass() -> None:
     """A value the kinds never write (text counts) goes to ``_pass``, which answers
     as it always has: here, with its own error."""
     engine = FeatureEngine()
-    signal = Signal(
-        event_id="e1",
-        event_type="view",
-        user_id="u",
-        surface="web",
-        timestamp=NOW,
-        payload={},
-        item_id="i",
-    )
-    columns = decode_batch([Record(0, 0, "u", "signal", encode_signal(signal), 0)], {})
+    columns = decode_batch(_views(["u"]), {})
     row = msgspec.msgpack.encode({"counts": {"view": "many"}})
     with pytest.raises(TypeError):
         engine.apply_rows(columns, {"u": row}, {})
@@ -271,16 +288,7 @@ def test_integers_at_each_edge_of_their_forms_are_stored_as_msgspec_stores_them(
     the epoch (its time, the row's earliest and the surface's latest)."""
     engine = FeatureEngine()
     at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=edge)
-    signal = Signal(
-        event_id="e1",
-        event_type="view",
-        user_id="u",
-        surface="web",
-        timestamp=at,
-        payload={},
-        item_id="i",
-    )
-    columns = decode_batch([Record(0, 0, "u", "signal", encode_signal(signal), 0)], {})
+    columns = decode_batch(_views(["u"], at), {})
     rows = {"u": msgspec.msgpack.encode({"counts": {"view": max(edge - 1, 0)}})}
     codec = (engine.decode, engine.encode)
     out_c: dict[str, bytes] = {}
@@ -294,21 +302,7 @@ def test_the_row_pass_reads_the_batch_as_the_reader_left_it() -> None:
     """No column of Python objects is made for a batch the C pass takes whole; a user it
     leaves to ``_pass`` has them made, and the users after it are read as before."""
     engine = FeatureEngine()
-    signals = [
-        Signal(
-            event_id=f"e{i}",
-            event_type="view",
-            user_id=user,
-            surface="web",
-            timestamp=NOW,
-            payload={},
-            item_id=f"i{i}",
-        )
-        for i, user in enumerate(["u1", "u2", "u3", "u1"])
-    ]
-    records = [
-        Record(0, n, s.user_id, "signal", encode_signal(s), 0) for n, s in enumerate(signals)
-    ]
+    records = _views(["u1", "u2", "u3", "u1"])
     batch = decode_batch(records, {})
     assert batch.raw is not None
     assert len(batch) == 4
@@ -336,21 +330,7 @@ def test_a_pass_entered_again_while_it_applies_a_batch_leaves_the_second_to_pass
     or here a row decode that applies a batch itself) goes to ``_pass`` and both answer
     as ``_pass`` does."""
     engine = FeatureEngine()
-    signals = [
-        Signal(
-            event_id=f"e{i}",
-            event_type="view",
-            user_id=user,
-            surface="web",
-            timestamp=NOW,
-            payload={},
-            item_id=f"i{i}",
-        )
-        for i, user in enumerate(["u1", "u2", "u1"])
-    ]
-    records = [
-        Record(0, n, s.user_id, "signal", encode_signal(s), 0) for n, s in enumerate(signals)
-    ]
+    records = _views(["u1", "u2", "u1"])
     old = {"u1": msgspec.msgpack.encode({"window_counts": {"view": [{1: 1}, {1: 1}]}})}
     inner: dict[str, bytes] = {}
     entered: list[bool] = []

@@ -27,7 +27,7 @@ from cpython.long cimport PyLong_AsLongLong
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from headwater.features._records cimport Columns, Fields
 from headwater._msgpack cimport (
-    Reader, hw_be16, hw_be32, hw_be64, hw_f32, hw_f64, need, read_array, read_map, read_str,
+    Reader, hw_be32, hw_be64, hw_f32, hw_f64, need, read_array, read_int, read_map, read_str,
     skip_value,
 )
 
@@ -151,39 +151,6 @@ cdef inline uint64_t fnv(Span s) noexcept:
 
 # -- reading a row ----------------------------------------------------------------------
 
-cdef int read_i64(Reader *r, int64_t *out) except -1:
-    need(r, 1)
-    cdef unsigned char t = r.p[0]
-    cdef uint64_t u
-    if t <= 0x7F:
-        out[0] = t; r.p += 1
-    elif t >= 0xE0:
-        out[0] = <int64_t>(<signed char>t); r.p += 1
-    elif t == 0xCC:
-        need(r, 2); out[0] = r.p[1]; r.p += 2
-    elif t == 0xCD:
-        need(r, 3); out[0] = hw_be16(r.p + 1); r.p += 3
-    elif t == 0xCE:
-        need(r, 5); out[0] = hw_be32(r.p + 1); r.p += 5
-    elif t == 0xCF:
-        need(r, 9)
-        u = hw_be64(r.p + 1)
-        if u > 0x7FFFFFFFFFFFFFFFULL:
-            raise UnsupportedRowError("an integer beyond 64 bits")
-        out[0] = <int64_t>u; r.p += 9
-    elif t == 0xD0:
-        need(r, 2); out[0] = <signed char>r.p[1]; r.p += 2
-    elif t == 0xD1:
-        need(r, 3); out[0] = <short>hw_be16(r.p + 1); r.p += 3
-    elif t == 0xD2:
-        need(r, 5); out[0] = <int>hw_be32(r.p + 1); r.p += 5
-    elif t == 0xD3:
-        need(r, 9); out[0] = <int64_t>hw_be64(r.p + 1); r.p += 9
-    else:
-        raise UnsupportedRowError("not an integer")
-    return 0
-
-
 cdef int read_number(Reader *r, int64_t *i, double *d, bint *is_float) except -1:
     need(r, 1)
     cdef unsigned char t = r.p[0]
@@ -192,7 +159,7 @@ cdef int read_number(Reader *r, int64_t *i, double *d, bint *is_float) except -1
     elif t == 0xCA:
         need(r, 5); d[0] = hw_f32(hw_be32(r.p + 1)); r.p += 5; is_float[0] = True
     else:
-        read_i64(r, i)
+        read_int(r, i)
         is_float[0] = False
     return 0
 
@@ -216,7 +183,7 @@ cdef int read_kv(Reader *r, vector[KV] *out) except -1:
     cdef KV kv
     for i in range(n):
         kv.key = read_text(r)
-        read_i64(r, &kv.n)
+        read_int(r, &kv.n)
         out.push_back(kv)
     return 0
 
@@ -226,7 +193,7 @@ cdef int read_ints(Reader *r, vector[int64_t] *out) except -1:
     cdef int64_t v
     out.reserve(n + 4)
     for i in range(n):
-        read_i64(r, &v)
+        read_int(r, &v)
         out.push_back(v)
     return 0
 
@@ -264,12 +231,12 @@ cdef int read_state(int code, const unsigned char *p, Py_ssize_t size, State *s)
         if read_array(&r) != n:
             raise UnsupportedRowError("recent items and their times differ in length")
         for i in range(n):
-            read_i64(&r, &v)
+            read_int(&r, &v)
             s.times.push_back(v)
     elif code == LAST_EVENT:
         if read_array(&r) != 3:
             raise UnsupportedRowError("a last event of another shape")
-        read_i64(&r, &s.ts)
+        read_int(&r, &s.ts)
         if is_nil(&r):
             s.item.p = NULL
             s.item.n = 0
@@ -284,9 +251,9 @@ cdef int read_state(int code, const unsigned char *p, Py_ssize_t size, State *s)
         if read_array(&r) != 2:
             raise UnsupportedRowError("a mean of another shape")
         read_number(&r, &s.isum, &s.fsum, &s.is_float)
-        read_i64(&r, &s.count)
+        read_int(&r, &s.count)
     elif code == LAST_TIME:
-        read_i64(&r, &s.ts)
+        read_int(&r, &s.ts)
     if r.p != r.end:
         raise UnsupportedRowError("bytes after a value")
     return 0
@@ -357,22 +324,23 @@ cdef void w_str(vector[char] *o, Span s) noexcept:
     w_raw(o, s.p, s.n)
 
 
-cdef void w_array(vector[char] *o, size_t n) noexcept:
+cdef void w_head(vector[char] *o, size_t n, unsigned char fix, unsigned char tag) noexcept:
+    """An array's or a map's header: ``fix`` | n below 16, else ``tag`` (16 bits) or the
+    tag after it (32 bits)."""
     if n < 16:
-        w_byte(o, 0x90 | <unsigned char>n)
+        w_byte(o, fix | <unsigned char>n)
     elif n < 0x10000:
-        w_be(o, 0xDC, n, 2)
+        w_be(o, tag, n, 2)
     else:
-        w_be(o, 0xDD, n, 4)
+        w_be(o, tag + 1, n, 4)
 
 
-cdef void w_map(vector[char] *o, size_t n) noexcept:
-    if n < 16:
-        w_byte(o, 0x80 | <unsigned char>n)
-    elif n < 0x10000:
-        w_be(o, 0xDE, n, 2)
-    else:
-        w_be(o, 0xDF, n, 4)
+cdef inline void w_array(vector[char] *o, size_t n) noexcept:
+    w_head(o, n, 0x90, 0xDC)
+
+
+cdef inline void w_map(vector[char] *o, size_t n) noexcept:
+    w_head(o, n, 0x80, 0xDE)
 
 
 cdef void w_ints(vector[char] *o, vector[int64_t] *values) noexcept:
@@ -914,7 +882,7 @@ cdef class RowPass:
         cdef int64_t v
         r.p = <const unsigned char *>value.p
         r.end = r.p + value.n
-        read_i64(&r, &v)
+        read_int(&r, &v)
         return v
 
     cdef int read_ids(self, Span value) except -1:
