@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -396,3 +401,36 @@ def test_a_command_stops_when_another_thread_takes_its_sigterm(wait: str, stops:
     else:
         assert stops
         assert done.stdout.strip() == "stopped", done.stderr
+
+
+def test_the_gateway_closes_its_application_on_sigterm(tmp_path: Path) -> None:
+    """uvicorn shuts down on SIGTERM and then raises it again, which ends the process:
+    ``headwater serve`` closes its application (bus, window, control plane) before that,
+    and says so."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    env["HEADWATER_HOME"] = str(tmp_path / "hw")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "headwater", "serve", "--port", str(port)],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == -signal.SIGTERM  # the signal's own end, as uvicorn intends
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert '"msg":"gateway stopped"' in log.read_text()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -9,6 +12,8 @@ import typer
 from headwater.cli._common import HomeOption, freeze_startup, settings
 
 __all__ = ["register"]
+
+log = logging.getLogger("headwater.gateway")
 
 
 def serve(
@@ -32,10 +37,32 @@ def serve(
         raise
     app = create_app(hw)
     freeze_startup()
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, closing the application once it has shut down: uvicorn
+        raises a SIGTERM or SIGINT it took again when it leaves ``capture_signals``,
+        which ends the process before any ``finally`` after ``run()``."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    stopped()
+
+    done: list[bool] = []
+
+    def stopped() -> None:
+        if not done:
+            done.append(True)
+            hw.close()
+            log.info("gateway stopped", extra={"port": port})
+
     try:
-        uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level)).run()
+        Server(server_config(app, host=host, port=port, log_level=log_level)).run()
     finally:
-        hw.close()
+        stopped()
 
 
 def register(app: typer.Typer) -> None:
