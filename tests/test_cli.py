@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from headwater.cli import app
+from tests._live import free_port
 
 runner = CliRunner()
 
@@ -232,8 +232,6 @@ def test_each_erasure_participant_runs_on_its_own(tmp_path: Path) -> None:
 
 
 def test_the_demo_reports_a_refused_call_with_its_problem() -> None:
-    import httpx
-
     from headwater.cli.demo import _expect
     from headwater.errors import HeadwaterError
     from tests._gateway_fixtures import problem_answer
@@ -262,8 +260,6 @@ def _signal(event_type: str, n: int, **payload: object) -> dict[str, object]:
 
 
 def test_producer_keys_are_scoped_to_their_team_and_revoked_keys_stop(tmp_path: Path) -> None:
-    import time
-
     from fastapi.testclient import TestClient
 
     from headwater.application import Application
@@ -409,9 +405,7 @@ def test_the_gateway_closes_its_application_on_sigterm(tmp_path: Path) -> None:
     and says so."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
     env["HEADWATER_HOME"] = str(tmp_path / "hw")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(

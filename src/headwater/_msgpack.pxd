@@ -262,3 +262,12 @@ cdef struct Span:
 
 cdef inline bint named(const char *key, Py_ssize_t n, const char *name, Py_ssize_t m) noexcept:
     return n == m and memcmp(key, name, m) == 0
+
+
+cdef inline uint64_t fnv1a(const char *p, Py_ssize_t n) noexcept:
+    """FNV-1a of ``p[:n]``: the readers' hash of ids found by their bytes."""
+    cdef uint64_t h = 14695981039346656037ULL
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ <unsigned char>p[i]) * 1099511628211ULL
+    return h

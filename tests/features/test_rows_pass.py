@@ -140,30 +140,28 @@ def _outcome(apply_rows: Any, *args: Any) -> tuple[int, int, int] | str:
     return counts
 
 
+def _records_of(signals: list[Signal]) -> list[Record]:
+    """The bus records of ``signals``, in order."""
+    return [Record(0, n, s.user_id, "signal", encode_signal(s), 0) for n, s in enumerate(signals)]
+
+
 def _views(users: list[str], at: datetime = NOW) -> list[Record]:
     """The bus records of one view by each of ``users`` in turn (event ``e<i>`` of item
     ``i<i>``), all at ``at``."""
-    return [
-        Record(
-            0,
-            i,
-            user,
-            "signal",
-            encode_signal(
-                Signal(
-                    event_id=f"e{i}",
-                    event_type="view",
-                    user_id=user,
-                    surface="web",
-                    timestamp=at,
-                    payload={},
-                    item_id=f"i{i}",
-                )
-            ),
-            0,
-        )
-        for i, user in enumerate(users)
-    ]
+    return _records_of(
+        [
+            Signal(
+                event_id=f"e{i}",
+                event_type="view",
+                user_id=user,
+                surface="web",
+                timestamp=at,
+                payload={},
+                item_id=f"i{i}",
+            )
+            for i, user in enumerate(users)
+        ]
+    )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -186,10 +184,7 @@ def test_the_c_row_pass_stores_what_the_python_pass_stores(
         rows_c = {u: engine.encode(_old_row(specs)) for u in ("a", "üser")}
     rows_py = dict(rows_c)
     for batch in batches:
-        records = [
-            Record(0, n, s.user_id, "signal", encode_signal(s), 0) for n, s in enumerate(batch)
-        ]
-        columns = decode_batch(records, {})
+        columns = decode_batch(_records_of(batch), {})
         out_c: dict[str, bytes] = {}
         out_py: dict[str, bytes] = {}
         counts_c = _outcome(engine._rows.apply_rows, columns, rows_c, codec, lateness_ms, out_c)
@@ -226,10 +221,7 @@ def test_a_busy_user_with_resent_events_is_counted_once() -> None:
     rows_py: dict[str, bytes] = {}
     totals = [0, 0, 0]
     for batch in batches:
-        records = [
-            Record(0, n, s.user_id, "signal", encode_signal(s), 0) for n, s in enumerate(batch)
-        ]
-        columns = decode_batch(records, {})
+        columns = decode_batch(_records_of(batch), {})
         out_c: dict[str, bytes] = {}
         out_py: dict[str, bytes] = {}
         counts = engine._rows.apply_rows(

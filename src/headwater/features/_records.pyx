@@ -24,7 +24,8 @@ from libc.string cimport memcmp, memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from headwater._msgpack cimport (
-    Reader, Span, is_nil, named, read_int, read_map, read_str, read_timestamp, skip_value,
+    Reader, Span, fnv1a, is_nil, named, read_int, read_map, read_str, read_timestamp,
+    skip_value,
 )
 
 
@@ -113,17 +114,9 @@ cdef class Users:
     def __dealloc__(self):
         free(self.entries)
 
-    @staticmethod
-    cdef inline uint64_t hash_of(const char *p, Py_ssize_t n) noexcept:
-        cdef uint64_t h = 14695981039346656037ULL
-        cdef Py_ssize_t i
-        for i in range(n):
-            h = (h ^ <unsigned char>p[i]) * 1099511628211ULL
-        return h
-
     cdef Py_ssize_t find(self, const char *p, Py_ssize_t n) noexcept:
         """The slot of the user ``p[:n]``, -1 when not seen."""
-        cdef uint64_t h = Users.hash_of(p, n)
+        cdef uint64_t h = fnv1a(p, n)
         cdef uint64_t i = h & self.mask
         cdef Entry *e
         while True:
@@ -137,7 +130,7 @@ cdef class Users:
     cdef void add(self, const char *p, Py_ssize_t n, Py_ssize_t slot) noexcept:
         """Record a user not yet seen (at most ``most`` of them: the table stays at most
         half full)."""
-        cdef uint64_t h = Users.hash_of(p, n)
+        cdef uint64_t h = fnv1a(p, n)
         cdef uint64_t i = h & self.mask
         while self.entries[i].slot >= 0:
             i = (i + 1) & self.mask

@@ -14,7 +14,8 @@ values of features the events do not feed are copied through as bytes.
 A row or an event it does not take (a value of a shape the kinds never write, bucket
 maps of rows written before the bucket lists, a sum beyond 64 bits, text that is not
 UTF-8, a payload msgspec refuses) leaves that user to ``_pass.FeaturePass``, which gives
-its own answer. A property test in tests holds this pass to that one, byte for byte.
+its own answer; a batch msgspec read (no ``_records.Columns``) goes there whole. A
+property test in tests holds this pass to that one, byte for byte.
 """
 
 from libc.stdint cimport int64_t, uint64_t, uint32_t
@@ -24,11 +25,11 @@ from libcpp.unordered_set cimport unordered_set
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsLongLong
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from headwater.features._records cimport Columns, Fields
 from headwater._msgpack cimport (
-    Reader, hw_be32, hw_be64, hw_f32, hw_f64, need, read_array, read_int, read_map, read_str,
-    skip_value,
+    Reader, fnv1a, hw_be32, hw_be64, hw_f32, hw_f64, is_nil, need, read_array, read_int,
+    read_map, read_str, skip_value,
 )
 
 cdef extern from *:
@@ -129,24 +130,12 @@ cdef inline bint same(Span a, Span b) noexcept:
     return a.n == b.n and memcmp(a.p, b.p, a.n) == 0
 
 
-cdef inline Span utf8(object text) except *:
-    cdef Span s
-    if type(text) is not str:
-        raise UnsupportedRowError("a value that is not text")
-    s.p = PyUnicode_AsUTF8AndSize(text, &s.n)  # raises on text that is not UTF-8
-    return s
-
-
 cdef inline int64_t floor_div(int64_t a, int64_t b) noexcept:
     return a // b  # cdivision is off: floors, as Python does
 
 
 cdef inline uint64_t fnv(Span s) noexcept:
-    cdef uint64_t h = 14695981039346656037ULL
-    cdef Py_ssize_t i
-    for i in range(s.n):
-        h = (h ^ <unsigned char>s.p[i]) * 1099511628211ULL
-    return h
+    return fnv1a(s.p, s.n)
 
 
 # -- reading a row ----------------------------------------------------------------------
@@ -170,13 +159,6 @@ cdef inline Span read_text(Reader *r) except *:
     return s
 
 
-cdef inline bint is_nil(Reader *r) noexcept:
-    if r.p < r.end and r.p[0] == 0xC0:
-        r.p += 1
-        return True
-    return False
-
-
 cdef int read_kv(Reader *r, vector[KV] *out) except -1:
     """A map of text to integers (count, active_surfaces)."""
     cdef Py_ssize_t n = read_map(r), i
@@ -189,6 +171,7 @@ cdef int read_kv(Reader *r, vector[KV] *out) except -1:
 
 
 cdef int read_ints(Reader *r, vector[int64_t] *out) except -1:
+    """An array of integers (a map here: bucket maps, a row written before the lists)."""
     cdef Py_ssize_t n = read_array(r), i
     cdef int64_t v
     out.reserve(n + 4)
@@ -216,11 +199,7 @@ cdef int read_state(int code, const unsigned char *p, Py_ssize_t size, State *s)
             b.key = read_text(&r)
             if read_array(&r) != 2:
                 raise UnsupportedRowError("a bucket pair of another length")
-            if r.p < r.end and (0x80 <= r.p[0] <= 0x8F or r.p[0] == 0xDE or r.p[0] == 0xDF):
-                raise UnsupportedRowError("bucket maps (a row written before the lists)")
             read_ints(&r, &b.minutes)
-            if r.p < r.end and (0x80 <= r.p[0] <= 0x8F or r.p[0] == 0xDE or r.p[0] == 0xDF):
-                raise UnsupportedRowError("bucket maps (a row written before the lists)")
             read_ints(&r, &b.hours)
     elif code == RECENT:
         if read_array(&r) != 2:
@@ -469,7 +448,8 @@ cdef class RowPass:
     cdef vector[Py_ssize_t] sizes
     cdef vector[bint] removing
     cdef vector[Span] names
-    cdef list name_bytes, remove_keys, remove_values, fields, field
+    cdef list name_bytes, remove_keys, remove_values, fields, field, book_bytes
+    cdef Span book[6]  # _ids, _t, _first, _late at -R_IDS ... -R_LATE
     cdef dict type_index  # event type -> index into the vectors below
     cdef vector[vector[int]] fed_on_time
     cdef vector[vector[int]] fed_late
@@ -481,11 +461,10 @@ cdef class RowPass:
     cdef vector[int] added
     cdef vector[Span] ids
     cdef vector[Py_ssize_t] event_types  # of the user's events, indices (``type_of``)
-    # The batch being applied: as the reader left it, else its columns.
+    # The batch being applied, as the reader left it.
     cdef bint busy
     cdef object batch
     cdef Columns columns
-    cdef list event_ids, types, items, surfaces, times, payloads
     # Event types by their bytes (the first ``KEPT_TYPES``), for ``columns``.
     cdef vector[Span] type_bytes
     cdef vector[Py_ssize_t] type_indices
@@ -524,6 +503,14 @@ cdef class RowPass:
             self.fields.append(kind.fields if code == LAST_EVENT else ())
             self.field.append(kind.field if code == MEAN else None)
         self.states.resize(self.nkinds)
+        # The bookkeeping keys (``_pass``'s names), by -role.
+        self.book_bytes = [None, None]
+        for key in (IDS, WATERMARK, FIRST, LATE):
+            name = key.encode()
+            self.book_bytes.append(name)
+            s.p = PyBytes_AS_STRING(name)
+            s.n = PyBytes_GET_SIZE(name)
+            self.book[len(self.book_bytes) - 1] = s
 
     cdef Py_ssize_t type_of(self, object etype) except -1:
         """The index of an event type's kinds (what it feeds on time and late)."""
@@ -553,7 +540,8 @@ cdef class RowPass:
         return index
 
     cdef Py_ssize_t type_of_text(self, const char *p, Py_ssize_t n) except -1:
-        """``type_of`` an event type's UTF-8 bytes (valid: the reader checked them)."""
+        """``type_of`` an event type's UTF-8 bytes (valid: the reader checked them); the
+    first ``KEPT_TYPES`` found by their bytes, without a string."""
         cdef size_t i
         cdef Span s
         for i in range(self.type_bytes.size()):
@@ -576,30 +564,19 @@ cdef class RowPass:
         cdef list starts = batch.starts
         cdef long long counts[3]
         decode, encode = codec
-        if self.busy:  # another thread is in this pass (its scratch is one batch's)
+        raw = getattr(batch, "raw", None)
+        # This pass reads a batch as the compiled reader left it; one msgspec read, and
+        # a call made while this pass runs (its scratch is one batch's), go to _pass.
+        if self.busy or type(raw) is not Columns:
             return self.features.apply_rows(batch, rows, codec, bound, out)
         self.busy = True
         try:
-            # The batch's events: as the compiled reader left them (no Python object per
-            # event), else its columns.
             self.batch = batch
-            raw = getattr(batch, "raw", None)
-            if type(raw) is Columns:
-                self.columns = raw
-            else:
-                self.columns = None
-                self.event_ids = batch.event_ids
-                self.types = batch.types
-                self.items = batch.items
-                self.surfaces = batch.surfaces
-                self.times = batch.times
-                self.payloads = batch.payloads
+            self.columns = raw
             self.walk_users(users, starts, rows, decode, encode, bound, out, counts)
         finally:
             self.busy = False
             self.batch = self.columns = None
-            self.event_ids = self.types = self.items = None
-            self.surfaces = self.times = self.payloads = None
         return counts[0], counts[1], counts[2]
 
     cdef int walk_users(self, list users, list starts, object rows, object decode,
@@ -630,13 +607,7 @@ cdef class RowPass:
     cdef bytes user_row(self, object data, Py_ssize_t start, Py_ssize_t stop,
                         long long bound, long long *counts):
         cdef Columns columns = self.columns
-        cdef list types = self.types
-        cdef list event_ids = self.event_ids
-        cdef list items = self.items
-        cdef list surfaces = self.surfaces
-        cdef list times = self.times
-        cdef list payloads = self.payloads
-        cdef Fields *f = NULL
+        cdef Fields *f
         cdef Py_ssize_t i, j, slot, t
         cdef uint64_t mask = 0
         cdef State *s
@@ -645,7 +616,8 @@ cdef class RowPass:
         cdef const unsigned char *row
         cdef Py_ssize_t row_n = 0
         cdef int64_t watermark = 0, first = 0, late_before = 0
-        cdef bint has_ids = False, has_t = False, has_first = False, has_late = False
+        cdef unsigned int held = 0  # the bookkeeping keys the row has: bit -role
+        cdef bint repeated
         if data is not None and type(data) is not bytes:
             raise UnsupportedRowError("a stored row that is not bytes")
         self.entries.clear()
@@ -656,10 +628,8 @@ cdef class RowPass:
         # Which features this user's events feed.
         self.event_types.clear()
         for i in range(start, stop):
-            if columns is not None:
-                t = self.type_of_text(columns.fields[i].event_type.p, columns.fields[i].event_type.n)
-            else:
-                t = self.type_of(types[i])
+            f = &columns.fields[i]
+            t = self.type_of_text(f.event_type.p, f.event_type.n)
             self.event_types.push_back(t)
             mask |= self.masks[t]
         for slot in range(self.nkinds):
@@ -690,47 +660,35 @@ cdef class RowPass:
                 e.value.p = <const char *>r.p
                 skip_value(&r, 0)
                 e.value.n = <const char *>r.p - e.value.p
-                e.role = R_OTHER
-                for slot in range(self.nkinds):
-                    if same(e.key, self.names[slot]):
-                        e.role = slot
-                        break
+                e.role = self.role_of(e.key)
+                # msgspec keeps one value of a key given twice: _pass answers that row.
+                if e.role >= 0:
+                    repeated = self.states[e.role].exists
+                elif e.role == R_OTHER:
+                    repeated = self.repeated(e.key)
                 else:
-                    e.role = self.bookkeeping(e.key)
-                    if e.role == R_OTHER and self.repeated(e.key):
-                        raise UnsupportedRowError("a row that repeats a key")
+                    repeated = held & (1u << -e.role)
+                    held |= 1u << -e.role
+                if repeated:
+                    raise UnsupportedRowError("a row that repeats a key")
                 if e.role >= 0:
                     s = &self.states[e.role]
-                    if s.exists:
-                        raise UnsupportedRowError("a row that repeats a key")
                     s.exists = True
                     if s.parsed:
                         read_state(self.codes[e.role], <const unsigned char *>e.value.p,
                                    e.value.n, s)
                 elif e.role == R_IDS:
-                    if has_ids:
-                        raise UnsupportedRowError("a row that repeats a key")
-                    has_ids = True
                     self.read_ids(e.value)
                 elif e.role == R_T:
-                    if has_t:
-                        raise UnsupportedRowError("a row that repeats a key")
-                    has_t = True
                     watermark = self.read_one(e.value)
                 elif e.role == R_FIRST:
-                    if has_first:
-                        raise UnsupportedRowError("a row that repeats a key")
-                    has_first = True
                     first = self.read_one(e.value)
                 elif e.role == R_LATE:
-                    if has_late:
-                        raise UnsupportedRowError("a row that repeats a key")
-                    has_late = True
                     late_before = self.read_one(e.value)
                 self.entries.push_back(e)
             if r.p != r.end:
                 raise UnsupportedRowError("bytes after the row")
-        if not has_ids:
+        if not held & (1u << -R_IDS):
             self.added.push_back(R_IDS)
         # The events, as ``_pass.Walk.step`` applies them.
         cdef long long applied = 0, duplicates = 0, lates = 0
@@ -741,14 +699,10 @@ cdef class RowPass:
         cdef vector[int] *fed
         cdef list kept = []  # the bytes the values point into (a last event's fields)
         for i in range(start, stop):
-            if columns is not None:
-                f = &columns.fields[i]
-                ts = columns.times[i]
-                eid.p = f.event_id.p
-                eid.n = f.event_id.n
-            else:
-                ts = times[i]
-                eid = utf8(event_ids[i])
+            f = &columns.fields[i]
+            ts = columns.times[i]
+            eid.p = f.event_id.p
+            eid.n = f.event_id.n
             t = self.event_types[i - start]
             if ts <= watermark:
                 seen = False
@@ -779,28 +733,16 @@ cdef class RowPass:
             fed = &self.fed_late[t] if is_late else &self.fed_on_time[t]
             if fed.size() == 0:
                 continue
-            if columns is not None:
-                etype.p = f.event_type.p
-                etype.n = f.event_type.n
-                item.p = f.item_id.p if f.item_id.present else NULL
-                item.n = f.item_id.n if f.item_id.present else 0
-                surface.p = f.surface.p
-                surface.n = f.surface.n
-            else:
-                etype = utf8(types[i])
-                item_obj = items[i]
-                if item_obj is None:
-                    item.p = NULL
-                    item.n = 0
-                else:
-                    item = utf8(item_obj)
-                surface = utf8(surfaces[i])
+            etype.p = f.event_type.p
+            etype.n = f.event_type.n
+            item.p = f.item_id.p if f.item_id.present else NULL
+            item.n = f.item_id.n if f.item_id.present else 0
+            surface.p = f.surface.p
+            surface.n = f.surface.n
             payload = None
             if self.payload_read[t]:
                 try:
-                    if columns is None:
-                        payload = _decode_payload(payloads[i])
-                    elif f.payload == NULL:
+                    if f.payload == NULL:
                         payload = {}
                     else:
                         payload = _decode_payload(
@@ -812,11 +754,11 @@ cdef class RowPass:
                 self.update(slot, etype, item, surface, ts, payload, kept)
         # The row written back: its keys in their order, then those added, as the
         # dict of ``_pass`` orders them.
-        if not has_t:
+        if not held & (1u << -R_T):
             self.added.push_back(R_T)
-        if not has_first:
+        if not held & (1u << -R_FIRST):
             self.added.push_back(R_FIRST)
-        if lates and not has_late:
+        if lates and not held & (1u << -R_LATE):
             self.added.push_back(R_LATE)
         cdef vector[char] *o = &self.out
         o.clear()
@@ -841,18 +783,16 @@ cdef class RowPass:
             if slot >= 0:
                 w_str(o, self.names[slot])
                 w_state(o, self.codes[slot], &self.states[slot])
-            elif slot == R_IDS:
-                self.w_key(o, IDS)
-                self.w_ids(o)
-            elif slot == R_T:
-                self.w_key(o, WATERMARK)
-                w_int(o, watermark)
-            elif slot == R_FIRST:
-                self.w_key(o, FIRST)
-                w_int(o, first)
-            elif slot == R_LATE:
-                self.w_key(o, LATE)
-                w_int(o, lates)
+            else:
+                w_str(o, self.book[-slot])
+                if slot == R_IDS:
+                    self.w_ids(o)
+                elif slot == R_T:
+                    w_int(o, watermark)
+                elif slot == R_FIRST:
+                    w_int(o, first)
+                elif slot == R_LATE:
+                    w_int(o, lates)
         counts[0] = applied
         counts[1] = duplicates
         counts[2] = lates
@@ -866,15 +806,16 @@ cdef class RowPass:
                 return True
         return False
 
-    cdef int bookkeeping(self, Span key) except? -9:
-        if key.n == 4 and memcmp(key.p, b"_ids", 4) == 0:
-            return R_IDS
-        if key.n == 2 and memcmp(key.p, b"_t", 2) == 0:
-            return R_T
-        if key.n == 6 and memcmp(key.p, b"_first", 6) == 0:
-            return R_FIRST
-        if key.n == 5 and memcmp(key.p, b"_late", 5) == 0:
-            return R_LATE
+    cdef int role_of(self, Span key) noexcept:
+        """A row key's role: its feature's slot, a bookkeeping key's R_*, else R_OTHER."""
+        cdef Py_ssize_t slot
+        cdef int role
+        for slot in range(self.nkinds):
+            if same(key, self.names[slot]):
+                return slot
+        for role in range(-R_IDS, -R_LATE + 1):
+            if same(key, self.book[role]):
+                return -role
         return R_OTHER
 
     cdef int64_t read_one(self, Span value) except? -1:
@@ -907,10 +848,6 @@ cdef class RowPass:
         w_array(o, n - first)
         for i in range(first, n):
             w_str(o, self.ids[i])
-
-    cdef int w_key(self, vector[char] *o, str key) except -1:
-        w_str(o, utf8(key))
-        return 0
 
     cdef int created(self, Py_ssize_t slot) except -1:
         """A feature's value set where the row held none: its key goes after the row's."""
