@@ -1,0 +1,71 @@
+"""The SQLite bus's log layout: stored batches in a rowid table, and a log an earlier
+release created WITHOUT ROWID still read, written, purged and scrubbed."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from headwater._idsearch import sqlite_copies
+from headwater.bus import Message, committed_positions
+from headwater.bus.sqlite import SqliteBus
+
+# hw_bus_log as releases before this one created it.
+_EARLIER_LOG = """CREATE TABLE hw_bus_log (
+    partition INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    records BLOB NOT NULL,
+    PRIMARY KEY (partition, first_offset)
+) WITHOUT ROWID"""
+
+
+def _log_sql(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'hw_bus_log'").fetchone()
+    finally:
+        conn.close()
+    return str(sql)
+
+
+def test_a_new_log_keeps_its_batches_in_a_rowid_table(tmp_path: Path) -> None:
+    # A stored batch is tens of KB: as a WITHOUT ROWID row, every interior cell of the
+    # B-tree holds one whole, and SQLite copies it, overflow pages and all, to compare
+    # a key with it, at each level of every insert and read.
+    path = tmp_path / "bus.db"
+    SqliteBus(f"sqlite:///{path}?partitions=2").close()
+    sql = _log_sql(path)
+    assert "WITHOUT ROWID" not in sql.upper(), sql
+
+
+@pytest.mark.parametrize("earlier", [True, False], ids=["created-without-rowid", "new"])
+def test_a_log_of_either_layout_is_read_purged_and_scrubbed(tmp_path: Path, earlier: bool) -> None:
+    path = tmp_path / "bus.db"
+    if earlier:
+        conn = sqlite3.connect(path)
+        conn.execute(_EARLIER_LOG)
+        conn.close()
+    bus = SqliteBus(f"sqlite:///{path}?partitions=2")
+    assert ("WITHOUT ROWID" in _log_sql(path).upper()) == earlier  # a log keeps its layout
+    values = {f"user-{i}": [f"user-{i}/{n}".encode() * 40 for n in range(3)] for i in range(50)}
+    for n in range(3):
+        bus.publish([Message(key, vals[n]) for key, vals in values.items()])
+    consumer = bus.consumer("g")
+    got: list[bytes] = []
+    while len(got) < 150:
+        records = consumer.poll(40, 1.0)
+        assert records, "the log ended early"
+        got += [r.value for r in records]
+        consumer.commit(committed_positions(records))
+    assert sorted(got) == sorted(v for vals in values.values() for v in vals)
+    assert bus.purge_key("user-7") == 3
+    assert bus.count_key("user-7") == 0
+    assert bus.count_key("user-8") == 3
+    assert sqlite_copies(path, ["user-7"]) == 0  # purged and scrubbed
+    assert sqlite_copies(path, ["user-8"]) > 0  # the scan sees what is kept
+    consumer.close()
+    bus.close()
