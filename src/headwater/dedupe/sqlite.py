@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
+from itertools import chain
 
 from headwater._sqlite import connect, scrub_for_erasure
 from headwater._url import sqlite_path
@@ -27,7 +29,19 @@ _SWEEP_ROWS = 20_000
 #: The tables swept: (table, its key, its time in ms).
 _SWEPT = (("hw_dedupe", "event_id", "accepted_ms"), ("hw_dedupe_tokens", "token", "done_ms"))
 _CHUNK = 500  # users per statement, below SQLite's bound on parameters
-_CLAIM_CHUNK = 900  # entries per claim statement: 4 parameters each
+_CLAIM_CHUNK = 900  # entries per claim statement: 2 parameters each, and 3 for all
+
+
+@lru_cache(maxsize=64)
+def _claim_sql(entries: int) -> str:
+    """The claim of ``entries`` ids: ``(now, token, cutoff, id, user, id, user, ...)``."""
+    values = ",".join(f"(?{4 + 2 * i}, ?{5 + 2 * i}, ?1, ?2)" for i in range(entries))
+    return (
+        f"INSERT INTO hw_dedupe (event_id, user_id, accepted_ms, token) VALUES {values} "
+        "ON CONFLICT (event_id) DO UPDATE SET user_id = excluded.user_id, "
+        "accepted_ms = excluded.accepted_ms, token = excluded.token "
+        "WHERE hw_dedupe.accepted_ms < ?3"
+    )
 
 
 class SqliteIdempotencyWindow:
@@ -113,20 +127,13 @@ class SqliteIdempotencyWindow:
         out = Claim()
         for start in range(0, len(entries), _CLAIM_CHUNK):
             chunk = entries[start : start + _CLAIM_CHUNK]
-            values = ",".join(["(?, ?, ?, ?)"] * len(chunk))
-            params: list[object] = []
-            for event_id, user_id in chunk:
-                params += (event_id, user_id, now, token)
             # Inserted, or an entry past the window taken again: both are ours. When
             # every row changed (the usual send of new ids), the whole chunk is ours
-            # and nothing needs reading back.
+            # and nothing needs reading back. The claim's time, token and cutoff are
+            # bound once (?1, ?2, ?3), each entry's id and user after them.
             before = self._conn.total_changes
             self._conn.execute(
-                f"INSERT INTO hw_dedupe (event_id, user_id, accepted_ms, token) "
-                f"VALUES {values} ON CONFLICT (event_id) DO UPDATE SET "
-                "user_id = excluded.user_id, accepted_ms = excluded.accepted_ms, "
-                "token = excluded.token WHERE hw_dedupe.accepted_ms < ?",
-                (*params, cutoff),
+                _claim_sql(len(chunk)), (now, token, cutoff, *chain.from_iterable(chunk))
             )
             if self._conn.total_changes - before == len(chunk):
                 out.mine.update(event_id for event_id, _ in chunk)
