@@ -186,6 +186,33 @@ def test_rate_limit_429_with_retry_after(client: TestClient, hw: Application) ->
     assert int(r.headers["Retry-After"]) >= 1
 
 
+def test_the_rate_limit_counts_a_batchs_events_not_words_in_it(
+    client: TestClient, hw: Application
+) -> None:
+    # The count comes from the JSON guard's read of the array: text that spells a field
+    # name inside an event is not another event, and a refused body spends nothing.
+    secret, _ = hw.keys.create("email", event_types=("view",), rate_limit_eps=5, burst=10)
+    spelled = {"referrer": '"event_id" "event_id" "event_id"'}
+    r = client.post("/v1/signals", content=b'[{"a": 1, "a": 2}]', headers=auth(secret))
+    problem(r, 400, "malformed-body")
+    r = client.post(
+        "/v1/signals", json=[event(i, payload=spelled) for i in range(10)], headers=auth(secret)
+    )
+    assert r.status_code == 200, r.text
+    r = client.post("/v1/signals", json=[event(10)], headers=auth(secret))
+    problem(r, 429, "rate-limited")
+
+
+def test_an_event_past_the_size_limit_is_refused_alone(client: TestClient, web_key: str) -> None:
+    # The batch is bounded per event from the guard's longest element, not a second read.
+    big = event(1, payload={"referrer": "r" * (40 * 1024)})
+    r = client.post("/v1/signals", json=[event(0), big, event(2)], headers=auth(web_key))
+    assert r.status_code == 207, r.text
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == ["accepted", "rejected", "accepted"]
+    assert results[1]["rule"] == "event_too_large"
+
+
 def test_bus_unavailable_is_503_and_nothing_published(
     client: TestClient, hw: Application, web_key: str
 ) -> None:

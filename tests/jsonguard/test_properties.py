@@ -24,6 +24,7 @@ import msgspec
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from headwater.errors import MalformedBatchError
 from tests.jsonguard._scanners import available, verdict
 
 PROPERTY_SETTINGS = settings(
@@ -200,6 +201,31 @@ def test_large_objects_find_exactly_the_first_repeat(keys: list[str], escape: bo
         assert found == "ok"
     else:
         assert found == f'duplicate key "{repeat}" at $[0].inner.{repeat}'
+
+
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+@PROPERTY_SETTINGS
+@given(data=documents())
+def test_an_accepted_array_has_the_shape_msgspec_reads(data: bytes) -> None:
+    # The gateway counts a batch's events for the rate limit, and bounds an event's
+    # size, from the shape the guard returns instead of reading the batch again.
+    shapes = set()
+    for scan in available():
+        try:
+            shapes.add(scan.check_json(data))
+        except MalformedBatchError:
+            return
+    assert len(shapes) == 1, shapes
+    (shape,) = shapes
+    try:
+        elements = _RAW_LIST.decode(data)
+    except msgspec.ValidationError:  # JSON, not an array
+        assert shape == (0, 0)
+        return
+    event(f"{min(len(elements), 3)} elements")
+    assert shape == (len(elements), max(map(len, elements), default=0))
 
 
 @settings(PROPERTY_SETTINGS, max_examples=150)

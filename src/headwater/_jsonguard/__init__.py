@@ -22,7 +22,7 @@ verdicts and messages, more slowly.
 
 from __future__ import annotations
 
-from headwater._jsonguard._messages import DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT
+from headwater._jsonguard._messages import DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, JsonShape
 
 try:
     from headwater._jsonguard._compiled import check_json as _check_json
@@ -36,10 +36,17 @@ except ImportError:  # installed where no C compiler was found: the Python scann
 
     COMPILED = False
 
-__all__ = ["COMPILED", "DEFAULT_MAX_DEPTH", "MAX_DEPTH_LIMIT", "check_json", "check_ndjson"]
+__all__ = [
+    "COMPILED",
+    "DEFAULT_MAX_DEPTH",
+    "MAX_DEPTH_LIMIT",
+    "JsonShape",
+    "check_json",
+    "check_ndjson",
+]
 
 
-def check_json(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+def check_json(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonShape:
     """Raise ``MalformedBatchError`` unless ``data`` is one JSON document whose objects
     never repeat a key and whose containers nest at most ``max_depth`` deep.
 
@@ -48,8 +55,13 @@ def check_json(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
     not JSON, ``not valid JSON: invalid string at byte 17``. ``max_depth`` counts every
     array and object (a batch of events with flat payloads is 3 deep) and must be
     between 1 and ``MAX_DEPTH_LIMIT`` (``ValueError`` otherwise).
+
+    What it returns, read in the same pass: for a document that is an array, how many
+    elements it has and the length in bytes of the longest (``JsonShape``): the
+    gateway's event count for the rate limit, and its bound on an event's size, without
+    reading the batch again.
     """
-    _check_json(data, max_depth=max_depth)
+    return _check_json(data, max_depth=max_depth)
 
 
 def check_ndjson(

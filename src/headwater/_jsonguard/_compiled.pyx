@@ -18,6 +18,7 @@ import os
 
 from headwater._jsonguard._messages import (
     DEFAULT_MAX_DEPTH,
+    JsonShape,
     MAX_DEPTH_LIMIT,
     check_max_depth,
     decode_key,
@@ -189,6 +190,9 @@ ctypedef struct Scan:
     Py_ssize_t table_top, table_cap
     int reason
     Py_ssize_t error_at
+    # The shape of a top-level array: its elements, the longest's bytes, where the
+    # current one started.
+    Py_ssize_t elements, longest, element_at
 
 
 cdef inline bint _is_ws(unsigned char c) noexcept nogil:
@@ -546,11 +550,16 @@ cdef int _scan(Scan *sc, Py_ssize_t start, Py_ssize_t end, Py_ssize_t max_depth)
     sc.keys_top = 0
     sc.arena_top = 0
     sc.table_top = 0
+    sc.elements = 0
+    sc.longest = 0
+    sc.element_at = 0
     while True:
         if state == S_VALUE:
             if i >= end:
                 _fail(sc, R_EOF, i)
                 return SYNTAX
+            if sc.depth == 1 and not sc.frames[0].is_object:
+                sc.element_at = i  # an element of a top-level array starts
             c = s[i]
             if c == 0x22:
                 i = _string(sc, s, i + 1, end, &escaped)
@@ -593,6 +602,10 @@ cdef int _scan(Scan *sc, Py_ssize_t start, Py_ssize_t end, Py_ssize_t max_depth)
             if i < 0:
                 return SYNTAX
         elif state == S_AFTER:
+            if sc.depth == 1 and not sc.frames[0].is_object:
+                sc.elements += 1  # and ends
+                if i - sc.element_at > sc.longest:
+                    sc.longest = i - sc.element_at
             i = _skip_ws(s, i, end)
             if sc.depth == 0:
                 if i < end:
@@ -694,7 +707,7 @@ cdef object _refusal(Scan *sc, int found, Py_ssize_t start, Py_ssize_t max_depth
 
 def check_json(data, *, max_depth=DEFAULT_MAX_DEPTH):
     """Raise ``MalformedBatchError`` unless ``data`` is one JSON document whose objects
-    never repeat a key and whose containers nest at most ``max_depth`` deep."""
+    never repeat a key and whose containers nest at most ``max_depth`` deep; its shape."""
     check_max_depth(max_depth)
     cdef const unsigned char[::1] view = data
     cdef Py_ssize_t depth = max_depth, n = view.shape[0]
@@ -705,6 +718,7 @@ def check_json(data, *, max_depth=DEFAULT_MAX_DEPTH):
         found = _scan(&sc, 0, n, depth)
         if found != OK:
             raise _refusal(&sc, found, 0, depth, 0)
+        return JsonShape(sc.elements, sc.longest)
     finally:
         _release(&sc)
 

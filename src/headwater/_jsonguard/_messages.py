@@ -2,7 +2,7 @@
 
 Both scanners find the first problem in document order and describe it here, so that
 one document gets one message whichever scanner read it (a property test holds them to
-that). Only refusals come here: nothing in this module runs for an accepted document.
+that). Only refusals come here, and the shape (``JsonShape``) of an accepted document.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from headwater.errors import MalformedBatchError
 
@@ -38,6 +39,15 @@ _SHOWN_KEY_CHARS = 64
 #: A deeper path shows its first and last segments only.
 _SHOWN_SEGMENTS = 16
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class JsonShape(NamedTuple):
+    """What the guard read of an accepted document that is an array: its elements, and
+    the length in bytes of the longest (from its first byte to its last, as msgspec's
+    ``Raw`` holds it); both 0 for an empty array and for a document that is not one."""
+
+    elements: int
+    longest: int
 
 
 def check_max_depth(max_depth: int) -> None:

@@ -16,6 +16,7 @@ from headwater._jsonguard._messages import (
     NUMBER,
     STRING,
     UTF8,
+    JsonShape,
     check_max_depth,
     decode_key,
     duplicate_key,
@@ -51,12 +52,12 @@ class _Syntax(Exception):  # noqa: N818 - internal signal, never seen by callers
         self.position = position
 
 
-def check_json(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+def check_json(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonShape:
     """Raise ``MalformedBatchError`` unless ``data`` is one JSON document whose objects
-    never repeat a key and whose containers nest at most ``max_depth`` deep."""
+    never repeat a key and whose containers nest at most ``max_depth`` deep; its shape."""
     check_max_depth(max_depth)
     try:
-        _scan(bytes(data), max_depth, 0)
+        return _scan(bytes(data), max_depth, 0)
     except _Syntax as exc:
         raise not_json(exc.reason, exc.position) from None
 
@@ -178,23 +179,33 @@ class _Open:
         return [self.keys[d] if s is not None else self.counts[d] for d, s in enumerate(self.seen)]
 
 
-def _scan(data: bytes, max_depth: int, line: int) -> None:
-    """Raise at the first problem of the document ``data`` (one NDJSON line: ``line``)."""
+def _scan(data: bytes, max_depth: int, line: int) -> JsonShape:
+    """Raise at the first problem of the document ``data`` (one NDJSON line: ``line``);
+    the document's shape."""
     open_ = _Open()
     i = _skip(data, 0)
     state = _VALUE
+    elements = longest = start = 0
     while True:
+        # An element of a top-level array starts at a value one level deep, and ends
+        # where the state after it begins.
+        in_top_array = len(open_.seen) == 1 and open_.seen[0] is None
         if state == _VALUE:
+            if in_top_array:
+                start = i
             i, state = _value(data, i, open_, max_depth, line)
         elif state == _KEY:
             i = _member(data, i, open_, line)
             state = _VALUE
         else:
+            if in_top_array:
+                elements += 1
+                longest = max(longest, i - start)
             i = _skip(data, i)
             if not open_.seen:
                 if i < len(data):
                     raise _Syntax(CHARACTER, i)  # trailing characters
-                return
+                return JsonShape(elements, longest)
             i, state = _after(data, i, open_)
 
 

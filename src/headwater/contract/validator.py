@@ -143,14 +143,18 @@ class SignalValidator:
         self.versions: dict[str, int] = {r.name: r.version for r in registered}
         self._compiled = CompiledContract(registered)
 
-    def validate_json(self, body: bytes, *, now: datetime | None = None) -> BatchResult:
-        """Validate a JSON array of events (one publish batch)."""
+    def validate_json(
+        self, body: bytes, *, now: datetime | None = None, longest_event: int | None = None
+    ) -> BatchResult:
+        """Validate a JSON array of events (one publish batch). ``longest_event``: the
+        length in bytes of the batch's longest event where the caller has read it
+        (``check_json``'s shape), so that the batch is not read again to bound it."""
         now = now or datetime.now(UTC)
         if len(body) > self.limits.max_batch_bytes:
             raise BatchTooLargeError(
                 f"batch is {len(body)} bytes; at most {self.limits.max_batch_bytes} bytes per batch"
             )
-        fast = self._fast_path(body, now)
+        fast = self._fast_path(body, now, longest_event)
         if fast is not None:
             return fast
         return self._each(_split_body(body, self.limits, ndjson=False), now)
@@ -163,7 +167,9 @@ class SignalValidator:
         """Validate events given as Python mappings (datetimes are sent as RFC 3339)."""
         return self.validate_json(msgspec.json.encode(list(events)), now=now)
 
-    def _fast_path(self, body: bytes, now: datetime) -> BatchResult | None:
+    def _fast_path(
+        self, body: bytes, now: datetime, longest_event: int | None
+    ) -> BatchResult | None:
         decoder = self._compiled.batch_decoder
         if decoder is None:
             return None
@@ -176,11 +182,11 @@ class SignalValidator:
             raise BatchTooLargeError(
                 f"batch has {len(events)} events; at most {limits.max_batch_events} per batch"
             )
-        if (
-            len(body) > limits.max_event_bytes
-            and max(map(len, _RAW_LIST.decode(body)), default=0) > limits.max_event_bytes
-        ):
-            return None
+        if len(body) > limits.max_event_bytes:
+            if longest_event is None:
+                longest_event = max(map(len, _RAW_LIST.decode(body)), default=0)
+            if longest_event > limits.max_event_bytes:
+                return None
         window = limits.window(now)
         oldest, newest = window.oldest, window.newest
         unset = msgspec.UNSET

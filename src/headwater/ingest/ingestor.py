@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from headwater._jsonguard import check_json, check_ndjson
+from headwater._jsonguard import JsonShape, check_json, check_ndjson
 from headwater._time import format_time
 from headwater.access.keys import ALL, ApiKey
 from headwater.bus.base import Bus, Message
@@ -190,11 +190,18 @@ class Ingestor:
         return self.finish(batch)
 
     def prepare(
-        self, body: bytes, key: ApiKey, *, ndjson: bool = False, request_id: str = ""
+        self,
+        body: bytes,
+        key: ApiKey,
+        *,
+        ndjson: bool = False,
+        request_id: str = "",
+        checked: JsonShape | None = None,
     ) -> PreparedBatch:
         """Everything before the durable write: validate, check scope, drop an id given
         twice in the batch, stamp the envelope and encode. Raises before anything is
-        claimed or published."""
+        claimed or published. ``checked``: what ``check_json`` returned for this JSON
+        body where the caller ran it already."""
         received_at = datetime.now(UTC)
         validator = self.validator()
         # A key given twice in an object, or nesting past 64 levels, refuses the whole
@@ -203,8 +210,9 @@ class Ingestor:
             check_ndjson(body, allow_malformed_lines=True)
             result = validator.validate_ndjson(body, now=received_at)
         else:
-            check_json(body)
-            result = validator.validate_json(body, now=received_at)
+            if checked is None:
+                checked = check_json(body)
+            result = validator.validate_json(body, now=received_at, longest_event=checked.longest)
         _check_scope(result, key, self._owners)
         if self.erased is not None:
             result = self.erased.screen(result)
