@@ -6,10 +6,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from headwater._idsearch import sqlite_copies
 from headwater.bus import Message, committed_positions
+from headwater.bus.base import KIND_ERASURE, KIND_SIGNAL, Record
 from headwater.bus.sqlite import SqliteBus
 
 # hw_bus_log as releases before this one created it.
@@ -68,4 +70,20 @@ def test_a_log_of_either_layout_is_read_purged_and_scrubbed(tmp_path: Path, earl
     assert sqlite_copies(path, ["user-7"]) == 0  # purged and scrubbed
     assert sqlite_copies(path, ["user-8"]) > 0  # the scan sees what is kept
     consumer.close()
+    bus.close()
+
+
+def test_a_stored_batch_holds_each_record_as_a_record_encodes(tmp_path: Path) -> None:
+    # The log writes plain arrays, no Record per message: the bytes must be the same.
+    path = tmp_path / "bus.db"
+    bus = SqliteBus(f"sqlite:///{path}?partitions=1")
+    bus.publish([Message("ann", b"\x00v1"), Message("bob", b"v2", KIND_ERASURE)])
+    conn = sqlite3.connect(path)
+    ((ts, blob),) = conn.execute("SELECT ts_ms, records FROM hw_bus_log").fetchall()
+    conn.close()
+    expected = [
+        Record(0, 0, "ann", KIND_SIGNAL, b"\x00v1", ts),
+        Record(0, 1, "bob", KIND_ERASURE, b"v2", ts),
+    ]
+    assert blob == msgspec.msgpack.encode(expected)
     bus.close()

@@ -159,8 +159,10 @@ class SqliteBus(Bus):
                 (start,) = conn.execute(
                     "SELECT next_offset FROM hw_bus_ends WHERE partition = ?", (part,)
                 ).fetchone()
+                # Each record as the array a Record encodes to (``array_like``): the same
+                # bytes, without a Record object per message.
                 records = [
-                    Record(part, start + i, m.key, m.kind, m.value, ts) for i, m in enumerate(group)
+                    (part, start + i, m.key, m.kind, m.value, ts) for i, m in enumerate(group)
                 ]
                 end = start + len(group)
                 rows.append((part, start, end - 1, ts, ENCODE_BATCH(records)))
