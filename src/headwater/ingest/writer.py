@@ -116,11 +116,12 @@ class IngestWriter:
             self._release([(s, [e for e, _ in s.entries]) for s in group])
             self._fail(group, exc)
             return
-        won = [
-            [i for i, (event_id, _) in enumerate(s.entries) if event_id in claim.mine]
-            for s, claim in zip(group, claims, strict=True)
-        ]
-        merged = [s.messages[i] for s, mine in zip(group, won, strict=True) for i in mine]
+        won = [_won(s, claim) for s, claim in zip(group, claims, strict=True)]
+        merged: list[Message] = []
+        for s, mine in zip(group, won, strict=True):
+            merged.extend(
+                s.messages if len(mine) == len(s.messages) else [s.messages[i] for i in mine]
+            )
         try:
             if merged:
                 self.bus.publish(merged)
@@ -168,3 +169,12 @@ class IngestWriter:
             self._closed = True
             self._queue.put(None)
             self._thread.join()
+
+
+def _won(send: Send, claim: Claim) -> Sequence[int]:
+    """The indices of the send's entries the claim made its own. The usual send claims
+    every one: its ids are distinct (``Ingestor.prepare`` drops a repeat) and ``mine``
+    holds only ids of the send, so as many ids as entries are all of them."""
+    if len(claim.mine) == len(send.entries):
+        return range(len(send.entries))
+    return [i for i, (event_id, _) in enumerate(send.entries) if event_id in claim.mine]
