@@ -10,7 +10,9 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -41,6 +43,21 @@ def serve(app: FastAPI, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[Any], timeout: float = 60.0) -> None:
+    """Until the gateway process ``proc`` answers 200 on ``/v1/health`` at ``port``;
+    fails if it exits first or takes longer than ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, "the gateway exited"
+        assert time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.1)
 
 
 def children_of(pid: int) -> list[int]:

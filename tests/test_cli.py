@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from headwater.cli import app
-from tests._live import free_port
+from tests._live import free_port, wait_healthy
 
 runner = CliRunner()
 
@@ -415,13 +415,7 @@ def test_the_gateway_closes_its_application_on_sigterm(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_healthy(port, proc)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == -signal.SIGTERM  # the signal's own end, as uvicorn intends
     finally:

@@ -33,7 +33,7 @@ from headwater.control import open_control_database
 from headwater.gateway.server import KEEP_ALIVE_S
 from headwater.registry.contracts import ContractRegistry
 from tests._gateway_fixtures import problem
-from tests._live import free_port
+from tests._live import free_port, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -76,16 +76,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str,
         [sys.executable, "-m", "headwater", "serve", "--port", str(port)], env=env
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not start"
-            assert proc.poll() is None, "the gateway exited"
-            time.sleep(0.1)
+        wait_healthy(port, proc, timeout=30)
         yield port, admin, home, proc.pid
     finally:
         proc.terminate()
