@@ -32,7 +32,8 @@ cost nothing but its row writes. The workload covers every
 declared user (one extra event for each user the Zipf draw left out), so the store ends
 with one row per user.
 
-    .venv/bin/python bench/bench_features.py [--events 1000000] [--batch-sizes 5000,20000,50000]
+    .venv/bin/python bench/bench_features.py [--events 1000000]
+    .venv/bin/python bench/bench_features.py --batch-sizes 50000,75000 --repeat 1
     .venv/bin/python bench/bench_features.py --spread-days 7   # rows a week of events built
 """
 
@@ -356,7 +357,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=50_000)
-    parser.add_argument("--batch-sizes", default="5000,20000,50000")
+    parser.add_argument("--batch-sizes", default="5000,20000,50000,75000")
     parser.add_argument("--repeat", type=int, default=2, help="rounds; the best is reported")
     parser.add_argument("--no-redis", action="store_true")
     parser.add_argument(

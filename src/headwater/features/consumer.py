@@ -37,9 +37,11 @@ __all__ = ["BATCH_SIZE", "LINGER_S", "USER_NAMESPACE", "FeatureConsumer"]
 
 #: Records per batch at most. A caught-up consumer reads what has arrived since its last
 #: batch, so the cap matters when it catches up: a bigger batch shares each user row
-#: and each B-tree page among more events (bench/bench_features.py: about 1.45x the
-#: events/s of batches of 5,000, peak RSS under 200 MB for 100,000 users).
-BATCH_SIZE = 50_000
+#: and each B-tree page among more events. bench/bench_features.py, 1,035,395 signals
+#: over 100,000 users: 1.29-1.33 times the hand-written loop at 75,000 against 1.10-1.16
+#: at 50,000 in the same runs; peak RSS 178 MB (152 MB at 50,000, 202 MB at 100,000:
+#: over the 200 MB target).
+BATCH_SIZE = 75_000
 #: After a batch smaller than BATCH_SIZE the next poll waits until this long (seconds)
 #: after the last one began. Each batch pays a row read, a write and two commits
 #: whatever its size; at 20,000 events/s on the embedded stack's one core, batches at
