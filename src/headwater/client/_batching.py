@@ -146,9 +146,23 @@ def _seconds(retry_after: str | None) -> float | None:
         return None  # an HTTP date: the backoff applies
 
 
+class _Answer(msgspec.Struct):
+    """The counts of a 200/207 answer; its results read only when some were rejected."""
+
+    accepted: int
+    duplicates: int
+    results: msgspec.Raw
+    rejected: int | None = None
+
+
+_ANSWER = msgspec.json.Decoder(_Answer)
+
+
 def report_from(body: bytes, events: Sequence[dict[str, Any]]) -> PublishReport:
     """A report from a 200/207 answer, rejections paired with the events sent."""
-    doc = msgspec.json.decode(body)
+    answer = _ANSWER.decode(body)
+    if answer.rejected == 0:  # the gateway says none was: its 500 results need no reading
+        return PublishReport(accepted=answer.accepted, duplicates=answer.duplicates, batches=1)
     rejected = [
         RejectedEvent(
             event_id=r.get("event_id"),
@@ -157,11 +171,11 @@ def report_from(body: bytes, events: Sequence[dict[str, Any]]) -> PublishReport:
             message=r.get("message", ""),
             event=dict(events[r["index"]]),
         )
-        for r in doc["results"]
+        for r in msgspec.json.decode(answer.results)
         if r["status"] == "rejected"
     ]
     return PublishReport(
-        accepted=doc["accepted"], duplicates=doc["duplicates"], rejected=rejected, batches=1
+        accepted=answer.accepted, duplicates=answer.duplicates, rejected=rejected, batches=1
     )
 
 
@@ -169,13 +183,22 @@ def batches(
     events: Sequence[dict[str, Any]],
     max_events: int,
     max_bytes: int,
+    encoded_events: Sequence[bytes] | None = None,
 ) -> Iterator[tuple[list[dict[str, Any]], bytes]]:
-    """Events split into bodies of at most ``max_events`` events and ``max_bytes`` bytes."""
+    """Events split into bodies of at most ``max_events`` events and ``max_bytes`` bytes;
+    ``encoded_events``, when given, is each event's JSON already."""
     current: list[dict[str, Any]] = []
     encoded: list[bytes] = []
     size = 2
-    for event in events:
-        data = msgspec.json.encode(event)
+    if encoded_events is None:
+        encoded_events = [msgspec.json.encode(event) for event in events]
+    n = len(encoded_events)
+    if n <= max_events and 2 + sum(map(len, encoded_events)) + n <= max_bytes:
+        # All in one body (the loop below would make the same one).
+        if n:
+            yield list(events), b"[" + b",".join(encoded_events) + b"]"
+        return
+    for event, data in zip(events, encoded_events, strict=True):
         if current and (len(current) >= max_events or size + len(data) + 1 > max_bytes):
             yield current, b"[" + b",".join(encoded) + b"]"
             current, encoded, size = [], [], 2

@@ -158,7 +158,10 @@ class ClientCore:
         # An event given without an id gets one now, kept through every retry: the
         # gateway de-duplicates a re-send only by it.
         missing = [i for i, e in enumerate(events) if "event_id" not in e]
-        if missing:
+        if len(missing) == len(events):
+            ids = new_event_ids(len(events))
+            events = [{**e, "event_id": i} for e, i in zip(events, ids, strict=True)]
+        elif missing:
             events = list(events)
             for i, event_id in zip(missing, new_event_ids(len(missing)), strict=True):
                 events[i] = {**events[i], "event_id": event_id}
@@ -178,7 +181,8 @@ class ClientCore:
         taken = self._queue.take(self._limit)
         if not taken:
             return None
-        batch, body = next(batches(taken, len(taken), self.max_batch_bytes))
+        encoded = self._queue.encoded(taken)
+        batch, body = next(batches(taken, len(taken), self.max_batch_bytes, encoded))
         if len(batch) < len(taken):
             self._queue.requeue(taken[len(batch) :])  # past the byte limit: next time
         return batch, body

@@ -3,6 +3,10 @@
 Every event is counted from the moment it is queued until the gateway answered for it
 (accepted, duplicate, or refused for good): those in flight count against the bound
 too, so a batch that failed always finds its place back at the head of the queue.
+
+Each event is encoded once, when it is queued (an event that cannot be sent is refused
+then), and its JSON is kept until the gateway answered for it: every attempt sends what
+was queued, and the body is not encoded again.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ class EventQueue:
         self.spool = spool
         self._lock = threading.Lock()
         self._queued: deque[dict[str, Any]] = deque()
+        #: Each event queued or in flight and its JSON, by the identity of its dict (held
+        #: here too, so the identity is not reused while the entry is here).
+        self._encoded: dict[int, tuple[dict[str, Any], bytes]] = {}
         self._in_flight = 0
         #: Events refused because the queue was full, since the client started.
         self.overflowed = 0
@@ -50,16 +57,23 @@ class EventQueue:
 
     def put(self, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Queue events (spooled first); the ones that did not fit, not queued."""
-        for event in events:
-            msgspec.json.encode(event)  # an event that cannot be sent is refused now
+        encode = msgspec.json.encode
+        encoded = [encode(event) for event in events]  # one that cannot be sent: refused now
         with self._lock:
             room = max(0, self.max_events - len(self._queued) - self._in_flight)
             kept, over = list(events[:room]), list(events[room:])
             if self.spool is not None and kept:
                 self.spool.add(kept)  # under the lock: the spool keeps the queue's order
             self._queued.extend(kept)
+            self._encoded.update((id(e), (e, data)) for e, data in zip(kept, encoded, strict=False))
             self.overflowed += len(over)
         return over
+
+    def encoded(self, batch: Sequence[dict[str, Any]]) -> list[bytes]:
+        """The JSON of each event of a batch taken from the queue, as it was queued."""
+        with self._lock:
+            known = self._encoded
+            return [_queued_json(known.get(id(e)), e) for e in batch]
 
     def take(self, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` events from the head, now in flight."""
@@ -81,8 +95,18 @@ class EventQueue:
             self.spool.remove(str(e["event_id"]) for e in batch)
         with self._lock:
             self._in_flight -= len(batch)
+            for event in batch:
+                self._encoded.pop(id(event), None)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The events queued now (not those in flight), oldest first."""
         with self._lock:
             return list(self._queued)
+
+
+def _queued_json(entry: tuple[dict[str, Any], bytes] | None, event: dict[str, Any]) -> bytes:
+    """The JSON queued for ``event``; encoded now for an event restored from the spool, or
+    the same dict queued twice and answered for once."""
+    if entry is not None and entry[0] is event:
+        return entry[1]
+    return msgspec.json.encode(event)
