@@ -38,8 +38,8 @@ __all__ = ["BATCH_SIZE", "LINGER_S", "USER_NAMESPACE", "FeatureConsumer"]
 #: Records per batch at most. A caught-up consumer reads what has arrived since its last
 #: batch, so the cap matters when it catches up: a bigger batch shares each user row
 #: and each B-tree page among more events. bench/bench_features.py, 1,035,395 signals
-#: over 100,000 users: 1.29-1.33 times the hand-written loop at 75,000 against 1.10-1.16
-#: at 50,000 in the same runs; peak RSS 178 MB (152 MB at 50,000, 202 MB at 100,000:
+#: over 100,000 users: 1.29-1.35 times the hand-written loop at 75,000 against 1.10-1.21
+#: at 50,000 in the same runs; peak RSS 179 MB (152 MB at 50,000, 202 MB at 100,000:
 #: over the 200 MB target).
 BATCH_SIZE = 75_000
 #: After a batch smaller than BATCH_SIZE the next poll waits until this long (seconds)
