@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
 from bench_freshness import BATCH, batches_of
 from headwater.client._core import ClientCore
+from headwater.ingest.ingestor import EventResult, IngestOutcome
 from headwater.wire import new_event_ids
 
 BATCHES = 400
@@ -34,19 +35,18 @@ BATCHES = 400
 
 def answer(n: int) -> bytes:
     """The gateway's 200 answer to a batch of ``n`` accepted events."""
-    return msgspec.json.encode(
-        {
-            "accepted": n,
-            "duplicates": 0,
-            "rejected": 0,
-            "producer": "bench",
-            "received_at": "2026-12-05T16:00:00.000000Z",
-            "results": [
-                {"index": i, "status": "accepted", "event_id": f"01JEBENCH{i:017d}"}
-                for i in range(n)
-            ],
-        }
+    results = [
+        EventResult(index=i, status="accepted", event_id=f"01JEBENCH{i:017d}") for i in range(n)
+    ]
+    outcome = IngestOutcome(
+        accepted=n,
+        duplicates=0,
+        rejected=0,
+        producer="bench",
+        received_at="2026-12-05T16:00:00.000000Z",
+        results=results,
     )
+    return msgspec.json.encode(outcome)
 
 
 def sdk_round(batches: list[list[dict[str, Any]]], body: bytes) -> float:

@@ -157,14 +157,10 @@ class ClientCore:
             raise RuntimeError("the client is closed")
         # An event given without an id gets one now, kept through every retry: the
         # gateway de-duplicates a re-send only by it.
-        missing = [i for i, e in enumerate(events) if "event_id" not in e]
-        if len(missing) == len(events):
-            ids = new_event_ids(len(events))
-            events = [{**e, "event_id": i} for e, i in zip(events, ids, strict=True)]
-        elif missing:
-            events = list(events)
-            for i, event_id in zip(missing, new_event_ids(len(missing)), strict=True):
-                events[i] = {**events[i], "event_id": event_id}
+        missing = sum("event_id" not in e for e in events)
+        if missing:
+            ids = iter(new_event_ids(missing))
+            events = [e if "event_id" in e else {**e, "event_id": next(ids)} for e in events]
         over = self._queue.put(events)
         if over:
             log.warning(
