@@ -114,18 +114,23 @@ def scrub_for_erasure(
     *,
     erased: Collection[str] = (),
     rebuild: bool = False,
+    deleted: bool = False,
 ) -> dict[str, object]:
     """:func:`scrub` under the store's ``lock``, its errors as ``fail``, described for an
     erasure's evidence; then, if the file still holds one of ``erased`` (the ids of what
     the erasure deleted), or ``rebuild`` is asked (the independent verification found the
-    user after the store confirmed), ``VACUUM`` and scrub again.
+    user after the store confirmed), or ``deleted`` says rows whose values identify the
+    user were deleted (a feature row: its items, its order id), ``VACUUM`` and scrub
+    again.
 
     ``secure_delete`` zeroes a deleted cell where it is, but when SQLite rebuilds a page
     (moving cells between pages as they fill and empty) it leaves the cells' earlier
     bytes in the page's unused space, and a row deleted later leaves that old copy
     behind. ``VACUUM`` writes the file anew from its live rows. The search is the
     erasure verification's (each hit placed in its page's records), so a store that
-    would fail the verification rebuilds itself first.
+    would fail the verification rebuilds itself first. It looks for ids: an old copy
+    whose start (the key) was overwritten and whose rest holds the user's other values
+    (the items of a feature row) is found by no id, hence ``deleted``.
     """
     with lock:
         try:
@@ -134,27 +139,28 @@ def scrub_for_erasure(
                 "wal_truncated": True,
                 "wal_bytes_truncated": scrub(conn),
             }
-            if erased or rebuild:
-                evidence.update(_rebuild_if_held(conn, erased, always=rebuild))
+            if erased or rebuild or deleted:
+                evidence.update(_rebuild_if_held(conn, erased, refused=rebuild, deleted=deleted))
         except sqlite3.Error as exc:
             raise fail(f"{what}: {exc}") from exc
     return evidence
 
 
 def _rebuild_if_held(
-    conn: sqlite3.Connection, erased: Collection[str], *, always: bool = False
+    conn: sqlite3.Connection, erased: Collection[str], *, refused: bool, deleted: bool
 ) -> dict[str, object]:
     path = Path(database_file(conn))
     searched = bool(erased) and len(erased) <= ERASED_IDS_SEARCHED
     found = sqlite_copies(path, erased) if searched else None
-    if found == 0 and not always:
+    if found == 0 and not (refused or deleted):
         return {"old_copies": 0}
     conn.execute("VACUUM")
     scrub(conn)
     return {
         "old_copies": found,
         "vacuumed": True,
-        **({"rebuilt_after_refusal": True} if always else {}),
+        **({"rebuilt_after_refusal": True} if refused else {}),
+        **({"rebuilt_after_delete": True} if deleted else {}),
         "copies_after_vacuum": sqlite_copies(path, erased) if searched else None,
     }
 

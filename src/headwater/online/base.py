@@ -90,7 +90,9 @@ class OnlineStore(Protocol):
         costs (the SQLite store reads its file and, if one is there, rebuilds it).
         ``rebuild``: the independent verification found the user in the store's files
         after it confirmed; the SQLite store rebuilds its file whatever its own search
-        finds (the verification also searches ids the store no longer knows)."""
+        finds (the verification also searches ids the store no longer knows). The SQLite
+        store also rebuilds it whenever rows were deleted since its last scrub: an old
+        copy of a row may keep the user's values without the key."""
         ...
 
     def close(self) -> None:
