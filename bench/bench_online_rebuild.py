@@ -86,7 +86,7 @@ def measure(path: Path, users: int, repeat: int) -> dict[str, Any]:
     for _ in range(repeat):
         store.delete(USER_NAMESPACE, [f"u{rng.randrange(users):07d}"])
         # What the scrub did before: the log checkpointed and truncated, no rebuild.
-        scrubs.append(_timed(lambda: scrub(store._conn)))  # noqa: SLF001 - the old scrub
+        scrubs.append(_timed(lambda: scrub(store._conn)))
         store.delete(USER_NAMESPACE, [f"u{rng.randrange(users):07d}"])
         rebuilds.append(_timed(store.scrub))
 
