@@ -19,13 +19,13 @@ def _synchronous(store: SqliteOnlineStore) -> int:
 def test_row_writes_do_not_wait_for_fsync_but_deletions_do(tmp_path: Path) -> None:
     store = SqliteOnlineStore(f"sqlite:///{tmp_path}/o.db")
     seen: list[int] = []
-    real_delete = store._delete
+    real_delete = store._deleting
 
-    def spy(namespace: str, keys: list[str]) -> int:
+    def spy(statements: list[tuple[str, list[object]]]) -> int:
         seen.append(_synchronous(store))
-        return real_delete(namespace, keys)
+        return real_delete(statements)
 
-    store._delete = spy  # type: ignore[method-assign]
+    store._deleting = spy  # type: ignore[method-assign]
     store.put("user", {"u1": b"a", "u2": b"b"})
     assert _synchronous(store) == NORMAL
     assert store.delete("user", ["u1"]) == 1

@@ -25,6 +25,12 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS hw_fences (
         grp TEXT NOT NULL, partition INTEGER NOT NULL, generation INTEGER NOT NULL,
         PRIMARY KEY (grp, partition))""",
+    # Deletes so far, and how many of them the last rebuild of the file came after: a
+    # delete counted in its own transaction, so a rebuild owed survives a crash and is
+    # seen by every process that writes the file (see scrub).
+    """CREATE TABLE IF NOT EXISTS hw_deletes (
+        one INTEGER PRIMARY KEY CHECK (one = 1), deleted INTEGER NOT NULL,
+        rebuilt INTEGER NOT NULL)""",
 )
 _CHUNK = 900  # below SQLite's bound on parameters per statement
 #: The page size of a new store (an existing one keeps its own). A consumer batch
@@ -45,8 +51,6 @@ class SqliteOnlineStore:
     def __init__(self, url: str, *, cache_mb: int = 256) -> None:
         self.url = url
         self._lock = threading.RLock()
-        # Rows deleted since the last scrub: the next one rebuilds the file (see scrub).
-        self._deleted = False
         try:
             # Feature rows are derived from the bus and committed atomically with the
             # group's positions: a power loss that drops the last commits rolls rows and
@@ -181,24 +185,34 @@ class SqliteOnlineStore:
                 self._conn.execute("PRAGMA synchronous=NORMAL")
 
     def delete(self, namespace: str, keys: Sequence[str]) -> int:
-        with self._synced():
-            removed = self._delete(namespace, keys)
-            self._deleted = self._deleted or removed > 0
-            return removed
-
-    def _delete(self, namespace: str, keys: Sequence[str]) -> int:
-        removed = 0
+        statements = []
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
+            statements.append(
+                (f"DELETE FROM hw_rows WHERE ns = ? AND key IN ({marks})", (namespace, *chunk))
+            )
+        with self._synced():
+            return self._deleting(statements)
+
+    def _deleting(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> int:
+        """Run the deletes in one transaction that also counts them in ``hw_deletes``."""
+        with self._lock:
             try:
-                cur = self._conn.execute(
-                    f"DELETE FROM hw_rows WHERE ns = ? AND key IN ({marks})",
-                    (namespace, *chunk),
+                self._conn.execute("BEGIN IMMEDIATE")
+                removed = sum(
+                    self._conn.execute(sql, params).rowcount for sql, params in statements
                 )
+                if removed:
+                    self._conn.execute(
+                        "INSERT INTO hw_deletes VALUES (1, 1, 0) "
+                        "ON CONFLICT (one) DO UPDATE SET deleted = deleted + 1"
+                    )
+                self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise OnlineStoreError(f"online store delete failed: {exc}") from exc
-            removed += cur.rowcount
         return removed
 
     def count(self, namespace: str, keys: Sequence[str]) -> int:
@@ -210,21 +224,19 @@ class SqliteOnlineStore:
 
     def clear(self, namespace: str) -> int:
         with self._synced():
-            try:
-                removed: int = self._conn.execute(
-                    "DELETE FROM hw_rows WHERE ns = ?", (namespace,)
-                ).rowcount
-            except sqlite3.Error as exc:
-                raise OnlineStoreError(f"online store: {exc}") from exc
-            self._deleted = self._deleted or removed > 0
-            return removed
+            return self._deleting([("DELETE FROM hw_rows WHERE ns = ?", (namespace,))])
 
     def scrub(self, erased: Collection[str] = (), *, rebuild: bool = False) -> dict[str, object]:
-        """Rows deleted since the last scrub rebuild the file: a row's earlier copy left
-        in a page's free space may have lost its key and kept its values (the user's
-        items, order id), which no search for ids finds
-        (``tests/erasure/test_sqlite_pages.py``)."""
+        """A delete that no rebuild of the file has followed yet, by this process or
+        another, rebuilds it: a row's earlier copy left in a page's free space may have
+        lost its key and kept its values (the user's items, an order id), which no
+        search for ids finds (``tests/erasure/test_sqlite_pages.py``). The deletes are
+        counted in the file, so a rebuild owed when a process stopped is made by the
+        next scrub."""
         with self._lock:
+            (deleted, rebuilt) = self._query(
+                "SELECT COALESCE(MAX(deleted), 0), COALESCE(MAX(rebuilt), 0) FROM hw_deletes"
+            )[0]
             done = scrub_for_erasure(
                 self._conn,
                 self._lock,
@@ -232,9 +244,14 @@ class SqliteOnlineStore:
                 "online store",
                 erased=erased,
                 rebuild=rebuild,
-                deleted=self._deleted,
+                deleted=deleted > rebuilt,
             )
-            self._deleted = False
+            if done.get("vacuumed"):
+                # Every delete counted before the rebuild began is gone from the file;
+                # one counted since is owed its own.
+                self._query(
+                    "UPDATE hw_deletes SET rebuilt = ? WHERE rebuilt < ?", (deleted, deleted)
+                )
             return done
 
     def close(self) -> None:
