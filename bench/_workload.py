@@ -180,18 +180,24 @@ def launch(
             stdout=subprocess.DEVNULL,
             stderr=sink,
         )
+    if answers_health(proc, port, timeout_s):
+        return proc
+    proc.kill()
+    raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
+
+
+def answers_health(proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> bool:
+    """Whether ``proc`` answers /v1/health on ``port`` within ``timeout_s`` (False once
+    it exited)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
         except httpx.HTTPError:
             time.sleep(0.1)
         else:
-            return proc
-    proc.kill()
-    raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
+            return True
+    return False
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:

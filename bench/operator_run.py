@@ -43,6 +43,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
+from _workload import answers_health
 
 NATS = "nats://127.0.0.1:4222"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -173,18 +174,6 @@ def redis_hits(prefix: str, needle: bytes) -> int:
         hits += sum(part.count(needle) for part in parts)
     client.close()
     return hits
-
-
-def wait_healthy(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not become healthy")
 
 
 def signals(n: int, users: int, now: datetime) -> list[dict[str, Any]]:
@@ -326,8 +315,10 @@ def main() -> None:
             for i, name in enumerate(CONSUMERS):
                 run.start(f"{name}-{i}" if name == "features" else name, "consume", name)
             run.start("orchestrate", "orchestrate")
-            for url in gateways:
-                wait_healthy(url)
+            for i, port in enumerate(ports):
+                if not answers_health(run.procs[f"gateway-{i}"], port, 60):
+                    log = (run.logs / f"gateway-{i}.log").read_text()[-2000:]
+                    raise SystemExit(f"gateway-{i} did not start:\n{log}")
             figures = drive(run, args, gateways, key)
         finally:
             codes = run.stop()
