@@ -19,6 +19,7 @@ from headwater._idsearch import Needles, _count_in_file
 from headwater._sqlite import connect, scrub
 from headwater._sqlite_pages import database_shape
 from headwater.bus import open_bus
+from headwater.bus.base import Message
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.control import open_control_database
 from headwater.dedupe.sqlite import SqliteIdempotencyWindow
@@ -265,6 +266,38 @@ def test_a_delete_owes_a_rebuild_to_the_next_scrub_after_a_crash_or_in_another_p
     # An earlier copy of another user's row, whose id starts with this one's: not a copy.
     assert _residue(path, "u-gon") == {}
     other.close()
+
+
+def test_purges_of_the_sqlite_bus_log_leave_no_byte_of_the_users_purged(tmp_path: Path) -> None:
+    """The bus log keeps batches of many users' records; an erasure rewrites the batches
+    that hold the user's. Twenty users purged one after the other out of 300 batches of
+    5 to 74 records (cells of different sizes, so pages are rebuilt as they are
+    rewritten): after each purge, no byte of the file or its log holds any purged user's
+    id or items, not even in a page's free space."""
+    path = tmp_path / "bus.db"
+    bus = open_bus(f"sqlite:///{path}?partitions=2")
+    users = [f"usr{n:012x}" for n in range(30)]
+    n = 0
+    for b in range(300):
+        messages = []
+        for i in range(5 + b % 70):
+            user = users[(b * 7 + i) % len(users)]
+            value = {
+                "event_id": f"ev-{user}-{n}",
+                "user_id": user,
+                "item_id": f"itm-{user}-{i % 5}",
+            }
+            messages.append(
+                Message(user, msgspec.json.encode(value | {"pad": "x" * (i * 13 % 200)}))
+            )
+            n += 1
+        bus.publish(messages)
+    for k, user in enumerate(users[:20]):
+        assert bus.purge_key(user) > 0
+        raw = b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+        assert [u for u in users[: k + 1] if u.encode() in raw] == []
+    assert all(u.encode() in path.read_bytes() for u in users[20:])
+    bus.close()
 
 
 _IDS = st.from_regex(r"k[0-9]{1,3}", fullmatch=True)
