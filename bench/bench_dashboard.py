@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit
+from _common import emit, free_port
 
 #: Runs in the server process, on the tree's own code (PYTHONPATH=<tree>/src).
 SERVER = r"""
@@ -79,14 +79,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

@@ -78,6 +78,15 @@ def _timed(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def _copy_synced(source: Path, target: Path) -> None:
+    shutil.copyfile(source, target)
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def measure(path: Path, users: int, repeat: int) -> dict[str, Any]:
     store = SqliteOnlineStore(f"sqlite:///{path}")
     rng = random.Random(2)
@@ -89,16 +98,7 @@ def measure(path: Path, users: int, repeat: int) -> dict[str, Any]:
         scrubs.append(_timed(lambda: scrub(store._conn)))
         store.delete(USER_NAMESPACE, [f"u{rng.randrange(users):07d}"])
         rebuilds.append(_timed(store.scrub))
-
-        def copied() -> None:
-            shutil.copyfile(path, copy)
-            fd = os.open(copy, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-        copies.append(_timed(copied))
+        copies.append(_timed(lambda: _copy_synced(path, copy)))
         copy.unlink()
     size = path.stat().st_size
     store.close()

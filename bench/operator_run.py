@@ -42,8 +42,12 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the byte-scan test's scans
+from tests.erasure.scan import scan_redis
+
+from _common import emit, free_port
 from _workload import answers_health
+from headwater.bus.nats import delete_bus
 
 NATS = "nats://127.0.0.1:4222"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -52,25 +56,12 @@ HEADWATER = [sys.executable, "-m", "headwater"]
 CONSUMERS = ("features", "features", "archive", "platform-erasure", "batch-erasure")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Run:
     """The run's servers' names, its environment and its processes."""
 
     def __init__(self, home: Path) -> None:
         tag = uuid.uuid4().hex[:8]
-        self.home, self.topic, self.prefix, self.database = (
-            home,
-            f"op{tag}",
-            f"op{tag}",
-            f"hwop{tag}",
-        )
+        self.topic, self.prefix, self.database = f"op{tag}", f"op{tag}", f"hwop{tag}"
         self.env = {
             **os.environ,
             "HEADWATER_HOME": str(home),
@@ -118,6 +109,18 @@ def create_database(name: str) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def _redis_keys_holding(prefix: str, needle: str) -> list[str]:
+    """The keys under ``prefix`` whose name or value holds ``needle``: the byte-scan
+    test's own scan of every key and value."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS)
+    try:
+        return scan_redis(client, prefix, [needle]).get(needle, [])
+    finally:
+        client.close()
+
+
 def drop_everything(run: Run) -> None:
     import psycopg
     import redis
@@ -128,52 +131,7 @@ def drop_everything(run: Run) -> None:
     for key in client.scan_iter(match=f"{run.prefix}*", count=1000):
         client.delete(key)
     client.close()
-    _drop_streams(run.topic)
-
-
-def _drop_streams(topic: str) -> None:
-    import asyncio
-
-    import nats
-
-    async def drop() -> None:
-        nc = await nats.connect(NATS)
-        js = nc.jetstream()
-        for info in await js.streams_info():
-            if topic.upper() in info.config.name.upper():
-                await js.delete_stream(info.config.name)
-        await nc.close()
-
-    asyncio.run(drop())
-
-
-def redis_hits(prefix: str, needle: bytes) -> int:
-    """Every key under the prefix and its value (any type), searched for ``needle``."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS)
-    hits = 0
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        kind = client.type(key)
-        parts: list[bytes] = [key]
-        if kind == b"string":
-            parts.append(client.get(key) or b"")
-        elif kind == b"hash":
-            for k, v in client.hgetall(key).items():
-                parts += [k, v]
-        elif kind == b"zset":
-            parts += [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
-        elif kind == b"set":
-            parts += list(client.smembers(key))
-        elif kind == b"list":
-            parts += client.lrange(key, 0, -1)
-        elif kind == b"stream":
-            for _, fields in client.xrange(key):
-                for k, v in fields.items():
-                    parts += [k, v]
-        hits += sum(part.count(needle) for part in parts)
-    client.close()
-    return hits
+    delete_bus(run.env["HEADWATER_BUS_URL"])
 
 
 def signals(n: int, users: int, now: datetime) -> list[dict[str, Any]]:
@@ -283,7 +241,7 @@ def _erase(
         "status": audit.get("status"),
         "seconds": round(took, 1),
         "stores": {s["participant"]: s["status"] for s in audit.get("stores", [])},
-        "redis_hits_of_user_id": redis_hits(run.prefix, user.encode()),
+        "redis_keys_holding_user_id": len(_redis_keys_holding(run.prefix, user)),
         "late_event_answers": refused,
     }
 
@@ -308,7 +266,7 @@ def main() -> None:
                 *[a for r in ("producer", "reader", "privacy", "operator") for a in ("--role", r)],
             )
             key = next(w for w in printed.split() if w.startswith("hwk_"))
-            ports = [_free_port(), _free_port()]
+            ports = [free_port(), free_port()]
             gateways = [f"http://127.0.0.1:{p}" for p in ports]
             for i, port in enumerate(ports):
                 run.start(f"gateway-{i}", "serve", "--port", str(port))
@@ -333,7 +291,7 @@ def main() -> None:
         "every resent event duplicate": figures.get("resent_duplicate") == figures.get("resent"),
         "counts equal what was accepted": figures.get("users_with_wrong_counts") == 0,
         "erasure completed": erasure.get("status") == "completed",
-        "user id nowhere in Redis": erasure.get("redis_hits_of_user_id") == 0,
+        "user id nowhere in Redis": erasure.get("redis_keys_holding_user_id") == 0,
         "late event refused by both gateways": erasure.get("late_event_answers")
         == ["user_erased", "user_erased"],
         # uvicorn raises the SIGTERM it took again once it has shut down (a clean stop
