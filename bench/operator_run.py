@@ -13,7 +13,7 @@ as separate processes: two gateways (``headwater serve``), two feature consumers
 - the feature rows are read back through the API: ``counts`` and ``window_counts``
   (1 h and 7 d) of every user must equal what the gateways accepted;
 - one user is erased: the request must complete with every store confirmed, a scan of
-  every Redis key and value under the prefix must find the user id 0 times, and an event
+  every Redis key and value under the prefix must find the user id before and 0 times after, and an event
   of that user dated before the erasure must be refused ``user_erased`` by both gateways;
 - on SIGTERM every consumer must exit 0, and each gateway log that it stopped.
 
@@ -218,6 +218,8 @@ def _wait_counts(
 def _erase(
     run: Run, http: httpx.Client, gateways: list[str], user: str, now: datetime
 ) -> dict[str, Any]:
+    # The scan must see the user before, so that none after means gone, not unread.
+    before = len(_redis_keys_holding(run.prefix, user))
     started = time.monotonic()
     created = http.post(
         f"{gateways[0]}/v1/deletions", json={"user_id": user, "legal_basis": "gdpr-art17"}
@@ -241,6 +243,7 @@ def _erase(
         "status": audit.get("status"),
         "seconds": round(took, 1),
         "stores": {s["participant"]: s["status"] for s in audit.get("stores", [])},
+        "redis_keys_holding_user_id_before": before,
         "redis_keys_holding_user_id": len(_redis_keys_holding(run.prefix, user)),
         "late_event_answers": refused,
     }
@@ -291,7 +294,11 @@ def main() -> None:
         "every resent event duplicate": figures.get("resent_duplicate") == figures.get("resent"),
         "counts equal what was accepted": figures.get("users_with_wrong_counts") == 0,
         "erasure completed": erasure.get("status") == "completed",
-        "user id nowhere in Redis": erasure.get("redis_keys_holding_user_id") == 0,
+        "user id in Redis before, nowhere after": erasure.get(
+            "redis_keys_holding_user_id_before", 0
+        )
+        > 0
+        and erasure.get("redis_keys_holding_user_id") == 0,
         "late event refused by both gateways": erasure.get("late_event_answers")
         == ["user_erased", "user_erased"],
         # uvicorn raises the SIGTERM it took again once it has shut down (a clean stop
