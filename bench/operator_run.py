@@ -13,8 +13,9 @@ as separate processes: two gateways (``headwater serve``), two feature consumers
 - the feature rows are read back through the API: ``counts`` and ``window_counts``
   (1 h and 7 d) of every user must equal what the gateways accepted;
 - one user is erased: the request must complete with every store confirmed, a scan of
-  every Redis key and value under the prefix must find the user id before and 0 times after, and an event
-  of that user dated before the erasure must be refused ``user_erased`` by both gateways;
+  every Redis key and value under the prefix must find the user id before and 0 times
+  after, and an event of that user dated before the erasure must be refused
+  ``user_erased`` by both gateways;
 - on SIGTERM every consumer must exit 0, and each gateway log that it stopped.
 
 Everything the run made (stream, keys, database) is removed after. Prints JSON with the
