@@ -108,6 +108,48 @@ def test_the_columns_group_each_users_events_in_bus_order() -> None:
         assert {p: r.offset for p, r in batch.last.items()} == {0: 2, 1: 2}
 
 
+def test_a_publish_requests_runs_are_counted_once_for_the_batch() -> None:
+    """A request's events lie in one run per partition, and another request's events can
+    cut a run: each request is one entry, in the order the requests first appear."""
+    later = NOW + timedelta(seconds=1)
+    sent = [
+        ("r1", NOW, "view", 0),
+        ("r1", NOW, "click", 0),
+        ("r2", later, "view", 0),  # cuts r1's run on partition 0
+        ("r1", NOW, "view", 0),
+        ("r1", NOW, "view", 1),  # r1's run on partition 1
+        ("r2", later, "save", 1),
+    ]
+    records = [
+        Record(
+            partition,
+            i,
+            "a",
+            "signal",
+            encode_signal(
+                Signal(
+                    event_id=f"e{i}",
+                    event_type=etype,
+                    user_id="a",
+                    surface="web",
+                    timestamp=NOW,
+                    producer="web",
+                    received_at=at,
+                    request_id=request,
+                )
+            ),
+            0,
+        )
+        for i, (request, at, etype, partition) in enumerate(sent)
+    ]
+    for compiled in [True, False] if COMPILED else [False]:
+        batch = decode_batch(records, {}, compiled=compiled)
+        assert batch.runs == [
+            ("web", NOW.timestamp(), "r1", {"view": 3, "click": 1}),
+            ("web", later.timestamp(), "r2", {"view": 1, "save": 1}),
+        ]
+
+
 def _record(value: bytes) -> Record:
     return Record(0, 0, "a", "signal", value, 0)
 

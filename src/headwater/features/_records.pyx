@@ -6,7 +6,7 @@ encodes it: a MessagePack map keyed by field name, timestamps as the MessagePack
 timestamp extension) into a ``Columns`` (``_records.pxd``): each event's fields as
 pointers into the record's bytes, its time in milliseconds as ``_pass.event_ms``
 computes it from the decoded datetime, grouped by user in bus order; each run of one
-publish request is counted per type. The pass over stored rows (``_rows``) reads them
+publish request is counted per type, once for all its runs. The pass over stored rows (``_rows``) reads them
 there. The batch's Python columns (event ids, items and users as strings, event types
 and surfaces as one string object per distinct value, payloads as their MessagePack
 bytes) are made from them when first asked for (``Columns.fill``).
@@ -284,6 +284,11 @@ def read_batch(records, stored, bint runs, batch):
     cdef list user_names = []
     cdef Columns columns
     cdef list out_runs = [] if runs else None
+    # A publish request's events lie in one run per partition, and another request's
+    # events on the same partition can cut a run: its runs are counted together.
+    cdef dict run_counts = {}
+    cdef object run_key
+    cdef object received
     cdef dict last = {}
     cdef dict counts = {}
     cdef Strings type_names = Strings(), surface_names = Strings(), producers = Strings()
@@ -360,13 +365,16 @@ def read_batch(records, stored, bint runs, batch):
                     run_has_at, run_at = f.have_received, f.received_at
                     run_request, run_request_n = f.request_id.p, f.request_id.n
                     run_producer, run_producer_n = f.producer.p, f.producer.n
-                    counts = {}
-                    out_runs.append((
+                    received = f.received_at / 1e6 if f.have_received else None
+                    run_key = (
                         producers.get(f.producer.p, f.producer.n),
-                        f.received_at / 1e6 if f.have_received else None,
+                        received,
                         text(f.request_id.p, f.request_id.n),
-                        counts,
-                    ))
+                    )
+                    counts = run_counts.get(run_key)
+                    if counts is None:
+                        counts = run_counts[run_key] = {}
+                        out_runs.append((run_key[0], received, run_key[2], counts))
                 etype = type_names.get(f.event_type.p, f.event_type.n)
                 counts[etype] = counts.get(etype, 0) + 1
         # Each user's events together, in bus order: where each user's slice starts

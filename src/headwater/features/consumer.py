@@ -162,8 +162,8 @@ class FeatureConsumer(Consumer):
         self._follow(stored)
         # The batch in columns, each user's events together (``signals``). Freshness:
         # the events of one publish request share its receive time, producer and id,
-        # and lie next to each other on the bus; each run of them is counted per event
-        # type as it is read, and each run's age observed once after the write.
+        # and lie next to each other on each partition; a request's events are counted
+        # per event type as they are read, and its age observed once after the write.
         batch = decode_batch(
             records, {p: pos.next_offset for p, pos in stored.items()}, runs=self.record_freshness
         )

@@ -4,8 +4,8 @@
 field the features read in a column of its own (event ids, types, items, surfaces,
 event times in milliseconds, payloads still encoded), the events of one user next to
 each other in bus order, and the batch's bookkeeping (the last record applied per
-partition, the records skipped as already applied, the runs of one publish request
-for freshness). The pass walks a user's slice of the columns: no object per signal.
+partition, the records skipped as already applied, each publish request's events
+per type for freshness). The pass walks a user's slice of the columns: no object per signal.
 
 Where ``_records`` is compiled (setup.py) it reads the records' bytes in C; where it
 is not, or for a batch it does not take (``UnsupportedRecordError``), the records are
@@ -36,8 +36,8 @@ except ImportError:  # installed where no C compiler was found: msgspec and Pyth
 
 __all__ = ["COMPILED", "Run", "SignalBatch", "StreamSignal", "decode_batch", "decode_stream_signal"]
 
-#: A run of events from one publish request: producer, receive time (seconds since the
-#: epoch, None when the envelope has none), request id, and the run's events per type.
+#: The events of one publish request: producer, receive time (seconds since the epoch,
+#: None when the envelope has none), request id, and its events per type in the batch.
 Run = tuple[str, float | None, str, dict[str, int]]
 
 
@@ -94,7 +94,8 @@ class SignalBatch:
         self.last: dict[int, Record] = {}
         #: Records below the stored positions: applied before, not read again.
         self.skipped = 0
-        #: The runs of one publish request, in bus order (None when not asked for).
+        #: Per publish request, its events per type (None when not asked for): one entry
+        #: for all the request's runs, in the order the requests first appear.
         self.runs: list[Run] | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -175,6 +176,9 @@ def _python_batch(
     types: dict[str, int] = {}
     at: datetime | None = None
     producer = request = ""
+    # A publish request's events lie in one run per partition, and another request's
+    # events can cut a run: a request's runs are counted together.
+    counted: dict[tuple[str, float | None, str], dict[str, int]] = {}
     for r in records:
         next_offset = stored.get(r.partition)
         if next_offset is not None and r.offset < next_offset:
@@ -190,8 +194,12 @@ def _python_batch(
         if out is not None:
             if sig.received_at != at or sig.request_id != request or sig.producer != producer:
                 at, request, producer = sig.received_at, sig.request_id, sig.producer
-                types = {}
-                out.append((producer, None if at is None else at.timestamp(), request, types))
+                key = (producer, None if at is None else at.timestamp(), request)
+                found = counted.get(key)
+                if found is None:
+                    found = counted[key] = {}
+                    out.append((*key, found))
+                types = found
             types[sig.event_type] = types.get(sig.event_type, 0) + 1
     for user, signals in by_user.items():
         batch.users.append(user)
