@@ -11,6 +11,7 @@ partitions ``p`` with ``p % members == rank`` among the live members, sorted by 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -36,6 +37,8 @@ from headwater.bus.base import (
 from headwater.errors import ConfigurationError
 
 __all__ = ["SqliteBus", "SqliteConsumer"]
+
+log = logging.getLogger("headwater.bus.sqlite")
 
 #: The batches of partition ?1 from the one that holds offset ?2 on. Batches of a
 #: partition never overlap, so none before the last one starting at or below ?2 can hold
@@ -412,12 +415,33 @@ class SqliteConsumer:
 
     def _batches(self, part: int, offset: int, want: int) -> list[Any]:
         """The stored batches that hold offsets [offset, offset + want): ``(last_offset,
-        records)``, in order (no decoding to discard)."""
-        return self._db.read(
+        records)``, in order (no decoding to discard). Where the retention dropped the
+        batches from ``offset`` on before this group read them, the first batch kept and
+        those after it: the group reads on from there."""
+        sql = (
             f"SELECT last_offset, records FROM hw_bus_log WHERE {_FROM_OFFSET} AND "
-            "first_offset < ?3 ORDER BY first_offset",
-            (part, offset, offset + want),
+            "first_offset < ?3 ORDER BY first_offset"
         )
+        rows = self._db.read(sql, (part, offset, offset + want))
+        if rows:
+            return rows
+        # A purge keeps a batch it empties, so only the retention leaves a gap.
+        ((kept,),) = self._db.read(
+            "SELECT MIN(first_offset) FROM hw_bus_log WHERE partition = ? AND first_offset > ?",
+            (part, offset),
+        )
+        if kept is None:
+            return rows
+        log.warning(
+            "group %r, partition %d: records %d to %d were dropped by the retention before "
+            "the group read them; reading on from %d",
+            self.group,
+            part,
+            offset,
+            int(kept) - 1,
+            int(kept),
+        )
+        return list(self._db.read(sql, (part, int(kept), int(kept) + want)))
 
     def _bus_read(self, part: int, offset: int, want: int) -> tuple[list[Record], int]:
         """Up to ``want`` records from ``offset`` on, and the offset to read next."""

@@ -1,0 +1,80 @@
+"""How a SQLite bus consumer reads the log: through a memory map, reading on while
+another connection shrinks the file under it, and on past what the retention dropped."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from headwater.bus import Message
+from headwater.bus.base import KIND_SIGNAL
+from headwater.bus.sqlite import SqliteBus
+
+
+def test_the_log_is_read_through_a_map(tmp_path: Path) -> None:
+    bus = SqliteBus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=1")
+    consumer = bus.consumer("g")
+    try:
+        (mapped,) = consumer._db.conn.execute("PRAGMA mmap_size").fetchone()
+        assert mapped >= 2**30
+    finally:
+        consumer.close()
+        bus.close()
+
+
+def test_a_consumer_reads_on_while_another_connection_shrinks_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bus.db"
+    bus = SqliteBus(f"sqlite:///{path}?partitions=1")
+    value = b"x" * 2_000
+    for first in range(0, 20_000, 500):
+        bus.publish(
+            [Message(f"u{i % 50}", value + str(i).encode()) for i in range(first, first + 500)]
+        )
+    consumer = bus.consumer("g")
+    got = consumer.poll(max_records=1_000, timeout=1.0)
+    assert [r.offset for r in got] == list(range(1_000))
+    consumer.commit({0: 1_000})
+    big = path.stat().st_size
+    # Another connection drops all but the last 1,000 records and rebuilds the file
+    # smaller, as the erasure's rebuild does; the consumer's map covered the whole file.
+    other = sqlite3.connect(path)
+    other.execute("DELETE FROM hw_bus_log WHERE last_offset < 19000")
+    other.commit()
+    other.execute("VACUUM")
+    other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    other.close()
+    assert path.stat().st_size < big / 5
+    rest = []
+    while batch := consumer.poll(max_records=5_000, timeout=0.2):
+        rest.extend(batch)
+    assert [r.offset for r in rest] == list(range(19_000, 20_000))
+    assert all(r.value == value + str(r.offset).encode() for r in rest)
+    consumer.close()
+    bus.close()
+
+
+def test_a_group_behind_the_retention_reads_on_from_the_first_record_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group that fell further behind than one poll's records, past what the retention
+    kept, reads on from the first record kept instead of waiting for ever."""
+    bus = SqliteBus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=1", retention_s=0.5)
+    consumer = bus.consumer("g")
+    kinds = bus.kind_consumer("k", kinds={KIND_SIGNAL})
+    for _ in range(10):
+        bus.publish([Message("u", b"old") for _ in range(500)])
+    time.sleep(0.6)
+    bus.publish([Message("u", b"kept") for _ in range(3)])
+    assert bus.enforce_retention() == 10
+    for reader in (consumer, kinds):
+        got = reader.poll(max_records=500, timeout=0.5)
+        assert [(r.offset, r.value) for r in got] == [(5_000 + i, b"kept") for i in range(3)]
+        reader.commit({0: 5_003})
+    assert "records 0 to 4999 were dropped by the retention" in caplog.text
+    assert [lag.lag_events for lag in bus.lag("g")] == [0]
+    consumer.close()
+    kinds.close()
+    bus.close()
