@@ -19,13 +19,6 @@ __all__ = ["LogConnection"]
 #: on it instead of polling SQLite's file lock, whose busy handler sleeps up to 100 ms
 #: between tries. Other processes still meet at the file lock.
 _WRITERS: dict[str, threading.Lock] = {}
-#: The log file is read through a memory map (up to SQLite's own bound, 2 GB as built
-#: here): a consumer reads each stored batch, overflow pages and all, without a copy
-#: through a read call per page. Reading 1,035,395 stored records: 53-61 ns a record
-#: mapped, 244-304 read; the feature consumer's catch-up 5% faster (BENCHMARKS.md).
-#: SQLite maps no further than the file's size at each read transaction, and writes
-#: with write calls as before.
-MMAP_BYTES = 2**31
 _WRITERS_GUARD = threading.Lock()
 
 
@@ -44,7 +37,6 @@ class LogConnection:
             # FULL: a commit is fsynced before publish returns (durable acknowledgement).
             self.conn = connect(path, synchronous=synchronous)
             self.conn.execute(f"PRAGMA cache_size=-{cache_kb}")
-            self.conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         except sqlite3.Error as exc:
             raise BusError(f"cannot open the SQLite bus at {path}: {exc}") from exc
 
