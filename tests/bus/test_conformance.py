@@ -319,3 +319,9 @@ def test_a_partition_count_that_differs_from_the_log_is_an_error(bus: Bus, bus_u
     same = open_bus(bus_url.replace("partitions=4&", "").replace("?partitions=4", "?"))
     assert same.partitions == bus.partitions
     same.close()
+
+
+def test_an_option_the_backend_does_not_read_is_an_error(bus: Bus, bus_url: str) -> None:
+    # A misspelt option (retention_s for retention) would leave the default in force.
+    with pytest.raises(ConfigurationError, match=r"unknown option\(s\) \['retention_s'\]"):
+        open_bus(f"{bus_url}&retention_s=60")

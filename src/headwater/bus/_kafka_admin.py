@@ -105,11 +105,7 @@ class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True):
         options = BusOptions.from_url(url, partitions=partitions, retention_s=retention_s)
         extra = dict(options.extra)
         client = {k.removeprefix("kafka."): v for k, v in extra.items() if k.startswith("kafka.")}
-        unknown = sorted(k for k in extra if not k.startswith("kafka.") and k not in _OPTIONS)
-        if unknown:
-            raise ConfigurationError(
-                f"{url}: unknown option(s) {unknown}; known: {list(_OPTIONS)} and kafka.<setting>"
-            )
+        options.refuse_unknown(url, _OPTIONS, prefix="kafka.")
         if protected := sorted(_PROTECTED & client.keys()):
             raise ConfigurationError(f"{url}: {protected} are set by the bus and cannot be changed")
         session = parse_duration(extra.get("session_timeout", 45.0), f"{url} session_timeout")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -50,3 +51,17 @@ class BusOptions(msgspec.Struct, frozen=True, kw_only=True):
             extra=query,
             partitions_given=given,
         )
+
+    def refuse_unknown(self, url: str, known: Collection[str], prefix: str = "") -> None:
+        """A ``ConfigurationError`` naming the URL options this backend does not read
+        (``known``, besides partitions, retention and topic; any ``prefix``-ed one): a
+        misspelt option is an error, not a default silently used."""
+        unknown = sorted(
+            k for k in self.extra if k not in known and not (prefix and k.startswith(prefix))
+        )
+        if unknown:
+            also = f" and {prefix}<setting>" if prefix else ""
+            raise ConfigurationError(
+                f"{url}: unknown option(s) {unknown}; known: "
+                f"{['partitions', 'retention', 'topic', *known]}{also}"
+            )

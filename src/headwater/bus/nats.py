@@ -57,6 +57,8 @@ SESSION_TIMEOUT_S = 10.0
 HEARTBEAT_S = 0.5
 REQUEST_TIMEOUT_S = 5.0
 PREFETCH = 1000
+#: URL options this backend reads besides partitions, retention and topic.
+_OPTIONS = ("session_timeout", "heartbeat", "timeout", "replicas", "prefetch")
 
 _PARTITIONS_IN_DESCRIPTION = re.compile(r"\bpartitions=(\d+)\b")
 #: err_code of "stream name already in use": another process created it a moment ago.
@@ -71,6 +73,7 @@ class NatsBus(Bus):
     ) -> None:
         self.url = url
         self.options = BusOptions.from_url(url, partitions=partitions, retention_s=retention_s)
+        self.options.refuse_unknown(url, _OPTIONS)
         extra = self.options.extra
         self.session_timeout_s = parse_duration(
             extra.get("session_timeout", SESSION_TIMEOUT_S), f"{url} session_timeout"

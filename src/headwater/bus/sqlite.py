@@ -106,6 +106,7 @@ class SqliteBus(Bus):
     ) -> None:
         self.url = url
         self.options = BusOptions.from_url(url, partitions=partitions, retention_s=retention_s)
+        self.options.refuse_unknown(url, ("session_timeout", "heartbeat"))
         self._path = sqlite_path(url)
         if self._path == ":memory:":
             raise ConfigurationError("the SQLite bus needs a file (other processes read it)")
