@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from headwater._duration import parse_duration
+from headwater._gc import collector_paused
 from headwater._url import sqlite_path
 from headwater.bus._options import BusOptions
 from headwater.bus._sqlite_conn import LogConnection
@@ -449,15 +450,17 @@ class SqliteConsumer:
         rows = self._batches(part, offset, want)
         out: list[Record] = []
         following = offset
-        for last, blob in rows:
-            records = DECODE_BATCH(blob)
-            if records and records[0].offset < offset:
-                records = [r for r in records if r.offset >= offset]
-            out.extend(records)
-            # Past the whole batch, even one a purge emptied: reading resumes after it.
-            following = int(last) + 1
-            if len(out) >= want:
-                break
+        # A Record per record and no cycles: the collector would run every 700 of them.
+        with collector_paused():
+            for last, blob in rows:
+                records = DECODE_BATCH(blob)
+                if records and records[0].offset < offset:
+                    records = [r for r in records if r.offset >= offset]
+                out.extend(records)
+                # Past the whole batch, even one a purge emptied: reading resumes after it.
+                following = int(last) + 1
+                if len(out) >= want:
+                    break
         if len(out) > want:
             out = out[:want]
         if len(out) == want:

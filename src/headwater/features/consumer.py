@@ -8,7 +8,6 @@ positions, and each row remembers its recent event ids, so nothing is counted tw
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from bisect import bisect_left
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from headwater._gc import collector_paused
 from headwater.bus.base import Record
 from headwater.contract.definition import DEFAULT_FRESHNESS_BUDGET_S
 from headwater.erasure.events import Confirmation, ErasureEvent
@@ -131,13 +131,8 @@ class FeatureConsumer(Consumer):
         """Apply signal records (idempotently) and write rows with positions."""
         # The batch allocates many short-lived containers and creates no cycles: the
         # cyclic collector would only rescan every live row, again and again.
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with collector_paused():
             self._handle(records)
-        finally:
-            if enabled:
-                gc.enable()
 
     @property
     def namespace(self) -> str:
