@@ -1,17 +1,20 @@
-"""A SQLite bus consumer reads on past what the retention dropped, and while another
-connection shrinks the file under it."""
+"""A group reads on past what the retention dropped (SQLite and NATS), and a SQLite bus
+consumer reads on while another connection shrinks the file under it."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from headwater.bus import Message
-from headwater.bus.base import KIND_SIGNAL
+from headwater.bus import Message, open_bus
+from headwater.bus.base import KIND_SIGNAL, Record
+from headwater.bus.nats import delete_bus
 from headwater.bus.sqlite import SqliteBus
+from tests.conftest import server_url
 
 
 def test_a_consumer_reads_on_while_another_connection_shrinks_the_file(tmp_path: Path) -> None:
@@ -67,3 +70,30 @@ def test_a_group_behind_the_retention_reads_on_from_the_first_record_kept(
     consumer.close()
     kinds.close()
     bus.close()
+
+
+@pytest.mark.nats
+def test_a_nats_group_behind_the_retention_reads_on_from_the_first_record_kept() -> None:
+    """The same on NATS JetStream: the stream's max age drops the records, and the group's
+    next read starts at the first message kept."""
+    url = f"{server_url('nats')}?topic=t{uuid.uuid4().hex[:10]}&partitions=1&heartbeat=0.1s"
+    bus = open_bus(url, retention_s=1.0)
+    try:
+        consumer = bus.consumer("g")
+        assert consumer.poll(max_records=10, timeout=1.0) == []
+        consumer.commit({0: 0})
+        consumer.close()
+        for _ in range(4):
+            bus.publish([Message("u", b"old") for _ in range(500)])
+        time.sleep(2.5)  # past the max age; the server expires them within a second
+        bus.publish([Message("u", b"kept") for _ in range(3)])
+        consumer = bus.consumer("g")
+        got: list[Record] = []
+        deadline = time.monotonic() + 10
+        while len(got) < 3 and time.monotonic() < deadline:
+            got += consumer.poll(max_records=500, timeout=1.0)
+        assert [r.value for r in got] == [b"kept"] * 3
+        consumer.close()
+    finally:
+        bus.close()
+        delete_bus(url)
