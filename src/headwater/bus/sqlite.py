@@ -418,32 +418,34 @@ class SqliteConsumer:
     def _batches(self, part: int, offset: int, want: int) -> list[Any]:
         """The stored batches that hold offsets [offset, offset + want): ``(last_offset,
         records)``, in order (no decoding to discard). Where the retention dropped the
-        batches from ``offset`` on before this group read them, the first batch kept and
-        those after it: the group reads on from there."""
+        batches from ``offset`` on before this group read them, those from the first batch
+        kept: the group reads on from there, and the records it never read are logged."""
         sql = (
-            f"SELECT last_offset, records FROM hw_bus_log WHERE {_FROM_OFFSET} AND "
-            "first_offset < ?3 ORDER BY first_offset"
+            f"SELECT first_offset, last_offset, records FROM hw_bus_log WHERE {_FROM_OFFSET} "
+            "AND first_offset < ?3 ORDER BY first_offset"
         )
         rows = self._db.read(sql, (part, offset, offset + want))
-        if rows:
-            return rows
-        # A purge keeps a batch it empties, so only the retention leaves a gap.
-        ((kept,),) = self._db.read(
-            "SELECT MIN(first_offset) FROM hw_bus_log WHERE partition = ? AND first_offset > ?",
-            (part, offset),
-        )
-        if kept is None:
-            return rows
-        log.warning(
-            "group %r, partition %d: records %d to %d were dropped by the retention before "
-            "the group read them; reading on from %d",
-            self.group,
-            part,
-            offset,
-            int(kept) - 1,
-            int(kept),
-        )
-        return list(self._db.read(sql, (part, int(kept), int(kept) + want)))
+        if not rows:
+            ((kept,),) = self._db.read(
+                "SELECT MIN(first_offset) FROM hw_bus_log WHERE partition = ? AND first_offset > ?",
+                (part, offset),
+            )
+            if kept is None:
+                return []
+            rows = self._db.read(sql, (part, int(kept), int(kept) + want))
+        # The batch that holds ``offset`` starts at or before it, and a purge keeps a batch
+        # it empties: a first batch that starts after it means the retention left a gap.
+        if rows and int(rows[0][0]) > offset:
+            log.warning(
+                "group %r, partition %d: records %d to %d were dropped by the retention "
+                "before the group read them; reading on from %d",
+                self.group,
+                part,
+                offset,
+                int(rows[0][0]) - 1,
+                int(rows[0][0]),
+            )
+        return [(last, blob) for _first, last, blob in rows]
 
     def _bus_read(self, part: int, offset: int, want: int) -> tuple[list[Record], int]:
         """Up to ``want`` records from ``offset`` on, and the offset to read next."""

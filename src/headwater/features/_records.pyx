@@ -5,9 +5,9 @@
 encodes it: a MessagePack map keyed by field name, timestamps as the MessagePack
 timestamp extension) into a ``Columns`` (``_records.pxd``): each event's fields as
 pointers into the record's bytes, its time in milliseconds as ``_pass.event_ms``
-computes it from the decoded datetime, grouped by user in bus order; each run of one
-publish request is counted per type, once for all its runs. The pass over stored rows (``_rows``) reads them
-there. The batch's Python columns (event ids, items and users as strings, event types
+computes it from the decoded datetime, grouped by user in bus order; each publish
+request's events are counted per type, once for all its runs. The pass over stored rows
+(``_rows``) reads them there. The batch's Python columns (event ids, items and users as strings, event types
 and surfaces as one string object per distinct value, payloads as their MessagePack
 bytes) are made from them when first asked for (``Columns.fill``).
 

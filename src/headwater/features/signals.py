@@ -5,7 +5,8 @@ field the features read in a column of its own (event ids, types, items, surface
 event times in milliseconds, payloads still encoded), the events of one user next to
 each other in bus order, and the batch's bookkeeping (the last record applied per
 partition, the records skipped as already applied, each publish request's events
-per type for freshness). The pass walks a user's slice of the columns: no object per signal.
+per type for freshness). The pass walks a user's slice of the columns: no object per
+signal.
 
 Where ``_records`` is compiled (setup.py) it reads the records' bytes in C; where it
 is not, or for a batch it does not take (``UnsupportedRecordError``), the records are
