@@ -186,11 +186,11 @@ def handwritten_loop(values: list[bytes], *, preparsed: bool = False) -> tuple[f
 
     Decodes each event with ``decode_signal`` (with ``preparsed``, untimed before the
     loop, 100,000 events at a time: the loop times the features alone) and keeps, per
-    user: counts per type,
-    minute and hour buckets per type, the last 20 distinct viewed, clicked and saved
-    items (a save with ``action: remove`` removes), the last purchase, rating sum and
-    count, the last event time and the last time per surface. No idempotency check,
-    no lateness bound, no row encoding: the cheapest form of the same features.
+    user: counts per type, minute and hour buckets per type, the last 20 distinct
+    viewed, clicked and saved items (a save with ``action: remove`` removes), the last
+    purchase, rating sum and count, the last event time and the last time per surface.
+    No idempotency check, no lateness bound, no row encoding: the cheapest form of the
+    same features.
     Returns events/s and the number of users.
     """
     users: dict[str, dict[str, Any]] = {}
