@@ -91,6 +91,8 @@ SESSION_TIMEOUT_S = 10.0
 HEARTBEAT_S = 0.5
 #: How often publishers drop records older than the retention.
 RETENTION_SWEEP_S = 60.0
+#: URL options this backend reads besides partitions, retention and topic.
+_OPTIONS = ("session_timeout", "heartbeat")
 #: Page cache of a consumer's connection (KB).
 CONSUMER_CACHE_KB = 4096
 
@@ -107,7 +109,7 @@ class SqliteBus(Bus):
     ) -> None:
         self.url = url
         self.options = BusOptions.from_url(url, partitions=partitions, retention_s=retention_s)
-        self.options.refuse_unknown(url, ("session_timeout", "heartbeat"))
+        self.options.refuse_unknown(url, _OPTIONS)
         self._path = sqlite_path(url)
         if self._path == ":memory:":
             raise ConfigurationError("the SQLite bus needs a file (other processes read it)")
@@ -409,15 +411,15 @@ class SqliteConsumer:
         kinds, markers = self._kinds or frozenset(), self._markers
         out: list[Record] = []
         following = offset
-        for last, blob in rows:
+        for _first, last, blob in rows:
             following = int(last) + 1
             if any(m in blob for m in markers):
                 out.extend(r for r in DECODE_BATCH(blob) if r.offset >= offset and r.kind in kinds)
         return out, following
 
     def _batches(self, part: int, offset: int, want: int) -> list[Any]:
-        """The stored batches that hold offsets [offset, offset + want): ``(last_offset,
-        records)``, in order (no decoding to discard). Where the retention dropped the
+        """The stored batches that hold offsets [offset, offset + want): ``(first_offset,
+        last_offset, records)``, in order (no decoding to discard). Where the retention dropped the
         batches from ``offset`` on before this group read them, those from the first batch
         kept: the group reads on from there, and the records it never read are logged."""
         sql = (
@@ -445,7 +447,7 @@ class SqliteConsumer:
                 int(rows[0][0]) - 1,
                 int(rows[0][0]),
             )
-        return [(last, blob) for _first, last, blob in rows]
+        return rows
 
     def _bus_read(self, part: int, offset: int, want: int) -> tuple[list[Record], int]:
         """Up to ``want`` records from ``offset`` on, and the offset to read next."""
@@ -454,7 +456,7 @@ class SqliteConsumer:
         following = offset
         # A Record per record and no cycles: the collector would run every 700 of them.
         with collector_paused():
-            for last, blob in rows:
+            for _first, last, blob in rows:
                 records = DECODE_BATCH(blob)
                 if records and records[0].offset < offset:
                     records = [r for r in records if r.offset >= offset]
