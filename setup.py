@@ -29,6 +29,12 @@ else:
         + [
             # The JSON guard: duplicate keys and depth, one pass over a request's bytes.
             Extension("headwater._jsonguard._compiled", ["src/headwater/_jsonguard/_compiled.pyx"]),
+            # A poll's records read in place from the SQLite bus's stored batches.
+            Extension(
+                "headwater.bus._batch",
+                ["src/headwater/bus/_batch.pyx"],
+                depends=["src/headwater/_msgpack.pxd", "src/headwater/bus/_batch.pxd"],
+            ),
             # The archive's reader: bus records straight to Arrow buffers.
             Extension(
                 "headwater.archive._columns",

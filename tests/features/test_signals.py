@@ -12,7 +12,8 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from headwater.bus.base import Record
+from headwater.bus.base import Record, RecordBatch
+from headwater.bus.sqlite import DECODE_BATCH, ENCODE_BATCH
 from headwater.contract.signal import Signal, encode_signal
 from headwater.features import signals
 from headwater.features._pass import event_ms
@@ -84,6 +85,25 @@ def test_the_compiled_reader_fills_the_columns_msgspec_fills(
     compiled = decode_batch(records, stored, runs=runs, compiled=True)
     python = decode_batch(records, stored, runs=runs, compiled=False)
     assert _columns(compiled) == _columns(python)
+
+
+@needs_compiled
+@pytest.mark.skipif(RecordBatch is None, reason="bus._batch is not built")
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(given=signal_records(), runs=st.booleans(), per_stored=st.integers(1, 7))
+def test_a_polls_records_read_in_place_fill_the_columns_their_records_fill(
+    given: tuple[list[Record], dict[int, int]], runs: bool, per_stored: int
+) -> None:
+    """The SQLite bus's polls (``RecordBatch``: the stored batches' bytes read in place,
+    no record made) give the columns the same records give as a list."""
+    records, stored = given
+    polled = RecordBatch(Record)
+    for first in range(0, len(records), per_stored):
+        polled.add(ENCODE_BATCH(records[first : first + per_stored]), 0, 10**6, DECODE_BATCH)
+    in_place = decode_batch(polled, stored, runs=runs, compiled=True)
+    assert _columns(in_place) == _columns(decode_batch(records, stored, runs=runs, compiled=True))
+    assert _columns(in_place) == _columns(decode_batch(records, stored, runs=runs, compiled=False))
+    assert in_place.last == decode_batch(records, stored, compiled=False).last
 
 
 def test_the_columns_group_each_users_events_in_bus_order() -> None:

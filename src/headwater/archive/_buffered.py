@@ -22,13 +22,15 @@ from headwater.bus.base import (
     Message,
     PartitionLag,
     Record,
+    joined,
+    kinds_of,
 )
 
 __all__ = ["BufferedBus"]
 
 
-def _has_erasure(records: list[Record]) -> bool:
-    return any(r.kind == KIND_ERASURE for r in records)
+def _has_erasure(records: Sequence[Record]) -> bool:
+    return KIND_ERASURE in kinds_of(records)
 
 
 class _BufferedConsumer:
@@ -37,17 +39,19 @@ class _BufferedConsumer:
         self._owner = owner
         self.group = inner.group
 
-    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> Sequence[Record]:
         limit = max(max_records, self._owner.max_records)
         records = self._inner.poll(limit, timeout)
         if not records:
             return records
+        polls = [records]
+        held = len(records)
         deadline = time.monotonic() + self._owner.max_wait_s
         stop = self._owner.stop_event
         # An erasure goes out at once: it should not wait for a batch to fill. Only the
         # records of each poll are looked at (the gathered ones were looked at before).
         erasure = _has_erasure(records)
-        while len(records) < limit and not erasure and not (stop is not None and stop.is_set()):
+        while held < limit and not erasure and not (stop is not None and stop.is_set()):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -59,10 +63,11 @@ class _BufferedConsumer:
             else:
                 time.sleep(pause)
             left = deadline - time.monotonic()
-            more = self._inner.poll(limit - len(records), max(0.0, min(left, 0.5)))
-            records.extend(more)
+            more = self._inner.poll(limit - held, max(0.0, min(left, 0.5)))
+            polls.append(more)
+            held += len(more)
             erasure = _has_erasure(more)
-        return records
+        return joined(polls)
 
     def commit(self, positions: Mapping[int, int]) -> None:
         self._inner.commit(positions)

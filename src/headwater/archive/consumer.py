@@ -20,7 +20,7 @@ from headwater.archive.ledger import ErasureLedger, ErasureRecord
 from headwater.archive.maintenance import VacuumReport
 from headwater.archive.schema import COMPILED, records_to_arrow
 from headwater.archive.table import ArchiveTable
-from headwater.bus.base import KIND_SIGNAL, Record
+from headwater.bus.base import KIND_SIGNAL, Record, RecordBatch, kinds_of
 from headwater.erasure.events import Confirmation, ErasureEvent
 from headwater.erasure.ledger import Participant
 from headwater.erasure.participant import DEFAULT_CONFIRM_WITHIN_S
@@ -89,24 +89,39 @@ class ArchiveConsumer(Consumer):
 
     def handle(self, records: Sequence[Record]) -> None:
         """Append the records not yet in the table, in one Delta commit with their positions."""
-        signal_records = [r for r in records if r.kind == KIND_SIGNAL]
-        partitions = sorted({r.partition for r in signal_records})
+        if (
+            RecordBatch is not None
+            and type(records) is RecordBatch
+            and kinds_of(records) == {KIND_SIGNAL}
+        ):
+            # Read in place from the bus (the SQLite bus's polls): no record is made.
+            partitions = sorted(records.partitions())
+        else:
+            records = [r for r in records if r.kind == KIND_SIGNAL]
+            partitions = sorted({r.partition for r in records})
         # Versions read and commit made on one snapshot: a writer that recorded any of
         # these partitions in between (a new owner) makes this commit fail (fenced).
         snapshot = self.table.table()
         recorded = self.table.transaction_versions([self.app_id(p) for p in partitions], snapshot)
         applied = {p: recorded[self.app_id(p)] or 0 for p in partitions}
-        fresh: list[Record] = []
-        for r in signal_records:
-            if r.offset < applied[r.partition]:
-                self.skipped_replays += 1
-            else:
-                fresh.append(r)
-        if not fresh:
+        if type(records) is RecordBatch and all(
+            first >= applied[p] for p, first in records.first_offsets().items()
+        ):
+            values = records.values()
+            moved = {self.app_id(p): offset for p, offset in records.positions().items()}
+        else:
+            fresh: list[Record] = []
+            for r in records:
+                if r.offset < applied[r.partition]:
+                    self.skipped_replays += 1
+                else:
+                    fresh.append(r)
+            values = [r.value for r in fresh]
+            moved = {self.app_id(r.partition): r.offset + 1 for r in fresh}
+        if not values:
             return
-        moved = {self.app_id(r.partition): r.offset + 1 for r in fresh}
         # A resend within the batch counts once.
-        data = records_to_arrow([r.value for r in fresh], self.subject)
+        data = records_to_arrow(values, self.subject)
         self.table.append(
             data,
             transactions=moved,

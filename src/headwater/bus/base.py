@@ -18,6 +18,11 @@ from typing import Protocol
 
 import msgspec
 
+try:  # compiled (setup.py): a poll's records, read in place from the SQLite bus's batches
+    from headwater.bus._batch import RecordBatch
+except ImportError:  # pragma: no cover - installed without a C compiler
+    RecordBatch = None  # type: ignore[assignment,misc]
+
 __all__ = [
     "KIND_ERASURE",
     "KIND_SIGNAL",
@@ -29,8 +34,13 @@ __all__ = [
     "Message",
     "PartitionLag",
     "Record",
+    "RecordBatch",
     "committed_positions",
     "group_lag",
+    "in_partitions",
+    "joined",
+    "keys_of",
+    "kinds_of",
     "partition_for",
 ]
 
@@ -102,7 +112,7 @@ class BusConsumer(Protocol):
 
     group: str
 
-    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> Sequence[Record]:
         """Up to ``max_records`` records from assigned partitions, in offset order per partition.
 
         Waits up to ``timeout`` seconds when nothing is available. After a restart or a
@@ -277,8 +287,48 @@ class Bus(Protocol):
 
 def committed_positions(records: Sequence[Record]) -> dict[int, int]:
     """The commit that covers ``records``: one past the highest offset per partition."""
+    if RecordBatch is not None and type(records) is RecordBatch:
+        return records.positions()
     positions: dict[int, int] = {}
     for r in records:
         if r.offset >= positions.get(r.partition, -1):
             positions[r.partition] = r.offset + 1
     return positions
+
+
+def in_partitions(records: Sequence[Record], partitions: Collection[int]) -> Sequence[Record]:
+    """``records`` of ``partitions`` only: ``records`` itself when all of them are."""
+    if (
+        RecordBatch is not None
+        and type(records) is RecordBatch
+        and records.partitions() <= set(partitions)
+    ):
+        return records
+    return [r for r in records if r.partition in partitions]
+
+
+def kinds_of(records: Sequence[Record]) -> set[str]:
+    """The kinds among ``records``."""
+    if RecordBatch is not None and type(records) is RecordBatch:
+        return records.kinds()
+    return {r.kind for r in records}
+
+
+def keys_of(records: Sequence[Record]) -> set[str]:
+    """The keys among ``records``."""
+    if RecordBatch is not None and type(records) is RecordBatch:
+        return records.keys()
+    return {r.key for r in records}
+
+
+def joined(polls: Sequence[Sequence[Record]]) -> Sequence[Record]:
+    """The records of several polls, in order, as one sequence (a ``RecordBatch`` when
+    they all are)."""
+    if len(polls) == 1:
+        return polls[0]
+    if RecordBatch is not None and all(type(p) is RecordBatch for p in polls):
+        out = RecordBatch(Record)
+        for poll in polls:
+            out.extend(poll)  # type: ignore[arg-type]
+        return out
+    return [r for poll in polls for r in poll]

@@ -33,6 +33,7 @@ from headwater.bus.base import (
     Message,
     PartitionLag,
     Record,
+    RecordBatch,
     partition_for,
 )
 from headwater.errors import ConfigurationError
@@ -362,14 +363,20 @@ class SqliteConsumer:
         self._heartbeat()
         return set(self._assigned)
 
-    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> Sequence[Record]:
         """Up to ``max_records`` records; with ``kinds``, up to ``max_records`` offsets read
-        past, and the records of those kinds among them."""
+        past, and the records of those kinds among them. Where ``_batch`` is compiled, a
+        member of all kinds returns a ``RecordBatch``: the stored batches read in place."""
         deadline = time.monotonic() + timeout
         self._covered = {}
         while True:
             self._heartbeat()
-            out: list[Record] = []
+            # A member of every kind reads into ``out`` (``_bus_read``); a kinds member
+            # gathers its kinds' records in ``kept``.
+            out: list[Record] | RecordBatch = (
+                RecordBatch(Record) if RecordBatch is not None and self._kinds is None else []
+            )
+            kept: list[Record] = []
             used = 0
             parts = self._assigned
             # One query says which partitions have anything new: an idle member no
@@ -385,15 +392,16 @@ class SqliteConsumer:
                 if ends.get(part, start + 1) <= start:
                     continue
                 if self._kinds is None:
-                    got, self._position[part] = self._bus_read(part, start, want)
-                    used += len(got)
+                    got, self._position[part] = self._bus_read(part, start, want, out)
+                    used += got
                 else:
-                    got, self._position[part] = self._kinds_read(part, start, want)
+                    self._position[part] = self._kinds_read(part, start, want, kept)
                     used += self._position[part] - start
-                out.extend(got)
                 if self._position[part] != start:
                     self._covered[part] = self._position[part]
             self._cursor += 1
+            if self._kinds is not None:
+                out = kept
             # A kinds member returns once it read past anything, so that it is committed.
             if out or (self._kinds is not None and self._covered):
                 return out
@@ -404,18 +412,17 @@ class SqliteConsumer:
     def covered(self) -> dict[int, int]:
         return dict(self._covered)
 
-    def _kinds_read(self, part: int, offset: int, want: int) -> tuple[list[Record], int]:
+    def _kinds_read(self, part: int, offset: int, want: int, out: list[Record]) -> int:
         """The records of ``kinds`` among offsets [offset, offset + want) (and the rest of
-        the last batch), and the offset to read next."""
+        the last batch) added to ``out``; the offset to read next."""
         rows = self._batches(part, offset, want)
         kinds, markers = self._kinds or frozenset(), self._markers
-        out: list[Record] = []
         following = offset
         for _first, last, blob in rows:
             following = int(last) + 1
             if any(m in blob for m in markers):
                 out.extend(r for r in DECODE_BATCH(blob) if r.offset >= offset and r.kind in kinds)
-        return out, following
+        return following
 
     def _batches(self, part: int, offset: int, want: int) -> list[Any]:
         """The stored batches that hold offsets [offset, offset + want): ``(first_offset,
@@ -449,27 +456,39 @@ class SqliteConsumer:
             )
         return rows
 
-    def _bus_read(self, part: int, offset: int, want: int) -> tuple[list[Record], int]:
-        """Up to ``want`` records from ``offset`` on, and the offset to read next."""
+    def _bus_read(
+        self, part: int, offset: int, want: int, out: list[Record] | RecordBatch
+    ) -> tuple[int, int]:
+        """Up to ``want`` records from ``offset`` on added to ``out``: their number, and the
+        offset to read next."""
         rows = self._batches(part, offset, want)
-        out: list[Record] = []
+        got = 0
         following = offset
-        # A Record per record and no cycles: the collector would run every 700 of them.
-        with collector_paused():
-            for _first, last, blob in rows:
-                records = DECODE_BATCH(blob)
-                if records and records[0].offset < offset:
-                    records = [r for r in records if r.offset >= offset]
-                out.extend(records)
-                # Past the whole batch, even one a purge emptied: reading resumes after it.
-                following = int(last) + 1
-                if len(out) >= want:
-                    break
-        if len(out) > want:
-            out = out[:want]
-        if len(out) == want:
-            following = out[-1].offset + 1
-        return out, following
+        if isinstance(out, list):
+            records: list[Record] = []
+            # A Record per record and no cycles: the collector would run every 700 of them.
+            with collector_paused():
+                for _first, last, blob in rows:
+                    decoded = DECODE_BATCH(blob)
+                    if decoded and decoded[0].offset < offset:
+                        decoded = [r for r in decoded if r.offset >= offset]
+                    records.extend(decoded)
+                    # Past the whole batch, even one a purge emptied: reading resumes after it.
+                    following = int(last) + 1
+                    if len(records) >= want:
+                        break
+            del records[want:]
+            if len(records) == want:
+                following = records[-1].offset + 1
+            out.extend(records)
+            return len(records), following
+        for _first, last, blob in rows:
+            got += out.add(blob, offset, want - got, DECODE_BATCH)
+            following = int(last) + 1
+            if got >= want:
+                following = out.last_offset() + 1
+                break
+        return got, following
 
     def commit(self, positions: Mapping[int, int]) -> None:
         if not positions:

@@ -10,9 +10,9 @@ from the dead-letter store) and then every ``refresh_s`` for the tombstones adde
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from headwater.bus.base import Record
+from headwater.bus.base import Record, keys_of
 from headwater.contract.signal import decode_signal
 from headwater.erasure.ledger import ErasureLedger
 from headwater.erasure.subject import SubjectHasher
@@ -78,13 +78,13 @@ class TombstoneFilter:
                 hits[user] = at
         return hits
 
-    def split(self, records: list[Record]) -> tuple[list[Record], list[Record]]:
+    def split(self, records: Sequence[Record]) -> tuple[Sequence[Record], list[Record]]:
         """``records`` (signals) as those to apply and those :meth:`drops` would drop, in
         order. Each user of the batch is hashed and looked up once, however many of its
         records there are; a batch of which none is dropped is handed back as it is."""
         if not self._erased:
             return records, []
-        hits = self.erased_among({r.key for r in records})
+        hits = self.erased_among(keys_of(records))
         if not hits:
             return records, []
         kept: list[Record] = []

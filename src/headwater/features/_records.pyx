@@ -23,6 +23,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
+from headwater.bus._batch cimport Entry as BusEntry, RecordBatch
 from headwater._msgpack cimport (
     Reader, Span, fnv1a, is_nil, named, read_int, read_map, read_str, read_timestamp,
     skip_value,
@@ -274,9 +275,13 @@ def read_batch(records, stored, bint runs, batch):
     records' bytes) and its user found; then each value is made once, straight into its
     place in the columns, each user's events together in bus order."""
     # The records' bytes are read in place until the columns are made: every record is
-    # held until the end (a list of them is, whatever ``records`` was).
-    cdef list held = records if type(records) is list else list(records)
-    cdef Py_ssize_t n = len(held), i, k, users_n, dest
+    # held until the end (a list of them is, whatever ``records`` was; a ``RecordBatch``
+    # holds the bytes its entries point into, and no record need be made from it).
+    cdef RecordBatch from_bus = records if type(records) is RecordBatch else None
+    cdef list held = (
+        [from_bus] if from_bus is not None else records if type(records) is list else list(records)
+    )
+    cdef Py_ssize_t n = from_bus.n if from_bus is not None else len(held), i, k, users_n, dest
     cdef Fields *f
     cdef Fields *fields = NULL
     cdef bytes value
@@ -306,10 +311,15 @@ def read_batch(records, stored, bint runs, batch):
     cdef Py_ssize_t slot
     cdef list starts
     # The stored position of the partition the last record came from (records come in
-    # runs of one partition): looked up once a run, not once a record.
-    cdef object partition = None
-    cdef object next_offset = None
-    cdef object r_partition
+    # runs of one partition): looked up once a run, not once a record. Each partition's
+    # last record applied is found by its index (``last_at``), and made once, at the end.
+    cdef int64_t partition = -1, offset, next_offset = 0
+    cdef bint has_next = False
+    cdef Py_ssize_t run_last = -1
+    cdef dict last_at = {}
+    cdef const char *value_p
+    cdef Py_ssize_t value_n
+    cdef BusEntry *entry
     slots = <Py_ssize_t *>malloc((n if n else 1) * sizeof(Py_ssize_t))
     fields = <Fields *>malloc((n if n else 1) * sizeof(Fields))
     if slots == NULL or fields == NULL:
@@ -318,21 +328,38 @@ def read_batch(records, stored, bint runs, batch):
         raise MemoryError()
     try:
         k = 0
-        for r in held:
-            r_partition = r.partition
-            if r_partition is not partition:
-                partition = r_partition
-                next_offset = stored.get(partition)
-            if next_offset is not None and r.offset < next_offset:
+        for i in range(n):
+            if from_bus is not None:
+                entry = &from_bus.entries[i]
+                value_p, value_n = entry.value, entry.value_n
+                offset = entry.offset
+                if entry.partition != partition:
+                    if run_last >= 0:
+                        last_at[partition] = run_last
+                    partition, run_last = entry.partition, -1
+                    stored_next = stored.get(partition)
+                    has_next = stored_next is not None
+                    next_offset = stored_next if has_next else 0
+            else:
+                r = held[i]
+                if r.partition != partition:
+                    if run_last >= 0:
+                        last_at[partition] = run_last
+                    partition, run_last = r.partition, -1
+                    stored_next = stored.get(partition)
+                    has_next = stored_next is not None
+                    next_offset = stored_next if has_next else 0
+                offset = r.offset
+                value = r.value if type(r.value) is bytes else None
+                if value is None:  # msgspec reads any buffer
+                    raise UnsupportedRecordError("a record value that is not bytes")
+                value_p, value_n = PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value)
+            if has_next and offset < next_offset:
                 skipped += 1  # applied before a crash; its position was stored with the row
                 continue
-            value = r.value if type(r.value) is bytes else None
-            if value is None:  # msgspec reads any buffer
-                raise UnsupportedRecordError("a record value that is not bytes")
             f = &fields[k]
             try:
-                read_signal(<const unsigned char *>PyBytes_AS_STRING(value),
-                            PyBytes_GET_SIZE(value), f)
+                read_signal(<const unsigned char *>value_p, value_n, f)
             except UnsupportedRecordError:
                 raise
             except ValueError as error:  # a MessagePack reader's (_msgpack.pxd)
@@ -350,7 +377,7 @@ def read_batch(records, stored, bint runs, batch):
                 check_text(f.item_id.p, f.item_id.n)
             type_names.get(f.event_type.p, f.event_type.n)
             surface_names.get(f.surface.p, f.surface.n)
-            last[partition] = r
+            run_last = i
             if out_runs is not None:
                 if not f.producer.present:
                     f.producer.p = ""; f.producer.n = 0
@@ -377,6 +404,10 @@ def read_batch(records, stored, bint runs, batch):
                         out_runs.append((run_key[0], received, run_key[2], counts))
                 etype = type_names.get(f.event_type.p, f.event_type.n)
                 counts[etype] = counts.get(etype, 0) + 1
+        if run_last >= 0:
+            last_at[partition] = run_last
+        for p, at in last_at.items():
+            last[p] = from_bus[at] if from_bus is not None else held[at]
         # Each user's events together, in bus order: where each user's slice starts
         # (``fill``), then where each event goes (``slots``, rewritten in place).
         users_n = len(user_names)

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import msgspec
 
-from headwater.bus.base import KIND_ERASURE, Record
+from headwater.bus.base import KIND_ERASURE, Record, kinds_of
 from headwater.erasure.events import Confirmation, ErasureEvent, decode_erasure
 from headwater.erasure.ledger import Participant
 from headwater.erasure.tombstones import TombstoneFilter
@@ -60,7 +60,7 @@ class WaitingCall(Protocol):
     def __call__(self, fn: Callable[[], _T], /) -> _T: ...
 
 
-def poll_phases(records: list[Record]) -> Iterator[list[Record]]:
+def poll_phases(records: Sequence[Record]) -> Iterator[Sequence[Record]]:
     """A poll's records in the order they are applied: signals, then the erasures among them.
 
     Every erasure of a poll goes into one run (one ``erase_many``: one Delta DELETE, one
@@ -74,10 +74,10 @@ def poll_phases(records: list[Record]) -> Iterator[list[Record]]:
     A poll without an erasure is one phase: ``records`` itself (the caller may test
     ``phase is records`` to know there is no erasure in it).
     """
-    if KIND_ERASURE not in {record.kind for record in records}:
+    if KIND_ERASURE not in kinds_of(records):
         yield records  # the common poll: signals only, applied as they came
         return
-    rest = records
+    rest: Sequence[Record] = records
     while rest:
         erased: set[tuple[int, str]] = set()
         blocked: set[int] = set()

@@ -31,6 +31,7 @@ from headwater.bus.base import (
     KindConsumer,
     Record,
     committed_positions,
+    in_partitions,
 )
 from headwater.bus.dead_letters import DeadLetterStore
 from headwater.erasure.events import Confirmation
@@ -165,7 +166,7 @@ class ConsumerRuntime:
         assigned = self._consumer.assignment()
         # Records of a partition the bus moved away while they were read are left to its
         # new owner, which reads them from the committed position.
-        records = [r for r in records if r.partition in assigned]
+        records = in_partitions(records, assigned)
         if self._kind_member is None:
             positions = committed_positions(records)
         else:
@@ -302,7 +303,7 @@ class ConsumerRuntime:
 
     # -- processing ------------------------------------------------------------
 
-    def _process(self, records: list[Record]) -> None:
+    def _process(self, records: Sequence[Record]) -> None:
         tombstones = self.tombstones
         if tombstones is not None:
             tombstones.refresh()
@@ -329,7 +330,7 @@ class ConsumerRuntime:
             # The store that holds the records themselves (the bus log) removes them too.
             self._call(lambda: self.handler.purge_dropped(dropped))
 
-    def _apply(self, segment: list[Record]) -> None:
+    def _apply(self, segment: Sequence[Record]) -> None:
         try:
             self._call(lambda: self.handler.handle(segment))
         except (StoppingError, FencedError):

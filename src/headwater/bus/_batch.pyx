@@ -1,0 +1,278 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""A poll's records from the SQLite bus's stored batches, without a Python object per record.
+
+The SQLite bus stores each published batch as one MessagePack array of records (each
+record an array: partition, offset, key, kind, value, time). ``RecordBatch`` reads those
+bytes in place: each record's fields go into a C array, pointing into the stored bytes,
+which the batch holds. It is a sequence of ``Record`` as the bus port promises: a record
+is made when something asks for it (by index, slice or iteration), and kept. What the
+consumer runtime asks of every poll (its partitions, the positions to commit, the kinds
+among it, its keys) it answers from the C array; the feature consumer's reader
+(``features/_records.pyx``) reads the values there too. Only the records a handler
+iterates, or a dead letter needs, are made.
+
+A stored batch this reader does not take (a field of another type than msgspec writes)
+is decoded by msgspec and its records added as they are: msgspec gives its own verdict
+on a malformed batch.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcmp, memcpy
+from headwater._msgpack cimport Reader, need, read_array, read_int, read_str
+from headwater._msgpack cimport hw_be16, hw_be32
+
+
+cdef inline int read_bin(Reader *r, const char **out, Py_ssize_t *n) except -1:
+    """A bin value's bytes; raises when the next value is not bin."""
+    need(r, 1)
+    cdef unsigned char t = r.p[0]
+    cdef Py_ssize_t length
+    if t == 0xC4:
+        need(r, 2); length = r.p[1]; r.p += 2
+    elif t == 0xC5:
+        need(r, 3); length = hw_be16(r.p + 1); r.p += 3
+    elif t == 0xC6:
+        need(r, 5); length = hw_be32(r.p + 1); r.p += 5
+    else:
+        raise ValueError("not bin")
+    need(r, length)
+    out[0] = <const char *>r.p
+    n[0] = length
+    r.p += length
+    return 0
+
+
+cdef inline object text(const char *p, Py_ssize_t n):
+    return PyUnicode_DecodeUTF8(p, n, NULL)
+
+
+cdef class RecordBatch:
+    """Records read from stored batches: a ``Sequence[Record]``."""
+
+    def __cinit__(self, record_type):
+        self.entries = NULL
+        self.n = 0
+        self.cap = 0
+        self.held = []
+        self.made = None
+        self.record_type = record_type
+
+    def __dealloc__(self):
+        free(self.entries)
+
+    cdef int grow(self, Py_ssize_t more) except -1:
+        cdef Py_ssize_t cap = self.cap
+        cdef Entry *entries
+        if self.n + more <= cap:
+            return 0
+        while cap < self.n + more:
+            cap = cap * 2 if cap else 1024
+        entries = <Entry *>realloc(self.entries, cap * sizeof(Entry))
+        if entries == NULL:
+            raise MemoryError()
+        self.entries = entries
+        self.cap = cap
+        return 0
+
+    def add(self, bytes stored, int64_t start, Py_ssize_t most, decode):
+        """The records of a stored batch from offset ``start`` on, ``most`` at most, added;
+        their number. ``decode`` (msgspec's decoder of a stored batch) reads a batch this
+        reader does not take."""
+        if self.made is not None:
+            raise RuntimeError("records were made from this batch: it can take no more")
+        cdef Reader r
+        r.p = <const unsigned char *>PyBytes_AS_STRING(stored)
+        r.end = r.p + PyBytes_GET_SIZE(stored)
+        cdef Py_ssize_t count, i, added = 0, before = self.n
+        cdef Entry e
+        cdef int64_t partition
+        try:
+            count = read_array(&r)
+            self.grow(min(count, most))
+            for i in range(count):
+                if added >= most:
+                    break
+                if read_array(&r) != 6:
+                    raise ValueError("a record is not an array of six")
+                read_int(&r, &partition)
+                if partition < 0 or partition > 0x7FFFFFFF:
+                    raise ValueError("a partition out of range")
+                e.partition = <int32_t>partition
+                read_int(&r, &e.offset)
+                read_str(&r, &e.key, &e.key_n)
+                read_str(&r, &e.kind, &e.kind_n)
+                read_bin(&r, &e.value, &e.value_n)
+                read_int(&r, &e.timestamp_ms)
+                if e.offset < start:
+                    continue
+                self.grow(1)
+                self.entries[self.n] = e
+                self.n += 1
+                added += 1
+        except ValueError:
+            self.n = before  # msgspec reads this batch, and refuses a malformed one
+            return self._add_records(decode(stored), start, most)
+        self.held.append(stored)
+        return added
+
+    def extend(self, RecordBatch other):
+        """``other``'s records added after these."""
+        if self.made is not None:
+            raise RuntimeError("records were made from this batch: it can take no more")
+        if other.n:
+            self.grow(other.n)
+            memcpy(&self.entries[self.n], other.entries, other.n * sizeof(Entry))
+            self.n += other.n
+            self.held.append(other)
+
+    def _add_records(self, records, int64_t start, Py_ssize_t most):
+        cdef Py_ssize_t added = 0
+        cdef Entry e
+        cdef const char *p
+        cdef Py_ssize_t size
+        for record in records:
+            if added >= most:
+                break
+            if record.offset < start:
+                continue
+            value = record.value
+            if type(value) is not bytes:
+                value = bytes(value)
+            e.partition = <int32_t>record.partition
+            e.offset = record.offset
+            e.timestamp_ms = record.timestamp_ms
+            p = PyUnicode_AsUTF8AndSize(record.key, &size)
+            e.key, e.key_n = p, size
+            p = PyUnicode_AsUTF8AndSize(record.kind, &size)
+            e.kind, e.kind_n = p, size
+            e.value, e.value_n = PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value)
+            self.held.append((record, value))
+            self.grow(1)
+            self.entries[self.n] = e
+            self.n += 1
+            added += 1
+        return added
+
+    cdef object make(self, Py_ssize_t i):
+        cdef Entry *e
+        if self.made is None:
+            self.made = [None] * self.n
+        record = self.made[i]
+        if record is None:
+            e = &self.entries[i]
+            record = self.record_type(
+                e.partition,
+                e.offset,
+                text(e.key, e.key_n),
+                text(e.kind, e.kind_n),
+                e.value[:e.value_n],
+                e.timestamp_ms,
+            )
+            self.made[i] = record
+        return record
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, index):
+        cdef Py_ssize_t i
+        if isinstance(index, slice):
+            return [self.make(i) for i in range(*index.indices(self.n))]
+        i = index
+        if i < 0:
+            i += self.n
+        if i < 0 or i >= self.n:
+            raise IndexError("record index out of range")
+        return self.make(i)
+
+    def __iter__(self):
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            yield self.make(i)
+
+    def __bool__(self):
+        return self.n > 0
+
+    def __eq__(self, other):
+        if isinstance(other, RecordBatch) or isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self):
+        return f"RecordBatch({list(self)!r})"
+
+    def last_offset(self):
+        """The offset of the last record (the batch is not empty)."""
+        if self.n == 0:
+            raise IndexError("an empty batch has no last record")
+        return self.entries[self.n - 1].offset
+
+    def positions(self):
+        """Each partition's next offset to commit: its last record's, plus one."""
+        cdef dict out = {}
+        cdef Py_ssize_t i
+        cdef int32_t partition = -1
+        for i in range(self.n):
+            if self.entries[i].partition != partition:
+                partition = self.entries[i].partition
+            out[partition] = self.entries[i].offset + 1
+        return out
+
+    def first_offsets(self):
+        """Each partition's first offset among the records."""
+        cdef dict out = {}
+        cdef Py_ssize_t i
+        cdef int32_t partition = -1
+        for i in range(self.n):
+            if self.entries[i].partition != partition:
+                partition = self.entries[i].partition
+                if partition not in out:
+                    out[partition] = self.entries[i].offset
+        return out
+
+    def partitions(self):
+        """The partitions the records are in."""
+        cdef set out = set()
+        cdef Py_ssize_t i
+        cdef int32_t partition = -1
+        for i in range(self.n):
+            if self.entries[i].partition != partition:
+                partition = self.entries[i].partition
+                out.add(partition)
+        return out
+
+    def kinds(self):
+        """The kinds among the records (one string object per kind)."""
+        cdef set out = set()
+        cdef Py_ssize_t i
+        cdef Entry *e
+        cdef const char *kind = NULL
+        cdef Py_ssize_t kind_n = -1
+        for i in range(self.n):
+            e = &self.entries[i]
+            if e.kind_n != kind_n or memcmp(e.kind, kind, kind_n) != 0:
+                kind, kind_n = e.kind, e.kind_n
+                out.add(text(kind, kind_n))
+        return out
+
+    def keys(self):
+        """The distinct keys among the records."""
+        cdef set out = set()
+        cdef Py_ssize_t i
+        cdef Entry *e
+        cdef const char *key = NULL
+        cdef Py_ssize_t key_n = -1
+        for i in range(self.n):
+            e = &self.entries[i]
+            if e.key_n != key_n or memcmp(e.key, key, key_n) != 0:
+                key, key_n = e.key, e.key_n
+                out.add(text(key, key_n))
+        return out
+
+    def values(self):
+        """The records' values, in order."""
+        cdef Py_ssize_t i
+        return [self.entries[i].value[:self.entries[i].value_n] for i in range(self.n)]
