@@ -37,6 +37,8 @@ BUILD_INPUTS = (
     "src/headwater/features/_records.pxd",
     "src/headwater/features/_rows.pyx",
     "src/headwater/_msgpack.pxd",
+    "src/headwater/bus/_batch.pyx",
+    "src/headwater/bus/_batch.pxd",
 )
 
 

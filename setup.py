@@ -45,7 +45,11 @@ else:
             Extension(
                 "headwater.features._records",
                 ["src/headwater/features/_records.pyx"],
-                depends=["src/headwater/_msgpack.pxd", "src/headwater/features/_records.pxd"],
+                depends=[
+                    "src/headwater/_msgpack.pxd",
+                    "src/headwater/features/_records.pxd",
+                    "src/headwater/bus/_batch.pxd",
+                ],
             ),
             # The feature pass over a batch's stored rows, without a Python object per
             # value (C++ for its vectors).
