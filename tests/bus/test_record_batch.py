@@ -132,6 +132,10 @@ def test_a_malformed_stored_batch_gets_msgspecs_error() -> None:
         batch.add(msgspec.msgpack.encode([[0, 1, "u"]]), 0, 10, DECODE_BATCH)
     with pytest.raises(msgspec.DecodeError):
         batch.add(b"\x91\x96\x00\x00\xa1u", 0, 10, DECODE_BATCH)  # ends early
+    # A key that is not UTF-8: refused as msgspec refuses it.
+    blob = ENCODE_BATCH([Record(0, 0, "uu", "signal", b"v", 5)]).replace(b"\xa2uu", b"\xa2\xffu")
+    with pytest.raises(msgspec.DecodeError):
+        batch.add(blob, 0, 10, DECODE_BATCH)
     assert len(batch) == 0
 
 

@@ -49,6 +49,20 @@ cdef inline object text(const char *p, Py_ssize_t n):
     return PyUnicode_DecodeUTF8(p, n, NULL)
 
 
+cdef inline int check_text(const char *p, Py_ssize_t n) except -1:
+    """Raise ValueError where ``p[:n]`` is not UTF-8, as msgspec refuses such a string
+    (ASCII at once)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if <unsigned char>p[i] >= 0x80:
+            try:
+                text(p, n)
+            except UnicodeDecodeError:
+                raise ValueError("text that is not UTF-8") from None
+            return 0
+    return 0
+
+
 cdef class RecordBatch:
     """Records read from stored batches: a ``Sequence[Record]``."""
 
@@ -91,7 +105,8 @@ cdef class RecordBatch:
         cdef int64_t partition
         try:
             count = read_array(&r)
-            self.grow(min(count, most))
+            # A record takes seven bytes at least: a count past that is not believed.
+            self.grow(min(count, most, PyBytes_GET_SIZE(stored) // 7))
             for i in range(count):
                 if added >= most:
                     break
@@ -103,7 +118,9 @@ cdef class RecordBatch:
                 e.partition = <int32_t>partition
                 read_int(&r, &e.offset)
                 read_str(&r, &e.key, &e.key_n)
+                check_text(e.key, e.key_n)
                 read_str(&r, &e.kind, &e.kind_n)
+                check_text(e.kind, e.kind_n)
                 read_bin(&r, &e.value, &e.value_n)
                 read_int(&r, &e.timestamp_ms)
                 if e.offset < start:
