@@ -177,10 +177,14 @@ def test_the_sqlite_consumer_polls_the_same_records_either_way(
                     patch.setattr(sqlite_bus, "RecordBatch", None)
                 member = bus.consumer(f"g{compiled}")
                 polls[compiled] = []
-                while got := member.poll(size, 0.0):
+                # A poll may come back empty before the end (a stored batch the purge
+                # emptied is read past): as many polls as there are offsets, at least.
+                for _ in range(sum(len(s) for s in sends) + 3):
+                    got = member.poll(size, 0.0)
                     assert (type(got) is RecordBatch) == compiled
-                    polls[compiled].append(list(got))
-                    member.commit(committed_positions(got))
+                    if got:
+                        polls[compiled].append(list(got))
+                        member.commit(committed_positions(got))
                 member.close()
         assert polls[True] == polls[False]
         assert sum(len(p) for p in polls[True]) == sum(len(s) for s in sends) - sum(

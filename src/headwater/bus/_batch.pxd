@@ -30,3 +30,5 @@ cdef class RecordBatch:
     cdef object record_type
     cdef int grow(self, Py_ssize_t more) except -1
     cdef object make(self, Py_ssize_t i)
+    cdef set distinct(self, bint keys)
+    cdef dict offsets(self, bint first)

@@ -229,64 +229,56 @@ cdef class RecordBatch:
 
     def positions(self):
         """Each partition's next offset to commit: its last record's, plus one."""
-        cdef dict out = {}
-        cdef Py_ssize_t i
-        cdef int32_t partition = -1
-        for i in range(self.n):
-            if self.entries[i].partition != partition:
-                partition = self.entries[i].partition
-            out[partition] = self.entries[i].offset + 1
-        return out
+        return self.offsets(False)
 
     def first_offsets(self):
         """Each partition's first offset among the records."""
-        cdef dict out = {}
-        cdef Py_ssize_t i
-        cdef int32_t partition = -1
-        for i in range(self.n):
-            if self.entries[i].partition != partition:
-                partition = self.entries[i].partition
-                if partition not in out:
-                    out[partition] = self.entries[i].offset
-        return out
+        return self.offsets(True)
 
     def partitions(self):
         """The partitions the records are in."""
-        cdef set out = set()
+        return set(self.offsets(True))
+
+    cdef dict offsets(self, bint first):
+        """Per partition, the first offset among the records (``first``), or one past the
+        last; looked at where a run of one partition starts or ends, not at each record."""
+        cdef dict out = {}
         cdef Py_ssize_t i
-        cdef int32_t partition = -1
+        cdef Entry *e
         for i in range(self.n):
-            if self.entries[i].partition != partition:
-                partition = self.entries[i].partition
-                out.add(partition)
+            e = &self.entries[i]
+            if first:
+                if (i == 0 or e.partition != self.entries[i - 1].partition) and (
+                    e.partition not in out
+                ):
+                    out[e.partition] = e.offset
+            elif i == self.n - 1 or e.partition != self.entries[i + 1].partition:
+                out[e.partition] = e.offset + 1
         return out
 
     def kinds(self):
         """The kinds among the records (one string object per kind)."""
-        cdef set out = set()
-        cdef Py_ssize_t i
-        cdef Entry *e
-        cdef const char *kind = NULL
-        cdef Py_ssize_t kind_n = -1
-        for i in range(self.n):
-            e = &self.entries[i]
-            if e.kind_n != kind_n or memcmp(e.kind, kind, kind_n) != 0:
-                kind, kind_n = e.kind, e.kind_n
-                out.add(text(kind, kind_n))
-        return out
+        return self.distinct(False)
 
     def keys(self):
         """The distinct keys among the records."""
+        return self.distinct(True)
+
+    cdef set distinct(self, bint keys):
+        """The distinct keys (or kinds) among the records: a string made where one
+        differs from the record's before it."""
         cdef set out = set()
-        cdef Py_ssize_t i
-        cdef Entry *e
-        cdef const char *key = NULL
-        cdef Py_ssize_t key_n = -1
+        cdef Py_ssize_t i, n, last_n = -1
+        cdef const char *p
+        cdef const char *last = NULL
         for i in range(self.n):
-            e = &self.entries[i]
-            if e.key_n != key_n or memcmp(e.key, key, key_n) != 0:
-                key, key_n = e.key, e.key_n
-                out.add(text(key, key_n))
+            if keys:
+                p, n = self.entries[i].key, self.entries[i].key_n
+            else:
+                p, n = self.entries[i].kind, self.entries[i].kind_n
+            if n != last_n or memcmp(p, last, n) != 0:
+                last, last_n = p, n
+                out.add(text(p, n))
         return out
 
     def values(self):

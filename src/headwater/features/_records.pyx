@@ -313,7 +313,7 @@ def read_batch(records, stored, bint runs, batch):
     # The stored position of the partition the last record came from (records come in
     # runs of one partition): looked up once a run, not once a record. Each partition's
     # last record applied is found by its index (``last_at``), and made once, at the end.
-    cdef int64_t partition = -1, offset, next_offset = 0
+    cdef int64_t partition = -1, r_partition, offset, next_offset = 0
     cdef bint has_next = False
     cdef Py_ssize_t run_last = -1
     cdef dict last_at = {}
@@ -332,28 +332,21 @@ def read_batch(records, stored, bint runs, batch):
             if from_bus is not None:
                 entry = &from_bus.entries[i]
                 value_p, value_n = entry.value, entry.value_n
-                offset = entry.offset
-                if entry.partition != partition:
-                    if run_last >= 0:
-                        last_at[partition] = run_last
-                    partition, run_last = entry.partition, -1
-                    stored_next = stored.get(partition)
-                    has_next = stored_next is not None
-                    next_offset = stored_next if has_next else 0
+                offset, r_partition = entry.offset, entry.partition
             else:
                 r = held[i]
-                if r.partition != partition:
-                    if run_last >= 0:
-                        last_at[partition] = run_last
-                    partition, run_last = r.partition, -1
-                    stored_next = stored.get(partition)
-                    has_next = stored_next is not None
-                    next_offset = stored_next if has_next else 0
-                offset = r.offset
+                offset, r_partition = r.offset, r.partition
                 value = r.value if type(r.value) is bytes else None
                 if value is None:  # msgspec reads any buffer
                     raise UnsupportedRecordError("a record value that is not bytes")
                 value_p, value_n = PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value)
+            if r_partition != partition:
+                if run_last >= 0:
+                    last_at[partition] = run_last
+                partition, run_last = r_partition, -1
+                stored_next = stored.get(partition)
+                has_next = stored_next is not None
+                next_offset = stored_next if has_next else 0
             if has_next and offset < next_offset:
                 skipped += 1  # applied before a crash; its position was stored with the row
                 continue
