@@ -44,33 +44,56 @@ cdef inline int need(Reader *r, Py_ssize_t n) except -1:
     return 0
 
 
-cdef inline int read_str(Reader *r, const char **out, Py_ssize_t *n) except -1:
-    """A string's bytes; raises when the next value is not a string."""
-    need(r, 1)
-    cdef unsigned char t = r.p[0]
-    cdef Py_ssize_t length
-    if 0xA0 <= t <= 0xBF:
-        length = t & 0x1F
-        r.p += 1
-    elif t == 0xD9:
-        need(r, 2)
-        length = r.p[1]
-        r.p += 2
-    elif t == 0xDA:
-        need(r, 3)
-        length = hw_be16(r.p + 1)
-        r.p += 3
-    elif t == 0xDB:
-        need(r, 5)
-        length = hw_be32(r.p + 1)
-        r.p += 5
-    else:
-        raise ValueError("a string field holds another type")
+cdef inline int take_fix(Reader *r, Py_ssize_t length, const char **out, Py_ssize_t *n) except -1:
+    """``length`` bytes at the reader, their header read."""
     need(r, length)
     out[0] = <const char *>r.p
     n[0] = length
     r.p += length
     return 0
+
+
+cdef inline int take_sized(Reader *r, int width, const char **out, Py_ssize_t *n) except -1:
+    """The bytes after a header of a type byte and a ``width``-byte length (1, 2 or 4)."""
+    cdef Py_ssize_t length
+    need(r, 1 + width)
+    if width == 1:
+        length = r.p[1]
+    elif width == 2:
+        length = hw_be16(r.p + 1)
+    else:
+        length = hw_be32(r.p + 1)
+    r.p += 1 + width
+    return take_fix(r, length, out, n)
+
+
+cdef inline int read_str(Reader *r, const char **out, Py_ssize_t *n) except -1:
+    """A string's bytes; raises when the next value is not a string."""
+    need(r, 1)
+    cdef unsigned char t = r.p[0]
+    if 0xA0 <= t <= 0xBF:
+        r.p += 1
+        return take_fix(r, t & 0x1F, out, n)
+    if t == 0xD9:
+        return take_sized(r, 1, out, n)
+    if t == 0xDA:
+        return take_sized(r, 2, out, n)
+    if t == 0xDB:
+        return take_sized(r, 4, out, n)
+    raise ValueError("a string field holds another type")
+
+
+cdef inline int read_bin(Reader *r, const char **out, Py_ssize_t *n) except -1:
+    """A bin value's bytes; raises when the next value is not bin."""
+    need(r, 1)
+    cdef unsigned char t = r.p[0]
+    if t == 0xC4:
+        return take_sized(r, 1, out, n)
+    if t == 0xC5:
+        return take_sized(r, 2, out, n)
+    if t == 0xC6:
+        return take_sized(r, 4, out, n)
+    raise ValueError("not bin")
 
 
 cdef inline Py_ssize_t read_map(Reader *r) except -1:

@@ -89,11 +89,7 @@ class ArchiveConsumer(Consumer):
 
     def handle(self, records: Sequence[Record]) -> None:
         """Append the records not yet in the table, in one Delta commit with their positions."""
-        if (
-            RecordBatch is not None
-            and type(records) is RecordBatch
-            and kinds_of(records) == {KIND_SIGNAL}
-        ):
+        if type(records) is RecordBatch and kinds_of(records) == {KIND_SIGNAL}:
             # Read in place from the bus (the SQLite bus's polls): no record is made.
             partitions = sorted(records.partitions())
         else:

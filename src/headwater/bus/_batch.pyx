@@ -21,28 +21,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy
-from headwater._msgpack cimport Reader, need, read_array, read_int, read_str
-from headwater._msgpack cimport hw_be16, hw_be32
-
-
-cdef inline int read_bin(Reader *r, const char **out, Py_ssize_t *n) except -1:
-    """A bin value's bytes; raises when the next value is not bin."""
-    need(r, 1)
-    cdef unsigned char t = r.p[0]
-    cdef Py_ssize_t length
-    if t == 0xC4:
-        need(r, 2); length = r.p[1]; r.p += 2
-    elif t == 0xC5:
-        need(r, 3); length = hw_be16(r.p + 1); r.p += 3
-    elif t == 0xC6:
-        need(r, 5); length = hw_be32(r.p + 1); r.p += 5
-    else:
-        raise ValueError("not bin")
-    need(r, length)
-    out[0] = <const char *>r.p
-    n[0] = length
-    r.p += length
-    return 0
+from headwater._msgpack cimport Reader, read_array, read_bin, read_int, read_str
 
 
 cdef inline object text(const char *p, Py_ssize_t n):
@@ -214,7 +193,7 @@ cdef class RecordBatch:
         return self.n > 0
 
     def __eq__(self, other):
-        if isinstance(other, RecordBatch) or isinstance(other, (list, tuple)):
+        if isinstance(other, (RecordBatch, list, tuple)):
             return list(self) == list(other)
         return NotImplemented
 

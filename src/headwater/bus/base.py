@@ -287,7 +287,7 @@ class Bus(Protocol):
 
 def committed_positions(records: Sequence[Record]) -> dict[int, int]:
     """The commit that covers ``records``: one past the highest offset per partition."""
-    if RecordBatch is not None and type(records) is RecordBatch:
+    if type(records) is RecordBatch:
         return records.positions()
     positions: dict[int, int] = {}
     for r in records:
@@ -298,25 +298,21 @@ def committed_positions(records: Sequence[Record]) -> dict[int, int]:
 
 def in_partitions(records: Sequence[Record], partitions: Collection[int]) -> Sequence[Record]:
     """``records`` of ``partitions`` only: ``records`` itself when all of them are."""
-    if (
-        RecordBatch is not None
-        and type(records) is RecordBatch
-        and records.partitions() <= set(partitions)
-    ):
+    if type(records) is RecordBatch and records.partitions() <= set(partitions):
         return records
     return [r for r in records if r.partition in partitions]
 
 
 def kinds_of(records: Sequence[Record]) -> set[str]:
     """The kinds among ``records``."""
-    if RecordBatch is not None and type(records) is RecordBatch:
+    if type(records) is RecordBatch:
         return records.kinds()
     return {r.kind for r in records}
 
 
 def keys_of(records: Sequence[Record]) -> set[str]:
     """The keys among ``records``."""
-    if RecordBatch is not None and type(records) is RecordBatch:
+    if type(records) is RecordBatch:
         return records.keys()
     return {r.key for r in records}
 
@@ -326,7 +322,7 @@ def joined(polls: Sequence[Sequence[Record]]) -> Sequence[Record]:
     they all are)."""
     if len(polls) == 1:
         return polls[0]
-    if RecordBatch is not None and all(type(p) is RecordBatch for p in polls):
+    if all(type(p) is RecordBatch for p in polls):
         out = RecordBatch(Record)
         for poll in polls:
             out.extend(poll)  # type: ignore[arg-type]
