@@ -13,10 +13,13 @@ cdef struct Fields:
 
 
 cdef class Columns:
-    # The batch's events in the batch's order (each user's together, in bus order):
-    # their fields, pointers into the bytes of ``held`` (the records), and their times in
-    # milliseconds as ``_pass.event_ms`` computes them.
+    # The batch's events: their fields as read (in bus order), pointers into the bytes of
+    # ``held`` (the records); ``order``, where each event of the batch's order (each
+    # user's together, in bus order) lies in ``fields``; ``times``, in the batch's order,
+    # each in milliseconds as ``_pass.event_ms`` computes it. The event at batch position
+    # ``i`` is ``fields[order[i]]``: the fields are not moved into the batch's order.
     cdef Fields *fields
+    cdef Py_ssize_t *order
     cdef int64_t *times
     cdef readonly Py_ssize_t n
     cdef list held

@@ -95,25 +95,42 @@ cdef struct Entry:
 cdef class Users:
     """The batch's users by their id's bytes (open addressing, FNV-1a): a user seen
     before is found without decoding or hashing a string (the bytes stay alive in the
-    records while the batch is read)."""
+    records while the batch is read). The table starts small and doubles whenever it
+    would be more than half full: its size follows the batch's users, not its events (a
+    table sized for every event of a large batch was set up for longer than it was used)."""
 
     cdef Entry *entries
     cdef uint64_t mask
+    cdef Py_ssize_t count
 
-    def __cinit__(self, Py_ssize_t most):
-        cdef uint64_t size = 16
-        cdef uint64_t i
-        while size < <uint64_t>(2 * most):
-            size <<= 1
-        self.entries = <Entry *>malloc(size * sizeof(Entry))
-        if self.entries == NULL:
-            raise MemoryError()
-        for i in range(size):
-            self.entries[i].slot = -1
-        self.mask = size - 1
+    def __cinit__(self):
+        self.entries = NULL
+        self.count = 0
+        self.resize(1024)
 
     def __dealloc__(self):
         free(self.entries)
+
+    cdef int resize(self, uint64_t size) except -1:
+        """Move every entry into a table of ``size`` (a power of two) entries."""
+        cdef Entry *old = self.entries
+        cdef uint64_t old_size = self.mask + 1 if old != NULL else 0
+        cdef uint64_t i, j
+        cdef Entry *table = <Entry *>malloc(size * sizeof(Entry))
+        if table == NULL:
+            raise MemoryError()
+        for i in range(size):
+            table[i].slot = -1
+        for i in range(old_size):
+            if old[i].slot >= 0:
+                j = old[i].hash & (size - 1)
+                while table[j].slot >= 0:
+                    j = (j + 1) & (size - 1)
+                table[j] = old[i]
+        self.entries = table
+        self.mask = size - 1
+        free(old)
+        return 0
 
     cdef Py_ssize_t find(self, const char *p, Py_ssize_t n) noexcept:
         """The slot of the user ``p[:n]``, -1 when not seen."""
@@ -128,9 +145,10 @@ cdef class Users:
                 return e.slot
             i = (i + 1) & self.mask
 
-    cdef void add(self, const char *p, Py_ssize_t n, Py_ssize_t slot) noexcept:
-        """Record a user not yet seen (at most ``most`` of them: the table stays at most
-        half full)."""
+    cdef int add(self, const char *p, Py_ssize_t n, Py_ssize_t slot) except -1:
+        """Record a user not yet seen."""
+        if 2 * (self.count + 1) > <Py_ssize_t>(self.mask + 1):
+            self.resize(2 * (self.mask + 1))
         cdef uint64_t h = fnv1a(p, n)
         cdef uint64_t i = h & self.mask
         while self.entries[i].slot >= 0:
@@ -139,6 +157,8 @@ cdef class Users:
         self.entries[i].p = p
         self.entries[i].n = n
         self.entries[i].slot = slot
+        self.count += 1
+        return 0
 
 
 cdef class Columns:
@@ -147,6 +167,7 @@ cdef class Columns:
 
     def __dealloc__(self):
         free(self.fields)
+        free(self.order)
         free(self.times)
 
     def fill(self, batch):
@@ -157,7 +178,7 @@ cdef class Columns:
         cdef list ids = [None] * n, types = [None] * n, items = [None] * n
         cdef list surfaces = [None] * n, times = [None] * n, payloads = [None] * n
         for i in range(n):
-            f = &self.fields[i]
+            f = &self.fields[self.order[i]]
             ids[i] = text(f.event_id.p, f.event_id.n)
             types[i] = type_names.get(f.event_type.p, f.event_type.n)
             if f.item_id.present:
@@ -272,8 +293,9 @@ def read_batch(records, stored, bint runs, batch):
     below ``stored`` (partition -> next offset to apply); see ``signals.decode_batch``.
 
     Two passes: every record's fields are read into a C array (pointers into the
-    records' bytes) and its user found; then each value is made once, straight into its
-    place in the columns, each user's events together in bus order."""
+    records' bytes) and its user found; then each event's place in the batch's order
+    (each user's events together, in bus order) is noted, where its fields are read
+    from (``Columns.order``): they are not copied into that order."""
     # The records' bytes are read in place until the columns are made: every record is
     # held until the end (a list of them is, whatever ``records`` was; a ``RecordBatch``
     # holds the bytes its entries point into, and no record need be made from it).
@@ -285,7 +307,7 @@ def read_batch(records, stored, bint runs, batch):
     cdef Fields *f
     cdef Fields *fields = NULL
     cdef bytes value
-    cdef Users users = Users(n)
+    cdef Users users = Users()
     cdef list user_names = []
     cdef Columns columns
     cdef list out_runs = [] if runs else None
@@ -419,20 +441,21 @@ def read_batch(records, stored, bint runs, batch):
             dest = fill[slots[i]]
             fill[slots[i]] += 1
             slots[i] = dest
-        # The events in their places; their values are made when first asked for
-        # (``Columns.fill``), or never where ``_rows`` reads the batch.
+        # Each event's place; its values are made when first asked for (``Columns.fill``),
+        # or never where ``_rows`` reads the batch.
         columns = Columns()
-        columns.fields = <Fields *>malloc((k if k else 1) * sizeof(Fields))
+        columns.fields = fields  # the columns own the fields from here on
+        fields = NULL
+        columns.order = <Py_ssize_t *>malloc((k if k else 1) * sizeof(Py_ssize_t))
         columns.times = <int64_t *>malloc((k if k else 1) * sizeof(int64_t))
-        if columns.fields == NULL or columns.times == NULL:
+        if columns.order == NULL or columns.times == NULL:
             raise MemoryError()
         columns.n = k
         columns.held = held
         for i in range(k):
-            f = &fields[i]
             dest = slots[i]
-            columns.fields[dest] = f[0]
-            columns.times[dest] = millis(f.timestamp)
+            columns.order[dest] = i
+            columns.times[dest] = millis(columns.fields[i].timestamp)
         batch.raw = columns
         # Unset: the first read of a column makes them all (``SignalBatch.__getattr__``).
         del batch.event_ids, batch.types, batch.items, batch.surfaces, batch.times

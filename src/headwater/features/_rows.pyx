@@ -628,7 +628,7 @@ cdef class RowPass:
         # Which features this user's events feed.
         self.event_types.clear()
         for i in range(start, stop):
-            f = &columns.fields[i]
+            f = &columns.fields[columns.order[i]]
             t = self.type_of_text(f.event_type.p, f.event_type.n)
             self.event_types.push_back(t)
             mask |= self.masks[t]
@@ -699,7 +699,7 @@ cdef class RowPass:
         cdef vector[int] *fed
         cdef list kept = []  # the bytes the values point into (a last event's fields)
         for i in range(start, stop):
-            f = &columns.fields[i]
+            f = &columns.fields[columns.order[i]]
             ts = columns.times[i]
             eid.p = f.event_id.p
             eid.n = f.event_id.n
