@@ -128,6 +128,31 @@ def test_the_columns_group_each_users_events_in_bus_order() -> None:
         assert {p: r.offset for p, r in batch.last.items()} == {0: 2, 1: 2}
 
 
+@needs_compiled
+def test_a_batch_of_thousands_of_users_is_grouped_as_msgspecs_reader_groups_it() -> None:
+    """The compiled reader's table of users starts small and doubles as users come:
+    across every growth, a user seen before is found again, so each user's events stay
+    together in bus order, as the Python reader has them."""
+    users = [f"user-{k}" for k in range(3_000)]
+    sent = [
+        Signal(
+            event_id=f"e{i}",
+            event_type=("view", "click")[i % 2],
+            user_id=users[(i * 7_919) % len(users)],
+            surface="web",
+            timestamp=NOW - timedelta(seconds=i),
+            item_id=f"i{i % 50}",
+        )
+        for i in range(9_000)
+    ]
+    records = [
+        Record(i % 3, i // 3, s.user_id, "signal", encode_signal(s), 0) for i, s in enumerate(sent)
+    ]
+    compiled = decode_batch(records, {}, compiled=True)
+    assert len(compiled.users) == len(users)
+    assert _columns(compiled) == _columns(decode_batch(records, {}, compiled=False))
+
+
 def test_a_publish_requests_runs_are_counted_once_for_the_batch() -> None:
     """A request's events lie in one run per partition, and another request's events can
     cut a run: each request is one entry, in the order the requests first appear."""

@@ -38,10 +38,11 @@ __all__ = ["BATCH_SIZE", "LINGER_S", "USER_NAMESPACE", "FeatureConsumer"]
 #: Records per batch at most. A caught-up consumer reads what has arrived since its last
 #: batch, so the cap matters when it catches up: a bigger batch shares each user row
 #: and each B-tree page among more events. bench/bench_features.py, 1,035,395 signals
-#: over 100,000 users: 1.29-1.35 times the hand-written loop at 75,000 against 1.10-1.21
-#: at 50,000 in the same runs; peak RSS 179 MB (152 MB at 50,000, 202 MB at 100,000:
-#: over the 200 MB target).
-BATCH_SIZE = 75_000
+#: over 100,000 users (BENCHMARKS.md, "The feature reader's batch in place"): see there
+#: for events/s and peak RSS at 75,000 and 100,000 (the 200 MB target holds at 100,000
+#: since the reader stopped copying each event's fields and sizing its table of users by
+#: the batch's events).
+BATCH_SIZE = 100_000
 #: After a batch smaller than BATCH_SIZE the next poll waits until this long (seconds)
 #: after the last one began. Each batch pays a row read, a write and two commits
 #: whatever its size; at 20,000 events/s on the embedded stack's one core, batches at
