@@ -425,3 +425,46 @@ def test_a_partition_rebuilt_by_another_member_is_written_to_the_rebuilt_namespa
         0: 421,
         1: 101,
     }
+
+
+def test_a_partition_rebuilt_by_another_member_goes_on_computing_the_features_it_adds(
+    fx: Fixture,
+) -> None:
+    """A rebuild that adds a feature is taken over on partition 0 by another member; the
+    partition then came to this member, which has not taken the run over (it is behind
+    the archive on partition 1). A purchase on partition 0 is applied to the rebuilt row
+    with the added feature too: the row keeps every purchase, not only in its counts."""
+    fx.versions.apply((*DEFAULT_FEATURES, PURCHASED))
+    run = fx.backfill().run(kind="rebuild")
+    assert run is not None
+    fx.ledger.record_handover(run.id, "features", {0: (410, 420)}, 0)
+    rebuilt_u0 = fx.store.get(run.staging, ["u0"])["u0"]
+    fx.store.put(run.namespace, {"u0": rebuilt_u0})  # as the other member's take-over wrote it
+    live = LiveDefinitions(fx.versions, FeatureEngine(), ledger=fx.ledger)
+    consumer = FeatureConsumer(
+        fx.store,
+        live.engine(stream=True),
+        definitions=live,
+        tail=tail_of("u1", 1, partition=1, start=190)[1],
+        partition_of=lambda user: 0 if user == "u0" else 1,
+        record_freshness=False,
+    )
+    behind = {0: Position(420, 0), 1: Position(100, 0)}  # behind the archive (190) on 1
+    fx.store.put("user", {}, group="features", positions=behind, fence=consumer._fence_of({0, 1}))
+    new = Signal(
+        event_id="nu0",
+        event_type="purchase",
+        user_id="u0",
+        surface="web",
+        timestamp=NOW,
+        item_id="i-new",
+    )
+    consumer.handle([Record(0, 420, "u0", KIND_SIGNAL, encode_signal(new), 0)])
+    assert fx.ledger.handed_over(run.id) == {0: 420}  # this member did not take it over
+    engine = FeatureEngine((*DEFAULT_FEATURES, PURCHASED))
+    expected = engine.decode(rebuilt_u0)
+    engine.apply(expected, [new])
+    got = engine.decode(fx.store.get(run.namespace, ["u0"])["u0"])
+    assert got["counts"] == expected["counts"]
+    assert got["recently_purchased"] == expected["recently_purchased"]
+    assert "i-new" in [item for item, *_ in zip(*got["recently_purchased"], strict=True)]

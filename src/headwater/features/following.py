@@ -59,8 +59,8 @@ class DefinitionFollower:
         self.previous: str | None = None
         # The version in force at start is recorded with the first batch's positions.
         self._unrecorded = True
-        #: Engines of partitions on which a backfill is handed over while others of this
-        #: consumer's are not yet (only between two members' take-overs).
+        #: Engines of partitions on which a backfill or a rebuild is handed over while
+        #: others of this consumer's are not yet (only between two members' take-overs).
         self.overrides: dict[int, FeatureEngine] = {}
         #: Partitions held whose rows live in a rebuild's namespace already (another member
         #: took them over) while this member still writes the old one: their users are
@@ -123,8 +123,8 @@ class DefinitionFollower:
 
     def engine_for(self, partition: int, engine: FeatureEngine) -> FeatureEngine:
         """The engine for a partition's records: ``engine``, or one that also computes
-        the features a backfill already handed over on that partition (another member
-        took it over before the partition came to this one)."""
+        the features a backfill or rebuild already handed over on that partition (another
+        member took it over before the partition came to this one)."""
         return self.overrides.get(partition, engine)
 
     def _partition_engines(
@@ -140,12 +140,12 @@ class DefinitionFollower:
         }
         if not staged:
             return
+        # A rebuilt partition too: its rows in the rebuild's namespace hold the run's
+        # features, and its records must go on computing them (a feature the rebuild
+        # adds would otherwise miss every record until this member takes the run over).
         for p in partitions:
             extra = {
-                (n, v)
-                for run in staged
-                if run.kind == "backfill" and p in run.handed_over
-                for n, v in run.features.items()
+                (n, v) for run in staged if p in run.handed_over for n, v in run.features.items()
             } - self.taken
             if extra:
                 key = frozenset(extra)
