@@ -19,7 +19,7 @@ from headwater.contract.signal import Signal, encode_signal
 from headwater.control import open_control_database
 from headwater.erasure.events import ErasureEvent
 from headwater.features.backfill import Backfill, archived_states
-from headwater.features.backfills import BackfillLedger
+from headwater.features.backfills import BackfillLedger, BackfillRun
 from headwater.features.consumer import FeatureConsumer
 from headwater.features.engine import FeatureEngine
 from headwater.features.following import DefinitionFollower
@@ -371,14 +371,11 @@ def test_a_partition_handed_over_by_another_member_is_computed_there_at_once(
     assert fx.ledger.handed_over(run.id) == {0: 420}  # partition 1 waits for the stream
 
 
-def test_a_partition_rebuilt_by_another_member_is_written_to_the_rebuilt_namespace(
-    fx: Fixture,
-) -> None:
-    """A rebuild is taken over on partition 0 (by the member that held it), not on
-    partition 1, which this member holds but is behind the archive on. Partition 0 came to
-    this member: its users' rows are read from and written to the rebuilt namespace (with
-    the partition's position), and mirrored to the old one; partition 1's stay in the old
-    namespace until this member takes it over."""
+def _rebuilt_by_another_member(fx: Fixture) -> tuple[BackfillRun, bytes, FeatureConsumer]:
+    """A rebuild taken over on partition 0 by the member that held it (its row of ``u0``
+    written to the run's namespace), not on partition 1; and this member's consumer,
+    which holds both and is behind the archive (190) on partition 1: the run, ``u0``'s
+    rebuilt row, the consumer."""
     run = fx.backfill().run(kind="rebuild")
     assert run is not None
     fx.ledger.record_handover(run.id, "features", {0: (410, 420)}, 0)
@@ -395,6 +392,18 @@ def test_a_partition_rebuilt_by_another_member_is_written_to_the_rebuilt_namespa
     )
     behind = {0: Position(420, 0), 1: Position(100, 0)}  # behind the archive (190) on 1
     fx.store.put("user", {}, group="features", positions=behind, fence=consumer._fence_of({0, 1}))
+    return run, rebuilt_u0, consumer
+
+
+def test_a_partition_rebuilt_by_another_member_is_written_to_the_rebuilt_namespace(
+    fx: Fixture,
+) -> None:
+    """A rebuild is taken over on partition 0 (by the member that held it), not on
+    partition 1, which this member holds but is behind the archive on. Partition 0 came to
+    this member: its users' rows are read from and written to the rebuilt namespace (with
+    the partition's position), and mirrored to the old one; partition 1's stay in the old
+    namespace until this member takes it over."""
+    run, rebuilt_u0, consumer = _rebuilt_by_another_member(fx)
     new = [
         Signal(
             event_id=f"n{user}",
@@ -435,22 +444,7 @@ def test_a_partition_rebuilt_by_another_member_goes_on_computing_the_features_it
     the archive on partition 1). A purchase on partition 0 is applied to the rebuilt row
     with the added feature too: the row keeps every purchase, not only in its counts."""
     fx.versions.apply((*DEFAULT_FEATURES, PURCHASED))
-    run = fx.backfill().run(kind="rebuild")
-    assert run is not None
-    fx.ledger.record_handover(run.id, "features", {0: (410, 420)}, 0)
-    rebuilt_u0 = fx.store.get(run.staging, ["u0"])["u0"]
-    fx.store.put(run.namespace, {"u0": rebuilt_u0})  # as the other member's take-over wrote it
-    live = LiveDefinitions(fx.versions, FeatureEngine(), ledger=fx.ledger)
-    consumer = FeatureConsumer(
-        fx.store,
-        live.engine(stream=True),
-        definitions=live,
-        tail=tail_of("u1", 1, partition=1, start=190)[1],
-        partition_of=lambda user: 0 if user == "u0" else 1,
-        record_freshness=False,
-    )
-    behind = {0: Position(420, 0), 1: Position(100, 0)}  # behind the archive (190) on 1
-    fx.store.put("user", {}, group="features", positions=behind, fence=consumer._fence_of({0, 1}))
+    run, rebuilt_u0, consumer = _rebuilt_by_another_member(fx)
     new = Signal(
         event_id="nu0",
         event_type="purchase",
