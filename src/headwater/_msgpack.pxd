@@ -3,6 +3,7 @@
 # take with a ValueError, which the module reading the batch raises as its
 # ``UnsupportedRecordError``: the caller then decodes the batch with msgspec, which
 # gives its own verdict on a malformed record.
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
@@ -74,12 +75,8 @@ cdef inline int read_str(Reader *r, const char **out, Py_ssize_t *n) except -1:
     if 0xA0 <= t <= 0xBF:
         r.p += 1
         return take_fix(r, t & 0x1F, out, n)
-    if t == 0xD9:
-        return take_sized(r, 1, out, n)
-    if t == 0xDA:
-        return take_sized(r, 2, out, n)
-    if t == 0xDB:
-        return take_sized(r, 4, out, n)
+    if 0xD9 <= t <= 0xDB:  # str 8, 16, 32: a length of 1, 2 or 4 bytes
+        return take_sized(r, 1 << (t - 0xD9), out, n)
     raise ValueError("a string field holds another type")
 
 
@@ -87,13 +84,23 @@ cdef inline int read_bin(Reader *r, const char **out, Py_ssize_t *n) except -1:
     """A bin value's bytes; raises when the next value is not bin."""
     need(r, 1)
     cdef unsigned char t = r.p[0]
-    if t == 0xC4:
-        return take_sized(r, 1, out, n)
-    if t == 0xC5:
-        return take_sized(r, 2, out, n)
-    if t == 0xC6:
-        return take_sized(r, 4, out, n)
+    if 0xC4 <= t <= 0xC6:  # bin 8, 16, 32: a length of 1, 2 or 4 bytes
+        return take_sized(r, 1 << (t - 0xC4), out, n)
     raise ValueError("not bin")
+
+
+cdef inline int is_utf8(const char *p, Py_ssize_t n) except -1:
+    """1 when ``p[:n]`` is UTF-8, else 0: ASCII is found at once, other text decoded once
+    and not kept (what msgspec checks of a string)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if <unsigned char>p[i] >= 0x80:
+            try:
+                PyUnicode_DecodeUTF8(p, n, NULL)
+            except UnicodeDecodeError:
+                return 0
+            return 1
+    return 1
 
 
 cdef inline Py_ssize_t read_map(Reader *r) except -1:

@@ -21,7 +21,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy
-from headwater._msgpack cimport Reader, read_array, read_bin, read_int, read_str
+from headwater._msgpack cimport Reader, is_utf8, read_array, read_bin, read_int, read_str
 
 
 cdef inline object text(const char *p, Py_ssize_t n):
@@ -29,16 +29,9 @@ cdef inline object text(const char *p, Py_ssize_t n):
 
 
 cdef inline int check_text(const char *p, Py_ssize_t n) except -1:
-    """Raise ValueError where ``p[:n]`` is not UTF-8, as msgspec refuses such a string
-    (ASCII at once)."""
-    cdef Py_ssize_t i
-    for i in range(n):
-        if <unsigned char>p[i] >= 0x80:
-            try:
-                text(p, n)
-            except UnicodeDecodeError:
-                raise ValueError("text that is not UTF-8") from None
-            return 0
+    """Raise ValueError where ``p[:n]`` is not UTF-8, as msgspec refuses such a string."""
+    if not is_utf8(p, n):
+        raise ValueError("text that is not UTF-8")
     return 0
 
 

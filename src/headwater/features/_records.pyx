@@ -25,7 +25,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from headwater.bus._batch cimport Entry as BusEntry, RecordBatch
 from headwater._msgpack cimport (
-    Reader, Span, fnv1a, is_nil, named, read_int, read_map, read_str, read_timestamp,
+    Reader, Span, fnv1a, is_nil, is_utf8, named, read_int, read_map, read_str, read_timestamp,
     skip_value,
 )
 
@@ -198,12 +198,9 @@ cdef class Columns:
 
 
 cdef inline int check_text(const char *p, Py_ssize_t n) except -1:
-    """Raise as ``text`` would for ``p[:n]``, without keeping a string (ASCII at once)."""
-    cdef Py_ssize_t i
-    for i in range(n):
-        if <unsigned char>p[i] >= 0x80:
-            text(p, n)
-            return 0
+    """Raise as ``text`` would for ``p[:n]``, without keeping a string."""
+    if not is_utf8(p, n):
+        raise UnsupportedRecordError("text that is not UTF-8")
     return 0
 
 
