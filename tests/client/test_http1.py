@@ -23,8 +23,8 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headwater.client import AsyncHeadwaterClient, _http1
-from headwater.client._http1 import Http1Poster
+from headwater.client import AsyncHeadwaterClient, HeadwaterClient, _http1
+from headwater.client._http1 import BlockingPoster, Http1Poster
 
 
 class Seen:
@@ -99,14 +99,41 @@ def sized(body: bytes, *extra: str, status: str = "200 OK") -> bytes:
     return f"HTTP/1.1 {status}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
-def poster(url: str, timeout: float = 5.0) -> Http1Poster:
-    return Http1Poster(url, {"Authorization": "Bearer k1"}, timeout)
+class Poster:
+    """The async poster, or the blocking one run on a worker thread (``kind``)."""
+
+    def __init__(self, kind: str, url: str, timeout: float = 5.0) -> None:
+        headers = {"Authorization": "Bearer k1"}
+        self.inner: Http1Poster | BlockingPoster = (
+            Http1Poster(url, headers, timeout)
+            if kind == "async"
+            else BlockingPoster(url, headers, timeout)
+        )
+
+    async def post(self, path: str, body: bytes, content_type: str) -> _http1.Answer:
+        if isinstance(self.inner, Http1Poster):
+            return await self.inner.post(path, body, content_type)
+        return await asyncio.to_thread(self.inner.post, path, body, content_type)
+
+    async def aclose(self) -> None:
+        if isinstance(self.inner, Http1Poster):
+            await self.inner.aclose()
+        else:
+            self.inner.close()
 
 
-def test_a_post_is_one_http11_request_and_its_sized_answer_is_read() -> None:
+KINDS = pytest.mark.parametrize("kind", ["async", "blocking"])
+
+
+def poster(url: str, timeout: float = 5.0, kind: str = "async") -> Poster:
+    return Poster(kind, url, timeout)
+
+
+@KINDS
+def test_a_post_is_one_http11_request_and_its_sized_answer_is_read(kind: str) -> None:
     async def main() -> None:
         async with scripted(lambda n, s: sized(b'{"ok":1}', "Retry-After: 7")) as (url, seen):
-            p = poster(f"{url}/gw/")
+            p = poster(f"{url}/gw/", kind=kind)
             answer = await p.post("/v1/signals", b"[1,2,3]", "application/json")
             await p.aclose()
         assert answer == (200, b'{"ok":1}', "7", "")
@@ -126,13 +153,14 @@ def test_a_post_is_one_http11_request_and_its_sized_answer_is_read() -> None:
     asyncio.run(main())
 
 
-def test_posts_share_one_kept_connection_until_the_server_says_close() -> None:
+@KINDS
+def test_posts_share_one_kept_connection_until_the_server_says_close(kind: str) -> None:
     def answer(n: int, seen: Seen) -> bytes:
         return sized(b"x", "Connection: close") if n == 3 else sized(b"x")
 
     async def main() -> None:
         async with scripted(answer) as (url, seen):
-            p = poster(url)
+            p = poster(url, kind=kind)
             answers = [await p.post("/v1/signals", b"{}", "application/json") for _ in range(5)]
             await p.aclose()
         assert [a[0] for a in answers] == [200] * 5
@@ -175,11 +203,14 @@ def test_a_chunked_answer_is_its_chunks_joined_however_the_bytes_arrive(
     asyncio.run(main())
 
 
-def test_an_answer_without_a_length_runs_to_the_close_and_the_next_post_reconnects() -> None:
+@KINDS
+def test_an_answer_without_a_length_runs_to_the_close_and_the_next_post_reconnects(
+    kind: str,
+) -> None:
     async def main() -> None:
         raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it"
         async with scripted(lambda n, s: raw, close_after=True) as (url, seen):
-            p = poster(url)
+            p = poster(url, kind=kind)
             answers = [await p.post("/v1/signals", b"{}", "application/json") for _ in range(2)]
             await p.aclose()
         assert answers == [(200, b"all of it", None, "")] * 2
@@ -205,7 +236,8 @@ def test_an_interim_answer_is_passed_over_for_the_final_one() -> None:
     asyncio.run(main())
 
 
-def test_a_kept_connection_the_server_dropped_is_replaced_and_the_post_answered() -> None:
+@KINDS
+def test_a_kept_connection_the_server_dropped_is_replaced_and_the_post_answered(kind: str) -> None:
     async def main() -> None:
         # The first connection answers once, then reads the next request and closes
         # without a byte: what a server's idle timeout looks like to a reused socket.
@@ -213,7 +245,7 @@ def test_a_kept_connection_the_server_dropped_is_replaced_and_the_post_answered(
             return None if n == 2 else sized(b"ok")
 
         async with scripted(answer) as (url, seen):
-            p = poster(url)
+            p = poster(url, kind=kind)
             first = await p.post("/v1/signals", b"[1]", "application/json")
             second = await p.post("/v1/signals", b"[2]", "application/json")
             await p.aclose()
@@ -224,27 +256,29 @@ def test_a_kept_connection_the_server_dropped_is_replaced_and_the_post_answered(
     asyncio.run(main())
 
 
-def test_a_connection_closed_mid_answer_is_an_answer_without_status() -> None:
+@KINDS
+def test_a_connection_closed_mid_answer_is_an_answer_without_status(kind: str) -> None:
     async def main() -> None:
         cut = sized(b"x" * 100)[:-40]
         async with scripted(lambda n, s: cut, close_after=True) as (url, _):
-            p = poster(url)
+            p = poster(url, kind=kind)
             status, body, retry_after, why = await p.post("/v1/signals", b"{}", "application/json")
             await p.aclose()
         assert (status, body, retry_after) == (None, b"", None)
-        assert why.startswith("IncompleteReadError")
+        assert why.startswith("IncompleteRead")  # asyncio's error, or http.client's
 
     asyncio.run(main())
 
 
-def test_no_answer_within_the_timeout_is_an_answer_without_status() -> None:
+@KINDS
+def test_no_answer_within_the_timeout_is_an_answer_without_status(kind: str) -> None:
     async def never(n: int, seen: Seen) -> bytes:
         await asyncio.sleep(30)
         return b""
 
     async def main() -> None:
         async with scripted(never) as (url, _):
-            p = poster(url, timeout=0.3)
+            p = poster(url, timeout=0.3, kind=kind)
             began = time.monotonic()
             answer = await p.post("/v1/signals", b"{}", "application/json")
             took = time.monotonic() - began
@@ -255,11 +289,12 @@ def test_no_answer_within_the_timeout_is_an_answer_without_status() -> None:
     asyncio.run(main())
 
 
-def test_a_refused_connection_is_an_answer_without_status() -> None:
+@KINDS
+def test_a_refused_connection_is_an_answer_without_status(kind: str) -> None:
     async def main() -> None:
         async with scripted(lambda n, s: b"") as (url, _):
             pass  # the port is free again
-        p = poster(url)
+        p = poster(url, kind=kind)
         status, _, _, why = await p.post("/v1/signals", b"{}", "application/json")
         assert status is None
         assert why.startswith(("ConnectionRefusedError", "OSError"))
@@ -267,37 +302,36 @@ def test_a_refused_connection_is_an_answer_without_status() -> None:
     asyncio.run(main())
 
 
+MALFORMED = {
+    "not-http": b"SPDY/3 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "status": b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n",
+    "header": b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+    "two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\nx",
+    "negative-length": b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+    "chunk-size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    "chunk-end": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+    "encoding": b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 1\r\n\r\nx",
+    "bad-gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabc",
+    "long-head": b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
+}
+#: What http.client refuses too (it reads a header line without a colon, a chunk's end
+#: and a length it cannot parse leniently: the blocking poster takes those as it does).
+STRICT_IN_HTTP_CLIENT = ("not-http", "status", "chunk-size", "encoding", "bad-gzip", "long-head")
+
+
 @pytest.mark.parametrize(
-    "raw",
-    [
-        b"SPDY/3 200 OK\r\nContent-Length: 0\r\n\r\n",
-        b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\nx",
-        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 1\r\n\r\nx",
-        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabc",
-        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
-    ],
-    ids=[
-        "not-http",
-        "status",
-        "header",
-        "two-lengths",
-        "negative-length",
-        "chunk-size",
-        "chunk-end",
-        "encoding",
-        "bad-gzip",
-        "long-head",
-    ],
+    ("kind", "case"),
+    [("async", case) for case in MALFORMED]
+    + [("blocking", case) for case in STRICT_IN_HTTP_CLIENT],
 )
-def test_a_malformed_answer_is_an_answer_without_status_and_a_new_connection(raw: bytes) -> None:
+def test_a_malformed_answer_is_an_answer_without_status_and_a_new_connection(
+    kind: str, case: str
+) -> None:
+    raw = MALFORMED[case]
+
     async def main() -> None:
         async with scripted(lambda n, s: raw if n == 1 else sized(b"ok")) as (url, seen):
-            p = poster(url)
+            p = poster(url, kind=kind)
             status, body, _, why = await p.post("/v1/signals", b"{}", "application/json")
             after = await p.post("/v1/signals", b"{}", "application/json")
             await p.aclose()
@@ -309,8 +343,9 @@ def test_a_malformed_answer_is_an_answer_without_status_and_a_new_connection(raw
     asyncio.run(main())
 
 
+@KINDS
 def test_a_gzip_answer_is_inflated_and_one_past_the_bound_refused(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     small = gzip.compress(b'{"accepted": 2}')
     bomb = gzip.compress(b"0" * 100_000)
@@ -320,7 +355,7 @@ def test_a_gzip_answer_is_inflated_and_one_past_the_bound_refused(
 
     async def main() -> None:
         async with scripted(answer) as (url, _):
-            p = poster(url)
+            p = poster(url, kind=kind)
             first = await p.post("/v1/signals", b"{}", "application/json")
             monkeypatch.setattr(_http1, "MAX_BODY_BYTES", 50_000)
             status, _, _, why = await p.post("/v1/signals", b"{}", "application/json")
@@ -385,8 +420,9 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
+@KINDS
 def test_https_verifies_the_server_against_the_bundle_httpx_would_use(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     cert_file, key_file = _self_signed(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -396,15 +432,29 @@ def test_https_verifies_the_server_against_the_bundle_httpx_would_use(
 
     async def main() -> None:
         async with scripted(lambda n, s: sized(b"secure"), tls=server_tls) as (url, seen):
-            untrusted = poster(url)  # certifi's bundle: the self-signed server is refused
+            untrusted = poster(
+                url, kind=kind
+            )  # certifi's bundle: the self-signed server is refused
             status, _, _, why = await untrusted.post("/v1/signals", b"{}", "application/json")
             assert status is None
             assert "CERTIFICATE_VERIFY_FAILED" in why
             monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
-            trusted = poster(url)
+            trusted = poster(url, kind=kind)
             answer = await trusted.post("/v1/signals", b"{}", "application/json")
             await trusted.aclose()
         assert answer == (200, b"secure", None, "")
         assert len(seen.requests) == 1
 
     asyncio.run(main())
+
+
+def test_the_blocking_client_posts_through_http_client_unless_a_proxy_applies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with HeadwaterClient("http://gateway.internal:8000", "k") as direct:
+        assert isinstance(direct._http, BlockingPoster)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    with HeadwaterClient("http://gateway.internal:8000", "k") as proxied:
+        assert isinstance(proxied._http, httpx.Client)

@@ -1,25 +1,31 @@
-"""The async producer's POST of a batch: HTTP/1.1 on one kept-alive connection.
+"""A producer's POST of a batch: HTTP/1.1 on one kept-alive connection.
 
 httpx spends about 1 ms of CPU around each POST of a batch (its client, pool and
 connection layers, anyio's wrappers and h11's events: BENCHMARKS.md, "The producer
 SDK's POST"), several times what the SDK spends on the batch itself. A producer sends
-one request at a time to one address, so it needs none of that machinery: this writes
-the request on an asyncio stream and reads the answer (a ``Content-Length`` body, a
-chunked one, or one that ends with the connection; gzip or deflate undone), with the
-same timeout per phase as httpx (connect, write, each read).
+one request at a time to one address, so it needs none of that machinery.
+``Http1Poster`` (the async client's) writes the request on an asyncio stream and reads
+the answer (a ``Content-Length`` body, a chunked one, or one that ends with the
+connection; gzip or deflate undone), with a timeout per phase as httpx has (connect,
+write, each read). ``BlockingPoster`` (the thread client's) does the same on
+``http.client``. Both send a request once more on a new connection when a kept-alive
+one turns out closed before any answer; a batch sent twice is one batch, since the
+gateway de-duplicates by event id.
 
-The client keeps httpx where this does not apply: a test's transport, and a proxy
-named by the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and
-``NO_PROXY``, as httpx reads them). Certificates are verified as httpx verifies them
-(``SSL_CERT_FILE``, ``SSL_CERT_DIR``, else certifi's bundle).
+The clients keep httpx where these do not apply: a test's transport, and a proxy named
+by the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY``, as
+httpx reads them). Certificates are verified as httpx verifies them (``SSL_CERT_FILE``,
+``SSL_CERT_DIR``, else certifi's bundle).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 import ssl
+import threading
 import urllib.request
 import zlib
 from urllib.parse import urlsplit
@@ -27,7 +33,7 @@ from urllib.parse import urlsplit
 import headwater
 from headwater.client._core import Answer
 
-__all__ = ["Http1Poster", "ProtocolError", "uses_proxy"]
+__all__ = ["BlockingPoster", "Http1Poster", "ProtocolError", "uses_proxy"]
 
 #: The most an answer's status line and headers may take, and its body.
 MAX_HEAD_BYTES = 64 * 1024
@@ -76,10 +82,10 @@ class _Connection:
             self.writer.close()
 
 
-class Http1Poster:
-    """POSTs bodies to one URL, one at a time, over a connection kept between them."""
+class _Target:
+    """Where a poster sends, and the header lines every request of it carries."""
 
-    def __init__(self, url: str, headers: dict[str, str], timeout: float) -> None:
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -87,20 +93,34 @@ class Http1Poster:
         self.prefix = parts.path.rstrip("/")
         self.tls = parts.scheme == "https"
         self.port = parts.port or (443 if self.tls else 80)
-        self.timeout = timeout
         default_port = self.port == (443 if self.tls else 80)
         host = f"[{self.host}]" if ":" in self.host else self.host
-        lines = {
+        self.headers = {
             "Host": host if default_port else f"{host}:{self.port}",
             "User-Agent": f"headwater-python/{headwater.__version__}",
             "Accept-Encoding": "gzip, deflate",
             **headers,
         }
-        for name, value in lines.items():
+        for name, value in self.headers.items():
             if any(c in f"{name}{value}" for c in "\r\n\0"):
                 raise ValueError(f"header {name!r} holds a line break")
-        self._head = "".join(f"{k}: {v}\r\n" for k, v in lines.items())
-        self._context = _tls_context() if self.tls else None
+        self.context = _tls_context() if self.tls else None
+
+
+class Http1Poster:
+    """POSTs bodies to one URL, one at a time, over a connection kept between them."""
+
+    def __init__(self, url: str, headers: dict[str, str], timeout: float) -> None:
+        target = _Target(url, headers)
+        self.host, self.port, self.tls, self.prefix = (
+            target.host,
+            target.port,
+            target.tls,
+            target.prefix,
+        )
+        self.timeout = timeout
+        self._head = "".join(f"{k}: {v}\r\n" for k, v in target.headers.items())
+        self._context = target.context
         self._connection: _Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -188,11 +208,7 @@ class Http1Poster:
             self._drop()
         elif "content-length" not in headers and "transfer-encoding" not in headers:
             self._drop()  # its body ran to the end of the connection
-        encoding = headers.get("content-encoding", "").strip().lower()
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            content = _inflate(content, encoding)
-        elif encoding not in ("", "identity"):
-            raise ProtocolError(f"answer in an encoding not asked for: {encoding!r}")
+        content = _decoded(content, headers.get("content-encoding"))
         return (status, content, headers.get("retry-after"), "")
 
     async def _head_of(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, str], str]:
@@ -241,6 +257,81 @@ class Http1Poster:
             parts.append(part)
 
 
+class BlockingPoster:
+    """The blocking twin of Http1Poster for HeadwaterClient's thread, on ``http.client``
+    (a fifth of httpx's CPU a POST)."""
+
+    def __init__(self, url: str, headers: dict[str, str], timeout: float) -> None:
+        self._target = _Target(url, headers)
+        self.timeout = timeout
+        self._connection: http.client.HTTPConnection | None = None
+        self._used = False
+        self._lock = threading.Lock()
+
+    def post(self, path: str, body: bytes, content_type: str) -> Answer:
+        """As Http1Poster.post, blocking."""
+        headers = {**self._target.headers, "Content-Type": content_type}
+        with self._lock:
+            for _ in range(2):
+                reused = self._connection is not None and self._used
+                try:
+                    return self._exchange(self._target.prefix + path, body, headers)
+                except (
+                    http.client.RemoteDisconnected,
+                    BrokenPipeError,
+                    ConnectionResetError,
+                ) as exc:
+                    self._drop()
+                    if not reused:  # see Http1Poster.post: a dropped kept-alive connection
+                        return (None, b"", None, _why(exc))
+                except (OSError, http.client.HTTPException, ProtocolError, zlib.error) as exc:
+                    self._drop()
+                    return (None, b"", None, _why(exc))
+                except BaseException:
+                    self._drop()
+                    raise
+            raise AssertionError("unreachable")  # pragma: no cover - the loop returns
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _exchange(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
+        connection = self._connected()
+        connection.request("POST", path, body, headers)
+        response = connection.getresponse()
+        if response.length is not None:  # sized: read() raises IncompleteRead if cut short
+            if response.length > MAX_BODY_BYTES:
+                raise ProtocolError(f"answer of {response.length} bytes; at most {MAX_BODY_BYTES}")
+            content = response.read()
+        else:  # chunked (a cut raises IncompleteRead) or to the close
+            content = response.read(MAX_BODY_BYTES + 1)
+            if len(content) > MAX_BODY_BYTES:
+                raise ProtocolError(f"answer over {MAX_BODY_BYTES} bytes")
+        if response.will_close or not response.isclosed():
+            self._drop()  # closing, or a body past what was read
+        self._used = True
+        decoded = _decoded(content, response.getheader("Content-Encoding"))
+        return (response.status, decoded, response.getheader("Retry-After"), "")
+
+    def _connected(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            t = self._target
+            if t.tls:
+                self._connection = http.client.HTTPSConnection(
+                    t.host, t.port, timeout=self.timeout, context=t.context
+                )
+            else:
+                self._connection = http.client.HTTPConnection(t.host, t.port, timeout=self.timeout)
+            self._used = False
+        return self._connection
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+
 def _length(value: str) -> int:
     values = {v.strip() for v in value.split(",")}
     if len(values) != 1 or not (only := values.pop()).isdigit():
@@ -275,6 +366,15 @@ async def _chunked(reader: asyncio.StreamReader) -> bytes:
             raise ProtocolError("a chunk does not end where its size says")
 
 
+def _decoded(content: bytes, encoding: str | None) -> bytes:
+    encoding = (encoding or "").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return _inflate(content, encoding)
+    if encoding not in ("", "identity"):
+        raise ProtocolError(f"answer in an encoding not asked for: {encoding!r}")
+    return content
+
+
 def _inflate(content: bytes, encoding: str) -> bytes:
     """The body without its gzip or deflate coding, refused past ``MAX_BODY_BYTES``."""
     if encoding == "deflate" and content[:1] != b"\x78":
@@ -298,6 +398,6 @@ def _unanswered(exc: BaseException) -> bool:
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError):  # socket.timeout too
         return "TimeoutError: no answer within the timeout"
     return f"{type(exc).__name__}: {exc}"

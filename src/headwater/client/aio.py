@@ -23,7 +23,7 @@ from headwater.client._batching import (
 )
 from headwater.client._core import Answer, ClientCore, log, register_exit, unregister_exit
 from headwater.client._http1 import Http1Poster, uses_proxy
-from headwater.client.sync import post_blocking
+from headwater.client.sync import blocking_sender, post_blocking
 from headwater.errors import PublishFailedError
 
 __all__ = ["AsyncHeadwaterClient"]
@@ -212,11 +212,13 @@ class AsyncHeadwaterClient(ClientCore):
             return
         self._closed = True
         deadline = time.monotonic() + self.close_timeout
-        with httpx.Client(base_url=self._url, timeout=self._timeout, headers=self._headers) as http:
-            try:
-                self._drain(lambda body: post_blocking(http, body), deadline)
-            except PublishFailedError as exc:
-                self._left_over(exc)
+        http = blocking_sender(self._url, self._headers, self._timeout, None)
+        try:
+            self._drain(lambda body: post_blocking(http, body), deadline)
+        except PublishFailedError as exc:
+            self._left_over(exc)
+        finally:
+            http.close()
         self._close_spool()
 
     async def __aenter__(self) -> AsyncHeadwaterClient:

@@ -13,13 +13,26 @@ import httpx
 
 from headwater.client._batching import PublishReport, RejectedEvent, RetryPolicy
 from headwater.client._core import Answer, ClientCore, log, register_exit, unregister_exit
+from headwater.client._http1 import BlockingPoster, uses_proxy
 from headwater.errors import PublishFailedError
 
-__all__ = ["HeadwaterClient", "post_blocking"]
+__all__ = ["HeadwaterClient", "blocking_sender", "post_blocking"]
 
 
-def post_blocking(http: httpx.Client, body: bytes) -> Answer:
+def blocking_sender(
+    url: str, headers: dict[str, str], timeout: float, transport: httpx.BaseTransport | None
+) -> BlockingPoster | httpx.Client:
+    """What posts batches from a thread: a kept-alive ``http.client`` connection, or
+    httpx where a transport is given or the environment names a proxy for ``url``."""
+    if transport is None and not uses_proxy(url):
+        return BlockingPoster(url, headers, timeout)
+    return httpx.Client(base_url=url, timeout=timeout, transport=transport, headers=headers)
+
+
+def post_blocking(http: BlockingPoster | httpx.Client, body: bytes) -> Answer:
     """One POST of a batch; a failure in transit is an answer without a status."""
+    if isinstance(http, BlockingPoster):
+        return http.post("/v1/signals", body, "application/json")
     try:
         r = http.post("/v1/signals", content=body, headers={"Content-Type": "application/json"})
     except httpx.TransportError as exc:
@@ -73,11 +86,8 @@ class HeadwaterClient(ClientCore):
             close_timeout=close_timeout,
             spool=spool,
         )
-        self._http = httpx.Client(
-            base_url=url.rstrip("/"),
-            timeout=timeout,
-            transport=transport,
-            headers={"Authorization": f"Bearer {api_key}"},
+        self._http = blocking_sender(
+            url.rstrip("/"), {"Authorization": f"Bearer {api_key}"}, timeout, transport
         )
         # One sender at a time (the thread or a flush): a batch is never sent twice at once.
         self._send_lock = threading.Lock()
