@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http.client
+import importlib.metadata
 import os
 import ssl
 import threading
@@ -30,7 +32,6 @@ import urllib.request
 import zlib
 from urllib.parse import urlsplit
 
-import headwater
 from headwater.client._core import Answer
 
 __all__ = ["BlockingPoster", "Http1Poster", "ProtocolError", "uses_proxy"]
@@ -53,6 +54,14 @@ def uses_proxy(url: str) -> bool:
     if not (proxies.get(parts.scheme) or proxies.get("all")):
         return False
     return not urllib.request.proxy_bypass(parts.netloc)
+
+
+@functools.cache
+def _user_agent() -> str:
+    try:
+        return f"headwater-python/{importlib.metadata.version('headwater')}"
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "headwater-python"
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -97,7 +106,7 @@ class _Target:
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.headers = {
             "Host": host if default_port else f"{host}:{self.port}",
-            "User-Agent": f"headwater-python/{headwater.__version__}",
+            "User-Agent": _user_agent(),
             "Accept-Encoding": "gzip, deflate",
             **headers,
         }
