@@ -198,11 +198,19 @@ async def sdk_publisher(
     batches: list[tuple[str, list[dict[str, Any]]]],
     rate_rps: float,
     seen: Publishes,
+    *,
+    through_httpx: bool = False,
 ) -> float:
     """Through the producer SDK: ``IN_FLIGHT`` producers (``AsyncHeadwaterClient``, one
     batch in flight each); a batch due takes the next idle one and ``publish``es."""
     producers = [
-        AsyncHeadwaterClient(base, key, batch_size=BATCH, flush_interval=3600.0)
+        AsyncHeadwaterClient(
+            base,
+            key,
+            batch_size=BATCH,
+            flush_interval=3600.0,
+            transport=httpx.AsyncHTTPTransport() if through_httpx else None,
+        )
         for _ in range(IN_FLIGHT)
     ]
     idle: asyncio.Queue[AsyncHeadwaterClient] = asyncio.Queue()
@@ -297,7 +305,9 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
             url = f"{base}/v1/signals"
             elapsed = await http_publisher(pub_client, url, key, bodies, rate_rps, seen)
         else:
-            elapsed = await sdk_publisher(base, key, batches, rate_rps, seen)
+            elapsed = await sdk_publisher(
+                base, key, batches, rate_rps, seen, through_httpx=args.sdk_httpx
+            )
         stop.set()
         try:
             polls = await asyncio.wait_for(poll_task, timeout=60)
@@ -345,6 +355,12 @@ def main() -> None:
         help="publish through the producer SDK (AsyncHeadwaterClient), or post pre-encoded "
         "bodies with httpx (the client's own cost left out as far as possible)",
     )
+    parser.add_argument(
+        "--sdk-httpx",
+        action="store_true",
+        help="the SDK's producers post through httpx (its path before 2026-12-06), not "
+        "on their own HTTP/1.1 connections",
+    )
     args = parser.parse_args()
     pin(CLIENT_CORE)
     with tempfile.TemporaryDirectory() as tmp:
@@ -366,7 +382,7 @@ def main() -> None:
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "server_cores": SERVER_CORES,
             "deployment": "headwater up --processes" if args.processes else "headwater up",
-            "client": args.client,
+            "client": args.client + (" (through httpx)" if args.sdk_httpx else ""),
             "target_rate_eps": args.rate,
             "poll_interval_ms": args.poll_ms,
             **figures,

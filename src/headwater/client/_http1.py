@@ -150,9 +150,10 @@ class Http1Poster:
                     return await self._exchange(connection, request, body)
                 except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
                     self._drop()
-                    # A kept-alive connection the server closed while idle: the request
-                    # never reached it, so it goes once more on a new connection (a
-                    # batch sent twice is one batch: the gateway de-duplicates by id).
+                    # A kept-alive connection the server closed without a byte of answer
+                    # (its idle timeout, usually): the request goes once more on a new
+                    # connection (a batch sent twice is one batch: the gateway
+                    # de-duplicates by event id).
                     if not (reused and _unanswered(exc)):
                         return (None, b"", None, _why(exc))
                 except (TimeoutError, asyncio.LimitOverrunError, ProtocolError, zlib.error) as exc:
