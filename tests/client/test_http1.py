@@ -24,7 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headwater.client import AsyncHeadwaterClient, HeadwaterClient, _http1
-from headwater.client._http1 import BlockingPoster, Http1Poster
+from headwater.client._http1 import Http1Poster
+from headwater.client._http1_blocking import BlockingPoster
 
 
 class Seen:

@@ -7,7 +7,7 @@ one request at a time to one address, so it needs none of that machinery.
 ``Http1Poster`` (the async client's) writes the request on an asyncio stream and reads
 the answer (a ``Content-Length`` body, a chunked one, or one that ends with the
 connection; gzip or deflate undone), with a timeout per phase as httpx has (connect,
-write, each read). ``BlockingPoster`` (the thread client's) does the same on
+write, each read). ``BlockingPoster`` (the thread client's, in ``_http1_blocking``) does the same on
 ``http.client``. Both send a request once more on a new connection when a kept-alive
 one turns out closed before any answer; a batch sent twice is one batch, since the
 gateway de-duplicates by event id.
@@ -23,18 +23,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import http.client
 import importlib.metadata
 import os
 import ssl
-import threading
 import urllib.request
 import zlib
 from urllib.parse import urlsplit
 
 from headwater.client._core import Answer
 
-__all__ = ["BlockingPoster", "Http1Poster", "ProtocolError", "uses_proxy"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "Http1Poster",
+    "ProtocolError",
+    "Target",
+    "decoded",
+    "uses_proxy",
+    "why",
+]
 
 #: The most an answer's status line and headers may take, and its body.
 MAX_HEAD_BYTES = 64 * 1024
@@ -91,7 +97,7 @@ class _Connection:
             self.writer.close()
 
 
-class _Target:
+class Target:
     """Where a poster sends, and the header lines every request of it carries."""
 
     def __init__(self, url: str, headers: dict[str, str]) -> None:
@@ -120,7 +126,7 @@ class Http1Poster:
     """POSTs bodies to one URL, one at a time, over a connection kept between them."""
 
     def __init__(self, url: str, headers: dict[str, str], timeout: float) -> None:
-        target = _Target(url, headers)
+        target = Target(url, headers)
         self.host, self.port, self.tls, self.prefix = (
             target.host,
             target.port,
@@ -155,10 +161,10 @@ class Http1Poster:
                     # connection (a batch sent twice is one batch: the gateway
                     # de-duplicates by event id).
                     if not (reused and _unanswered(exc)):
-                        return (None, b"", None, _why(exc))
+                        return (None, b"", None, why(exc))
                 except (TimeoutError, asyncio.LimitOverrunError, ProtocolError, zlib.error) as exc:
                     self._drop()
-                    return (None, b"", None, _why(exc))
+                    return (None, b"", None, why(exc))
                 except BaseException:
                     self._drop()  # cancelled mid-exchange: the connection's state is unknown
                     raise
@@ -196,7 +202,7 @@ class Http1Poster:
                         limit=_READ_LIMIT,
                     )
             except (OSError, TimeoutError) as exc:
-                return _why(exc)
+                return why(exc)
             connection = self._connection = _Connection(reader, writer, loop)
         return connection
 
@@ -218,7 +224,7 @@ class Http1Poster:
             self._drop()
         elif "content-length" not in headers and "transfer-encoding" not in headers:
             self._drop()  # its body ran to the end of the connection
-        content = _decoded(content, headers.get("content-encoding"))
+        content = decoded(content, headers.get("content-encoding"))
         return (status, content, headers.get("retry-after"), "")
 
     async def _head_of(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, str], str]:
@@ -267,81 +273,6 @@ class Http1Poster:
             parts.append(part)
 
 
-class BlockingPoster:
-    """The blocking twin of Http1Poster for HeadwaterClient's thread, on ``http.client``
-    (a fifth of httpx's CPU a POST)."""
-
-    def __init__(self, url: str, headers: dict[str, str], timeout: float) -> None:
-        self._target = _Target(url, headers)
-        self.timeout = timeout
-        self._connection: http.client.HTTPConnection | None = None
-        self._used = False
-        self._lock = threading.Lock()
-
-    def post(self, path: str, body: bytes, content_type: str) -> Answer:
-        """As Http1Poster.post, blocking."""
-        headers = {**self._target.headers, "Content-Type": content_type}
-        with self._lock:
-            for _ in range(2):
-                reused = self._connection is not None and self._used
-                try:
-                    return self._exchange(self._target.prefix + path, body, headers)
-                except (
-                    http.client.RemoteDisconnected,
-                    BrokenPipeError,
-                    ConnectionResetError,
-                ) as exc:
-                    self._drop()
-                    if not reused:  # see Http1Poster.post: a dropped kept-alive connection
-                        return (None, b"", None, _why(exc))
-                except (OSError, http.client.HTTPException, ProtocolError, zlib.error) as exc:
-                    self._drop()
-                    return (None, b"", None, _why(exc))
-                except BaseException:
-                    self._drop()
-                    raise
-            raise AssertionError("unreachable")  # pragma: no cover - the loop returns
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
-    def _exchange(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
-        connection = self._connected()
-        connection.request("POST", path, body, headers)
-        response = connection.getresponse()
-        if response.length is not None:  # sized: read() raises IncompleteRead if cut short
-            if response.length > MAX_BODY_BYTES:
-                raise ProtocolError(f"answer of {response.length} bytes; at most {MAX_BODY_BYTES}")
-            content = response.read()
-        else:  # chunked (a cut raises IncompleteRead) or to the close
-            content = response.read(MAX_BODY_BYTES + 1)
-            if len(content) > MAX_BODY_BYTES:
-                raise ProtocolError(f"answer over {MAX_BODY_BYTES} bytes")
-        if response.will_close or not response.isclosed():
-            self._drop()  # closing, or a body past what was read
-        self._used = True
-        decoded = _decoded(content, response.getheader("Content-Encoding"))
-        return (response.status, decoded, response.getheader("Retry-After"), "")
-
-    def _connected(self) -> http.client.HTTPConnection:
-        if self._connection is None:
-            t = self._target
-            if t.tls:
-                self._connection = http.client.HTTPSConnection(
-                    t.host, t.port, timeout=self.timeout, context=t.context
-                )
-            else:
-                self._connection = http.client.HTTPConnection(t.host, t.port, timeout=self.timeout)
-            self._used = False
-        return self._connection
-
-    def _drop(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.close()
-
-
 def _length(value: str) -> int:
     values = {v.strip() for v in value.split(",")}
     if len(values) != 1 or not (only := values.pop()).isdigit():
@@ -376,7 +307,7 @@ async def _chunked(reader: asyncio.StreamReader) -> bytes:
             raise ProtocolError("a chunk does not end where its size says")
 
 
-def _decoded(content: bytes, encoding: str | None) -> bytes:
+def decoded(content: bytes, encoding: str | None) -> bytes:
     encoding = (encoding or "").strip().lower()
     if encoding in ("gzip", "x-gzip", "deflate"):
         return _inflate(content, encoding)
@@ -407,7 +338,7 @@ def _unanswered(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionResetError | BrokenPipeError | EOFError)
 
 
-def _why(exc: BaseException) -> str:
+def why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):  # socket.timeout too
         return "TimeoutError: no answer within the timeout"
     return f"{type(exc).__name__}: {exc}"

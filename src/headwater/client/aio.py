@@ -67,8 +67,8 @@ class AsyncHeadwaterClient(ClientCore):
         self._url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}"}
         self._timeout = timeout
-        # Batches go out on a kept-alive HTTP/1.1 connection of the client's own (a tenth
-        # of httpx's CPU a POST); through httpx where a transport is given or the
+        # Batches go out on a kept-alive HTTP/1.1 connection of the client's own (about a
+        # quarter of httpx's CPU a POST); through httpx where a transport is given or the
         # environment names a proxy for the URL.
         self._http: Http1Poster | httpx.AsyncClient
         if transport is None and not uses_proxy(self._url):

@@ -13,7 +13,8 @@ import httpx
 
 from headwater.client._batching import PublishReport, RejectedEvent, RetryPolicy
 from headwater.client._core import Answer, ClientCore, log, register_exit, unregister_exit
-from headwater.client._http1 import BlockingPoster, uses_proxy
+from headwater.client._http1 import uses_proxy
+from headwater.client._http1_blocking import BlockingPoster
 from headwater.errors import PublishFailedError
 
 __all__ = ["HeadwaterClient", "blocking_sender", "post_blocking"]
