@@ -56,11 +56,13 @@ async def scripted(
     answer: Callable[[int, Seen], Awaitable[bytes | None] | bytes | None],
     *,
     tls: ssl.SSLContext | None = None,
-    close_after: bool = False,
+    close_after: bool | set[int] = False,
     pieces: list[int] | None = None,
 ) -> AsyncIterator[tuple[str, Seen]]:
     """A server that reads each request and writes ``answer(n, seen)`` (None: no answer,
-    the connection closed), in ``pieces`` (sizes of its writes, cycled) when given."""
+    the connection closed), in ``pieces`` (sizes of its writes, cycled) when given; it
+    closes the connection after each answer (``close_after``), or after the answers to
+    the requests numbered in it."""
     seen = Seen()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -80,7 +82,7 @@ async def scripted(
                     await writer.drain()
                     await asyncio.sleep(0)
                     at, i = at + size, i + 1
-                if close_after:
+                if close_after is True or (close_after and len(seen.requests) in close_after):
                     break
         finally:
             writer.close()
@@ -253,6 +255,28 @@ def test_a_kept_connection_the_server_dropped_is_replaced_and_the_post_answered(
         assert first == second == (200, b"ok", None, "")
         assert seen.connections == 2
         assert [body for _, body in seen.requests] == [b"[1]", b"[2]", b"[2]"]
+
+    asyncio.run(main())
+
+
+@KINDS
+def test_a_kept_connection_cut_after_the_head_of_its_answer_is_not_sent_again(kind: str) -> None:
+    def answer(n: int, seen: Seen) -> bytes:
+        return sized(b"ok") if n == 1 else b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+
+    async def main() -> None:
+        # The second request on the kept connection gets a head, no body, and the close.
+        async with scripted(answer, close_after={2}) as (url, seen):
+            p = poster(url, kind=kind)
+            await p.post("/v1/signals", b"[1]", "application/json")
+            began = time.monotonic()
+            status, _, _, why = await p.post("/v1/signals", b"[2]", "application/json")
+            took = time.monotonic() - began
+            await p.aclose()
+        assert took < 2, "the cut, not the timeout"
+        assert status is None
+        assert why
+        assert [body for _, body in seen.requests] == [b"[1]", b"[2]"], "answered: not resent"
 
     asyncio.run(main())
 

@@ -1,16 +1,16 @@
 """A producer's POST of a batch: HTTP/1.1 on one kept-alive connection.
 
 httpx spends about 1 ms of CPU around each POST of a batch (its client, pool and
-connection layers, anyio's wrappers and h11's events: BENCHMARKS.md, "The producer
-SDK's POST"), several times what the SDK spends on the batch itself. A producer sends
-one request at a time to one address, so it needs none of that machinery.
-``Http1Poster`` (the async client's) writes the request on an asyncio stream and reads
-the answer (a ``Content-Length`` body, a chunked one, or one that ends with the
-connection; gzip or deflate undone), with a timeout per phase as httpx has (connect,
-write, each read). ``BlockingPoster`` (the thread client's, in ``_http1_blocking``) does the same on
-``http.client``. Both send a request once more on a new connection when a kept-alive
-one turns out closed before any answer; a batch sent twice is one batch, since the
-gateway de-duplicates by event id.
+connection layers, anyio's wrappers and h11's events: BENCHMARKS.md, "The producer SDK's
+POST"), several times what the SDK spends on the batch itself. A producer sends one
+request at a time to one address, so it needs none of that machinery. ``Http1Poster``
+(the async client's) writes the request on an asyncio stream and reads the answer (a
+``Content-Length`` body, a chunked one, or one that ends with the connection; gzip or
+deflate undone), with a timeout for each phase: the connect, the write, the answer's
+head and its body. ``BlockingPoster`` (the thread client's, in ``_http1_blocking``) does
+the same on ``http.client``. Both send a request once more on a new connection when a
+kept-alive one turns out closed before any answer; a batch sent twice is one batch,
+since the gateway de-duplicates by event id.
 
 The clients keep httpx where these do not apply: a test's transport, and a proxy named
 by the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY``, as
@@ -91,6 +91,7 @@ class _Connection:
         self.writer = writer
         self.loop = loop
         self.used = False  # an answer was read on it: the server may since have closed it
+        self.answering = False  # the head of the answer in hand arrived
 
     def close(self) -> None:
         if not self.writer.is_closing():
@@ -160,7 +161,7 @@ class Http1Poster:
                     # (its idle timeout, usually): the request goes once more on a new
                     # connection (a batch sent twice is one batch: the gateway
                     # de-duplicates by event id).
-                    if not (reused and _unanswered(exc)):
+                    if not (reused and not connection.answering and _unanswered(exc)):
                         return (None, b"", None, why(exc))
                 except (TimeoutError, asyncio.LimitOverrunError, ProtocolError, zlib.error) as exc:
                     self._drop()
@@ -208,6 +209,7 @@ class Http1Poster:
 
     async def _exchange(self, connection: _Connection, request: bytes, body: bytes) -> Answer:
         writer, reader = connection.writer, connection.reader
+        connection.answering = False
         writer.write(request)
         writer.write(body)
         async with asyncio.timeout(self.timeout):
@@ -217,6 +219,7 @@ class Http1Poster:
             if 100 <= status < 200:
                 continue  # an interim answer (103 Early Hints, say): the real one follows
             break
+        connection.answering = True  # from here a cut is a cut answer, not a lost request
         content = await self._body_of(reader, status, headers)
         connection.used = True
         keep = headers.get("connection", "").lower()
@@ -308,7 +311,10 @@ async def _chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 def decoded(content: bytes, encoding: str | None) -> bytes:
+    """The body as sent, its content coding undone (an empty body has none to undo)."""
     encoding = (encoding or "").strip().lower()
+    if not content:
+        return content
     if encoding in ("gzip", "x-gzip", "deflate"):
         return _inflate(content, encoding)
     if encoding not in ("", "identity"):

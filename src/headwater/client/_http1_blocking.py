@@ -22,6 +22,7 @@ class BlockingPoster:
         self.timeout = timeout
         self._connection: http.client.HTTPConnection | None = None
         self._used = False
+        self._answering = False  # the head of the answer in hand arrived
         self._lock = threading.Lock()
 
     def post(self, path: str, body: bytes, content_type: str) -> Answer:
@@ -38,7 +39,8 @@ class BlockingPoster:
                     ConnectionResetError,
                 ) as exc:
                     self._drop()
-                    if not reused:  # see Http1Poster.post: a dropped kept-alive connection
+                    # See Http1Poster.post: a kept-alive connection dropped unanswered.
+                    if not reused or self._answering:
                         return (None, b"", None, why(exc))
                 except (OSError, http.client.HTTPException, ProtocolError, zlib.error) as exc:
                     self._drop()
@@ -54,8 +56,10 @@ class BlockingPoster:
 
     def _exchange(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
         connection = self._connected()
+        self._answering = False
         connection.request("POST", path, body, headers)
         response = connection.getresponse()
+        self._answering = True  # from here a cut is a cut answer, not a lost request
         if response.length is not None:  # sized: read() raises IncompleteRead if cut short
             if response.length > MAX_BODY_BYTES:
                 raise ProtocolError(f"answer of {response.length} bytes; at most {MAX_BODY_BYTES}")
