@@ -128,15 +128,9 @@ class Http1Poster:
 
     def __init__(self, url: str, headers: dict[str, str], timeout: float) -> None:
         target = Target(url, headers)
-        self.host, self.port, self.tls, self.prefix = (
-            target.host,
-            target.port,
-            target.tls,
-            target.prefix,
-        )
+        self._target = target
         self.timeout = timeout
         self._head = "".join(f"{k}: {v}\r\n" for k, v in target.headers.items())
-        self._context = target.context
         self._connection: _Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -144,8 +138,8 @@ class Http1Poster:
         """POST ``body`` to ``path`` under the URL's own path: (status, body, Retry-After,
         "") or, when no answer came, (None, b"", None, why)."""
         request = (
-            f"POST {self.prefix}{path} HTTP/1.1\r\n{self._head}Content-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"POST {self._target.prefix}{path} HTTP/1.1\r\n{self._head}"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode("latin-1")
         async with self._lock:
             for _ in range(2):
@@ -196,10 +190,10 @@ class Http1Poster:
             try:
                 async with asyncio.timeout(self.timeout):
                     reader, writer = await asyncio.open_connection(
-                        self.host,
-                        self.port,
-                        ssl=self._context,
-                        server_hostname=self.host if self.tls else None,
+                        self._target.host,
+                        self._target.port,
+                        ssl=self._target.context,
+                        server_hostname=self._target.host if self._target.tls else None,
                         limit=_READ_LIMIT,
                     )
             except (OSError, TimeoutError) as exc:
