@@ -462,3 +462,51 @@ def test_a_partition_rebuilt_by_another_member_goes_on_computing_the_features_it
     assert got["counts"] == expected["counts"]
     assert got["recently_purchased"] == expected["recently_purchased"]
     assert "i-new" in [item for item, *_ in zip(*got["recently_purchased"], strict=True)]
+
+
+def test_a_member_assigned_its_partitions_after_a_rebuild_switched_computes_what_it_adds(
+    fx: Fixture,
+) -> None:
+    """A member is made while a rebuild that adds a feature is staged (its engine lacks
+    the feature); other members complete the run and switch the namespace before the
+    member's partitions are assigned. The assignment reads the control plane at once;
+    the member's first batch is written to the rebuilt namespace with the added feature
+    too, not with the engine it was made with."""
+    fx.versions.apply((*DEFAULT_FEATURES, PURCHASED))
+    run = fx.backfill().run(kind="rebuild")
+    assert run is not None
+    live = LiveDefinitions(fx.versions, FeatureEngine(), ledger=fx.ledger)
+    consumer = FeatureConsumer(
+        fx.store,
+        live.engine(stream=True),
+        definitions=live,
+        tail=tail_of("u1", 1, partition=1, start=190)[1],
+        partition_of=lambda user: 0 if user == "u0" else 1,
+        record_freshness=False,
+    )
+    # Other members take the run over on both partitions and switch the namespace.
+    fx.ledger.record_handover(run.id, "features", {0: (410, 420), 1: (190, 190)}, 0)
+    rebuilt_u0 = fx.store.get(run.staging, ["u0"])["u0"]
+    fx.store.put(run.namespace, {"u0": rebuilt_u0})
+    fx.versions.switch_namespace(run.namespace, run.features)
+    fx.ledger.update(run.id, state="done")
+    at = {0: Position(420, 0), 1: Position(190, 0)}
+    fx.store.put(
+        run.namespace, {}, group="features", positions=at, fence=consumer.on_assigned({0, 1})
+    )
+    new = Signal(
+        event_id="nu0",
+        event_type="purchase",
+        user_id="u0",
+        surface="web",
+        timestamp=NOW,
+        item_id="i-new",
+    )
+    consumer.handle([Record(0, 420, "u0", KIND_SIGNAL, encode_signal(new), 0)])
+    assert consumer.namespace == run.namespace
+    engine = FeatureEngine((*DEFAULT_FEATURES, PURCHASED))
+    expected = engine.decode(rebuilt_u0)
+    engine.apply(expected, [new])
+    got = engine.decode(fx.store.get(run.namespace, ["u0"])["u0"])
+    assert got["counts"] == expected["counts"]
+    assert got["recently_purchased"] == expected["recently_purchased"]

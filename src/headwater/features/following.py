@@ -59,6 +59,10 @@ class DefinitionFollower:
         self.previous: str | None = None
         # The version in force at start is recorded with the first batch's positions.
         self._unrecorded = True
+        #: The definitions' generation the engine was last built at: another caller of
+        #: ``live.refresh`` (the consumer, when partitions are assigned) may have seen a
+        #: change this follower has not built an engine for yet.
+        self._generation = live.generation
         #: Engines of partitions on which a backfill or a rebuild is handed over while
         #: others of this consumer's are not yet (only between two members' take-overs).
         self.overrides: dict[int, FeatureEngine] = {}
@@ -79,19 +83,16 @@ class DefinitionFollower:
         """The engine for the next batch, given the consumer's stored positions and the
         partitions it ``held`` (all stored ones when empty)."""
         live = self.live
-        changed = live.refresh()
-        current = live.current
-        if current is not None and self.previous is None:
-            self.namespace = current.namespace  # another member may have switched it
-        if current is not None and current.namespace == self.namespace:
-            self.previous = None  # every partition is rebuilt: the switch is done
+        live.refresh()  # a change is seen by its generation, below
+        self._follow_namespace()
+        changed = False
         staged: list[BackfillRun] = []
         if live.staged and live.ledger is not None:
             # Read again before every batch: other members take partitions over too, and
             # a run they completed is no longer staged (its staging is cleared).
             fresh = {r.id: r for r in live.ledger.runs(("staged",))}
             if any(r.id not in fresh for r in live.staged):
-                changed = live.refresh(force=True) or changed
+                live.refresh(force=True)
             staged = [fresh[r.id] for r in live.staged if r.id in fresh]
         if self.tail is not None and self.partition_of is not None:
             for run in staged:
@@ -99,8 +100,12 @@ class DefinitionFollower:
                     changed = True
             if changed:
                 staged = live.ledger.runs(("staged",)) if live.ledger is not None else []
+        # Read again: a refresh above may have found the run completed and switched.
+        self._follow_namespace()
+        changed = changed or live.generation != self._generation
         if changed:
             engine = live.engine(stream=True, like=engine, taken=self.taken)
+            self._generation = live.generation
         self._partition_engines(engine, staged, held or set(stored))
         if not changed and not self._unrecorded:
             return engine
@@ -120,6 +125,13 @@ class DefinitionFollower:
                 },
             )
         return engine
+
+    def _follow_namespace(self) -> None:
+        current = self.live.current
+        if current is not None and self.previous is None:
+            self.namespace = current.namespace  # another member may have switched it
+        if current is not None and current.namespace == self.namespace:
+            self.previous = None  # every partition is rebuilt: the switch is done
 
     def engine_for(self, partition: int, engine: FeatureEngine) -> FeatureEngine:
         """The engine for a partition's records: ``engine``, or one that also computes

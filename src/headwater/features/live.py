@@ -41,6 +41,9 @@ class LiveDefinitions:
         self.interval_s = interval_s
         self.head = (0, 0)
         self.current: FeatureVersion | None = None
+        #: Counts the changes ``refresh`` saw: an engine built at one generation is stale
+        #: at a later one, whoever called ``refresh`` in between.
+        self.generation = 0
         self._polled = -float("inf")
         self.refresh(force=True)
 
@@ -63,6 +66,8 @@ class LiveDefinitions:
         )
         self.head = head
         self.current = current
+        if changed:
+            self.generation += 1
         if self.ledger is not None:
             self.staged = self.ledger.runs(("staged",))
         return changed
