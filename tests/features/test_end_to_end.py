@@ -165,3 +165,92 @@ def test_python_read_clients(stack: tuple[Application, TestClient, ConsumerRunti
                 return (await areader.get("dana")).found
 
         assert asyncio.run(read())
+
+
+#: User ids the contract accepts (1 to 128 characters of any kind) that a URL path
+#: does not carry as they are.
+AWKWARD_IDS = ["a/b", "x?features=counts", "dana#2", "e%2Ff", "sp ace", "ü@mail.example", ".."]
+
+
+def test_the_read_clients_read_any_user_id_as_itself(
+    stack: tuple[Application, TestClient, ConsumerRuntime],
+) -> None:
+    """Each awkward id is read through the path as itself: not another user (``dana#2``
+    is not ``dana``), not another route (``..``), not a query (``x?features=counts``)."""
+    import asyncio
+
+    from headwater.client import AsyncFeatureClient, FeatureClient
+    from tests._live import serve
+
+    hw, client, runtime = stack
+    key, _ = hw.keys.create("web", roles=("producer", "reader"))
+    sent = [event(1, "view", "dana")]
+    sent += [event(i + 2, "click", user) for i, user in enumerate(AWKWARD_IDS)]
+    assert client.post("/v1/signals", json=sent, headers=auth(key)).status_code == 200
+    drain(runtime)
+    with serve(client.app) as url, FeatureClient(url, key) as reader:  # type: ignore[arg-type]
+        for user in AWKWARD_IDS:
+            got = reader.get(user)
+            assert (got.user_id, got.found) == (user, True), user
+            assert got.features["counts"] == {"click": 1}, user
+            assert reader.get(user, ["counts"]).features == {"counts": {"click": 1}}
+        assert reader.get("dana").features["counts"] == {"view": 1}
+
+        async def read() -> list[tuple[str, bool]]:
+            async with AsyncFeatureClient(url, key) as areader:
+                return [((a := await areader.get(u)).user_id, a.found) for u in AWKWARD_IDS]
+
+        assert asyncio.run(read()) == [(u, True) for u in AWKWARD_IDS]
+
+
+def test_the_read_clients_report_an_unreachable_api_as_unavailable() -> None:
+    """No server, a server that never answers, an answer that is not the API's: each is
+    BackendUnavailableError, which a caller retries or falls back on, and never a
+    transport library's own exception."""
+    import asyncio
+    import socket
+
+    from headwater.client import AsyncFeatureClient, FeatureClient
+    from headwater.errors import BackendUnavailableError
+    from tests._live import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections, never answers
+    mute = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        for url in (closed, mute):
+            with FeatureClient(url, "k", timeout=0.3) as reader:
+                with pytest.raises(BackendUnavailableError, match="features API"):
+                    reader.get("dana")
+                with pytest.raises(BackendUnavailableError, match="features API"):
+                    reader.get_many(["dana"])
+
+            async def read(url: str = url) -> None:
+                async with AsyncFeatureClient(url, "k", timeout=0.3) as areader:
+                    with pytest.raises(BackendUnavailableError, match="features API"):
+                        await areader.get("dana")
+                    with pytest.raises(BackendUnavailableError, match="features API"):
+                        await areader.get_many(["dana"])
+
+            asyncio.run(read())
+    finally:
+        silent.close()
+
+
+def test_an_answer_that_is_not_the_apis_is_unavailable() -> None:
+    """A 200 whose body is not the features answer (a proxy's page, a cut body)."""
+    import httpx
+
+    from headwater.client import FeatureClient
+    from headwater.errors import BackendUnavailableError
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"<html>maintenance</html>")
+
+    with (
+        FeatureClient("http://api", "k", transport=httpx.MockTransport(handler)) as reader,
+        pytest.raises(BackendUnavailableError, match="features API: unreadable answer"),
+    ):
+        reader.get("dana")

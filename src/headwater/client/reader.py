@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
+from typing import TypeVar
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -19,6 +21,7 @@ from headwater.wire import FeatureBatch, UserFeatures, read_problem
 __all__ = ["AsyncFeatureClient", "FeatureClient", "UserFeatures"]
 
 
+T = TypeVar("T")
 _one = msgspec.json.Decoder(UserFeatures)
 _many = msgspec.json.Decoder(FeatureBatch)
 
@@ -26,6 +29,29 @@ _many = msgspec.json.Decoder(FeatureBatch)
 def _auth(api_key: str) -> dict[str, str]:
     # A key with the reader role (the recommendation service's).
     return {"Authorization": f"Bearer {api_key}"}
+
+
+def _path(user_id: str) -> str:
+    """The user's features path, the id percent-encoded whole: a ``/``, ``?``, ``#`` or
+    ``%`` in it is part of the id, and ``.`` or ``..`` is not a step up the path."""
+    segment = quote(user_id, safe="")
+    if segment in (".", ".."):
+        segment = segment.replace(".", "%2E")
+    return f"/v1/users/{segment}/features"
+
+
+def _unavailable(error: httpx.HTTPError) -> BackendUnavailableError:
+    """A transport failure (no connection, a timeout, a cut answer): the API is out of
+    reach, as a 503 says."""
+    return BackendUnavailableError(f"features API: no answer: {type(error).__name__}: {error}")
+
+
+def _decoded(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as e:
+        # Not the API's answer: a proxy's page, a body cut short.
+        raise BackendUnavailableError(f"features API: unreadable answer: {e}") from None
 
 
 def _check(response: httpx.Response) -> bytes:
@@ -67,16 +93,22 @@ class FeatureClient:
 
     def get(self, user_id: str, features: Sequence[str] | None = None) -> UserFeatures:
         """One user's features (``features`` selects some; all by default)."""
-        r = self._http.get(f"/v1/users/{user_id}/features", params=_params(features))
-        return _one.decode(_check(r))
+        try:
+            r = self._http.get(_path(user_id), params=_params(features))
+        except httpx.HTTPError as e:
+            raise _unavailable(e) from e
+        return _decoded(_one, _check(r))
 
     def get_many(
         self, user_ids: Sequence[str], features: Sequence[str] | None = None
     ) -> list[UserFeatures]:
         """Several users' features in one call, in the order asked."""
         body = {"user_ids": list(user_ids), "features": list(features) if features else None}
-        r = self._http.post("/v1/features/batch", json=body)
-        return _many.decode(_check(r)).users
+        try:
+            r = self._http.post("/v1/features/batch", json=body)
+        except httpx.HTTPError as e:
+            raise _unavailable(e) from e
+        return _decoded(_many, _check(r)).users
 
     def close(self) -> None:
         """Close the connection."""
@@ -114,16 +146,22 @@ class AsyncFeatureClient:
 
     async def get(self, user_id: str, features: Sequence[str] | None = None) -> UserFeatures:
         """One user's features."""
-        r = await self._http.get(f"/v1/users/{user_id}/features", params=_params(features))
-        return _one.decode(_check(r))
+        try:
+            r = await self._http.get(_path(user_id), params=_params(features))
+        except httpx.HTTPError as e:
+            raise _unavailable(e) from e
+        return _decoded(_one, _check(r))
 
     async def get_many(
         self, user_ids: Sequence[str], features: Sequence[str] | None = None
     ) -> list[UserFeatures]:
         """Several users' features in one call."""
         body = {"user_ids": list(user_ids), "features": list(features) if features else None}
-        r = await self._http.post("/v1/features/batch", json=body)
-        return _many.decode(_check(r)).users
+        try:
+            r = await self._http.post("/v1/features/batch", json=body)
+        except httpx.HTTPError as e:
+            raise _unavailable(e) from e
+        return _decoded(_many, _check(r)).users
 
     async def aclose(self) -> None:
         """Close the connection."""

@@ -14,6 +14,7 @@ from headwater.errors import BatchTooLargeError
 from headwater.gateway._deps import application
 from headwater.gateway._schemas import Answer, json_body
 from headwater.gateway.bodies import decode_json, read_body
+from headwater.gateway.paths import USER
 from headwater.gateway.security import requires
 from headwater.wire import FeatureBatch, UserFeatures
 
@@ -49,7 +50,7 @@ def _select(features: str | None) -> list[str] | None:
 
 
 @router.get(
-    "/v1/users/{user_id}/features",
+    f"{USER}/features",
     summary="One user's features with freshness",
     responses=FEATURES.responses(401, 403, 422, 503),
     dependencies=[requires(Role.READER)],

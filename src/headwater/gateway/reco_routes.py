@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from headwater.access.roles import Role
 from headwater.gateway._deps import application
 from headwater.gateway._schemas import Answer
+from headwater.gateway.paths import USER
 from headwater.gateway.security import requires
 from headwater.recommend.model import Recommendations
 
@@ -23,7 +24,7 @@ RECOMMENDATIONS = Answer(Recommendations, "Items with their reasons and the feat
 
 
 @router.get(
-    "/v1/users/{user_id}/recommendations",
+    f"{USER}/recommendations",
     summary="Items for a user, with reasons and the freshness of every feature used",
     responses=RECOMMENDATIONS.responses(401, 403, 422, 503),
     dependencies=[requires(Role.READER)],

@@ -167,13 +167,14 @@ def _routes(routes: Sequence[BaseRoute]) -> Iterator[BaseRoute]:
 
 
 def policy_table(app: FastAPI) -> dict[tuple[str, str], tuple[str, ...]]:
-    """Each (method, path) with the roles it needs, as the routes declare them."""
+    """Each (method, path) with the roles it needs, as the routes declare them; paths as
+    the OpenAPI document writes them (``{user_id}``, not ``{user_id:any_text}``)."""
     table: dict[tuple[str, str], tuple[str, ...]] = {}
     for route in _routes(app.routes):
         if isinstance(route, APIRoute):
             declared = _declared(route)
             for method in sorted((route.methods or set()) - {"HEAD"}):
-                table[method, route.path] = declared or ()
+                table[method, route.path_format] = declared or ()
     return table
 
 
