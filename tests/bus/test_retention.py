@@ -7,6 +7,7 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,14 @@ from headwater.bus import Message, open_bus
 from headwater.bus.base import KIND_SIGNAL, Record
 from headwater.bus.nats import delete_bus
 from headwater.bus.sqlite import SqliteBus
+from headwater.metrics import REGISTRY
 from tests.conftest import server_url
+
+
+def expired_unread(group: str, partition: int = 0) -> float:
+    """``headwater_bus_records_expired_unread_total`` of a group's partition."""
+    labels = {"group": group, "partition": str(partition)}
+    return REGISTRY.get_sample_value("headwater_bus_records_expired_unread_total", labels) or 0.0
 
 
 def test_a_consumer_reads_on_while_another_connection_shrinks_the_file(tmp_path: Path) -> None:
@@ -65,12 +73,20 @@ def test_a_group_behind_the_retention_reads_on_from_the_first_record_kept(
     time.sleep(0.6)
     bus.publish([Message("u", b"kept") for _ in range(3)])
     assert bus.enforce_retention() == 10
+    # Behind it: the three records kept, not the 5,000 that cannot be read any more.
+    assert [lag.lag_events for lag in bus.lag("g")] == [3]
+    before = {group: expired_unread(group) for group in ("g", "k", "wide")}
     for reader, size in readers:
         got = reader.poll(max_records=size, timeout=0.5)
         assert [(r.offset, r.value) for r in got] == [(5_000 + i, b"kept") for i in range(3)]
         reader.commit({0: 5_003})
         assert reader.poll(max_records=size, timeout=0.1) == []
     assert caplog.text.count("records 0 to 4999 were dropped by the retention") == 3
+    assert {group: expired_unread(group) - n for group, n in before.items()} == {
+        "g": 5_000,
+        "k": 5_000,
+        "wide": 5_000,
+    }
     assert [lag.lag_events for lag in bus.lag("g")] == [0]
     for reader, _size in readers:
         reader.close()
@@ -102,3 +118,92 @@ def test_a_nats_group_behind_the_retention_reads_on_from_the_first_record_kept()
     finally:
         bus.close()
         delete_bus(url)
+
+
+class _Message:
+    """What ``confluent_kafka`` hands a consumer, reduced to what headwater reads."""
+
+    def __init__(self, partition: int, offset: int) -> None:
+        self._partition, self._offset = partition, offset
+
+    def error(self) -> None:
+        return None
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return []
+
+    def key(self) -> bytes:
+        return b"u"
+
+    def value(self) -> bytes:
+        return b"v"
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_000)
+
+
+class _Committed:
+    """The group's committed offsets, as ``Consumer.committed`` answers them."""
+
+    def __init__(self, offsets: dict[int, int]) -> None:
+        self.offsets = offsets
+        self.asked: list[int] = []
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        import confluent_kafka as ck
+
+        self.asked += [tp.partition for tp in partitions]
+        return [
+            ck.TopicPartition(tp.topic, tp.partition, self.offsets.get(tp.partition, -1001))
+            for tp in partitions
+        ]
+
+
+@pytest.mark.kafka
+def test_a_kafka_member_counts_the_records_the_retention_removed_before_it_read_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Kafka's offsets are contiguous (idempotent producers, no transactions, no
+    compaction): a member whose first record after an assignment lies past the group's
+    committed offset, or whose next record jumps, reads on and counts the records between.
+    A group without a committed offset starts where the retention left it: nothing is
+    counted."""
+    from headwater.bus._kafka_consumer import KafkaConsumer
+
+    member = KafkaConsumer.__new__(KafkaConsumer)
+    member.group, member.member, member._topic = "kg", "m1", "t"
+    member._timeout_s = 1.0
+    member._assigned, member._next = set(), {}
+    fake = _Committed({0: 100})
+    member._consumer = fake
+    member._on_assign(None, [_tp(0), _tp(1)])
+    before = {p: expired_unread("kg", p) for p in (0, 1)}
+
+    def read(*at: tuple[int, int]) -> list[int]:
+        return [r.offset for r in member._records([_Message(p, o) for p, o in at])]
+
+    assert read((0, 100), (0, 101), (1, 7_000)) == [100, 101, 7_000]  # 1: no commit
+    assert expired_unread("kg", 0) - before[0] == 0
+    assert read((0, 160), (1, 7_001)) == [160, 7_001]  # 102 to 159 aged out
+    assert expired_unread("kg", 0) - before[0] == 58
+    assert expired_unread("kg", 1) - before[1] == 0
+    assert "records 102 to 159 were dropped by the retention" in caplog.text
+    # Assigned again (a rebalance): the committed offset is read again, once.
+    fake.offsets[0] = 150
+    member._on_assign(None, [_tp(0)])
+    asked = len(fake.asked)
+    assert read((0, 150), (0, 151)) == [150, 151]
+    assert len(fake.asked) == asked + 1
+    assert expired_unread("kg", 0) - before[0] == 58
+
+
+def _tp(partition: int) -> Any:
+    import confluent_kafka as ck
+
+    return ck.TopicPartition("t", partition)

@@ -71,6 +71,8 @@ def test_metrics_count_accepted_and_rejected_by_producer_type_reason(
     assert "headwater_publish_seconds_bucket" in text
     assert 'headwater_consumer_lag_events{group="features",partition="0"}' in text
     assert 'headwater_dead_letters{group="features"}' in text
+    # The bus's retention (the default, 7 days), which the retention alert compares with.
+    assert value("headwater_bus_retention_seconds ", text) == 7 * 86_400
 
 
 def test_request_id_flows_from_publish_to_the_signal_and_the_logs(

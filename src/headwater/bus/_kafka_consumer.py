@@ -17,6 +17,7 @@ from typing import Any
 from headwater.bus._kafka_admin import KafkaSettings, error_code, raise_translated
 from headwater.bus.base import KIND_SIGNAL, Record
 from headwater.errors import BusError, MissingDependencyError
+from headwater.metrics import BUS_EXPIRED_UNREAD
 
 try:
     import confluent_kafka as ck
@@ -60,6 +61,11 @@ class KafkaConsumer:
         # Records fetched by assignment() (which must poll to learn of rebalances), kept
         # for the next poll() so none is skipped.
         self._buffer: list[Record] = []
+        #: The offset each partition's next record should have (set from the group's
+        #: committed offset at its first record after an assignment): a record past it
+        #: means the retention removed the ones between before the group read them.
+        self._next: dict[int, int] = {}
+        self._timeout_s = settings.timeout_s
         self._closed = False
         try:
             self._consumer = ck.Consumer(
@@ -85,6 +91,8 @@ class KafkaConsumer:
 
     def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
         self._assigned |= {tp.partition for tp in partitions}
+        for tp in partitions:
+            self._next.pop(tp.partition, None)
         log.info("%s/%s assigned %s", self.group, self.member, sorted(self._assigned))
 
     def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
@@ -129,6 +137,13 @@ class KafkaConsumer:
             part = msg.partition()
             if part not in assigned:
                 continue  # fetched before a revoke in the same call; the new owner reads it
+            offset = msg.offset()
+            expected = self._next.get(part)
+            if expected is None:
+                expected = self._committed(part)
+            if 0 <= expected < offset:
+                self._expired(part, expected, offset)
+            self._next[part] = offset + 1
             kind = KIND_SIGNAL
             for name, value in msg.headers() or ():
                 if name == KIND_HEADER and value is not None:
@@ -138,7 +153,7 @@ class KafkaConsumer:
             out.append(
                 Record(
                     part,
-                    msg.offset(),
+                    offset,
                     key.decode(errors="replace") if key else "",
                     kind,
                     msg.value() or b"",
@@ -146,6 +161,32 @@ class KafkaConsumer:
                 )
             )
         return out
+
+    def _committed(self, partition: int) -> int:
+        """The group's committed offset of ``partition``; -1 when it has none (or it
+        cannot be read: the gap check waits for the next record)."""
+        try:
+            [tp] = self._consumer.committed(
+                [ck.TopicPartition(self._topic, partition)], timeout=self._timeout_s
+            )
+        except ck.KafkaException as exc:
+            log.warning("%s/%s: committed offset unread: %s", self.group, self.member, exc)
+            return -1
+        return int(tp.offset)
+
+    def _expired(self, partition: int, expected: int, offset: int) -> None:
+        # The topic is written by idempotent producers without transactions and never
+        # compacted: its offsets are contiguous, and a jump is records aged out.
+        BUS_EXPIRED_UNREAD.labels(self.group, str(partition)).inc(offset - expected)
+        log.warning(
+            "group %r, partition %d: records %d to %d were dropped by the retention "
+            "before the group read them; reading on from %d",
+            self.group,
+            partition,
+            expected,
+            offset - 1,
+            offset,
+        )
 
     def _on_error(self, err: Any) -> None:
         if err.code() == ck.KafkaError._PARTITION_EOF:

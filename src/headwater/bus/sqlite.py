@@ -37,6 +37,7 @@ from headwater.bus.base import (
     partition_for,
 )
 from headwater.errors import ConfigurationError
+from headwater.metrics import BUS_EXPIRED_UNREAD
 
 __all__ = ["SqliteBus", "SqliteConsumer"]
 
@@ -225,6 +226,12 @@ class SqliteBus(Bus):
         for part in range(self.partitions):
             end = int(ends.get(part, 0))
             committed = int(commits.get(part, 0))
+            # Records the retention dropped before the group read them are not behind it:
+            # they cannot be read (the member that reads past them counts them).
+            ((kept,),) = self._db.read(
+                "SELECT MIN(first_offset) FROM hw_bus_log WHERE partition = ?", (part,)
+            )
+            unread = end - max(committed, end if kept is None else int(kept))
             seconds = 0.0
             if committed < end:
                 # The first batch holding an offset at or past the committed one, found
@@ -236,7 +243,7 @@ class SqliteBus(Bus):
                 )
                 if row:
                     seconds = max(0.0, (now - int(row[0][0])) / 1000)
-            out.append(PartitionLag(group, part, committed, end, max(0, end - committed), seconds))
+            out.append(PartitionLag(group, part, committed, end, max(0, unread), seconds))
         return out
 
     def erasure_capability(self) -> ErasureCapability:
@@ -445,6 +452,7 @@ class SqliteConsumer:
         # The batch that holds ``offset`` starts at or before it, and a purge keeps a batch
         # it empties: a first batch that starts after it means the retention left a gap.
         if rows and int(rows[0][0]) > offset:
+            BUS_EXPIRED_UNREAD.labels(self.group, str(part)).inc(int(rows[0][0]) - offset)
             log.warning(
                 "group %r, partition %d: records %d to %d were dropped by the retention "
                 "before the group read them; reading on from %d",

@@ -115,6 +115,11 @@ class BackendCollector(Collector):
             "Age of the oldest event a group has not committed",
             labels=["group", "partition"],
         )
+        retention = GaugeMetricFamily(
+            "headwater_bus_retention_seconds",
+            "How long the bus keeps a record (absent: for ever); a group whose oldest "
+            "unread record is older than this has lost records",
+        )
         dlq = GaugeMetricFamily(
             "headwater_dead_letters", "Dead letters not yet replayed", labels=["group"]
         )
@@ -143,6 +148,9 @@ class BackendCollector(Collector):
         )
         for services in self.sources[:1]:  # one app per process in practice
             try:
+                kept = services.bus.erasure_capability().retention_seconds
+                if kept is not None:
+                    retention.add_metric([], kept)
                 for group in services.lag_groups:
                     for p in services.bus.lag(group):
                         lag_events.add_metric([group, str(p.partition)], p.lag_events)
@@ -165,6 +173,7 @@ class BackendCollector(Collector):
                 log.exception("metrics collection failed")
         yield lag_events
         yield lag_seconds
+        yield retention
         yield dlq
         yield erasures
         yield past_deadline

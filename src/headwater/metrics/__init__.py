@@ -13,6 +13,7 @@ from headwater.metrics.histogram import BatchHistogram
 
 __all__ = [
     "BATCH_RUN_SECONDS",
+    "BUS_EXPIRED_UNREAD",
     "ERASURE_ALERTS",
     "ERASURE_CONFIRM_SECONDS",
     "ERASURE_DEADLINE_ALERTS",
@@ -125,6 +126,14 @@ SLO_BREACH = Gauge(
     # Under multiprocess mode: the highest value among the live processes (the
     # orchestrator's SLO watch sets it; a dead process's value goes with it).
     multiprocess_mode="livemax",
+)
+BUS_EXPIRED_UNREAD = Counter(
+    "headwater_bus_records_expired_unread_total",
+    "Records the bus's retention removed before a consumer group read them, counted by "
+    "the member that read past them (SQLite and Kafka buses; JetStream numbers records "
+    "across partitions and cannot count them)",
+    ["group", "partition"],
+    registry=REGISTRY,
 )
 FENCED_BATCHES = Counter(
     "headwater_consumer_fenced_batches_total",
