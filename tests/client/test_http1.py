@@ -43,9 +43,12 @@ async def read_request(reader: asyncio.StreamReader, seen: Seen) -> bool:
     except asyncio.IncompleteReadError:
         return False
     length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,  # a GET
     )
     seen.requests.append((head, await reader.readexactly(length)))
     return True

@@ -124,7 +124,8 @@ class Target:
 
 
 class Http1Poster:
-    """POSTs bodies to one URL, one at a time, over a connection kept between them."""
+    """Requests to one URL, one at a time, over a connection kept between them (the
+    producer's POSTs; the read client's GETs and POSTs)."""
 
     def __init__(self, url: str, headers: dict[str, str], timeout: float) -> None:
         target = Target(url, headers)
@@ -137,9 +138,18 @@ class Http1Poster:
     async def post(self, path: str, body: bytes, content_type: str) -> Answer:
         """POST ``body`` to ``path`` under the URL's own path: (status, body, Retry-After,
         "") or, when no answer came, (None, b"", None, why)."""
+        return await self.request("POST", path, body, content_type)
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", content_type: str | None = None
+    ) -> Answer:
+        """``method`` (GET, POST) on ``path`` (with its query, percent-encoded), as
+        :meth:`post` answers. A body goes with its type and length."""
+        sized = f"Content-Type: {content_type}\r\n" if content_type else ""
+        if body or method == "POST":
+            sized += f"Content-Length: {len(body)}\r\n"
         request = (
-            f"POST {self._target.prefix}{path} HTTP/1.1\r\n{self._head}"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"{method} {self._target.prefix}{path} HTTP/1.1\r\n{self._head}{sized}\r\n"
         ).encode("latin-1")
         async with self._lock:
             for _ in range(2):

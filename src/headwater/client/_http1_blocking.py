@@ -27,12 +27,20 @@ class BlockingPoster:
 
     def post(self, path: str, body: bytes, content_type: str) -> Answer:
         """As Http1Poster.post, blocking."""
-        headers = {**self._target.headers, "Content-Type": content_type}
+        return self.request("POST", path, body, content_type)
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", content_type: str | None = None
+    ) -> Answer:
+        """As Http1Poster.request, blocking."""
+        headers = dict(self._target.headers)
+        if content_type:
+            headers["Content-Type"] = content_type
         with self._lock:
             for _ in range(2):
                 reused = self._connection is not None and self._used
                 try:
-                    return self._exchange(self._target.prefix + path, body, headers)
+                    return self._exchange(method, self._target.prefix + path, body, headers)
                 except (
                     http.client.RemoteDisconnected,
                     BrokenPipeError,
@@ -54,10 +62,10 @@ class BlockingPoster:
         with self._lock:
             self._drop()
 
-    def _exchange(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
+    def _exchange(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Answer:
         connection = self._connected()
         self._answering = False
-        connection.request("POST", path, body, headers)
+        connection.request(method, path, body if body or method == "POST" else None, headers)
         response = connection.getresponse()
         self._answering = True  # from here a cut is a cut answer, not a lost request
         if response.length is not None:  # sized: read() raises IncompleteRead if cut short

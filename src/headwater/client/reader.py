@@ -1,15 +1,26 @@
-"""Read features over HTTP: what a recommendation service calls at request time."""
+"""Read features over HTTP: what a recommendation service calls at request time.
+
+Each client reads over one kept-alive HTTP/1.1 connection of its own (``_http1``, as
+the producer SDK posts): a read is a few hundred bytes, and httpx's layers around it
+cost several times what the read itself does. httpx stays where the environment names a
+proxy for the URL, and where a test passes a transport.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import msgspec
 
+from headwater.client._core import Answer
+from headwater.client._http1 import Http1Poster, uses_proxy
+from headwater.client._http1_blocking import BlockingPoster
 from headwater.errors import (
     AuthenticationError,
     BackendUnavailableError,
@@ -24,6 +35,64 @@ __all__ = ["AsyncFeatureClient", "FeatureClient", "UserFeatures"]
 T = TypeVar("T")
 _one = msgspec.json.Decoder(UserFeatures)
 _many = msgspec.json.Decoder(FeatureBatch)
+_JSON = "application/json"
+_BATCH = "/v1/features/batch"
+
+
+#: Reads in flight at once per client (each on a connection of its own), as many as a
+#: recommendation service's request handlers ask at a time, up to this.
+MAX_CONNECTIONS = 32
+
+
+class _Connections:
+    """Up to ``size`` blocking connections, each serving one read at a time: threads
+    that share a client read side by side, not one after another."""
+
+    def __init__(self, make: Callable[[], BlockingPoster], size: int) -> None:
+        self._make = make
+        self._idle: list[BlockingPoster] = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(size)
+
+    def request(self, method: str, path: str, body: bytes) -> Answer:
+        with self._slots:
+            with self._lock:
+                poster = self._idle.pop() if self._idle else self._make()
+            try:
+                return poster.request(method, path, body, _JSON if body else None)
+            finally:
+                with self._lock:
+                    self._idle.append(poster)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for poster in idle:
+            poster.close()
+
+
+class _AsyncConnections:
+    """The asyncio twin of _Connections: concurrent reads of one client each get a
+    connection of their own, up to ``size``."""
+
+    def __init__(self, make: Callable[[], Http1Poster], size: int) -> None:
+        self._make = make
+        self._idle: list[Http1Poster] = []
+        self._slots = asyncio.BoundedSemaphore(size)
+
+    async def request(self, method: str, path: str, body: bytes) -> Answer:
+        async with self._slots:
+            poster = self._idle.pop() if self._idle else self._make()
+            try:
+                return await poster.request(method, path, body, _JSON if body else None)
+            finally:
+                # Cancelled mid-read, the poster dropped its connection: it makes another.
+                self._idle.append(poster)
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for poster in idle:
+            await poster.aclose()
 
 
 def _auth(api_key: str) -> dict[str, str]:
@@ -31,46 +100,52 @@ def _auth(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
 
-def _path(user_id: str) -> str:
+def _path(user_id: str, features: Sequence[str] | None) -> str:
     """The user's features path, the id percent-encoded whole: a ``/``, ``?``, ``#`` or
     ``%`` in it is part of the id, and ``.`` or ``..`` is not a step up the path."""
     segment = quote(user_id, safe="")
     if segment in (".", ".."):
         segment = segment.replace(".", "%2E")
-    return f"/v1/users/{segment}/features"
+    query = f"?{urlencode({'features': ','.join(features)})}" if features else ""
+    return f"/v1/users/{segment}/features{query}"
 
 
-def _unavailable(error: httpx.HTTPError) -> BackendUnavailableError:
-    """A transport failure (no connection, a timeout, a cut answer): the API is out of
-    reach, as a 503 says."""
-    return BackendUnavailableError(f"features API: no answer: {type(error).__name__}: {error}")
+def _batch(user_ids: Sequence[str], features: Sequence[str] | None) -> bytes:
+    return msgspec.json.encode(
+        {"user_ids": list(user_ids), "features": list(features) if features else None}
+    )
 
 
-def _decoded(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+def _transport_failure(error: httpx.HTTPError) -> Answer:
+    """httpx's failure as a poster reports one: no status, and why."""
+    return (None, b"", None, f"{type(error).__name__}: {error}")
+
+
+def _answer(response: httpx.Response) -> Answer:
+    return (response.status_code, response.content, None, "")
+
+
+def _decoded(decoder: msgspec.json.Decoder[T], answer: Answer) -> T:
+    """The answer's body, or the error it stands for: no answer (no connection, a
+    timeout, a cut answer) and a 5xx are BackendUnavailableError, as is a 200 that is
+    not the API's answer (a proxy's page, a body cut short)."""
+    status, body, _, why = answer
+    if status is None:
+        raise BackendUnavailableError(f"features API: no answer: {why}")
+    if status != 200:
+        problem = read_problem(status, body)
+        what = f"features API: HTTP {status} {problem.kind}: {problem.detail}"
+        if status >= 500:
+            raise BackendUnavailableError(what)
+        if status == 401:
+            raise AuthenticationError(what)
+        if status == 403:
+            raise PermissionDeniedError(what)
+        raise HeadwaterError(what)
     try:
         return decoder.decode(body)
     except msgspec.DecodeError as e:
-        # Not the API's answer: a proxy's page, a body cut short.
         raise BackendUnavailableError(f"features API: unreadable answer: {e}") from None
-
-
-def _check(response: httpx.Response) -> bytes:
-    status = response.status_code
-    if status == 200:
-        return response.content
-    problem = read_problem(status, response.content)
-    what = f"features API: HTTP {status} {problem.kind}: {problem.detail}"
-    if status >= 500:
-        raise BackendUnavailableError(what)
-    if status == 401:
-        raise AuthenticationError(what)
-    if status == 403:
-        raise PermissionDeniedError(what)
-    raise HeadwaterError(what)
-
-
-def _params(features: Sequence[str] | None) -> dict[str, str]:
-    return {"features": ",".join(features)} if features else {}
 
 
 class FeatureClient:
@@ -82,33 +157,44 @@ class FeatureClient:
         api_key: str,
         *,
         timeout: float = 2.0,
+        max_connections: int = MAX_CONNECTIONS,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._http = httpx.Client(
-            base_url=url.rstrip("/"),
-            timeout=timeout,
-            transport=transport,
-            headers=_auth(api_key),
-        )
+        self._http: _Connections | httpx.Client
+        base, headers = url.rstrip("/"), _auth(api_key)
+        if transport is None and not uses_proxy(url):
+            BlockingPoster(base, headers, timeout)  # a bad URL or header fails here
+            self._http = _Connections(
+                lambda: BlockingPoster(base, headers, timeout), max_connections
+            )
+        else:
+            self._http = httpx.Client(
+                base_url=base,
+                timeout=timeout,
+                transport=transport,
+                headers=headers,
+                limits=httpx.Limits(max_connections=max_connections),
+            )
 
     def get(self, user_id: str, features: Sequence[str] | None = None) -> UserFeatures:
         """One user's features (``features`` selects some; all by default)."""
-        try:
-            r = self._http.get(_path(user_id), params=_params(features))
-        except httpx.HTTPError as e:
-            raise _unavailable(e) from e
-        return _decoded(_one, _check(r))
+        return _decoded(_one, self._request("GET", _path(user_id, features)))
 
     def get_many(
         self, user_ids: Sequence[str], features: Sequence[str] | None = None
     ) -> list[UserFeatures]:
         """Several users' features in one call, in the order asked."""
-        body = {"user_ids": list(user_ids), "features": list(features) if features else None}
+        return _decoded(_many, self._request("POST", _BATCH, _batch(user_ids, features))).users
+
+    def _request(self, method: str, path: str, body: bytes = b"") -> Answer:
+        http = self._http
+        if isinstance(http, _Connections):
+            return http.request(method, path, body)
         try:
-            r = self._http.post("/v1/features/batch", json=body)
+            headers = {"Content-Type": _JSON} if body else None
+            return _answer(http.request(method, path, content=body or None, headers=headers))
         except httpx.HTTPError as e:
-            raise _unavailable(e) from e
-        return _decoded(_many, _check(r)).users
+            return _transport_failure(e)
 
     def close(self) -> None:
         """Close the connection."""
@@ -135,33 +221,46 @@ class AsyncFeatureClient:
         api_key: str,
         *,
         timeout: float = 2.0,
+        max_connections: int = MAX_CONNECTIONS,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=url.rstrip("/"),
-            timeout=timeout,
-            transport=transport,
-            headers=_auth(api_key),
-        )
+        self._http: _AsyncConnections | httpx.AsyncClient
+        base, headers = url.rstrip("/"), _auth(api_key)
+        if transport is None and not uses_proxy(url):
+            Http1Poster(base, headers, timeout)  # a bad URL or header fails here
+            self._http = _AsyncConnections(
+                lambda: Http1Poster(base, headers, timeout), max_connections
+            )
+        else:
+            self._http = httpx.AsyncClient(
+                base_url=base,
+                timeout=timeout,
+                transport=transport,
+                headers=headers,
+                limits=httpx.Limits(max_connections=max_connections),
+            )
 
     async def get(self, user_id: str, features: Sequence[str] | None = None) -> UserFeatures:
         """One user's features."""
-        try:
-            r = await self._http.get(_path(user_id), params=_params(features))
-        except httpx.HTTPError as e:
-            raise _unavailable(e) from e
-        return _decoded(_one, _check(r))
+        return _decoded(_one, await self._request("GET", _path(user_id, features)))
 
     async def get_many(
         self, user_ids: Sequence[str], features: Sequence[str] | None = None
     ) -> list[UserFeatures]:
         """Several users' features in one call."""
-        body = {"user_ids": list(user_ids), "features": list(features) if features else None}
+        answer = await self._request("POST", _BATCH, _batch(user_ids, features))
+        return _decoded(_many, answer).users
+
+    async def _request(self, method: str, path: str, body: bytes = b"") -> Answer:
+        http = self._http
+        if isinstance(http, _AsyncConnections):
+            return await http.request(method, path, body)
         try:
-            r = await self._http.post("/v1/features/batch", json=body)
+            headers = {"Content-Type": _JSON} if body else None
+            response = await http.request(method, path, content=body or None, headers=headers)
         except httpx.HTTPError as e:
-            raise _unavailable(e) from e
-        return _decoded(_many, _check(r)).users
+            return _transport_failure(e)
+        return _answer(response)
 
     async def aclose(self) -> None:
         """Close the connection."""
