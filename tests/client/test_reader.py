@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -149,3 +150,33 @@ def test_a_transport_failure_through_httpx_is_unavailable_too() -> None:
                 await client.get_many(["u1"])
 
     asyncio.run(run())
+
+
+async def _found_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app that answers every read with ``FOUND``."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": FOUND})
+
+
+# The first loop's connection is left to the collector when that loop has ended (its
+# transport cannot be closed without it): Python warns, and nothing else is left.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_async_client_reads_in_one_event_loop_after_another() -> None:
+    """Reads that wait for a connection (one allowed) in two ``asyncio.run`` in turn:
+    the wait belongs to each loop, not to the first one."""
+    from tests._live import serve
+
+    async def read(client: AsyncFeatureClient) -> None:
+        got = await asyncio.gather(*(client.get("a/b") for _ in range(3)))
+        assert all(u.found for u in got)
+
+    with serve(_found_app) as url:  # type: ignore[arg-type]
+        client = AsyncFeatureClient(url, "k", max_connections=1)
+        asyncio.run(read(client))
+        asyncio.run(read(client))

@@ -53,6 +53,7 @@ class _Connections:
         self._idle: list[BlockingPoster] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(size)
+        self._closed = False
 
     def request(self, method: str, path: str, body: bytes) -> Answer:
         with self._slots:
@@ -62,10 +63,14 @@ class _Connections:
                 return poster.request(method, path, body, _JSON if body else None)
             finally:
                 with self._lock:
-                    self._idle.append(poster)
+                    if self._closed:
+                        poster.close()  # closed meanwhile: its connection goes too
+                    else:
+                        self._idle.append(poster)
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for poster in idle:
             poster.close()
@@ -77,19 +82,30 @@ class _AsyncConnections:
 
     def __init__(self, make: Callable[[], Http1Poster], size: int) -> None:
         self._make = make
+        self._size = size
         self._idle: list[Http1Poster] = []
-        self._slots = asyncio.BoundedSemaphore(size)
+        # An asyncio semaphore belongs to the event loop it first waits on: one per loop
+        # (a client used by two ``asyncio.run`` in turn, as the posters allow).
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.BoundedSemaphore] | None = None
+        self._closed = False
 
     async def request(self, method: str, path: str, body: bytes) -> Answer:
-        async with self._slots:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.BoundedSemaphore(self._size))
+        async with self._slots[1]:
             poster = self._idle.pop() if self._idle else self._make()
             try:
                 return await poster.request(method, path, body, _JSON if body else None)
             finally:
                 # Cancelled mid-read, the poster dropped its connection: it makes another.
-                self._idle.append(poster)
+                if self._closed:
+                    await poster.aclose()
+                else:
+                    self._idle.append(poster)
 
     async def aclose(self) -> None:
+        self._closed = True
         idle, self._idle = self._idle, []
         for poster in idle:
             await poster.aclose()
