@@ -87,9 +87,10 @@ class _RequestTelemetry:
 
 
 def _route_of(scope: Scope) -> str:
-    # The template, not the path: one series per route, whatever the ids in the path.
+    # The template as the OpenAPI writes it, not the path: one series per route,
+    # whatever the ids in the path.
     # The router puts the matched route into the request's scope.
-    path = getattr(scope.get("route"), "path", None)
+    path = getattr(scope.get("route"), "path_format", None)
     return path if isinstance(path, str) else "unmatched"
 
 
