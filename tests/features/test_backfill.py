@@ -445,23 +445,9 @@ def test_a_partition_rebuilt_by_another_member_goes_on_computing_the_features_it
     with the added feature too: the row keeps every purchase, not only in its counts."""
     fx.versions.apply((*DEFAULT_FEATURES, PURCHASED))
     run, rebuilt_u0, consumer = _rebuilt_by_another_member(fx)
-    new = Signal(
-        event_id="nu0",
-        event_type="purchase",
-        user_id="u0",
-        surface="web",
-        timestamp=NOW,
-        item_id="i-new",
-    )
-    consumer.handle([Record(0, 420, "u0", KIND_SIGNAL, encode_signal(new), 0)])
+    consumer.handle([_purchase_of_u0()])
     assert fx.ledger.handed_over(run.id) == {0: 420}  # this member did not take it over
-    engine = FeatureEngine((*DEFAULT_FEATURES, PURCHASED))
-    expected = engine.decode(rebuilt_u0)
-    engine.apply(expected, [new])
-    got = engine.decode(fx.store.get(run.namespace, ["u0"])["u0"])
-    assert got["counts"] == expected["counts"]
-    assert got["recently_purchased"] == expected["recently_purchased"]
-    assert "i-new" in [item for item, *_ in zip(*got["recently_purchased"], strict=True)]
+    _assert_the_purchase_is_in_the_rebuilt_row(fx, run, rebuilt_u0)
 
 
 def test_a_member_assigned_its_partitions_after_a_rebuild_switched_computes_what_it_adds(
@@ -494,19 +480,35 @@ def test_a_member_assigned_its_partitions_after_a_rebuild_switched_computes_what
     fx.store.put(
         run.namespace, {}, group="features", positions=at, fence=consumer.on_assigned({0, 1})
     )
-    new = Signal(
-        event_id="nu0",
-        event_type="purchase",
-        user_id="u0",
-        surface="web",
-        timestamp=NOW,
-        item_id="i-new",
-    )
-    consumer.handle([Record(0, 420, "u0", KIND_SIGNAL, encode_signal(new), 0)])
+    consumer.handle([_purchase_of_u0()])
     assert consumer.namespace == run.namespace
+    _assert_the_purchase_is_in_the_rebuilt_row(fx, run, rebuilt_u0)
+
+
+_PURCHASE = Signal(
+    event_id="nu0",
+    event_type="purchase",
+    user_id="u0",
+    surface="web",
+    timestamp=NOW,
+    item_id="i-new",
+)
+
+
+def _purchase_of_u0() -> Record:
+    """A purchase of ``u0`` at the next offset of partition 0 (420)."""
+    return Record(0, 420, "u0", KIND_SIGNAL, encode_signal(_PURCHASE), 0)
+
+
+def _assert_the_purchase_is_in_the_rebuilt_row(
+    fx: Fixture, run: BackfillRun, rebuilt_u0: bytes
+) -> None:
+    """``u0``'s row in the rebuild's namespace holds the purchase in its counts and in the
+    feature the rebuild adds (``recently_purchased``), not in its counts only."""
     engine = FeatureEngine((*DEFAULT_FEATURES, PURCHASED))
     expected = engine.decode(rebuilt_u0)
-    engine.apply(expected, [new])
+    engine.apply(expected, [_PURCHASE])
     got = engine.decode(fx.store.get(run.namespace, ["u0"])["u0"])
     assert got["counts"] == expected["counts"]
     assert got["recently_purchased"] == expected["recently_purchased"]
+    assert "i-new" in [item for item, *_ in zip(*got["recently_purchased"], strict=True)]
