@@ -371,6 +371,20 @@ def test_a_partition_handed_over_by_another_member_is_computed_there_at_once(
     assert fx.ledger.handed_over(run.id) == {0: 420}  # partition 1 waits for the stream
 
 
+def _member(fx: Fixture) -> FeatureConsumer:
+    """A feature consumer following the control plane: ``u0`` on partition 0, ``u1``
+    on partition 1, whose bus tail from the archive's position (190) holds ``u1``'s."""
+    live = LiveDefinitions(fx.versions, FeatureEngine(), ledger=fx.ledger)
+    return FeatureConsumer(
+        fx.store,
+        live.engine(stream=True),
+        definitions=live,
+        tail=tail_of("u1", 1, partition=1, start=190)[1],
+        partition_of=lambda user: 0 if user == "u0" else 1,
+        record_freshness=False,
+    )
+
+
 def _rebuilt_by_another_member(fx: Fixture) -> tuple[BackfillRun, bytes, FeatureConsumer]:
     """A rebuild taken over on partition 0 by the member that held it (its row of ``u0``
     written to the run's namespace), not on partition 1; and this member's consumer,
@@ -381,15 +395,7 @@ def _rebuilt_by_another_member(fx: Fixture) -> tuple[BackfillRun, bytes, Feature
     fx.ledger.record_handover(run.id, "features", {0: (410, 420)}, 0)
     rebuilt_u0 = fx.store.get(run.staging, ["u0"])["u0"]
     fx.store.put(run.namespace, {"u0": rebuilt_u0})  # as the other member's take-over wrote it
-    live = LiveDefinitions(fx.versions, FeatureEngine(), ledger=fx.ledger)
-    consumer = FeatureConsumer(
-        fx.store,
-        live.engine(stream=True),
-        definitions=live,
-        tail=tail_of("u1", 1, partition=1, start=190)[1],
-        partition_of=lambda user: 0 if user == "u0" else 1,
-        record_freshness=False,
-    )
+    consumer = _member(fx)
     behind = {0: Position(420, 0), 1: Position(100, 0)}  # behind the archive (190) on 1
     fx.store.put("user", {}, group="features", positions=behind, fence=consumer._fence_of({0, 1}))
     return run, rebuilt_u0, consumer
@@ -461,15 +467,7 @@ def test_a_member_assigned_its_partitions_after_a_rebuild_switched_computes_what
     fx.versions.apply((*DEFAULT_FEATURES, PURCHASED))
     run = fx.backfill().run(kind="rebuild")
     assert run is not None
-    live = LiveDefinitions(fx.versions, FeatureEngine(), ledger=fx.ledger)
-    consumer = FeatureConsumer(
-        fx.store,
-        live.engine(stream=True),
-        definitions=live,
-        tail=tail_of("u1", 1, partition=1, start=190)[1],
-        partition_of=lambda user: 0 if user == "u0" else 1,
-        record_freshness=False,
-    )
+    consumer = _member(fx)
     # Other members take the run over on both partitions and switch the namespace.
     fx.ledger.record_handover(run.id, "features", {0: (410, 420), 1: (190, 190)}, 0)
     rebuilt_u0 = fx.store.get(run.staging, ["u0"])["u0"]
