@@ -163,20 +163,45 @@ async def _found_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": FOUND})
 
 
-# The first loop's connection is left to the collector when that loop has ended (its
-# transport cannot be closed without it): Python warns, and nothing else is left.
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_an_async_client_reads_in_one_event_loop_after_another() -> None:
-    """Reads that wait for a connection (one allowed) in two ``asyncio.run`` in turn:
-    the wait belongs to each loop, not to the first one."""
+    """Reads that wait for a connection (one allowed) in two ``asyncio.run`` in turn,
+    the client closed at the end of each: the wait belongs to each loop, not to the
+    first one, and a read after ``aclose`` opens a new connection."""
     from tests._live import serve
 
     async def read(client: AsyncFeatureClient) -> None:
         got = await asyncio.gather(*(client.get("a/b") for _ in range(3)))
         assert all(u.found for u in got)
+        await client.aclose()
 
     with serve(_found_app) as url:  # type: ignore[arg-type]
         client = AsyncFeatureClient(url, "k", max_connections=1)
         asyncio.run(read(client))
         asyncio.run(read(client))
+
+
+def test_a_read_in_flight_when_the_client_closes_closes_its_connection() -> None:
+    """``close`` while a thread reads: that read ends, and its connection is closed,
+    not kept for a client that was closed."""
+    import threading
+
+    async def run() -> Seen:
+        release = asyncio.Event()
+
+        async def answer(n: int, seen: Seen) -> bytes:
+            await asyncio.wait_for(release.wait(), 5)
+            return sized(FOUND)
+
+        async with scripted(answer) as (url, seen):
+            client = FeatureClient(url, "k", timeout=5)
+            reading = threading.Thread(target=client.get, args=("a/b",))
+            reading.start()
+            while not seen.requests:
+                await asyncio.sleep(0.01)
+            client.close()
+            release.set()
+            await asyncio.to_thread(reading.join, 5)
+            assert client._http._idle == []  # type: ignore[union-attr]
+        return seen
+
+    assert len(asyncio.run(run()).requests) == 1

@@ -46,31 +46,35 @@ MAX_CONNECTIONS = 32
 
 class _Connections:
     """Up to ``size`` blocking connections, each serving one read at a time: threads
-    that share a client read side by side, not one after another."""
+    that share a client read side by side, not one after another. ``close`` closes
+    them, and a read in flight closes its own when it ends; a read after it opens new
+    ones."""
 
     def __init__(self, make: Callable[[], BlockingPoster], size: int) -> None:
         self._make = make
         self._idle: list[BlockingPoster] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(size)
-        self._closed = False
+        self._closes = 0  # the closes so far: a connection taken before one is not kept
 
     def request(self, method: str, path: str, body: bytes) -> Answer:
         with self._slots:
             with self._lock:
                 poster = self._idle.pop() if self._idle else self._make()
+                taken = self._closes
             try:
                 return poster.request(method, path, body, _JSON if body else None)
             finally:
                 with self._lock:
-                    if self._closed:
-                        poster.close()  # closed meanwhile: its connection goes too
-                    else:
+                    kept = taken == self._closes
+                    if kept:
                         self._idle.append(poster)
+                if not kept:
+                    poster.close()
 
     def close(self) -> None:
         with self._lock:
-            self._closed = True
+            self._closes += 1
             idle, self._idle = self._idle, []
         for poster in idle:
             poster.close()
@@ -85,9 +89,9 @@ class _AsyncConnections:
         self._size = size
         self._idle: list[Http1Poster] = []
         # An asyncio semaphore belongs to the event loop it first waits on: one per loop
-        # (a client used by two ``asyncio.run`` in turn, as the posters allow).
+        # (a client used in two ``asyncio.run`` in turn, closed at the end of each).
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.BoundedSemaphore] | None = None
-        self._closed = False
+        self._closes = 0
 
     async def request(self, method: str, path: str, body: bytes) -> Answer:
         loop = asyncio.get_running_loop()
@@ -95,17 +99,18 @@ class _AsyncConnections:
             self._slots = (loop, asyncio.BoundedSemaphore(self._size))
         async with self._slots[1]:
             poster = self._idle.pop() if self._idle else self._make()
+            taken = self._closes
             try:
                 return await poster.request(method, path, body, _JSON if body else None)
             finally:
                 # Cancelled mid-read, the poster dropped its connection: it makes another.
-                if self._closed:
-                    await poster.aclose()
-                else:
+                if taken == self._closes:
                     self._idle.append(poster)
+                else:
+                    await poster.aclose()
 
     async def aclose(self) -> None:
-        self._closed = True
+        self._closes += 1
         idle, self._idle = self._idle, []
         for poster in idle:
             await poster.aclose()
