@@ -170,7 +170,8 @@ def _decoded(decoder: msgspec.json.Decoder[T], answer: Answer) -> T:
 
 
 class FeatureClient:
-    """``GET /v1/users/{id}/features`` and the batch read, typed."""
+    """``GET /v1/users/{id}/features`` and the batch read, typed; up to
+    ``max_connections`` reads side by side (threads sharing the client)."""
 
     def __init__(
         self,
@@ -218,7 +219,7 @@ class FeatureClient:
             return _transport_failure(e)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections; a read in flight closes its own when it ends."""
         self._http.close()
 
     def __enter__(self) -> FeatureClient:
@@ -284,7 +285,7 @@ class AsyncFeatureClient:
         return _answer(response)
 
     async def aclose(self) -> None:
-        """Close the connection."""
+        """Close the connections; a read in flight closes its own when it ends."""
         await self._http.aclose()
 
     async def __aenter__(self) -> AsyncFeatureClient:
