@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headwater.client import AsyncHeadwaterClient, HeadwaterClient, _http1
-from headwater.client._http1 import Http1Poster
+from headwater.client._http1 import Http1Poster, Target
 from headwater.client._http1_blocking import BlockingPoster
 
 
@@ -111,9 +111,9 @@ class Poster:
     def __init__(self, kind: str, url: str, timeout: float = 5.0) -> None:
         headers = {"Authorization": "Bearer k1"}
         self.inner: Http1Poster | BlockingPoster = (
-            Http1Poster(url, headers, timeout)
+            Http1Poster(Target(url, headers), timeout)
             if kind == "async"
-            else BlockingPoster(url, headers, timeout)
+            else BlockingPoster(Target(url, headers), timeout)
         )
 
     async def post(self, path: str, body: bytes, content_type: str) -> _http1.Answer:

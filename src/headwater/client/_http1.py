@@ -127,8 +127,9 @@ class Http1Poster:
     """Requests to one URL, one at a time, over a connection kept between them (the
     producer's POSTs; the read client's GETs and POSTs)."""
 
-    def __init__(self, url: str, headers: dict[str, str], timeout: float) -> None:
-        target = Target(url, headers)
+    def __init__(self, target: Target, timeout: float) -> None:
+        # A Target is shared by the connections to one URL (the read clients' pool): one
+        # TLS context, its certificates loaded once.
         self._target = target
         self.timeout = timeout
         self._head = "".join(f"{k}: {v}\r\n" for k, v in target.headers.items())

@@ -17,8 +17,8 @@ class BlockingPoster:
     """The blocking twin of Http1Poster for HeadwaterClient's thread, on ``http.client``
     (a fifth of httpx's CPU a POST)."""
 
-    def __init__(self, url: str, headers: dict[str, str], timeout: float) -> None:
-        self._target = Target(url, headers)
+    def __init__(self, target: Target, timeout: float) -> None:
+        self._target = target
         self.timeout = timeout
         self._connection: http.client.HTTPConnection | None = None
         self._used = False

@@ -22,7 +22,7 @@ from headwater.client._batching import (
     Transient,
 )
 from headwater.client._core import Answer, ClientCore, log, register_exit, unregister_exit
-from headwater.client._http1 import Http1Poster, uses_proxy
+from headwater.client._http1 import Http1Poster, Target, uses_proxy
 from headwater.client.sync import blocking_sender, post_blocking
 from headwater.errors import PublishFailedError
 
@@ -72,7 +72,7 @@ class AsyncHeadwaterClient(ClientCore):
         # environment names a proxy for the URL.
         self._http: Http1Poster | httpx.AsyncClient
         if transport is None and not uses_proxy(self._url):
-            self._http = Http1Poster(self._url, self._headers, timeout)
+            self._http = Http1Poster(Target(self._url, self._headers), timeout)
         else:
             self._http = httpx.AsyncClient(
                 base_url=self._url, timeout=timeout, transport=transport, headers=self._headers

@@ -19,7 +19,7 @@ import httpx
 import msgspec
 
 from headwater.client._core import Answer
-from headwater.client._http1 import Http1Poster, uses_proxy
+from headwater.client._http1 import Http1Poster, Target, uses_proxy
 from headwater.client._http1_blocking import BlockingPoster
 from headwater.errors import (
     AuthenticationError,
@@ -185,10 +185,8 @@ class FeatureClient:
         self._http: _Connections | httpx.Client
         base, headers = url.rstrip("/"), _auth(api_key)
         if transport is None and not uses_proxy(url):
-            BlockingPoster(base, headers, timeout)  # a bad URL or header fails here
-            self._http = _Connections(
-                lambda: BlockingPoster(base, headers, timeout), max_connections
-            )
+            target = Target(base, headers)  # a bad URL or header fails here
+            self._http = _Connections(lambda: BlockingPoster(target, timeout), max_connections)
         else:
             self._http = httpx.Client(
                 base_url=base,
@@ -249,10 +247,8 @@ class AsyncFeatureClient:
         self._http: _AsyncConnections | httpx.AsyncClient
         base, headers = url.rstrip("/"), _auth(api_key)
         if transport is None and not uses_proxy(url):
-            Http1Poster(base, headers, timeout)  # a bad URL or header fails here
-            self._http = _AsyncConnections(
-                lambda: Http1Poster(base, headers, timeout), max_connections
-            )
+            target = Target(base, headers)  # a bad URL or header fails here
+            self._http = _AsyncConnections(lambda: Http1Poster(target, timeout), max_connections)
         else:
             self._http = httpx.AsyncClient(
                 base_url=base,

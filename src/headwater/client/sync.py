@@ -13,7 +13,7 @@ import httpx
 
 from headwater.client._batching import PublishReport, RejectedEvent, RetryPolicy
 from headwater.client._core import Answer, ClientCore, log, register_exit, unregister_exit
-from headwater.client._http1 import uses_proxy
+from headwater.client._http1 import Target, uses_proxy
 from headwater.client._http1_blocking import BlockingPoster
 from headwater.errors import PublishFailedError
 
@@ -26,7 +26,7 @@ def blocking_sender(
     """What posts batches from a thread: a kept-alive ``http.client`` connection, or
     httpx where a transport is given or the environment names a proxy for ``url``."""
     if transport is None and not uses_proxy(url):
-        return BlockingPoster(url, headers, timeout)
+        return BlockingPoster(Target(url, headers), timeout)
     return httpx.Client(base_url=url, timeout=timeout, transport=transport, headers=headers)
 
 
