@@ -71,8 +71,8 @@ def test_a_group_behind_the_retention_reads_on_from_the_first_record_kept(
     for _ in range(10):
         bus.publish([Message("u", b"old") for _ in range(500)])
     time.sleep(0.6)
-    bus.publish([Message("u", b"kept") for _ in range(3)])
-    assert bus.enforce_retention() == 10
+    bus.publish([Message("u", b"kept") for _ in range(3)])  # drops the ten old batches
+    assert bus.enforce_retention() == 0
     # Behind it: the three records kept, not the 5,000 that cannot be read any more.
     assert [lag.lag_events for lag in bus.lag("g")] == [3]
     before = {group: expired_unread(group) for group in ("g", "k", "wide")}
@@ -207,3 +207,36 @@ def _tp(partition: int) -> Any:
     import confluent_kafka as ck
 
     return ck.TopicPartition("t", partition)
+
+
+def test_each_publish_drops_at_most_twice_the_batches_it_adds_oldest_first(
+    tmp_path: Path,
+) -> None:
+    """A publish drops expired batches in its own transaction, a bounded number at a
+    time (a sweep of everything expired held the writer for seconds), oldest first, so
+    that a log whose retention passed sheds as fast as it grows."""
+    from headwater.bus import sqlite as bus_sqlite
+
+    bus = SqliteBus(f"sqlite:///{tmp_path / 'bus.db'}?partitions=1", retention_s=0.3)
+
+    def kept() -> list[int]:
+        return [
+            int(first)
+            for (first,) in bus._db.read(
+                "SELECT first_offset FROM hw_bus_log ORDER BY first_offset", ()
+            )
+        ]
+
+    for _ in range(40):
+        bus.publish([Message("u", b"old")])
+    time.sleep(0.4)
+    assert len(kept()) == 40
+    bus.publish([Message("u", b"new")])
+    # One batch added: up to RETENTION_DROP_MIN dropped, the oldest.
+    assert bus_sqlite.RETENTION_DROP_MIN == 16
+    assert kept() == list(range(16, 41))
+    bus.publish([Message(f"u{i}", b"new") for i in range(3)])
+    assert kept() == list(range(32, 42))
+    bus.publish([Message("u", b"new")])
+    assert kept() == [40, 41, 44], "the rest of the expired went, nothing newer"
+    bus.close()
