@@ -133,6 +133,10 @@ class SqliteBus(Bus):
         if self._path == ":memory:":
             raise ConfigurationError("the SQLite bus needs a file (other processes read it)")
         self._db = LogConnection(self._path)
+        #: No batch is past the retention before this time (ms since the epoch): until
+        #: then a publish does not look (batches are stamped when published, so the
+        #: oldest one's stamp tells).
+        self._drop_at_ms = 0
         extra = self.options.extra
         self.session_timeout_s = parse_duration(
             extra.get("session_timeout", SESSION_TIMEOUT_S), f"{url} session_timeout"
@@ -204,15 +208,21 @@ class SqliteBus(Bus):
 
     def _drop_expired(self, conn: sqlite3.Connection, added: int) -> None:
         """Drop up to ``RETENTION_DROP_PER_BATCH`` times ``added`` of the oldest batches
-        past the retention, and where ``hw_bus_rare`` points into them (one probe of the
-        time index when none is past it)."""
-        cutoff = _now_ms() - int(self.options.retention_s * 1000)
+        past the retention, and where ``hw_bus_rare`` points into them; nothing to do, and
+        no statement, until the oldest batch left reaches the retention."""
+        now = _now_ms()
+        if now < self._drop_at_ms:
+            return
+        retention_ms = int(self.options.retention_s * 1000)
         limit = max(RETENTION_DROP_MIN, RETENTION_DROP_PER_BATCH * added)
-        dropped = conn.execute(_DROP_OLDEST, (cutoff, limit)).fetchall()
+        dropped = conn.execute(_DROP_OLDEST, (now - retention_ms, limit)).fetchall()
         if dropped:
             conn.executemany(
                 "DELETE FROM hw_bus_rare WHERE partition = ? AND first_offset = ?", dropped
             )
+        if len(dropped) < limit:  # none past the retention is left
+            (oldest,) = conn.execute("SELECT MIN(ts_ms) FROM hw_bus_log").fetchone()
+            self._drop_at_ms = (now if oldest is None else int(oldest)) + retention_ms
 
     def enforce_retention(self) -> int:
         """Drop every record batch older than the retention now; the number of batches
