@@ -21,13 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, pin_one_core
+from _workload import summary_ms
 from bench_bus_sqlite import realistic_messages
 from headwater.bus import Message, open_bus
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
 
 def paced(
@@ -53,15 +49,9 @@ def paced(
 
 
 def summary(series: list[tuple[float, float]]) -> dict[str, float]:
+    """The publishes' count and their p50, p99 and max in ms."""
     ms = [m for _, m in series]
-    if not ms:
-        return {}
-    return {
-        "publishes": len(ms),
-        "p50_ms": pct(ms, 0.5),
-        "p99_ms": pct(ms, 0.99),
-        "max_ms": round(max(ms), 2),
-    }
+    return {"publishes": len(ms), **summary_ms(ms, 2)} if ms else {}
 
 
 def main() -> None:

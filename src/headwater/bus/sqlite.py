@@ -137,6 +137,7 @@ class SqliteBus(Bus):
         #: then a publish does not look (batches are stamped when published, so the
         #: oldest one's stamp tells).
         self._drop_at_ms = 0
+        self._retention_ms = int(self.options.retention_s * 1000)
         extra = self.options.extra
         self.session_timeout_s = parse_duration(
             extra.get("session_timeout", SESSION_TIMEOUT_S), f"{url} session_timeout"
@@ -204,16 +205,16 @@ class SqliteBus(Bus):
                     "INSERT OR IGNORE INTO hw_bus_rare VALUES (?, ?, ?, ?)",
                     [(m.kind, m.key, part, starts[part]) for part, m in rare],
                 )
-            self._drop_expired(conn, len(rows))
+            self._drop_expired(conn, len(rows), ts)
 
-    def _drop_expired(self, conn: sqlite3.Connection, added: int) -> None:
+    def _drop_expired(self, conn: sqlite3.Connection, added: int, now: int) -> None:
         """Drop up to ``RETENTION_DROP_PER_BATCH`` times ``added`` of the oldest batches
-        past the retention, and where ``hw_bus_rare`` points into them; nothing to do, and
-        no statement, until the oldest batch left reaches the retention."""
-        now = _now_ms()
+        past the retention at ``now`` (ms), and where ``hw_bus_rare`` points into them;
+        nothing to do, and no statement, until the oldest batch left reaches the
+        retention."""
         if now < self._drop_at_ms:
             return
-        retention_ms = int(self.options.retention_s * 1000)
+        retention_ms = self._retention_ms
         limit = max(RETENTION_DROP_MIN, RETENTION_DROP_PER_BATCH * added)
         dropped = conn.execute(_DROP_OLDEST, (now - retention_ms, limit)).fetchall()
         if dropped:
@@ -227,7 +228,7 @@ class SqliteBus(Bus):
     def enforce_retention(self) -> int:
         """Drop every record batch older than the retention now; the number of batches
         dropped. (Each publish drops some as it goes.)"""
-        cutoff = _now_ms() - int(self.options.retention_s * 1000)
+        cutoff = _now_ms() - self._retention_ms
         with self._db.write() as conn:
             dropped = conn.execute("DELETE FROM hw_bus_log WHERE ts_ms < ?", (cutoff,)).rowcount
             if dropped:
