@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,9 +20,16 @@ from headwater.archive import (
     ErasureLedger,
     signals_to_arrow,
 )
+from headwater.archive import consumer as consumer_module
 from headwater.archive._buffered import BufferedBus
+from headwater.archive.settings import ArchiveSettings
 from headwater.bus import Message, Record, open_bus
+from headwater.bus.base import KIND_SIGNAL
+from headwater.contract.definition import RegisteredEventType
+from headwater.contract.loader import default_definitions
 from headwater.contract.signal import encode_signal
+from headwater.contract.validator import SignalValidator
+from headwater.demo.traffic import Traffic
 from headwater.errors import FencedError
 from headwater.runtime import ConsumerRuntime
 from tests.archive._history import START, SUBJECT, history, records, signal
@@ -62,6 +70,34 @@ def test_a_days_small_files_are_merged_as_commits_accumulate(consumer: ArchiveCo
     assert len(day.files) < 40 - 32 + 2
     ids = consumer.table.read(["event_id"]).column("event_id").to_pylist()
     assert sorted(ids) == sorted(s.event_id for s in sent)
+
+
+def test_the_merge_leaves_the_files_of_full_flushes_as_written(
+    consumer: ArchiveConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two full flushes of signals as producers send them (the archive's default of
+    # 50,000 rows a commit), with the merge due after two commits: each file stays as
+    # written. Merging them in pairs cost a third of the consumer's CPU, and maintenance
+    # rewrites them with the rest of their day later anyway.
+    monkeypatch.setattr(consumer_module, "_SMALL_FILES", 2)
+    noon = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    traffic = Traffic(seed=5, now=lambda: noon)
+    validator = SignalValidator(RegisteredEventType(d, 1) for d in default_definitions().values())
+    flush = ArchiveSettings(url="unused").flush_rows
+    values: list[bytes] = []
+    while len(values) < 2 * flush:
+        for event in validator.validate_events(traffic.batch(500), now=noon).accepted:
+            event.received_at = noon
+            values.append(encode_signal(event))
+    for first in (0, flush):
+        consumer.handle(
+            [Record(0, i, "", KIND_SIGNAL, values[i], 0) for i in range(first, first + flush)]
+        )
+    (day,) = consumer.table.days().values()
+    assert len(day.files) == 2
+    assert day.rows == 2 * flush
+    # ... while the files of small commits are still merged (the test above).
+    assert all(Path(f).stat().st_size > consumer_module._SMALL_FILE_BYTES for f in day.files)
 
 
 def test_one_delta_commit_per_batch_with_positions(consumer: ArchiveConsumer) -> None:

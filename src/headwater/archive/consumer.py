@@ -36,8 +36,14 @@ _COMPACT_FILES = 8  # a day with more data files than this is compacted at maint
 #: maintenance: an erasure's DELETE and every reader open each file of a day, and under
 #: load (a commit per erasure, a few per second) an hour of commits is thousands of them.
 _SMALL_FILES = 32
-#: Files below this size are merged into files of about this size; larger ones stay.
-_SMALL_FILE_BYTES = 4 * 1024 * 1024
+#: Files below this size are merged into files of about this size; larger ones stay, and
+#: two files above half of it are never merged with each other. A full flush (50,000
+#: signals as producers send them, about 1.5 MB) is left as written: maintenance merges
+#: it with the rest of its day later. At 4 MB the merge rewrote full flushes in pairs,
+#: a third of the consumer's CPU at 50,000 rows a commit (BENCHMARKS.md, "The archive's
+#: merges"); the files it is for are the commits of a slow stream or of an erasure's
+#: early flush, a few KB each.
+_SMALL_FILE_BYTES = 1024 * 1024
 
 
 def position_id(group: str, partition: int) -> str:
