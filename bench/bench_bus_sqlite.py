@@ -2,7 +2,9 @@
 
 Baselines measured in the same run: a naive log (one SQLite row per event, same
 fsync policy) for publish, and msgspec decoding the same records from memory (no
-storage at all) for consume.
+storage at all) for consume. One batch in 100 also carries an erasure event; a member
+of the erasure kind (as the erasure-only participants read the bus) then reads past the
+whole log, against the member of every kind in the same run.
 
     .venv/bin/python bench/bench_bus_sqlite.py [--events 300000]
 """
@@ -64,6 +66,9 @@ def main() -> None:
     pin_one_core()
     msgs = realistic_messages(args.events)
     batches = [msgs[i : i + 500] for i in range(0, len(msgs), 500)]
+    for i in range(0, len(batches), 100):
+        batches[i] = [*batches[i], Message(batches[i][0].key, b"{}", kind="erasure")]
+    total = sum(len(b) for b in batches)
     with tempfile.TemporaryDirectory() as tmp:
         bus = open_bus(f"sqlite:///{tmp}/bus.db", partitions=args.partitions)
         start = time.perf_counter()
@@ -74,7 +79,7 @@ def main() -> None:
         consumer = bus.consumer("bench")
         got = 0
         start = time.perf_counter()
-        while got < len(msgs):
+        while got < total:
             records = consumer.poll(5000, 0.5)
             if not records:
                 break
@@ -82,6 +87,20 @@ def main() -> None:
             got += len(records)
         consume_eps = got / (time.perf_counter() - start)
         consumer.close()
+
+        member = bus.kind_consumer("bench-erasures", ["erasure"])
+        positions: dict[int, int] = {}
+        erasures = 0
+        start = time.perf_counter()
+        while sum(positions.values()) < total:
+            erasures += len(member.poll(5000, 0.5))
+            covered = member.covered()
+            if not covered:
+                break
+            member.commit(covered)
+            positions.update(covered)
+        kind_eps = sum(positions.values()) / (time.perf_counter() - start)
+        member.close()
         bus.close()
         naive_eps = naive_log(Path(tmp) / "naive.db", batches)
 
@@ -96,7 +115,7 @@ def main() -> None:
     emit(
         "bus_sqlite",
         {
-            "events": len(msgs),
+            "events": total,
             "value_bytes_avg": round(sum(len(m.value) for m in msgs) / len(msgs), 1),
             "partitions": args.partitions,
             "publish_eps": round(publish_eps),
@@ -108,6 +127,9 @@ def main() -> None:
             "in_memory_decode_eps": round(memory_decode_eps),
             "consume_vs_in_memory_decode": round(consume_eps / memory_decode_eps, 2),
             "consumed": got,
+            "kind_member_read_past_eps": round(kind_eps),
+            "kind_member_vs_consume": round(kind_eps / consume_eps, 2),
+            "kind_member_erasures": erasures,
         },
     )
 

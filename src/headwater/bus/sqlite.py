@@ -120,6 +120,24 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _index_rare(conn: sqlite3.Connection) -> None:
+    """Index every stored record of a kind other than signals, once per log, and mark the
+    index complete: a member of some kinds then reads only the batches the index names.
+    A new log has nothing to index; a log written before the index existed (or before
+    it was marked complete) is read whole once, inside the opening transaction."""
+    found = []
+    for part, first, blob in conn.execute(
+        "SELECT partition, first_offset, records FROM hw_bus_log ORDER BY partition, first_offset"
+    ):
+        found.extend(
+            (r.kind, r.key, part, first) for r in DECODE_BATCH(blob) if r.kind != KIND_SIGNAL
+        )
+    if found:
+        log.info("SQLite bus: %d records of rare kinds indexed", len(found))
+    conn.executemany("INSERT OR IGNORE INTO hw_bus_rare VALUES (?, ?, ?, ?)", found)
+    conn.execute("INSERT INTO hw_bus_meta VALUES ('rare_index', 'complete')")
+
+
 class SqliteBus(Bus):
     """The embedded default bus, selected by ``sqlite:///path/bus.db``."""
 
@@ -159,6 +177,11 @@ class SqliteBus(Bus):
                 stored = self.options.partitions
             else:
                 stored = int(str(row[0]))
+            if (
+                conn.execute("SELECT 1 FROM hw_bus_meta WHERE name = 'rare_index'").fetchone()
+                is None
+            ):
+                _index_rare(conn)
         if self.options.partitions_given and self.options.partitions != stored:
             raise ConfigurationError(
                 f"{url} was created with {stored} partitions; it cannot be read as "
@@ -348,6 +371,20 @@ class SqliteConsumer:
         # is a MessagePack string in the batch, verbatim) is stepped over undecoded.
         self._kinds = None if kinds is None else frozenset(kinds)
         self._markers = tuple(msgspec.msgpack.encode(k) for k in sorted(self._kinds or ()))
+        # A member of kinds other than signals reads the records of the batches that
+        # ``hw_bus_rare`` names only (complete since the bus opened: ``_index_rare``): the
+        # others' rows are read without their records, which lie on overflow pages.
+        self._rare = tuple(sorted(self._kinds - {KIND_SIGNAL})) if self._kinds else ()
+        if self._rare and KIND_SIGNAL not in (self._kinds or ()):
+            marks = ", ".join(f"?{4 + i}" for i in range(len(self._rare)))
+            self._records_sql = (
+                "CASE WHEN EXISTS (SELECT 1 FROM hw_bus_rare r WHERE r.partition = ?1 AND "
+                f"r.first_offset = hw_bus_log.first_offset AND r.kind IN ({marks})) "
+                "THEN records END"
+            )
+        else:
+            self._rare = ()
+            self._records_sql = "records"
         self._covered: dict[int, int] = {}
         # Own connection: consumers run in their own threads. A small page cache: a
         # consumer reads each record batch once, and a large cache only grows its RSS.
@@ -461,7 +498,7 @@ class SqliteConsumer:
         following = offset
         for _first, last, blob in rows:
             following = int(last) + 1
-            if any(m in blob for m in markers):
+            if blob is not None and any(m in blob for m in markers):
                 out.extend(r for r in DECODE_BATCH(blob) if r.offset >= offset and r.kind in kinds)
         return following
 
@@ -471,10 +508,10 @@ class SqliteConsumer:
         batches from ``offset`` on before this group read them, those from the first batch
         kept: the group reads on from there, and the records it never read are logged."""
         sql = (
-            f"SELECT first_offset, last_offset, records FROM hw_bus_log WHERE {_FROM_OFFSET} "
-            "AND first_offset < ?3 ORDER BY first_offset"
+            f"SELECT first_offset, last_offset, {self._records_sql} FROM hw_bus_log WHERE "
+            f"{_FROM_OFFSET} AND first_offset < ?3 ORDER BY first_offset"
         )
-        rows = self._db.read(sql, (part, offset, offset + want))
+        rows = self._db.read(sql, (part, offset, offset + want, *self._rare))
         if not rows:
             ((kept,),) = self._db.read(
                 "SELECT MIN(first_offset) FROM hw_bus_log WHERE partition = ? AND first_offset > ?",
@@ -482,7 +519,7 @@ class SqliteConsumer:
             )
             if kept is None:
                 return []
-            rows = self._db.read(sql, (part, int(kept), int(kept) + want))
+            rows = self._db.read(sql, (part, int(kept), int(kept) + want, *self._rare))
         # The batch that holds ``offset`` starts at or before it, and a purge keeps a batch
         # it empties: a first batch that starts after it means the retention left a gap.
         if rows and int(rows[0][0]) > offset:
