@@ -125,7 +125,7 @@ def _index_rare(conn: sqlite3.Connection) -> None:
     index complete: a member of some kinds then reads only the batches the index names.
     A new log has nothing to index; a log written before the index existed (or before
     it was marked complete) is read whole once, inside the opening transaction."""
-    found = []
+    found: list[tuple[str, str, int, int]] = []
     for part, first, blob in conn.execute(
         "SELECT partition, first_offset, records FROM hw_bus_log ORDER BY partition, first_offset"
     ):
