@@ -374,17 +374,16 @@ class SqliteConsumer:
         # A member of kinds other than signals reads the records of the batches that
         # ``hw_bus_rare`` names only (complete since the bus opened: ``_index_rare``): the
         # others' rows are read without their records, which lie on overflow pages.
-        self._rare = tuple(sorted(self._kinds - {KIND_SIGNAL})) if self._kinds else ()
-        if self._rare and KIND_SIGNAL not in (self._kinds or ()):
+        rare = bool(self._kinds) and KIND_SIGNAL not in (self._kinds or ())
+        self._rare = tuple(sorted(self._kinds or ())) if rare else ()
+        self._records_sql = "records"
+        if rare:
             marks = ", ".join(f"?{4 + i}" for i in range(len(self._rare)))
             self._records_sql = (
                 "CASE WHEN EXISTS (SELECT 1 FROM hw_bus_rare r WHERE r.partition = ?1 AND "
                 f"r.first_offset = hw_bus_log.first_offset AND r.kind IN ({marks})) "
                 "THEN records END"
             )
-        else:
-            self._rare = ()
-            self._records_sql = "records"
         self._covered: dict[int, int] = {}
         # Own connection: consumers run in their own threads. A small page cache: a
         # consumer reads each record batch once, and a large cache only grows its RSS.
