@@ -96,7 +96,8 @@ def test_the_merge_leaves_the_files_of_full_flushes_as_written(
     (day,) = consumer.table.days().values()
     assert len(day.files) == 2
     assert day.rows == 2 * flush
-    # ... while the files of small commits are still merged (the test above).
+    # Each is above the size the merge looks for (small commits' files still are merged:
+    # the test above).
     assert all(Path(f).stat().st_size > consumer_module._SMALL_FILE_BYTES for f in day.files)
 
 
