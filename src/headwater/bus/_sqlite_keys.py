@@ -20,11 +20,14 @@ from headwater.bus.base import KIND_SIGNAL, Record, partition_for
 from headwater.contract.signal import event_id_of
 from headwater.errors import BusError
 
-__all__ = ["DECODE_BATCH", "ENCODE_BATCH", "LogKeys"]
+__all__ = ["DECODE_BATCH", "ENCODE_BATCH", "INDEX_RARE", "LogKeys"]
 
 #: A stored batch: its records as one MessagePack array.
 ENCODE_BATCH = msgspec.msgpack.Encoder().encode
 DECODE_BATCH = msgspec.msgpack.Decoder(list[Record]).decode
+#: Where a record of a kind other than signals is: ``(kind, key, partition, first_offset
+#: of its stored batch)``.
+INDEX_RARE = "INSERT OR IGNORE INTO hw_bus_rare VALUES (?, ?, ?, ?)"
 
 #: Up to this many keys, batches are found by a byte search per key; above, by decoding.
 _FEW_KEYS = 4
@@ -154,7 +157,7 @@ class LogKeys:
                         (kind, key, part, first)
                         for key in {r.key for r in kept if r.kind == kind and r.key in wheres}
                     )
-            conn.executemany("INSERT OR IGNORE INTO hw_bus_rare VALUES (?, ?, ?, ?)", still)
+            conn.executemany(INDEX_RARE, still)
         # The index named the keys too: its deleted rows go the way of the records.
         if any(removed.values()) or found:
             self.scrub()

@@ -26,7 +26,7 @@ from headwater._gc import collector_paused
 from headwater._url import sqlite_path
 from headwater.bus._options import BusOptions
 from headwater.bus._sqlite_conn import LogConnection
-from headwater.bus._sqlite_keys import DECODE_BATCH, ENCODE_BATCH, LogKeys
+from headwater.bus._sqlite_keys import DECODE_BATCH, ENCODE_BATCH, INDEX_RARE, LogKeys
 from headwater.bus.base import (
     KIND_SIGNAL,
     Bus,
@@ -134,7 +134,7 @@ def _index_rare(conn: sqlite3.Connection) -> None:
         )
     if found:
         log.info("SQLite bus: %d records of rare kinds indexed", len(found))
-    conn.executemany("INSERT OR IGNORE INTO hw_bus_rare VALUES (?, ?, ?, ?)", found)
+    conn.executemany(INDEX_RARE, found)
     conn.execute("INSERT INTO hw_bus_meta VALUES ('rare_index', 'complete')")
 
 
@@ -225,8 +225,7 @@ class SqliteBus(Bus):
             conn.executemany("UPDATE hw_bus_ends SET next_offset = ? WHERE partition = ?", ends)
             if rare:
                 conn.executemany(
-                    "INSERT OR IGNORE INTO hw_bus_rare VALUES (?, ?, ?, ?)",
-                    [(m.kind, m.key, part, starts[part]) for part, m in rare],
+                    INDEX_RARE, [(m.kind, m.key, part, starts[part]) for part, m in rare]
                 )
             self._drop_expired(conn, len(rows), ts)
 
