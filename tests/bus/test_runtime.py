@@ -159,7 +159,15 @@ def test_erasure_is_applied_in_order_with_signals(bus: Bus, tmp_path: Path) -> N
     runtime = ConsumerRuntime(bus, "g", handler, on_confirmation=confirmations.append)
     run_until_idle(runtime, 4)
     runtime.close()
-    assert handler.calls == [("handle", [b"a", b"b"]), ("erase", [b"u1"]), ("handle", [b"c"])]
+    # A backend's poll may return a run of signals in more than one batch (a
+    # NATS fetch returns what has arrived); the order is what is guaranteed.
+    runs: list[tuple[str, list[bytes]]] = []
+    for call, values in handler.calls:
+        if runs and runs[-1][0] == call == "handle":
+            runs[-1][1].extend(values)
+        else:
+            runs.append((call, list(values)))
+    assert runs == [("handle", [b"a", b"b"]), ("erase", [b"u1"]), ("handle", [b"c"])]
     assert handler.counts() == {"u1": 1}
     assert [c.request_id for c in confirmations] == ["r1"]
     handler.close()
