@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from headwater.archive import (
@@ -99,6 +100,32 @@ def test_the_merge_leaves_the_files_of_full_flushes_as_written(
     # Each is above the size the merge looks for (small commits' files still are merged:
     # the test above).
     assert all(Path(f).stat().st_size > consumer_module._SMALL_FILE_BYTES for f in day.files)
+
+
+def test_files_write_the_distinct_columns_plain_and_without_statistics(
+    consumer: ArchiveConsumer,
+) -> None:
+    # An id per event: no dictionary (Parquet's writer would build one per column chunk
+    # only to give it up) and no min/max; the subject hash keeps its dictionary (it
+    # repeats per user) without min/max; the other columns as Parquet writes them. The
+    # same for the consumer's commits and for the merge of their files.
+    consumer.handle(records(history(300, days=1)))
+    consumer.handle(records(history(300, days=1, seed=4)))
+    (day,) = consumer.table.days()
+    assert consumer.table.compact([day]) == 2
+    ((_, data),) = consumer.table.days().items()
+    written = [f.removeprefix("file://") for f in data.files]
+    assert len(written) == 1
+    for path in written:
+        group = pq.ParquetFile(path).metadata.row_group(0)
+        chunks = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+        assert not chunks["event_id"].has_dictionary_page
+        assert not chunks["event_id"].is_stats_set
+        assert chunks["payload"].has_dictionary_page
+        assert chunks["subject"].has_dictionary_page
+        assert not chunks["subject"].is_stats_set
+        assert chunks["user_id"].has_dictionary_page
+        assert chunks["user_id"].is_stats_set
 
 
 def test_one_delta_commit_per_batch_with_positions(consumer: ArchiveConsumer) -> None:

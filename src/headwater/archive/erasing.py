@@ -155,7 +155,7 @@ def _rehash_days(
             predicate=f"{PARTITION_COLUMN} IN ({_in_list(days)})",
             partition_by=archive.partition_by or None,
             storage_options=archive.storage_options or None,
-            writer_properties=dl.WriterProperties(compression="ZSTD"),
+            writer_properties=archive.writer_properties,
         )
 
     archive._call("rehash", write)

@@ -70,13 +70,12 @@ def compact(archive: ArchiveTable, days: Sequence[str], *, target_size: int | No
     if not days:
         return 0
     table = archive.table()
-    dl = archive._dl
     metrics = archive._call(
         "compact",
         lambda: table.optimize.compact(
             partition_filters=[(PARTITION_COLUMN, "in", list(days))],
             target_size=target_size,
-            writer_properties=dl.WriterProperties(compression="ZSTD"),
+            writer_properties=archive.writer_properties,
         ),
     )
     return int(metrics.get("numFilesRemoved", 0))
