@@ -55,7 +55,8 @@ _T = TypeVar("_T")
 #: Columns whose values are all distinct within a file (an id per event): Parquet's
 #: writer would build a dictionary for each column chunk only to give it up, and their
 #: min/max filter nothing. Written plain and without statistics: about a fifth less of
-#: the writer's CPU a row and 7% smaller files (bench/bench_archive.py, BENCHMARKS.md).
+#: the writer's CPU a row and 7% smaller files in a scratch measurement, 3-10% less of
+#: the consumer's ``handle`` in bench/bench_archive.py (BENCHMARKS.md).
 #: ``payload`` keeps its dictionary: its values repeat, and the nightly batch's reads of
 #: it were slower without.
 DISTINCT_COLUMNS = ("event_id",)
