@@ -41,14 +41,7 @@ if TYPE_CHECKING:
     from headwater.archive.erasing import ErasedFiles
     from headwater.archive.maintenance import VacuumReport
 
-__all__ = [
-    "DISTINCT_COLUMNS",
-    "ArchiveTable",
-    "DayFiles",
-    "is_remote",
-    "quote_sql",
-    "writer_properties",
-]
+__all__ = ["ArchiveTable", "DayFiles", "is_remote", "quote_sql"]
 
 _T = TypeVar("_T")
 
@@ -59,16 +52,16 @@ _T = TypeVar("_T")
 #: the consumer's ``handle`` in bench/bench_archive.py (BENCHMARKS.md).
 #: ``payload`` keeps its dictionary: its values repeat, and the nightly batch's reads of
 #: it were slower without.
-DISTINCT_COLUMNS = ("event_id",)
+_DISTINCT_COLUMNS = ("event_id",)
 
 
-def writer_properties(deltalake: Any) -> Any:
+def _writer_properties(deltalake: Any) -> Any:
     """The Parquet writer's settings for every file the archive writes: ZSTD; no dictionary
-    or statistics for ``DISTINCT_COLUMNS``; no statistics for ``subject`` (a keyed hash,
+    or statistics for ``_DISTINCT_COLUMNS``; no statistics for ``subject`` (a keyed hash,
     whose min/max prune nothing), which keeps its dictionary (it repeats per user)."""
     column = deltalake.ColumnProperties
     plain = {
-        c: column(dictionary_enabled=False, statistics_enabled="NONE") for c in DISTINCT_COLUMNS
+        c: column(dictionary_enabled=False, statistics_enabled="NONE") for c in _DISTINCT_COLUMNS
     }
     return deltalake.WriterProperties(
         compression="ZSTD",
@@ -118,8 +111,8 @@ class ArchiveTable:
         except ImportError:
             raise MissingDependencyError("archive", "deltalake", "archive") from None
         self._dl = deltalake
-        #: The Parquet writer's settings of every file written (``writer_properties``).
-        self.writer_properties = writer_properties(deltalake)
+        #: The Parquet writer's settings of every file written (``_writer_properties``).
+        self.writer_properties = _writer_properties(deltalake)
         self.root = url.rstrip("/")
         self.name = name
         self.uri = f"{self.root}/{name}"

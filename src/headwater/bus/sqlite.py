@@ -369,14 +369,14 @@ class SqliteConsumer:
         # With ``kinds``, a stored batch that lacks every kind's bytes (each record's kind
         # is a MessagePack string in the batch, verbatim) is stepped over undecoded.
         self._kinds = None if kinds is None else frozenset(kinds)
-        self._markers = tuple(msgspec.msgpack.encode(k) for k in sorted(self._kinds or ()))
+        named = sorted(self._kinds or ())
+        self._markers = tuple(msgspec.msgpack.encode(k) for k in named)
         # A member of kinds other than signals reads the records of the batches that
         # ``hw_bus_rare`` names only (complete since the bus opened: ``_index_rare``): the
         # others' rows are read without their records, which lie on overflow pages.
-        rare = bool(self._kinds) and KIND_SIGNAL not in (self._kinds or ())
-        self._rare = tuple(sorted(self._kinds or ())) if rare else ()
+        self._rare = tuple(named) if named and KIND_SIGNAL not in named else ()
         self._records_sql = "records"
-        if rare:
+        if self._rare:
             marks = ", ".join(f"?{4 + i}" for i in range(len(self._rare)))
             self._records_sql = (
                 "CASE WHEN EXISTS (SELECT 1 FROM hw_bus_rare r WHERE r.partition = ?1 AND "
