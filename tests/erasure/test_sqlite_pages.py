@@ -54,18 +54,19 @@ def test_an_idempotency_entry_and_a_feature_row_are_found_in_the_log_then_the_fi
     tmp_path: Path,
 ) -> None:
     """The window keeps an event id followed by its user id; the online store keeps a
-    namespace followed by the user id: both read as one run of id characters."""
+    namespace followed by the user id, in its row and in its key index: each reads as
+    one run of id characters."""
     window = SqliteIdempotencyWindow(f"sqlite:///{tmp_path / 'dedupe.db'}", window_s=3600)
     window.claim([("web-abc-1", "u0031550")], "token-1")
     store = SqliteOnlineStore(f"sqlite:///{tmp_path / 'online.db'}")
     store.put("features", {"u0031550": msgspec.msgpack.encode({"n": 1})})
     assert _residue(tmp_path / "dedupe.db", "u0031550", "web-abc-1") == {"-wal": 2}
-    assert _residue(tmp_path / "online.db", "u0031550") == {"-wal": 1}
+    assert _residue(tmp_path / "online.db", "u0031550") == {"-wal": 2}
     # What the search found before it read pages: nothing at all.
     assert _token_search(tmp_path / "dedupe.db", "u0031550", "web-abc-1") == 0
     assert _token_search(tmp_path / "online.db", "u0031550") == 0
     store.scrub()
-    assert _residue(tmp_path / "online.db", "u0031550") == {"db": 1}
+    assert _residue(tmp_path / "online.db", "u0031550") == {"db": 2}
     store.close()
     window.close()
 
@@ -91,7 +92,8 @@ def test_an_id_on_an_overflow_page_is_found(tmp_path: Path) -> None:
     row = msgspec.msgpack.encode({"items": padding, "_ids": ["ev-tail-1"]})
     store.put("features", {"u7": row})
     store.scrub()
-    assert _residue(tmp_path / "online.db", "u7", "ev-tail-1") == {"db": 2}
+    # The user's id in the row and in the key index, the event id on an overflow page.
+    assert _residue(tmp_path / "online.db", "u7", "ev-tail-1") == {"db": 3}
     assert _residue(tmp_path / "online.db", "u8", "ev-tail") == {}
     store.close()
 

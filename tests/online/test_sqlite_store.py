@@ -1,11 +1,14 @@
 """The SQLite online store's durability (row writes do not wait for an fsync, deletions
-do) and its pages (16 KiB in a new file; a file made with other pages keeps them)."""
+do), its pages (16 KiB in a new file; a file made with other pages keeps them) and its
+rows' layout (in the order they were first written; a store in key order is moved)."""
 
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from headwater._idsearch import sqlite_copies
 from headwater._sqlite import connect
 from headwater.online.sqlite import PAGE_SIZE, WAL_CHECKPOINT_BYTES, SqliteOnlineStore
 
@@ -61,3 +64,82 @@ def test_a_new_store_has_16_kib_pages_and_an_old_one_keeps_its_own(tmp_path: Pat
     assert old.get("user", ["u1", "u2"]) == {"u1": b"\x01", "u2": b"b"}
     old.close()
     assert sqlite3.connect(old_path).execute("PRAGMA page_size").fetchone() == (4_096,)
+
+
+def _wal_frames(store: SqliteOnlineStore) -> int:
+    """Frames in the write-ahead log (pages written since it was last emptied)."""
+    return int(store._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+
+def test_rows_lie_in_the_order_their_keys_were_first_written(tmp_path: Path) -> None:
+    """Keys written together first share pages wherever they fall in key order, so a
+    commit that rewrites them writes a few pages to the log, not one a row."""
+    store = SqliteOnlineStore(f"sqlite:///{tmp_path}/o.db")
+    early = [f"u{n * 997 % 10_000:05d}" for n in range(100)]  # spread over the key range
+    store.put("user", dict.fromkeys(early, b"e" * 1_000))
+    rest = sorted({f"u{n:05d}" for n in range(10_000)} - set(early))
+    for start in range(0, len(rest), 1_000):
+        store.put("user", dict.fromkeys(rest[start : start + 1_000], b"r" * 1_000))
+    store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.put("user", dict.fromkeys(early, b"f" * 1_000))
+    # 100 rows of about 1 KB: 7 pages of 16 KiB, a few more for the index and the
+    # B-tree's interior; in key order the 100 rows lie on about 100 leaves.
+    assert _wal_frames(store) <= 15
+    assert store.get("user", early[:2]) == dict.fromkeys(early[:2], b"f" * 1_000)
+    # The first written are first in the table, and an update left them there.
+    first = store._conn.execute("SELECT key FROM hw_rows ORDER BY id LIMIT 100").fetchall()
+    assert [k for (k,) in first] == sorted(early)
+    store.close()
+
+
+def _key_ordered_store(path: Path, rows: dict[tuple[str, str], bytes]) -> None:
+    """A store in the layout of releases before 2026-12-06, its rows in key order."""
+    conn = connect(str(path))
+    conn.execute(
+        "CREATE TABLE hw_rows (ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, "
+        "PRIMARY KEY (ns, key)) WITHOUT ROWID"
+    )
+    conn.executemany("INSERT INTO hw_rows VALUES (?, ?, ?)", [(*k, v) for k, v in rows.items()])
+    conn.execute(
+        "CREATE TABLE hw_positions (grp TEXT NOT NULL, partition INTEGER NOT NULL, "
+        "next_offset INTEGER NOT NULL, as_of_ms INTEGER NOT NULL, PRIMARY KEY (grp, partition))"
+    )
+    conn.execute("INSERT INTO hw_positions VALUES ('features', 0, 42, 7)")
+    conn.close()
+
+
+def test_a_store_in_key_order_is_moved_once_keeping_every_row_and_position(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    rows = {("user", f"u{n:04d}"): f"row-{n}".encode() * 20 for n in range(3_000)}
+    rows[("user@v1", "u0001")] = b"previous"
+    _key_ordered_store(path, rows)
+    # Two processes open it at once: one moves the rows, the other waits and finds
+    # them moved.
+    with ThreadPoolExecutor(2) as pool:
+        stores = list(pool.map(lambda _: SqliteOnlineStore(f"sqlite:///{path}"), range(2)))
+    first = stores[0]
+    (sql,) = first._conn.execute("SELECT sql FROM sqlite_master WHERE name = 'hw_rows'").fetchone()
+    assert "WITHOUT ROWID" not in sql.upper()
+    assert "id INTEGER PRIMARY KEY" in sql
+    names = {n for (n,) in first._conn.execute("SELECT name FROM sqlite_master")}
+    assert "hw_rows_key_ordered" not in names
+    assert "hw_rows_key" in names
+    users = [k for ns, k in rows if ns == "user"]
+    assert first.get("user", users) == {k: v for (ns, k), v in rows.items() if ns == "user"}
+    assert stores[1].get("user@v1", ["u0001"]) == {"u0001": b"previous"}
+    assert first.positions("features")[0].next_offset == 42
+    first.put("user", {"u9999": b"new"})
+    (top,) = first._conn.execute("SELECT MAX(id) FROM hw_rows").fetchone()
+    assert first._conn.execute("SELECT key FROM hw_rows WHERE id = ?", (top,)).fetchone() == (
+        "u9999",
+    )
+    for store in stores:
+        store.close()
+    # The old table's pages were zeroed as they were freed: each key is in the file
+    # twice (its row and the key index), not three times.
+    conn = connect(str(path))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    assert sqlite_copies(path, ["u2345"]) == 2
