@@ -87,8 +87,36 @@ def test_rows_lie_in_the_order_their_keys_were_first_written(tmp_path: Path) -> 
     assert _wal_frames(store) <= 15
     assert store.get("user", early[:2]) == dict.fromkeys(early[:2], b"f" * 1_000)
     # The first written are first in the table, and an update left them there.
-    first = store._conn.execute("SELECT key FROM hw_rows ORDER BY id LIMIT 100").fetchall()
-    assert [k for (k,) in first] == sorted(early)
+    assert _first_rows(store, 100) == sorted(early)
+    # The erasure's rebuild of the file (VACUUM) keeps them first.
+    assert store.delete("user", [early[0]]) == 1
+    assert store.scrub()["vacuumed"]
+    assert _first_rows(store, 99) == sorted(early[1:])
+    store.close()
+
+
+def _first_rows(store: SqliteOnlineStore, n: int) -> list[str]:
+    rows = store._conn.execute("SELECT key FROM hw_rows ORDER BY rowid LIMIT ?", (n,)).fetchall()
+    return [k for (k,) in rows]
+
+
+def test_a_process_of_an_earlier_release_keeps_writing_and_erasing_a_store(
+    tmp_path: Path,
+) -> None:
+    """The statements of releases before 2026-12-06, against a store in the new layout:
+    a rolling upgrade does not stop the processes not yet upgraded."""
+    store = SqliteOnlineStore(f"sqlite:///{tmp_path}/o.db")
+    store.put("user", {"u1": b"a"})
+    earlier = connect(str(tmp_path / "o.db"))
+    earlier.executemany(
+        "INSERT INTO hw_rows VALUES (?, ?, ?) ON CONFLICT (ns, key) "
+        "DO UPDATE SET value = excluded.value",
+        [("user", "u1", b"b"), ("user", "u2", b"c")],
+    )
+    assert store.get("user", ["u1", "u2"]) == {"u1": b"b", "u2": b"c"}
+    earlier.execute("DELETE FROM hw_rows WHERE ns = ? AND key IN (?)", ("user", "u1"))
+    assert store.get("user", ["u1", "u2"]) == {"u2": b"c"}
+    earlier.close()
     store.close()
 
 
@@ -122,7 +150,6 @@ def test_a_store_in_key_order_is_moved_once_keeping_every_row_and_position(
     first = stores[0]
     (sql,) = first._conn.execute("SELECT sql FROM sqlite_master WHERE name = 'hw_rows'").fetchone()
     assert "WITHOUT ROWID" not in sql.upper()
-    assert "id INTEGER PRIMARY KEY" in sql
     names = {n for (n,) in first._conn.execute("SELECT name FROM sqlite_master")}
     assert "hw_rows_key_ordered" not in names
     assert "hw_rows_key" in names
@@ -131,8 +158,8 @@ def test_a_store_in_key_order_is_moved_once_keeping_every_row_and_position(
     assert stores[1].get("user@v1", ["u0001"]) == {"u0001": b"previous"}
     assert first.positions("features")[0].next_offset == 42
     first.put("user", {"u9999": b"new"})
-    (top,) = first._conn.execute("SELECT MAX(id) FROM hw_rows").fetchone()
-    assert first._conn.execute("SELECT key FROM hw_rows WHERE id = ?", (top,)).fetchone() == (
+    (top,) = first._conn.execute("SELECT MAX(rowid) FROM hw_rows").fetchone()
+    assert first._conn.execute("SELECT key FROM hw_rows WHERE rowid = ?", (top,)).fetchone() == (
         "u9999",
     )
     for store in stores:

@@ -15,16 +15,18 @@ from headwater.online.base import Position
 
 __all__ = ["SqliteOnlineStore"]
 
-#: Rows lie in the order their keys were first written (``id``), not in key order: the
+#: Rows lie in the order their keys were first written (their rowid), not in key order: the
 #: users a stream's batch touches are mostly the active ones, which were written early and
 #: so share pages, and a batch's commit writes a third fewer pages to the write-ahead log
 #: than with rows in key order, where they sit on pages of their own
 #: (``tests/online/test_sqlite_store.py::test_rows_lie_in_the_order_their_keys_were_first_written``,
 #: BENCHMARKS.md, "The online store's rows in the order they were first written").
 #: ``(ns, key)`` is found through its own index, which a row's update does not change.
+#: The columns are those of the earlier layout, so a process of an earlier release that
+#: shares the file keeps reading and writing it (``VACUUM`` may renumber rowids, in order).
 _ROWS = (
     """CREATE TABLE IF NOT EXISTS hw_rows (
-        id INTEGER PRIMARY KEY, ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL)""",
+        ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS hw_rows_key ON hw_rows (ns, key)",
 )
 #: The layout of releases before 2026-12-06: rows in key order. Opening such a store
@@ -95,8 +97,7 @@ class SqliteOnlineStore:
                 for statement in _ROWS:
                     self._conn.execute(statement)
                 self._conn.execute(
-                    "INSERT INTO hw_rows (ns, key, value) "
-                    "SELECT ns, key, value FROM hw_rows_key_ordered"
+                    "INSERT INTO hw_rows SELECT ns, key, value FROM hw_rows_key_ordered"
                 )
                 # secure_delete: the old table's pages are zeroed as they are freed.
                 self._conn.execute("DROP TABLE hw_rows_key_ordered")
@@ -149,7 +150,7 @@ class SqliteOnlineStore:
                 # visited once. The keys alone are sorted: comparing (key, value) pairs
                 # costs twice as much.
                 self._conn.executemany(
-                    "INSERT INTO hw_rows (ns, key, value) VALUES (?, ?, ?) "
+                    "INSERT INTO hw_rows VALUES (?, ?, ?) "
                     "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
                     [(namespace, k, rows[k]) for k in sorted(rows)],
                 )
