@@ -510,3 +510,16 @@ def _assert_the_purchase_is_in_the_rebuilt_row(
     assert got["counts"] == expected["counts"]
     assert got["recently_purchased"] == expected["recently_purchased"]
     assert "i-new" in [item for item, *_ in zip(*got["recently_purchased"], strict=True)]
+
+
+def test_archived_states_come_in_the_order_of_each_users_first_event() -> None:
+    """As the stream first wrote them: the SQLite store keeps rows in that order."""
+    # u6 first, then u5, ...: the first events' order is not the ids' order.
+    sent = [msgspec.structs.replace(s, user_id=f"u{6 - int(s.user_id[1:])}") for s in signals()]
+    data = signals_to_arrow(list(reversed(sent)), subject)
+    first: dict[str, datetime] = {}
+    for s in sent:
+        first[s.user_id] = min(first.get(s.user_id, s.timestamp), s.timestamp)
+    users = [u for u, _ in archived_states(data, FeatureEngine((PURCHASED,)))]
+    assert users == sorted(first, key=lambda u: (first[u], u))
+    assert users != sorted(first)

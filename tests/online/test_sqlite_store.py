@@ -95,6 +95,17 @@ def test_rows_lie_in_the_order_their_keys_were_first_written(tmp_path: Path) -> 
     store.close()
 
 
+def test_a_namespaces_keys_come_in_the_order_first_written(tmp_path: Path) -> None:
+    """A rebuild's hand-over writes the new namespace in the staged namespace's order."""
+    store = SqliteOnlineStore(f"sqlite:///{tmp_path}/o.db")
+    for key in ("u3", "u1", "u2"):
+        store.put("staged", {key: b"x"})
+    store.put("other", {"u0": b"x"})
+    store.put("staged", {"u1": b"y"})  # an update keeps its place
+    assert store.keys("staged") == ["u3", "u1", "u2"]
+    store.close()
+
+
 def _first_rows(store: SqliteOnlineStore, n: int) -> list[str]:
     rows = store._conn.execute("SELECT key FROM hw_rows ORDER BY rowid LIMIT ?", (n,)).fetchall()
     return [k for (k,) in rows]

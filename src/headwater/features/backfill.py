@@ -103,10 +103,23 @@ def archived_states(
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each user's state after all of its rows, applied in event time order (ties in
     archive order) through ``engine``; an erased user's rows up to its erasure time
-    (``erased(user) -> ms``) are left out, and a user left with none is not yielded."""
+    (``erased(user) -> ms``) are left out, and a user left with none is not yielded.
+    Users come in the order of their first event, as the stream first wrote them: the
+    SQLite online store lays rows in the order first written, so a store written from
+    here keeps the active users on shared pages (``online/sqlite.py``)."""
     if data.num_rows == 0:
         return
-    order = pc.sort_indices(data, sort_keys=[("user_id", "ascending"), ("timestamp", "ascending")])
+    users = data.column("user_id")
+    firsts = (
+        data.select(["user_id", "timestamp"]).group_by("user_id").aggregate([("timestamp", "min")])
+    )
+    first = pc.take(
+        firsts.column("timestamp_min"), pc.index_in(users, value_set=firsts.column("user_id"))
+    )
+    order = pc.sort_indices(
+        pa.table({"first": first, "user_id": users, "timestamp": data.column("timestamp")}),
+        sort_keys=[("first", "ascending"), ("user_id", "ascending"), ("timestamp", "ascending")],
+    )
     with_payload = "payload" in data.column_names
     apply = engine.apply
     user: str | None = None

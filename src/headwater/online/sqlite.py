@@ -262,8 +262,15 @@ class SqliteOnlineStore:
         return len(self.get(namespace, keys))
 
     def keys(self, namespace: str) -> list[str]:
+        """In the order first written: a rebuild's hand-over, which writes a new
+        namespace from a staged one, keeps the staged order."""
         with self._lock:
-            return [k for (k,) in self._query("SELECT key FROM hw_rows WHERE ns = ?", (namespace,))]
+            return [
+                k
+                for (k,) in self._query(
+                    "SELECT key FROM hw_rows WHERE ns = ? ORDER BY rowid", (namespace,)
+                )
+            ]
 
     def clear(self, namespace: str) -> int:
         with self._synced():
