@@ -150,8 +150,8 @@ class SqliteOnlineStore:
                 # visited once. The keys alone are sorted: comparing (key, value) pairs
                 # costs twice as much.
                 self._conn.executemany(
-                    "INSERT INTO hw_rows VALUES (?, ?, ?) "
-                    "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
+                    "INSERT INTO hw_rows VALUES (?, ?, ?) ON CONFLICT (ns, key) "
+                    "DO UPDATE SET value = excluded.value",
                     [(namespace, k, rows[k]) for k in sorted(rows)],
                 )
                 if positions:
