@@ -19,7 +19,7 @@ from tests.archive._history import SUBJECT, history
 from tests.conftest import IN_CI
 
 if COMPILED:
-    from headwater.archive._columns import record_columns
+    from headwater.archive._columns import distinct_strings, record_columns
 
 
 @pytest.fixture(autouse=True)
@@ -103,6 +103,56 @@ def test_a_history_reads_the_same_both_ways_and_a_resend_counts_once() -> None:
     compiled = records_to_arrow(values, SUBJECT, compiled=True)
     assert compiled.num_rows == 2_000
     _same(compiled, records_to_arrow(values, SUBJECT, compiled=False))
+
+
+def _column(texts: list[bytes]) -> tuple[bytes, bytes]:
+    """A string column's 32-bit offsets and bytes, as ``record_columns`` gives them."""
+    array = pa.array(texts, pa.binary())
+    _, offsets, data = array.buffers()
+    assert offsets is not None
+    assert data is not None
+    return offsets.to_pybytes(), data.to_pybytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=6), max_size=40))
+def test_distinct_strings_is_true_only_when_every_string_differs(texts: list[bytes]) -> None:
+    assert distinct_strings(*_column(texts), len(texts)) == (len(set(texts)) == len(texts))
+
+
+def test_distinct_strings_refuses_offsets_that_do_not_fit_the_bytes() -> None:
+    offsets, data = _column([b"ab", b"cd"])
+    with pytest.raises(ValueError, match="offsets"):
+        distinct_strings(offsets[:8], data, 2)
+    with pytest.raises(ValueError, match="beyond"):
+        distinct_strings(offsets, data[:3], 2)
+
+
+def test_a_batch_of_distinct_ids_is_not_counted_again_by_arrow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The usual batch (each id once) costs no Arrow hash table of its ids; a batch with
+    a resend still gets the exact count, and keeps the first."""
+    import headwater.archive.schema as schema
+
+    counted: list[int] = []
+    count_distinct = schema.pc.count_distinct
+
+    def counting(ids: Any) -> Any:
+        counted.append(len(ids))
+        return count_distinct(ids)
+
+    monkeypatch.setattr(schema.pc, "count_distinct", counting)
+    values = [encode_signal(s) for s in history(500, days=2)]
+    assert records_to_arrow(values, SUBJECT, compiled=True).num_rows == 500
+    assert counted == []
+    values.insert(10, values[3])
+    table = records_to_arrow(values, SUBJECT, compiled=True)
+    assert counted == [501]
+    assert table.num_rows == 500
+    assert table.column("event_id").to_pylist()[:11] == [
+        s.event_id for s in history(500, days=2)[:11]
+    ]
 
 
 def _odd_records() -> list[tuple[str, bytes]]:

@@ -16,11 +16,11 @@ batch with msgspec as before, and gets msgspec's verdict on a malformed record.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcmp, memcpy, memset
 from headwater._msgpack cimport (
-    Reader, Span, hw_be16, hw_be32, hw_be64, hw_f32, hw_f64, is_nil, named, need, read_array,
-    read_int, read_map, read_str, read_timestamp,
+    Reader, Span, fnv1a, hw_be16, hw_be32, hw_be64, hw_f32, hw_f64, is_nil, named, need,
+    read_array, read_int, read_map, read_str, read_timestamp,
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
@@ -575,3 +575,49 @@ def record_columns(list values):
     finally:
         for i in range(N_COLUMNS):
             col_free(&cols[i])
+
+
+def distinct_strings(bytes offsets, bytes values, Py_ssize_t rows):
+    """True when the ``rows`` strings of a string column (``record_columns``' 32-bit
+    offsets and bytes) are all different; False when two may be equal, for the caller
+    to check exactly.
+
+    Each string's 64-bit FNV-1a goes into an open-addressed table: a hash met twice
+    answers False (two equal strings, or two whose hashes collide), so True is exact.
+    It takes no Python object per string and no copy of the bytes, where Arrow's
+    ``count_distinct`` copies each into a table of its own.
+    """
+    if rows < 2:
+        return True
+    if PyBytes_GET_SIZE(offsets) < (rows + 1) * 4:
+        raise ValueError(f"{PyBytes_GET_SIZE(offsets)} bytes of offsets for {rows} strings")
+    cdef const int32_t *at = <const int32_t *>PyBytes_AS_STRING(offsets)
+    cdef const char *text = PyBytes_AS_STRING(values)
+    if at[0] < 0 or at[rows] > PyBytes_GET_SIZE(values):
+        raise ValueError("offsets beyond the column's bytes")
+    cdef Py_ssize_t size = 16
+    while size < 2 * rows:
+        size *= 2
+    cdef uint64_t mask = <uint64_t>(size - 1)
+    cdef uint64_t *seen = <uint64_t *>calloc(size, sizeof(uint64_t))
+    if seen == NULL:
+        raise MemoryError()
+    cdef Py_ssize_t i
+    cdef uint64_t h, slot
+    try:
+        for i in range(rows):
+            if at[i + 1] < at[i]:
+                raise ValueError("offsets that go back")
+            h = fnv1a(text + at[i], at[i + 1] - at[i])
+            if h == 0:
+                h = 1  # 0 marks an empty slot
+            slot = (h ^ (h >> 29)) * 0xBF58476D1CE4E5B9ULL
+            slot = (slot ^ (slot >> 32)) & mask
+            while seen[slot] != 0:
+                if seen[slot] == h:
+                    return False
+                slot = (slot + 1) & mask
+            seen[slot] = h
+        return True
+    finally:
+        free(seen)
