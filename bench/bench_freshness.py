@@ -289,6 +289,15 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
     # would otherwise go over again and again while the client publishes. A producer
     # builds its events as they happen; frozen, they cost the client what they cost it.
     gc.freeze()
+    # Frozen is not enough: the SDK's per-event dicts (each event given its id) refer to
+    # the workload's values, and each collection reads the header of every one of them,
+    # scattered over gigabytes: 0.13 of a core at 62,000 events/s, on the cores the
+    # server shares (BENCHMARKS.md). A producer's own events are young and in cache. The
+    # collector stays off while the load runs, as in _workload.open_loop, unless
+    # ``--client-gc``.
+    if not args.client_gc:
+        gc.disable()
+    cpu_started, wall_started = time.process_time(), time.perf_counter()
     probes = Probes()
     seen = Publishes(probes)
     stop = asyncio.Event()
@@ -313,6 +322,8 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
             polls = await asyncio.wait_for(poll_task, timeout=60)
         except TimeoutError:
             polls = -1
+        client_cores = (time.process_time() - cpu_started) / (time.perf_counter() - wall_started)
+        gc.enable()
         metrics = await pub_client.get(f"{base}/metrics")
     warm = min(s for s, _, _ in probes.fresh_ms) + args.warmup if probes.fresh_ms else 0.0
     steady = [f for s, f, _ in probes.fresh_ms if s >= warm]
@@ -330,6 +341,8 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
         "read_round_trip_ms": summary_ms(probes.read_ms, 1),
         "publish_latency_ms": summary_ms(seen.publish_ms, 1),
         "client_send_lateness_ms": summary_ms(seen.lateness_ms, 1),
+        "client_collector": "on" if args.client_gc else "off while publishing",
+        "client_cores": round(client_cores, 3),
         "polls": polls,
         "server_histogram": histogram_quantiles(metrics.text, (0.5, 0.99))
         if metrics.status_code == 200
@@ -360,6 +373,11 @@ def main() -> None:
         action="store_true",
         help="the SDK's producers post through httpx (its path before 2026-12-06), not "
         "on their own HTTP/1.1 connections",
+    )
+    parser.add_argument(
+        "--client-gc",
+        action="store_true",
+        help="keep the client's cyclic collector on while it publishes (before 2026-12-07)",
     )
     args = parser.parse_args()
     pin(CLIENT_CORE)
