@@ -291,7 +291,7 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
     gc.freeze()
     # Frozen is not enough: the SDK's per-event dicts (each event given its id) refer to
     # the workload's values, and each collection reads the header of every one of them,
-    # scattered over gigabytes: 0.13 of a core at 62,000 events/s, on the cores the
+    # scattered over gigabytes: about 0.05 of a core at 60,000 events/s, on the cores the
     # server shares (BENCHMARKS.md). A producer's own events are young and in cache. The
     # collector stays off while the load runs, as in _workload.open_loop, unless
     # ``--client-gc``.
