@@ -1,7 +1,7 @@
 from collections.abc import Callable, Iterator, Sequence
 from typing import overload
 
-from headwater.bus.base import Record
+from headwater.bus.base import Message, Record
 
 class RecordBatch(Sequence[Record]):
     def __init__(self, record_type: type[Record]) -> None: ...
@@ -22,3 +22,10 @@ class RecordBatch(Sequence[Record]):
     def kinds(self) -> set[str]: ...
     def keys(self) -> set[str]: ...
     def values(self) -> list[bytes]: ...
+
+def group_by_partition(
+    messages: Sequence[Message], partitions: int, signal_kind: str
+) -> tuple[dict[int, list[Message]], list[tuple[int, Message]]]: ...
+def encode_records(
+    group: list[Message], partition: int, start: int, timestamp_ms: int
+) -> bytes: ...

@@ -16,9 +16,11 @@ is decoded by msgspec and its records added as they are: msgspec gives its own v
 on a malformed batch.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport (
+    PyBytes_AS_STRING, PyBytes_FromObject, PyBytes_FromStringAndSize, PyBytes_GET_SIZE,
+)
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy
 from headwater._msgpack cimport Reader, is_utf8, read_array, read_bin, read_int, read_str
@@ -257,3 +259,202 @@ cdef class RecordBatch:
         """The records' values, in order."""
         cdef Py_ssize_t i
         return [self.entries[i].value[:self.entries[i].value_n] for i in range(self.n)]
+
+
+# -- writing stored batches ----------------------------------------------------------
+
+cdef uint32_t CRC_TABLE[256]
+
+
+cdef void _crc_table() noexcept:
+    cdef uint32_t c
+    cdef int i, k
+    for i in range(256):
+        c = <uint32_t>i
+        for k in range(8):
+            c = (0xEDB88320 ^ (c >> 1)) if c & 1 else (c >> 1)
+        CRC_TABLE[i] = c
+
+
+_crc_table()
+
+
+cdef inline uint32_t crc32(const char *p, Py_ssize_t n) noexcept:
+    """CRC-32 as ``zlib.crc32`` computes it (``bus.base.partition_for``)."""
+    cdef uint32_t c = 0xFFFFFFFF
+    cdef Py_ssize_t i
+    for i in range(n):
+        c = CRC_TABLE[(c ^ <unsigned char>p[i]) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def group_by_partition(messages, Py_ssize_t partitions, str signal_kind):
+    """``messages`` (``Message``) by their key's partition, as ``partition_for`` places
+    them: ``({partition: [message, ...]}, [(partition, message) of a kind other than
+    signal_kind, ...])``, each in the order given."""
+    if partitions < 1:
+        raise ValueError(f"{partitions} partitions")
+    cdef dict grouped = {}
+    cdef list rare = []
+    cdef list group
+    cdef const char *p
+    cdef Py_ssize_t n
+    cdef object part
+    for m in messages:
+        p = PyUnicode_AsUTF8AndSize(m.key, &n)
+        part = <long>(crc32(p, n) % <uint32_t>partitions)
+        group = grouped.get(part)
+        if group is None:
+            group = grouped[part] = []
+        group.append(m)
+        if m.kind != signal_kind:
+            rare.append((part, m))
+    return grouped, rare
+
+
+cdef struct Out:
+    char *p
+    Py_ssize_t size
+    Py_ssize_t cap
+
+
+cdef int out_reserve(Out *o, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t cap = o.cap if o.cap else 4096
+    cdef char *grown
+    if o.size + extra <= o.cap:
+        return 0
+    while cap < o.size + extra:
+        cap *= 2
+    grown = <char *>realloc(o.p, cap)
+    if grown == NULL:
+        raise MemoryError()
+    o.p = grown
+    o.cap = cap
+    return 0
+
+
+cdef inline void out_be(Out *o, uint64_t v, int width) noexcept:
+    cdef int i
+    for i in range(width):
+        o.p[o.size + i] = <char>((v >> (8 * (width - 1 - i))) & 0xFF)
+    o.size += width
+
+
+cdef int out_int(Out *o, int64_t v) except -1:
+    """An integer in the smallest MessagePack form, as msgspec writes it."""
+    out_reserve(o, 9)
+    if v >= 0:
+        if v < 128:
+            o.p[o.size] = <char>v
+            o.size += 1
+        elif v <= 0xFF:
+            o.p[o.size] = <char>0xCC
+            o.size += 1
+            out_be(o, <uint64_t>v, 1)
+        elif v <= 0xFFFF:
+            o.p[o.size] = <char>0xCD
+            o.size += 1
+            out_be(o, <uint64_t>v, 2)
+        elif v <= 0xFFFFFFFF:
+            o.p[o.size] = <char>0xCE
+            o.size += 1
+            out_be(o, <uint64_t>v, 4)
+        else:
+            o.p[o.size] = <char>0xCF
+            o.size += 1
+            out_be(o, <uint64_t>v, 8)
+    elif v >= -32:
+        o.p[o.size] = <char>(<uint8_t>(v & 0xFF))
+        o.size += 1
+    elif v >= -128:
+        o.p[o.size] = <char>0xD0
+        o.size += 1
+        out_be(o, <uint64_t>v, 1)
+    elif v >= -32768:
+        o.p[o.size] = <char>0xD1
+        o.size += 1
+        out_be(o, <uint64_t>v, 2)
+    elif v >= -2147483648:
+        o.p[o.size] = <char>0xD2
+        o.size += 1
+        out_be(o, <uint64_t>v, 4)
+    else:
+        o.p[o.size] = <char>0xD3
+        o.size += 1
+        out_be(o, <uint64_t>v, 8)
+    return 0
+
+
+cdef int out_sized(Out *o, const char *p, Py_ssize_t n, bint text) except -1:
+    """A string (``text``) or bytes with its header, as msgspec writes them."""
+    out_reserve(o, n + 5)
+    if text and n < 32:
+        o.p[o.size] = <char>(0xA0 | n)
+        o.size += 1
+    elif n <= 0xFF:
+        o.p[o.size] = <char>(0xD9 if text else 0xC4)
+        o.size += 1
+        out_be(o, <uint64_t>n, 1)
+    elif n <= 0xFFFF:
+        o.p[o.size] = <char>(0xDA if text else 0xC5)
+        o.size += 1
+        out_be(o, <uint64_t>n, 2)
+    elif n <= 0xFFFFFFFF:
+        o.p[o.size] = <char>(0xDB if text else 0xC6)
+        o.size += 1
+        out_be(o, <uint64_t>n, 4)
+    else:
+        raise ValueError(f"{n} bytes: more than MessagePack holds")
+    memcpy(o.p + o.size, p, n)
+    o.size += n
+    return 0
+
+
+cdef int out_str(Out *o, str s) except -1:
+    cdef Py_ssize_t n
+    cdef const char *p = PyUnicode_AsUTF8AndSize(s, &n)
+    return out_sized(o, p, n, True)
+
+
+def encode_records(list group, int64_t partition, int64_t start, int64_t timestamp_ms):
+    """The stored batch of ``group`` (``Message``) at offsets ``start`` on: the bytes
+    ``ENCODE_BATCH`` writes for ``[(partition, start + i, key, kind, value,
+    timestamp_ms), ...]``, without a tuple per record."""
+    cdef Out o
+    cdef Py_ssize_t n = len(group)
+    cdef Py_ssize_t i
+    cdef bytes value
+    o.p = NULL
+    o.size = 0
+    o.cap = 0
+    try:
+        out_reserve(&o, 5)
+        if n < 16:
+            o.p[o.size] = <char>(0x90 | n)
+            o.size += 1
+        elif n <= 0xFFFF:
+            o.p[o.size] = <char>0xDC
+            o.size += 1
+            out_be(&o, <uint64_t>n, 2)
+        else:
+            o.p[o.size] = <char>0xDD
+            o.size += 1
+            out_be(&o, <uint64_t>n, 4)
+        for i in range(n):
+            m = group[i]
+            raw = m.value
+            if type(raw) is not bytes:
+                raw = PyBytes_FromObject(raw)  # a bytearray or memoryview: its bytes
+            value = raw
+            out_reserve(&o, 1)
+            o.p[o.size] = <char>0x96  # an array of six
+            o.size += 1
+            out_int(&o, partition)
+            out_int(&o, start + i)
+            out_str(&o, m.key)
+            out_str(&o, m.kind)
+            out_sized(&o, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), False)
+            out_int(&o, timestamp_ms)
+        return PyBytes_FromStringAndSize(o.p, o.size)
+    finally:
+        free(o.p)

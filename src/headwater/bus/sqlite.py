@@ -40,6 +40,13 @@ from headwater.bus.base import (
 from headwater.errors import ConfigurationError
 from headwater.metrics import BUS_EXPIRED_UNREAD
 
+try:  # compiled (setup.py): stored batches written without a tuple per record
+    from headwater.bus._batch import encode_records, group_by_partition
+
+    _COMPILED_WRITER = True
+except ImportError:  # pragma: no cover - installed without a C compiler
+    _COMPILED_WRITER = False
+
 __all__ = ["SqliteBus", "SqliteConsumer"]
 
 log = logging.getLogger("headwater.bus.sqlite")
@@ -114,6 +121,43 @@ _DROP_RARE = (
 _OPTIONS = ("session_timeout", "heartbeat")
 #: Page cache of a consumer's connection (KB).
 CONSUMER_CACHE_KB = 4096
+
+
+def _group_py(
+    messages: Sequence[Message], partitions: int
+) -> tuple[dict[int, list[Message]], list[tuple[int, Message]]]:
+    """The messages by partition, and those of a kind other than signals with theirs."""
+    grouped: dict[int, list[Message]] = {}
+    rare: list[tuple[int, Message]] = []
+    for m in messages:
+        part = partition_for(m.key, partitions)
+        grouped.setdefault(part, []).append(m)
+        if m.kind != KIND_SIGNAL:
+            rare.append((part, m))
+    return grouped, rare
+
+
+def _encode_py(group: list[Message], part: int, start: int, ts: int) -> bytes:
+    """A stored batch: each record as the array a Record encodes to (``array_like``),
+    without a Record object per message."""
+    return ENCODE_BATCH(
+        [(part, start + i, m.key, m.kind, m.value, ts) for i, m in enumerate(group)]
+    )
+
+
+def _group(
+    messages: Sequence[Message], partitions: int
+) -> tuple[dict[int, list[Message]], list[tuple[int, Message]]]:
+    if not _COMPILED_WRITER:
+        return _group_py(messages, partitions)
+    return group_by_partition(messages, partitions, KIND_SIGNAL)
+
+
+def _encode(group: list[Message], part: int, start: int, ts: int) -> bytes:
+    # The compiled writer gives the same bytes (tests/bus/test_record_batch.py).
+    if not _COMPILED_WRITER:
+        return _encode_py(group, part, start, ts)
+    return encode_records(group, part, start, ts)
 
 
 def _now_ms() -> int:
@@ -195,14 +239,7 @@ class SqliteBus(Bus):
     def publish(self, messages: Sequence[Message]) -> None:
         if not messages:
             return
-        n = self.partitions
-        grouped: dict[int, list[Message]] = {}
-        rare: list[tuple[int, Message]] = []
-        for m in messages:
-            part = partition_for(m.key, n)
-            grouped.setdefault(part, []).append(m)
-            if m.kind != KIND_SIGNAL:
-                rare.append((part, m))
+        grouped, rare = _group(messages, self.partitions)
         ts = _now_ms()
         with self._db.write() as conn:
             rows = []
@@ -212,13 +249,8 @@ class SqliteBus(Bus):
                 (start,) = conn.execute(
                     "SELECT next_offset FROM hw_bus_ends WHERE partition = ?", (part,)
                 ).fetchone()
-                # Each record as the array a Record encodes to (``array_like``): the same
-                # bytes, without a Record object per message.
-                records = [
-                    (part, start + i, m.key, m.kind, m.value, ts) for i, m in enumerate(group)
-                ]
                 end = start + len(group)
-                rows.append((part, start, end - 1, ts, ENCODE_BATCH(records)))
+                rows.append((part, start, end - 1, ts, _encode(group, part, start, ts)))
                 ends.append((end, part))
                 starts[part] = start
             conn.executemany("INSERT INTO hw_bus_log VALUES (?, ?, ?, ?, ?)", rows)
