@@ -302,7 +302,7 @@ def group_by_partition(messages, Py_ssize_t partitions, str signal_kind):
     cdef object part
     for m in messages:
         p = PyUnicode_AsUTF8AndSize(m.key, &n)
-        part = <long>(crc32(p, n) % <uint32_t>partitions)
+        part = <long>(<uint64_t>crc32(p, n) % <uint64_t>partitions)
         group = grouped.get(part)
         if group is None:
             group = grouped[part] = []
