@@ -33,13 +33,17 @@ else:
             Extension(
                 "headwater.bus._batch",
                 ["src/headwater/bus/_batch.pyx"],
-                depends=["src/headwater/_msgpack.pxd", "src/headwater/bus/_batch.pxd"],
+                depends=[
+                    "src/headwater/_buffer.pxd",
+                    "src/headwater/_msgpack.pxd",
+                    "src/headwater/bus/_batch.pxd",
+                ],
             ),
             # The archive's reader: bus records straight to Arrow buffers.
             Extension(
                 "headwater.archive._columns",
                 ["src/headwater/archive/_columns.pyx"],
-                depends=["src/headwater/_msgpack.pxd"],
+                depends=["src/headwater/_buffer.pxd", "src/headwater/_msgpack.pxd"],
             ),
             # The feature consumer's reader: bus records to a batch's columns.
             Extension(

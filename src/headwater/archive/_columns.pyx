@@ -16,8 +16,9 @@ batch with msgspec as before, and gets msgspec's verdict on a malformed record.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, realloc
-from libc.string cimport memcmp, memcpy, memset
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcmp, memset
+from headwater._buffer cimport Buf, put, put_byte, reserve, take
 from headwater._msgpack cimport (
     Reader, Span, fnv1a, hw_be16, hw_be32, hw_be64, hw_f32, hw_f64, is_nil, named, need,
     read_array, read_int, read_map, read_str, read_timestamp,
@@ -31,51 +32,6 @@ _float_json = msgspec.json.Encoder().encode
 
 class UnsupportedRecordError(ValueError):
     """A record this reader does not take; decode the batch with msgspec instead."""
-
-
-# -- growable buffers ---------------------------------------------------------------
-
-cdef struct Buf:
-    char *data
-    Py_ssize_t size
-    Py_ssize_t cap
-
-
-cdef int reserve(Buf *b, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t need = b.size + extra
-    cdef Py_ssize_t cap
-    cdef char *grown
-    if need <= b.cap:
-        return 0
-    cap = b.cap * 2 if b.cap else 256
-    while cap < need:
-        cap *= 2
-    grown = <char *>realloc(b.data, cap)
-    if grown == NULL:
-        raise MemoryError()
-    b.data = grown
-    b.cap = cap
-    return 0
-
-
-cdef inline int put(Buf *b, const char *p, Py_ssize_t n) except -1:
-    if b.size + n > b.cap:
-        reserve(b, n)
-    memcpy(b.data + b.size, p, n)
-    b.size += n
-    return 0
-
-
-cdef inline int put_byte(Buf *b, char c) except -1:
-    if b.size + 1 > b.cap:
-        reserve(b, 1)
-    b.data[b.size] = c
-    b.size += 1
-    return 0
-
-
-cdef bytes take(Buf *b):
-    return PyBytes_FromStringAndSize(b.data, b.size)
 
 
 # -- columns ------------------------------------------------------------------------

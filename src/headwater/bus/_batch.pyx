@@ -16,13 +16,12 @@ is decoded by msgspec and its records added as they are: msgspec gives its own v
 on a malformed batch.
 """
 
-from cpython.bytes cimport (
-    PyBytes_AS_STRING, PyBytes_FromObject, PyBytes_FromStringAndSize, PyBytes_GET_SIZE,
-)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromObject, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy
+from headwater._buffer cimport Buf, put, put_byte, take
 from headwater._msgpack cimport Reader, is_utf8, read_array, read_bin, read_int, read_str
 
 
@@ -312,149 +311,89 @@ def group_by_partition(messages, Py_ssize_t partitions, str signal_kind):
     return grouped, rare
 
 
-cdef struct Out:
-    char *p
-    Py_ssize_t size
-    Py_ssize_t cap
-
-
-cdef int out_reserve(Out *o, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t cap = o.cap if o.cap else 4096
-    cdef char *grown
-    if o.size + extra <= o.cap:
-        return 0
-    while cap < o.size + extra:
-        cap *= 2
-    grown = <char *>realloc(o.p, cap)
-    if grown == NULL:
-        raise MemoryError()
-    o.p = grown
-    o.cap = cap
-    return 0
-
-
-cdef inline void out_be(Out *o, uint64_t v, int width) noexcept:
+cdef inline int put_be(Buf *b, unsigned char tag, uint64_t v, int width) except -1:
+    """``tag``, then the low ``width`` bytes of ``v``, big-endian."""
+    cdef char be[9]
     cdef int i
+    be[0] = <char>tag
     for i in range(width):
-        o.p[o.size + i] = <char>((v >> (8 * (width - 1 - i))) & 0xFF)
-    o.size += width
+        be[1 + i] = <char>((v >> (8 * (width - 1 - i))) & 0xFF)
+    return put(b, be, 1 + width)
 
 
-cdef int out_int(Out *o, int64_t v) except -1:
+cdef int put_int(Buf *b, int64_t v) except -1:
     """An integer in the smallest MessagePack form, as msgspec writes it."""
-    out_reserve(o, 9)
+    if 0 <= v < 128 or -32 <= v < 0:
+        return put_byte(b, <char>(<uint8_t>(v & 0xFF)))
     if v >= 0:
-        if v < 128:
-            o.p[o.size] = <char>v
-            o.size += 1
-        elif v <= 0xFF:
-            o.p[o.size] = <char>0xCC
-            o.size += 1
-            out_be(o, <uint64_t>v, 1)
-        elif v <= 0xFFFF:
-            o.p[o.size] = <char>0xCD
-            o.size += 1
-            out_be(o, <uint64_t>v, 2)
-        elif v <= 0xFFFFFFFF:
-            o.p[o.size] = <char>0xCE
-            o.size += 1
-            out_be(o, <uint64_t>v, 4)
-        else:
-            o.p[o.size] = <char>0xCF
-            o.size += 1
-            out_be(o, <uint64_t>v, 8)
-    elif v >= -32:
-        o.p[o.size] = <char>(<uint8_t>(v & 0xFF))
-        o.size += 1
-    elif v >= -128:
-        o.p[o.size] = <char>0xD0
-        o.size += 1
-        out_be(o, <uint64_t>v, 1)
-    elif v >= -32768:
-        o.p[o.size] = <char>0xD1
-        o.size += 1
-        out_be(o, <uint64_t>v, 2)
-    elif v >= -2147483648:
-        o.p[o.size] = <char>0xD2
-        o.size += 1
-        out_be(o, <uint64_t>v, 4)
-    else:
-        o.p[o.size] = <char>0xD3
-        o.size += 1
-        out_be(o, <uint64_t>v, 8)
-    return 0
+        if v <= 0xFF:
+            return put_be(b, 0xCC, <uint64_t>v, 1)
+        if v <= 0xFFFF:
+            return put_be(b, 0xCD, <uint64_t>v, 2)
+        if v <= 0xFFFFFFFF:
+            return put_be(b, 0xCE, <uint64_t>v, 4)
+        return put_be(b, 0xCF, <uint64_t>v, 8)
+    if v >= -128:
+        return put_be(b, 0xD0, <uint64_t>v, 1)
+    if v >= -32768:
+        return put_be(b, 0xD1, <uint64_t>v, 2)
+    if v >= -2147483648:
+        return put_be(b, 0xD2, <uint64_t>v, 4)
+    return put_be(b, 0xD3, <uint64_t>v, 8)
 
 
-cdef int out_sized(Out *o, const char *p, Py_ssize_t n, bint text) except -1:
+cdef int put_sized(Buf *b, const char *p, Py_ssize_t n, bint text) except -1:
     """A string (``text``) or bytes with its header, as msgspec writes them."""
-    out_reserve(o, n + 5)
     if text and n < 32:
-        o.p[o.size] = <char>(0xA0 | n)
-        o.size += 1
+        put_byte(b, <char>(0xA0 | n))
     elif n <= 0xFF:
-        o.p[o.size] = <char>(0xD9 if text else 0xC4)
-        o.size += 1
-        out_be(o, <uint64_t>n, 1)
+        put_be(b, 0xD9 if text else 0xC4, <uint64_t>n, 1)
     elif n <= 0xFFFF:
-        o.p[o.size] = <char>(0xDA if text else 0xC5)
-        o.size += 1
-        out_be(o, <uint64_t>n, 2)
+        put_be(b, 0xDA if text else 0xC5, <uint64_t>n, 2)
     elif n <= 0xFFFFFFFF:
-        o.p[o.size] = <char>(0xDB if text else 0xC6)
-        o.size += 1
-        out_be(o, <uint64_t>n, 4)
+        put_be(b, 0xDB if text else 0xC6, <uint64_t>n, 4)
     else:
         raise ValueError(f"{n} bytes: more than MessagePack holds")
-    memcpy(o.p + o.size, p, n)
-    o.size += n
-    return 0
+    return put(b, p, n)
 
 
-cdef int out_str(Out *o, str s) except -1:
+cdef int put_str(Buf *b, str s) except -1:
     cdef Py_ssize_t n
     cdef const char *p = PyUnicode_AsUTF8AndSize(s, &n)
-    return out_sized(o, p, n, True)
+    return put_sized(b, p, n, True)
 
 
 def encode_records(list group, int64_t partition, int64_t start, int64_t timestamp_ms):
     """The stored batch of ``group`` (``Message``) at offsets ``start`` on: the bytes
     ``ENCODE_BATCH`` writes for ``[(partition, start + i, key, kind, value,
     timestamp_ms), ...]``, without a tuple per record."""
-    cdef Out o
+    cdef Buf b
     cdef Py_ssize_t n = len(group)
     cdef Py_ssize_t i
     cdef bytes value
-    o.p = NULL
-    o.size = 0
-    o.cap = 0
+    b.data = NULL
+    b.size = 0
+    b.cap = 0
     try:
-        out_reserve(&o, 5)
         if n < 16:
-            o.p[o.size] = <char>(0x90 | n)
-            o.size += 1
+            put_byte(&b, <char>(0x90 | n))
         elif n <= 0xFFFF:
-            o.p[o.size] = <char>0xDC
-            o.size += 1
-            out_be(&o, <uint64_t>n, 2)
+            put_be(&b, 0xDC, <uint64_t>n, 2)
         else:
-            o.p[o.size] = <char>0xDD
-            o.size += 1
-            out_be(&o, <uint64_t>n, 4)
+            put_be(&b, 0xDD, <uint64_t>n, 4)
         for i in range(n):
             m = group[i]
             raw = m.value
             if type(raw) is not bytes:
                 raw = PyBytes_FromObject(raw)  # a bytearray or memoryview: its bytes
             value = raw
-            out_reserve(&o, 1)
-            o.p[o.size] = <char>0x96  # an array of six
-            o.size += 1
-            out_int(&o, partition)
-            out_int(&o, start + i)
-            out_str(&o, m.key)
-            out_str(&o, m.kind)
-            out_sized(&o, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), False)
-            out_int(&o, timestamp_ms)
-        return PyBytes_FromStringAndSize(o.p, o.size)
+            put_byte(&b, <char>0x96)  # an array of six
+            put_int(&b, partition)
+            put_int(&b, start + i)
+            put_str(&b, m.key)
+            put_str(&b, m.kind)
+            put_sized(&b, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), False)
+            put_int(&b, timestamp_ms)
+        return take(&b)
     finally:
-        free(o.p)
+        free(b.data)
