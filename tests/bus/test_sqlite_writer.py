@@ -70,7 +70,9 @@ def test_a_value_given_as_a_bytearray_is_written_as_bytes() -> None:
 def test_messages_go_to_the_partitions_partition_for_gives(
     group: list[Message], partitions: int
 ) -> None:
-    assert group_by_partition(group, partitions, KIND_SIGNAL) == _group_py(group, partitions)
+    assert group_by_partition(group, partitions, KIND_SIGNAL) == _group_py(
+        group, partitions, KIND_SIGNAL
+    )
 
 
 def test_a_key_that_is_not_text_is_refused() -> None:

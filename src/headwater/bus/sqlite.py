@@ -124,7 +124,7 @@ CONSUMER_CACHE_KB = 4096
 
 
 def _group_py(
-    messages: Sequence[Message], partitions: int
+    messages: Sequence[Message], partitions: int, signal_kind: str
 ) -> tuple[dict[int, list[Message]], list[tuple[int, Message]]]:
     """The messages by partition, and those of a kind other than signals with theirs."""
     grouped: dict[int, list[Message]] = {}
@@ -132,7 +132,7 @@ def _group_py(
     for m in messages:
         part = partition_for(m.key, partitions)
         grouped.setdefault(part, []).append(m)
-        if m.kind != KIND_SIGNAL:
+        if m.kind != signal_kind:
             rare.append((part, m))
     return grouped, rare
 
@@ -145,19 +145,10 @@ def _encode_py(group: list[Message], part: int, start: int, ts: int) -> bytes:
     )
 
 
-def _group(
-    messages: Sequence[Message], partitions: int
-) -> tuple[dict[int, list[Message]], list[tuple[int, Message]]]:
-    if not _COMPILED_WRITER:
-        return _group_py(messages, partitions)
-    return group_by_partition(messages, partitions, KIND_SIGNAL)
-
-
-def _encode(group: list[Message], part: int, start: int, ts: int) -> bytes:
-    # The compiled writer gives the same bytes (tests/bus/test_record_batch.py).
-    if not _COMPILED_WRITER:
-        return _encode_py(group, part, start, ts)
-    return encode_records(group, part, start, ts)
+#: The compiled writer where it is built: the same partitions and the same bytes
+#: (tests/bus/test_sqlite_writer.py).
+_group = group_by_partition if _COMPILED_WRITER else _group_py
+_encode = encode_records if _COMPILED_WRITER else _encode_py
 
 
 def _now_ms() -> int:
@@ -239,7 +230,7 @@ class SqliteBus(Bus):
     def publish(self, messages: Sequence[Message]) -> None:
         if not messages:
             return
-        grouped, rare = _group(messages, self.partitions)
+        grouped, rare = _group(messages, self.partitions, KIND_SIGNAL)
         ts = _now_ms()
         with self._db.write() as conn:
             rows = []
