@@ -295,3 +295,118 @@ async def open_loop(
     for c in conns:
         c.close()
     return latencies, lateness
+
+
+class CpuSnapshot:
+    """The CPU time so far of every thread of a process tree, and of the whole machine.
+
+    ``cores_between(earlier)`` turns two snapshots into cores used: per process (named by
+    its command after ``-m headwater``, or its script), per thread (that name and the
+    thread's own), the machine's busy cores from ``/proc/stat`` (every process and the
+    kernel's own threads: writeback, the journal), and what of those no listed thread
+    took. Linux only; elsewhere the snapshot is empty and so is the answer.
+    """
+
+    def __init__(self, roots: Sequence[int]) -> None:
+        self.at = time.perf_counter()
+        self.threads: dict[tuple[int, int], tuple[str, str, int]] = {}
+        self.machine_ticks = _machine_busy_ticks()
+        for pid in _tree(roots):
+            name = _process_name(pid)
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                stat = _read(f"/proc/{pid}/task/{tid}/stat")
+                if stat is None or ")" not in stat:
+                    continue
+                comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+                fields = stat[stat.rindex(")") + 2 :].split()
+                self.threads[(pid, int(tid))] = (name, comm, int(fields[11]) + int(fields[12]))
+
+    def cores_between(self, earlier: CpuSnapshot) -> dict[str, Any]:
+        """Cores used from ``earlier`` to this snapshot."""
+        wall = self.at - earlier.at
+        if wall <= 0 or not self.threads:
+            return {}
+        hz = os.sysconf("SC_CLK_TCK")
+        processes: dict[str, float] = {}
+        by_thread: list[tuple[float, str, str]] = []
+        for key, (name, comm, ticks) in self.threads.items():
+            before = earlier.threads.get(key)
+            used = (ticks - (before[2] if before else 0)) / hz / wall
+            processes[name] = processes.get(name, 0.0) + used
+            by_thread.append((used, name, comm))
+        # Python does not name its threads for the OS: those of one process and name
+        # are told apart by rank, the busiest first.
+        threads: dict[str, float] = {}
+        for used, name, comm in sorted(by_thread, reverse=True):
+            label = f"{name} / {comm}"
+            n = sum(1 for k in threads if k == label or k.startswith(label + " #"))
+            threads[label if n == 0 else f"{label} #{n + 1}"] = used
+        listed = sum(processes.values())
+        machine = (self.machine_ticks - earlier.machine_ticks) / hz / wall
+        return {
+            "seconds": round(wall, 1),
+            "machine_busy": round(machine, 3),
+            "processes": {k: round(v, 3) for k, v in sorted(processes.items(), key=_by_use)},
+            "threads": {
+                k: round(v, 3) for k, v in sorted(threads.items(), key=_by_use) if v >= 0.005
+            },
+            "not_in_these_processes": round(machine - listed, 3),
+        }
+
+
+def _by_use(item: tuple[str, float]) -> float:
+    return -item[1]
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _machine_busy_ticks() -> int:
+    """Every CPU's ticks but idle and I/O wait, from ``/proc/stat`` (0 where absent)."""
+    text = _read("/proc/stat") or ""
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            v = [int(x) for x in line.split()[1:]]
+            # user nice system idle iowait irq softirq steal (guest time is in user)
+            return sum(v[:3]) + sum(v[5:8])
+    return 0
+
+
+def _tree(roots: Sequence[int]) -> list[int]:
+    """The processes ``roots`` and every descendant of theirs."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        stat = _read(f"/proc/{entry}/stat")
+        if stat is None or ")" not in stat:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    out: list[int] = []
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _process_name(pid: int) -> str:
+    """``serve``, ``consume features``, ... for a headwater process; else its script."""
+    args = (_read(f"/proc/{pid}/cmdline") or "").split("\0")
+    if "headwater" in args:
+        rest = args[args.index("headwater") + 1 :]
+        words = [a for a in rest[:2] if a and not a.startswith("-")]
+        return " ".join(words[:2] if words[:1] == ["consume"] else words[:1]) or "headwater"
+    scripts = [Path(a).name for a in args if a.endswith(".py")]
+    return scripts[0] if scripts else Path(args[0]).name if args[0] else str(pid)

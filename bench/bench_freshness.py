@@ -24,7 +24,10 @@ what the consumer can be blamed for. If the server exposes ``/metrics``, its
     .venv/bin/python bench/bench_freshness.py [--rate 20000] [--seconds 30] [--client sdk]
 
 ``accepted_eps_per_10s`` gives the accepted rate per 10 s window: whether a rate was
-sustained, not only reached.
+sustained, not only reached. ``cpu_cores_steady`` gives, from 30% to 90% of the publish
+window, the cores each process of the run and each of its threads used (from
+``/proc/<pid>/task/<tid>/stat``; the client is this script), the machine's busy cores
+(``/proc/stat``) and what of those no listed thread took (the kernel's own threads).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import re
 import sys
 import tempfile
@@ -50,6 +54,7 @@ from _common import emit
 from _workload import (
     CLIENT_CORE,
     SERVER_CORES,
+    CpuSnapshot,
     pin,
     prepare_home,
     server_env,
@@ -268,7 +273,19 @@ def histogram_quantiles(text: str, qs: tuple[float, ...]) -> dict[str, Any]:
     return out
 
 
-async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]:
+async def cpu_in_steady_phase(roots: Sequence[int], seconds: float) -> dict[str, Any]:
+    """Cores used by the server's processes and threads, this client and the whole
+    machine, from 30% to 90% of the publish window (its start and end left out)."""
+    await asyncio.sleep(0.3 * seconds)
+    first = await asyncio.to_thread(CpuSnapshot, roots)
+    await asyncio.sleep(0.6 * seconds)
+    last = await asyncio.to_thread(CpuSnapshot, roots)
+    return last.cores_between(first)
+
+
+async def drive(
+    args: argparse.Namespace, port: int, key: str, roots: Sequence[int]
+) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     n = int(args.seconds * args.rate / BATCH)
     batches = batches_of(n, uuid.uuid4().hex[:6], seed=args.seed)
@@ -310,6 +327,7 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
             poller(poll_client, base, probes, args.poll_ms / 1000, stop)
         )
         rate_rps = args.rate / BATCH
+        cpu_task = asyncio.create_task(cpu_in_steady_phase(roots, args.seconds))
         if args.client == "http":
             url = f"{base}/v1/signals"
             elapsed = await http_publisher(pub_client, url, key, bodies, rate_rps, seen)
@@ -323,6 +341,8 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
         except TimeoutError:
             polls = -1
         client_cores = (time.process_time() - cpu_started) / (time.perf_counter() - wall_started)
+        cpu = await cpu_task if cpu_task.done() else {}
+        cpu_task.cancel()
         gc.enable()
         metrics = await pub_client.get(f"{base}/metrics")
     warm = min(s for s, _, _ in probes.fresh_ms) + args.warmup if probes.fresh_ms else 0.0
@@ -343,6 +363,7 @@ async def drive(args: argparse.Namespace, port: int, key: str) -> dict[str, Any]
         "client_send_lateness_ms": summary_ms(seen.lateness_ms, 1),
         "client_collector": "on" if args.client_gc else "off while publishing",
         "client_cores": round(client_cores, 3),
+        "cpu_cores_steady": cpu,
         "polls": polls,
         "server_histogram": histogram_quantiles(metrics.text, (0.5, 0.99))
         if metrics.status_code == 200
@@ -390,7 +411,7 @@ def main() -> None:
             command.append("--processes")
         server = start_server(command, args.port, env)
         try:
-            figures = asyncio.run(drive(args, args.port, key))
+            figures = asyncio.run(drive(args, args.port, key, [os.getpid()]))
         finally:
             stop_server(server)
     f, p = figures["freshness_ms"], figures["publish_latency_ms"]
