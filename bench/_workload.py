@@ -304,7 +304,8 @@ class CpuSnapshot:
     its command after ``-m headwater``, or its script), per thread (that name and the
     thread's own), the machine's busy cores from ``/proc/stat`` (every process and the
     kernel's own threads: writeback, the journal), and what of those no listed thread
-    took. Linux only; elsewhere the snapshot is empty and so is the answer.
+    took (the kernel's threads, and any thread that ended between the two snapshots).
+    Linux only; elsewhere the snapshot is empty and so is the answer.
     """
 
     def __init__(self, roots: Sequence[int]) -> None:
