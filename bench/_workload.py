@@ -297,6 +297,21 @@ async def open_loop(
     return latencies, lateness
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far, every thread of it (``ProcessLookupError``
+    once it is gone)."""
+    stat = _proc_stat(f"/proc/{pid}/stat")
+    if stat is None:
+        raise ProcessLookupError(pid)
+    return _cpu_ticks(stat[1]) / _TICK
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU so far of each thread of a process, by thread id (the main
+    thread has the process's id)."""
+    return {tid: ticks / _TICK for tid, (_, ticks) in _thread_ticks(pid).items()}
+
+
 class CpuSnapshot:
     """The CPU time so far of every thread of a process tree, and of the whole machine.
 
@@ -310,57 +325,47 @@ class CpuSnapshot:
 
     def __init__(self, roots: Sequence[int]) -> None:
         self.at = time.perf_counter()
-        self.threads: dict[tuple[int, int], tuple[str, str, int]] = {}
         self.machine_ticks = _machine_busy_ticks()
+        #: (pid, tid) -> (process name, thread name, CPU ticks so far)
+        self.threads: dict[tuple[int, int], tuple[str, str, int]] = {}
         for pid in _tree(roots):
             name = _process_name(pid)
-            try:
-                tids = os.listdir(f"/proc/{pid}/task")
-            except OSError:
-                continue
-            for tid in tids:
-                stat = _read(f"/proc/{pid}/task/{tid}/stat")
-                if stat is None or ")" not in stat:
-                    continue
-                comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-                fields = stat[stat.rindex(")") + 2 :].split()
-                self.threads[(pid, int(tid))] = (name, comm, int(fields[11]) + int(fields[12]))
+            for tid, (comm, ticks) in _thread_ticks(pid).items():
+                self.threads[(pid, tid)] = (name, comm, ticks)
 
     def cores_between(self, earlier: CpuSnapshot) -> dict[str, Any]:
         """Cores used from ``earlier`` to this snapshot."""
         wall = self.at - earlier.at
         if wall <= 0 or not self.threads:
             return {}
-        hz = os.sysconf("SC_CLK_TCK")
         processes: dict[str, float] = {}
-        by_thread: list[tuple[float, str, str]] = []
+        by_thread: list[tuple[float, str]] = []
         for key, (name, comm, ticks) in self.threads.items():
             before = earlier.threads.get(key)
-            used = (ticks - (before[2] if before else 0)) / hz / wall
+            used = (ticks - (before[2] if before else 0)) / _TICK / wall
             processes[name] = processes.get(name, 0.0) + used
-            by_thread.append((used, name, comm))
+            by_thread.append((used, f"{name} / {comm}"))
         # Python does not name its threads for the OS: those of one process and name
         # are told apart by rank, the busiest first.
         threads: dict[str, float] = {}
-        for used, name, comm in sorted(by_thread, reverse=True):
-            label = f"{name} / {comm}"
-            n = sum(1 for k in threads if k == label or k.startswith(label + " #"))
-            threads[label if n == 0 else f"{label} #{n + 1}"] = used
-        listed = sum(processes.values())
-        machine = (self.machine_ticks - earlier.machine_ticks) / hz / wall
+        ranks: dict[str, int] = {}
+        for used, label in sorted(by_thread, reverse=True):
+            ranks[label] = ranks.get(label, 0) + 1
+            if used >= 0.005:
+                threads[label if ranks[label] == 1 else f"{label} #{ranks[label]}"] = used
+        machine = (self.machine_ticks - earlier.machine_ticks) / _TICK / wall
         return {
             "seconds": round(wall, 1),
             "machine_busy": round(machine, 3),
-            "processes": {k: round(v, 3) for k, v in sorted(processes.items(), key=_by_use)},
-            "threads": {
-                k: round(v, 3) for k, v in sorted(threads.items(), key=_by_use) if v >= 0.005
+            "processes": {
+                k: round(v, 3) for k, v in sorted(processes.items(), key=lambda kv: -kv[1])
             },
-            "not_in_these_processes": round(machine - listed, 3),
+            "threads": {k: round(v, 3) for k, v in threads.items()},
+            "not_in_these_processes": round(machine - sum(processes.values()), 3),
         }
 
 
-def _by_use(item: tuple[str, float]) -> float:
-    return -item[1]
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _read(path: str) -> str | None:
@@ -371,10 +376,37 @@ def _read(path: str) -> str | None:
         return None
 
 
+def _proc_stat(path: str) -> tuple[str, list[str]] | None:
+    """A ``/proc`` stat file: the command's name and the fields after it (the state
+    first), or None where the process or thread is gone."""
+    text = _read(path)
+    if text is None or ")" not in text:
+        return None
+    return text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+
+
+def _cpu_ticks(fields: list[str]) -> int:
+    """User + system ticks from a stat file's fields."""
+    return int(fields[11]) + int(fields[12])
+
+
+def _thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
+    """Each thread of a process: its name and CPU ticks so far, by thread id."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return {}
+    out: dict[int, tuple[str, int]] = {}
+    for tid in tids:
+        stat = _proc_stat(f"/proc/{pid}/task/{tid}/stat")
+        if stat is not None:  # else the thread ended
+            out[int(tid)] = (stat[0], _cpu_ticks(stat[1]))
+    return out
+
+
 def _machine_busy_ticks() -> int:
     """Every CPU's ticks but idle and I/O wait, from ``/proc/stat`` (0 where absent)."""
-    text = _read("/proc/stat") or ""
-    for line in text.splitlines():
+    for line in (_read("/proc/stat") or "").splitlines():
         if line.startswith("cpu "):
             v = [int(x) for x in line.split()[1:]]
             # user nice system idle iowait irq softirq steal (guest time is in user)
@@ -386,13 +418,9 @@ def _tree(roots: Sequence[int]) -> list[int]:
     """The processes ``roots`` and every descendant of theirs."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not entry.isdigit():
-            continue
-        stat = _read(f"/proc/{entry}/stat")
-        if stat is None or ")" not in stat:
-            continue
-        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(parent, []).append(int(entry))
+        stat = _proc_stat(f"/proc/{entry}/stat") if entry.isdigit() else None
+        if stat is not None:
+            children.setdefault(int(stat[1][1]), []).append(int(entry))
     out: list[int] = []
     todo = list(roots)
     while todo:

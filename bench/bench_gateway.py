@@ -33,7 +33,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
-from _workload import launch
+from _workload import cpu_seconds, launch, thread_cpu_seconds
 from headwater.access.keys import ApiKeys
 from headwater.config import Settings
 from headwater.contract.loader import default_definitions
@@ -106,25 +106,6 @@ async def paced(url: str, key: str, bodies: list[bytes], rate_rps: float) -> lis
 def bodies_for(n_batches: int, seed: int) -> list[bytes]:
     traffic = Traffic(users=100_000, items=50_000, seed=seed)
     return [msgspec.json.encode(traffic.batch(500)) for _ in range(n_batches)]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (``taskset`` runs the server as that pid)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def thread_cpu_seconds(pid: int) -> dict[int, float]:
-    """User + system CPU so far of each thread of a process, by thread id (the event
-    loop's thread has the process's id; the others are the ingest writer and workers)."""
-    out = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the thread ended
-        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
 
 
 def pct(values: list[float], q: float) -> float:
