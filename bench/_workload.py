@@ -319,8 +319,9 @@ class CpuSnapshot:
     its command after ``-m headwater``, or its script), per thread (that name and the
     thread's own), the machine's busy cores from ``/proc/stat`` (every process and the
     kernel's own threads: writeback, the journal), and what of those no listed thread
-    took (the kernel's threads, and any thread that ended between the two snapshots).
-    Linux only; elsewhere the snapshot is empty and so is the answer.
+    took (the kernel's threads, and any thread that ended between the two snapshots),
+    and each process's reads and writes in MB/s (``/proc/<pid>/io``). Linux only;
+    elsewhere the snapshot is empty and so is the answer.
     """
 
     def __init__(self, roots: Sequence[int]) -> None:
@@ -328,10 +329,16 @@ class CpuSnapshot:
         self.machine_ticks = _machine_busy_ticks()
         #: (pid, tid) -> (process name, thread name, CPU ticks so far)
         self.threads: dict[tuple[int, int], tuple[str, str, int]] = {}
+        #: pid -> (process name, bytes its read calls returned, bytes it had written to
+        #: storage) so far, from ``/proc/<pid>/io``
+        self.io: dict[int, tuple[str, int, int]] = {}
         for pid in _tree(roots):
             name = _process_name(pid)
             for tid, (comm, ticks) in _thread_ticks(pid).items():
                 self.threads[(pid, tid)] = (name, comm, ticks)
+            io = _io_bytes(pid)
+            if io is not None:
+                self.io[pid] = (name, *io)
 
     def cores_between(self, earlier: CpuSnapshot) -> dict[str, Any]:
         """Cores used from ``earlier`` to this snapshot."""
@@ -354,6 +361,12 @@ class CpuSnapshot:
             if used >= 0.005:
                 threads[label if ranks[label] == 1 else f"{label} #{ranks[label]}"] = used
         machine = (self.machine_ticks - earlier.machine_ticks) / _TICK / wall
+        io: dict[str, list[float]] = {}
+        for pid, (name, read, written) in self.io.items():
+            _, read_before, written_before = earlier.io.get(pid, (name, 0, 0))
+            sums = io.setdefault(name, [0.0, 0.0])
+            sums[0] += (read - read_before) / 1e6 / wall
+            sums[1] += (written - written_before) / 1e6 / wall
         return {
             "seconds": round(wall, 1),
             "machine_busy": round(machine, 3),
@@ -362,6 +375,14 @@ class CpuSnapshot:
             },
             "threads": {k: round(v, 3) for k, v in threads.items()},
             "not_in_these_processes": round(machine - sum(processes.values()), 3),
+            # MB/s per process: "read" is every byte its read calls returned (files, from
+            # the page cache or not, and sockets: a gateway's request bodies), "written"
+            # what it had written to storage (its files' pages, whenever they reach disk).
+            "io_mb_per_s": {
+                k: {"read": round(r, 1), "written": round(w, 1)}
+                for k, (r, w) in sorted(io.items(), key=lambda kv: -kv[1][1])
+                if r >= 0.05 or w >= 0.05
+            },
         }
 
 
@@ -402,6 +423,20 @@ def _thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
         if stat is not None:  # else the thread ended
             out[int(tid)] = (stat[0], _cpu_ticks(stat[1]))
     return out
+
+
+def _io_bytes(pid: int) -> tuple[int, int] | None:
+    """A process's ``rchar`` and ``write_bytes`` from ``/proc/<pid>/io`` (None where
+    gone or not readable)."""
+    fields = dict(
+        line.split(": ", 1)
+        for line in (_read(f"/proc/{pid}/io") or "").splitlines()
+        if ": " in line
+    )
+    try:
+        return int(fields["rchar"]), int(fields["write_bytes"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _machine_busy_ticks() -> int:

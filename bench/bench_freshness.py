@@ -27,7 +27,8 @@ what the consumer can be blamed for. If the server exposes ``/metrics``, its
 sustained, not only reached. ``cpu_cores_steady`` gives, from 30% to 90% of the publish
 window, the cores each process of the run and each of its threads used (from
 ``/proc/<pid>/task/<tid>/stat``; the client is this script), the machine's busy cores
-(``/proc/stat``) and what of those no listed thread took (the kernel's own threads).
+(``/proc/stat``), what of those no listed thread took (the kernel's own threads), and
+each process's reads and writes in MB/s (``io_mb_per_s``, from ``/proc/<pid>/io``).
 """
 
 from __future__ import annotations
