@@ -42,15 +42,16 @@ def _pragma(store: SqliteOnlineStore, name: str) -> int:
     return int(store._conn.execute(f"PRAGMA {name}").fetchone()[0])
 
 
-def test_a_new_store_has_16_kib_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+def test_a_new_store_has_4_kib_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
     new = SqliteOnlineStore(f"sqlite:///{tmp_path}/new.db")
     new.put("user", {"u1": b"a"})
-    assert _pragma(new, "page_size") == PAGE_SIZE == 16_384
-    assert _pragma(new, "wal_autocheckpoint") == WAL_CHECKPOINT_BYTES // 16_384
+    assert _pragma(new, "page_size") == PAGE_SIZE == 4_096
+    assert _pragma(new, "wal_autocheckpoint") == WAL_CHECKPOINT_BYTES // 4_096
     new.close()
-    # A store made with SQLite's default pages, as earlier releases made it.
+    # A store made with other pages than a new one gets: 16 KiB, as releases from
+    # 2026-12-05 made it.
     old_path = tmp_path / "old.db"
-    conn = connect(str(old_path))
+    conn = connect(str(old_path), page_size=16_384)
     conn.execute(
         "CREATE TABLE hw_rows (ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, "
         "PRIMARY KEY (ns, key)) WITHOUT ROWID"
@@ -58,12 +59,12 @@ def test_a_new_store_has_16_kib_pages_and_an_old_one_keeps_its_own(tmp_path: Pat
     conn.execute("INSERT INTO hw_rows VALUES ('user', 'u1', x'01')")
     conn.close()
     old = SqliteOnlineStore(f"sqlite:///{old_path}")
-    assert _pragma(old, "page_size") == 4_096
-    assert _pragma(old, "wal_autocheckpoint") == WAL_CHECKPOINT_BYTES // 4_096  # still ~40 MB
+    assert _pragma(old, "page_size") == 16_384
+    assert _pragma(old, "wal_autocheckpoint") == WAL_CHECKPOINT_BYTES // 16_384  # still ~40 MB
     old.put("user", {"u2": b"b"})
     assert old.get("user", ["u1", "u2"]) == {"u1": b"\x01", "u2": b"b"}
     old.close()
-    assert sqlite3.connect(old_path).execute("PRAGMA page_size").fetchone() == (4_096,)
+    assert sqlite3.connect(old_path).execute("PRAGMA page_size").fetchone() == (16_384,)
 
 
 def _wal_frames(store: SqliteOnlineStore) -> int:
@@ -82,9 +83,9 @@ def test_rows_lie_in_the_order_their_keys_were_first_written(tmp_path: Path) -> 
         store.put("user", dict.fromkeys(rest[start : start + 1_000], b"r" * 1_000))
     store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.put("user", dict.fromkeys(early, b"f" * 1_000))
-    # 100 rows of about 1 KB: 7 pages of 16 KiB, a few more for the index and the
+    # 100 rows of about 1 KB: 25 pages of 4 KiB, a few more for the index and the
     # B-tree's interior; in key order the 100 rows lie on about 100 leaves.
-    assert _wal_frames(store) <= 15
+    assert _wal_frames(store) <= 40
     assert store.get("user", early[:2]) == dict.fromkeys(early[:2], b"f" * 1_000)
     # The first written are first in the table, and an update left them there.
     assert _first_rows(store, 100) == sorted(early)
