@@ -43,6 +43,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, free_port
+from _workload import cpu_seconds
 
 #: Runs in the server process, on the tree's own code (PYTHONPATH=<tree>/src).
 SERVER = r"""
@@ -71,14 +72,6 @@ print(json.dumps({"url": stack.url, "key": key,
 sys.stdin.read()  # until the benchmark closes it
 stack.stop()
 """
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 class Server:
