@@ -1,6 +1,7 @@
 """The SQLite online store's durability (row writes do not wait for an fsync, deletions
-do), its pages (16 KiB in a new file; a file made with other pages keeps them) and its
-rows' layout (in the order they were first written; a store in key order is moved)."""
+do), its pages (4 KiB in a new file; a file made with other pages keeps them), its
+rows' layout (in the order they were first written; a store in key order is moved) and
+its rewrites (a row read and then written is rewritten where it was read)."""
 
 from __future__ import annotations
 
@@ -182,3 +183,76 @@ def test_a_store_in_key_order_is_moved_once_keeping_every_row_and_position(
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     assert sqlite_copies(path, ["u2345"]) == 2
+
+
+def _statements(store: SqliteOnlineStore) -> list[str]:
+    seen: list[str] = []
+    store._conn.set_trace_callback(seen.append)
+    return seen
+
+
+def test_rows_read_and_then_written_are_rewritten_by_rowid_and_new_ones_inserted(
+    tmp_path: Path,
+) -> None:
+    store = SqliteOnlineStore(f"sqlite:///{tmp_path}/o.db")
+    store.put("user", {f"u{i}": b"old" for i in range(10)})
+    assert store.get("user", ["u3", "u7", "u11"]) == {"u3": b"old", "u7": b"old"}
+    seen = _statements(store)
+    store.put("user", {"u3": b"three", "u7": b"seven", "u11": b"eleven"})
+    writes = [s for s in seen if s.startswith(("UPDATE", "INSERT INTO hw_rows"))]
+    assert [w.split()[0] for w in writes] == ["UPDATE", "UPDATE", "INSERT"]
+    assert "rowid" in writes[0]
+    assert "'u11'" in writes[2]  # only the row the read did not find is upserted
+    # The read is used once: a second put of the same rows upserts them by key.
+    seen.clear()
+    store.put("user", {"u3": b"again"})
+    assert [s.split()[0] for s in seen if s.startswith(("UPDATE", "INSERT INTO hw_rows"))] == [
+        "INSERT"
+    ]
+    assert store.get("user", [f"u{i}" for i in range(12)]) == {
+        **{f"u{i}": b"old" for i in range(10)},
+        "u3": b"again",
+        "u7": b"seven",
+        "u11": b"eleven",
+    }
+    store.close()
+
+
+def test_a_row_deleted_or_moved_after_the_read_is_written_by_key_and_no_other_row_changes(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/o.db"
+    store = SqliteOnlineStore(url)
+    store.put("user", {"a": b"1", "b": b"1", "c": b"1"})
+    assert store.get("user", ["a", "b", "c"]) == {"a": b"1", "b": b"1", "c": b"1"}
+    # Another process, between the read and the write: deletes "a", and moves "b" to a
+    # new rowid while "z" takes the rowid "b" had (the rewrite must not land on "z").
+    other = sqlite3.connect(f"{tmp_path}/o.db", isolation_level=None)
+    (old_b,) = other.execute("SELECT rowid FROM hw_rows WHERE key = 'b'").fetchone()
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("DELETE FROM hw_rows WHERE key IN ('a', 'b')")
+    other.execute(
+        "INSERT INTO hw_rows (rowid, ns, key, value) VALUES (?, 'user', 'z', x'7a')", (old_b,)
+    )
+    other.execute("INSERT INTO hw_rows (ns, key, value) VALUES ('user', 'b', x'6d6f766564')")
+    other.execute("COMMIT")
+    other.close()
+    store.put("user", {"a": b"2", "b": b"2", "c": b"2"})
+    assert store.get("user", ["a", "b", "c", "z"]) == {"a": b"2", "b": b"2", "c": b"2", "z": b"z"}
+    store.close()
+
+
+def test_a_read_of_one_namespace_serves_the_put_to_it_after_a_put_to_another(
+    tmp_path: Path,
+) -> None:
+    store = SqliteOnlineStore(f"sqlite:///{tmp_path}/o.db")
+    store.put("new", {"u": b"0"})
+    store.put("old", {"u": b"0"})
+    store.get("new", ["u"])
+    seen = _statements(store)
+    store.put("old", {"u": b"1"})  # a rebuild's mirror write, between the read and the put
+    store.put("new", {"u": b"1"})
+    writes = [s.split()[0] for s in seen if s.startswith(("UPDATE", "INSERT INTO hw_rows"))]
+    assert writes == ["INSERT", "UPDATE"]
+    assert store.get("old", ["u"]) == store.get("new", ["u"]) == {"u": b"1"}
+    store.close()

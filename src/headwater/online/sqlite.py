@@ -69,6 +69,8 @@ class SqliteOnlineStore:
     def __init__(self, url: str, *, cache_mb: int = 256) -> None:
         self.url = url
         self._lock = threading.RLock()
+        #: The namespace and the rowid of each row the last ``get`` found (``_write_rows``).
+        self._read: tuple[str, dict[str, int]] = ("", {})
         try:
             # Feature rows are derived from the bus and committed atomically with the
             # group's positions: a power loss that drops the last commits rolls rows and
@@ -120,6 +122,7 @@ class SqliteOnlineStore:
 
     def get(self, namespace: str, keys: Sequence[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
+        rowids: dict[str, int] = {}
         # In key order: each chunk's keys lie on neighbouring pages of the key index
         # instead of all over it (BENCHMARKS.md, "The feature reader's batch in place").
         ordered = sorted(keys)
@@ -127,12 +130,15 @@ class SqliteOnlineStore:
             for start in range(0, len(ordered), _CHUNK):
                 chunk = ordered[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                found.update(
-                    self._query(
-                        f"SELECT key, value FROM hw_rows WHERE ns = ? AND key IN ({marks})",
-                        (namespace, *chunk),
-                    )
-                )
+                for rowid, key, value in self._query(
+                    f"SELECT rowid, key, value FROM hw_rows WHERE ns = ? AND key IN ({marks})",
+                    (namespace, *chunk),
+                ):
+                    found[key] = value
+                    rowids[key] = rowid
+            # Where each row was, for a put of the same rows that follows (a consumer's
+            # batch reads its users' rows, then writes them).
+            self._read = (namespace, rowids)
         return found
 
     def put(
@@ -149,14 +155,7 @@ class SqliteOnlineStore:
                 self._conn.execute("BEGIN IMMEDIATE")
                 if fence:
                     self._check_fence(group, fence)
-                # In key order: neighbouring keys share pages of the key index, each is
-                # visited once. The keys alone are sorted: comparing (key, value) pairs
-                # costs twice as much.
-                self._conn.executemany(
-                    "INSERT INTO hw_rows VALUES (?, ?, ?) ON CONFLICT (ns, key) "
-                    "DO UPDATE SET value = excluded.value",
-                    [(namespace, k, rows[k]) for k in sorted(rows)],
-                )
+                self._write_rows(namespace, rows)
                 if positions:
                     self._conn.executemany(
                         "INSERT INTO hw_positions VALUES (?, ?, ?, ?) "
@@ -172,6 +171,41 @@ class SqliteOnlineStore:
             except FencedError:
                 self._conn.execute("ROLLBACK")
                 raise
+
+    def _write_rows(self, namespace: str, rows: Mapping[str, bytes]) -> None:
+        """Write ``rows`` inside the open transaction. A row the last ``get`` read is
+        rewritten where it was read (by its rowid, which names its table page: no
+        search of the key index, no conflict to resolve), in table order, provided it
+        still holds the same key there; any other row, and every row again when one of
+        those did not (deleted or moved since the read), is upserted by key."""
+        read_ns, rowids = self._read
+        if read_ns != namespace:
+            rowids = {}  # read from another namespace: kept for a put to that one
+        else:
+            self._read = ("", {})
+        placed = [(rowids[k], k, rows[k]) for k in rows if k in rowids]
+        if placed:
+            placed.sort()
+            before = self._conn.total_changes
+            self._conn.executemany(
+                "UPDATE hw_rows SET value = ?3 WHERE rowid = ?1 AND key = ?2 AND ns = ?4",
+                [(rowid, key, value, namespace) for rowid, key, value in placed],
+            )
+            if self._conn.total_changes - before == len(placed):
+                if len(placed) == len(rows):
+                    return
+                keys = sorted(k for k in rows if k not in rowids)
+            else:
+                keys = sorted(rows)
+        else:
+            keys = sorted(rows)
+        # In key order: neighbouring keys share pages of the key index, each is visited
+        # once. The keys alone are sorted: comparing (key, value) pairs costs twice as much.
+        self._conn.executemany(
+            "INSERT INTO hw_rows VALUES (?, ?, ?) ON CONFLICT (ns, key) "
+            "DO UPDATE SET value = excluded.value",
+            [(namespace, k, rows[k]) for k in keys],
+        )
 
     def _check_fence(self, group: str, fence: Mapping[int, int]) -> None:
         # Inside the write transaction: no claim can slip in between check and write.
