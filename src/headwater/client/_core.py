@@ -158,7 +158,11 @@ class ClientCore:
         # An event given without an id gets one now, kept through every retry: the
         # gateway de-duplicates a re-send only by it.
         missing = sum("event_id" not in e for e in events)
-        if missing:
+        if missing == len(events):  # the usual call: none has one
+            events = [
+                {**e, "event_id": i} for e, i in zip(events, new_event_ids(missing), strict=True)
+            ]
+        elif missing:
             ids = iter(new_event_ids(missing))
             events = [e if "event_id" in e else {**e, "event_id": next(ids)} for e in events]
         over = self._queue.put(events)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -65,21 +66,28 @@ class EventQueue:
             if self.spool is not None and kept:
                 self.spool.add(kept)  # under the lock: the spool keeps the queue's order
             self._queued.extend(kept)
-            self._encoded.update((id(e), (e, data)) for e, data in zip(kept, encoded, strict=False))
+            # Pairs made by zip and map, not a generator: no Python frame per event.
+            self._encoded.update(zip(map(id, kept), zip(kept, encoded, strict=False), strict=True))
             self.overflowed += len(over)
         return over
 
     def encoded(self, batch: Sequence[dict[str, Any]]) -> list[bytes]:
         """The JSON of each event of a batch taken from the queue, as it was queued."""
         with self._lock:
-            known = self._encoded
-            return [_queued_json(known.get(id(e)), e) for e in batch]
+            found = list(map(self._encoded.get, map(id, batch)))
+        # Encoded now: an event restored from the spool, or the same dict queued twice and
+        # answered for once.
+        return [
+            entry[1] if entry is not None and entry[0] is e else msgspec.json.encode(e)
+            for entry, e in zip(found, batch, strict=True)
+        ]
 
     def take(self, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` events from the head, now in flight."""
         with self._lock:
             n = min(limit, len(self._queued))
-            batch = [self._queued.popleft() for _ in range(n)]
+            popleft = self._queued.popleft
+            batch = [popleft() for _ in range(n)]
             self._in_flight += n
         return batch
 
@@ -95,18 +103,9 @@ class EventQueue:
             self.spool.remove(str(e["event_id"]) for e in batch)
         with self._lock:
             self._in_flight -= len(batch)
-            for event in batch:
-                self._encoded.pop(id(event), None)
+            deque(map(self._encoded.pop, map(id, batch), repeat(None)), maxlen=0)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The events queued now (not those in flight), oldest first."""
         with self._lock:
             return list(self._queued)
-
-
-def _queued_json(entry: tuple[dict[str, Any], bytes] | None, event: dict[str, Any]) -> bytes:
-    """The JSON queued for ``event``; encoded now for an event restored from the spool, or
-    the same dict queued twice and answered for once."""
-    if entry is not None and entry[0] is event:
-        return entry[1]
-    return msgspec.json.encode(event)
