@@ -21,14 +21,7 @@ from pathlib import Path
 
 from headwater._idsearch import sqlite_copies
 
-__all__ = [
-    "WAL_CHECKPOINT_PAGES",
-    "ScrubIncompleteError",
-    "connect",
-    "database_file",
-    "scrub",
-    "scrub_for_erasure",
-]
+__all__ = ["ScrubIncompleteError", "connect", "database_file", "scrub", "scrub_for_erasure"]
 
 #: How long :func:`scrub` waits for readers that still use the write-ahead log.
 SCRUB_WAIT_S = 30.0
@@ -36,15 +29,6 @@ SCRUB_WAIT_S = 30.0
 
 class ScrubIncompleteError(sqlite3.OperationalError):
     """The write-ahead log could not be emptied: readers held it past the wait."""
-
-
-#: For the bus and the idempotency window: the commit that takes the log this many pages
-#: past the last checkpoint runs the next one (SQLite's default is 1,000). The
-#: gateway's ingest writer runs it, and every publish queued behind it waits for its
-#: copy and fsync, shorter with fewer pages to copy. At 55,000 signals/s
-#: the gateway's p99 a batch was 19.3-34.9 ms (median 25.2) against 27.1-38.6 (30.7)
-#: with 1,000, for the same CPU a signal (BENCHMARKS.md, "The gateway's checkpoints").
-WAL_CHECKPOINT_PAGES = 250
 
 
 def connect(

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from headwater._sqlite import WAL_CHECKPOINT_PAGES, connect
+from headwater._sqlite import connect
 from headwater.errors import BusError
 
 __all__ = ["LogConnection"]
@@ -37,7 +37,6 @@ class LogConnection:
             # FULL: a commit is fsynced before publish returns (durable acknowledgement).
             self.conn = connect(path, synchronous=synchronous)
             self.conn.execute(f"PRAGMA cache_size=-{cache_kb}")
-            self.conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         except sqlite3.Error as exc:
             raise BusError(f"cannot open the SQLite bus at {path}: {exc}") from exc
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from itertools import chain
 
-from headwater._sqlite import WAL_CHECKPOINT_PAGES, connect, scrub_for_erasure
+from headwater._sqlite import connect, scrub_for_erasure
 from headwater._url import sqlite_path
 from headwater.dedupe.base import Claim, Pending
 from headwater.errors import BackendError
@@ -64,7 +64,6 @@ class SqliteIdempotencyWindow:
             # NORMAL is enough: a window lost in a power cut only lets a retry through, and
             # every consumer is idempotent by event id anyway.
             self._conn = connect(sqlite_path(url), synchronous="NORMAL", busy_ms=30_000)
-            self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         except sqlite3.Error as exc:
             raise BackendError(f"idempotency window {url}: {exc}") from exc
         # One write transaction: processes that open the file together (a gateway and
