@@ -1,15 +1,16 @@
 """The feature consumer on a live stream against the same consumer catching up a backlog.
 
-Signals as the gateway puts them on the bus (demo traffic, Zipf users; validated and
-encoded ahead) are published to the embedded SQLite bus at ``--rate`` for ``--seconds``
-by this process (one core) while ``headwater consume features`` runs as its own process
-on the other core: the consumer's CPU per signal over the middle of the run (from
-``/proc/<pid>/stat``) and its cores. Baseline, same run: a fresh home with the same
-signals published first, then the consumer catching them up with ``--batch-size`` of
-what its linger gathers at that rate (50 ms), to the end (``--until-idle``; its CPU from
-``getrusage``). A backlog's batches come a partition at a time (a poll reads one
-partition's backlog before the next), so they name fewer users than a live stream's
-batch of the same size, which holds every partition's last 50 ms.
+Signals as the gateway puts them on the bus (``_workload.signal_messages``: Zipf
+users, validated and encoded ahead) are published to the embedded SQLite bus at
+``--rate`` for ``--seconds`` by this process (one core) while ``headwater consume
+features`` runs as its own process on the other core: the consumer's CPU per signal
+over the middle of the run (from ``/proc/<pid>/stat``) and its cores. Baseline, same
+run: a fresh home with the same signals published first, then the consumer catching
+them up with ``--batch-size`` of what its linger gathers at that rate (50 ms), to the
+end (``--until-idle``; its CPU from ``getrusage``). A backlog's batches come a
+partition at a time (a poll reads one partition's backlog before the next), so they
+name fewer users than a live stream's batch of the same size, which holds every
+partition's last 50 ms.
 
     .venv/bin/python bench/bench_consumer_live.py [--rate 80000] [--seconds 25]
 """
@@ -25,32 +26,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import msgspec
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
-from _workload import cpu_seconds
-from headwater.access.keys import ApiKey, ApiKeys
-from headwater.application import Application
-from headwater.bus.base import Message
+from _workload import cpu_seconds, signal_messages
+from headwater.bus import open_bus
+from headwater.bus.base import Bus
 from headwater.config import Settings
-from headwater.contract.loader import default_definitions
-from headwater.control import open_control_database
-from headwater.demo.traffic import Traffic
 from headwater.features.consumer import LINGER_S
-from headwater.registry.contracts import ContractRegistry
 
 WARMUP_S = 5.0
 
 
-def _home(tmp: str, name: str) -> tuple[Path, Application, ApiKey]:
+def _bus(tmp: str, name: str) -> tuple[Path, Bus]:
+    """A fresh embedded home and its bus."""
     home = Path(tmp) / name
-    db = open_control_database(Settings.from_env(home).control_url)
-    ContractRegistry(db).apply(default_definitions())
-    secret, _ = ApiKeys(db).create("bench", event_types=("*",), rate_limit_eps=10_000_000)
-    db.close()
-    app = Application(Settings.from_env(home))
-    return home, app, app.keys.authenticate(secret)
+    home.mkdir()
+    return home, open_bus(Settings.from_env(home).bus_url)
 
 
 def _consumer(home: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -70,12 +61,9 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
     with tempfile.TemporaryDirectory(prefix="hw-bench-live-") as tmp:
-        home, app, key = _home(tmp, "live")
-        traffic = Traffic(users=100_000, items=50_000, seed=1)
-        batches: list[list[Message]] = []
-        for _ in range(int(args.rate * (args.seconds + 1) / 500)):
-            body = msgspec.json.encode(traffic.batch(500))
-            batches.append(list(app.ingestor.prepare(body, key, request_id="bench").messages))
+        home, bus = _bus(tmp, "live")
+        messages = signal_messages(int(args.rate * (args.seconds + 1)) // 500 * 500)
+        batches = [messages[i : i + 500] for i in range(0, len(messages), 500)]
         consumer = _consumer(home)
         time.sleep(3.0)  # imported, joined, idle
         start = time.perf_counter()
@@ -87,7 +75,7 @@ def main() -> None:
             if wait > 0:
                 time.sleep(wait)
             late = max(late, -wait)
-            app.bus.publish(messages)
+            bus.publish(messages)
             elapsed = time.perf_counter() - start
             if (not marks and elapsed >= WARMUP_S) or (len(marks) == 1 and elapsed >= args.seconds):
                 marks.append((time.perf_counter(), cpu_seconds(consumer.pid), i))
@@ -95,14 +83,14 @@ def main() -> None:
                 break
         consumer.terminate()
         consumer.wait()
-        app.close()
+        bus.close()
         (t0, c0, i0), (t1, c1, i1) = marks
         live_us = (c1 - c0) / ((i1 - i0) * 500) * 1e6
 
-        backlog_home, backlog_app, _ = _home(tmp, "backlog")
+        backlog_home, backlog = _bus(tmp, "backlog")
         for messages in batches:
-            backlog_app.bus.publish(messages)
-        backlog_app.close()
+            backlog.publish(messages)
+        backlog.close()
         events = len(batches) * 500
         batch_size = int(args.rate * LINGER_S)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
