@@ -23,9 +23,10 @@ class RecordBatch(Sequence[Record]):
     def keys(self) -> set[str]: ...
     def values(self) -> list[bytes]: ...
 
-def group_by_partition(
-    messages: Sequence[Message], partitions: int, signal_kind: str
-) -> tuple[dict[int, list[Message]], list[tuple[int, Message]]]: ...
-def encode_records(
-    group: list[Message], partition: int, start: int, timestamp_ms: int
-) -> bytes: ...
+def write_batches(
+    messages: Sequence[Message],
+    partitions: int,
+    signal_kind: str,
+    ends: dict[int, int],
+    timestamp_ms: int,
+) -> tuple[list[tuple[int, int, int, int, bytes]], list[tuple[int, Message]]]: ...

@@ -19,9 +19,9 @@ on a malformed batch.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromObject, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcmp, memcpy
-from headwater._buffer cimport Buf, put, put_byte, take
+from headwater._buffer cimport Buf, put, put_byte, reserve, take
 from headwater._msgpack cimport Reader, is_utf8, read_array, read_bin, read_int, read_str
 
 
@@ -287,30 +287,6 @@ cdef inline uint32_t crc32(const char *p, Py_ssize_t n) noexcept:
     return c ^ 0xFFFFFFFF
 
 
-def group_by_partition(messages, Py_ssize_t partitions, str signal_kind):
-    """``messages`` (``Message``) by their key's partition, as ``partition_for`` places
-    them: ``({partition: [message, ...]}, [(partition, message) of a kind other than
-    signal_kind, ...])``, each in the order given."""
-    if partitions < 1:
-        raise ValueError(f"{partitions} partitions")
-    cdef dict grouped = {}
-    cdef list rare = []
-    cdef list group
-    cdef const char *p
-    cdef Py_ssize_t n
-    cdef object part
-    for m in messages:
-        p = PyUnicode_AsUTF8AndSize(m.key, &n)
-        part = <long>(<uint64_t>crc32(p, n) % <uint64_t>partitions)
-        group = grouped.get(part)
-        if group is None:
-            group = grouped[part] = []
-        group.append(m)
-        if m.kind != signal_kind:
-            rare.append((part, m))
-    return grouped, rare
-
-
 cdef inline int put_be(Buf *b, unsigned char tag, uint64_t v, int width) except -1:
     """``tag``, then the low ``width`` bytes of ``v``, big-endian."""
     cdef char be[9]
@@ -363,37 +339,108 @@ cdef int put_str(Buf *b, str s) except -1:
     return put_sized(b, p, n, True)
 
 
-def encode_records(list group, int64_t partition, int64_t start, int64_t timestamp_ms):
-    """The stored batch of ``group`` (``Message``) at offsets ``start`` on: the bytes
-    ``ENCODE_BATCH`` writes for ``[(partition, start + i, key, kind, value,
-    timestamp_ms), ...]``, without a tuple per record."""
-    cdef Buf b
-    cdef Py_ssize_t n = len(group)
-    cdef Py_ssize_t i
-    cdef bytes value
-    b.data = NULL
-    b.size = 0
-    b.cap = 0
+cdef struct Item:
+    # One message's fields, read once: pointers into the key's and kind's UTF-8 and
+    # the value's bytes (the objects are held until the batches are written).
+    const char *key
+    Py_ssize_t key_n
+    const char *kind
+    Py_ssize_t kind_n
+    const char *value
+    Py_ssize_t value_n
+    Py_ssize_t part
+
+
+cdef inline int put_header(Buf *b, Py_ssize_t n) except -1:
+    """The header of an array of ``n``, as msgspec writes it."""
+    if n < 16:
+        return put_byte(b, <char>(0x90 | n))
+    if n <= 0xFFFF:
+        return put_be(b, 0xDC, <uint64_t>n, 2)
+    return put_be(b, 0xDD, <uint64_t>n, 4)
+
+
+def write_batches(
+    messages, Py_ssize_t partitions, str signal_kind, dict ends, int64_t timestamp_ms
+):
+    """``messages`` (``Message``) as the stored batches of their partitions, in one pass
+    and without a list per partition: ``([(partition, first offset, last offset,
+    timestamp_ms, stored batch), ...] by partition, [(partition, message) of a kind
+    other than signal_kind, ...])``. Each message goes to the partition
+    ``partition_for`` gives its key, its records numbered from ``ends[partition]`` on
+    in the order given; a stored batch is the bytes ``ENCODE_BATCH`` writes for
+    ``[(partition, offset, key, kind, value, timestamp_ms), ...]``."""
+    if partitions < 1:
+        raise ValueError(f"{partitions} partitions")
+    cdef list given = messages if type(messages) is list else list(messages)
+    cdef Py_ssize_t n = len(given)
+    cdef Py_ssize_t i, part
+    cdef list held = [None] * (3 * n)  # the fields read: their bytes are pointed into
+    cdef list rare = []
+    cdef list rows = []
+    cdef Item *items = <Item *>calloc(n if n else 1, sizeof(Item))
+    cdef Buf *bufs = <Buf *>calloc(partitions, sizeof(Buf))
+    cdef Py_ssize_t *counts = <Py_ssize_t *>calloc(partitions, sizeof(Py_ssize_t))
+    cdef Py_ssize_t *sizes = <Py_ssize_t *>calloc(partitions, sizeof(Py_ssize_t))
+    cdef int64_t *next_offsets = <int64_t *>calloc(partitions, sizeof(int64_t))
+    cdef Item *it
+    cdef Buf *b
+    cdef int64_t first
+    if items == NULL or bufs == NULL or counts == NULL or sizes == NULL or next_offsets == NULL:
+        free(items); free(bufs); free(counts); free(sizes); free(next_offsets)
+        raise MemoryError()
     try:
-        if n < 16:
-            put_byte(&b, <char>(0x90 | n))
-        elif n <= 0xFFFF:
-            put_be(&b, 0xDC, <uint64_t>n, 2)
-        else:
-            put_be(&b, 0xDD, <uint64_t>n, 4)
         for i in range(n):
-            m = group[i]
+            m = given[i]
+            it = &items[i]
+            key = m.key
+            kind = m.kind
             raw = m.value
             if type(raw) is not bytes:
                 raw = PyBytes_FromObject(raw)  # a bytearray or memoryview: its bytes
-            value = raw
-            put_byte(&b, <char>0x96)  # an array of six
-            put_int(&b, partition)
-            put_int(&b, start + i)
-            put_str(&b, m.key)
-            put_str(&b, m.kind)
-            put_sized(&b, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), False)
-            put_int(&b, timestamp_ms)
-        return take(&b)
+            held[3 * i] = key
+            held[3 * i + 1] = kind
+            held[3 * i + 2] = raw
+            it.key = PyUnicode_AsUTF8AndSize(key, &it.key_n)
+            it.kind = PyUnicode_AsUTF8AndSize(kind, &it.kind_n)
+            it.value = PyBytes_AS_STRING(raw)
+            it.value_n = PyBytes_GET_SIZE(raw)
+            part = <Py_ssize_t>(<uint64_t>crc32(it.key, it.key_n) % <uint64_t>partitions)
+            it.part = part
+            counts[part] += 1
+            # An upper bound of the record's bytes: its array, three integers, the
+            # headers of two strings and the value.
+            sizes[part] += 40 + it.key_n + it.kind_n + it.value_n
+            if kind is not signal_kind and kind != signal_kind:
+                rare.append((part, m))
+        for part in range(partitions):
+            if counts[part]:
+                next_offsets[part] = ends[part]
+                reserve(&bufs[part], 5 + sizes[part])
+                put_header(&bufs[part], counts[part])
+        for i in range(n):
+            it = &items[i]
+            b = &bufs[it.part]
+            put_byte(b, <char>0x96)  # an array of six
+            put_int(b, it.part)
+            put_int(b, next_offsets[it.part])
+            next_offsets[it.part] += 1
+            put_sized(b, it.key, it.key_n, True)
+            put_sized(b, it.kind, it.kind_n, True)
+            put_sized(b, it.value, it.value_n, False)
+            put_int(b, timestamp_ms)
+        for part in range(partitions):
+            if counts[part]:
+                first = next_offsets[part] - counts[part]
+                rows.append(
+                    (part, first, next_offsets[part] - 1, timestamp_ms, take(&bufs[part]))
+                )
+        return rows, rare
     finally:
-        free(b.data)
+        for part in range(partitions):
+            free(bufs[part].data)
+        free(items)
+        free(bufs)
+        free(counts)
+        free(sizes)
+        free(next_offsets)

@@ -17,6 +17,8 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -41,7 +43,7 @@ from headwater.errors import ConfigurationError
 from headwater.metrics import BUS_EXPIRED_UNREAD
 
 try:  # compiled (setup.py): stored batches written without a tuple per record
-    from headwater.bus._batch import encode_records, group_by_partition
+    from headwater.bus._batch import write_batches
 
     _COMPILED_WRITER = True
 except ImportError:  # pragma: no cover - installed without a C compiler
@@ -145,10 +147,39 @@ def _encode_py(group: list[Message], part: int, start: int, ts: int) -> bytes:
     )
 
 
-#: The compiled writer where it is built: the same partitions and the same bytes
-#: (tests/bus/test_sqlite_writer.py).
-_group = group_by_partition if _COMPILED_WRITER else _group_py
-_encode = encode_records if _COMPILED_WRITER else _encode_py
+def _write_batches_py(
+    messages: Sequence[Message], partitions: int, signal_kind: str, ends: dict[int, int], ts: int
+) -> tuple[list[tuple[int, int, int, int, bytes]], list[tuple[int, Message]]]:
+    """The stored batch of each partition the messages go to, by partition (``(partition,
+    first offset, last offset, time, batch)``, numbered from ``ends``), and the messages
+    of a kind other than signals with their partition."""
+    grouped, rare = _group_py(messages, partitions, signal_kind)
+    rows = []
+    for part in sorted(grouped):
+        group, start = grouped[part], ends[part]
+        rows.append((part, start, start + len(group) - 1, ts, _encode_py(group, part, start, ts)))
+    return rows, rare
+
+
+#: The compiled writer where it is built: the same partitions and the same bytes, in one
+#: pass over the messages (tests/bus/test_sqlite_writer.py).
+_write_batches = write_batches if _COMPILED_WRITER else _write_batches_py
+
+
+@lru_cache(maxsize=64)
+def _append_sql(batches: int) -> str:
+    """One statement for a publish's stored batches, one per partition it touches."""
+    return "INSERT INTO hw_bus_log VALUES " + ",".join(["(?, ?, ?, ?, ?)"] * batches)
+
+
+@lru_cache(maxsize=64)
+def _move_ends_sql(partitions: int) -> str:
+    """One statement moving the next offset of ``partitions`` partitions."""
+    return (
+        "INSERT INTO hw_bus_ends (partition, next_offset) VALUES "
+        + ",".join(["(?, ?)"] * partitions)
+        + " ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset"
+    )
 
 
 def _now_ms() -> int:
@@ -230,23 +261,19 @@ class SqliteBus(Bus):
     def publish(self, messages: Sequence[Message]) -> None:
         if not messages:
             return
-        grouped, rare = _group(messages, self.partitions, KIND_SIGNAL)
         ts = _now_ms()
         with self._db.write() as conn:
-            rows = []
-            ends = []
-            starts: dict[int, int] = {}
-            for part, group in grouped.items():
-                (start,) = conn.execute(
-                    "SELECT next_offset FROM hw_bus_ends WHERE partition = ?", (part,)
-                ).fetchone()
-                end = start + len(group)
-                rows.append((part, start, end - 1, ts, _encode(group, part, start, ts)))
-                ends.append((end, part))
-                starts[part] = start
-            conn.executemany("INSERT INTO hw_bus_log VALUES (?, ?, ?, ?, ?)", rows)
-            conn.executemany("UPDATE hw_bus_ends SET next_offset = ? WHERE partition = ?", ends)
+            # Every partition's next offset, the batches written and the offsets moved:
+            # three statements, whatever the partitions the messages go to.
+            ends = dict(conn.execute("SELECT partition, next_offset FROM hw_bus_ends"))
+            rows, rare = _write_batches(messages, self.partitions, KIND_SIGNAL, ends, ts)
+            conn.execute(_append_sql(len(rows)), tuple(chain.from_iterable(rows)))
+            conn.execute(
+                _move_ends_sql(len(rows)),
+                tuple(chain.from_iterable((row[0], row[2] + 1) for row in rows)),
+            )
             if rare:
+                starts = {row[0]: row[1] for row in rows}
                 conn.executemany(
                     INDEX_RARE, [(m.kind, m.key, part, starts[part]) for part, m in rare]
                 )
