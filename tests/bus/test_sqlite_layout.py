@@ -87,3 +87,32 @@ def test_a_stored_batch_holds_each_record_as_a_record_encodes(tmp_path: Path) ->
     ]
     assert blob == msgspec.msgpack.encode(expected)
     bus.close()
+
+
+def test_a_publish_to_more_partitions_than_a_statement_binds_writes_every_batch(
+    tmp_path: Path,
+) -> None:
+    # Each partition a publish touches is five parameters of one statement. SQLite
+    # builds bind at most 999 (before 3.32), 32,766 or 250,000 (Debian's): the statements
+    # are cut at the connection's own bound, here the smallest.
+    path = tmp_path / "bus.db"
+    bus = SqliteBus(f"sqlite:///{path}?partitions=700")
+    bus._db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    messages = [Message(f"u{i}", str(i).encode()) for i in range(5_000)]
+    bus.publish(messages)
+    bus.publish(messages[:3])
+    conn = sqlite3.connect(path)
+    batches = conn.execute("SELECT COUNT(*), COUNT(DISTINCT partition) FROM hw_bus_log").fetchone()
+    ends = dict(conn.execute("SELECT partition, next_offset FROM hw_bus_ends").fetchall())
+    conn.close()
+    touched = {bus.partition_of(m.key) for m in messages}
+    assert len(touched) > 999 // 5
+    assert batches == (
+        len(touched) + len({bus.partition_of(m.key) for m in messages[:3]}),
+        len(touched),
+    )
+    expected = dict.fromkeys(range(700), 0)
+    for m in messages + messages[:3]:
+        expected[bus.partition_of(m.key)] += 1
+    assert ends == expected
+    bus.close()

@@ -166,13 +166,13 @@ def _write_batches_py(
 _write_batches = write_batches if _COMPILED_WRITER else _write_batches_py
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _append_sql(batches: int) -> str:
     """One statement for a publish's stored batches, one per partition it touches."""
     return "INSERT INTO hw_bus_log VALUES " + ",".join(["(?, ?, ?, ?, ?)"] * batches)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _move_ends_sql(partitions: int) -> str:
     """One statement moving the next offset of ``partitions`` partitions."""
     return (
@@ -264,14 +264,19 @@ class SqliteBus(Bus):
         ts = _now_ms()
         with self._db.write() as conn:
             # Every partition's next offset, the batches written and the offsets moved:
-            # three statements, whatever the partitions the messages go to.
+            # three statements, whatever the partitions the messages go to (up to
+            # thousands of them).
             ends = dict(conn.execute("SELECT partition, next_offset FROM hw_bus_ends"))
             rows, rare = _write_batches(messages, self.partitions, KIND_SIGNAL, ends, ts)
-            conn.execute(_append_sql(len(rows)), tuple(chain.from_iterable(rows)))
-            conn.execute(
-                _move_ends_sql(len(rows)),
-                tuple(chain.from_iterable((row[0], row[2] + 1) for row in rows)),
-            )
+            # Five parameters a batch: cut where the connection's bound on them is.
+            most = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5)
+            for first in range(0, len(rows), most):
+                part = rows[first : first + most]
+                conn.execute(_append_sql(len(part)), tuple(chain.from_iterable(part)))
+                conn.execute(
+                    _move_ends_sql(len(part)),
+                    tuple(chain.from_iterable((row[0], row[2] + 1) for row in part)),
+                )
             if rare:
                 starts = {row[0]: row[1] for row in rows}
                 conn.executemany(
