@@ -260,3 +260,20 @@ def test_the_sqlite_window_finds_a_users_entries_without_holding_up_claims(
     assert probes.count("waited") <= len(probes) // 10, probes
     gateway.close()
     w.close()
+
+
+def test_a_sqlite_claim_of_many_ids_is_cut_at_the_connections_bound_on_parameters(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from headwater.dedupe.sqlite import SqliteIdempotencyWindow
+
+    window = SqliteIdempotencyWindow(f"sqlite:///{tmp_path}/w.db", window_s=3600)
+    # 999 parameters: SQLite's bound before 3.32, and where a build keeps it.
+    window._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    entries = [(f"e{i}", f"u{i % 7}") for i in range(1_200)]
+    assert window.claim(entries, "t1").mine == {e for e, _ in entries}
+    window.confirm("t1")
+    again = window.claim([*entries[:600], ("e-new", "u1")], "t2")
+    assert (again.mine, again.done) == ({"e-new"}, {e for e, _ in entries[:600]})

@@ -32,7 +32,9 @@ _SWEEP_ROWS = 2_000
 #: The tables swept: (table, its key, its time in ms).
 _SWEPT = (("hw_dedupe", "event_id", "accepted_ms"), ("hw_dedupe_tokens", "token", "done_ms"))
 _CHUNK = 500  # users per statement, below SQLite's bound on parameters
-_CLAIM_CHUNK = 900  # entries per claim statement: 2 parameters each, and 3 for all
+#: Entries per claim statement: 2 parameters each, and 3 for all; fewer where the SQLite
+#: build binds fewer than 1,803 parameters (999 before 3.32).
+_CLAIM_CHUNK = 900
 
 
 @lru_cache(maxsize=64)
@@ -128,8 +130,11 @@ class SqliteIdempotencyWindow:
         self, entries: Sequence[tuple[str, str]], token: str, now: int, cutoff: int
     ) -> Claim:
         out = Claim()
-        for start in range(0, len(entries), _CLAIM_CHUNK):
-            chunk = entries[start : start + _CLAIM_CHUNK]
+        most = min(
+            _CLAIM_CHUNK, (self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 3) // 2
+        )
+        for start in range(0, len(entries), most):
+            chunk = entries[start : start + most]
             # Inserted, or an entry past the window taken again: both are ours. When
             # every row changed (the usual send of new ids), the whole chunk is ours
             # and nothing needs reading back. The claim's time, token and cutoff are
