@@ -408,9 +408,9 @@ def write_batches(
             part = <Py_ssize_t>(<uint64_t>crc32(it.key, it.key_n) % <uint64_t>partitions)
             it.part = part
             counts[part] += 1
-            # An upper bound of the record's bytes: its array, three integers, the
-            # headers of two strings and the value.
-            sizes[part] += 40 + it.key_n + it.kind_n + it.value_n
+            # An upper bound of the record's bytes: its array's header (1), three
+            # integers (9 each at most), the headers of two strings and a value (5 each).
+            sizes[part] += 43 + it.key_n + it.kind_n + it.value_n
             if kind is not signal_kind and kind != signal_kind:
                 rare.append((part, m))
         for part in range(partitions):

@@ -264,18 +264,18 @@ class SqliteBus(Bus):
         ts = _now_ms()
         with self._db.write() as conn:
             # Every partition's next offset, the batches written and the offsets moved:
-            # three statements, whatever the partitions the messages go to (up to
-            # thousands of them).
+            # three statements, however many partitions the messages go to, up to the
+            # SQLite build's bound on parameters (five a batch: 199 partitions where it
+            # binds 999, 6,553 at 32,766); past it, the last two are cut.
             ends = dict(conn.execute("SELECT partition, next_offset FROM hw_bus_ends"))
             rows, rare = _write_batches(messages, self.partitions, KIND_SIGNAL, ends, ts)
-            # Five parameters a batch: cut where the connection's bound on them is.
             most = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5)
             for first in range(0, len(rows), most):
-                part = rows[first : first + most]
-                conn.execute(_append_sql(len(part)), tuple(chain.from_iterable(part)))
+                chunk = rows[first : first + most]
+                conn.execute(_append_sql(len(chunk)), tuple(chain.from_iterable(chunk)))
                 conn.execute(
-                    _move_ends_sql(len(part)),
-                    tuple(chain.from_iterable((row[0], row[2] + 1) for row in part)),
+                    _move_ends_sql(len(chunk)),
+                    tuple(chain.from_iterable((row[0], row[2] + 1) for row in chunk)),
                 )
             if rare:
                 starts = {row[0]: row[1] for row in rows}
