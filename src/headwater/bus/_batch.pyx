@@ -339,18 +339,6 @@ cdef int put_str(Buf *b, str s) except -1:
     return put_sized(b, p, n, True)
 
 
-cdef struct Item:
-    # One message's fields, read once: pointers into the key's and kind's UTF-8 and
-    # the value's bytes (the objects are held until the batches are written).
-    const char *key
-    Py_ssize_t key_n
-    const char *kind
-    Py_ssize_t kind_n
-    const char *value
-    Py_ssize_t value_n
-    Py_ssize_t part
-
-
 cdef inline int put_header(Buf *b, Py_ssize_t n) except -1:
     """The header of an array of ``n``, as msgspec writes it."""
     if n < 16:
@@ -370,7 +358,7 @@ def write_batches(
     ``partition_for`` gives its key, its records numbered from ``ends[partition]`` on
     in the order given; a stored batch is the bytes ``ENCODE_BATCH`` writes for
     ``[(partition, offset, key, kind, value, timestamp_ms), ...]``."""
-    if partitions < 1:
+    if not 1 <= partitions <= 0x7FFFFFFF:
         raise ValueError(f"{partitions} partitions")
     cdef list given = messages if type(messages) is list else list(messages)
     cdef Py_ssize_t n = len(given)
@@ -378,12 +366,14 @@ def write_batches(
     cdef list held = [None] * (3 * n)  # the fields read: their bytes are pointed into
     cdef list rare = []
     cdef list rows = []
-    cdef Item *items = <Item *>calloc(n if n else 1, sizeof(Item))
+    # Each message's fields, read once, as a polled record's (``Entry``): its partition,
+    # pointers into its key's and kind's UTF-8 and its value's bytes (held above).
+    cdef Entry *items = <Entry *>calloc(n if n else 1, sizeof(Entry))
     cdef Buf *bufs = <Buf *>calloc(partitions, sizeof(Buf))
     cdef Py_ssize_t *counts = <Py_ssize_t *>calloc(partitions, sizeof(Py_ssize_t))
     cdef Py_ssize_t *sizes = <Py_ssize_t *>calloc(partitions, sizeof(Py_ssize_t))
     cdef int64_t *next_offsets = <int64_t *>calloc(partitions, sizeof(int64_t))
-    cdef Item *it
+    cdef Entry *it
     cdef Buf *b
     cdef int64_t first
     if items == NULL or bufs == NULL or counts == NULL or sizes == NULL or next_offsets == NULL:
@@ -406,7 +396,7 @@ def write_batches(
             it.value = PyBytes_AS_STRING(raw)
             it.value_n = PyBytes_GET_SIZE(raw)
             part = <Py_ssize_t>(<uint64_t>crc32(it.key, it.key_n) % <uint64_t>partitions)
-            it.part = part
+            it.partition = <int32_t>part
             counts[part] += 1
             # An upper bound of the record's bytes: its array's header (1), three
             # integers (9 each at most), the headers of two strings and a value (5 each).
@@ -420,11 +410,11 @@ def write_batches(
                 put_header(&bufs[part], counts[part])
         for i in range(n):
             it = &items[i]
-            b = &bufs[it.part]
+            b = &bufs[it.partition]
             put_byte(b, <char>0x96)  # an array of six
-            put_int(b, it.part)
-            put_int(b, next_offsets[it.part])
-            next_offsets[it.part] += 1
+            put_int(b, it.partition)
+            put_int(b, next_offsets[it.partition])
+            next_offsets[it.partition] += 1
             put_sized(b, it.key, it.key_n, True)
             put_sized(b, it.kind, it.kind_n, True)
             put_sized(b, it.value, it.value_n, False)
