@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
-from _workload import cpu_seconds, signal_messages
+from _workload import cpu_seconds, pin, server_env, signal_messages
 from headwater.bus import open_bus
 from headwater.bus.base import Bus
 from headwater.config import Settings
@@ -45,7 +45,7 @@ def _bus(tmp: str, name: str) -> tuple[Path, Bus]:
 
 
 def _consumer(home: Path, *extra: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, HEADWATER_HOME=str(home), HEADWATER_LOG_LEVEL="WARNING")
+    env = {**server_env(home), "HEADWATER_LOG_LEVEL": "WARNING"}
     argv = [sys.executable, "-m", "headwater.cli", "consume", "features", *extra]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
     if hasattr(os, "sched_setaffinity"):
@@ -58,8 +58,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=80_000)
     parser.add_argument("--seconds", type=float, default=25.0)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {0})
+    pin(0)
     with tempfile.TemporaryDirectory(prefix="hw-bench-live-") as tmp:
         home, bus = _bus(tmp, "live")
         messages = signal_messages(int(args.rate * (args.seconds + 1)) // 500 * 500)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -183,28 +183,23 @@ class SqliteOnlineStore:
             rowids = {}  # read from another namespace: kept for a put to that one
         else:
             self._read = ("", {})
-        placed = [(rowids[k], k, rows[k]) for k in rows if k in rowids]
+        placed = sorted((rowids[k], k, rows[k], namespace) for k in rows if k in rowids)
+        keys: Iterable[str] = rows
         if placed:
-            placed.sort()
             before = self._conn.total_changes
             self._conn.executemany(
-                "UPDATE hw_rows SET value = ?3 WHERE rowid = ?1 AND key = ?2 AND ns = ?4",
-                [(rowid, key, value, namespace) for rowid, key, value in placed],
+                "UPDATE hw_rows SET value = ?3 WHERE rowid = ?1 AND key = ?2 AND ns = ?4", placed
             )
             if self._conn.total_changes - before == len(placed):
                 if len(placed) == len(rows):
                     return
-                keys = sorted(k for k in rows if k not in rowids)
-            else:
-                keys = sorted(rows)
-        else:
-            keys = sorted(rows)
+                keys = (k for k in rows if k not in rowids)
         # In key order: neighbouring keys share pages of the key index, each is visited
         # once. The keys alone are sorted: comparing (key, value) pairs costs twice as much.
         self._conn.executemany(
             "INSERT INTO hw_rows VALUES (?, ?, ?) ON CONFLICT (ns, key) "
             "DO UPDATE SET value = excluded.value",
-            [(namespace, k, rows[k]) for k in keys],
+            [(namespace, k, rows[k]) for k in sorted(keys)],
         )
 
     def _check_fence(self, group: str, fence: Mapping[int, int]) -> None:
