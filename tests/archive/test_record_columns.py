@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headwater.archive.schema import COMPILED, records_to_arrow
-from headwater.contract.signal import Signal, encode_signal
+from headwater.contract.signal import RECORD_FIELDS, Signal, encode_signal
 from tests.archive._history import SUBJECT, history
 from tests.conftest import IN_CI
 
@@ -85,9 +85,12 @@ def _same(compiled: pa.Table, python: pa.Table) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_signals(), max_size=8))
-def test_the_compiled_reader_gives_the_table_of_the_python_path(signals: list[Signal]) -> None:
-    values = [encode_signal(s) for s in signals]
+@given(st.lists(st.tuples(_signals(), st.booleans()), max_size=8))
+def test_the_compiled_reader_gives_the_table_of_the_python_path(
+    signals: list[tuple[Signal, bool]],
+) -> None:
+    # Records of both versions: a bus written by an earlier release holds maps.
+    values = [encode_signal(s) if v2 else msgspec.msgpack.encode(s) for s, v2 in signals]
     record_columns(values)  # every signal headwater encodes is read in compiled code
     _same(
         records_to_arrow(values, SUBJECT, compiled=True),
@@ -174,7 +177,21 @@ def _odd_records() -> list[tuple[str, bytes]]:
         ("a payload that is not a map", encode({**good, "payload": [1]})),
         ("invalid UTF-8", encode({**good, "user_id": "u1"}).replace(b"u1", b"\xff\xfe")),
         ("cut short", encode(good)[:-3]),
+        ("an array record", encode_signal(Signal(**good))),
+        ("an array record, required fields only", encode(list(good.values()))),
+        ("an array record with a later field", encode([*_array(good), [1]])),
+        ("an array record, its user a number", encode(_array({**good, "user_id": 7}))),
+        ("an array record, no timestamp", encode(list(good.values())[:4])),
+        ("an array record, timestamp as text", encode(_array({**good, "timestamp": "x"}))),
+        ("an array record cut short", encode_signal(Signal(**good))[:-2]),
     ]
+
+
+def _array(fields: dict[str, Any]) -> list[Any]:
+    """A record of version 2 as a list: every field, in ``RECORD_FIELDS`` order."""
+    full = {"payload": {}, "item_id": None, "producer": "", "received_at": None}
+    full |= {"schema_version": 0, "request_id": "", **fields}
+    return [full[name] for name in RECORD_FIELDS]
 
 
 @pytest.mark.parametrize(("case", "value"), _odd_records(), ids=[c for c, _ in _odd_records()])

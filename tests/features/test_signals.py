@@ -1,6 +1,8 @@
 """The consumer's batch of signals in columns (``features.signals``): the compiled reader
-of records and msgspec fill the same columns, and a record the compiled reader does not
-take is read by msgspec, which refuses a malformed one with its own error."""
+of records and msgspec fill the same columns, records of either version (an array of
+``RECORD_FIELDS``, or a map by field name as earlier releases wrote), and a record the
+compiled reader does not take is read by msgspec, which refuses a malformed one with its
+own error."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 
 from headwater.bus.base import Record, RecordBatch
 from headwater.bus.sqlite import DECODE_BATCH, ENCODE_BATCH
-from headwater.contract.signal import Signal, encode_signal
+from headwater.contract.signal import RECORD_FIELDS, Signal, encode_signal
 from headwater.features import signals
 from headwater.features._pass import event_ms
 from headwater.features.signals import COMPILED, SignalBatch, decode_batch
@@ -59,9 +61,9 @@ def signal_records(draw: st.DrawFn) -> tuple[list[Record], dict[int, int]]:
             schema_version=draw(st.integers(0, 3)),
             request_id=draw(st.sampled_from(["", "r1", "r2"])),
         )
-        records.append(
-            Record(partition, offsets[partition], sig.user_id, "signal", encode_signal(sig), i)
-        )
+        # Records of both versions: a bus written by an earlier release holds maps.
+        value = encode_signal(sig) if draw(st.booleans()) else msgspec.msgpack.encode(sig)
+        records.append(Record(partition, offsets[partition], sig.user_id, "signal", value, i))
         offsets[partition] += 1
     stored = draw(st.dictionaries(st.integers(0, 3), st.integers(0, 10), max_size=3))
     return records, stored
@@ -319,3 +321,62 @@ def test_records_given_one_at_a_time_are_held_while_the_batch_is_read() -> None:
     expected = _columns(decode_batch(list(records()), {}, compiled=False))
     for compiled in [True, False] if COMPILED else [False]:
         assert _columns(decode_batch(records(), {}, compiled=compiled)) == expected  # type: ignore[arg-type]
+
+
+def _array(**changes: Any) -> list[Any]:
+    """A record of version 2 as a list: ``_fields`` in ``RECORD_FIELDS`` order, every field."""
+    full = {
+        "payload": {},
+        "item_id": None,
+        "producer": "",
+        "received_at": None,
+        "schema_version": 0,
+        "request_id": "",
+        **_fields(),
+    }
+    full.update(changes)
+    return [full[name] for name in RECORD_FIELDS]
+
+
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [
+        pytest.param(_array(), True, id="every field"),
+        pytest.param(_array()[:5], True, id="the required fields only"),
+        pytest.param(_array()[:7], True, id="up to the item"),
+        pytest.param([*_array(), "a field of a later version"], True, id="a field past the last"),
+        pytest.param(_array(item_id="i1", received_at=NOW, request_id="r"), True, id="envelope"),
+        pytest.param(_array()[:4], False, id="no timestamp"),
+        pytest.param(_array(user_id=7), False, id="a user id that is a number"),
+        pytest.param(_array(timestamp="2026-12-04T12:00:00Z"), True, id="a timestamp as text"),
+        pytest.param(_array(timestamp=None), False, id="a timestamp that is nil"),
+        pytest.param(_array(schema_version=1.5), False, id="a version that is a float"),
+        pytest.param(_array(producer=None), False, id="a producer that is nil"),
+    ],
+)
+@pytest.mark.parametrize("cut", [False, True], ids=["whole", "cut short"])
+def test_a_record_of_version_2_is_read_as_msgspec_reads_it(
+    value: list[Any], read: bool, cut: bool
+) -> None:
+    """Both readers give msgspec's columns for an array record, or its error."""
+    encoded = msgspec.msgpack.encode(value)
+    if cut:
+        encoded = encoded[:-2]
+    good = _record(
+        encode_signal(
+            Signal(event_id="e0", event_type="view", user_id="b", surface="web", timestamp=NOW)
+        )
+    )
+    outcomes: list[Any] = []
+    for compiled in [True, False] if COMPILED else [False]:
+        try:
+            batch = decode_batch([good, _record(encoded)], {}, compiled=compiled)
+        except msgspec.DecodeError as error:
+            outcomes.append(str(error))
+        else:
+            outcomes.append(_columns(batch))
+    assert all(o == outcomes[0] for o in outcomes)
+    if read and not cut:
+        assert sorted(outcomes[0]["event_ids"]) == ["e0", "e1"]
+    else:
+        assert isinstance(outcomes[0], str)

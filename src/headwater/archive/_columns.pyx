@@ -2,8 +2,8 @@
 """Bus records to the archive's columns, compiled to C: no Python object per signal.
 
 ``record_columns`` reads each record's bytes (a signal as ``headwater.contract.signal``
-encodes it: a MessagePack map keyed by field name, timestamps as the MessagePack
-timestamp extension) and appends its fields straight to Arrow buffers: strings as
+encodes it: a MessagePack array of ``RECORD_FIELDS``, or a record of version 1, a map
+keyed by field name; timestamps as the MessagePack timestamp extension) and appends its fields straight to Arrow buffers: strings as
 offsets and bytes, times as microseconds, the payload transcoded to the JSON text
 msgspec writes for it (a property test holds the two to the same bytes), its five
 extracted fields typed as ``schema.signals_to_arrow`` types them, and the event's UTC
@@ -405,7 +405,7 @@ cdef int record_into(const unsigned char *data, Py_ssize_t size, Column *cols) e
     cdef Reader r
     r.p = data
     r.end = data + size
-    cdef Py_ssize_t fields = read_map(&r)
+    cdef Py_ssize_t fields
     cdef Py_ssize_t i, keylen
     cdef const char *key
     cdef Span event_id, event_type, user_id, surface, item_id, producer
@@ -415,6 +415,35 @@ cdef int record_into(const unsigned char *data, Py_ssize_t size, Column *cols) e
     cdef char date[10]
     event_id.present = event_type.present = user_id.present = surface.present = False
     item_id.present = producer.present = False
+    if size and (0x90 <= data[0] <= 0x9F or data[0] == 0xDC or data[0] == 0xDD):
+        # A record of version 2: the fields in RECORD_FIELDS order (those missing at the
+        # end take their defaults, as msgspec reads it; one past them is not archived).
+        fields = read_array(&r)
+        if fields < 5 or fields > 11:
+            raise UnsupportedRecordError("a record of another length")
+        read_str(&r, &event_id.p, &event_id.n); event_id.present = True
+        read_str(&r, &event_type.p, &event_type.n); event_type.present = True
+        read_str(&r, &user_id.p, &user_id.n); user_id.present = True
+        read_str(&r, &surface.p, &surface.n); surface.present = True
+        read_timestamp(&r, &timestamp); have_timestamp = True
+        if fields > 5:
+            payload_into(&r, cols)
+            have_payload = True
+        if fields > 6 and not is_nil(&r):
+            read_str(&r, &item_id.p, &item_id.n); item_id.present = True
+        if fields > 7:
+            read_str(&r, &producer.p, &producer.n); producer.present = True
+        if fields > 8 and not is_nil(&r):
+            read_timestamp(&r, &received_at); have_received = True
+        if fields > 9:
+            read_int(&r, &version)
+            if not -2147483648LL <= version <= 2147483647LL:
+                raise UnsupportedRecordError("a schema version out of range")
+        if fields > 10:
+            read_str(&r, &key, &keylen)  # the envelope's request id is not archived
+        fields = 0
+    else:
+        fields = read_map(&r)
     for i in range(fields):
         read_str(&r, &key, &keylen)
         if named(key, keylen, "event_id", 8):

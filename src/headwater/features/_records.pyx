@@ -2,8 +2,8 @@
 """Bus records to a ``signals.SignalBatch``, compiled to C: no Python object per signal.
 
 ``read_batch`` reads each record's bytes (a signal as ``headwater.contract.signal``
-encodes it: a MessagePack map keyed by field name, timestamps as the MessagePack
-timestamp extension) into a ``Columns`` (``_records.pxd``): each event's fields as
+encodes it: a MessagePack array of ``RECORD_FIELDS``, or a record of version 1, a map
+keyed by field name; timestamps as the MessagePack timestamp extension) into a ``Columns`` (``_records.pxd``): each event's fields as
 pointers into the record's bytes, its time in milliseconds as ``_pass.event_ms``
 computes it from the decoded datetime, grouped by user in bus order; each publish
 request's events are counted per type, once for all its runs. The pass over stored rows
@@ -25,8 +25,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from headwater.bus._batch cimport Entry as BusEntry, RecordBatch
 from headwater._msgpack cimport (
-    Reader, Span, fnv1a, is_nil, is_utf8, named, read_int, read_map, read_str, read_timestamp,
-    skip_value,
+    Reader, Span, fnv1a, is_nil, is_utf8, named, read_array, read_int, read_map, read_str,
+    read_timestamp, skip_value,
 )
 
 
@@ -209,17 +209,19 @@ cdef int read_signal(const unsigned char *data, Py_ssize_t size, Fields *f) exce
     cdef Reader r
     r.p = data
     r.end = data + size
+    f.event_id.present = f.event_type.present = f.user_id.present = False
+    f.surface.present = f.item_id.present = f.producer.present = f.request_id.present = False
+    f.payload = NULL
+    f.payload_n = 0
+    f.have_timestamp = f.have_received = False
+    if size and (0x90 <= data[0] <= 0x9F or data[0] == 0xDC or data[0] == 0xDD):
+        return read_signal_array(&r, f)
     cdef Py_ssize_t fields = read_map(&r)
     cdef Py_ssize_t i, keylen
     cdef const char *key
     cdef const unsigned char *start
     cdef int64_t version
     cdef unsigned int seen = 0, bit
-    f.event_id.present = f.event_type.present = f.user_id.present = False
-    f.surface.present = f.item_id.present = f.producer.present = f.request_id.present = False
-    f.payload = NULL
-    f.payload_n = 0
-    f.have_timestamp = f.have_received = False
     for i in range(fields):
         read_str(&r, &key, &keylen)
         if named(key, keylen, "event_id", 8):
@@ -275,6 +277,42 @@ cdef int read_signal(const unsigned char *data, Py_ssize_t size, Fields *f) exce
     if not (f.event_id.present and f.event_type.present and f.user_id.present
             and f.surface.present and f.have_timestamp):
         raise UnsupportedRecordError("a record without a required field")
+    return 0
+
+
+cdef int read_signal_array(Reader *r, Fields *f) except -1:
+    """A record of version 2: its fields in ``RECORD_FIELDS`` order, as msgspec reads the
+    array (trailing fields missing take their defaults, fields past them are left)."""
+    cdef Py_ssize_t fields = read_array(r)
+    cdef Py_ssize_t i
+    cdef const unsigned char *start
+    cdef int64_t version
+    if fields < 5:
+        raise UnsupportedRecordError("a record without a required field")
+    read_str(r, &f.event_id.p, &f.event_id.n); f.event_id.present = True
+    read_str(r, &f.event_type.p, &f.event_type.n); f.event_type.present = True
+    read_str(r, &f.user_id.p, &f.user_id.n); f.user_id.present = True
+    read_str(r, &f.surface.p, &f.surface.n); f.surface.present = True
+    read_timestamp(r, &f.timestamp); f.have_timestamp = True
+    if fields > 5:
+        start = r.p
+        skip_value(r, 0)
+        f.payload = <const char *>start
+        f.payload_n = r.p - start
+    if fields > 6 and not is_nil(r):
+        read_str(r, &f.item_id.p, &f.item_id.n); f.item_id.present = True
+    if fields > 7:
+        read_str(r, &f.producer.p, &f.producer.n); f.producer.present = True
+    if fields > 8 and not is_nil(r):
+        read_timestamp(r, &f.received_at); f.have_received = True
+    if fields > 9:
+        read_int(r, &version)
+    if fields > 10:
+        read_str(r, &f.request_id.p, &f.request_id.n); f.request_id.present = True
+    for i in range(11, fields):
+        skip_value(r, 0)  # a field a later version appends: msgspec leaves it too
+    if r.p != r.end:
+        raise UnsupportedRecordError("bytes after the record")
     return 0
 
 

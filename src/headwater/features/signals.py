@@ -23,7 +23,7 @@ from typing import Any, Protocol, cast
 import msgspec
 
 from headwater.bus.base import Record
-from headwater.contract.signal import Signal
+from headwater.contract.signal import Signal, record_decoder
 from headwater.features._pass import event_ms
 from headwater.features.kinds import SignalView
 
@@ -130,7 +130,7 @@ def _stream_decoder() -> Callable[[bytes], StreamSignal]:
     lazy = msgspec.defstruct(
         "StreamSignal", fields, frozen=True, gc=False, rename=rename, module=__name__
     )
-    return cast("Callable[[bytes], StreamSignal]", msgspec.msgpack.Decoder(lazy).decode)
+    return cast("Callable[[bytes], StreamSignal]", record_decoder(lazy))
 
 
 class StreamSignal(SignalView, Protocol):
