@@ -25,6 +25,7 @@ from headwater.contract.signal import (
     is_array_record,
     record_decoder,
 )
+from headwater.errors import ConfigurationError
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 texts = st.text(max_size=12)
@@ -115,7 +116,14 @@ def test_a_struct_without_the_records_fields_in_their_order_is_refused() -> None
         record_decoder(Reordered)
 
 
-def test_the_gateway_writes_records_of_version_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [2, 1])
+def test_the_gateway_writes_records_of_the_version_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
+) -> None:
+    """Version 2 by default; 1 (maps, as earlier releases wrote) while consumers of such a
+    release still read the bus. Either reads back to the same signal."""
+    if version == 1:
+        monkeypatch.setenv("HEADWATER_BUS_RECORD_VERSION", "1")
     app = Application(Settings.from_env(tmp_path / "hw"))
     try:
         app.register_shipped_contracts()
@@ -134,7 +142,7 @@ def test_the_gateway_writes_records_of_version_2(tmp_path: Path) -> None:
         consumer = app.bus.consumer(f"check-{time.time_ns()}")
         (record,) = consumer.poll(10, 1.0)
         consumer.close()
-        assert is_array_record(record.value)
+        assert is_array_record(record.value) == (version == 2)
         signal = decode_signal(record.value)
         assert (signal.event_id, signal.event_type, signal.user_id, signal.item_id) == (
             "e1",
@@ -145,6 +153,18 @@ def test_the_gateway_writes_records_of_version_2(tmp_path: Path) -> None:
         assert (signal.producer, signal.request_id, signal.timestamp) == ("web", "req-1", NOW)
         assert signal.received_at is not None
         assert signal.schema_version >= 1
-        assert record.value == encode_signal(signal)
+        if version == 2:
+            assert record.value == encode_signal(signal)
+        else:  # a map by field name, as the gateway of an earlier release wrote it
+            assert msgspec.msgpack.decode(record.value)["user_id"] == "u1"
     finally:
         app.close()
+
+
+@pytest.mark.parametrize("raw", ["3", "0", "two", "2.0"])
+def test_a_record_version_other_than_1_or_2_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("HEADWATER_BUS_RECORD_VERSION", raw)
+    with pytest.raises(ConfigurationError, match="HEADWATER_BUS_RECORD_VERSION must be 1 or 2"):
+        Settings.from_env(tmp_path / "hw")

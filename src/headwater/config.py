@@ -57,6 +57,15 @@ def _processes(raw: str) -> int | None:
     return count
 
 
+def _record_version(raw: str) -> int:
+    if raw not in ("1", "2"):
+        raise ConfigurationError(
+            f"HEADWATER_BUS_RECORD_VERSION must be 1 or 2 (the version of the signal records "
+            f"the gateway writes), not {raw!r}"
+        )
+    return int(raw)
+
+
 def _fractions(raw: str, name: str) -> tuple[float, ...]:
     try:
         found = tuple(float(part) for part in raw.split(",") if part.strip())
@@ -102,6 +111,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: of the partitions; None (``auto``): one, and more while its group is behind
     #: (``members``).
     feature_processes: int | None = None
+    #: The version of the signal records the gateway writes on the bus (2: an array of
+    #: ``RECORD_FIELDS``; 1: a map by field name, while consumers of a release before
+    #: version 2 still read the bus). Every reader takes both.
+    bus_record_version: int = 2
 
     @classmethod
     def from_env(cls, home: str | Path | None = None) -> Settings:
@@ -150,4 +163,5 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 _env("HEADWATER_DASHBOARD_SAMPLE", "10s"), "HEADWATER_DASHBOARD_SAMPLE"
             ),
             feature_processes=_processes(_env("HEADWATER_FEATURE_PROCESSES", "auto")),
+            bus_record_version=_record_version(_env("HEADWATER_BUS_RECORD_VERSION", "2")),
         )

@@ -29,6 +29,7 @@ def ingestor(app: Application) -> Ingestor:
         app.dedupe,
         limits=app.limits,
         erased=ErasedUsers(app.tombstones, policy),
+        record_version=app.settings.bus_record_version,
     )
     built.lease_s = app.settings.claim_lease_s
     app.own("ingestor", built.close)

@@ -15,6 +15,7 @@ __all__ = [
     "Signal",
     "decode_signal",
     "decode_signals",
+    "encode_map_record",
     "encode_record",
     "encode_signal",
     "event_id_of",
@@ -87,6 +88,11 @@ _ENCODER = msgspec.msgpack.Encoder()
 #: Bytes of a record from its fields as a tuple in ``RECORD_FIELDS`` order: the
 #: encoder's own method, which the gateway calls once per event without a Python frame.
 encode_record: Callable[[tuple[Any, ...]], bytes] = _ENCODER.encode
+
+#: Bytes of a record of version 1 (a map by field name) from a struct of the signal's
+#: fields: what releases before version 2 wrote, and what ``HEADWATER_BUS_RECORD_VERSION=1``
+#: keeps writing while consumers of such a release still read the bus.
+encode_map_record: Callable[[Any], bytes] = _ENCODER.encode
 
 S = TypeVar("S", bound=msgspec.Struct)
 

@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -26,7 +25,7 @@ from headwater.access.keys import ALL, ApiKey
 from headwater.bus.base import Bus, Message
 from headwater.contract._compiled import TypedSignal
 from headwater.contract.definition import RegisteredEventType
-from headwater.contract.signal import encode_record
+from headwater.contract.signal import encode_map_record, encode_record
 from headwater.contract.validator import BatchResult, Limits, Rejection, SignalValidator
 from headwater.dedupe.base import Claim, IdempotencyWindow, Pending
 from headwater.errors import PermissionDeniedError
@@ -135,8 +134,8 @@ class Ingestor:
         *,
         limits: Limits | None = None,
         refresh_s: float = 1.0,
-        on_published: Callable[[list[TypedSignal], datetime], None] | None = None,
         erased: ErasedUsers | None = None,
+        record_version: int = 2,
     ) -> None:
         self.registry = registry
         self.bus = bus
@@ -145,8 +144,12 @@ class Ingestor:
         self.writer = IngestWriter(bus, window)
         self.limits = limits or Limits()
         self.refresh_s = refresh_s
-        self.on_published = on_published
         self.erased = erased
+        if record_version not in (1, 2):
+            raise ValueError(f"a bus record's version is 1 or 2, not {record_version!r}")
+        #: The version of the records written (``contract.signal.RECORD_FIELDS``): 1
+        #: while consumers of an earlier release still read the bus.
+        self.record_version = record_version
         self.stats = IngestStats()
         #: How long another send's claim is trusted before it counts as abandoned.
         self.lease_s = LEASE_S
@@ -281,6 +284,9 @@ class Ingestor:
         return bool(batch.pending)
 
     def _encode(self, batch: PreparedBatch, events: list[TypedSignal]) -> None:
+        if self.record_version == 1:
+            _encode_maps(batch, events)
+            return
         # The gateway's hottest loop: names bound once, no call per event but encode's.
         # Each record is written as a tuple of its fields (``RECORD_FIELDS``' order, a
         # record of version 2): the event itself is left as validated.
@@ -335,8 +341,6 @@ class Ingestor:
 
     def finish(self, batch: PreparedBatch) -> IngestOutcome:
         """After the durable, confirmed write: count the batch and build the answer."""
-        if batch.fresh and self.on_published is not None:
-            self.on_published(batch.fresh, batch.received_at)
         self._account(batch)
         return _outcome(batch.result, batch.duplicate_index, batch.producer, batch.received_at)
 
@@ -413,6 +417,20 @@ def _check_scope(result: BatchResult, key: ApiKey, owners: dict[str, str]) -> No
             + (" ..." if len(refused) > 20 else ""),
             refused,
         )
+
+
+def _encode_maps(batch: PreparedBatch, events: list[TypedSignal]) -> None:
+    """Records of version 1, as releases before version 2 wrote them: each event, its
+    envelope set, encoded as a map by field name."""
+    producer, received_at, request_id = batch.producer, batch.received_at, batch.request_id
+    for event in events:
+        event.producer = producer
+        event.received_at = received_at
+        event.schema_version = type(event).schema_version_of_type
+        if request_id:
+            event.request_id = request_id
+        batch.messages.append(Message(event.user_id, encode_map_record(event)))
+        batch.entries.append((event.event_id, event.user_id))
 
 
 def _outcome(
