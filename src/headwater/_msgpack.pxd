@@ -123,6 +123,12 @@ cdef inline Py_ssize_t read_map(Reader *r) except -1:
     raise ValueError("not a map")
 
 
+cdef inline bint is_array_head(const unsigned char *p, Py_ssize_t n) noexcept:
+    """Whether ``p[:n]`` starts with an array's header (a signal record of version 2;
+    ``contract.signal.is_array_record``)."""
+    return n > 0 and (0x90 <= p[0] <= 0x9F or p[0] == 0xDC or p[0] == 0xDD)
+
+
 cdef inline Py_ssize_t read_array(Reader *r) except -1:
     need(r, 1)
     cdef unsigned char t = r.p[0]

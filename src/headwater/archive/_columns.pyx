@@ -3,11 +3,11 @@
 
 ``record_columns`` reads each record's bytes (a signal as ``headwater.contract.signal``
 encodes it: a MessagePack array of ``RECORD_FIELDS``, or a record of version 1, a map
-keyed by field name; timestamps as the MessagePack timestamp extension) and appends its fields straight to Arrow buffers: strings as
-offsets and bytes, times as microseconds, the payload transcoded to the JSON text
-msgspec writes for it (a property test holds the two to the same bytes), its five
-extracted fields typed as ``schema.signals_to_arrow`` types them, and the event's UTC
-date. Only floats in a payload go through Python (msgspec formats them).
+keyed by field name; timestamps as the MessagePack timestamp extension) and appends its
+fields straight to Arrow buffers: strings as offsets and bytes, times as microseconds,
+the payload transcoded to the JSON text msgspec writes for it (a property test holds the
+two to the same bytes), its five extracted fields typed as ``schema.signals_to_arrow``
+types them, and the event's UTC date. Only floats in a payload go through Python (msgspec formats them).
 
 Anything the decoder of ``Signal`` would read differently from this reader (a field of
 another type, a binary or extension value in a payload, a timestamp given as text, a
@@ -20,8 +20,8 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memset
 from headwater._buffer cimport Buf, put, put_byte, reserve, take
 from headwater._msgpack cimport (
-    Reader, Span, fnv1a, hw_be16, hw_be32, hw_be64, hw_f32, hw_f64, is_nil, named, need,
-    read_array, read_int, read_map, read_str, read_timestamp,
+    Reader, Span, fnv1a, hw_be16, hw_be32, hw_be64, hw_f32, hw_f64, is_array_head, is_nil, named,
+    need, read_array, read_int, read_map, read_str, read_timestamp,
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
@@ -415,7 +415,7 @@ cdef int record_into(const unsigned char *data, Py_ssize_t size, Column *cols) e
     cdef char date[10]
     event_id.present = event_type.present = user_id.present = surface.present = False
     item_id.present = producer.present = False
-    if size and (0x90 <= data[0] <= 0x9F or data[0] == 0xDC or data[0] == 0xDD):
+    if is_array_head(data, size):
         # A record of version 2: the fields in RECORD_FIELDS order (those missing at the
         # end take their defaults, as msgspec reads it; one past them is not archived).
         fields = read_array(&r)

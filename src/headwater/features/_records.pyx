@@ -3,13 +3,14 @@
 
 ``read_batch`` reads each record's bytes (a signal as ``headwater.contract.signal``
 encodes it: a MessagePack array of ``RECORD_FIELDS``, or a record of version 1, a map
-keyed by field name; timestamps as the MessagePack timestamp extension) into a ``Columns`` (``_records.pxd``): each event's fields as
-pointers into the record's bytes, its time in milliseconds as ``_pass.event_ms``
-computes it from the decoded datetime, grouped by user in bus order; each publish
-request's events are counted per type, once for all its runs. The pass over stored rows
-(``_rows``) reads them there. The batch's Python columns (event ids, items and users as strings, event types
-and surfaces as one string object per distinct value, payloads as their MessagePack
-bytes) are made from them when first asked for (``Columns.fill``).
+keyed by field name; timestamps as the MessagePack timestamp extension) into a
+``Columns`` (``_records.pxd``): each event's fields as pointers into the record's bytes,
+its time in milliseconds as ``_pass.event_ms`` computes it from the decoded datetime,
+grouped by user in bus order; each publish request's events are counted per type, once
+for all its runs. The pass over stored rows (``_rows``) reads them there. The batch's
+Python columns (event ids, items and users as strings, event types and surfaces as one
+string object per distinct value, payloads as their MessagePack bytes) are made from
+them when first asked for (``Columns.fill``).
 
 Anything msgspec's decoder of the consumer's signal would read differently from this
 reader (a field of another type, a timestamp given as text or finer than a
@@ -25,8 +26,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from headwater.bus._batch cimport Entry as BusEntry, RecordBatch
 from headwater._msgpack cimport (
-    Reader, Span, fnv1a, is_nil, is_utf8, named, read_array, read_int, read_map, read_str,
-    read_timestamp, skip_value,
+    Reader, Span, fnv1a, is_array_head, is_nil, is_utf8, named, read_array, read_int, read_map,
+    read_str, read_timestamp, skip_value,
 )
 
 
@@ -214,7 +215,7 @@ cdef int read_signal(const unsigned char *data, Py_ssize_t size, Fields *f) exce
     f.payload = NULL
     f.payload_n = 0
     f.have_timestamp = f.have_received = False
-    if size and (0x90 <= data[0] <= 0x9F or data[0] == 0xDC or data[0] == 0xDD):
+    if is_array_head(data, size):
         return read_signal_array(&r, f)
     cdef Py_ssize_t fields = read_map(&r)
     cdef Py_ssize_t i, keylen
