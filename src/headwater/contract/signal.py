@@ -15,6 +15,7 @@ __all__ = [
     "Signal",
     "decode_signal",
     "decode_signals",
+    "defstruct_fields",
     "encode_map_record",
     "encode_record",
     "encode_signal",
@@ -105,10 +106,9 @@ def is_array_record(data: bytes) -> bool:
     return 0x90 <= head <= 0x9F or head in (0xDC, 0xDD)
 
 
-def record_decoder(struct: type[S]) -> Callable[[bytes], S]:
-    """A decoder into ``struct`` of a record of either version. ``struct`` has the fields
-    of ``Signal`` in its order (their types may differ: a payload left encoded); a record
-    of version 2 is read into its twin as an array, then made a ``struct``."""
+def defstruct_fields(struct: type[msgspec.Struct]) -> list[Any]:
+    """``struct``'s fields as ``msgspec.defstruct`` takes them: ``(name, type)``, or
+    ``(name, type, default)`` for a field that has one."""
     fields: list[Any] = []
     for f in msgspec.structs.fields(struct):
         if f.required:
@@ -117,6 +117,14 @@ def record_decoder(struct: type[S]) -> Callable[[bytes], S]:
             fields.append((f.name, f.type, msgspec.field(default_factory=f.default_factory)))
         else:
             fields.append((f.name, f.type, f.default))
+    return fields
+
+
+def record_decoder(struct: type[S]) -> Callable[[bytes], S]:
+    """A decoder into ``struct`` of a record of either version. ``struct`` has the fields
+    of ``Signal`` in its order (their types may differ: a payload left encoded); a record
+    of version 2 is read into its twin as an array, then made a ``struct``."""
+    fields = defstruct_fields(struct)
     if tuple(name for name, *_ in fields) != RECORD_FIELDS:
         raise TypeError(f"{struct.__name__} does not have a record's fields in their order")
     twin = msgspec.defstruct(

@@ -23,7 +23,7 @@ from typing import Any, Protocol, cast
 import msgspec
 
 from headwater.bus.base import Record
-from headwater.contract.signal import Signal, record_decoder
+from headwater.contract.signal import Signal, defstruct_fields, record_decoder
 from headwater.features._pass import event_ms
 from headwater.features.kinds import SignalView
 
@@ -116,16 +116,11 @@ class SignalBatch:
 def _stream_decoder() -> Callable[[bytes], StreamSignal]:
     # Mirrors Signal field by field, so the contract stays defined in one place. Most
     # events feed no feature that reads the payload: it stays encoded (msgspec.Raw).
-    fields: list[Any] = []
-    for f in msgspec.structs.fields(Signal):
-        if f.name == "payload":
-            fields.append((f.name, msgspec.Raw, msgspec.Raw(b"\x80")))  # an empty map
-        elif f.required:
-            fields.append((f.name, f.type))
-        elif f.default_factory is not msgspec.NODEFAULT:
-            fields.append((f.name, f.type, msgspec.field(default_factory=f.default_factory)))
-        else:
-            fields.append((f.name, f.type, f.default))
+    empty_map = msgspec.Raw(b"\x80")
+    fields = [
+        ("payload", msgspec.Raw, empty_map) if spec[0] == "payload" else spec
+        for spec in defstruct_fields(Signal)
+    ]
     rename = {f.name: f.encode_name for f in msgspec.structs.fields(Signal)}
     lazy = msgspec.defstruct(
         "StreamSignal", fields, frozen=True, gc=False, rename=rename, module=__name__
