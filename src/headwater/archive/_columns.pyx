@@ -417,7 +417,8 @@ cdef int record_into(const unsigned char *data, Py_ssize_t size, Column *cols) e
     item_id.present = producer.present = False
     if is_array_head(data, size):
         # A record of version 2: the fields in RECORD_FIELDS order (those missing at the
-        # end take their defaults, as msgspec reads it; one past them is not archived).
+        # end take their defaults, as msgspec reads it). A longer array, a later version's
+        # fields, is left to msgspec, as a map's field the archive does not know is.
         fields = read_array(&r)
         if fields < 5 or fields > 11:
             raise UnsupportedRecordError("a record of another length")
@@ -441,7 +442,7 @@ cdef int record_into(const unsigned char *data, Py_ssize_t size, Column *cols) e
                 raise UnsupportedRecordError("a schema version out of range")
         if fields > 10:
             read_str(&r, &key, &keylen)  # the envelope's request id is not archived
-        fields = 0
+        fields = 0  # no map follows; the checks after its loop hold for both versions
     else:
         fields = read_map(&r)
     for i in range(fields):
