@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from headwater._checkpoint import WalCheckpointer
 from headwater._sqlite import connect, scrub_for_erasure
 from headwater._url import sqlite_path
 from headwater.errors import FencedError, OnlineStoreError
@@ -86,6 +87,16 @@ class SqliteOnlineStore:
             self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // page}")
             self._conn.execute(f"PRAGMA journal_size_limit={64 * 2**20}")
             self._create()
+            path = sqlite_path(url)
+            #: Once this store writes rows, its checkpoints run on a thread of their own,
+            #: not inside a batch's commit (``headwater._checkpoint``).
+            self._checkpointer = (
+                None
+                if path == ":memory:"
+                else WalCheckpointer(
+                    path, self._conn, self._lock, threshold_bytes=WAL_CHECKPOINT_BYTES
+                )
+            )
         except sqlite3.Error as exc:
             raise OnlineStoreError(f"cannot open online store {url}: {exc}") from exc
 
@@ -151,6 +162,8 @@ class SqliteOnlineStore:
         fence: Mapping[int, int] | None = None,
     ) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.before_write()
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 if fence:
@@ -338,4 +351,6 @@ class SqliteOnlineStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             self._conn.close()
