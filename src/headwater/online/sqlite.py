@@ -82,7 +82,8 @@ class SqliteOnlineStore:
             self._conn.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
             # A consumer batch rewrites rows on thousands of random pages. Checkpoint
             # every ~40 MB of WAL instead of the default 1,000 pages: a page rewritten by
-            # several batches is copied back (and synced) once.
+            # several batches is copied back (and synced) once. This connection's own
+            # checkpoints stop once the store writes rows (``_checkpointer``).
             (page,) = self._conn.execute("PRAGMA page_size").fetchone()
             self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // page}")
             self._conn.execute(f"PRAGMA journal_size_limit={64 * 2**20}")
