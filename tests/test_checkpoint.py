@@ -9,6 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+import headwater._checkpoint
 from headwater._checkpoint import WalCheckpointer, pending_frames
 from headwater._sqlite import connect
 from headwater.online.sqlite import WAL_CHECKPOINT_BYTES, SqliteOnlineStore
@@ -203,4 +206,26 @@ def test_the_log_starts_over_while_the_writer_writes_without_a_pause(tmp_path: P
     # The threshold and what the writer adds while a checkpoint runs, not the ~40 MB
     # of all 800 commits.
     assert largest < 10 * 1024 * 1024
+    conn.close()
+
+
+def test_the_writer_checkpoints_again_should_the_thread_die(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "db"
+    conn = _writer(path)
+    conn.execute("PRAGMA wal_autocheckpoint=1000")
+    checkpointer = WalCheckpointer(str(path), conn, LOCK, threshold_bytes=64 * 1024)
+    checkpointer.interval_s = 0.01
+    _commit(conn, 0, checkpointer=checkpointer)
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+
+    def broken(database: str) -> int:
+        raise RuntimeError("not an error the thread expects")
+
+    monkeypatch.setattr(headwater._checkpoint, "pending_frames", broken)
+    assert _within(5, lambda: not checkpointer.running)
+    _commit(conn, 100, checkpointer=checkpointer)
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+    checkpointer.close()
     conn.close()

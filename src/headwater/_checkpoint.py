@@ -12,8 +12,8 @@ thread. The first runs beside the writer: it copies the frames committed before 
 began, without blocking the writer or a reader, and releases the GIL while SQLite works,
 so on a second core it costs the writer nothing. It leaves the log incomplete, though
 (the writer went on appending), and SQLite starts the log over only once a checkpoint
-copied all of it: a log checkpointed that way alone grew to 850 MB in a test where the
-writer's own checkpoints kept it at 43 MB. So the second runs between two of the
+copied all of it: a log checkpointed that way alone grew to 850 MB in an experiment
+where the writer's own checkpoints kept it at 43 MB. So the second runs between two of the
 writer's transactions, holding the writer's lock (while the feature consumer computes
 its next batch): it copies only the frames since the first (a commit or two), and the
 writer's next transaction starts the log over. Where the thread cannot take the lock,
@@ -35,6 +35,7 @@ import os
 import sqlite3
 import struct
 import threading
+import time
 
 __all__ = ["WalCheckpointer", "pending_frames"]
 
@@ -110,9 +111,14 @@ class WalCheckpointer:
         call starts the thread (the writer's commits no longer checkpoint); a call
         after a checkpoint of the thread that the thread could not finish copies the
         rest of the log, so that the transaction that follows starts it over. After
-        ``close`` it does nothing."""
+        ``close`` it does nothing. Should the thread have died, the writer's commits
+        checkpoint again, as before it started."""
         if self._thread is None:
             self._start()
+        elif not self._thread.is_alive() and not self._stop.is_set():
+            self._stop.set()
+            self._writer.execute(f"PRAGMA wal_autocheckpoint={int(self._autocheckpoint)}")
+            log.error("the checkpoint thread of %s stopped; its writer checkpoints", self.database)
         elif self._owed.is_set():
             self._owed.clear()
             self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -146,14 +152,21 @@ class WalCheckpointer:
                     # Busy with another checkpoint (an erasure's scrub, another process):
                     # the next look tries again.
                     log.debug("checkpoint of %s skipped: %s", self.database, exc)
+        except Exception:
+            # Anything else ends the thread; the writer's next transaction sees it gone
+            # and checkpoints again itself (``before_write``).
+            log.exception("the checkpoint thread of %s failed", self.database)
         finally:
             conn.close()
 
     def _finish(self, conn: sqlite3.Connection) -> None:
         """Copy what the writer committed during the first pass, between two of its
-        transactions; left to the writer if its lock is not free within a look."""
-        if not self._lock.acquire(timeout=self.interval_s):
-            return
+        transactions; left to the writer if its lock is not free within a look (or
+        once ``close`` was called: the writer closing holds its lock)."""
+        deadline = time.monotonic() + self.interval_s
+        while not self._lock.acquire(timeout=0.01):
+            if self._stop.is_set() or time.monotonic() >= deadline:
+                return
         try:
             if self._owed.is_set() and not self._stop.is_set():
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -168,7 +181,7 @@ class WalCheckpointer:
         with self._guard:
             self._stop.set()
             thread = self._thread
-        if thread is None or not thread.is_alive():
+        if thread is None:
             return
         thread.join()
         self._writer.execute(f"PRAGMA wal_autocheckpoint={int(self._autocheckpoint)}")
