@@ -7,7 +7,8 @@ keyed by field name; timestamps as the MessagePack timestamp extension) and appe
 fields straight to Arrow buffers: strings as offsets and bytes, times as microseconds,
 the payload transcoded to the JSON text msgspec writes for it (a property test holds the
 two to the same bytes), its five extracted fields typed as ``schema.signals_to_arrow``
-types them, and the event's UTC date. Only floats in a payload go through Python (msgspec formats them).
+types them, and the event's UTC date. Only floats in a payload go through Python
+(msgspec formats them).
 
 Anything the decoder of ``Signal`` would read differently from this reader (a field of
 another type, a binary or extension value in a payload, a timestamp given as text, a
