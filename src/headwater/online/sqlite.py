@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from headwater._checkpoint import WalCheckpointer
 from headwater._sqlite import connect, scrub_for_erasure
 from headwater._url import sqlite_path
 from headwater.errors import FencedError, OnlineStoreError
@@ -81,11 +82,22 @@ class SqliteOnlineStore:
             self._conn.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
             # A consumer batch rewrites rows on thousands of random pages. Checkpoint
             # every ~40 MB of WAL instead of the default 1,000 pages: a page rewritten by
-            # several batches is copied back (and synced) once.
+            # several batches is copied back (and synced) once. This connection's own
+            # checkpoints stop once the store writes rows (``_checkpointer``).
             (page,) = self._conn.execute("PRAGMA page_size").fetchone()
             self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // page}")
             self._conn.execute(f"PRAGMA journal_size_limit={64 * 2**20}")
             self._create()
+            path = sqlite_path(url)
+            #: Once this store writes rows, its checkpoints run on a thread of their own,
+            #: not inside a batch's commit (``headwater._checkpoint``).
+            self._checkpointer = (
+                None
+                if path == ":memory:"
+                else WalCheckpointer(
+                    path, self._conn, self._lock, threshold_bytes=WAL_CHECKPOINT_BYTES
+                )
+            )
         except sqlite3.Error as exc:
             raise OnlineStoreError(f"cannot open online store {url}: {exc}") from exc
 
@@ -151,6 +163,8 @@ class SqliteOnlineStore:
         fence: Mapping[int, int] | None = None,
     ) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.before_write()
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 if fence:
@@ -164,6 +178,8 @@ class SqliteOnlineStore:
                         [(group, p, pos.next_offset, pos.as_of_ms) for p, pos in positions.items()],
                     )
                 self._conn.execute("COMMIT")
+                if self._checkpointer is not None:
+                    self._checkpointer.committed(len(rows) + len(positions or ()))
             except sqlite3.Error as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
@@ -338,4 +354,6 @@ class SqliteOnlineStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             self._conn.close()
