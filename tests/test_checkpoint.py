@@ -364,3 +364,44 @@ def test_the_frames_a_row_adds_are_measured_at_each_checkpoint(tmp_path: Path) -
     look(log)
     assert checkpointer.checkpoints == 4  # 7 rows at 16 frames: past the threshold
     conn.close()
+
+
+class _BusyWriter:
+    """A writer's connection whose checkpoints fail while ``busy`` (another process's
+    checkpoint holding SQLite's checkpoint lock)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.busy = False
+
+    def execute(self, sql: str) -> sqlite3.Cursor:
+        if self.busy and sql.startswith("PRAGMA wal_checkpoint"):
+            raise sqlite3.OperationalError("database is locked")
+        return self.conn.execute(sql)
+
+
+def test_a_finishing_checkpoint_the_writer_cannot_run_waits_for_its_next_write(
+    tmp_path: Path,
+) -> None:
+    conn = _writer(tmp_path / "db")
+    writer = _BusyWriter(conn)
+    checkpointer = WalCheckpointer(
+        str(tmp_path / "db"),
+        writer,
+        LOCK,
+        threshold_bytes=1 << 30,
+        interval_s=3_600.0,
+    )
+    with LOCK:
+        checkpointer.before_write()  # starts the thread
+        checkpointer._owed.set()  # as after a checkpoint the thread could not finish
+        writer.busy = True
+        checkpointer.before_write()  # no error: the write goes ahead
+        assert checkpointer.finished_by_writer == 0
+        writer.busy = False
+        checkpointer.before_write()
+        assert checkpointer.finished_by_writer == 1
+        checkpointer.before_write()
+        assert checkpointer.finished_by_writer == 1  # nothing owed any more
+    checkpointer.close()
+    conn.close()

@@ -121,8 +121,14 @@ class WalCheckpointer:
             self._writer.execute(f"PRAGMA wal_autocheckpoint={int(self._autocheckpoint)}")
             log.error("the checkpoint thread of %s stopped; its writer checkpoints", self.database)
         elif self._owed.is_set():
+            try:
+                self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:
+                # Busy with another checkpoint: the next transaction tries again. The
+                # write it precedes is not refused for it.
+                log.debug("checkpoint of %s left to the next write: %s", self.database, exc)
+                return
             self._owed.clear()
-            self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.finished_by_writer += 1
 
     def _start(self) -> None:

@@ -163,9 +163,9 @@ class SqliteOnlineStore:
         fence: Mapping[int, int] | None = None,
     ) -> None:
         with self._lock:
-            if self._checkpointer is not None:
-                self._checkpointer.before_write()
             try:
+                if self._checkpointer is not None:
+                    self._checkpointer.before_write()
                 self._conn.execute("BEGIN IMMEDIATE")
                 if fence:
                     self._check_fence(group, fence)
