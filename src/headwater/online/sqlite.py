@@ -77,7 +77,8 @@ class SqliteOnlineStore:
             # group's positions: a power loss that drops the last commits rolls rows and
             # positions back together, and the consumer re-applies those records. So a
             # row write need not wait for an fsync; deletes (erasure) do (``_synced``).
-            self._conn = connect(sqlite_path(url), synchronous="NORMAL", page_size=PAGE_SIZE)
+            path = sqlite_path(url)
+            self._conn = connect(path, synchronous="NORMAL", page_size=PAGE_SIZE)
             # Random-key upserts into a large table need the pages in memory.
             self._conn.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
             # A consumer batch rewrites rows on thousands of random pages. Checkpoint
@@ -88,7 +89,6 @@ class SqliteOnlineStore:
             self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // page}")
             self._conn.execute(f"PRAGMA journal_size_limit={64 * 2**20}")
             self._create()
-            path = sqlite_path(url)
             #: Once this store writes rows, its checkpoints run on a thread of their own,
             #: not inside a batch's commit (``headwater._checkpoint``).
             self._checkpointer = (
