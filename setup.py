@@ -5,7 +5,8 @@ them) are Python modules that Cython compiles in pure-Python mode, C types from 
 ``.pxd`` files beside them. Without a C compiler (or without Cython) headwater installs
 without them and runs the same modules as Python, which compute the same states more
 slowly. The ``.pyx`` modules (the JSON guard, the readers of bus records, which share
-``_msgpack.pxd``) have a Python path beside them that gives the same results.
+``_msgpack.pxd``, and the writers of them, which share ``_buffer.pxd``) have a Python
+path beside them that gives the same results.
 """
 
 from setuptools import Extension, setup
@@ -38,6 +39,12 @@ else:
                     "src/headwater/_msgpack.pxd",
                     "src/headwater/bus/_batch.pxd",
                 ],
+            ),
+            # The gateway's bus records for a batch of validated events.
+            Extension(
+                "headwater.ingest._records",
+                ["src/headwater/ingest/_records.pyx"],
+                depends=["src/headwater/_buffer.pxd"],
             ),
             # The archive's reader: bus records straight to Arrow buffers.
             Extension(

@@ -21,7 +21,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcmp, memcpy
-from headwater._buffer cimport Buf, put, put_byte, reserve, take
+from headwater._buffer cimport Buf, put, put_byte, put_header, put_int, put_sized, put_str, reserve, take
 from headwater._msgpack cimport Reader, is_utf8, read_array, read_bin, read_int, read_str
 
 
@@ -285,67 +285,6 @@ cdef inline uint32_t crc32(const char *p, Py_ssize_t n) noexcept:
     for i in range(n):
         c = CRC_TABLE[(c ^ <unsigned char>p[i]) & 0xFF] ^ (c >> 8)
     return c ^ 0xFFFFFFFF
-
-
-cdef inline int put_be(Buf *b, unsigned char tag, uint64_t v, int width) except -1:
-    """``tag``, then the low ``width`` bytes of ``v``, big-endian."""
-    cdef char be[9]
-    cdef int i
-    be[0] = <char>tag
-    for i in range(width):
-        be[1 + i] = <char>((v >> (8 * (width - 1 - i))) & 0xFF)
-    return put(b, be, 1 + width)
-
-
-cdef int put_int(Buf *b, int64_t v) except -1:
-    """An integer in the smallest MessagePack form, as msgspec writes it."""
-    if 0 <= v < 128 or -32 <= v < 0:
-        return put_byte(b, <char>(<uint8_t>(v & 0xFF)))
-    if v >= 0:
-        if v <= 0xFF:
-            return put_be(b, 0xCC, <uint64_t>v, 1)
-        if v <= 0xFFFF:
-            return put_be(b, 0xCD, <uint64_t>v, 2)
-        if v <= 0xFFFFFFFF:
-            return put_be(b, 0xCE, <uint64_t>v, 4)
-        return put_be(b, 0xCF, <uint64_t>v, 8)
-    if v >= -128:
-        return put_be(b, 0xD0, <uint64_t>v, 1)
-    if v >= -32768:
-        return put_be(b, 0xD1, <uint64_t>v, 2)
-    if v >= -2147483648:
-        return put_be(b, 0xD2, <uint64_t>v, 4)
-    return put_be(b, 0xD3, <uint64_t>v, 8)
-
-
-cdef int put_sized(Buf *b, const char *p, Py_ssize_t n, bint text) except -1:
-    """A string (``text``) or bytes with its header, as msgspec writes them."""
-    if text and n < 32:
-        put_byte(b, <char>(0xA0 | n))
-    elif n <= 0xFF:
-        put_be(b, 0xD9 if text else 0xC4, <uint64_t>n, 1)
-    elif n <= 0xFFFF:
-        put_be(b, 0xDA if text else 0xC5, <uint64_t>n, 2)
-    elif n <= 0xFFFFFFFF:
-        put_be(b, 0xDB if text else 0xC6, <uint64_t>n, 4)
-    else:
-        raise ValueError(f"{n} bytes: more than MessagePack holds")
-    return put(b, p, n)
-
-
-cdef int put_str(Buf *b, str s) except -1:
-    cdef Py_ssize_t n
-    cdef const char *p = PyUnicode_AsUTF8AndSize(s, &n)
-    return put_sized(b, p, n, True)
-
-
-cdef inline int put_header(Buf *b, Py_ssize_t n) except -1:
-    """The header of an array of ``n``, as msgspec writes it."""
-    if n < 16:
-        return put_byte(b, <char>(0x90 | n))
-    if n <= 0xFFFF:
-        return put_be(b, 0xDC, <uint64_t>n, 2)
-    return put_be(b, 0xDD, <uint64_t>n, 4)
 
 
 def write_batches(

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -36,6 +37,13 @@ from headwater.ingest.writer import IngestWriter, Send
 from headwater.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from headwater.registry.contracts import ContractRegistry
 from headwater.wire import new_event_id
+
+try:  # compiled (setup.py): a batch's records written in one pass
+    from headwater.ingest._records import encode_records
+
+    _COMPILED_RECORDS = True
+except ImportError:  # pragma: no cover - installed without a C compiler
+    _COMPILED_RECORDS = False
 
 __all__ = ["EventResult", "IngestOutcome", "Ingestor", "PreparedBatch"]
 
@@ -287,31 +295,17 @@ class Ingestor:
         if self.record_version == 1:
             _encode_maps(batch, events)
             return
-        # The gateway's hottest loop: names bound once, no call per event but encode's.
-        # Each record is written as a tuple of its fields (``RECORD_FIELDS``' order, a
-        # record of version 2): the event itself is left as validated.
-        producer, received_at, request_id = batch.producer, batch.received_at, batch.request_id
-        messages, entries = batch.messages, batch.entries
-        encode = encode_record
-        for event in events:
-            kind = type(event)
-            user_id = event.user_id
-            event_id = event.event_id
-            record = (
-                event_id,
-                kind.__struct_config__.tag,
-                user_id,
-                event.surface,  # type: ignore[attr-defined]
-                event.timestamp,
-                event.payload,  # type: ignore[attr-defined]
-                event.item_id,  # type: ignore[attr-defined]
-                producer,
-                received_at,
-                kind.schema_version_of_type,
-                request_id,
-            )
-            messages.append(Message(user_id, encode(record)))
-            entries.append((event_id, user_id))
+        # The gateway's hottest loop: compiled where it is built (``ingest/_records.pyx``).
+        encode_records(
+            events,
+            batch.messages,
+            batch.entries,
+            producer=batch.producer,
+            received_at=batch.received_at,
+            request_id=batch.request_id,
+            encode=encode_record,
+            message=Message,
+        )
 
     def settle(self, batch: PreparedBatch) -> None:
         """Resolve the ids another send holds (blocking, up to about a lease): each
@@ -472,3 +466,42 @@ def _result(index: int, item: TypedSignal | Rejection, duplicate_index: set[int]
             {"field": v.field, "rule": v.rule, "message": v.message} for v in item.violations
         ],
     )
+
+
+def _encode_records_py(
+    events: list[TypedSignal],
+    messages: list[Message],
+    entries: list[tuple[str, str]],
+    *,
+    producer: str,
+    received_at: datetime,
+    request_id: str,
+    encode: Callable[[Any], bytes],
+    message: type[Message],
+) -> None:
+    """Each event's record as a tuple of its fields (``RECORD_FIELDS``' order, a record of
+    version 2) encoded by ``encode``: the event itself is left as validated. What
+    ``ingest/_records.pyx`` writes in one compiled pass."""
+    for event in events:
+        kind = type(event)
+        user_id = event.user_id
+        event_id = event.event_id
+        record = (
+            event_id,
+            kind.__struct_config__.tag,
+            user_id,
+            event.surface,  # type: ignore[attr-defined]
+            event.timestamp,
+            event.payload,  # type: ignore[attr-defined]
+            event.item_id,  # type: ignore[attr-defined]
+            producer,
+            received_at,
+            kind.schema_version_of_type,
+            request_id,
+        )
+        messages.append(message(user_id, encode(record)))
+        entries.append((event_id, user_id))
+
+
+if not _COMPILED_RECORDS:  # pragma: no cover - installed without a C compiler
+    encode_records = _encode_records_py
