@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from headwater.bus.base import Message
 from headwater.contract._compiled import TypedSignal
 from headwater.contract.signal import RECORD_FIELDS, decode_signal, encode_record
+from headwater.ingest import _records as compiled
+from headwater.ingest import ingestor
 from headwater.ingest.ingestor import _encode_records_py
-
-compiled = pytest.importorskip("headwater.ingest._records")
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -163,3 +163,8 @@ def test_a_payload_the_encoder_refuses_raises() -> None:
                 encode=encode_record,
                 message=Message,
             )
+
+
+def test_the_gateway_writes_through_the_compiled_pass() -> None:
+    assert ingestor._COMPILED_RECORDS
+    assert ingestor.encode_records is compiled.encode_records
