@@ -40,6 +40,8 @@ else:
                     "src/headwater/bus/_batch.pxd",
                 ],
             ),
+            # The checks of a decoded batch's fast path (its window, its envelope).
+            Extension("headwater.contract._accept", ["src/headwater/contract/_accept.pyx"]),
             # The gateway's bus records for a batch of validated events.
             Extension(
                 "headwater.ingest._records",

@@ -22,6 +22,13 @@ from headwater.errors import BatchTooLargeError, MalformedBatchError
 
 __all__ = ["BatchResult", "Limits", "Rejection", "SignalValidator", "Violation"]
 
+try:  # compiled (setup.py): the fast path's checks in one C loop
+    from headwater.contract._accept import accepts
+
+    _COMPILED_ACCEPT = True
+except ImportError:  # pragma: no cover - installed without a C compiler
+    _COMPILED_ACCEPT = False
+
 _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 _ANY = msgspec.json.Decoder()
 
@@ -188,21 +195,8 @@ class SignalValidator:
             if longest_event > limits.max_event_bytes:
                 return None
         window = limits.window(now)
-        oldest, newest = window.oldest, window.newest
-        unset = msgspec.UNSET
-        for event in events:
-            ts = event.timestamp
-            if not oldest <= ts <= newest:
-                return None
-            if (
-                event.producer is not unset
-                or event.received_at is not unset
-                or event.schema_version is not unset
-                or event.request_id is not unset
-            ):
-                return None
-            if ts.tzinfo is not UTC:
-                event.timestamp = ts.astimezone(UTC)
+        if not accepts(events, window.oldest, window.newest, msgspec.UNSET):
+            return None
         return BatchResult(len(events), events, None, [])
 
     def _each(self, raws: list[bytes], now: datetime) -> BatchResult:
@@ -288,3 +282,27 @@ class SignalValidator:
         except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
             return str(exc)
         return "rejected by the contract"
+
+
+def _accepts_py(events: list[TypedSignal], oldest: datetime, newest: datetime, unset: Any) -> bool:
+    """The fast path's checks of a decoded batch (``contract/_accept.pyx`` compiled): each
+    timestamp within the window, no envelope field set by the producer; a timestamp given
+    with an offset moved to UTC. False at the first event that fails."""
+    for event in events:
+        ts = event.timestamp
+        if not oldest <= ts <= newest:
+            return False
+        if (
+            event.producer is not unset
+            or event.received_at is not unset
+            or event.schema_version is not unset
+            or event.request_id is not unset
+        ):
+            return False
+        if ts.tzinfo is not UTC:
+            event.timestamp = ts.astimezone(UTC)
+    return True
+
+
+if not _COMPILED_ACCEPT:  # pragma: no cover - installed without a C compiler
+    accepts = _accepts_py
