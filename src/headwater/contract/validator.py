@@ -1,7 +1,8 @@
 """Validate publish batches against the registered contract, one result per event.
 
 The fast path decodes a whole JSON array of events into the compiled per-type
-structs in one call. Only when that fails, or a time check fails, does a batch take
+structs in one call, then checks each event's time and envelope in one compiled loop
+(``contract/_accept.pyx``). Only when that fails, or a time check fails, does a batch take
 the per-event path, which decodes each event on its own and names every problem of
 each failing event. Rejecting one event never drops the others.
 """
