@@ -111,8 +111,8 @@ def test_the_compiled_records_are_the_python_paths_byte_for_byte(
     fast, slow = _both(batch, producer=producer, received_at=received_at, request_id=request_id)
     assert fast == slow
     messages, entries = fast
-    if messages is OverflowError:
-        return
+    if not isinstance(messages, list):
+        return  # both refused the batch with the same error
     assert entries == [(e.event_id, e.user_id) for e in batch]
     assert [m.key for m in messages] == [e.user_id for e in batch]
     for event, message in zip(batch, messages, strict=True):

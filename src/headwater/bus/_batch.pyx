@@ -18,10 +18,12 @@ on a malformed batch.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromObject, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcmp, memcpy
-from headwater._buffer cimport Buf, put, put_byte, put_header, put_int, put_sized, put_str, reserve, take
+from headwater._buffer cimport (
+    Buf, put, put_byte, put_header, put_int, put_sized, put_str, reserve, take
+)
 from headwater._msgpack cimport Reader, is_utf8, read_array, read_bin, read_int, read_str
 
 

@@ -25,7 +25,7 @@ from cpython.datetime cimport (
     import_datetime,
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free
 from headwater._buffer cimport Buf, put, put_be, put_byte, put_str
 
