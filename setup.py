@@ -1,8 +1,9 @@
 """The compiled modules of headwater; everything else is declared in pyproject.toml.
 
 ``headwater.features._kinds`` and ``_pass`` (the feature kinds and the pass that applies
-them) are Python modules that Cython compiles in pure-Python mode, C types from the
-``.pxd`` files beside them. Without a C compiler (or without Cython) headwater installs
+them) and ``headwater.contract._accept`` (the validator's checks after its batch decode)
+are Python modules that Cython compiles in pure-Python mode, C types from the ``.pxd``
+files beside them where there are any. Without a C compiler (or without Cython) headwater installs
 without them and runs the same modules as Python, which compute the same states more
 slowly. The ``.pyx`` modules (the JSON guard, the readers of bus records, which share
 ``_msgpack.pxd``, and the writers of them, which share ``_buffer.pxd``) have a Python
@@ -40,8 +41,9 @@ else:
                     "src/headwater/bus/_batch.pxd",
                 ],
             ),
-            # The checks of a decoded batch's fast path (its window, its envelope).
-            Extension("headwater.contract._accept", ["src/headwater/contract/_accept.pyx"]),
+            # The checks of a decoded batch's fast path (its window, its envelope), a
+            # Python module compiled in pure-Python mode.
+            Extension("headwater.contract._accept", ["src/headwater/contract/_accept.py"]),
             # The gateway's bus records for a batch of validated events.
             Extension(
                 "headwater.ingest._records",

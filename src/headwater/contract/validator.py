@@ -2,7 +2,7 @@
 
 The fast path decodes a whole JSON array of events into the compiled per-type
 structs in one call, then checks each event's time and envelope in one compiled loop
-(``contract/_accept.pyx``). Only when that fails, or a time check fails, does a batch take
+(``contract/_accept.py``). Only when that fails, or a time check fails, does a batch take
 the per-event path, which decodes each event on its own and names every problem of
 each failing event. Rejecting one event never drops the others.
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from headwater.contract._accept import accepts
 from headwater.contract._compiled import CompiledContract, TypedSignal
 from headwater.contract._detail import Problem, TimeWindow, check_event
 from headwater.contract.definition import EventTypeDefinition, RegisteredEventType
@@ -22,13 +23,6 @@ from headwater.contract.signal import Signal, decode_signal, encode_signal
 from headwater.errors import BatchTooLargeError, MalformedBatchError
 
 __all__ = ["BatchResult", "Limits", "Rejection", "SignalValidator", "Violation"]
-
-try:  # compiled (setup.py): the fast path's checks in one C loop
-    from headwater.contract._accept import accepts
-
-    _COMPILED_ACCEPT = True
-except ImportError:  # pragma: no cover - installed without a C compiler
-    _COMPILED_ACCEPT = False
 
 _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 _ANY = msgspec.json.Decoder()
@@ -283,27 +277,3 @@ class SignalValidator:
         except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
             return str(exc)
         return "rejected by the contract"
-
-
-def _accepts_py(events: list[TypedSignal], oldest: datetime, newest: datetime, unset: Any) -> bool:
-    """The fast path's checks of a decoded batch (``contract/_accept.pyx`` compiled): each
-    timestamp within the window, no envelope field set by the producer; a timestamp given
-    with an offset moved to UTC. False at the first event that fails."""
-    for event in events:
-        ts = event.timestamp
-        if not oldest <= ts <= newest:
-            return False
-        if (
-            event.producer is not unset
-            or event.received_at is not unset
-            or event.schema_version is not unset
-            or event.request_id is not unset
-        ):
-            return False
-        if ts.tzinfo is not UTC:
-            event.timestamp = ts.astimezone(UTC)
-    return True
-
-
-if not _COMPILED_ACCEPT:  # pragma: no cover - installed without a C compiler
-    accepts = _accepts_py

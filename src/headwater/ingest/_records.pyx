@@ -24,10 +24,10 @@ from cpython.datetime cimport (
     datetime_year,
     import_datetime,
 )
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free
-from headwater._buffer cimport Buf, put, put_be, put_byte, put_str
+from headwater._buffer cimport Buf, put, put_be, put_byte, put_str, take
 
 import datetime as _dt
 
@@ -147,7 +147,7 @@ def encode_records(
                 else:
                     put_str(&b, item_id)
                 put_bytes(&b, k.tail)
-                record = PyBytes_FromStringAndSize(b.data, b.size)
+                record = take(&b)
             else:
                 record = encode(
                     (
